@@ -1,0 +1,189 @@
+"""The `bastion` command."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import socket
+import sys
+import tempfile
+from importlib import resources
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+
+from bastion.config.lint import lint
+from bastion.config.loader import ConfigError, load_config
+from bastion.config.model import GatewayConfig
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="bastion: an API security gateway.")
+console = Console(stderr=True)
+
+
+def _setup_logging(level: str) -> None:
+    logging.basicConfig(level=getattr(logging, level.upper(), logging.INFO),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    logging.getLogger("uvicorn.error").setLevel(logging.WARNING)
+
+
+def _check(path: str) -> GatewayConfig:
+    """Load and lint; print findings; exit 2 on errors."""
+    try:
+        cfg = load_config(path)
+    except ConfigError as exc:
+        console.print(f"[bold red]config error[/] in {exc.source}:")
+        for issue in exc.issues:
+            console.print("  " + issue.render(exc.source), highlight=False, markup=False)
+        raise typer.Exit(2)
+    findings = lint(cfg)
+    errors = [f for f in findings if f.severity == "error"]
+    for f in findings:
+        colour = "red" if f.severity == "error" else "yellow"
+        console.print(f"[{colour}]{f.severity}[/] {f.key}: ", end="")
+        console.print(f.message, markup=False, highlight=False)
+    if errors:
+        console.print(f"[bold red]refused[/]: {len(errors)} insecure setting(s) in {path}")
+        raise typer.Exit(2)
+    return cfg
+
+
+@app.command()
+def check(config: Path = typer.Argument(..., help="The YAML config to validate.")) -> None:
+    """Validate a config and list insecure settings (exit 2 if it would be refused)."""
+    cfg = _check(str(config))
+    console.print(f"[green]ok[/]: {config} — {len(cfg.routes)} route(s), "
+                  f"{len(cfg.upstreams)} upstream(s)")
+
+
+@app.command()
+def serve(
+    config: Path = typer.Option("bastion.yaml", "--config", "-c", help="The YAML config."),
+    watch: bool = typer.Option(True, help="Reload when the config file changes."),
+    log_level: str = typer.Option("info", help="debug, info, warning or error."),
+) -> None:
+    """Run the gateway (SIGHUP or a file change reloads the config; SIGTERM stops it)."""
+    _setup_logging(log_level)
+    _check(str(config))
+    from bastion.gateway.server import GatewayServer
+
+    try:
+        server = GatewayServer(str(config), watch=watch)
+    except ConfigError as exc:
+        console.print(str(exc), markup=False)
+        raise typer.Exit(2)
+    try:
+        import uvloop
+
+        uvloop.run(server.serve())
+    except OSError as exc:
+        console.print(f"[red]cannot start[/]: {exc}", markup=False)
+        raise typer.Exit(1)
+
+
+@app.command("config-schema")
+def config_schema(output: Optional[Path] = typer.Option(None, "--output", "-o")) -> None:
+    """Print the JSON Schema of the config file (for editor autocompletion)."""
+    schema = GatewayConfig.model_json_schema()
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["title"] = "bastion gateway configuration"
+    text = json.dumps(schema, indent=2)
+    if output:
+        output.write_text(text + "\n")
+    else:
+        typer.echo(text)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+TOUR = """\
+[bold]bastion demo[/] — gateway on [cyan]{gw}[/], demo API on {up} (direct, unprotected)
+audit log: {audit}
+
+Try these (each shows one protection):
+  [green]allowed[/]  curl -i {gw}/users/1
+           → the user, with X-Request-Id, X-Response-Time and security headers; no Server header
+  [green]echo[/]     curl -s {gw}/echo -H 'X-Forwarded-For: 6.6.6.6' | python3 -m json.tool
+           → the upstream sees X-Forwarded-For 127.0.0.1: a client cannot choose its address
+  [red]blocked[/]  curl -i {gw}/admin/settings
+           → 403 problem+json: the admin area is only reachable from 10.0.0.0/8
+  [red]blocked[/]  curl -i --path-as-is '{gw}/users/../admin/settings'   and   '{gw}/%61dmin/settings'
+           → the path is normalised first, so tricks land on the admin route and are refused
+  [red]blocked[/]  curl -i '{gw}/users/%2e%2e%2fadmin'
+           → 400: an encoded '/' is never accepted
+  [red]blocked[/]  curl -i -X POST {gw}/echo --data-binary @/dev/zero -H 'Content-Length: 100000'
+           → 413: the body limit is 16 KiB (also counted while a chunked body streams)
+  [green]CORS[/]     curl -i -X OPTIONS {gw}/users -H 'Origin: https://app.example.com' -H 'Access-Control-Request-Method: GET'
+           → 204 preflight answered by the gateway
+  [red]CORS[/]     curl -i {gw}/users -H 'Origin: https://app.example.com.evil.com'
+           → no Access-Control-Allow-Origin (the upstream's own reflection is dropped)
+  [red]405[/]      curl -i -X DELETE {gw}/users
+           → Allow: GET, HEAD
+Ctrl-C stops both.
+"""
+
+
+@app.command()
+def demo(
+    port: int = typer.Option(8000, help="Gateway port (0 = any free port)."),
+    upstream_port: int = typer.Option(0, help="Demo API port (0 = any free port)."),
+) -> None:
+    """Start the demo API and a gateway in front of it, and print a tour."""
+    _setup_logging("warning")
+    import uvicorn
+
+    from bastion.demo.upstream import app as demo_app
+    from bastion.gateway.server import GatewayServer
+
+    gw_port = port or _free_port()
+    up_port = upstream_port or _free_port()
+    workdir = Path(tempfile.mkdtemp(prefix="bastion-demo-"))
+    cfg_path = workdir / "bastion.yaml"
+    cfg_path.write_text(resources.files("bastion.demo").joinpath("bastion.yaml").read_text())
+    os.environ["DEMO_GATEWAY_PORT"] = str(gw_port)
+    os.environ["DEMO_UPSTREAM_PORT"] = str(up_port)
+    audit = workdir / "audit.log"
+    os.environ["DEMO_AUDIT_LOG"] = str(audit)
+
+    async def main() -> None:
+        upstream = uvicorn.Server(uvicorn.Config(demo_app, host="127.0.0.1", port=up_port,
+                                                 log_config=None, access_log=False, lifespan="off"))
+        upstream.capture_signals = lambda: _null()  # type: ignore[method-assign]
+        up_task = asyncio.create_task(upstream.serve())
+        while not upstream.started:
+            await asyncio.sleep(0.02)
+
+        def ready(bound) -> None:
+            console.print(TOUR.format(gw=f"http://127.0.0.1:{bound[0][1]}",
+                                      up=f"http://127.0.0.1:{up_port}", audit=audit),
+                          soft_wrap=True, highlight=False)
+
+        gateway = GatewayServer(str(cfg_path), watch=False, on_ready=ready)
+        try:
+            await gateway.serve()
+        finally:
+            upstream.should_exit = True
+            await up_task
+            console.print("stopped.")
+
+    import uvloop
+
+    uvloop.run(main())
+
+
+def _null():
+    import contextlib
+
+    return contextlib.nullcontext()
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,82 @@
+"""`bastion check`: findings about a config that validates but is unsafe."""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+from bastion.config.model import GatewayConfig
+
+
+@dataclass(frozen=True)
+class Finding:
+    severity: str  # "error" refuses to start; "warning" is printed
+    key: str
+    message: str
+
+
+def _policy(section, name):
+    return getattr(section, name, None)
+
+
+def lint(cfg: GatewayConfig) -> list[Finding]:
+    out: list[Finding] = []
+    for i, lst in enumerate(cfg.listeners):
+        if lst.tls is None and not lst.is_loopback():
+            if lst.allow_plaintext:
+                out.append(Finding("warning", f"listeners[{i}]",
+                                   f"{lst.host}:{lst.port} serves plain HTTP on a non-loopback "
+                                   "address (allow_plaintext is set): put TLS in front of it"))
+            else:
+                out.append(Finding("error", f"listeners[{i}]",
+                                   f"{lst.host}:{lst.port} would serve plain HTTP on a non-loopback "
+                                   "address; add tls: {cert, key} or set allow_plaintext: true "
+                                   "if a TLS proxy terminates in front of it"))
+    for cidr in cfg.trusted_proxies:
+        net = ipaddress.ip_network(cidr, strict=False)
+        if net.prefixlen == 0:
+            out.append(Finding("error", "trusted_proxies",
+                               f"{cidr} trusts X-Forwarded-For from everyone: any client could "
+                               "choose its own address"))
+    for name, up in cfg.upstreams.items():
+        for url in up.urls:
+            parts = urlsplit(url)
+            host = parts.hostname or ""
+            local = host == "localhost"
+            try:
+                local = local or ipaddress.ip_address(host).is_loopback
+            except ValueError:
+                pass
+            if parts.scheme == "http" and not local:
+                out.append(Finding("warning", f"upstreams.{name}",
+                                   f"{url} is plain HTTP to a non-loopback host: traffic and "
+                                   "credentials cross the network unencrypted"))
+    sections = [("policies", cfg.policies)] + [
+        (f"routes[{i}].policies", r.policies) for i, r in enumerate(cfg.routes)
+    ]
+    for key, section in sections:
+        cors = _policy(section, "cors")
+        if cors is not None and cors.enabled:
+            if "*" in cors.allow_origins:
+                out.append(Finding("warning", f"{key}.cors",
+                                   "allow_origins '*': any web site may read these responses"))
+            if "null" in cors.allow_origins:
+                out.append(Finding("warning", f"{key}.cors",
+                                   "allow_origins lists 'null': sandboxed iframes and local files "
+                                   "of any site send that origin"))
+            for o in cors.allow_origins:
+                if o.startswith("http://") and cors.allow_credentials:
+                    out.append(Finding("warning", f"{key}.cors",
+                                       f"{o} is a plain-HTTP origin trusted with credentials"))
+        body = _policy(section, "body_limit")
+        if body is not None and body.enabled and body.max_bytes > 100 * 1024 * 1024:
+            out.append(Finding("warning", f"{key}.body_limit",
+                               f"max_bytes {body.max_bytes} is over 100 MiB"))
+        for name in ("audit", "security_headers", "body_limit"):
+            p = _policy(section, name)
+            if p is not None and not p.enabled:
+                out.append(Finding("warning", f"{key}.{name}", f"{name} is turned off"))
+    if not cfg.routes:
+        out.append(Finding("warning", "routes", "no routes: every request will get 404"))
+    return out

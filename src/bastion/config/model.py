@@ -1,0 +1,164 @@
+"""The gateway config: one pydantic model per section, validated when the file loads."""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator
+
+from bastion.policies import REGISTRY
+
+HTTP_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE")
+_PARAM = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class TlsConfig(Strict):
+    cert: str = Field(description="PEM certificate chain file.")
+    key: str = Field(description="PEM private key file.")
+
+
+class ListenerConfig(Strict):
+    host: str = Field("127.0.0.1", description="Address to bind.")
+    port: int = Field(8080, ge=0, le=65535, description="Port to bind (0 picks a free one).")
+    tls: TlsConfig | None = Field(None, description="Terminate TLS with this certificate and key.")
+    allow_plaintext: bool = Field(
+        False, description="Allow a non-loopback listener without TLS (e.g. behind a TLS proxy)."
+    )
+    client_body_timeout: float = Field(
+        30.0, gt=0, description="Seconds to wait for each piece of a request body (408 after)."
+    )
+
+    def is_loopback(self) -> bool:
+        if self.host == "localhost":
+            return True
+        try:
+            return ipaddress.ip_address(self.host).is_loopback
+        except ValueError:
+            return False
+
+
+class TimeoutsConfig(Strict):
+    connect: float = Field(5.0, gt=0, description="Seconds to open a connection to the upstream.")
+    read: float = Field(30.0, gt=0, description="Seconds to wait for each read from the upstream.")
+    total: float = Field(60.0, gt=0, description="Seconds for the whole upstream exchange.")
+
+
+class UpstreamConfig(Strict):
+    urls: list[str] = Field(min_length=1, description="Base URLs, used round-robin.")
+    timeouts: TimeoutsConfig = Field(default_factory=TimeoutsConfig)
+    max_connections: int = Field(200, ge=1, description="Pooled connections per gateway process.")
+    preserve_host: bool = Field(False, description="Forward the client's Host instead of the upstream's.")
+
+    @field_validator("urls")
+    @classmethod
+    def _urls(cls, values: list[str]) -> list[str]:
+        out = []
+        for v in values:
+            m = re.fullmatch(r"(https?)://([^/?#\s]+)(/[^?#\s]*)?", v)
+            if not m:
+                raise ValueError(f"{v!r} is not an http(s) base URL like http://10.0.0.5:9000")
+            out.append(v.rstrip("/"))
+        return out
+
+
+def _policies_model(name: str) -> type[BaseModel]:
+    fields: dict[str, Any] = {
+        pname: (cls.Config | None, Field(None, description=(cls.__doc__ or "").strip() or None))
+        for pname, cls in REGISTRY.items()
+    }
+    return create_model(name, __config__=ConfigDict(extra="forbid"), **fields)
+
+
+PoliciesConfig = _policies_model("PoliciesConfig")
+
+
+class RouteConfig(Strict):
+    name: str | None = Field(None, description="Name used in logs and metrics (default: the path).")
+    path: str = Field(description="Path pattern: literal segments, `{param}`, and a final `*`.")
+    methods: list[str] | None = Field(None, description="Allowed methods (default: all).")
+    host: str | None = Field(None, description="Match only this Host (`*.example.com` allowed).")
+    upstream: str = Field(description="Name of an entry in `upstreams`.")
+    case_sensitive: bool = Field(True, description="Match literal segments case-sensitively.")
+    policies: PoliciesConfig = Field(  # type: ignore[valid-type]
+        default_factory=PoliciesConfig, description="Per-route policy settings over the defaults."
+    )
+
+    @field_validator("path")
+    @classmethod
+    def _path(cls, v: str) -> str:
+        if not v.startswith("/"):
+            raise ValueError("a route path starts with '/'")
+        segs = v.strip("/").split("/") if v != "/" else []
+        for i, seg in enumerate(segs):
+            if seg == "*":
+                if i != len(segs) - 1:
+                    raise ValueError("'*' may only be the last segment")
+            elif "{" in seg or "}" in seg:
+                if not _PARAM.fullmatch(seg):
+                    raise ValueError(f"segment {seg!r}: a parameter is a whole segment like {{id}}")
+            elif seg in ("", ".", "..") or "%" in seg or ";" in seg or "\\" in seg:
+                raise ValueError(f"segment {seg!r} can never match a normalised path")
+        return v
+
+    @field_validator("methods")
+    @classmethod
+    def _methods(cls, values: list[str] | None) -> list[str] | None:
+        if values is None:
+            return None
+        out = [m.upper() for m in values]
+        for m in out:
+            if m not in HTTP_METHODS:
+                raise ValueError(f"unknown HTTP method {m!r}")
+        return out
+
+
+class GatewayConfig(Strict):
+    """bastion gateway configuration."""
+
+    listeners: list[ListenerConfig] = Field(
+        default_factory=lambda: [ListenerConfig()], description="Where the gateway listens."
+    )
+    upstreams: dict[str, UpstreamConfig] = Field(
+        default_factory=dict, description="Named upstream services."
+    )
+    trusted_proxies: list[str] = Field(
+        default_factory=list,
+        description="CIDRs of proxies whose X-Forwarded-For and X-Forwarded-Proto are believed.",
+    )
+    policies: PoliciesConfig = Field(  # type: ignore[valid-type]
+        default_factory=PoliciesConfig, description="Default policy settings for every route."
+    )
+    routes: list[RouteConfig] = Field(default_factory=list, description="Routes, most specific wins.")
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _cidrs(cls, values: list[str]) -> list[str]:
+        for v in values:
+            try:
+                ipaddress.ip_network(v, strict=False)
+            except ValueError:
+                raise ValueError(f"{v!r} is not an IP address or CIDR network") from None
+        return values
+
+
+def cross_checks(cfg: GatewayConfig) -> list[tuple[tuple[Any, ...], str]]:
+    """Checks that span sections, each with the location of the offending key."""
+    problems: list[tuple[tuple[Any, ...], str]] = []
+    known = ", ".join(sorted(cfg.upstreams)) or "none defined"
+    seen: set[tuple[Any, ...]] = set()
+    for i, route in enumerate(cfg.routes):
+        if route.upstream not in cfg.upstreams:
+            problems.append((("routes", i, "upstream"),
+                             f"upstream {route.upstream!r} is not in upstreams ({known})"))
+        key = (route.host, route.path.rstrip("/") or "/", tuple(route.methods or ()))
+        if key in seen:
+            problems.append((("routes", i, "path"),
+                             f"route {route.path!r} is declared twice for the same host and methods"))
+        seen.add(key)
+    return problems

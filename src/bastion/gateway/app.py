@@ -1,0 +1,317 @@
+"""The gateway as an ASGI application: build the request once, route, run policies, proxy."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from email.utils import formatdate
+from typing import Any, AsyncIterator, Awaitable, Callable
+
+import aiohttp
+
+from bastion.gateway.proxy import (
+    FORWARDING,
+    UPSTREAM_IDENTITY,
+    BodyTimeout,
+    BodyTooLarge,
+    ClientDisconnected,
+    UpstreamError,
+    open_upstream,
+    strip_hop_by_hop,
+)
+from bastion.gateway.state import GatewayState, RouteTarget
+from bastion.http import BadPath, Headers, Request, Response, in_networks, normalise_path, parse_ip, problem
+from bastion.pipeline import Context, Pipeline
+
+log = logging.getLogger("bastion.gateway")
+
+Scope = dict[str, Any]
+Receive = Callable[[], Awaitable[dict[str, Any]]]
+Send = Callable[[dict[str, Any]], Awaitable[None]]
+
+SMALL_BODY = 64 * 1024  # bodies up to this size (by Content-Length) are read before forwarding
+_DROP_REQUEST = FORWARDING | {b"host", b"expect", b"content-length"}
+
+
+class Gateway:
+    """ASGI app. `state` is swapped whole on reload; a request keeps the state it started with."""
+
+    def __init__(self, state: GatewayState, *, client_body_timeout: float = 30.0) -> None:
+        self.state = state
+        self.client_body_timeout = client_body_timeout
+        self._retired: list[GatewayState] = []
+
+    # ---- lifecycle -------------------------------------------------------------------------
+    async def swap(self, new: GatewayState) -> None:
+        old, self.state = self.state, new
+        old.retired = True
+        if old.inflight == 0:
+            await old.close()
+        else:
+            self._retired.append(old)
+
+    async def aclose(self) -> None:
+        await self.state.close()
+        for old in self._retired:
+            await old.close()
+        self._retired.clear()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        kind = scope["type"]
+        if kind == "http":
+            await self.handle(scope, receive, send)
+        elif kind == "lifespan":
+            while True:
+                message = await receive()
+                if message["type"] == "lifespan.startup":
+                    await send({"type": "lifespan.startup.complete"})
+                elif message["type"] == "lifespan.shutdown":
+                    await self.aclose()
+                    await send({"type": "lifespan.shutdown.complete"})
+                    return
+        elif kind == "websocket":
+            await send({"type": "websocket.close", "code": 1008})
+
+    # ---- one request -----------------------------------------------------------------------
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
+        state = self.state
+        state.inflight += 1
+        try:
+            req = self.build_request(scope, receive, state)
+            ctx = Context()
+            record: dict[str, Any] = {}
+            await state.edge.run_request(req, ctx)
+            pipeline, resp, target = await self.decide(scope, req, ctx, state)
+            if resp is None and target is not None:
+                resp = await self.forward(req, ctx, target, send, record)
+                if resp.stopped_by:  # the proxy step failed before anything was sent
+                    await pipeline.run_response(req, resp, ctx)
+                    await _send_whole(send, resp)
+            else:
+                assert resp is not None
+                await pipeline.run_response(req, resp, ctx)
+                await _send_whole(send, resp)
+                record["bytes_out"] = len(resp.body)
+            record["duration_ms"] = round((time.perf_counter() - req.started) * 1000, 3)
+            pipeline.run_log(req, resp, ctx, record)
+        finally:
+            state.inflight -= 1
+            if state.retired and state.inflight == 0 and state in self._retired:
+                self._retired.remove(state)
+                await state.close()
+
+    def build_request(self, scope: Scope, receive: Receive, state: GatewayState) -> Request:
+        headers: Headers = scope["headers"]
+        client = scope.get("client")
+        peer = parse_ip(client[0]) if client else None
+        client_ip = peer
+        scheme = scope.get("scheme", "http")
+        host = ""
+        xff = xfp = None
+        for k, v in headers:
+            if k == b"host":
+                host = v.decode("latin-1")
+            elif k == b"x-forwarded-for":
+                xff = v if xff is None else xff + b"," + v
+            elif k == b"x-forwarded-proto":
+                xfp = v
+        peer_trusted = bool(state.trusted) and in_networks(peer, state.trusted)
+        if peer_trusted:
+            # Walk X-Forwarded-For from the right: the first address not of a trusted proxy
+            # is the client. Anything left of it was written by the client and is ignored.
+            if xff:
+                for part in reversed(xff.decode("latin-1").split(",")):
+                    ip = parse_ip(part)
+                    if ip is None:
+                        break
+                    client_ip = ip
+                    if not in_networks(ip, state.trusted):
+                        break
+            if xfp in (b"http", b"https"):
+                scheme = xfp.decode()
+        return Request(
+            method=scope["method"], path="", query=scope.get("query_string", b""),
+            headers=headers, client_ip=client_ip, peer_ip=peer, peer_trusted=peer_trusted,
+            scheme=scheme, host=host, receive=receive,
+        )
+
+    async def decide(
+        self, scope: Scope, req: Request, ctx: Context, state: GatewayState
+    ) -> tuple[Pipeline, Response | None, RouteTarget | None]:
+        """Normalise, route and run the request phase: a response to send, or a target."""
+        raw_path = scope.get("raw_path") or scope["path"].encode("utf-8")
+        try:
+            req.path = normalise_path(raw_path)
+        except BadPath as exc:
+            req.path = scope["path"][:256]
+            return state.edge, problem(400, "bad-path", str(exc), request_id=req.request_id,
+                                       stopped_by="router"), None
+        preflight = req.method == "OPTIONS" and req.header(b"access-control-request-method") is not None
+        method = req.method
+        if preflight:
+            method = req.header_str(b"access-control-request-method").strip().upper()  # type: ignore[union-attr]
+        match = state.router.match(method, req.path, req.host)
+        if match.route is None:
+            if match.allowed:
+                allow = ", ".join(sorted(match.allowed)).encode()
+                return state.edge, problem(405, "method-not-allowed", f"{method} is not allowed here",
+                                           request_id=req.request_id, stopped_by="router",
+                                           headers=[(b"allow", allow)]), None
+            return state.edge, problem(404, "not-found", "no route matches this request",
+                                       request_id=req.request_id, stopped_by="router"), None
+        target = match.route.target
+        req.route_name = match.route.name
+        req.path_params = match.params
+        resp = await target.pipeline.run_request(req, ctx)
+        if resp is None and preflight and target.methods is not None and "OPTIONS" not in target.methods:
+            resp = problem(405, "method-not-allowed", "OPTIONS is not allowed here",
+                           request_id=req.request_id, stopped_by="router",
+                           headers=[(b"allow", ", ".join(sorted(target.methods)).encode())])
+        return target.pipeline, resp, (None if resp is not None else target)
+
+    # ---- proxying --------------------------------------------------------------------------
+    def upstream_headers(self, req: Request, ctx: Context, body_len: int | None) -> Headers:
+        drop = _DROP_REQUEST | ctx.drop_request_headers
+        out = strip_hop_by_hop(req.headers, frozenset(drop))
+        peer = str(req.peer_ip) if req.peer_ip else "unknown"
+        prior_xff = prior_fwd = None
+        if req.peer_trusted:  # keep the chain the trusted proxy built; otherwise start afresh
+            for k, v in req.headers:
+                if k == b"x-forwarded-for":
+                    prior_xff = v if prior_xff is None else prior_xff + b", " + v
+                elif k == b"forwarded":
+                    prior_fwd = v if prior_fwd is None else prior_fwd + b", " + v
+        xff = (prior_xff + b", " if prior_xff else b"") + peer.encode()
+        for_ = f'"[{peer}]"' if ":" in peer else peer
+        fwd = f"for={for_};proto={req.scheme}"
+        if req.host:
+            fwd += f';host="{req.host}"'
+        out.append((b"x-forwarded-for", xff))
+        out.append((b"x-forwarded-proto", req.scheme.encode()))
+        if req.host:
+            out.append((b"x-forwarded-host", req.host.encode("latin-1")))
+        out.append((b"forwarded", (prior_fwd + b", " if prior_fwd else b"") + fwd.encode("latin-1")))
+        if body_len is not None:
+            out.append((b"content-length", str(body_len).encode()))
+        out.extend(ctx.upstream_headers)
+        return out
+
+    async def forward(self, req: Request, ctx: Context, target: RouteTarget, send: Send,
+                      record: dict[str, Any]) -> Response:
+        """Proxy to the upstream and stream its answer; on failure return an unsent problem."""
+        pool = target.upstream
+        limit = req.body_limit
+        body: bytes | AsyncIterator[bytes] | None = None
+        body_len: int | None = None
+        try:
+            length = req.content_length()
+        except ValueError:
+            return problem(400, "bad-request", "the Content-Length header is not a number",
+                           request_id=req.request_id, stopped_by="proxy")
+        chunked = req.header(b"transfer-encoding") is not None
+        try:
+            if length is not None and length <= SMALL_BODY and not chunked:
+                body = await self.read_body(req, limit)
+                body_len = len(body)
+                record["bytes_in"] = body_len
+            elif length is not None or chunked:
+                body = self.stream_body(req, limit, record)
+                body_len = None if chunked else length
+            t0 = time.perf_counter()
+            headers = self.upstream_headers(req, ctx, body_len)
+            if pool.config.preserve_host and req.host:
+                headers.append((b"host", req.host.encode("latin-1")))
+            upstream = await open_upstream(pool, req, headers, body)
+        except BodyTooLarge:
+            return problem(413, "body-too-large", f"the request body is larger than {limit} bytes",
+                           request_id=req.request_id, stopped_by="body_limit",
+                           extra={"max_bytes": limit})
+        except BodyTimeout:
+            return problem(408, "body-timeout", "the request body did not arrive in time",
+                           request_id=req.request_id, stopped_by="proxy")
+        except ClientDisconnected:
+            resp = Response(499, stopped_by="proxy", reason="client disconnected")
+            return resp
+        except UpstreamError as exc:
+            return problem(exc.status, "upstream-timeout" if exc.status == 504 else "upstream-unavailable",
+                           exc.detail, request_id=req.request_id, stopped_by="proxy")
+        record["upstream_ms"] = round((time.perf_counter() - t0) * 1000, 3)
+        try:
+            raw = [(k.lower(), v) for k, v in upstream.raw_headers]
+            resp = Response(upstream.status, strip_hop_by_hop(raw, UPSTREAM_IDENTITY))
+            if resp.get_header(b"date") is None:
+                resp.headers.append((b"date", http_date()))
+            await target.pipeline.run_response(req, resp, ctx)
+            await send({"type": "http.response.start", "status": resp.status, "headers": resp.headers})
+            sent = 0
+            try:
+                async for chunk in upstream.content.iter_any():
+                    sent += len(chunk)
+                    await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            except (asyncio.TimeoutError, aiohttp.ClientError, OSError) as exc:
+                # Headers are out: the only honest signal left is to close the connection
+                # without completing the body (returning from the ASGI app does that).
+                record["bytes_out"] = sent
+                record["upstream_aborted"] = True
+                resp.reason = f"upstream broke off the response ({type(exc).__name__})"
+                log.warning("request %s: upstream %s broke off the response after %d bytes (%s)",
+                            req.request_id, pool.name, sent, type(exc).__name__)
+                return resp
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+            record["bytes_out"] = sent
+            return resp
+        finally:
+            upstream.release()
+
+    async def read_body(self, req: Request, limit: int | None) -> bytes:
+        parts = []
+        async for chunk in self._chunks(req, limit, None):
+            parts.append(chunk)
+        return b"".join(parts)
+
+    async def stream_body(self, req: Request, limit: int | None, record: dict[str, Any]) -> AsyncIterator[bytes]:
+        async for chunk in self._chunks(req, limit, record):
+            yield chunk
+
+    async def _chunks(self, req: Request, limit: int | None, record: dict[str, Any] | None) -> AsyncIterator[bytes]:
+        total = 0
+        timeout = self.client_body_timeout
+        while True:
+            try:
+                async with asyncio.timeout(timeout):
+                    message = await req.receive()
+            except TimeoutError:
+                raise BodyTimeout() from None
+            if message["type"] == "http.disconnect":
+                raise ClientDisconnected()
+            chunk = message.get("body", b"")
+            total += len(chunk)
+            if limit is not None and total > limit:
+                raise BodyTooLarge()
+            if record is not None:
+                record["bytes_in"] = total
+            if chunk:
+                yield chunk
+            if not message.get("more_body", False):
+                return
+
+
+_date_cache: tuple[int, bytes] = (0, b"")
+
+
+def http_date() -> bytes:
+    """The Date header value, formatted once a second."""
+    global _date_cache
+    now = int(time.time())
+    if _date_cache[0] != now:
+        _date_cache = (now, formatdate(now, usegmt=True).encode())
+    return _date_cache[1]
+
+
+async def _send_whole(send: Send, resp: Response) -> None:
+    headers = [(b"date", http_date()), *resp.headers]
+    if resp.status != 204 and resp.status != 304 and not any(k == b"content-length" for k, _ in headers):
+        headers = [*headers, (b"content-length", str(len(resp.body)).encode())]
+    await send({"type": "http.response.start", "status": resp.status, "headers": headers})
+    await send({"type": "http.response.body", "body": resp.body, "more_body": False})

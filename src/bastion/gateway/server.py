@@ -1,0 +1,163 @@
+"""Running the gateway: one uvicorn server per listener in one event loop, reload on SIGHUP
+and on file change (validated first; a bad config leaves the old one serving)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import socket
+import ssl
+from typing import Any, Callable
+
+import uvicorn
+
+from bastion.config.loader import ConfigError, load_config
+from bastion.config.model import GatewayConfig, ListenerConfig
+from bastion.gateway.app import Gateway
+from bastion.gateway.state import compile_state
+
+log = logging.getLogger("bastion.server")
+
+
+class _Server(uvicorn.Server):
+    """uvicorn's server without its own signal handling: the gateway owns the signals."""
+
+    @contextlib.contextmanager
+    def capture_signals(self):  # type: ignore[override]
+        yield
+
+
+def build_state(path: str, version: int):
+    cfg = load_config(path)
+    return compile_state(cfg, config_dir=os.path.dirname(os.path.abspath(path)) or ".",
+                         version=version, source=path)
+
+
+def _bind(listener: ListenerConfig) -> socket.socket:
+    family = socket.AF_INET6 if ":" in listener.host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((listener.host, listener.port))
+    sock.set_inheritable(True)
+    return sock
+
+
+def _uvicorn_config(app: Any, listener: ListenerConfig, config_dir: str) -> uvicorn.Config:
+    kwargs: dict[str, Any] = {}
+    if listener.tls:
+        def rel(p: str) -> str:
+            return p if os.path.isabs(p) else os.path.join(config_dir, p)
+        kwargs.update(ssl_certfile=rel(listener.tls.cert), ssl_keyfile=rel(listener.tls.key),
+                      ssl_version=ssl.PROTOCOL_TLS_SERVER)
+    return uvicorn.Config(
+        app, lifespan="off", log_config=None, access_log=False, server_header=False,
+        proxy_headers=False, date_header=False, http="httptools", loop="uvloop", timeout_keep_alive=15,
+        timeout_graceful_shutdown=10, **kwargs,
+    )
+
+
+class GatewayServer:
+    """The gateway, its listeners and its reload machinery."""
+
+    def __init__(self, config_path: str, *, watch: bool = True,
+                 on_ready: Callable[[list[tuple[str, int]]], None] | None = None) -> None:
+        self.path = config_path
+        self.watch = watch
+        self.on_ready = on_ready
+        self.version = 1
+        state = build_state(config_path, self.version)  # raises ConfigError: never half-started
+        self.config: GatewayConfig = state.config
+        timeout = min((lst.client_body_timeout for lst in state.config.listeners), default=30.0)
+        self.gateway = Gateway(state, client_body_timeout=timeout)
+        self.servers: list[_Server] = []
+        self.reloads = 0
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop: asyncio.Event | None = None
+        self._stat = self._file_stat()
+
+    def _file_stat(self) -> tuple[int, int, int] | None:
+        try:
+            st = os.stat(self.path)
+        except OSError:
+            return None
+        return (st.st_mtime_ns, st.st_size, st.st_ino)
+
+    async def reload(self, why: str) -> bool:
+        try:
+            state = build_state(self.path, self.version + 1)
+        except ConfigError as exc:
+            log.error("reload (%s) refused, the running config stays:\n%s", why, exc)
+            return False
+        except Exception as exc:  # a config that validates but cannot be built
+            log.error("reload (%s) refused, the running config stays: %s", why, exc)
+            return False
+        if [lst.model_dump() for lst in state.config.listeners] != [
+            lst.model_dump() for lst in self.config.listeners
+        ]:
+            log.warning("listener changes take effect on restart; routes and policies reloaded")
+        self.version += 1
+        self.reloads += 1
+        await self.gateway.swap(state)
+        log.info("config reloaded (%s), version %d", why, self.version)
+        return True
+
+    async def _watch_file(self) -> None:
+        while True:
+            await asyncio.sleep(1.0)
+            stat = self._file_stat()
+            if stat is not None and stat != self._stat:
+                self._stat = stat
+                await self.reload("file changed")
+
+    def stop(self) -> None:
+        """Ask a running `serve()` to finish (safe from another thread)."""
+        if self._loop is not None and self._stop is not None:
+            self._loop.call_soon_threadsafe(self._stop.set)
+
+    async def serve(self, *, install_signals: bool = True) -> None:
+        loop = self._loop = asyncio.get_running_loop()
+        stop = self._stop = asyncio.Event()
+        config_dir = os.path.dirname(os.path.abspath(self.path))
+        sockets = []
+        for listener in self.config.listeners:
+            sock = _bind(listener)
+            sockets.append(sock)
+            self.servers.append(_Server(_uvicorn_config(self.gateway, listener, config_dir)))
+
+        def on_hup() -> None:
+            self._stat = self._file_stat()
+            loop.create_task(self.reload("SIGHUP"))
+
+        if install_signals:
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.add_signal_handler(sig, stop.set)
+            loop.add_signal_handler(signal.SIGHUP, on_hup)
+        tasks = [asyncio.create_task(s.serve(sockets=[sock])) for s, sock in zip(self.servers, sockets)]
+        while not all(s.started for s in self.servers):
+            if any(t.done() for t in tasks):
+                for t in tasks:
+                    if t.done() and t.exception():
+                        raise t.exception()  # type: ignore[misc]
+                raise RuntimeError("a listener failed to start")
+            await asyncio.sleep(0.01)
+        bound = [sock.getsockname()[:2] for sock in sockets]
+        for (host, port), listener in zip(bound, self.config.listeners):
+            scheme = "https" if listener.tls else "http"
+            log.info("listening on %s://%s:%d", scheme, host if ":" not in host else f"[{host}]", port)
+        if self.on_ready:
+            self.on_ready(bound)
+        watcher = asyncio.create_task(self._watch_file()) if self.watch else None
+        await stop.wait()
+        log.info("shutting down: finishing in-flight requests")
+        for s in self.servers:
+            s.should_exit = True
+        await asyncio.gather(*tasks, return_exceptions=True)
+        if watcher:
+            watcher.cancel()
+        await self.gateway.aclose()
+        if install_signals:
+            for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+                loop.remove_signal_handler(sig)

@@ -1,0 +1,113 @@
+"""A config compiled into what the hot path needs: router, pipelines, upstream pools."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+from pydantic import ValidationError
+
+from bastion.config.loader import ConfigError, ConfigIssue
+from bastion.config.model import GatewayConfig
+from bastion.gateway.proxy import UpstreamPool
+from bastion.http import compile_networks
+from bastion.gateway.router import Route, Router
+from bastion.pipeline import Pipeline, Policy, PolicyEnv
+from bastion.policies import REGISTRY
+
+log = logging.getLogger("bastion.gateway")
+
+
+@dataclass(slots=True)
+class RouteTarget:
+    pipeline: Pipeline
+    upstream: UpstreamPool
+    methods: frozenset[str] | None
+
+
+@dataclass
+class GatewayState:
+    config: GatewayConfig
+    version: int
+    router: Router[RouteTarget]
+    edge: Pipeline  # policies that also run for requests no route matches
+    upstreams: dict[str, UpstreamPool]
+    trusted: tuple[Any, ...]
+    policies: list[Policy]
+    inflight: int = 0
+    retired: bool = False
+    source: str = "<config>"
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    async def close(self) -> None:
+        for pool in self.upstreams.values():
+            await pool.close()
+        for policy in self.policies:
+            await policy.close()
+
+
+def _raw(section: Any, name: str) -> dict[str, Any] | None:
+    value = getattr(section, name)
+    return None if value is None else value.model_dump(exclude_unset=True)
+
+
+def compile_state(cfg: GatewayConfig, *, config_dir: str = ".", version: int = 1,
+                  source: str = "<config>") -> GatewayState:
+    env = PolicyEnv(config_dir=config_dir, tls=any(lst.tls for lst in cfg.listeners))
+    built: dict[tuple[str, bytes], Policy] = {}
+    issues: list[ConfigIssue] = []
+
+    def build(name: str, raw: dict[str, Any], loc: tuple[Any, ...]) -> Policy | None:
+        cls = REGISTRY[name]
+        try:
+            conf = cls.Config.model_validate(raw)
+        except ValidationError as exc:
+            for err in exc.errors():
+                issues.append(ConfigIssue(loc + tuple(err["loc"]), None,
+                                          err["msg"].removeprefix("Value error, ")))
+            return None
+        if not conf.enabled:
+            return None
+        key = (name, orjson.dumps(conf.model_dump(mode="json"), option=orjson.OPT_SORT_KEYS))
+        if key not in built:
+            built[key] = cls(conf, env)
+        return built[key]
+
+    defaults: dict[str, dict[str, Any] | None] = {}
+    global_policies: dict[str, Policy] = {}
+    for name, cls in REGISTRY.items():
+        raw = _raw(cfg.policies, name)
+        if raw is None and cls.default_on:
+            raw = {}
+        defaults[name] = raw
+        if raw is not None:
+            policy = build(name, raw, ("policies", name))
+            if policy is not None:
+                global_policies[name] = policy
+
+    upstreams = {name: UpstreamPool(name, up) for name, up in cfg.upstreams.items()}
+    routes: list[Route[RouteTarget]] = []
+    for i, rc in enumerate(cfg.routes):
+        policies: list[Policy] = []
+        for name, cls in REGISTRY.items():
+            override = _raw(rc.policies, name)
+            if not cls.per_route or override is None:
+                policy = global_policies.get(name)
+            else:
+                merged = {**(defaults[name] or {}), **override}
+                policy = build(name, merged, ("routes", i, "policies", name))
+            if policy is not None:
+                policies.append(policy)
+        methods = frozenset(rc.methods) if rc.methods else None
+        target = RouteTarget(Pipeline(policies), upstreams[rc.upstream], methods)
+        routes.append(Route(name=rc.name or rc.path, pattern=rc.path, methods=methods,
+                            host=rc.host, target=target, case_sensitive=rc.case_sensitive))
+    if issues:
+        raise ConfigError(source, issues)
+
+    edge = Pipeline([p for name, p in global_policies.items() if REGISTRY[name].unrouted])
+    trusted = compile_networks(cfg.trusted_proxies)
+    return GatewayState(cfg, version, Router(routes), edge, upstreams, trusted,
+                        list(built.values()), source=source)

@@ -1,0 +1,287 @@
+"""The neutral request model: built once per request, seen by every policy.
+
+The path in `Request.path` is the one that is routed, checked by policies and forwarded
+upstream. It is computed by `normalise_path` from the raw bytes the client sent.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import time
+from dataclasses import dataclass, field
+from typing import Any, Awaitable, Callable
+
+import orjson
+
+Headers = list[tuple[bytes, bytes]]
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+PROBLEM_BASE = "https://bastion.dev/problems/"
+
+_UNRESERVED = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
+_HEX = frozenset(b"0123456789abcdefABCDEF")
+# Bytes that are never allowed in a path, encoded or not.
+_FORBIDDEN_DECODED = {0x2F: "an encoded '/'", 0x5C: "a '\\'", 0x00: "a NUL byte"}
+
+
+class BadPath(ValueError):
+    """The request target cannot be normalised safely: answered with 400."""
+
+
+def normalise_path(raw: bytes) -> str:
+    """Return the one canonical form of a request path.
+
+    - percent-escapes of unreserved characters are decoded (`/%61dmin` -> `/admin`), other
+      escapes are kept with upper-case hex;
+    - encoded `/` and `\\`, any `\\`, NUL (raw or encoded) and escapes that do not decode to
+      valid UTF-8 are refused;
+    - `;params` are stripped from every segment;
+    - empty segments are collapsed (`//admin` -> `/admin`), dot segments resolved
+      (`/x/../admin` -> `/admin`); climbing above the root is refused.
+
+    A trailing slash is kept (`/admin/.` -> `/admin/`); the router treats `/a` and `/a/`
+    alike, so the slash cannot be used to reach another route.
+    """
+    if not raw.startswith(b"/"):
+        if raw == b"*" or not raw:
+            raise BadPath("the request target must be an absolute path")
+        raise BadPath("the request target must start with '/'")
+    segments: list[str] = []
+    raw_segments = raw.split(b"/")
+    last = len(raw_segments) - 1
+    trailing = False
+    for index, seg in enumerate(raw_segments):
+        semi = seg.find(b";")
+        if semi >= 0:
+            seg = seg[:semi]
+        if seg:
+            seg = _decode_segment(seg)
+        if seg in (b"", b"."):
+            trailing = index == last and index > 0
+            continue
+        if seg == b"..":
+            if not segments:
+                raise BadPath("the path climbs above the root")
+            segments.pop()
+            trailing = index == last
+            continue
+        segments.append(seg.decode("ascii"))
+        trailing = False
+    path = "/" + "/".join(segments)
+    if trailing and segments:
+        path += "/"
+    return path
+
+
+def _decode_segment(seg: bytes) -> bytes:
+    if b"\\" in seg or b"\x00" in seg:
+        raise BadPath("the path contains a '\\' or NUL byte")
+    if b"%" not in seg:
+        if not seg.isascii():
+            # Raw non-ASCII bytes: must be UTF-8, forwarded percent-encoded.
+            try:
+                seg.decode("utf-8")
+            except UnicodeDecodeError:
+                raise BadPath("the path is not valid UTF-8") from None
+            return b"".join(b"%%%02X" % b if b >= 0x80 else bytes((b,)) for b in seg)
+        return seg
+    out = bytearray()
+    decoded = bytearray()  # the fully decoded form, only to check UTF-8
+    i, n = 0, len(seg)
+    while i < n:
+        b = seg[i]
+        if b == 0x25:  # '%'
+            if i + 2 >= n:
+                raise BadPath("the path has a truncated percent-escape")
+            h1, h2 = seg[i + 1], seg[i + 2]
+            if h1 not in _HEX or h2 not in _HEX:
+                raise BadPath("the path has an invalid percent-escape")
+            value = int(seg[i + 1 : i + 3], 16)
+            if value in _FORBIDDEN_DECODED:
+                raise BadPath(f"the path contains {_FORBIDDEN_DECODED[value]}")
+            if value in _UNRESERVED:
+                out.append(value)
+            else:
+                out += b"%%%02X" % value
+            decoded.append(value)
+            i += 3
+        else:
+            if b >= 0x80:
+                out += b"%%%02X" % b
+            else:
+                out.append(b)
+            decoded.append(b)
+            i += 1
+    try:
+        bytes(decoded).decode("utf-8")
+    except UnicodeDecodeError:
+        raise BadPath("the path is not valid UTF-8") from None
+    return bytes(out)
+
+
+def parse_ip(text: str | None) -> IPAddress | None:
+    """Parse an address; IPv4-mapped IPv6 (`::ffff:1.2.3.4`) becomes plain IPv4."""
+    if not text:
+        return None
+    try:
+        ip = ipaddress.ip_address(text.strip())
+    except ValueError:
+        return None
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped
+    return ip
+
+
+def compile_networks(values: list[str]) -> tuple[Network, ...]:
+    nets: list[Network] = []
+    for v in values:
+        net = ipaddress.ip_network(v, strict=False)
+        if isinstance(net, ipaddress.IPv6Network) and net.network_address.ipv4_mapped:
+            # ::ffff:10.0.0.0/104 means 10.0.0.0/8; clients are compared as IPv4.
+            mapped = net.network_address.ipv4_mapped
+            net = ipaddress.ip_network(f"{mapped}/{max(0, net.prefixlen - 96)}", strict=False)
+        nets.append(net)
+    return tuple(nets)
+
+
+def in_networks(ip: IPAddress | None, nets: tuple[Network, ...]) -> bool:
+    return ip is not None and any(ip.version == n.version and ip in n for n in nets)
+
+
+@dataclass(slots=True)
+class Request:
+    """One client request as every policy sees it."""
+
+    method: str
+    path: str
+    query: bytes
+    headers: Headers  # lower-case names, as received
+    client_ip: IPAddress | None
+    peer_ip: IPAddress | None
+    peer_trusted: bool
+    scheme: str
+    host: str
+    receive: Callable[[], Awaitable[dict[str, Any]]]
+    started: float = field(default_factory=time.perf_counter)
+    request_id: str = ""
+    route_name: str = ""
+    path_params: dict[str, str] = field(default_factory=dict)
+    body_limit: int | None = None
+    _header_map: dict[bytes, bytes] | None = None
+
+    def header(self, name: bytes) -> bytes | None:
+        """First value of a header, by lower-case name."""
+        if self._header_map is None:
+            m: dict[bytes, bytes] = {}
+            for k, v in self.headers:
+                m.setdefault(k, v)
+            self._header_map = m
+        return self._header_map.get(name)
+
+    def header_str(self, name: bytes) -> str | None:
+        value = self.header(name)
+        return None if value is None else value.decode("latin-1")
+
+    def content_length(self) -> int | None:
+        value = self.header(b"content-length")
+        if value is None:
+            return None
+        if not value.isdigit():
+            raise ValueError("invalid Content-Length")
+        return int(value)
+
+    def has_body(self) -> bool:
+        return self.header(b"content-length") not in (None, b"0") or self.header(
+            b"transfer-encoding"
+        ) is not None
+
+    def carries_credentials(self) -> bool:
+        h = self.header
+        return (
+            h(b"authorization") is not None
+            or h(b"cookie") is not None
+            or h(b"x-api-key") is not None
+            or h(b"proxy-authorization") is not None
+        )
+
+
+@dataclass(slots=True)
+class Response:
+    """A response produced by the gateway or the head of a proxied one.
+
+    `body` is used for gateway-made responses; proxied bodies stream separately.
+    """
+
+    status: int
+    headers: Headers = field(default_factory=list)
+    body: bytes = b""
+    stopped_by: str = ""  # the policy (or core step) that produced this response
+    reason: str = ""  # why, for the audit line
+
+    def get_header(self, name: bytes) -> bytes | None:
+        for k, v in self.headers:
+            if k == name:
+                return v
+        return None
+
+    def set_header(self, name: bytes, value: bytes) -> None:
+        self.headers = [(k, v) for k, v in self.headers if k != name]
+        self.headers.append((name, value))
+
+    def add_header(self, name: bytes, value: bytes) -> None:
+        self.headers.append((name, value))
+
+    def remove_headers(self, names: frozenset[bytes] | set[bytes]) -> None:
+        self.headers = [(k, v) for k, v in self.headers if k not in names]
+
+
+TITLES = {
+    400: "Bad Request",
+    401: "Unauthorized",
+    403: "Forbidden",
+    404: "Not Found",
+    405: "Method Not Allowed",
+    408: "Request Timeout",
+    410: "Gone",
+    413: "Content Too Large",
+    414: "URI Too Long",
+    415: "Unsupported Media Type",
+    422: "Unprocessable Content",
+    429: "Too Many Requests",
+    500: "Internal Server Error",
+    502: "Bad Gateway",
+    503: "Service Unavailable",
+    504: "Gateway Timeout",
+}
+
+
+def problem(
+    status: int,
+    type_: str,
+    detail: str,
+    *,
+    request_id: str = "",
+    stopped_by: str = "",
+    headers: Headers | None = None,
+    extra: dict[str, Any] | None = None,
+) -> Response:
+    """An RFC 7807 `application/problem+json` response with a stable `type`."""
+    doc: dict[str, Any] = {
+        "type": PROBLEM_BASE + type_,
+        "title": TITLES.get(status, "Error"),
+        "status": status,
+        "detail": detail,
+    }
+    if request_id:
+        doc["request_id"] = request_id
+    if extra:
+        doc.update(extra)
+    body = orjson.dumps(doc)
+    hs: Headers = [
+        (b"content-type", b"application/problem+json"),
+        (b"content-length", str(len(body)).encode()),
+    ]
+    if headers:
+        hs.extend(headers)
+    return Response(status, hs, body, stopped_by=stopped_by, reason=type_)

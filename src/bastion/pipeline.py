@@ -1,0 +1,109 @@
+"""Policies and the ordered pipeline that runs them.
+
+A policy is a class with a pydantic `Config`, a `priority` (higher runs earlier in the request
+phase and later in the response phase) and up to three phase methods. It is built once from its
+validated config; the hot path only calls the phase methods. Policies talk to each other through
+`Context`, never by importing each other.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from pydantic import BaseModel, ConfigDict
+
+from bastion.http import Request, Response
+
+log = logging.getLogger("bastion.pipeline")
+
+
+class PolicyConfig(BaseModel):
+    """Base of every policy's config: unknown keys are errors, `enabled` turns it off."""
+
+    model_config = ConfigDict(extra="forbid")
+    enabled: bool = True
+
+
+@dataclass(slots=True)
+class Context:
+    """What the policies of one request learned, for the policies after them and the log."""
+
+    principal: str | None = None
+    values: dict[str, Any] = field(default_factory=dict)
+    log_fields: dict[str, Any] = field(default_factory=dict)
+    # Changes to the request the upstream will see (headers are lower-case bytes).
+    upstream_headers: list[tuple[bytes, bytes]] = field(default_factory=list)
+    drop_request_headers: set[bytes] = field(default_factory=set)
+
+
+class Policy:
+    name: ClassVar[str]
+    priority: ClassVar[int]
+    Config: ClassVar[type[PolicyConfig]]
+    per_route: ClassVar[bool] = True  # may a route override its config?
+    unrouted: ClassVar[bool] = False  # does it also run for requests that match no route?
+    default_on: ClassVar[bool] = False  # active without any config?
+
+    def __init__(self, config: PolicyConfig, env: "PolicyEnv") -> None:
+        self.config = config
+        self.env = env
+
+    async def on_request(self, req: Request, ctx: Context) -> Response | None:
+        return None
+
+    async def on_response(self, req: Request, resp: Response, ctx: Context) -> None:
+        return None
+
+    def on_log(self, req: Request, resp: Response, ctx: Context, record: dict[str, Any]) -> None:
+        return None
+
+    async def close(self) -> None:
+        return None
+
+
+@dataclass(slots=True)
+class PolicyEnv:
+    """What a policy may know of the gateway: facts, never other policies."""
+
+    config_dir: str = "."
+    tls: bool = False
+
+
+def _overrides(policy: Policy, method: str) -> bool:
+    return getattr(type(policy), method) is not getattr(Policy, method)
+
+
+class Pipeline:
+    """The policies of one route (or of unrouted requests), in priority order."""
+
+    __slots__ = ("policies", "request_phase", "response_phase", "log_phase")
+
+    def __init__(self, policies: list[Policy]) -> None:
+        self.policies = sorted(policies, key=lambda p: -p.priority)
+        self.request_phase = tuple(p for p in self.policies if _overrides(p, "on_request"))
+        self.response_phase = tuple(
+            p for p in reversed(self.policies) if _overrides(p, "on_response")
+        )
+        self.log_phase = tuple(p for p in self.policies if _overrides(p, "on_log"))
+
+    async def run_request(self, req: Request, ctx: Context) -> Response | None:
+        for policy in self.request_phase:
+            resp = await policy.on_request(req, ctx)
+            if resp is not None:
+                if not resp.stopped_by:
+                    resp.stopped_by = policy.name
+                return resp
+        return None
+
+    async def run_response(self, req: Request, resp: Response, ctx: Context) -> None:
+        for policy in self.response_phase:
+            await policy.on_response(req, resp, ctx)
+
+    def run_log(self, req: Request, resp: Response, ctx: Context, record: dict[str, Any]) -> None:
+        for policy in self.log_phase:
+            try:
+                policy.on_log(req, resp, ctx, record)
+            except Exception:  # a log sink must never break serving
+                log.exception("policy %s failed in the log phase", policy.name)

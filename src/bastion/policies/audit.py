@@ -1,0 +1,110 @@
+"""Audit log: one JSON line per request, written after the response, secrets redacted."""
+
+from __future__ import annotations
+
+import os
+import sys
+import threading
+from datetime import datetime, timezone
+from typing import IO, Any, ClassVar
+from urllib.parse import parse_qsl, quote
+
+import orjson
+from pydantic import Field
+
+from bastion.http import Request, Response
+from bastion.pipeline import Context, Policy, PolicyConfig
+
+DEFAULT_SECRET_PARAMS = [
+    "access_token", "refresh_token", "id_token", "token", "api_key", "apikey", "key",
+    "password", "passwd", "secret", "client_secret", "code", "signature", "sig", "auth",
+]
+
+
+class AuditConfig(PolicyConfig):
+    output: str = Field(
+        "stdout", description="Where lines go: stdout, stderr, or a file path (appended)."
+    )
+    redact_query_params: list[str] = Field(
+        default_factory=lambda: list(DEFAULT_SECRET_PARAMS),
+        description="Query parameters whose values are replaced by [REDACTED] (case-insensitive).",
+    )
+    include_user_agent: bool = Field(True, description="Record the User-Agent header.")
+
+
+class _Sink:
+    """A line-oriented writer shared by every policy instance writing to the same place."""
+
+    _open: ClassVar[dict[str, "_Sink"]] = {}
+    _lock = threading.Lock()
+
+    def __init__(self, stream: IO[bytes], owned: bool) -> None:
+        self.stream = stream
+        self.owned = owned
+
+    @classmethod
+    def get(cls, output: str, base_dir: str) -> "_Sink":
+        if output in ("stdout", "stderr"):
+            return cls(getattr(sys, output).buffer, owned=False)
+        path = output if os.path.isabs(output) else os.path.join(base_dir, output)
+        with cls._lock:
+            sink = cls._open.get(path)
+            if sink is None or sink.stream.closed:
+                sink = cls(open(path, "ab", buffering=0), owned=True)
+                cls._open[path] = sink
+            return sink
+
+    def write(self, line: bytes) -> None:
+        self.stream.write(line)
+        if not self.owned:
+            self.stream.flush()
+
+
+class Audit(Policy):
+    name: ClassVar[str] = "audit"
+    priority: ClassVar[int] = 10
+    Config = AuditConfig
+    unrouted: ClassVar[bool] = True
+    default_on: ClassVar[bool] = True
+
+    def __init__(self, config: AuditConfig, env) -> None:
+        super().__init__(config, env)
+        self.sink = _Sink.get(config.output, env.config_dir)
+        self.secret_params = frozenset(p.lower() for p in config.redact_query_params)
+        self.user_agent = config.include_user_agent
+
+    def redact_query(self, query: bytes) -> str:
+        if not query:
+            return ""
+        text = query.decode("latin-1")
+        pairs = parse_qsl(text, keep_blank_values=True)
+        return "&".join(
+            f"{quote(k, safe='')}=" + ("[REDACTED]" if k.lower() in self.secret_params else quote(v, safe=""))
+            for k, v in pairs
+        )
+
+    def on_log(self, req: Request, resp: Response, ctx: Context, record: dict[str, Any]) -> None:
+        line: dict[str, Any] = {
+            "time": datetime.now(timezone.utc).isoformat(timespec="milliseconds"),
+            "request_id": req.request_id,
+            "client_ip": str(req.client_ip) if req.client_ip else None,
+            "method": req.method,
+            "path": req.path,
+            "query": self.redact_query(req.query),
+            "route": req.route_name or None,
+            "status": resp.status,
+            "bytes_in": record.get("bytes_in", 0),
+            "bytes_out": record.get("bytes_out", 0),
+            "duration_ms": record.get("duration_ms"),
+            "upstream_ms": record.get("upstream_ms"),
+            "principal": ctx.principal,
+        }
+        if self.user_agent:
+            ua = req.header(b"user-agent")
+            line["user_agent"] = ua.decode("latin-1")[:256] if ua else None
+        if resp.stopped_by:
+            line["stopped_by"] = resp.stopped_by
+            line["reason"] = resp.reason
+        if ctx.log_fields:
+            line.update(ctx.log_fields)
+        self.sink.write(orjson.dumps(line) + b"\n")

@@ -1,0 +1,213 @@
+"""CORS: the gateway answers preflights and owns the Access-Control-* response headers.
+
+Origins are exact (`https://app.example.com`) or anchored patterns where `*` stands for one
+DNS label (`https://*.example.com` matches `https://a.example.com`, never
+`https://example.com.evil.com` nor `https://evilexample.com`). `null` passes only when listed.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import ClassVar
+from urllib.parse import urlsplit
+
+from pydantic import Field, field_validator, model_validator
+
+from bastion.http import Request, Response, problem
+from bastion.pipeline import Context, Policy, PolicyConfig
+
+SIMPLE_METHODS = ("GET", "HEAD", "POST")
+_LABEL = r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?"
+_ORIGIN_SHAPE = re.compile(r"(https?)://([a-z0-9.\-\[\]:*]+?)(?::(\d{1,5}))?")
+
+
+def canonical_origin(origin: str) -> str | None:
+    """`scheme://host[:port]` in lower case with default ports dropped, or None if malformed."""
+    if origin == "null":
+        return "null"
+    try:
+        parts = urlsplit(origin)
+        port = parts.port
+    except ValueError:
+        return None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return None
+    if parts.path or parts.query or parts.fragment or parts.username or parts.password:
+        return None
+    if "%" in origin or "\\" in origin or "@" in origin:
+        return None
+    host = parts.hostname.lower()
+    if ":" in host:
+        host = f"[{host}]"
+    default = 443 if parts.scheme == "https" else 80
+    return f"{parts.scheme}://{host}" + (f":{port}" if port and port != default else "")
+
+
+def _pattern(origin: str) -> re.Pattern[str]:
+    scheme, _, rest = origin.partition("://")
+    host, _, port = rest.partition(":")
+    labels = [(_LABEL if label == "*" else re.escape(label)) for label in host.lower().split(".")]
+    default = "443" if scheme == "https" else "80"
+    port_re = "" if not port or port == default else re.escape(":" + port)
+    return re.compile(re.escape(scheme) + "://" + r"\.".join(labels) + port_re)
+
+
+class CorsConfig(PolicyConfig):
+    allow_origins: list[str] = Field(
+        default_factory=list,
+        description="Exact origins, patterns with `*` for one DNS label, `null`, or `*` for any.",
+    )
+    allow_methods: list[str] = Field(
+        default_factory=lambda: ["GET", "HEAD", "POST"], description="Methods a preflight may ask for."
+    )
+    allow_headers: list[str] = Field(
+        default_factory=list, description="Request headers a preflight may ask for."
+    )
+    expose_headers: list[str] = Field(
+        default_factory=list, description="Response headers scripts may read."
+    )
+    allow_credentials: bool = Field(False, description="Send Access-Control-Allow-Credentials.")
+    max_age: int = Field(600, ge=0, le=86400, description="Seconds a browser may cache a preflight.")
+    block_disallowed: bool = Field(
+        False, description="Refuse (403) actual requests from origins not allowed, not only omit ACAO."
+    )
+
+    @field_validator("allow_origins")
+    @classmethod
+    def _origins(cls, values: list[str]) -> list[str]:
+        for v in values:
+            if v in ("*", "null"):
+                continue
+            m = _ORIGIN_SHAPE.fullmatch(v.lower())
+            if not m or "*" in (m.group(3) or "") or v.endswith("."):
+                raise ValueError(f"{v!r} is not an origin like https://app.example.com")
+            host = m.group(2)
+            if "*" in host:
+                labels = host.split(".")
+                if any("*" in label and label != "*" for label in labels):
+                    raise ValueError(f"{v!r}: '*' must stand for a whole DNS label")
+                if len([label for label in labels if label != "*"]) < 2:
+                    raise ValueError(f"{v!r}: a pattern needs at least two fixed labels")
+        return values
+
+    @field_validator("allow_methods")
+    @classmethod
+    def _methods(cls, values: list[str]) -> list[str]:
+        return [v.upper() for v in values]
+
+    @model_validator(mode="after")
+    def _no_wildcard_with_credentials(self) -> "CorsConfig":
+        if self.allow_credentials and "*" in self.allow_origins:
+            raise ValueError(
+                "allow_origins '*' with allow_credentials: true would let any site read "
+                "credentialed responses; list the origins instead"
+            )
+        return self
+
+
+class Cors(Policy):
+    name: ClassVar[str] = "cors"
+    priority: ClassVar[int] = 800
+    Config = CorsConfig
+
+    def __init__(self, config: CorsConfig, env) -> None:
+        super().__init__(config, env)
+        self.any_origin = "*" in config.allow_origins
+        self.exact: set[str] = set()
+        patterns = []
+        for o in config.allow_origins:
+            if o == "*":
+                continue
+            if "*" in o:
+                patterns.append(_pattern(o))
+            else:
+                self.exact.add(canonical_origin(o) or o)
+        self.patterns = tuple(patterns)
+        self.methods = frozenset(config.allow_methods)
+        self.headers = frozenset(h.lower() for h in config.allow_headers)
+        self.credentials = config.allow_credentials
+        self.block = config.block_disallowed
+        self.preflight_headers = [
+            (b"access-control-allow-methods", ", ".join(config.allow_methods).encode()),
+            (b"access-control-max-age", str(config.max_age).encode()),
+        ]
+        if config.allow_credentials:
+            self.preflight_headers.append((b"access-control-allow-credentials", b"true"))
+        self.expose = ", ".join(config.expose_headers).encode() if config.expose_headers else None
+
+    def allowed(self, origin: str) -> bool:
+        canon = canonical_origin(origin)
+        if canon is None:
+            return False
+        if canon in self.exact:
+            return True
+        if canon == "null":
+            return False
+        if self.any_origin:
+            return True
+        return any(p.fullmatch(canon) for p in self.patterns)
+
+    def _allow_origin_value(self, origin: bytes) -> bytes:
+        return b"*" if self.any_origin and not self.credentials else origin
+
+    async def on_request(self, req: Request, ctx: Context) -> Response | None:
+        origin = req.header(b"origin")
+        if origin is None:
+            return None
+        origin_s = origin.decode("latin-1")
+        ok = self.allowed(origin_s)
+        ctx.values["cors.origin_allowed"] = ok
+        acrm = req.header(b"access-control-request-method")
+        if req.method == "OPTIONS" and acrm is not None:
+            return self._preflight(req, origin, ok, acrm)
+        if not ok and self.block:
+            return problem(403, "cors-origin-forbidden", "this origin may not call this API",
+                           request_id=req.request_id, headers=[(b"vary", b"Origin")])
+        return None
+
+    def _preflight(self, req: Request, origin: bytes, ok: bool, acrm: bytes) -> Response:
+        vary = [(b"vary", b"Origin, Access-Control-Request-Method, Access-Control-Request-Headers")]
+        if not ok:
+            return problem(403, "cors-origin-forbidden", "preflight from an origin that is not allowed",
+                           request_id=req.request_id, headers=vary)
+        method = acrm.decode("latin-1").strip().upper()
+        if method not in self.methods:
+            return problem(403, "cors-method-forbidden", f"method {method} is not allowed cross-origin",
+                           request_id=req.request_id, headers=vary)
+        requested = req.header(b"access-control-request-headers") or b""
+        names = [h.strip().lower() for h in requested.decode("latin-1").split(",") if h.strip()]
+        refused = [h for h in names if h not in self.headers]
+        if refused:
+            return problem(403, "cors-header-forbidden",
+                           "headers not allowed cross-origin: " + ", ".join(refused),
+                           request_id=req.request_id, headers=vary)
+        headers = [(b"access-control-allow-origin", self._allow_origin_value(origin)), *vary,
+                   *self.preflight_headers]
+        if names:
+            headers.append((b"access-control-allow-headers", ", ".join(names).encode()))
+        return Response(204, headers, stopped_by=self.name, reason="cors preflight")
+
+    async def on_response(self, req: Request, resp: Response, ctx: Context) -> None:
+        if resp.stopped_by == self.name and resp.status == 204:
+            return  # our own preflight answer is complete
+        # The gateway owns CORS on this route: whatever the upstream said is dropped.
+        resp.headers = [(k, v) for k, v in resp.headers if not k.startswith(b"access-control-")]
+        _add_vary(resp, b"Origin")
+        origin = req.header(b"origin")
+        if origin is None or not ctx.values.get("cors.origin_allowed"):
+            return
+        resp.add_header(b"access-control-allow-origin", self._allow_origin_value(origin))
+        if self.credentials:
+            resp.add_header(b"access-control-allow-credentials", b"true")
+        if self.expose:
+            resp.add_header(b"access-control-expose-headers", self.expose)
+
+
+def _add_vary(resp: Response, token: bytes) -> None:
+    for i, (k, v) in enumerate(resp.headers):
+        if k == b"vary":
+            existing = [t.strip().lower() for t in v.split(b",")]
+            if token.lower() not in existing and b"*" not in existing:
+                resp.headers[i] = (k, v + b", " + token)
+            return
+    resp.headers.append((b"vary", token))

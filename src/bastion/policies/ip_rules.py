@@ -1,0 +1,65 @@
+"""IP rules: allow and block lists of CIDRs (IPv4 and IPv6) on the client address."""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import ClassVar
+
+from pydantic import Field, field_validator
+
+from bastion.http import Request, Response, compile_networks, in_networks, problem
+from bastion.pipeline import Context, Policy, PolicyConfig
+
+class IpRulesConfig(PolicyConfig):
+    allow: list[str] = Field(
+        default_factory=list,
+        description="If not empty, only clients in these networks pass (CIDR or address).",
+    )
+    block: list[str] = Field(
+        default_factory=list, description="Clients in these networks are refused (wins over allow)."
+    )
+    status: int = Field(403, description="Status for a refused client (403 or 404).")
+
+    @field_validator("allow", "block")
+    @classmethod
+    def _cidrs(cls, values: list[str]) -> list[str]:
+        for v in values:
+            try:
+                ipaddress.ip_network(v, strict=False)
+            except ValueError:
+                raise ValueError(f"{v!r} is not an IP address or CIDR network") from None
+        return values
+
+    @field_validator("status")
+    @classmethod
+    def _status(cls, v: int) -> int:
+        if v not in (403, 404):
+            raise ValueError("status must be 403 or 404")
+        return v
+
+
+class IpRules(Policy):
+    name: ClassVar[str] = "ip_rules"
+    priority: ClassVar[int] = 900
+    Config = IpRulesConfig
+
+    def __init__(self, config: IpRulesConfig, env) -> None:
+        super().__init__(config, env)
+        self.allow = compile_networks(config.allow)
+        self.block = compile_networks(config.block)
+        self.status = config.status
+
+    async def on_request(self, req: Request, ctx: Context) -> Response | None:
+        ip = req.client_ip
+        if in_networks(ip, self.block):
+            reason = "client address is blocked"
+        elif self.allow and not in_networks(ip, self.allow):
+            reason = "client address is not in the allowed networks"
+        else:
+            return None
+        if self.status == 404:
+            return problem(404, "not-found", "no route matches this request",
+                           request_id=req.request_id, stopped_by=self.name)
+        resp = problem(403, "ip-forbidden", reason, request_id=req.request_id)
+        resp.reason = reason
+        return resp

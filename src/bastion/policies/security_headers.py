@@ -1,0 +1,70 @@
+"""Security headers on every response, set unless the upstream chose its own."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from pydantic import Field
+
+from bastion.http import Request, Response
+from bastion.pipeline import Context, Policy, PolicyConfig
+
+
+class SecurityHeadersConfig(PolicyConfig):
+    hsts: str | None = Field(
+        "max-age=31536000; includeSubDomains",
+        description="Strict-Transport-Security value, sent on HTTPS requests only; null to omit.",
+    )
+    content_type_options: str | None = Field("nosniff", description="X-Content-Type-Options.")
+    frame_options: str | None = Field("DENY", description="X-Frame-Options.")
+    content_security_policy: str | None = Field(
+        "default-src 'none'; frame-ancestors 'none'",
+        description="Content-Security-Policy; the default suits JSON APIs.",
+    )
+    referrer_policy: str | None = Field("no-referrer", description="Referrer-Policy.")
+    no_store_with_credentials: bool = Field(
+        True,
+        description="Cache-Control: no-store on responses to requests that carried credentials "
+        "(Authorization, Cookie, X-API-Key), unless the upstream said private or no-store.",
+    )
+    override: bool = Field(
+        False, description="Replace headers the upstream already set instead of keeping them."
+    )
+    extra: dict[str, str] = Field(default_factory=dict, description="More headers to set.")
+
+
+class SecurityHeaders(Policy):
+    name: ClassVar[str] = "security_headers"
+    priority: ClassVar[int] = 950  # runs late in the response phase: sees every other header
+    Config = SecurityHeadersConfig
+    unrouted: ClassVar[bool] = True
+    default_on: ClassVar[bool] = True
+
+    def __init__(self, config: SecurityHeadersConfig, env) -> None:
+        super().__init__(config, env)
+        pairs = [
+            ("x-content-type-options", config.content_type_options),
+            ("x-frame-options", config.frame_options),
+            ("content-security-policy", config.content_security_policy),
+            ("referrer-policy", config.referrer_policy),
+            *((k.lower(), v) for k, v in config.extra.items()),
+        ]
+        self.always = tuple((k.encode(), v.encode()) for k, v in pairs if v)
+        self.hsts = config.hsts.encode() if config.hsts else None
+        self.no_store = config.no_store_with_credentials
+        self.override = config.override
+
+    async def on_response(self, req: Request, resp: Response, ctx: Context) -> None:
+        present = {k for k, _ in resp.headers}
+        wanted = list(self.always)
+        if self.hsts is not None and req.scheme == "https":
+            wanted.append((b"strict-transport-security", self.hsts))
+        for name, value in wanted:
+            if name not in present:
+                resp.headers.append((name, value))
+            elif self.override:
+                resp.set_header(name, value)
+        if self.no_store and req.carries_credentials():
+            cc = (resp.get_header(b"cache-control") or b"").lower()
+            if b"no-store" not in cc and b"private" not in cc:
+                resp.set_header(b"cache-control", b"no-store")

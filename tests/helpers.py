@@ -1,0 +1,145 @@
+"""Real servers on ephemeral ports, and a raw HTTP client that sends paths verbatim."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import http.client
+import json
+import socket
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+import uvicorn
+import yaml
+
+
+class ThreadedUvicorn:
+    """An ASGI app served by uvicorn in a thread, on 127.0.0.1 and a free port."""
+
+    def __init__(self, app: Any, host: str = "127.0.0.1") -> None:
+        self.sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+        self.sock.bind((host, 0))
+        self.port = self.sock.getsockname()[1]
+        config = uvicorn.Config(app, log_config=None, access_log=False, lifespan="off")
+        self.server = uvicorn.Server(config)
+        self.server.capture_signals = contextlib.nullcontext  # type: ignore[method-assign]
+        self.thread = threading.Thread(target=lambda: asyncio.run(self.server.serve([self.sock])), daemon=True)
+
+    def __enter__(self) -> "ThreadedUvicorn":
+        self.thread.start()
+        deadline = time.time() + 10
+        while not self.server.started:
+            if time.time() > deadline:
+                raise RuntimeError("upstream did not start")
+            time.sleep(0.01)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.server.should_exit = True
+        self.thread.join(10)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+
+@dataclass
+class RunningGateway:
+    server: Any
+    port: int
+    config_path: Path
+    thread: threading.Thread
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+
+@contextlib.contextmanager
+def run_gateway(config: dict[str, Any] | str, tmp_path: Path) -> Iterator[RunningGateway]:
+    """Start `GatewayServer` from a config (dict or YAML text) on a free port, in a thread."""
+    from bastion.gateway.server import GatewayServer
+
+    if isinstance(config, dict):
+        config = dict(config)
+        config.setdefault("listeners", [{"host": "127.0.0.1", "port": 0}])
+        text = yaml.safe_dump(config)
+    else:
+        text = config
+    path = tmp_path / f"bastion-{time.monotonic_ns()}.yaml"
+    path.write_text(text)
+    bound: list[tuple[str, int]] = []
+    ready = threading.Event()
+
+    def on_ready(addrs: list[tuple[str, int]]) -> None:
+        bound.extend(addrs)
+        ready.set()
+
+    server = GatewayServer(str(path), watch=False, on_ready=on_ready)
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            asyncio.run(server.serve(install_signals=False))
+        except BaseException as exc:  # surfaced to the test below
+            errors.append(exc)
+            ready.set()
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    if not ready.wait(15) or errors:
+        raise RuntimeError(f"gateway did not start: {errors}")
+    try:
+        yield RunningGateway(server, bound[0][1], path, thread)
+    finally:
+        server.stop()
+        thread.join(15)
+
+
+@dataclass
+class RawResponse:
+    status: int
+    headers: list[tuple[str, str]]
+    body: bytes
+
+    def header(self, name: str) -> str | None:
+        for k, v in self.headers:
+            if k.lower() == name.lower():
+                return v
+        return None
+
+    def headers_named(self, name: str) -> list[str]:
+        return [v for k, v in self.headers if k.lower() == name.lower()]
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
+def raw_request(port: int, method: str, target: str, headers: dict[str, str] | list[tuple[str, str]] | None = None,
+                body: bytes | None = None, host: str = "127.0.0.1", timeout: float = 10) -> RawResponse:
+    """One request with the target sent exactly as given (no client-side normalisation)."""
+    conn = http.client.HTTPConnection(host, port, timeout=timeout)
+    try:
+        conn.putrequest(method, target, skip_accept_encoding=True)
+        items = headers.items() if isinstance(headers, dict) else (headers or [])
+        for k, v in items:
+            conn.putheader(k, v)
+        if body is not None:
+            conn.putheader("Content-Length", str(len(body)))
+        conn.endheaders(body)
+        resp = conn.getresponse()
+        return RawResponse(resp.status, resp.getheaders(), resp.read())
+    finally:
+        conn.close()
+
+
+def forwarded_headers(resp: RawResponse) -> dict[str, list[str]]:
+    """The headers the test upstream says it received."""
+    out: dict[str, list[str]] = {}
+    for k, v in resp.json()["headers"]:
+        out.setdefault(k, []).append(v)
+    return out
