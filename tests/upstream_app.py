@@ -43,7 +43,7 @@ async def app(scope, receive, send):
             await asyncio.sleep(float(q.get("gap", ["0.3"])[0]))
         await send({"type": "http.response.body", "body": b""})
         return
-    if path == "/cors-reflect":
+    if path.endswith("/cors-reflect"):
         origin = dict(scope["headers"]).get(b"origin", b"*")
         return await _json(send, 200, {"ok": True}, [(b"access-control-allow-origin", origin),
                                                      (b"access-control-allow-credentials", b"true")])

@@ -188,8 +188,8 @@ class Cors(Policy):
         return Response(204, headers, stopped_by=self.name, reason="cors preflight")
 
     async def on_response(self, req: Request, resp: Response, ctx: Context) -> None:
-        if resp.stopped_by == self.name and resp.status == 204:
-            return  # our own preflight answer is complete
+        if resp.stopped_by == self.name:
+            return  # our own answers (preflights, refusals) are complete as they are
         # The gateway owns CORS on this route: whatever the upstream said is dropped.
         resp.headers = [(k, v) for k, v in resp.headers if not k.startswith(b"access-control-")]
         _add_vary(resp, b"Origin")
