@@ -56,4 +56,5 @@ async def app(scope, receive, send):
         "query": scope.get("query_string", b"").decode("latin-1"),
         "headers": [[k.decode("latin-1"), v.decode("latin-1")] for k, v in scope["headers"]],
         "body_len": len(body), "body_sha256": hashlib.sha256(body).hexdigest(),
+        "peer": list(scope.get("client") or []),
     })

@@ -183,3 +183,8 @@ def test_spoofed_forwarded_for_cannot_dodge_ip_rules(base_config, tmp_path):
             assert r.status == 403, spoof
         r = raw_request(g.port, "GET", "/echo", {"Forwarded": "for=10.0.0.1"})
         assert r.status == 403
+
+
+def test_upstream_connections_are_kept_alive(gw):
+    peers = {tuple(raw_request(gw.port, "GET", "/echo").json()["peer"]) for _ in range(10)}
+    assert len(peers) == 1  # ten client connections, one upstream connection

@@ -51,7 +51,7 @@ class TimeoutsConfig(Strict):
 
 class UpstreamConfig(Strict):
     urls: list[str] = Field(min_length=1, description="Base URLs, used round-robin.")
-    timeouts: TimeoutsConfig = Field(default_factory=TimeoutsConfig)
+    timeouts: TimeoutsConfig = Field(default_factory=TimeoutsConfig, description="Upstream timeouts (502/504 when exceeded).")
     max_connections: int = Field(200, ge=1, description="Pooled connections per gateway process.")
     preserve_host: bool = Field(False, description="Forward the client's Host instead of the upstream's.")
 

@@ -8,8 +8,6 @@ import time
 from email.utils import formatdate
 from typing import Any, AsyncIterator, Awaitable, Callable
 
-import aiohttp
-
 from bastion.gateway.proxy import (
     FORWARDING,
     UPSTREAM_IDENTITY,
@@ -21,6 +19,7 @@ from bastion.gateway.proxy import (
     strip_hop_by_hop,
 )
 from bastion.gateway.state import GatewayState, RouteTarget
+from bastion.gateway.upstream_client import UpstreamProtocolError, UpstreamTimeout
 from bastion.http import BadPath, Headers, Request, Response, in_networks, normalise_path, parse_ip, problem
 from bastion.pipeline import Context, Pipeline
 
@@ -238,18 +237,17 @@ class Gateway:
                            exc.detail, request_id=req.request_id, stopped_by="proxy")
         record["upstream_ms"] = round((time.perf_counter() - t0) * 1000, 3)
         try:
-            raw = [(k.lower(), v) for k, v in upstream.raw_headers]
-            resp = Response(upstream.status, strip_hop_by_hop(raw, UPSTREAM_IDENTITY))
+            resp = Response(upstream.status, strip_hop_by_hop(upstream.headers, UPSTREAM_IDENTITY))
             if resp.get_header(b"date") is None:
                 resp.headers.append((b"date", http_date()))
             await target.pipeline.run_response(req, resp, ctx)
             await send({"type": "http.response.start", "status": resp.status, "headers": resp.headers})
             sent = 0
             try:
-                async for chunk in upstream.content.iter_any():
+                async for chunk in upstream.body():
                     sent += len(chunk)
                     await send({"type": "http.response.body", "body": chunk, "more_body": True})
-            except (asyncio.TimeoutError, aiohttp.ClientError, OSError) as exc:
+            except (UpstreamTimeout, UpstreamProtocolError, OSError) as exc:
                 # Headers are out: the only honest signal left is to close the connection
                 # without completing the body (returning from the ASGI app does that).
                 record["bytes_out"] = sent

@@ -1,20 +1,24 @@
-"""Forwarding to an upstream: pooled keep-alive connections, streamed bodies, timeouts.
+"""Forwarding to an upstream: header hygiene, target building, error mapping.
 
-aiohttp's client was chosen over httpx by measurement (docs/architecture.md, "Server and
-client"). Decompression, automatic headers and URL re-quoting are turned off: the gateway
-forwards exactly the normalised path and the bytes it was given.
+The connections themselves are `upstream_client.ConnectionPool` (why a purpose-built client:
+docs/architecture.md, "Server and client").
 """
 
 from __future__ import annotations
 
-import asyncio
 import itertools
+import ssl
 from typing import AsyncIterator
-
-import aiohttp
-from yarl import URL
+from urllib.parse import urlsplit
 
 from bastion.config.model import UpstreamConfig
+from bastion.gateway.upstream_client import (
+    ConnectionPool,
+    UpstreamConnectError,
+    UpstreamProtocolError,
+    UpstreamResponse,
+    UpstreamTimeout,
+)
 from bastion.http import Headers, Request
 
 # RFC 9110 7.6.1 plus the de-facto ones; names listed in Connection are added per message.
@@ -66,68 +70,50 @@ def strip_hop_by_hop(headers: Headers, also: frozenset[bytes] = frozenset()) -> 
 
 
 class UpstreamPool:
-    """One upstream: its base URLs (round-robin) and one pooled aiohttp session."""
+    """One upstream: its base URLs (round-robin), each with a pool of keep-alive connections."""
 
     def __init__(self, name: str, config: UpstreamConfig) -> None:
         self.name = name
         self.config = config
-        self.bases = [URL(u) for u in config.urls]
-        self._next = itertools.cycle(range(len(self.bases)))
         t = config.timeouts
-        self.timeout = aiohttp.ClientTimeout(total=t.total, sock_connect=t.connect, connect=t.connect, sock_read=t.read)
-        self._session: aiohttp.ClientSession | None = None
+        self.bases: list[tuple[bytes, bytes, ConnectionPool]] = []  # (path prefix, authority, pool)
+        for url in config.urls:
+            parts = urlsplit(url)
+            tls = ssl.create_default_context() if parts.scheme == "https" else None
+            port = parts.port or (443 if tls else 80)
+            pool = ConnectionPool(parts.hostname or "", port, tls=tls,
+                                  max_connections=config.max_connections, connect_timeout=t.connect,
+                                  read_timeout=t.read, total_timeout=t.total)
+            self.bases.append((parts.path.rstrip("/").encode(), parts.netloc.encode(), pool))
+        self._next = itertools.cycle(range(len(self.bases)))
 
-    @property
-    def session(self) -> aiohttp.ClientSession:
-        if self._session is None or self._session.closed:
-            connector = aiohttp.TCPConnector(
-                limit=self.config.max_connections, limit_per_host=self.config.max_connections,
-                keepalive_timeout=30, enable_cleanup_closed=True, ttl_dns_cache=60,
-            )
-            self._session = aiohttp.ClientSession(
-                connector=connector, auto_decompress=False, timeout=self.timeout,
-                skip_auto_headers=("User-Agent", "Accept-Encoding", "Accept", "Content-Type"),
-                cookie_jar=aiohttp.DummyCookieJar(), read_bufsize=2**16,
-            )
-        return self._session
-
-    def pick(self) -> URL:
+    def pick(self) -> tuple[bytes, bytes, ConnectionPool]:
         return self.bases[next(self._next)]
 
-    def target_url(self, base: URL, req: Request) -> URL:
-        target = base.raw_path.rstrip("/") + req.path
-        if req.query:
-            target += "?" + req.query.decode("latin-1")
-        return URL(f"{base.scheme}://{base.raw_authority}{target}", encoded=True)
-
     async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        for _, _, pool in self.bases:
+            await pool.close()
 
 
 async def open_upstream(
     pool: UpstreamPool, req: Request, headers: Headers, body: bytes | AsyncIterator[bytes] | None
-) -> aiohttp.ClientResponse:
-    """Send the request head and body; return once the upstream's response head arrived."""
-    base = pool.pick()
-    url = pool.target_url(base, req)
-    out_headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in headers]
+) -> UpstreamResponse:
+    """Send the request head and body; return once the upstream's response head arrived.
+
+    The target is the normalised path exactly as routed and checked (plus the base URL's path
+    prefix and the raw query): nothing re-quotes it on the way out.
+    """
+    prefix, authority, conns = pool.pick()
+    target = prefix + req.path.encode("latin-1")
+    if req.query:
+        target += b"?" + req.query
     if not pool.config.preserve_host:
-        out_headers.append(("Host", base.raw_authority))
+        headers.append((b"host", authority))
     try:
-        return await pool.session.request(
-            req.method, url, headers=out_headers, data=body, allow_redirects=False,
-            compress=None, chunked=None,
-        )
-    except (BodyTooLarge, BodyTimeout, ClientDisconnected):
-        raise
-    except asyncio.TimeoutError:
+        return await conns.request(req.method, target, headers, body)
+    except UpstreamTimeout:
         raise UpstreamError(504, f"upstream {pool.name} did not answer in time") from None
-    except aiohttp.ClientConnectorError:
+    except UpstreamConnectError:
         raise UpstreamError(502, f"upstream {pool.name} is unreachable") from None
-    except (aiohttp.ClientError, OSError) as exc:
-        cause = exc.__cause__ or exc.__context__
-        if isinstance(cause, (BodyTooLarge, BodyTimeout, ClientDisconnected)):
-            raise cause from None
-        raise UpstreamError(502, f"upstream {pool.name} failed: {type(exc).__name__}") from None
+    except UpstreamProtocolError as exc:
+        raise UpstreamError(502, f"upstream {pool.name} failed: {exc}") from None

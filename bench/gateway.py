@@ -1,0 +1,176 @@
+"""bench/gateway: wrk against the upstream direct, nginx, a minimal Python proxy, and bastion.
+
+All measured in one run on this machine; prints rps, p50 and p99 for each and the ratios the
+issue asks for (d/c, d/b, e/d). Needs wrk and nginx (apt-get install wrk nginx-light).
+
+    .venv/bin/python bench/gateway.py [--duration 10] [--connections 50] [--variants]
+
+--variants also measures the minimal proxy with httpx instead of aiohttp and with granian
+instead of uvicorn (the measurement behind the server/client choice in docs/architecture.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+PY = sys.executable
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_port(port: int, timeout: float = 20) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), 0.2).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"nothing listens on {port}")
+
+
+def pinned(cpu: str) -> list[str]:
+    """wrk gets core 0, the servers core 1, so the proxies compete with each other for nothing."""
+    return ["taskset", "-c", cpu] if shutil.which("taskset") and (os.cpu_count() or 1) >= 2 else []
+
+
+def wrk(url: str, duration: int, connections: int) -> tuple[float, float, float]:
+    out = subprocess.run([*pinned("0"), "wrk", "-t1", f"-c{connections}", f"-d{duration}s", "--latency", url],
+                         capture_output=True, text=True, check=True).stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+
+    def pct(p: str) -> float:
+        m = re.search(rf"\s{p}%\s+([\d.]+)(us|ms|s)", out)
+        value, unit = float(m.group(1)), m.group(2)
+        return value / 1000 if unit == "us" else value * 1000 if unit == "s" else value
+
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    if errors:
+        raise RuntimeError(f"{url}: {errors.group(1)} non-2xx responses\n{out}")
+    return rps, pct("50"), pct("99")
+
+
+NGINX = """
+worker_processes 1; daemon off; pid {dir}/nginx.pid; error_log {dir}/error.log warn;
+events {{ worker_connections 4096; }}
+http {{
+  access_log off;
+  upstream up {{ server 127.0.0.1:{up}; keepalive 64; }}
+  server {{ listen 127.0.0.1:{up};
+    location / {{ default_type application/json; return 200 '{{"id":1,"name":"alice","ok":true}}'; }} }}
+  server {{ listen 127.0.0.1:{px};
+    location / {{ proxy_pass http://up; proxy_http_version 1.1; proxy_set_header Connection "";
+                 proxy_set_header X-Forwarded-For $remote_addr; }} }}
+}}
+"""
+
+BASTION_PASS = """
+listeners: [{{host: 127.0.0.1, port: {port}}}]
+upstreams: {{up: {{urls: ["http://127.0.0.1:{up}"]}}}}
+policies:
+  request_id: {{enabled: false}}
+  body_limit: {{enabled: false}}
+  security_headers: {{enabled: false}}
+  audit: {{enabled: false}}
+routes: [{{path: /*, upstream: up}}]
+"""
+
+BASTION_ALL = """
+listeners: [{{host: 127.0.0.1, port: {port}}}]
+upstreams: {{up: {{urls: ["http://127.0.0.1:{up}"]}}}}
+policies:
+  request_id: {{}}
+  ip_rules: {{allow: ["127.0.0.0/8", "10.0.0.0/8"], block: ["192.0.2.0/24"]}}
+  body_limit: {{max_bytes: 1048576}}
+  cors: {{allow_origins: ["https://app.example.com", "https://*.example.com"], allow_credentials: true}}
+  security_headers: {{}}
+  audit: {{output: "{dir}/audit.log"}}
+routes:
+  - {{path: "/users/{{id}}", upstream: up}}
+  - {{path: /admin/*, upstream: up, policies: {{ip_rules: {{allow: ["10.0.0.0/8"]}}}}}}
+  - {{path: /*, upstream: up}}
+"""
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--duration", type=int, default=10)
+    ap.add_argument("--connections", type=int, default=50)
+    ap.add_argument("--variants", action="store_true")
+    ap.add_argument("--rounds", type=int, default=3, help="runs per target, alternating; the median counts")
+    args = ap.parse_args()
+    for tool in ("wrk", "nginx"):
+        if not shutil.which(tool) and not os.path.exists(f"/usr/sbin/{tool}"):
+            sys.exit(f"{tool} is needed: apt-get install wrk nginx-light")
+    work = Path(tempfile.mkdtemp(prefix="bastion-bench-"))
+    up, ngx, mini, d_port, e_port = (free_port() for _ in range(5))
+    (work / "nginx.conf").write_text(NGINX.format(dir=work, up=up, px=ngx))
+    (work / "pass.yaml").write_text(BASTION_PASS.format(port=d_port, up=up))
+    (work / "all.yaml").write_text(BASTION_ALL.format(port=e_port, up=up, dir=work))
+    nginx_bin = shutil.which("nginx") or "/usr/sbin/nginx"
+    srv = pinned("1")
+    procs = [subprocess.Popen([*srv, nginx_bin, "-c", str(work / "nginx.conf"), "-p", str(work)])]
+    try:
+        procs.append(subprocess.Popen([*srv, PY, str(HERE / "minimal_proxy.py"), f"http://127.0.0.1:{up}", str(mini)]))
+        bastion = [*srv, PY, "-m", "bastion.cli", "serve", "--no-watch", "--log-level", "warning", "--config"]
+        procs.append(subprocess.Popen([*bastion, str(work / "pass.yaml")]))
+        procs.append(subprocess.Popen([*bastion, str(work / "all.yaml")]))
+        targets = [("a upstream direct", up), ("b nginx proxy", ngx), ("c minimal proxy", mini),
+                   ("d bastion pass-through", d_port), ("e bastion all policies", e_port)]
+        if args.variants:
+            for label, client, server in (("c' minimal httpx+uvicorn", "httpx", "uvicorn"),
+                                          ("c'' minimal aiohttp+granian", "aiohttp", "granian")):
+                port = free_port()
+                procs.append(subprocess.Popen([*srv, PY, str(HERE / "minimal_proxy.py"),
+                                               f"http://127.0.0.1:{up}", str(port), client, server],
+                                              cwd=HERE))
+                targets.append((label, port))
+        for _, port in targets:
+            wait_port(port)
+        results = {}
+        print(f"wrk -t1 -c{args.connections} -d{args.duration}s, GET /users/1, median of {args.rounds} "
+              "alternating rounds; wrk pinned to core 0, all servers to core 1")
+        samples: dict[str, list[tuple[float, float, float]]] = {label: [] for label, _ in targets}
+        for _, port in targets:
+            wrk(f"http://127.0.0.1:{port}/users/1", 2, args.connections)  # warm-up
+        for _ in range(args.rounds):
+            for label, port in targets:
+                samples[label].append(wrk(f"http://127.0.0.1:{port}/users/1", args.duration, args.connections))
+        print(f"{'target':32} {'rps':>10} {'p50 ms':>8} {'p99 ms':>8}   rps of each round")
+        for label, _ in targets:
+            runs = sorted(samples[label])
+            rps, p50, p99 = runs[len(runs) // 2]
+            results[label[0] if not label.startswith("c'") else label] = rps
+            each = " ".join(f"{r[0]:.0f}" for r in samples[label])
+            print(f"{label:32} {rps:10.0f} {p50:8.2f} {p99:8.2f}   {each}", flush=True)
+        print()
+        print(f"d/c (bastion pass-through vs minimal proxy): {results['d'] / results['c']:.2f}  (target >= 1.0)")
+        print(f"d/b (bastion pass-through vs nginx):         {results['d'] / results['b']:.2f}")
+        print(f"e/d (all policies vs pass-through):          {results['e'] / results['d']:.2f}  (target >= 0.85)")
+    finally:
+        for p in procs:
+            p.send_signal(signal.SIGTERM)
+        for p in procs:
+            try:
+                p.wait(10)
+            except subprocess.TimeoutExpired:
+                p.kill()
+
+
+if __name__ == "__main__":
+    main()

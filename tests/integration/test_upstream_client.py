@@ -1,0 +1,207 @@
+"""The proxy's HTTP/1.1 client against scripted upstreams: framing, keep-alive, failures."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from bastion.gateway.upstream_client import (
+    ConnectionPool,
+    UpstreamConnectError,
+    UpstreamProtocolError,
+    UpstreamTimeout,
+)
+
+
+class Scripted:
+    """A TCP server answering each request with the next scripted reply (bytes or a callable)."""
+
+    def __init__(self, replies):
+        self.replies = list(replies)
+        self.connections = 0
+        self.active = 0
+        self.max_active = 0
+        self.requests: list[bytes] = []
+
+    async def handle(self, reader, writer):
+        self.connections += 1
+        self.active += 1
+        self.max_active = max(self.max_active, self.active)
+        try:
+            while self.replies:
+                head = await reader.readuntil(b"\r\n\r\n")
+                body = b""
+                if b"content-length:" in head.lower():
+                    n = int(head.lower().split(b"content-length:")[1].split(b"\r\n")[0])
+                    body = await reader.readexactly(n)
+                elif b"transfer-encoding: chunked" in head.lower():
+                    while True:
+                        size = int((await reader.readuntil(b"\r\n")).strip(), 16)
+                        body += (await reader.readexactly(size + 2))[:-2]
+                        if size == 0:
+                            break
+                self.requests.append(head + body)
+                reply = self.replies.pop(0)
+                if callable(reply):
+                    await reply(writer)
+                    return
+                writer.write(reply)
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            self.active -= 1
+            writer.close()
+
+    async def __aenter__(self):
+        self.server = await asyncio.start_server(self.handle, "127.0.0.1", 0)
+        self.port = self.server.sockets[0].getsockname()[1]
+        return self
+
+    async def __aexit__(self, *exc):
+        self.server.close()
+
+
+async def fetch(pool, method="GET", target=b"/", body=None, headers=None):
+    resp = await pool.request(method, target, headers or [(b"host", b"x")], body)
+    try:
+        data = b"".join([c async for c in resp.body()])
+    finally:
+        resp.release()
+    return resp.status, resp.headers, data
+
+
+OK = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+
+
+def run(coro):
+    return asyncio.run(asyncio.wait_for(coro, 20))
+
+
+def test_keep_alive_connections_are_reused():
+    async def main():
+        async with Scripted([OK] * 5) as up:
+            pool = ConnectionPool("127.0.0.1", up.port)
+            for _ in range(5):
+                assert (await fetch(pool))[2] == b"ok"
+            await pool.close()
+            return up.connections
+    assert run(main()) == 1
+
+
+def test_chunked_response_and_close_delimited_body():
+    chunked = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n"
+
+    async def close_delimited(writer):
+        writer.write(b"HTTP/1.0 200 OK\r\n\r\nuntil-close")
+        await writer.drain()
+        writer.close()
+
+    async def main():
+        async with Scripted([chunked, close_delimited]) as up:
+            pool = ConnectionPool("127.0.0.1", up.port)
+            assert (await fetch(pool))[2] == b"abcde"
+            assert (await fetch(pool))[2] == b"until-close"
+            await pool.close()
+    run(main())
+
+
+def test_interim_1xx_response_is_skipped():
+    reply = b"HTTP/1.1 103 Early Hints\r\nLink: </a.css>\r\n\r\n" + OK
+
+    async def main():
+        async with Scripted([reply]) as up:
+            pool = ConnectionPool("127.0.0.1", up.port)
+            status, headers, body = await fetch(pool)
+            assert status == 200 and body == b"ok" and (b"link", b"</a.css>") not in headers
+            await pool.close()
+    run(main())
+
+
+def test_truncated_body_is_an_error_not_a_short_success():
+    async def truncated(writer):
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nonly-some")
+        await writer.drain()
+        writer.close()
+
+    async def main():
+        async with Scripted([truncated]) as up:
+            pool = ConnectionPool("127.0.0.1", up.port)
+            with pytest.raises(UpstreamProtocolError):
+                await fetch(pool)
+            await pool.close()
+    run(main())
+
+
+def test_stale_keep_alive_connection_is_retried_for_idempotent_requests():
+    async def ok_then_close(writer):
+        writer.write(OK)
+        await writer.drain()
+        writer.close()  # the upstream drops the kept-alive connection right after
+
+    async def main():
+        async with Scripted([ok_then_close, OK]) as up:
+            pool = ConnectionPool("127.0.0.1", up.port)
+            assert (await fetch(pool))[2] == b"ok"
+            await asyncio.sleep(0.05)
+            assert (await fetch(pool))[2] == b"ok"
+            await pool.close()
+            return up.connections
+    assert run(main()) == 2
+
+
+def test_garbage_response_is_a_protocol_error():
+    async def main():
+        async with Scripted([b"NOT HTTP AT ALL\r\n\r\n"]) as up:
+            pool = ConnectionPool("127.0.0.1", up.port)
+            with pytest.raises(UpstreamProtocolError):
+                await fetch(pool)
+    run(main())
+
+
+def test_timeouts_and_refused_connections():
+    async def never(writer):
+        await asyncio.sleep(5)
+
+    async def main():
+        async with Scripted([never]) as up:
+            pool = ConnectionPool("127.0.0.1", up.port, read_timeout=0.2)
+            loop = asyncio.get_running_loop()
+            t0 = loop.time()
+            with pytest.raises(UpstreamTimeout):
+                await fetch(pool)
+            assert loop.time() - t0 < 1
+        dead = ConnectionPool("127.0.0.1", up.port)  # the server is closed now
+        with pytest.raises(UpstreamConnectError):
+            await fetch(dead)
+    run(main())
+
+
+def test_pool_never_opens_more_than_max_connections():
+    async def slow_ok(writer):
+        await asyncio.sleep(0.2)
+        writer.write(OK)
+        await writer.drain()
+
+    async def main():
+        async with Scripted([slow_ok] * 6) as up:
+            pool = ConnectionPool("127.0.0.1", up.port, max_connections=2, connect_timeout=5)
+            results = await asyncio.gather(*(fetch(pool) for _ in range(6)))
+            assert all(r[2] == b"ok" for r in results)
+            return up.max_active
+    assert run(main()) == 2
+
+
+def test_streamed_request_body_is_sent_chunked():
+    async def gen():
+        for part in (b"hello ", b"world"):
+            yield part
+
+    async def main():
+        async with Scripted([OK]) as up:
+            pool = ConnectionPool("127.0.0.1", up.port)
+            await fetch(pool, "POST", b"/up", gen())
+            return up.requests[0]
+    raw = run(main())
+    assert b"transfer-encoding: chunked" in raw.lower() and raw.endswith(b"hello world")
