@@ -143,3 +143,15 @@ def forwarded_headers(resp: RawResponse) -> dict[str, list[str]]:
     for k, v in resp.json()["headers"]:
         out.setdefault(k, []).append(v)
     return out
+
+
+def audit_lines(path: Path, until_request_id: str | None = None, timeout: float = 3.0) -> list[dict]:
+    """The audit log's lines, waiting (lines are flushed in batches) for one request id."""
+    deadline = time.time() + timeout
+    while True:
+        lines = [json.loads(x) for x in path.read_text().splitlines()] if path.exists() else []
+        if until_request_id is None or any(x["request_id"] == until_request_id for x in lines):
+            return lines
+        if time.time() > deadline:
+            raise AssertionError(f"no audit line for {until_request_id} in {path}")
+        time.sleep(0.05)

@@ -6,7 +6,9 @@ upstream. It is computed by `normalise_path` from the raw bytes the client sent.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
+import re
 import time
 from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable
@@ -29,6 +31,10 @@ class BadPath(ValueError):
     """The request target cannot be normalised safely: answered with 400."""
 
 
+# Segments of plain characters, none of them `.` or `..`: such a path is already canonical.
+_PLAIN_PATH = re.compile(rb"(?:/(?!\.\.?(?:/|$))[A-Za-z0-9\-._~!$&'()*+,=:@]+)+/?|/")
+
+
 def normalise_path(raw: bytes) -> str:
     """Return the one canonical form of a request path.
 
@@ -43,6 +49,12 @@ def normalise_path(raw: bytes) -> str:
     A trailing slash is kept (`/admin/.` -> `/admin/`); the router treats `/a` and `/a/`
     alike, so the slash cannot be used to reach another route.
     """
+    if _PLAIN_PATH.fullmatch(raw) is not None:
+        return raw.decode("ascii")  # nothing to decode, collapse or resolve: already canonical
+    return _normalise(raw)
+
+
+def _normalise(raw: bytes) -> str:
     if not raw.startswith(b"/"):
         if raw == b"*" or not raw:
             raise BadPath("the request target must be an absolute path")
@@ -120,6 +132,7 @@ def _decode_segment(seg: bytes) -> bytes:
     return bytes(out)
 
 
+@functools.lru_cache(maxsize=4096)
 def parse_ip(text: str | None) -> IPAddress | None:
     """Parse an address; IPv4-mapped IPv6 (`::ffff:1.2.3.4`) becomes plain IPv4."""
     if not text:

@@ -1,12 +1,11 @@
 """A real gateway in front of a real upstream: what is forwarded, and what is not."""
 
-import json
 import socket
 import time
 
 import pytest
 
-from helpers import forwarded_headers, raw_request, run_gateway
+from helpers import audit_lines, forwarded_headers, raw_request, run_gateway
 
 
 @pytest.fixture()
@@ -162,12 +161,13 @@ def test_trusted_proxy_forwarded_for_is_believed(base_config, tmp_path):
     with run_gateway(base_config, tmp_path) as g:
         # client 198.51.100.7 -> proxy 10.1.1.1 -> (trusted peer 127.0.0.1)
         r = raw_request(g.port, "GET", "/echo", {
-            "X-Forwarded-For": "6.6.6.6, 198.51.100.7, 10.1.1.1", "X-Forwarded-Proto": "https"})
+            "X-Forwarded-For": "6.6.6.6, 198.51.100.7, 10.1.1.1", "X-Forwarded-Proto": "https",
+            "X-Request-Id": "trusted-1"})
         seen = forwarded_headers(r)
         assert seen["x-forwarded-for"] == ["6.6.6.6, 198.51.100.7, 10.1.1.1, 127.0.0.1"]
         assert seen["x-forwarded-proto"] == ["https"]
         assert r.header("strict-transport-security")  # HTTPS as told by the trusted proxy
-        line = json.loads((tmp_path / "audit.log").read_text().splitlines()[-1])
+        line = next(x for x in audit_lines(tmp_path / "audit.log", "trusted-1") if x["request_id"] == "trusted-1")
         assert line["client_ip"] == "198.51.100.7"
         # the real client behind the trusted proxy is what IP rules see
         r = raw_request(g.port, "GET", "/echo", {"X-Forwarded-For": "203.0.113.9"})

@@ -63,3 +63,47 @@ def test_normalisation_is_idempotent():
     for raw, _ in CANONICAL:
         once = normalise_path(raw)
         assert normalise_path(once.encode("latin-1")) == once
+
+
+# ---- properties over generated paths ---------------------------------------------------------
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from bastion.http import _normalise  # noqa: E402
+
+SEGMENT = st.one_of(
+    st.sampled_from(["", ".", "..", "%2e", "%2E%2e", "admin", "a;b", "%61", "%2f", "%5c", "%00",
+                     "%c3%a9", "%ff", "x.y", "..x", "%25", "~u", "é", "a%20b", ";", "\\"]),
+    st.text(alphabet="abcXYZ019-._~!$&'()*+,=:@%;", min_size=1, max_size=6),
+)
+PATHS = st.lists(SEGMENT, max_size=8).map(lambda segs: ("/" + "/".join(segs)).encode("utf-8"))
+
+
+@settings(max_examples=3000, deadline=None)
+@given(PATHS)
+def test_fast_path_agrees_with_the_full_normaliser(raw):
+    try:
+        full = _normalise(raw)
+    except BadPath:
+        with pytest.raises(BadPath):
+            normalise_path(raw)
+        return
+    assert normalise_path(raw) == full
+
+
+@settings(max_examples=3000, deadline=None)
+@given(PATHS)
+def test_canonical_paths_have_no_tricks_left(raw):
+    try:
+        path = normalise_path(raw)
+    except BadPath:
+        return
+    segs = path.split("/")[1:]
+    assert "//" not in path
+    assert all(s not in (".", "..") for s in segs)
+    assert ";" not in path and "\\" not in path
+    lowered = path.lower()
+    for enc in ("%2f", "%5c", "%00", "%2e", "%61"):  # never left encoded where it could be decoded later
+        assert enc not in lowered, path
+    assert normalise_path(path.encode("latin-1")) == path  # idempotent

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import os
 import sys
 import threading
+import time
 from datetime import datetime, timezone
 from typing import IO, Any, ClassVar
 from urllib.parse import parse_qsl, quote
@@ -33,31 +36,74 @@ class AuditConfig(PolicyConfig):
 
 
 class _Sink:
-    """A line-oriented writer shared by every policy instance writing to the same place."""
+    """A line writer shared by every policy instance writing to the same place.
+
+    Lines are buffered and written at most every 100 ms (or at 64 KiB), off the request's
+    path: one write system call per batch instead of one per request. Closing flushes.
+    """
 
     _open: ClassVar[dict[str, "_Sink"]] = {}
     _lock = threading.Lock()
+    FLUSH_SECONDS = 0.1
+    FLUSH_BYTES = 64 * 1024
 
-    def __init__(self, stream: IO[bytes], owned: bool) -> None:
+    def __init__(self, stream: IO[bytes]) -> None:
         self.stream = stream
-        self.owned = owned
+        self.buffer: list[bytes] = []
+        self.size = 0
+        self.scheduled = False
 
     @classmethod
     def get(cls, output: str, base_dir: str) -> "_Sink":
         if output in ("stdout", "stderr"):
-            return cls(getattr(sys, output).buffer, owned=False)
-        path = output if os.path.isabs(output) else os.path.join(base_dir, output)
+            key = output
+        else:
+            key = output if os.path.isabs(output) else os.path.join(base_dir, output)
         with cls._lock:
-            sink = cls._open.get(path)
+            sink = cls._open.get(key)
             if sink is None or sink.stream.closed:
-                sink = cls(open(path, "ab", buffering=0), owned=True)
-                cls._open[path] = sink
+                stream = getattr(sys, key).buffer if key in ("stdout", "stderr") else open(key, "ab", buffering=0)
+                sink = cls(stream)
+                cls._open[key] = sink
             return sink
 
     def write(self, line: bytes) -> None:
-        self.stream.write(line)
-        if not self.owned:
+        self.buffer.append(line)
+        self.size += len(line)
+        if self.size >= self.FLUSH_BYTES:
+            self.flush()
+        elif not self.scheduled:
+            try:
+                asyncio.get_running_loop().call_later(self.FLUSH_SECONDS, self.flush)
+                self.scheduled = True
+            except RuntimeError:  # no loop (tests, shutdown): write now
+                self.flush()
+
+    def flush(self) -> None:
+        self.scheduled = False
+        if not self.buffer:
+            return
+        data = b"".join(self.buffer)
+        self.buffer.clear()
+        self.size = 0
+        try:
+            self.stream.write(data)
             self.stream.flush()
+        except (OSError, ValueError) as exc:  # disk full, closed stream: report, keep serving
+            logging.getLogger("bastion.audit").error("audit lines lost: %s", exc)
+
+
+_time_cache: tuple[int, str] = (-1, "")
+
+
+def _now_iso() -> str:
+    """UTC time with milliseconds; the date-and-seconds part is formatted once a second."""
+    global _time_cache
+    now = time.time()
+    sec = int(now)
+    if _time_cache[0] != sec:
+        _time_cache = (sec, datetime.fromtimestamp(sec, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S"))
+    return f"{_time_cache[1]}.{int((now - sec) * 1000):03d}Z"
 
 
 class Audit(Policy):
@@ -85,7 +131,7 @@ class Audit(Policy):
 
     def on_log(self, req: Request, resp: Response, ctx: Context, record: dict[str, Any]) -> None:
         line: dict[str, Any] = {
-            "time": datetime.now(timezone.utc).isoformat(timespec="milliseconds"),
+            "time": _now_iso(),
             "request_id": req.request_id,
             "client_ip": str(req.client_ip) if req.client_ip else None,
             "method": req.method,
@@ -108,3 +154,6 @@ class Audit(Policy):
         if ctx.log_fields:
             line.update(ctx.log_fields)
         self.sink.write(orjson.dumps(line) + b"\n")
+
+    async def close(self) -> None:
+        self.sink.flush()
