@@ -146,6 +146,12 @@ def parse_ip(text: str | None) -> IPAddress | None:
     return ip
 
 
+@functools.lru_cache(maxsize=4096)
+def ip_text(ip: IPAddress) -> str:
+    """`str(ip)`, cached: ipaddress formats slowly and the same clients come back."""
+    return str(ip)
+
+
 def compile_networks(values: list[str]) -> tuple[Network, ...]:
     nets: list[Network] = []
     for v in values:

@@ -20,7 +20,17 @@ from bastion.gateway.proxy import (
 )
 from bastion.gateway.state import GatewayState, RouteTarget
 from bastion.gateway.upstream_client import UpstreamProtocolError, UpstreamTimeout
-from bastion.http import BadPath, Headers, Request, Response, in_networks, normalise_path, parse_ip, problem
+from bastion.http import (
+    BadPath,
+    Headers,
+    Request,
+    Response,
+    in_networks,
+    ip_text,
+    normalise_path,
+    parse_ip,
+    problem,
+)
 from bastion.pipeline import Context, Pipeline
 
 log = logging.getLogger("bastion.gateway")
@@ -173,7 +183,7 @@ class Gateway:
     def upstream_headers(self, req: Request, ctx: Context, body_len: int | None) -> Headers:
         drop = _DROP_REQUEST | ctx.drop_request_headers
         out = strip_hop_by_hop(req.headers, frozenset(drop))
-        peer = str(req.peer_ip) if req.peer_ip else "unknown"
+        peer = ip_text(req.peer_ip) if req.peer_ip else "unknown"
         prior_xff = prior_fwd = None
         if req.peer_trusted:  # keep the chain the trusted proxy built; otherwise start afresh
             for k, v in req.headers:

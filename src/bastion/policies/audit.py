@@ -15,7 +15,7 @@ from urllib.parse import parse_qsl, quote
 import orjson
 from pydantic import Field
 
-from bastion.http import Request, Response
+from bastion.http import Request, Response, ip_text
 from bastion.pipeline import Context, Policy, PolicyConfig
 
 DEFAULT_SECRET_PARAMS = [
@@ -133,7 +133,7 @@ class Audit(Policy):
         line: dict[str, Any] = {
             "time": _now_iso(),
             "request_id": req.request_id,
-            "client_ip": str(req.client_ip) if req.client_ip else None,
+            "client_ip": ip_text(req.client_ip) if req.client_ip else None,
             "method": req.method,
             "path": req.path,
             "query": self.redact_query(req.query),

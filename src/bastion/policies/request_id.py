@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import os
 import re
-import secrets
 import time
 from typing import ClassVar
 
@@ -23,6 +23,25 @@ class RequestIdConfig(PolicyConfig):
 
 
 _WELL_FORMED = re.compile(rb"[A-Za-z0-9._:\-]+")
+
+
+class _IdSource:
+    """128-bit random ids from the OS CSPRNG, fetched 4 KiB at a time (one system call per
+    256 ids instead of one per request)."""
+
+    def __init__(self) -> None:
+        self.pool = b""
+        self.pos = 0
+
+    def next(self) -> str:
+        if self.pos + 16 > len(self.pool):
+            self.pool, self.pos = os.urandom(4096), 0
+        value = self.pool[self.pos : self.pos + 16]
+        self.pos += 16
+        return value.hex()
+
+
+_ids = _IdSource()
 
 
 class RequestId(Policy):
@@ -50,7 +69,7 @@ class RequestId(Policy):
         ):
             req.request_id = incoming.decode("ascii")
         else:
-            req.request_id = secrets.token_hex(16)
+            req.request_id = _ids.next()
 
     async def on_request(self, req: Request, ctx: Context) -> Response | None:
         if req.request_id:  # already assigned when the request entered the gateway
@@ -61,7 +80,9 @@ class RequestId(Policy):
         return None
 
     async def on_response(self, req: Request, resp: Response, ctx: Context) -> None:
-        resp.set_header(self.header, req.request_id.encode())
+        mine = (self.header, self.time_header)
+        headers = [h for h in resp.headers if h[0] not in mine]  # the upstream's own are replaced
+        headers.append((self.header, req.request_id.encode()))
         if self.time_header is not None:
-            ms = (time.perf_counter() - req.started) * 1000
-            resp.set_header(self.time_header, b"%.2fms" % ms)
+            headers.append((self.time_header, b"%.2fms" % ((time.perf_counter() - req.started) * 1000)))
+        resp.headers = headers
