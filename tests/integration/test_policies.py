@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from helpers import audit_lines, forwarded_headers, raw_request, run_gateway
+from helpers import audit_lines, raw_request, run_gateway
 
 # ---- path tricks: the admin area is IP-restricted, everything else is public -----------------
 

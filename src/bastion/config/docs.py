@@ -8,7 +8,7 @@ from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined
 
-from bastion.config.model import GatewayConfig, ListenerConfig, RouteConfig, UpstreamConfig
+from bastion.config.model import GatewayConfig
 from bastion.policies import REGISTRY
 
 HEADER = """\

@@ -25,7 +25,6 @@ from bastion.http import (
     Headers,
     Request,
     Response,
-    in_networks,
     ip_text,
     normalise_path,
     parse_ip,
@@ -125,7 +124,7 @@ class Gateway:
                 xff = v if xff is None else xff + b"," + v
             elif k == b"x-forwarded-proto":
                 xfp = v
-        peer_trusted = bool(state.trusted) and in_networks(peer, state.trusted)
+        peer_trusted = bool(state.trusted) and peer in state.trusted
         if peer_trusted:
             # Walk X-Forwarded-For from the right: the first address not of a trusted proxy
             # is the client. Anything left of it was written by the client and is ignored.
@@ -135,7 +134,7 @@ class Gateway:
                     if ip is None:
                         break
                     client_ip = ip
-                    if not in_networks(ip, state.trusted):
+                    if ip not in state.trusted:
                         break
             if xfp in (b"http", b"https"):
                 scheme = xfp.decode()

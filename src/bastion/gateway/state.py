@@ -12,7 +12,7 @@ from pydantic import ValidationError
 from bastion.config.loader import ConfigError, ConfigIssue
 from bastion.config.model import GatewayConfig
 from bastion.gateway.proxy import UpstreamPool
-from bastion.http import compile_networks
+from bastion.http import NetworkSet
 from bastion.gateway.router import Route, Router
 from bastion.pipeline import Pipeline, Policy, PolicyEnv
 from bastion.policies import REGISTRY
@@ -34,7 +34,7 @@ class GatewayState:
     router: Router[RouteTarget]
     edge: Pipeline  # policies that also run for requests no route matches
     upstreams: dict[str, UpstreamPool]
-    trusted: tuple[Any, ...]
+    trusted: NetworkSet
     policies: list[Policy]
     inflight: int = 0
     retired: bool = False
@@ -108,6 +108,6 @@ def compile_state(cfg: GatewayConfig, *, config_dir: str = ".", version: int = 1
         raise ConfigError(source, issues)
 
     edge = Pipeline([p for name, p in global_policies.items() if REGISTRY[name].unrouted])
-    trusted = compile_networks(cfg.trusted_proxies)
+    trusted = NetworkSet(cfg.trusted_proxies)
     return GatewayState(cfg, version, Router(routes), edge, upstreams, trusted,
                         list(built.values()), source=source)

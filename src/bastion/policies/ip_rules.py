@@ -7,7 +7,7 @@ from typing import ClassVar
 
 from pydantic import Field, field_validator
 
-from bastion.http import Request, Response, compile_networks, in_networks, problem
+from bastion.http import NetworkSet, Request, Response, problem
 from bastion.pipeline import Context, Policy, PolicyConfig
 
 class IpRulesConfig(PolicyConfig):
@@ -45,15 +45,15 @@ class IpRules(Policy):
 
     def __init__(self, config: IpRulesConfig, env) -> None:
         super().__init__(config, env)
-        self.allow = compile_networks(config.allow)
-        self.block = compile_networks(config.block)
+        self.allow = NetworkSet(config.allow)
+        self.block = NetworkSet(config.block)
         self.status = config.status
 
     async def on_request(self, req: Request, ctx: Context) -> Response | None:
         ip = req.client_ip
-        if in_networks(ip, self.block):
+        if ip in self.block:
             reason = "client address is blocked"
-        elif self.allow and not in_networks(ip, self.allow):
+        elif self.allow and ip not in self.allow:
             reason = "client address is not in the allowed networks"
         else:
             return None
