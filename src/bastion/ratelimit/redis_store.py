@@ -1,0 +1,112 @@
+"""The shared store: one Lua script per algorithm, one round trip per decision.
+
+Scripts are loaded once and called by SHA (redis-py's Script falls back to loading on
+NOSCRIPT). The time is the Redis server's, so gateways with skewed clocks agree. Keys carry a
+hash tag (`bastion:rl:{…}`) so that a decision's keys share one Cluster slot. When Redis cannot
+be reached, a short circuit breaker answers at once with the configured fail mode instead of
+making every request wait; one log line per outage, one when it recovers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import time
+from importlib import resources
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from bastion.ratelimit.algorithms import INF, Decision
+from bastion.ratelimit.rate import Rate
+
+log = logging.getLogger("bastion.ratelimit")
+
+_ALGORITHMS = ("fixed_window", "sliding_log", "sliding_counter", "token_bucket", "leaky_bucket", "gcra")
+
+
+class StoreUnavailable(Exception):
+    """The store could not decide (Redis down or the breaker open)."""
+
+
+def _script(name: str) -> str:
+    lua = resources.files("bastion.ratelimit").joinpath("lua")
+    return lua.joinpath("_common.lua").read_text() + "\n" + lua.joinpath(f"{name}.lua").read_text()
+
+
+def connect(url: str, *, timeout: float = 0.25) -> Any:
+    """A redis-py asyncio client for redis://, rediss://, unix://, redis+sentinel:// and
+    redis+cluster:// URLs."""
+    parts = urlsplit(url)
+    common = {"socket_timeout": timeout, "socket_connect_timeout": timeout, "decode_responses": False}
+    if parts.scheme == "redis+cluster":
+        from redis.asyncio.cluster import RedisCluster
+
+        return RedisCluster.from_url("redis://" + url.split("://", 1)[1], **common)
+    if parts.scheme == "redis+sentinel":
+        from redis.asyncio.sentinel import Sentinel
+
+        hosts = [(h.rsplit(":", 1)[0], int(h.rsplit(":", 1)[1]) if ":" in h else 26379)
+                 for h in parts.netloc.split("@")[-1].split(",")]
+        service = parts.path.strip("/") or "mymaster"
+        query = parse_qs(parts.query)
+        return Sentinel(hosts, **common).master_for(service, db=int(query.get("db", ["0"])[0]))
+    return aioredis.from_url(url, **common)
+
+
+class RedisStore:
+    def __init__(self, url: str = "redis://127.0.0.1:6379/0", *, prefix: str = "bastion:rl",
+                 timeout: float = 0.25, breaker_seconds: float = 0.5, client: Any = None) -> None:
+        self.url = url
+        self.prefix = prefix
+        self.client = client if client is not None else connect(url, timeout=timeout)
+        self.scripts = {name: self.client.register_script(_script(name)) for name in _ALGORITHMS}
+        self.breaker_seconds = breaker_seconds
+        self._open_until = 0.0
+        self._outage = False
+        self.failures = 0  # decisions the store could not make (for metrics)
+
+    def key(self, algorithm: str, key: str, rate: Rate) -> str:
+        digest = hashlib.blake2b(f"{algorithm}|{rate}|{key}".encode(), digest_size=12).hexdigest()
+        return f"{self.prefix}:{{{digest}}}"
+
+    async def hit(self, algorithm: str, key: str, rate: Rate, cost: int = 1, *,
+                  max_delay: float = 0.0, now: float | None = None) -> Decision:
+        if self._open_until and time.monotonic() < self._open_until:
+            self.failures += 1
+            raise StoreUnavailable("redis circuit breaker is open")
+        k = self.key(algorithm, key, rate)
+        keys = [k, k + ":seq"] if algorithm == "sliding_log" else [k]
+        args = [rate.limit, repr(rate.period), rate.capacity, cost, "" if now is None else repr(now), repr(max_delay)]
+        try:
+            allowed, remaining, reset_us, retry_us, delay_us = await self.scripts[algorithm](keys=keys, args=args)
+        except (RedisError, OSError, asyncio.TimeoutError) as exc:
+            self.failures += 1
+            self._open_until = time.monotonic() + self.breaker_seconds
+            if not self._outage:
+                self._outage = True
+                log.error("rate-limit store %s unreachable (%s); applying each limit's fail mode",
+                          _safe_url(self.url), type(exc).__name__)
+            raise StoreUnavailable(str(exc)) from None
+        if self._outage:
+            self._outage = False
+            self._open_until = 0.0
+            log.warning("rate-limit store %s reachable again", _safe_url(self.url))
+        limit = rate.capacity if algorithm in ("token_bucket", "leaky_bucket", "gcra") else rate.limit
+        return Decision(bool(allowed), limit, int(remaining), reset_us / 1e6,
+                        INF if retry_us < 0 else retry_us / 1e6, delay_us / 1e6)
+
+    async def close(self) -> None:
+        await self.client.aclose()
+
+
+def _safe_url(url: str) -> str:
+    """The URL without its password, for log lines."""
+    parts = urlsplit(url)
+    if parts.password:
+        netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
+        return parts._replace(netloc=netloc).geturl()
+    return url
