@@ -5,9 +5,10 @@ from bastion.policies.audit import Audit
 from bastion.policies.body_limit import BodyLimit
 from bastion.policies.cors import Cors
 from bastion.policies.ip_rules import IpRules
+from bastion.policies.rate_limit import RateLimit
 from bastion.policies.request_id import RequestId
 from bastion.policies.security_headers import SecurityHeaders
 
 REGISTRY: dict[str, type[Policy]] = {
-    cls.name: cls for cls in (RequestId, IpRules, BodyLimit, Cors, SecurityHeaders, Audit)
+    cls.name: cls for cls in (RequestId, IpRules, BodyLimit, Cors, RateLimit, SecurityHeaders, Audit)
 }

@@ -1,0 +1,33 @@
+"""Rate limiting as a library: six algorithms, a memory store and a Redis store.
+
+    store = MemoryStore()                      # or RedisStore("redis://127.0.0.1:6379/0")
+    decision = await store.hit("gcra", "ip:203.0.113.9", parse_rate("10/second burst 20"))
+"""
+
+from __future__ import annotations
+
+import asyncio
+import weakref
+
+from bastion.ratelimit.algorithms import ALGORITHMS, Decision
+from bastion.ratelimit.memory import MemoryStore
+from bastion.ratelimit.rate import Rate, parse_rate
+from bastion.ratelimit.redis_store import RedisStore, StoreUnavailable
+
+__all__ = ["ALGORITHMS", "Decision", "MemoryStore", "Rate", "RedisStore", "StoreUnavailable",
+           "parse_rate", "shared_store"]
+
+_memory: dict[int, MemoryStore] = {}
+_redis: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, RedisStore]]" = weakref.WeakKeyDictionary()
+
+
+def shared_store(url: str, *, max_keys: int = 1_000_000) -> MemoryStore | RedisStore:
+    """One store per URL for the whole process, so that state survives config reloads and every
+    route naming the same store shares it. Redis clients are per event loop."""
+    if url == "memory":
+        return _memory.setdefault(max_keys, MemoryStore(max_keys=max_keys))
+    loop = asyncio.get_running_loop()
+    stores = _redis.setdefault(loop, {})
+    if url not in stores:
+        stores[url] = RedisStore(url)
+    return stores[url]
