@@ -66,6 +66,7 @@ class RateLimitConfig(PolicyConfig):
         description="'memory' (per process) or a Redis URL shared by every gateway: redis://, "
         "rediss://, unix://, redis+sentinel://h1:26379,h2:26379/service, redis+cluster://h:p.",
     )
+    key_prefix: str = Field("bastion:rl", description="Prefix of every Redis key (to share one Redis).")
     algorithm: Algorithm = Field("sliding_counter", description="Default algorithm for the limits.")
     limits: list[LimitConfig | str] = Field(
         default_factory=list, description="Limits that apply to everyone (all must pass)."
@@ -121,6 +122,7 @@ class RateLimit(Policy):
         self.headers = config.headers
         self.store_url = config.store
         self.max_keys = config.max_keys
+        self.key_prefix = config.key_prefix
         self.decisions = {"allowed": 0, "limited": 0, "store_unavailable": 0}
 
     def _key(self, limit: _Limit, req: Request, ctx: Context) -> str:
@@ -158,7 +160,7 @@ class RateLimit(Policy):
         limits = self._applicable(req, ctx)
         if not limits:
             return None
-        store = shared_store(self.store_url, max_keys=self.max_keys)
+        store = shared_store(self.store_url, max_keys=self.max_keys, prefix=self.key_prefix)
         cost = int(ctx.values.get("cost", 1))
         results: list[tuple[_Limit, Decision]] = []
         refused: list[tuple[_Limit, Decision]] = []

@@ -21,13 +21,14 @@ _memory: dict[int, MemoryStore] = {}
 _redis: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, RedisStore]]" = weakref.WeakKeyDictionary()
 
 
-def shared_store(url: str, *, max_keys: int = 1_000_000) -> MemoryStore | RedisStore:
+def shared_store(url: str, *, max_keys: int = 1_000_000, prefix: str = "bastion:rl") -> MemoryStore | RedisStore:
     """One store per URL for the whole process, so that state survives config reloads and every
     route naming the same store shares it. Redis clients are per event loop."""
     if url == "memory":
         return _memory.setdefault(max_keys, MemoryStore(max_keys=max_keys))
     loop = asyncio.get_running_loop()
     stores = _redis.setdefault(loop, {})
-    if url not in stores:
-        stores[url] = RedisStore(url)
-    return stores[url]
+    key = f"{prefix} {url}"
+    if key not in stores:
+        stores[key] = RedisStore(url, prefix=prefix)
+    return stores[key]

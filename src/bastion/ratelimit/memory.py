@@ -42,13 +42,15 @@ class MemoryStore:
         self._young: dict[int, Any] = {}
         self._old: dict[int, Any] = {}
         self._lock = threading.Lock()
-        self._rotated = clock()
+        self._rotated: float | None = None
         self._lifetime = 60.0  # grows to the longest state lifetime seen
 
     def __len__(self) -> int:
         return len(self._young) + len(self._old)
 
     def _rotate_if_due(self, now: float) -> None:
+        if self._rotated is None:
+            self._rotated = now
         if len(self._young) >= self.max_keys // 2 or now - self._rotated > self._lifetime:
             self._old = self._young
             self._young = {}
