@@ -178,7 +178,10 @@ class RateLimit(Policy):
                 continue
             results.append((limit, d))
             if not d.allowed:
+                # Stop here: limits after this one are not charged for a refused request.
+                # (Those before it were; a refund would need a second round trip.)
                 refused.append((limit, d))
+                break
         if results:
             ctx.values["rate_limit.results"] = results
         if refused:
