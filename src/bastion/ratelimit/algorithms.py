@@ -19,22 +19,31 @@ Trade-offs, in one line each:
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-from typing import Any
+from collections import deque
+from typing import Any, NamedTuple
 
 from bastion.ratelimit.rate import Rate
 
 INF = float("inf")
 
 
-@dataclass(frozen=True, slots=True)
-class Decision:
+class Decision(NamedTuple):
     allowed: bool
     limit: int
     remaining: int
     reset_after: float  # seconds until the full limit is available again
     retry_after: float  # seconds until this request could pass (0 when allowed; inf: never)
     delay: float = 0.0  # leaky-bucket shaper: hold the request this long before forwarding
+
+
+class Log:
+    """The sliding log's state: entries oldest first, and their total cost."""
+
+    __slots__ = ("entries", "used")
+
+    def __init__(self) -> None:
+        self.entries: deque[tuple[float, int]] = deque()
+        self.used = 0
 
 
 def fixed_window(state: Any, now: float, rate: Rate, cost: int) -> tuple[Any, Decision]:
@@ -44,36 +53,39 @@ def fixed_window(state: Any, now: float, rate: Rate, cost: int) -> tuple[Any, De
         start, count = now, 0.0
     else:
         start, count = state
-    allowed = count + cost <= limit
-    if allowed:
+    if count + cost <= limit:
         count += cost
+        return (start, count), Decision(True, limit, int(limit - count), start + period - now, 0.0)
     reset = start + period - now
-    retry = 0.0 if allowed else (reset if cost <= limit else INF)
-    new_state = (start, count) if allowed else state  # a refusal never starts a window
-    return new_state, Decision(allowed, limit, int(max(0, limit - count)), reset, retry)
+    # a refusal consumes nothing and never starts a window
+    return state, Decision(False, limit, int(limit - count) if count < limit else 0, reset,
+                           reset if cost <= limit else INF)
 
 
 def sliding_log(state: Any, now: float, rate: Rate, cost: int) -> tuple[Any, Decision]:
     """Exact: an entry counts while it is at most `period` seconds old."""
     limit, period = rate.limit, rate.period
-    entries: list[tuple[float, int]] = [e for e in (state or ()) if e[0] >= now - period]
-    used = sum(c for _, c in entries)
-    allowed = used + cost <= limit
+    log = state if state is not None else Log()
+    entries = log.entries
+    horizon = now - period
+    while entries and entries[0][0] < horizon:
+        log.used -= entries.popleft()[1]
+    allowed = log.used + cost <= limit
     if allowed:
         entries.append((now, cost))
-        used += cost
+        log.used += cost
         retry = 0.0
     elif cost > limit:
         retry = INF
     else:
-        need, freed, retry = used + cost - limit, 0, 0.0
+        need, freed, retry = log.used + cost - limit, 0, 0.0
         for ts, c in entries:
             freed += c
             if freed >= need:
                 retry = ts + period - now
                 break
     reset = (entries[-1][0] + period - now) if entries else 0.0
-    return entries, Decision(allowed, limit, int(max(0, limit - used)), reset, retry)
+    return log, Decision(allowed, limit, int(max(0, limit - log.used)), reset, retry)
 
 
 def sliding_counter(state: Any, now: float, rate: Rate, cost: int) -> tuple[Any, Decision]:

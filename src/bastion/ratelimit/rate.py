@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 UNITS = {
     "s": 1, "sec": 1, "second": 1, "seconds": 1,
@@ -25,6 +25,13 @@ class Rate:
     limit: int
     period: float
     burst: int | None = None
+    _hash: int = field(default=0, init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_hash", hash((self.limit, self.period, self.burst)))
+
+    def __hash__(self) -> int:  # computed once: rates are hashed on every decision
+        return self._hash
 
     @property
     def capacity(self) -> int:

@@ -18,7 +18,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import redis.asyncio as aioredis
-from redis.exceptions import RedisError
+from redis.exceptions import NoScriptError, RedisError
 
 from bastion.ratelimit.algorithms import INF, Decision
 from bastion.ratelimit.rate import Rate
@@ -64,6 +64,7 @@ class RedisStore:
         self.prefix = prefix
         self.client = client if client is not None else connect(url, timeout=timeout)
         self.scripts = {name: self.client.register_script(_script(name)) for name in _ALGORITHMS}
+        self._queue: list[tuple[str, list[str], list[Any], asyncio.Future[Any]]] = []
         self.breaker_seconds = breaker_seconds
         self._open_until = 0.0
         self._outage = False
@@ -82,7 +83,7 @@ class RedisStore:
         keys = [k, k + ":seq"] if algorithm == "sliding_log" else [k]
         args = [rate.limit, repr(rate.period), rate.capacity, cost, "" if now is None else repr(now), repr(max_delay)]
         try:
-            allowed, remaining, reset_us, retry_us, delay_us = await self.scripts[algorithm](keys=keys, args=args)
+            allowed, remaining, reset_us, retry_us, delay_us = await self._evalsha(algorithm, keys, args)
         except (RedisError, OSError, asyncio.TimeoutError) as exc:
             self.failures += 1
             self._open_until = time.monotonic() + self.breaker_seconds
@@ -98,6 +99,46 @@ class RedisStore:
         limit = rate.capacity if algorithm in ("token_bucket", "leaky_bucket", "gcra") else rate.limit
         return Decision(bool(allowed), limit, int(remaining), reset_us / 1e6,
                         INF if retry_us < 0 else retry_us / 1e6, delay_us / 1e6)
+
+    def _evalsha(self, algorithm: str, keys: list[str], args: list[Any]) -> "asyncio.Future[Any]":
+        """Queue one EVALSHA; all queued in the same loop iteration leave in one pipeline.
+
+        Each decision is still exactly one command; concurrent decisions share the network round
+        trip and redis-py's per-call overhead (measured: the difference between ~13k and ~40k
+        decisions/s with 50 callers, docs/ratelimit.md)."""
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[Any] = loop.create_future()
+        if not self._queue:
+            loop.call_soon(lambda: asyncio.ensure_future(self._flush()))
+        self._queue.append((algorithm, keys, args, fut))
+        return fut
+
+    async def _flush(self) -> None:
+        batch, self._queue = self._queue, []
+        if not batch:
+            return
+        try:
+            pipe = self.client.pipeline(transaction=False)
+            for algorithm, keys, args, _ in batch:
+                pipe.evalsha(self.scripts[algorithm].sha, len(keys), *keys, *args)
+            results = await pipe.execute(raise_on_error=False)
+        except BaseException as exc:  # connection refused, timeout, cancelled
+            for *_, fut in batch:
+                if not fut.done():
+                    fut.set_exception(exc if isinstance(exc, Exception) else RedisError(str(exc)))
+            return
+        for (algorithm, keys, args, fut), result in zip(batch, results):
+            if isinstance(result, NoScriptError):  # Redis restarted or SCRIPT FLUSH: load, retry
+                try:
+                    result = await self.scripts[algorithm](keys=keys, args=args)
+                except Exception as exc:
+                    result = exc
+            if fut.done():
+                continue
+            if isinstance(result, Exception):
+                fut.set_exception(result)
+            else:
+                fut.set_result(result)
 
     async def close(self) -> None:
         await self.client.aclose()
