@@ -127,6 +127,8 @@ Try these (each shows one protection):
            → no Access-Control-Allow-Origin (the upstream's own reflection is dropped)
   [red]405[/]      curl -i -X DELETE {gw}/users
            → Allow: GET, HEAD
+  [red]429[/]      for i in 1 2 3 4 5 6; do curl -s -o /dev/null -w '%{{http_code}} ' {gw}/users; done
+           → 200 ×5 then 429 with Retry-After and RateLimit headers (5/minute on /users)
 Ctrl-C stops both.
 """
 
