@@ -181,7 +181,8 @@ class Gateway:
     # ---- proxying --------------------------------------------------------------------------
     def upstream_headers(self, req: Request, ctx: Context, body_len: int | None) -> Headers:
         drop = _DROP_REQUEST | ctx.drop_request_headers
-        out = strip_hop_by_hop(req.headers, frozenset(drop))
+        # x-bastion-* is the gateway's to set (the principal): never taken from a client
+        out = [h for h in strip_hop_by_hop(req.headers, frozenset(drop)) if not h[0].startswith(b"x-bastion-")]
         peer = ip_text(req.peer_ip) if req.peer_ip else "unknown"
         prior_xff = prior_fwd = None
         if req.peer_trusted:  # keep the chain the trusted proxy built; otherwise start afresh

@@ -2,6 +2,8 @@
 
 from bastion.pipeline import Policy
 from bastion.policies.audit import Audit
+from bastion.policies.auth import Auth
+from bastion.policies.authorization import Authorization
 from bastion.policies.body_limit import BodyLimit
 from bastion.policies.cors import Cors
 from bastion.policies.ip_rules import IpRules
@@ -10,5 +12,7 @@ from bastion.policies.request_id import RequestId
 from bastion.policies.security_headers import SecurityHeaders
 
 REGISTRY: dict[str, type[Policy]] = {
-    cls.name: cls for cls in (RequestId, IpRules, BodyLimit, Cors, RateLimit, SecurityHeaders, Audit)
+    cls.name: cls for cls in (
+        RequestId, IpRules, BodyLimit, Cors, Auth, Authorization, RateLimit, SecurityHeaders, Audit,
+    )
 }

@@ -1,0 +1,305 @@
+"""JWT bearer verification: typed keys, an algorithm allowlist per issuer, JWKS with a guarded
+refresh, strict parsing, and a cache of verified tokens.
+
+What never decides which key verifies a token: the token's `jku`, `x5u`, `jwk` and `x5c` headers
+(ignored), its `alg` alone (a key is bound to the algorithms its type allows, so an RSA public
+key can never become an HMAC secret), and its `kid` beyond a lookup among keys we configured.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import hashlib
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import jwt as pyjwt
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
+from jwt import PyJWK
+
+from bastion.auth.cache import ExpiringCache
+from bastion.auth.errors import AuthError
+from bastion.httpclient import FetchError, fetch
+
+log = logging.getLogger("bastion.auth")
+
+HMAC_ALGS = ("HS256", "HS384", "HS512")
+RSA_ALGS = ("RS256", "RS384", "RS512", "PS256", "PS384", "PS512")
+EC_ALGS = {"ES256": "secp256r1", "ES384": "secp384r1", "ES512": "secp521r1"}
+SUPPORTED = (*HMAC_ALGS, *RSA_ALGS, *EC_ALGS, "EdDSA")
+MIN_HMAC_SECRET = 32
+
+
+def _b64d(segment: str) -> bytes:
+    if not segment or any(c in segment for c in "=+/ \t\n"):
+        raise AuthError("malformed token")
+    try:
+        return base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
+    except (binascii.Error, ValueError):
+        raise AuthError("malformed token") from None
+
+
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in pairs:
+        if k in out:
+            raise AuthError(f"duplicate member {k!r} in token")
+        out[k] = v
+    return out
+
+
+def _json_segment(segment: str) -> dict[str, Any]:
+    raw = _b64d(segment)
+    try:
+        value = json.loads(raw, object_pairs_hook=_no_duplicates)
+    except AuthError:
+        raise
+    except (ValueError, UnicodeDecodeError):
+        raise AuthError("malformed token") from None
+    if not isinstance(value, dict):
+        raise AuthError("malformed token")
+    return value
+
+
+def algorithms_for_key(key: Any) -> tuple[str, ...]:
+    """The algorithms a key's type can verify."""
+    if isinstance(key, (bytes, bytearray)):
+        return HMAC_ALGS
+    if isinstance(key, (rsa.RSAPublicKey, rsa.RSAPrivateKey)):
+        return RSA_ALGS
+    if isinstance(key, (ec.EllipticCurvePublicKey, ec.EllipticCurvePrivateKey)):
+        return tuple(a for a, curve in EC_ALGS.items() if key.curve.name == curve)
+    if isinstance(key, (ed25519.Ed25519PublicKey, ed448.Ed448PublicKey,
+                        ed25519.Ed25519PrivateKey, ed448.Ed448PrivateKey)):
+        return ("EdDSA",)
+    return ()
+
+
+def load_pem(pem: str | bytes) -> Any:
+    data = pem.encode() if isinstance(pem, str) else pem
+    if b"PRIVATE KEY" in data:
+        return serialization.load_pem_private_key(data, password=None).public_key()
+    if b"CERTIFICATE" in data:
+        from cryptography import x509
+
+        return x509.load_pem_x509_certificate(data).public_key()
+    return serialization.load_pem_public_key(data)
+
+
+def typed_keys(key: Any, allowed: tuple[str, ...]) -> list[PyJWK]:
+    """One PyJWK per algorithm that both the allowlist and the key's type admit."""
+    out = []
+    for alg in algorithms_for_key(key):
+        if alg not in allowed:
+            continue
+        if alg in HMAC_ALGS:
+            jwk = {"kty": "oct", "k": base64.urlsafe_b64encode(bytes(key)).rstrip(b"=").decode()}
+        else:
+            impl = pyjwt.algorithms.get_default_algorithms()[alg]
+            jwk = impl.to_jwk(key, as_dict=True)
+        out.append(PyJWK(jwk, algorithm=alg))
+    return out
+
+
+def keys_from_jwk(jwk: dict[str, Any], allowed: tuple[str, ...], *, allow_symmetric: bool) -> list[PyJWK]:
+    if jwk.get("use") not in (None, "sig"):
+        return []
+    kty = jwk.get("kty")
+    if kty == "oct" and not allow_symmetric:
+        return []  # a symmetric key from a URL would be a shared secret on the wire
+    candidates = [a for a in allowed if (kty == "oct" and a in HMAC_ALGS) or (kty == "RSA" and a in RSA_ALGS)
+                  or (kty == "EC" and a in EC_ALGS) or (kty == "OKP" and a == "EdDSA")]
+    if jwk.get("alg"):
+        candidates = [a for a in candidates if a == jwk["alg"]]
+    out = []
+    for alg in candidates:
+        try:
+            k = PyJWK(jwk, algorithm=alg)
+        except (pyjwt.PyJWKError, pyjwt.InvalidKeyError, ValueError, KeyError, TypeError):
+            continue
+        if alg in EC_ALGS and getattr(k.key, "curve", None) is not None and k.key.curve.name != EC_ALGS[alg]:
+            continue
+        out.append(k)
+    return out
+
+
+@dataclass
+class KeySet:
+    by_kid: dict[str, list[PyJWK]] = field(default_factory=dict)
+    unnamed: list[PyJWK] = field(default_factory=list)
+
+    def add(self, kid: str | None, keys: list[PyJWK]) -> None:
+        if kid:
+            self.by_kid.setdefault(kid, []).extend(keys)
+        else:
+            self.unnamed.extend(keys)
+
+    def find(self, kid: str | None, alg: str) -> list[PyJWK]:
+        pool = self.by_kid.get(kid, []) if kid else self.unnamed + [k for ks in self.by_kid.values() for k in ks]
+        return [k for k in pool if k.algorithm_name == alg]
+
+
+class JwksSource:
+    """Keys from a JWKS URL: cached, refreshed on an unknown `kid` at most every
+    `min_refresh` seconds, and the last good set kept while the endpoint is down."""
+
+    def __init__(self, url: str, allowed: tuple[str, ...], *, cache_seconds: float = 600,
+                 min_refresh: float = 30) -> None:
+        self.url = url
+        self.allowed = allowed
+        self.cache_seconds = cache_seconds
+        self.min_refresh = min_refresh
+        self.keys = KeySet()
+        self.fetched_at = 0.0  # last success
+        self.tried_at = -1e18  # last attempt
+        self._lock = asyncio.Lock()
+        self.fetches = 0
+
+    async def refresh(self) -> None:
+        async with self._lock:
+            now = time.monotonic()
+            if now - self.tried_at < self.min_refresh:
+                return  # someone just tried: no stampede on the JWKS endpoint
+            self.tried_at = now
+            self.fetches += 1
+            try:
+                status, body = await fetch(self.url, timeout=5)
+                if status != 200:
+                    raise FetchError(f"status {status}")
+                doc = json.loads(body)
+                keys = KeySet()
+                for jwk in doc.get("keys", []):
+                    if isinstance(jwk, dict):
+                        keys.add(jwk.get("kid"), keys_from_jwk(jwk, self.allowed, allow_symmetric=False))
+            except (FetchError, ValueError, AttributeError) as exc:
+                log.warning("JWKS %s could not be refreshed (%s); keeping the last good keys", self.url, exc)
+                return
+            self.keys = keys
+            self.fetched_at = now
+
+    async def find(self, kid: str | None, alg: str) -> list[PyJWK]:
+        now = time.monotonic()
+        if self.fetched_at == 0.0 or now - self.fetched_at > self.cache_seconds:
+            await self.refresh()
+        found = self.keys.find(kid, alg)
+        if not found and kid and kid not in self.keys.by_kid:
+            await self.refresh()  # a rotated key: refresh (rate-limited) and look again
+            found = self.keys.find(kid, alg)
+        return found
+
+
+@dataclass
+class Issuer:
+    issuer: str
+    algorithms: tuple[str, ...]
+    audiences: tuple[str, ...]
+    static: KeySet
+    jwks: JwksSource | None
+    required: tuple[str, ...]
+    leeway: float
+    max_age: float | None
+    typ_values: tuple[str, ...]  # accepted values of the `typ` claim; empty: any but refresh
+
+
+@dataclass
+class Verified:
+    claims: dict[str, Any]
+    issuer: str
+    expires: float
+
+
+class JwtVerifier:
+    def __init__(self, issuers: list[Issuer], *, max_token_bytes: int = 8192, cache_entries: int = 10_000,
+                 clock=time.time) -> None:
+        self.issuers = {i.issuer: i for i in issuers}
+        self.max_token_bytes = max_token_bytes
+        self.cache = ExpiringCache(cache_entries, clock=clock)
+        self.clock = clock
+
+    async def verify(self, token: str) -> Verified:
+        if len(token) > self.max_token_bytes:
+            raise AuthError("token too large")
+        digest = hashlib.blake2b(token.encode("latin-1", "replace"), digest_size=16).digest()
+        hit = self.cache.get(digest)
+        if hit is not None:
+            nbf = hit.claims.get("nbf")
+            if nbf is None or nbf <= self.clock() + self.issuers[hit.issuer].leeway:
+                return hit
+        verified = await self._verify(token)
+        self.cache.put(digest, verified, verified.expires)
+        return verified
+
+    async def _verify(self, token: str) -> Verified:
+        parts = token.split(".")
+        if len(parts) != 3:
+            raise AuthError("malformed token")
+        header = _json_segment(parts[0])
+        payload = _json_segment(parts[1])
+        if not parts[2]:
+            raise AuthError("missing signature")
+        _b64d(parts[2])
+        alg = header.get("alg")
+        if not isinstance(alg, str) or alg not in SUPPORTED:
+            raise AuthError("algorithm not allowed")
+        if "crit" in header:
+            raise AuthError("unsupported critical header parameters")
+        iss = payload.get("iss")
+        issuer = self.issuers.get(iss) if isinstance(iss, str) else None
+        if issuer is None:
+            raise AuthError("unknown issuer")
+        if alg not in issuer.algorithms:
+            raise AuthError("algorithm not allowed")
+        kid = header.get("kid")
+        if kid is not None and not isinstance(kid, str):
+            raise AuthError("malformed token")
+        keys = issuer.static.find(kid, alg)
+        if not keys and issuer.jwks is not None:
+            keys = await issuer.jwks.find(kid, alg)
+        if not keys:
+            raise AuthError("no key for this token")
+        claims = None
+        last: Exception | None = None
+        for key in keys:
+            try:
+                claims = pyjwt.decode(
+                    token, key=key, algorithms=[alg], audience=list(issuer.audiences) or None,
+                    issuer=issuer.issuer, leeway=issuer.leeway,
+                    options={"require": list(issuer.required), "verify_aud": bool(issuer.audiences)},
+                )
+                break
+            except pyjwt.InvalidSignatureError as exc:
+                last = exc
+                continue
+            except pyjwt.ExpiredSignatureError:
+                raise AuthError("token expired") from None
+            except pyjwt.ImmatureSignatureError:
+                raise AuthError("token not yet valid") from None
+            except pyjwt.InvalidAudienceError:
+                raise AuthError("wrong audience") from None
+            except pyjwt.InvalidIssuerError:
+                raise AuthError("wrong issuer") from None
+            except pyjwt.MissingRequiredClaimError as exc:
+                raise AuthError(f"missing claim {exc.claim}") from None
+            except pyjwt.InvalidTokenError as exc:
+                raise AuthError(f"invalid token ({type(exc).__name__})") from None
+        if claims is None:
+            raise AuthError("bad signature") from last
+        now = self.clock()
+        typ = claims.get("typ")
+        if typ == "refresh" or (issuer.typ_values and typ not in issuer.typ_values):
+            raise AuthError("wrong token type")
+        iat = claims.get("iat")
+        if iat is not None and not isinstance(iat, (int, float)):
+            raise AuthError("malformed token")
+        if issuer.max_age is not None:
+            if iat is None or now - iat > issuer.max_age + issuer.leeway:
+                raise AuthError("token too old")
+        exp = claims.get("exp")
+        expires = float(exp) if isinstance(exp, (int, float)) else now + 60
+        return Verified(claims, issuer.issuer, expires)
