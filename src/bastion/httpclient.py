@@ -3,12 +3,15 @@ pooled client that proxies requests."""
 
 from __future__ import annotations
 
+import asyncio
 import ssl
+import weakref
 from urllib.parse import urlsplit
 
 from bastion.gateway.upstream_client import ConnectionPool
 
-_pools: dict[tuple[str, str, int], ConnectionPool] = {}
+_pools: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[tuple[str, str, int], ConnectionPool]]" = (
+    weakref.WeakKeyDictionary())  # connections belong to the loop that opened them
 
 
 class FetchError(Exception):
@@ -22,10 +25,11 @@ async def fetch(url: str, *, method: str = "GET", headers: list[tuple[bytes, byt
         raise FetchError(f"not an http(s) URL: {url}")
     port = parts.port or (443 if parts.scheme == "https" else 80)
     key = (parts.scheme, parts.hostname, port)
-    pool = _pools.get(key)
+    pools = _pools.setdefault(asyncio.get_running_loop(), {})
+    pool = pools.get(key)
     if pool is None:
         tls = ssl.create_default_context() if parts.scheme == "https" else None
-        pool = _pools[key] = ConnectionPool(parts.hostname, port, tls=tls, max_connections=8,
+        pool = pools[key] = ConnectionPool(parts.hostname, port, tls=tls, max_connections=8,
                                             connect_timeout=timeout, read_timeout=timeout,
                                             total_timeout=timeout)
     target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")

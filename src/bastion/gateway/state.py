@@ -72,7 +72,11 @@ def compile_state(cfg: GatewayConfig, *, config_dir: str = ".", version: int = 1
             return None
         key = (name, orjson.dumps(conf.model_dump(mode="json"), option=orjson.OPT_SORT_KEYS))
         if key not in built:
-            built[key] = cls(conf, env)
+            try:
+                built[key] = cls(conf, env)
+            except (ValueError, OSError) as exc:  # e.g. a key file that cannot be read
+                issues.append(ConfigIssue(loc, None, str(exc)))
+                return None
         return built[key]
 
     defaults: dict[str, dict[str, Any] | None] = {}

@@ -143,10 +143,13 @@ class AuthConfig(PolicyConfig):
 
     @model_validator(mode="after")
     def _refs(self) -> "AuthConfig":
-        for alt in self.require or []:
-            for name in alt:
-                if name not in self.schemes:
-                    raise ValueError(f"require names scheme {name!r}, which is not in schemes")
+        # A route's block alone may name schemes defined in the defaults; the merged config
+        # (validated again when the gateway builds the route) has them all.
+        if self.schemes:
+            for alt in self.require or []:
+                for name in alt:
+                    if name not in self.schemes:
+                        raise ValueError(f"require names scheme {name!r}, which is not in schemes")
         return self
 
 
@@ -274,14 +277,17 @@ class _Jwt(_Authenticator):
 class _Introspection(_Authenticator):
     kind = "introspection"
 
-    def __init__(self, name: str, c: IntrospectionScheme) -> None:
+    def __init__(self, name: str, c: IntrospectionScheme, api_key_prefixes: tuple[str, ...] = ()) -> None:
         self.name = name
+        self.api_key_prefixes = api_key_prefixes  # such bearer values are API keys, not opaque tokens
         self.scope_claim = c.scope_claim
         self.introspector = Introspector(c.url, c.client_id, c.client_secret, cache_seconds=c.cache_seconds)
 
     def extract(self, req: Request, allow_query: bool) -> str | None:
         token = _bearer(req)
-        return token if token is not None and token.count(".") != 2 else None
+        if token is None or token.count(".") == 2 or (self.api_key_prefixes and token.startswith(self.api_key_prefixes)):
+            return None
+        return token
 
     async def authenticate(self, credential: str) -> Principal:
         r = await self.introspector.introspect(credential)
@@ -315,6 +321,10 @@ class Auth(Policy):
 
     def __init__(self, config: AuthConfig, env) -> None:
         super().__init__(config, env)
+        for alt in config.require or []:
+            for name in alt:
+                if name not in config.schemes:
+                    raise ValueError(f"require names scheme {name!r}, which is not in schemes")
         self.schemes: dict[str, _Authenticator] = {}
         for name, sc in config.schemes.items():
             if isinstance(sc, JwtScheme):
@@ -322,7 +332,8 @@ class Auth(Policy):
             elif isinstance(sc, ApiKeyScheme):
                 self.schemes[name] = _ApiKeys(name, sc)
             else:
-                self.schemes[name] = _Introspection(name, sc)
+                prefixes = tuple(k.prefix for k in config.schemes.values() if isinstance(k, ApiKeyScheme) and k.bearer)
+                self.schemes[name] = _Introspection(name, sc, prefixes)
         if config.require is None:
             needed = frozenset(config.scopes)
             self.require = [{name: needed} for name in self.schemes]

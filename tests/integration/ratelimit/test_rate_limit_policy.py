@@ -4,7 +4,6 @@ exactness across two gateway processes sharing one Redis."""
 from __future__ import annotations
 
 import asyncio
-import os
 import shutil
 import signal
 import socket
