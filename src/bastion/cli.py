@@ -85,6 +85,31 @@ def serve(
         raise typer.Exit(1)
 
 
+keys_app = typer.Typer(help="API keys: make one, or hash one for the config.", no_args_is_help=True)
+app.add_typer(keys_app, name="keys")
+
+
+@keys_app.command("new")
+def keys_new(env: str = typer.Option("live", help="live or test: the key's prefix (bk_live_ / bk_test_).")) -> None:
+    """Print a new random API key (once) and the hash to put in the config."""
+    from bastion.auth.apikeys import hash_key, new_key
+
+    key = new_key(env)
+    typer.echo(f"key:  {key}\nhash: {hash_key(key)}")
+    console.print("[yellow]The key is shown once; only the hash belongs in the config.[/]")
+
+
+@keys_app.command("hash")
+def keys_hash(key: str = typer.Argument(None, help="The key (read from stdin when omitted).")) -> None:
+    """Print the config hash of an existing key."""
+    import sys as _sys
+
+    from bastion.auth.apikeys import hash_key
+
+    value = key if key is not None else _sys.stdin.readline().strip()
+    typer.echo(hash_key(value))
+
+
 @app.command("config-schema")
 def config_schema(output: Optional[Path] = typer.Option(None, "--output", "-o")) -> None:
     """Print the JSON Schema of the config file (for editor autocompletion)."""
@@ -127,6 +152,10 @@ Try these (each shows one protection):
            → no Access-Control-Allow-Origin (the upstream's own reflection is dropped)
   [red]405[/]      curl -i -X DELETE {gw}/users
            → Allow: GET, HEAD
+  [red]401[/]      curl -i {gw}/users/1/orders
+           → 401 with WWW-Authenticate; with the demo API key it passes:
+           curl -i {gw}/users/1/orders -H 'X-API-Key: bk_test_demo_key_for_the_bastion_tour_only_0000'
+           (the upstream sees X-Bastion-Subject; a client sending that header itself is ignored)
   [red]429[/]      for i in 1 2 3 4 5 6; do curl -s -o /dev/null -w '%{{http_code}} ' {gw}/users; done
            → 200 ×5 then 429 with Retry-After and RateLimit headers (5/minute on /users)
 Ctrl-C stops both.

@@ -60,6 +60,15 @@ def test_serve_refuses_an_insecure_config(tmp_path):
     assert r.returncode == 2 and "refused" in r.stderr
 
 
+def test_keys_new_and_hash_agree():
+    r = run("keys", "new", "--env", "test")
+    assert r.returncode == 0
+    lines = {k: v.strip() for k, v in (line.split(":", 1) for line in r.stdout.strip().splitlines())}
+    assert lines["key"].startswith("bk_test_") and len(lines["key"]) > 40
+    again = run("keys", "hash", lines["key"])
+    assert again.stdout.strip() == lines["hash"]
+
+
 def test_config_schema_validates_the_demo_config():
     import jsonschema
 
@@ -193,6 +202,10 @@ def test_demo_starts_serves_and_stops(tmp_path):
         assert r.status == 200 and r.json()["username"] == "alice"
         assert raw_request(port, "GET", "/admin/settings").status == 403
         assert raw_request(port, "GET", "/%61dmin/settings").status == 403
+        key = {"X-API-Key": "bk_test_demo_key_for_the_bastion_tour_only_0000"}
+        assert raw_request(port, "GET", "/users/1/orders").status == 401
+        assert raw_request(port, "GET", "/users/1/orders", key).status == 200
+        assert raw_request(port, "GET", "/users/2/orders", key).status == 404  # not this key's owner
     finally:
         proc.send_signal(signal.SIGINT)
         assert proc.wait(20) == 0
