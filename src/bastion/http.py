@@ -6,12 +6,13 @@ upstream. It is computed by `normalise_path` from the raw bytes the client sent.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import ipaddress
 import re
 import time
 from dataclasses import dataclass, field
-from typing import Any, Awaitable, Callable
+from typing import Any, AsyncIterator, Awaitable, Callable
 
 import orjson
 
@@ -29,6 +30,18 @@ _FORBIDDEN_DECODED = {0x2F: "an encoded '/'", 0x5C: "a '\\'", 0x00: "a NUL byte"
 
 class BadPath(ValueError):
     """The request target cannot be normalised safely: answered with 400."""
+
+
+class BodyTooLarge(Exception):
+    """The body passed the route's limit (413)."""
+
+
+class BodyTimeout(Exception):
+    """The client stopped sending its body (408)."""
+
+
+class ClientDisconnected(Exception):
+    pass
 
 
 # Segments of plain characters, none of them `.` or `..`: such a path is already canonical.
@@ -209,7 +222,42 @@ class Request:
     route_name: str = ""
     path_params: dict[str, str] = field(default_factory=dict)
     body_limit: int | None = None
+    body_timeout: float = 30.0
+    body: bytes | None = None  # set once read (by a policy that needs it, or the proxy)
+    bytes_in: int = 0
     _header_map: dict[bytes, bytes] | None = None
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        """The body as it arrives, counted against `body_limit`, each piece within
+        `body_timeout`. Reading consumes it: use `read_body` when a policy needs it whole."""
+        if self.body is not None:
+            if self.body:
+                yield self.body
+            return
+        limit = self.body_limit
+        while True:
+            try:
+                async with asyncio.timeout(self.body_timeout):
+                    message = await self.receive()
+            except TimeoutError:
+                raise BodyTimeout() from None
+            if message["type"] == "http.disconnect":
+                raise ClientDisconnected()
+            chunk = message.get("body", b"")
+            self.bytes_in += len(chunk)
+            if limit is not None and self.bytes_in > limit:
+                raise BodyTooLarge()
+            if chunk:
+                yield chunk
+            if not message.get("more_body", False):
+                return
+
+    async def read_body(self) -> bytes:
+        """The whole body (capped by `body_limit`), read once and kept for the proxy."""
+        if self.body is None:
+            parts = [c async for c in self.chunks()]
+            self.body = b"".join(parts)
+        return self.body
 
     def header(self, name: bytes) -> bytes | None:
         """First value of a header, by lower-case name."""

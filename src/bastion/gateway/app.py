@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from email.utils import formatdate
@@ -11,9 +10,6 @@ from typing import Any, AsyncIterator, Awaitable, Callable
 from bastion.gateway.proxy import (
     FORWARDING,
     UPSTREAM_IDENTITY,
-    BodyTimeout,
-    BodyTooLarge,
-    ClientDisconnected,
     UpstreamError,
     open_upstream,
     strip_hop_by_hop,
@@ -22,6 +18,9 @@ from bastion.gateway.state import GatewayState, RouteTarget
 from bastion.gateway.upstream_client import UpstreamProtocolError, UpstreamTimeout
 from bastion.http import (
     BadPath,
+    BodyTimeout,
+    BodyTooLarge,
+    ClientDisconnected,
     Headers,
     Request,
     Response,
@@ -101,6 +100,7 @@ class Gateway:
                 await pipeline.run_response(req, resp, ctx)
                 await _send_whole(send, resp)
                 record["bytes_out"] = len(resp.body)
+            record["bytes_in"] = req.bytes_in
             record["duration_ms"] = round((time.perf_counter() - req.started) * 1000, 3)
             pipeline.run_log(req, resp, ctx, record)
         finally:
@@ -141,7 +141,7 @@ class Gateway:
         return Request(
             method=scope["method"], path="", query=scope.get("query_string", b""),
             headers=headers, client_ip=client_ip, peer_ip=peer, peer_trusted=peer_trusted,
-            scheme=scheme, host=host, receive=receive,
+            scheme=scheme, host=host, receive=receive, body_timeout=self.client_body_timeout,
         )
 
     async def decide(
@@ -220,12 +220,13 @@ class Gateway:
                            request_id=req.request_id, stopped_by="proxy")
         chunked = req.header(b"transfer-encoding") is not None
         try:
-            if length is not None and length <= SMALL_BODY and not chunked:
-                body = await self.read_body(req, limit)
+            if req.body is not None:  # a policy read (or rewrote) it
+                body, body_len = req.body, len(req.body)
+            elif length is not None and length <= SMALL_BODY and not chunked:
+                body = await req.read_body()
                 body_len = len(body)
-                record["bytes_in"] = body_len
             elif length is not None or chunked:
-                body = self.stream_body(req, limit, record)
+                body = req.chunks()
                 body_len = None if chunked else length
             t0 = time.perf_counter()
             headers = self.upstream_headers(req, ctx, body_len)
@@ -271,38 +272,6 @@ class Gateway:
             return resp
         finally:
             upstream.release()
-
-    async def read_body(self, req: Request, limit: int | None) -> bytes:
-        parts = []
-        async for chunk in self._chunks(req, limit, None):
-            parts.append(chunk)
-        return b"".join(parts)
-
-    async def stream_body(self, req: Request, limit: int | None, record: dict[str, Any]) -> AsyncIterator[bytes]:
-        async for chunk in self._chunks(req, limit, record):
-            yield chunk
-
-    async def _chunks(self, req: Request, limit: int | None, record: dict[str, Any] | None) -> AsyncIterator[bytes]:
-        total = 0
-        timeout = self.client_body_timeout
-        while True:
-            try:
-                async with asyncio.timeout(timeout):
-                    message = await req.receive()
-            except TimeoutError:
-                raise BodyTimeout() from None
-            if message["type"] == "http.disconnect":
-                raise ClientDisconnected()
-            chunk = message.get("body", b"")
-            total += len(chunk)
-            if limit is not None and total > limit:
-                raise BodyTooLarge()
-            if record is not None:
-                record["bytes_in"] = total
-            if chunk:
-                yield chunk
-            if not message.get("more_body", False):
-                return
 
 
 _date_cache: tuple[int, bytes] = (0, b"")

@@ -34,18 +34,6 @@ UPSTREAM_IDENTITY = frozenset({b"server", b"x-powered-by", b"x-aspnet-version", 
 FORWARDING = frozenset({b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host", b"forwarded", b"x-real-ip"})
 
 
-class BodyTooLarge(Exception):
-    pass
-
-
-class BodyTimeout(Exception):
-    pass
-
-
-class ClientDisconnected(Exception):
-    pass
-
-
 class UpstreamError(Exception):
     """The upstream could not be reached (502) or did not answer in time (504)."""
 

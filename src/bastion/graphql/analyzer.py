@@ -1,0 +1,242 @@
+"""Measure one operation of a document: depth, aliases, root fields, cost, introspection.
+
+Fragments are measured once per (fragment, parent type) and combined, so a "fragment bomb"
+(each fragment spreading the next twice) costs linear time, and a spread cycle is an error.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from bastion.graphql.document import Document, Field, GraphQLSyntaxError, Inline, Operation, Spread, Var
+
+INTROSPECTION_FIELDS = frozenset({"__schema", "__type"})
+
+
+@dataclass(frozen=True, slots=True)
+class CostModel:
+    """Per-field costs and list multipliers. Keys are `Type.field` (with a schema) or `field`."""
+
+    default_field_cost: float = 1.0
+    field_costs: dict[str, float] = field(default_factory=dict)
+    list_size_args: tuple[str, ...] = ("first", "last", "limit")
+    default_list_size: int = 10
+    max_list_size: int = 1000
+    list_fields: frozenset[str] = frozenset()  # Type.field whose result is a list (from a schema)
+    field_types: dict[str, str] = field(default_factory=dict)  # Type.field -> named type of its result
+    root_types: dict[str, str] = field(default_factory=lambda: {
+        "query": "Query", "mutation": "Mutation", "subscription": "Subscription"})
+
+
+@dataclass(slots=True)
+class Analysis:
+    operation_type: str
+    operation_name: str | None
+    depth: int
+    aliases: int
+    fields: int
+    root_fields: int
+    directives: int
+    tokens: int
+    cost: float
+    introspection: bool
+    uses_variables: bool
+
+
+class AnalysisError(ValueError):
+    """The document is well-formed but cannot be executed as asked (unknown fragment, cycle,
+    no such operation)."""
+
+
+@dataclass(slots=True)
+class _Measure:
+    depth: int = 0
+    aliases: int = 0
+    fields: int = 0
+    cost: float = 0.0
+    introspection: bool = False
+    uses_variables: bool = False
+
+
+def select_operation(doc: Document, name: str | None) -> Operation:
+    if name:
+        for op in doc.operations:
+            if op.name == name:
+                return op
+        raise AnalysisError(f"no operation named {name!r}")
+    if len(doc.operations) != 1:
+        raise AnalysisError("the document has several operations: operationName is required"
+                            if doc.operations else "the document has no operation")
+    return doc.operations[0]
+
+
+def analyze(doc: Document, operation_name: str | None = None, variables: dict[str, Any] | None = None,
+            costs: CostModel | None = None) -> Analysis:
+    costs = costs or CostModel()
+    op = select_operation(doc, operation_name)
+    values = dict(op.variable_defaults)
+    if variables:
+        values.update(variables)
+    memo: dict[tuple[str, str], _Measure] = {}
+    visiting: set[str] = set()
+
+    def size_of(f: Field, parent: str, m: _Measure) -> int:
+        for arg in costs.list_size_args:
+            if arg in f.args:
+                v = f.args[arg]
+                if isinstance(v, Var):
+                    m.uses_variables = True
+                    v = values.get(v.name)
+                if isinstance(v, int) and not isinstance(v, bool) and v >= 0:
+                    return min(v, costs.max_list_size)
+                return costs.default_list_size
+        key = f"{parent}.{f.name}"
+        return costs.default_list_size if key in costs.list_fields else 1
+
+    def measure(selections, parent: str) -> _Measure:
+        m = _Measure()
+        for s in selections:
+            if isinstance(s, Field):
+                m.fields += 1
+                if s.alias is not None:
+                    m.aliases += 1
+                if s.name in INTROSPECTION_FIELDS:
+                    m.introspection = True
+                if any(isinstance(v, Var) for v in s.args.values()):
+                    m.uses_variables = True
+                key = f"{parent}.{s.name}"
+                own = costs.field_costs.get(key, costs.field_costs.get(s.name, costs.default_field_cost))
+                child_type = costs.field_types.get(key, "")
+                if s.selections:
+                    sub = measure(s.selections, child_type)
+                    multiplier = size_of(s, parent, m)
+                    m.depth = max(m.depth, sub.depth + 1)
+                    m.aliases += sub.aliases
+                    m.fields += sub.fields
+                    m.cost += own + multiplier * sub.cost
+                    m.introspection |= sub.introspection
+                    m.uses_variables |= sub.uses_variables
+                else:
+                    m.depth = max(m.depth, 1)
+                    m.cost += own
+            else:
+                if isinstance(s, Spread):
+                    frag = doc.fragments.get(s.name)
+                    if frag is None:
+                        raise AnalysisError(f"unknown fragment {s.name!r}")
+                    key2 = (s.name, parent)
+                    sub = memo.get(key2)
+                    if sub is None:
+                        if s.name in visiting:
+                            raise AnalysisError(f"fragment cycle through {s.name!r}")
+                        visiting.add(s.name)
+                        sub = measure(frag.selections, frag.type_condition or parent)
+                        visiting.discard(s.name)
+                        memo[key2] = sub
+                else:
+                    assert isinstance(s, Inline)
+                    sub = measure(s.selections, s.type_condition or parent)
+                m.depth = max(m.depth, sub.depth)
+                m.aliases += sub.aliases
+                m.fields += sub.fields
+                m.cost += sub.cost
+                m.introspection |= sub.introspection
+                m.uses_variables |= sub.uses_variables
+        return m
+
+    root = costs.root_types.get(op.kind, op.kind.capitalize())
+    top = measure(op.selections, root)
+    root_fields = _count_root_fields(doc, op.selections, set())
+    cost = top.cost if math.isfinite(top.cost) else float("inf")
+    return Analysis(op.kind, op.name, top.depth, top.aliases, top.fields, root_fields, doc.directives,
+                    doc.tokens, cost, top.introspection, top.uses_variables)
+
+
+def _count_root_fields(doc: Document, selections, seen: set[str]) -> int:
+    n = 0
+    for s in selections:
+        if isinstance(s, Field):
+            n += 1
+        elif isinstance(s, Spread):
+            if s.name in seen:
+                continue
+            frag = doc.fragments.get(s.name)
+            if frag is not None:
+                n += _count_root_fields(doc, frag.selections, seen | {s.name})
+        else:
+            n += _count_root_fields(doc, s.selections, seen)
+    return n
+
+
+def from_graphql_core(source: str) -> Document:
+    """The same light document, built from graphql-core's parser (the reference in tests)."""
+    from graphql import parse as core_parse
+    from graphql.error import GraphQLError
+    from graphql.language import ast
+
+    try:
+        tree = core_parse(source, no_location=True)
+    except GraphQLError as exc:
+        raise GraphQLSyntaxError(exc.message) from None
+    directives = 0
+
+    def value(v: Any) -> Any:
+        if isinstance(v, ast.VariableNode):
+            return Var(v.name.value)
+        if isinstance(v, ast.IntValueNode):
+            return int(v.value)
+        if isinstance(v, ast.FloatValueNode):
+            return float(v.value)
+        if isinstance(v, ast.StringValueNode):
+            return v.value
+        if isinstance(v, ast.BooleanValueNode):
+            return v.value
+        if isinstance(v, ast.NullValueNode):
+            return None
+        if isinstance(v, ast.EnumValueNode):
+            return v.value
+        if isinstance(v, ast.ListValueNode):
+            return [value(x) for x in v.values]
+        if isinstance(v, ast.ObjectValueNode):
+            return {f.name.value: value(f.value) for f in v.fields}
+        raise GraphQLSyntaxError("unknown value")
+
+    def dirs(node: Any) -> int:
+        nonlocal directives
+        n = len(node.directives or ())
+        directives += n
+        return n
+
+    def sels(ss: Any) -> list:
+        out = []
+        for s in ss.selections:
+            if isinstance(s, ast.FieldNode):
+                out.append(Field(s.name.value, s.alias.value if s.alias else None,
+                                 {a.name.value: value(a.value) for a in s.arguments or ()}, dirs(s),
+                                 sels(s.selection_set) if s.selection_set else []))
+            elif isinstance(s, ast.FragmentSpreadNode):
+                out.append(Spread(s.name.value, dirs(s)))
+            else:
+                out.append(Inline(s.type_condition.name.value if s.type_condition else None, dirs(s),
+                                  sels(s.selection_set)))
+        return out
+
+    ops, frags = [], {}
+    from bastion.graphql.document import Fragment, Operation
+
+    for d in tree.definitions:
+        if isinstance(d, ast.OperationDefinitionNode):
+            defaults = {}
+            for vd in d.variable_definitions or ():
+                dirs(vd)
+                if vd.default_value is not None:
+                    defaults[vd.variable.name.value] = value(vd.default_value)
+            ops.append(Operation(d.operation.value, d.name.value if d.name else None, defaults, dirs(d),
+                                 sels(d.selection_set)))
+        elif isinstance(d, ast.FragmentDefinitionNode):
+            frags[d.name.value] = Fragment(d.name.value, d.type_condition.name.value, dirs(d), sels(d.selection_set))
+        else:
+            raise GraphQLSyntaxError("only operations and fragments may be sent")
+    return Document(ops, frags, 0, directives)
