@@ -110,6 +110,32 @@ def keys_hash(key: str = typer.Argument(None, help="The key (read from stdin whe
     typer.echo(hash_key(value))
 
 
+graphql_app = typer.Typer(help="GraphQL: persisted-query allowlists.", no_args_is_help=True)
+app.add_typer(graphql_app, name="graphql")
+
+
+@graphql_app.command("register")
+def graphql_register(
+    files: list[Path] = typer.Argument(..., help="Query files (*.graphql)."),
+    output: Path = typer.Option(Path("allowlist.json"), "--output", "-o"),
+) -> None:
+    """Write an allowlist (sha256 → query) for `policies.graphql.allowlist`."""
+    from bastion.graphql import GraphQLSyntaxError, parse
+    from bastion.graphql.persisted import build_allowlist
+
+    for f in files:
+        try:
+            parse(f.read_text())
+        except (OSError, GraphQLSyntaxError) as exc:
+            console.print(f"[red]{f}[/]: {exc}", markup=True, highlight=False)
+            raise typer.Exit(2)
+    entries = build_allowlist(files)
+    existing = json.loads(output.read_text()) if output.exists() else {}
+    existing.update(entries)
+    output.write_text(json.dumps(existing, indent=2, sort_keys=True) + "\n")
+    console.print(f"[green]{len(entries)}[/] quer{'y' if len(entries) == 1 else 'ies'} registered in {output}")
+
+
 @app.command("config-schema")
 def config_schema(output: Optional[Path] = typer.Option(None, "--output", "-o")) -> None:
     """Print the JSON Schema of the config file (for editor autocompletion)."""

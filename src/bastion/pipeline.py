@@ -36,6 +36,10 @@ class Context:
     # Changes to the request the upstream will see (headers are lower-case bytes).
     upstream_headers: list[tuple[bytes, bytes]] = field(default_factory=list)
     drop_request_headers: set[bytes] = field(default_factory=set)
+    # Functions that rewrite a proxied response body. When any is set, the gateway buffers the
+    # upstream's body (up to `rewrite_limit` bytes; a larger one passes untouched) and applies them.
+    response_rewriters: list[Any] = field(default_factory=list)
+    rewrite_limit: int = 1024 * 1024
 
 
 class Policy:

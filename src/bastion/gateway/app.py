@@ -179,6 +179,28 @@ class Gateway:
         return target.pipeline, resp, (None if resp is not None else target)
 
     # ---- proxying --------------------------------------------------------------------------
+    async def _rewrite(self, resp: Response, body: AsyncIterator[bytes], ctx: Context,
+                       req: Request) -> AsyncIterator[bytes]:
+        """Buffer the upstream body (bounded) and let the policies' rewriters change it."""
+        encoding = resp.get_header(b"content-encoding")
+        if encoding not in (None, b"identity"):
+            return body  # compressed: rewriters see only identity bodies (they drop Accept-Encoding)
+        limit = ctx.rewrite_limit
+        parts: list[bytes] = []
+        size = 0
+        async for chunk in body:
+            parts.append(chunk)
+            size += len(chunk)
+            if size > limit:  # too large to rewrite: stream it on untouched
+                log.info("request %s: response over %d bytes passed without rewriting", req.request_id, limit)
+                return _replay(parts, body)
+        data = b"".join(parts)
+        for rewrite in ctx.response_rewriters:
+            data = rewrite(resp, data)
+        resp.headers = [(k, v) for k, v in resp.headers if k != b"content-length"]
+        resp.headers.append((b"content-length", str(len(data)).encode()))
+        return _replay([data], None)
+
     def upstream_headers(self, req: Request, ctx: Context, body_len: int | None) -> Headers:
         drop = _DROP_REQUEST | ctx.drop_request_headers
         # x-bastion-* is the gateway's to set (the principal): never taken from a client
@@ -251,11 +273,14 @@ class Gateway:
             resp = Response(upstream.status, strip_hop_by_hop(upstream.headers, UPSTREAM_IDENTITY))
             if resp.get_header(b"date") is None:
                 resp.headers.append((b"date", http_date()))
+            body_iter = upstream.body()
+            if ctx.response_rewriters:
+                body_iter = await self._rewrite(resp, body_iter, ctx, req)
             await target.pipeline.run_response(req, resp, ctx)
             await send({"type": "http.response.start", "status": resp.status, "headers": resp.headers})
             sent = 0
             try:
-                async for chunk in upstream.body():
+                async for chunk in body_iter:
                     sent += len(chunk)
                     await send({"type": "http.response.body", "body": chunk, "more_body": True})
             except (UpstreamTimeout, UpstreamProtocolError, OSError) as exc:
@@ -272,6 +297,14 @@ class Gateway:
             return resp
         finally:
             upstream.release()
+
+
+async def _replay(parts: list[bytes], rest: AsyncIterator[bytes] | None) -> AsyncIterator[bytes]:
+    for p in parts:
+        yield p
+    if rest is not None:
+        async for chunk in rest:
+            yield chunk
 
 
 _date_cache: tuple[int, bytes] = (0, b"")

@@ -1,0 +1,75 @@
+"""A real GraphQL upstream for the tests, on graphql-core."""
+
+from __future__ import annotations
+
+import json
+
+from graphql import build_schema, graphql
+
+SDL = """
+type Query {
+  users(first: Int): [User!]!
+  user(id: ID!): User
+  hello: String
+}
+type Mutation { addUser(name: String!): User }
+type User { id: ID! name: String email: String friends(first: Int): [User!]! }
+"""
+schema = build_schema(SDL)
+USERS = [{"id": str(i), "name": f"user{i}", "email": f"u{i}@example.com"} for i in range(5)]
+
+
+class Root:
+    @staticmethod
+    def users(info, first=None):
+        return [dict(u, friends=lambda info, first=None: USERS[:first or 2]) for u in USERS[: first or len(USERS)]]
+
+    @staticmethod
+    def user(info, id):
+        return next((dict(u, friends=lambda info, first=None: USERS[:2]) for u in USERS if u["id"] == id), None)
+
+    hello = "world"
+
+    @staticmethod
+    def addUser(info, name):
+        return {"id": "new", "name": name, "email": None}
+
+
+RECEIVED: list[dict] = []
+
+
+async def app(scope, receive, send):
+    if scope["type"] != "http":
+        return
+    body = b""
+    while True:
+        m = await receive()
+        body += m.get("body", b"")
+        if not m.get("more_body"):
+            break
+    if scope["method"] == "GET":
+        from urllib.parse import parse_qs
+
+        q = parse_qs(scope["query_string"].decode())
+        ops = [{"query": q.get("query", [""])[0]}]
+        batch = False
+    else:
+        doc = json.loads(body)
+        batch = isinstance(doc, list)
+        ops = doc if batch else [doc]
+    results = []
+    for op in ops:
+        RECEIVED.append(op)
+        if "query" not in op:
+            results.append({"errors": [{"message": "PersistedQueryNotSupported"}]})
+            continue
+        r = await graphql(schema, op["query"], root_value=Root, variable_values=op.get("variables"),
+                          operation_name=op.get("operationName"))
+        out = {"data": r.data}
+        if r.errors:
+            out["errors"] = [{"message": e.message} for e in r.errors]
+        results.append(out)
+    data = json.dumps(results if batch else results[0]).encode()
+    await send({"type": "http.response.start", "status": 200,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(data)).encode())]})
+    await send({"type": "http.response.body", "body": data})
