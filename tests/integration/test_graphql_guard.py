@@ -1,0 +1,167 @@
+"""The GraphQL guard in front of a real GraphQL upstream (graphql-core)."""
+
+from __future__ import annotations
+
+import json
+import urllib.parse
+import uuid
+
+import pytest
+
+import graphql_app
+from bastion.graphql.persisted import sha256
+from helpers import ThreadedUvicorn, audit_lines, raw_request, run_gateway
+
+
+@pytest.fixture(scope="module")
+def gql_upstream():
+    with ThreadedUvicorn(graphql_app.app) as server:
+        yield server
+
+
+def config(base_config, gql_upstream, tmp_path, **guard):
+    (tmp_path / "schema.graphql").write_text(graphql_app.SDL)
+    base_config["upstreams"]["gql"] = {"urls": [gql_upstream.url]}
+    guard.setdefault("limits", {"max_depth": 4, "max_aliases": 5, "max_cost": 200, "max_batch": 3})
+    guard.setdefault("costs", {"schema_file": str(tmp_path / "schema.graphql")})
+    base_config["routes"] = [{"path": "/graphql", "upstream": "gql", "policies": {"graphql": guard}}]
+    return base_config
+
+
+def post(port, doc, headers=None):
+    h = {"Content-Type": "application/json", **(headers or {})}
+    return raw_request(port, "POST", "/graphql", h, json.dumps(doc).encode())
+
+
+@pytest.fixture()
+def gw(base_config, gql_upstream, tmp_path):
+    with run_gateway(config(base_config, gql_upstream, tmp_path), tmp_path) as g:
+        yield g
+
+
+def test_allowed_query_reaches_the_upstream(gw, tmp_path):
+    r = post(gw.port, {"query": "{ users(first: 2) { id name } }"}, {"X-Request-Id": "gql-ok"})
+    assert r.status == 200 and r.json()["data"]["users"][1]["name"] == "user1"
+    line = next(x for x in audit_lines(tmp_path / "audit.log", "gql-ok") if x["request_id"] == "gql-ok")
+    assert line["graphql"]["depth"] == 2 and line["graphql"]["cost"] == 1 + 2 * 2
+
+
+def test_too_deep_is_refused_graphql_shaped(gw, tmp_path):
+    deep = "{ users { friends { friends { friends { friends { id } } } } } }"
+    r = post(gw.port, {"query": deep}, {"X-Request-Id": "gql-deep"})
+    assert r.status == 400
+    err = r.json()["errors"][0]
+    assert err["extensions"]["code"] == "QUERY_LIMIT_EXCEEDED" and "depth 6" in err["message"]
+    line = next(x for x in audit_lines(tmp_path / "audit.log", "gql-deep") if x["request_id"] == "gql-deep")
+    assert line["stopped_by"] == "graphql"
+
+
+def test_aliases_cost_and_batches(gw):
+    aliases = "{ " + " ".join(f"a{i}: hello" for i in range(6)) + " }"
+    assert "aliases" in post(gw.port, {"query": aliases}).json()["errors"][0]["message"]
+    expensive = "{ users(first: 100) { friends(first: 100) { id } } }"
+    assert "cost" in post(gw.port, {"query": expensive}).json()["errors"][0]["message"]
+    batch = [{"query": "{ hello }"}] * 4
+    r = post(gw.port, batch)
+    assert r.status == 400 and "batch of 4" in r.json()["errors"][0]["message"]
+    ok = post(gw.port, [{"query": "{ hello }"}] * 2)
+    assert ok.status == 200 and [x["data"]["hello"] for x in ok.json()] == ["world", "world"]
+
+
+def test_introspection_blocked_by_default(gw):
+    r = post(gw.port, {"query": "{ __schema { queryType { name } } }"})
+    assert r.status == 403 and r.json()["errors"][0]["extensions"]["code"] == "INTROSPECTION_DISABLED"
+    assert post(gw.port, {"query": "{ users(first: 1) { __typename } }"}).status == 200
+
+
+def test_introspection_allowed_from_listed_networks(base_config, gql_upstream, tmp_path):
+    with run_gateway(config(base_config, gql_upstream, tmp_path, introspection_ips=["127.0.0.0/8"]), tmp_path) as g:
+        r = post(g.port, {"query": "{ __schema { queryType { name } } }"})
+        assert r.status == 200 and r.json()["data"]["__schema"]["queryType"]["name"] == "Query"
+
+
+def test_field_suggestions_are_stripped(gw):
+    r = post(gw.port, {"query": "{ usrs { id } }"})
+    message = r.json()["errors"][0]["message"]
+    assert "Cannot query field 'usrs'" in message and "Did you mean" not in message
+
+
+def test_the_upstream_itself_does_suggest(gql_upstream):
+    r = raw_request(gql_upstream.port, "POST", "/graphql", {"Content-Type": "application/json"},
+                    json.dumps({"query": "{ usrs { id } }"}).encode())
+    assert "Did you mean" in r.json()["errors"][0]["message"]  # what the guard removes
+
+
+def test_mutations_over_get_are_refused(gw):
+    q = urllib.parse.quote('mutation { addUser(name: "x") { id } }')
+    r = raw_request(gw.port, "GET", f"/graphql?query={q}")
+    assert r.status == 405 and r.json()["errors"][0]["extensions"]["code"] == "METHOD_NOT_ALLOWED"
+    ok = raw_request(gw.port, "GET", "/graphql?query=" + urllib.parse.quote("{ hello }"))
+    assert ok.status == 200 and ok.json()["data"]["hello"] == "world"
+
+
+def test_form_posts_are_refused(gw):
+    r = raw_request(gw.port, "POST", "/graphql", {"Content-Type": "application/x-www-form-urlencoded"},
+                    b"query=mutation+%7B+addUser(name%3A%22x%22)+%7B+id+%7D+%7D")
+    assert r.status == 415
+
+
+def test_apq_miss_register_hit(gw):
+    query = "{ users(first: 1) { id } } # " + uuid.uuid4().hex
+    digest = sha256(query)
+    ext = {"persistedQuery": {"version": 1, "sha256Hash": digest}}
+    miss = post(gw.port, {"extensions": ext})
+    assert miss.status == 200 and miss.json()["errors"][0]["message"] == "PersistedQueryNotFound"
+    wrong = post(gw.port, {"query": "{ hello }", "extensions": ext})
+    assert wrong.status == 400
+    register = post(gw.port, {"query": query, "extensions": ext})
+    assert register.status == 200 and register.json()["data"]["users"] == [{"id": "0"}]
+    hit = post(gw.port, {"extensions": ext})
+    assert hit.status == 200 and hit.json()["data"]["users"] == [{"id": "0"}]
+    assert graphql_app.RECEIVED[-1]["query"] == query  # the upstream got the full text
+
+
+def test_over_limit_query_is_never_registered(gw):
+    deep = "{ users { friends { friends { friends { friends { id } } } } } }"
+    ext = {"persistedQuery": {"version": 1, "sha256Hash": sha256(deep)}}
+    assert post(gw.port, {"query": deep, "extensions": ext}).status == 400
+    assert post(gw.port, {"extensions": ext}).json()["errors"][0]["message"] == "PersistedQueryNotFound"
+
+
+def test_allowlist_mode(base_config, gql_upstream, tmp_path):
+    from typer.testing import CliRunner
+
+    from bastion.cli import app
+
+    (tmp_path / "q1.graphql").write_text("query Hello { hello }")
+    out = tmp_path / "allow.json"
+    result = CliRunner().invoke(app, ["graphql", "register", str(tmp_path / "q1.graphql"), "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    with run_gateway(config(base_config, gql_upstream, tmp_path, allowlist=str(out)), tmp_path) as g:
+        assert post(g.port, {"query": "query Hello { hello }"}).status == 200
+        digest = sha256("query Hello { hello }")
+        assert post(g.port, {"extensions": {"persistedQuery": {"version": 1, "sha256Hash": digest}}}).status == 200
+        r = post(g.port, {"query": "{ users { id } }"})
+        assert r.status == 403 and r.json()["errors"][0]["extensions"]["code"] == "PERSISTED_QUERY_NOT_ALLOWED"
+
+
+def test_audit_mode_logs_without_blocking(base_config, gql_upstream, tmp_path):
+    cfg = config(base_config, gql_upstream, tmp_path, modes={"depth": "audit", "cost": "audit"})
+    with run_gateway(cfg, tmp_path) as g:
+        deep = "{ users { friends { friends { friends { friends { id } } } } } }"
+        r = post(g.port, {"query": deep}, {"X-Request-Id": "gql-audit"})
+        assert r.status == 200
+        line = next(x for x in audit_lines(tmp_path / "audit.log", "gql-audit") if x["request_id"] == "gql-audit")
+        assert any("depth 6" in m for m in line["graphql_audit"])
+        assert any("cost" in m for m in line["graphql_audit"])
+
+
+def test_cost_is_charged_to_a_rate_limit(base_config, gql_upstream, tmp_path):
+    cfg = config(base_config, gql_upstream, tmp_path)
+    cfg["routes"][0]["policies"]["rate_limit"] = {"limits": [
+        {"rate": "30/minute", "key": ["header:X-Client"], "name": "cost-points"}], "algorithm": "fixed_window"}
+    with run_gateway(cfg, tmp_path) as g:
+        h = {"X-Client": uuid.uuid4().hex}
+        q = {"query": "{ users(first: 4) { id name } }"}  # cost 1 + 4 * 2 = 9
+        statuses = [post(g.port, q, h).status for _ in range(4)]
+        assert statuses == [200, 200, 200, 429]  # 27 points used, 9 more would pass 30
