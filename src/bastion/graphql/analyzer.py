@@ -82,44 +82,56 @@ def analyze(doc: Document, operation_name: str | None = None, variables: dict[st
     memo: dict[tuple[str, str], _Measure] = {}
     visiting: set[str] = set()
 
-    def size_of(f: Field, parent: str, m: _Measure) -> int:
-        for arg in costs.list_size_args:
-            if arg in f.args:
-                v = f.args[arg]
-                if isinstance(v, Var):
-                    m.uses_variables = True
-                    v = values.get(v.name)
-                if isinstance(v, int) and not isinstance(v, bool) and v >= 0:
-                    return min(v, costs.max_list_size)
-                return costs.default_list_size
-        key = f"{parent}.{f.name}"
-        return costs.default_list_size if key in costs.list_fields else 1
+    field_costs, field_types, list_fields = costs.field_costs, costs.field_types, costs.list_fields
+    size_args, default_cost = costs.list_size_args, costs.default_field_cost
+    keyed = bool(field_costs or field_types or list_fields)
+
+    def size_of(f: Field, key: str, m: _Measure) -> int:
+        if f.args:
+            for arg in size_args:
+                if arg in f.args:
+                    v = f.args[arg]
+                    if isinstance(v, Var):
+                        m.uses_variables = True
+                        v = values.get(v.name)
+                    if isinstance(v, int) and not isinstance(v, bool) and v >= 0:
+                        return min(v, costs.max_list_size)
+                    return costs.default_list_size
+        return costs.default_list_size if key in list_fields else 1
 
     def measure(selections, parent: str) -> _Measure:
         m = _Measure()
         for s in selections:
-            if isinstance(s, Field):
+            if type(s) is Field:
                 m.fields += 1
+                name = s.name
                 if s.alias is not None:
                     m.aliases += 1
-                if s.name in INTROSPECTION_FIELDS:
+                if name[:2] == "__" and name in INTROSPECTION_FIELDS:
                     m.introspection = True
-                if any(isinstance(v, Var) for v in s.args.values()):
+                if s.args and any(isinstance(v, Var) for v in s.args.values()):
                     m.uses_variables = True
-                key = f"{parent}.{s.name}"
-                own = costs.field_costs.get(key, costs.field_costs.get(s.name, costs.default_field_cost))
-                child_type = costs.field_types.get(key, "")
+                if keyed:
+                    key = f"{parent}.{name}"
+                    own = field_costs.get(key, field_costs.get(name, default_cost))
+                    child_type = field_types.get(key, "")
+                else:
+                    key, own, child_type = "", default_cost, ""
                 if s.selections:
                     sub = measure(s.selections, child_type)
-                    multiplier = size_of(s, parent, m)
-                    m.depth = max(m.depth, sub.depth + 1)
+                    multiplier = size_of(s, key, m)
+                    if sub.depth + 1 > m.depth:
+                        m.depth = sub.depth + 1
                     m.aliases += sub.aliases
                     m.fields += sub.fields
                     m.cost += own + multiplier * sub.cost
-                    m.introspection |= sub.introspection
-                    m.uses_variables |= sub.uses_variables
+                    if sub.introspection:
+                        m.introspection = True
+                    if sub.uses_variables:
+                        m.uses_variables = True
                 else:
-                    m.depth = max(m.depth, 1)
+                    if m.depth < 1:
+                        m.depth = 1
                     m.cost += own
             else:
                 if isinstance(s, Spread):

@@ -1,7 +1,7 @@
 """A fast GraphQL parser that builds only the light `Document` the guard needs.
 
 Why by hand: the guard must measure every query before it is forwarded, and graphql-core's
-`parse` (a full AST with locations) costs far more than the measuring itself (bench/graphql.py).
+`parse` (a full AST with locations) costs far more than the measuring itself (bench/graphql_guard.py).
 The lexer is one compiled regex; the parser is recursive descent over the executable subset of
 the grammar (operations and fragments; type-system definitions are refused, as an executor
 would). Anything it does not understand is a syntax error — the guard fails closed — and a
@@ -27,32 +27,29 @@ from bastion.graphql.document import (
 )
 
 _TOKEN = re.compile(
-    r'(?P<ws>[\s,\ufeff]+|#[^\n\r]*)'
+    r'[\s,\ufeff]*(?:#[^\n\r]*[\s,\ufeff]*)*'  # ignored: white space, commas, comments
+    r'(?:(?P<name>[_A-Za-z][_0-9A-Za-z]*)'  # the commonest tokens first
+    r'|(?P<punct>[!$&()\:=@\[\]{|}])'
+    r'|(?P<spread>\.\.\.)'
     r'|(?P<block>"""(?:\\"""|[^"]|"(?!""))*""")'
     r'|(?P<string>"(?:[^"\\\n\r]|\\(?:["\\/bfnrt]|u[0-9A-Fa-f]{4}))*")'
     r'|(?P<float>-?(?:0|[1-9][0-9]*)(?:\.[0-9]+(?:[eE][+-]?[0-9]+)?|[eE][+-]?[0-9]+))(?![_A-Za-z.])'
     r'|(?P<int>-?(?:0|[1-9][0-9]*))(?![_A-Za-z.0-9])'
-    r'|(?P<name>[_A-Za-z][_0-9A-Za-z]*)'
-    r'|(?P<spread>\.\.\.)'
-    r'|(?P<punct>[!$&()\:=@\[\]{|}])'
+    r'|(?P<bad>.)'  # anything else: a syntax error
+    r'|$)',
+    re.DOTALL,
 )
 
 
 def tokenize(source: str, max_tokens: int) -> list[tuple[str, str]]:
-    tokens: list[tuple[str, str]] = []
-    pos, n = 0, len(source)
-    match = _TOKEN.match
-    while pos < n:
-        m = match(source, pos)
-        if m is None:
-            raise GraphQLSyntaxError(f"unexpected character at offset {pos}")
-        kind = m.lastgroup
-        if kind != "ws":
-            tokens.append((kind, m.group()))  # type: ignore[arg-type]
-            if len(tokens) > max_tokens:
-                raise TokenLimit(max_tokens)
-        pos = m.end()
-    return tokens
+    """Tokens as (kind, text); one regex match per token, white space folded into it."""
+    tokens = [(m.lastgroup, m.group(m.lastgroup)) for m in _TOKEN.finditer(source) if m.lastgroup]
+    if len(tokens) > max_tokens:
+        raise TokenLimit(max_tokens)
+    for kind, text in tokens:
+        if kind == "bad":
+            raise GraphQLSyntaxError(f"unexpected character {text!r}")
+    return tokens  # type: ignore[return-value]
 
 
 class TokenLimit(GraphQLSyntaxError):
@@ -70,12 +67,16 @@ class _Parser:
         self.directives = 0
 
     def peek(self) -> tuple[str, str]:
-        return self.t[self.i] if self.i < len(self.t) else ("eof", "")
+        try:
+            return self.t[self.i]
+        except IndexError:
+            return ("eof", "")
 
     def take(self) -> tuple[str, str]:
-        tok = self.peek()
-        if tok[0] == "eof":
-            raise GraphQLSyntaxError("unexpected end of document")
+        try:
+            tok = self.t[self.i]
+        except IndexError:
+            raise GraphQLSyntaxError("unexpected end of document") from None
         self.i += 1
         return tok
 
@@ -91,8 +92,11 @@ class _Parser:
         return value
 
     def at(self, value: str) -> bool:
-        kind, v = self.peek()
-        return v == value and kind in ("punct", "spread")
+        try:
+            kind, v = self.t[self.i]
+        except IndexError:
+            return False
+        return v == value and (kind == "punct" or kind == "spread")
 
     def document(self) -> Document:
         operations: list[Operation] = []
@@ -168,7 +172,26 @@ class _Parser:
     def selection_set(self) -> list[Selection]:
         self.expect("{")
         out: list[Selection] = []
-        while not self.at("}"):
+        t = self.t
+        while True:
+            try:
+                kind, value = t[self.i]
+            except IndexError:
+                raise GraphQLSyntaxError("unexpected end of document") from None
+            if kind == "punct" and value == "}":
+                break
+            if kind == "name":  # the common case: a field
+                self.i += 1
+                first = value
+                alias = None
+                if self.at(":"):
+                    self.i += 1
+                    alias, first = first, self.name()
+                args = self.arguments() if self.at("(") else {}
+                d = self.directive_list() if self.at("@") else 0
+                subs = self.selection_set() if self.at("{") else []
+                out.append(Field(first, alias, args, d, subs))
+                continue
             if self.at("..."):
                 self.take()
                 kind, value = self.peek()
