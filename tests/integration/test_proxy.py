@@ -188,3 +188,22 @@ def test_spoofed_forwarded_for_cannot_dodge_ip_rules(base_config, tmp_path):
 def test_upstream_connections_are_kept_alive(gw):
     peers = {tuple(raw_request(gw.port, "GET", "/echo").json()["peer"]) for _ in range(10)}
     assert len(peers) == 1  # ten client connections, one upstream connection
+
+
+def test_a_failing_policy_answers_problem_json_not_a_traceback(base_config, tmp_path, monkeypatch):
+    from bastion.policies.cors import Cors
+
+    async def broken(self, req, ctx):
+        raise KeyError("a bug in a policy")
+
+    monkeypatch.setattr(Cors, "on_request", broken)
+    base_config["policies"]["cors"] = {"allow_origins": ["https://app.example.com"]}
+    base_config["routes"] = [{"path": "/*", "upstream": "up"}]
+    with run_gateway(base_config, tmp_path) as g:
+        r = raw_request(g.port, "GET", "/echo", {"Origin": "https://app.example.com", "X-Request-Id": "boom-1"})
+        assert r.status == 500 and r.header("content-type") == "application/problem+json"
+        doc = r.json()
+        assert doc["type"].endswith("/internal-error") and doc["request_id"] == "boom-1"
+        assert "KeyError" not in r.body.decode() and "Traceback" not in r.body.decode()
+        lines = audit_lines(tmp_path / "audit.log", "boom-1")
+        assert next(x for x in lines if x["request_id"] == "boom-1")["status"] == 500

@@ -84,6 +84,7 @@ class Gateway:
     async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
         state = self.state
         state.inflight += 1
+        req: Request | None = None
         try:
             req = self.build_request(scope, receive, state)
             ctx = Context()
@@ -103,11 +104,38 @@ class Gateway:
             record["bytes_in"] = req.bytes_in
             record["duration_ms"] = round((time.perf_counter() - req.started) * 1000, 3)
             pipeline.run_log(req, resp, ctx, record)
+        except Exception as exc:
+            await self._fail(exc, req, state, send)
         finally:
             state.inflight -= 1
             if state.retired and state.inflight == 0 and state in self._retired:
                 self._retired.remove(state)
                 await state.close()
+
+    async def _fail(self, exc: Exception, req: Request | None, state: GatewayState, send: Send) -> None:
+        """The safety net: whatever went wrong, the client gets problem+json, never a traceback."""
+        rid = req.request_id if req is not None else ""
+        if isinstance(exc, BodyTooLarge):
+            resp = problem(413, "body-too-large", "the request body is too large", request_id=rid, stopped_by="gateway")
+        elif isinstance(exc, BodyTimeout):
+            resp = problem(408, "body-timeout", "the request body did not arrive in time", request_id=rid,
+                           stopped_by="gateway")
+        elif isinstance(exc, ClientDisconnected):
+            return
+        else:
+            log.error("request %s failed inside the gateway", rid or "-", exc_info=exc)
+            resp = problem(500, "internal-error", "the gateway failed on this request; its log has the details "
+                           "under this request id", request_id=rid, stopped_by="gateway")
+            resp.reason = f"internal error ({type(exc).__name__})"
+        try:
+            await _send_whole(send, resp)
+        except Exception:  # the response had already started: closing is all that is left
+            return
+        if req is not None:
+            try:
+                state.edge.run_log(req, resp, Context(), {"duration_ms": round((time.perf_counter() - req.started) * 1000, 3)})
+            except Exception:
+                pass
 
     def build_request(self, scope: Scope, receive: Receive, state: GatewayState) -> Request:
         headers: Headers = scope["headers"]
