@@ -47,6 +47,22 @@ async def app(scope, receive, send):
         origin = dict(scope["headers"]).get(b"origin", b"*")
         return await _json(send, 200, {"ok": True}, [(b"access-control-allow-origin", origin),
                                                      (b"access-control-allow-credentials", b"true")])
+    if path == "/sensitive":
+        return await _json(send, 200, {
+            "id": 1, "name": "alice", "Password": "hunter2", "password_hash": "$argon2id$...",
+            "profile": {"ssn": "078-05-1120", "bio": "card 4111 1111 1111 1111 here",
+                        "orders": [{"id": 7, "api_key": "sk_live_x", "note": "ok",
+                                    "deep": [{"secret_key": "s", "token_hint": "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxIn0.c2lnbmF0dXJlc2ln"}]}]},
+            "not_a_card": "1234 5678 9012 3456", "tags": ["public", "-----BEGIN RSA PRIVATE KEY-----abc"],
+        })
+    if path.endswith("/crash"):
+        body = b"Traceback (most recent call last):\n  File \"/srv/app.py\", line 3\npsycopg2.errors.SyntaxError: SELECT * FROM users WHERE id='1''"
+        await send({"type": "http.response.start", "status": 500, "headers": [
+            (b"content-type", b"text/html"), (b"content-length", str(len(body)).encode())]})
+        await send({"type": "http.response.body", "body": body})
+        return
+    if path == "/big-json":
+        return await _json(send, 200, {"password": "p", "filler": "x" * 300_000})
     if path == "/cache":
         return await _json(send, 200, {"ok": True}, [(b"cache-control", b"public, max-age=600")])
     body = await _body(receive)

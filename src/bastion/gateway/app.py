@@ -208,7 +208,7 @@ class Gateway:
 
     # ---- proxying --------------------------------------------------------------------------
     async def _rewrite(self, resp: Response, body: AsyncIterator[bytes], ctx: Context,
-                       req: Request) -> AsyncIterator[bytes]:
+                       req: Request, rewriters: list[Any]) -> AsyncIterator[bytes]:
         """Buffer the upstream body (bounded) and let the policies' rewriters change it."""
         encoding = resp.get_header(b"content-encoding")
         if encoding not in (None, b"identity"):
@@ -223,7 +223,7 @@ class Gateway:
                 log.info("request %s: response over %d bytes passed without rewriting", req.request_id, limit)
                 return _replay(parts, body)
         data = b"".join(parts)
-        for rewrite in ctx.response_rewriters:
+        for rewrite in rewriters:
             data = rewrite(resp, data)
         resp.headers = [(k, v) for k, v in resp.headers if k != b"content-length"]
         resp.headers.append((b"content-length", str(len(data)).encode()))
@@ -303,7 +303,9 @@ class Gateway:
                 resp.headers.append((b"date", http_date()))
             body_iter = upstream.body()
             if ctx.response_rewriters:
-                body_iter = await self._rewrite(resp, body_iter, ctx, req)
+                wanted = [r for r in ctx.response_rewriters if not hasattr(r, "wants") or r.wants(resp)]
+                if wanted:
+                    body_iter = await self._rewrite(resp, body_iter, ctx, req, wanted)
             await target.pipeline.run_response(req, resp, ctx)
             await send({"type": "http.response.start", "status": resp.status, "headers": resp.headers})
             sent = 0

@@ -6,14 +6,17 @@ from bastion.policies.auth import Auth
 from bastion.policies.authorization import Authorization
 from bastion.policies.body_limit import BodyLimit
 from bastion.policies.cors import Cors
+from bastion.policies.error_masking import ErrorMasking
 from bastion.policies.graphql import GraphQLGuard
 from bastion.policies.ip_rules import IpRules
 from bastion.policies.rate_limit import RateLimit
 from bastion.policies.request_id import RequestId
+from bastion.policies.response_filter import ResponseFilter
 from bastion.policies.security_headers import SecurityHeaders
 
 REGISTRY: dict[str, type[Policy]] = {
     cls.name: cls for cls in (
-        RequestId, IpRules, BodyLimit, Cors, Auth, Authorization, GraphQLGuard, RateLimit, SecurityHeaders, Audit,
+        RequestId, IpRules, BodyLimit, Cors, Auth, Authorization, GraphQLGuard, RateLimit, ResponseFilter, ErrorMasking,
+        SecurityHeaders, Audit,
     )
 }
