@@ -17,14 +17,22 @@ ALGORITHMS = ["fixed_window", "sliding_log", "sliding_counter", "token_bucket", 
 
 
 def _free_ports(n):
-    socks, ports = [], []
-    for _ in range(n):
-        s = socket.socket()
-        s.bind(("127.0.0.1", 0))
-        socks.append(s)
-        ports.append(s.getsockname()[1])
-    for s in socks:
-        s.close()
+    """Ports whose cluster-bus twin (port + 10000) is free and valid too."""
+    import random
+
+    rng = random.Random()
+    ports: list[int] = []
+    while len(ports) < n:
+        port = rng.randint(20000, 45000)
+        if port in ports:
+            continue
+        try:
+            for p in (port, port + 10000):
+                with socket.socket() as s:
+                    s.bind(("127.0.0.1", p))
+        except OSError:
+            continue
+        ports.append(port)
     return ports
 
 
@@ -48,8 +56,10 @@ def cluster(tmp_path_factory):
                     break
                 except OSError:
                     time.sleep(0.05)
-        subprocess.run([cli, "--cluster", "create", *[f"127.0.0.1:{p}" for p in ports], "--cluster-yes"],
-                       check=True, capture_output=True, timeout=60)
+        created = subprocess.run([cli, "--cluster", "create", *[f"127.0.0.1:{p}" for p in ports], "--cluster-yes"],
+                                 capture_output=True, text=True, timeout=60)
+        if created.returncode != 0:
+            pytest.fail(f"could not create the test cluster: {created.stdout[-500:]} {created.stderr[-500:]}")
         for _ in range(100):  # wait until every node agrees the cluster is ok
             out = subprocess.run([cli, "-p", str(ports[0]), "cluster", "info"], capture_output=True, text=True).stdout
             if "cluster_state:ok" in out:
