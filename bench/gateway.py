@@ -72,6 +72,8 @@ http {{
   access_log off;
   upstream up {{ server 127.0.0.1:{up}; keepalive 64; }}
   server {{ listen 127.0.0.1:{up};
+    location /json1k {{ default_type application/json; alias {dir}/1k.json; }}
+    location /json100k {{ default_type application/json; alias {dir}/100k.json; }}
     location / {{ default_type application/json; return 200 '{{"id":1,"name":"alice","ok":true}}'; }} }}
   server {{ listen 127.0.0.1:{px};
     location / {{ proxy_pass http://up; proxy_http_version 1.1; proxy_set_header Connection "";
@@ -107,12 +109,50 @@ routes:
 """
 
 
+BASTION_FILTER = """
+listeners: [{{host: 127.0.0.1, port: {port}}}]
+upstreams: {{up: {{urls: ["http://127.0.0.1:{up}"]}}}}
+policies:
+  request_id: {{enabled: false}}
+  body_limit: {{enabled: false}}
+  security_headers: {{enabled: false}}
+  audit: {{enabled: false}}
+  response_filter: {{}}
+routes: [{{path: /*, upstream: up}}]
+"""
+
+BASTION_WAF = """
+listeners: [{{host: 127.0.0.1, port: {port}}}]
+upstreams: {{up: {{urls: ["http://127.0.0.1:{up}"]}}}}
+policies:
+  request_id: {{enabled: false}}
+  body_limit: {{enabled: false}}
+  security_headers: {{enabled: false}}
+  audit: {{enabled: false}}
+  waf: {{}}
+routes: [{{path: /*, upstream: up}}]
+"""
+
+
+def sample_json(size: int) -> bytes:
+    import json as _json
+
+    items, out = [], b""
+    while len(out) < size:
+        items.append({"id": len(items), "name": f"user{len(items)}", "email": f"u{len(items)}@example.com",
+                      "password_hash": "$argon2id$v=19$m=65536", "profile": {"bio": "hello", "tags": ["a", "b"]}})
+        out = _json.dumps({"users": items}).encode()
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--duration", type=int, default=10)
     ap.add_argument("--connections", type=int, default=50)
     ap.add_argument("--variants", action="store_true")
     ap.add_argument("--rounds", type=int, default=3, help="runs per target, alternating; the median counts")
+    ap.add_argument("--protection", action="store_true",
+                    help="also: response filtering (1 KB and 100 KB JSON) and the WAF, each beside pass-through")
     args = ap.parse_args()
     for tool in ("wrk", "nginx"):
         if not shutil.which(tool) and not os.path.exists(f"/usr/sbin/{tool}"):
@@ -122,6 +162,8 @@ def main() -> None:
     (work / "nginx.conf").write_text(NGINX.format(dir=work, up=up, px=ngx))
     (work / "pass.yaml").write_text(BASTION_PASS.format(port=d_port, up=up))
     (work / "all.yaml").write_text(BASTION_ALL.format(port=e_port, up=up, dir=work))
+    (work / "1k.json").write_bytes(sample_json(1024))
+    (work / "100k.json").write_bytes(sample_json(100 * 1024))
     nginx_bin = shutil.which("nginx") or "/usr/sbin/nginx"
     srv = pinned("1")
     procs = [subprocess.Popen([*srv, nginx_bin, "-c", str(work / "nginx.conf"), "-p", str(work)])]
@@ -140,28 +182,46 @@ def main() -> None:
                                                f"http://127.0.0.1:{up}", str(port), client, server],
                                               cwd=HERE))
                 targets.append((label, port))
+        paths = {label: "/users/1" for label, _ in targets}
+        if args.protection:
+            f_port, w_port = free_port(), free_port()
+            (work / "filter.yaml").write_text(BASTION_FILTER.format(port=f_port, up=up))
+            (work / "waf.yaml").write_text(BASTION_WAF.format(port=w_port, up=up))
+            procs.append(subprocess.Popen([*bastion, str(work / "filter.yaml")]))
+            procs.append(subprocess.Popen([*bastion, str(work / "waf.yaml")]))
+            extra = [("d1 pass-through, 1 KB JSON", d_port, "/json1k"), ("f1 filtering, 1 KB JSON", f_port, "/json1k"),
+                     ("d2 pass-through, 100 KB JSON", d_port, "/json100k"),
+                     ("f2 filtering, 100 KB JSON", f_port, "/json100k"),
+                     ("w  WAF (CRS, paranoia 1)", w_port, "/users/1?q=hello&page=2")]
+            for label, port, path in extra:
+                targets.append((label, port))
+                paths[label] = path
         for _, port in targets:
             wait_port(port)
         results = {}
         print(f"wrk -t1 -c{args.connections} -d{args.duration}s, GET /users/1, median of {args.rounds} "
               "alternating rounds; wrk pinned to core 0, all servers to core 1")
         samples: dict[str, list[tuple[float, float, float]]] = {label: [] for label, _ in targets}
-        for _, port in targets:
-            wrk(f"http://127.0.0.1:{port}/users/1", 2, args.connections)  # warm-up
+        for label, port in targets:
+            wrk(f"http://127.0.0.1:{port}{paths[label]}", 2, args.connections)  # warm-up
         for _ in range(args.rounds):
             for label, port in targets:
-                samples[label].append(wrk(f"http://127.0.0.1:{port}/users/1", args.duration, args.connections))
+                samples[label].append(wrk(f"http://127.0.0.1:{port}{paths[label]}", args.duration, args.connections))
         print(f"{'target':32} {'rps':>10} {'p50 ms':>8} {'p99 ms':>8}   rps of each round")
         for label, _ in targets:
             runs = sorted(samples[label])
             rps, p50, p99 = runs[len(runs) // 2]
-            results[label[0] if not label.startswith("c'") else label] = rps
+            results[label.split()[0] if not label.startswith("c'") else label] = rps
             each = " ".join(f"{r[0]:.0f}" for r in samples[label])
             print(f"{label:32} {rps:10.0f} {p50:8.2f} {p99:8.2f}   {each}", flush=True)
         print()
         print(f"d/c (bastion pass-through vs minimal proxy): {results['d'] / results['c']:.2f}  (target >= 1.0)")
         print(f"d/b (bastion pass-through vs nginx):         {results['d'] / results['b']:.2f}")
         print(f"e/d (all policies vs pass-through):          {results['e'] / results['d']:.2f}  (target >= 0.85)")
+        if args.protection:
+            print(f"f1/d1 (filtering, 1 KB JSON):                {results['f1'] / results['d1']:.2f}")
+            print(f"f2/d2 (filtering, 100 KB JSON):              {results['f2'] / results['d2']:.2f}")
+            print(f"w/d (WAF, CRS paranoia 1):                   {results['w'] / results['d']:.2f}")
     finally:
         for p in procs:
             p.send_signal(signal.SIGTERM)

@@ -124,8 +124,9 @@ def raw_request(port: int, method: str, target: str, headers: dict[str, str] | l
     """One request with the target sent exactly as given (no client-side normalisation)."""
     conn = http.client.HTTPConnection(host, port, timeout=timeout)
     try:
-        conn.putrequest(method, target, skip_accept_encoding=True)
-        items = headers.items() if isinstance(headers, dict) else (headers or [])
+        items = list(headers.items() if isinstance(headers, dict) else (headers or []))
+        conn.putrequest(method, target, skip_accept_encoding=True,
+                        skip_host=any(k.lower() == "host" for k, _ in items))
         for k, v in items:
             conn.putheader(k, v)
         if body is not None:

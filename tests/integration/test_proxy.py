@@ -207,3 +207,8 @@ def test_a_failing_policy_answers_problem_json_not_a_traceback(base_config, tmp_
         assert "KeyError" not in r.body.decode() and "Traceback" not in r.body.decode()
         lines = audit_lines(tmp_path / "audit.log", "boom-1")
         assert next(x for x in lines if x["request_id"] == "boom-1")["status"] == 500
+
+
+def test_several_host_headers_are_refused(gw):
+    r = raw_request(gw.port, "GET", "/echo", [("Host", "a.example.com"), ("Host", "b.example.com")])
+    assert r.status == 400 and "Host" in r.json()["detail"]

@@ -144,10 +144,12 @@ class Gateway:
         client_ip = peer
         scheme = scope.get("scheme", "http")
         host = ""
+        hosts = 0
         xff = xfp = None
         for k, v in headers:
             if k == b"host":
                 host = v.decode("latin-1")
+                hosts += 1
             elif k == b"x-forwarded-for":
                 xff = v if xff is None else xff + b"," + v
             elif k == b"x-forwarded-proto":
@@ -166,17 +168,24 @@ class Gateway:
                         break
             if xfp in (b"http", b"https"):
                 scheme = xfp.decode()
-        return Request(
+        req = Request(
             method=scope["method"], path="", query=scope.get("query_string", b""),
             headers=headers, client_ip=client_ip, peer_ip=peer, peer_trusted=peer_trusted,
             scheme=scheme, host=host, receive=receive, body_timeout=self.client_body_timeout,
         )
+        if hosts > 1:  # RFC 9112 3.2: a request with several Host headers is refused
+            req.refusal = "more than one Host header"
+        return req
 
     async def decide(
         self, scope: Scope, req: Request, ctx: Context, state: GatewayState
     ) -> tuple[Pipeline, Response | None, RouteTarget | None]:
         """Normalise, route and run the request phase: a response to send, or a target."""
         raw_path = scope.get("raw_path") or scope["path"].encode("utf-8")
+        if req.refusal:
+            req.path = scope["path"][:256]
+            return state.edge, problem(400, "bad-request", req.refusal, request_id=req.request_id,
+                                       stopped_by="router"), None
         try:
             req.path = normalise_path(raw_path)
         except BadPath as exc:

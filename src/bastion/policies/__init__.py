@@ -14,10 +14,11 @@ from bastion.policies.request_id import RequestId
 from bastion.policies.response_filter import ResponseFilter
 from bastion.policies.security_headers import SecurityHeaders
 from bastion.policies.versioning import Versioning
+from bastion.policies.waf import Waf
 
 REGISTRY: dict[str, type[Policy]] = {
     cls.name: cls for cls in (
-        RequestId, IpRules, BodyLimit, Cors, Versioning, Auth, Authorization, GraphQLGuard, RateLimit, ResponseFilter, ErrorMasking,
+        RequestId, IpRules, BodyLimit, Cors, Versioning, Auth, Authorization, GraphQLGuard, RateLimit, Waf, ResponseFilter, ErrorMasking,
         SecurityHeaders, Audit,
     )
 }
