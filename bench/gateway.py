@@ -158,6 +158,7 @@ def main() -> None:
         if not shutil.which(tool) and not os.path.exists(f"/usr/sbin/{tool}"):
             sys.exit(f"{tool} is needed: apt-get install wrk nginx-light")
     work = Path(tempfile.mkdtemp(prefix="bastion-bench-"))
+    work.chmod(0o755)  # nginx workers (www-data) read the JSON files from here
     up, ngx, mini, d_port, e_port = (free_port() for _ in range(5))
     (work / "nginx.conf").write_text(NGINX.format(dir=work, up=up, px=ngx))
     (work / "pass.yaml").write_text(BASTION_PASS.format(port=d_port, up=up))

@@ -15,7 +15,7 @@ from bastion.pipeline import Context, Policy, PolicyConfig
 
 DEFAULT_FIELDS = ["password", "password_hash", "ssn", "credit_card", "secret", "secret_key", "token",
                   "api_key", "private_key"]
-_CARD = re.compile(r"(?<!\d)(?:\d[ -]?){13,19}(?!\d)")
+_CARD_RUN = re.compile(r"\d[\d -]{11,60}\d")  # digits with spaces/dashes, long enough for a card
 _PRIVATE_KEY = re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----")
 _JWT = re.compile(r"eyJ[A-Za-z0-9_-]{5,}\.eyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{10,}")
 VALUE_KINDS = {"card": None, "private_key": _PRIVATE_KEY, "jwt": _JWT}
@@ -35,10 +35,18 @@ def luhn(digits: str) -> bool:
 
 
 def _has_card(text: str) -> bool:
-    for m in _CARD.finditer(text):
-        digits = re.sub(r"[ -]", "", m.group())
-        if 13 <= len(digits) <= 19 and luhn(digits):
-            return True
+    """A 13-19 digit number (groups separated by spaces or dashes allowed) that passes Luhn.
+    In a longer run, only whole groups are combined: a 25-digit order number is not a card."""
+    for m in _CARD_RUN.finditer(text):
+        groups = re.split(r"[ -]+", m.group())
+        for i in range(len(groups)):
+            digits = ""
+            for g in groups[i:]:
+                digits += g
+                if len(digits) > 19:
+                    break
+                if len(digits) >= 13 and luhn(digits):
+                    return True
     return False
 
 
@@ -85,16 +93,26 @@ class ResponseFilter(Policy):
     def _sensitive_value(self, value: str) -> bool:
         return (self.card and _has_card(value)) or any(r.search(value) for r in self.value_res)
 
-    def filter(self, doc: Any) -> tuple[Any, int]:
+    def values_possible(self, body: bytes) -> bool:
+        """One scan of the raw body: can any value match at all? (Most answers have none, and
+        then the walk checks names only.)"""
+        text = body.decode("utf-8", "replace")
+        return (self.card and _has_card(text)) or any(r.search(text) for r in self.value_res)
+
+    def filter(self, doc: Any, check_values: bool = True) -> tuple[Any, int]:
         """Filter in place, iteratively (no recursion limit to hit on deep documents)."""
         count = 0
+        names, patterns = self.names, self.patterns
+        sensitive_value = self._sensitive_value if check_values else None
         stack = [doc]
         while stack:
             node = stack.pop()
             if isinstance(node, dict):
                 for key in list(node):
                     value = node[key]
-                    if self._sensitive_name(key) or (isinstance(value, str) and self._sensitive_value(value)):
+                    k = key.lower()
+                    if (k in names or (patterns and any(p.fullmatch(k) for p in patterns))
+                            or (sensitive_value is not None and type(value) is str and sensitive_value(value))):
                         count += 1
                         if self.remove:
                             del node[key]
@@ -104,7 +122,7 @@ class ResponseFilter(Policy):
                         stack.append(value)
             elif isinstance(node, list):
                 for i, value in enumerate(node):
-                    if isinstance(value, str) and self._sensitive_value(value):
+                    if sensitive_value is not None and type(value) is str and sensitive_value(value):
                         count += 1
                         node[i] = self.mask  # list positions are kept: removing would shift meaning
                     elif isinstance(value, (dict, list)):
@@ -134,7 +152,7 @@ class _Filter:
             doc = orjson.loads(body)
         except orjson.JSONDecodeError:
             return body
-        doc, count = self.policy.filter(doc)
+        doc, count = self.policy.filter(doc, self.policy.values_possible(body))
         if not count:
             return body
         self.ctx.log_fields["filtered_fields"] = self.ctx.log_fields.get("filtered_fields", 0) + count
