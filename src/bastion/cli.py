@@ -136,6 +136,27 @@ def graphql_register(
     console.print(f"[green]{len(entries)}[/] quer{'y' if len(entries) == 1 else 'ies'} registered in {output}")
 
 
+certs_app = typer.Typer(help="Certificates for development.", no_args_is_help=True)
+app.add_typer(certs_app, name="certs")
+
+
+@certs_app.command("dev")
+def certs_dev(
+    out: Path = typer.Option(Path("certs"), "--out", "-o", help="Directory to write into."),
+    host: list[str] = typer.Option(["localhost", "127.0.0.1", "::1"], "--host", help="Names the certificate covers."),
+    days: int = typer.Option(30, help="Validity."),
+    client: bool = typer.Option(False, help="Also a client certificate (for mTLS)."),
+) -> None:
+    """A development CA and a certificate it signed (never for production)."""
+    from bastion.certs import make_dev_certs
+
+    files = make_dev_certs(out, host, days, client)
+    for name, path in files.items():
+        console.print(f"{name:10} {path}", highlight=False)
+    console.print("[yellow]Development only.[/] Trust ca.pem in your client: curl --cacert "
+                  f"{files['ca']} https://localhost:8443/")
+
+
 @app.command("config-schema")
 def config_schema(output: Optional[Path] = typer.Option(None, "--output", "-o")) -> None:
     """Print the JSON Schema of the config file (for editor autocompletion)."""

@@ -40,6 +40,9 @@ def lint(cfg: GatewayConfig) -> list[Finding]:
                                f"{cidr} trusts X-Forwarded-For from everyone: any client could "
                                "choose its own address"))
     for name, up in cfg.upstreams.items():
+        if not up.tls_verify:
+            out.append(Finding("warning", f"upstreams.{name}.tls_verify",
+                               "certificate verification is off: the upstream can be impersonated"))
         for url in up.urls:
             parts = urlsplit(url)
             host = parts.hostname or ""

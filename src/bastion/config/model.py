@@ -54,6 +54,9 @@ class UpstreamConfig(Strict):
     timeouts: TimeoutsConfig = Field(default_factory=TimeoutsConfig, description="Upstream timeouts (502/504 when exceeded).")
     max_connections: int = Field(200, ge=1, description="Pooled connections per gateway process.")
     preserve_host: bool = Field(False, description="Forward the client's Host instead of the upstream's.")
+    ca_file: str | None = Field(None, description="PEM bundle of CAs trusted for https upstreams (default: the system's).")
+    tls_verify: bool = Field(True, description="Verify https upstreams' certificates. Turning this off is logged "
+                             "loudly at every start and reported by `bastion check`.")
 
     @field_validator("urls")
     @classmethod

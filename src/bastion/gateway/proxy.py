@@ -57,6 +57,20 @@ def strip_hop_by_hop(headers: Headers, also: frozenset[bytes] = frozenset()) -> 
     return [(k, v) for k, v in headers if k not in drop]
 
 
+def upstream_tls(config: UpstreamConfig) -> ssl.SSLContext:
+    ctx = ssl.create_default_context(cafile=config.ca_file)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    if not config.tls_verify:
+        import logging
+
+        logging.getLogger("bastion.proxy").warning(
+            "TLS verification is OFF for an upstream (%s): anyone on the path can impersonate it",
+            ", ".join(config.urls))
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+    return ctx
+
+
 class UpstreamPool:
     """One upstream: its base URLs (round-robin), each with a pool of keep-alive connections."""
 
@@ -67,7 +81,7 @@ class UpstreamPool:
         self.bases: list[tuple[bytes, bytes, ConnectionPool]] = []  # (path prefix, authority, pool)
         for url in config.urls:
             parts = urlsplit(url)
-            tls = ssl.create_default_context() if parts.scheme == "https" else None
+            tls = upstream_tls(config) if parts.scheme == "https" else None
             port = parts.port or (443 if tls else 80)
             pool = ConnectionPool(parts.hostname or "", port, tls=tls,
                                   max_connections=config.max_connections, connect_timeout=t.connect,

@@ -45,18 +45,34 @@ def _bind(listener: ListenerConfig) -> socket.socket:
     return sock
 
 
+MODERN_CIPHERS = "ECDHE+AESGCM:ECDHE+CHACHA20"  # TLS 1.2 suites; TLS 1.3 has only modern ones
+
+
+def _tls_files(listener: ListenerConfig, config_dir: str) -> tuple[str, str]:
+    assert listener.tls is not None
+
+    def rel(p: str) -> str:
+        return p if os.path.isabs(p) else os.path.join(config_dir, p)
+
+    return rel(listener.tls.cert), rel(listener.tls.key)
+
+
 def _uvicorn_config(app: Any, listener: ListenerConfig, config_dir: str) -> uvicorn.Config:
     kwargs: dict[str, Any] = {}
     if listener.tls:
-        def rel(p: str) -> str:
-            return p if os.path.isabs(p) else os.path.join(config_dir, p)
-        kwargs.update(ssl_certfile=rel(listener.tls.cert), ssl_keyfile=rel(listener.tls.key),
-                      ssl_version=ssl.PROTOCOL_TLS_SERVER)
-    return uvicorn.Config(
+        cert, key = _tls_files(listener, config_dir)
+        kwargs.update(ssl_certfile=cert, ssl_keyfile=key, ssl_version=ssl.PROTOCOL_TLS_SERVER,
+                      ssl_ciphers=MODERN_CIPHERS)
+    config = uvicorn.Config(
         app, lifespan="off", log_config=None, access_log=False, server_header=False,
         proxy_headers=False, date_header=False, http="httptools", loop="uvloop", timeout_keep_alive=15,
         timeout_graceful_shutdown=10, **kwargs,
     )
+    if listener.tls:
+        config.load()
+        assert config.ssl is not None
+        config.ssl.minimum_version = ssl.TLSVersion.TLSv1_2  # TLS 1.0 and 1.1 are refused
+    return config
 
 
 class GatewayServer:
@@ -104,6 +120,20 @@ class GatewayServer:
         log.info("config reloaded (%s), version %d", why, self.version)
         return True
 
+    def _reload_certificates(self) -> None:
+        """Renewed certificates take effect for new handshakes without a restart."""
+        config_dir = os.path.dirname(os.path.abspath(self.path))
+        for server, listener in zip(self.servers, self.config.listeners):
+            if listener.tls is None or server.config.ssl is None:
+                continue
+            cert, key = _tls_files(listener, config_dir)
+            try:
+                server.config.ssl.load_cert_chain(cert, key)
+            except (OSError, ssl.SSLError) as exc:
+                log.error("certificate %s could not be reloaded (%s); the old one stays", cert, exc)
+            else:
+                log.info("certificate %s reloaded", cert)
+
     async def _watch_file(self) -> None:
         while True:
             await asyncio.sleep(1.0)
@@ -128,6 +158,7 @@ class GatewayServer:
             self.servers.append(_Server(_uvicorn_config(self.gateway, listener, config_dir)))
 
         def on_hup() -> None:
+            self._reload_certificates()
             self._stat = self._file_stat()
             loop.create_task(self.reload("SIGHUP"))
 

@@ -1,0 +1,161 @@
+"""TLS at the edges: old protocols refused, certificates reloaded on SIGHUP, https upstreams
+verified against a CA (or, loudly, not at all), and `bastion certs dev`."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import http.client
+import re
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+import uvicorn
+import yaml
+from cryptography import x509
+
+from bastion.certs import make_dev_certs
+from helpers import raw_request, run_gateway
+from upstream_app import app as upstream_app
+
+
+def https_get(port, ca, path="/echo", **ctx_kw):
+    ctx = ssl.create_default_context(cafile=str(ca))
+    for k, v in ctx_kw.items():
+        setattr(ctx, k, v)
+    conn = http.client.HTTPSConnection("localhost", port, context=ctx, timeout=10)
+    try:
+        conn.request("GET", path)
+        r = conn.getresponse()
+        return r.status, r.read(), conn.sock.getpeercert(binary_form=True)
+    finally:
+        conn.close()
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+def test_tls_1_0_and_1_1_are_refused(base_config, tmp_path):
+    # this client does send TLS 1.0/1.1 ClientHellos (SECLEVEL=0): the refusal is the server's
+    files = make_dev_certs(tmp_path / "certs", ["localhost"])
+    base_config["listeners"] = [{"host": "127.0.0.1", "port": 0, "tls": {"cert": str(files["cert"]), "key": str(files["key"])}}]
+    base_config["routes"] = [{"path": "/*", "upstream": "up"}]
+    with run_gateway(base_config, tmp_path) as g:
+        assert https_get(g.port, files["ca"])[0] == 200
+        for old in (ssl.TLSVersion.TLSv1, ssl.TLSVersion.TLSv1_1):
+            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+            ctx.load_verify_locations(str(files["ca"]))
+            ctx.set_ciphers("ALL:@SECLEVEL=0")
+            ctx.minimum_version = old
+            ctx.maximum_version = old
+            with pytest.raises((ssl.SSLError, ConnectionResetError)):
+                with socket.create_connection(("127.0.0.1", g.port), 5) as s:
+                    with ctx.wrap_socket(s, server_hostname="localhost"):
+                        pass
+        ctx = ssl.create_default_context(cafile=str(files["ca"]))
+        ctx.maximum_version = ssl.TLSVersion.TLSv1_2
+        with socket.create_connection(("127.0.0.1", g.port), 5) as s:
+            with ctx.wrap_socket(s, server_hostname="localhost") as t:
+                assert t.version() == "TLSv1.2"
+
+
+def test_certificate_is_reloaded_on_sighup(upstream, tmp_path):
+    first = make_dev_certs(tmp_path / "a", ["localhost"])
+    second = make_dev_certs(tmp_path / "b", ["localhost"])
+    live = tmp_path / "live"
+    live.mkdir()
+    (live / "cert.pem").write_bytes(first["cert"].read_bytes())
+    (live / "key.pem").write_bytes(first["key"].read_bytes())
+    cfg = tmp_path / "bastion.yaml"
+    cfg.write_text(yaml.safe_dump({
+        "listeners": [{"host": "127.0.0.1", "port": 0, "tls": {"cert": "live/cert.pem", "key": "live/key.pem"}}],
+        "upstreams": {"up": {"urls": [upstream.url]}}, "policies": {"audit": {"enabled": False}},
+        "routes": [{"path": "/*", "upstream": "up"}]}))
+    proc = subprocess.Popen([sys.executable, "-m", "bastion.cli", "serve", "--no-watch", "-c", str(cfg)],
+                            stderr=subprocess.PIPE, text=True)
+    lines: list[str] = []
+    threading.Thread(target=lambda: [lines.append(x) for x in proc.stderr], daemon=True).start()
+    try:
+        deadline = time.time() + 20
+        port = None
+        while port is None and time.time() < deadline:
+            for line in lines:
+                m = re.search(r"listening on https://127\.0\.0\.1:(\d+)", line)
+                if m:
+                    port = int(m.group(1))
+            time.sleep(0.05)
+        assert port, "".join(lines)
+        status, _, der = https_get(port, first["ca"])
+        assert status == 200
+        assert x509.load_der_x509_certificate(der).serial_number == x509.load_pem_x509_certificate(
+            first["cert"].read_bytes()).serial_number
+        (live / "cert.pem").write_bytes(second["cert"].read_bytes())
+        (live / "key.pem").write_bytes(second["key"].read_bytes())
+        proc.send_signal(signal.SIGHUP)
+        deadline = time.time() + 10
+        while not any("reloaded" in x and "cert.pem" in x for x in lines) and time.time() < deadline:
+            time.sleep(0.05)
+        status, _, der = https_get(port, second["ca"])
+        assert status == 200
+        assert x509.load_der_x509_certificate(der).serial_number == x509.load_pem_x509_certificate(
+            second["cert"].read_bytes()).serial_number
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(20)
+
+
+@contextlib.contextmanager
+def https_upstream(files):
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    config = uvicorn.Config(upstream_app, log_config=None, access_log=False, lifespan="off",
+                            ssl_certfile=str(files["cert"]), ssl_keyfile=str(files["key"]))
+    server = uvicorn.Server(config)
+    server.capture_signals = contextlib.nullcontext  # type: ignore[method-assign]
+    thread = threading.Thread(target=lambda: asyncio.run(server.serve([sock])), daemon=True)
+    thread.start()
+    while not server.started:
+        time.sleep(0.01)
+    try:
+        yield f"https://localhost:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(10)
+
+
+def test_https_upstream_verified_against_a_ca(base_config, tmp_path, caplog):
+    files = make_dev_certs(tmp_path / "up", ["localhost"])
+    other = make_dev_certs(tmp_path / "other", ["localhost"])
+    with https_upstream(files) as url:
+        base_config["upstreams"] = {
+            "good": {"urls": [url], "ca_file": str(files["ca"])},
+            "wrong": {"urls": [url], "ca_file": str(other["ca"])},
+            "system": {"urls": [url]},
+            "unverified": {"urls": [url], "tls_verify": False},
+        }
+        base_config["routes"] = [{"path": f"/{n}/*", "upstream": n} for n in base_config["upstreams"]]
+        with caplog.at_level("WARNING", logger="bastion.proxy"):
+            with run_gateway(base_config, tmp_path) as g:
+                assert raw_request(g.port, "GET", "/good/echo").status == 200
+                assert raw_request(g.port, "GET", "/wrong/echo").status == 502
+                assert raw_request(g.port, "GET", "/system/echo").status == 502
+                assert raw_request(g.port, "GET", "/unverified/echo").status == 200
+        assert "TLS verification is OFF" in caplog.text
+
+
+def test_certs_dev_command(tmp_path):
+    r = subprocess.run([sys.executable, "-m", "bastion.cli", "certs", "dev", "-o", str(tmp_path), "--client"],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    ca = x509.load_pem_x509_certificate((tmp_path / "ca.pem").read_bytes())
+    cert = x509.load_pem_x509_certificate((tmp_path / "cert.pem").read_bytes())
+    assert cert.issuer == ca.subject
+    names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert "localhost" in names.get_values_for_type(x509.DNSName)
+    assert (tmp_path / "key.pem").stat().st_mode & 0o077 == 0  # private keys are not world-readable
+    assert (tmp_path / "client.pem").exists()
