@@ -9,6 +9,9 @@ from urllib.parse import parse_qs
 import orjson
 
 
+MIRRORED: list[bytes] = []
+
+
 async def _body(receive) -> bytes:
     out = b""
     while True:
@@ -66,6 +69,12 @@ async def app(scope, receive, send):
     if path == "/cache":
         return await _json(send, 200, {"ok": True}, [(b"cache-control", b"public, max-age=600")])
     body = await _body(receive)
+    if path.endswith("/mirror"):  # answers with exactly the JSON it received
+        MIRRORED.append(body)
+        await send({"type": "http.response.start", "status": 200, "headers": [
+            (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+        await send({"type": "http.response.body", "body": body})
+        return
     await _json(send, 200, {
         "method": scope["method"], "path": path,
         "raw_path": (scope.get("raw_path") or b"").decode("latin-1"),

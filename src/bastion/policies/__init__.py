@@ -7,6 +7,7 @@ from bastion.policies.authorization import Authorization
 from bastion.policies.body_limit import BodyLimit
 from bastion.policies.cors import Cors
 from bastion.policies.error_masking import ErrorMasking
+from bastion.policies.field_encryption import FieldEncryption
 from bastion.policies.graphql import GraphQLGuard
 from bastion.policies.ip_rules import IpRules
 from bastion.policies.rate_limit import RateLimit
@@ -18,7 +19,7 @@ from bastion.policies.waf import Waf
 
 REGISTRY: dict[str, type[Policy]] = {
     cls.name: cls for cls in (
-        RequestId, IpRules, BodyLimit, Cors, Versioning, Auth, Authorization, GraphQLGuard, RateLimit, Waf, ResponseFilter, ErrorMasking,
+        RequestId, IpRules, BodyLimit, Cors, Versioning, Auth, Authorization, GraphQLGuard, RateLimit, Waf, FieldEncryption, ResponseFilter, ErrorMasking,
         SecurityHeaders, Audit,
     )
 }
