@@ -225,6 +225,7 @@ class Request:
     body_timeout: float = 30.0
     body: bytes | None = None  # set once read (by a policy that needs it, or the proxy)
     bytes_in: int = 0
+    tls: dict[str, Any] | None = None  # the ASGI TLS extension: verified client certificate (mTLS)
     refusal: str = ""  # set when the request line or headers are unacceptable (answered 400)
     _header_map: dict[bytes, bytes] | None = None
 

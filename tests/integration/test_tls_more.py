@@ -4,6 +4,7 @@ verified against a CA (or, loudly, not at all), and `bastion certs dev`."""
 from __future__ import annotations
 
 import asyncio
+import json
 import contextlib
 import http.client
 import re
@@ -159,3 +160,35 @@ def test_certs_dev_command(tmp_path):
     assert "localhost" in names.get_values_for_type(x509.DNSName)
     assert (tmp_path / "key.pem").stat().st_mode & 0o077 == 0  # private keys are not world-readable
     assert (tmp_path / "client.pem").exists()
+
+
+def test_mtls_authenticates_by_client_certificate(base_config, tmp_path):
+    files = make_dev_certs(tmp_path / "pki", ["localhost"], client=True)
+    stranger = make_dev_certs(tmp_path / "stranger", ["localhost"], client=True)
+    base_config["listeners"] = [{"host": "127.0.0.1", "port": 0, "tls": {
+        "cert": str(files["cert"]), "key": str(files["key"]), "client_ca": str(files["ca"])}}]
+    base_config["policies"]["auth"] = {"schemes": {"cert": {"type": "mtls", "subjects": {
+        "bastion dev client": ["orders:read"]}}}}
+    base_config["routes"] = [{"path": "/orders/*", "upstream": "up", "policies": {"auth": {"scopes": ["orders:read"]}}},
+                             {"path": "/public/*", "upstream": "up", "policies": {"auth": {"require": []}}}]
+    with run_gateway(base_config, tmp_path) as g:
+        def get(path, client=None):
+            ctx = ssl.create_default_context(cafile=str(files["ca"]))
+            if client:
+                ctx.load_cert_chain(str(client["client"]), str(client["client_key"]))
+            conn = http.client.HTTPSConnection("localhost", g.port, context=ctx, timeout=10)
+            try:
+                conn.request("GET", path)
+                r = conn.getresponse()
+                return r.status, r.read()
+            finally:
+                conn.close()
+
+        status, body = get("/orders/1", files)
+        assert status == 200
+        seen = {k: v for k, v in json.loads(body)["headers"]}
+        assert seen["x-bastion-subject"] == "bastion dev client" and seen["x-bastion-scopes"] == "orders:read"
+        assert get("/orders/1")[0] == 401  # no certificate: not authenticated (client_auth optional)
+        assert get("/public/x")[0] == 200
+        with pytest.raises((ssl.SSLError, ConnectionResetError, OSError)):
+            get("/orders/1", stranger)  # a certificate from another CA fails the handshake

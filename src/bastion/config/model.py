@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator
 
@@ -21,6 +21,10 @@ class Strict(BaseModel):
 class TlsConfig(Strict):
     cert: str = Field(description="PEM certificate chain file.")
     key: str = Field(description="PEM private key file.")
+    client_ca: str | None = Field(None, description="PEM CA bundle for client certificates (mTLS).")
+    client_auth: Literal["optional", "required"] = Field(
+        "optional", description="With client_ca: ask for a certificate (optional: the `mtls` auth scheme "
+        "decides per route) or refuse handshakes without one (required).")
 
 
 class ListenerConfig(Strict):

@@ -173,6 +173,9 @@ class Gateway:
             headers=headers, client_ip=client_ip, peer_ip=peer, peer_trusted=peer_trusted,
             scheme=scheme, host=host, receive=receive, body_timeout=self.client_body_timeout,
         )
+        ext = scope.get("extensions")
+        if ext and "tls" in ext:
+            req.tls = ext["tls"]
         if hosts > 1:  # RFC 9112 3.2: a request with several Host headers is refused
             req.refusal = "more than one Host header"
         return req

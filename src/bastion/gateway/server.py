@@ -63,15 +63,22 @@ def _uvicorn_config(app: Any, listener: ListenerConfig, config_dir: str) -> uvic
         cert, key = _tls_files(listener, config_dir)
         kwargs.update(ssl_certfile=cert, ssl_keyfile=key, ssl_version=ssl.PROTOCOL_TLS_SERVER,
                       ssl_ciphers=MODERN_CIPHERS)
+    from bastion.gateway.tls import TlsHttpToolsProtocol
+
     config = uvicorn.Config(
         app, lifespan="off", log_config=None, access_log=False, server_header=False,
-        proxy_headers=False, date_header=False, http="httptools", loop="uvloop", timeout_keep_alive=15,
+        proxy_headers=False, date_header=False, http=TlsHttpToolsProtocol if listener.tls else "httptools",
+        loop="uvloop", timeout_keep_alive=15,
         timeout_graceful_shutdown=10, **kwargs,
     )
     if listener.tls:
         config.load()
         assert config.ssl is not None
         config.ssl.minimum_version = ssl.TLSVersion.TLSv1_2  # TLS 1.0 and 1.1 are refused
+        if listener.tls.client_ca:
+            ca = listener.tls.client_ca
+            config.ssl.load_verify_locations(ca if os.path.isabs(ca) else os.path.join(config_dir, ca))
+            config.ssl.verify_mode = ssl.CERT_REQUIRED if listener.tls.client_auth == "required" else ssl.CERT_OPTIONAL
     return config
 
 

@@ -119,7 +119,14 @@ class IntrospectionScheme(_Strict):
     scope_claim: str = "scope"
 
 
-Scheme = Annotated[Union[JwtScheme, ApiKeyScheme, IntrospectionScheme], Field(discriminator="type")]
+class MtlsScheme(_Strict):
+    type: Literal["mtls"]
+    subjects: dict[str, list[str]] = Field(
+        default_factory=dict, description="Certificate common name → scopes. Empty: any certificate the "
+        "listener's client_ca verified, with no scopes.")
+
+
+Scheme = Annotated[Union[JwtScheme, ApiKeyScheme, IntrospectionScheme, MtlsScheme], Field(discriminator="type")]
 
 
 class PrincipalHeaders(_Strict):
@@ -299,6 +306,28 @@ class _Introspection(_Authenticator):
                          r.get("exp") if isinstance(r.get("exp"), (int, float)) else None)
 
 
+class _Mtls(_Authenticator):
+    """The client certificate the TLS handshake verified (against the listener's client_ca)."""
+
+    kind = "mtls"
+
+    def __init__(self, name: str, c: MtlsScheme) -> None:
+        self.name = name
+        self.subjects = {k: frozenset(v) for k, v in c.subjects.items()}
+
+    def extract(self, req: Request, allow_query: bool) -> str | None:
+        tls = req.tls
+        if not tls or not tls.get("client_cert_chain"):
+            return None
+        return str(tls.get("client_cert_subject", {}).get("commonName") or tls.get("client_cert_name") or "")
+
+    async def authenticate(self, credential: str) -> Principal:
+        if self.subjects and credential not in self.subjects:
+            raise AuthError("client certificate not allowed here")
+        return Principal(credential, self.subjects.get(credential, frozenset()), self.name, None, None,
+                         {"sub": credential})
+
+
 _memory_revocations = MemoryRevocations()
 _redis_revocations: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, RedisRevocations]]" = (
     weakref.WeakKeyDictionary())
@@ -331,6 +360,8 @@ class Auth(Policy):
                 self.schemes[name] = _Jwt(name, sc, env.config_dir)
             elif isinstance(sc, ApiKeyScheme):
                 self.schemes[name] = _ApiKeys(name, sc)
+            elif isinstance(sc, MtlsScheme):
+                self.schemes[name] = _Mtls(name, sc)
             else:
                 prefixes = tuple(k.prefix for k in config.schemes.values() if isinstance(k, ApiKeyScheme) and k.bearer)
                 self.schemes[name] = _Introspection(name, sc, prefixes)
@@ -374,7 +405,7 @@ class Auth(Policy):
             except AuthError as exc:
                 refused.append((name, exc.reason))
                 continue
-            if principal.jti is not None or principal.subject:
+            if scheme.kind != "mtls" and (principal.jti is not None or principal.subject):
                 store = revocation_store(self.revocation_url)
                 if await store.is_revoked(principal.jti, principal.subject or None, principal.iat):
                     refused.append((name, "token revoked"))
