@@ -89,8 +89,15 @@ policies:
   body_limit: {{enabled: false}}
   security_headers: {{enabled: false}}
   audit: {{enabled: false}}
+{extra}
 routes: [{{path: /*, upstream: up}}]
 """
+
+
+def pass_through(port: int, up: int, extra: str = "") -> str:
+    """Pass-through config, plus one policy under test (`extra`, a YAML line under policies)."""
+    return BASTION_PASS.format(port=port, up=up, extra=extra)
+
 
 BASTION_ALL = """
 listeners: [{{host: 127.0.0.1, port: {port}}}]
@@ -106,31 +113,6 @@ routes:
   - {{path: "/users/{{id}}", upstream: up}}
   - {{path: /admin/*, upstream: up, policies: {{ip_rules: {{allow: ["10.0.0.0/8"]}}}}}}
   - {{path: /*, upstream: up}}
-"""
-
-
-BASTION_FILTER = """
-listeners: [{{host: 127.0.0.1, port: {port}}}]
-upstreams: {{up: {{urls: ["http://127.0.0.1:{up}"]}}}}
-policies:
-  request_id: {{enabled: false}}
-  body_limit: {{enabled: false}}
-  security_headers: {{enabled: false}}
-  audit: {{enabled: false}}
-  response_filter: {{}}
-routes: [{{path: /*, upstream: up}}]
-"""
-
-BASTION_WAF = """
-listeners: [{{host: 127.0.0.1, port: {port}}}]
-upstreams: {{up: {{urls: ["http://127.0.0.1:{up}"]}}}}
-policies:
-  request_id: {{enabled: false}}
-  body_limit: {{enabled: false}}
-  security_headers: {{enabled: false}}
-  audit: {{enabled: false}}
-  waf: {{}}
-routes: [{{path: /*, upstream: up}}]
 """
 
 
@@ -161,7 +143,7 @@ def main() -> None:
     work.chmod(0o755)  # nginx workers (www-data) read the JSON files from here
     up, ngx, mini, d_port, e_port = (free_port() for _ in range(5))
     (work / "nginx.conf").write_text(NGINX.format(dir=work, up=up, px=ngx))
-    (work / "pass.yaml").write_text(BASTION_PASS.format(port=d_port, up=up))
+    (work / "pass.yaml").write_text(pass_through(d_port, up))
     (work / "all.yaml").write_text(BASTION_ALL.format(port=e_port, up=up, dir=work))
     (work / "1k.json").write_bytes(sample_json(1024))
     (work / "100k.json").write_bytes(sample_json(100 * 1024))
@@ -186,8 +168,8 @@ def main() -> None:
         paths = {label: "/users/1" for label, _ in targets}
         if args.protection:
             f_port, w_port = free_port(), free_port()
-            (work / "filter.yaml").write_text(BASTION_FILTER.format(port=f_port, up=up))
-            (work / "waf.yaml").write_text(BASTION_WAF.format(port=w_port, up=up))
+            (work / "filter.yaml").write_text(pass_through(f_port, up, "  response_filter: {}"))
+            (work / "waf.yaml").write_text(pass_through(w_port, up, "  waf: {}"))
             procs.append(subprocess.Popen([*bastion, str(work / "filter.yaml")]))
             procs.append(subprocess.Popen([*bastion, str(work / "waf.yaml")]))
             extra = [("d1 pass-through, 1 KB JSON", d_port, "/json1k"), ("f1 filtering, 1 KB JSON", f_port, "/json1k"),

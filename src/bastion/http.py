@@ -326,6 +326,15 @@ class Response:
     def remove_headers(self, names: frozenset[bytes] | set[bytes]) -> None:
         self.headers = [(k, v) for k, v in self.headers if k not in names]
 
+    def become(self, other: "Response") -> bytes:
+        """Turn this (proxied) response into `other` (a problem): its status and content
+        headers; the caller sends the returned body in place of the original."""
+        self.status = other.status
+        drop = {b"content-type", b"content-encoding", b"content-language", b"content-length"}
+        self.headers = [(k, v) for k, v in self.headers if k not in drop]
+        self.headers.extend((k, v) for k, v in other.headers if k != b"content-length")
+        return other.body
+
 
 TITLES = {
     400: "Bad Request",

@@ -47,11 +47,7 @@ class _Mask:
     def __call__(self, resp: Response, body: bytes) -> bytes:
         log.warning("request %s: upstream answered %d; original body (first %d bytes): %r",
                     self.req.request_id, resp.status, self.log_bytes, body[: self.log_bytes])
-        masked = problem(resp.status, "upstream-error",
-                         "the service failed to handle this request; quote the request id to its operators",
-                         request_id=self.req.request_id)
-        resp.headers = [(k, v) for k, v in resp.headers
-                        if k not in (b"content-type", b"content-encoding", b"content-language")]
-        resp.headers.append((b"content-type", b"application/problem+json"))
         self.ctx.log_fields["upstream_error_masked"] = True
-        return masked.body
+        return resp.become(problem(resp.status, "upstream-error",
+                                   "the service failed to handle this request; quote the request id to its "
+                                   "operators", request_id=self.req.request_id))

@@ -162,11 +162,8 @@ class _ResponseFields:
         except orjson.JSONDecodeError:
             return body
         except CryptoFailure as exc:
-            failed = problem(502, "field-decryption-failed", f"the upstream's answer could not be decrypted: {exc}",
-                             request_id=self.req.request_id)
-            resp.status = 502
-            resp.headers = [(k, v) for k, v in resp.headers if k != b"content-type"]
-            resp.headers.append((b"content-type", b"application/problem+json"))
             self.ctx.log_fields["field_encryption"] = "decryption failed"
-            return failed.body
+            return resp.become(problem(502, "field-decryption-failed",
+                                       f"the upstream's answer could not be decrypted: {exc}",
+                                       request_id=self.req.request_id))
         return orjson.dumps(doc)
