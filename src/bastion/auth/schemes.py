@@ -1,0 +1,298 @@
+"""Authentication schemes: their config models and the authenticators built from them.
+The `auth` policy wires them to routes; the token service and the middleware can reuse them."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Annotated, Any, ClassVar, Literal, Union
+from urllib.parse import parse_qsl
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from bastion.auth.apikeys import ApiKeyRecord, StaticApiKeys, check, hash_key
+from bastion.auth.errors import AuthError
+from bastion.auth.introspection import Introspector
+from bastion.auth.jwt import Issuer, JwksSource, JwtVerifier, KeySet, keys_from_jwk, load_pem, typed_keys
+from bastion.http import Request
+
+Alg = Literal["HS256", "HS384", "HS512", "RS256", "RS384", "RS512", "PS256", "PS384", "PS512",
+              "ES256", "ES384", "ES512", "EdDSA"]
+
+
+class StrictModel(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class JwtKeyConfig(StrictModel):
+    kid: str | None = Field(None, description="Key id tokens name in their header.")
+    pem: str | None = Field(None, description="PEM public key or certificate, inline.")
+    pem_file: str | None = Field(None, description="Path of a PEM public key or certificate.")
+    jwk: dict[str, Any] | None = Field(None, description="A public JWK.")
+    secret: str | None = Field(None, description="HMAC secret (at least 32 bytes; use ${ENV}).")
+
+    @model_validator(mode="after")
+    def _one(self) -> "JwtKeyConfig":
+        given = [x for x in (self.pem, self.pem_file, self.jwk, self.secret) if x]
+        if len(given) != 1:
+            raise ValueError("a key is exactly one of pem, pem_file, jwk or secret")
+        if self.secret is not None and len(self.secret.encode()) < 32:
+            raise ValueError("an HMAC secret must be at least 32 bytes")
+        return self
+
+
+class IssuerConfig(StrictModel):
+    issuer: str = Field(description="The exact `iss` of accepted tokens.")
+    audiences: list[str] = Field(default_factory=list, description="Accepted `aud` values (empty: not checked).")
+    algorithms: list[Alg] = Field(min_length=1, description="Algorithms accepted from this issuer.")
+    keys: list[JwtKeyConfig] = Field(default_factory=list, description="Static verification keys.")
+    jwks_url: str | None = Field(None, description="JWKS endpoint of the issuer.")
+    jwks_cache_seconds: float = Field(600, gt=0, description="Refetch the JWKS after this long.")
+    jwks_min_refresh_seconds: float = Field(30, ge=0, description="At most one refetch per this long (unknown kid).")
+    required_claims: list[str] = Field(default_factory=lambda: ["exp", "iat", "sub"],
+                                       description="Claims a token must carry.")
+    leeway: float = Field(30, ge=0, le=600, description="Clock skew tolerated for exp/nbf/iat, seconds.")
+    max_age: float | None = Field(None, gt=0, description="Refuse tokens issued longer ago than this (seconds).")
+    typ_values: list[str] = Field(default_factory=list,
+                                  description="Accepted `typ` claim values (empty: any but 'refresh').")
+    scope_claim: str = Field("scope", description="Claim with the scopes (space-separated string or list).")
+    tier_claim: str = Field("tier", description="Claim naming the principal's rate-limit tier.")
+
+    @model_validator(mode="after")
+    def _keys(self) -> "IssuerConfig":
+        if not self.keys and not self.jwks_url:
+            raise ValueError("an issuer needs keys or a jwks_url")
+        hmac_algs = {"HS256", "HS384", "HS512"}
+        if self.jwks_url and set(self.algorithms) <= hmac_algs:
+            raise ValueError("HMAC algorithms cannot use keys from a JWKS URL")
+        return self
+
+
+class JwtScheme(StrictModel):
+    type: Literal["jwt"]
+    issuers: list[IssuerConfig] = Field(min_length=1)
+    max_token_bytes: int = Field(8192, ge=512, description="Longer tokens are refused unparsed.")
+
+
+class ApiKeyEntry(StrictModel):
+    id: str
+    hash: str = Field(description="`sha256:<hex>` of the key (`bastion keys hash`).")
+    owner: str
+    scopes: list[str] = Field(default_factory=list)
+    tier: str | None = None
+    expires: datetime | None = None
+    status: Literal["active", "revoked"] = "active"
+
+    @field_validator("hash")
+    @classmethod
+    def _hash(cls, v: str) -> str:
+        if not (v.startswith("sha256:") and len(v) == 71 and all(c in "0123456789abcdef" for c in v[7:])):
+            raise ValueError("hash must be 'sha256:' and 64 lower-case hex digits")
+        return v
+
+
+class ApiKeyScheme(StrictModel):
+    type: Literal["api_key"]
+    header: str = Field("X-API-Key", description="Header carrying the key.")
+    bearer: bool = Field(True, description="Also accept `Authorization: Bearer <key>` for keys with the key prefix.")
+    prefix: str = Field("bk_", description="Keys start with this (tells them from JWTs in Authorization).")
+    query_param: str | None = Field(None, description="Query parameter carrying the key, used only on "
+                                    "routes with `allow_query_key: true`; always redacted from logs.")
+    keys: list[ApiKeyEntry] = Field(default_factory=list, description="Keys declared in the config, by hash.")
+
+
+class IntrospectionScheme(StrictModel):
+    type: Literal["introspection"]
+    url: str = Field(description="RFC 7662 introspection endpoint.")
+    client_id: str
+    client_secret: str
+    cache_seconds: float = Field(60, gt=0, description="Cache results until min(exp, this).")
+    scope_claim: str = "scope"
+
+
+class MtlsScheme(StrictModel):
+    type: Literal["mtls"]
+    subjects: dict[str, list[str]] = Field(
+        default_factory=dict, description="Certificate common name → scopes. Empty: any certificate the "
+        "listener's client_ca verified, with no scopes.")
+
+
+Scheme = Annotated[Union[JwtScheme, ApiKeyScheme, IntrospectionScheme, MtlsScheme], Field(discriminator="type")]
+
+
+@dataclass(slots=True)
+class Principal:
+    subject: str
+    scopes: frozenset[str]
+    scheme: str
+    tier: str | None = None
+    key_id: str | None = None
+    claims: dict[str, Any] = field(default_factory=dict)
+    jti: str | None = None
+    iat: float | None = None
+    exp: float | None = None
+
+
+def _scopes(value: Any) -> frozenset[str]:
+    if isinstance(value, str):
+        return frozenset(value.split())
+    if isinstance(value, list):
+        return frozenset(str(v) for v in value)
+    return frozenset()
+
+
+class Authenticator:
+    kind: ClassVar[str]
+
+    def extract(self, req: Request, allow_query: bool) -> str | None:
+        raise NotImplementedError
+
+    async def authenticate(self, credential: str) -> Principal:
+        raise NotImplementedError
+
+
+def _bearer(req: Request) -> str | None:
+    value = req.header(b"authorization")
+    if value is None or len(value) < 8 or value[:7].lower() != b"bearer ":
+        return None
+    return value[7:].strip().decode("latin-1")
+
+
+class ApiKeys(Authenticator):
+    kind = "api_key"
+
+    def __init__(self, name: str, c: ApiKeyScheme) -> None:
+        self.name = name
+        self.header = c.header.lower().encode()
+        self.bearer = c.bearer
+        self.prefix = c.prefix
+        self.query_param = c.query_param
+        self.lookup = StaticApiKeys([
+            ApiKeyRecord(e.id, e.hash, e.owner, frozenset(e.scopes), e.tier,
+                         e.expires.timestamp() if e.expires else None, e.status) for e in c.keys])
+
+    def extract(self, req: Request, allow_query: bool) -> str | None:
+        value = req.header(self.header)
+        if value is not None:
+            return value.decode("latin-1").strip()
+        if self.bearer:
+            token = _bearer(req)
+            if token is not None and token.startswith(self.prefix):
+                return token
+        if allow_query and self.query_param and req.query:
+            for k, v in parse_qsl(req.query.decode("latin-1"), keep_blank_values=True):
+                if k == self.query_param:
+                    return v
+        return None
+
+    async def authenticate(self, credential: str) -> Principal:
+        record = await self.lookup.find(hash_key(credential))
+        why = check(record)
+        if why is not None:
+            raise AuthError(why)
+        assert record is not None
+        return Principal(record.owner, record.scopes, self.name, record.tier, record.id,
+                         {"sub": record.owner, "scope": " ".join(sorted(record.scopes))})
+
+
+class Jwt(Authenticator):
+    kind = "jwt"
+
+    def __init__(self, name: str, c: JwtScheme, config_dir: str) -> None:
+        self.name = name
+        issuers = []
+        self.claim_names: dict[str, tuple[str, str]] = {}
+        for ic in c.issuers:
+            allowed = tuple(ic.algorithms)
+            static = KeySet()
+            for k in ic.keys:
+                if k.secret is not None:
+                    static.add(k.kid, typed_keys(k.secret.encode(), allowed))
+                elif k.jwk is not None:
+                    static.add(k.kid or k.jwk.get("kid"), keys_from_jwk(k.jwk, allowed, allow_symmetric=False))
+                else:
+                    pem = k.pem
+                    if k.pem_file:
+                        path = k.pem_file if os.path.isabs(k.pem_file) else os.path.join(config_dir, k.pem_file)
+                        with open(path, encoding="utf-8") as f:
+                            pem = f.read()
+                    static.add(k.kid, typed_keys(load_pem(pem or ""), allowed))
+            jwks = JwksSource(ic.jwks_url, allowed, cache_seconds=ic.jwks_cache_seconds,
+                              min_refresh=ic.jwks_min_refresh_seconds) if ic.jwks_url else None
+            issuers.append(Issuer(ic.issuer, allowed, tuple(ic.audiences), static, jwks, tuple(ic.required_claims),
+                                  ic.leeway, ic.max_age, tuple(ic.typ_values)))
+            self.claim_names[ic.issuer] = (ic.scope_claim, ic.tier_claim)
+        self.verifier = JwtVerifier(issuers, max_token_bytes=c.max_token_bytes)
+
+    def extract(self, req: Request, allow_query: bool) -> str | None:
+        token = _bearer(req)
+        return token if token is not None and token.count(".") == 2 else None
+
+    async def authenticate(self, credential: str) -> Principal:
+        v = await self.verifier.verify(credential)
+        scope_claim, tier_claim = self.claim_names[v.issuer]
+        c = v.claims
+        sub = c.get("sub")
+        return Principal(str(sub) if sub is not None else "", _scopes(c.get(scope_claim)), self.name,
+                         c.get(tier_claim) if isinstance(c.get(tier_claim), str) else None, None, c,
+                         c.get("jti") if isinstance(c.get("jti"), str) else None,
+                         c.get("iat") if isinstance(c.get("iat"), (int, float)) else None, v.expires)
+
+
+class Introspection(Authenticator):
+    kind = "introspection"
+
+    def __init__(self, name: str, c: IntrospectionScheme, api_key_prefixes: tuple[str, ...] = ()) -> None:
+        self.name = name
+        self.api_key_prefixes = api_key_prefixes  # such bearer values are API keys, not opaque tokens
+        self.scope_claim = c.scope_claim
+        self.introspector = Introspector(c.url, c.client_id, c.client_secret, cache_seconds=c.cache_seconds)
+
+    def extract(self, req: Request, allow_query: bool) -> str | None:
+        token = _bearer(req)
+        if token is None or token.count(".") == 2 or (self.api_key_prefixes and token.startswith(self.api_key_prefixes)):
+            return None
+        return token
+
+    async def authenticate(self, credential: str) -> Principal:
+        r = await self.introspector.introspect(credential)
+        sub = r.get("sub") or r.get("username") or r.get("client_id") or ""
+        return Principal(str(sub), _scopes(r.get(self.scope_claim)), self.name,
+                         r.get("tier") if isinstance(r.get("tier"), str) else None, None, r,
+                         r.get("jti") if isinstance(r.get("jti"), str) else None,
+                         r.get("iat") if isinstance(r.get("iat"), (int, float)) else None,
+                         r.get("exp") if isinstance(r.get("exp"), (int, float)) else None)
+
+
+class Mtls(Authenticator):
+    """The client certificate the TLS handshake verified (against the listener's client_ca)."""
+
+    kind = "mtls"
+
+    def __init__(self, name: str, c: MtlsScheme) -> None:
+        self.name = name
+        self.subjects = {k: frozenset(v) for k, v in c.subjects.items()}
+
+    def extract(self, req: Request, allow_query: bool) -> str | None:
+        tls = req.tls
+        if not tls or not tls.get("client_cert_chain"):
+            return None
+        return str(tls.get("client_cert_subject", {}).get("commonName") or tls.get("client_cert_name") or "")
+
+    async def authenticate(self, credential: str) -> Principal:
+        if self.subjects and credential not in self.subjects:
+            raise AuthError("client certificate not allowed here")
+        return Principal(credential, self.subjects.get(credential, frozenset()), self.name, None, None,
+                         {"sub": credential})
+
+
+
+def build_authenticator(name: str, sc: Any, config_dir: str, api_key_prefixes: tuple[str, ...]) -> Authenticator:
+    if isinstance(sc, JwtScheme):
+        return Jwt(name, sc, config_dir)
+    if isinstance(sc, ApiKeyScheme):
+        return ApiKeys(name, sc)
+    if isinstance(sc, MtlsScheme):
+        return Mtls(name, sc)
+    return Introspection(name, sc, api_key_prefixes)
