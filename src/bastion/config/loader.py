@@ -84,7 +84,7 @@ def _line_of(node: yaml.Node | None, loc: tuple[Any, ...]) -> int | None:
     return line
 
 
-def load_config_text(text: str, source: str = "<config>") -> GatewayConfig:
+def load_config_text(text: str, source: str = "<config>", *, proxy: bool = True) -> GatewayConfig:
     text = _expand_env(text, source)
     try:
         node = yaml.compose(text, Loader=yaml.SafeLoader)
@@ -106,13 +106,13 @@ def load_config_text(text: str, source: str = "<config>") -> GatewayConfig:
             msg = err["msg"].removeprefix("Value error, ")
             issues.append(ConfigIssue(loc, _line_of(node, loc), msg))
         raise ConfigError(source, issues) from None
-    problems = cross_checks(cfg)
+    problems = cross_checks(cfg, proxy=proxy)
     if problems:
         raise ConfigError(source, [ConfigIssue(loc, _line_of(node, loc), msg) for loc, msg in problems])
     return cfg
 
 
-def load_config(path: str) -> GatewayConfig:
+def load_config(path: str, *, proxy: bool = True) -> GatewayConfig:
     try:
         with open(path, encoding="utf-8") as f:
             text = f.read()
@@ -120,4 +120,4 @@ def load_config(path: str) -> GatewayConfig:
         raise ConfigError(path, [ConfigIssue((), None, f"cannot read the config: {exc.strerror}")]) from None
     except UnicodeDecodeError:
         raise ConfigError(path, [ConfigIssue((), None, "the config is not UTF-8 text")]) from None
-    return load_config_text(text, path)
+    return load_config_text(text, path, proxy=proxy)

@@ -90,7 +90,8 @@ class RouteConfig(Strict):
     path: str = Field(description="Path pattern: literal segments, `{param}`, and a final `*`.")
     methods: list[str] | None = Field(None, description="Allowed methods (default: all).")
     host: str | None = Field(None, description="Match only this Host (`*.example.com` allowed).")
-    upstream: str = Field(description="Name of an entry in `upstreams`.")
+    upstream: str | None = Field(None, description="Name of an entry in `upstreams` (required for "
+                                 "`bastion serve`; unused by the ASGI middleware, whose app is the upstream).")
     case_sensitive: bool = Field(True, description="Match literal segments case-sensitively.")
     policies: PoliciesConfig = Field(  # type: ignore[valid-type]
         default_factory=PoliciesConfig, description="Per-route policy settings over the defaults."
@@ -154,13 +155,17 @@ class GatewayConfig(Strict):
         return values
 
 
-def cross_checks(cfg: GatewayConfig) -> list[tuple[tuple[Any, ...], str]]:
-    """Checks that span sections, each with the location of the offending key."""
+def cross_checks(cfg: GatewayConfig, *, proxy: bool = True) -> list[tuple[tuple[Any, ...], str]]:
+    """Checks that span sections, each with the location of the offending key. `proxy`: the
+    config drives the gateway (every route needs an upstream), not the middleware."""
     problems: list[tuple[tuple[Any, ...], str]] = []
     known = ", ".join(sorted(cfg.upstreams)) or "none defined"
     seen: set[tuple[Any, ...]] = set()
     for i, route in enumerate(cfg.routes):
-        if route.upstream not in cfg.upstreams:
+        if route.upstream is None:
+            if proxy:
+                problems.append((("routes", i, "upstream"), "a route needs an upstream"))
+        elif route.upstream not in cfg.upstreams:
             problems.append((("routes", i, "upstream"),
                              f"upstream {route.upstream!r} is not in upstreams ({known})"))
         key = (route.host, route.path.rstrip("/") or "/", tuple(route.methods or ()))

@@ -23,7 +23,7 @@ log = logging.getLogger("bastion.gateway")
 @dataclass(slots=True)
 class RouteTarget:
     pipeline: Pipeline
-    upstream: UpstreamPool
+    upstream: UpstreamPool | None  # None in middleware mode: the wrapped app answers
     methods: frozenset[str] | None
 
 
@@ -33,6 +33,7 @@ class GatewayState:
     version: int
     router: Router[RouteTarget]
     edge: Pipeline  # policies that also run for requests no route matches
+    defaults: Pipeline  # every default policy: what the middleware applies where no route matches
     upstreams: dict[str, UpstreamPool]
     trusted: NetworkSet
     policies: list[Policy]
@@ -105,7 +106,7 @@ def compile_state(cfg: GatewayConfig, *, config_dir: str = ".", version: int = 1
             if policy is not None:
                 policies.append(policy)
         methods = frozenset(rc.methods) if rc.methods else None
-        target = RouteTarget(Pipeline(policies), upstreams[rc.upstream], methods)
+        target = RouteTarget(Pipeline(policies), upstreams[rc.upstream] if rc.upstream else None, methods)
         routes.append(Route(name=rc.name or rc.path, pattern=rc.path, methods=methods,
                             host=rc.host, target=target, case_sensitive=rc.case_sensitive))
     if issues:
@@ -113,5 +114,6 @@ def compile_state(cfg: GatewayConfig, *, config_dir: str = ".", version: int = 1
 
     edge = Pipeline([p for name, p in global_policies.items() if REGISTRY[name].unrouted])
     trusted = NetworkSet(cfg.trusted_proxies)
-    return GatewayState(cfg, version, Router(routes), edge, upstreams, trusted,
+    defaults = Pipeline(list(global_policies.values()))
+    return GatewayState(cfg, version, Router(routes), edge, defaults, upstreams, trusted,
                         list(built.values()), source=source)

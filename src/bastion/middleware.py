@@ -1,0 +1,139 @@
+"""The same policies as ASGI middleware, for FastAPI/Starlette apps:
+
+    app.add_middleware(BastionMiddleware, config="bastion.yaml")   # or a dict / GatewayConfig
+
+Routes in the config choose the policies (no `upstream`: the wrapped app answers); requests that
+no route matches still get the global policies (request id, security headers, audit, ...) and go
+on to the app. As in the gateway, the normalised path is the one checked and the one the app
+sees. Policies do not know which mode they run in: this module is an adapter around the same
+request model and pipeline.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from bastion.config.loader import load_config, load_config_text
+from bastion.config.model import GatewayConfig
+from bastion.gateway.app import Gateway, Receive, Scope, Send, _send_whole
+from bastion.gateway.state import compile_state
+from bastion.http import Request, Response, problem
+from bastion.pipeline import Context, Pipeline
+
+log = logging.getLogger("bastion.middleware")
+
+
+def _load(config: str | Path | dict[str, Any] | GatewayConfig) -> tuple[GatewayConfig, str]:
+    if isinstance(config, GatewayConfig):
+        return config, "."
+    if isinstance(config, dict):
+        import yaml
+
+        return load_config_text(yaml.safe_dump(config), "<middleware config>", proxy=False), "."
+    path = str(config)
+    return load_config(path, proxy=False), os.path.dirname(os.path.abspath(path))
+
+
+class BastionMiddleware:
+    def __init__(self, app: Any, config: str | Path | dict[str, Any] | GatewayConfig) -> None:
+        self.app = app
+        cfg, config_dir = _load(config)
+        self.core = Gateway(compile_state(cfg, config_dir=config_dir, source="middleware"))
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        state = self.core.state
+        req = self.core.build_request(scope, receive, state)
+        ctx = Context()
+        record: dict[str, Any] = {}
+        await state.edge.run_request(req, ctx)
+        pipeline, resp, target = await self.core.decide(scope, req, ctx, state)
+        if resp is not None and resp.status == 404 and resp.stopped_by == "router":
+            # no bastion route: the app routes it, under every default policy
+            pipeline = state.defaults
+            resp = await pipeline.run_request(req, ctx)
+        if resp is not None:
+            await pipeline.run_response(req, resp, ctx)
+            await _send_whole(send, resp)
+            self._log(pipeline, req, resp, ctx, record)
+            return
+        started: list[bool] = []
+        try:
+            resp = await self._call_app(scope, req, ctx, pipeline, send, started)
+        except Exception as exc:
+            if started:
+                raise  # the answer is under way: only the server can close the connection
+            log.error("request %s: the application failed", req.request_id, exc_info=exc)
+            resp = problem(500, "internal-error", "the service failed on this request; its log has the details "
+                           "under this request id", request_id=req.request_id, stopped_by="app")
+            await pipeline.run_response(req, resp, ctx)
+            await _send_whole(send, resp)
+        self._log(pipeline, req, resp, ctx, record)
+
+    async def _call_app(self, scope: Scope, req: Request, ctx: Context, pipeline: Pipeline, send: Send,
+                        started: list[bool]) -> Response:
+        inner = dict(scope)
+        inner["path"] = req.path  # the app sees the path the policies checked
+        inner["raw_path"] = req.path.encode("latin-1")
+        inner["query_string"] = req.query
+        drop = ctx.drop_request_headers
+        inner["headers"] = [(k, v) for k, v in scope["headers"] if k not in drop and not k.startswith(b"x-bastion-")]
+        inner["headers"] += ctx.upstream_headers  # the principal, as the upstream would see it
+        replay = req.body is not None
+        body_sent = False
+
+        async def receive_() -> dict[str, Any]:
+            nonlocal body_sent
+            if replay:
+                if body_sent:
+                    return await req.receive()  # http.disconnect when the client goes
+                body_sent = True
+                return {"type": "http.request", "body": req.body, "more_body": False}
+            return await req.receive()
+
+        resp = Response(500)
+        held: list[bytes] | None = None
+        rewriters: list[Any] = []
+
+        async def send_(message: dict[str, Any]) -> None:
+            nonlocal held, rewriters
+            if message["type"] == "http.response.start":
+                resp.status = message["status"]
+                resp.headers = [(k.lower(), v) for k, v in message.get("headers", [])]
+                rewriters = [r for r in ctx.response_rewriters if not hasattr(r, "wants") or r.wants(resp)]
+                if rewriters:
+                    held = []
+                    return
+                await pipeline.run_response(req, resp, ctx)
+                started.append(True)
+                await send({"type": "http.response.start", "status": resp.status, "headers": resp.headers})
+                return
+            if message["type"] == "http.response.body" and held is not None:
+                held.append(message.get("body", b""))
+                if message.get("more_body", False):
+                    return
+                data = b"".join(held)
+                for rewrite in rewriters:
+                    data = rewrite(resp, data)
+                resp.headers = [(k, v) for k, v in resp.headers if k != b"content-length"]
+                resp.headers.append((b"content-length", str(len(data)).encode()))
+                await pipeline.run_response(req, resp, ctx)
+                started.append(True)
+                await send({"type": "http.response.start", "status": resp.status, "headers": resp.headers})
+                await send({"type": "http.response.body", "body": data, "more_body": False})
+                return
+            await send(message)
+
+        await self.app(inner, receive_, send_)
+        return resp
+
+    def _log(self, pipeline: Pipeline, req: Request, resp: Response, ctx: Context, record: dict[str, Any]) -> None:
+        record["bytes_in"] = req.bytes_in
+        record["duration_ms"] = round((time.perf_counter() - req.started) * 1000, 3)
+        pipeline.run_log(req, resp, ctx, record)
