@@ -80,3 +80,8 @@ def test_no_route():
     r = make(("/users",))
     m = r.match("GET", "/nothing", "h")
     assert m.route is None and not m.allowed
+
+
+def test_params_are_percent_decoded_for_policies():
+    r = make(("/users/{user_id}/orders",))
+    assert r.match("GET", "/users/caf%C3%A9/orders", "h").params == {"user_id": "café"}

@@ -198,7 +198,7 @@ class Gateway:
         preflight = req.method == "OPTIONS" and req.header(b"access-control-request-method") is not None
         method = req.method
         if preflight:
-            method = req.header_str(b"access-control-request-method").strip().upper()  # type: ignore[union-attr]
+            method = req.header_str(b"access-control-request-method").strip().upper()[:32]  # type: ignore[union-attr]
         match = state.router.match(method, req.path, req.host)
         if match.route is None:
             if match.allowed:

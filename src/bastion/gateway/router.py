@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
+from urllib.parse import unquote
 
 T = TypeVar("T")
 
@@ -83,7 +84,10 @@ class Router(Generic[T]):
                 continue
             best = route.specificity[:3]
             if route.methods is None or method in route.methods or want in route.methods:
-                return Match(route, m.groupdict(), frozenset())
+                # parameters are decoded for policies (an object rule compares them with claims);
+                # an encoded '/' never got this far, so a value is always one whole segment
+                params = {k: unquote(v) if "%" in v else v for k, v in m.groupdict().items()}
+                return Match(route, params, frozenset())
             allowed.update(route.methods)
         if "GET" in allowed:
             allowed.add("HEAD")
