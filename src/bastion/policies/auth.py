@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import weakref
-from typing import ClassVar
+import logging
+from typing import ClassVar, Literal
 from urllib.parse import parse_qsl, quote
 
 from pydantic import Field, model_validator
@@ -35,6 +36,8 @@ from bastion.auth.schemes import (  # noqa: F401  (scheme models are part of thi
 from bastion.http import Request, Response, problem
 from bastion.pipeline import Context, Policy, PolicyConfig
 
+log = logging.getLogger("bastion.auth")
+
 
 class PrincipalHeaders(StrictModel):
     subject: str = "X-Bastion-Subject"
@@ -52,6 +55,8 @@ class AuthConfig(PolicyConfig):
     allow_query_key: bool = Field(False, description="Accept an API key in the query parameter on this route.")
     forward_credentials: bool = Field(True, description="Pass Authorization / API key on to the upstream.")
     revocation_store: str = Field("memory", description="'memory' or a Redis URL (share it with every gateway).")
+    revocation_fail: Literal["closed", "open"] = Field(
+        "closed", description="When the revocation store cannot be reached: refuse (503) or accept the credential.")
     principal_headers: PrincipalHeaders = Field(default_factory=PrincipalHeaders)
     realm: str = "bastion"
 
@@ -105,6 +110,7 @@ class Auth(Policy):
         self.allow_query = config.allow_query_key
         self.forward = config.forward_credentials
         self.revocation_url = config.revocation_store
+        self.revocation_fail = config.revocation_fail
         h = config.principal_headers
         self.h_subject, self.h_scopes = h.subject.lower().encode(), h.scopes.lower().encode()
         self.h_key, self.h_tier = h.key_id.lower().encode(), h.tier.lower().encode()
@@ -138,7 +144,15 @@ class Auth(Policy):
                 continue
             if scheme.kind != "mtls" and (principal.jti is not None or principal.subject):
                 store = revocation_store(self.revocation_url)
-                if await store.is_revoked(principal.jti, principal.subject or None, principal.iat):
+                try:
+                    revoked = await store.is_revoked(principal.jti, principal.subject or None, principal.iat)
+                except Exception as exc:  # Redis down: the configured fail mode, never a 500
+                    log.warning("revocation store unreachable (%s)", type(exc).__name__)
+                    if self.revocation_fail == "closed":
+                        return problem(503, "revocation-unavailable", "credentials cannot be checked right now",
+                                       request_id=req.request_id, headers=[(b"retry-after", b"1")])
+                    revoked = False
+                if revoked:
                     refused.append((name, "token revoked"))
                     continue
             ok[name] = principal

@@ -155,7 +155,10 @@ class GraphQLGuard(Policy):
                 self._check(a, req, ctx, is_get)
                 digest = op.pop("_register", None)
                 if digest is not None:  # APQ registration, only for a query that passed
-                    await self.store().put(digest, query)
+                    try:
+                        await self.store().put(digest, query)
+                    except Exception:  # a store outage costs the cache, not the request
+                        pass
                 total_cost += a.cost
             ctx.log_fields["graphql"] = measured[0] if len(measured) == 1 else measured
             ctx.values["cost"] = max(1, int(total_cost))
@@ -227,7 +230,10 @@ class GraphQLGuard(Policy):
             if pq.get("version", 1) != 1 or not isinstance(digest, str) or not re.fullmatch(r"[0-9a-f]{64}", digest):
                 raise _Reject(400, "PERSISTED_QUERY_INVALID", "unsupported persisted query")
             if query is None:
-                stored = await self.store().get(digest)
+                try:
+                    stored = await self.store().get(digest)
+                except Exception:  # the store is down: the client sends the full query next
+                    stored = None
                 if stored is None:
                     raise _Reject(200, "PERSISTED_QUERY_NOT_FOUND", "PersistedQueryNotFound")
                 op["query"] = stored

@@ -239,3 +239,15 @@ def test_revoked_token_is_refused_by_every_gateway(upstream, provider, redis_url
         for p in procs:
             p.send_signal(signal.SIGTERM)
             p.wait(20)
+
+
+def test_revocation_store_down_fails_closed_or_open(base_config, tmp_path, provider):
+    dead = "redis://127.0.0.1:1/0"
+    cfg = auth_config(base_config, tmp_path, provider, [
+        {"path": "/closed/*", "upstream": "up", "policies": {"auth": {"scopes": []}}},
+        {"path": "/open/*", "upstream": "up", "policies": {"auth": {"revocation_fail": "open"}}},
+    ], revocation=dead)
+    with run_gateway(cfg, tmp_path) as g:
+        r = raw_request(g.port, "GET", "/closed/x", bearer(sign(RSA)))
+        assert r.status == 503 and r.json()["type"].endswith("/revocation-unavailable")
+        assert raw_request(g.port, "GET", "/open/x", bearer(sign(RSA))).status == 200
