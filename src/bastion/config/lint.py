@@ -33,6 +33,13 @@ def lint(cfg: GatewayConfig) -> list[Finding]:
                                    f"{lst.host}:{lst.port} would serve plain HTTP on a non-loopback "
                                    "address; add tls: {cert, key} or set allow_plaintext: true "
                                    "if a TLS proxy terminates in front of it"))
+    if cfg.admin is not None:
+        lst = cfg.admin
+        loopback = lst.host in ("127.0.0.1", "::1", "localhost")
+        if not loopback and not lst.token:
+            out.append(Finding("error", "admin", f"the admin listener on {lst.host} is not loopback and has no token"))
+        if lst.token is not None and len(lst.token) < 24:
+            out.append(Finding("error", "admin.token", "the admin token is shorter than 24 characters"))
     for cidr in cfg.trusted_proxies:
         net = ipaddress.ip_network(cidr, strict=False)
         if net.prefixlen == 0:

@@ -126,6 +126,13 @@ class RouteConfig(Strict):
         return out
 
 
+class AdminConfig(Strict):
+    host: str = Field("127.0.0.1", description="Admin listener address (keep it private).")
+    port: int = Field(9901, ge=0, le=65535, description="Admin listener port (0 picks a free one).")
+    token: str | None = Field(None, description="Bearer token for /admin/* (use ${ENV}); without it the "
+                              "admin API is off and only /healthz, /readyz and /metrics answer.")
+
+
 class GatewayConfig(Strict):
     """bastion gateway configuration."""
 
@@ -143,6 +150,7 @@ class GatewayConfig(Strict):
         default_factory=PoliciesConfig, description="Default policy settings for every route."
     )
     routes: list[RouteConfig] = Field(default_factory=list, description="Routes, most specific wins.")
+    admin: AdminConfig | None = Field(None, description="The admin listener: health, metrics, admin API.")
 
     @field_validator("trusted_proxies")
     @classmethod

@@ -98,6 +98,7 @@ class GatewayServer:
         self.servers: list[_Server] = []
         self.reloads = 0
         self._loop: asyncio.AbstractEventLoop | None = None
+        self.admin_port: int | None = None
         self._stop: asyncio.Event | None = None
         self._stat = self._file_stat()
 
@@ -173,6 +174,15 @@ class GatewayServer:
             for sig in (signal.SIGINT, signal.SIGTERM):
                 loop.add_signal_handler(sig, stop.set)
             loop.add_signal_handler(signal.SIGHUP, on_hup)
+        if self.config.admin is not None:
+            from bastion.gateway.admin import AdminApp
+
+            admin = self.config.admin
+            sock = _bind(ListenerConfig(host=admin.host, port=admin.port))
+            sockets.append(sock)
+            self.servers.append(_Server(uvicorn.Config(
+                AdminApp(self, admin.token), lifespan="off", log_config=None, access_log=False,
+                server_header=False, http="httptools", loop="uvloop")))
         tasks = [asyncio.create_task(s.serve(sockets=[sock])) for s, sock in zip(self.servers, sockets)]
         while not all(s.started for s in self.servers):
             if any(t.done() for t in tasks):
@@ -185,6 +195,10 @@ class GatewayServer:
         for (host, port), listener in zip(bound, self.config.listeners):
             scheme = "https" if listener.tls else "http"
             log.info("listening on %s://%s:%d", scheme, host if ":" not in host else f"[{host}]", port)
+        if self.config.admin is not None:
+            host, port = bound[-1]
+            self.admin_port = port
+            log.info("admin listening on http://%s:%d", host if ":" not in host else f"[{host}]", port)
         if self.on_ready:
             self.on_ready(bound)
         watcher = asyncio.create_task(self._watch_file()) if self.watch else None

@@ -1,0 +1,76 @@
+"""Prometheus metrics: request counters and latency histograms (filled by the `metrics` policy's
+log phase), and a collector that reads the counters the policies keep (rate-limit decisions,
+auth failures, WAF blocks, deprecated-version calls) and the gateway's own state."""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Iterator
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+REGISTRY = CollectorRegistry(auto_describe=True)
+_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+
+REQUESTS = Counter("bastion_requests_total", "Requests answered", ["route", "method", "status"], registry=REGISTRY)
+REJECTIONS = Counter("bastion_rejections_total", "Requests a policy or the gateway refused",
+                     ["policy", "status"], registry=REGISTRY)
+GATEWAY_SECONDS = Histogram("bastion_gateway_overhead_seconds", "Time spent in the gateway (total minus upstream)",
+                            ["route"], buckets=_BUCKETS, registry=REGISTRY)
+UPSTREAM_SECONDS = Histogram("bastion_upstream_seconds", "Time to the upstream's response head",
+                             ["route"], buckets=_BUCKETS, registry=REGISTRY)
+UPSTREAM_ERRORS = Counter("bastion_upstream_errors_total", "Upstream failures (502/504 and broken answers)",
+                          ["route", "kind"], registry=REGISTRY)
+
+
+class PolicyCollector(Collector):
+    """Counters the policies and the server keep, read at scrape time (no cost per request)."""
+
+    def __init__(self) -> None:
+        self.state: Callable[[], Any] | None = None
+        self.server: Any = None
+
+    def collect(self) -> Iterator[Any]:
+        if self.state is None:
+            return
+        state = self.state()
+        decisions = CounterMetricFamily("bastion_ratelimit_decisions", "Rate-limit decisions", labels=["outcome"])
+        auth = CounterMetricFamily("bastion_auth_failures", "Refused credentials", labels=["reason"])
+        waf = CounterMetricFamily("bastion_waf_blocked", "Requests blocked by the WAF")
+        deprecated = CounterMetricFamily("bastion_deprecated_version_calls", "Calls to deprecated API versions",
+                                         labels=["version"])
+        totals: dict[str, float] = {}
+        reasons: dict[str, float] = {}
+        versions: dict[str, float] = {}
+        blocked = 0.0
+        for p in state.policies:
+            for outcome, n in getattr(p, "decisions", {}).items():
+                totals[outcome] = totals.get(outcome, 0) + n
+            for reason, n in getattr(p, "failures", {}).items():
+                reasons[reason] = reasons.get(reason, 0) + n
+            blocked += getattr(p, "blocked", 0)
+            for (version, _client), n in getattr(p, "usage", {}).items():
+                versions[version] = versions.get(version, 0) + n
+        for outcome, n in totals.items():
+            decisions.add_metric([outcome], n)
+        for reason, n in reasons.items():
+            auth.add_metric([reason[:80]], n)
+        for version, n in versions.items():
+            deprecated.add_metric([version], n)
+        waf.add_metric([], blocked)
+        yield from (decisions, auth, waf, deprecated)
+        version = GaugeMetricFamily("bastion_config_version", "Version of the config being served")
+        version.add_metric([], state.version)
+        yield version
+        inflight = GaugeMetricFamily("bastion_requests_in_flight", "Requests being handled")
+        inflight.add_metric([], state.inflight)
+        yield inflight
+        if self.server is not None:
+            reloads = CounterMetricFamily("bastion_config_reloads", "Successful config reloads")
+            reloads.add_metric([], self.server.reloads)
+            yield reloads
+
+
+POLICY_COLLECTOR = PolicyCollector()
+REGISTRY.register(POLICY_COLLECTOR)
