@@ -81,22 +81,15 @@ http {{
 }}
 """
 
-BASTION_PASS = """
-listeners: [{{host: 127.0.0.1, port: {port}}}]
-upstreams: {{up: {{urls: ["http://127.0.0.1:{up}"]}}}}
-policies:
-  request_id: {{enabled: false}}
-  body_limit: {{enabled: false}}
-  security_headers: {{enabled: false}}
-  audit: {{enabled: false}}
-{extra}
-routes: [{{path: /*, upstream: up}}]
-"""
+def pass_through(port: int, up: int, **policies: dict) -> str:
+    """Pass-through: every default-on policy off, then the policies under test (`policies`)."""
+    import yaml
 
-
-def pass_through(port: int, up: int, extra: str = "") -> str:
-    """Pass-through config, plus one policy under test (`extra`, a YAML line under policies)."""
-    return BASTION_PASS.format(port=port, up=up, extra=extra)
+    off = {name: {"enabled": False} for name in
+           ("request_id", "body_limit", "security_headers", "audit", "rate_limit", "error_masking", "metrics")}
+    return yaml.safe_dump({"listeners": [{"host": "127.0.0.1", "port": port}],
+                           "upstreams": {"up": {"urls": [f"http://127.0.0.1:{up}"]}},
+                           "policies": {**off, **policies}, "routes": [{"path": "/*", "upstream": "up"}]})
 
 
 BASTION_ALL = """
@@ -168,11 +161,16 @@ def main() -> None:
         paths = {label: "/users/1" for label, _ in targets}
         if args.protection:
             f_port, w_port = free_port(), free_port()
-            (work / "filter.yaml").write_text(pass_through(f_port, up, "  response_filter: {}"))
-            (work / "waf.yaml").write_text(pass_through(w_port, up, "  waf: {}"))
+            (work / "filter.yaml").write_text(pass_through(f_port, up, response_filter={}))
+            (work / "waf.yaml").write_text(pass_through(w_port, up, waf={}))
             procs.append(subprocess.Popen([*bastion, str(work / "filter.yaml")]))
             procs.append(subprocess.Popen([*bastion, str(work / "waf.yaml")]))
-            extra = [("d1 pass-through, 1 KB JSON", d_port, "/json1k"), ("f1 filtering, 1 KB JSON", f_port, "/json1k"),
+            m_port = free_port()
+            (work / "metrics.yaml").write_text(pass_through(
+                m_port, up, metrics={}, audit={"output": str(work / "m-audit.log")}, request_id={}))
+            procs.append(subprocess.Popen([*bastion, str(work / "metrics.yaml")]))
+            extra = [("m  metrics + audit + request id", m_port, "/users/1"),
+                     ("d1 pass-through, 1 KB JSON", d_port, "/json1k"), ("f1 filtering, 1 KB JSON", f_port, "/json1k"),
                      ("d2 pass-through, 100 KB JSON", d_port, "/json100k"),
                      ("f2 filtering, 100 KB JSON", f_port, "/json100k"),
                      ("w  WAF (CRS, paranoia 1)", w_port, "/users/1?q=hello&page=2")]
@@ -205,6 +203,7 @@ def main() -> None:
             print(f"f1/d1 (filtering, 1 KB JSON):                {results['f1'] / results['d1']:.2f}")
             print(f"f2/d2 (filtering, 100 KB JSON):              {results['f2'] / results['d2']:.2f}")
             print(f"w/d (WAF, CRS paranoia 1):                   {results['w'] / results['d']:.2f}")
+            print(f"m/d (metrics + audit + request id):          {results['m'] / results['d']:.2f}")
     finally:
         for p in procs:
             p.send_signal(signal.SIGTERM)

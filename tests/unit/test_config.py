@@ -77,3 +77,8 @@ def test_lint_warns_on_loose_cors():
     cfg = load_config_text("policies: {cors: {allow_origins: ['*', 'null']}}\n")
     msgs = " ".join(f.message for f in lint(cfg))
     assert "any web site" in msgs and "null" in msgs
+
+
+def test_duplicate_keys_are_errors():
+    (line, key, msg), = errors("policies:\n  cors: {allow_origins: ['https://a.example.com']}\n  cors: {enabled: false}\n")
+    assert line == 3 and key == "policies.cors" and "duplicate" in msg

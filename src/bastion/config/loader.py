@@ -84,6 +84,24 @@ def _line_of(node: yaml.Node | None, loc: tuple[Any, ...]) -> int | None:
     return line
 
 
+def _duplicate_keys(node: yaml.Node | None, path: tuple[Any, ...] = ()) -> list[ConfigIssue]:
+    """YAML lets a later key silently replace an earlier one; in a security config that hides
+    mistakes (a second `auth:` block wins), so duplicates are errors."""
+    issues: list[ConfigIssue] = []
+    if isinstance(node, yaml.MappingNode):
+        seen: set[Any] = set()
+        for k, v in node.value:
+            key = k.value if isinstance(k, yaml.ScalarNode) else None
+            if key is not None and key in seen:
+                issues.append(ConfigIssue(path + (key,), k.start_mark.line + 1, "duplicate key (the first would be ignored)"))
+            seen.add(key)
+            issues.extend(_duplicate_keys(v, path + (key,)))
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            issues.extend(_duplicate_keys(item, path + (i,)))
+    return issues
+
+
 def load_config_text(text: str, source: str = "<config>", *, proxy: bool = True) -> GatewayConfig:
     text = _expand_env(text, source)
     try:
@@ -93,6 +111,9 @@ def load_config_text(text: str, source: str = "<config>", *, proxy: bool = True)
         mark = getattr(exc, "problem_mark", None)
         line = mark.line + 1 if mark is not None else None
         raise ConfigError(source, [ConfigIssue((), line, f"not valid YAML: {exc}")]) from None
+    duplicates = _duplicate_keys(node)
+    if duplicates:
+        raise ConfigError(source, duplicates)
     if data is None:
         data = {}
     if not isinstance(data, dict):
