@@ -20,19 +20,32 @@ class Metrics(Policy):
     unrouted: ClassVar[bool] = True
     default_on: ClassVar[bool] = True
 
+    def __init__(self, config: MetricsConfig, env) -> None:
+        super().__init__(config, env)
+        self._children: dict[tuple[str, str, int], Any] = {}  # labelled series, looked up once
+        self._timers: dict[str, tuple[Any, Any]] = {}
+
     def on_log(self, req: Request, resp: Response, ctx: Context, record: dict[str, Any]) -> None:
         route = req.route_name or "-"
+        key = (route, req.method, resp.status)
+        counter = self._children.get(key)
+        if counter is None:
+            method = req.method if len(req.method) <= 10 else "OTHER"
+            counter = self._children[key] = REQUESTS.labels(route, method, str(resp.status))
+        counter.inc()
         status = str(resp.status)
-        REQUESTS.labels(route, req.method if len(req.method) <= 10 else "OTHER", status).inc()
         if resp.stopped_by:
             REJECTIONS.labels(resp.stopped_by, status).inc()
             if resp.stopped_by == "proxy" and resp.status in (502, 504):
                 UPSTREAM_ERRORS.labels(route, "timeout" if resp.status == 504 else "unavailable").inc()
         if record.get("upstream_aborted"):
             UPSTREAM_ERRORS.labels(route, "aborted").inc()
+        timers = self._timers.get(route)
+        if timers is None:
+            timers = self._timers[route] = (UPSTREAM_SECONDS.labels(route), GATEWAY_SECONDS.labels(route))
         total = record.get("duration_ms")
         upstream = record.get("upstream_ms")
         if upstream is not None:
-            UPSTREAM_SECONDS.labels(route).observe(upstream / 1000)
+            timers[0].observe(upstream / 1000)
         if total is not None:
-            GATEWAY_SECONDS.labels(route).observe(max(0.0, total - (upstream or 0.0)) / 1000)
+            timers[1].observe(max(0.0, total - (upstream or 0.0)) / 1000)
