@@ -6,6 +6,8 @@ import json
 
 from graphql import build_schema, graphql
 
+from upstream_app import read_body
+
 SDL = """
 type Query {
   users(first: Int): [User!]!
@@ -41,12 +43,7 @@ RECEIVED: list[dict] = []
 async def app(scope, receive, send):
     if scope["type"] != "http":
         return
-    body = b""
-    while True:
-        m = await receive()
-        body += m.get("body", b"")
-        if not m.get("more_body"):
-            break
+    body = await read_body(receive)
     if scope["method"] == "GET":
         from urllib.parse import parse_qs
 

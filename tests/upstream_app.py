@@ -12,7 +12,8 @@ import orjson
 MIRRORED: list[bytes] = []
 
 
-async def _body(receive) -> bytes:
+async def read_body(receive) -> bytes:
+    """The whole request body of an ASGI request (shared by the test apps)."""
     out = b""
     while True:
         msg = await receive()
@@ -68,7 +69,7 @@ async def app(scope, receive, send):
         return await _json(send, 200, {"password": "p", "filler": "x" * 300_000})
     if path == "/cache":
         return await _json(send, 200, {"ok": True}, [(b"cache-control", b"public, max-age=600")])
-    body = await _body(receive)
+    body = await read_body(receive)
     if path.endswith("/mirror"):  # answers with exactly the JSON it received
         MIRRORED.append(body)
         await send({"type": "http.response.start", "status": 200, "headers": [

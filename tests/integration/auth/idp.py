@@ -11,6 +11,7 @@ from urllib.parse import parse_qs
 import jwt
 
 from tests.unit.auth.keys import EC, RSA
+from upstream_app import read_body as _body
 
 CALLS = {"jwks": 0, "introspect": 0}
 STATE = {"jwks_down": False, "extra_keys": []}
@@ -25,15 +26,6 @@ def jwks() -> dict:
         jwk.update({"kid": kid, "alg": alg, "use": "sig"})
         keys.append(jwk)
     return {"keys": keys}
-
-
-async def _body(receive) -> bytes:
-    out = b""
-    while True:
-        m = await receive()
-        out += m.get("body", b"")
-        if not m.get("more_body"):
-            return out
 
 
 async def _send(send, status, doc):
