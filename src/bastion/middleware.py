@@ -106,7 +106,7 @@ class BastionMiddleware:
             if message["type"] == "http.response.start":
                 resp.status = message["status"]
                 resp.headers = [(k.lower(), v) for k, v in message.get("headers", [])]
-                rewriters = [r for r in ctx.response_rewriters if not hasattr(r, "wants") or r.wants(resp)]
+                rewriters = [r for r in ctx.response_rewriters if r.wants(resp)]
                 if rewriters:
                     held = []
                     return
@@ -120,7 +120,7 @@ class BastionMiddleware:
                     return
                 data = b"".join(held)
                 for rewrite in rewriters:
-                    data = rewrite(resp, data)
+                    data = rewrite.rewrite(req, resp, data, ctx)
                 resp.headers = [(k, v) for k, v in resp.headers if k != b"content-length"]
                 resp.headers.append((b"content-length", str(len(data)).encode()))
                 await pipeline.run_response(req, resp, ctx)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Protocol
 
 from pydantic import BaseModel, ConfigDict
 
@@ -36,10 +36,17 @@ class Context:
     # Changes to the request the upstream will see (headers are lower-case bytes).
     upstream_headers: list[tuple[bytes, bytes]] = field(default_factory=list)
     drop_request_headers: set[bytes] = field(default_factory=set)
-    # Functions that rewrite a proxied response body. When any is set, the gateway buffers the
-    # upstream's body (up to `rewrite_limit` bytes; a larger one passes untouched) and applies them.
-    response_rewriters: list[Any] = field(default_factory=list)
+    # ResponseRewriters (usually the policy itself) that want to change the answer's body. When
+    # one `wants` the response, the gateway buffers the body (up to `rewrite_limit` bytes; a larger
+    # one passes untouched) and calls `rewrite` on it.
+    response_rewriters: list["ResponseRewriter"] = field(default_factory=list)
     rewrite_limit: int = 1024 * 1024
+
+
+class ResponseRewriter(Protocol):
+    def wants(self, resp: Response) -> bool: ...
+
+    def rewrite(self, req: Request, resp: Response, body: bytes, ctx: "Context") -> bytes: ...
 
 
 class Policy:

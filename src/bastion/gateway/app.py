@@ -236,7 +236,7 @@ class Gateway:
                 return _replay(parts, body)
         data = b"".join(parts)
         for rewrite in rewriters:
-            data = rewrite(resp, data)
+            data = rewrite.rewrite(req, resp, data, ctx)
         resp.headers = [(k, v) for k, v in resp.headers if k != b"content-length"]
         resp.headers.append((b"content-length", str(len(data)).encode()))
         return _replay([data], None)
@@ -315,7 +315,7 @@ class Gateway:
                 resp.headers.append((b"date", http_date()))
             body_iter = upstream.body()
             if ctx.response_rewriters:
-                wanted = [r for r in ctx.response_rewriters if not hasattr(r, "wants") or r.wants(resp)]
+                wanted = [r for r in ctx.response_rewriters if r.wants(resp)]
                 if wanted:
                     body_iter = await self._rewrite(resp, body_iter, ctx, req, wanted)
             await target.pipeline.run_response(req, resp, ctx)

@@ -30,24 +30,17 @@ class ErrorMasking(Policy):
         self.log_bytes = config.log_bytes
 
     async def on_request(self, req: Request, ctx: Context) -> Response | None:
-        ctx.response_rewriters.append(_Mask(self.log_bytes, req, ctx))
+        ctx.response_rewriters.append(self)
         return None
-
-
-class _Mask:
-    __slots__ = ("log_bytes", "req", "ctx")
-
-    def __init__(self, log_bytes: int, req: Request, ctx: Context) -> None:
-        self.log_bytes, self.req, self.ctx = log_bytes, req, ctx
 
     @staticmethod
     def wants(resp: Response) -> bool:
         return resp.status >= 500
 
-    def __call__(self, resp: Response, body: bytes) -> bytes:
+    def rewrite(self, req: Request, resp: Response, body: bytes, ctx: Context) -> bytes:
         log.warning("request %s: upstream answered %d; original body (first %d bytes): %r",
-                    self.req.request_id, resp.status, self.log_bytes, body[: self.log_bytes])
-        self.ctx.log_fields["upstream_error_masked"] = True
+                    req.request_id, resp.status, self.log_bytes, body[: self.log_bytes])
+        ctx.log_fields["upstream_error_masked"] = True
         return resp.become(problem(resp.status, "upstream-error",
                                    "the service failed to handle this request; quote the request id to its "
-                                   "operators", request_id=self.req.request_id))
+                                   "operators", request_id=req.request_id))

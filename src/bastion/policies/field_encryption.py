@@ -138,23 +138,16 @@ class FieldEncryption(Policy):
             req.body = orjson.dumps(doc)
         if self.c.encrypt_response or self.c.decrypt_response:
             ctx.drop_request_headers.add(b"accept-encoding")
-            ctx.response_rewriters.append(_ResponseFields(self, req, ctx))
+            ctx.response_rewriters.append(self)
         return None
-
-
-class _ResponseFields:
-    __slots__ = ("policy", "req", "ctx")
-
-    def __init__(self, policy: FieldEncryption, req: Request, ctx: Context) -> None:
-        self.policy, self.req, self.ctx = policy, req, ctx
 
     @staticmethod
     def wants(resp: Response) -> bool:
         ctype = (resp.get_header(b"content-type") or b"").split(b";")[0].strip().lower()
         return resp.status < 500 and (ctype == b"application/json" or ctype.endswith(b"+json"))
 
-    def __call__(self, resp: Response, body: bytes) -> bytes:
-        c, cipher = self.policy.c, self.policy.cipher
+    def rewrite(self, req: Request, resp: Response, body: bytes, ctx: Context) -> bytes:
+        c, cipher = self.c, self.cipher
         try:
             doc = orjson.loads(body)
             doc = _apply(doc, c.decrypt_response, cipher.decrypt)
@@ -162,8 +155,8 @@ class _ResponseFields:
         except orjson.JSONDecodeError:
             return body
         except CryptoFailure as exc:
-            self.ctx.log_fields["field_encryption"] = "decryption failed"
+            ctx.log_fields["field_encryption"] = "decryption failed"
             return resp.become(problem(502, "field-decryption-failed",
                                        f"the upstream's answer could not be decrypted: {exc}",
-                                       request_id=self.req.request_id))
+                                       request_id=req.request_id))
         return orjson.dumps(doc)

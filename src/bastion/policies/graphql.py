@@ -174,7 +174,7 @@ class GraphQLGuard(Policy):
             return graphql_error(408, "REQUEST_TIMEOUT", "the request body did not arrive", req.request_id)
         if self.c.strip_suggestions:
             ctx.drop_request_headers.add(b"accept-encoding")  # so the answer can be rewritten
-            ctx.response_rewriters.append(_strip_suggestions)
+            ctx.response_rewriters.append(self)
         return None
 
     async def _operations(self, req: Request) -> tuple[list[dict[str, Any]], bool, bool]:
@@ -303,6 +303,13 @@ class GraphQLGuard(Policy):
             if limit is not None and value > limit:
                 self._limit(protection, f"query {what} {value:g} exceeds the limit of {limit:g}", ctx)
 
+    @staticmethod
+    def wants(resp: Response) -> bool:
+        return (resp.get_header(b"content-type") or b"").startswith(b"application/json")
+
+    def rewrite(self, req: Request, resp: Response, body: bytes, ctx: Context) -> bytes:
+        return _strip_suggestions(body)
+
     def _may_introspect(self, req: Request, ctx: Context) -> bool:
         if self.c.introspection:
             return True
@@ -312,7 +319,7 @@ class GraphQLGuard(Policy):
         return bool(self.intro_scopes & scopes)
 
 
-def _strip_suggestions(resp: Response, body: bytes) -> bytes:
+def _strip_suggestions(body: bytes) -> bytes:
     if b"Did you mean" not in body and b"did you mean" not in body:
         return body
     try:

@@ -132,28 +132,21 @@ class ResponseFilter(Policy):
     async def on_request(self, req: Request, ctx: Context) -> Response | None:
         ctx.drop_request_headers.add(b"accept-encoding")  # the answer must be readable to filter it
         ctx.rewrite_limit = min(ctx.rewrite_limit, self.max_bytes)
-        ctx.response_rewriters.append(_Filter(self, ctx))
+        ctx.response_rewriters.append(self)
         return None
-
-
-class _Filter:
-    __slots__ = ("policy", "ctx")
-
-    def __init__(self, policy: ResponseFilter, ctx: Context) -> None:
-        self.policy, self.ctx = policy, ctx
 
     @staticmethod
     def wants(resp: Response) -> bool:
         ctype = (resp.get_header(b"content-type") or b"").split(b";")[0].strip().lower()
         return ctype == b"application/json" or ctype.endswith(b"+json")
 
-    def __call__(self, resp: Response, body: bytes) -> bytes:
+    def rewrite(self, req: Request, resp: Response, body: bytes, ctx: Context) -> bytes:
         try:
             doc = orjson.loads(body)
         except orjson.JSONDecodeError:
             return body
-        doc, count = self.policy.filter(doc, self.policy.values_possible(body))
+        doc, count = self.filter(doc, self.values_possible(body))
         if not count:
             return body
-        self.ctx.log_fields["filtered_fields"] = self.ctx.log_fields.get("filtered_fields", 0) + count
+        ctx.log_fields["filtered_fields"] = ctx.log_fields.get("filtered_fields", 0) + count
         return orjson.dumps(doc)
