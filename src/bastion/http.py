@@ -159,6 +159,26 @@ def parse_ip(text: str | None) -> IPAddress | None:
     return ip
 
 
+def check_networks(values: list[str]) -> list[str]:
+    """Config validation for CIDR lists: the error names the bad entry."""
+    for v in values:
+        try:
+            ipaddress.ip_network(v, strict=False)
+        except ValueError:
+            raise ValueError(f"{v!r} is not an IP address or CIDR network") from None
+    return values
+
+
+def media_type(value: bytes | None) -> bytes:
+    """`application/json; charset=utf-8` -> `application/json` (lower case)."""
+    return (value or b"").split(b";", 1)[0].strip().lower()
+
+
+def is_json(value: bytes | None) -> bool:
+    mt = media_type(value)
+    return mt == b"application/json" or mt.endswith(b"+json")
+
+
 @functools.lru_cache(maxsize=4096)
 def ip_text(ip: IPAddress) -> str:
     """`str(ip)`, cached: ipaddress formats slowly and the same clients come back."""
@@ -354,6 +374,17 @@ TITLES = {
     503: "Service Unavailable",
     504: "Gateway Timeout",
 }
+
+
+def body_problem(exc: Exception, req: Request, stopped_by: str = "") -> Response | None:
+    """The answer for a body that could not be read (413, 408); None when the client left."""
+    if isinstance(exc, BodyTooLarge):
+        return problem(413, "body-too-large", f"the request body is larger than {req.body_limit} bytes",
+                       request_id=req.request_id, stopped_by=stopped_by, extra={"max_bytes": req.body_limit})
+    if isinstance(exc, BodyTimeout):
+        return problem(408, "body-timeout", "the request body did not arrive in time",
+                       request_id=req.request_id, stopped_by=stopped_by)
+    return None
 
 
 def problem(

@@ -19,7 +19,7 @@ from typing import Any
 
 from bastion.config.loader import load_config, load_config_text
 from bastion.config.model import GatewayConfig
-from bastion.gateway.app import Gateway, Receive, Scope, Send, _send_whole
+from bastion.gateway.app import Gateway, Receive, Scope, Send, send_whole
 from bastion.gateway.state import compile_state
 from bastion.http import Request, Response, problem
 from bastion.pipeline import Context, Pipeline
@@ -60,7 +60,7 @@ class BastionMiddleware:
             resp = await pipeline.run_request(req, ctx)
         if resp is not None:
             await pipeline.run_response(req, resp, ctx)
-            await _send_whole(send, resp)
+            await send_whole(send, resp)
             self._log(pipeline, req, resp, ctx, record)
             return
         started: list[bool] = []
@@ -73,7 +73,7 @@ class BastionMiddleware:
             resp = problem(500, "internal-error", "the service failed on this request; its log has the details "
                            "under this request id", request_id=req.request_id, stopped_by="app")
             await pipeline.run_response(req, resp, ctx)
-            await _send_whole(send, resp)
+            await send_whole(send, resp)
         self._log(pipeline, req, resp, ctx, record)
 
     async def _call_app(self, scope: Scope, req: Request, ctx: Context, pipeline: Pipeline, send: Send,

@@ -8,6 +8,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator
 
+from bastion.http import check_networks
 from bastion.policies import REGISTRY
 
 HTTP_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE")
@@ -155,12 +156,7 @@ class GatewayConfig(Strict):
     @field_validator("trusted_proxies")
     @classmethod
     def _cidrs(cls, values: list[str]) -> list[str]:
-        for v in values:
-            try:
-                ipaddress.ip_network(v, strict=False)
-            except ValueError:
-                raise ValueError(f"{v!r} is not an IP address or CIDR network") from None
-        return values
+        return check_networks(values)
 
 
 def cross_checks(cfg: GatewayConfig, *, proxy: bool = True) -> list[tuple[tuple[Any, ...], str]]:

@@ -18,6 +18,7 @@ from bastion.gateway.state import GatewayState, RouteTarget
 from bastion.gateway.upstream_client import UpstreamProtocolError, UpstreamTimeout
 from bastion.http import (
     BadPath,
+    body_problem,
     BodyTimeout,
     BodyTooLarge,
     ClientDisconnected,
@@ -95,11 +96,11 @@ class Gateway:
                 resp = await self.forward(req, ctx, target, send, record)
                 if resp.stopped_by:  # the proxy step failed before anything was sent
                     await pipeline.run_response(req, resp, ctx)
-                    await _send_whole(send, resp)
+                    await send_whole(send, resp)
             else:
                 assert resp is not None
                 await pipeline.run_response(req, resp, ctx)
-                await _send_whole(send, resp)
+                await send_whole(send, resp)
                 record["bytes_out"] = len(resp.body)
             record["bytes_in"] = req.bytes_in
             record["duration_ms"] = round((time.perf_counter() - req.started) * 1000, 3)
@@ -115,20 +116,17 @@ class Gateway:
     async def _fail(self, exc: Exception, req: Request | None, state: GatewayState, send: Send) -> None:
         """The safety net: whatever went wrong, the client gets problem+json, never a traceback."""
         rid = req.request_id if req is not None else ""
-        if isinstance(exc, BodyTooLarge):
-            resp = problem(413, "body-too-large", "the request body is too large", request_id=rid, stopped_by="gateway")
-        elif isinstance(exc, BodyTimeout):
-            resp = problem(408, "body-timeout", "the request body did not arrive in time", request_id=rid,
-                           stopped_by="gateway")
-        elif isinstance(exc, ClientDisconnected):
+        if isinstance(exc, ClientDisconnected):
             return
+        if req is not None and isinstance(exc, (BodyTooLarge, BodyTimeout)):
+            resp = body_problem(exc, req, "gateway")  # type: ignore[assignment]
         else:
             log.error("request %s failed inside the gateway", rid or "-", exc_info=exc)
             resp = problem(500, "internal-error", "the gateway failed on this request; its log has the details "
                            "under this request id", request_id=rid, stopped_by="gateway")
             resp.reason = f"internal error ({type(exc).__name__})"
         try:
-            await _send_whole(send, resp)
+            await send_whole(send, resp)
         except Exception:  # the response had already started: closing is all that is left
             return
         if req is not None:
@@ -272,7 +270,6 @@ class Gateway:
                       record: dict[str, Any]) -> Response:
         """Proxy to the upstream and stream its answer; on failure return an unsent problem."""
         pool = target.upstream
-        limit = req.body_limit
         body: bytes | AsyncIterator[bytes] | None = None
         body_len: int | None = None
         try:
@@ -295,13 +292,10 @@ class Gateway:
             if pool.config.preserve_host and req.host:
                 headers.append((b"host", req.host.encode("latin-1")))
             upstream = await open_upstream(pool, req, headers, body)
-        except BodyTooLarge:
-            return problem(413, "body-too-large", f"the request body is larger than {limit} bytes",
-                           request_id=req.request_id, stopped_by="body_limit",
-                           extra={"max_bytes": limit})
-        except BodyTimeout:
-            return problem(408, "body-timeout", "the request body did not arrive in time",
-                           request_id=req.request_id, stopped_by="proxy")
+        except BodyTooLarge as exc:
+            return body_problem(exc, req, "body_limit")  # type: ignore[return-value]
+        except BodyTimeout as exc:
+            return body_problem(exc, req, "proxy")  # type: ignore[return-value]
         except ClientDisconnected:
             resp = Response(499, stopped_by="proxy", reason="client disconnected")
             return resp
@@ -361,7 +355,7 @@ def http_date() -> bytes:
     return _date_cache[1]
 
 
-async def _send_whole(send: Send, resp: Response) -> None:
+async def send_whole(send: Send, resp: Response) -> None:
     headers = [(b"date", http_date()), *resp.headers]
     if resp.status != 204 and resp.status != 304 and not any(k == b"content-length" for k, _ in headers):
         headers = [*headers, (b"content-length", str(len(resp.body)).encode())]

@@ -20,7 +20,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from bastion.http import BodyTimeout, BodyTooLarge, ClientDisconnected, Request, Response, problem
+from bastion.http import BodyTimeout, BodyTooLarge, ClientDisconnected, Request, Response, is_json, problem
 from bastion.pipeline import Context, Policy, PolicyConfig
 
 PREFIX = "enc:v1:"
@@ -143,8 +143,7 @@ class FieldEncryption(Policy):
 
     @staticmethod
     def wants(resp: Response) -> bool:
-        ctype = (resp.get_header(b"content-type") or b"").split(b";")[0].strip().lower()
-        return resp.status < 500 and (ctype == b"application/json" or ctype.endswith(b"+json"))
+        return resp.status < 500 and is_json(resp.get_header(b"content-type"))
 
     def rewrite(self, req: Request, resp: Response, body: bytes, ctx: Context) -> bytes:
         c, cipher = self.c, self.cipher

@@ -14,11 +14,20 @@ from typing import Any, ClassVar, Literal
 from urllib.parse import parse_qsl
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from bastion.graphql import AnalysisError, CostModel, GraphQLSyntaxError, TokenLimit, analyze, parse
 from bastion.graphql.persisted import MemoryQueryStore, RedisQueryStore, load_allowlist, sha256
-from bastion.http import BodyTimeout, BodyTooLarge, ClientDisconnected, NetworkSet, Request, Response
+from bastion.http import (
+    BodyTimeout,
+    BodyTooLarge,
+    ClientDisconnected,
+    NetworkSet,
+    Request,
+    Response,
+    check_networks,
+    media_type,
+)
 from bastion.pipeline import Context, Policy, PolicyConfig
 
 Mode = Literal["off", "audit", "enforce"]
@@ -57,6 +66,12 @@ class GraphQLGuardConfig(PolicyConfig):
     introspection: bool = Field(False, description="Allow __schema / __type for everyone.")
     introspection_scopes: list[str] = Field(default_factory=list, description="Scopes that may introspect.")
     introspection_ips: list[str] = Field(default_factory=list, description="Networks that may introspect.")
+
+    @field_validator("introspection_ips")
+    @classmethod
+    def _cidrs(cls, values: list[str]) -> list[str]:
+        return check_networks(values)
+
     strip_suggestions: bool = Field(True, description="Remove 'Did you mean …?' from upstream error messages.")
     persisted_queries: bool = Field(True, description="Speak Apollo's automatic persisted queries (APQ).")
     persisted_store: str = Field("memory", description="'memory' or a Redis URL for APQ hashes.")
@@ -192,8 +207,7 @@ class GraphQLGuard(Policy):
             return [op], True, False
         if req.method != "POST":
             raise _Reject(405, "METHOD_NOT_ALLOWED", "GraphQL accepts GET and POST")
-        ctype = (req.header(b"content-type") or b"").split(b";")[0].strip().lower()
-        if ctype != b"application/json":
+        if media_type(req.header(b"content-type")) != b"application/json":
             # form posts would let any site send mutations with the user's cookies (CSRF)
             raise _Reject(415, "UNSUPPORTED_MEDIA_TYPE", "send GraphQL requests as application/json")
         body = await req.read_body()

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import ipaddress
 from typing import ClassVar
 
 from pydantic import Field, field_validator
 
-from bastion.http import NetworkSet, Request, Response, problem
+from bastion.http import NetworkSet, Request, Response, check_networks, problem
 from bastion.pipeline import Context, Policy, PolicyConfig
 
 class IpRulesConfig(PolicyConfig):
@@ -23,12 +22,7 @@ class IpRulesConfig(PolicyConfig):
     @field_validator("allow", "block")
     @classmethod
     def _cidrs(cls, values: list[str]) -> list[str]:
-        for v in values:
-            try:
-                ipaddress.ip_network(v, strict=False)
-            except ValueError:
-                raise ValueError(f"{v!r} is not an IP address or CIDR network") from None
-        return values
+        return check_networks(values)
 
     @field_validator("status")
     @classmethod

@@ -10,7 +10,7 @@ from typing import Any, ClassVar, Literal
 import orjson
 from pydantic import Field, field_validator
 
-from bastion.http import Request, Response
+from bastion.http import Request, Response, is_json
 from bastion.pipeline import Context, Policy, PolicyConfig
 
 DEFAULT_FIELDS = ["password", "password_hash", "ssn", "credit_card", "secret", "secret_key", "token",
@@ -137,8 +137,7 @@ class ResponseFilter(Policy):
 
     @staticmethod
     def wants(resp: Response) -> bool:
-        ctype = (resp.get_header(b"content-type") or b"").split(b";")[0].strip().lower()
-        return ctype == b"application/json" or ctype.endswith(b"+json")
+        return is_json(resp.get_header(b"content-type"))
 
     def rewrite(self, req: Request, resp: Response, body: bytes, ctx: Context) -> bytes:
         try:

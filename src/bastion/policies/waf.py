@@ -14,7 +14,7 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import Field
 
-from bastion.http import BodyTimeout, BodyTooLarge, ClientDisconnected, Request, Response, ip_text, problem
+from bastion.http import BodyTimeout, BodyTooLarge, Request, Response, body_problem, ip_text, problem
 from bastion.pipeline import Context, Policy, PolicyConfig
 
 CRS_RULES = "/usr/share/modsecurity-crs/rules"
@@ -91,11 +91,8 @@ class Waf(Policy):
             else:
                 try:
                     body = await req.read_body()
-                except BodyTooLarge:
-                    return problem(413, "body-too-large", "the request body is too large", request_id=req.request_id)
-                except (BodyTimeout, ClientDisconnected):
-                    return problem(408, "body-timeout", "the request body did not arrive in time",
-                                   request_id=req.request_id)
+                except (BodyTooLarge, BodyTimeout) as exc:
+                    return body_problem(exc, req)
         matched: list[tuple[int, str]] = []
         self.engine.set_rule_message_callback(lambda m: matched.append((m.rule_id, m.message)))
         with self.engine.transaction(self.rules, req.request_id or None) as t:
