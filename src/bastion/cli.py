@@ -40,6 +40,16 @@ def _check(path: str) -> GatewayConfig:
         for issue in exc.issues:
             console.print("  " + issue.render(exc.source), highlight=False, markup=False)
         raise typer.Exit(2)
+    try:  # build every route and policy (OpenAPI specs, key files) as `serve` would
+        from bastion.gateway.state import compile_state
+
+        state = compile_state(cfg, config_dir=str(Path(path).resolve().parent), source=path)
+        asyncio.run(state.close())
+    except ConfigError as exc:
+        console.print(f"[bold red]config error[/] in {exc.source}:")
+        for issue in exc.issues:
+            console.print("  " + issue.render(exc.source), highlight=False, markup=False)
+        raise typer.Exit(2)
     findings = lint(cfg)
     errors = [f for f in findings if f.severity == "error"]
     for f in findings:

@@ -40,6 +40,15 @@ class PolicyCollector(Collector):
         waf = CounterMetricFamily("bastion_waf_blocked", "Requests blocked by the WAF")
         deprecated = CounterMetricFamily("bastion_deprecated_version_calls", "Calls to deprecated API versions",
                                          labels=["version"])
+        validation = CounterMetricFamily("bastion_validation_failures", "Request fields refused by the OpenAPI "
+                                         "validation", labels=["location", "rule"])
+        response_schema = CounterMetricFamily("bastion_response_schema_violations",
+                                              "Responses that broke their OpenAPI schema")
+        removed = CounterMetricFamily("bastion_response_properties_removed",
+                                      "Undeclared response properties removed")
+        by_rule: dict[tuple[str, str], float] = {}
+        violations = 0.0
+        removed_n = 0.0
         totals: dict[str, float] = {}
         reasons: dict[str, float] = {}
         versions: dict[str, float] = {}
@@ -50,6 +59,10 @@ class PolicyCollector(Collector):
             for reason, n in getattr(p, "failures", {}).items():
                 reasons[reason] = reasons.get(reason, 0) + n
             blocked += getattr(p, "blocked", 0)
+            for key, n in getattr(p, "failures_by_rule", {}).items():
+                by_rule[key] = by_rule.get(key, 0) + n
+            violations += getattr(p, "response_violations", 0)
+            removed_n += getattr(p, "properties_removed", 0)
             for (version, _client), n in getattr(p, "usage", {}).items():
                 versions[version] = versions.get(version, 0) + n
         for outcome, n in totals.items():
@@ -59,7 +72,11 @@ class PolicyCollector(Collector):
         for version, n in versions.items():
             deprecated.add_metric([version], n)
         waf.add_metric([], blocked)
-        yield from (decisions, auth, waf, deprecated)
+        for (where, rule), n in by_rule.items():
+            validation.add_metric([where, rule], n)
+        response_schema.add_metric([], violations)
+        removed.add_metric([], removed_n)
+        yield from (decisions, auth, waf, deprecated, validation, response_schema, removed)
         version = GaugeMetricFamily("bastion_config_version", "Version of the config being served")
         version.add_metric([], state.version)
         yield version

@@ -99,6 +99,7 @@ class ApiKeyScheme(StrictModel):
     prefix: str = Field("bk_", description="Keys start with this (tells them from JWTs in Authorization).")
     query_param: str | None = Field(None, description="Query parameter carrying the key, used only on "
                                     "routes with `allow_query_key: true`; always redacted from logs.")
+    cookie: str | None = Field(None, description="Cookie carrying the key (OpenAPI `in: cookie`).")
     keys: list[ApiKeyEntry] = Field(default_factory=list, description="Keys declared in the config, by hash.")
 
 
@@ -168,6 +169,7 @@ class ApiKeys(Authenticator):
         self.bearer = c.bearer
         self.prefix = c.prefix
         self.query_param = c.query_param
+        self.cookie = c.cookie
         self.lookup = StaticApiKeys([
             ApiKeyRecord(e.id, e.hash, e.owner, frozenset(e.scopes), e.tier,
                          e.expires.timestamp() if e.expires else None, e.status) for e in c.keys])
@@ -180,6 +182,13 @@ class ApiKeys(Authenticator):
             token = _bearer(req)
             if token is not None and token.startswith(self.prefix):
                 return token
+        if self.cookie is not None:
+            raw = req.header(b"cookie")
+            if raw is not None:
+                for part in raw.decode("latin-1").split(";"):
+                    k, _, v = part.partition("=")
+                    if k.strip() == self.cookie and v.strip():
+                        return v.strip()
         if allow_query and self.query_param and req.query:
             for k, v in parse_qsl(req.query.decode("latin-1"), keep_blank_values=True):
                 if k == self.query_param:

@@ -6,7 +6,7 @@ import ipaddress
 import re
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator
+from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator, model_validator
 
 from bastion.http import check_networks
 from bastion.policies import REGISTRY
@@ -88,7 +88,16 @@ PoliciesConfig = _policies_model("PoliciesConfig")
 
 class RouteConfig(Strict):
     name: str | None = Field(None, description="Name used in logs and metrics (default: the path).")
-    path: str = Field(description="Path pattern: literal segments, `{param}`, and a final `*`.")
+    path: str | None = Field(None, description="Path pattern: literal segments, `{param}`, and a final `*`. "
+                             "Required unless `openapi` is set (then: the prefix whose undocumented "
+                             "requests are refused, default the spec's base path + `/*`).")
+    openapi: str | None = Field(None, description="An OpenAPI 3.0/3.1 document (YAML or JSON, relative to the "
+                                "config file): each operation becomes a route with its security, "
+                                "validation and `x-bastion-*` policies.")
+    base_path: str | None = Field(None, description="With `openapi`: the prefix of the spec's paths "
+                                  "(default: the path of its first `servers` URL).")
+    passthrough_undocumented: bool = Field(False, description="With `openapi`: forward requests to paths "
+                                           "and methods the spec does not declare instead of refusing them.")
     methods: list[str] | None = Field(None, description="Allowed methods (default: all).")
     host: str | None = Field(None, description="Match only this Host (`*.example.com` allowed).")
     upstream: str | None = Field(None, description="Name of an entry in `upstreams` (required for "
@@ -100,7 +109,9 @@ class RouteConfig(Strict):
 
     @field_validator("path")
     @classmethod
-    def _path(cls, v: str) -> str:
+    def _path(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
         if not v.startswith("/"):
             raise ValueError("a route path starts with '/'")
         segs = v.strip("/").split("/") if v != "/" else []
@@ -125,6 +136,18 @@ class RouteConfig(Strict):
             if m not in HTTP_METHODS:
                 raise ValueError(f"unknown HTTP method {m!r}")
         return out
+
+
+    @model_validator(mode="after")
+    def _path_or_spec(self) -> "RouteConfig":
+        if self.path is None and self.openapi is None:
+            raise ValueError("a route needs a path (or an openapi spec)")
+        if self.openapi is None and (self.base_path is not None or self.passthrough_undocumented):
+            raise ValueError("base_path and passthrough_undocumented apply to routes with openapi")
+        if self.base_path is not None and (not self.base_path.startswith("/") or "{" in self.base_path
+                                           or "*" in self.base_path):
+            raise ValueError("base_path is a literal prefix starting with '/'")
+        return self
 
 
 class AdminConfig(Strict):
@@ -172,6 +195,8 @@ def cross_checks(cfg: GatewayConfig, *, proxy: bool = True) -> list[tuple[tuple[
         elif route.upstream not in cfg.upstreams:
             problems.append((("routes", i, "upstream"),
                              f"upstream {route.upstream!r} is not in upstreams ({known})"))
+        if route.path is None:
+            continue  # an openapi route: its operations are checked when the spec is compiled
         key = (route.host, route.path.rstrip("/") or "/", tuple(route.methods or ()))
         if key in seen:
             problems.append((("routes", i, "path"),

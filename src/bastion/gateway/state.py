@@ -14,6 +14,8 @@ from bastion.config.model import GatewayConfig
 from bastion.gateway.proxy import UpstreamPool
 from bastion.http import NetworkSet
 from bastion.gateway.router import Route, Router
+from bastion.openapi.routes import plan_routes
+from bastion.openapi.spec import SpecError
 from bastion.pipeline import Pipeline, Policy, PolicyEnv
 from bastion.policies import REGISTRY
 
@@ -94,21 +96,42 @@ def compile_state(cfg: GatewayConfig, *, config_dir: str = ".", version: int = 1
 
     upstreams = {name: UpstreamPool(name, up) for name, up in cfg.upstreams.items()}
     routes: list[Route[RouteTarget]] = []
-    for i, rc in enumerate(cfg.routes):
+
+    def add_route(rc: Any, name: str, pattern: str, methods: frozenset[str] | None,
+                  extra: dict[str, dict[str, Any]], loc: tuple[Any, ...]) -> None:
         policies: list[Policy] = []
-        for name, cls in REGISTRY.items():
-            override = _raw(rc.policies, name)
-            if not cls.per_route or override is None:
-                policy = global_policies.get(name)
+        for pname, cls in REGISTRY.items():
+            override = _raw(rc.policies, pname)
+            more = extra.get(pname)
+            if not cls.per_route or (override is None and more is None):
+                policy = global_policies.get(pname)
             else:
-                merged = {**(defaults[name] or {}), **override}
-                policy = build(name, merged, ("routes", i, "policies", name))
+                merged = {**(defaults[pname] or {}), **(override or {}), **(more or {})}
+                policy = build(pname, merged, (*loc, "policies", pname))
             if policy is not None:
                 policies.append(policy)
-        methods = frozenset(rc.methods) if rc.methods else None
         target = RouteTarget(Pipeline(policies), upstreams[rc.upstream] if rc.upstream else None, methods)
-        routes.append(Route(name=rc.name or rc.path, pattern=rc.path, methods=methods,
+        routes.append(Route(name=name, pattern=pattern, methods=methods,
                             host=rc.host, target=target, case_sensitive=rc.case_sensitive))
+
+    for i, rc in enumerate(cfg.routes):
+        if rc.openapi is None:
+            add_route(rc, rc.name or rc.path, rc.path, frozenset(rc.methods) if rc.methods else None, {},
+                      ("routes", i))
+            continue
+        auth = {**(defaults.get("auth") or {}), **(_raw(rc.policies, "auth") or {})}
+        try:
+            plans = plan_routes(i, rc, config_dir, auth)
+        except SpecError as exc:
+            issues.append(ConfigIssue(("routes", i, "openapi"), None, str(exc)))
+            continue
+        for plan in plans:
+            methods = plan.methods
+            if rc.methods and methods is not None:
+                methods = methods & frozenset(rc.methods)
+                if not methods:
+                    continue
+            add_route(rc, plan.name, plan.pattern, methods, plan.overrides, plan.loc)
     if issues:
         raise ConfigError(source, issues)
 

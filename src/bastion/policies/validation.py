@@ -1,0 +1,179 @@
+"""Request validation against an OpenAPI operation (and opt-in response checks).
+
+Routes built from `openapi:` set `spec` and `operation` themselves; a hand-written route can
+name them too. Malformed JSON answers 400, an undeclared media type 415, anything else that
+breaks the schema 422 with one entry per failing field (`in`, JSON `pointer`, `rule`,
+`message`) — messages say what the rule wants and never repeat the value that was sent.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+import orjson
+from pydantic import BaseModel, ConfigDict, Field
+
+from bastion.http import BodyTimeout, BodyTooLarge, ClientDisconnected, Request, Response, body_problem, is_json, problem
+from bastion.openapi.operations import Limits, Normalise, Operation, compile_operations, prune
+from bastion.openapi.spec import SpecError, load_spec
+from bastion.pipeline import Context, Policy, PolicyConfig
+
+log = logging.getLogger("bastion.validation")
+
+
+class LimitsConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    max_depth: int = Field(32, ge=1, le=512, description="JSON nesting depth.")
+    max_array_items: int = Field(10_000, ge=1, description="Items in any one JSON array.")
+    max_string_length: int = Field(100_000, ge=1, description="Characters in any one JSON string or key.")
+    max_properties: int = Field(1_000, ge=1, description="Properties in any one JSON object.")
+
+
+class NormaliseConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    trim: bool = Field(False, description="Strip leading and trailing white space from strings.")
+    nfc: bool = Field(False, description="Unicode NFC-normalise strings.")
+    lowercase_email: bool = Field(False, description="Lower-case strings whose schema says `format: email`.")
+
+
+class ValidationConfig(PolicyConfig):
+    spec: str | None = Field(None, description="OpenAPI document (set by routes with `openapi:`).")
+    operation: str | None = Field(None, description='"METHOD /template" of the operation to check against.')
+    undocumented: bool = Field(False, description="Refuse every request (the catch-all of an openapi route).")
+    unknown_properties: Literal["refuse", "allow"] = Field(
+        "refuse", description="Body properties the schema does not declare (mass assignment): refused "
+        "unless a schema says `x-bastion-allow-unknown: true`, or everywhere with 'allow'.")
+    unknown_query: Literal["allow", "refuse"] = Field("allow", description="Query parameters the operation does not declare.")
+    limits: LimitsConfig = Field(default_factory=LimitsConfig, description="Limits that hold even where the schema is silent.")
+    normalise: NormaliseConfig = Field(default_factory=NormaliseConfig,
+                                       description="Normalise JSON strings before validation (and forward the result).")
+    responses: Literal["off", "log", "remove"] = Field(
+        "off", description="Check JSON responses: 'log' counts and logs schema violations, 'remove' also "
+        "drops properties the response schema does not declare (and writeOnly ones).")
+    max_errors: int = Field(20, ge=1, le=200, description="Errors listed in one 422 answer.")
+
+
+def _cookies(header: bytes | None) -> dict[str, str]:
+    out: dict[str, str] = {}
+    if not header:
+        return out
+    for part in header.decode("latin-1").split(";"):
+        if "=" in part:
+            k, v = part.split("=", 1)
+            out.setdefault(k.strip(), v.strip().strip('"'))
+    return out
+
+
+class Validation(Policy):
+    name: ClassVar[str] = "validation"
+    priority: ClassVar[int] = 590
+    Config = ValidationConfig
+
+    def __init__(self, config: ValidationConfig, env) -> None:
+        super().__init__(config, env)
+        self.op: Operation | None = None
+        self.failures_by_rule: dict[tuple[str, str], int] = {}
+        self.response_violations = 0
+        self.properties_removed = 0
+        if config.spec is None or config.undocumented:
+            if config.operation is not None and config.spec is None:
+                raise ValueError("validation.operation needs validation.spec")
+            return
+        path = Path(env.config_dir) / config.spec
+        try:
+            spec = load_spec(path)
+            ops = compile_operations(spec, close_objects=config.unknown_properties == "refuse",
+                                     responses=config.responses != "off")
+        except SpecError as exc:
+            raise ValueError(str(exc)) from None
+        if config.operation is None:
+            raise ValueError("validation.spec needs validation.operation ('METHOD /template')")
+        op = ops.get(config.operation)
+        if op is None:
+            raise ValueError(f"the spec has no operation {config.operation!r}")
+        self.op = op
+        self.limits = Limits(**config.limits.model_dump())
+        self.normalise = Normalise(**config.normalise.model_dump())
+        self.header_names = [p.name.lower() for p in op.params if p.location == "header"]
+        self.wants_cookies = any(p.location == "cookie" for p in op.params)
+        self.check_response = config.responses != "off" and bool(op.responses)
+
+    async def on_request(self, req: Request, ctx: Context) -> Response | None:
+        if self.config.undocumented:
+            self.failures_by_rule[("path", "undocumented")] = self.failures_by_rule.get(("path", "undocumented"), 0) + 1
+            return problem(404, "undocumented-endpoint", "this endpoint is not part of the API",
+                           request_id=req.request_id)
+        op = self.op
+        if op is None:
+            return None
+        body: bytes | None = None
+        if op.bodies and req.has_body():
+            try:
+                body = await req.read_body()
+            except (BodyTooLarge, BodyTimeout, ClientDisconnected) as exc:
+                return body_problem(exc, req) or problem(400, "bad-request", "the client went away",
+                                                         request_id=req.request_id)
+        headers = {}
+        for name in self.header_names:
+            value = req.header(name.encode("latin-1"))
+            if value is not None:
+                headers[name] = value.decode("latin-1")
+        cookies = _cookies(req.header(b"cookie")) if self.wants_cookies else {}
+        status, errors, rewritten = op.check_request(
+            path_params=req.path_params, query=req.query, headers=headers, cookies=cookies,
+            content_type=req.header_str(b"content-type"), body=body, limits=self.limits,
+            normalise=self.normalise, unknown_query=self.config.unknown_query == "allow")
+        if status:
+            for e in errors:
+                key = (e.location, e.rule)
+                self.failures_by_rule[key] = self.failures_by_rule.get(key, 0) + 1
+            shown = errors[: self.config.max_errors]
+            ctx.log_fields["validation"] = [f"{e.location}:{e.pointer}:{e.rule}" for e in shown[:5]]
+            kind = {400: "malformed-body", 415: "unsupported-media-type"}.get(status, "validation-failed")
+            detail = {400: "the request body cannot be parsed", 415: "this media type is not accepted here"}.get(
+                status, "the request does not match the API's schema")
+            return problem(status, kind, detail, request_id=req.request_id,
+                           extra={"errors": [e.as_dict() for e in shown]})
+        if rewritten is not None:
+            req.body = rewritten
+        if self.check_response:
+            ctx.response_rewriters.append(self)
+        return None
+
+    # ---------------------------------------------------------------- responses
+    def _schema_for(self, status: int) -> Any:
+        assert self.op is not None
+        by_status = self.op.responses
+        for key in (str(status), f"{str(status)[0]}XX", "DEFAULT"):
+            if key in by_status:
+                return by_status[key]
+        return None
+
+    def wants(self, resp: Response) -> bool:
+        return is_json(resp.get_header(b"content-type")) and self._schema_for(resp.status) is not None
+
+    def rewrite(self, req: Request, resp: Response, body: bytes, ctx: Context) -> bytes:
+        media = self._schema_for(resp.status)
+        schema = media.get("application/json") or next(iter(media.values()))
+        try:
+            value = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            self.response_violations += 1
+            ctx.log_fields["response_schema"] = ["body:not JSON"]
+            return body
+        errors = schema.validator.errors(value, "response", limit=5)
+        if errors:
+            self.response_violations += 1
+            ctx.log_fields["response_schema"] = [f"{e.pointer}:{e.rule}" for e in errors]
+            log.warning("response of %s breaks its schema: %s", req.route_name,
+                        ", ".join(f"{e.pointer or '/'} {e.rule}" for e in errors))
+        if self.config.responses != "remove":
+            return body
+        pruned, removed = prune(value, schema.schema)
+        if not removed:
+            return body
+        self.properties_removed += removed
+        ctx.log_fields["response_properties_removed"] = removed
+        return orjson.dumps(pruned)
