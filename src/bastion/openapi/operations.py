@@ -81,13 +81,28 @@ class Validator:
         if self._v.is_valid(value):
             return []
         out: list[FieldError] = []
+        unknown: list[tuple[FieldError, list[str]]] = []
         for err in self._v.iter_errors(value):
             pointer = prefix + "".join("/" + str(p).replace("~", "~0").replace("/", "~1")
                                        for p in err.instance_path)
-            out.append(FieldError(location, pointer, err.kind.name, _message(err)))
+            fe = FieldError(location, pointer, _RULES.get(err.kind.name, err.kind.name), _message(err))
+            out.append(fe)
+            if fe.rule == "additionalProperties":
+                unknown.append((fe, [str(n) for n in err.kind.as_dict().get("unexpected", [])]))
             if len(out) >= limit:
                 break
+        if unknown:  # a read-only property inside allOf is also "unevaluated": say it once
+            read_only = {e.pointer for e in out if e.rule == "readOnly"}
+            for fe, names in unknown:
+                if names and all(f"{fe.pointer}/{n}" in read_only for n in names):
+                    out.remove(fe)
         return out
+
+
+# One name per meaning: a property the schema does not declare is `additionalProperties` whether the
+# schema said so or bastion closed it; `false` property schemas come from readOnly properties.
+_RULES = {"unevaluatedProperties": "additionalProperties", "falseSchema": "readOnly",
+          "oneOfNotValid": "oneOf", "oneOfMultipleValid": "oneOf"}
 
 
 def _message(err: Any) -> str:
