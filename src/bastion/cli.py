@@ -146,6 +146,48 @@ def graphql_register(
     console.print(f"[green]{len(entries)}[/] quer{'y' if len(entries) == 1 else 'ies'} registered in {output}")
 
 
+openapi_app = typer.Typer(help="OpenAPI specs: security findings.", no_args_is_help=True)
+app.add_typer(openapi_app, name="openapi")
+
+
+@openapi_app.command("lint")
+def openapi_lint(
+    spec: Path = typer.Argument(..., help="OpenAPI 3.0/3.1 document (YAML or JSON)."),
+    fmt: str = typer.Option("console", "--format", help="console or json."),
+    fail_on: str = typer.Option("high", "--fail-on", help="Exit 1 when a finding is at least this severe "
+                                "(high, medium, low, info; 'never' to always exit 0)."),
+) -> None:
+    """Security findings in a spec: missing security, keys in query strings, open objects, unbounded
+    strings and arrays, plain-http servers."""
+    from bastion.openapi.lint import SEVERITIES, at_or_above, lint_spec
+    from bastion.openapi.spec import SpecError, load_spec
+
+    if fail_on not in (*SEVERITIES, "never"):
+        console.print(f"[red]--fail-on[/] is one of {', '.join(SEVERITIES)}, never")
+        raise typer.Exit(2)
+    try:
+        findings = lint_spec(load_spec(spec))
+    except SpecError as exc:
+        console.print(f"[bold red]spec error[/]: {exc}", markup=True, highlight=False)
+        raise typer.Exit(2)
+    if fmt == "json":
+        sys.stdout.write(json.dumps([f.as_dict() for f in findings], indent=2) + "\n")
+    else:
+        from rich.table import Table
+
+        colours = {"high": "red", "medium": "yellow", "low": "cyan", "info": "dim"}
+        table = Table(title=f"{spec}: {len(findings)} finding(s)")
+        for col in ("severity", "rule", "where", "message"):
+            table.add_column(col, overflow="fold")
+        for f in findings:
+            table.add_row(f"[{colours[f.severity]}]{f.severity}[/]", f.rule, f.where, f.message)
+        console.print(table)
+        counts = {s: sum(1 for f in findings if f.severity == s) for s in SEVERITIES}
+        console.print(" · ".join(f"{n} {s}" for s, n in counts.items()))
+    if fail_on != "never" and at_or_above(findings, fail_on):
+        raise typer.Exit(1)
+
+
 certs_app = typer.Typer(help="Certificates for development.", no_args_is_help=True)
 app.add_typer(certs_app, name="certs")
 
