@@ -86,6 +86,10 @@ class BastionMiddleware:
         inner["headers"] = [(k, v) for k, v in scope["headers"] if k not in drop and not k.startswith(b"x-bastion-")]
         inner["headers"] += ctx.upstream_headers  # the principal, as the upstream would see it
         replay = req.body is not None
+        if replay:  # a policy read (and maybe rewrote) the body: its length is what the app gets
+            inner["headers"] = [(k, v) for k, v in inner["headers"]
+                                if k not in (b"content-length", b"transfer-encoding")]
+            inner["headers"].append((b"content-length", str(len(req.body or b"")).encode()))
         body_sent = False
 
         async def receive_() -> dict[str, Any]:
