@@ -366,3 +366,54 @@ def test_recursive_schema(shop):
 def test_oauth_scopes_from_the_spec(shop):
     assert call(shop, "GET", "/api/orders", bearer("orders:write")).status == 403
     assert call(shop, "GET", "/api/orders").status == 401
+
+
+# ------------------------------------------------------------------------ more of the spec's own policy
+EXTENDED = """
+openapi: 3.0.3
+info: {title: extensions, version: "1"}
+security: [{cookie_key: []}]
+paths:
+  /users/{user_id}/orders:
+    get:
+      security: [{bearer: []}]
+      parameters:
+        - {name: user_id, in: path, required: true, schema: {type: string, maxLength: 20}}
+      x-bastion-authorization:
+        objects: [{param: user_id, claim: sub, status: 404}]
+      x-bastion-cors:
+        allow_origins: ["https://app.example.com"]
+        allow_headers: [authorization]
+        allow_credentials: true
+      responses: {"200": {description: ok}}
+  /me:
+    get:
+      responses: {"200": {description: ok}}
+components:
+  securitySchemes:
+    cookie_key: {type: apiKey, in: cookie, name: session_key}
+    bearer: {type: http, scheme: bearer}
+"""
+
+
+def test_object_rules_cors_and_cookie_keys_from_the_spec(spec_upstream, tmp_path):
+    (tmp_path / "ext.yaml").write_text(EXTENDED)
+    cfg = config(tmp_path, spec_upstream, {"openapi": "ext.yaml"})
+    cfg["policies"]["auth"]["schemes"]["cookie_key"] = {"type": "api_key", "keys": [
+        {"id": "c1", "hash": hash_key(KEY), "owner": "acme"}]}
+    with run_gateway(cfg, tmp_path) as gw:
+        # x-bastion-authorization: alice reads her own orders, not bob's (404: not even existence)
+        alice = {"Authorization": "Bearer " + token(sub="alice")}
+        assert call(gw, "GET", "/users/alice/orders", alice).status == 200
+        assert call(gw, "GET", "/users/bob/orders", alice).status == 404
+        # x-bastion-cors on that operation only
+        pre = {"Origin": "https://app.example.com", "Access-Control-Request-Method": "GET",
+               "Access-Control-Request-Headers": "authorization"}
+        r = call(gw, "OPTIONS", "/users/alice/orders", pre)
+        assert r.status in (200, 204) and r.header("access-control-allow-origin") == "https://app.example.com"
+        evil = {**pre, "Origin": "https://app.example.com.evil.com"}
+        assert call(gw, "OPTIONS", "/users/alice/orders", evil).header("access-control-allow-origin") is None
+        # apiKey in: cookie, named by the spec
+        assert call(gw, "GET", "/me").status == 401
+        assert call(gw, "GET", "/me", {"Cookie": f"theme=dark; session_key={KEY}"}).status == 200
+        assert call(gw, "GET", "/me", {"X-API-Key": KEY}).status == 200  # the scheme's header still works
