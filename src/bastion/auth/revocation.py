@@ -6,7 +6,9 @@ everywhere") by a time: its tokens issued before then are refused.
 
 from __future__ import annotations
 
+import asyncio
 import time
+import weakref
 from typing import Any
 
 from bastion.auth.cache import ExpiringCache
@@ -71,3 +73,18 @@ class RedisRevocations:
 
     async def close(self) -> None:
         await self.client.aclose()
+
+
+_memory_revocations = MemoryRevocations()
+_redis_revocations: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, RedisRevocations]]" = (
+    weakref.WeakKeyDictionary())
+
+
+def revocation_store(url: str) -> MemoryRevocations | RedisRevocations:
+    """One revocation list per store URL for the whole process (per event loop for Redis)."""
+    if url == "memory":
+        return _memory_revocations
+    stores = _redis_revocations.setdefault(asyncio.get_running_loop(), {})
+    if url not in stores:
+        stores[url] = RedisRevocations(url)
+    return stores[url]

@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator
 
 from bastion.http import check_networks
 from bastion.policies import REGISTRY
+from bastion.tokens.config import TokenServiceConfig
 
 HTTP_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE")
 _PARAM = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
@@ -175,6 +176,8 @@ class GatewayConfig(Strict):
     )
     routes: list[RouteConfig] = Field(default_factory=list, description="Routes, most specific wins.")
     admin: AdminConfig | None = Field(None, description="The admin listener: health, metrics, admin API.")
+    token_service: TokenServiceConfig | None = Field(
+        None, description="Serve the token service (users, tokens, API keys, OAuth 2.0) under its prefix.")
 
     @field_validator("trusted_proxies")
     @classmethod

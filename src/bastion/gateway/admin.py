@@ -114,7 +114,7 @@ class AdminApp:
         return ready, checks
 
     async def _revoke(self, send, doc: dict[str, Any]) -> None:
-        from bastion.policies.auth import revocation_store
+        from bastion.auth.revocation import revocation_store
 
         urls = {p.revocation_url for p in self.server.gateway.state.policies if p.name == "auth"} or {"memory"}
         done = []

@@ -11,6 +11,7 @@ from pydantic import ValidationError
 
 from bastion.config.loader import ConfigError, ConfigIssue
 from bastion.config.model import GatewayConfig
+from bastion.gateway.inprocess import InProcessPool
 from bastion.gateway.proxy import UpstreamPool
 from bastion.http import NetworkSet
 from bastion.gateway.router import Route, Router
@@ -43,6 +44,7 @@ class GatewayState:
     retired: bool = False
     source: str = "<config>"
     extra: dict[str, Any] = field(default_factory=dict)
+    token_app: Any = None
 
     async def close(self) -> None:
         for pool in self.upstreams.values():
@@ -101,7 +103,7 @@ def compile_state(cfg: GatewayConfig, *, config_dir: str = ".", version: int = 1
                   extra: dict[str, dict[str, Any]], loc: tuple[Any, ...]) -> None:
         policies: list[Policy] = []
         for pname, cls in REGISTRY.items():
-            override = _raw(rc.policies, pname)
+            override = _raw(rc.policies, pname) if rc.policies is not None else None
             more = extra.get(pname)
             if not cls.per_route or (override is None and more is None):
                 policy = global_policies.get(pname)
@@ -132,6 +134,28 @@ def compile_state(cfg: GatewayConfig, *, config_dir: str = ".", version: int = 1
                 if not methods:
                     continue
             add_route(rc, plan.name, plan.pattern, methods, plan.overrides, plan.loc)
+    token_app = None
+    if cfg.token_service is not None:
+        ts = cfg.token_service
+        try:
+            from bastion.tokens.app import TokenApp
+
+            token_app = TokenApp(ts)
+        except Exception as exc:  # the database or the key cannot be used: say which and why
+            issues.append(ConfigIssue(("token_service",), None, f"{type(exc).__name__}: {exc}".splitlines()[0]))
+        else:
+            pool = InProcessPool("token_service", token_app)
+            upstreams["token_service"] = pool  # type: ignore[assignment]
+            p = ts.prefix
+            throttled = [f"{p}/login", f"{p}/register", f"{p}/oauth/token", f"{p}/oauth/authorize"]
+            configured = (defaults.get("rate_limit") or {}).get("login_paths")
+            if configured is None:
+                configured = REGISTRY["rate_limit"].Config().login_paths  # type: ignore[attr-defined]
+            login_paths = list(configured) + throttled
+            extra = {"rate_limit": {"login_paths": login_paths}}
+            plan = type("TokenRoute", (), {"policies": None, "upstream": None, "host": None, "case_sensitive": True})
+            add_route(plan, "token_service", f"{p}/*", None, extra, ("token_service",))
+            routes[-1].target.upstream = pool  # type: ignore[assignment]
     if issues:
         raise ConfigError(source, issues)
 
@@ -139,4 +163,4 @@ def compile_state(cfg: GatewayConfig, *, config_dir: str = ".", version: int = 1
     trusted = NetworkSet(cfg.trusted_proxies)
     defaults = Pipeline(list(global_policies.values()))
     return GatewayState(cfg, version, Router(routes), edge, defaults, upstreams, trusted,
-                        list(built.values()), source=source)
+                        list(built.values()), source=source, token_app=token_app)

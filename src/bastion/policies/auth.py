@@ -8,8 +8,6 @@ alternative would not need it; missing scopes answer 403 `insufficient_scope`.
 
 from __future__ import annotations
 
-import asyncio
-import weakref
 import logging
 from typing import ClassVar, Literal
 from urllib.parse import parse_qsl, quote
@@ -17,7 +15,7 @@ from urllib.parse import parse_qsl, quote
 from pydantic import Field, model_validator
 
 from bastion.auth.errors import AuthError
-from bastion.auth.revocation import MemoryRevocations, RedisRevocations
+from bastion.auth.revocation import revocation_store
 from bastion.auth.schemes import (  # noqa: F401  (scheme models are part of this policy's config)
     ApiKeys,
     ApiKeyScheme,
@@ -70,21 +68,6 @@ class AuthConfig(PolicyConfig):
                     if name not in self.schemes:
                         raise ValueError(f"require names scheme {name!r}, which is not in schemes")
         return self
-
-
-_memory_revocations = MemoryRevocations()
-_redis_revocations: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, RedisRevocations]]" = (
-    weakref.WeakKeyDictionary())
-
-
-def revocation_store(url: str) -> MemoryRevocations | RedisRevocations:
-    """One revocation list per store URL for the whole process (per event loop for Redis)."""
-    if url == "memory":
-        return _memory_revocations
-    stores = _redis_revocations.setdefault(asyncio.get_running_loop(), {})
-    if url not in stores:
-        stores[url] = RedisRevocations(url)
-    return stores[url]
 
 
 class Auth(Policy):
@@ -145,7 +128,8 @@ class Auth(Policy):
             if scheme.kind != "mtls" and (principal.jti is not None or principal.subject):
                 store = revocation_store(self.revocation_url)
                 try:
-                    revoked = await store.is_revoked(principal.jti, principal.subject or None, principal.iat)
+                    revoked = await store.is_revoked(principal.jti, (principal.subject or None) if principal.iat is not None
+                                                     else None, principal.iat)
                 except Exception as exc:  # Redis down: the configured fail mode, never a 500
                     log.warning("revocation store unreachable (%s)", type(exc).__name__)
                     if self.revocation_fail == "closed":

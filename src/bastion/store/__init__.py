@@ -1,0 +1,1 @@
+"""The identity store: SQLAlchemy models, the engine, and migrations (Alembic)."""
