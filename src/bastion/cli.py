@@ -9,6 +9,7 @@ import os
 import socket
 import sys
 import tempfile
+import time
 from importlib import resources
 from pathlib import Path
 from typing import Optional
@@ -144,6 +145,145 @@ def graphql_register(
     existing.update(entries)
     output.write_text(json.dumps(existing, indent=2, sort_keys=True) + "\n")
     console.print(f"[green]{len(entries)}[/] quer{'y' if len(entries) == 1 else 'ies'} registered in {output}")
+
+
+def _token_app(config: Path):
+    """The token service of a config (database, keys), without starting a gateway."""
+    cfg = _check(str(config))
+    if cfg.token_service is None:
+        console.print(f"[red]{config}[/] has no token_service section")
+        raise typer.Exit(2)
+    from bastion.tokens.app import TokenApp
+
+    return TokenApp(cfg.token_service)
+
+
+def _duration(text: str | None) -> float | None:
+    if text is None:
+        return None
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    if len(text) < 2 or text[-1] not in units or not text[:-1].isdigit():
+        console.print(f"[red]{text!r}[/]: a duration like 90d, 12h, 30m")
+        raise typer.Exit(2)
+    return int(text[:-1]) * units[text[-1]]
+
+
+CONFIG_OPT = typer.Option(Path("bastion.yaml"), "--config", "-c", help="The gateway config (its token_service).")
+
+
+@keys_app.command("create")
+def keys_create(
+    owner: str = typer.Option(..., help="Who the key belongs to (becomes the principal)."),
+    scopes: str = typer.Option("", help="Comma-separated scopes."),
+    tier: Optional[str] = typer.Option(None, help="Rate-limit tier."),
+    expires: Optional[str] = typer.Option(None, help="Lifetime: 90d, 12h, 30m."),
+    name: str = typer.Option("", help="A label."),
+    env: Optional[str] = typer.Option(None, help="live or test (default: token_service.api_key_env)."),
+    config: Path = CONFIG_OPT,
+) -> None:
+    """Create a key in the token service's database and print it once."""
+    svc = _token_app(config).service
+    key, row = svc.create_key(owner, [x for x in scopes.split(",") if x], tier, _duration(expires), name, env)
+    typer.echo(f"id:  {row.id}\nkey: {key}")
+    console.print("[yellow]The key is shown once; only its hash is stored.[/]")
+
+
+@keys_app.command("list")
+def keys_list(owner: Optional[str] = typer.Option(None), config: Path = CONFIG_OPT) -> None:
+    """List keys (never the keys themselves: id, owner, last 4 characters, state)."""
+    import datetime as dt
+
+    from rich.table import Table
+
+    rows = _token_app(config).service.list_keys(owner)
+    table = Table()
+    for col in ("id", "owner", "key", "scopes", "tier", "state", "expires", "last used"):
+        table.add_column(col)
+
+    def when(t: float | None) -> str:
+        return dt.datetime.fromtimestamp(t, dt.timezone.utc).strftime("%Y-%m-%d %H:%M") if t else "—"
+
+    now = time.time()
+    for r in rows:
+        state = "revoked" if r.revoked_at else ("expired" if r.expires_at and r.expires_at <= now else "active")
+        table.add_row(r.id, r.owner, f"bk_{r.env}_…{r.last4}", r.scopes, r.tier or "", state, when(r.expires_at),
+                      when(r.last_used_at))
+    console.print(table)
+
+
+@keys_app.command("revoke")
+def keys_revoke(key_id: str = typer.Argument(...), config: Path = CONFIG_OPT) -> None:
+    """Revoke a key now (gateways stop accepting it within their cache time)."""
+    from bastion.tokens.service import ServiceError
+
+    try:
+        _token_app(config).service.revoke_key(key_id)
+    except ServiceError as exc:
+        console.print(f"[red]{exc.detail}[/]")
+        raise typer.Exit(1)
+    console.print(f"revoked {key_id}")
+
+
+@keys_app.command("rotate")
+def keys_rotate(key_id: str = typer.Argument(...), overlap: Optional[str] = typer.Option(
+        None, help="How long the old key keeps working (default: token_service.api_key_overlap_seconds)."),
+        config: Path = CONFIG_OPT) -> None:
+    """Make a replacement key with the same grants; the old one works for the overlap, then expires."""
+    from bastion.tokens.service import ServiceError
+
+    ta = _token_app(config)
+    seconds = _duration(overlap) if overlap else ta.config.api_key_overlap_seconds
+    try:
+        key, old, new = ta.service.rotate_key(key_id, float(seconds or 0))
+    except ServiceError as exc:
+        console.print(f"[red]{exc.detail}[/]")
+        raise typer.Exit(1)
+    typer.echo(f"id:  {new.id}\nkey: {key}")
+    console.print(f"[yellow]{old.id} keeps working until it expires in {seconds:.0f}s.[/]")
+
+
+tokens_app = typer.Typer(help="The token service: secrets, signing keys, OAuth clients.", no_args_is_help=True)
+app.add_typer(tokens_app, name="tokens")
+
+
+@tokens_app.command("secret")
+def tokens_secret() -> None:
+    """Print a new key_encryption_key (a Fernet key) for token_service."""
+    from cryptography.fernet import Fernet
+
+    typer.echo(Fernet.generate_key().decode())
+
+
+@tokens_app.command("rotate-keys")
+def tokens_rotate_keys(config: Path = CONFIG_OPT) -> None:
+    """Start signing with a new key now; the old public key stays in the JWKS until its tokens expire."""
+    kid = _token_app(config).keyring.rotate()
+    console.print(f"new signing key {kid}")
+
+
+@tokens_app.command("add-client")
+def tokens_add_client(
+    name: str = typer.Option(...),
+    redirect_uri: list[str] = typer.Option([], "--redirect-uri", help="Exact redirect URI (repeat)."),
+    grant: list[str] = typer.Option(["authorization_code", "refresh_token"], "--grant",
+                                    help="authorization_code, client_credentials, refresh_token (repeat)."),
+    scopes: str = typer.Option("", help="Comma-separated scopes the client may ask for."),
+    public: bool = typer.Option(False, help="A public client (PKCE, no secret)."),
+    config: Path = CONFIG_OPT,
+) -> None:
+    """Register an OAuth 2.0 client; prints its id and secret (once)."""
+    from bastion.tokens.oauth import new_client
+
+    try:
+        client_id, secret = new_client(_token_app(config).sessions, name, list(redirect_uri), list(grant),
+                                       [x for x in scopes.split(",") if x], public)
+    except ValueError as exc:
+        console.print(f"[red]{exc}[/]")
+        raise typer.Exit(2)
+    typer.echo(f"client_id:     {client_id}")
+    if secret:
+        typer.echo(f"client_secret: {secret}")
+        console.print("[yellow]The secret is shown once; only its hash is stored.[/]")
 
 
 openapi_app = typer.Typer(help="OpenAPI specs: security findings.", no_args_is_help=True)

@@ -101,6 +101,10 @@ class ApiKeyScheme(StrictModel):
                                     "routes with `allow_query_key: true`; always redacted from logs.")
     cookie: str | None = Field(None, description="Cookie carrying the key (OpenAPI `in: cookie`).")
     keys: list[ApiKeyEntry] = Field(default_factory=list, description="Keys declared in the config, by hash.")
+    database: str | None = Field(None, description="Also look keys up in the token service's database "
+                                 "(the same URL as token_service.database; `bastion keys create`).")
+    cache_seconds: float = Field(5, ge=0, le=300, description="With `database`: cache a lookup this long "
+                                 "(a revocation takes effect within it).")
 
 
 class IntrospectionScheme(StrictModel):
@@ -173,6 +177,11 @@ class ApiKeys(Authenticator):
         self.lookup = StaticApiKeys([
             ApiKeyRecord(e.id, e.hash, e.owner, frozenset(e.scopes), e.tier,
                          e.expires.timestamp() if e.expires else None, e.status) for e in c.keys])
+        self.database = None
+        if c.database is not None:
+            from bastion.tokens.apikeys import DatabaseApiKeys
+
+            self.database = DatabaseApiKeys(c.database, c.cache_seconds)
 
     def extract(self, req: Request, allow_query: bool) -> str | None:
         value = req.header(self.header)
@@ -196,7 +205,10 @@ class ApiKeys(Authenticator):
         return None
 
     async def authenticate(self, credential: str) -> Principal:
-        record = await self.lookup.find(hash_key(credential))
+        key_hash = hash_key(credential)
+        record = await self.lookup.find(key_hash)
+        if record is None and self.database is not None:
+            record = await self.database.find(key_hash)
         why = check(record)
         if why is not None:
             raise AuthError(why)

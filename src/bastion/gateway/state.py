@@ -152,7 +152,9 @@ def compile_state(cfg: GatewayConfig, *, config_dir: str = ".", version: int = 1
             if configured is None:
                 configured = REGISTRY["rate_limit"].Config().login_paths  # type: ignore[attr-defined]
             login_paths = list(configured) + throttled
-            extra = {"rate_limit": {"login_paths": login_paths}}
+            extra: dict[str, dict[str, Any]] = {"rate_limit": {"login_paths": login_paths}}
+            if defaults.get("auth") is not None:
+                extra["auth"] = {"require": []}  # its endpoints check their own credentials
             plan = type("TokenRoute", (), {"policies": None, "upstream": None, "host": None, "case_sensitive": True})
             add_route(plan, "token_service", f"{p}/*", None, extra, ("token_service",))
             routes[-1].target.upstream = pool  # type: ignore[assignment]

@@ -118,18 +118,20 @@ class TokenService:
         if user is None:
             raise refused
         locked = user.locked_until is not None and user.locked_until > now
+        if not ok or locked or user.disabled:
+            if not locked:
+                with self.sessions.begin() as s:  # committed before the refusal is raised
+                    failures = User.failed_logins + 1
+                    s.execute(update(User).where(User.id == user.id).values(failed_logins=failures))
+                    count = s.scalar(select(User.failed_logins).where(User.id == user.id)) or 0
+                    if count >= self.s.max_failures:
+                        s.execute(update(User).where(User.id == user.id).values(
+                            failed_logins=0, locked_until=now + self.s.lockout_seconds))
+            raise refused
+        values: dict[str, Any] = {"failed_logins": 0, "locked_until": None}
+        if rehash:
+            values["password_hash"] = self.passwords.hash(password)
         with self.sessions.begin() as s:
-            if not ok or locked or user.disabled:
-                if not locked:
-                    failures = user.failed_logins + 1
-                    values: dict[str, Any] = {"failed_logins": failures}
-                    if failures >= self.s.max_failures:
-                        values = {"failed_logins": 0, "locked_until": now + self.s.lockout_seconds}
-                    s.execute(update(User).where(User.id == user.id).values(**values))
-                raise refused
-            values = {"failed_logins": 0, "locked_until": None}
-            if rehash:
-                values["password_hash"] = self.passwords.hash(password)
             s.execute(update(User).where(User.id == user.id).values(**values))
         return user
 
@@ -211,6 +213,7 @@ class TokenService:
     def refresh(self, token: str) -> Issued:
         claims = self.verify_own(token, "refresh")
         now = time.time()
+        reused = False
         with self.sessions.begin() as s:
             row = s.get(RefreshToken, claims["jti"])
             family = s.get(RefreshFamily, claims.get("sid", ""))
@@ -219,15 +222,19 @@ class TokenService:
             spent = s.execute(update(RefreshToken).where(RefreshToken.jti == row.jti, RefreshToken.used_at.is_(None))
                               .values(used_at=now)).rowcount
             if spent != 1:
-                # a refresh token presented twice: someone holds a copy. End the whole login.
+                # a refresh token presented twice: someone holds a copy. End the whole login
+                # (committed here, then refused below).
                 family.revoked_at, family.revoked_reason = now, "reuse"
-                raise ServiceError(401, "refresh-token-reused",
-                                   "this refresh token was already used; the session has ended, log in again")
-            user = s.get(User, row.user_id)
-            if user is None or user.disabled:
-                raise ServiceError(401, "invalid-token", "the refresh token is not valid")
-            new_refresh = self._refresh(s, user.id, family.id, now)
-            access, _, _ = self._access(user.id, user.role, family.scope, family.id, now, family.client_id)
+                reused = True
+            else:
+                user = s.get(User, row.user_id)
+                if user is None or user.disabled:
+                    raise ServiceError(401, "invalid-token", "the refresh token is not valid")
+                new_refresh = self._refresh(s, user.id, family.id, now)
+                access, _, _ = self._access(user.id, user.role, family.scope, family.id, now, family.client_id)
+        if reused:
+            raise ServiceError(401, "refresh-token-reused",
+                               "this refresh token was already used; the session has ended, log in again")
         return Issued(access, new_refresh, int(self.s.access_ttl), family.scope)
 
     def revoke_family(self, family_id: str, reason: str) -> None:
