@@ -115,7 +115,7 @@ class Payload(OAuth2Payload):
 
 
 class Req(OAuth2Request):
-    def __init__(self, method: str, uri: str, headers: dict[str, str], query: list[tuple[str, str]],
+    def __init__(self, method: str, uri: str, headers: Any, query: list[tuple[str, str]],
                  form: list[tuple[str, str]]) -> None:
         super().__init__(method=method, uri=uri, headers=headers)
         self._args = dict(query)
@@ -299,13 +299,20 @@ class OAuthEndpoints:
                 Route(f"{prefix}/oauth/revoke", self.revoke, methods=["POST"])]
 
     # --------------------------------------------------------------- helpers
-    def claims_of(self, token: str, hint: str | None) -> dict[str, Any] | None:
+    def claims_of(self, token: str, hint: str | None) -> "TokenClaims | None":
         order = ["refresh", "access"] if hint == "refresh_token" else ["access", "refresh"]
         for typ in order:
             try:
-                return self.app.service.verify_own(token, typ)
+                claims = self.app.service.verify_own(token, typ)
             except ServiceError:
                 continue
+            if typ == "refresh" and "client_id" not in claims:
+                with self.sessions() as s:
+                    from bastion.store.models import RefreshFamily
+
+                    fam = s.get(RefreshFamily, claims.get("sid", ""))
+                claims["client_id"] = fam.client_id if fam is not None else None
+            return TokenClaims(claims)
         return None
 
     def _generate(self, grant_type: str, client: Client, user: User | None = None, scope: str | None = None,
@@ -332,7 +339,7 @@ class OAuthEndpoints:
             except UnicodeDecodeError:
                 raise ServiceError(400, "malformed-body", "the form is not valid UTF-8") from None
         query = parse_qsl(request.url.query, keep_blank_values=True)
-        req = Req(request.method, str(request.url), dict(request.headers), query, form)
+        req = Req(request.method, str(request.url), request.headers, query, form)  # case-insensitive
         req.revocations = []  # type: ignore[attr-defined]
         return req
 
@@ -442,6 +449,14 @@ class OAuthEndpoints:
         result = await asyncio.to_thread(self.server.create_endpoint_response, "revocation", req)
         await self.app.revoke(req.revocations)  # type: ignore[attr-defined]
         return self._respond(result)
+
+
+class TokenClaims(dict):
+    """Claims of a token, as Authlib's revocation endpoint wants them: a client may revoke only
+    the tokens issued to it (RFC 7009 §2.1)."""
+
+    def check_client(self, client: Client) -> bool:
+        return self.get("client_id") is not None and self.get("client_id") == client.client_id
 
 
 class _ScopedUser:
