@@ -215,3 +215,64 @@ def test_login_rate_limit_per_ip(kind, upstream, tmp_path):
         with run_gateway(cfg, tmp_path) as gw:
             codes = [login(gw, "ghost", "Wrong-password-1!").status for _ in range(4)]
             assert codes == [401, 401, 401, 429]
+
+
+def test_logout_is_seen_by_a_second_gateway_process_through_redis(upstream, tmp_path):
+    """Gateway A (this process) and gateway B (`bastion serve`, another process) share the
+    database and Redis: a logout on A is refused on B."""
+    import os
+    import subprocess
+    import sys
+    import uuid as _uuid
+
+    import redis as _redis
+    import yaml
+
+    from helpers import run_gateway
+
+    from .conftest import database, free_port, gateway_config
+
+    redis_url = os.environ.get("BASTION_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+    try:
+        _redis.Redis.from_url(redis_url, socket_timeout=2).ping()
+    except _redis.RedisError as exc:
+        pytest.fail(f"Redis is needed at {redis_url}: {exc}")
+    with database("sqlite", tmp_path) as db:
+        port_a, port_b = free_port(), free_port()
+        cfg_a = gateway_config(db, port_a, upstream.url, tmp_path, revocation=redis_url)
+        cfg_b = gateway_config(db, port_b, upstream.url, tmp_path, revocation=redis_url)
+        cfg_b["policies"]["audit"]["output"] = str(tmp_path / f"audit-b-{_uuid.uuid4().hex}.log")
+        # one public issuer for the whole deployment; each gateway reads the keys from itself
+        issuer = cfg_a["token_service"]["issuer"]
+        cfg_b["token_service"]["issuer"] = issuer
+        cfg_b["policies"]["auth"]["schemes"]["bearer"]["issuers"][0]["issuer"] = issuer
+        (tmp_path / "b.yaml").write_text(yaml.safe_dump(cfg_b))
+        with run_gateway(cfg_a, tmp_path) as a:
+            proc = subprocess.Popen([sys.executable, "-m", "bastion.cli", "serve", "-c", str(tmp_path / "b.yaml"),
+                                     "--no-watch", "--log-level", "warning"], stdout=subprocess.PIPE,
+                                    stderr=subprocess.STDOUT)
+            try:
+                deadline = time.time() + 20
+                while time.time() < deadline:
+                    try:
+                        if raw_request(port_b, "GET", "/auth/.well-known/jwks.json", timeout=1).status == 200:
+                            break
+                    except OSError:
+                        time.sleep(0.2)
+                else:
+                    proc.kill()
+                    pytest.fail(f"gateway B did not start: {proc.stdout.read().decode()[-2000:]}")
+                register(a, "dave")
+                doc = login(a, "dave").json()
+                b_api = raw_request(port_b, "GET", "/api/orders", {"Authorization": f"Bearer {doc['access_token']}"})
+                assert b_api.status == 200
+                assert post(a, "/auth/logout", None, {"Authorization": f"Bearer {doc['access_token']}"}).status == 204
+                b_api = raw_request(port_b, "GET", "/api/orders", {"Authorization": f"Bearer {doc['access_token']}"})
+                assert b_api.status == 401
+                # and the refresh family is gone for B's token service too (same database)
+                r = raw_request(port_b, "POST", "/auth/refresh", {"Content-Type": "application/json"},
+                                json.dumps({"refresh_token": doc["refresh_token"]}).encode())
+                assert r.status == 401
+            finally:
+                proc.terminate()
+                proc.wait(10)
