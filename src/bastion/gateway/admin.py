@@ -75,6 +75,20 @@ class AdminApp:
             if path == "/admin/revoke" and method == "POST":
                 doc = await _json_body(receive)
                 return await self._revoke(send, doc)
+            token_app = self.server.gateway.state.token_app
+            if token_app is not None:
+                from bastion.tokens.admin import handle
+
+                doc = await _json_body(receive) if method == "POST" else {}
+                if not isinstance(doc, dict):
+                    raise ValueError("send a JSON object")
+                answer = await handle(token_app, method, path, scope.get("query_string", b""), doc)
+                if answer is not None:
+                    status, body = answer
+                    if status >= 400:
+                        resp = problem(status, body["error"], body["detail"])
+                        return await _reply(send, status, resp.body, b"application/problem+json")
+                    return await _reply(send, status, orjson.dumps(body))
         except (ValueError, orjson.JSONDecodeError) as exc:
             resp = problem(400, "bad-request", str(exc)[:200])
             return await _reply(send, 400, resp.body, b"application/problem+json")
@@ -88,7 +102,7 @@ class AdminApp:
             "routes": [{"name": r.name, "path": r.pattern, "methods": sorted(r.methods) if r.methods else None,
                         "host": r.host, "policies": [p.name for p in r.target.pipeline.policies]}
                        for r in state.router.routes],
-            "upstreams": {name: pool.config.urls for name, pool in state.upstreams.items()},
+            "upstreams": {name: getattr(pool.config, "urls", ["in-process"]) for name, pool in state.upstreams.items()},
         }
 
     async def _ready(self) -> tuple[bool, dict[str, str]]:
