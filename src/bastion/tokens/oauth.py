@@ -61,7 +61,8 @@ class Client(ClientMixin):
         return None  # redirect_uri is always required and matched exactly
 
     def get_allowed_scope(self, scope: str) -> str:
-        return " ".join(s for s in (scope or "").split() if s in self.scopes)
+        allowed = self.scopes | {"openid", "profile", "email"}
+        return " ".join(s for s in (scope or "").split() if s in allowed)
 
     def check_redirect_uri(self, redirect_uri: str) -> bool:
         return redirect_uri in self.redirect_uris  # exact: no prefix, no extra path or query
@@ -419,7 +420,31 @@ class OAuthEndpoints:
             return Response(json.dumps({"error": "unsupported_grant_type"}), 400,
                             {"cache-control": "no-store"}, media_type="application/json")
         result = await asyncio.to_thread(self.server.create_token_response, req)
-        return self._respond(result)
+        status, body, headers = result
+        if status == 200 and isinstance(body, dict) and req.form.get("grant_type") == "authorization_code" \
+                and "openid" in str(body.get("scope", "")).split():
+            body = {**body, "id_token": await asyncio.to_thread(self._id_token, req.form.get("code", ""))}
+        return self._respond((status, body, headers))
+
+    def _id_token(self, code: str) -> str:
+        """The OpenID Connect ID token of an authorization-code exchange (the code was just spent)."""
+        with self.sessions() as s:
+            row = s.get(AuthorizationCode, hash_key(code))
+            user = s.get(User, row.user_id) if row is not None else None
+        if row is None or user is None:
+            raise ServiceError(400, "invalid-grant", "the authorization code is gone")
+        now = int(time.time())
+        claims: dict[str, Any] = {"iss": self.app.config.issuer, "sub": user.id, "aud": row.client_id,
+                                  "azp": row.client_id, "iat": now, "exp": now + self.app.config.access_ttl,
+                                  "auth_time": int(row.expires_at - self.app.config.code_ttl)}
+        if row.nonce:
+            claims["nonce"] = row.nonce
+        scope = set(row.scope.split())
+        if "email" in scope:
+            claims["email"] = user.email
+        if "profile" in scope:
+            claims["preferred_username"] = user.username
+        return self.app.service._sign({**claims, "typ": "id"})
 
     async def _refresh(self, request: Request, req: Req) -> Response:
         token = req.form.get("refresh_token", "")

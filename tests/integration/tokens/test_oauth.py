@@ -163,3 +163,20 @@ def test_implicit_and_password_grants_are_not_offered(oauth):
     r = raw_request(oauth.port, "GET", "/auth/oauth/authorize?" + urlencode(
         authorize_params(oauth, challenge, response_type="token")))
     assert r.status in (302, 400) and "access_token" not in (r.header("location") or "")
+
+
+def test_openid_id_token_carries_the_nonce(oauth):
+    import jwt as pyjwt
+
+    verifier, challenge = pkce()
+    code = get_code(oauth, challenge, scope="openid email orders:read", nonce="n-0S6_WzA2Mj")
+    r = exchange(oauth, code, verifier)
+    assert r.status == 200, r.body
+    doc = r.json()
+    jwks = raw_request(oauth.port, "GET", "/auth/.well-known/jwks.json").json()
+    kid = pyjwt.get_unverified_header(doc["id_token"])["kid"]
+    key = pyjwt.PyJWK(next(k for k in jwks["keys"] if k["kid"] == kid))
+    claims = pyjwt.decode(doc["id_token"], key.key, algorithms=["RS256"], audience=oauth.public_id,
+                          issuer=f"http://127.0.0.1:{oauth.port}/auth")
+    assert claims["nonce"] == "n-0S6_WzA2Mj" and claims["email"] == "carol@example.com"
+    assert "password" not in str(claims)
