@@ -33,3 +33,7 @@ class ExpiringCache:
 
     def __len__(self) -> int:
         return len(self.young) + len(self.old)
+
+    def delete(self, key: Any) -> None:
+        self.young.pop(key, None)
+        self.old.pop(key, None)

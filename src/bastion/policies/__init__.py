@@ -10,6 +10,7 @@ from bastion.policies.error_masking import ErrorMasking
 from bastion.policies.field_encryption import FieldEncryption
 from bastion.policies.graphql import GraphQLGuard
 from bastion.policies.ip_rules import IpRules
+from bastion.policies.login import Login
 from bastion.policies.metrics import Metrics
 from bastion.policies.rate_limit import RateLimit
 from bastion.policies.request_id import RequestId
@@ -21,7 +22,7 @@ from bastion.policies.waf import Waf
 
 REGISTRY: dict[str, type[Policy]] = {
     cls.name: cls for cls in (
-        RequestId, IpRules, BodyLimit, Cors, Versioning, Auth, Authorization, GraphQLGuard, RateLimit, Validation, Waf, FieldEncryption, ResponseFilter, ErrorMasking,
+        RequestId, IpRules, BodyLimit, Cors, Versioning, Login, Auth, Authorization, GraphQLGuard, RateLimit, Validation, Waf, FieldEncryption, ResponseFilter, ErrorMasking,
         SecurityHeaders, Audit, Metrics,
     )
 }

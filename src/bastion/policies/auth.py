@@ -113,6 +113,17 @@ class Auth(Policy):
         return resp
 
     async def on_request(self, req: Request, ctx: Context) -> Response | None:
+        if ctx.values.get("auth_scheme") == "session":
+            # the login policy authenticated a browser session: only the scopes are left to check
+            if self.public:
+                return None
+            have = ctx.values.get("scopes") or frozenset()
+            if any(set().union(*alt.values()) <= have for alt in self.require):
+                return None
+            missing = min((set().union(*alt.values()) - have for alt in self.require), key=len)
+            scope = " ".join(sorted(missing))
+            return self._refuse(req, 403, "insufficient-scope", f"missing scopes: {scope}",
+                                f'{self.challenge}, error="insufficient_scope", scope="{scope}"')
         ctx.drop_request_headers.update((self.h_subject, self.h_scopes, self.h_key, self.h_tier))
         ok: dict[str, Principal] = {}
         refused: list[tuple[str, str]] = []
