@@ -259,3 +259,66 @@ def test_id_token_checks(upstream, tmp_path, mode, ok):
                     assert forwarded_headers(b.request("GET", "/app/page"))["x-bastion-subject"] == ["u1"]
                 else:
                     assert done.status == 400 and "__Host-bastion_session" not in b.jar, done.body
+
+
+def test_server_side_refresh_and_a_failed_refresh_ends_the_session(upstream, tmp_path):
+    with database("sqlite", tmp_path) as db:
+        port = free_port()
+        _, maker = _store(db)
+        client_id, secret = new_client(maker, "gateway", [f"http://127.0.0.1:{port}/app/_bastion/callback"],
+                                       ["authorization_code", "refresh_token"], ["orders:read"])
+        cfg = login_config(db, port, upstream.url, tmp_path, client_id, secret)
+        cfg["token_service"]["access_ttl"] = 30
+        cfg["routes"][-1]["policies"]["login"].update(forward_access_token=True, refresh_before=29)
+        with run_gateway(cfg, tmp_path) as gw:
+            ta = gw.server.gateway.state.token_app
+            ta.service.register("gina", "gina@example.com", PASSWORD)
+            b = Browser(gw.port)
+            sign_in(b)
+            first = forwarded_headers(b.request("GET", "/app/page"))["authorization"][0]
+            time.sleep(1.1)  # now within refresh_before of expiry: the gateway refreshes
+            second = forwarded_headers(b.request("GET", "/app/page"))["authorization"][0]
+            assert first != second
+            assert jwt.decode(second[7:], options={"verify_signature": False})["typ"] == "access"
+            # the provider ends every login of the user: the next refresh fails, the session ends
+            user = ta.service.users()[0]
+            ta.service.logout_everywhere(user.id)
+            time.sleep(1.1)
+            r = b.request("GET", "/app/page")
+            assert r.status == 302 and "/auth/oauth/authorize" in r.header("location")
+
+
+def test_sessions_are_shared_through_redis(upstream, tmp_path):
+    """Two gateways (separate policy instances and session stores) share sessions via Redis: a
+    login on one is a session on the other, and a logout on either ends it."""
+    import os
+
+    import redis as _redis
+
+    redis_url = os.environ.get("BASTION_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+    try:
+        _redis.Redis.from_url(redis_url, socket_timeout=2).ping()
+    except _redis.RedisError as exc:
+        pytest.fail(f"Redis is needed at {redis_url}: {exc}")
+    with database("sqlite", tmp_path) as db:
+        port_a, port_b = free_port(), free_port()
+        _, maker = _store(db)
+        client_id, secret = new_client(maker, "gateway", [f"http://127.0.0.1:{port_a}/app/_bastion/callback"],
+                                       ["authorization_code", "refresh_token"], ["orders:read"])
+        cfg_a = login_config(db, port_a, upstream.url, tmp_path, client_id, secret, store=redis_url)
+        cfg_b = login_config(db, port_b, upstream.url, tmp_path, client_id, secret, store=redis_url)
+        # one deployment: B knows A's issuer and redirect URI
+        cfg_b["policies"]["login"]["providers"] = cfg_a["policies"]["login"]["providers"]
+        cfg_b["routes"][-1]["policies"]["login"]["redirect_uri"] = f"http://127.0.0.1:{port_a}/app/_bastion/callback"
+        cfg_b["policies"]["auth"]["schemes"] = cfg_a["policies"]["auth"]["schemes"]
+        cfg_b["token_service"]["issuer"] = cfg_a["token_service"]["issuer"]
+        with run_gateway(cfg_a, tmp_path) as a, run_gateway(cfg_b, tmp_path) as b_gw:
+            a.server.gateway.state.token_app.service.register("gina", "gina@example.com", PASSWORD)
+            browser = Browser(a.port)
+            sign_in(browser)
+            other = Browser(b_gw.port)
+            other.jar = dict(browser.jar)
+            r = other.request("GET", "/app/page")
+            assert r.status == 200 and forwarded_headers(r)["x-bastion-subject"]
+            assert other.request("GET", "/app/_bastion/logout").status == 302
+            assert browser.request("GET", "/app/page").status == 302  # gone on A too
