@@ -12,7 +12,7 @@ import pytest
 
 from helpers import run_gateway
 
-PG = os.environ.get("BASTION_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
+PG = os.environ.get("BASTION_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test")
 KEK = "ZmDfcTF7_60GrrY167zsiPd67pEvs0aGOv2oasOM1Pg="
 PASSWORD = "Correct-horse-9!"
 
