@@ -213,6 +213,9 @@ def fake_provider_app(port_holder):
             await send({"type": "http.response.start", "status": 302, "headers": [(b"location", loc.encode())]})
             await send({"type": "http.response.body", "body": b""})
             return
+        elif path == "/userinfo":
+            auth = dict(scope["headers"]).get(b"authorization", b"")
+            doc = {"id": 42, "login": "octo", "email": "octo@example.com"} if auth == b"Bearer at" else {"error": "no"}
         elif path == "/token":
             now = int(time.time())
             claims = {"iss": base, "aud": "rp", "sub": "u1", "iat": now, "exp": now + 300, "nonce": ISSUED["nonce"]}
@@ -322,3 +325,26 @@ def test_sessions_are_shared_through_redis(upstream, tmp_path):
             assert r.status == 200 and forwarded_headers(r)["x-bastion-subject"]
             assert other.request("GET", "/app/_bastion/logout").status == 302
             assert browser.request("GET", "/app/page").status == 302  # gone on A too
+
+
+def test_plain_oauth2_provider_with_userinfo(upstream, tmp_path):
+    """A GitHub-style provider: explicit endpoints, no ID token, the user from its userinfo."""
+    holder: dict = {}
+    with ThreadedUvicorn(fake_provider_app(holder)) as idp:
+        holder["port"] = idp.port
+        base = f"http://127.0.0.1:{idp.port}"
+        with database("sqlite", tmp_path) as db:
+            port = free_port()
+            provider = {"authorization_endpoint": f"{base}/authorize", "token_endpoint": f"{base}/token",
+                        "userinfo_endpoint": f"{base}/userinfo", "subject_field": "id", "client_id": "rp",
+                        "client_secret": "s", "scopes": ["read:user"]}
+            cfg = login_config(db, port, upstream.url, tmp_path, "rp", "s", provider=provider)
+            cfg["routes"][-1]["policies"]["auth"] = {"require": []}
+            with run_gateway(cfg, tmp_path) as gw:
+                MODE["value"] = "ok"
+                b = Browser(gw.port)
+                r = b.request("GET", "/app/page")
+                authz = raw_request(idp.port, "GET", path_of(r.header("location")))
+                done = b.request("GET", path_of(authz.header("location")))
+                assert done.status == 302, done.body
+                assert forwarded_headers(b.request("GET", "/app/page"))["x-bastion-subject"] == ["42"]
