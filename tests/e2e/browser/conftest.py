@@ -13,8 +13,10 @@ CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 ARTIFACTS = Path(os.environ.get("BASTION_ARTIFACTS", Path(__file__).resolve().parents[3] / "test-artifacts"))
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def chromium():
+    # module scope: Playwright's sync API keeps an event loop running in this thread while it is
+    # open, which would break asyncio.run() in the tests an xdist worker runs after these
     if not os.path.exists(CHROMIUM):  # never a silent skip: the browser paths must be tested
         pytest.fail("chromium is needed for the browser tests (apt-get install chromium; scripts/services does it)")
     from playwright.sync_api import sync_playwright
