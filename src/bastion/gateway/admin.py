@@ -11,6 +11,7 @@ import orjson
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from bastion.http import problem
+from bastion.live import LIVE
 from bastion.observability import POLICY_COLLECTOR, REGISTRY
 
 
@@ -59,6 +60,8 @@ class AdminApp:
             return await _reply(send, 200 if ready else 503, orjson.dumps({"ready": ready, "checks": checks}))
         if path == "/metrics":
             return await _reply(send, 200, generate_latest(REGISTRY), CONTENT_TYPE_LATEST.encode())
+        if path in ("/dashboard", "/dashboard/", "/dashboard/app.js", "/dashboard/style.css") and method == "GET":
+            return await self._asset(send, path)
         if not path.startswith("/admin/"):
             return await _reply(send, 404, problem(404, "not-found", "no such admin endpoint").body,
                                 b"application/problem+json")
@@ -72,6 +75,14 @@ class AdminApp:
                 ok = await self.server.reload("admin API")
                 return await _reply(send, 200 if ok else 422, orjson.dumps(
                     {"reloaded": ok, "version": self.server.version}))
+            if path == "/admin/live" and method == "GET":
+                from urllib.parse import parse_qs
+
+                q = parse_qs(scope.get("query_string", b"").decode("latin-1"))
+                seconds = min(max(int((q.get("seconds") or ["120"])[0]), 10), 300)
+                return await _reply(send, 200, orjson.dumps(LIVE.snapshot(seconds)))
+            if path == "/admin/events" and method == "GET":
+                return await _reply(send, 200, orjson.dumps({"events": list(LIVE.events)[::-1]}))
             if path == "/admin/revoke" and method == "POST":
                 doc = await _json_body(receive)
                 return await self._revoke(send, doc)
@@ -94,6 +105,22 @@ class AdminApp:
             return await _reply(send, 400, resp.body, b"application/problem+json")
         resp = problem(404, "not-found", "no such admin endpoint")
         return await _reply(send, 404, resp.body, b"application/problem+json")
+
+    async def _asset(self, send, path: str) -> None:
+        """The dashboard: static files shipped in the package (no CDN); the data comes from
+        /admin/live with the admin token, which the page asks for."""
+        from importlib import resources
+
+        name = {"/dashboard": "index.html", "/dashboard/": "index.html"}.get(path, path.rsplit("/", 1)[-1])
+        body = (resources.files("bastion.dashboard") / name).read_bytes()
+        ctype = {"html": b"text/html; charset=utf-8", "js": b"text/javascript; charset=utf-8",
+                 "css": b"text/css; charset=utf-8"}[name.rsplit(".", 1)[-1]]
+        await send({"type": "http.response.start", "status": 200, "headers": [
+            (b"content-type", ctype), (b"content-length", str(len(body)).encode()), (b"cache-control", b"no-cache"),
+            (b"x-content-type-options", b"nosniff"), (b"referrer-policy", b"no-referrer"),
+            (b"content-security-policy", b"default-src 'self'; img-src 'self' data:; style-src 'self'; "
+             b"script-src 'self'; connect-src 'self'; frame-ancestors 'none'; form-action 'self'")]})
+        await send({"type": "http.response.body", "body": body})
 
     def _config(self) -> dict[str, Any]:
         state = self.server.gateway.state

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-from bastion.http import Request, Response
+from bastion.http import Request, Response, ip_text
+from bastion.live import LIVE
 from bastion.observability import GATEWAY_SECONDS, REJECTIONS, REQUESTS, UPSTREAM_ERRORS, UPSTREAM_SECONDS
 from bastion.pipeline import Context, Policy, PolicyConfig
 
@@ -43,6 +44,11 @@ class Metrics(Policy):
         timers = self._timers.get(route)
         if timers is None:
             timers = self._timers[route] = (UPSTREAM_SECONDS.labels(route), GATEWAY_SECONDS.labels(route))
+        LIVE.record(route=route, method=req.method, path=req.path, status=resp.status,
+                    client=ip_text(req.client_ip) if req.client_ip else "-", stopped_by=resp.stopped_by,
+                    reason=resp.reason or "", request_id=req.request_id,
+                    limited_key=ctx.values.get("rate_limit.limited_key"),
+                    rate_results=ctx.values.get("rate_limit.results"))
         total = record.get("duration_ms")
         upstream = record.get("upstream_ms")
         if upstream is not None:

@@ -165,9 +165,9 @@ class RateLimit(Policy):
         results: list[tuple[_Limit, Decision]] = []
         refused: list[tuple[_Limit, Decision]] = []
         for limit in limits:
+            key = self._key(limit, req, ctx)
             try:
-                d = await store.hit(limit.algorithm, self._key(limit, req, ctx), limit.rate, cost,
-                                    max_delay=limit.max_delay)
+                d = await store.hit(limit.algorithm, key, limit.rate, cost, max_delay=limit.max_delay)
             except StoreUnavailable:
                 self.decisions["store_unavailable"] += 1
                 if limit.fail == "closed":
@@ -181,6 +181,7 @@ class RateLimit(Policy):
                 # Stop here: limits after this one are not charged for a refused request.
                 # (Those before it were; a refund would need a second round trip.)
                 refused.append((limit, d))
+                ctx.values["rate_limit.limited_key"] = f"{limit.name} {key}"
                 break
         if results:
             ctx.values["rate_limit.results"] = results
