@@ -41,6 +41,7 @@ class Context:
     # one passes untouched) and calls `rewrite` on it.
     response_rewriters: list["ResponseRewriter"] = field(default_factory=list)
     rewrite_limit: int = 1024 * 1024
+    trace: Any = None  # the tracing policy's spans, when it is on
 
 
 class ResponseRewriter(Protocol):
@@ -101,7 +102,15 @@ class Pipeline:
 
     async def run_request(self, req: Request, ctx: Context) -> Response | None:
         for policy in self.request_phase:
-            resp = await policy.on_request(req, ctx)
+            trace = ctx.trace
+            if trace is not None and trace.policy_spans and policy.name != "tracing":
+                span = trace.child("policy " + policy.name)
+                try:
+                    resp = await policy.on_request(req, ctx)
+                finally:
+                    span.end()
+            else:
+                resp = await policy.on_request(req, ctx)
             if resp is not None:
                 if not resp.stopped_by:
                     resp.stopped_by = policy.name

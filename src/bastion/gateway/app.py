@@ -291,7 +291,17 @@ class Gateway:
             headers = self.upstream_headers(req, ctx, body_len)
             if pool.config.preserve_host and req.host:
                 headers.append((b"host", req.host.encode("latin-1")))
-            upstream = await open_upstream(pool, req, headers, body)
+            trace = ctx.trace
+            if trace is None:
+                upstream = await open_upstream(pool, req, headers, body)
+            else:
+                span = trace.child(f"upstream {pool.name}", client=True)
+                headers.extend(trace.headers_for(span))
+                try:
+                    upstream = await open_upstream(pool, req, headers, body)
+                    span.set_attribute("http.response.status_code", upstream.status)
+                finally:
+                    span.end()
         except BodyTooLarge as exc:
             return body_problem(exc, req, "body_limit")  # type: ignore[return-value]
         except BodyTimeout as exc:

@@ -16,6 +16,7 @@ from bastion.policies.rate_limit import RateLimit
 from bastion.policies.request_id import RequestId
 from bastion.policies.response_filter import ResponseFilter
 from bastion.policies.security_headers import SecurityHeaders
+from bastion.policies.tracing import Tracing
 from bastion.policies.validation import Validation
 from bastion.policies.versioning import Versioning
 from bastion.policies.waf import Waf
@@ -23,6 +24,6 @@ from bastion.policies.waf import Waf
 REGISTRY: dict[str, type[Policy]] = {
     cls.name: cls for cls in (
         RequestId, IpRules, BodyLimit, Cors, Versioning, Login, Auth, Authorization, GraphQLGuard, RateLimit, Validation, Waf, FieldEncryption, ResponseFilter, ErrorMasking,
-        SecurityHeaders, Audit, Metrics,
+        SecurityHeaders, Audit, Metrics, Tracing,
     )
 }

@@ -1,0 +1,136 @@
+"""OpenTelemetry traces (optional extra: `pip install 'bastion-gateway[otel]'`).
+
+A span per request (`SERVER`), a child span per policy that runs in the request phase, and a
+child span (`CLIENT`) for the upstream call, whose context goes to the upstream as W3C
+`traceparent` (and `tracestate`). An incoming `traceparent` is continued when
+`trust_incoming` is on (the default), otherwise a new trace starts and the client's header is
+dropped. Spans carry the route, method, status and the refusing policy — never headers, query
+strings or bodies.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, ClassVar, Literal
+
+from pydantic import Field
+
+from bastion.http import Request, Response
+from bastion.pipeline import Context, Policy, PolicyConfig
+
+log = logging.getLogger("bastion.tracing")
+_providers: dict[tuple[Any, ...], Any] = {}
+
+
+class TracingConfig(PolicyConfig):
+    exporter: Literal["otlp", "console", "memory"] = Field(
+        "otlp", description="otlp (HTTP/protobuf to `endpoint`), console, or memory (tests).")
+    endpoint: str = Field("http://127.0.0.1:4318/v1/traces", description="OTLP/HTTP traces endpoint.")
+    service_name: str = Field("bastion", description="service.name of the spans.")
+    sample_ratio: float = Field(1.0, ge=0, le=1, description="Share of new traces recorded (parents decide for "
+                                "continued ones).")
+    trust_incoming: bool = Field(True, description="Continue a client's traceparent (off: start a new trace).")
+    policy_spans: bool = Field(True, description="A child span per policy.")
+
+
+def provider_for(config: TracingConfig) -> Any:
+    """One TracerProvider per exporter setting for the process (reloads reuse it)."""
+    key = (config.exporter, config.endpoint, config.service_name, config.sample_ratio)
+    if key in _providers:
+        return _providers[key]
+    try:
+        from opentelemetry.sdk.resources import Resource
+        from opentelemetry.sdk.trace import TracerProvider
+        from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter, SimpleSpanProcessor
+        from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
+    except ImportError:
+        raise ValueError("tracing needs OpenTelemetry: pip install 'bastion-gateway[otel]'") from None
+    provider = TracerProvider(resource=Resource.create({"service.name": config.service_name}),
+                              sampler=ParentBased(TraceIdRatioBased(config.sample_ratio)))
+    if config.exporter == "memory":
+        from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+        provider.memory = InMemorySpanExporter()  # type: ignore[attr-defined]
+        provider.add_span_processor(SimpleSpanProcessor(provider.memory))  # type: ignore[attr-defined]
+    elif config.exporter == "console":
+        provider.add_span_processor(BatchSpanProcessor(ConsoleSpanExporter()))
+    else:
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
+        provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(endpoint=config.endpoint)))
+    _providers[key] = provider
+    return provider
+
+
+class Trace:
+    """The spans of one request, handed to the pipeline and the proxy through the Context."""
+
+    __slots__ = ("tracer", "root", "ctx", "policy_spans", "trace_mod")
+
+    def __init__(self, tracer: Any, root: Any, ctx: Any, policy_spans: bool, trace_mod: Any) -> None:
+        self.tracer, self.root, self.ctx, self.policy_spans, self.trace_mod = tracer, root, ctx, policy_spans, trace_mod
+
+    def child(self, name: str, client: bool = False) -> Any:
+        kind = self.trace_mod.SpanKind.CLIENT if client else self.trace_mod.SpanKind.INTERNAL
+        return self.tracer.start_span(name, context=self.ctx, kind=kind)
+
+    def headers_for(self, span: Any) -> list[tuple[bytes, bytes]]:
+        from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+        carrier: dict[str, str] = {}
+        TraceContextTextMapPropagator().inject(carrier, context=self.trace_mod.set_span_in_context(span))
+        return [(k.encode(), v.encode("latin-1")) for k, v in carrier.items()]
+
+
+class Tracing(Policy):
+    name: ClassVar[str] = "tracing"
+    priority: ClassVar[int] = 1100  # first in, last out: the request span covers every policy
+    Config = TracingConfig
+    per_route = False
+    unrouted = True
+
+    def __init__(self, config: TracingConfig, env) -> None:
+        super().__init__(config, env)
+        self.provider = provider_for(config)  # a clear config error when OpenTelemetry is missing
+        from opentelemetry import trace
+        from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+        self.tracer = self.provider.get_tracer("bastion")
+        self.trace = trace
+        self.propagator = TraceContextTextMapPropagator()
+
+    async def on_request(self, req: Request, ctx: Context) -> Response | None:
+        if ctx.trace is not None:
+            return None  # already started (edge pipeline, then the route's)
+        parent = None
+        if self.config.trust_incoming:
+            tp = req.header(b"traceparent")
+            if tp is not None:
+                carrier = {"traceparent": tp.decode("latin-1")}
+                ts = req.header(b"tracestate")
+                if ts is not None:
+                    carrier["tracestate"] = ts.decode("latin-1")
+                parent = self.propagator.extract(carrier)
+        ctx.drop_request_headers.update((b"traceparent", b"tracestate"))
+        root = self.tracer.start_span(f"{req.method} {req.route_name or 'unrouted'}", context=parent,
+                                      kind=self.trace.SpanKind.SERVER,
+                                      attributes={"http.request.method": req.method, "url.path": req.path[:200],
+                                                  "bastion.route": req.route_name or "-"})
+        ctx.trace = Trace(self.tracer, root, self.trace.set_span_in_context(root), self.config.policy_spans,
+                          self.trace)
+        return None
+
+    def on_log(self, req: Request, resp: Response, ctx: Context, record: dict[str, Any]) -> None:
+        t = ctx.trace
+        if t is None or getattr(t, "ended", False):
+            return
+        span = t.root
+        span.update_name(f"{req.method} {req.route_name or 'unrouted'}")
+        span.set_attribute("http.response.status_code", resp.status)
+        span.set_attribute("bastion.route", req.route_name or "-")
+        if resp.stopped_by:
+            span.set_attribute("bastion.stopped_by", resp.stopped_by)
+        if resp.status >= 500:
+            span.set_status(self.trace.Status(self.trace.StatusCode.ERROR))
+        span.end()
+        ctx.trace = None

@@ -1,0 +1,55 @@
+"""OpenTelemetry: a span per request, one per policy, one for the upstream call, and the W3C
+traceparent the upstream receives."""
+
+from __future__ import annotations
+
+from bastion.policies.tracing import TracingConfig, provider_for
+from helpers import forwarded_headers, raw_request, run_gateway
+
+INCOMING_TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
+
+
+def test_spans_and_propagation(base_config, tmp_path):
+    name = f"bastion-test-{tmp_path.name}"
+    base_config["policies"]["tracing"] = {"exporter": "memory", "service_name": name}
+    base_config["policies"]["rate_limit"] = {"limits": ["100/minute"]}
+    base_config["routes"] = [{"path": "/traced/*", "upstream": "up"}]
+    memory = provider_for(TracingConfig(exporter="memory", service_name=name)).memory
+    with run_gateway(base_config, tmp_path) as gw:
+        memory.clear()
+        r = raw_request(gw.port, "GET", "/traced/a?secret=1",
+                        {"traceparent": f"00-{INCOMING_TRACE}-00f067aa0ba902b7-01"})
+        assert r.status == 200
+        seen = forwarded_headers(r)
+        spans = {s.name: s for s in memory.get_finished_spans()}
+        root = spans["GET /traced/*"]
+        upstream = spans["upstream up"]
+        assert format(root.context.trace_id, "032x") == INCOMING_TRACE  # the client's trace continues
+        assert root.parent.span_id == 0x00f067aa0ba902b7
+        assert {"policy request_id", "policy rate_limit"} <= set(spans)
+        assert all(s.parent.span_id == root.context.span_id for n, s in spans.items() if n.startswith("policy "))
+        assert upstream.parent.span_id == root.context.span_id
+        assert root.attributes["http.response.status_code"] == 200
+        assert "secret" not in str(root.attributes)  # no query strings on spans
+        tp = seen["traceparent"][0].split("-")
+        assert tp[1] == INCOMING_TRACE and tp[2] == format(upstream.context.span_id, "016x")
+        # a refused request: the span names the policy
+        memory.clear()
+        for _ in range(101):
+            last = raw_request(gw.port, "GET", "/traced/b")
+        assert last.status == 429
+        refused = [s for s in memory.get_finished_spans() if s.attributes.get("bastion.stopped_by") == "rate_limit"]
+        assert refused and refused[-1].attributes["http.response.status_code"] == 429
+
+
+def test_untrusted_incoming_trace_starts_a_new_one(base_config, tmp_path):
+    name = f"bastion-test-untrusted-{tmp_path.name}"
+    base_config["policies"]["tracing"] = {"exporter": "memory", "service_name": name, "trust_incoming": False}
+    base_config["routes"] = [{"path": "/*", "upstream": "up"}]
+    memory = provider_for(TracingConfig(exporter="memory", service_name=name, trust_incoming=False)).memory
+    with run_gateway(base_config, tmp_path) as gw:
+        memory.clear()
+        r = raw_request(gw.port, "GET", "/x", {"traceparent": f"00-{INCOMING_TRACE}-00f067aa0ba902b7-01"})
+        root = [s for s in memory.get_finished_spans() if s.name.startswith("GET")][0]
+        assert format(root.context.trace_id, "032x") != INCOMING_TRACE
+        assert INCOMING_TRACE not in forwarded_headers(r)["traceparent"][0]
