@@ -169,7 +169,13 @@ def main() -> None:
             (work / "metrics.yaml").write_text(pass_through(
                 m_port, up, metrics={}, audit={"output": str(work / "m-audit.log")}, request_id={}))
             procs.append(subprocess.Popen([*bastion, str(work / "metrics.yaml")]))
+            t_port = free_port()  # the same plus OpenTelemetry, exporting OTLP/HTTP to nginx (return 200)
+            (work / "tracing.yaml").write_text(pass_through(
+                t_port, up, metrics={}, audit={"output": str(work / "t-audit.log")}, request_id={},
+                tracing={"exporter": "otlp", "endpoint": f"http://127.0.0.1:{up}/v1/traces"}))
+            procs.append(subprocess.Popen([*bastion, str(work / "tracing.yaml")]))
             extra = [("m  metrics + audit + request id", m_port, "/users/1"),
+                     ("t  m + OpenTelemetry traces", t_port, "/users/1"),
                      ("d1 pass-through, 1 KB JSON", d_port, "/json1k"), ("f1 filtering, 1 KB JSON", f_port, "/json1k"),
                      ("d2 pass-through, 100 KB JSON", d_port, "/json100k"),
                      ("f2 filtering, 100 KB JSON", f_port, "/json100k"),
@@ -204,6 +210,7 @@ def main() -> None:
             print(f"f2/d2 (filtering, 100 KB JSON):              {results['f2'] / results['d2']:.2f}")
             print(f"w/d (WAF, CRS paranoia 1):                   {results['w'] / results['d']:.2f}")
             print(f"m/d (metrics + audit + request id):          {results['m'] / results['d']:.2f}")
+            print(f"t/d (m + OpenTelemetry, every request traced): {results['t'] / results['d']:.2f}")
     finally:
         for p in procs:
             p.send_signal(signal.SIGTERM)
