@@ -291,18 +291,9 @@ def test_server_side_refresh_and_a_failed_refresh_ends_the_session(upstream, tmp
             assert r.status == 302 and "/auth/oauth/authorize" in r.header("location")
 
 
-def test_sessions_are_shared_through_redis(upstream, tmp_path):
+def test_sessions_are_shared_through_redis(upstream, tmp_path, redis_url):
     """Two gateways (separate policy instances and session stores) share sessions via Redis: a
     login on one is a session on the other, and a logout on either ends it."""
-    import os
-
-    import redis as _redis
-
-    redis_url = os.environ.get("BASTION_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
-    try:
-        _redis.Redis.from_url(redis_url, socket_timeout=2).ping()
-    except _redis.RedisError as exc:
-        pytest.fail(f"Redis is needed at {redis_url}: {exc}")
     with database("sqlite", tmp_path) as db:
         port_a, port_b = free_port(), free_port()
         _, maker = _store(db)
