@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+import uuid
 from pathlib import Path
 
 import jwt
@@ -17,6 +18,7 @@ from .spec_upstream import app as spec_app
 SPECS = Path(__file__).resolve().parents[2] / "specs"
 KEY = "bk_test_" + "P" * 43
 KEY2 = "bk_test_" + "Q" * 43
+K2_ID = "k2-" + uuid.uuid4().hex[:8]  # the memory rate-limit store is per process: a key of its own
 SECRET = "s" * 40
 ISS = "https://issuer.test"
 
@@ -41,7 +43,7 @@ def config(tmp_path, spec_upstream, route: dict, **policies) -> dict:
             "auth": {"schemes": {
                 "api_key": {"type": "api_key", "keys": [
                     {"id": "k1", "hash": hash_key(KEY), "owner": "acme", "scopes": []},
-                    {"id": "k2", "hash": hash_key(KEY2), "owner": "rl", "scopes": []}]},
+                    {"id": K2_ID, "hash": hash_key(KEY2), "owner": "rl", "scopes": []}]},
                 "bearer": {"type": "jwt", "issuers": [
                     {"issuer": ISS, "algorithms": ["HS256"], "keys": [{"secret": SECRET}]}]},
                 "oauth": {"type": "jwt", "issuers": [
