@@ -286,6 +286,83 @@ def tokens_add_client(
         console.print("[yellow]The secret is shown once; only its hash is stored.[/]")
 
 
+@app.command()
+def scan(
+    base_url: str = typer.Argument(..., help="The API's base URL (the scan stays on this host)."),
+    openapi: Optional[str] = typer.Option(None, "--openapi", help="Spec file or URL (default: looked for)."),
+    graphql: Optional[str] = typer.Option(None, "--graphql", help="GraphQL endpoint path, e.g. /graphql."),
+    identity: list[str] = typer.Option([], "--identity", help='NAME="Header: value" (two or more for BOLA/BFLA; '
+                                       "the last one is the least privileged)."),
+    config: Optional[Path] = typer.Option(None, "--config", help="scan.yaml: identities with login recipes, options."),
+    checks: Optional[str] = typer.Option(None, "--checks", help="Comma-separated check ids or prefixes (api2,api8-cors)."),
+    skip: Optional[str] = typer.Option(None, "--skip", help="Checks to leave out."),
+    rate: float = typer.Option(10.0, "--rate", help="Requests per second, at most."),
+    concurrency: int = typer.Option(4, "--concurrency"),
+    timeout: float = typer.Option(10.0, "--timeout", help="Seconds per request."),
+    allow_destructive: bool = typer.Option(False, "--allow-destructive",
+                                           help="Also try PUT/DELETE and collection writes on shared data."),
+    fmt: list[str] = typer.Option(["console"], "--format", help="console, json, sarif, html, md (repeat)."),
+    output: Optional[Path] = typer.Option(None, "--output", help="File (one format) or base name (several)."),
+    fail_on: str = typer.Option("high", "--fail-on", help="Exit 1 when a finding is at least this severe "
+                                "(critical, high, medium, low; 'never')."),
+) -> None:
+    """Scan an API for the OWASP API Security Top 10 (2023)."""
+    import yaml as _yaml
+    from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    from bastion.scanner.model import SEVERITIES, Identity
+    from bastion.scanner.reporters import EXTENSIONS, FORMATS
+    from bastion.scanner.runner import ScanOptions, run_sync
+
+    bad = [f for f in fmt if f not in FORMATS]
+    if bad or fail_on not in (*SEVERITIES, "never"):
+        console.print(f"[red]unknown format {bad} or --fail-on {fail_on!r}[/]")
+        raise typer.Exit(2)
+    opts = ScanOptions(base_url, openapi, graphql, rate=rate, concurrency=concurrency, timeout=timeout,
+                       allow_destructive=allow_destructive, checks=[c for c in (checks or "").split(",") if c],
+                       skip=[c for c in (skip or "").split(",") if c])
+    if config is not None:
+        doc = _yaml.safe_load(config.read_text()) or {}
+        for ident in doc.get("identities") or []:
+            if "login" in ident:
+                opts.logins.append({"name": ident["name"], "subject": ident.get("subject"),
+                                    "username": ident.get("username"), **ident["login"]})
+            else:
+                opts.identities.append(Identity(ident["name"], dict(ident.get("headers") or {}),
+                                                ident.get("subject"), ident.get("username")))
+        for key in ("openapi", "graphql", "rate", "concurrency", "timeout", "allow_destructive", "burst"):
+            if key in doc:
+                setattr(opts, key, doc[key])
+    for item in identity:
+        name, _, header = item.partition("=")
+        k, _, v = header.partition(":")
+        if not name or not k or not v:
+            console.print(f"[red]--identity {item!r}[/]: NAME=\"Header: value\"")
+            raise typer.Exit(2)
+        opts.identities.append(Identity(name.strip(), {k.strip(): v.strip()}))
+    with Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(),
+                  console=Console(stderr=True), transient=True) as progress:
+        try:
+            result = run_sync(opts, progress)
+        except Exception as exc:  # an unreachable target, a failed login: say so, no traceback
+            console.print(f"[red]scan failed[/]: {type(exc).__name__}: {exc}", markup=True, highlight=False)
+            raise typer.Exit(2)
+    for f in fmt:
+        text = FORMATS[f](result)
+        if output is None:
+            if f == "console":
+                console.print(text, markup=False, highlight=False, end="")
+            else:
+                sys.stdout.write(text)
+        else:
+            path = output if len(fmt) == 1 else output.with_suffix("." + EXTENSIONS[f])
+            path.write_text(text)
+            console.print(f"{f} report: {path}")
+    worst = [s for s in SEVERITIES if any(x.severity == s for x in result.findings)]
+    if fail_on != "never" and worst and SEVERITIES.index(worst[0]) <= SEVERITIES.index(fail_on):
+        raise typer.Exit(1)
+
+
 openapi_app = typer.Typer(help="OpenAPI specs: security findings.", no_args_is_help=True)
 app.add_typer(openapi_app, name="openapi")
 

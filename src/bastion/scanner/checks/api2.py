@@ -1,0 +1,176 @@
+"""API2: broken authentication — secured operations answering without (or with forged)
+credentials, weak token signing, tokens without exp, login without brute-force protection,
+user enumeration, credentials accepted in the query string."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+import time
+
+import orjson
+
+from bastion.scanner.context import b64, jwt_parts
+from bastion.scanner.model import Finding
+
+IDS = ("api2-no-auth", "api2-bad-token", "api2-alg-none", "api2-hs256-public-key", "api2-weak-secret",
+       "api2-no-exp", "api2-expired-accepted", "api2-no-bruteforce", "api2-enumeration", "api2-query-creds")
+WORDLIST = ("secret", "password", "changeme", "123456", "jwt", "key", "secretkey", "secret123", "admin", "test",
+            "your-256-bit-secret", "supersecret", "default", "qwerty", "s3cr3t", "token", "dev", "jwtsecret",
+            "mysecret", "letmein", "passw0rd", "private", "hmac", "signing-key")
+AUTH_FIX = "policies:\n  auth:\n    schemes: {bearer: {type: jwt, issuers: [{issuer: …, algorithms: [RS256], jwks_url: …}]}}"
+
+
+def _sign(header: dict, payload: dict, key: bytes) -> str:
+    h, p = b64(orjson.dumps(header)), b64(orjson.dumps(payload))
+    return f"{h}.{p}.{b64(hmac.new(key, f'{h}.{p}'.encode(), hashlib.sha256).digest())}"
+
+
+async def _probe_target(ctx):
+    """A secured GET that identity A can use (the reference for forged-token tests)."""
+    a = ctx.a
+    for op in ctx.gets():
+        if not op.secured:
+            continue
+        ok = await ctx.send(op, a)
+        if ok.ok:
+            anon = await ctx.send(op, None)
+            if not anon.ok:
+                return op
+    return None
+
+
+async def run(ctx) -> list[Finding]:
+    out: list[Finding] = []
+    open_ops = set()
+    for op in ctx.gets():
+        if not op.secured:
+            continue
+        r = await ctx.send(op, None)
+        if r.ok:
+            open_ops.add(op.path)
+            out.append(Finding("api2-no-auth", "A secured operation answers without credentials", "API2", 306,
+                               "critical", "certain", "GET", r.url, f"HTTP {r.status} without credentials: {r.text[:160]}",
+                               "Require authentication on every operation the spec marks as secured.", AUTH_FIX))
+            continue
+        r = await ctx.send(op, None, headers={"Authorization": "Bearer not-a-real-token"})
+        if r.ok:
+            out.append(Finding("api2-bad-token", "A garbage bearer token is accepted", "API2", 287, "critical",
+                               "certain", "GET", r.url, f"HTTP {r.status} with 'Bearer not-a-real-token'",
+                               "Verify every token's signature, issuer and expiry.", AUTH_FIX,
+                               request_headers={"Authorization": "Bearer not-a-real-token"}))
+    a = ctx.a
+    token = a.token if a else None
+    parts = jwt_parts(token) if token else None
+    if parts is None:
+        return out
+    header, payload, _ = parts
+    if "exp" not in payload:
+        out.append(Finding("api2-no-exp", "Tokens never expire (no exp claim)", "API2", 613, "medium", "certain",
+                           "-", ctx.base_url, f"{a.name}'s JWT carries only " + ", ".join(sorted(payload)),
+                           "Issue short-lived access tokens (exp) and refresh them.",
+                           "token_service: {access_ttl: 900}"))
+    secret = None
+    if header.get("alg", "").startswith("HS"):
+        h, p, s = token.split(".")
+        for word in WORDLIST:
+            digest = {"HS256": hashlib.sha256, "HS384": hashlib.sha384, "HS512": hashlib.sha512}.get(header["alg"])
+            if digest and hmac.compare_digest(b64(hmac.new(word.encode(), f"{h}.{p}".encode(), digest).digest()), s):
+                secret = word
+                out.append(Finding("api2-weak-secret", "The token signing secret is in a common-password list",
+                                   "API2", 521, "critical", "certain", "-", ctx.base_url,
+                                   f"{a.name}'s {header['alg']} token verifies with a {len(word)}-character "
+                                   "dictionary word (cracked offline)",
+                                   "Sign with an asymmetric key (RS256/ES256/EdDSA) or a random secret of 32+ bytes.",
+                                   "token_service: {algorithm: ES256}"))
+                break
+    target = await _probe_target(ctx)
+    if target is None:
+        return out
+    url_path = ctx.fill(target)
+    none = b64(orjson.dumps({"alg": "none", "typ": "JWT"})) + "." + b64(orjson.dumps(payload)) + "."
+    r = await ctx.client.request("GET", url_path, headers={"Authorization": f"Bearer {none}"})
+    if r.ok:
+        out.append(Finding("api2-alg-none", "Unsigned tokens (alg: none) are accepted", "API2", 347, "critical",
+                           "certain", "GET", r.url, f"HTTP {r.status} for {a.name}'s claims with alg none and no signature",
+                           "Accept only the algorithms you issue; never 'none'.", AUTH_FIX,
+                           request_headers={"Authorization": f"Bearer {none}"}))
+    for jwks_path in ("/.well-known/jwks.json", "/jwks.json", "/auth/.well-known/jwks.json", "/oauth/jwks"):
+        jr = await ctx.client.request("GET", jwks_path, record=False)
+        doc = jr.json() if jr.ok else None
+        keys = doc.get("keys") if isinstance(doc, dict) else None
+        if not keys:
+            continue
+        import jwt as pyjwt
+
+        for jwk in keys:
+            if jwk.get("kty") != "RSA":
+                continue
+            pem = pyjwt.PyJWK(jwk).key.public_bytes(
+                __import__("cryptography.hazmat.primitives.serialization", fromlist=["Encoding"]).Encoding.PEM,
+                __import__("cryptography.hazmat.primitives.serialization", fromlist=["PublicFormat"]).PublicFormat.SubjectPublicKeyInfo)
+            forged = _sign({"alg": "HS256", "typ": "JWT", "kid": jwk.get("kid")}, payload, pem)
+            fr = await ctx.client.request("GET", url_path, headers={"Authorization": f"Bearer {forged}"})
+            if fr.ok:
+                out.append(Finding("api2-hs256-public-key", "A token HMAC-signed with the server's public key is "
+                                   "accepted (algorithm confusion)", "API2", 327, "critical", "certain", "GET", fr.url,
+                                   f"HTTP {fr.status}; key {jwk.get('kid')} from {jwks_path}",
+                                   "Bind each key to its algorithm; never let the token's header choose.", AUTH_FIX))
+        break
+    if secret is not None:
+        expired = {**payload, "iat": int(time.time()) - 7200, "exp": int(time.time()) - 3600}
+        forged = _sign(header, expired, secret.encode())
+        r = await ctx.client.request("GET", url_path, headers={"Authorization": f"Bearer {forged}"})
+        if r.ok:
+            out.append(Finding("api2-expired-accepted", "An expired token is accepted", "API2", 613, "high", "certain",
+                               "GET", r.url, f"HTTP {r.status} for a token that expired an hour ago",
+                               "Check exp (with a small leeway) on every request.", AUTH_FIX))
+    anon_status = (await ctx.client.request("GET", url_path)).status
+    for name in ("access_token", "token", "api_key", "apikey", "jwt"):
+        r = await ctx.client.request("GET", url_path, params={name: token})
+        if r.ok and anon_status in (401, 403):
+            out.append(Finding("api2-query-creds", "Credentials are accepted in the query string", "API2", 598,
+                               "medium", "certain", "GET", r.url.split("?")[0] + f"?{name}=…",
+                               f"HTTP {r.status} with the credential in the {name} query parameter and no header "
+                               f"(HTTP {anon_status} without)",
+                               "Accept credentials only in headers: URLs end up in logs, history and Referer.",
+                               "policies:\n  auth: {allow_query_key: false}"))
+            break
+    out += await _login_checks(ctx)
+    return out
+
+
+async def _login_checks(ctx) -> list[Finding]:
+    login = next((o for o in ctx.ops if o.method == "POST" and any(w in o.path.lower()
+                  for w in ("login", "signin", "sign-in", "session", "token"))), None)
+    if login is None:
+        return []
+    known = next((i.username for i in ctx.identities if i.username), None)
+    out: list[Finding] = []
+    user = "scanner_" + secrets.token_hex(4)  # never a real account: guessing must not lock anyone out
+    wrong = {"username": user, "password": "Wrong-" + secrets.token_hex(6)}
+    codes = []
+    for _ in range(12):
+        r = await ctx.client.request("POST", ctx.fill(login), json={**wrong, "password": "Wrong-" + secrets.token_hex(6)})
+        codes.append(r.status)
+        if r.status in (423, 429):
+            break
+    if codes and not any(c in (423, 429) for c in codes) and all(c < 500 for c in codes):
+        out.append(Finding("api2-no-bruteforce", "Login accepts unlimited password guesses", "API2", 307, "high",
+                           "firm", "POST", ctx.client.url(ctx.fill(login)),
+                           f"{len(codes)} wrong passwords in a row, answers {sorted(set(codes))}, no 429/423",
+                           "Throttle logins per IP and per account, and lock accounts after repeated failures.",
+                           "policies:\n  rate_limit: {login_paths: [/login], login_limits: [5/minute]}",
+                           request_body=orjson.dumps(wrong).decode()))
+    if known:
+        r1 = await ctx.client.request("POST", ctx.fill(login), json={"username": known, "password": "Wrong-pass-1x"})
+        ghost = "nobody_" + secrets.token_hex(4)
+        r2 = await ctx.client.request("POST", ctx.fill(login), json={"username": ghost, "password": "Wrong-pass-1x"})
+        if r1.status and r2.status and r1.status not in (429, 423) and (r1.status != r2.status or r1.body != r2.body):
+            out.append(Finding("api2-enumeration", "Login answers differ for existing and unknown users", "API2", 204,
+                               "medium", "firm", "POST", r1.url,
+                               f"existing user: HTTP {r1.status} {r1.text[:80]!r}; unknown: HTTP {r2.status} {r2.text[:80]!r}",
+                               "Answer the same status and body for unknown users and wrong passwords, in similar time.",
+                               "token_service: {}  # bastion's login never says which"))
+    return out

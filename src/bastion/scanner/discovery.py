@@ -1,0 +1,84 @@
+"""What to scan: the operations of the target's OpenAPI document (given, or found at the usual
+places), or — without one — a built-in list of common API paths that answer."""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import urlsplit
+
+import yaml
+
+from bastion.scanner.client import ScanClient
+from bastion.scanner.model import Operation
+
+SPEC_PATHS = ("/openapi.json", "/openapi.yaml", "/swagger.json", "/v3/api-docs", "/api/openapi.json",
+              "/api/swagger.json", "/api-docs", "/docs/openapi.json", "/v2/api-docs")
+COMMON_PATHS = ("/api/users", "/api/v1/users", "/api/v2/users", "/users", "/api/products", "/api/orders",
+                "/api/me", "/me", "/api/health", "/health", "/api/admin", "/admin")
+METHODS = ("get", "put", "post", "delete", "patch")
+
+
+def parse_spec(text: bytes | str) -> dict[str, Any] | None:
+    try:
+        doc = yaml.safe_load(text)
+    except yaml.YAMLError:
+        return None
+    return doc if isinstance(doc, dict) and ("openapi" in doc or "swagger" in doc) else None
+
+
+async def find_spec(client: ScanClient, given: str | None) -> tuple[dict[str, Any] | None, str | None]:
+    if given:
+        if given.startswith("http"):
+            r = await client.request("GET", given)
+            return parse_spec(r.body), given
+        with open(given, "rb") as f:
+            return parse_spec(f.read()), given
+    for path in SPEC_PATHS:
+        r = await client.request("GET", path, record=False)
+        if r.ok:
+            spec = parse_spec(r.body)
+            if spec is not None:
+                return spec, client.url(path)
+    return None, None
+
+
+def base_path(spec: dict[str, Any]) -> str:
+    for server in spec.get("servers") or []:
+        url = str((server or {}).get("url", ""))
+        parts = urlsplit(url)
+        if not parts.netloc or parts.hostname in ("localhost", "127.0.0.1"):
+            return parts.path.rstrip("/")
+    servers = spec.get("servers") or []
+    return urlsplit(str(servers[0].get("url", ""))).path.rstrip("/") if servers else ""
+
+
+def operations(spec: dict[str, Any]) -> list[Operation]:
+    base = base_path(spec)
+    global_sec = spec.get("security")
+    out = []
+    for template, item in (spec.get("paths") or {}).items():
+        if not isinstance(item, dict):
+            continue
+        shared = [p for p in item.get("parameters") or [] if isinstance(p, dict)]
+        for method in METHODS:
+            op = item.get(method)
+            if not isinstance(op, dict):
+                continue
+            params = shared + [p for p in op.get("parameters") or [] if isinstance(p, dict)]
+            body = None
+            content = ((op.get("requestBody") or {}).get("content") or {})
+            if "application/json" in content:
+                body = (content["application/json"] or {}).get("schema") or {}
+            security = op.get("security", global_sec)
+            secured = bool(security) and not any(alt == {} for alt in security)
+            out.append(Operation(method.upper(), base + template, params, body, secured))
+    return out
+
+
+async def crawl(client: ScanClient) -> list[Operation]:
+    found = []
+    for path in COMMON_PATHS:
+        r = await client.request("GET", path, record=False)
+        if r.status and r.status != 404:
+            found.append(Operation("GET", path, [], None, r.status in (401, 403), documented=False))
+    return found
