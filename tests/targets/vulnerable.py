@@ -11,7 +11,7 @@ Planted (check id → where):
   api2-enumeration     login says "no such user" vs "wrong password"
   api2-query-creds     ?access_token= is accepted
   api3-mass-assignment POST /api/v2/users/{id}/profile reflects role / is_admin
-  api3-data-exposure   GET /api/v2/users/{id} returns password_hash
+  api3-data-exposure   GET /api/v2/users/{id} and /admin/users return password_hash (and /api/v1 too)
   api4-no-rate-limit   nothing is rate limited
   api4-page-size       GET /api/v2/products?limit=100000 returns everything asked
   api4-body-size       any body size is accepted
@@ -145,6 +145,9 @@ async def reply(send, status: int, doc: Any, headers=(), ctype=b"application/jso
 
 def who(scope) -> int | None:
     headers = dict(scope["headers"])
+    if b"x-bastion-subject" in headers:  # behind the gateway (the hardened twin): the gateway's word
+        value = headers[b"x-bastion-subject"].decode()
+        return int(value) if value.isdigit() else None
     auth = headers.get(b"authorization", b"").decode()
     if auth.lower().startswith("bearer "):
         return read_token(auth[7:].strip())
