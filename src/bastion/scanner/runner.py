@@ -67,7 +67,8 @@ async def _login(client: ScanClient, recipe: dict[str, Any]) -> Identity:
     for part in str(recipe.get("token", "access_token")).split("."):
         value = value.get(part) if isinstance(value, dict) else None
     if not isinstance(value, str):
-        raise RuntimeError(f"login for {recipe['name']} failed: HTTP {r.status}")
+        why = f"the target is unreachable ({r.error})" if not r.status else f"HTTP {r.status}"
+        raise RuntimeError(f"login for {recipe['name']} failed: {why}")
     header, _, template = str(recipe.get("header", "Authorization: Bearer {token}")).partition(":")
     return Identity(recipe["name"], {header.strip(): template.strip().replace("{token}", value)},
                     recipe.get("subject"), recipe.get("username"))
