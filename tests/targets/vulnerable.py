@@ -5,6 +5,7 @@ Planted (check id → where):
   api1-bola            GET /api/v2/users/{id}/orders and /users/{id} answer any caller for anyone
   api2-no-auth         GET /api/v2/reports, /products, /search answer without credentials (declared secured)
   api2-alg-none        tokens with alg "none" are accepted
+  api2-hs256-public-key  HS256 tokens keyed with the JWKS's RSA public key are accepted
   api2-weak-secret     tokens are HS256 signed with "secret"
   api2-no-exp          issued tokens carry no exp
   api2-no-bruteforce   POST /api/v2/login never throttles
@@ -45,6 +46,26 @@ from typing import Any
 import orjson
 
 SECRET = b"secret"
+_RSA = None
+
+
+def rsa_public_pem() -> bytes:
+    """The server's RSA key: published in its JWKS (for tokens it never actually signs with)."""
+    global _RSA
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    if _RSA is None:
+        _RSA = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    return _RSA.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+
+
+def jwks() -> dict:
+    import jwt as pyjwt
+
+    rsa_public_pem()
+    jwk = pyjwt.algorithms.RSAAlgorithm.to_jwk(_RSA.public_key(), as_dict=True)
+    return {"keys": [{**jwk, "kid": "rsa-1", "alg": "RS256", "use": "sig"}]}
 USERS = {
     1: {"id": 1, "username": "alice", "email": "alice@example.com", "role": "user",
         "password_hash": "$2b$12$abcdefghijklmnopqrstuv"},
@@ -78,7 +99,9 @@ def read_token(token: str) -> int | None:
         if header.get("alg", "").lower() == "none":  # planted: alg none accepted
             return int(orjson.loads(unb64(p))["sub"])
         good = b64(hmac.new(SECRET, f"{h}.{p}".encode(), hashlib.sha256).digest())
-        if not hmac.compare_digest(good, s):
+        # planted: algorithm confusion — an HS256 token whose HMAC key is the public RSA key
+        confused = b64(hmac.new(rsa_public_pem(), f"{h}.{p}".encode(), hashlib.sha256).digest())
+        if not hmac.compare_digest(good, s) and not hmac.compare_digest(confused, s):
             return None
         return int(orjson.loads(unb64(p))["sub"])
     except Exception:
@@ -213,6 +236,8 @@ async def app(scope, receive, send):
     else:
         if path in ("/openapi.json",):
             return await reply(send, 200, SPEC, origin=origin)
+        if path == "/.well-known/jwks.json":
+            return await reply(send, 200, jwks(), origin=origin)
         if path == "/graphql":
             if method == "GET":
                 query = urllib.parse.unquote_plus(q.get("query", ""))  # planted: mutations over GET

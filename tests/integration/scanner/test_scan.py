@@ -24,7 +24,7 @@ RATE = 80.0
 PLANTED = {
     ("api1-bola", "/api/v2/users/1"), ("api1-bola", "/api/v2/users/1/orders"),
     ("api2-no-auth", "/api/v2/reports"), ("api2-no-auth", "/api/v2/products"), ("api2-no-auth", "/api/v2/search"),
-    ("api2-alg-none", "/api/v2/users/1"), ("api2-weak-secret", ""), ("api2-no-exp", ""),
+    ("api2-alg-none", "/api/v2/users/1"), ("api2-hs256-public-key", "/api/v2/users/1"), ("api2-weak-secret", ""), ("api2-no-exp", ""),
     ("api2-expired-accepted", "/api/v2/users/1"), ("api2-no-bruteforce", "/api/v2/login"),
     ("api2-enumeration", "/api/v2/login"), ("api2-query-creds", "/api/v2/users/1"),
     ("api3-mass-assignment", "/api/v2/users/1/profile"), ("api3-data-exposure", "/api/v2/users/1"),
