@@ -45,6 +45,8 @@ from typing import Any
 
 import orjson
 
+from upstream_app import read_body
+
 SECRET = b"secret"
 _RSA = None
 
@@ -73,6 +75,9 @@ USERS = {
         "password_hash": "$2b$12$zyxwvutsrqponmlkjihgfe"},
 }
 PASSWORDS = {"alice": "alice-password-1", "bob": "bob-password-2"}
+# how the scanner logs alice and bob in (scan config `login` recipes)
+SCAN_LOGINS = [{"name": n, "username": n, "path": "/api/v2/login", "json": {"username": n, "password": p},
+                "token": "token"} for n, p in PASSWORDS.items()]
 ORDERS = {1: [{"id": 101, "item": "lamp"}], 2: [{"id": 201, "item": "desk"}]}
 PRODUCTS = [{"id": i, "name": f"product {i}"} for i in range(1, 2001)]
 
@@ -146,15 +151,6 @@ SPEC: dict[str, Any] = {
 BAD_HEADERS = [(b"server", b"Werkzeug/2.0.1 Python/3.8.10"), (b"x-powered-by", b"Flask")]
 
 
-async def body_of(receive) -> bytes:
-    out = b""
-    while True:
-        m = await receive()
-        out += m.get("body", b"")
-        if not m.get("more_body"):
-            return out
-
-
 async def reply(send, status: int, doc: Any, headers=(), ctype=b"application/json", origin: bytes | None = None):
     body = doc if isinstance(doc, bytes) else orjson.dumps(doc)
     hs = [(b"content-type", ctype), (b"content-length", str(len(body)).encode()), *BAD_HEADERS, *headers]
@@ -226,7 +222,7 @@ async def app(scope, receive, send):
         return await reply(send, 200, "\r\n".join(lines).encode(), ctype=b"message/http")
     if method == "OPTIONS":
         return await reply(send, 204, b"", origin=origin or b"*")
-    body = await body_of(receive)  # planted: no size limit
+    body = await read_body(receive)  # planted: no size limit
     user = who(scope)
     q = dict(p.split("=", 1) for p in scope["query_string"].decode().split("&") if "=" in p)
     for prefix in ("/api/v2", "/api/v1"):  # planted: v1 still answers

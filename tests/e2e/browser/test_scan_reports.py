@@ -15,6 +15,7 @@ import pytest
 from bastion.scanner.reporters import FORMATS
 from bastion.scanner.runner import ScanOptions, run_sync
 from helpers import ThreadedUvicorn
+from targets.vulnerable import SCAN_LOGINS
 from targets.vulnerable import app as vulnerable_app
 
 from .conftest import real_errors, screenshot
@@ -31,11 +32,7 @@ def target():
 
 @pytest.fixture(scope="module")
 def result(target):
-    return run_sync(ScanOptions(target.url, graphql="/graphql", rate=80, logins=[
-        {"name": "alice", "username": "alice", "path": LOGIN,
-         "json": {"username": "alice", "password": "alice-password-1"}, "token": "token"},
-        {"name": "bob", "username": "bob", "path": LOGIN, "json": {"username": "bob", "password": "bob-password-2"},
-         "token": "token"}]))
+    return run_sync(ScanOptions(target.url, graphql="/graphql", rate=80, logins=SCAN_LOGINS))
 
 
 def test_sarif_is_valid_against_the_official_schema(result):

@@ -15,6 +15,7 @@ from bastion.scanner.model import Identity
 from bastion.scanner.runner import ScanOptions, run_sync
 from helpers import ThreadedUvicorn, run_gateway
 from targets import hardened
+from targets.vulnerable import SCAN_LOGINS
 from targets.vulnerable import app as vulnerable_app
 
 ARTIFACTS = Path(os.environ.get("BASTION_ARTIFACTS", Path(__file__).resolve().parents[3] / "test-artifacts"))
@@ -56,12 +57,7 @@ def vulnerable():
 
 @pytest.fixture(scope="module")
 def vulnerable_result(vulnerable):
-    login = "/api/v2/login"
-    opts = ScanOptions(vulnerable.url, graphql="/graphql", rate=RATE, allow_destructive=True, logins=[
-        {"name": "alice", "username": "alice", "path": login, "json": {"username": "alice", "password": "alice-password-1"},
-         "token": "token"},
-        {"name": "bob", "username": "bob", "path": login, "json": {"username": "bob", "password": "bob-password-2"},
-         "token": "token"}])
+    opts = ScanOptions(vulnerable.url, graphql="/graphql", rate=RATE, allow_destructive=True, logins=SCAN_LOGINS)
     return run_sync(opts)
 
 
