@@ -77,6 +77,19 @@ class PolicyCollector(Collector):
         response_schema.add_metric([], violations)
         removed.add_metric([], removed_n)
         yield from (decisions, auth, waf, deprecated, validation, response_schema, removed)
+        if getattr(state, "token_app", None) is not None:
+            from bastion.tokens.app import database_ping
+
+            up = GaugeMetricFamily("bastion_store_up", "Whether a store answers (1) or not (0)", labels=["store"])
+            latency = GaugeMetricFamily("bastion_store_latency_seconds", "Time of a trivial query", labels=["store"])
+            try:
+                ms = database_ping(state.token_app)
+                up.add_metric(["database"], 1)
+                latency.add_metric(["database"], ms / 1000)
+            except Exception:
+                up.add_metric(["database"], 0)
+            yield up
+            yield latency
         version = GaugeMetricFamily("bastion_config_version", "Version of the config being served")
         version.add_metric([], state.version)
         yield version

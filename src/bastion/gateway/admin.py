@@ -149,6 +149,17 @@ class AdminApp:
                 except Exception as exc:
                     ready = False
                     checks[f"store {url.split('@')[-1]}"] = f"unreachable ({type(exc).__name__})"
+        if state.token_app is not None:
+            import asyncio as _asyncio
+
+            from bastion.tokens.app import database_ping
+
+            try:
+                ms = await _asyncio.wait_for(_asyncio.to_thread(database_ping, state.token_app), 3)
+                checks["database"] = f"ok ({ms:.1f} ms)"
+            except Exception as exc:
+                ready = False
+                checks["database"] = f"unreachable ({type(exc).__name__})"
         if not state.upstreams and state.router.routes:
             ready = False
             checks["upstreams"] = "none configured"

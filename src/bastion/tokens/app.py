@@ -107,6 +107,16 @@ def _store(url: str) -> tuple[Any, Any]:
         return _built[url]
 
 
+def database_ping(app: "TokenApp") -> float:
+    """Milliseconds for a trivial query on the identity store (readiness and metrics)."""
+    from sqlalchemy import text
+
+    t0 = time.perf_counter()
+    with app.sessions() as s:
+        s.execute(text("SELECT 1"))
+    return (time.perf_counter() - t0) * 1000
+
+
 class TokenApp:
     def __init__(self, config: TokenServiceConfig) -> None:
         self.config = config

@@ -59,3 +59,8 @@ def test_admin_api_for_the_token_service(upstream, tmp_path):
             jwks = raw_request(gw.port, "GET", "/auth/.well-known/jwks.json").json()
             assert kid in {k["kid"] for k in jwks["keys"]}
             assert call("GET", "/admin/config").status == 200
+            ready = raw_request(admin, "GET", "/readyz").json()
+            assert ready["ready"] and ready["checks"]["database"].startswith("ok")
+            metrics = raw_request(admin, "GET", "/metrics").body.decode()
+            assert 'bastion_store_up{store="database"} 1.0' in metrics
+            assert "bastion_store_latency_seconds" in metrics

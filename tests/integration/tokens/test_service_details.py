@@ -1,0 +1,69 @@
+"""Token-service details that need no gateway: argon2 rehash when the parameters change, the
+scheduled signing-key rotation, and last-used times of API keys written in batches."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from sqlalchemy import select
+
+from bastion.store.models import ApiKey, SigningKey, User
+from bastion.tokens.app import TokenApp
+from bastion.tokens.apikeys import DatabaseApiKeys
+from bastion.tokens.config import TokenServiceConfig
+from bastion.auth.apikeys import hash_key
+
+from .conftest import KEK, PASSWORD
+
+
+def app(db: str, **over) -> TokenApp:
+    settings = {"database": db, "issuer": "https://t/auth", "audience": ["api"], "key_encryption_key": KEK,
+                "argon2": {"time_cost": 1, "memory_kib": 8192, "parallelism": 1}, **over}
+    return TokenApp(TokenServiceConfig(**settings))
+
+
+def test_password_rehash_when_parameters_change(tmp_path):
+    db = f"sqlite:///{tmp_path / 'a.db'}"
+    first = app(db)
+    first.service.register("ivan", "ivan@example.com", PASSWORD)
+    with first.sessions() as s:
+        old = s.scalars(select(User.password_hash)).one()
+    assert "m=8192,t=1" in old
+    stronger = app(db, argon2={"time_cost": 2, "memory_kib": 9216, "parallelism": 1})
+    stronger.service.login("ivan", PASSWORD)
+    with stronger.sessions() as s:
+        new = s.scalars(select(User.password_hash)).one()
+    assert new != old and "m=9216,t=2" in new
+    stronger.service.login("ivan", PASSWORD)  # and it still verifies
+
+
+def test_signing_keys_rotate_on_schedule(tmp_path):
+    db = f"sqlite:///{tmp_path / 'k.db'}"
+    a = app(db, rotate_keys_days=1)
+    first = a.keyring.active().kid
+    with a.sessions.begin() as s:  # pretend the key is two days old
+        s.execute(SigningKey.__table__.update().values(created_at=time.time() - 2 * 86400))
+    a.keyring._active = None
+    second = a.keyring.active().kid
+    assert second != first
+    kids = {k["kid"] for k in a.keyring.jwks()["keys"]}
+    assert {first, second} <= kids  # the old key stays published while its tokens live
+
+
+def test_api_key_use_is_recorded_in_batches(tmp_path):
+    db = f"sqlite:///{tmp_path / 'u.db'}"
+    a = app(db)
+    key, row = a.service.create_key("acme", ["read"])
+    lookup = DatabaseApiKeys(db, cache_seconds=60, flush_seconds=3600)
+
+    async def use() -> None:
+        for _ in range(50):
+            assert (await lookup.find(hash_key(key))) is not None
+        with a.sessions() as s:  # nothing written yet: no database write per request
+            assert s.get(ApiKey, row.id).last_used_at is None
+        await lookup.flush()
+
+    asyncio.run(use())
+    with a.sessions() as s:
+        assert s.get(ApiKey, row.id).last_used_at is not None
