@@ -50,11 +50,18 @@ class ProviderConfig(BaseModel):
     subject_field: str = Field("sub", description="With userinfo_endpoint: the field naming the user ('id' for GitHub).")
     client_id: str
     client_secret: str | None = Field(None, description="Sent with client_secret_post; use ${ENV}.")
+    client_auth: Literal["client_secret_post", "private_key_jwt"] = Field(
+        "client_secret_post", description="How the gateway authenticates to the token endpoint.")
+    private_key_file: str | None = Field(None, description="With private_key_jwt: the PEM private key.")
+    private_key_kid: str | None = Field(None, description="With private_key_jwt: the key's kid.")
+    private_key_alg: Literal["RS256", "ES256", "EdDSA"] = "RS256"
     scopes: list[str] = Field(default_factory=lambda: ["openid", "profile", "email"])
     algorithms: list[str] = Field(default_factory=lambda: ["RS256", "ES256", "EdDSA"])
 
     @model_validator(mode="after")
     def _endpoints(self) -> "ProviderConfig":
+        if self.client_auth == "private_key_jwt" and not self.private_key_file:
+            raise ValueError("private_key_jwt needs private_key_file")
         if self.issuer is None and not (self.authorization_endpoint and self.token_endpoint):
             raise ValueError("a provider needs an issuer (OIDC discovery) or authorization_endpoint + token_endpoint")
         if self.issuer is None and not (self.jwks_uri or self.userinfo_endpoint):
@@ -129,6 +136,17 @@ class Login(Policy):
         if not config.redirect_uri or not config.session_secret:
             raise ValueError("a login route needs login.redirect_uri and login.session_secret")
         self.p = config.providers[config.provider]  # type: ignore[index]
+        self.signing_key = None
+        if self.p.client_auth == "private_key_jwt":
+            from pathlib import Path
+
+            from cryptography.hazmat.primitives.serialization import load_pem_private_key
+
+            path = Path(env.config_dir) / str(self.p.private_key_file)
+            try:
+                self.signing_key = load_pem_private_key(path.read_bytes(), None)
+            except (OSError, ValueError, TypeError) as exc:
+                raise ValueError(f"login: private_key_file {path} cannot be used ({exc})") from None
         parts = urlsplit(config.redirect_uri)
         self.callback_path = parts.path
         self.origin = f"{parts.scheme}://{parts.netloc}"
@@ -168,11 +186,27 @@ class Login(Policy):
         self.endpoints = ep
         return ep
 
+    def _client_auth(self, endpoint: str) -> dict[str, str]:
+        """The client's credentials for a call to the provider's `endpoint`."""
+        if self.signing_key is not None:
+            import jwt as pyjwt
+
+            now = int(time.time())
+            ep = self.endpoints or {}
+            assertion = pyjwt.encode({"iss": self.p.client_id, "sub": self.p.client_id,
+                                      "aud": ep.get("token_endpoint", endpoint), "jti": secrets.token_urlsafe(16),
+                                      "iat": now, "exp": now + 60}, self.signing_key, algorithm=self.p.private_key_alg,
+                                     headers={"kid": self.p.private_key_kid} if self.p.private_key_kid else None)
+            return {"client_id": self.p.client_id, "client_assertion": assertion,
+                    "client_assertion_type": "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"}
+        out = {"client_id": self.p.client_id}
+        if self.p.client_secret:
+            out["client_secret"] = self.p.client_secret
+        return out
+
     async def _token_call(self, fields: dict[str, str]) -> dict[str, Any]:
         ep = await self._endpoints()
-        fields = {**fields, "client_id": self.p.client_id}
-        if self.p.client_secret:
-            fields["client_secret"] = self.p.client_secret
+        fields = {**fields, **self._client_auth(ep["token_endpoint"])}
         status, body = await fetch(ep["token_endpoint"], method="POST", body=urlencode(fields).encode(), headers=[
             (b"content-type", b"application/x-www-form-urlencoded"), (b"accept", b"application/json")], timeout=10)
         try:
@@ -350,9 +384,8 @@ class Login(Policy):
                 if ep.get("revocation_endpoint"):
                     for hint in ("refresh_token", "access_token"):
                         if session.get(hint):
-                            fields = {"token": session[hint], "token_type_hint": hint, "client_id": self.p.client_id}
-                            if self.p.client_secret:
-                                fields["client_secret"] = self.p.client_secret
+                            fields = {"token": session[hint], "token_type_hint": hint,
+                                      **self._client_auth(ep["revocation_endpoint"])}
                             await fetch(ep["revocation_endpoint"], method="POST", body=urlencode(fields).encode(),
                                         headers=[(b"content-type", b"application/x-www-form-urlencoded")], timeout=5)
                 if ep.get("end_session_endpoint"):

@@ -35,8 +35,8 @@ def engine_for(url: str) -> Engine:
     raise ValueError(f"database URL {url.split('://', 1)[0]}://… is not supported (sqlite:/// or postgresql://)")
 
 
-def migrate(engine: Engine) -> None:
-    """Bring the schema to the newest revision (no-op when it is there)."""
+def migrate(engine: Engine, revision: str = "head") -> None:
+    """Bring the schema to `revision` (the newest by default; a no-op when it is there)."""
     from alembic import command
     from alembic.config import Config
 
@@ -46,7 +46,7 @@ def migrate(engine: Engine) -> None:
         if engine.dialect.name == "postgresql":
             conn.execute(text("SELECT pg_advisory_xact_lock(:id)"), {"id": _LOCK_ID})
         cfg.attributes["connection"] = conn
-        command.upgrade(cfg, "head")
+        command.upgrade(cfg, revision)
 
 
 def sessions(engine: Engine) -> sessionmaker[Session]:

@@ -86,6 +86,7 @@ class OAuthClient(Base):
     scopes: Mapped[str] = mapped_column(Text, default="")
     created_at: Mapped[float] = mapped_column(Float)
     revoked_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    public_jwks: Mapped[str | None] = mapped_column(Text, nullable=True)  # private_key_jwt clients (0002)
 
 
 class AuthorizationCode(Base):

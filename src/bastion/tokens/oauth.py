@@ -30,6 +30,7 @@ from authlib.oauth2 import AuthorizationServer, OAuth2Error
 from authlib.oauth2.rfc6749 import ClientMixin, OAuth2Payload, OAuth2Request, grants
 from authlib.oauth2.rfc6749.errors import InvalidRequestError
 from authlib.oauth2.rfc7009 import RevocationEndpoint
+from authlib.oauth2.rfc7523 import JWTBearerClientAssertion
 from authlib.oauth2.rfc7636 import CodeChallenge
 from authlib.oauth2.rfc7662 import IntrospectionEndpoint
 from sqlalchemy import update
@@ -71,6 +72,8 @@ class Client(ClientMixin):
         return self.row.secret_hash is not None and hmac.compare_digest(self.row.secret_hash, hash_key(client_secret))
 
     def check_endpoint_auth_method(self, method: str, endpoint: str) -> bool:
+        if self.row.public_jwks:
+            return method == "private_key_jwt"  # a key-holding client always proves it has the key
         if self.row.secret_hash is None:
             return method == "none" and endpoint == "token"
         return method in ("client_secret_basic", "client_secret_post")
@@ -154,7 +157,7 @@ class S256Only(CodeChallenge):
 
 def _code_grant(endpoints: "OAuthEndpoints") -> type:
     class CodeGrant(grants.AuthorizationCodeGrant):
-        TOKEN_ENDPOINT_AUTH_METHODS = ["client_secret_basic", "client_secret_post", "none"]
+        TOKEN_ENDPOINT_AUTH_METHODS = ["client_secret_basic", "client_secret_post", "private_key_jwt", "none"]
 
         def save_authorization_code(self, code: str, request: Any) -> None:
             data = request.payload.data
@@ -187,7 +190,37 @@ def _code_grant(endpoints: "OAuthEndpoints") -> type:
 
 
 class ClientCredentials(grants.ClientCredentialsGrant):
-    TOKEN_ENDPOINT_AUTH_METHODS = ["client_secret_basic", "client_secret_post"]
+    TOKEN_ENDPOINT_AUTH_METHODS = ["client_secret_basic", "client_secret_post", "private_key_jwt"]
+
+
+class PrivateKeyAssertion(JWTBearerClientAssertion):
+    """RFC 7523 `private_key_jwt`: the client signs a short-lived assertion with its private key;
+    the public keys were registered with the client. Each assertion's `jti` is accepted once."""
+
+    CLIENT_AUTH_METHOD = "private_key_jwt"
+
+    def __init__(self, endpoints: "OAuthEndpoints") -> None:
+        super().__init__(validate_jti=True)
+        self.endpoints = endpoints
+        from bastion.auth.cache import ExpiringCache
+
+        self.seen = ExpiringCache(100_000)
+
+    def get_audiences(self) -> list[str]:
+        base = self.endpoints.app.config.issuer.rstrip("/")
+        return [f"{base}/oauth/token", base]
+
+    def validate_jti(self, claims: Any, jti: str) -> bool:
+        key = (claims.get("sub"), jti)
+        if self.seen.get(key):
+            return False
+        self.seen.put(key, True, float(claims.get("exp") or time.time() + 300) + 120)
+        return True
+
+    def resolve_client_public_key(self, client: Client) -> Any:
+        from joserfc import jwk
+
+        return jwk.KeySet.import_key_set(json.loads(client.row.public_jwks or '{"keys": []}'))
 
 
 class Server(AuthorizationServer):
@@ -220,7 +253,7 @@ class Server(AuthorizationServer):
 
 
 class Introspection(IntrospectionEndpoint):
-    CLIENT_AUTH_METHODS = ["client_secret_basic", "client_secret_post"]
+    CLIENT_AUTH_METHODS = ["client_secret_basic", "client_secret_post", "private_key_jwt"]
 
     def __init__(self, server: Server, endpoints: "OAuthEndpoints") -> None:
         super().__init__(server)
@@ -243,7 +276,7 @@ class Introspection(IntrospectionEndpoint):
 
 
 class Revocation(RevocationEndpoint):
-    CLIENT_AUTH_METHODS = ["client_secret_basic", "client_secret_post", "none"]
+    CLIENT_AUTH_METHODS = ["client_secret_basic", "client_secret_post", "private_key_jwt", "none"]
 
     def __init__(self, server: Server, endpoints: "OAuthEndpoints") -> None:
         super().__init__(server)
@@ -289,6 +322,7 @@ class OAuthEndpoints:
         server.register_token_generator("default", self._generate)
         server.register_grant(_code_grant(self), [S256Only(required=True)])
         server.register_grant(ClientCredentials)
+        server.register_client_auth_method(PrivateKeyAssertion.CLIENT_AUTH_METHOD, PrivateKeyAssertion(self))
         server.register_endpoint(Introspection(server, self))
         server.register_endpoint(Revocation(server, self))
         self.server = server
@@ -493,8 +527,9 @@ class _ScopedUser:
 
 
 def new_client(sessions: Any, name: str, redirect_uris: list[str], grant_types: list[str], scopes: list[str],
-               public: bool = False) -> tuple[str, str | None]:
-    """Register a client; returns (client_id, secret — shown once, stored hashed)."""
+               public: bool = False, jwks: dict[str, Any] | None = None) -> tuple[str, str | None]:
+    """Register a client; returns (client_id, secret — shown once, stored hashed). With `jwks`
+    (public keys) the client authenticates with private_key_jwt and has no secret."""
     for uri in redirect_uris:
         if "#" in uri or not (uri.startswith("https://") or uri.startswith("http://127.0.0.1")
                               or uri.startswith("http://localhost")):
@@ -504,11 +539,16 @@ def new_client(sessions: Any, name: str, redirect_uris: list[str], grant_types: 
         raise ValueError(f"grant types are among {sorted(allowed)} (implicit and password are not offered)")
     if public and "client_credentials" in grant_types:
         raise ValueError("a public client cannot use client credentials")
+    if jwks is not None:
+        keys = jwks.get("keys") if isinstance(jwks, dict) else None
+        if not keys or any("d" in k for k in keys):
+            raise ValueError("jwks holds the client's public keys (no private parts)")
     client_id = "cl_" + secrets.token_hex(8)
-    secret = None if public else "cs_" + secrets.token_urlsafe(32)
+    secret = None if public or jwks is not None else "cs_" + secrets.token_urlsafe(32)
     with sessions.begin() as s:
         s.add(OAuthClient(client_id=client_id, secret_hash=hash_key(secret) if secret else None, name=name,
                           redirect_uris=json.dumps(redirect_uris), grant_types=json.dumps(grant_types),
-                          scopes=" ".join(scopes), created_at=time.time()))
+                          scopes=" ".join(scopes), created_at=time.time(),
+                          public_jwks=json.dumps(jwks) if jwks is not None else None))
     return client_id, secret
 

@@ -339,3 +339,37 @@ def test_plain_oauth2_provider_with_userinfo(upstream, tmp_path):
                 done = b.request("GET", path_of(authz.header("location")))
                 assert done.status == 302, done.body
                 assert forwarded_headers(b.request("GET", "/app/page"))["x-bastion-subject"] == ["42"]
+
+
+@pytest.mark.parametrize("right_key", [True, False])
+def test_private_key_jwt_client_authentication(upstream, tmp_path, right_key):
+    """The gateway proves it is the client with a signed assertion (RFC 7523), not a secret."""
+    from cryptography.hazmat.primitives import serialization
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    other = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    jwk = jwt.algorithms.RSAAlgorithm.to_jwk(key.public_key(), as_dict=True)
+    (tmp_path / "client.pem").write_bytes((key if right_key else other).private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+    with database("sqlite", tmp_path) as db:
+        port = free_port()
+        _, maker = _store(db)
+        client_id, secret = new_client(maker, "gateway", [f"http://127.0.0.1:{port}/app/_bastion/callback"],
+                                       ["authorization_code", "refresh_token"], ["orders:read"],
+                                       jwks={"keys": [{**jwk, "kid": "gw-1", "alg": "RS256", "use": "sig"}]})
+        assert secret is None
+        base = f"http://127.0.0.1:{port}"
+        provider = {"issuer": f"{base}/auth", "client_id": client_id, "client_auth": "private_key_jwt",
+                    "private_key_file": str(tmp_path / "client.pem"), "private_key_kid": "gw-1",
+                    "scopes": ["openid", "orders:read"]}
+        cfg = login_config(db, port, upstream.url, tmp_path, client_id, None, provider=provider)
+        with run_gateway(cfg, tmp_path) as gw:
+            gw.server.gateway.state.token_app.service.register("gina", "gina@example.com", PASSWORD)
+            b = Browser(gw.port)
+            r, _ = sign_in(b)
+            if right_key:
+                assert r.status == 302 and "__Host-bastion_session" in b.jar
+                assert b.request("GET", "/app/page").status == 200
+                assert b.request("GET", "/app/_bastion/logout").status == 302  # revocation also signs
+            else:
+                assert r.status == 400 and "refused" in r.json()["detail"]

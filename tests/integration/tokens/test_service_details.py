@@ -67,3 +67,33 @@ def test_api_key_use_is_recorded_in_batches(tmp_path):
     asyncio.run(use())
     with a.sessions() as s:
         assert s.get(ApiKey, row.id).last_used_at is not None
+
+
+def test_upgrade_keeps_the_data(tmp_path, postgres_ok):
+    """A database made by an older release (revision 0001, rows in it) upgrades to the newest
+    schema without losing a row — on SQLite and PostgreSQL."""
+    from sqlalchemy import inspect, text
+
+    from bastion.store.db import engine_for, migrate
+
+    from .conftest import database
+
+    for kind in ("sqlite", "postgresql"):
+        with database(kind, tmp_path, postgres_ok) as db:
+            engine = engine_for(db)
+            migrate(engine, "0001")
+            assert "public_jwks" not in {c["name"] for c in inspect(engine).get_columns("oauth_clients")}
+            with engine.begin() as conn:
+                conn.execute(text("INSERT INTO users (id, username, email, password_hash, role, scopes, created_at, "
+                                  "failed_logins, disabled) VALUES ('u1', 'old', 'old@example.com', 'h', 'user', '', 1, "
+                                  "0, false)"))
+                conn.execute(text("INSERT INTO oauth_clients (client_id, secret_hash, name, redirect_uris, grant_types, "
+                                  "scopes, created_at) VALUES ('c1', 'sha256:x', 'old client', '[]', '[]', '', 1)"))
+            migrate(engine)
+            migrate(engine)  # twice: a no-op
+            with engine.connect() as conn:
+                assert conn.execute(text("SELECT username FROM users")).scalar_one() == "old"
+                row = conn.execute(text("SELECT name, public_jwks FROM oauth_clients")).one()
+                assert row == ("old client", None)
+                assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar_one() == "0002"
+            engine.dispose()
