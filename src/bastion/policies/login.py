@@ -74,7 +74,8 @@ class LoginConfig(PolicyConfig):
     provider: str | None = Field(None, description="The provider this route logs in with (unset: no login here).")
     redirect_uri: str | None = Field(None, description="The exact callback URL registered with the provider; "
                                      "its path must be under this route.")
-    session_store: str = Field("memory", description="'memory' (one process) or a Redis URL (every gateway).")
+    session_store: str = Field("memory", description="'memory' (one process), a Redis URL, or the identity "
+                               "store's database URL (sqlite:///…, postgresql://…) — every gateway.")
     session_secret: str | None = Field(None, description="Fernet key(s) that encrypt sessions at rest; use ${ENV}.")
     session_ttl: int = Field(8 * 3600, ge=60, description="A session ends after this long, whatever happens.")
     cookie_name: str = Field("__Host-bastion_session", description="Session cookie (the __Host- prefix pins it "

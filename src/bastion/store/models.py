@@ -101,3 +101,13 @@ class AuthorizationCode(Base):
     nonce: Mapped[str | None] = mapped_column(String(255), nullable=True)
     expires_at: Mapped[float] = mapped_column(Float)
     used_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+
+
+class GatewaySession(Base):
+    """Browser sessions and pending logins of the gateway's login policy (when its session store
+    is the database). The id is stored hashed, the data encrypted."""
+
+    __tablename__ = "gateway_sessions"
+    key_hash: Mapped[str] = mapped_column(String(71), primary_key=True)
+    blob: Mapped[bytes] = mapped_column(LargeBinary)
+    expires_at: Mapped[float] = mapped_column(Float, index=True)

@@ -373,3 +373,40 @@ def test_private_key_jwt_client_authentication(upstream, tmp_path, right_key):
                 assert b.request("GET", "/app/_bastion/logout").status == 302  # revocation also signs
             else:
                 assert r.status == 400 and "refused" in r.json()["detail"]
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgresql"])
+def test_sessions_in_the_database(upstream, tmp_path, kind, request):
+    """Sessions kept in the identity store's database: encrypted, ids hashed, shared by two
+    gateways, single-use login state."""
+    from sqlalchemy import select
+
+    from bastion.store.models import GatewaySession
+
+    pg = request.getfixturevalue("postgres_ok") if kind == "postgresql" else None
+    with database(kind, tmp_path, pg) as db:
+        port_a, port_b = free_port(), free_port()
+        _, maker = _store(db)
+        client_id, secret = new_client(maker, "gateway", [f"http://127.0.0.1:{port_a}/app/_bastion/callback"],
+                                       ["authorization_code", "refresh_token"], ["orders:read"])
+        cfg_a = login_config(db, port_a, upstream.url, tmp_path, client_id, secret, store=db)
+        cfg_b = login_config(db, port_b, upstream.url, tmp_path, client_id, secret, store=db)
+        cfg_b["policies"]["login"]["providers"] = cfg_a["policies"]["login"]["providers"]
+        cfg_b["routes"][-1]["policies"]["login"]["redirect_uri"] = f"http://127.0.0.1:{port_a}/app/_bastion/callback"
+        cfg_b["policies"]["auth"]["schemes"] = cfg_a["policies"]["auth"]["schemes"]
+        cfg_b["token_service"]["issuer"] = cfg_a["token_service"]["issuer"]
+        with run_gateway(cfg_a, tmp_path) as a, run_gateway(cfg_b, tmp_path) as b_gw:
+            a.server.gateway.state.token_app.service.register("gina", "gina@example.com", PASSWORD)
+            browser = Browser(a.port)
+            r, callback = sign_in(browser)
+            assert r.status == 302
+            assert browser.request("GET", path_of(callback)).status == 400  # state used once
+            sid = browser.jar["__Host-bastion_session"]
+            with maker() as s:
+                rows = s.scalars(select(GatewaySession)).all()
+            assert rows and all(sid not in r.key_hash and b"access_token" not in r.blob for r in rows)
+            other = Browser(b_gw.port)
+            other.jar = dict(browser.jar)
+            assert other.request("GET", "/app/page").status == 200
+            assert other.request("GET", "/app/_bastion/logout").status == 302
+            assert browser.request("GET", "/app/page").status == 302

@@ -95,5 +95,5 @@ def test_upgrade_keeps_the_data(tmp_path, postgres_ok):
                 assert conn.execute(text("SELECT username FROM users")).scalar_one() == "old"
                 row = conn.execute(text("SELECT name, public_jwks FROM oauth_clients")).one()
                 assert row == ("old client", None)
-                assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar_one() == "0002"
+                assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar_one() == "0003"
             engine.dispose()
