@@ -35,6 +35,13 @@ class SessionStore:
 
             _, self.sql = _store(url)  # migrated on first use
 
+    def _redis(self) -> Any:
+        if self._client is None:
+            from bastion.ratelimit.redis_store import connect
+
+            self._client = connect(self.url, timeout=1.0)
+        return self._client
+
     def _row_key(self, name: str) -> str:
         return "sha256:" + hashlib.sha256(f"{self.prefix}:{name}".encode()).hexdigest()
 
