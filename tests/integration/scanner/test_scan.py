@@ -30,6 +30,7 @@ PLANTED = {
     ("api2-enumeration", "/api/v2/login"), ("api2-query-creds", "/api/v2/users/1"),
     ("api3-mass-assignment", "/api/v2/users/1/profile"), ("api3-data-exposure", "/api/v2/users/1"),
     ("api3-data-exposure", "/api/v2/admin/users"), ("api3-data-exposure", "/api/v1/users/1"),  # v1 leaks too
+    ("api3-data-exposure", "/api/v2/users/2"),  # bob's own record, seen when he probes
     ("api4-no-rate-limit", "/api/v2/products"), ("api4-page-size", "/api/v2/products"),
     ("api4-body-size", "/api/v2/login"),
     ("api5-admin", "/api/v2/admin/users"), ("api5-method-switch", "/api/v2/products/999999"),
@@ -107,3 +108,11 @@ def test_the_hardened_twin_has_no_high_or_critical_finding(vulnerable, tmp_path)
     assert not serious, serious
     # the scan did run: the same requests against the vulnerable app find a lot
     assert result.requests > 100
+
+
+def test_sequential_id_probing_with_one_identity(vulnerable):
+    """Only bob: he asks for the neighbours of his own id and reads alice's object."""
+    result = run_sync(ScanOptions(vulnerable.url, rate=RATE, checks=["api1"], logins=[SCAN_LOGINS[1]]))
+    bola = [f for f in result.findings if f.check == "api1-bola"]
+    assert {urlsplit(f.url).path for f in bola} >= {"/api/v2/users/1"}
+    assert all("guessing" in f.title for f in bola)
