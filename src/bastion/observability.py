@@ -77,19 +77,28 @@ class PolicyCollector(Collector):
         response_schema.add_metric([], violations)
         removed.add_metric([], removed_n)
         yield from (decisions, auth, waf, deprecated, validation, response_schema, removed)
+        up = GaugeMetricFamily("bastion_store_up", "Whether a store answers (1) or not (0)", labels=["store"])
+        latency = GaugeMetricFamily("bastion_store_latency_seconds", "Time of a trivial query (PING, SELECT 1)",
+                                    labels=["store"])
         if getattr(state, "token_app", None) is not None:
             from bastion.tokens.app import database_ping
 
-            up = GaugeMetricFamily("bastion_store_up", "Whether a store answers (1) or not (0)", labels=["store"])
-            latency = GaugeMetricFamily("bastion_store_latency_seconds", "Time of a trivial query", labels=["store"])
             try:
                 ms = database_ping(state.token_app)
                 up.add_metric(["database"], 1)
                 latency.add_metric(["database"], ms / 1000)
             except Exception:
                 up.add_metric(["database"], 0)
-            yield up
-            yield latency
+        urls = {getattr(p, "store_url", "memory") for p in state.policies} | {
+            getattr(p, "revocation_url", "memory") for p in state.policies}
+        for url in sorted(u for u in urls if u.startswith(("redis://", "rediss://", "unix://"))):
+            label = "redis " + url.split("@")[-1]
+            ok, seconds = redis_ping(url)
+            up.add_metric([label], 1 if ok else 0)
+            if ok:
+                latency.add_metric([label], seconds)
+        yield up
+        yield latency
         version = GaugeMetricFamily("bastion_config_version", "Version of the config being served")
         version.add_metric([], state.version)
         yield version
@@ -100,6 +109,27 @@ class PolicyCollector(Collector):
             reloads = CounterMetricFamily("bastion_config_reloads", "Successful config reloads")
             reloads.add_metric([], self.server.reloads)
             yield reloads
+
+
+_sync_clients: dict[str, Any] = {}
+
+
+def redis_ping(url: str) -> tuple[bool, float]:
+    """A PING at scrape time, on a small synchronous client (the gateway's own clients belong to
+    its event loop)."""
+    import time
+
+    import redis
+
+    client = _sync_clients.get(url)
+    if client is None:
+        client = _sync_clients[url] = redis.Redis.from_url(url, socket_timeout=0.5, socket_connect_timeout=0.5)
+    t0 = time.perf_counter()
+    try:
+        client.ping()
+    except redis.RedisError:
+        return False, 0.0
+    return True, time.perf_counter() - t0
 
 
 POLICY_COLLECTOR = PolicyCollector()

@@ -84,3 +84,21 @@ def test_metrics_health_and_admin_api(base_config, tmp_path):
         assert r.status == 200 and r.json() == {"reloaded": True, "version": 2}
         assert metric(raw_request(admin, "GET", "/metrics").body.decode(), "bastion_config_reloads_total") == 1
         assert metric(raw_request(admin, "GET", "/metrics").body.decode(), "bastion_config_version") == 2
+
+
+def test_redis_store_health_is_a_metric(base_config, tmp_path):
+    import os
+
+    url = os.environ.get("BASTION_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+    base_config["admin"] = {"host": "127.0.0.1", "port": 0, "token": TOKEN}
+    base_config["policies"]["rate_limit"] = {"store": url, "key_prefix": f"t-{tmp_path.name}",
+                                             "limits": ["100/minute"]}
+    base_config["policies"]["auth"] = {"revocation_store": "redis://127.0.0.1:1/0", "require": [],
+                                       "schemes": {"k": {"type": "api_key"}}}  # a store that is down
+    base_config["routes"] = [{"path": "/x/*", "upstream": "up"}]
+    with run_gateway(base_config, tmp_path) as g:
+        text = raw_request(g.server.admin_port, "GET", "/metrics").body.decode()
+    host = url.split("@")[-1]
+    assert f'bastion_store_up{{store="redis {host}"}} 1.0' in text
+    assert f'bastion_store_latency_seconds{{store="redis {host}"}}' in text
+    assert 'bastion_store_up{store="redis redis://127.0.0.1:1/0"} 0.0' in text
