@@ -82,3 +82,15 @@ def test_lint_warns_on_loose_cors():
 def test_duplicate_keys_are_errors():
     (line, key, msg), = errors("policies:\n  cors: {allow_origins: ['https://a.example.com']}\n  cors: {enabled: false}\n")
     assert line == 3 and key == "policies.cors" and "duplicate" in msg
+
+
+def test_lint_refuses_a_token_service_whose_logouts_the_gateway_cannot_see():
+    text = """
+token_service: {issuer: "https://x/auth", audience: [api], key_encryption_key: k, revocation_store: "redis://r:6379/0"}
+policies:
+  auth: {revocation_store: memory, schemes: {k: {type: api_key}}}
+"""
+    findings = {(f.severity, f.key) for f in lint(load_config_text(text))}
+    assert ("error", "token_service.revocation_store") in findings
+    same = text.replace("revocation_store: memory", 'revocation_store: "redis://r:6379/0"')
+    assert not any(f.severity == "error" for f in lint(load_config_text(same)))

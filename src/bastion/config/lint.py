@@ -87,6 +87,15 @@ def lint(cfg: GatewayConfig) -> list[Finding]:
             p = _policy(section, name)
             if p is not None and not p.enabled:
                 out.append(Finding("warning", f"{key}.{name}", f"{name} is turned off"))
+    ts = cfg.token_service
+    auth = _policy(cfg.policies, "auth")
+    if ts is not None and auth is not None and auth.enabled and auth.revocation_store != ts.revocation_store:
+        out.append(Finding("error", "token_service.revocation_store",
+                           f"{ts.revocation_store!r} is not policies.auth.revocation_store "
+                           f"({auth.revocation_store!r}): logouts would never reach the gateway's checks"))
+    if ts is not None and ts.revocation_store == "memory":
+        out.append(Finding("warning", "token_service.revocation_store",
+                           "'memory': a logout is known to this process only (use Redis with several gateways)"))
     if not cfg.routes and cfg.token_service is None:
         out.append(Finding("warning", "routes", "no routes: every request will get 404"))
     return out
