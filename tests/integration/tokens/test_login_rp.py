@@ -410,3 +410,18 @@ def test_sessions_in_the_database(upstream, tmp_path, kind, request):
             assert other.request("GET", "/app/page").status == 200
             assert other.request("GET", "/app/_bastion/logout").status == 302
             assert browser.request("GET", "/app/page").status == 302
+
+
+def test_open_redirects_through_next_or_redirect_are_refused(rp):
+    b = Browser(rp.port)
+    sign_in(b, start="/app/page")
+    for param in ("next", "redirect", "return_to", "redirect_uri"):
+        out = b.request("GET", f"/app/_bastion/logout?{param}=https://evil.example/x")
+        assert out.status == 302 and "evil.example" not in out.header("location"), param
+        sign_in(b, start="/app/page")
+    # a login started from a URL carrying next= comes back to that same-origin path, never elsewhere
+    fresh = Browser(rp.port)
+    r, _ = sign_in(fresh, start="/app/page?next=https://evil.example")
+    assert r.status == 302 and r.header("location") == "/app/page?next=https://evil.example"
+    forged = fresh.request("GET", "/app/_bastion/callback?code=x&state=y&redirect_uri=https://evil.example")
+    assert forged.status == 400 and forged.header("location") is None
