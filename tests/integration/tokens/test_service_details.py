@@ -97,3 +97,17 @@ def test_upgrade_keeps_the_data(tmp_path, postgres_ok):
                 assert row == ("old client", None)
                 assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar_one() == "0003"
             engine.dispose()
+
+
+def test_es256_and_eddsa_signing(tmp_path):
+    import jwt as pyjwt
+
+    for alg in ("ES256", "EdDSA"):
+        a = app(f"sqlite:///{tmp_path / (alg + '.db')}", algorithm=alg)
+        a.service.register("judy", "judy@example.com", PASSWORD)
+        token = a.service.login("judy", PASSWORD).access_token
+        header = pyjwt.get_unverified_header(token)
+        jwk = next(k for k in a.keyring.jwks()["keys"] if k["kid"] == header["kid"])
+        assert header["alg"] == alg == jwk["alg"]
+        claims = pyjwt.decode(token, pyjwt.PyJWK(jwk).key, algorithms=[alg], audience="api", issuer="https://t/auth")
+        assert claims["typ"] == "access"
