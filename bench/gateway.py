@@ -174,8 +174,15 @@ def main() -> None:
                 t_port, up, metrics={}, audit={"output": str(work / "t-audit.log")}, request_id={},
                 tracing={"exporter": "otlp", "endpoint": f"http://127.0.0.1:{up}/v1/traces"}))
             procs.append(subprocess.Popen([*bastion, str(work / "tracing.yaml")]))
+            s_port = free_port()  # production-style: 10% sampled, no per-policy spans
+            (work / "sampled.yaml").write_text(pass_through(
+                s_port, up, metrics={}, audit={"output": str(work / "s-audit.log")}, request_id={},
+                tracing={"exporter": "otlp", "endpoint": f"http://127.0.0.1:{up}/v1/traces", "sample_ratio": 0.1,
+                         "policy_spans": False}))
+            procs.append(subprocess.Popen([*bastion, str(work / "sampled.yaml")]))
             extra = [("m  metrics + audit + request id", m_port, "/users/1"),
                      ("t  m + OpenTelemetry traces", t_port, "/users/1"),
+                     ("s  m + traces 10%, no policy spans", s_port, "/users/1"),
                      ("d1 pass-through, 1 KB JSON", d_port, "/json1k"), ("f1 filtering, 1 KB JSON", f_port, "/json1k"),
                      ("d2 pass-through, 100 KB JSON", d_port, "/json100k"),
                      ("f2 filtering, 100 KB JSON", f_port, "/json100k"),
@@ -211,6 +218,7 @@ def main() -> None:
             print(f"w/d (WAF, CRS paranoia 1):                   {results['w'] / results['d']:.2f}")
             print(f"m/d (metrics + audit + request id):          {results['m'] / results['d']:.2f}")
             print(f"t/d (m + OpenTelemetry, every request traced): {results['t'] / results['d']:.2f}")
+            print(f"s/d (m + OpenTelemetry, 10% sampled, no policy spans): {results['s'] / results['d']:.2f}")
     finally:
         for p in procs:
             p.send_signal(signal.SIGTERM)

@@ -294,6 +294,9 @@ class Gateway:
             trace = ctx.trace
             if trace is None:
                 upstream = await open_upstream(pool, req, headers, body)
+            elif not trace.recording:  # unsampled: pass the context on, make no span
+                headers.extend(trace.headers_for(trace.root))
+                upstream = await open_upstream(pool, req, headers, body)
             else:
                 span = trace.child(f"upstream {pool.name}", client=True)
                 headers.extend(trace.headers_for(span))

@@ -63,22 +63,25 @@ def provider_for(config: TracingConfig) -> Any:
 
 
 class Trace:
-    """The spans of one request, handed to the pipeline and the proxy through the Context."""
+    """The spans of one request, handed to the pipeline and the proxy through the Context. An
+    unsampled request makes no child spans: only its context travels on (traceparent, flags 00)."""
 
-    __slots__ = ("tracer", "root", "ctx", "policy_spans", "trace_mod")
+    __slots__ = ("tracer", "root", "ctx", "policy_spans", "trace_mod", "recording", "propagator")
 
-    def __init__(self, tracer: Any, root: Any, ctx: Any, policy_spans: bool, trace_mod: Any) -> None:
-        self.tracer, self.root, self.ctx, self.policy_spans, self.trace_mod = tracer, root, ctx, policy_spans, trace_mod
+    def __init__(self, tracer: Any, root: Any, ctx: Any, policy_spans: bool, trace_mod: Any,
+                 propagator: Any) -> None:
+        self.tracer, self.root, self.ctx, self.trace_mod = tracer, root, ctx, trace_mod
+        self.recording = root.is_recording()
+        self.policy_spans = policy_spans and self.recording
+        self.propagator = propagator
 
     def child(self, name: str, client: bool = False) -> Any:
         kind = self.trace_mod.SpanKind.CLIENT if client else self.trace_mod.SpanKind.INTERNAL
         return self.tracer.start_span(name, context=self.ctx, kind=kind)
 
     def headers_for(self, span: Any) -> list[tuple[bytes, bytes]]:
-        from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
-
         carrier: dict[str, str] = {}
-        TraceContextTextMapPropagator().inject(carrier, context=self.trace_mod.set_span_in_context(span))
+        self.propagator.inject(carrier, context=self.ctx if span is self.root else self.trace_mod.set_span_in_context(span))
         return [(k.encode(), v.encode("latin-1")) for k, v in carrier.items()]
 
 
@@ -113,11 +116,12 @@ class Tracing(Policy):
                 parent = self.propagator.extract(carrier)
         ctx.drop_request_headers.update((b"traceparent", b"tracestate"))
         root = self.tracer.start_span(f"{req.method} {req.route_name or 'unrouted'}", context=parent,
-                                      kind=self.trace.SpanKind.SERVER,
-                                      attributes={"http.request.method": req.method, "url.path": req.path[:200],
-                                                  "bastion.route": req.route_name or "-"})
+                                      kind=self.trace.SpanKind.SERVER)
+        if root.is_recording():
+            root.set_attributes({"http.request.method": req.method, "url.path": req.path[:200],
+                                 "bastion.route": req.route_name or "-"})
         ctx.trace = Trace(self.tracer, root, self.trace.set_span_in_context(root), self.config.policy_spans,
-                          self.trace)
+                          self.trace, self.propagator)
         return None
 
     def on_log(self, req: Request, resp: Response, ctx: Context, record: dict[str, Any]) -> None:
@@ -125,6 +129,10 @@ class Tracing(Policy):
         if t is None or getattr(t, "ended", False):
             return
         span = t.root
+        if not t.recording:
+            span.end()
+            ctx.trace = None
+            return
         span.update_name(f"{req.method} {req.route_name or 'unrouted'}")
         span.set_attribute("http.response.status_code", resp.status)
         span.set_attribute("bastion.route", req.route_name or "-")
