@@ -85,6 +85,10 @@ def test_unsampled_requests_make_no_spans_but_pass_the_context_on(base_config, t
         assert r.status == 200 and memory.get_finished_spans() == ()
         tp = forwarded_headers(r)["traceparent"][0].split("-")
         assert len(tp[1]) == 32 and int(tp[3], 16) & 1 == 0  # a trace id, the sampled flag off
+        # a client's unsampled context goes on untouched, and nothing is recorded
+        mine = f"00-{INCOMING_TRACE}-00f067aa0ba902b7-00"
+        r = raw_request(gw.port, "GET", "/z", {"traceparent": mine})
+        assert forwarded_headers(r)["traceparent"] == [mine]
         # a sampled parent from the client still decides (ParentBased)
         r = raw_request(gw.port, "GET", "/y", {"traceparent": f"00-{INCOMING_TRACE}-00f067aa0ba902b7-01"})
         assert any(s.name.startswith("GET") for s in finished(memory, lambda ss: any(x.name.startswith("GET")

@@ -11,6 +11,9 @@ strings or bodies.
 from __future__ import annotations
 
 import logging
+import random
+import re
+import secrets
 from typing import Any, ClassVar, Literal
 
 from pydantic import Field
@@ -42,11 +45,13 @@ def provider_for(config: TracingConfig) -> Any:
         from opentelemetry.sdk.resources import Resource
         from opentelemetry.sdk.trace import TracerProvider
         from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter, SimpleSpanProcessor
-        from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
+        from opentelemetry.sdk.trace.sampling import ALWAYS_ON, ParentBased
     except ImportError:
         raise ValueError("tracing needs OpenTelemetry: pip install 'bastion-gateway[otel]'") from None
+    # the policy makes the head-sampling decision itself, before the SDK is involved (see
+    # Tracing.on_request): what reaches the SDK is to be recorded
     provider = TracerProvider(resource=Resource.create({"service.name": config.service_name}),
-                              sampler=ParentBased(TraceIdRatioBased(config.sample_ratio)))
+                              sampler=ParentBased(ALWAYS_ON))
     if config.exporter == "memory":
         from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
@@ -60,6 +65,19 @@ def provider_for(config: TracingConfig) -> Any:
         provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(endpoint=config.endpoint)))
     _providers[key] = provider
     return provider
+
+
+_TRACEPARENT = re.compile(rb"00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})")
+
+
+def _sampled_flag(value: bytes | None) -> bool | None:
+    """The sampled flag of a valid W3C traceparent; None when there is none (or it is invalid)."""
+    if value is None:
+        return None
+    m = _TRACEPARENT.fullmatch(value.strip())
+    if m is None or m.group(1) == b"0" * 32 or m.group(2) == b"0" * 16:
+        return None
+    return bool(int(m.group(3), 16) & 1)
 
 
 class Trace:
@@ -103,23 +121,34 @@ class Tracing(Policy):
         self.propagator = TraceContextTextMapPropagator()
 
     async def on_request(self, req: Request, ctx: Context) -> Response | None:
-        if ctx.trace is not None:
-            return None  # already started (edge pipeline, then the route's)
+        if ctx.trace is not None or "tracing" in ctx.values:
+            return None  # already decided (edge pipeline, then the route's)
+        ctx.values["tracing"] = True
+        ctx.drop_request_headers.update((b"traceparent", b"tracestate"))
         parent = None
         if self.config.trust_incoming:
             tp = req.header(b"traceparent")
-            if tp is not None:
-                carrier = {"traceparent": tp.decode("latin-1")}
+            flags = _sampled_flag(tp)
+            if flags is False:  # the caller decided not to record: pass its context on untouched
+                ctx.upstream_headers.append((b"traceparent", tp))  # type: ignore[arg-type]
+                ts = req.header(b"tracestate")
+                if ts is not None:
+                    ctx.upstream_headers.append((b"tracestate", ts))
+                return None
+            if flags is True:
+                carrier = {"traceparent": tp.decode("latin-1")}  # type: ignore[union-attr]
                 ts = req.header(b"tracestate")
                 if ts is not None:
                     carrier["tracestate"] = ts.decode("latin-1")
                 parent = self.propagator.extract(carrier)
-        ctx.drop_request_headers.update((b"traceparent", b"tracestate"))
+        if parent is None and random.random() >= self.config.sample_ratio:
+            # head sampling without the SDK: a new trace id, the sampled flag off
+            ctx.upstream_headers.append((b"traceparent", f"00-{secrets.token_hex(16)}-{secrets.token_hex(8)}-00".encode()))
+            return None
         root = self.tracer.start_span(f"{req.method} {req.route_name or 'unrouted'}", context=parent,
                                       kind=self.trace.SpanKind.SERVER)
-        if root.is_recording():
-            root.set_attributes({"http.request.method": req.method, "url.path": req.path[:200],
-                                 "bastion.route": req.route_name or "-"})
+        root.set_attributes({"http.request.method": req.method, "url.path": req.path[:200],
+                             "bastion.route": req.route_name or "-"})
         ctx.trace = Trace(self.tracer, root, self.trace.set_span_in_context(root), self.config.policy_spans,
                           self.trace, self.propagator)
         return None
