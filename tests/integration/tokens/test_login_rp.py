@@ -291,21 +291,27 @@ def test_server_side_refresh_and_a_failed_refresh_ends_the_session(upstream, tmp
             assert r.status == 302 and "/auth/oauth/authorize" in r.header("location")
 
 
+def two_gateways(db, upstream, tmp_path, store):
+    """Configs of two gateways of one deployment sharing `store` for sessions: B knows A's
+    issuer and redirect URI."""
+    port_a, port_b = free_port(), free_port()
+    _, maker = _store(db)
+    client_id, secret = new_client(maker, "gateway", [f"http://127.0.0.1:{port_a}/app/_bastion/callback"],
+                                   ["authorization_code", "refresh_token"], ["orders:read"])
+    cfg_a = login_config(db, port_a, upstream.url, tmp_path, client_id, secret, store=store)
+    cfg_b = login_config(db, port_b, upstream.url, tmp_path, client_id, secret, store=store)
+    cfg_b["policies"]["login"]["providers"] = cfg_a["policies"]["login"]["providers"]
+    cfg_b["routes"][-1]["policies"]["login"]["redirect_uri"] = f"http://127.0.0.1:{port_a}/app/_bastion/callback"
+    cfg_b["policies"]["auth"]["schemes"] = cfg_a["policies"]["auth"]["schemes"]
+    cfg_b["token_service"]["issuer"] = cfg_a["token_service"]["issuer"]
+    return cfg_a, cfg_b, maker
+
+
 def test_sessions_are_shared_through_redis(upstream, tmp_path, redis_url):
     """Two gateways (separate policy instances and session stores) share sessions via Redis: a
     login on one is a session on the other, and a logout on either ends it."""
     with database("sqlite", tmp_path) as db:
-        port_a, port_b = free_port(), free_port()
-        _, maker = _store(db)
-        client_id, secret = new_client(maker, "gateway", [f"http://127.0.0.1:{port_a}/app/_bastion/callback"],
-                                       ["authorization_code", "refresh_token"], ["orders:read"])
-        cfg_a = login_config(db, port_a, upstream.url, tmp_path, client_id, secret, store=redis_url)
-        cfg_b = login_config(db, port_b, upstream.url, tmp_path, client_id, secret, store=redis_url)
-        # one deployment: B knows A's issuer and redirect URI
-        cfg_b["policies"]["login"]["providers"] = cfg_a["policies"]["login"]["providers"]
-        cfg_b["routes"][-1]["policies"]["login"]["redirect_uri"] = f"http://127.0.0.1:{port_a}/app/_bastion/callback"
-        cfg_b["policies"]["auth"]["schemes"] = cfg_a["policies"]["auth"]["schemes"]
-        cfg_b["token_service"]["issuer"] = cfg_a["token_service"]["issuer"]
+        cfg_a, cfg_b, maker = two_gateways(db, upstream, tmp_path, redis_url)
         with run_gateway(cfg_a, tmp_path) as a, run_gateway(cfg_b, tmp_path) as b_gw:
             a.server.gateway.state.token_app.service.register("gina", "gina@example.com", PASSWORD)
             browser = Browser(a.port)
@@ -385,16 +391,7 @@ def test_sessions_in_the_database(upstream, tmp_path, kind, request):
 
     pg = request.getfixturevalue("postgres_ok") if kind == "postgresql" else None
     with database(kind, tmp_path, pg) as db:
-        port_a, port_b = free_port(), free_port()
-        _, maker = _store(db)
-        client_id, secret = new_client(maker, "gateway", [f"http://127.0.0.1:{port_a}/app/_bastion/callback"],
-                                       ["authorization_code", "refresh_token"], ["orders:read"])
-        cfg_a = login_config(db, port_a, upstream.url, tmp_path, client_id, secret, store=db)
-        cfg_b = login_config(db, port_b, upstream.url, tmp_path, client_id, secret, store=db)
-        cfg_b["policies"]["login"]["providers"] = cfg_a["policies"]["login"]["providers"]
-        cfg_b["routes"][-1]["policies"]["login"]["redirect_uri"] = f"http://127.0.0.1:{port_a}/app/_bastion/callback"
-        cfg_b["policies"]["auth"]["schemes"] = cfg_a["policies"]["auth"]["schemes"]
-        cfg_b["token_service"]["issuer"] = cfg_a["token_service"]["issuer"]
+        cfg_a, cfg_b, maker = two_gateways(db, upstream, tmp_path, db)
         with run_gateway(cfg_a, tmp_path) as a, run_gateway(cfg_b, tmp_path) as b_gw:
             a.server.gateway.state.token_app.service.register("gina", "gina@example.com", PASSWORD)
             browser = Browser(a.port)
