@@ -31,9 +31,9 @@ class SessionStore:
         self._client: Any = None
         self.sql = None
         if url.startswith(("sqlite:", "postgresql:", "postgres:")):
-            from bastion.tokens.app import _store
+            from bastion.store.db import open_store
 
-            _, self.sql = _store(url)  # migrated on first use
+            _, self.sql = open_store(url)  # migrated on first use
 
     def _redis(self) -> Any:
         if self._client is None:

@@ -7,6 +7,7 @@ so that gateways starting together do not race.
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 from sqlalchemy import Engine, create_engine, event, text
@@ -51,3 +52,18 @@ def migrate(engine: Engine, revision: str = "head") -> None:
 
 def sessions(engine: Engine) -> sessionmaker[Session]:
     return sessionmaker(engine, expire_on_commit=False)
+
+
+_opened: dict[str, tuple[Engine, sessionmaker[Session]]] = {}
+_opened_lock = threading.Lock()
+
+
+def open_store(url: str) -> tuple[Engine, sessionmaker[Session]]:
+    """One engine (and one migration run) per database URL per process, reused across reloads
+    and shared by the token service, the API-key lookup and the login sessions."""
+    with _opened_lock:
+        if url not in _opened:
+            engine = engine_for(url)
+            migrate(engine)
+            _opened[url] = (engine, sessions(engine))
+        return _opened[url]

@@ -19,9 +19,9 @@ log = logging.getLogger("bastion.tokens")
 
 class DatabaseApiKeys:
     def __init__(self, url: str, cache_seconds: float = 5.0, flush_seconds: float = 10.0) -> None:
-        from bastion.tokens.app import _store
+        from bastion.store.db import open_store
 
-        _, self.sessions = _store(url)
+        _, self.sessions = open_store(url)
         self.cache_seconds = cache_seconds
         self.flush_seconds = flush_seconds
         self.cache = ExpiringCache(100_000)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import threading
 import time
 from typing import Any
 
@@ -22,7 +21,7 @@ from starlette.routing import Route
 
 from bastion.auth.revocation import revocation_store
 from bastion.http import problem
-from bastion.store.db import engine_for, migrate, sessions
+from bastion.store.db import open_store
 from bastion.tokens.config import TokenServiceConfig
 from bastion.tokens.keyring import Keyring, fernet
 from bastion.tokens.passwords import Argon2Params, Passwords
@@ -93,20 +92,6 @@ def issued(doc: Issued) -> dict[str, Any]:
     return out
 
 
-_built: dict[str, tuple[Any, Any]] = {}
-_built_lock = threading.Lock()
-
-
-def _store(url: str) -> tuple[Any, Any]:
-    """One engine (and one migration run) per database URL per process, reused across reloads."""
-    with _built_lock:
-        if url not in _built:
-            engine = engine_for(url)
-            migrate(engine)
-            _built[url] = (engine, sessions(engine))
-        return _built[url]
-
-
 def database_ping(app: "TokenApp") -> float:
     """Milliseconds for a trivial query on the identity store (readiness and metrics)."""
     from sqlalchemy import text
@@ -120,7 +105,7 @@ def database_ping(app: "TokenApp") -> float:
 class TokenApp:
     def __init__(self, config: TokenServiceConfig) -> None:
         self.config = config
-        _, maker = _store(config.database)
+        _, maker = open_store(config.database)
         self.sessions = maker
         self.keyring = Keyring(maker, fernet(config.key_encryption_key), config.algorithm,
                                config.rotate_keys_days * 86400, float(config.refresh_ttl))

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 
-from bastion.tokens.app import _store
+from bastion.store.db import open_store
 from bastion.tokens.oauth import new_client
 from helpers import run_gateway
 from tests.integration.tokens.conftest import PASSWORD, database, free_port, gateway_config
@@ -19,7 +19,7 @@ def test_browser_login_round_trip(page, upstream, tmp_path):
     with database("sqlite", tmp_path) as db:
         port = free_port()
         base = f"http://localhost:{port}"
-        _, maker = _store(db)
+        _, maker = open_store(db)
         client_id, secret = new_client(maker, "Orders web", [f"{base}/app/_bastion/callback"],
                                        ["authorization_code", "refresh_token"], ["orders:read"])
         cfg = gateway_config(db, port, upstream.url, tmp_path)

@@ -56,11 +56,11 @@ def database(kind: str, tmp_path, postgres_ok=None):
     try:
         yield f"{postgres_ok}?options=-csearch_path%3D{schema}"
     finally:
-        from bastion.tokens.app import _built
+        from bastion.store.db import _opened
 
         url = f"{postgres_ok}?options=-csearch_path%3D{schema}"
-        if url in _built:
-            _built.pop(url)[0].dispose()
+        if url in _opened:
+            _opened.pop(url)[0].dispose()
         with psycopg.connect(postgres_ok, autocommit=True) as conn:
             conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
 

@@ -14,7 +14,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from bastion.policies.login import safe_return_path
-from bastion.tokens.app import _store
+from bastion.store.db import open_store
 from bastion.tokens.oauth import new_client
 from helpers import ThreadedUvicorn, forwarded_headers, raw_request, run_gateway
 
@@ -85,7 +85,7 @@ def sign_in(b: Browser, start: str = "/app/page?x=1", password: str = PASSWORD):
 def rp(upstream, tmp_path):
     with database("sqlite", tmp_path) as db:
         port = free_port()
-        _, maker = _store(db)
+        _, maker = open_store(db)
         client_id, secret = new_client(maker, "gateway", [f"http://127.0.0.1:{port}/app/_bastion/callback"],
                                        ["authorization_code", "refresh_token"], ["orders:read"])
         with run_gateway(login_config(db, port, upstream.url, tmp_path, client_id, secret), tmp_path) as gw:
@@ -267,7 +267,7 @@ def test_id_token_checks(upstream, tmp_path, mode, ok):
 def test_server_side_refresh_and_a_failed_refresh_ends_the_session(upstream, tmp_path):
     with database("sqlite", tmp_path) as db:
         port = free_port()
-        _, maker = _store(db)
+        _, maker = open_store(db)
         client_id, secret = new_client(maker, "gateway", [f"http://127.0.0.1:{port}/app/_bastion/callback"],
                                        ["authorization_code", "refresh_token"], ["orders:read"])
         cfg = login_config(db, port, upstream.url, tmp_path, client_id, secret)
@@ -295,7 +295,7 @@ def two_gateways(db, upstream, tmp_path, store):
     """Configs of two gateways of one deployment sharing `store` for sessions: B knows A's
     issuer and redirect URI."""
     port_a, port_b = free_port(), free_port()
-    _, maker = _store(db)
+    _, maker = open_store(db)
     client_id, secret = new_client(maker, "gateway", [f"http://127.0.0.1:{port_a}/app/_bastion/callback"],
                                    ["authorization_code", "refresh_token"], ["orders:read"])
     cfg_a = login_config(db, port_a, upstream.url, tmp_path, client_id, secret, store=store)
@@ -359,7 +359,7 @@ def test_private_key_jwt_client_authentication(upstream, tmp_path, right_key):
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
     with database("sqlite", tmp_path) as db:
         port = free_port()
-        _, maker = _store(db)
+        _, maker = open_store(db)
         client_id, secret = new_client(maker, "gateway", [f"http://127.0.0.1:{port}/app/_bastion/callback"],
                                        ["authorization_code", "refresh_token"], ["orders:read"],
                                        jwks={"keys": [{**jwk, "kid": "gw-1", "alg": "RS256", "use": "sig"}]})
