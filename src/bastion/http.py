@@ -169,6 +169,20 @@ def check_networks(values: list[str]) -> list[str]:
     return values
 
 
+def parse_cookies(header: bytes | None) -> dict[str, str]:
+    """`name=value` pairs of a Cookie header: names and values trimmed, RFC 6265 quotes removed;
+    for a name sent twice the first non-empty value wins."""
+    out: dict[str, str] = {}
+    if not header:
+        return out
+    for part in header.decode("latin-1").split(";"):
+        name, sep, value = part.partition("=")
+        name, value = name.strip(), value.strip().strip('"')
+        if sep and name and not out.get(name):
+            out[name] = value
+    return out
+
+
 def media_type(value: bytes | None) -> bytes:
     """`application/json; charset=utf-8` -> `application/json` (lower case)."""
     return (value or b"").split(b";", 1)[0].strip().lower()
@@ -248,6 +262,7 @@ class Request:
     tls: dict[str, Any] | None = None  # the ASGI TLS extension: verified client certificate (mTLS)
     refusal: str = ""  # set when the request line or headers are unacceptable (answered 400)
     _header_map: dict[bytes, bytes] | None = None
+    _cookies: dict[str, str] | None = None
 
     async def chunks(self) -> AsyncIterator[bytes]:
         """The body as it arrives, counted against `body_limit`, each piece within
@@ -289,6 +304,12 @@ class Request:
                 m.setdefault(k, v)
             self._header_map = m
         return self._header_map.get(name)
+
+    def cookies(self) -> dict[str, str]:
+        """The Cookie header's pairs (parsed once; see `parse_cookies`)."""
+        if self._cookies is None:
+            self._cookies = parse_cookies(self.header(b"cookie"))
+        return self._cookies
 
     def header_str(self, name: bytes) -> str | None:
         value = self.header(name)

@@ -192,12 +192,9 @@ class ApiKeys(Authenticator):
             if token is not None and token.startswith(self.prefix):
                 return token
         if self.cookie is not None:
-            raw = req.header(b"cookie")
-            if raw is not None:
-                for part in raw.decode("latin-1").split(";"):
-                    k, _, v = part.partition("=")
-                    if k.strip() == self.cookie and v.strip():
-                        return v.strip()
+            value = req.cookies().get(self.cookie)
+            if value:
+                return value
         if allow_query and self.query_param and req.query:
             for k, v in parse_qsl(req.query.decode("latin-1"), keep_blank_values=True):
                 if k == self.query_param:

@@ -103,17 +103,6 @@ def _b64(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
 
 
-def _cookie(req: Request, name: str) -> str | None:
-    raw = req.header(b"cookie")
-    if raw is None:
-        return None
-    for part in raw.decode("latin-1").split(";"):
-        k, _, v = part.strip().partition("=")
-        if k == name and v:
-            return v
-    return None
-
-
 def safe_return_path(value: str | None) -> str:
     """A same-origin path to go back to; anything else (absolute URLs, `//host`, backslashes) is '/'."""
     if not value or not value.startswith("/") or value.startswith("//") or "\\" in value or any(
@@ -228,7 +217,7 @@ class Login(Policy):
             return await self._logout(req)
         if req.header(b"authorization") is not None:
             return None  # an API client: the auth policy decides
-        sid = _cookie(req, self.cookie)
+        sid = req.cookies().get(self.cookie) or None
         session = await self.store.get("s", sid) if sid else None
         if session is not None and session["expires_at"] <= time.time():
             await self.store.delete("s", sid)  # type: ignore[arg-type]
@@ -309,7 +298,7 @@ class Login(Policy):
         pending = await self.store.pop("state", state)  # single use: a replayed callback finds nothing
         if pending is None:
             return refuse("unknown or used state")
-        if not secrets.compare_digest(_cookie(req, self.login_cookie) or "", pending["binding"]):
+        if not secrets.compare_digest(req.cookies().get(self.login_cookie) or "", pending["binding"]):
             return refuse("state was issued to another browser")
         if "error" in q or not q.get("code"):
             return refuse(f"the provider answered {q.get('error', 'without a code')}")
@@ -375,7 +364,7 @@ class Login(Policy):
         if req.method not in ("GET", "POST"):
             return problem(405, "method-not-allowed", "GET or POST", request_id=req.request_id,
                            headers=[(b"allow", b"GET, POST")])
-        sid = _cookie(req, self.cookie)
+        sid = req.cookies().get(self.cookie) or None
         session = await self.store.pop("s", sid) if sid else None
         target = safe_return_path(self.config.post_logout_redirect) if self.config.post_logout_redirect.startswith(
             "/") else self.config.post_logout_redirect

@@ -55,17 +55,6 @@ class ValidationConfig(PolicyConfig):
     max_errors: int = Field(20, ge=1, le=200, description="Errors listed in one 422 answer.")
 
 
-def _cookies(header: bytes | None) -> dict[str, str]:
-    out: dict[str, str] = {}
-    if not header:
-        return out
-    for part in header.decode("latin-1").split(";"):
-        if "=" in part:
-            k, v = part.split("=", 1)
-            out.setdefault(k.strip(), v.strip().strip('"'))
-    return out
-
-
 class Validation(Policy):
     name: ClassVar[str] = "validation"
     priority: ClassVar[int] = 590
@@ -120,7 +109,7 @@ class Validation(Policy):
             value = req.header(name.encode("latin-1"))
             if value is not None:
                 headers[name] = value.decode("latin-1")
-        cookies = _cookies(req.header(b"cookie")) if self.wants_cookies else {}
+        cookies = req.cookies() if self.wants_cookies else {}
         status, errors, rewritten = op.check_request(
             path_params=req.path_params, query=req.query, headers=headers, cookies=cookies,
             content_type=req.header_str(b"content-type"), body=body, limits=self.limits,
