@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from types import SimpleNamespace
 from typing import Any
 
 import orjson
@@ -155,9 +156,9 @@ def compile_state(cfg: GatewayConfig, *, config_dir: str = ".", version: int = 1
             extra: dict[str, dict[str, Any]] = {"rate_limit": {"login_paths": login_paths}}
             if defaults.get("auth") is not None:
                 extra["auth"] = {"require": []}  # its endpoints check their own credentials
-            plan = type("TokenRoute", (), {"policies": None, "upstream": None, "host": None, "case_sensitive": True})
+            # a route with no policy block of its own, to the in-process pool registered above
+            plan = SimpleNamespace(policies=None, upstream="token_service", host=None, case_sensitive=True)
             add_route(plan, "token_service", f"{p}/*", None, extra, ("token_service",))
-            routes[-1].target.upstream = pool  # type: ignore[assignment]
     if issues:
         raise ConfigError(source, issues)
 
