@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -9,6 +10,20 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from helpers import ThreadedUvicorn  # noqa: E402
 from upstream_app import app as upstream_app  # noqa: E402
+
+
+REDIS_URL = os.environ.get("BASTION_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+
+
+@pytest.fixture(scope="session")
+def redis_url():
+    import redis
+
+    try:
+        redis.Redis.from_url(REDIS_URL, socket_timeout=2).ping()
+    except redis.RedisError as exc:  # never a silent skip: the Redis path must be tested
+        pytest.fail(f"Redis is needed at {REDIS_URL} (scripts/services starts it): {exc}")
+    return REDIS_URL
 
 
 @pytest.fixture(scope="session")

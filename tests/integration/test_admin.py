@@ -86,10 +86,8 @@ def test_metrics_health_and_admin_api(base_config, tmp_path):
         assert metric(raw_request(admin, "GET", "/metrics").body.decode(), "bastion_config_version") == 2
 
 
-def test_redis_store_health_is_a_metric(base_config, tmp_path):
-    import os
-
-    url = os.environ.get("BASTION_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+def test_redis_store_health_is_a_metric(base_config, tmp_path, redis_url):
+    url = redis_url
     base_config["admin"] = {"host": "127.0.0.1", "port": 0, "token": TOKEN}
     base_config["policies"]["rate_limit"] = {"store": url, "key_prefix": f"t-{tmp_path.name}",
                                              "limits": ["100/minute"]}

@@ -24,18 +24,6 @@ def free_port() -> int:
 
 
 @pytest.fixture(scope="session")
-def redis_url():
-    import redis
-
-    url = os.environ.get("BASTION_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
-    try:
-        redis.Redis.from_url(url, socket_timeout=2).ping()
-    except redis.RedisError as exc:  # never a silent skip
-        pytest.fail(f"Redis is needed at {url} (scripts/services starts it): {exc}")
-    return url
-
-
-@pytest.fixture(scope="session")
 def postgres_ok():
     try:
         with psycopg.connect(PG, connect_timeout=3) as conn:
