@@ -5,7 +5,6 @@ access tokens go to the gateway's revocation store and are returned for the call
 
 from __future__ import annotations
 
-import hashlib
 import re
 import secrets
 import time
@@ -320,7 +319,3 @@ class TokenService:
         with self.sessions.begin() as s:
             for key_id, at in used.items():
                 s.execute(update(ApiKey).where(ApiKey.id == key_id).values(last_used_at=at))
-
-
-def key_fingerprint(key: str) -> str:
-    return hashlib.sha256(key.encode()).hexdigest()[:12]

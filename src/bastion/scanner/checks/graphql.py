@@ -37,7 +37,6 @@ async def run(ctx) -> list[Finding]:
     if any("stacktrace" in str(e).lower() or "traceback" in str(e).lower()
            for e in ((r.json() or {}).get("errors") or []) if isinstance(r.json(), dict)):
         add("graphql-debug", "Errors carry debug details", "low", "errors include a stack trace")
-    field = "users" if "users" in r.text or doc else "__typename"
     deep = "{ users { " + "friends { " * 14 + "id" + " }" * 14 + " } }"
     r = await _post(ctx, {"query": deep})
     if r.ok and isinstance(r.json(), dict) and r.json().get("data"):
@@ -54,5 +53,4 @@ async def run(ctx) -> list[Finding]:
                                  headers=ctx.auth(ctx.a))
     if r.ok and isinstance(r.json(), dict) and r.json().get("data"):
         add("graphql-mutation-get", "Mutations run over GET (CSRF-able)", "medium", "mutation executed via GET", "GET")
-    del field
     return out
