@@ -9,7 +9,9 @@ import hmac
 import secrets
 import time
 
+import jwt as pyjwt
 import orjson
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from bastion.scanner.context import b64, jwt_parts
 from bastion.scanner.model import Finding
@@ -102,14 +104,10 @@ async def run(ctx) -> list[Finding]:
         keys = doc.get("keys") if isinstance(doc, dict) else None
         if not keys:
             continue
-        import jwt as pyjwt
-
         for jwk in keys:
             if jwk.get("kty") != "RSA":
                 continue
-            pem = pyjwt.PyJWK(jwk).key.public_bytes(
-                __import__("cryptography.hazmat.primitives.serialization", fromlist=["Encoding"]).Encoding.PEM,
-                __import__("cryptography.hazmat.primitives.serialization", fromlist=["PublicFormat"]).PublicFormat.SubjectPublicKeyInfo)
+            pem = pyjwt.PyJWK(jwk).key.public_bytes(Encoding.PEM, PublicFormat.SubjectPublicKeyInfo)
             forged = _sign({"alg": "HS256", "typ": "JWT", "kid": jwk.get("kid")}, payload, pem)
             fr = await ctx.client.request("GET", url_path, headers={"Authorization": f"Bearer {forged}"})
             if fr.ok:
