@@ -450,22 +450,20 @@ def _shape(spec: Spec, node: Any, base: Path, depth: int = 0) -> Shape:
         types.add(t)
     elif isinstance(t, list):
         types.update(x for x in t if isinstance(x, str))
+    props = None
+    if isinstance(node.get("properties"), dict):
+        props = {k: _shape(spec, v, base, depth + 1) for k, v in node["properties"].items()}
     for key in ("allOf", "anyOf", "oneOf"):
         for sub in node.get(key, []) or []:
-            types.update(_shape(spec, sub, base, depth + 1).types)
+            branch = _shape(spec, sub, base, depth + 1)
+            types.update(branch.types)
+            if key == "allOf" and branch.properties:  # every allOf branch applies: its properties too
+                props = {**(props or {}), **branch.properties}
     if node.get("nullable") is True:
         types.add("null")
     if "properties" in node and not types:
         types.add("object")
     items = _shape(spec, node["items"], base, depth + 1) if isinstance(node.get("items"), dict) else None
-    props = None
-    if isinstance(node.get("properties"), dict):
-        props = {k: _shape(spec, v, base, depth + 1) for k, v in node["properties"].items()}
-    for key in ("allOf",):
-        for sub in node.get(key, []) or []:
-            s = _shape(spec, sub, base, depth + 1)
-            if s.properties:
-                props = {**(props or {}), **s.properties}
     return Shape(frozenset(types), items, props)
 
 
