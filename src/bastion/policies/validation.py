@@ -85,7 +85,8 @@ class Validation(Policy):
         self.op = op
         self.limits = Limits(**config.limits.model_dump())
         self.normalise = Normalise(**config.normalise.model_dump())
-        self.header_names = [p.name.lower() for p in op.params if p.location == "header"]
+        self.header_names = [(p.name.lower(), p.name.lower().encode("latin-1")) for p in op.params
+                             if p.location == "header"]
         self.wants_cookies = any(p.location == "cookie" for p in op.params)
         self.check_response = config.responses != "off" and bool(op.responses)
 
@@ -105,8 +106,8 @@ class Validation(Policy):
                 return body_problem(exc, req) or problem(400, "bad-request", "the client went away",
                                                          request_id=req.request_id)
         headers = {}
-        for name in self.header_names:
-            value = req.header(name.encode("latin-1"))
+        for name, raw_name in self.header_names:
+            value = req.header(raw_name)
             if value is not None:
                 headers[name] = value.decode("latin-1")
         cookies = req.cookies() if self.wants_cookies else {}
