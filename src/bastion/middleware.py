@@ -23,6 +23,7 @@ from bastion.gateway.app import Gateway, Receive, Scope, Send, send_whole
 from bastion.gateway.state import compile_state
 from bastion.http import Request, Response, problem
 from bastion.pipeline import Context, Pipeline
+from bastion.response_body import PushBody, open_gate
 
 log = logging.getLogger("bastion.middleware")
 
@@ -102,35 +103,27 @@ class BastionMiddleware:
             return await req.receive()
 
         resp = Response(500)
-        held: list[bytes] | None = None
-        rewriters: list[Any] = []
+        body: PushBody | None = None
+
+        async def send_head() -> None:
+            await pipeline.run_response(req, resp, ctx)
+            started.append(True)
+            await send({"type": "http.response.start", "status": resp.status, "headers": resp.headers})
 
         async def send_(message: dict[str, Any]) -> None:
-            nonlocal held, rewriters
+            nonlocal body
             if message["type"] == "http.response.start":
                 resp.status = message["status"]
                 resp.headers = [(k.lower(), v) for k, v in message.get("headers", [])]
-                rewriters = [r for r in ctx.response_rewriters if r.wants(resp)]
-                if rewriters:
-                    held = []
+                gate = open_gate(req, resp, ctx)  # the gateway's engine: decode, filter, refuse
+                if gate is not None:
+                    body = PushBody(gate, send_head, send)
+                    await body.start()
                     return
-                await pipeline.run_response(req, resp, ctx)
-                started.append(True)
-                await send({"type": "http.response.start", "status": resp.status, "headers": resp.headers})
+                await send_head()
                 return
-            if message["type"] == "http.response.body" and held is not None:
-                held.append(message.get("body", b""))
-                if message.get("more_body", False):
-                    return
-                data = b"".join(held)
-                for rewrite in rewriters:
-                    data = rewrite.rewrite(req, resp, data, ctx)
-                resp.headers = [(k, v) for k, v in resp.headers if k != b"content-length"]
-                resp.headers.append((b"content-length", str(len(data)).encode()))
-                await pipeline.run_response(req, resp, ctx)
-                started.append(True)
-                await send({"type": "http.response.start", "status": resp.status, "headers": resp.headers})
-                await send({"type": "http.response.body", "body": data, "more_body": False})
+            if message["type"] == "http.response.body" and body is not None:
+                await body.body(message.get("body", b""), message.get("more_body", False))
                 return
             await send(message)
 

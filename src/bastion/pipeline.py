@@ -37,17 +37,22 @@ class Context:
     upstream_headers: list[tuple[bytes, bytes]] = field(default_factory=list)
     drop_request_headers: set[bytes] = field(default_factory=set)
     # ResponseRewriters (usually the policy itself) that want to change the answer's body. When
-    # one `wants` the response, the gateway buffers the body (up to `rewrite_limit` bytes; a larger
-    # one passes untouched) and calls `rewrite` on it.
+    # one `wants` the response, its body goes through `bastion.response_body` (decoded, checked
+    # as a stream, refused with 502 when it cannot be filtered), under `body_rules` (set by the
+    # `response_body` policy; None: the defaults).
     response_rewriters: list["ResponseRewriter"] = field(default_factory=list)
-    rewrite_limit: int = 1024 * 1024
+    body_rules: Any = None
     trace: Any = None  # the tracing policy's spans, when it is on
 
 
 class ResponseRewriter(Protocol):
-    def wants(self, resp: Response) -> bool: ...
+    """A policy that changes answers' bodies. `wants` sees the head; `json` says whether the body
+    is JSON (declared, or a mislabelled answer that `sniff_json` will check). `transform` returns
+    a `bastion.response_body.BodyTransform` (feed/finish over decoded bytes) for this body."""
 
-    def rewrite(self, req: Request, resp: Response, body: bytes, ctx: "Context") -> bytes: ...
+    def wants(self, resp: Response, json: bool) -> bool: ...
+
+    def transform(self, req: Request, resp: Response, ctx: "Context", info: Any) -> Any: ...
 
 
 class Policy:

@@ -38,11 +38,13 @@ def test_mask_mode_and_custom_patterns(base_config, tmp_path):
         assert doc["name"] == "[FILTERED]" and doc["profile"]["ssn"] == "078-05-1120"
 
 
-def test_large_and_non_json_bodies_pass_untouched(base_config, tmp_path):
+def test_large_bodies_are_filtered_too_and_non_json_passes(base_config, tmp_path):
+    # issue 22: a body over max_bytes used to pass untouched; now it is filtered as a stream
     with run_gateway(cfg(base_config, max_bytes=100_000), tmp_path) as g:
         big = raw_request(g.port, "GET", "/big-json")
-        assert big.status == 200 and b'"password":"p"' in big.body and len(big.body) > 300_000
-        streamed = raw_request(g.port, "GET", "/stream?n=3&gap=0.01")
+        assert big.status == 200 and b"password" not in big.body and len(big.body) > 300_000
+        assert big.json()["filler"] == "x" * 300_000
+        streamed = raw_request(g.port, "GET", "/stream?n=3&gap=0.01")  # text/plain, not JSON
         assert streamed.body.startswith(b"part 0")
 
 

@@ -31,6 +31,7 @@ from bastion.http import (
     problem,
 )
 from bastion.pipeline import Context, Pipeline
+from bastion.response_body import BodyRefused, rewrite_body
 
 log = logging.getLogger("bastion.gateway")
 
@@ -217,28 +218,6 @@ class Gateway:
         return target.pipeline, resp, (None if resp is not None else target)
 
     # ---- proxying --------------------------------------------------------------------------
-    async def _rewrite(self, resp: Response, body: AsyncIterator[bytes], ctx: Context,
-                       req: Request, rewriters: list[Any]) -> AsyncIterator[bytes]:
-        """Buffer the upstream body (bounded) and let the policies' rewriters change it."""
-        encoding = resp.get_header(b"content-encoding")
-        if encoding not in (None, b"identity"):
-            return body  # compressed: rewriters see only identity bodies (they drop Accept-Encoding)
-        limit = ctx.rewrite_limit
-        parts: list[bytes] = []
-        size = 0
-        async for chunk in body:
-            parts.append(chunk)
-            size += len(chunk)
-            if size > limit:  # too large to rewrite: stream it on untouched
-                log.info("request %s: response over %d bytes passed without rewriting", req.request_id, limit)
-                return _replay(parts, body)
-        data = b"".join(parts)
-        for rewrite in rewriters:
-            data = rewrite.rewrite(req, resp, data, ctx)
-        resp.headers = [(k, v) for k, v in resp.headers if k != b"content-length"]
-        resp.headers.append((b"content-length", str(len(data)).encode()))
-        return _replay([data], None)
-
     def upstream_headers(self, req: Request, ctx: Context, body_len: int | None) -> Headers:
         drop = _DROP_REQUEST | ctx.drop_request_headers
         # x-bastion-* is the gateway's to set (the principal): never taken from a client
@@ -321,10 +300,13 @@ class Gateway:
             if resp.get_header(b"date") is None:
                 resp.headers.append((b"date", http_date()))
             body_iter = upstream.body()
-            if ctx.response_rewriters:
-                wanted = [r for r in ctx.response_rewriters if r.wants(resp)]
-                if wanted:
-                    body_iter = await self._rewrite(resp, body_iter, ctx, req, wanted)
+            if ctx.response_rewriters:  # decoded, filtered as a stream, or refused (502)
+                try:
+                    body_iter = await rewrite_body(req, resp, body_iter, ctx)
+                except (UpstreamTimeout, UpstreamProtocolError, OSError) as exc:  # nothing sent yet
+                    timeout = isinstance(exc, UpstreamTimeout)
+                    return problem(504 if timeout else 502, "upstream-timeout" if timeout else "upstream-unavailable",
+                                   "the upstream broke off its answer", request_id=req.request_id, stopped_by="proxy")
             await target.pipeline.run_response(req, resp, ctx)
             await send({"type": "http.response.start", "status": resp.status, "headers": resp.headers})
             sent = 0
@@ -341,19 +323,16 @@ class Gateway:
                 log.warning("request %s: upstream %s broke off the response after %d bytes (%s)",
                             req.request_id, pool.name, sent, type(exc).__name__)
                 return resp
+            except BodyRefused as exc:  # unfilterable, found after the head went out: cut it
+                record["bytes_out"] = sent
+                record["body_refused"] = str(exc)
+                resp.reason = f"response body unfilterable ({exc})"
+                return resp
             await send({"type": "http.response.body", "body": b"", "more_body": False})
             record["bytes_out"] = sent
             return resp
         finally:
             upstream.release()
-
-
-async def _replay(parts: list[bytes], rest: AsyncIterator[bytes] | None) -> AsyncIterator[bytes]:
-    for p in parts:
-        yield p
-    if rest is not None:
-        async for chunk in rest:
-            yield chunk
 
 
 _date_cache: tuple[int, bytes] = (0, b"")

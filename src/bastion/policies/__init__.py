@@ -14,6 +14,7 @@ from bastion.policies.login import Login
 from bastion.policies.metrics import Metrics
 from bastion.policies.rate_limit import RateLimit
 from bastion.policies.request_id import RequestId
+from bastion.policies.response_body import ResponseBody
 from bastion.policies.response_filter import ResponseFilter
 from bastion.policies.security_headers import SecurityHeaders
 from bastion.policies.tracing import Tracing
@@ -23,7 +24,7 @@ from bastion.policies.waf import Waf
 
 REGISTRY: dict[str, type[Policy]] = {
     cls.name: cls for cls in (
-        RequestId, IpRules, BodyLimit, Cors, Versioning, Login, Auth, Authorization, GraphQLGuard, RateLimit, Validation, Waf, FieldEncryption, ResponseFilter, ErrorMasking,
+        RequestId, IpRules, BodyLimit, Cors, Versioning, Login, Auth, Authorization, GraphQLGuard, RateLimit, Validation, Waf, FieldEncryption, ResponseFilter, ResponseBody, ErrorMasking,
         SecurityHeaders, Audit, Metrics, Tracing,
     )
 }

@@ -11,6 +11,7 @@ from pydantic import Field
 
 from bastion.http import Request, Response, problem
 from bastion.pipeline import Context, Policy, PolicyConfig
+from bastion.response_body import BodyInfo
 
 log = logging.getLogger("bastion.upstream_errors")
 
@@ -34,13 +35,34 @@ class ErrorMasking(Policy):
         return None
 
     @staticmethod
-    def wants(resp: Response) -> bool:
+    def wants(resp: Response, json: bool) -> bool:
         return resp.status >= 500
 
-    def rewrite(self, req: Request, resp: Response, body: bytes, ctx: Context) -> bytes:
+    def transform(self, req: Request, resp: Response, ctx: Context, info: BodyInfo) -> "_Masked":
+        return _Masked(self, req, resp, ctx)
+
+
+class _Masked:
+    """Keeps the first `log_bytes` of the (decoded, already filtered) body for the log, drops
+    the rest as it comes (any size, no memory), and answers the problem at the end."""
+
+    __slots__ = ("policy", "req", "resp", "ctx", "head")
+
+    def __init__(self, policy: ErrorMasking, req: Request, resp: Response, ctx: Context) -> None:
+        self.policy, self.req, self.resp, self.ctx = policy, req, resp, ctx
+        self.head = b""
+
+    def feed(self, data: bytes) -> bytes:
+        room = self.policy.log_bytes - len(self.head)
+        if room > 0:
+            self.head += data[:room]
+        return b""
+
+    def finish(self) -> bytes:
+        req, resp = self.req, self.resp
         log.warning("request %s: upstream answered %d; original body (first %d bytes): %r",
-                    req.request_id, resp.status, self.log_bytes, body[: self.log_bytes])
-        ctx.log_fields["upstream_error_masked"] = True
+                    req.request_id, resp.status, self.policy.log_bytes, self.head)
+        self.ctx.log_fields["upstream_error_masked"] = True
         return resp.become(problem(resp.status, "upstream-error",
                                    "the service failed to handle this request; quote the request id to its "
                                    "operators", request_id=req.request_id))

@@ -20,8 +20,9 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from bastion.http import BodyTimeout, BodyTooLarge, ClientDisconnected, Request, Response, is_json, problem
+from bastion.http import BodyTimeout, BodyTooLarge, ClientDisconnected, Request, Response, problem
 from bastion.pipeline import Context, Policy, PolicyConfig
+from bastion.response_body import BodyInfo, Buffered, Unfilterable
 
 PREFIX = "enc:v1:"
 
@@ -142,17 +143,24 @@ class FieldEncryption(Policy):
         return None
 
     @staticmethod
-    def wants(resp: Response) -> bool:
-        return resp.status < 500 and is_json(resp.get_header(b"content-type"))
+    def wants(resp: Response, json: bool) -> bool:
+        return resp.status < 500 and json
 
-    def rewrite(self, req: Request, resp: Response, body: bytes, ctx: Context) -> bytes:
+    def transform(self, req: Request, resp: Response, ctx: Context, info: BodyInfo) -> Buffered:
+        return Buffered(lambda body: self.rewrite(req, resp, body, ctx, info.sniffed), info.rules.max_buffered_bytes)
+
+    def rewrite(self, req: Request, resp: Response, body: bytes, ctx: Context, sniffed: bool = False) -> bytes:
         c, cipher = self.c, self.cipher
+        if not body.strip():
+            return body
         try:
             doc = orjson.loads(body)
             doc = _apply(doc, c.decrypt_response, cipher.decrypt)
             doc = _apply(doc, c.encrypt_response, cipher.encrypt)
         except orjson.JSONDecodeError:
-            return body
+            if sniffed:  # looked like JSON, is not: not a JSON answer
+                return body
+            raise Unfilterable("malformed", "the JSON body is malformed") from None
         except CryptoFailure as exc:
             ctx.log_fields["field_encryption"] = "decryption failed"
             return resp.become(problem(502, "field-decryption-failed",

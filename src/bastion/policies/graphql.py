@@ -29,6 +29,7 @@ from bastion.http import (
     media_type,
 )
 from bastion.pipeline import Context, Policy, PolicyConfig
+from bastion.response_body import BodyInfo, Buffered, Unfilterable
 
 Mode = Literal["off", "audit", "enforce"]
 _SUGGESTION = re.compile(r"\s*Did you mean[^?]*\?", re.IGNORECASE)
@@ -318,11 +319,13 @@ class GraphQLGuard(Policy):
                 self._limit(protection, f"query {what} {value:g} exceeds the limit of {limit:g}", ctx)
 
     @staticmethod
-    def wants(resp: Response) -> bool:
-        return (resp.get_header(b"content-type") or b"").startswith(b"application/json")
+    def wants(resp: Response, json: bool) -> bool:
+        return json
 
-    def rewrite(self, req: Request, resp: Response, body: bytes, ctx: Context) -> bytes:
-        return _strip_suggestions(body)
+    def transform(self, req: Request, resp: Response, ctx: Context, info: BodyInfo) -> Buffered:
+        # a large answer (data) passes as long as no part of it carries a suggestion
+        return Buffered(lambda body: _strip_suggestions(body, info.sniffed), info.rules.max_buffered_bytes,
+                        needs=_has_suggestion)
 
     def _may_introspect(self, req: Request, ctx: Context) -> bool:
         if self.c.introspection:
@@ -333,13 +336,22 @@ class GraphQLGuard(Policy):
         return bool(self.intro_scopes & scopes)
 
 
-def _strip_suggestions(body: bytes) -> bytes:
-    if b"Did you mean" not in body and b"did you mean" not in body:
+_SUGGESTION_B = re.compile(rb"did you mean", re.IGNORECASE)
+
+
+def _has_suggestion(data: bytes) -> bool:
+    return _SUGGESTION_B.search(data) is not None
+
+
+def _strip_suggestions(body: bytes, sniffed: bool = False) -> bytes:
+    if not _has_suggestion(body):
         return body
     try:
         doc = orjson.loads(body)
     except orjson.JSONDecodeError:
-        return body
+        if sniffed:
+            return body
+        raise Unfilterable("malformed", "the JSON body is malformed") from None
     docs = doc if isinstance(doc, list) else [doc]
     for d in docs:
         for err in (d.get("errors") or []) if isinstance(d, dict) else []:

@@ -1,6 +1,10 @@
 """Response filtering (OWASP API3, API8): sensitive fields removed or masked from JSON answers,
 by name (recursively, case-insensitive, with patterns) and by value (card numbers that pass
-Luhn, private key blocks, JWT-shaped strings). Non-JSON and oversized bodies pass untouched."""
+Luhn, private key blocks, JWT-shaped strings).
+
+Bodies of any size and content coding are filtered (`bastion.response_body` decodes them and
+refuses what cannot be filtered): up to `max_bytes` in one piece with orjson, larger ones as a
+stream (`bastion.json_stream`) in bounded memory. Names are compared decoded and lower-cased."""
 
 from __future__ import annotations
 
@@ -10,14 +14,17 @@ from typing import Any, ClassVar, Literal
 import orjson
 from pydantic import Field, field_validator
 
-from bastion.http import Request, Response, is_json
+from bastion.http import Request, Response
+from bastion.json_stream import Filter, JsonRewriter, StreamError
 from bastion.pipeline import Context, Policy, PolicyConfig
+from bastion.response_body import BodyInfo, JsonTransform
 
 DEFAULT_FIELDS = ["password", "password_hash", "ssn", "credit_card", "secret", "secret_key", "token",
                   "api_key", "private_key"]
 _CARD_RUN = re.compile(r"\d[\d -]{11,60}\d")  # digits with spaces/dashes, long enough for a card
 _PRIVATE_KEY = re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----")
 _JWT = re.compile(r"eyJ[A-Za-z0-9_-]{5,}\.eyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{10,}")
+_VALUE_HINT_B = re.compile(rb"\d[\d -]{11}|-----BEGIN |eyJ|\\")
 VALUE_KINDS = {"card": None, "private_key": _PRIVATE_KEY, "jwt": _JWT}
 
 
@@ -58,7 +65,8 @@ class ResponseFilterConfig(PolicyConfig):
         default_factory=lambda: ["card", "private_key", "jwt"], description="Value kinds filtered wherever they are.")
     mode: Literal["remove", "mask"] = Field("remove", description="Drop the field, or replace its value.")
     mask: str = Field("[FILTERED]", description="The replacement in mask mode.")
-    max_bytes: int = Field(1024 * 1024, ge=1024, description="Larger bodies pass untouched (and are logged).")
+    max_bytes: int = Field(1024 * 1024, ge=1024, description="Bodies up to this size are filtered in one piece "
+                           "(fastest); larger ones as a stream, in bounded memory. Nothing passes unfiltered.")
 
     @field_validator("field_patterns")
     @classmethod
@@ -71,7 +79,10 @@ class ResponseFilterConfig(PolicyConfig):
         return values
 
 
-class ResponseFilter(Policy):
+_VALUE_HINT = re.compile(r"\d[\d -]{11}|-----BEGIN |eyJ|\\")  # a value kind may be here (or an escape)
+
+
+class ResponseFilter(Policy, Filter):
     name: ClassVar[str] = "response_filter"
     priority: ClassVar[int] = 400
     Config = ResponseFilterConfig
@@ -85,67 +96,105 @@ class ResponseFilter(Policy):
         self.remove = config.mode == "remove"
         self.mask = config.mask
         self.max_bytes = config.max_bytes
+        self.check_values = self.card or bool(self.value_res)
+        self._names: dict[str, bool] = {}
 
-    def _sensitive_name(self, key: str) -> bool:
-        k = key.lower()
-        return k in self.names or any(p.fullmatch(k) for p in self.patterns)
+    def name_action(self, key: str) -> bool:
+        """Is a member of this (decoded) name filtered? Cached: answers repeat their names."""
+        hit = self._names.get(key)
+        if hit is None:
+            k = key.lower()
+            hit = k in self.names or any(p.fullmatch(k) for p in self.patterns)
+            if len(self._names) < 4096:
+                self._names[key] = hit
+        return hit
 
-    def _sensitive_value(self, value: str) -> bool:
+    def value_sensitive(self, value: str) -> bool:
         return (self.card and _has_card(value)) or any(r.search(value) for r in self.value_res)
 
-    def values_possible(self, body: bytes) -> bool:
-        """One scan of the raw body: can any value match at all? (Most answers have none, and
-        then the walk checks names only.)"""
-        text = body.decode("utf-8", "replace")
-        return (self.card and _has_card(text)) or any(r.search(text) for r in self.value_res)
+    def values_possible(self, text: str | bytes) -> bool:
+        """One scan of the raw text: can any value match at all? (Most answers have none, and
+        then the walk checks names only.) A backslash counts: an escaped digit could hide a card."""
+        if not self.check_values:
+            return False
+        if isinstance(text, bytes):
+            return _VALUE_HINT_B.search(text) is not None
+        return _VALUE_HINT.search(text) is not None
+
+    def tree(self, doc: Any, raw: str | None = None) -> tuple[Any, int]:
+        return self.filter(doc, raw is None or self.values_possible(raw))
 
     def filter(self, doc: Any, check_values: bool = True) -> tuple[Any, int]:
         """Filter in place, iteratively (no recursion limit to hit on deep documents)."""
         count = 0
-        names, patterns = self.names, self.patterns
-        sensitive_value = self._sensitive_value if check_values else None
+        name_action = self.name_action
+        sensitive_value = self.value_sensitive if check_values and self.check_values else None
+        remove, mask = self.remove, self.mask
         stack = [doc]
         while stack:
             node = stack.pop()
-            if isinstance(node, dict):
-                for key in list(node):
-                    value = node[key]
-                    k = key.lower()
-                    if (k in names or (patterns and any(p.fullmatch(k) for p in patterns))
-                            or (sensitive_value is not None and type(value) is str and sensitive_value(value))):
-                        count += 1
-                        if self.remove:
+            if type(node) is dict:
+                drop = None
+                for key, value in node.items():
+                    if name_action(key) or (sensitive_value is not None and type(value) is str
+                                            and sensitive_value(value)):
+                        if drop is None:
+                            drop = [key]
+                        else:
+                            drop.append(key)
+                    elif type(value) is dict or type(value) is list:
+                        stack.append(value)
+                if drop is not None:
+                    count += len(drop)
+                    for key in drop:
+                        if remove:
                             del node[key]
                         else:
-                            node[key] = self.mask
-                    elif isinstance(value, (dict, list)):
-                        stack.append(value)
-            elif isinstance(node, list):
+                            node[key] = mask
+            elif type(node) is list:
                 for i, value in enumerate(node):
                     if sensitive_value is not None and type(value) is str and sensitive_value(value):
                         count += 1
-                        node[i] = self.mask  # list positions are kept: removing would shift meaning
-                    elif isinstance(value, (dict, list)):
+                        node[i] = mask  # list positions are kept: removing would shift meaning
+                    elif type(value) is dict or type(value) is list:
                         stack.append(value)
         return doc, count
 
     async def on_request(self, req: Request, ctx: Context) -> Response | None:
-        ctx.drop_request_headers.add(b"accept-encoding")  # the answer must be readable to filter it
-        ctx.rewrite_limit = min(ctx.rewrite_limit, self.max_bytes)
+        ctx.drop_request_headers.add(b"accept-encoding")  # ask for identity (others are decoded)
         ctx.response_rewriters.append(self)
         return None
 
     @staticmethod
-    def wants(resp: Response) -> bool:
-        return is_json(resp.get_header(b"content-type"))
+    def wants(resp: Response, json: bool) -> bool:
+        return json
 
-    def rewrite(self, req: Request, resp: Response, body: bytes, ctx: Context) -> bytes:
+    def transform(self, req: Request, resp: Response, ctx: Context, info: BodyInfo) -> JsonTransform:
+        rules = info.rules
+
+        def counted(n: int) -> None:
+            ctx.log_fields["filtered_fields"] = ctx.log_fields.get("filtered_fields", 0) + n
+
+        return JsonTransform(
+            lambda body: self.rewrite_whole(body, counted),
+            lambda: JsonRewriter(self, remove=self.remove, mask=self.mask, max_depth=rules.max_depth,
+                                 max_string=rules.max_string_bytes, on_count=counted),
+            self.max_bytes, info.sniffed)
+
+    def rewrite_whole(self, body: bytes, counted=None) -> bytes:
+        """A whole body: orjson in, the tree filter, orjson out (only when something changed)."""
+        if not body.strip():
+            return body
         try:
             doc = orjson.loads(body)
         except orjson.JSONDecodeError:
-            return body
+            # orjson refuses what the stream's scanner may accept (integers beyond 64 bits):
+            # the stream decides, and raises StreamError when it is not JSON
+            stream = JsonRewriter(self, remove=self.remove, mask=self.mask)
+            return stream.feed(body) + stream.finish()
         doc, count = self.filter(doc, self.values_possible(body))
         if not count:
             return body
-        ctx.log_fields["filtered_fields"] = ctx.log_fields.get("filtered_fields", 0) + count
+        if counted is not None:
+            counted(count)
         return orjson.dumps(doc)

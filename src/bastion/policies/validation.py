@@ -15,10 +15,11 @@ from typing import Any, ClassVar, Literal
 import orjson
 from pydantic import BaseModel, ConfigDict, Field
 
-from bastion.http import BodyTimeout, BodyTooLarge, ClientDisconnected, Request, Response, body_problem, is_json, problem
+from bastion.http import BodyTimeout, BodyTooLarge, ClientDisconnected, Request, Response, body_problem, problem
 from bastion.openapi.operations import Limits, Normalise, Operation, compile_operations, prune
 from bastion.openapi.spec import SpecError, load_spec
 from bastion.pipeline import Context, Policy, PolicyConfig
+from bastion.response_body import BodyInfo, Buffered, Unfilterable
 
 log = logging.getLogger("bastion.validation")
 
@@ -141,17 +142,29 @@ class Validation(Policy):
                 return by_status[key]
         return None
 
-    def wants(self, resp: Response) -> bool:
-        return is_json(resp.get_header(b"content-type")) and self._schema_for(resp.status) is not None
+    def wants(self, resp: Response, json: bool) -> bool:
+        return json and self._schema_for(resp.status) is not None
 
-    def rewrite(self, req: Request, resp: Response, body: bytes, ctx: Context) -> bytes:
+    def transform(self, req: Request, resp: Response, ctx: Context, info: BodyInfo) -> Buffered:
+        remove = self.config.responses == "remove"
+        # 'log' only looks: a body too large to hold passes unchecked; 'remove' changes it: refused
+        return Buffered(lambda body: self.rewrite(req, resp, body, ctx, info.sniffed), info.rules.max_buffered_bytes,
+                        needs=None if remove else (lambda data: False))
+
+    def rewrite(self, req: Request, resp: Response, body: bytes, ctx: Context, sniffed: bool = False) -> bytes:
         media = self._schema_for(resp.status)
         schema = media.get("application/json") or next(iter(media.values()))
+        if not body.strip():
+            return body
         try:
             value = orjson.loads(body)
         except orjson.JSONDecodeError:
+            if sniffed:
+                return body
             self.response_violations += 1
             ctx.log_fields["response_schema"] = ["body:not JSON"]
+            if self.config.responses == "remove":
+                raise Unfilterable("malformed", "the JSON body is malformed") from None
             return body
         errors = schema.validator.errors(value, "response", limit=5)
         if errors:
