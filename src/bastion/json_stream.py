@@ -83,12 +83,18 @@ class _Frame:
         self.skip = skip  # the container is being dropped: checked, not written
 
 
+class _TooDeep(Exception):
+    """A parsed element is too deep to write back in one piece: the walker goes into it."""
+
+
 def _dumps(value: Any) -> str:
     try:
         return orjson.dumps(value).decode()
-    except orjson.JSONEncodeError:  # an integer beyond 64 bits, a lone surrogate: the slow path
+    except orjson.JSONEncodeError:  # an integer beyond 64 bits, a lone surrogate, deep nesting
         try:
             return json.dumps(value, ensure_ascii=False, allow_nan=False)
+        except RecursionError:
+            raise _TooDeep() from None
         except ValueError as exc:
             raise StreamError("malformed", f"a value cannot be written back as JSON ({exc})") from None
 
@@ -265,10 +271,17 @@ class JsonRewriter:
                 return False
             return self._descend(c, in_object, skip)  # the walker goes in (and finds any error)
         raw = buf[pos:end]
-        self.pos = end
         if end_hint >= 0 and end != end_hint:  # the scanner stopped inside the token
+            self.pos = end
             raise self._bad("not a valid JSON value")
-        self._place(value, raw, in_object, skip)
+        count, out = self.count, len(self.out)
+        try:
+            self._place(value, raw, in_object, skip)
+        except _TooDeep:  # undo, and filter it level by level instead
+            self.count = count
+            del self.out[out:]
+            return self._descend(c, in_object, skip)
+        self.pos = end
         self._after_value()
         return True
 

@@ -83,6 +83,12 @@ def lint(cfg: GatewayConfig) -> list[Finding]:
         if body is not None and body.enabled and body.max_bytes > 100 * 1024 * 1024:
             out.append(Finding("warning", f"{key}.body_limit",
                                f"max_bytes {body.max_bytes} is over 100 MiB"))
+        rb = _policy(section, "response_body")
+        if rb is not None and rb.enabled and rb.on_unfilterable == "pass":
+            out.append(Finding("warning", f"{key}.response_body.on_unfilterable",
+                               "'pass': an answer the response policies cannot filter (malformed JSON, "
+                               "an unknown content coding, over a size or decompression limit) reaches "
+                               "the client unfiltered"))
         for name in ("audit", "security_headers", "body_limit"):
             p = _policy(section, name)
             if p is not None and not p.enabled:
