@@ -128,7 +128,9 @@ class _Brotli(_Step):
                 out = self.obj.process(data, output_buffer_limit=SLICE)
                 if out:
                     yield out
-            while not self.obj.can_accept_more_data():
+            # brotli keeps output back past the limit even when it says it can accept more
+            # input (1.2: can_accept_more_data() is True with output pending): drain until dry
+            while not self.obj.is_finished():
                 out = self.obj.process(b"", output_buffer_limit=SLICE)
                 if not out:
                     break

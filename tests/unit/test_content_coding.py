@@ -85,3 +85,15 @@ def test_garbage_is_refused(coding):
 def test_empty_body_decodes_to_empty():
     for c in ("gzip", "deflate", "br", "zstd"):
         assert decode_body(b"", [c], max_output=10) == b""
+
+
+def test_brotli_output_past_the_slice_is_not_lost():
+    """Regression (issue 22): brotli 1.2 holds output back past `output_buffer_limit` while
+    `can_accept_more_data()` says True; a 100 KB JSON answer used to end "early"."""
+    data = b"".join(b'{"id":%d,"name":"user %d"}' % (i, i) for i in range(20_000))
+    enc = brotli.compress(data, quality=1)
+    assert decode_body(enc, ["br"], max_output=10**9) == data
+    dec = Decoder(["br"], max_output=10**9)
+    out = b"".join(dec.feed(enc[i:i + 4096]) for i in range(0, len(enc), 4096))
+    dec.finish()
+    assert out == data
