@@ -33,7 +33,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def wait_port(port: int, timeout: float = 20) -> None:
+def wait_port(port: int, timeout: float = 90) -> None:
     deadline = time.time() + timeout
     while time.time() < deadline:
         try:
@@ -128,6 +128,7 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3, help="runs per target, alternating; the median counts")
     ap.add_argument("--protection", action="store_true",
                     help="also: response filtering (1 KB and 100 KB JSON) and the WAF, each beside pass-through")
+    ap.add_argument("--only", default="", help="comma-separated target labels to run (e.g. d1,f1,d2,f2)")
     args = ap.parse_args()
     for tool in ("wrk", "nginx"):
         if not shutil.which(tool) and not os.path.exists(f"/usr/sbin/{tool}"):
@@ -190,6 +191,9 @@ def main() -> None:
             for label, port, path in extra:
                 targets.append((label, port))
                 paths[label] = path
+        if args.only:
+            keep = set(args.only.split(","))
+            targets = [t for t in targets if t[0].split()[0] in keep]
         for _, port in targets:
             wait_port(port)
         results = {}
@@ -209,6 +213,11 @@ def main() -> None:
             each = " ".join(f"{r[0]:.0f}" for r in samples[label])
             print(f"{label:32} {rps:10.0f} {p50:8.2f} {p99:8.2f}   {each}", flush=True)
         print()
+        if args.only:
+            for a, b in (("f1", "d1"), ("f2", "d2")):
+                if a in results and b in results:
+                    print(f"{a}/{b}: {results[a] / results[b]:.3f}")
+            return
         print(f"d/c (bastion pass-through vs minimal proxy): {results['d'] / results['c']:.2f}  (target >= 1.0)")
         print(f"d/b (bastion pass-through vs nginx):         {results['d'] / results['b']:.2f}")
         print(f"e/d (all policies vs pass-through):          {results['e'] / results['d']:.2f}  (target >= 0.85)")

@@ -123,6 +123,7 @@ class JsonRewriter:
         self.key_hit = False  # the pending member's name is filtered
         self.started = False
         self.out: list[str] = []
+        self.need = 0  # characters to wait for before the next try at an incomplete token
 
     # ---- public -----------------------------------------------------------------------------
     def feed(self, data: bytes) -> bytes:
@@ -133,7 +134,10 @@ class JsonRewriter:
         if text:
             self.buf = self.buf[self.pos:] + text if self.pos else self.buf + text
             self.pos = 0
-            self._run(False)
+            # an incomplete token (a long string, a record split by the chunking) is tried
+            # again only once the text after it has doubled: linear time, whatever the sizes
+            if len(self.buf) >= self.need:
+                self._run(False)
         return self._take()
 
     def finish(self) -> bytes:
@@ -176,6 +180,7 @@ class JsonRewriter:
     def _run(self, final: bool) -> None:
         buf = self.buf
         n = len(buf)
+        self.need = 0
         while True:
             pos = _WS.match(buf, self.pos).end()
             self.pos = pos
@@ -188,6 +193,7 @@ class JsonRewriter:
                     self._close(c)
                     continue
                 if not self._value(buf, pos, n, final):
+                    self.need = 2 * (n - pos)
                     return
             elif state == _KEY_OR_END or state == _KEY:
                 if c == "}" and state == _KEY_OR_END:
@@ -201,6 +207,7 @@ class JsonRewriter:
                         raise StreamError("too-large", f"a member name is longer than {self.max_string} characters")
                     if final:
                         raise self._bad("the document ends inside a member name")
+                    self.need = 2 * (n - pos)
                     return
                 try:
                     key, end = _scan(buf, pos)

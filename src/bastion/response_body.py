@@ -361,7 +361,7 @@ class Gate:
             if not more:
                 data += self.job.finish()
         except Unfilterable as exc:
-            return True, self._fail(exc, b"" if self.raw is not None or not raw else raw)
+            return True, self._fail(exc, b"")
         if data:
             self.out.append(data)
             self.out_size += len(data)
@@ -392,6 +392,9 @@ def open_gate(req: Request, resp: Response, ctx: Any) -> Gate | None:
     wanted = [r for r in ctx.response_rewriters if r.wants(resp, json)]
     if not wanted:
         return None
+    replacing = [r for r in wanted if getattr(r, "replaces_body", False)]
+    if replacing:  # error masking answers its own body: filtering the one it drops is moot
+        wanted = replacing[:1]
     return Gate(req, resp, ctx, wanted, rules, kind)
 
 

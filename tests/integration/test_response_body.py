@@ -192,6 +192,7 @@ def test_ten_megabytes(port, coding, mode):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1800)
 @pytest.mark.parametrize("coding,mode", [("identity", "cl"), ("gzip", "chunked"), ("br", "cl")])
 def test_a_hundred_megabytes(port, coding, mode):
     assert_filtered(get(port, f"/f/gen?size={100 * MB}&enc={coding}&mode={mode}", timeout=600), 100 * MB)

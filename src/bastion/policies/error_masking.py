@@ -25,6 +25,7 @@ class ErrorMasking(Policy):
     priority: ClassVar[int] = 390
     Config = ErrorMaskingConfig
     default_on: ClassVar[bool] = True
+    replaces_body: ClassVar[bool] = True  # the body is dropped: no other rewriter need see it
 
     def __init__(self, config: ErrorMaskingConfig, env) -> None:
         super().__init__(config, env)

@@ -1,0 +1,147 @@
+"""The response-body engine's rules, without sockets (the end-to-end table is in
+tests/integration/test_response_body.py): the gate's decisions, Buffered's bounds, lint."""
+
+from __future__ import annotations
+
+import gzip
+
+import orjson
+import pytest
+
+from bastion.config.lint import lint
+from bastion.config.loader import load_config_text
+from bastion.http import Request, Response
+from bastion.pipeline import Context, PolicyEnv
+from bastion.policies.error_masking import ErrorMasking, ErrorMaskingConfig
+from bastion.policies.response_filter import ResponseFilter, ResponseFilterConfig
+from bastion.response_body import BodyRefused, BodyRules, Buffered, Unfilterable, open_gate
+
+
+def request() -> Request:
+    async def receive():  # pragma: no cover - never called
+        return {}
+
+    return Request(method="GET", path="/x", query=b"", headers=[], client_ip=None, peer_ip=None,
+                   peer_trusted=False, scheme="http", host="h", receive=receive, body_timeout=1)
+
+
+def gate_for(headers, rules=None, status=200, rewriters=None):
+    ctx = Context()
+    ctx.body_rules = rules
+    ctx.response_rewriters = rewriters or [ResponseFilter(ResponseFilterConfig(), PolicyEnv())]
+    resp = Response(status, list(headers))
+    return open_gate(request(), resp, ctx), resp, ctx
+
+
+def run(gate, chunks):
+    out, head_at = [], None
+    for i, c in enumerate(chunks):
+        ready, got = gate.push(c, i < len(chunks) - 1)
+        if ready and head_at is None:
+            head_at = i
+        out += got
+    return b"".join(out), head_at
+
+
+DOC = orjson.dumps({"a": 1, "password": "p", "items": [{"token": "t", "x": 2}] * 50})
+
+
+def test_small_answer_is_held_whole_and_gets_a_length():
+    gate, resp, ctx = gate_for([(b"content-type", b"application/json"), (b"content-encoding", b"gzip")])
+    z = gzip.compress(DOC)
+    body, head_at = run(gate, [z[:10], z[10:], b""])
+    assert head_at == 2 and orjson.loads(body)["items"][0] == {"x": 2} and b"password" not in body
+    assert resp.get_header(b"content-length") == str(len(body)).encode()
+    assert resp.get_header(b"content-encoding") is None and ctx.log_fields["filtered_fields"] == 51
+
+
+def test_large_answer_streams_after_max_buffered_bytes():
+    rules = BodyRules(max_buffered_bytes=1024)
+    big = orjson.dumps([{"password": "p", "n": i} for i in range(20_000)])
+    small = [ResponseFilter(ResponseFilterConfig(max_bytes=1024), PolicyEnv())]  # streams past 1 KB
+    gate, resp, _ = gate_for([(b"content-type", b"application/json"), (b"content-length", b"9")], rules,
+                             rewriters=small)
+    pieces = [big[i:i + 4096] for i in range(0, len(big), 4096)] + [b""]
+    body, head_at = run(gate, pieces)
+    assert 0 < head_at < len(pieces) - 1  # the head went out before the end
+    assert resp.get_header(b"content-length") is None
+    assert orjson.loads(body) == [{"n": i} for i in range(20_000)]
+
+
+def test_a_late_failure_after_the_head_cuts():
+    rules = BodyRules(max_buffered_bytes=1024)
+    big = orjson.dumps([{"password": "p", "n": i} for i in range(20_000)])[:-1] + b"}"
+    small = [ResponseFilter(ResponseFilterConfig(max_bytes=1024), PolicyEnv())]
+    gate, _, ctx = gate_for([(b"content-type", b"application/json")], rules, rewriters=small)
+    with pytest.raises(BodyRefused):
+        run(gate, [big[i:i + 4096] for i in range(0, len(big), 4096)] + [b""])
+    assert ctx.log_fields["unfilterable"] == "malformed"
+
+
+@pytest.mark.parametrize("headers,reason", [
+    ([(b"content-type", b"application/json"), (b"content-encoding", b"compress")], "unsupported"),
+    ([(b"content-type", b"application/json"), (b"content-encoding", b"gzip")], "malformed"),
+])
+def test_refusals_before_the_head_are_502(headers, reason):
+    gate, resp, _ = gate_for(headers)
+    body, _ = run(gate, [b"not gzip at all", b""]) if gate.phase == "hold" else (b"".join(gate.first), 0)
+    assert resp.status == 502 and orjson.loads(body)["reason"] == reason
+    assert resp.get_header(b"content-type") == b"application/problem+json"
+
+
+def test_pass_keeps_the_original_bytes_and_headers():
+    gate, resp, _ = gate_for([(b"content-type", b"application/json"), (b"content-length", b"18")],
+                             BodyRules(on_unfilterable="pass"))
+    body, _ = run(gate, [b'{"password": "p"', b" x", b""])
+    assert body == b'{"password": "p" x' and resp.status == 200
+    assert resp.get_header(b"content-length") == b"18"
+
+
+@pytest.mark.parametrize("ctype", [None, b"text/plain", b"text/html; charset=utf-8"])
+def test_sniffing(ctype):
+    headers = [(b"content-type", ctype)] if ctype else []
+    gate, _, _ = gate_for(headers)
+    body, _ = run(gate, [b'  \n{"password": 1, "a": 2}', b""])
+    assert orjson.loads(body) == {"a": 2}
+    gate, _, _ = gate_for(headers)
+    assert run(gate, [b"password=1 {", b""])[0] == b"password=1 {"  # not JSON: passes
+    gate, _, _ = gate_for(headers)
+    assert run(gate, [b'{"password": 1', b""])[0] == b'{"password": 1'  # looked like JSON, is not
+    assert gate_for(headers, BodyRules(sniff_json=False))[0] is None
+    assert gate_for([(b"content-type", b"image/png")])[0] is None
+
+
+def test_error_masking_alone_handles_a_5xx_even_if_malformed():
+    mask = ErrorMasking(ErrorMaskingConfig(), PolicyEnv())
+    gate, resp, _ = gate_for([(b"content-type", b"application/json")], status=503,
+                             rewriters=[ResponseFilter(ResponseFilterConfig(), PolicyEnv()), mask])
+    body, _ = run(gate, [b'{"password": "p", "trace": ', b"x" * 100_000, b""])
+    assert resp.status == 503 and orjson.loads(body)["type"].endswith("/upstream-error")
+
+
+def test_head_and_bodiless_answers_are_left_alone():
+    assert gate_for([(b"content-type", b"application/json")], status=204)[0] is None
+    assert gate_for([(b"content-type", b"application/json")], status=304)[0] is None
+
+
+def test_buffered_bounds():
+    b = Buffered(lambda body: body.upper(), 10)
+    assert b.feed(b"abc") == b"" and b.finish() == b"ABC"
+    with pytest.raises(Unfilterable):
+        Buffered(lambda body: body, 10).feed(b"x" * 11)
+    looks = Buffered(lambda body: body, 10, needs=lambda d: b"did you mean" in d)
+    assert looks.feed(b"x" * 11) == b"x" * 11 and looks.feed(b"more") == b"more"
+    with pytest.raises(Unfilterable):  # a marker split across chunks is still seen
+        looks.feed(b"... did you")
+        looks.feed(b" mean x?")
+
+
+def test_bastion_check_warns_about_pass():
+    cfg = load_config_text(
+        "upstreams: {up: {urls: ['http://127.0.0.1:1']}}\n"
+        "routes:\n"
+        "  - {path: /a/*, upstream: up, policies: {response_body: {on_unfilterable: pass}}}\n"
+        "  - {path: /b/*, upstream: up, policies: {response_body: {on_unfilterable: refuse}}}\n")
+    found = [(f.severity, f.key) for f in lint(cfg)]
+    assert ("warning", "routes[0].policies.response_body.on_unfilterable") in found
+    assert not [k for _, k in found if k.startswith("routes[1].policies.response_body")]
