@@ -24,7 +24,9 @@ DEFAULT_FIELDS = ["password", "password_hash", "ssn", "credit_card", "secret", "
 _CARD_RUN = re.compile(r"\d[\d -]{11,60}\d")  # digits with spaces/dashes, long enough for a card
 _PRIVATE_KEY = re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----")
 _JWT = re.compile(r"eyJ[A-Za-z0-9_-]{5,}\.eyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{10,}")
-_VALUE_HINT_B = re.compile(rb"\d[\d -]{11}|-----BEGIN |eyJ|\\")
+# where a card number may start: searched alone (a leading character class lets `re` skip fast)
+_DIGIT_RUN = re.compile(r"[0-9][0-9 -]{11}")
+_DIGIT_RUN_B = re.compile(rb"[0-9][0-9 -]{11}")
 VALUE_KINDS = {"card": None, "private_key": _PRIVATE_KEY, "jwt": _JWT}
 
 
@@ -79,7 +81,7 @@ class ResponseFilterConfig(PolicyConfig):
         return values
 
 
-_VALUE_HINT = re.compile(r"\d[\d -]{11}|-----BEGIN |eyJ|\\")  # a value kind may be here (or an escape)
+_KNOWN_MAX = 8192
 
 
 class ResponseFilter(Policy, Filter):
@@ -97,17 +99,36 @@ class ResponseFilter(Policy, Filter):
         self.mask = config.mask
         self.max_bytes = config.max_bytes
         self.check_values = self.card or bool(self.value_res)
-        self._names: dict[str, bool] = {}
+        self.jwt = "jwt" in config.values
+        self.pem = "private_key" in config.values
+        self._known: set[str] = set()  # names seen, and those of them filtered
+        self._hits: set[str] = set()
+
+    def _classify(self, key: str) -> bool:
+        k = key.lower()
+        return k in self.names or any(p.fullmatch(k) for p in self.patterns)
 
     def name_action(self, key: str) -> bool:
         """Is a member of this (decoded) name filtered? Cached: answers repeat their names."""
-        hit = self._names.get(key)
-        if hit is None:
-            k = key.lower()
-            hit = k in self.names or any(p.fullmatch(k) for p in self.patterns)
-            if len(self._names) < 4096:
-                self._names[key] = hit
+        if key in self._known:
+            return key in self._hits
+        hit = self._classify(key)
+        if len(self._known) < _KNOWN_MAX:
+            self._known.add(key)
+            if hit:
+                self._hits.add(key)
         return hit
+
+    def _sensitive_keys(self, keys: Any) -> Any:
+        """The filtered names among a dict's keys, with set operations in C once they are known."""
+        known = self._known
+        if not known.issuperset(keys):
+            for key in keys:
+                if key not in known:
+                    if len(known) >= _KNOWN_MAX:  # many distinct names (hostile?): no more caching
+                        return [k for k in keys if self.name_action(k)]
+                    self.name_action(key)
+        return self._hits.intersection(keys)
 
     def value_sensitive(self, value: str) -> bool:
         return (self.card and _has_card(value)) or any(r.search(value) for r in self.value_res)
@@ -118,8 +139,10 @@ class ResponseFilter(Policy, Filter):
         if not self.check_values:
             return False
         if isinstance(text, bytes):
-            return _VALUE_HINT_B.search(text) is not None
-        return _VALUE_HINT.search(text) is not None
+            return (b"\\" in text or (self.jwt and b"eyJ" in text) or (self.pem and b"-----BEGIN " in text)
+                    or (self.card and _DIGIT_RUN_B.search(text) is not None))
+        return ("\\" in text or (self.jwt and "eyJ" in text) or (self.pem and "-----BEGIN " in text)
+                or (self.card and _DIGIT_RUN.search(text) is not None))
 
     def tree(self, doc: Any, raw: str | None = None) -> tuple[Any, int]:
         return self.filter(doc, raw is None or self.values_possible(raw))
@@ -127,37 +150,38 @@ class ResponseFilter(Policy, Filter):
     def filter(self, doc: Any, check_values: bool = True) -> tuple[Any, int]:
         """Filter in place, iteratively (no recursion limit to hit on deep documents)."""
         count = 0
-        name_action = self.name_action
+        sensitive_keys = self._sensitive_keys
         sensitive_value = self.value_sensitive if check_values and self.check_values else None
         remove, mask = self.remove, self.mask
         stack = [doc]
+        push = stack.append
         while stack:
             node = stack.pop()
             if type(node) is dict:
-                drop = None
-                for key, value in node.items():
-                    if name_action(key) or (sensitive_value is not None and type(value) is str
-                                            and sensitive_value(value)):
-                        if drop is None:
-                            drop = [key]
-                        else:
-                            drop.append(key)
-                    elif type(value) is dict or type(value) is list:
-                        stack.append(value)
-                if drop is not None:
-                    count += len(drop)
-                    for key in drop:
+                hits = sensitive_keys(node.keys())
+                if sensitive_value is not None:
+                    for key, value in node.items():
+                        if type(value) is str and key not in hits and sensitive_value(value):
+                            hits = set(hits)
+                            hits.add(key)
+                if hits:
+                    count += len(hits)
+                    for key in hits:
                         if remove:
                             del node[key]
                         else:
                             node[key] = mask
+                for value in node.values():
+                    if type(value) is dict or type(value) is list:
+                        push(value)
             elif type(node) is list:
                 for i, value in enumerate(node):
-                    if sensitive_value is not None and type(value) is str and sensitive_value(value):
-                        count += 1
-                        node[i] = mask  # list positions are kept: removing would shift meaning
+                    if type(value) is str:
+                        if sensitive_value is not None and sensitive_value(value):
+                            count += 1
+                            node[i] = mask  # list positions are kept: removing would shift meaning
                     elif type(value) is dict or type(value) is list:
-                        stack.append(value)
+                        push(value)
         return doc, count
 
     async def on_request(self, req: Request, ctx: Context) -> Response | None:
