@@ -140,9 +140,10 @@ class Buffered:
 class JsonTransform:
     """JSON filtered whole (orjson, fastest) when it is at most `whole_limit` bytes, else as a
     stream (`JsonRewriter`). `whole(body)` must filter exactly as the stream does (the tests hold
-    both to one reference)."""
+    both to one reference). A sniffed body (declared text, starting like JSON) that turns out not
+    to be JSON before any output was produced passes unchanged: it is not a JSON answer."""
 
-    __slots__ = ("whole", "make_stream", "whole_limit", "sniffed", "parts", "size", "stream")
+    __slots__ = ("whole", "make_stream", "whole_limit", "sniffed", "parts", "size", "stream", "replay", "plain")
 
     def __init__(self, whole: Callable[[bytes], bytes], make_stream: Callable[[], JsonRewriter],
                  whole_limit: int, sniffed: bool) -> None:
@@ -153,34 +154,55 @@ class JsonTransform:
         self.parts: list[bytes] = []
         self.size = 0
         self.stream: JsonRewriter | None = None
+        self.replay: list[bytes] | None = None  # sniffed input kept until the stream's first output
+        self.plain = False
+
+    def _streamed(self, data: bytes, final: bool) -> bytes:
+        assert self.stream is not None
+        try:
+            out = self.stream.feed(data) if data else b""
+            if final:
+                out += self.stream.finish()
+        except StreamError as exc:
+            if self.replay is None:
+                raise Unfilterable(exc.kind, exc.detail) from None
+            self.plain = True  # looked like JSON, is not: pass what was held, and the rest
+            held, self.replay = b"".join(self.replay) + data, None
+            return held
+        if self.replay is not None:
+            if out:
+                self.replay = None
+            else:
+                self.replay.append(data)
+        return out
 
     def feed(self, data: bytes) -> bytes:
-        try:
-            if self.stream is not None:
-                return self.stream.feed(data)
-            self.parts.append(data)
-            self.size += len(data)
-            if self.size <= self.whole_limit:
-                return b""
-            self.stream = self.make_stream()
-            held, self.parts = b"".join(self.parts), []
-            return self.stream.feed(held)
-        except StreamError as exc:
-            raise Unfilterable(exc.kind, exc.detail) from None
+        if self.plain:
+            return data
+        if self.stream is not None:
+            return self._streamed(data, False)
+        self.parts.append(data)
+        self.size += len(data)
+        if self.size <= self.whole_limit:
+            return b""
+        self.stream = self.make_stream()
+        held, self.parts = b"".join(self.parts), []
+        if self.sniffed:
+            self.replay = []
+        return self._streamed(held, False)
 
     def finish(self) -> bytes:
+        if self.plain:
+            return b""
+        if self.stream is not None:
+            return self._streamed(b"", True)
+        body = b"".join(self.parts)
+        self.parts = []
         try:
-            if self.stream is not None:
-                return self.stream.finish()
-            body = b"".join(self.parts)
-            self.parts = []
-            try:
-                return self.whole(body)
-            except StreamError:
-                if self.sniffed:  # it looked like JSON but is not: it is not JSON
-                    return body
-                raise
+            return self.whole(body)
         except StreamError as exc:
+            if self.sniffed:  # it looked like JSON but is not: it is not JSON
+                return body
             raise Unfilterable(exc.kind, exc.detail) from None
 
 

@@ -145,3 +145,13 @@ def test_bastion_check_warns_about_pass():
     found = [(f.severity, f.key) for f in lint(cfg)]
     assert ("warning", "routes[0].policies.response_body.on_unfilterable") in found
     assert not [k for _, k in found if k.startswith("routes[1].policies.response_body")]
+
+
+def test_a_large_sniffed_body_that_is_not_json_passes():
+    log = b"[INFO] password=hunter2 " + b"line\n" * 10_000
+    small = [ResponseFilter(ResponseFilterConfig(max_bytes=1024), PolicyEnv())]
+    gate, resp, _ = gate_for([(b"content-type", b"text/plain")], rewriters=small)
+    body, _ = run(gate, [log[i:i + 4096] for i in range(0, len(log), 4096)] + [b""])
+    assert body == log and resp.status == 200
+    declared = gate_for([(b"content-type", b"application/json")], rewriters=small)[0]
+    assert run(declared, [log, b""])[0].startswith(b'{"type"')  # declared JSON: refused
