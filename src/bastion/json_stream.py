@@ -50,7 +50,22 @@ class _Strict(json.JSONDecoder):
 
 _scan = make_scanner(_Strict())  # the C scanner: scan(text, index) -> (value, end)
 _WS = re.compile(r"[ \t\n\r]*")
-_STRING_END = re.compile(r'(?:[^"\\]|\\.)*"', re.DOTALL)  # from just after an opening quote
+
+
+def _string_end(buf: str, start: int) -> int:
+    """The index just after the quote closing the string whose body starts at `start`, or -1
+    when it is not in `buf` yet. str.find in C; a quote is escaped when an odd number of
+    backslashes precede it."""
+    find = buf.find
+    i = find('"', start)
+    while i >= 0:
+        j = i
+        while j > start and buf[j - 1] == "\\":
+            j -= 1
+        if (i - j) % 2 == 0:
+            return i + 1
+        i = find('"', i + 1)
+    return -1
 _SCALAR = re.compile(r"[-+0-9a-zA-Z.]+")
 
 # walker states
@@ -201,8 +216,7 @@ class JsonRewriter:
                     continue
                 if c != '"':
                     raise self._bad("a member name was expected")
-                m = _STRING_END.match(buf, pos + 1)
-                if m is None:
+                if _string_end(buf, pos + 1) < 0:
                     if n - pos > self.max_string:
                         raise StreamError("too-large", f"a member name is longer than {self.max_string} characters")
                     if final:
@@ -252,14 +266,13 @@ class JsonRewriter:
         in_object = bool(self.stack) and self.stack[-1].kind == "{" and self.state == _VALUE
         skip = bool(self.stack) and self.stack[-1].skip
         if c == '"':
-            m = _STRING_END.match(buf, pos + 1)
-            if m is None:
+            end_hint = _string_end(buf, pos + 1)
+            if end_hint < 0:
                 if n - pos > self.max_string:
                     raise StreamError("too-large", f"a string is longer than {self.max_string} characters")
                 if final:
                     raise self._bad("the document ends inside a string")
                 return False
-            end_hint = m.end()
         elif c == "{" or c == "[":
             end_hint = -1
         else:

@@ -72,7 +72,9 @@ def dump(doc: Any, rnd: random.Random) -> str:
     def s(text: str) -> str:
         out = []
         for ch in text:
-            if ch in '"\\' or ord(ch) < 0x20 or rnd.random() < 0.15:
+            if ch in '"\\' and rnd.random() < 0.5:
+                out.append("\\" + ch)  # the short escapes \" and \\ too
+            elif ch in '"\\' or ord(ch) < 0x20 or rnd.random() < 0.15:
                 out.append("\\u%04x" % ord(ch) if ord(ch) < 0x10000 else orjson.dumps(ch).decode()[1:-1])
             else:
                 out.append(ch)
@@ -105,11 +107,11 @@ def run(policy: ResponseFilter, data: bytes, cuts: list[int], element: int) -> b
 
 
 keys = st.sampled_from(["password", "Password", "PASSWORD", "ssn", "secret", "name", "id", "x-api-token",
-                        "x-token", "passwords", "pass", "note", "é", "😀"]) | st.text(max_size=6)
+                        "x-token", "passwords", "pass", "note", "é", "😀", 'a"b', "c\\", '\\"']) | st.text(max_size=6)
 scalars = (st.none() | st.booleans() | st.integers(-(2**63), 2**63 - 1)
            | st.floats(allow_nan=False, allow_infinity=False)
            | st.sampled_from(["4111 1111 1111 1111", "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxIn0.c2lnbmF0dXJlc2ln",
-                              "-----BEGIN RSA PRIVATE KEY-----x", "1234 5678 9012 3456", "ok"])
+                              "-----BEGIN RSA PRIVATE KEY-----x", "1234 5678 9012 3456", "ok", 'q"', "\\", '\\\\"'])
            | st.text(max_size=20))
 documents = st.recursive(scalars, lambda inner: st.lists(inner, max_size=5) | st.dictionaries(keys, inner, max_size=5),
                          max_leaves=40)
