@@ -39,6 +39,33 @@ class ListenerConfig(Strict):
     client_body_timeout: float = Field(
         30.0, gt=0, description="Seconds to wait for each piece of a request body (408 after)."
     )
+    client_header_timeout: float = Field(
+        10.0, gt=0, le=3600,
+        description="Seconds for a whole request head (request line and headers) to arrive, counted from the "
+        "connection (first request; for TLS, from the end of the handshake, which has the same limit) or from "
+        "the first byte after a keep-alive wait. Trickled bytes do not extend it. 408 (or a silent close when "
+        "nothing was sent) after.",
+    )
+    keepalive_timeout: float = Field(
+        15.0, gt=0, le=3600, description="Seconds an idle keep-alive connection is kept between requests."
+    )
+    max_connections: int | None = Field(
+        None, ge=1,
+        description="Open connections this listener holds at once; more are refused at once (503, closed). "
+        "Default: half of the process's open-file limit, shared between the listeners.",
+    )
+    max_connections_per_ip: int | None = Field(
+        256, ge=1,
+        description="Open connections from one client address (IPv6: one /64) at once; more are refused (503, "
+        "closed). Counted by TCP peer, not X-Forwarded-For: behind a load balancer or proxy raise it or set null.",
+    )
+    max_header_count: int = Field(
+        100, ge=1, le=10000, description="Header lines a request may have (431 after)."
+    )
+    max_header_bytes: int = Field(
+        32768, ge=1024, le=1048576,
+        description="Bytes a request head (request line and all header lines) may take (431 after).",
+    )
 
     def is_loopback(self) -> bool:
         if self.host == "localhost":
