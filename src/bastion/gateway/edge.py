@@ -44,7 +44,7 @@ import logging
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, Callable, ClassVar
 
 import httptools
 
@@ -84,14 +84,16 @@ class OffenderLog:
 
     Bounded: the oldest entries are forgotten past `max_keys` (a forgotten offender is logged again)."""
 
-    def __init__(self, logger: logging.Logger = log, interval: float = 60.0, max_keys: int = 4096) -> None:
+    def __init__(self, logger: logging.Logger = log, interval: float = 60.0, max_keys: int = 4096,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.logger = logger
+        self.clock = clock
         self.interval = interval
         self.max_keys = max_keys
         self._seen: OrderedDict[tuple[str, str], list[float]] = OrderedDict()
 
     def note(self, kind: str, client: str, message: str, *args: Any) -> None:
-        now = time.monotonic()
+        now = self.clock()
         key = (kind, client)
         entry = self._seen.get(key)
         if entry is not None and now - entry[0] < self.interval:
@@ -161,6 +163,9 @@ TOO_MANY_HEADERS = 431, "too-many-headers"
 HEADERS_TOO_LARGE = 431, "headers-too-large"
 
 
+LINGER = 2.0  # seconds a refused request's connection keeps draining what the client still sends
+
+
 class _Refused(Exception):
     """Raised from a parser callback to stop httptools at the offending header."""
 
@@ -177,6 +182,7 @@ class EdgeProtocol(TlsHttpToolsProtocol):
         self.limits = self.gate.limits
         self._key: str | None = None  # set once the gate admitted this connection
         self._refused = False
+        self._lingering = False
         self._head_timer: Any = None
         self._head_open = True  # waiting for, or reading, a request head
         self._head_seen = False  # a byte of the current head arrived
@@ -242,18 +248,29 @@ class EdgeProtocol(TlsHttpToolsProtocol):
 
     def _close_with(self, response: bytes) -> None:
         """Answer and close, or, when a response is still being sent (a pipelined head went
-        wrong behind it), stop reading and close once that response is done."""
-        if self._idle():
-            self.transport.write(response)
-            self.transport.close()
-        else:
+        wrong behind it), stop reading and close once that response is done.
+
+        The close lingers (as nginx's `lingering_close` does): our side is shut for writing and
+        what the client still sends is read and dropped for up to LINGER seconds. Closing a socket
+        with unread data makes the kernel send a reset, which can destroy the answer before the
+        client reads it; a client still sending an oversized head is exactly that case."""
+        if not self._idle():
             self.cycle.keep_alive = False
             self.flow.pause_reading()
+            return
+        self.transport.write(response)
+        self._cancel_head_timer()
+        self._unset_keepalive_if_required()
+        self._lingering = True
+        if self.transport.can_write_eof():
+            self.transport.write_eof()
+        self.flow.resume_reading()
+        self._head_timer = self.loop.call_later(LINGER, self.transport.close)
 
     # data --------------------------------------------------------------------------------
     def data_received(self, data: bytes) -> None:
-        if self._refused or self.parser is None or self.transport.is_closing():
-            return
+        if self._refused or self._lingering or self.parser is None or self.transport.is_closing():
+            return  # refused or answered: what still arrives is dropped
         self._unset_keepalive_if_required()
         if self._head_timer is None and self._idle():
             self._arm_head_timer()  # after a keep-alive wait: the next head's clock starts now
