@@ -481,3 +481,15 @@ def test_three_thousand_trickling_connections_are_all_closed(upstream, tmp_path)
             s.close()
         proc.terminate()
         proc.wait(20)
+
+
+def test_an_oversized_head_pipelined_behind_a_request_is_not_served(limited_gateway):
+    # httptools cannot say where a pipelined head starts inside a read: it is bounded by twice
+    # max_header_bytes (documented); beyond that the connection ends after the first answer.
+    s = connect(limited_gateway.port)
+    with contextlib.suppress(OSError):
+        s.sendall(REQUEST + head(1, 2100))
+    assert read_response(s)[0] == 200
+    data, elapsed = read_until_closed(s, 5)
+    s.close()
+    assert elapsed != float("inf") and b" 200 " not in data

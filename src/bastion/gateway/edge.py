@@ -27,9 +27,10 @@ Why written here rather than taken from the libraries (uvicorn 0.54, httptools 0
   name/value inside the parser until the line ends, so a single endless header is invisible to
   the protocol's callbacks. The head's bytes are therefore counted as they are fed to the
   parser, in slices no larger than what is still allowed, so the limit is exact for a head that
-  starts a read. A pipelined head that begins in the middle of a read (after another request's
-  body) is counted from the next read on: it can overshoot by less than one read, a bounded
-  amount (the number of header lines is still exact).
+  starts a read. httptools cannot say where in a slice a message began, so a pipelined head that
+  begins in the middle of a slice (behind another request in the same read) is counted from the
+  next slice on: it can pass the limit by less than one slice, i.e. be at most twice
+  `max_header_bytes` (the number of header lines is still exact).
 
 The gate is per listener (the protocol class is made per listener and carries it). Client
 addresses are the TCP peer: the gateway's trusted-proxy (X-Forwarded-For) logic applies to
@@ -291,8 +292,8 @@ class EdgeProtocol(TlsHttpToolsProtocol):
                             self._refuse_head(HEADERS_TOO_LARGE, "request head larger than max_header_bytes "
                                               f"({limit} bytes)")
                             return
-                else:
-                    piece, view = view, view[:0]
+                else:  # a body; slices bound what a pipelined head behind it can hide (see above)
+                    piece, view = view[:limit], view[limit:]
                     self.parser.feed_data(piece)
         except httptools.HttpParserUpgrade:
             if self._should_upgrade():

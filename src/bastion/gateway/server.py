@@ -258,9 +258,12 @@ class GatewayServer:
                 raise RuntimeError("a listener failed to start")
             await asyncio.sleep(0.01)
         bound = [sock.getsockname()[:2] for sock in sockets]
-        for (host, port), listener in zip(bound, self.config.listeners):
+        for (host, port), listener, gate in zip(bound, self.config.listeners, self.gates):
             scheme = "https" if listener.tls else "http"
-            log.info("listening on %s://%s:%d", scheme, host if ":" not in host else f"[{host}]", port)
+            limits = gate.limits
+            log.info("listening on %s://%s:%d (at most %d connections, %s per client address; head within %gs)",
+                     scheme, host if ":" not in host else f"[{host}]", port, limits.max_connections,
+                     limits.max_per_client or "any number", limits.header_timeout)
         if self.config.admin is not None:
             host, port = bound[-1]
             self.admin_port = port
