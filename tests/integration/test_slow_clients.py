@@ -452,30 +452,43 @@ def test_three_thousand_trickling_connections_are_all_closed(upstream, tmp_path)
                     port = int(m.group(1))
             time.sleep(0.05)
         assert port, "".join(lines)
-        addresses = [f"127.0.0.{i}" for i in range(2, 14)]  # 12 addresses x 250 = 3,000 (< 256 each)
-        for i in range(3000):
-            s = connect(port, addresses[i % len(addresses)])
+        # 2,000 from 8 addresses (250 each, under the 256 cap) and 1,000 from one more address
+        addresses = [f"127.0.0.{i}" for i in range(2, 10)]
+        sources = [addresses[i % 8] for i in range(2000)] + ["127.0.0.20"] * 1000
+        for src in sources:
+            s = connect(port, src)
             s.setblocking(False)
             with contextlib.suppress(OSError):
                 s.send(HALF)
             clients.append(s)
         started = time.monotonic()
         served_during_attack = False
+        all_closed_after = None
+        refused_at_once = None
         while time.monotonic() - started < 20:
-            for s in clients:
-                with contextlib.suppress(OSError):
-                    s.send(b"a")
             if not served_during_attack:
                 good = connect(port, "127.0.0.1")
                 good.sendall(REQUEST)
                 served_during_attack = read_response(good, 10)[0] == 200
                 good.close()
-            time.sleep(2)
+            if refused_at_once is None:
+                time.sleep(0.5)
+                refused_at_once = [src for src, s in zip(sources, clients) if not is_open(s)]
+            for s in clients:
+                with contextlib.suppress(OSError):
+                    s.send(b"a")  # a byte now and then
+            if all_closed_after is None and not any(is_open(s) for s in clients):
+                all_closed_after = time.monotonic() - started
+            time.sleep(0.5)
         still_open = [s for s in clients if is_open(s)]
+        print(f"refused at once: {len(refused_at_once)}; all closed after {all_closed_after} s")
         assert served_during_attack
         assert not still_open, f"{len(still_open)} of 3,000 trickling connections still held after 20 s"
+        assert refused_at_once == ["127.0.0.20"] * (1000 - 256)
+        time.sleep(0.5)  # let the log lines arrive
         timeouts = [x for x in lines if "client_header_timeout" in x]
-        assert 1 <= len(timeouts) <= len(addresses), timeouts[:3]  # once per client address
+        assert len(timeouts) == 9, timeouts  # once per client address, not once per connection
+        assert len([x for x in lines if "max_connections_per_ip" in x]) == 1
     finally:
         for s in clients:
             s.close()
