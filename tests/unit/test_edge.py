@@ -74,3 +74,23 @@ def test_gate_never_exceeds_its_caps_and_counts_back_to_zero(total, per, ops):
     for key in held:
         gate.release(key)
     assert gate.total == 0 and gate.per_client == {}
+
+
+def test_listener_limits_are_validated_and_linted():
+    import pytest
+
+    from bastion.config.lint import lint
+    from bastion.config.loader import ConfigError, load_config_text
+
+    for bad in ("client_header_timeout: 0", "keepalive_timeout: -1", "max_connections: 0",
+                "max_connections_per_ip: 0", "max_header_count: 0", "max_header_bytes: 100"):
+        with pytest.raises(ConfigError) as exc:
+            load_config_text(f"listeners: [{{host: 127.0.0.1, {bad}}}]\n")
+        assert bad.split(":")[0] in str(exc.value)
+    cfg = load_config_text("listeners: [{host: 127.0.0.1, max_connections_per_ip: null}]\n")
+    assert cfg.listeners[0].max_connections_per_ip is None
+    behind = load_config_text("listeners: [{host: 127.0.0.1}]\ntrusted_proxies: ['10.0.0.0/8']\n")
+    assert ("warning", "listeners[0].max_connections_per_ip") in {(f.severity, f.key) for f in lint(behind)}
+    off = load_config_text("listeners: [{host: 127.0.0.1, max_connections_per_ip: null}]\n"
+                           "trusted_proxies: ['10.0.0.0/8']\n")
+    assert not [f for f in lint(off) if "max_connections_per_ip" in f.key]
