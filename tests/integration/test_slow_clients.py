@@ -32,9 +32,9 @@ HEADER_TIMEOUT = 1.0
 SLACK = 1.5  # a closed connection is noticed within the deadline plus this
 
 
-def gateway(base_config, tmp_path, **listener):
+def gateway(base_config, tmp_path, policies=None, **listener):
     cfg = dict(base_config)
-    cfg["policies"] = {"audit": {"enabled": False}}
+    cfg["policies"] = {"audit": {"enabled": False}, **(policies or {})}
     cfg["routes"] = [{"path": "/*", "upstream": "up"}]
     cfg["listeners"] = [{"host": "127.0.0.1", "port": 0, "client_header_timeout": HEADER_TIMEOUT,
                          "keepalive_timeout": 1.0, **listener}]
@@ -506,3 +506,22 @@ def test_an_oversized_head_pipelined_behind_a_request_is_not_served(limited_gate
     data, elapsed = read_until_closed(s, 5)
     s.close()
     assert elapsed != float("inf") and b" 200 " not in data
+
+
+def test_a_client_that_stops_reading_is_dropped_at_the_send_deadline(base_config, tmp_path, caplog):
+    caplog.set_level(logging.WARNING, logger="bastion.edge")
+    size = 12 * 2**20  # echoed back: more than the kernel buffers on both sides hold
+    with gateway(base_config, tmp_path, policies={"body_limit": {"max_bytes": size}}, client_send_timeout=1) as g:
+        s = socket.socket()
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # before connect: a small window
+        s.connect(("127.0.0.1", g.port))
+        s.sendall(b"POST /mirror HTTP/1.1\r\nHost: gw\r\nContent-Type: application/octet-stream\r\n"
+                  b"Content-Length: %d\r\n\r\n" % size + b"x" * size)
+        gate = g.server.gates[0]
+        deadline = time.monotonic() + 20
+        while gate.total and time.monotonic() < deadline:
+            time.sleep(0.1)
+        held = gate.total
+        s.close()
+    assert held == 0, "a client that reads nothing still holds its connection"
+    assert len(edge_warnings(caplog, "client_send_timeout")) == 1

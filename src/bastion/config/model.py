@@ -49,6 +49,11 @@ class ListenerConfig(Strict):
     keepalive_timeout: float = Field(
         15.0, gt=0, le=3600, description="Seconds an idle keep-alive connection is kept between requests."
     )
+    client_send_timeout: float = Field(
+        60.0, gt=0, le=3600,
+        description="Seconds a client may leave a response unread (the gateway's write buffer full) before the "
+        "connection is dropped (nginx send_timeout).",
+    )
     max_connections: int | None = Field(
         None, ge=1,
         description="Open connections this listener holds at once; more are refused at once (503, closed). "

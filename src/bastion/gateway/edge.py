@@ -8,6 +8,10 @@ What this enforces, per listener (keys in `ListenerConfig`):
   `request_headers_timeout`). When it passes: 408 problem+json if part of a head arrived, a
   silent close if nothing did.
 - `keepalive_timeout`: the idle time between requests (uvicorn's own `timeout_keep_alive`).
+- `client_send_timeout`: a client that leaves a response unread (the transport's write buffer
+  stays above its high-water mark) that long is dropped (nginx `send_timeout`); uvicorn waits
+  for the buffer to drain without any limit, holding the connection and, through flow control,
+  the upstream connection behind it.
 - `max_connections`, `max_connections_per_ip`: connections over a cap are refused as soon as
   they are accepted (a minimal 503 problem+json, then closed), before anything is read.
 - `max_header_count`, `max_header_bytes`: 431 problem+json for a head with too many header lines
@@ -59,6 +63,7 @@ log = logging.getLogger("bastion.edge")
 class EdgeLimits:
     header_timeout: float = 10.0
     keepalive_timeout: float = 15.0
+    send_timeout: float = 60.0
     max_connections: int = 10_000
     max_per_client: int | None = 256
     max_header_count: int = 100
@@ -190,6 +195,7 @@ class EdgeProtocol(TlsHttpToolsProtocol):
         self._head_bytes = 0
         self._messages = 0
         self._refusal: tuple[tuple[int, str], str] | None = None
+        self._send_timer: Any = None
 
     # connection --------------------------------------------------------------------------
     def connection_made(self, transport) -> None:  # type: ignore[override]
@@ -214,6 +220,9 @@ class EdgeProtocol(TlsHttpToolsProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._cancel_head_timer()
+        if self._send_timer is not None:
+            self._send_timer.cancel()
+            self._send_timer = None
         if self._key is not None:
             self.gate.release(self._key)
             self._key = None
@@ -255,6 +264,7 @@ class EdgeProtocol(TlsHttpToolsProtocol):
         what the client still sends is read and dropped for up to LINGER seconds. Closing a socket
         with unread data makes the kernel send a reset, which can destroy the answer before the
         client reads it; a client still sending an oversized head is exactly that case."""
+        self._lingering = True  # nothing more is parsed on this connection
         if not self._idle():
             self.cycle.keep_alive = False
             self.flow.pause_reading()
@@ -262,11 +272,30 @@ class EdgeProtocol(TlsHttpToolsProtocol):
         self.transport.write(response)
         self._cancel_head_timer()
         self._unset_keepalive_if_required()
-        self._lingering = True
         if self.transport.can_write_eof():
             self.transport.write_eof()
         self.flow.resume_reading()
         self._head_timer = self.loop.call_later(LINGER, self.transport.close)
+
+    # send deadline -----------------------------------------------------------------------
+    def pause_writing(self) -> None:
+        """The write buffer is full: the client has that long to read enough of it."""
+        super().pause_writing()
+        if self._send_timer is None:
+            self._send_timer = self.loop.call_later(self.limits.send_timeout, self._send_timed_out)
+
+    def resume_writing(self) -> None:
+        super().resume_writing()
+        if self._send_timer is not None:
+            self._send_timer.cancel()
+            self._send_timer = None
+
+    def _send_timed_out(self) -> None:
+        self._send_timer = None  # (a closing transport too: close() would wait for the flush forever)
+        self.gate.offenders.note("client_send_timeout", self._key or "", "listener %s: %s left a response "
+                                 "unread for client_send_timeout (%.3gs), connection dropped", self._where(),
+                                 self._key, self.limits.send_timeout)
+        self.transport.abort()  # nothing more can be written: the buffer is dropped with it
 
     # data --------------------------------------------------------------------------------
     def data_received(self, data: bytes) -> None:

@@ -105,6 +105,7 @@ def edge_limits(listener: ListenerConfig, open_files: int, listeners: int) -> Ed
     auto = max(16, open_files // 2 // max(1, listeners))
     return EdgeLimits(
         header_timeout=listener.client_header_timeout, keepalive_timeout=listener.keepalive_timeout,
+        send_timeout=listener.client_send_timeout,
         max_connections=listener.max_connections or auto, max_per_client=listener.max_connections_per_ip,
         max_header_count=listener.max_header_count, max_header_bytes=listener.max_header_bytes,
     )
