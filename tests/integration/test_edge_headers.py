@@ -85,3 +85,12 @@ def test_control_characters_from_the_client_never_reach_the_upstream(gw, line):
     assert out, "no answer"
     status = status_of(out)
     assert status == 400, out[:300]
+
+
+def test_underscore_spellings_of_gateway_headers_are_dropped(gw):
+    """WSGI/CGI servers read `X_Bastion_Subject` as `X-Bastion-Subject` (HTTP_X_BASTION_SUBJECT)."""
+    sent = [("X_Bastion_Subject", "admin"), ("x_bastion_scopes", "admin"), ("X_Original_URL", "/admin"),
+            ("X_Forwarded_For", "10.0.0.1"), ("X_HTTP_Method_Override", "DELETE"), ("X_Custom_Thing", "kept")]
+    r = raw_request(gw.port, "GET", "/public", sent)
+    seen = forwarded_headers(r)
+    assert [k for k in seen if "_" in k] == ["x_custom_thing"]

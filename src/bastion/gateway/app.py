@@ -13,6 +13,7 @@ from bastion.gateway.proxy import (
     UPSTREAM_IDENTITY,
     UnsafeHeader,
     UpstreamError,
+    client_headers,
     open_upstream,
     strip_hop_by_hop,
 )
@@ -263,8 +264,7 @@ class Gateway:
     def upstream_headers(self, req: Request, ctx: Context, body_len: int | None,
                          override_drop: frozenset[bytes] = frozenset()) -> Headers:
         drop = _DROP_REQUEST | override_drop | ctx.drop_request_headers
-        # x-bastion-* is the gateway's to set (the principal): never taken from a client
-        out = [h for h in strip_hop_by_hop(req.headers, frozenset(drop)) if not h[0].startswith(b"x-bastion-")]
+        out = client_headers(req.headers, frozenset(drop))
         peer = ip_text(req.peer_ip) if req.peer_ip else "unknown"
         prior_xff = prior_fwd = None
         if req.peer_trusted:  # keep the chain the trusted proxy built; otherwise start afresh

@@ -193,3 +193,9 @@ def test_duplicates_are_refused_on_public_routes_too(gw):
     out = send_raw(gw.port, (f"GET /pub/x HTTP/1.1\r\nHost: t\r\nX-API-Key: {API_KEY}\r\nX-API-Key: nope\r\n"
                              "Connection: close\r\n\r\n").encode())
     assert status_of(out) == 400
+
+
+def test_an_underscore_spelling_of_the_key_header_counts_as_a_second_key(gw):
+    out = send_raw(gw.port, (f"GET /either/x HTTP/1.1\r\nHost: t\r\nX-API-Key: {API_KEY}\r\nX_API_Key: forged\r\n"
+                             "Connection: close\r\n\r\n").encode())
+    assert status_of(out) == 400
