@@ -94,3 +94,11 @@ def test_underscore_spellings_of_gateway_headers_are_dropped(gw):
     r = raw_request(gw.port, "GET", "/public", sent)
     seen = forwarded_headers(r)
     assert [k for k in seen if "_" in k] == ["x_custom_thing"]
+
+
+def test_trace_is_refused_unless_a_route_names_it(base_config, tmp_path):
+    base_config["routes"] = [{"path": "/*", "upstream": "up"},
+                             {"path": "/debug", "upstream": "up", "methods": ["TRACE"]}]
+    with run_gateway(base_config, tmp_path) as g:
+        assert raw_request(g.port, "TRACE", "/x").status == 405
+        assert raw_request(g.port, "TRACE", "/debug").status == 200

@@ -214,6 +214,11 @@ class Gateway:
             return state.edge, problem(404, "not-found", "no route matches this request",
                                        request_id=req.request_id, stopped_by="router"), None
         target = match.route.target
+        if method == "TRACE" and (target.methods is None or "TRACE" not in target.methods):
+            # TRACE echoes the request, credentials included (cross-site tracing): only where a
+            # route names it
+            return state.edge, problem(405, "method-not-allowed", "TRACE is not allowed here",
+                                       request_id=req.request_id, stopped_by="router"), None
         req.route_name = match.route.name
         req.path_params = match.params
         resp = await target.pipeline.run_request(req, ctx)
