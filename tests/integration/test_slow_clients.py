@@ -26,7 +26,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bastion.certs import make_dev_certs
-from helpers import run_gateway
+from helpers import raw_request, run_gateway
 
 HEADER_TIMEOUT = 1.0
 SLACK = 1.5  # a closed connection is noticed within the deadline plus this
@@ -245,6 +245,7 @@ def test_many_slow_clients_do_not_keep_out_a_well_behaved_one(base_config, tmp_p
 
 def test_per_address_cap_refuses_the_excess_and_recovers(base_config, tmp_path, caplog):
     caplog.set_level(logging.WARNING, logger="bastion.edge")
+    base_config["admin"] = {"host": "127.0.0.1", "port": 0}
     with gateway(base_config, tmp_path, max_connections_per_ip=3, client_header_timeout=30) as g:
         held = [connect(g.port, "127.0.0.2") for _ in range(3)]
         for s in held:
@@ -279,6 +280,10 @@ def test_per_address_cap_refuses_the_excess_and_recovers(base_config, tmp_path, 
         while gate.per_client.get("127.0.0.2") != 2 and time.monotonic() < deadline:
             time.sleep(0.02)  # the gateway notices the last close asynchronously
         assert gate.per_client.get("127.0.0.2") == 2
+        metrics = raw_request(g.server.admin_port, "GET", "/metrics").body.decode()
+        listener = f'listener="127.0.0.1:{g.port}"'
+        assert f'bastion_connections_limited_total{{{listener},reason="max_connections_per_ip"}} 10.0' in metrics
+        assert f"bastion_connections_open{{{listener}}} 2.0" in metrics
         for s in held:
             s.close()
     lines = edge_warnings(caplog, "max_connections_per_ip")

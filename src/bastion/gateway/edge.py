@@ -49,12 +49,15 @@ import logging
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Any, Callable, ClassVar
+from typing import Any, Callable, ClassVar, Iterator
 
 import httptools
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
 
 from bastion.gateway.tls import TlsHttpToolsProtocol
 from bastion.http import problem
+from bastion.observability import REGISTRY
 
 log = logging.getLogger("bastion.edge")
 
@@ -119,14 +122,20 @@ class OffenderLog:
 
 
 class ConnectionGate:
-    """Counts a listener's open connections, in total and per client key."""
+    """Counts a listener's open connections, in total and per client key, and what its
+    connections were refused or closed for (`events`, exported as metrics)."""
 
     def __init__(self, limits: EdgeLimits, offenders: OffenderLog | None = None) -> None:
         self.limits = limits
         self.offenders = offenders or OffenderLog()
         self.total = 0
         self.per_client: dict[str, int] = {}
-        self.refused = 0  # connections refused since start (for tests and metrics)
+        self.events: dict[str, int] = {}  # kind -> count since start
+        self.name = ""  # the listener's address, once bound
+
+    def event(self, kind: str, client: str, message: str, *args: Any) -> None:
+        self.events[kind] = self.events.get(kind, 0) + 1
+        self.offenders.note(kind, client, message, *args)
 
     def admit(self, key: str) -> str | None:
         """Count a new connection, or say why it is refused ("total" or "client")."""
@@ -204,12 +213,11 @@ class EdgeProtocol(TlsHttpToolsProtocol):
         why = self.gate.admit(key)
         if why is not None:
             self._refused = True
-            self.gate.refused += 1
             if why == "total":
-                self.gate.offenders.note("max_connections", "*", "listener %s: max_connections (%d) reached, "
+                self.gate.event("max_connections", "*", "listener %s: max_connections (%d) reached, "
                                          "refusing new connections", self._where(), self.limits.max_connections)
             else:
-                self.gate.offenders.note("max_connections_per_ip", key, "listener %s: %s holds "
+                self.gate.event("max_connections_per_ip", key, "listener %s: %s holds "
                                          "max_connections_per_ip (%d) connections, refusing more", self._where(),
                                          key, self.limits.max_per_client)
             transport.write(TOO_MANY_CONNECTIONS)
@@ -251,7 +259,7 @@ class EdgeProtocol(TlsHttpToolsProtocol):
         if not self._head_seen and self._idle():
             self.transport.close()  # nothing was sent: close quietly, like an idle keep-alive
             return
-        self.gate.offenders.note("client_header_timeout", self._key or "", "listener %s: %s did not send a "
+        self.gate.event("client_header_timeout", self._key or "", "listener %s: %s did not send a "
                                  "request head within client_header_timeout (%.3gs), closed", self._where(),
                                  self._key, self.limits.header_timeout)
         self._close_with(HEADER_TIMEOUT)
@@ -292,7 +300,7 @@ class EdgeProtocol(TlsHttpToolsProtocol):
 
     def _send_timed_out(self) -> None:
         self._send_timer = None  # (a closing transport too: close() would wait for the flush forever)
-        self.gate.offenders.note("client_send_timeout", self._key or "", "listener %s: %s left a response "
+        self.gate.event("client_send_timeout", self._key or "", "listener %s: %s left a response "
                                  "unread for client_send_timeout (%.3gs), connection dropped", self._where(),
                                  self._key, self.limits.send_timeout)
         self.transport.abort()  # nothing more can be written: the buffer is dropped with it
@@ -333,14 +341,14 @@ class EdgeProtocol(TlsHttpToolsProtocol):
             if self._refusal is not None:
                 self._refuse_head(*self._refusal)
                 return
-            self.gate.offenders.note("bad_request", self._key or "", "listener %s: %s sent a request that is "
+            self.gate.event("bad_request", self._key or "", "listener %s: %s sent a request that is "
                                      "not valid HTTP/1.1, answered 400", self._where(), self._key)
             self._close_with(BAD_REQUEST)
 
     def _refuse_head(self, what: tuple[int, str], detail: str) -> None:
         status, type_ = what
         self._cancel_head_timer()
-        self.gate.offenders.note(type_, self._key or "", "listener %s: %s: %s, answered %d", self._where(),
+        self.gate.event(type_, self._key or "", "listener %s: %s: %s, answered %d", self._where(),
                                  self._key, detail, status)
         self._close_with(_problem_bytes(status, type_, detail, "Request Header Fields Too Large"))
 
@@ -374,3 +382,27 @@ class EdgeProtocol(TlsHttpToolsProtocol):
 def protocol_for(limits: EdgeLimits, name: str = "EdgeProtocol") -> type[EdgeProtocol]:
     """A protocol class for one listener, with its own connection gate."""
     return type(name, (EdgeProtocol,), {"gate": ConnectionGate(limits)})
+
+
+class EdgeCollector(Collector):
+    """The gates' counts for Prometheus, read at scrape time (nothing per connection)."""
+
+    def __init__(self) -> None:
+        self.gates: Callable[[], list[ConnectionGate]] | None = None
+
+    def collect(self) -> Iterator[Any]:
+        if self.gates is None:
+            return
+        open_ = GaugeMetricFamily("bastion_connections_open", "Client connections held", labels=["listener"])
+        events = CounterMetricFamily("bastion_connections_limited", "Client connections refused or closed by the "
+                                     "connection limits", labels=["listener", "reason"])
+        for gate in self.gates():
+            open_.add_metric([gate.name], gate.total)
+            for kind, n in sorted(gate.events.items()):
+                events.add_metric([gate.name, kind], n)
+        yield open_
+        yield events
+
+
+EDGE_COLLECTOR = EdgeCollector()
+REGISTRY.register(EDGE_COLLECTOR)

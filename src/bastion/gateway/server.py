@@ -17,7 +17,7 @@ import uvicorn
 from bastion.config.loader import ConfigError, load_config
 from bastion.config.model import GatewayConfig, ListenerConfig
 from bastion.gateway.app import Gateway
-from bastion.gateway.edge import ConnectionGate, EdgeLimits, EdgeProtocol, protocol_for
+from bastion.gateway.edge import EDGE_COLLECTOR, ConnectionGate, EdgeLimits, EdgeProtocol, protocol_for
 from bastion.gateway.state import compile_state
 
 log = logging.getLogger("bastion.server")
@@ -265,6 +265,9 @@ class GatewayServer:
             log.info("listening on %s://%s:%d (at most %d connections, %s per client address; head within %gs)",
                      scheme, host if ":" not in host else f"[{host}]", port, limits.max_connections,
                      limits.max_per_client or "any number", limits.header_timeout)
+        for (host, port), gate in zip(bound, self.gates):
+            gate.name = f"{host if ':' not in host else f'[{host}]'}:{port}"
+        EDGE_COLLECTOR.gates = lambda: self.gates  # the latest server's (one per process in production)
         if self.config.admin is not None:
             host, port = bound[-1]
             self.admin_port = port
