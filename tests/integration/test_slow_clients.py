@@ -530,3 +530,19 @@ def test_a_client_that_stops_reading_is_dropped_at_the_send_deadline(base_config
         s.close()
     assert held == 0, "a client that reads nothing still holds its connection"
     assert len(edge_warnings(caplog, "client_send_timeout")) == 1
+
+
+def test_a_websocket_upgrade_does_not_keep_its_place_under_the_caps(base_config, tmp_path):
+    with gateway(base_config, tmp_path, max_connections_per_ip=2) as g:
+        for _ in range(4):  # more than the cap: a leaked place would refuse the third
+            s = connect(g.port)
+            s.sendall(b"GET /ws HTTP/1.1\r\nHost: gw\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                      b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
+            data, _ = read_until_closed(s, 5)
+            s.close()
+            assert parse(data)[0] == 403, data
+        gate = g.server.gates[0]
+        deadline = time.monotonic() + 2
+        while gate.total and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert gate.total == 0

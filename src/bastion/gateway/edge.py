@@ -285,6 +285,15 @@ class EdgeProtocol(TlsHttpToolsProtocol):
         self.flow.resume_reading()
         self._head_timer = self.loop.call_later(LINGER, self.transport.close)
 
+    def handle_websocket_upgrade(self) -> None:
+        """The connection moves to uvicorn's websocket protocol and leaves this one, which will
+        not see its end: release its place now (the gateway refuses every websocket anyway)."""
+        self._cancel_head_timer()
+        if self._key is not None:
+            self.gate.release(self._key)
+            self._key = None
+        super().handle_websocket_upgrade()
+
     # send deadline -----------------------------------------------------------------------
     def pause_writing(self) -> None:
         """The write buffer is full: the client has that long to read enough of it."""
