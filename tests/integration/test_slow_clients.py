@@ -546,3 +546,15 @@ def test_a_websocket_upgrade_does_not_keep_its_place_under_the_caps(base_config,
         while gate.total and time.monotonic() < deadline:
             time.sleep(0.02)
         assert gate.total == 0
+
+
+def test_unsupported_upgrades_are_answered_and_logged_once_per_client(base_config, tmp_path, caplog):
+    caplog.set_level(logging.WARNING)
+    with gateway(base_config, tmp_path) as g:
+        for _ in range(5):
+            s = connect(g.port)
+            s.sendall(b"GET /echo HTTP/1.1\r\nHost: gw\r\nUpgrade: h2c\r\nConnection: Upgrade\r\n\r\n")
+            assert read_response(s)[0] == 200
+            s.close()
+    upgrades = [r for r in caplog.records if "upgrade" in r.getMessage().lower()]
+    assert len(upgrades) == 1 and upgrades[0].name == "bastion.edge"

@@ -344,8 +344,10 @@ class EdgeProtocol(TlsHttpToolsProtocol):
         except httptools.HttpParserUpgrade:
             if self._should_upgrade():
                 self.handle_websocket_upgrade()
-            else:
-                self._unsupported_upgrade_warning()
+            else:  # uvicorn logs this for every such request: once per client per minute here
+                self.gate.offenders.note("unsupported_upgrade", self._key or "", "listener %s: %s asked for an "
+                                         "unsupported protocol upgrade (answered as plain HTTP)", self._where(),
+                                         self._key)
         except httptools.HttpParserError:
             if self._refusal is not None:
                 self._refuse_head(*self._refusal)
