@@ -161,15 +161,15 @@ def test_connection_that_sends_nothing_is_closed_quietly(base_config, tmp_path):
 
 def test_slow_client_within_the_deadline_is_served_and_its_next_request_gets_a_new_deadline(
         base_config, tmp_path):
-    with gateway(base_config, tmp_path) as g:
+    with gateway(base_config, tmp_path, client_header_timeout=2) as g:
         s = connect(g.port)
-        for _ in range(2):  # the second request starts > 1 s after the connection: a fresh deadline
+        for _ in range(2):  # the second request starts > 2 s after the connection: a fresh deadline
             for i in range(0, len(REQUEST), 8):
                 s.sendall(REQUEST[i:i + 8])
-                time.sleep(HEADER_TIMEOUT * 0.6 / (len(REQUEST) / 8))
+                time.sleep(1.1 / (len(REQUEST) / 8))  # about 1.1 s for the head, of 2 s allowed
             status, _, body = read_response(s)
             assert status == 200 and json.loads(body)["path"] == "/echo"
-            time.sleep(0.5)  # idle, within keepalive_timeout
+            time.sleep(0.6)  # idle, within keepalive_timeout
         s.close()
 
 

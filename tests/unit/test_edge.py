@@ -53,7 +53,7 @@ def test_offender_memory_is_bounded():
     assert len(offenders._seen) == 10
 
 
-@settings(max_examples=200)
+@settings(max_examples=100)
 @given(st.integers(1, 5), st.one_of(st.none(), st.integers(1, 3)),
        st.lists(st.tuples(st.booleans(), st.sampled_from(["a", "b", "c"])), max_size=60))
 def test_gate_never_exceeds_its_caps_and_counts_back_to_zero(total, per, ops):
