@@ -18,7 +18,7 @@ from bastion.gateway.proxy import (
     strip_hop_by_hop,
 )
 from bastion.gateway.state import GatewayState, RouteTarget
-from bastion.gateway.upstream_client import UpstreamProtocolError, UpstreamTimeout
+from bastion.net.http1 import UpstreamProtocolError, UpstreamTimeout
 from bastion.http import (
     BadPath,
     body_problem,
