@@ -1,0 +1,185 @@
+"""A recording upstream and a lenient reader, shared by the edge fuzzers and bench/edge_corpus.py.
+
+The recorder is hand-written on raw asyncio on purpose: every HTTP library (h11, httptools,
+uvicorn) refuses or normalises exactly the malformed bytes these tests look for, so it would hide
+them. It keeps each request's head as received (request line and header lines split on CRLF
+only), so a bare CR, LF, NUL or a folded line that a gateway let through is visible, and an
+injected CRLF shows up as an extra header line or a second request on the connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from dataclasses import dataclass, field
+from urllib.parse import unquote_to_bytes
+
+CANARY = b"zinj"  # every injected header/request in the generators is named with this
+REWRITE_HEADERS = frozenset({b"x-original-url", b"x-rewrite-url", b"x-override-url", b"x-http-method-override",
+                             b"x-http-method", b"x-method-override"})
+_ANSWER = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 2\r\n\r\nok"
+
+
+@dataclass
+class Recorded:
+    port: int
+    head: bytes
+    request_line: bytes
+    target: bytes
+    headers: list[tuple[bytes, bytes]] = field(default_factory=list)
+    folded: bool = False  # a header line started with SP/HT (obs-fold forwarded)
+    malformed: bool = False  # a header line without ':'
+
+    def named(self, name: bytes) -> list[bytes]:
+        return [v for k, v in self.headers if k.lower() == name]
+
+
+def parse_head(port: int, head: bytes) -> Recorded:
+    lines = head.split(b"\r\n")
+    line = lines[0]
+    parts = line.split(b" ")
+    target = parts[1] if len(parts) >= 3 else b""
+    rec = Recorded(port, head, line, target)
+    for raw in lines[1:]:
+        if raw[:1] in (b" ", b"\t"):
+            rec.folded = True
+        name, sep, value = raw.partition(b":")
+        if not sep:
+            rec.malformed = True
+        rec.headers.append((name, value.strip(b" \t")))
+    return rec
+
+
+def control_chars(data: bytes) -> list[int]:
+    """C0 controls (HT included) and DEL in a header name or (OWS-stripped) value."""
+    return [b for b in data if b < 0x20 or b == 0x7F]
+
+
+class Recorder:
+    """One asyncio server in a thread, listening on `n` ports; every request is recorded."""
+
+    def __init__(self, n: int = 1) -> None:
+        self.n = n
+        self.ports: list[int] = []
+        self.records: list[Recorded] = []
+        self.lock = threading.Lock()
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.ready = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> "Recorder":
+        self.thread.start()
+        if not self.ready.wait(10):
+            raise RuntimeError("recorder did not start")
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.loop is not None:
+            self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(5)
+
+    def take(self, settle: float = 0.015) -> list[Recorded]:
+        """The requests recorded since the last take (waits until none arrived for `settle`)."""
+        last = -1
+        while True:
+            with self.lock:
+                count = len(self.records)
+            if count == last:
+                break
+            last = count
+            time.sleep(settle)
+        with self.lock:
+            out, self.records = self.records, []
+        return out
+
+    def _run(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        servers = []
+        for _ in range(self.n):
+            srv = self.loop.run_until_complete(asyncio.start_server(self._handle, "127.0.0.1", 0))
+            servers.append(srv)
+            self.ports.append(srv.sockets[0].getsockname()[1])
+        self.ready.set()
+        try:
+            self.loop.run_forever()
+        finally:
+            for srv in servers:
+                srv.close()
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        port = writer.get_extra_info("sockname")[1]
+        try:
+            while True:
+                try:
+                    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 30)
+                except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, asyncio.TimeoutError):
+                    return
+                rec = parse_head(port, head[:-4])
+                with self.lock:
+                    self.records.append(rec)
+                if not await self._skip_body(reader, rec):
+                    return
+                writer.write(_ANSWER)
+                await writer.drain()
+        except (ConnectionError, OSError):
+            return
+        finally:
+            writer.close()
+
+    @staticmethod
+    async def _skip_body(reader: asyncio.StreamReader, rec: Recorded) -> bool:
+        te = b",".join(rec.named(b"transfer-encoding")).lower()
+        if b"chunked" in te:
+            while True:
+                size_line = await reader.readuntil(b"\r\n")
+                try:
+                    size = int(size_line.split(b";")[0].strip(), 16)
+                except ValueError:
+                    return False
+                await reader.readexactly(size + 2) if size else None
+                if not size:
+                    while (await reader.readuntil(b"\r\n")) != b"\r\n":
+                        pass
+                    return True
+        cl = rec.named(b"content-length")
+        if cl:
+            try:
+                await reader.readexactly(int(cl[0]))
+            except ValueError:
+                return False
+        return True
+
+
+# --- the lenient reader -------------------------------------------------------------------------
+
+def lenient_path(target: bytes) -> str:
+    """The path as a lenient server would read it: query cut, `\\` as `/`, percent-decoded twice,
+    `;params` stripped (before and after decoding), trailing dots/spaces/tabs stripped from each
+    segment, case-folded, empty segments collapsed and dot segments resolved (never above root)."""
+    if target.lower().startswith((b"http://", b"https://")):
+        rest = target.split(b"//", 1)[1]
+        target = b"/" + rest.split(b"/", 1)[1] if b"/" in rest else b"/"
+    path = target.split(b"?", 1)[0].split(b"#", 1)[0]
+    path = b"/".join(seg.split(b";", 1)[0] for seg in path.split(b"/"))  # Tomcat: ; before decoding
+    once = unquote_to_bytes(path.replace(b"\\", b"/"))
+    twice = unquote_to_bytes(once.replace(b"\\", b"/")).replace(b"\\", b"/")
+    text = twice.split(b"\x00", 1)[0].decode("utf-8", "replace").casefold()
+    out: list[str] = []
+    for seg in text.split("/"):
+        seg = seg.split(";", 1)[0].rstrip(" \t")
+        if seg not in (".", ".."):
+            seg = seg.rstrip(". \t")
+        if seg == "..":
+            if out:
+                out.pop()
+        elif seg not in ("", "."):
+            out.append(seg)
+    return "/" + "/".join(out)
+
+
+def lenient_route(target: bytes, prefixes: dict[str, str]) -> str:
+    """Which of `prefixes` (first segment -> route name, "" = the catch-all) a lenient server
+    would give this target to."""
+    first = lenient_path(target).split("/")[1]
+    return prefixes.get(first, prefixes[""])
