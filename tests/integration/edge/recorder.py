@@ -122,7 +122,7 @@ class Recorder:
                     return
                 writer.write(_ANSWER)
                 await writer.drain()
-        except (ConnectionError, OSError):
+        except (ConnectionError, OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError):
             return
         finally:
             writer.close()
