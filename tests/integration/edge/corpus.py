@@ -126,7 +126,8 @@ def path(c: Chooser) -> bytes:
     if c.boolean(0.1):
         out = c.choice([b"http://127.0.0.1", b"//", b"", b"HTTP://x"]) + out
     if c.boolean(0.15):
-        out += c.choice([b"?q=1", b"?/admin", b"?a=%0d%0a", b"#x", b"?x=..%2f..%2fadmin"])
+        out += c.choice([b"?q=1", b"?/admin", b"?a=%0d%0a", b"#x", b"?x=..%2f..%2fadmin", b"?a=%zz", b"?\xc3\xa9=\xff",
+                              b"?a=1&a=2&api_key=x"])
     return out
 
 
@@ -138,7 +139,7 @@ def token_like(c: Chooser, valid_jwt: str, api_key: str) -> tuple[bytes, str]:
 
 def header_line(c: Chooser, req: RawRequest, valid_jwt: str, api_key: str) -> bytes:
     kind = c.choice(["rewrite", "override", "authorization", "apikey", "fold", "control", "badname",
-                     "spoof", "connection", "plain"])
+                     "spoof", "connection", "host", "content", "plain"])
     req.classes.add(kind)
     if kind == "rewrite":
         name = c.choice([n for n in REWRITE_NAMES if "url" in n])
@@ -173,6 +174,14 @@ def header_line(c: Chooser, req: RawRequest, valid_jwt: str, api_key: str) -> by
     if kind == "connection":  # hop-by-hop abuse: ask the proxy to strip a header it added
         return b"Connection: " + c.choice([b"close", b"keep-alive, X-Bastion-Subject", b"X-Forwarded-For",
                                            b"Authorization", b"upgrade"])
+    if kind == "host":
+        return b"Host: " + c.choice([b"", b"127.0.0.1:99999", b"[::1", b"a b", b"evil.example", b"127.0.0.1:0",
+                                     b"\xc3\xa9.example", b"x" * 300, b"127.0.0.1, evil.example", b"@evil"])
+    if kind == "content":
+        return c.choice([b"Content-Encoding: gzip", b"Content-Encoding: br, gzip", b"Content-Encoding: zstd",
+                         b"Content-Type: application/json", b"Content-Type: application/x-www-form-urlencoded",
+                         b"Expect: 100-continue", b"Content-Type: multipart/form-data; boundary=", b"Upgrade: h2c",
+                         b"X-Request-Id: " + b"\xc3\xa9" * 3, b"X-Request-Id: " + b"r" * 500, b"Range: bytes=0-0,1-1"])
     return c.choice([b"Accept: */*", b"User-Agent: fuzz", b"X-Request-Id: r1", b"Cookie: a=b"])
 
 
@@ -222,7 +231,11 @@ def framing(c: Chooser, req: RawRequest) -> None:
         req.headers += c.choice([[b"Transfer-Encoding: chunked", b"Content-Length: 4"],
                                  [b"Content-Length: 4", b"Transfer-Encoding: chunked"],
                                  [b"Content-Length: %d" % len(req.body), b"Transfer-Encoding: chunked"],
-                                 [b"Transfer-Encoding: chunked"], [b"Transfer-Encoding: chunked, identity"]])
+                                 [b"Transfer-Encoding: chunked, identity", b"Content-Length: 4"],
+                                 [b"Transfer-Encoding: chunked", b"Transfer-Encoding: identity"],
+                                 [b"Transfer-Encoding: identity", b"Content-Length: 4"]])
+        # only framings that conflict: a server must refuse them or close the connection after
+        # answering, so a second upstream request is a desync (plain pipelining is not generated)
     elif kind == "bad-chunk":
         req.body = c.choice([b"3;ext=1\r\nabc\r\n0\r\n\r\n", b"0x3\r\nabc\r\n0\r\n\r\n", b"-3\r\nabc\r\n0\r\n\r\n",
                              b"3\nabc\n0\n\n", b"3\r\nabcdef\r\n0\r\n\r\n", b"ffffffffffffffffff\r\nabc\r\n0\r\n\r\n",

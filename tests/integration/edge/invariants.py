@@ -36,8 +36,8 @@ def violations(status: int | None, records: list[Recorded], route_of_port: dict[
         if lenient != route:
             out.append(("lenient-route-differs", f"gateway routed to {route!r}, a lenient upstream reads "
                                                  f"{lenient!r}: {seen}"))
-        bad = [(k, v) for k, v in rec.headers if control_chars(k) or control_chars(v)]
-        if control_chars(rec.request_line) or bad:
+        bad = [(k, v) for k, v in rec.headers if control_chars(k, htab=True) or control_chars(v)]
+        if control_chars(rec.request_line, htab=True) or bad:
             out.append(("control-char", f"control characters forwarded {bad or rec.request_line}: {seen}"))
         if rec.folded or rec.malformed:
             out.append(("fold-or-malformed", f"folded or malformed header line forwarded: {seen}"))

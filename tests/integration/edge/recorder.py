@@ -51,9 +51,10 @@ def parse_head(port: int, head: bytes) -> Recorded:
     return rec
 
 
-def control_chars(data: bytes) -> list[int]:
-    """C0 controls (HT included) and DEL in a header name or (OWS-stripped) value."""
-    return [b for b in data if b < 0x20 or b == 0x7F]
+def control_chars(data: bytes, htab: bool = False) -> list[int]:
+    """C0 controls and DEL in a request line, header name or (OWS-stripped) value. A horizontal
+    tab inside a value is field-content (RFC 9110 5.5) and passes unless `htab` is set."""
+    return [b for b in data if (b < 0x20 and (b != 0x09 or htab)) or b == 0x7F]
 
 
 class Recorder:

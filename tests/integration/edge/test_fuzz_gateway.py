@@ -93,6 +93,14 @@ REGRESSIONS: dict[str, tuple[bytes, list[str]]] = {
     "double-encoded-semicolon": (_get(b"/admin%253bx"), []),
     "case-account-no-credential": (_get(b"/ACCOUNT/x"), []),
     "overlong-utf8-dot": (_get(b"/public/%c0%ae%c0%ae/admin"), []),
+    # found by the fuzzer (minimised)
+    "dotdot-encoded-space": (_get(b"/public/..%20/admin"), []),
+    "dotdot-encoded-tab": (_get(b"/public/..%09/admin"), []),
+    "dotdot-encoded-semicolon": (_get(b"/..%3b/a%64min/"), []),
+    "trailing-dotdot-after-semicolon-backslash": (_get(b"/%61dmin..;\\"), []),
+    "double-encoded-letter": (_get(b"/adm%2569n/x"), []),
+    "case-public-via-default": (_get(b"/PUbliC"), []),
+    "case-account-collapsed-slashes": (_get(b"///aCCouN%74/x"), []),
     # rewrite / override headers (issue list)
     "x-original-url": (_get(b"/public/x", b"X-Original-URL: /admin/x"), []),
     "x-rewrite-url": (_get(b"/public/x", b"X-Rewrite-URL: /admin/x"), []),
@@ -113,6 +121,8 @@ REGRESSIONS: dict[str, tuple[bytes, list[str]]] = {
     "vt-in-value": (_get(b"/public/x", b"X-Ctl: a\x0bb"), []),
     "del-in-value": (_get(b"/public/x", b"X-Ctl: a\x7fb"), []),
     "obs-fold": (_get(b"/public/x", b"X-Folded: a\r\n Zinj: 1"), []),
+    "te-chunked-identity": (_get(b"/public/x", b"Transfer-Encoding: chunked, identity", b"Content-Length: 4",
+                                 method=b"POST", body=b"0\r\n\r\nGET /public/smuggled HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"), []),
     "te-cl-smuggle": (_get(b"/public/x", b"Transfer-Encoding: chunked", b"Content-Length: 4", method=b"POST",
                            body=b"0\r\n\r\nGET /public/smuggled HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"), []),
     "spoofed-principal-public": (_get(b"/public/x", b"X-Bastion-Subject: spoofed"), []),
