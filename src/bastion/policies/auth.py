@@ -31,7 +31,7 @@ from bastion.auth.schemes import (  # noqa: F401  (scheme models are part of thi
     StrictModel,
     build_authenticator,
 )
-from bastion.http import Request, Response, problem
+from bastion.http import Request, Response, identity_header_value, problem
 from bastion.pipeline import Context, Policy, PolicyConfig
 
 log = logging.getLogger("bastion.auth")
@@ -125,6 +125,11 @@ class Auth(Policy):
             return self._refuse(req, 403, "insufficient-scope", f"missing scopes: {scope}",
                                 f'{self.challenge}, error="insufficient_scope", scope="{scope}"')
         ctx.drop_request_headers.update((self.h_subject, self.h_scopes, self.h_key, self.h_tier))
+        ambiguous = self._ambiguous(req)
+        if ambiguous is not None:
+            ctx.log_fields["auth"] = {"refused": ambiguous}
+            self.failures[ambiguous] = self.failures.get(ambiguous, 0) + 1
+            return problem(400, "ambiguous-credentials", ambiguous, request_id=req.request_id)
         ok: dict[str, Principal] = {}
         refused: list[tuple[str, str]] = []
         for name, scheme in self.schemes.items():
@@ -179,7 +184,13 @@ class Auth(Policy):
                                     f'{self.challenge}, error="insufficient_scope", scope="{scope}"')
                 return resp
         if chosen is not None:
-            self._publish(chosen, ctx)
+            try:
+                self._publish(chosen, ctx)
+            except ValueError as exc:  # a claim that cannot become a header value
+                reason = str(exc)
+                ctx.log_fields["auth"] = {"refused": reason}
+                return self._refuse(req, 401, "invalid-token", reason,
+                                    f'{self.challenge}, error="invalid_token", error_description="{reason}"')
         if not self.forward:
             ctx.drop_request_headers.update(self.credential_headers)
             if self.query_params and req.query:
@@ -188,16 +199,37 @@ class Auth(Policy):
                 req.query = "&".join(f"{quote(k, safe='')}={quote(v, safe='')}" for k, v in pairs).encode()
         return None
 
+    def _ambiguous(self, req: Request) -> str | None:
+        """Why the request's credentials are ambiguous (a header sent twice, one scheme's
+        credential in two places), or None. Two readers — this policy and the upstream — could
+        otherwise each take a different one: the first checked here, the last trusted there."""
+        counts: dict[bytes, int] = {}
+        names = self.credential_headers
+        for k, _ in req.headers:
+            if k in names:
+                counts[k] = counts.get(k, 0) + 1
+        for k, n in counts.items():
+            if n > 1:
+                return f"the {k.decode()} header is sent more than once"
+        for scheme in self.schemes.values():
+            why = scheme.ambiguous(req, self.allow_query)
+            if why is not None:
+                return why
+        return None
+
     def _publish(self, p: Principal, ctx: Context) -> None:
+        """The principal for the policies after this one and, as headers, for the upstream.
+        Raises ValueError when a claim cannot be a header value (control characters)."""
+        up = [(self.h_subject, identity_header_value(p.subject)),
+              (self.h_scopes, identity_header_value(" ".join(sorted(p.scopes))))]
+        if p.tier is not None:
+            up.append((self.h_tier, identity_header_value(p.tier)))
+        if p.key_id is not None:
+            up.append((self.h_key, identity_header_value(p.key_id)))
         ctx.principal = p.subject
         ctx.values.update({"scopes": p.scopes, "claims": p.claims, "auth_scheme": p.scheme})
-        up = ctx.upstream_headers
-        up.append((self.h_subject, p.subject.encode("utf-8", "replace")))
-        up.append((self.h_scopes, " ".join(sorted(p.scopes)).encode("utf-8", "replace")))
         if p.tier is not None:
             ctx.values["tier"] = p.tier
-            up.append((self.h_tier, p.tier.encode("utf-8", "replace")))
         if p.key_id is not None:
             ctx.values["api_key_id"] = p.key_id
-            up.append((self.h_key, p.key_id.encode("utf-8", "replace")))
-
+        ctx.upstream_headers.extend(up)

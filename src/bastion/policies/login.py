@@ -30,7 +30,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from bastion.auth.errors import AuthError
 from bastion.auth.jwt import Issuer, JwksSource, JwtVerifier, KeySet
 from bastion.auth.sessions import SessionStore
-from bastion.http import Request, Response, problem
+from bastion.http import Request, Response, identity_header_value, problem
 from bastion.httpclient import FetchError, fetch
 from bastion.pipeline import Context, Policy, PolicyConfig
 
@@ -235,8 +235,11 @@ class Login(Policy):
         ctx.values.update({"scopes": frozenset(session.get("scope", "").split()), "claims": session.get("claims", {}),
                            "auth_scheme": "session"})
         up = ctx.upstream_headers
-        up.append((b"x-bastion-subject", str(session["sub"]).encode("utf-8", "replace")))
-        up.append((b"x-bastion-scopes", session.get("scope", "").encode("utf-8", "replace")))
+        try:
+            up.append((b"x-bastion-subject", identity_header_value(str(session["sub"]))))
+            up.append((b"x-bastion-scopes", identity_header_value(session.get("scope", ""))))
+        except ValueError as exc:  # the provider's claims cannot become header values
+            return problem(401, "invalid-token", str(exc), request_id=req.request_id)
         ctx.drop_request_headers.update((b"x-bastion-subject", b"x-bastion-scopes"))
         if self.config.forward_access_token:
             up.append((b"authorization", b"Bearer " + session["access_token"].encode("latin-1")))
