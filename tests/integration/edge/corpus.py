@@ -16,12 +16,13 @@ from typing import Any, Callable, Sequence
 from .recorder import REWRITE_HEADERS
 
 WORDS = [b"admin", b"account", b"public", b"x", b"static"]
-DOT_SEGMENTS = [b".", b"..", b"%2e", b"%2E%2e", b".%2e", b"%2e.", b"%252e%252e", b"%25%32%65%25%32%65", b"..;",
+DOT_SEGMENTS = [b".", b"..", b"%25u002e%25u002e", b"%u002e%u002e", b"..%C2%85", b"..%E2%80%A8", b"%2e", b"%2E%2e", b".%2e", b"%2e.", b"%252e%252e", b"%25%32%65%25%32%65", b"..;",
                 b"..;x", b"..%3b", b"%c0%ae%c0%ae", b".. ", b"..%20", b"..%09", b"..%00", b"...", b"%2e%2e%2f"]
 SEPARATORS = [b"/", b"/", b"/", b"//", b"\\", b"%2f", b"%2F", b"%5c", b"%252f", b"%255c", b"/./", b"/;/", b"%c0%af"]
 SUFFIXES = [b".", b"..", b" ", b"%20", b"%09", b"\t", b"%2e", b";", b";x=1", b";jsessionid=1", b"%3b", b"%3Bx",
             b"%253b", b"..;", b".json", b"%00", b"%2500", b"::$DATA", b"%0d%0aZinj:%201", b"/", b"%ff", b"\xff",
-            b"\xc3\xa9", b"%C3%A9", b"~", b"*"]
+            b"\xc3\xa9", b"%C3%A9", b"~", b"*", b"::$DATA", b":$DATA", b"::$INDEX_ALLOCATION", b"%C2%85",
+            b"%E2%80%A8", b"%E2%80%8B", b"%C2%A0", b"%E3%80%80", b"%25u002e", b"~1"]
 REWRITE_NAMES = sorted(n.decode() for n in REWRITE_HEADERS)
 
 
@@ -100,13 +101,18 @@ def word(c: Chooser) -> bytes:
         i = c.integer(0, len(w) - 1)
         ch = w[i]
         enc = c.choice([b"%%%02X" % ch, b"%%%02x" % ch, b"%%25%02X" % ch, b"%%25%%%02X%%%02X" % (0x30 + (ch >> 4),
-                        ord(b"%X" % (ch & 15))), b"%%%02X%%%02X" % (0xC0 | ch >> 6, 0x80 | ch & 0x3F)])
+                        ord(b"%X" % (ch & 15))), b"%%%02X%%%02X" % (0xC0 | ch >> 6, 0x80 | ch & 0x3F),
+                        b"%%u%04X" % ch, b"%%25u%04X" % ch, b"%%25u%04x" % ch])
         w = w[:i] + enc + w[i + 1:]
-    if c.boolean(0.1):  # Unicode look-alikes, raw or encoded (fullwidth a, dotless i, Kelvin sign...)
-        alike = c.choice(["\uff41", "\u0131", "\u0430", "\u212a", "\u00e0"]).encode()
+    if c.boolean(0.2):  # Unicode look-alikes, raw or encoded (fullwidth a, dotless i, Kelvin sign...)
+        alike = c.choice(["\uff41", "\u0131", "\u0430", "\u212a", "\u00e0", "\u00e1", "a\u0301", "\u0101",
+                          "\u00aa", "\u1d43", "\u24d0"]).encode()
         if c.boolean():
             alike = b"".join(b"%%%02X" % b for b in alike)
-        w = w.replace(b"a", alike, 1) if b"a" in w else w + alike
+        if c.boolean(0.3) and b"i" in w:  # dotted capital I / i with accents
+            w = w.replace(b"i", c.choice(["\u0130", "\u00ed", "\u00ef", "i\u200b"]).encode(), 1)
+        else:
+            w = w.replace(b"a", alike, 1) if b"a" in w else w + alike
     if c.boolean(0.3):
         w += c.choice(SUFFIXES)
     return w

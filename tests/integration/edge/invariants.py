@@ -11,7 +11,7 @@ from .recorder import REWRITE_HEADERS, Recorded, control_chars, lenient_route
 
 PRINCIPAL = (b"x-bastion-subject", b"x-bastion-tier", b"x-bastion-scopes", b"x-bastion-key-id")
 INVARIANTS = ("5xx", "one-upstream-request", "refused-route-reached", "lenient-route-differs", "control-char",
-              "fold-or-malformed", "rewrite-header", "spoofed-principal", "two-credentials-forwarded",
+              "lenient-route-differs-extended", "fold-or-malformed", "rewrite-header", "spoofed-principal", "two-credentials-forwarded",
               "auth-route-without-one-valid-credential")
 
 
@@ -36,6 +36,11 @@ def violations(status: int | None, records: list[Recorded], route_of_port: dict[
         if lenient != route:
             out.append(("lenient-route-differs", f"gateway routed to {route!r}, a lenient upstream reads "
                                                  f"{lenient!r}: {seen}"))
+        elif lenient_route(rec.target, prefixes, extended=True) != route:
+            out.append(("lenient-route-differs-extended",
+                        f"gateway routed to {route!r}, a server reading IIS %u escapes, folding Unicode to "
+                        f"ASCII, trimming Unicode space or NTFS streams reads "
+                        f"{lenient_route(rec.target, prefixes, extended=True)!r}: {seen}"))
         bad = [(k, v) for k, v in rec.headers if control_chars(k, htab=True) or control_chars(v)]
         if control_chars(rec.request_line, htab=True) or bad:
             out.append(("control-char", f"control characters forwarded {bad or rec.request_line}: {seen}"))
@@ -62,6 +67,7 @@ def check(status: int | None, records: list[Recorded], route_of_port: dict[int, 
     assert "one-upstream-request" not in found, found["one-upstream-request"]
     assert "refused-route-reached" not in found, found["refused-route-reached"]
     assert "lenient-route-differs" not in found, found["lenient-route-differs"]
+    assert "lenient-route-differs-extended" not in found, found["lenient-route-differs-extended"]
     assert "control-char" not in found, found["control-char"]
     assert "fold-or-malformed" not in found, found["fold-or-malformed"]
     assert "rewrite-header" not in found, found["rewrite-header"]

@@ -10,7 +10,9 @@ injected CRLF shows up as an extra header line or a second request on the connec
 from __future__ import annotations
 
 import asyncio
+import re
 import threading
+import unicodedata
 import time
 from dataclasses import dataclass, field
 from urllib.parse import unquote_to_bytes
@@ -154,21 +156,48 @@ class Recorder:
 
 # --- the lenient reader -------------------------------------------------------------------------
 
-def lenient_path(target: bytes) -> str:
+_IIS_U = re.compile(rb"%u([0-9A-Fa-f]{4})")
+_NTFS_STREAM = re.compile(r":{1,2}\$[a-z_]*$")
+
+
+def _decode(data: bytes, extended: bool) -> bytes:
+    if extended:  # IIS: %uXXXX is a UTF-16 code unit
+        data = _IIS_U.sub(lambda m: chr(int(m.group(1), 16)).encode("utf-8", "surrogatepass"), data)
+    return unquote_to_bytes(data.replace(b"\\", b"/")).replace(b"\\", b"/")
+
+
+def _ascii_fold(text: str) -> str:
+    """What ASCII-folding readers make of Unicode: compatibility decomposition, combining marks
+    and invisible format characters dropped (`à` -> `a`, `ｆ` -> `f`, zero-width space gone)."""
+    decomposed = unicodedata.normalize("NFKD", text)
+    return "".join(ch for ch in decomposed if unicodedata.category(ch) not in ("Mn", "Cf"))
+
+
+def lenient_path(target: bytes, extended: bool = False) -> str:
     """The path as a lenient server would read it: query cut, `\\` as `/`, percent-decoded twice,
     `;params` stripped (before and after decoding), trailing dots/spaces/tabs stripped from each
-    segment, case-folded, empty segments collapsed and dot segments resolved (never above root)."""
+    segment, case-folded, empty segments collapsed and dot segments resolved (never above root).
+
+    `extended` adds readings of other plausible servers, beyond the issue's list: IIS `%uXXXX`
+    escapes (in both decodings), ASCII folding of Unicode (NFKD, accents and format characters
+    dropped, `ß` -> `ss`), any trailing Unicode white space or C1 control stripped (`.strip()`,
+    .NET `Trim()`), and an NTFS stream suffix (`::$DATA`, `::$INDEX_ALLOCATION`) dropped."""
     if target.lower().startswith((b"http://", b"https://")):
         rest = target.split(b"//", 1)[1]
         target = b"/" + rest.split(b"/", 1)[1] if b"/" in rest else b"/"
     path = target.split(b"?", 1)[0].split(b"#", 1)[0]
     path = b"/".join(seg.split(b";", 1)[0] for seg in path.split(b"/"))  # Tomcat: ; before decoding
-    once = unquote_to_bytes(path.replace(b"\\", b"/"))
-    twice = unquote_to_bytes(once.replace(b"\\", b"/")).replace(b"\\", b"/")
+    twice = _decode(_decode(path, extended), extended)
     text = twice.split(b"\x00", 1)[0].decode("utf-8", "replace").casefold()
+    if extended:
+        text = _ascii_fold(text).casefold()
     out: list[str] = []
     for seg in text.split("/"):
-        seg = seg.split(";", 1)[0].rstrip(" \t")
+        seg = seg.split(";", 1)[0]
+        if extended:
+            seg = _NTFS_STREAM.sub("", seg)
+            seg = "".join(ch for ch in seg.rstrip() if not 0x80 <= ord(ch) <= 0x9F).rstrip()
+        seg = seg.rstrip(" \t")
         if seg not in (".", ".."):
             seg = seg.rstrip(". \t")
         if seg == "..":
@@ -179,8 +208,8 @@ def lenient_path(target: bytes) -> str:
     return "/" + "/".join(out)
 
 
-def lenient_route(target: bytes, prefixes: dict[str, str]) -> str:
+def lenient_route(target: bytes, prefixes: dict[str, str], extended: bool = False) -> str:
     """Which of `prefixes` (first segment -> route name, "" = the catch-all) a lenient server
     would give this target to."""
-    first = lenient_path(target).split("/")[1]
+    first = lenient_path(target, extended).split("/")[1]
     return prefixes.get(first, prefixes[""])
