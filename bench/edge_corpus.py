@@ -12,7 +12,7 @@ prints how many requests reached the upstream with a path a lenient server (case
 `;`-stripping, double-decoding, trailing-dot/space-stripping, `\\` as `/`) reads as /admin, how
 many 5xx, how many forwarded a control character, and the other invariants of the fuzzer.
 
-    PYTHONPATH=$PWD/src .venv/bin/python bench/edge_corpus.py [--seed 15] [--n 250] [--show 2]
+    PYTHONPATH=$PWD/src .venv/bin/python bench/edge_corpus.py [--seed 15] [--n 300] [--show 2]
 
 Needs nginx (apt-get install nginx-light); it runs as a non-daemon on a loopback port with a
 temporary prefix, never as a system service.
@@ -39,7 +39,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 import yaml  # noqa: E402
 
 from tests.integration.edge.conftest import API_KEY, gateway_config, good_claims, hs256, send_raw  # noqa: E402
-from tests.integration.edge.corpus import corpus  # noqa: E402
+from tests.integration.edge.corpus import corpus, named_cases  # noqa: E402
 from tests.integration.edge.invariants import violations  # noqa: E402
 from tests.integration.edge.recorder import Recorder, control_chars, lenient_route  # noqa: E402
 
@@ -84,18 +84,21 @@ def wait_port(port: int, timeout: float = 20) -> None:
 def run_corpus(port, recorder, route_of_port, reqs) -> tuple[Counter, dict[str, list[bytes]]]:
     counts: Counter = Counter()
     examples: dict[str, list[bytes]] = defaultdict(list)
-    for req in reqs:
-        data = req.render()
+    for data, credentials in reqs:
         recorder.take(0)
-        status, _ = send_raw(port, data, req.method.decode("latin-1"), timeout=2.0)
+        status, _ = send_raw(port, data, data.split(b" ", 1)[0].decode("latin-1"), timeout=2.0)
         records = recorder.take()
         counts["sent"] += 1
         counts["no answer"] += status is None
         counts["reached upstream"] += bool(records)
-        found = {name for name, _ in violations(status, records, route_of_port, PREFIXES, req.credentials,
+        found = {name for name, _ in violations(status, records, route_of_port, PREFIXES, credentials,
                                                 protected=())}
         if any(lenient_route(r.target, PREFIXES) == "admin" for r in records):
             found.add("reached as /admin (lenient)")
+        if any(lenient_route(r.target, PREFIXES, extended=True) == "admin" for r in records):
+            found.add("reached as /admin (extended)")
+        if status is not None and 400 <= status < 500:
+            found.add("answered 4xx")
         for name in found:
             counts[name] += 1
             examples[name].append(data)
@@ -105,14 +108,16 @@ def run_corpus(port, recorder, route_of_port, reqs) -> tuple[Counter, dict[str, 
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--seed", type=int, default=15)
-    ap.add_argument("--n", type=int, default=250)
+    ap.add_argument("--n", type=int, default=300)
     ap.add_argument("--show", type=int, default=0, help="print this many shortest examples per class")
     args = ap.parse_args()
     nginx_bin = shutil.which("nginx") or "/usr/sbin/nginx"
     if not os.path.exists(nginx_bin):
         sys.exit("nginx is needed: apt-get install nginx-light")
-    reqs = corpus(args.seed, args.n, hs256(good_claims(exp=4_102_444_800)), API_KEY)
-    results: dict[str, tuple[Counter, dict]] = {}
+    token = hs256(good_claims(exp=4_102_444_800))
+    parts = {"named": list(named_cases(token, API_KEY).values()),
+             "random": [(r.render(), r.credentials) for r in corpus(args.seed, args.n, token, API_KEY)]}
+    results: dict[tuple[str, str], tuple[Counter, dict]] = {}
     with Recorder(3) as recorder, tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         ports = dict(zip(PREFIXES.values(), recorder.ports))
@@ -130,8 +135,9 @@ def main() -> None:
         try:
             wait_port(ngx_port)
             wait_port(gw_port)
-            results["nginx (location /admin { deny all; })"] = run_corpus(ngx_port, recorder, route_of_port, reqs)
-            results["bastion serve (ip_rules on /admin/*)"] = run_corpus(gw_port, recorder, route_of_port, reqs)
+            for part, reqs in parts.items():
+                results[("nginx", part)] = run_corpus(ngx_port, recorder, route_of_port, reqs)
+                results[("bastion", part)] = run_corpus(gw_port, recorder, route_of_port, reqs)
         finally:
             for p in procs:
                 p.send_signal(signal.SIGTERM if p is procs[1] else signal.SIGQUIT)
@@ -139,21 +145,24 @@ def main() -> None:
                     p.wait(10)
                 except subprocess.TimeoutExpired:
                     p.kill()
-    rows = ["reached as /admin (lenient)", "5xx", "control-char", "rewrite-header", "one-upstream-request",
+    rows = ["reached as /admin (lenient)", "reached as /admin (extended)", "5xx", "control-char", "rewrite-header", "one-upstream-request",
             "two-credentials-forwarded", "fold-or-malformed", "spoofed-principal", "lenient-route-differs",
-            "refused-route-reached", "reached upstream", "no answer"]
-    print(f"# edge corpus: seed {args.seed}, {len(reqs)} raw requests, {datetime.date.today().isoformat()}")
+            "lenient-route-differs-extended", "refused-route-reached", "answered 4xx", "reached upstream",
+            "no answer"]
+    print(f"# edge corpus {datetime.date.today().isoformat()}: {len(parts['named'])} named cases (one class each) "
+          f"+ {args.n} random requests (seed {args.seed}); nginx = location /admin {{ deny all; }}, "
+          f"bastion = ip_rules on /admin/*")
     names = list(results)
-    print(f"{'':32}" + "".join(f"{n.split(' ')[0]:>10}" for n in names))
+    print(f"{'':32}" + "".join(f"{g + ' ' + p:>15}" for g, p in names))
     for row in rows:
-        print(f"{row:32}" + "".join(f"{results[n][0][row]:>10}" for n in names))
+        print(f"{row:32}" + "".join(f"{results[n][0][row]:>15}" for n in names))
+    print(f"{'requests sent':32}" + "".join(f"{results[n][0]['sent']:>15}" for n in names))
     if args.show:
         for n in names:
-            print(f"\n## {n}")
-            for row in rows[:-2]:
+            print(f"\n## {' '.join(n)}")
+            for row in rows[:-3]:
                 for ex in sorted(results[n][1].get(row, []), key=len)[:args.show]:
                     print(f"{row}: {ex!r}")
-
 
 if __name__ == "__main__":
     main()

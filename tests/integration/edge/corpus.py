@@ -15,7 +15,7 @@ from typing import Any, Callable, Sequence
 
 from .recorder import REWRITE_HEADERS
 
-WORDS = [b"admin", b"account", b"public", b"x", b"static"]
+WORDS = [b"admin", b"admin", b"account", b"public", b"x", b"static"]  # the refused route twice as often
 DOT_SEGMENTS = [b".", b"..", b"%25u002e%25u002e", b"%u002e%u002e", b"..%C2%85", b"..%E2%80%A8", b"%2e", b"%2E%2e", b".%2e", b"%2e.", b"%252e%252e", b"%25%32%65%25%32%65", b"..;",
                 b"..;x", b"..%3b", b"%c0%ae%c0%ae", b".. ", b"..%20", b"..%09", b"..%00", b"...", b"%2e%2e%2f"]
 SEPARATORS = [b"/", b"/", b"/", b"//", b"\\", b"%2f", b"%2F", b"%5c", b"%252f", b"%255c", b"/./", b"/;/", b"%c0%af"]
@@ -277,3 +277,78 @@ def corpus(seed: int, n: int, valid_jwt: str, api_key: str) -> list[RawRequest]:
     """A fixed corpus: the same seed gives the same requests."""
     c = RandomChooser(random.Random(seed))
     return [raw_request(c, valid_jwt, api_key) for _ in range(n)]
+
+
+def _get(target: bytes, *headers: bytes, method: bytes = b"GET", body: bytes = b"") -> bytes:
+    return method + b" " + target + b" HTTP/1.1\r\nHost: 127.0.0.1\r\n" + b"".join(h + b"\r\n" for h in headers) + \
+        b"\r\n" + body
+
+
+def named_cases(valid_jwt: str, api_key: str) -> dict[str, tuple[bytes, list[str]]]:
+    """Named regression cases, one class each: the issue's "what gets through today" list and
+    every failing example the fuzzer found (minimised by hand). id -> (raw request, credentials)."""
+    AUTH = b"Authorization: Bearer " + valid_jwt.encode()
+    KEY = b"X-API-Key: " + api_key.encode()
+    return {
+        # path ambiguity (issue list)
+        "case-Admin": (_get(b"/Admin"), []),
+        "case-encoded-%41dmin": (_get(b"/%41dmin"), []),
+        "case-ADMIN-subpath": (_get(b"/ADMIN/users"), []),
+        "encoded-semicolon": (_get(b"/admin%3bx"), []),
+        "double-encoded-dotdot": (_get(b"/public/%252e%252e/admin"), []),
+        "double-encoded-digits": (_get(b"/public/%25%32%65%25%32%65/admin"), []),
+        "trailing-dot": (_get(b"/admin."), []),
+        "trailing-space-encoded": (_get(b"/admin%20"), []),
+        "trailing-tab-encoded": (_get(b"/admin%09"), []),
+        "dotdot-semicolon-glued": (_get(b"/admin..;/"), []),
+        "dotdot-semicolon-tomcat": (_get(b"/public/..;/admin"), []),
+        "double-encoded-slash": (_get(b"/public%252f..%252fadmin"), []),
+        "double-encoded-semicolon": (_get(b"/admin%253bx"), []),
+        "case-account-no-credential": (_get(b"/ACCOUNT/x"), []),
+        "overlong-utf8-dot": (_get(b"/public/%c0%ae%c0%ae/admin"), []),
+        # found by the fuzzer (minimised)
+        "dotdot-encoded-space": (_get(b"/public/..%20/admin"), []),
+        "dotdot-encoded-tab": (_get(b"/public/..%09/admin"), []),
+        "dotdot-encoded-semicolon": (_get(b"/..%3b/a%64min/"), []),
+        "trailing-dotdot-after-semicolon-backslash": (_get(b"/%61dmin..;\\"), []),
+        "double-encoded-letter": (_get(b"/adm%2569n/x"), []),
+        "case-public-via-default": (_get(b"/PUbliC"), []),
+        "case-account-collapsed-slashes": (_get(b"///aCCouN%74/x"), []),
+        # beyond the issue's list of lenient readings (invariant "lenient-route-differs-extended"):
+        # found after the first fixes, by the fuzzer and by probing them
+        "ext-iis-u-double-encoded": (_get(b"/a%25u0064min"), []),
+        "ext-iis-u-dotdot": (_get(b"/public/%25u002e%25u002e/admin"), []),
+        "ext-accent-folding": (_get(b"/%C3%A0dmin"), []),
+        "ext-dotted-capital-i": (_get(b"/adm%C4%B0n"), []),
+        "ext-trailing-line-separator": (_get(b"/admin%E2%80%A8"), []),
+        "ext-trailing-nel-c1-control": (_get(b"/admin%C2%85"), []),
+        "ext-zero-width-space": (_get(b"/admin%E2%80%8B"), []),
+        "ext-dotdot-line-separator": (_get(b"/public/..%E2%80%A8/admin/x"), []),
+        "ext-ntfs-data-stream": (_get(b"/admin::$DATA"), []),
+        "ext-ntfs-index-allocation": (_get(b"/admin::$INDEX_ALLOCATION/x"), []),
+        # rewrite / override headers (issue list)
+        "x-original-url": (_get(b"/public/x", b"X-Original-URL: /admin/x"), []),
+        "x-rewrite-url": (_get(b"/public/x", b"X-Rewrite-URL: /admin/x"), []),
+        "x-override-url": (_get(b"/public/x", b"X-Override-URL: /admin/x"), []),
+        "x-http-method-override": (_get(b"/public/x", b"X-HTTP-Method-Override: DELETE"), []),
+        "x-http-method": (_get(b"/public/x", b"X-HTTP-Method: DELETE"), []),
+        "x-method-override": (_get(b"/public/x", b"X-Method-Override: DELETE"), []),
+        # duplicate credentials (issue list)
+        "two-authorization-valid-first": (_get(b"/account/x", AUTH, b"Authorization: Bearer unsigned.x.y"),
+                                          ["valid-jwt", "junk"]),
+        "jwt-and-api-key": (_get(b"/account/x", AUTH, KEY), ["valid-jwt", "valid-key"]),
+        "two-api-keys": (_get(b"/account/x", KEY, b"X-API-Key: bk_edge_other"), ["valid-key", "junk"]),
+        "two-authorization-public-route": (_get(b"/public/x", AUTH, b"Authorization: Bearer other"),
+                                           ["valid-jwt", "junk"]),
+        # control characters and framing
+        "bare-cr-in-value": (_get(b"/public/x", b"X-Ctl: a\rZinj: 1"), []),
+        "nul-in-value": (_get(b"/public/x", b"X-Ctl: a\x00b"), []),
+        "vt-in-value": (_get(b"/public/x", b"X-Ctl: a\x0bb"), []),
+        "del-in-value": (_get(b"/public/x", b"X-Ctl: a\x7fb"), []),
+        "obs-fold": (_get(b"/public/x", b"X-Folded: a\r\n Zinj: 1"), []),
+        "te-chunked-identity": (_get(b"/public/x", b"Transfer-Encoding: chunked, identity", b"Content-Length: 4",
+                                     method=b"POST", body=b"0\r\n\r\nGET /public/smuggled HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"), []),
+        "te-cl-smuggle": (_get(b"/public/x", b"Transfer-Encoding: chunked", b"Content-Length: 4", method=b"POST",
+                               body=b"0\r\n\r\nGET /public/smuggled HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"), []),
+        "spoofed-principal-public": (_get(b"/public/x", b"X-Bastion-Subject: spoofed"), []),
+    }
