@@ -20,6 +20,7 @@ from typing import Any
 from bastion.config.loader import load_config, load_config_text
 from bastion.config.model import GatewayConfig
 from bastion.gateway.app import Gateway, Receive, Scope, Send, send_whole
+from bastion.gateway.proxy import client_headers
 from bastion.gateway.state import compile_state
 from bastion.http import Request, Response, problem, unsafe_header
 from bastion.pipeline import Context, Pipeline
@@ -83,8 +84,8 @@ class BastionMiddleware:
         inner["path"] = req.path  # the app sees the path the policies checked
         inner["raw_path"] = req.path.encode("latin-1")
         inner["query_string"] = req.query
-        drop = ctx.drop_request_headers | self.core.state.override_drop
-        inner["headers"] = [(k, v) for k, v in scope["headers"] if k not in drop and not k.startswith(b"x-bastion-")]
+        drop = frozenset(ctx.drop_request_headers | self.core.state.override_drop)
+        inner["headers"] = client_headers(scope["headers"], drop)
         inner["headers"] += ctx.upstream_headers  # the principal, as the upstream would see it
         if unsafe_header(inner["headers"]) is not None:
             resp = self.core._unsafe_header(req, ctx, unsafe_header(inner["headers"]))  # type: ignore[arg-type]

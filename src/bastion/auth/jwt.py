@@ -284,7 +284,8 @@ class JwtVerifier:
         alg = header.get("alg")
         if not isinstance(alg, str) or alg not in SUPPORTED:
             raise AuthError("algorithm not allowed")
-        if "crit" in header:
+        if "crit" in header or "b64" in header:
+            # RFC 7797's unencoded payloads would make PyJWT verify other bytes than the claims read here
             raise AuthError("unsupported critical header parameters")
         htyp = header.get("typ")
         if htyp is not None and not isinstance(htyp, str):

@@ -13,6 +13,7 @@ from bastion.gateway.proxy import (
     UPSTREAM_IDENTITY,
     UnsafeHeader,
     UpstreamError,
+    client_headers,
     open_upstream,
     strip_hop_by_hop,
 )
@@ -213,6 +214,11 @@ class Gateway:
             return state.edge, problem(404, "not-found", "no route matches this request",
                                        request_id=req.request_id, stopped_by="router"), None
         target = match.route.target
+        if method == "TRACE" and (target.methods is None or "TRACE" not in target.methods):
+            # TRACE echoes the request, credentials included (cross-site tracing): only where a
+            # route names it
+            return state.edge, problem(405, "method-not-allowed", "TRACE is not allowed here",
+                                       request_id=req.request_id, stopped_by="router"), None
         req.route_name = match.route.name
         req.path_params = match.params
         resp = await target.pipeline.run_request(req, ctx)
@@ -263,8 +269,7 @@ class Gateway:
     def upstream_headers(self, req: Request, ctx: Context, body_len: int | None,
                          override_drop: frozenset[bytes] = frozenset()) -> Headers:
         drop = _DROP_REQUEST | override_drop | ctx.drop_request_headers
-        # x-bastion-* is the gateway's to set (the principal): never taken from a client
-        out = [h for h in strip_hop_by_hop(req.headers, frozenset(drop)) if not h[0].startswith(b"x-bastion-")]
+        out = client_headers(req.headers, frozenset(drop))
         peer = ip_text(req.peer_ip) if req.peer_ip else "unknown"
         prior_xff = prior_fwd = None
         if req.peer_trusted:  # keep the chain the trusted proxy built; otherwise start afresh

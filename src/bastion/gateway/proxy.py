@@ -66,6 +66,23 @@ def strip_hop_by_hop(headers: Headers, also: frozenset[bytes] = frozenset()) -> 
     return [(k, v) for k, v in headers if k not in drop]
 
 
+def client_headers(headers: Headers, drop: frozenset[bytes]) -> Headers:
+    """The client's headers that may go on: hop-by-hop ones, `drop` and `x-bastion-*` (the
+    gateway's to set) removed — also when spelled with '_' for '-' (`X_Bastion_Subject`), since
+    WSGI/CGI servers (Django, Flask, PHP) read both spellings as the same variable."""
+    listed = connection_listed(headers)
+    out = []
+    for k, v in headers:
+        if k in HOP_BY_HOP or k in listed or k in drop or k.startswith(b"x-bastion-"):
+            continue
+        if b"_" in k:
+            alias = k.replace(b"_", b"-")
+            if alias in HOP_BY_HOP or alias in drop or alias.startswith(b"x-bastion-"):
+                continue
+        out.append((k, v))
+    return out
+
+
 def upstream_tls(config: UpstreamConfig) -> ssl.SSLContext:
     ctx = ssl.create_default_context(cafile=config.ca_file)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2

@@ -206,6 +206,8 @@ class Auth(Policy):
         counts: dict[bytes, int] = {}
         names = self.credential_headers
         for k, _ in req.headers:
+            if b"_" in k:  # WSGI/CGI servers read X_API_Key as X-API-Key: the same header twice
+                k = k.replace(b"_", b"-")
             if k in names:
                 counts[k] = counts.get(k, 0) + 1
         for k, n in counts.items():
