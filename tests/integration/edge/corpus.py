@@ -176,7 +176,8 @@ def header_line(c: Chooser, req: RawRequest, valid_jwt: str, api_key: str) -> by
                          b"X-\xc3\xa9: v", b"X-Tab\t: v", b" X-Lead: v"])
     if kind == "spoof":
         return c.choice([b"X-Bastion-Subject: spoofed", b"x-bastion-tier: spoofed", b"X-Bastion-Scopes: spoofed",
-                         b"X-Bastion-Key-Id: spoofed", b"X-Forwarded-For: 10.0.0.1"])
+                         b"X-Bastion-Key-Id: spoofed", b"X-Forwarded-For: 10.0.0.1", b"X_Bastion_Subject: spoofed",
+                         b"x_bastion_tier: spoofed"])
     if kind == "connection":  # hop-by-hop abuse: ask the proxy to strip a header it added
         return b"Connection: " + c.choice([b"close", b"keep-alive, X-Bastion-Subject", b"X-Forwarded-For",
                                            b"Authorization", b"upgrade"])
@@ -192,6 +193,8 @@ def header_line(c: Chooser, req: RawRequest, valid_jwt: str, api_key: str) -> by
 
 
 def _case(c: Chooser, name: str) -> str:
+    if c.boolean(0.15):  # the WSGI/CGI spelling: X_Original_URL is HTTP_X_ORIGINAL_URL there too
+        name = name.replace("-", "_")
     pick = c.choice(["canon", "lower", "upper"])
     if pick == "lower":
         return name
@@ -351,4 +354,8 @@ def named_cases(valid_jwt: str, api_key: str) -> dict[str, tuple[bytes, list[str
         "te-cl-smuggle": (_get(b"/public/x", b"Transfer-Encoding: chunked", b"Content-Length: 4", method=b"POST",
                                body=b"0\r\n\r\nGET /public/smuggled HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"), []),
         "spoofed-principal-public": (_get(b"/public/x", b"X-Bastion-Subject: spoofed"), []),
+        "spoofed-principal-underscore": (_get(b"/account/x", AUTH, b"X_Bastion_Subject: spoofed"), ["valid-jwt"]),
+        "x-original-url-underscore": (_get(b"/public/x", b"X_Original_URL: /admin/x"), []),
+        "method-override-underscore": (_get(b"/public/x", b"X_HTTP_Method_Override: DELETE"), []),
+        "api-key-dash-and-underscore": (_get(b"/account/x", KEY, b"X_API_Key: bk_edge_other"), ["valid-key", "junk"]),
     }

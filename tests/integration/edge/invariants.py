@@ -46,12 +46,14 @@ def violations(status: int | None, records: list[Recorded], route_of_port: dict[
             out.append(("control-char", f"control characters forwarded {bad or rec.request_line}: {seen}"))
         if rec.folded or rec.malformed:
             out.append(("fold-or-malformed", f"folded or malformed header line forwarded: {seen}"))
-        names = {k.lower() for k, _ in rec.headers}
+        # a WSGI/CGI upstream reads `X_Original_URL` as `X-Original-URL`: compare names that way
+        names = {k.lower().replace(b"_", b"-") for k, _ in rec.headers}
         if names & REWRITE_HEADERS:
             out.append(("rewrite-header", f"rewrite/override header forwarded {names & REWRITE_HEADERS}: {seen}"))
-        if any(k.lower() in PRINCIPAL and v == b"spoofed" for k, v in rec.headers):
+        if any(k.lower().replace(b"_", b"-") in PRINCIPAL and v == b"spoofed" for k, v in rec.headers):
             out.append(("spoofed-principal", f"client-supplied principal header forwarded: {seen}"))
-        if len(rec.named(b"authorization")) + len(rec.named(b"x-api-key")) > 1:
+        creds = [k for k, _ in rec.headers if k.lower().replace(b"_", b"-") in (b"authorization", b"x-api-key")]
+        if len(creds) > 1:
             out.append(("two-credentials-forwarded", f"two credentials forwarded (which does the upstream "
                                                      f"trust?): {seen}"))
         if route in protected and not (len(credentials) == 1 and credentials[0] in ("valid-jwt", "valid-key")):
