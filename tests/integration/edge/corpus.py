@@ -13,7 +13,7 @@ import random
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
-from .recorder import REWRITE_HEADERS
+from .recorder import REWRITE_HEADERS, REWRITE_HEADERS_EXTENDED
 
 WORDS = [b"admin", b"admin", b"account", b"public", b"x", b"static"]  # the refused route twice as often
 DOT_SEGMENTS = [b".", b"..", b"%25u002e%25u002e", b"%u002e%u002e", b"..%C2%85", b"..%E2%80%A8", b"%2e", b"%2E%2e", b".%2e", b"%2e.", b"%252e%252e", b"%25%32%65%25%32%65", b"..;",
@@ -24,6 +24,7 @@ SUFFIXES = [b".", b"..", b" ", b"%20", b"%09", b"\t", b"%2e", b";", b";x=1", b";
             b"\xc3\xa9", b"%C3%A9", b"~", b"*", b"::$DATA", b":$DATA", b"::$INDEX_ALLOCATION", b"%C2%85",
             b"%E2%80%A8", b"%E2%80%8B", b"%C2%A0", b"%E3%80%80", b"%25u002e", b"~1"]
 REWRITE_NAMES = sorted(n.decode() for n in REWRITE_HEADERS)
+EXTENDED_NAMES = sorted(n.decode() for n in REWRITE_HEADERS_EXTENDED)
 
 
 class Chooser:
@@ -145,7 +146,7 @@ def token_like(c: Chooser, valid_jwt: str, api_key: str) -> tuple[bytes, str]:
 
 def header_line(c: Chooser, req: RawRequest, valid_jwt: str, api_key: str) -> bytes:
     kind = c.choice(["rewrite", "override", "authorization", "apikey", "fold", "control", "badname",
-                     "spoof", "connection", "host", "content", "plain"])
+                     "spoof", "connection", "host", "content", "edge-owned", "plain"])
     req.classes.add(kind)
     if kind == "rewrite":
         name = c.choice([n for n in REWRITE_NAMES if "url" in n])
@@ -153,6 +154,12 @@ def header_line(c: Chooser, req: RawRequest, valid_jwt: str, api_key: str) -> by
     if kind == "override":
         name = c.choice([n for n in REWRITE_NAMES if "method" in n])
         return _case(c, name).encode() + b": " + c.choice([b"DELETE", b"PUT", b"GET", b"delete", b"TRACE"])
+    if kind == "edge-owned":
+        name = c.choice(EXTENDED_NAMES)
+        value = b"127.0.0.1" if "ip" in name or "addr" in name else \
+            b"middleware:middleware:middleware:middleware:middleware" if "middleware" in name else \
+            b"evil.example" if "host" in name or "server" in name else b"/admin/x"
+        return _case(c, name).encode() + b": " + value
     if kind == "authorization":
         value, what = token_like(c, valid_jwt, api_key)
         req.credentials.append(what)
@@ -355,6 +362,18 @@ def named_cases(valid_jwt: str, api_key: str) -> dict[str, tuple[bytes, list[str
                                body=b"0\r\n\r\nGET /public/smuggled HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"), []),
         "spoofed-principal-public": (_get(b"/public/x", b"X-Bastion-Subject: spoofed"), []),
         "spoofed-principal-underscore": (_get(b"/account/x", AUTH, b"X_Bastion_Subject: spoofed"), ["valid-jwt"]),
+        "ext-x-envoy-original-path": (_get(b"/public/x", b"X-Envoy-Original-Path: /admin/x"), []),
+        "ext-x-ms-original-url": (_get(b"/public/x", b"X-MS-Original-URL: /admin/x"), []),
+        "ext-x-original-path": (_get(b"/public/x", b"X-Original-Path: /admin/x"), []),
+        "ext-x-rewrite-path": (_get(b"/public/x", b"X-Rewrite-Path: /admin/x"), []),
+        "ext-nextjs-middleware-subrequest": (_get(b"/public/x", b"X-Middleware-Subrequest: "
+                                                 b"middleware:middleware:middleware:middleware:middleware"), []),
+        "ext-nextjs-invoke-path": (_get(b"/public/x", b"X-Invoke-Path: /admin/x"), []),
+        "ext-x-custom-ip-authorization": (_get(b"/public/x", b"X-Custom-IP-Authorization: 127.0.0.1"), []),
+        "ext-true-client-ip": (_get(b"/public/x", b"True-Client-IP: 127.0.0.1"), []),
+        "ext-x-client-ip": (_get(b"/public/x", b"X-Client-IP: 127.0.0.1"), []),
+        "ext-x-host": (_get(b"/public/x", b"X-Host: evil.example"), []),
+        "ext-x-original-host": (_get(b"/public/x", b"X-Original-Host: evil.example"), []),
         "x-original-url-underscore": (_get(b"/public/x", b"X_Original_URL: /admin/x"), []),
         "method-override-underscore": (_get(b"/public/x", b"X_HTTP_Method_Override: DELETE"), []),
         "api-key-dash-and-underscore": (_get(b"/account/x", KEY, b"X_API_Key: bk_edge_other"), ["valid-key", "junk"]),

@@ -7,11 +7,11 @@ exception and line), not only the first it met.
 
 from __future__ import annotations
 
-from .recorder import REWRITE_HEADERS, Recorded, control_chars, lenient_route
+from .recorder import REWRITE_HEADERS, REWRITE_HEADERS_EXTENDED, Recorded, control_chars, lenient_route
 
 PRINCIPAL = (b"x-bastion-subject", b"x-bastion-tier", b"x-bastion-scopes", b"x-bastion-key-id")
 INVARIANTS = ("5xx", "one-upstream-request", "refused-route-reached", "lenient-route-differs", "control-char",
-              "lenient-route-differs-extended", "fold-or-malformed", "rewrite-header", "spoofed-principal", "two-credentials-forwarded",
+              "lenient-route-differs-extended", "fold-or-malformed", "rewrite-header", "rewrite-header-extended", "spoofed-principal", "two-credentials-forwarded",
               "auth-route-without-one-valid-credential")
 
 
@@ -50,6 +50,9 @@ def violations(status: int | None, records: list[Recorded], route_of_port: dict[
         names = {k.lower().replace(b"_", b"-") for k, _ in rec.headers}
         if names & REWRITE_HEADERS:
             out.append(("rewrite-header", f"rewrite/override header forwarded {names & REWRITE_HEADERS}: {seen}"))
+        if names & REWRITE_HEADERS_EXTENDED:
+            out.append(("rewrite-header-extended", f"edge-owned header forwarded from the client "
+                                                   f"{sorted(names & REWRITE_HEADERS_EXTENDED)}: {seen}"))
         if any(k.lower().replace(b"_", b"-") in PRINCIPAL and v == b"spoofed" for k, v in rec.headers):
             out.append(("spoofed-principal", f"client-supplied principal header forwarded: {seen}"))
         creds = [k for k, _ in rec.headers if k.lower().replace(b"_", b"-") in (b"authorization", b"x-api-key")]
@@ -73,6 +76,7 @@ def check(status: int | None, records: list[Recorded], route_of_port: dict[int, 
     assert "control-char" not in found, found["control-char"]
     assert "fold-or-malformed" not in found, found["fold-or-malformed"]
     assert "rewrite-header" not in found, found["rewrite-header"]
+    assert "rewrite-header-extended" not in found, found["rewrite-header-extended"]
     assert "spoofed-principal" not in found, found["spoofed-principal"]
     assert "two-credentials-forwarded" not in found, found["two-credentials-forwarded"]
     assert "auth-route-without-one-valid-credential" not in found, found["auth-route-without-one-valid-credential"]
