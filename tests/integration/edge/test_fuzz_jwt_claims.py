@@ -57,7 +57,10 @@ HEADERS = [{"alg": "HS256"}, {"alg": "HS256", "typ": "JWT"}, {"alg": "HS256", "t
            {"alg": "HS256", "typ": "application/at+jwt"}, {"alg": "HS256", "typ": "jwt"}, {"alg": "HS256", "typ": 1},
            {"alg": "HS256", "typ": None}, {"alg": "HS256", "typ": {"a": 1}}, {"alg": "HS256", "typ": "JWT\r\nZinj: 1"},
            {"alg": "HS256", "kid": 1}, {"alg": "HS256", "kid": "../../x"}, {"alg": "HS256", "crit": ["exp"]},
-           {"alg": "HS256", "crit": "x"}, {"alg": "HS256", "cty": "JWT"}, {"alg": "HS256", "b64": False}]
+           {"alg": "HS256", "crit": "x"}, {"alg": "HS256", "cty": "JWT"}, {"alg": "HS256", "b64": False},
+           {"alg": "HS256", "jku": "http://127.0.0.1:1/jwks"}, {"alg": "HS256", "x5u": "http://127.0.0.1:1/x"},
+           {"alg": "HS256", "jwk": {"kty": "oct", "k": "AAAA"}}, {"alg": "HS256", "typ": "JWT", "typ ": "x"},
+           {"alg": "HS256", "kid": "a\r\nZinj: 1"}, {"alg": "HS256", "zip": "DEF"}]
 
 
 @st.composite
