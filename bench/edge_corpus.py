@@ -145,7 +145,7 @@ def main() -> None:
                     p.wait(10)
                 except subprocess.TimeoutExpired:
                     p.kill()
-    rows = ["reached as /admin (lenient)", "reached as /admin (extended)", "5xx", "control-char", "rewrite-header", "rewrite-header-extended", "one-upstream-request",
+    rows = ["reached as /admin (lenient)", "reached as /admin (extended)", "5xx", "control-char", "rewrite-header", "rewrite-header-extended", "forwarding-header-injection", "one-upstream-request",
             "two-credentials-forwarded", "fold-or-malformed", "spoofed-principal", "lenient-route-differs",
             "lenient-route-differs-extended", "refused-route-reached", "answered 4xx", "reached upstream",
             "no answer"]

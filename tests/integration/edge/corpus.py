@@ -190,7 +190,9 @@ def header_line(c: Chooser, req: RawRequest, valid_jwt: str, api_key: str) -> by
                                            b"Authorization", b"upgrade"])
     if kind == "host":
         return b"Host: " + c.choice([b"", b"127.0.0.1:99999", b"[::1", b"a b", b"evil.example", b"127.0.0.1:0",
-                                     b"\xc3\xa9.example", b"x" * 300, b"127.0.0.1, evil.example", b"@evil"])
+                                     b"\xc3\xa9.example", b"x" * 300, b"127.0.0.1, evil.example", b"@evil",
+                                     b'x";for=10.0.0.1;proto=https;by="', b"x;proto=https", b"127.0.0.1:80@evil.example",
+                                     b'127.0.0.1"', b"127.0.0.1\tx"])
     if kind == "content":
         return c.choice([b"Content-Encoding: gzip", b"Content-Encoding: br, gzip", b"Content-Encoding: zstd",
                          b"Content-Type: application/json", b"Content-Type: application/x-www-form-urlencoded",
@@ -374,6 +376,13 @@ def named_cases(valid_jwt: str, api_key: str) -> dict[str, tuple[bytes, list[str
         "ext-x-client-ip": (_get(b"/public/x", b"X-Client-IP: 127.0.0.1"), []),
         "ext-x-host": (_get(b"/public/x", b"X-Host: evil.example"), []),
         "ext-x-original-host": (_get(b"/public/x", b"X-Original-Host: evil.example"), []),
+        "host-forwarded-parameter-injection": (b'GET /public/x HTTP/1.1\r\nHost: x";for=10.0.0.1;proto=https;by="'
+                                               b"\r\n\r\n", []),
+        "host-x-forwarded-host-list": (b"GET /public/x HTTP/1.1\r\nHost: 127.0.0.1, evil.example\r\n\r\n", []),
+        "host-userinfo": (b"GET /public/x HTTP/1.1\r\nHost: 127.0.0.1:80@evil.example\r\n\r\n", []),
+        "host-with-space": (b"GET /public/x HTTP/1.1\r\nHost: a b\r\n\r\n", []),
+        "host-unclosed-ipv6": (b"GET /public/x HTTP/1.1\r\nHost: [::1\r\n\r\n", []),
+        "host-non-ascii": (b"GET /public/x HTTP/1.1\r\nHost: \xc3\xa9\xff\r\n\r\n", []),
         "x-original-url-underscore": (_get(b"/public/x", b"X_Original_URL: /admin/x"), []),
         "method-override-underscore": (_get(b"/public/x", b"X_HTTP_Method_Override: DELETE"), []),
         "api-key-dash-and-underscore": (_get(b"/account/x", KEY, b"X_API_Key: bk_edge_other"), ["valid-key", "junk"]),

@@ -7,11 +7,66 @@ exception and line), not only the first it met.
 
 from __future__ import annotations
 
+import re
+
 from .recorder import REWRITE_HEADERS, REWRITE_HEADERS_EXTENDED, Recorded, control_chars, lenient_route
+
+_HOST = re.compile(rb"(?:[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)*\.?"
+                   rb"|\[[0-9A-Fa-f:.]+\])(?::[0-9]{1,5})?")
+
+
+def _split(value: bytes, sep: bytes) -> list[bytes]:
+    """Split on `sep` outside double quotes (RFC 7239 / RFC 9110 quoted-string)."""
+    out, cur, quoted, escaped = [], bytearray(), False, False
+    for b in value:
+        ch = bytes((b,))
+        if escaped:
+            escaped = False
+        elif quoted and ch == b"\\":
+            escaped = True
+        elif ch == b'"':
+            quoted = not quoted
+        elif ch == sep and not quoted:
+            out.append(bytes(cur).strip())
+            cur = bytearray()
+            continue
+        cur += ch
+    out.append(bytes(cur).strip())
+    return out
+
+
+def forwarding_problems(rec: Recorded, client: bytes = b"127.0.0.1") -> list[str]:
+    """What a client could inject into the forwarding headers the gateway builds: every
+    `Forwarded` element has each parameter once, `for` is the client's address and `proto` the
+    scheme it used; `X-Forwarded-For` is the client's address; `X-Forwarded-Host` is one valid
+    host (a list or a quote would let a client choose what the upstream reads)."""
+    out = []
+    for value in rec.named(b"forwarded"):
+        for element in _split(value, b","):
+            pairs = [p.partition(b"=") for p in _split(element, b";") if p]
+            names = [k.strip().lower() for k, _, _ in pairs]
+            if len(names) != len(set(names)):
+                out.append(f"Forwarded element with a repeated parameter: {element!r}")
+            for k, _, v in pairs:
+                v = v.strip().strip(b'"')
+                if k.strip().lower() == b"for" and v != client:
+                    out.append(f"Forwarded for={v!r}")
+                if k.strip().lower() == b"proto" and v != b"http":
+                    out.append(f"Forwarded proto={v!r}")
+    for value in rec.named(b"x-forwarded-for"):
+        if any(v.strip() != client for v in value.split(b",")):
+            out.append(f"X-Forwarded-For {value!r}")
+    for value in rec.named(b"x-forwarded-host"):
+        if _HOST.fullmatch(value) is None:
+            out.append(f"X-Forwarded-Host {value!r} is not one valid host")
+    if len(rec.named(b"x-forwarded-host")) > 1 or len(rec.named(b"forwarded")) > 1:
+        out.append("a forwarding header twice")
+    return out
+
 
 PRINCIPAL = (b"x-bastion-subject", b"x-bastion-tier", b"x-bastion-scopes", b"x-bastion-key-id")
 INVARIANTS = ("5xx", "one-upstream-request", "refused-route-reached", "lenient-route-differs", "control-char",
-              "lenient-route-differs-extended", "fold-or-malformed", "rewrite-header", "rewrite-header-extended", "spoofed-principal", "two-credentials-forwarded",
+              "lenient-route-differs-extended", "fold-or-malformed", "rewrite-header", "rewrite-header-extended", "forwarding-header-injection", "spoofed-principal", "two-credentials-forwarded",
               "auth-route-without-one-valid-credential")
 
 
@@ -53,6 +108,9 @@ def violations(status: int | None, records: list[Recorded], route_of_port: dict[
         if names & REWRITE_HEADERS_EXTENDED:
             out.append(("rewrite-header-extended", f"edge-owned header forwarded from the client "
                                                    f"{sorted(names & REWRITE_HEADERS_EXTENDED)}: {seen}"))
+        fwd = forwarding_problems(rec)
+        if fwd:
+            out.append(("forwarding-header-injection", f"forwarding headers the client shaped {fwd}: {seen}"))
         if any(k.lower().replace(b"_", b"-") in PRINCIPAL and v == b"spoofed" for k, v in rec.headers):
             out.append(("spoofed-principal", f"client-supplied principal header forwarded: {seen}"))
         creds = [k for k, _ in rec.headers if k.lower().replace(b"_", b"-") in (b"authorization", b"x-api-key")]
@@ -77,6 +135,7 @@ def check(status: int | None, records: list[Recorded], route_of_port: dict[int, 
     assert "fold-or-malformed" not in found, found["fold-or-malformed"]
     assert "rewrite-header" not in found, found["rewrite-header"]
     assert "rewrite-header-extended" not in found, found["rewrite-header-extended"]
+    assert "forwarding-header-injection" not in found, found["forwarding-header-injection"]
     assert "spoofed-principal" not in found, found["spoofed-principal"]
     assert "two-credentials-forwarded" not in found, found["two-credentials-forwarded"]
     assert "auth-route-without-one-valid-credential" not in found, found["auth-route-without-one-valid-credential"]

@@ -110,7 +110,7 @@ class Recorder:
         self.loop = asyncio.new_event_loop()
         servers = []
         for _ in range(self.n):
-            srv = self.loop.run_until_complete(asyncio.start_server(self._handle, "127.0.0.1", 0))
+            srv = self.loop.run_until_complete(asyncio.start_server(self._handle, "127.0.0.1", 0, limit=4 << 20))
             servers.append(srv)
             self.ports.append(srv.sockets[0].getsockname()[1])
         self.ready.set()
