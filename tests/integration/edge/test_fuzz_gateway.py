@@ -1,7 +1,8 @@
 """Issue 15 item 4: raw HTTP/1.1 requests of the known bypass classes, over a socket, to a real
 gateway in front of a recording upstream (a port per route, so the port tells which route the
-gateway matched). Invariants: see invariants.py. Failing examples found are kept below as
-named regression cases.
+gateway matched). Invariants: see invariants.py. Failing examples found are kept as named
+regression cases (`named_cases` in corpus.py; the `ext-` ones go beyond the issue's list of
+lenient readings and override headers).
 
     PYTHONPATH=$PWD/src .venv/bin/python -m pytest -p no:cacheprovider -q tests/integration/edge
     ... -m slow tests/integration/edge      # the large budget
