@@ -17,10 +17,10 @@ policy or the upstream:
   The decoded body REPLACES the request's body and `Content-Encoding` is dropped upstream, so the
   upstream receives exactly the bytes that were inspected, never its own decoder's reading of
   them.
-- `check_xml(body, max_depth=)` parses XML with defusedxml (expat underneath) before anything
-  else does: any DTD is refused (so no external entity and no entity expansion, billion laughs
-  included, whatever ModSecurity's libxml2 would do with one), as is nesting deeper than
-  `max_depth` and XML that is not well formed.
+- `parse_xml(body, max_depth=)` is the gateway's one XML parser: defusedxml (expat underneath)
+  with any DTD refused (so no external entity and no entity expansion, billion laughs included),
+  nesting deeper than `max_depth` refused, and XML that is not well formed refused; it returns
+  every string of the document (names, attribute values, text, CDATA, comments) for inspection.
 - `sniff(body)` tells JSON, XML and urlencoded forms apart for a body sent without a type.
 
 Hand-written parts: the Content-Type parser (the stdlib and werkzeug parsers both silently keep
@@ -200,15 +200,21 @@ def sniff(body: bytes) -> Literal["json", "xml", "form", "text"]:
     return "text"
 
 
-def check_xml(body: bytes, *, max_depth: int) -> None:
-    """Parse XML with defusedxml (expat): a DTD (hence any entity), nesting deeper than
-    `max_depth` or a document that is not well formed is a `BodyRefused` (400)."""
+def parse_xml(body: bytes, *, max_depth: int) -> list[str]:
+    """Parse XML with defusedxml (expat) and return every string in it: element and attribute
+    names, attribute values, text and CDATA, comments and processing instructions. A DTD (hence
+    any entity), nesting deeper than `max_depth` or a document that is not well formed is a
+    `BodyRefused` (400)."""
     import xml.parsers.expat
 
     from defusedxml import DefusedXmlException
     from defusedxml.ElementTree import DefusedXMLParser
 
+    strings: list[str] = []
     depth = 0
+
+    def local(name: str) -> str:
+        return name.rsplit("}", 1)[-1]
 
     class _Target:
         def start(self, tag, attrib):
@@ -216,13 +222,24 @@ def check_xml(body: bytes, *, max_depth: int) -> None:
             depth += 1
             if depth > max_depth:
                 raise BodyRefused(400, "xml-too-deep", f"the XML body is nested deeper than {max_depth} elements")
+            strings.append(local(tag))
+            for k, v in attrib.items():
+                strings.append(local(k))
+                strings.append(v)
 
         def end(self, tag):
             nonlocal depth
             depth -= 1
 
         def data(self, data):
-            pass
+            if data.strip():
+                strings.append(data)
+
+        def comment(self, data):
+            strings.append(data)
+
+        def pi(self, target, data=None):
+            strings.append(f"{target} {data or ''}")
 
         def close(self):
             return None
@@ -238,3 +255,4 @@ def check_xml(body: bytes, *, max_depth: int) -> None:
                           "XML bodies may not carry a DTD or entity declarations") from None
     except (SyntaxError, xml.parsers.expat.ExpatError, ValueError):
         raise BodyRefused(400, "malformed-body", "the XML body is not well formed") from None
+    return strings

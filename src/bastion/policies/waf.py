@@ -69,8 +69,20 @@ class WafConfig(PolicyConfig):
         default_factory=lambda: list(CRS_CONTENT_TYPES),
         description="Media types CRS allows (its rule 920420 scores any other).")
     xml_max_depth: int = Field(64, ge=1, le=1024, description="Deepest element nesting accepted in an XML body.")
+    allowed_methods: list[str] = Field(
+        default_factory=lambda: ["GET", "HEAD", "POST", "OPTIONS", "PUT", "PATCH", "DELETE"],
+        description="Methods CRS allows (its rule 911100 scores any other); CRS's own default omits PUT, "
+        "PATCH and DELETE, which APIs use.")
     max_arguments: int = Field(1000, ge=10, description="Arguments (form fields, JSON leaves, XML nodes) "
                                "ModSecurity inspects; a body with more is refused (400).")
+
+    @field_validator("allowed_methods")
+    @classmethod
+    def _methods(cls, values: list[str]) -> list[str]:
+        for v in values:
+            if not re.fullmatch(r"[A-Z]+", v):
+                raise ValueError(f"{v!r} is not an upper-case HTTP method")
+        return values
 
     @field_validator("uninspected_types", "content_types")
     @classmethod
@@ -103,7 +115,6 @@ SecArgumentsLimit {config.max_arguments}
 SecXmlExternalEntity Off
 SecRule REQUEST_HEADERS:{_PROCESSOR} "@streq JSON" "id:200010,phase:1,t:none,pass,nolog,ctl:requestBodyProcessor=JSON"
 SecRule REQUEST_HEADERS:{_PROCESSOR} "@streq URLENCODED" "id:200011,phase:1,t:none,pass,nolog,ctl:requestBodyProcessor=URLENCODED"
-SecRule REQUEST_HEADERS:{_PROCESSOR} "@streq XML" "id:200012,phase:1,t:none,pass,nolog,ctl:requestBodyProcessor=XML"
 SecRule REQBODY_ERROR "!@eq 0" "id:200002,phase:2,t:none,log,deny,status:400,msg:'Failed to parse request body',logdata:'%{{reqbody_error_msg}}'"
 SecRule MULTIPART_STRICT_ERROR "!@eq 0" "id:200003,phase:2,t:none,log,deny,status:400,msg:'Multipart request body failed strict validation'"
 SecRule MULTIPART_UNMATCHED_BOUNDARY "@eq 1" "id:200004,phase:2,t:none,log,deny,status:400,msg:'Multipart parser detected a possible unmatched boundary'"
@@ -111,6 +122,7 @@ SecRule TX:/^MSC_/ "!@streq 0" "id:200005,phase:2,t:none,log,deny,status:400,msg
 SecRule &ARGS "@ge {config.max_arguments}" "id:200007,phase:2,t:none,log,deny,status:400,msg:'Failed to fully parse request body due to large argument count'"
 SecAction "id:900000,phase:1,nolog,pass,t:none,setvar:tx.paranoia_level={config.paranoia_level}"
 SecAction "id:900110,phase:1,nolog,pass,t:none,setvar:tx.inbound_anomaly_score_threshold={config.anomaly_threshold},setvar:tx.outbound_anomaly_score_threshold=4"
+SecAction "id:900200,phase:1,nolog,pass,t:none,setvar:'tx.allowed_methods={" ".join(config.allowed_methods)}'"
 SecAction "id:900220,phase:1,nolog,pass,t:none,setvar:'tx.allowed_request_content_type={types}'"
 SecAction "id:900990,phase:1,nolog,pass,t:none,setvar:tx.crs_setup_version=334"
 """
@@ -197,8 +209,11 @@ class Waf(Policy):
         if kind == "form":
             return body, "URLENCODED", ct
         if kind == "xml":
-            bodies.check_xml(body, max_depth=self.config.xml_max_depth)
-            return body, "XML", ct
+            # every string of the parsed document as a JSON array: ModSecurity's own XML processor
+            # shows CRS only text nodes (XML:/*), so attribute values would pass uninspected, and
+            # libxml2 never sees a client's XML (no DTD reaches any parser: docs/waf.md)
+            strings = bodies.parse_xml(body, max_depth=self.config.xml_max_depth)
+            return orjson.dumps({"xml": strings}), "JSON", ct
         # application/graphql is inspected exactly as the same query sent in JSON; other text as
         # one whole value (a JSON string, so no splitting at & or = can hide a part of it)
         text = body.decode("utf-8", errors="replace")
@@ -219,6 +234,8 @@ class Waf(Policy):
                     continue
                 if k == b"content-length" and body:
                     v = str(len(body)).encode()
+                elif k == b"content-type" and ct is not None and ct.kind == "multipart":
+                    v = _canonical_multipart(ct, v)
                 t.add_request_header(k.decode("latin-1"), v.decode("latin-1"))
             if processor is not None:
                 t.add_request_header(_PROCESSOR, processor)
@@ -253,3 +270,14 @@ class Waf(Policy):
             resp.reason = "waf rules " + ",".join(str(r) for r in rules)
             return resp
         return None
+
+
+def _canonical_multipart(ct: bodies.ContentType, original: bytes) -> bytes:
+    """The multipart Content-Type as ModSecurity should read it: a quoted boundary made of
+    characters that need no quotes is given unquoted (both mean the same, RFC 2046, but
+    ModSecurity counts the quotes as a strict-validation error, and clients such as .NET's
+    HttpClient always quote). Any other boundary is passed as sent."""
+    boundary = ct.params.get("boundary", "")
+    if re.fullmatch(r"[0-9A-Za-z'+_\-.]+", boundary):
+        return f"{ct.media}; boundary={boundary}".encode()
+    return original
