@@ -172,6 +172,34 @@ async def read_body(req: Request, ctx, *, limit: int | None = None) -> bytes:
     return req.body or b""
 
 
+def _unique_pairs(pairs: list[tuple[str, object]]) -> dict[str, object]:
+    out: dict[str, object] = {}
+    for k, v in pairs:
+        if k in out:
+            raise BodyRefused(400, "ambiguous-body", f"a JSON object has the key {k[:40]!r} twice")
+        out[k] = v
+    return out
+
+
+def _no_constant(name: str) -> object:
+    raise ValueError(f"{name} is not JSON")
+
+
+def check_json_unique(body: bytes) -> None:
+    """Refuse (400 `ambiguous-body`) JSON with a key given twice in one object: parsers disagree
+    on which one wins (orjson and Python keep the last, others the first), so a policy and the
+    upstream could read different values. The body is known to be valid JSON (orjson parsed it);
+    the stdlib parser is used here because it can see duplicates."""
+    import json
+
+    if body.count(b'"') < 4:  # no object with two keys
+        return
+    try:
+        json.loads(body, object_pairs_hook=_unique_pairs, parse_constant=_no_constant)
+    except (ValueError, RecursionError):
+        return  # not JSON for the stdlib either: the caller's own parse reports it
+
+
 def wide_text(body: bytes) -> bool:
     """True for text in UTF-16 or UTF-32 (a byte-order mark, or the NUL pattern RFC 4627 used to
     detect them), which some parsers (Python's `json.loads`) decode silently."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 import urllib.parse
 import uuid
@@ -100,10 +101,73 @@ def test_mutations_over_get_are_refused(gw):
     assert ok.status == 200 and ok.json()["data"]["hello"] == "world"
 
 
-def test_form_posts_are_refused(gw):
+def test_form_posts_carry_no_mutations(gw):
+    """A form post is sent cross-site without a preflight, like a GET: no mutations (CSRF)."""
     r = raw_request(gw.port, "POST", "/graphql", {"Content-Type": "application/x-www-form-urlencoded"},
                     b"query=mutation+%7B+addUser(name%3A%22x%22)+%7B+id+%7D+%7D")
-    assert r.status == 415
+    assert r.status == 405 and r.json()["errors"][0]["extensions"]["code"] == "METHOD_NOT_ALLOWED"
+
+
+DEEP = "{ users { friends { friends { friends { friends { id } } } } } }"
+FINE = "{ users(first: 2) { id name } }"
+
+
+def _transports(query: str) -> dict[str, tuple[str, str, dict, bytes | None]]:
+    """One query in every way a GraphQL server commonly reads it."""
+    q = urllib.parse.quote(query)
+    return {
+        "json": ("POST", "/graphql", {"Content-Type": "application/json"}, json.dumps({"query": query}).encode()),
+        "json gzip": ("POST", "/graphql", {"Content-Type": "application/json", "Content-Encoding": "gzip"},
+                      gzip.compress(json.dumps({"query": query}).encode())),
+        "application/graphql": ("POST", "/graphql", {"Content-Type": "application/graphql"}, query.encode()),
+        "form": ("POST", "/graphql", {"Content-Type": "application/x-www-form-urlencoded"},
+                 b"query=" + q.encode()),
+        "GET": ("GET", f"/graphql?query={q}", {}, None),
+    }
+
+
+@pytest.mark.parametrize("transport", list(_transports(FINE)))
+def test_every_transport_gets_the_same_analysis(gw, transport):
+    method, target, headers, body = _transports(DEEP)[transport]
+    r = raw_request(gw.port, method, target, headers, body)
+    assert r.status == 400 and r.json()["errors"][0]["extensions"]["code"] == "QUERY_LIMIT_EXCEEDED", r.body
+    method, target, headers, body = _transports(FINE)[transport]
+    r = raw_request(gw.port, method, target, headers, body)
+    assert r.status == 200 and r.json()["data"]["users"][1]["name"] == "user1", r.body
+
+
+AMBIGUOUS = {
+    # the upstream executes the URL's query (as express-graphql does); the guard would read the body
+    "query in the URL of a POST": ("POST", "/graphql?query=" + urllib.parse.quote(DEEP),
+                                   {"Content-Type": "application/json"}, json.dumps({"query": FINE}).encode()),
+    "GET with a body": ("GET", "/graphql?query=" + urllib.parse.quote(FINE), {"Content-Type": "application/json"},
+                        json.dumps({"query": DEEP}).encode()),
+    "query twice in the URL": ("GET", "/graphql?query=" + urllib.parse.quote(FINE) + "&query="
+                               + urllib.parse.quote(DEEP), {}, None),
+    "query twice in a form": ("POST", "/graphql", {"Content-Type": "application/x-www-form-urlencoded"},
+                              b"query=" + urllib.parse.quote(FINE).encode() + b"&query="
+                              + urllib.parse.quote(DEEP).encode()),
+    "query key twice in JSON": ("POST", "/graphql", {"Content-Type": "application/json"},
+                                b'{"query": "' + DEEP.encode() + b'", "query": "' + FINE.encode() + b'"}'),
+    "two Content-Type headers": ("POST", "/graphql", [("Content-Type", "application/json"),
+                                                      ("Content-Type", "application/graphql")],
+                                 json.dumps({"query": FINE}).encode()),
+    "not JSON": ("POST", "/graphql", {"Content-Type": "application/json"}, DEEP.encode()),
+    "no Content-Type": ("POST", "/graphql", {}, json.dumps({"query": DEEP}).encode()),
+    "text/plain": ("POST", "/graphql", {"Content-Type": "text/plain"}, json.dumps({"query": DEEP}).encode()),
+    "unknown coding": ("POST", "/graphql", {"Content-Type": "application/json", "Content-Encoding": "compress"},
+                       json.dumps({"query": DEEP}).encode()),
+    "utf-16": ("POST", "/graphql", {"Content-Type": "application/json; charset=utf-16"},
+               json.dumps({"query": DEEP}).encode("utf-16")),
+}
+
+
+@pytest.mark.parametrize("name", list(AMBIGUOUS))
+def test_what_the_guard_cannot_read_unambiguously_is_refused(gw, name):
+    method, target, headers, body = AMBIGUOUS[name]
+    r = raw_request(gw.port, method, target, headers, body)
+    assert r.status in (400, 415), (name, r.status, r.body[:300])
+    assert r.json()["errors"][0]["extensions"]["code"] in ("BAD_REQUEST", "UNSUPPORTED_MEDIA_TYPE")
 
 
 def test_apq_miss_register_hit(gw):
