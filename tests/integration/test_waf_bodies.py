@@ -388,3 +388,15 @@ def test_compressed_bodies_reach_the_upstream_as_inspected(waf_gateway):
         assert echo["body_sha256"] == hashlib.sha256(plain).hexdigest() and echo["body_len"] == len(plain)
         names = [k.lower() for k, _ in echo["headers"]]
         assert "content-encoding" not in names and "x-bastion-body-processor" not in names
+
+
+def test_detect_mode_logs_what_block_mode_refuses(waf_gateway):
+    from helpers import audit_lines
+
+    g, tmp = waf_gateway
+    headers = [(CT, "application/json"), (CT, "text/plain"), ("X-Request-Id", "waf-detect-ambiguous")]
+    r = send(g.port, "POST", "/detect/items", headers, b'{"name": "chair"}')
+    assert r.status == 200
+    line = next(x for x in audit_lines(tmp / "audit.log", "waf-detect-ambiguous")
+                if x["request_id"] == "waf-detect-ambiguous")
+    assert line["waf"]["refused"] == "ambiguous-content-type" and line["waf"]["blocked"] is False

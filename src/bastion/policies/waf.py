@@ -253,8 +253,9 @@ class Waf(Policy):
         disruptive = it is not None and it.disruptive
         if not matched and not integrity:
             return None
-        ctx.log_fields["waf"] = {"rules": rules or [integrity], "blocked": disruptive and self.block,
-                                 "messages": [msg for rid, msg in matched if rid in rules][:5]}
+        ctx.log_fields.setdefault("waf", {}).update(
+            {"rules": rules or [integrity], "blocked": (disruptive or bool(integrity)) and self.block,
+             "messages": [msg for rid, msg in matched if rid in rules][:5]})
         if processor is not None:
             ctx.log_fields["waf"]["processor"] = processor
         if integrity and self.block:
