@@ -129,7 +129,7 @@ def content_type(req: Request) -> ContentType | None:
         raise BodyRefused(400, "ambiguous-content-type", "the request has more than one Content-Type header")
     ct = parse_content_type(values[0].decode("latin-1"))
     charset = ct.charset
-    if charset is not None and charset not in TEXT_CHARSETS and ct.kind != "other":
+    if charset is not None and charset not in TEXT_CHARSETS:  # UTF-7 turns "+ACc-" into "'"
         raise BodyRefused(415, "unsupported-charset",
                           f"bodies are inspected as UTF-8 or an ASCII-compatible charset, not {charset[:40]!r}")
     if ct.kind == "multipart":

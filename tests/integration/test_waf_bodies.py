@@ -134,6 +134,9 @@ WRAPPINGS = [
     ("json utf-16 with BOM, no type", "POST", [], PAYLOAD.decode().encode("utf-16"), 415),
     ("json utf-32", "POST", JSON_CT, PAYLOAD.decode().encode("utf-32"), 415),
     ("json utf-7 declared", "POST", [(CT, "application/json; charset=utf-7")], PAYLOAD, 415),
+    ("text utf-7 declared", "POST", [(CT, "text/plain; charset=utf-7")],
+     b"1 +ACc-union select password from users--", 415),
+    ("no type, utf-16 text", "POST", [], SQLI.encode("utf-16-le"), 415),
     ("json utf-8 BOM", "POST", JSON_CT, b"\xef\xbb\xbf" + PAYLOAD, 400),
     ("charset twice", "POST", [(CT, "application/json; charset=utf-8; charset=utf-16")], PAYLOAD, 400),
     # duplicated and listed types

@@ -195,6 +195,9 @@ class Waf(Policy):
                                   f"{ct.media} bodies cannot be inspected (only multipart/form-data)")
             return body, None, ct
         if bodies.wide_text(body):
+            if kind == "other" and ct is not None:
+                raise BodyRefused(415, "uninspectable-body", f"{ct.media} bodies look binary or UTF-16/32: the "
+                                  "route must list the type in waf.uninspected_types to pass them")
             raise BodyRefused(415, "unsupported-charset",
                               "bodies are inspected as UTF-8 or an ASCII-compatible charset, not UTF-16/32")
         if kind == "other":
