@@ -200,6 +200,30 @@ def check_json_unique(body: bytes) -> None:
         return  # not JSON for the stdlib either: the caller's own parse reports it
 
 
+def multipart_files(body: bytes, ct: ContentType) -> list[str]:
+    """The contents of the file parts (those with a `filename`) of a multipart/form-data body
+    that are text (no NUL byte; a transfer encoding such as base64 undone), decoded as UTF-8
+    with replacement. Parsed by the stdlib's email parser; an unparsable body gives []
+    (ModSecurity's own strict parser refuses it anyway)."""
+    from email.parser import BytesParser
+    from email.policy import HTTP
+
+    boundary = ct.params.get("boundary", "").replace("\\", "\\\\").replace('"', '\\"')
+    head = f'Content-Type: {ct.media}; boundary="{boundary}"\r\n\r\n'.encode("latin-1")
+    try:
+        msg = BytesParser(policy=HTTP).parsebytes(head + body)
+        out = []
+        for part in msg.iter_parts():
+            if part.get_filename() is None:
+                continue
+            data = part.get_payload(decode=True) or b""
+            if b"\x00" not in data:
+                out.append(data.decode("utf-8", errors="replace"))
+        return out
+    except Exception:  # the email package raises many kinds on hostile input
+        return []
+
+
 def wide_text(body: bytes) -> bool:
     """True for text in UTF-16 or UTF-32 (a byte-order mark, or the NUL pattern RFC 4627 used to
     detect them), which some parsers (Python's `json.loads`) decode silently."""

@@ -54,6 +54,7 @@ def waf_gateway(tmp_path_factory, upstream):
                    {"path": "/graphql", "upstream": "up",
                     "policies": {"waf": {"exclude_rules": [932100, 942190]}, "graphql": {}}},
                    {"path": "/strict/*", "upstream": "up", "policies": {"waf": {"untyped_bodies": "refuse"}}},
+                   {"path": "/withfiles/*", "upstream": "up", "policies": {"waf": {"inspect_files": True}}},
                    {"path": "/uploads/*", "upstream": "up",
                     "policies": {"waf": {"uninspected_types": ["image/png"],
                                          "content_types": ["multipart/form-data", "image/png"]}}}],

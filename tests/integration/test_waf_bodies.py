@@ -239,12 +239,28 @@ def test_uninspected_types_are_an_explicit_choice(waf_gateway):
 
 
 def test_a_multipart_file_part_is_not_inspected_at_paranoia_1(waf_gateway):
-    """Documented in docs/waf.md: CRS at PL1 inspects file names, not file contents."""
+    """Documented in docs/waf.md: CRS at PL1 inspects file names, not file contents (unless the
+    route sets `inspect_files`, below)."""
     g, _ = waf_gateway
     body = multipart("XyZ", PAYLOAD, name='f"; filename="q.json',
                      part_headers=b"Content-Type: application/octet-stream\r\n")
     r = send(g.port, "POST", "/api/upload", [(CT, "multipart/form-data; boundary=XyZ")], body)
     assert r.status == 200
+
+
+def test_file_parts_are_inspected_when_asked(waf_gateway):
+    g, _ = waf_gateway
+    ct = [(CT, "multipart/form-data; boundary=XyZ")]
+    for part_headers, value in ((b"Content-Type: application/json\r\n", PAYLOAD),
+                                (b"Content-Type: text/plain\r\nContent-Transfer-Encoding: base64\r\n",
+                                 b"eyJxIjogIjEgdW5pb24gc2VsZWN0IHBhc3N3b3JkIGZyb20gdXNlcnMtLSJ9")):
+        body = multipart("XyZ", value, name='f"; filename="q.json', part_headers=part_headers)
+        r = send(g.port, "POST", "/withfiles/upload", ct, body)
+        assert r.status == 403, (part_headers, r.status, r.body[:300])
+    for name, method, target, headers, body in BENIGN:
+        if name.startswith("multipart"):
+            r = send(g.port, method, "/withfiles" + target, headers, body)
+            assert r.status == 200, (name, r.status, r.body[:300])
 
 
 # ---- generated wrappings ------------------------------------------------------------------------

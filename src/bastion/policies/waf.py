@@ -68,6 +68,8 @@ class WafConfig(PolicyConfig):
     content_types: list[str] = Field(
         default_factory=lambda: list(CRS_CONTENT_TYPES),
         description="Media types CRS allows (its rule 920420 scores any other).")
+    inspect_files: bool = Field(False, description="Also inspect the content of multipart file parts that are "
+                                "text (CRS at paranoia 1 inspects only their names); binary files are skipped.")
     xml_max_depth: int = Field(64, ge=1, le=1024, description="Deepest element nesting accepted in an XML body.")
     allowed_methods: list[str] = Field(
         default_factory=lambda: ["GET", "HEAD", "POST", "OPTIONS", "PUT", "PATCH", "DELETE"],
@@ -167,7 +169,12 @@ class Waf(Policy):
             except (BodyTooLarge, BodyTimeout, ClientDisconnected) as exc:
                 return body_problem(exc, req) or problem(400, "bad-request", "the client went away",
                                                          request_id=req.request_id)
-        return self._inspect(req, ctx, body, processor, ct)
+        resp = self._inspect(req, ctx, body, processor, ct)
+        if resp is None and body and self.config.inspect_files and ct is not None and ct.kind == "multipart":
+            files = bodies.multipart_files(body, ct)
+            if files:  # a second pass over the file contents, each one whole value
+                resp = self._inspect(req, ctx, orjson.dumps({"files": files}), "JSON", ct)
+        return resp
 
     async def _body(self, req: Request, ctx: Context) -> tuple[bytes, str | None, bodies.ContentType | None]:
         """The bytes ModSecurity inspects and the processor it parses them with (None: its own
