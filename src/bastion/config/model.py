@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator
 
 from bastion.http import check_networks
 from bastion.policies import REGISTRY
+from bastion.principal import PrincipalHeaders
 from bastion.tokens.config import TokenServiceConfig
 
 HTTP_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE")
@@ -103,7 +104,8 @@ class RouteConfig(Strict):
     host: str | None = Field(None, description="Match only this Host (`*.example.com` allowed).")
     upstream: str | None = Field(None, description="Name of an entry in `upstreams` (required for "
                                  "`bastion serve`; unused by the ASGI middleware, whose app is the upstream).")
-    case_sensitive: bool = Field(True, description="Match literal segments case-sensitively.")
+    case_sensitive: bool | None = Field(None, description="Match literal segments case-sensitively "
+                                        "(default: `edge.case_sensitive_paths`).")
     policies: PoliciesConfig = Field(  # type: ignore[valid-type]
         default_factory=PoliciesConfig, description="Per-route policy settings over the defaults."
     )
@@ -151,6 +153,37 @@ class RouteConfig(Strict):
         return self
 
 
+# Headers that ask a server to act on another URL or method than the request line's (IIS/Symfony/
+# Laravel `X-Original-URL`, `X-Rewrite-URL`; Spring's `X-Forwarded-Prefix`; the method overrides of
+# Rails, Express, ASP.NET, Google APIs). An upstream that honours one would route by a value the
+# gateway never routed or checked.
+OVERRIDE_HEADERS = ("x-original-url", "x-rewrite-url", "x-override-url", "x-original-uri", "x-forwarded-uri",
+                    "x-forwarded-path", "x-forwarded-prefix", "x-http-method-override", "x-http-method",
+                    "x-method-override", "x-original-method", "x-forwarded-method")
+METHOD_OVERRIDE_HEADERS = ("x-http-method-override", "x-http-method", "x-method-override")
+
+
+class EdgeConfig(Strict):
+    case_sensitive_paths: bool = Field(
+        False, description="Match literal route segments case-sensitively. Off by default: many servers match "
+        "case-insensitively, so `/Admin` gets the policies of `/admin` (a route may set `case_sensitive`).")
+    forward_override_headers: list[str] = Field(
+        default_factory=list, description="Rewrite/override headers (" + ", ".join(OVERRIDE_HEADERS) + ") that "
+        "may reach the upstream; all others of that family are dropped.")
+    method_override: bool = Field(
+        False, description="Honour X-HTTP-Method-Override / X-HTTP-Method / X-Method-Override on POST: the "
+        "overridden method is routed, checked and forwarded (the header itself is dropped).")
+
+    @field_validator("forward_override_headers")
+    @classmethod
+    def _known(cls, values: list[str]) -> list[str]:
+        out = [v.lower() for v in values]
+        for v in out:
+            if v not in OVERRIDE_HEADERS:
+                raise ValueError(f"{v!r} is not one of the override headers ({', '.join(OVERRIDE_HEADERS)})")
+        return out
+
+
 class AdminConfig(Strict):
     host: str = Field("127.0.0.1", description="Admin listener address (keep it private).")
     port: int = Field(9901, ge=0, le=65535, description="Admin listener port (0 picks a free one).")
@@ -175,6 +208,11 @@ class GatewayConfig(Strict):
         default_factory=PoliciesConfig, description="Default policy settings for every route."
     )
     routes: list[RouteConfig] = Field(default_factory=list, description="Routes, most specific wins.")
+    principal_headers: PrincipalHeaders = Field(
+        default_factory=PrincipalHeaders, description="Headers that carry the authenticated principal to the "
+        "upstream (set by the auth and login policies; the client's own are always dropped).")
+    edge: EdgeConfig = Field(default_factory=EdgeConfig, description="How requests are read at the edge: path "
+                             "case, rewrite and method-override headers.")
     admin: AdminConfig | None = Field(None, description="The admin listener: health, metrics, admin API.")
     token_service: TokenServiceConfig | None = Field(
         None, description="Serve the token service (users, tokens, API keys, OAuth 2.0) under its prefix.")
