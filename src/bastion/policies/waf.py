@@ -156,29 +156,31 @@ class Waf(Policy):
         self.refused = 0
 
     async def on_request(self, req: Request, ctx: Context) -> Response | None:
-        body, processor, ct = b"", None, None
+        passes: list[tuple[bytes, str | None]] = []
+        ct = None
         if self.inspect_body and req.has_body():
             try:
-                body, processor, ct = await self._body(req, ctx)
+                passes, ct = await self._body(req, ctx)
             except BodyRefused as exc:
                 ctx.log_fields["waf"] = {"refused": exc.type, "blocked": self.block}
                 if self.block:
                     self.refused += 1
                     return exc.response(req)
-                body, processor = b"", None
+                passes = []
             except (BodyTooLarge, BodyTimeout, ClientDisconnected) as exc:
                 return body_problem(exc, req) or problem(400, "bad-request", "the client went away",
                                                          request_id=req.request_id)
-        resp = self._inspect(req, ctx, body, processor, ct)
-        if resp is None and body and self.config.inspect_files and ct is not None and ct.kind == "multipart":
-            files = bodies.multipart_files(body, ct)
-            if files:  # a second pass over the file contents, each one whole value
-                resp = self._inspect(req, ctx, orjson.dumps({"files": files}), "JSON", ct)
-        return resp
+        # one ModSecurity transaction per view of the body (usually one; the headers, path and
+        # query alone when there is no body); the first that blocks answers
+        for body, processor in passes or [(b"", None)]:
+            resp = self._inspect(req, ctx, body, processor, ct)
+            if resp is not None:
+                return resp
+        return None
 
-    async def _body(self, req: Request, ctx: Context) -> tuple[bytes, str | None, bodies.ContentType | None]:
-        """The bytes ModSecurity inspects and the processor it parses them with (None: its own
-        choice from the Content-Type, i.e. multipart/form-data)."""
+    async def _body(self, req: Request, ctx: Context) -> tuple[list[tuple[bytes, str | None]], bodies.ContentType | None]:
+        """The views of the body ModSecurity inspects, each with the processor that parses it
+        (None: ModSecurity's own choice from the Content-Type, i.e. multipart/form-data)."""
         try:
             length = req.content_length()
         except ValueError:
@@ -187,48 +189,56 @@ class Waf(Policy):
             raise BodyRefused(413, "body-too-large", f"bodies over {self.max_body} bytes cannot be inspected")
         ct = bodies.content_type(req)
         if ct is not None and ct.media in self.uninspected:
-            return b"", None, ct
+            return [], ct
         body = await bodies.read_body(req, ctx, limit=self.max_body if self.block else None)
         if len(body) > self.max_body:
             if self.block:
                 raise BodyRefused(413, "body-too-large", f"bodies over {self.max_body} bytes cannot be inspected")
-            return b"", None, ct  # detect mode: passes uninspected, as documented
+            return [], ct  # detect mode: passes uninspected, as documented
         if not body:
-            return b"", None, ct
+            return [], ct
         kind = ct.kind if ct is not None else "other"
         if kind == "multipart":
             if ct is not None and ct.media != "multipart/form-data":
                 raise BodyRefused(415, "uninspectable-body",
                                   f"{ct.media} bodies cannot be inspected (only multipart/form-data)")
-            return body, None, ct
+            passes: list[tuple[bytes, str | None]] = [(body, None)]
+            if self.config.inspect_files and ct is not None:
+                files = bodies.multipart_files(body, ct)
+                if files:  # the file contents, each one whole value
+                    passes.append((orjson.dumps({"files": files}), "JSON"))
+            return passes, ct
         if bodies.wide_text(body):
             if kind == "other" and ct is not None:
                 raise BodyRefused(415, "uninspectable-body", f"{ct.media} bodies look binary or UTF-16/32: the "
                                   "route must list the type in waf.uninspected_types to pass them")
             raise BodyRefused(415, "unsupported-charset",
                               "bodies are inspected as UTF-8 or an ASCII-compatible charset, not UTF-16/32")
+        sniffed = bodies.sniff(body)
         if kind == "other":
             if self.config.untyped_bodies == "refuse":
                 what = f"{ct.media} bodies" if ct is not None else "bodies without a Content-Type"
                 raise BodyRefused(415, "uninspectable-body", f"{what} cannot be inspected here")
-            sniffed = bodies.sniff(body)
             ctx.log_fields["waf_body_sniffed"] = sniffed
             kind = {"json": "json", "xml": "xml", "form": "form"}.get(sniffed, "text")
+        # a body that is JSON is also inspected as JSON whatever it was declared as: a lenient
+        # upstream may parse it as JSON, which decodes escapes (\u0075nion) the other views keep
+        also_json = [(body, "JSON")] if sniffed == "json" and kind in ("form", "graphql", "text") else []
         if kind == "json":
-            return body, "JSON", ct
+            return [(body, "JSON")], ct
         if kind == "form":
-            return body, "URLENCODED", ct
+            return [(body, "URLENCODED"), *also_json], ct
         if kind == "xml":
             # every string of the parsed document as a JSON array: ModSecurity's own XML processor
             # shows CRS only text nodes (XML:/*), so attribute values would pass uninspected, and
             # libxml2 never sees a client's XML (no DTD reaches any parser: docs/waf.md)
             strings = bodies.parse_xml(body, max_depth=self.config.xml_max_depth)
-            return orjson.dumps({"xml": strings}), "JSON", ct
+            return [(orjson.dumps({"xml": strings}), "JSON")], ct
         # application/graphql is inspected exactly as the same query sent in JSON; other text as
         # one whole value (a JSON string, so no splitting at & or = can hide a part of it)
         text = body.decode("utf-8", errors="replace")
         wrapped = orjson.dumps({"query": text} if kind == "graphql" else {"body": text})
-        return wrapped, "JSON", ct
+        return [(wrapped, "JSON"), *also_json], ct
 
     def _inspect(self, req: Request, ctx: Context, body: bytes, processor: str | None,
                  ct: bodies.ContentType | None) -> Response | None:
