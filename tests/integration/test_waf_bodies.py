@@ -276,8 +276,8 @@ def test_file_parts_are_inspected_when_asked(waf_gateway):
 
 # ---- generated wrappings ------------------------------------------------------------------------
 TYPES = ["application/json", "application/vnd.api+json", "application/x-www-form-urlencoded", "application/xml",
-         "text/xml", "text/plain", "application/octet-stream", "application/graphql", "multipart/form-data",
-         "application/x-unknown"]
+         "text/xml", "application/soap+xml", "text/plain", "application/octet-stream", "application/graphql",
+         "multipart/form-data", "multipart/mixed", "application/x-unknown"]
 FORMATS = {
     "json": PAYLOAD,
     "json-escaped": b'{"q": "1 \\u0075nion select password from users--"}',
@@ -285,6 +285,11 @@ FORMATS = {
     "xml": XML,
     "text": SQLI.encode(),
     "multipart": multipart("gEnBoUnD", SQLI.encode()),
+    "json-all-escaped": json.dumps({"q": SQLI}, ensure_ascii=True).encode().replace(b"union", b"\\u0075\\u006eion"),
+    "form-percent": b"q=" + SQLI.replace(" ", "%20").encode(),
+    "xml-attribute": f'<r q="{SQLI}"/>'.encode(),
+    "xml-cdata": f"<r><![CDATA[{SQLI}]]></r>".encode(),
+    "multipart-json-part": multipart("gEnBoUnD", PAYLOAD, part_headers=b"Content-Type: application/json\r\n"),
 }
 CODERS = {"gzip": gzip.compress, "deflate": deflate, "br": brotli.compress, "zstd": zstd.compress}
 
