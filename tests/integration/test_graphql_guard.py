@@ -8,6 +8,8 @@ import urllib.parse
 import uuid
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 import graphql_app
 from bastion.graphql.persisted import sha256
@@ -229,3 +231,38 @@ def test_cost_is_charged_to_a_rate_limit(base_config, gql_upstream, tmp_path):
         q = {"query": "{ users(first: 4) { id name } }"}  # cost 1 + 4 * 2 = 9
         statuses = [post(g.port, q, h).status for _ in range(4)]
         assert statuses == [200, 200, 200, 429]  # 27 points used, 9 more would pass 30
+
+
+@pytest.fixture(scope="module")
+def gw_module(upstream, gql_upstream, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("gql-transports")
+    base = {"upstreams": {"up": {"urls": [upstream.url]}}, "policies": {}, "routes": []}
+    with run_gateway(config(base, gql_upstream, tmp), tmp) as g:
+        yield g
+
+
+_FIELDS = ["id", "name", "email"]
+
+
+@st.composite
+def _queries(draw):
+    depth = draw(st.integers(0, 6))
+    inner = " ".join(draw(st.lists(st.sampled_from(_FIELDS), min_size=1, max_size=3, unique=True)))
+    for _ in range(depth):
+        inner = f"friends {{ {inner} }}"
+    aliases = draw(st.integers(0, 7))
+    roots = [f"users(first: {draw(st.integers(1, 3))}) {{ {inner} }}"]
+    roots += [f"a{i}: hello" for i in range(aliases)]
+    return "{ " + " ".join(roots) + " }"
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(query=_queries())
+def test_generated_queries_get_one_verdict_whatever_the_transport(gw_module, query):
+    """Invariant: the guard's answer (status and code) does not depend on how the query is sent."""
+    verdicts = {}
+    for name, (method, target, headers, body) in _transports(query).items():
+        r = raw_request(gw_module.port, method, target, headers, body)
+        code = r.json()["errors"][0]["extensions"]["code"] if r.status != 200 else None
+        verdicts[name] = (r.status, code)
+    assert len(set(verdicts.values())) == 1, (query, verdicts)
