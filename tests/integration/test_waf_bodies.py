@@ -102,6 +102,7 @@ WRAPPINGS = [
     ("json top-level array", "POST", JSON_CT, json.dumps([SQLI]).encode(), 403),
     ("json payload as a key", "POST", JSON_CT, json.dumps({SQLI: 1}).encode(), 403),
     ("json nested 300 deep", "POST", JSON_CT, b'{"a":' * 300 + PAYLOAD + b"}" * 300, 403),
+    ("json nested deeper than 512", "POST", JSON_CT, b'{"a":' * 600 + PAYLOAD + b"}" * 600, 400),
     # the rows the issue found forwarded
     ("no content type", "POST", [], PAYLOAD, 403),
     ("no content type, PUT", "PUT", [], PAYLOAD, 403),

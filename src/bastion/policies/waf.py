@@ -114,6 +114,7 @@ SecRequestBodyLimit {8 * max(config.max_body, 1) + 1024}
 SecRequestBodyNoFilesLimit {8 * max(config.max_body, 1) + 1024}
 SecRequestBodyLimitAction Reject
 SecArgumentsLimit {config.max_arguments}
+SecRequestBodyJsonDepthLimit 512
 SecXmlExternalEntity Off
 SecRule REQUEST_HEADERS:{_PROCESSOR} "@streq JSON" "id:200010,phase:1,t:none,pass,nolog,ctl:requestBodyProcessor=JSON"
 SecRule REQUEST_HEADERS:{_PROCESSOR} "@streq URLENCODED" "id:200011,phase:1,t:none,pass,nolog,ctl:requestBodyProcessor=URLENCODED"
