@@ -185,13 +185,25 @@ class RouteConfig(Strict):
         return self
 
 
-# Headers that ask a server to act on another URL or method than the request line's (IIS/Symfony/
-# Laravel `X-Original-URL`, `X-Rewrite-URL`; Spring's `X-Forwarded-Prefix`; the method overrides of
-# Rails, Express, ASP.NET, Google APIs). An upstream that honours one would route by a value the
-# gateway never routed or checked.
+# Edge-owned headers a client must not set. Rewrite/override headers ask a server to act on another
+# URL or method than the request line's (IIS/Symfony/Laravel `X-Original-URL`, `X-Rewrite-URL`,
+# Azure's `X-MS-Original-URL`, Envoy's `X-Envoy-Original-Path`, Spring's `X-Forwarded-Prefix`,
+# Next.js internal routing incl. `X-Middleware-Subrequest` (CVE-2025-29927), the method overrides
+# of Rails, Express, ASP.NET, Google APIs). Client-address, host and scheme aliases (`True-Client-IP`,
+# `CF-Connecting-IP`, `X-Forwarded-Ssl`, ...) are what CDNs and proxies set; from a client they are
+# spoofing (the gateway's own `X-Forwarded-*`/`Forwarded` carry the real values). An upstream that
+# honours one would act on a value the gateway never routed or checked.
 OVERRIDE_HEADERS = ("x-original-url", "x-rewrite-url", "x-override-url", "x-original-uri", "x-forwarded-uri",
                     "x-forwarded-path", "x-forwarded-prefix", "x-http-method-override", "x-http-method",
-                    "x-method-override", "x-original-method", "x-forwarded-method")
+                    "x-method-override", "x-original-method", "x-forwarded-method", "x-ms-original-url",
+                    "x-envoy-original-path", "x-original-path", "x-rewrite-path", "x-request-uri",
+                    "x-invoke-path", "x-invoke-query", "x-invoke-output", "x-middleware-subrequest",
+                    "x-matched-path", "x-now-route-matches",
+                    # client address, host and scheme aliases
+                    "x-client-ip", "true-client-ip", "cf-connecting-ip", "x-cluster-client-ip", "fastly-client-ip",
+                    "x-custom-ip-authorization", "x-originating-ip", "x-remote-ip", "x-remote-addr", "client-ip",
+                    "x-forwarded", "forwarded-for", "x-forwarded-server", "x-forwarded-port", "x-forwarded-scheme",
+                    "x-forwarded-ssl", "x-url-scheme", "front-end-https", "x-original-host", "x-host")
 METHOD_OVERRIDE_HEADERS = ("x-http-method-override", "x-http-method", "x-method-override")
 
 

@@ -88,6 +88,8 @@ class Auth(Policy):
         self.revocation_fail = config.revocation_fail
         self.credential_headers = {b"authorization"} | {
             s.header for s in self.schemes.values() if isinstance(s, ApiKeys)}
+        self.scheme_headers = {name: ({s.header, b"authorization"} if isinstance(s, ApiKeys) else {b"authorization"})
+                               for name, s in self.schemes.items()}
         self.query_params = {s.query_param for s in self.schemes.values()
                              if isinstance(s, ApiKeys) and s.query_param}
         bearer = any(isinstance(s, (Jwt, Introspection)) for s in self.schemes.values())
@@ -144,6 +146,11 @@ class Auth(Policy):
                     refused.append((name, "token revoked"))
                     continue
             ok[name] = principal
+        if refused and self.public:
+            # a public route passes on without them, but the upstream must not see credentials
+            # the gateway refused: it might trust them
+            for name, _ in refused:
+                ctx.drop_request_headers.update(self.scheme_headers[name])
         if refused and not self.public:
             name, reason = refused[0]
             ctx.log_fields["auth"] = {"scheme": name, "refused": reason}
@@ -201,8 +208,15 @@ class Auth(Policy):
         for k, n in counts.items():
             if n > 1:
                 return f"the {k.decode()} header is sent more than once"
-        for scheme in self.schemes.values():
+        presented = []
+        for name, scheme in self.schemes.items():
             why = scheme.ambiguous(req, self.allow_query)
             if why is not None:
                 return why
+            if scheme.kind != "mtls" and scheme.extract(req, self.allow_query) is not None:
+                presented.append(name)
+        # credentials of two schemes (a token and an API key) where no alternative asks for both:
+        # the gateway would pick one and the upstream might trust the other
+        if len(presented) > 1 and not any(all(n in alt for n in presented) for alt in self.require):
+            return "credentials of more than one scheme (" + ", ".join(presented) + ") where one is expected"
         return None

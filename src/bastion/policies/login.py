@@ -31,7 +31,7 @@ from bastion.auth.errors import AuthError
 from bastion.auth.jwt import Issuer, JwksSource, JwtVerifier, KeySet
 from bastion.auth.sessions import SessionStore
 from bastion.http import Request, Response, problem
-from bastion.httpclient import FetchError, fetch
+from bastion.net.fetch import FetchError, fetch
 from bastion.principal import Principal
 from bastion.pipeline import Context, Policy, PolicyConfig
 
@@ -173,7 +173,7 @@ class Login(Policy):
             self.verifier = JwtVerifier([Issuer(
                 issuer=ep["issuer"], algorithms=tuple(p.algorithms), audiences=(p.client_id,), static=KeySet(),
                 jwks=JwksSource(ep["jwks_uri"], tuple(p.algorithms), min_refresh=5), required=("exp", "iat", "sub"),
-                leeway=30, max_age=None, typ_values=())])
+                leeway=30, max_age=None, typ_values=("id", ""))])  # ID tokens: typ "id" or none
         self.endpoints = ep
         return ep
 
