@@ -562,3 +562,17 @@ def test_unsupported_upgrades_are_answered_and_logged_once_per_client(base_confi
             s.close()
     upgrades = [r for r in caplog.records if "upgrade" in r.getMessage().lower()]
     assert len(upgrades) == 1 and upgrades[0].name == "bastion.edge"
+
+
+def test_caps_above_the_open_file_limit_are_reported_at_start(base_config, tmp_path, caplog):
+    caplog.set_level(logging.WARNING, logger="bastion.server")
+    from bastion.gateway.server import raise_open_file_limit
+
+    limit = raise_open_file_limit()  # what serve() sees: the soft limit, raised to the hard one
+    with gateway(base_config, tmp_path, max_connections=limit):
+        pass
+    assert any("ulimit -n" in r.getMessage() for r in caplog.records)
+    caplog.clear()
+    with gateway(base_config, tmp_path, max_connections=64):
+        pass
+    assert not any("ulimit -n" in r.getMessage() for r in caplog.records)

@@ -250,6 +250,11 @@ class GatewayServer:
                 AdminApp(self, admin.token), lifespan="off", log_config=None, access_log=False,
                 server_header=False, http=protocol, loop="uvloop",
                 timeout_keep_alive=admin_listener.keepalive_timeout)))
+        held = sum(gate.limits.max_connections for gate in self.gates)
+        if held > open_files * 0.9:
+            log.warning("the listeners may hold %d connections but the process may open only %d files (ulimit -n): "
+                        "lower max_connections or raise the limit, or connections will fail with EMFILE "
+                        "before the caps refuse them", held, open_files)
         tasks = [asyncio.create_task(s.serve(sockets=[sock])) for s, sock in zip(self.servers, sockets)]
         while not all(s.started for s in self.servers):
             if any(t.done() for t in tasks):
