@@ -18,6 +18,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+import yaml
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
@@ -26,6 +27,7 @@ from starlette.routing import Route
 from typer.testing import CliRunner
 
 from bastion.cli import app as cli
+from bastion.policies.cors import CorsConfig
 from helpers import ThreadedUvicorn, run_gateway
 
 ALLOWED = "https://app.example.com"
@@ -234,7 +236,8 @@ def test_one_run_gives_every_endpoint_exactly_its_true_findings(estate, tmp_path
     # every finding carries evidence (request and response headers) and a bastion fix
     for e in doc["endpoints"]:
         for f in e["findings"]:
-            assert f["request_headers"]["Origin"] and "HTTP " in f["evidence"] and "cors:" in f["bastion"]
+            assert f["request_headers"]["Origin"] and "HTTP " in f["evidence"]
+            CorsConfig(**yaml.safe_load(f["bastion"])["policies"]["cors"])  # the fix is a valid cors config
     # the matrix agrees with the findings
     for row in doc["matrix"]:
         name = next(n for n, u in estate.items() if u == row["endpoint"])

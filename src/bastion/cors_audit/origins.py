@@ -116,5 +116,5 @@ def probe_origins(endpoint_url: str, allowed: AllowList) -> list[ProbeOrigin]:
             continue
         seen.add(p.origin)
         result.append(p)
-    result += [ProbeOrigin("allowed", o) for o in allowed.examples() if o not in seen]
+    result += [ProbeOrigin("allowed", o) for o in dict.fromkeys(allowed.examples()) if o not in seen]
     return result
