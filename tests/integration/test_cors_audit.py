@@ -253,6 +253,11 @@ def test_console_matrix_and_exit_codes(estate, tmp_path):
     assert "endpoints × findings" in r.output and estate["bastion-exact"] in r.output
     # medium findings: fail only when asked to
     nginx = estate["nginx-reflect"]
+    r = CliRunner().invoke(cli, ["cors-audit", nginx, estate["flask-reflect"] + "?v=2", "--rate", "20",
+                                 "--fail-on", "never", "--format", "json"])
+    assert r.exit_code == 0, r.output
+    stats = json.loads(r.stdout)["stats"]
+    assert stats["hosts"] == 2 and stats["max_requests_per_second"] <= 21  # --rate holds per host
     assert CliRunner().invoke(cli, ["cors-audit", nginx, "--rate", "200"]).exit_code == 0
     r = CliRunner().invoke(cli, ["cors-audit", nginx, "--rate", "200", "--fail-on", "medium", "--format", "md",
                                  "--format", "html", "--format", "sarif", "--output", str(tmp_path / "r")])

@@ -10,7 +10,7 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from bastion.cors_audit.inputs import read_url_file
+from bastion.cors_audit.inputs import InputError, collect, read_url_file
 from bastion.cors_audit.origins import ATTACKER, AllowList, ProbeOrigin, probe_origins
 from bastion.cors_audit.verdicts import (CHECKS, CUSTOM_HEADER, HEADERS, METHODS, Exchange, Probes,
                                          choose_reference, fix, preflight_allows, trusted_by, verdicts)
@@ -222,3 +222,18 @@ def test_url_file_comments(tmp_path):
     p = tmp_path / "urls"
     p.write_text("# estate\nhttps://a.example/x  # service a\n\n   https://b.example/y#frag\n#https://c/\n")
     assert read_url_file(p) == ["https://a.example/x", "https://b.example/y#frag"]
+
+
+def test_openapi_paths_against_a_base_url(tmp_path):
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(yaml.safe_dump({"openapi": "3.0.3", "info": {"title": "t", "version": "1"},
+                                    "servers": [{"url": "/v1"}],
+                                    "paths": {"/items": {"get": {}, "post": {}}, "/items/{id}": {"get": {}}}}))
+    assert collect(["https://a.example/x"], spec=str(spec), base_url="https://api.example") == [
+        "https://a.example/x", "https://api.example/v1/items", "https://api.example/v1/items/1"]
+    with pytest.raises(InputError):
+        collect([], spec=str(spec))
+    with pytest.raises(InputError):
+        collect(["ftp://x/"])
+    with pytest.raises(InputError):
+        collect([])
