@@ -35,7 +35,13 @@ def read_url_file(path: Path) -> list[str]:
 
 def spec_urls(spec: str, base_url: str) -> list[str]:
     if spec.startswith(("http://", "https://")):
-        text: bytes = httpx.get(spec, timeout=10, follow_redirects=False).content
+        try:
+            r = httpx.get(spec, timeout=10, follow_redirects=False)
+        except httpx.HTTPError as exc:
+            raise InputError(f"{spec}: {type(exc).__name__}") from None
+        if r.status_code != 200:
+            raise InputError(f"{spec}: HTTP {r.status_code}")
+        text: bytes = r.content
     else:
         text = Path(spec).read_bytes()
     doc = parse_spec(text)
