@@ -112,8 +112,8 @@ def render_markdown(result: AuditResult) -> str:
         if not e.findings:
             continue
         section = markdown.render(replace(result, endpoints=[e], seconds=0.0, requests=e.requests))
-        section = section.replace("\n## [", "\n### [")
-        text += "\n## " + e.url + section.split("\n", 1)[1]
+        findings = section[section.index("\n## ["):].replace("\n## [", "\n### [")  # its headline and counts left out
+        text += f"\n## `{e.url}`\n\n{len(e.findings)} finding(s), {e.requests} requests.\n" + findings
     return text
 
 
