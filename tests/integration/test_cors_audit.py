@@ -17,6 +17,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
+import jsonschema
 import pytest
 import yaml
 from starlette.applications import Starlette
@@ -31,6 +32,7 @@ from bastion.policies.cors import CorsConfig
 from helpers import ThreadedUvicorn, run_gateway
 
 ALLOWED = "https://app.example.com"
+SARIF_SCHEMA = Path(__file__).resolve().parents[2] / ".cache" / "sarif-2.1.0-rtm.5.json"
 
 # ---- truth tables: endpoint → [(check, severity, origin that passed or was refused | None)] -------
 TRUTH: dict[str, list[tuple[str, str, str | None]]] = {
@@ -266,6 +268,7 @@ def test_console_matrix_and_exit_codes(estate, tmp_path):
     assert f"| `{nginx}` |" in md and "### [medium] CORS reflects an arbitrary origin" in md
     assert "<table>" in (tmp_path / "r.html").read_text()
     sarif = json.loads((tmp_path / "r.sarif").read_text())
+    jsonschema.Draft4Validator(json.loads(SARIF_SCHEMA.read_text())).validate(sarif)  # scripts/test fetches it
     assert {x["ruleId"] for x in sarif["runs"][0]["results"]} == {"cors-any-origin", "cors-null-origin",
                                                                     "cors-vary-missing"}
 
