@@ -54,18 +54,18 @@ def render_console(result: AuditResult, console: Console | None = None) -> str:
         table.add_column(CHECKS[c][0], justify="center")
     for e in result.endpoints:
         if e.error:
-            table.add_row(e.url, f"[dim]{escape_markup(e.error)}[/]", *[""] * (len(CHECKS) - 1))
+            table.add_row(escape_markup(e.url), f"[dim]{escape_markup(e.error)}[/]", *[""] * (len(CHECKS) - 1))
             continue
         cells = []
         for c in CHECKS:
             text, sev = cell(e, c)
             cells.append(f"[{COLOURS[sev]}]{text}[/]" if sev else "[dim]·[/]")
-        table.add_row(e.url, *cells)
+        table.add_row(escape_markup(e.url), *cells)
     out.print(table)
     for e in result.endpoints:
         if not e.findings:
             continue
-        t = Table(title=e.url, title_justify="left", show_lines=False)
+        t = Table(title=escape_markup(e.url), title_justify="left", show_lines=False)
         for col in ("severity", "check", "evidence"):
             t.add_column(col, overflow="fold")
         for f in e.findings:
