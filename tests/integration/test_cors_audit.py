@@ -266,7 +266,8 @@ def test_console_matrix_and_exit_codes(estate, tmp_path):
     assert r.exit_code == 1, r.output
     md = (tmp_path / "r.md").read_text()
     assert f"| `{nginx}` |" in md and "### [medium] CORS reflects an arbitrary origin" in md
-    assert "<table>" in (tmp_path / "r.html").read_text()
+    html = (tmp_path / "r.html").read_text()
+    assert "<table>" in html and f'<h2 id="e0"><code>{nginx}</code></h2>' in html and "cors-vary-missing" in html
     sarif = json.loads((tmp_path / "r.sarif").read_text())
     jsonschema.Draft4Validator(json.loads(SARIF_SCHEMA.read_text())).validate(sarif)  # scripts/test fetches it
     assert {x["ruleId"] for x in sarif["runs"][0]["results"]} == {"cors-any-origin", "cors-null-origin",
