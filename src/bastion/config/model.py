@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator
 
 from bastion.http import check_networks
 from bastion.policies import REGISTRY
+from bastion.principal import PrincipalHeaders
 from bastion.tokens.config import TokenServiceConfig
 
 HTTP_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE")
@@ -207,6 +208,9 @@ class GatewayConfig(Strict):
         default_factory=PoliciesConfig, description="Default policy settings for every route."
     )
     routes: list[RouteConfig] = Field(default_factory=list, description="Routes, most specific wins.")
+    principal_headers: PrincipalHeaders = Field(
+        default_factory=PrincipalHeaders, description="Headers that carry the authenticated principal to the "
+        "upstream (set by the auth and login policies; the client's own are always dropped).")
     edge: EdgeConfig = Field(default_factory=EdgeConfig, description="How requests are read at the edge: path "
                              "case, rewrite and method-override headers.")
     admin: AdminConfig | None = Field(None, description="The admin listener: health, metrics, admin API.")

@@ -18,7 +18,7 @@ from bastion.gateway.proxy import (
     strip_hop_by_hop,
 )
 from bastion.gateway.state import GatewayState, RouteTarget
-from bastion.gateway.upstream_client import UpstreamProtocolError, UpstreamTimeout
+from bastion.net.http1 import UpstreamProtocolError, UpstreamTimeout
 from bastion.http import (
     BadPath,
     body_problem,
@@ -267,8 +267,8 @@ class Gateway:
         return _replay([data], None)
 
     def upstream_headers(self, req: Request, ctx: Context, body_len: int | None,
-                         override_drop: frozenset[bytes] = frozenset()) -> Headers:
-        drop = _DROP_REQUEST | override_drop | ctx.drop_request_headers
+                         request_drop: frozenset[bytes] = frozenset()) -> Headers:
+        drop = _DROP_REQUEST | request_drop | ctx.drop_request_headers
         out = client_headers(req.headers, frozenset(drop))
         peer = ip_text(req.peer_ip) if req.peer_ip else "unknown"
         prior_xff = prior_fwd = None
@@ -315,7 +315,7 @@ class Gateway:
                 body = req.chunks()
                 body_len = None if chunked else length
             t0 = time.perf_counter()
-            headers = self.upstream_headers(req, ctx, body_len, state.override_drop)
+            headers = self.upstream_headers(req, ctx, body_len, state.request_drop)
             if pool.config.preserve_host and req.host:
                 headers.append((b"host", req.host.encode("latin-1")))
             trace = ctx.trace

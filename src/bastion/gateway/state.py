@@ -46,8 +46,9 @@ class GatewayState:
     source: str = "<config>"
     extra: dict[str, Any] = field(default_factory=dict)
     token_app: Any = None
-    # request headers never forwarded: rewrite/override headers not allowed by `edge`
-    override_drop: frozenset[bytes] = frozenset()
+    # client headers never forwarded: rewrite/override headers not allowed by `edge`, and the
+    # principal headers (only the gateway sets them)
+    request_drop: frozenset[bytes] = frozenset()
 
     async def close(self) -> None:
         for pool in self.upstreams.values():
@@ -63,7 +64,8 @@ def _raw(section: Any, name: str) -> dict[str, Any] | None:
 
 def compile_state(cfg: GatewayConfig, *, config_dir: str = ".", version: int = 1,
                   source: str = "<config>") -> GatewayState:
-    env = PolicyEnv(config_dir=config_dir, tls=any(lst.tls for lst in cfg.listeners))
+    env = PolicyEnv(config_dir=config_dir, tls=any(lst.tls for lst in cfg.listeners),
+                    principal_headers=cfg.principal_headers.compile())
     built: dict[tuple[str, bytes], Policy] = {}
     issues: list[ConfigIssue] = []
 
@@ -169,6 +171,7 @@ def compile_state(cfg: GatewayConfig, *, config_dir: str = ".", version: int = 1
     edge = Pipeline([p for name, p in global_policies.items() if REGISTRY[name].unrouted])
     trusted = NetworkSet(cfg.trusted_proxies)
     defaults = Pipeline(list(global_policies.values()))
-    override_drop = frozenset(h.encode() for h in OVERRIDE_HEADERS if h not in cfg.edge.forward_override_headers)
+    request_drop = env.principal_headers.names() | frozenset(
+        h.encode() for h in OVERRIDE_HEADERS if h not in cfg.edge.forward_override_headers)
     return GatewayState(cfg, version, Router(routes), edge, defaults, upstreams, trusted,
-                        list(built.values()), source=source, token_app=token_app, override_drop=override_drop)
+                        list(built.values()), source=source, token_app=token_app, request_drop=request_drop)

@@ -31,17 +31,10 @@ from bastion.auth.schemes import (  # noqa: F401  (scheme models are part of thi
     StrictModel,
     build_authenticator,
 )
-from bastion.http import Request, Response, identity_header_value, problem
+from bastion.http import Request, Response, problem
 from bastion.pipeline import Context, Policy, PolicyConfig
 
 log = logging.getLogger("bastion.auth")
-
-
-class PrincipalHeaders(StrictModel):
-    subject: str = "X-Bastion-Subject"
-    scopes: str = "X-Bastion-Scopes"
-    key_id: str = "X-Bastion-Key-Id"
-    tier: str = "X-Bastion-Tier"
 
 
 class AuthConfig(PolicyConfig):
@@ -55,7 +48,6 @@ class AuthConfig(PolicyConfig):
     revocation_store: str = Field("memory", description="'memory' or a Redis URL (share it with every gateway).")
     revocation_fail: Literal["closed", "open"] = Field(
         "closed", description="When the revocation store cannot be reached: refuse (503) or accept the credential.")
-    principal_headers: PrincipalHeaders = Field(default_factory=PrincipalHeaders)
     realm: str = "bastion"
 
     @model_validator(mode="after")
@@ -94,9 +86,6 @@ class Auth(Policy):
         self.forward = config.forward_credentials
         self.revocation_url = config.revocation_store
         self.revocation_fail = config.revocation_fail
-        h = config.principal_headers
-        self.h_subject, self.h_scopes = h.subject.lower().encode(), h.scopes.lower().encode()
-        self.h_key, self.h_tier = h.key_id.lower().encode(), h.tier.lower().encode()
         self.credential_headers = {b"authorization"} | {
             s.header for s in self.schemes.values() if isinstance(s, ApiKeys)}
         self.query_params = {s.query_param for s in self.schemes.values()
@@ -113,18 +102,17 @@ class Auth(Policy):
         return resp
 
     async def on_request(self, req: Request, ctx: Context) -> Response | None:
-        if ctx.values.get("auth_scheme") == "session":
+        if ctx.principal is not None and ctx.principal.scheme == "session":
             # the login policy authenticated a browser session: only the scopes are left to check
             if self.public:
                 return None
-            have = ctx.values.get("scopes") or frozenset()
+            have = ctx.principal.scopes
             if any(set().union(*alt.values()) <= have for alt in self.require):
                 return None
             missing = min((set().union(*alt.values()) - have for alt in self.require), key=len)
             scope = " ".join(sorted(missing))
             return self._refuse(req, 403, "insufficient-scope", f"missing scopes: {scope}",
                                 f'{self.challenge}, error="insufficient_scope", scope="{scope}"')
-        ctx.drop_request_headers.update((self.h_subject, self.h_scopes, self.h_key, self.h_tier))
         ambiguous = self._ambiguous(req)
         if ambiguous is not None:
             ctx.log_fields["auth"] = {"refused": ambiguous}
@@ -185,7 +173,7 @@ class Auth(Policy):
                 return resp
         if chosen is not None:
             try:
-                self._publish(chosen, ctx)
+                ctx.authenticate(chosen, self.env.principal_headers)
             except ValueError as exc:  # a claim that cannot become a header value
                 reason = str(exc)
                 ctx.log_fields["auth"] = {"refused": reason}
@@ -218,20 +206,3 @@ class Auth(Policy):
             if why is not None:
                 return why
         return None
-
-    def _publish(self, p: Principal, ctx: Context) -> None:
-        """The principal for the policies after this one and, as headers, for the upstream.
-        Raises ValueError when a claim cannot be a header value (control characters)."""
-        up = [(self.h_subject, identity_header_value(p.subject)),
-              (self.h_scopes, identity_header_value(" ".join(sorted(p.scopes))))]
-        if p.tier is not None:
-            up.append((self.h_tier, identity_header_value(p.tier)))
-        if p.key_id is not None:
-            up.append((self.h_key, identity_header_value(p.key_id)))
-        ctx.principal = p.subject
-        ctx.values.update({"scopes": p.scopes, "claims": p.claims, "auth_scheme": p.scheme})
-        if p.tier is not None:
-            ctx.values["tier"] = p.tier
-        if p.key_id is not None:
-            ctx.values["api_key_id"] = p.key_id
-        ctx.upstream_headers.extend(up)

@@ -329,8 +329,7 @@ class GraphQLGuard(Policy):
             return True
         if self.intro_ips and req.client_ip in self.intro_ips:
             return True
-        scopes = ctx.values.get("scopes") or frozenset()
-        return bool(self.intro_scopes & scopes)
+        return ctx.principal is not None and bool(self.intro_scopes & ctx.principal.scopes)
 
 
 def _strip_suggestions(body: bytes) -> bytes:
