@@ -363,7 +363,6 @@ def scan(
         raise typer.Exit(1)
 
 
-
 @app.command("cors-audit")
 def cors_audit(
     urls: list[str] = typer.Argument(None, help="Endpoint URLs (each is its own target)."),
