@@ -238,3 +238,12 @@ def test_openapi_paths_against_a_base_url(tmp_path):
         collect(["ftp://x/"])
     with pytest.raises(InputError):
         collect([])
+
+
+def test_a_public_wildcard_api_has_no_findings_and_serves_the_allowed_origin():
+    allowed = AllowList(["https://app.example.com"])
+    probes = simulate(URL, allowed, lambda o: False, vary=False)
+    for ex in probes.simple + probes.preflight:
+        ex.headers["access-control-allow-origin"] = "*"
+        ex.status = 200
+    assert verdicts(probes, allowed) == []

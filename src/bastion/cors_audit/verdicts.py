@@ -208,7 +208,12 @@ def verdicts(probes: Probes, allowed: AllowList) -> list[Finding]:
             add("cors-max-age", "low", long[0], long[0].evidence(),
                 "Keep Access-Control-Max-Age at a day or less, so a tightened policy takes effect.",
                 fix(allowed, creds, max_age=600))
-    for o in [o for o in _allowed_origins(probes) if o.origin not in trusted]:
+    def works(o: ProbeOrigin) -> bool:  # trusted, or a public `*` (no credentials) that serves it as well
+        return o.origin in trusted or any(e.origin == o and e.acao == "*" and not e.credentials
+                                          and (e.method != "OPTIONS" or 200 <= e.status < 300)
+                                          for e in probes.simple + probes.preflight)
+
+    for o in [o for o in _allowed_origins(probes) if not works(o)]:
         ex = next(e for e in probes.simple if e.origin == o)
         pre = next((e for e in probes.preflight if e.origin == o), None)
         add("cors-allowed-refused", "medium", ex,
