@@ -45,6 +45,9 @@ TRUTH: dict[str, list[tuple[str, str, str | None]]] = {
         ("cors-preflight-any-header", "low", None),
         ("cors-max-age", "low", None),
     ],
+    # Starlette allow_origins=["*"] without credentials: a public API; `*` serves the app's origin
+    # too and is no trust in any one origin.
+    "starlette-public": [],
     # Starlette allow_origin_regex="https://app.example.com.*" (fullmatch, dots unescaped, no end):
     # the suffix look-alike and the unescaped-dot look-alike pass; with credentials → high.
     "starlette-regex": [
@@ -188,6 +191,7 @@ def estate(base_config, tmp_path):
             allow_credentials=True)))
         s_wide = stack.enter_context(ThreadedUvicorn(starlette_app(
             allow_origins=[ALLOWED], allow_methods=["*"], allow_headers=["*"], max_age=7 * 86400)))
+        s_public = stack.enter_context(ThreadedUvicorn(starlette_app(allow_origins=["*"])))
         s_regex = stack.enter_context(ThreadedUvicorn(starlette_app(
             allow_origin_regex=r"https://app.example.com.*", allow_credentials=True)))
         flask_url = stack.enter_context(serve_wsgi(flask_app()))
@@ -196,6 +200,7 @@ def estate(base_config, tmp_path):
         yield {
             "starlette-list": s_list.url + "/api/items",
             "starlette-list-wide": s_wide.url + "/api/items",
+            "starlette-public": s_public.url + "/api/items",
             "starlette-regex": s_regex.url + "/api/items",
             "flask-reflect": flask_url + "/api/me",
             "nginx-reflect": nginx_url + "/api/status",
