@@ -208,15 +208,17 @@ class Auth(Policy):
         for k, n in counts.items():
             if n > 1:
                 return f"the {k.decode()} header is sent more than once"
-        presented = []
+        presented: dict[str, str] = {}  # scheme -> its credential (schemes may share one header)
         for name, scheme in self.schemes.items():
             why = scheme.ambiguous(req, self.allow_query)
             if why is not None:
                 return why
-            if scheme.kind != "mtls" and scheme.extract(req, self.allow_query) is not None:
-                presented.append(name)
-        # credentials of two schemes (a token and an API key) where no alternative asks for both:
+            if scheme.kind != "mtls":
+                credential = scheme.extract(req, self.allow_query)
+                if credential is not None:
+                    presented[name] = credential
+        # two different credentials (a token and an API key) where no alternative asks for both:
         # the gateway would pick one and the upstream might trust the other
-        if len(presented) > 1 and not any(all(n in alt for n in presented) for alt in self.require):
+        if len(set(presented.values())) > 1 and not any(all(n in alt for n in presented) for alt in self.require):
             return "credentials of more than one scheme (" + ", ".join(presented) + ") where one is expected"
         return None
