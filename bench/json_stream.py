@@ -6,8 +6,9 @@ Throughput (MB/s, one core) on the same JSON body, measured in one run:
   - the streaming filter (`bastion.json_stream.JsonRewriter`, fed 64 KB chunks), used beyond
   - ijson (C backend yajl2_c) events only, and an ijson-based rewrite (events -> JSON text),
     the alternative the stream was measured against
-Memory: tracemalloc peak while the streaming filter consumes a 100 MB answer generated chunk by
-chunk, and (with --gateway) the peak RSS of a `bastion serve` process passing a 100 MB answer
+Memory: tracemalloc peak while the streaming filter consumes a 2 MB and a 20 MB answer (the peak
+must not grow with the size), peak-RSS growth while it consumes 100 MB generated chunk by chunk,
+and (with --gateway) the peak RSS of a `bastion serve` process passing a 100 MB answer
 from a real upstream to a real client, beside its RSS when idle.
 
     .venv/bin/python bench/json_stream.py [--mb 10] [--gateway] [--no-ijson]
@@ -146,16 +147,25 @@ def throughput(mb: int, with_ijson: bool) -> None:
         print(f"{label:38} {size / t:8.1f} {base / t:10.2f}")
 
 
-def memory_100mb() -> None:
+def memory(trace_mb: int) -> None:
+    """Peak memory of the streaming filter: tracemalloc (exact Python allocations, but slow) on
+    `trace_mb` and on a tenth of it (the peak must not grow with the body), and the process's
+    peak RSS (VmHWM) growth while 100 MB stream through, generated chunk by chunk."""
     p = policy()
-    tracemalloc.start()
+    for mb in (max(1, trace_mb // 10), trace_mb):
+        tracemalloc.start()
+        out = stream_through(p, chunks(mb * 1024 * 1024))
+        _, peak = tracemalloc.get_traced_memory()
+        tracemalloc.stop()
+        print(f"streaming filter, {mb} MB answer ({out / 1e6:.0f} MB out): tracemalloc peak {peak / 1e6:.2f} MB")
+    gc.collect()
+    before = rss(os.getpid(), "VmHWM")
     t0 = time.perf_counter()
     out = stream_through(p, chunks(100 * 1024 * 1024))
     elapsed = time.perf_counter() - t0
-    _, peak = tracemalloc.get_traced_memory()
-    tracemalloc.stop()
-    print(f"streaming filter, 100 MB answer ({out / 1e6:.0f} MB out): tracemalloc peak {peak / 1e6:.2f} MB "
-          f"(under tracemalloc: {elapsed:.1f} s)")
+    after = rss(os.getpid(), "VmHWM")
+    print(f"streaming filter, 100 MB answer ({out / 1e6:.0f} MB out) in {elapsed:.1f} s "
+          f"({100 * 1.048576 / elapsed:.1f} MB/s): peak RSS {before:.0f} MB before, {after:.0f} MB after")
 
 
 # ---- a real gateway passing a 100 MB answer -------------------------------------------------
@@ -245,6 +255,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--mb", type=int, default=10, help="body size for the throughput table")
     ap.add_argument("--no-ijson", action="store_true")
+    ap.add_argument("--trace-mb", type=int, default=20, help="body size for the tracemalloc peak")
     ap.add_argument("--gateway", action="store_true", help="also: RSS of bastion serve passing 100 MB")
     ap.add_argument("--serve-upstream", type=int, help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -252,7 +263,7 @@ def main() -> None:
         serve_upstream(args.serve_upstream)
         return
     throughput(args.mb, not args.no_ijson)
-    memory_100mb()
+    memory(args.trace_mb)
     if args.gateway:
         gateway_rss()
 

@@ -15,6 +15,7 @@ from typing import Any, ClassVar, Protocol
 from pydantic import BaseModel, ConfigDict
 
 from bastion.http import Request, Response
+from bastion.principal import DEFAULT_HEADERS, HeaderNames, Principal
 
 log = logging.getLogger("bastion.pipeline")
 
@@ -30,7 +31,7 @@ class PolicyConfig(BaseModel):
 class Context:
     """What the policies of one request learned, for the policies after them and the log."""
 
-    principal: str | None = None
+    principal: Principal | None = None  # set only through `authenticate`
     values: dict[str, Any] = field(default_factory=dict)
     log_fields: dict[str, Any] = field(default_factory=dict)
     # Changes to the request the upstream will see (headers are lower-case bytes).
@@ -43,6 +44,13 @@ class Context:
     response_rewriters: list["ResponseRewriter"] = field(default_factory=list)
     body_rules: Any = None
     trace: Any = None  # the tracing policy's spans, when it is on
+
+    def authenticate(self, principal: Principal, headers: HeaderNames) -> None:
+        """Make `principal` the request's caller and tell the upstream (as `headers` names it).
+        Raises ValueError, changing nothing, when a value cannot be a header."""
+        rendered = headers.render(principal)
+        self.principal = principal
+        self.upstream_headers.extend(rendered)
 
 
 class ResponseRewriter(Protocol):
@@ -86,6 +94,7 @@ class PolicyEnv:
 
     config_dir: str = "."
     tls: bool = False
+    principal_headers: HeaderNames = DEFAULT_HEADERS  # where `Context.authenticate` publishes
 
 
 def _overrides(policy: Policy, method: str) -> bool:

@@ -11,7 +11,7 @@ import orjson
 from pydantic import ValidationError
 
 from bastion.config.loader import ConfigError, ConfigIssue
-from bastion.config.model import GatewayConfig
+from bastion.config.model import OVERRIDE_HEADERS, GatewayConfig
 from bastion.gateway.inprocess import InProcessPool
 from bastion.gateway.proxy import UpstreamPool
 from bastion.http import NetworkSet
@@ -46,6 +46,9 @@ class GatewayState:
     source: str = "<config>"
     extra: dict[str, Any] = field(default_factory=dict)
     token_app: Any = None
+    # client headers never forwarded: rewrite/override headers not allowed by `edge`, and the
+    # principal headers (only the gateway sets them)
+    request_drop: frozenset[bytes] = frozenset()
 
     async def close(self) -> None:
         for pool in self.upstreams.values():
@@ -61,7 +64,8 @@ def _raw(section: Any, name: str) -> dict[str, Any] | None:
 
 def compile_state(cfg: GatewayConfig, *, config_dir: str = ".", version: int = 1,
                   source: str = "<config>") -> GatewayState:
-    env = PolicyEnv(config_dir=config_dir, tls=any(lst.tls for lst in cfg.listeners))
+    env = PolicyEnv(config_dir=config_dir, tls=any(lst.tls for lst in cfg.listeners),
+                    principal_headers=cfg.principal_headers.compile())
     built: dict[tuple[str, bytes], Policy] = {}
     issues: list[ConfigIssue] = []
 
@@ -115,7 +119,9 @@ def compile_state(cfg: GatewayConfig, *, config_dir: str = ".", version: int = 1
                 policies.append(policy)
         target = RouteTarget(Pipeline(policies), upstreams[rc.upstream] if rc.upstream else None, methods)
         routes.append(Route(name=name, pattern=pattern, methods=methods,
-                            host=rc.host, target=target, case_sensitive=rc.case_sensitive))
+                            host=rc.host, target=target,
+                            case_sensitive=cfg.edge.case_sensitive_paths if rc.case_sensitive is None
+                            else rc.case_sensitive))
 
     for i, rc in enumerate(cfg.routes):
         if rc.openapi is None:
@@ -157,7 +163,7 @@ def compile_state(cfg: GatewayConfig, *, config_dir: str = ".", version: int = 1
             if defaults.get("auth") is not None:
                 extra["auth"] = {"require": []}  # its endpoints check their own credentials
             # a route with no policy block of its own, to the in-process pool registered above
-            plan = SimpleNamespace(policies=None, upstream="token_service", host=None, case_sensitive=True)
+            plan = SimpleNamespace(policies=None, upstream="token_service", host=None, case_sensitive=None)
             add_route(plan, "token_service", f"{p}/*", None, extra, ("token_service",))
     if issues:
         raise ConfigError(source, issues)
@@ -165,5 +171,7 @@ def compile_state(cfg: GatewayConfig, *, config_dir: str = ".", version: int = 1
     edge = Pipeline([p for name, p in global_policies.items() if REGISTRY[name].unrouted])
     trusted = NetworkSet(cfg.trusted_proxies)
     defaults = Pipeline(list(global_policies.values()))
+    request_drop = env.principal_headers.names() | frozenset(
+        h.encode() for h in OVERRIDE_HEADERS if h not in cfg.edge.forward_override_headers)
     return GatewayState(cfg, version, Router(routes), edge, defaults, upstreams, trusted,
-                        list(built.values()), source=source, token_app=token_app)
+                        list(built.values()), source=source, token_app=token_app, request_drop=request_drop)
