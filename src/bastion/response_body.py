@@ -224,10 +224,12 @@ class BodyJob:
 
     def __init__(self, req: Request, resp: Response, ctx: Any, rewriters: list[Any], kind: str | None,
                  rules: BodyRules) -> None:
-        try:
-            codings = parse_codings(v for k, v in resp.headers if k == b"content-encoding")
-        except CodingError as exc:
-            raise Unfilterable(exc.kind, exc.detail) from None
+        codings: list[str] = []
+        if resp.get_header(b"content-encoding") is not None:
+            try:
+                codings = parse_codings(v for k, v in resp.headers if k == b"content-encoding")
+            except CodingError as exc:
+                raise Unfilterable(exc.kind, exc.detail) from None
         self.decoder = Decoder(codings, max_output=rules.max_decoded_bytes, max_ratio=rules.max_ratio) \
             if codings else None
         self.decoded = bool(codings)
