@@ -43,7 +43,10 @@ class Context:
     # `response_body` policy; None: the defaults).
     response_rewriters: list["ResponseRewriter"] = field(default_factory=list)
     body_rules: Any = None
-    trace: Any = None  # the tracing policy's spans, when it is on
+    # The trace hook: set by the tracing policy; the pipeline opens `trace.child(...)` spans around
+    # the policies (those with `spanned`) when `trace.policy_spans` is on. Any object with those
+    # two members will do: the pipeline knows no tracing library.
+    trace: Any = None
 
     def authenticate(self, principal: Principal, headers: HeaderNames) -> None:
         """Make `principal` the request's caller and tell the upstream (as `headers` names it).
@@ -70,6 +73,7 @@ class Policy:
     per_route: ClassVar[bool] = True  # may a route override its config?
     unrouted: ClassVar[bool] = False  # does it also run for requests that match no route?
     default_on: ClassVar[bool] = False  # active without any config?
+    spanned: ClassVar[bool] = True  # gets a trace span per phase when the request is traced
 
     def __init__(self, config: PolicyConfig, env: "PolicyEnv") -> None:
         self.config = config
@@ -117,7 +121,7 @@ class Pipeline:
     async def run_request(self, req: Request, ctx: Context) -> Response | None:
         for policy in self.request_phase:
             trace = ctx.trace
-            if trace is not None and trace.policy_spans and policy.name != "tracing":
+            if trace is not None and trace.policy_spans and policy.spanned:
                 span = trace.child("policy " + policy.name)
                 try:
                     resp = await policy.on_request(req, ctx)
