@@ -219,9 +219,9 @@ class ApiKeys(Authenticator):
             if token is not None and token.startswith(self.prefix):
                 return token
         if self.cookie is not None:
-            value = req.cookies().get(self.cookie)
-            if value:
-                return value
+            cookie = req.cookies().get(self.cookie)
+            if cookie:
+                return cookie
         if allow_query and self.query_param and req.query:
             for k, v in parse_qsl(req.query.decode("latin-1"), keep_blank_values=True):
                 if k == self.query_param:

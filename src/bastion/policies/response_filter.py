@@ -71,7 +71,7 @@ class ResponseFilterConfig(PolicyConfig):
         return values
 
 
-class ResponseFilter(Policy):
+class ResponseFilter(Policy[ResponseFilterConfig]):
     name: ClassVar[str] = "response_filter"
     priority: ClassVar[int] = 400
     Config = ResponseFilterConfig
