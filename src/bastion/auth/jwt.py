@@ -64,7 +64,7 @@ def _json_segment(segment: str) -> dict[str, Any]:
         value = json.loads(raw, object_pairs_hook=_no_duplicates, parse_constant=_no_constants)
     except AuthError:
         raise
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):  # RecursionError: nesting ~1000 deep
         raise AuthError("malformed token") from None
     if not isinstance(value, dict):
         raise AuthError("malformed token")
