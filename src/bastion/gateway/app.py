@@ -30,7 +30,7 @@ from bastion.http import (
     Headers,
     Request,
     Response,
-    ascii_skeleton,
+    alternative_readings,
     ip_text,
     normalise_path,
     parse_ip,
@@ -230,10 +230,10 @@ class Gateway:
                                            headers=[(b"allow", allow)]), None
             return state.edge, problem(404, "not-found", "no route matches this request",
                                        request_id=req.request_id, stopped_by="router"), None
-        skeleton = ascii_skeleton(req.path)
-        if skeleton is not None and state.router.match(method, skeleton, req.host).route is not match.route:
-            return state.edge, problem(400, "bad-path", "the path names another route once accents and case are "
-                                       "folded", request_id=req.request_id, stopped_by="router"), None
+        for other in alternative_readings(req.path):
+            if state.router.match(method, other, req.host).route is not match.route:
+                return state.edge, problem(400, "bad-path", "other servers read this path as another route "
+                                           f"({other[:80]})", request_id=req.request_id, stopped_by="router"), None
         target = match.route.target
         if method == "TRACE" and (target.methods is None or "TRACE" not in target.methods):
             # TRACE echoes the request, credentials included (cross-site tracing): only where a
