@@ -532,5 +532,47 @@ def _null():
     return contextlib.nullcontext()
 
 
+@app.command("init")
+def init_config(
+    openapi: Optional[Path] = typer.Option(None, "--openapi", help="An OpenAPI 3.0/3.1 spec (YAML or JSON)."),
+    graphql: Optional[str] = typer.Option(None, "--graphql", help="A GraphQL endpoint URL (introspected once)."),
+    upstream: Optional[str] = typer.Option(None, "--upstream", help="The API's base URL (for --graphql: "
+                                           "default the endpoint's origin)."),
+    output: Path = typer.Option(Path("bastion.yaml"), "--output", "-o", help="Where to write the config."),
+    force: bool = typer.Option(False, "--force", help="Overwrite existing files."),
+) -> None:
+    """Write a commented starter bastion.yaml from an OpenAPI spec or a GraphQL endpoint."""
+    from bastion.init import InitError, graphql_starter, openapi_starter
+
+    if (openapi is None) == (graphql is None):
+        console.print("[red]give one of --openapi SPEC (with --upstream URL) or --graphql URL[/]")
+        raise typer.Exit(2)
+    try:
+        if openapi is not None:
+            if not upstream:
+                console.print("[red]--openapi needs --upstream URL[/] (where the API behind the spec listens)")
+                raise typer.Exit(2)
+            starter = openapi_starter(openapi, upstream, output)
+        else:
+            starter = graphql_starter(graphql, upstream, output)  # type: ignore[arg-type]
+    except InitError as exc:
+        console.print(f"[red]cannot write a starter[/]: {exc}", markup=False, highlight=False)
+        raise typer.Exit(2)
+    files = {output: starter.text, **starter.extra_files}
+    existing = [p for p in files if p.exists()]
+    if existing and not force:
+        console.print(f"[red]not overwriting[/] {', '.join(map(str, existing))} (--force to replace)")
+        raise typer.Exit(2)
+    for p, text in files.items():
+        p.write_text(text)
+        console.print(f"[green]wrote[/] {p}")
+    for line, marker, what in starter.todos:
+        console.print(f"  {output}:{line}: {marker}: {what}", markup=False, highlight=False, soft_wrap=True)
+    for note in starter.notes:
+        console.print("[yellow]note[/]: ", end="")
+        console.print(note, markup=False, highlight=False, soft_wrap=True)
+    console.print(f"{len(starter.todos)} TODO(s) to fill, then: bastion check {output}", highlight=False)
+
+
 if __name__ == "__main__":
     app()
