@@ -26,8 +26,13 @@ from bastion.openapi.spec import HTTP_METHODS, Spec, load_spec
 
 TODO = re.compile(r"\$\{(TODO_[A-Z0-9_]+)\}")
 # operations that take credentials or mint tokens: they get the login limits
-LOGIN_LIKE = re.compile(r"(?<![a-z])(log-?in|sign-?in|sign-?on|signup|sign-up|register|token|session|authenticate|"
+LOGIN_LIKE = re.compile(r"(?<![a-z])(log-?in|sign-?in|sign-?on|signup|sign-up|register|tokens?|sessions?|authenticate|"
                         r"auth|password|passwd|reset|otp|mfa|2fa|verify|magic-?link)(?![a-z])", re.IGNORECASE)
+
+
+def _login_like(name: str) -> bool:
+    """A path or operation/field name that takes credentials (camelCase split: userLogin, signIn)."""
+    return bool(LOGIN_LIKE.search(re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "-", name)))
 
 
 class InitError(ValueError):
@@ -232,7 +237,7 @@ def openapi_starter(spec_path: Path, upstream: str, output: Path) -> Starter:
                        if s.get("type") == "apiKey" and s.get("in") == "header" and s.get("name")})
     w("policies:                      # defaults for every route")
     _common_policies(w, methods, headers)
-    login = [o for o in ops if o["method"] == "POST" and (LOGIN_LIKE.search(o["path"]) or LOGIN_LIKE.search(o["id"] or ""))]
+    login = [o for o in ops if o["method"] == "POST" and (_login_like(o["path"]) or _login_like(o["id"] or ""))]
     w("  rate_limit:")
     w("    limits: [\"600/minute\"]                # per client IP, all routes; per key: {rate: ..., key: [api_key]}")
     literal = [base + o["path"] for o in login if "{" not in o["path"]]
@@ -326,8 +331,7 @@ def graphql_starter(url: str, upstream: str | None, output: Path, schema_name: s
     sdl = print_schema(schema)
     schema_file = schema_name or (output.stem + ".schema.graphql")
     mutation = schema.mutation_type
-    login = sorted(f"{mutation.name}.{f}" for f in (mutation.fields if mutation else {}) if LOGIN_LIKE.search(
-        re.sub(r"(?<=[a-z])(?=[A-Z])", "-", f)))
+    login = sorted(f"{mutation.name}.{f}" for f in (mutation.fields if mutation else {}) if _login_like(f))
     other_mutations = sorted(f"{mutation.name}.{f}" for f in (mutation.fields if mutation else {})
                              if f"{mutation.name}.{f}" not in login)
     w = _Writer()

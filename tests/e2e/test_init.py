@@ -135,6 +135,17 @@ def test_operations_without_any_security_are_listed_and_noted(tmp_path):
     assert "GET /v1/items has no security requirement" in stderr
 
 
+@pytest.mark.parametrize("name,login", [
+    ("/auth/login", True), ("userLogin", True), ("signIn", True), ("/oauth/token", True), ("/tokens", True),
+    ("/users/{id}/password", True), ("resetPassword", True), ("/sessions", True),
+    ("createOrder", False), ("catalogue", False), ("authorName", False), ("/blogin", False), ("/pets", False),
+])
+def test_login_like_names(name, login):
+    from bastion.init import _login_like
+
+    assert _login_like(name) is login
+
+
 def test_init_refuses_bad_input_without_a_traceback(tmp_path):
     (tmp_path / "bad.yaml").write_text("openapi: 3.0.3\ninfo: {}\n")
     r = run("init", "--openapi", str(tmp_path / "bad.yaml"), "--upstream", "http://127.0.0.1:9", "-o", str(tmp_path / "b.yaml"))
