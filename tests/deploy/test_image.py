@@ -134,7 +134,8 @@ def _serving_pid(root_pid: int) -> int:
             cmd = Path(f"/proc/{p}/cmdline").read_bytes().split(b"\0")
         except OSError:
             continue
-        if any(c.endswith(b"/bastion") for c in cmd) and b"serve" in cmd:
+        # the Python process itself, not buildah-chroot-exec (whose arguments are the same command)
+        if cmd[0].rsplit(b"/", 1)[-1].startswith(b"python") and b"serve" in cmd:
             return p
     raise AssertionError("no bastion serve process under buildah run")
 
