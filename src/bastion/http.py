@@ -12,6 +12,7 @@ import ipaddress
 import re
 import time
 import unicodedata
+from urllib.parse import quote, unquote
 from dataclasses import dataclass, field
 from typing import Any, AsyncIterator, Awaitable, Callable
 
@@ -36,7 +37,8 @@ for _c in (*range(0x01, 0x20), 0x7F):
     _FORBIDDEN_ENCODED[_c] = "an encoded control character"
 # A decoded '%' followed by two hex digits: a second decoding (double-decoding frameworks)
 # would turn it into another character, e.g. `%252e%252e` -> `%2e%2e` -> `..`.
-_DOUBLE_ENCODED = re.compile(rb"%[0-9A-Fa-f]{2}")
+# IIS also decodes `%uXXXX`.
+_DOUBLE_ENCODED = re.compile(rb"%(?:[0-9A-Fa-f]{2}|[uU][0-9A-Fa-f]{4})")
 # Characters a lenient server strips from the end of a segment (IIS, Windows file names,
 # trimming frameworks): `/admin.` or `/admin%20` would be `/admin` there.
 _STRIPPED_TAIL = (b".", b" ", b"\t")
@@ -84,7 +86,7 @@ def normalise_path(raw: bytes) -> str:
     alike, so the slash cannot be used to reach another route. Letter case is kept as sent;
     the router matches case-insensitively unless configured otherwise.
     """
-    if _PLAIN_PATH.fullmatch(raw) is not None:
+    if _PLAIN_PATH.fullmatch(raw) is not None and b":$" not in raw:
         return raw.decode("ascii")  # nothing to decode, collapse or resolve: already canonical
     return _normalise(raw)
 
@@ -115,6 +117,8 @@ def _normalise(raw: bytes) -> str:
             continue
         if seg.endswith(_STRIPPED_TAIL) or seg.endswith((b"%20", b"%09")):
             raise BadPath("a path segment ends with a dot or white space")
+        if b":$" in seg or b":%24" in seg:  # NTFS alternate data streams: `/admin::$DATA` is `/admin` on IIS
+            raise BadPath("a path segment names an NTFS data stream")
         segments.append(seg.decode("ascii"))
         trailing = False
     path = "/" + "/".join(segments)
@@ -180,6 +184,8 @@ def _check_unicode(decoded: bytes) -> None:
     for ch in text:
         if ch.isascii() or ch in _UNICODE_OK:
             continue
+        if unicodedata.category(ch) in _INVISIBLE:
+            raise BadPath("the path has an invisible, space or control character")
         folded = unicodedata.normalize("NFKC", ch)
         if (any(c.isascii() for c in folded)
                 or (len(ch.lower()) == 1 and ch.lower().isascii())
@@ -190,6 +196,24 @@ def _check_unicode(decoded: bytes) -> None:
 
 
 _UNICODE_OK: set[str] = set()  # characters already checked (bounded)
+# Unicode controls (C1, NEL), format characters (zero-width space, bidi marks), spaces and line
+# separators: invisible in logs and trimmed or split on by lenient servers.
+_INVISIBLE = frozenset({"Cc", "Cf", "Cs", "Co", "Cn", "Zs", "Zl", "Zp"})
+
+
+def ascii_skeleton(path: str) -> str | None:
+    """The path as a server that strips accents and folds case would read it (NFKD, combining
+    marks dropped, case folded), re-encoded; None when the path has no non-ASCII character. The
+    gateway routes the skeleton too and refuses a path whose skeleton names another route
+    (`/%C3%A0dmin` -> `/admin`, `/se%C3%9Fion` -> `/session`), without refusing `/users/José`."""
+    if "%" not in path or not _NON_ASCII_ESCAPE.search(path):
+        return None
+    text = unquote(path)
+    folded = "".join(c for c in unicodedata.normalize("NFKD", text) if not unicodedata.combining(c)).casefold()
+    return quote(folded, safe="/!$&'()*+,;=:@~-._%")
+
+
+_NON_ASCII_ESCAPE = re.compile(r"%[89A-F][0-9A-F]")
 
 
 # ---- header hygiene ---------------------------------------------------------------------------

@@ -84,7 +84,7 @@ class BastionMiddleware:
         inner["path"] = req.path  # the app sees the path the policies checked
         inner["raw_path"] = req.path.encode("latin-1")
         inner["query_string"] = req.query
-        drop = frozenset(ctx.drop_request_headers | self.core.state.override_drop)
+        drop = frozenset(ctx.drop_request_headers | self.core.state.request_drop)
         inner["headers"] = client_headers(scope["headers"], drop)
         inner["headers"] += ctx.upstream_headers  # the principal, as the upstream would see it
         if unsafe_header(inner["headers"]) is not None:

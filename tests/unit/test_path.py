@@ -69,6 +69,13 @@ REFUSED = [
     ("/\u212adm".encode(), "read as ASCII"),  # Kelvin sign
     (b"/%c5%bfecret", "read as ASCII"),  # long s: upper() is 'S'
     (b"/%ef%ac%81le", "read as ASCII"),  # the 'fi' ligature
+    (b"/a%25u0064min", "encoded twice"),  # IIS %u after a second decoding
+    (b"/admin%E2%80%A8", "invisible"),  # line separator
+    (b"/admin%C2%85", "invisible"),  # NEL, a C1 control
+    (b"/admin%E2%80%8B", "invisible"),  # zero-width space
+    (b"/admin%C2%A0", "invisible"),  # no-break space (NFKC would make it a plain space)
+    (b"/admin::$DATA", "data stream"),
+    (b"/admin::%24INDEX_ALLOCATION/x", "data stream"),
     (b"*", "absolute path"),
 ]
 

@@ -25,7 +25,7 @@ from jwt import PyJWK
 
 from bastion.auth.cache import ExpiringCache
 from bastion.auth.errors import AuthError
-from bastion.httpclient import FetchError, fetch
+from bastion.net.fetch import FetchError, fetch
 
 log = logging.getLogger("bastion.auth")
 
@@ -336,7 +336,7 @@ class JwtVerifier:
             raise AuthError("bad signature") from last
         now = self.clock()
         typ = claims.get("typ")
-        folded = typ.lower() if isinstance(typ, str) else None
+        folded = typ.lower() if isinstance(typ, str) else ""  # absent: "" (an issuer may list it)
         if issuer.typ_values:
             if folded not in issuer.typ_values:
                 raise AuthError("wrong token type")

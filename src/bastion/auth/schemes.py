@@ -4,7 +4,6 @@ The `auth` policy wires them to routes; the token service and the middleware can
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Annotated, Any, ClassVar, Literal, Union
 from urllib.parse import parse_qsl
@@ -25,6 +24,7 @@ from bastion.auth.jwt import (
     typed_keys,
 )
 from bastion.http import Request
+from bastion.principal import Principal
 
 Alg = Literal["HS256", "HS384", "HS512", "RS256", "RS384", "RS512", "PS256", "PS384", "PS512",
               "ES256", "ES384", "ES512", "EdDSA"]
@@ -137,19 +137,6 @@ class MtlsScheme(StrictModel):
 
 
 Scheme = Annotated[Union[JwtScheme, ApiKeyScheme, IntrospectionScheme, MtlsScheme], Field(discriminator="type")]
-
-
-@dataclass(slots=True)
-class Principal:
-    subject: str
-    scopes: frozenset[str]
-    scheme: str
-    tier: str | None = None
-    key_id: str | None = None
-    claims: dict[str, Any] = field(default_factory=dict)
-    jti: str | None = None
-    iat: float | None = None
-    exp: float | None = None
 
 
 def _scopes(value: Any) -> frozenset[str]:

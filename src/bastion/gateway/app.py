@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 import time
 from email.utils import formatdate
 from typing import Any, AsyncIterator, Awaitable, Callable
@@ -18,7 +19,7 @@ from bastion.gateway.proxy import (
     strip_hop_by_hop,
 )
 from bastion.gateway.state import GatewayState, RouteTarget
-from bastion.gateway.upstream_client import UpstreamProtocolError, UpstreamTimeout
+from bastion.net.http1 import UpstreamProtocolError, UpstreamTimeout
 from bastion.http import (
     BadPath,
     body_problem,
@@ -28,6 +29,7 @@ from bastion.http import (
     Headers,
     Request,
     Response,
+    ascii_skeleton,
     ip_text,
     normalise_path,
     parse_ip,
@@ -41,6 +43,11 @@ Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
 Send = Callable[[dict[str, Any]], Awaitable[None]]
 
+# RFC 9110 7.2: uri-host [":" port] — a DNS name (labels of letters, digits, '-', '_'), an IPv4
+# address or a bracketed IPv6 literal. Anything else (lists, userinfo, quotes, spaces, non-ASCII)
+# would be copied into X-Forwarded-Host / Forwarded and read differently upstream.
+_HOST = re.compile(r"(?:[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?(?:\.[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}"
+                   r"[A-Za-z0-9_])?)*\.?|\[[0-9A-Fa-f:.]{2,45}\])(?::[0-9]{1,5})?")
 SMALL_BODY = 64 * 1024  # bodies up to this size (by Content-Length) are read before forwarding
 _DROP_REQUEST = FORWARDING | {b"host", b"expect", b"content-length"}
 
@@ -179,6 +186,10 @@ class Gateway:
             req.tls = ext["tls"]
         if hosts > 1:  # RFC 9112 3.2: a request with several Host headers is refused
             req.refusal = "more than one Host header"
+        elif host and _HOST.fullmatch(host) is None:
+            req.refusal = "the Host header is not a host name or address with an optional port"
+        elif not host and scope.get("http_version") == "1.1":
+            req.refusal = "an HTTP/1.1 request needs a Host header"
         return req
 
     async def decide(
@@ -213,6 +224,10 @@ class Gateway:
                                            headers=[(b"allow", allow)]), None
             return state.edge, problem(404, "not-found", "no route matches this request",
                                        request_id=req.request_id, stopped_by="router"), None
+        skeleton = ascii_skeleton(req.path)
+        if skeleton is not None and state.router.match(method, skeleton, req.host).route is not match.route:
+            return state.edge, problem(400, "bad-path", "the path names another route once accents and case are "
+                                       "folded", request_id=req.request_id, stopped_by="router"), None
         target = match.route.target
         if method == "TRACE" and (target.methods is None or "TRACE" not in target.methods):
             # TRACE echoes the request, credentials included (cross-site tracing): only where a
@@ -267,8 +282,8 @@ class Gateway:
         return _replay([data], None)
 
     def upstream_headers(self, req: Request, ctx: Context, body_len: int | None,
-                         override_drop: frozenset[bytes] = frozenset()) -> Headers:
-        drop = _DROP_REQUEST | override_drop | ctx.drop_request_headers
+                         request_drop: frozenset[bytes] = frozenset()) -> Headers:
+        drop = _DROP_REQUEST | request_drop | ctx.drop_request_headers
         out = client_headers(req.headers, frozenset(drop))
         peer = ip_text(req.peer_ip) if req.peer_ip else "unknown"
         prior_xff = prior_fwd = None
@@ -315,7 +330,7 @@ class Gateway:
                 body = req.chunks()
                 body_len = None if chunked else length
             t0 = time.perf_counter()
-            headers = self.upstream_headers(req, ctx, body_len, state.override_drop)
+            headers = self.upstream_headers(req, ctx, body_len, state.request_drop)
             if pool.config.preserve_host and req.host:
                 headers.append((b"host", req.host.encode("latin-1")))
             trace = ctx.trace

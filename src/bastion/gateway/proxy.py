@@ -1,6 +1,6 @@
 """Forwarding to an upstream: header hygiene, target building, error mapping.
 
-The connections themselves are `upstream_client.ConnectionPool` (why a purpose-built client:
+The connections themselves are `bastion.net.http1.ConnectionPool` (why a purpose-built client:
 docs/architecture.md, "Server and client").
 """
 
@@ -12,7 +12,7 @@ from typing import AsyncIterator
 from urllib.parse import urlsplit
 
 from bastion.config.model import UpstreamConfig
-from bastion.gateway.upstream_client import (
+from bastion.net.http1 import (
     ConnectionPool,
     UpstreamConnectError,
     UpstreamProtocolError,

@@ -199,3 +199,21 @@ def test_an_underscore_spelling_of_the_key_header_counts_as_a_second_key(gw):
     out = send_raw(gw.port, (f"GET /either/x HTTP/1.1\r\nHost: t\r\nX-API-Key: {API_KEY}\r\nX_API_Key: forged\r\n"
                              "Connection: close\r\n\r\n").encode())
     assert status_of(out) == 400
+
+
+def test_principal_headers_are_named_once_for_the_gateway(upstream, tmp_path):
+    """Top-level `principal_headers`: the auth policy publishes under these names, and whatever a
+    client sends under them is dropped, authenticated or not."""
+    config = {
+        "upstreams": {"up": {"urls": [upstream.url]}},
+        "principal_headers": {"subject": "X-User", "scopes": "X-User-Scopes"},
+        "policies": {"auth": {"schemes": {"key": {"type": "api_key", "keys": [
+            {"id": "k1", "hash": hash_key(API_KEY), "owner": "acme", "scopes": ["read"]}]}}}},
+        "routes": [{"path": "/pub/*", "upstream": "up", "policies": {"auth": {"require": []}}},
+                   {"path": "/*", "upstream": "up"}],
+    }
+    with run_gateway(config, tmp_path) as g:
+        seen = forwarded_headers(raw_request(g.port, "GET", "/x", {"X-API-Key": API_KEY, "X-User": "root"}))
+        assert seen["x-user"] == ["acme"] and seen["x-user-scopes"] == ["read"] and "x-bastion-subject" not in seen
+        seen = forwarded_headers(raw_request(g.port, "GET", "/pub/x", {"X-User": "root", "X_User_Scopes": "admin"}))
+        assert "x-user" not in seen and "x_user_scopes" not in seen
