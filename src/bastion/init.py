@@ -292,7 +292,7 @@ def introspect(url: str, timeout: float = 10.0) -> dict[str, Any]:
     """One introspection query to the GraphQL endpoint; the `data` of its answer."""
     from graphql import get_introspection_query
 
-    from bastion.httpclient import FetchError, fetch
+    from bastion.net.fetch import FetchError, fetch
 
     body = json.dumps({"query": get_introspection_query(descriptions=False)}).encode()
 
