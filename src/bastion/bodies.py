@@ -216,7 +216,8 @@ def multipart_files(body: bytes, ct: ContentType) -> list[str]:
         for part in msg.iter_parts():
             if part.get_filename() is None:
                 continue
-            data = part.get_payload(decode=True) or b""
+            payload = part.get_payload(decode=True)
+            data = payload if isinstance(payload, bytes) else b""
             if b"\x00" not in data:
                 out.append(data.decode("utf-8", errors="replace"))
         return out

@@ -535,7 +535,6 @@ Try these (each shows one protection):
            (the upstream sees X-Bastion-Subject; a client sending that header itself is ignored)
   [red]429[/]      for i in 1 2 3 4 5 6; do curl -s -o /dev/null -w '%{{http_code}} ' {gw}/users; done
            → 200 ×5 then 429 with Retry-After and RateLimit headers (5/minute on /users)
-Ctrl-C stops both.
 """
 
 
@@ -543,21 +542,36 @@ Ctrl-C stops both.
 def demo(
     port: int = typer.Option(8000, help="Gateway port (0 = any free port)."),
     upstream_port: int = typer.Option(0, help="Demo API port (0 = any free port)."),
+    admin_port: int = typer.Option(0, help="Admin listener port: dashboard, metrics (0 = any free port)."),
+    run_scan: bool = typer.Option(True, "--scan/--no-scan", help="Scan the demo API directly and through the "
+                                  "gateway once it is up, and print both summaries side by side."),
 ) -> None:
-    """Start the demo API and a gateway in front of it, and print a tour."""
+    """Start the demo API and a gateway in front of it (REST, OpenAPI, token service, GraphQL,
+    dashboard), print a tour, and scan the API with and without the gateway."""
     _setup_logging("warning")
-    import uvicorn
+    import secrets
 
+    import uvicorn
+    from cryptography.fernet import Fernet
+
+    from bastion.demo import tour
     from bastion.demo.upstream import app as demo_app
     from bastion.gateway.server import GatewayServer
 
     gw_port = port or _free_port()
     up_port = upstream_port or _free_port()
+    adm_port = admin_port or _free_port()
     workdir = Path(tempfile.mkdtemp(prefix="bastion-demo-"))
     cfg_path = workdir / "bastion.yaml"
     cfg_path.write_text(resources.files("bastion.demo").joinpath("bastion.yaml").read_text())
+    (workdir / "openapi.json").write_text(resources.files("bastion.demo").joinpath("openapi.json").read_text())
+    admin_token = secrets.token_urlsafe(24)
     os.environ["DEMO_GATEWAY_PORT"] = str(gw_port)
     os.environ["DEMO_UPSTREAM_PORT"] = str(up_port)
+    os.environ["DEMO_ADMIN_PORT"] = str(adm_port)
+    os.environ["DEMO_ADMIN_TOKEN"] = admin_token
+    os.environ["DEMO_KEK"] = Fernet.generate_key().decode()
+    os.environ["DEMO_DATABASE"] = f"sqlite:///{workdir / 'identity.db'}"
     audit = workdir / "audit.log"
     os.environ["DEMO_AUDIT_LOG"] = str(audit)
 
@@ -569,10 +583,28 @@ def demo(
         while not upstream.started:
             await asyncio.sleep(0.02)
 
+        gw, up = f"http://127.0.0.1:{gw_port}", f"http://127.0.0.1:{up_port}"
+
         def ready(bound) -> None:
-            console.print(TOUR.format(gw=f"http://127.0.0.1:{bound[0][1]}",
-                                      up=f"http://127.0.0.1:{up_port}", audit=audit),
-                          soft_wrap=True, highlight=False)
+            console.print(TOUR.format(gw=gw, up=up, audit=audit), soft_wrap=True, highlight=False)
+            console.print(tour.faces(gw, up, f"http://127.0.0.1:{adm_port}", admin_token), soft_wrap=True,
+                          markup=False, highlight=False)
+            console.print("Ctrl-C stops the gateway and the demo API.", highlight=False)
+            if run_scan:
+                console.print("Scanning the demo API for the OWASP API Top 10, directly and through the gateway "
+                              "(a minute or two; the comparison follows)...", highlight=False)
+                import threading
+
+                threading.Thread(target=scan, daemon=True).start()  # Ctrl-C does not wait for it
+
+        def scan() -> None:
+            try:
+                direct, through, reports = tour.run_scans(gw, up, workdir)
+            except Exception as exc:  # the demo goes on without the comparison
+                console.print(f"[red]scan failed[/]: {type(exc).__name__}: {exc}", highlight=False)
+                return
+            console.print(tour.side_by_side(direct, through), width=max(console.width, 120))
+            console.print(f"HTML reports: {reports['direct']}  {reports['gateway']}", highlight=False)
 
         gateway = GatewayServer(str(cfg_path), watch=False, on_ready=ready)
         try:
@@ -591,6 +623,48 @@ def _null():
     import contextlib
 
     return contextlib.nullcontext()
+
+
+@app.command("init")
+def init_config(
+    openapi: Optional[Path] = typer.Option(None, "--openapi", help="An OpenAPI 3.0/3.1 spec (YAML or JSON)."),
+    graphql: Optional[str] = typer.Option(None, "--graphql", help="A GraphQL endpoint URL (introspected once)."),
+    upstream: Optional[str] = typer.Option(None, "--upstream", help="The API's base URL (for --graphql: "
+                                           "default the endpoint's origin)."),
+    output: Path = typer.Option(Path("bastion.yaml"), "--output", "-o", help="Where to write the config."),
+    force: bool = typer.Option(False, "--force", help="Overwrite existing files."),
+) -> None:
+    """Write a commented starter bastion.yaml from an OpenAPI spec or a GraphQL endpoint."""
+    from bastion.init import InitError, graphql_starter, openapi_starter
+
+    if (openapi is None) == (graphql is None):
+        console.print("[red]give one of --openapi SPEC (with --upstream URL) or --graphql URL[/]")
+        raise typer.Exit(2)
+    try:
+        if openapi is not None:
+            if not upstream:
+                console.print("[red]--openapi needs --upstream URL[/] (where the API behind the spec listens)")
+                raise typer.Exit(2)
+            starter = openapi_starter(openapi, upstream, output)
+        else:
+            starter = graphql_starter(graphql, upstream, output)  # type: ignore[arg-type]
+    except InitError as exc:
+        console.print(f"[red]cannot write a starter[/]: {exc}", markup=False, highlight=False)
+        raise typer.Exit(2)
+    files = {output: starter.text, **starter.extra_files}
+    existing = [p for p in files if p.exists()]
+    if existing and not force:
+        console.print(f"[red]not overwriting[/] {', '.join(map(str, existing))} (--force to replace)")
+        raise typer.Exit(2)
+    for p, text in files.items():
+        p.write_text(text)
+        console.print(f"[green]wrote[/] {p}")
+    for line, marker, what in starter.todos:
+        console.print(f"  {output}:{line}: {marker}: {what}", markup=False, highlight=False, soft_wrap=True)
+    for note in starter.notes:
+        console.print("[yellow]note[/]: ", end="")
+        console.print(note, markup=False, highlight=False, soft_wrap=True)
+    console.print(f"{len(starter.todos)} TODO(s) to fill, then: bastion check {output}", highlight=False)
 
 
 if __name__ == "__main__":

@@ -42,6 +42,7 @@ _DOUBLE_ENCODED = re.compile(rb"%(?:[0-9A-Fa-f]{2}|[uU][0-9A-Fa-f]{4})")
 # Characters a lenient server strips from the end of a segment (IIS, Windows file names,
 # trimming frameworks): `/admin.` or `/admin%20` would be `/admin` there.
 _STRIPPED_TAIL = (b".", b" ", b"\t")
+_SHORT_NAME = re.compile(rb"[^~]{1,6}~[0-9]{1,6}(?:\.[^.]{0,3})?")
 
 
 class BadPath(ValueError):
@@ -86,7 +87,7 @@ def normalise_path(raw: bytes) -> str:
     alike, so the slash cannot be used to reach another route. Letter case is kept as sent;
     the router matches case-insensitively unless configured otherwise.
     """
-    if _PLAIN_PATH.fullmatch(raw) is not None and b":$" not in raw:
+    if _PLAIN_PATH.fullmatch(raw) is not None and b":$" not in raw and b"~" not in raw:
         return raw.decode("ascii")  # nothing to decode, collapse or resolve: already canonical
     return _normalise(raw)
 
@@ -119,6 +120,8 @@ def _normalise(raw: bytes) -> str:
             raise BadPath("a path segment ends with a dot or white space")
         if b":$" in seg or b":%24" in seg:  # NTFS alternate data streams: `/admin::$DATA` is `/admin` on IIS
             raise BadPath("a path segment names an NTFS data stream")
+        if b"~" in seg and _SHORT_NAME.fullmatch(seg):  # Windows 8.3: `/ADMINI~1` is `/administrator`
+            raise BadPath("a path segment is a Windows short (8.3) file name")
         segments.append(seg.decode("ascii"))
         trailing = False
     path = "/" + "/".join(segments)
@@ -199,6 +202,41 @@ _UNICODE_OK: set[str] = set()  # characters already checked (bounded)
 # Unicode controls (C1, NEL), format characters (zero-width space, bidi marks), spaces and line
 # separators: invisible in logs and trimmed or split on by lenient servers.
 _INVISIBLE = frozenset({"Cc", "Cf", "Cs", "Co", "Cn", "Zs", "Zl", "Zp"})
+
+
+_COOKIELESS = re.compile(r"/\([A-Za-z]\([^/]*\)\)(?=/|$)")  # ASP.NET's /(S(session))/ segments
+_SCRIPT = re.compile(r"^(?:/[^/]+)*?/[^/]+\.(?:php\d?|phtml|cgi|pl|asp|aspx|jsp)(?=/)", re.IGNORECASE)
+
+
+def alternative_readings(path: str) -> list[str]:
+    """Other paths that a common server would take `path` for, beyond what normalisation
+    resolves: the gateway routes each and refuses the request when one names another route than
+    the path itself (so `/admin.json` cannot be public while `/admin` is protected).
+
+    - IIS/ASP.NET drop cookieless-session segments: `/(S(x))/admin` -> `/admin`;
+    - a front controller or CGI script receives the rest as PATH_INFO and routes by it
+      (Symfony, Laravel, CodeIgniter): `/index.php/admin` -> `/admin`;
+    - format suffixes (Rails `(.:format)`, Spring's suffix matching, Struts `.do`/`.action`):
+      `/admin.json` -> `/admin`;
+    - accent- and case-folding servers: see `ascii_skeleton`.
+    """
+    out: list[str] = []
+    if "(" in path:
+        stripped = _COOKIELESS.sub("", path) or "/"
+        if stripped != path:
+            out.append(stripped)
+    if "." in path:
+        m = _SCRIPT.match(path)
+        if m:
+            out.append(path[m.end():] or "/")
+        last = path.rstrip("/").rsplit("/", 1)[-1]
+        dot = last.rfind(".")
+        if dot > 0:
+            out.append(path.rstrip("/")[: len(path.rstrip("/")) - len(last) + dot] or "/")
+    skeleton = ascii_skeleton(path)
+    if skeleton is not None and skeleton != path:
+        out.append(skeleton)
+    return out
 
 
 def ascii_skeleton(path: str) -> str | None:

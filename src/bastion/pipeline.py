@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Protocol
+from typing import Any, ClassVar, Generic, Protocol, TypeVar
 
 from pydantic import BaseModel, ConfigDict
 
@@ -66,7 +66,10 @@ class ResponseRewriter(Protocol):
     def transform(self, req: Request, resp: Response, ctx: "Context", info: Any) -> Any: ...
 
 
-class Policy:
+C = TypeVar("C", bound=PolicyConfig)
+
+
+class Policy(Generic[C]):
     name: ClassVar[str]
     priority: ClassVar[int]
     Config: ClassVar[type[PolicyConfig]]
@@ -75,8 +78,8 @@ class Policy:
     default_on: ClassVar[bool] = False  # active without any config?
     spanned: ClassVar[bool] = True  # gets a trace span per phase when the request is traced
 
-    def __init__(self, config: PolicyConfig, env: "PolicyEnv") -> None:
-        self.config = config
+    def __init__(self, config: C, env: "PolicyEnv") -> None:
+        self.config: C = config
         self.env = env
 
     async def on_request(self, req: Request, ctx: Context) -> Response | None:

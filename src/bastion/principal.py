@@ -27,6 +27,7 @@ class Principal:
     jti: str | None = None  # for revocation checks
     iat: float | None = None
     exp: float | None = None
+    issuer: str | None = None  # the JWT issuer that vouched for `subject` (subjects are per issuer)
 
 
 class PrincipalHeaders(BaseModel):
@@ -38,10 +39,12 @@ class PrincipalHeaders(BaseModel):
     scopes: str = Field("X-Bastion-Scopes", description="Its scopes, space-separated.")
     key_id: str = Field("X-Bastion-Key-Id", description="The id of the API key used, if any.")
     tier: str = Field("X-Bastion-Tier", description="Its rate-limit tier, if any.")
+    issuer: str = Field("X-Bastion-Issuer", description="The token issuer that vouched for the subject, if "
+                        "any: with several issuers, the same `sub` from two of them is two different users.")
 
     def compile(self) -> "HeaderNames":
         return HeaderNames(self.subject.lower().encode(), self.scopes.lower().encode(),
-                           self.key_id.lower().encode(), self.tier.lower().encode())
+                           self.key_id.lower().encode(), self.tier.lower().encode(), self.issuer.lower().encode())
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,9 +53,10 @@ class HeaderNames:
     scopes: bytes
     key_id: bytes
     tier: bytes
+    issuer: bytes
 
     def names(self) -> frozenset[bytes]:
-        return frozenset((self.subject, self.scopes, self.key_id, self.tier))
+        return frozenset((self.subject, self.scopes, self.key_id, self.tier, self.issuer))
 
     def render(self, p: Principal) -> Headers:
         """The headers for `p`; `ValueError` when a value cannot be a header (control characters)."""
@@ -62,6 +66,8 @@ class HeaderNames:
             out.append((self.tier, identity_header_value(p.tier)))
         if p.key_id is not None:
             out.append((self.key_id, identity_header_value(p.key_id)))
+        if p.issuer is not None:
+            out.append((self.issuer, identity_header_value(p.issuer)))
         return out
 
 

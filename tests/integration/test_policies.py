@@ -21,6 +21,10 @@ PATH_TRICKS = [
     "/Admin", "/ADMIN/x", "/%41dmin", "/aDmIn/", "/admin%3bx", "/admin%3Bx/y", "/public/%252e%252e/admin",
     "/public/%25%32%65%25%32%65/admin", "/admin.", "/admin./x", "/admin%2e", "/admin%20", "/admin%09",
     "/admin..;/", "/admin..;/x", "/%EF%BD%81dmin", "/admin%3F", "/admin%23x",
+    # what other servers read as /admin beyond normalisation (red-team review): ASP.NET cookieless
+    # segments, PHP front controllers' PATH_INFO, format suffixes, 8.3 names, accent folding
+    "/(S(abc))/admin", "/(A(x))/(F(y))/admin/x", "/index.php/admin", "/app.php/admin/users", "/admin.json",
+    "/ADMIN.html", "/admin.do", "/admin.action", "/ADMINI~1", "/%C3%A0dmin", "/adm%C4%B0n",
 ]
 
 
@@ -42,7 +46,8 @@ def test_path_tricks_never_reach_the_admin_area(admin_gw, target):
         assert r.json()["type"].endswith("/bad-path")
 
 
-@pytest.mark.parametrize("target", ["/administrator", "/public/admin", "/admins"])
+@pytest.mark.parametrize("target", ["/administrator", "/public/admin", "/admins", "/static/app.js", "/index.php",
+                                    "/users/Jos%C3%A9", "/~alice/page", "/(note)/x"])
 def test_lookalikes_go_to_the_public_route_as_themselves(admin_gw, target):
     r = raw_request(admin_gw.port, "GET", target)
     assert r.status == 200

@@ -15,6 +15,7 @@ import hashlib
 import json
 import logging
 import time
+import unicodedata
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -64,7 +65,7 @@ def _json_segment(segment: str) -> dict[str, Any]:
         value = json.loads(raw, object_pairs_hook=_no_duplicates, parse_constant=_no_constants)
     except AuthError:
         raise
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):  # RecursionError: nesting ~1000 deep
         raise AuthError("malformed token") from None
     if not isinstance(value, dict):
         raise AuthError("malformed token")
@@ -216,12 +217,33 @@ def check_claim_types(claims: dict[str, Any]) -> None:
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not (0 <= v <= MAX_NUMERIC_DATE):
                 raise AuthError(f"malformed claim {name!r}")
     for name in _STRING_CLAIMS:
-        if name in claims and not isinstance(claims[name], str):
-            raise AuthError(f"malformed claim {name!r}")
+        if name in claims:
+            v = claims[name]
+            if not isinstance(v, str) or not _is_text(v):
+                raise AuthError(f"malformed claim {name!r}")
+    if claims.get("sub") == "":
+        raise AuthError("malformed claim 'sub'")
     aud = claims.get("aud")
     if aud is not None and not isinstance(aud, str) and not (
             isinstance(aud, list) and all(isinstance(a, str) for a in aud)):
         raise AuthError("malformed claim 'aud'")
+
+
+def _is_text(value: str) -> bool:
+    """Encodable text: JSON allows lone surrogates (`"\ud800"`), which no header, log line or
+    database column can carry."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def token_kind(typ: str) -> str:
+    """A `typ` value reduced to its letters, case-folded and NFKC-normalised, so `Refresh`,
+    `refresh `, `refresh\u0000`, `REFRESH` in full-width letters and `refresh_token` all read
+    `refresh...`."""
+    return "".join(c for c in unicodedata.normalize("NFKC", typ).casefold() if c.isalnum() or c == "+")
 
 
 def typ_media_type(value: str) -> str:
@@ -340,7 +362,8 @@ class JwtVerifier:
         if issuer.typ_values:
             if folded not in issuer.typ_values:
                 raise AuthError("wrong token type")
-        elif folded in NOT_ACCESS_TOKENS:
+        elif isinstance(typ, str) and any(token_kind(typ).startswith(k) for k in NOT_ACCESS_TOKENS if k != "id") \
+                or isinstance(typ, str) and token_kind(typ) in ("id", "idtoken"):
             raise AuthError("wrong token type")
         iat = claims.get("iat")
         if iat is not None and not isinstance(iat, (int, float)):

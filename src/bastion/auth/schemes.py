@@ -139,9 +139,14 @@ class MtlsScheme(StrictModel):
 Scheme = Annotated[Union[JwtScheme, ApiKeyScheme, IntrospectionScheme, MtlsScheme], Field(discriminator="type")]
 
 
+def _revocation_fields(c: dict[str, Any]) -> dict[str, Any]:
+    return {"jti": c.get("jti") if isinstance(c.get("jti"), str) else None,
+            "iat": c.get("iat") if isinstance(c.get("iat"), (int, float)) else None}
+
+
 def _scopes(value: Any) -> frozenset[str]:
-    if isinstance(value, str):
-        return frozenset(value.split())
+    if isinstance(value, str):  # RFC 6749 3.3: separated by spaces (U+0020) only, not any white space
+        return frozenset(s for s in value.split(" ") if s)
     if isinstance(value, list):
         return frozenset(str(v) for v in value)
     return frozenset()
@@ -219,9 +224,9 @@ class ApiKeys(Authenticator):
             if token is not None and token.startswith(self.prefix):
                 return token
         if self.cookie is not None:
-            value = req.cookies().get(self.cookie)
-            if value:
-                return value
+            cookie = req.cookies().get(self.cookie)
+            if cookie:
+                return cookie
         if allow_query and self.query_param and req.query:
             for k, v in parse_qsl(req.query.decode("latin-1"), keep_blank_values=True):
                 if k == self.query_param:
@@ -288,8 +293,7 @@ class Jwt(Authenticator):
                 isinstance(scopes, list) and all(isinstance(x, str) for x in scopes)):
             raise AuthError(f"malformed claim {scope_claim!r}")
         return Principal(sub if sub is not None else "", _scopes(scopes), self.name, tier, None, c,
-                         c.get("jti") if isinstance(c.get("jti"), str) else None,
-                         c.get("iat") if isinstance(c.get("iat"), (int, float)) else None, v.expires)
+                         exp=v.expires, issuer=v.issuer, **_revocation_fields(c))
 
 
 class Introspection(Authenticator):

@@ -39,11 +39,11 @@ def lint(cfg: GatewayConfig) -> list[Finding]:
                                f"{lst.max_connections_per_ip} connections per address counts the TCP peer, "
                                "i.e. the proxy: raise it above what the proxy opens or set it to null"))
     if cfg.admin is not None:
-        lst = cfg.admin
-        loopback = lst.host in ("127.0.0.1", "::1", "localhost")
-        if not loopback and not lst.token:
-            out.append(Finding("error", "admin", f"the admin listener on {lst.host} is not loopback and has no token"))
-        if lst.token is not None and len(lst.token) < 24:
+        adm = cfg.admin
+        loopback = adm.host in ("127.0.0.1", "::1", "localhost")
+        if not loopback and not adm.token:
+            out.append(Finding("error", "admin", f"the admin listener on {adm.host} is not loopback and has no token"))
+        if adm.token is not None and len(adm.token) < 24:
             out.append(Finding("error", "admin.token", "the admin token is shorter than 24 characters"))
     for cidr in cfg.trusted_proxies:
         net = ipaddress.ip_network(cidr, strict=False)

@@ -203,7 +203,17 @@ OVERRIDE_HEADERS = ("x-original-url", "x-rewrite-url", "x-override-url", "x-orig
                     "x-client-ip", "true-client-ip", "cf-connecting-ip", "x-cluster-client-ip", "fastly-client-ip",
                     "x-custom-ip-authorization", "x-originating-ip", "x-remote-ip", "x-remote-addr", "client-ip",
                     "x-forwarded", "forwarded-for", "x-forwarded-server", "x-forwarded-port", "x-forwarded-scheme",
-                    "x-forwarded-ssl", "x-url-scheme", "front-end-https", "x-original-host", "x-host")
+                    "x-forwarded-ssl", "x-url-scheme", "front-end-https", "x-original-host", "x-host",
+                    "wl-proxy-client-ip", "proxy-client-ip", "x-original-forwarded-for", "x-proxyuser-ip",
+                    # identity set by authenticating proxies and platforms (oauth2-proxy, Apache/
+                    # nginx auth modules, ASP.NET Core certificate forwarding, Envoy's XFCC)
+                    "x-forwarded-user", "x-forwarded-email", "x-forwarded-preferred-username",
+                    "x-forwarded-groups", "x-forwarded-access-token", "x-auth-request-user",
+                    "x-auth-request-email", "x-auth-request-access-token", "x-remote-user", "remote-user",
+                    "x-webauth-user", "x-forwarded-client-cert", "x-arr-clientcert", "x-client-cert",
+                    "ssl-client-cert", "x-ssl-client-cert", "x-client-verify", "x-ssl-client-verify",
+                    # a WSGI prefix (Flask's ReverseProxied recipe rewrites the path by it)
+                    "x-script-name")
 METHOD_OVERRIDE_HEADERS = ("x-http-method-override", "x-http-method", "x-method-override")
 
 

@@ -9,6 +9,7 @@ import json
 from dataclasses import replace
 from html import escape
 from io import StringIO
+from typing import Any, Callable
 
 from rich.console import Console
 from rich.table import Table
@@ -150,5 +151,6 @@ def render_html(result: AuditResult) -> str:
             f'{"".join(rows)}</table></section>{"".join(sections)}</main></body></html>')
 
 
-FORMATS = {"console": render_console, "json": render_json, "sarif": render_sarif, "html": render_html,
-           "md": render_markdown}
+FORMATS: dict[str, Callable[..., Any]] = {
+    "console": render_console, "json": render_json, "sarif": render_sarif, "html": render_html,
+    "md": render_markdown}

@@ -53,8 +53,18 @@ async def app(scope, receive, send) -> None:
     method, path = scope["method"], scope["path"]
     headers = {k.decode(): v.decode("latin-1") for k, v in scope["headers"]}
     parts = [p for p in path.split("/") if p]
+    if parts[:1] == ["api"]:  # the same API, mounted under /api (the gateway's OpenAPI route)
+        parts = parts[1:]
     # A naive upstream: echoes any Origin back (the gateway replaces this).
     cors = [(b"access-control-allow-origin", headers["origin"].encode())] if "origin" in headers else []
+    if parts == ["graphql"]:
+        from bastion.demo.graphql_api import handle
+
+        status, body = await handle(scope, await _read_body(receive), USERS, ORDERS)
+        await send({"type": "http.response.start", "status": status, "headers": [
+            (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+        await send({"type": "http.response.body", "body": body})
+        return
     if parts == ["health"]:
         return await _send(send, 200, {"status": "ok"})
     if parts == ["echo"]:

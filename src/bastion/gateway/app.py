@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import re
+import tempfile
 import time
 from email.utils import formatdate
 from typing import Any, AsyncIterator, Awaitable, Callable
@@ -29,7 +30,7 @@ from bastion.http import (
     Headers,
     Request,
     Response,
-    ascii_skeleton,
+    alternative_readings,
     ip_text,
     normalise_path,
     parse_ip,
@@ -49,7 +50,12 @@ Send = Callable[[dict[str, Any]], Awaitable[None]]
 # would be copied into X-Forwarded-Host / Forwarded and read differently upstream.
 _HOST = re.compile(r"(?:[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?(?:\.[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}"
                    r"[A-Za-z0-9_])?)*\.?|\[[0-9A-Fa-f:.]{2,45}\])(?::[0-9]{1,5})?")
-SMALL_BODY = 64 * 1024  # bodies up to this size (by Content-Length) are read before forwarding
+# Request bodies are read whole before the upstream is contacted (nginx's proxy_request_buffering):
+# a client that trickles its body then holds one of its own capped connections, never one of the
+# upstream pool's, and the upstream always gets a Content-Length it can trust. Up to
+# MEMORY_BODY in memory, the rest in an anonymous temporary file.
+MEMORY_BODY = 1024 * 1024
+FILE_BLOCK = 64 * 1024
 _DROP_REQUEST = FORWARDING | {b"host", b"expect", b"content-length"}
 
 
@@ -225,10 +231,10 @@ class Gateway:
                                            headers=[(b"allow", allow)]), None
             return state.edge, problem(404, "not-found", "no route matches this request",
                                        request_id=req.request_id, stopped_by="router"), None
-        skeleton = ascii_skeleton(req.path)
-        if skeleton is not None and state.router.match(method, skeleton, req.host).route is not match.route:
-            return state.edge, problem(400, "bad-path", "the path names another route once accents and case are "
-                                       "folded", request_id=req.request_id, stopped_by="router"), None
+        for other in alternative_readings(req.path):
+            if state.router.match(method, other, req.host).route is not match.route:
+                return state.edge, problem(400, "bad-path", "other servers read this path as another route "
+                                           f"({other[:80]})", request_id=req.request_id, stopped_by="router"), None
         target = match.route.target
         if method == "TRACE" and (target.methods is None or "TRACE" not in target.methods):
             # TRACE echoes the request, credentials included (cross-site tracing): only where a
@@ -302,12 +308,8 @@ class Gateway:
         try:
             if req.body is not None:  # a policy read (or rewrote) it
                 body, body_len = req.body, len(req.body)
-            elif length is not None and length <= SMALL_BODY and not chunked:
-                body = await req.read_body()
-                body_len = len(body)
             elif length is not None or chunked:
-                body = req.chunks()
-                body_len = None if chunked else length
+                body, body_len = await buffer_body(req)
             t0 = time.perf_counter()
             headers = self.upstream_headers(req, ctx, body_len, state.request_drop)
             if pool.config.preserve_host and req.host:
@@ -391,6 +393,44 @@ class Gateway:
                            request_id=req.request_id, stopped_by="proxy")
         return problem(400, "bad-header", f"the header {name.decode('latin-1')[:64]!r} carries a control character "
                        "or is not a valid header name", request_id=req.request_id, stopped_by="proxy")
+
+
+async def buffer_body(req: Request) -> tuple[bytes | AsyncIterator[bytes], int]:
+    """The whole request body (within the route's limit and timeouts): bytes when it fits in
+    MEMORY_BODY, else an iterator over a temporary file that is removed once read."""
+    parts: list[bytes] = []
+    size = 0
+    spool = None
+    try:
+        async for chunk in req.chunks():
+            size += len(chunk)
+            if spool is not None:
+                spool.write(chunk)
+                continue
+            parts.append(chunk)
+            if size > MEMORY_BODY:
+                spool = tempfile.TemporaryFile()
+                for p in parts:
+                    spool.write(p)
+                parts = []
+    except BaseException:
+        if spool is not None:
+            spool.close()
+        raise
+    if spool is None:
+        data = b"".join(parts)
+        req.body = data
+        return data, size
+    spool.seek(0)
+    return _file_blocks(spool), size
+
+
+async def _file_blocks(f: Any) -> AsyncIterator[bytes]:
+    try:
+        while block := f.read(FILE_BLOCK):
+            yield block
+    finally:
+        f.close()
 
 
 _date_cache: tuple[int, bytes] = (0, b"")

@@ -274,9 +274,16 @@ class EdgeProtocol(TlsHttpToolsProtocol):
         client reads it; a client still sending an oversized head is exactly that case."""
         self._lingering = True  # nothing more is parsed on this connection
         if not self._idle():
-            self.cycle.keep_alive = False
-            self.flow.pause_reading()
-            return
+            cycle = self.cycle
+            if cycle.response_started or not cycle.more_body:
+                cycle.keep_alive = False
+                self.flow.pause_reading()
+                return
+            # the error is in the body of the request being handled (a malformed chunk): that
+            # request is over — its reader sees a disconnect, nothing the app sends goes out — and
+            # the client gets the 400 now, not a body timeout later
+            cycle.disconnected = True
+            cycle.message_event.set()
         self.transport.write(response)
         self._cancel_head_timer()
         self._unset_keepalive_if_required()

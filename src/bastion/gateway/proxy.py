@@ -73,14 +73,21 @@ def client_headers(headers: Headers, drop: frozenset[bytes]) -> Headers:
     listed = connection_listed(headers)
     out = []
     for k, v in headers:
-        if k in HOP_BY_HOP or k in listed or k in drop or k.startswith(b"x-bastion-"):
+        if k in HOP_BY_HOP or k in listed or k in drop or k.startswith(EDGE_OWNED_PREFIXES):
             continue
         if b"_" in k:
             alias = k.replace(b"_", b"-")
-            if alias in HOP_BY_HOP or alias in drop or alias.startswith(b"x-bastion-"):
+            if alias in HOP_BY_HOP or alias in drop or alias.startswith(EDGE_OWNED_PREFIXES):
                 continue
         out.append((k, v))
     return out
+
+
+# Families of headers that identity-aware proxies and platforms set for their upstreams (AWS ALB's
+# OIDC headers, Azure App Service's principal and token headers, Google IAP, Envoy's internal
+# ones): from a client they are forgeries. The gateway's own `x-bastion-*` are among them.
+EDGE_OWNED_PREFIXES = (b"x-bastion-", b"x-amzn-oidc-", b"x-ms-client-principal", b"x-ms-token-", b"x-goog-iap-",
+                       b"x-goog-authenticated-", b"x-envoy-")
 
 
 def upstream_tls(config: UpstreamConfig) -> ssl.SSLContext:

@@ -71,6 +71,7 @@ class Router(Generic[T]):
         compete on method, so a method missing there is a 405 and never falls through to a
         broader route (`POST /admin` cannot slip into `/*` because `/admin` is GET-only)."""
         host = host.lower().rsplit(":", 1)[0] if not host.startswith("[") else host.lower()
+        host = host.rstrip(".")  # `admin.example.` is `admin.example` (a fully qualified name)
         want = "GET" if method == "HEAD" else method
         allowed: set[str] = set()
         best: tuple[Any, ...] | None = None

@@ -124,7 +124,7 @@ def _uvicorn_config(app: Any, listener: ListenerConfig, config_dir: str,
     config = uvicorn.Config(
         app, lifespan="off", log_config=None, access_log=False, server_header=False,
         proxy_headers=False, date_header=False, http=protocol,
-        loop="uvloop", timeout_keep_alive=listener.keepalive_timeout,
+        loop="uvloop", timeout_keep_alive=listener.keepalive_timeout,  # type: ignore[arg-type]  # used as a float
         timeout_graceful_shutdown=10, **kwargs,
     )
     if listener.tls:
@@ -249,7 +249,7 @@ class GatewayServer:
             self.servers.append(_Server(uvicorn.Config(
                 AdminApp(self, admin.token), lifespan="off", log_config=None, access_log=False,
                 server_header=False, http=protocol, loop="uvloop",
-                timeout_keep_alive=admin_listener.keepalive_timeout)))
+                timeout_keep_alive=admin_listener.keepalive_timeout)))  # type: ignore[arg-type]  # used as a float
         held = sum(gate.limits.max_connections for gate in self.gates)
         if held > open_files * 0.9:
             log.warning("the listeners may hold %d connections but the process may open only %d files (ulimit -n): "

@@ -133,6 +133,7 @@ class _Compiler:
     def configured_routes(self) -> None:
         for i, rc in enumerate(self.cfg.routes):
             if rc.openapi is None:
+                assert rc.path is not None  # the config model requires a path without a spec
                 self.add_route(rc, rc.name or rc.path, rc.path, frozenset(rc.methods) if rc.methods else None, {},
                                ("routes", i))
             else:

@@ -34,10 +34,11 @@ class TlsHttpToolsProtocol(HttpToolsProtocol):
         if cert and der:
             info["client_cert_chain"] = [ssl.DER_cert_to_PEM_cert(der)]
             info["client_cert_name"] = _name(cert)
-            info["client_cert_subject"] = {k: v for rdn in cert.get("subject", ()) for k, v in rdn}
+            # typeshed types the subject loosely; getpeercert() gives tuples of (name, value) pairs
+            info["client_cert_subject"] = {k: v for rdn in cert.get("subject", ()) for k, v in rdn}  # type: ignore[str-unpack,misc]
         self.tls_info = info
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
         if self.tls_info is not None:
-            self.scope["extensions"] = {"tls": self.tls_info}  # type: ignore[typeddict-unknown-key]
+            self.scope["extensions"] = {"tls": self.tls_info}  # type: ignore[typeddict-unknown-key,dict-item]  # the ASGI TLS extension is not in uvicorn's TypedDict

@@ -139,14 +139,15 @@ def analyze(doc: Document, operation_name: str | None = None, variables: dict[st
                     if frag is None:
                         raise AnalysisError(f"unknown fragment {s.name!r}")
                     key2 = (s.name, parent)
-                    sub = memo.get(key2)
-                    if sub is None:
+                    cached = memo.get(key2)
+                    if cached is None:
                         if s.name in visiting:
                             raise AnalysisError(f"fragment cycle through {s.name!r}")
                         visiting.add(s.name)
-                        sub = measure(frag.selections, frag.type_condition or parent)
+                        cached = measure(frag.selections, frag.type_condition or parent)
                         visiting.discard(s.name)
-                        memo[key2] = sub
+                        memo[key2] = cached
+                    sub = cached
                 else:
                     assert isinstance(s, Inline)
                     sub = measure(s.selections, s.type_condition or parent)
@@ -222,7 +223,7 @@ def from_graphql_core(source: str) -> Document:
         return n
 
     def sels(ss: Any) -> list:
-        out = []
+        out: list[Field | Spread | Inline] = []
         for s in ss.selections:
             if isinstance(s, ast.FieldNode):
                 out.append(Field(s.name.value, s.alias.value if s.alias else None,

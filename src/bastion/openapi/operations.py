@@ -347,7 +347,8 @@ def _multipart(body: bytes, content_type: str) -> list[tuple[str, str]]:
         name = part.get_param("name", header="content-disposition")
         if not name:
             raise ValueError("a multipart part has no name")
-        payload = part.get_payload(decode=True) or b""
+        raw = part.get_payload(decode=True)
+        payload = raw if isinstance(raw, bytes) else b""
         if part.get_filename() is not None:
             out.append((str(name), payload.decode("latin-1")))  # binary: only presence matters
         else:
@@ -481,7 +482,7 @@ def _int_formats(schema: Any) -> Any:
     """`format: int32/int64` as bounds (JSON Schema has no such formats)."""
     if isinstance(schema, dict):
         if schema.get("format") in ("int32", "int64") and "integer" in (
-                schema.get("type") if isinstance(schema.get("type"), list) else [schema.get("type")]):
+                list(schema["type"]) if isinstance(schema.get("type"), list) else [schema.get("type")]):
             bits = 31 if schema["format"] == "int32" else 63
             schema.setdefault("minimum", -(2 ** bits))
             schema.setdefault("maximum", 2 ** bits - 1)

@@ -146,8 +146,8 @@ def plan_routes(index: int, route: Any, config_dir: str, auth_defaults: dict[str
                                ("routes", index, "openapi", key)))
     catch = route.path or ((base or "") + "/*")
     if route.passthrough_undocumented:
-        for pattern, methods in by_template.items():
-            declared = set(methods) | ({"HEAD"} if "GET" in methods else set())
+        for pattern, documented in by_template.items():
+            declared = frozenset(documented) | ({"HEAD"} if "GET" in documented else frozenset())
             rest = ALL_METHODS - declared
             if rest:
                 plans.append(RoutePlan(f"{prefix_name}:undocumented", pattern, frozenset(rest), {},

@@ -106,7 +106,7 @@ def _now_iso() -> str:
     return f"{_time_cache[1]}.{int((now - sec) * 1000):03d}Z"
 
 
-class Audit(Policy):
+class Audit(Policy[AuditConfig]):
     name: ClassVar[str] = "audit"
     priority: ClassVar[int] = 10
     Config = AuditConfig

@@ -62,7 +62,7 @@ class AuthConfig(PolicyConfig):
         return self
 
 
-class Auth(Policy):
+class Auth(Policy[AuthConfig]):
     name: ClassVar[str] = "auth"
     priority: ClassVar[int] = 700
     Config = AuthConfig

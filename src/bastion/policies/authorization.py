@@ -30,7 +30,7 @@ class AuthorizationConfig(PolicyConfig):
     objects: list[ObjectRule] = Field(default_factory=list, description="Object-level rules.")
 
 
-class Authorization(Policy):
+class Authorization(Policy[AuthorizationConfig]):
     name: ClassVar[str] = "authorization"
     priority: ClassVar[int] = 650  # after auth, before rate limits
     Config = AuthorizationConfig

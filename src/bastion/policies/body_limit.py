@@ -19,7 +19,7 @@ class BodyLimitConfig(PolicyConfig):
     )
 
 
-class BodyLimit(Policy):
+class BodyLimit(Policy[BodyLimitConfig]):
     name: ClassVar[str] = "body_limit"
     priority: ClassVar[int] = 850
     Config = BodyLimitConfig

@@ -105,7 +105,7 @@ class CorsConfig(PolicyConfig):
         return self
 
 
-class Cors(Policy):
+class Cors(Policy[CorsConfig]):
     name: ClassVar[str] = "cors"
     priority: ClassVar[int] = 800
     Config = CorsConfig

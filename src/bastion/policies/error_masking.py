@@ -20,7 +20,7 @@ class ErrorMaskingConfig(PolicyConfig):
     log_bytes: int = Field(2048, ge=0, le=65536, description="How much of the original body to log.")
 
 
-class ErrorMasking(Policy):
+class ErrorMasking(Policy[ErrorMaskingConfig]):
     name: ClassVar[str] = "error_masking"
     priority: ClassVar[int] = 390
     Config = ErrorMaskingConfig

@@ -112,7 +112,7 @@ def _apply(doc: Any, paths: list[str], fn) -> Any:
     return doc
 
 
-class FieldEncryption(Policy):
+class FieldEncryption(Policy[FieldEncryptionConfig]):
     name: ClassVar[str] = "field_encryption"
     priority: ClassVar[int] = 450  # after the WAF has seen the plaintext
     Config = FieldEncryptionConfig

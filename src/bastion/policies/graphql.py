@@ -118,7 +118,7 @@ def _schema_costs(path: str) -> tuple[frozenset[str], dict[str, str], dict[str, 
     return frozenset(lists), types, roots
 
 
-class GraphQLGuard(Policy):
+class GraphQLGuard(Policy[GraphQLGuardConfig]):
     name: ClassVar[str] = "graphql"
     priority: ClassVar[int] = 620  # after auth (scopes for introspection), before rate_limit (cost)
     Config = GraphQLGuardConfig
@@ -127,7 +127,9 @@ class GraphQLGuard(Policy):
         super().__init__(config, env)
         self.c = config
         c = config.costs
-        lists, types, roots = frozenset(), {}, None
+        lists: frozenset[str] = frozenset()
+        types: dict[str, Any] = {}
+        roots: Any = None
         if c.schema_file:
             path = c.schema_file if os.path.isabs(c.schema_file) else os.path.join(env.config_dir, c.schema_file)
             lists, types, roots = _schema_costs(path)
@@ -267,7 +269,7 @@ class GraphQLGuard(Policy):
 
     async def _resolve_query(self, op: dict[str, Any]) -> tuple[str, bool]:
         query = op.get("query")
-        ext = op.get("extensions") if isinstance(op.get("extensions"), dict) else {}
+        ext: dict[str, Any] = op["extensions"] if isinstance(op.get("extensions"), dict) else {}
         pq = ext.get("persistedQuery") if isinstance(ext.get("persistedQuery"), dict) else None
         if query is not None and not isinstance(query, str):
             raise _Reject(400, "BAD_REQUEST", "query must be a string")

@@ -32,7 +32,7 @@ class IpRulesConfig(PolicyConfig):
         return v
 
 
-class IpRules(Policy):
+class IpRules(Policy[IpRulesConfig]):
     name: ClassVar[str] = "ip_rules"
     priority: ClassVar[int] = 900
     Config = IpRulesConfig

@@ -112,7 +112,7 @@ def safe_return_path(value: str | None) -> str:
     return value
 
 
-class Login(Policy):
+class Login(Policy[LoginConfig]):
     name: ClassVar[str] = "login"
     priority: ClassVar[int] = 720  # before auth (700): a session is a credential
     Config = LoginConfig
@@ -127,7 +127,7 @@ class Login(Policy):
         if not config.redirect_uri or not config.session_secret:
             raise ValueError("a login route needs login.redirect_uri and login.session_secret")
         self.p = config.providers[config.provider]  # type: ignore[index]
-        self.signing_key = None
+        self.signing_key: Any = None  # private_key_jwt: an RSA or EC key (checked when loaded)
         if self.p.client_auth == "private_key_jwt":
             from pathlib import Path
 

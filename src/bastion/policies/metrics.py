@@ -14,7 +14,7 @@ class MetricsConfig(PolicyConfig):
     pass
 
 
-class Metrics(Policy):
+class Metrics(Policy[MetricsConfig]):
     name: ClassVar[str] = "metrics"
     priority: ClassVar[int] = 5
     Config = MetricsConfig

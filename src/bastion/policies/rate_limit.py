@@ -106,7 +106,7 @@ class _Limit:
         self.max_delay = c.max_delay if self.algorithm == "leaky_bucket" else 0.0
 
 
-class RateLimit(Policy):
+class RateLimit(Policy[RateLimitConfig]):
     name: ClassVar[str] = "rate_limit"
     priority: ClassVar[int] = 600  # after authentication: limits may key on the principal
     Config = RateLimitConfig

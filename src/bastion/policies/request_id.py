@@ -44,7 +44,7 @@ class _IdSource:
 _ids = _IdSource()
 
 
-class RequestId(Policy):
+class RequestId(Policy[RequestIdConfig]):
     name: ClassVar[str] = "request_id"
     priority: ClassVar[int] = 1000
     Config = RequestIdConfig

@@ -33,7 +33,7 @@ class ResponseBodyConfig(PolicyConfig):
                                   "filtered as a stream.")
 
 
-class ResponseBody(Policy):
+class ResponseBody(Policy[ResponseBodyConfig]):
     name: ClassVar[str] = "response_body"
     priority: ClassVar[int] = 980
     Config = ResponseBodyConfig

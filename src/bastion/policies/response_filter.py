@@ -84,7 +84,7 @@ class ResponseFilterConfig(PolicyConfig):
 _KNOWN_MAX = 8192
 
 
-class ResponseFilter(Policy, Filter):
+class ResponseFilter(Policy[ResponseFilterConfig], Filter):
     name: ClassVar[str] = "response_filter"
     priority: ClassVar[int] = 400
     Config = ResponseFilterConfig

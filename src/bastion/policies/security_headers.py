@@ -33,7 +33,7 @@ class SecurityHeadersConfig(PolicyConfig):
     extra: dict[str, str] = Field(default_factory=dict, description="More headers to set.")
 
 
-class SecurityHeaders(Policy):
+class SecurityHeaders(Policy[SecurityHeadersConfig]):
     name: ClassVar[str] = "security_headers"
     priority: ClassVar[int] = 950  # runs late in the response phase: sees every other header
     Config = SecurityHeadersConfig

@@ -103,7 +103,7 @@ class Trace:
         return [(k.encode(), v.encode("latin-1")) for k, v in carrier.items()]
 
 
-class Tracing(Policy):
+class Tracing(Policy[TracingConfig]):
     name: ClassVar[str] = "tracing"
     priority: ClassVar[int] = 1100  # first in, last out: the request span covers every policy
     spanned: ClassVar[bool] = False  # its own work is the root span

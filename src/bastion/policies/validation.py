@@ -58,7 +58,7 @@ class ValidationConfig(PolicyConfig):
     max_errors: int = Field(20, ge=1, le=200, description="Errors listed in one 422 answer.")
 
 
-class Validation(Policy):
+class Validation(Policy[ValidationConfig]):
     name: ClassVar[str] = "validation"
     priority: ClassVar[int] = 590
     Config = ValidationConfig

@@ -49,7 +49,7 @@ class VersioningConfig(PolicyConfig):
         return v
 
 
-class Versioning(Policy):
+class Versioning(Policy[VersioningConfig]):
     name: ClassVar[str] = "versioning"
     priority: ClassVar[int] = 780
     Config = VersioningConfig

@@ -141,7 +141,7 @@ SecAction "id:900990,phase:1,nolog,pass,t:none,setvar:tx.crs_setup_version=334"
     return engine, rules
 
 
-class Waf(Policy):
+class Waf(Policy[WafConfig]):
     name: ClassVar[str] = "waf"
     priority: ClassVar[int] = 500  # last in the request phase: it sees what everything else let through
     Config = WafConfig
@@ -198,7 +198,7 @@ class Waf(Policy):
             return [], ct  # detect mode: passes uninspected, as documented
         if not body:
             return [], ct
-        kind = ct.kind if ct is not None else "other"
+        kind: str = ct.kind if ct is not None else "other"
         if kind == "multipart":
             if ct is not None and ct.media != "multipart/form-data":
                 raise BodyRefused(415, "uninspectable-body",

@@ -91,7 +91,7 @@ class MemoryStore:
                 t = type(packed)
                 state = (packed.real, packed.imag) if t is complex else (packed,) if t is float else _unpack(packed)
             if max_delay:
-                state, decision = decide(state, now, rate, cost, max_delay)
+                state, decision = decide(state, now, rate, cost, max_delay)  # type: ignore[call-arg]  # the queueing algorithms take it
             else:
                 state, decision = decide(state, now, rate, cost)
             young[h] = complex(state[0], state[1]) if type(state) is tuple and len(state) == 2 else _pack(state)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -68,7 +68,10 @@ def problem_response(status: int, kind: str, detail: str, request: Request,
                     media_type="application/problem+json")
 
 
-async def parse(request: Request, model: type[BaseModel]) -> BaseModel:
+M = TypeVar("M", bound=BaseModel)
+
+
+async def parse(request: Request, model: type[M]) -> M:
     if (request.headers.get("content-type") or "").split(";")[0].strip().lower() != "application/json":
         raise ServiceError(415, "unsupported-media-type", "send application/json")
     raw = await request.body()

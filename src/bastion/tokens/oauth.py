@@ -50,6 +50,7 @@ class TokenHost(Protocol):
 
     config: TokenServiceConfig
     service: TokenService
+    sessions: Any  # SQLAlchemy sessionmaker
 
     async def revoke(self, jtis: list[tuple[str, float]]) -> None: ...
 
@@ -366,7 +367,7 @@ class OAuthEndpoints:
             access, _, _ = svc._access(client.client_id, "service", scope or "", None, now, client.client_id)
             return {"access_token": access, "token_type": "Bearer", "expires_in": int(svc.s.access_ttl),
                     "scope": scope or ""}
-        issued = svc.start_session(_ScopedUser(user, scope or ""), None, client.client_id)
+        issued = svc.start_session(_ScopedUser(user, scope or ""), None, client.client_id)  # type: ignore[arg-type]  # a User view with narrowed scopes
         out = {"access_token": issued.access_token, "token_type": "Bearer", "expires_in": issued.expires_in,
                "scope": issued.scope, "refresh_token": issued.refresh_token}
         return out

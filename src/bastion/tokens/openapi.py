@@ -19,7 +19,7 @@ def document(config: TokenServiceConfig) -> dict[str, Any]:
     p = config.prefix
     errors = {"400": PROBLEM, "401": PROBLEM, "409": PROBLEM, "413": PROBLEM, "415": PROBLEM, "422": PROBLEM,
               "429": PROBLEM}
-    bearer = [{"bearer": []}]
+    bearer: list[dict[str, list[str]]] = [{"bearer": []}]
     paths: dict[str, Any] = {
         f"{p}/login": {"post": {"security": [], "requestBody": _json("Login"), "responses": {"200": TOKENS, **errors}}},
         f"{p}/refresh": {"post": {"security": [], "requestBody": _json("Refresh"),

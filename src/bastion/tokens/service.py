@@ -219,7 +219,7 @@ class TokenService:
             if row is None or family is None or family.revoked_at is not None:
                 raise ServiceError(401, "invalid-token", "the refresh token is not valid")
             spent = s.execute(update(RefreshToken).where(RefreshToken.jti == row.jti, RefreshToken.used_at.is_(None))
-                              .values(used_at=now)).rowcount
+                              .values(used_at=now)).rowcount  # type: ignore[attr-defined]  # a CursorResult for UPDATE
             if spent != 1:
                 # a refresh token presented twice: someone holds a copy. End the whole login
                 # (committed here, then refused below).

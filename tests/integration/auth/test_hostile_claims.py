@@ -99,6 +99,14 @@ HOSTILE = {
     "typ Offline": {"typ": "Offline"},
     "typ ID": {"typ": "ID"},
     "typ number": {"typ": 1},
+    # from the red-team review
+    "typ refresh with a trailing space": {"typ": "refresh "},
+    "typ refresh with NUL": {"typ": "refresh\u0000"},
+    "typ refresh_token": {"typ": "refresh_token"},
+    "typ full-width refresh": {"typ": "\uff52\uff45\uff46\uff52\uff45\uff53\uff48"},
+    "sub lone surrogate": {"sub": "RAW:\"al\\ud800ice\""},
+    "sub empty": {"sub": ""},
+    "payload nested 1000 deep": {"x": "RAW:" + "[" * 1000 + "]" * 1000},
 }
 
 
@@ -217,3 +225,34 @@ def test_principal_headers_are_named_once_for_the_gateway(upstream, tmp_path):
         assert seen["x-user"] == ["acme"] and seen["x-user-scopes"] == ["read"] and "x-bastion-subject" not in seen
         seen = forwarded_headers(raw_request(g.port, "GET", "/pub/x", {"X-User": "root", "X_User_Scopes": "admin"}))
         assert "x-user" not in seen and "x_user_scopes" not in seen
+
+
+def test_scopes_are_separated_by_spaces_only(upstream, tmp_path):
+    """RFC 6749 3.3: `read\u00a0admin` is one (odd) scope, not `read` and `admin`."""
+    config = {
+        "upstreams": {"up": {"urls": [upstream.url]}},
+        "policies": {"auth": {"schemes": {"bearer": {"type": "jwt", "issuers": [{
+            "issuer": ISS, "audiences": [AUD], "algorithms": ["HS256"], "keys": [{"secret": SECRET}]}]}}}},
+        "routes": [{"path": "/admin/*", "upstream": "up", "policies": {"auth": {"scopes": ["admin"]}}},
+                   {"path": "/*", "upstream": "up"}],
+    }
+    with run_gateway(config, tmp_path) as g:
+        for sep in ("\u00a0", "\u2003", "\u001c"):
+            token = raw_payload_token(claims_text(scope="read" + sep + "admin"))
+            assert raw_request(g.port, "GET", "/admin/x", {"Authorization": f"Bearer {token}"}).status in (401, 403)
+        token = raw_payload_token(claims_text(scope="read admin"))
+        r = raw_request(g.port, "GET", "/admin/x", {"Authorization": f"Bearer {token}"})
+        assert r.status == 200 and forwarded_headers(r)["x-bastion-issuer"] == [ISS]
+
+
+def test_an_unsigned_deeply_nested_token_is_401_not_500(gw):
+    import base64
+
+    def b64(b: bytes) -> str:
+        return base64.urlsafe_b64encode(b).rstrip(b"=").decode()
+
+    token = b64(b'{"alg":"HS256"}') + "." + b64(b'{"a":' + b"[" * 1000 + b"]" * 1000 + b"}") + ".AAAA"
+    r = raw_request(gw.port, "GET", "/pub/x", {"Authorization": f"Bearer {token}"})
+    assert r.status == 200  # public route: the refused token is dropped, the request goes on
+    assert "authorization" not in forwarded_headers(r)
+    assert raw_request(gw.port, "GET", "/either/x", {"Authorization": f"Bearer {token}"}).status == 401
