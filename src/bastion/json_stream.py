@@ -48,7 +48,8 @@ class _Strict(json.JSONDecoder):
         super().__init__(parse_constant=_no_constant)
 
 
-_scan = make_scanner(_Strict())  # the C scanner: scan(text, index) -> (value, end)
+# the C scanner: scan(text, index) -> (value, end); typeshed types make_scanner as taking itself
+_scan = make_scanner(_Strict())  # type: ignore[arg-type]
 _WS = re.compile(r"[ \t\n\r]*")
 
 
@@ -197,7 +198,7 @@ class JsonRewriter:
         n = len(buf)
         self.need = 0
         while True:
-            pos = _WS.match(buf, self.pos).end()
+            pos = _WS.match(buf, self.pos).end()  # type: ignore[union-attr]  # `*`: always matches
             self.pos = pos
             if pos >= n:
                 return

@@ -94,7 +94,7 @@ class ResponseFilter(Policy[ResponseFilterConfig], Filter):
         self.names = frozenset(f.lower() for f in config.fields)
         self.patterns = [re.compile(p, re.IGNORECASE) for p in config.field_patterns]
         self.card = "card" in config.values
-        self.value_res = [VALUE_KINDS[k] for k in config.values if VALUE_KINDS[k] is not None]
+        self.value_res = [r for k in config.values if (r := VALUE_KINDS[k]) is not None]
         self.remove = config.mode == "remove"
         self.mask = config.mask
         self.max_bytes = config.max_bytes
