@@ -52,8 +52,26 @@ def base_path(spec: dict[str, Any]) -> str:
     return urlsplit(str(servers[0].get("url", ""))).path.rstrip("/") if servers else ""
 
 
+def deref(spec: dict[str, Any], node: Any, depth: int = 0) -> Any:
+    """The node with local `$ref`s replaced by what they point to (bounded: a cycle stops after 8 refs)."""
+    if depth > 8:
+        return {}
+    if isinstance(node, dict):
+        ref = node.get("$ref")
+        if isinstance(ref, str) and ref.startswith("#/"):
+            target: Any = spec
+            for part in ref[2:].split("/"):
+                target = target.get(part.replace("~1", "/").replace("~0", "~"), {}) if isinstance(target, dict) else {}
+            return deref(spec, target, depth + 1)
+        return {k: deref(spec, v, depth) for k, v in node.items()}
+    if isinstance(node, list):
+        return [deref(spec, v, depth) for v in node]
+    return node
+
+
 def operations(spec: dict[str, Any]) -> list[Operation]:
     base = base_path(spec)
+    spec = {**spec, "paths": deref(spec, spec.get("paths") or {})}
     global_sec = spec.get("security")
     out = []
     for template, item in (spec.get("paths") or {}).items():

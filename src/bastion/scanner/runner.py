@@ -106,6 +106,9 @@ async def scan(opts: ScanOptions, progress: Any = None) -> ScanResult:
                 progress.advance(task)
         order = {s: i for i, s in enumerate(SEVERITIES)}
         findings.sort(key=lambda f: (order[f.severity], f.category, f.check, f.url))
+        seen: set[tuple[str, str, str]] = set()  # one finding per check, method and path (the most severe)
+        findings = [f for f in findings if (k := (f.check, f.method, f.url.split("?")[0])) not in seen
+                    and not seen.add(k)]
         return ScanResult(opts.base_url, findings, len(client.sent), time.monotonic() - started,
                           _max_rate(client.sent), len(ops), ran)
     finally:
