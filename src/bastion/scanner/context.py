@@ -58,7 +58,7 @@ class ScanContext:
                         break
         if who is not None:
             low = param.lower()
-            if who.username and ("name" in low or "user" in low or low == "id"):
+            if who.username and ("name" in low or "user" in low):
                 out.append(who.username)
             if who.subject:
                 out.append(who.subject)

@@ -47,7 +47,9 @@ async def run(ctx) -> list[Finding]:
         param = op.path_params[0]
         mine_vals = await ctx.values_for(op, param, a)
         theirs_vals = set(await ctx.values_for(op, param, b))
-        own = [v for v in (a.username, a.subject) if v]
+        userish = _owner_param(op) or any(w in param.lower() for w in ("user", "owner", "account", "member",
+                                                                        "customer", "login"))
+        own = [v for v in ((a.username if userish else None), a.subject) if v]
         # A's objects: what A's own list shows and B's does not, then A's own ids
         candidates = [v for v in mine_vals if v not in theirs_vals and v not in own][:3] + own
         for v in list(dict.fromkeys(candidates))[:5]:
