@@ -1,0 +1,141 @@
+"""The differential checks against their controls: apps that misbehave on odd input without any
+SQL (every quote gives 500, ints parsed strictly), that search by tokens (an `OR` in the input
+matches more), or that are parameterised, must give no SQL injection finding; an injectable app
+that swallows every error must still be found (boolean differential alone). Plus the credential
+classifier as a property, and the one --output naming rule."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from bastion.scanner.checks.api3 import plaintext_credential
+from bastion.scanner.reporters import infer_format, output_paths
+from bastion.scanner.runner import ScanOptions, run_sync
+from helpers import ThreadedUvicorn
+
+NAMES = ["kettle", "toaster", "lamp", "desk", "chair", "mug", "teapot", "rug"]
+SPEC = {"openapi": "3.0.3", "info": {"title": "t", "version": "1"}, "paths": {
+    "/items": {"get": {"parameters": [{"name": "q", "in": "query", "schema": {"type": "string"}}],
+                       "responses": {"200": {"description": "ok"}}}},
+    "/items/{item_id}": {"get": {"parameters": [{"name": "item_id", "in": "path", "required": True,
+                                                 "schema": {"type": "integer"}}],
+                                 "responses": {"200": {"description": "ok"}}}}}}
+
+
+def make(kind: str) -> Starlette:
+    db = sqlite3.connect(":memory:", check_same_thread=False)
+    db.execute("CREATE TABLE items (id INTEGER PRIMARY KEY, name TEXT)")
+    db.executemany("INSERT INTO items (name) VALUES (?)", [(n,) for n in NAMES])
+
+    def search(q: str) -> list:
+        if kind == "quote500":
+            if "'" in q or '"' in q:
+                raise RuntimeError("odd input")
+            return [n for n in NAMES if q in n]
+        if kind == "tokens":  # any word of the query, OR semantics
+            words = [w for w in q.replace("'", " ").split() if w]
+            return [n for n in NAMES if any(w.lower() in n for w in words)]
+        if kind == "param":
+            return [r[0] for r in db.execute("SELECT name FROM items WHERE name LIKE ?", (f"%{q}%",))]
+        try:  # "masked": injectable, every error swallowed into an empty answer
+            return [r[0] for r in db.execute(f"SELECT name FROM items WHERE name LIKE '%{q}%'")]
+        except sqlite3.Error:
+            return []
+
+    def one(raw: str):
+        if kind == "masked":
+            try:
+                rows = db.execute(f"SELECT id, name FROM items WHERE id = {raw}").fetchall()
+            except sqlite3.Error:
+                rows = []
+        else:
+            rows = db.execute("SELECT id, name FROM items WHERE id = ?", (int(raw),)).fetchall()  # ValueError → 500
+        return rows
+
+    async def items(request: Request):
+        try:
+            return JSONResponse({"items": search(request.query_params.get("q", ""))})
+        except RuntimeError:
+            return JSONResponse({"error": "internal"}, 500)
+
+    async def item(request: Request):
+        try:
+            rows = one(request.path_params["item_id"])
+        except ValueError:
+            return JSONResponse({"error": "internal"}, 500)
+        return JSONResponse({"id": rows[0][0], "name": rows[0][1]}) if rows else JSONResponse({"error": "nf"}, 404)
+
+    async def spec(request: Request):
+        return JSONResponse(SPEC)
+
+    return Starlette(routes=[Route("/openapi.json", spec), Route("/items", items), Route("/items/{item_id}", item)])
+
+
+@pytest.mark.parametrize("kind,expected", [("quote500", set()), ("tokens", set()), ("param", set()),
+                                           ("masked", {"/items", "/items/{item_id}"})])
+def test_sqli_differentials_against_controls(kind, expected):
+    with ThreadedUvicorn(make(kind)) as server:
+        result = run_sync(ScanOptions(server.url, rate=200, checks=["api8-sqli"]))
+    found = {"/items/{item_id}" if f.url.split("?")[0].count("/") > 3 else "/items" for f in result.findings
+             if f.check == "api8-sqli"}
+    assert found == expected, [(f.url, f.evidence) for f in result.findings]
+
+
+HASHES = st.one_of(
+    st.from_regex(r"\$2[aby]\$1[0-4]\$[./A-Za-z0-9]{53}", fullmatch=True),
+    st.from_regex(r"\$argon2id\$v=19\$m=65536,t=3,p=4\$[A-Za-z0-9+/]{22}\$[A-Za-z0-9+/]{43}", fullmatch=True),
+    st.sampled_from([32, 40, 64, 128]).flatmap(lambda n: st.from_regex(rf"[0-9a-f]{{{n}}}", fullmatch=True)),
+    st.from_regex(r"pbkdf2_sha256\$[0-9]{6}\$[A-Za-z0-9]{12}\$[A-Za-z0-9+/=]{44}", fullmatch=True),
+    st.from_regex(r"[*•]{3,12}", fullmatch=True))
+KEYS = st.sampled_from(["password", "passwd", "pwd", "db_password", "smtpPassword", "client-secret", "secret", "pin"])
+
+
+@settings(max_examples=60, deadline=None)
+@given(KEYS, HASHES)
+def test_hashes_and_masks_are_never_plaintext_credentials(key, value):
+    assert not plaintext_credential(key, value)
+
+
+@settings(max_examples=60, deadline=None)
+@given(KEYS, st.from_regex(r"[A-Za-z][A-Za-z0-9!@#%&*_.-]{5,30}", fullmatch=True))
+def test_typed_passwords_are_plaintext_credentials(key, value):
+    assert plaintext_credential(key, value)
+
+
+@pytest.mark.parametrize("key", ["password_hash", "hashed_password", "password_changed_at", "passenger", "spinner",
+                                 "password_reset_required", "secret_question"])
+def test_credential_lookalike_keys_are_not_credentials(key):
+    assert not plaintext_credential(key, "hunter2-typed")
+
+
+def test_output_naming_is_one_rule():
+    assert output_paths(Path("report.json"), ["json"]) == {"json": Path("report.json")}
+    assert output_paths(Path("report"), ["json"]) == {"json": Path("report.json")}
+    assert output_paths(Path("out/report.json"), ["json", "sarif"]) == {"json": Path("out/report.json"),
+                                                                        "sarif": Path("out/report.sarif")}
+    assert output_paths(Path("scan.v2"), ["md"]) == {"md": Path("scan.v2.md")}
+    assert infer_format(Path("r.sarif")) == "sarif" and infer_format(Path("r.bin")) is None
+
+
+def test_cli_output_name_with_one_format_and_inferred_format(tmp_path):
+    with ThreadedUvicorn(make("param")) as server:
+        for extra, name in ((["--format", "json"], "report.json"), ([], "inferred.json")):
+            out = tmp_path / name
+            r = subprocess.run([sys.executable, "-m", "bastion.cli", "scan", server.url, "--checks", "api8-headers",
+                                "--rate", "100", "--fail-on", "never", "--output", str(out), *extra],
+                               capture_output=True, text=True, timeout=120)
+            assert r.returncode == 0, r.stdout + r.stderr
+            assert json.loads(out.read_text())["schema"] == "bastion-scan/1"
+            assert not list(tmp_path.glob(name + ".*"))
