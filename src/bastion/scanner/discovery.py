@@ -84,12 +84,16 @@ def operations(spec: dict[str, Any]) -> list[Operation]:
                 continue
             params = shared + [p for p in op.get("parameters") or [] if isinstance(p, dict)]
             body = None
+            form = False
             content = ((op.get("requestBody") or {}).get("content") or {})
             if "application/json" in content:
                 body = (content["application/json"] or {}).get("schema") or {}
+            elif "application/x-www-form-urlencoded" in content:
+                body = (content["application/x-www-form-urlencoded"] or {}).get("schema") or {}
+                form = True
             security = op.get("security", global_sec)
             secured = bool(security) and not any(alt == {} for alt in security)
-            out.append(Operation(method.upper(), base + template, params, body, secured))
+            out.append(Operation(method.upper(), base + template, params, body, secured, form=form))
     return out
 
 

@@ -61,7 +61,13 @@ def _max_rate(times: list[float]) -> float:
 
 
 async def _login(client: ScanClient, recipe: dict[str, Any]) -> Identity:
-    r = await client.request(recipe.get("method", "POST"), recipe["path"], json=recipe.get("json"), record=False)
+    if recipe.get("form") is not None:  # OAuth2 password grant style: form-encoded fields
+        from urllib.parse import urlencode
+
+        r = await client.request(recipe.get("method", "POST"), recipe["path"], content=urlencode(recipe["form"]),
+                                 headers={"Content-Type": "application/x-www-form-urlencoded"}, record=False)
+    else:
+        r = await client.request(recipe.get("method", "POST"), recipe["path"], json=recipe.get("json"), record=False)
     doc = r.json()
     value: Any = doc
     for part in str(recipe.get("token", "access_token")).split("."):

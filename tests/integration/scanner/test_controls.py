@@ -139,3 +139,28 @@ def test_cli_output_name_with_one_format_and_inferred_format(tmp_path):
             assert r.returncode == 0, r.stdout + r.stderr
             assert json.loads(out.read_text())["schema"] == "bastion-scan/1"
             assert not list(tmp_path.glob(name + ".*"))
+
+
+def lookup_app(shell: bool) -> Starlette:
+    async def lookup(request: Request):
+        host = request.query_params.get("host", "localhost")
+        if shell:
+            proc = subprocess.run(f"getent hosts {host}", shell=True, capture_output=True, text=True, timeout=5)  # noqa: S602
+        else:
+            proc = subprocess.run(["getent", "hosts", host], capture_output=True, text=True, timeout=5)
+        return JSONResponse({"output": proc.stdout + proc.stderr, "echo": host})
+
+    async def spec(request: Request):
+        return JSONResponse({"openapi": "3.0.3", "info": {"title": "t", "version": "1"}, "paths": {"/lookup": {"get": {
+            "parameters": [{"name": "host", "in": "query", "schema": {"type": "string"}}],
+            "responses": {"200": {"description": "ok"}}}}}})
+
+    return Starlette(routes=[Route("/openapi.json", spec), Route("/lookup", lookup)])
+
+
+@pytest.mark.parametrize("shell", [True, False])
+def test_command_injection_needs_the_shell_to_compute_the_marker(shell):
+    """The safe twin echoes the input back verbatim (`echo`): a reflection is not execution."""
+    with ThreadedUvicorn(lookup_app(shell)) as server:
+        result = run_sync(ScanOptions(server.url, rate=200, checks=["api8-cmdi"]))
+    assert bool([f for f in result.findings if f.check == "api8-cmdi"]) is shell

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import re
 import secrets
 
 import orjson
 
+from bastion.scanner.checks.api3 import ME
 from bastion.scanner.context import login_account, register_account, sample
 from bastion.scanner.model import Finding
 
@@ -90,18 +92,25 @@ async def _writes(ctx) -> list[Finding]:
         return []
     out: list[Finding] = []
     b = ctx.b
-    user_ops = [o for o in ctx.ops if o.method in WRITE and len(o.path_params) == 1 and _owner_param(o)]
+    user_ops = [o for o in ctx.ops if o.method in WRITE and ((len(o.path_params) == 1 and _owner_param(o)) or
+                (not o.path_params and _user_field(o) and not SKIP.search(o.path)))]
     if user_ops:
         for op in user_ops[:4]:
             acct = await register_account(ctx)
             if acct is None or acct.identity is None:
                 break
-            value = acct.username if not _numeric_param(op) else _id_of(acct.answer) or acct.identity.subject
-            if not value:
-                continue
             marker = "scan" + secrets.token_hex(3)
             body = _body_for(op, marker)
-            r = await ctx.send(op, b, value=str(value), json=body if op.method != "DELETE" else None)
+            if op.path_params:
+                value = acct.username if not _numeric_param(op) else _id_of(acct.answer) or acct.identity.subject
+                if not value:
+                    continue
+            else:  # the user is named in the body (PUT /profile {"username": …})
+                value = None
+                field = _user_field(op)
+                body = {**(body or {}), field: acct.email if "mail" in field.lower() else acct.username}
+            r = await ctx.send(op, b, value=str(value) if value else None,
+                               json=body if op.method != "DELETE" else None)
             if not r.ok:
                 continue
             proof = await _verify_account(ctx, acct, op, body, marker)
@@ -155,6 +164,14 @@ async def _object_writes(ctx) -> list[Finding]:
     return out
 
 
+SKIP = re.compile(r"(register|signup|sign-up|login|signin|token|session|reset|forgot|role)", re.I)
+USER_FIELD = re.compile(r"^(username|user_?name|user|login|email|user_?id|userid)$", re.I)
+
+
+def _user_field(op) -> str | None:
+    return next((k for k in ((op.body_schema or {}).get("properties") or {}) if USER_FIELD.match(k)), None)
+
+
 def _owner_param(op) -> bool:
     segs = [s for s in op.path.split("/") if s]
     return any(seg.startswith("{") and i > 0 and segs[i - 1].lower() in OWNER_SEGMENTS for i, seg in enumerate(segs))
@@ -206,6 +223,10 @@ async def _verify_account(ctx, acct, op, body, marker: str) -> str | None:
     for reader in [o for o in ctx.gets(with_params=True) if len(o.path_params) == 1 and _owner_param(o)][:2]:
         value = acct.username if not _numeric_param(reader) else (_id_of(acct.answer) or acct.identity.subject)
         r = await ctx.send(reader, acct.identity, value=str(value))
+        if r.ok and marker in r.text:
+            return f"the account's own read ({reader.path}) now shows the other user's value"
+    for reader in [o for o in ctx.gets(with_params=False) if o.secured and ME.search(o.path)][:3]:
+        r = await ctx.send(reader, acct.identity)
         if r.ok and marker in r.text:
             return f"the account's own read ({reader.path}) now shows the other user's value"
     return None
