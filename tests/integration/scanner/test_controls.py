@@ -164,3 +164,39 @@ def test_command_injection_needs_the_shell_to_compute_the_marker(shell):
     with ThreadedUvicorn(lookup_app(shell)) as server:
         result = run_sync(ScanOptions(server.url, rate=200, checks=["api8-cmdi"]))
     assert bool([f for f in result.findings if f.check == "api8-cmdi"]) is shell
+
+
+def graphql_auth_app(verify: bool) -> Starlette:
+    """A GraphQL-only API: login is a mutation, `me` depends on the bearer token."""
+    import jwt as pyjwt
+    from graphql import build_schema, graphql_sync
+
+    key = "k" * 40
+    schema = build_schema("type Query { me: String, hello: String } type Mutation { login(username: String!, "
+                          "password: String!): String }")
+
+    async def endpoint(request: Request):
+        payload = await request.json()
+        auth = request.headers.get("authorization", "").removeprefix("Bearer ")
+        try:
+            claims = pyjwt.decode(auth, key, algorithms=["HS256"]) if verify else \
+                pyjwt.decode(auth, options={"verify_signature": False})
+        except pyjwt.PyJWTError:
+            claims = {}
+        root = {"me": claims.get("sub"), "hello": "hi",
+                "login": lambda info, username, password: pyjwt.encode({"sub": username}, key, algorithm="HS256")}
+        result = graphql_sync(schema, payload.get("query", ""), root_value=root)
+        return JSONResponse({"data": result.data, **({"errors": [e.formatted for e in result.errors]}
+                                                     if result.errors else {})})
+
+    return Starlette(routes=[Route("/graphql", endpoint, methods=["POST"])])
+
+
+@pytest.mark.parametrize("verify", [False, True])
+def test_forged_tokens_on_a_graphql_only_api(verify):
+    login = {"name": "alice", "path": "/graphql", "token": "data.login",
+             "json": {"query": 'mutation { login(username: "alice", password: "pw") }'}}
+    with ThreadedUvicorn(graphql_auth_app(verify)) as server:
+        result = run_sync(ScanOptions(server.url, graphql="/graphql", rate=200, checks=["api2-alg-none"],
+                                      logins=[login]))
+    assert bool([f for f in result.findings if f.check == "api2-alg-none"]) is not verify

@@ -33,6 +33,35 @@ def _sign(header: dict, payload: dict, key: bytes) -> str:
     return f"{h}.{p}.{b64(hmac.new(key, f'{h}.{p}'.encode(), hashlib.sha256).digest())}"
 
 
+async def _graphql_probe(ctx, token: str):
+    """For a GraphQL API: a root query (no required arguments) whose answer with A's token differs
+    from the anonymous one; a forged token is accepted when it gets A's answer."""
+    from bastion.scanner.checks.graphql import INTROSPECT, Schema, _call
+
+    r = await ctx.client.request("POST", ctx.graphql_path, json={"query": INTROSPECT},
+                                 headers={"Authorization": f"Bearer {token}"})
+    doc = r.json()
+    if not (isinstance(doc, dict) and (doc.get("data") or {}).get("__schema")):
+        return None
+    schema = Schema(doc)
+    for f in [f for f in schema.fields(schema.query) if not schema.required_args(f)][:8]:
+        q = {"query": _call("query", f, schema, {})}
+        mine = await ctx.client.request("POST", ctx.graphql_path, json=q, headers={"Authorization": f"Bearer {token}"})
+        anon = await ctx.client.request("POST", ctx.graphql_path, json=q)
+        bad = await ctx.client.request("POST", ctx.graphql_path, json=q,
+                                       headers={"Authorization": "Bearer not-a-real-token"})
+        md = (mine.json() or {}).get("data") if isinstance(mine.json(), dict) else None
+        if not md or not any(md.values()) or md == ((anon.json() or {}).get("data") if isinstance(anon.json(), dict)
+                                                    else None) or bad.body == mine.body:
+            continue
+
+        async def accepts(tok: str, q=q, mine=mine):
+            r = await ctx.client.request("POST", ctx.graphql_path, json=q, headers={"Authorization": f"Bearer {tok}"})
+            return r if r.ok and r.body == mine.body else None
+        return accepts
+    return None
+
+
 def _target_words(ctx) -> tuple[bytes, ...]:
     """The target's own words (its host, its spec's title): secrets are often named after the app."""
     words: set[str] = set()
@@ -101,14 +130,23 @@ async def run(ctx) -> list[Finding]:
                                "Sign with an asymmetric key (RS256/ES256/EdDSA) or a random secret of 32+ bytes.",
                                "token_service: {algorithm: ES256}"))
     target = await _probe_target(ctx)
-    if target is None:
-        return out
-    url_path = ctx.fill(target)
+    accepts = None
+    if target is not None:
+        url_path = ctx.fill(target)
+
+        async def accepts(tok: str):
+            r = await ctx.client.request("GET", url_path, headers={"Authorization": f"Bearer {tok}"})
+            return r if r.ok else None
+    elif ctx.graphql_path:
+        accepts = await _graphql_probe(ctx, token)
+    if accepts is None:
+        return out + await _login_checks(ctx)
     none = b64(orjson.dumps({"alg": "none", "typ": "JWT"})) + "." + b64(orjson.dumps(payload)) + "."
-    r = await ctx.client.request("GET", url_path, headers={"Authorization": f"Bearer {none}"})
-    if r.ok:
+    r = await accepts(none)
+    if r is not None:
         out.append(Finding("api2-alg-none", "Unsigned tokens (alg: none) are accepted", "API2", 347, "critical",
-                           "certain", "GET", r.url, f"HTTP {r.status} for {a.name}'s claims with alg none and no signature",
+                           "certain", r.method, r.url, f"HTTP {r.status} for {a.name}'s claims with alg none and no "
+                           "signature, answered as for the real token",
                            "Accept only the algorithms you issue; never 'none'.", AUTH_FIX,
                            request_headers={"Authorization": f"Bearer {none}"}))
     for jwks_path in ("/.well-known/jwks.json", "/jwks.json", "/auth/.well-known/jwks.json", "/oauth/jwks"):
@@ -122,21 +160,23 @@ async def run(ctx) -> list[Finding]:
                 continue
             pem = pyjwt.PyJWK(jwk).key.public_bytes(Encoding.PEM, PublicFormat.SubjectPublicKeyInfo)
             forged = _sign({"alg": "HS256", "typ": "JWT", "kid": jwk.get("kid")}, payload, pem)
-            fr = await ctx.client.request("GET", url_path, headers={"Authorization": f"Bearer {forged}"})
-            if fr.ok:
+            fr = await accepts(forged)
+            if fr is not None:
                 out.append(Finding("api2-hs256-public-key", "A token HMAC-signed with the server's public key is "
-                                   "accepted (algorithm confusion)", "API2", 327, "critical", "certain", "GET", fr.url,
-                                   f"HTTP {fr.status}; key {jwk.get('kid')} from {jwks_path}",
+                                   "accepted (algorithm confusion)", "API2", 327, "critical", "certain", fr.method,
+                                   fr.url, f"HTTP {fr.status}; key {jwk.get('kid')} from {jwks_path}",
                                    "Bind each key to its algorithm; never let the token's header choose.", AUTH_FIX))
         break
     if secret is not None:
         expired = {**payload, "iat": int(time.time()) - 7200, "exp": int(time.time()) - 3600}
         forged = _sign(header, expired, secret.encode())
-        r = await ctx.client.request("GET", url_path, headers={"Authorization": f"Bearer {forged}"})
-        if r.ok:
+        r = await accepts(forged)
+        if r is not None:
             out.append(Finding("api2-expired-accepted", "An expired token is accepted", "API2", 613, "high", "certain",
-                               "GET", r.url, f"HTTP {r.status} for a token that expired an hour ago",
+                               r.method, r.url, f"HTTP {r.status} for a token that expired an hour ago",
                                "Check exp (with a small leeway) on every request.", AUTH_FIX))
+    if target is None:
+        return out + await _login_checks(ctx)
     anon_status = (await ctx.client.request("GET", url_path)).status
     for name in ("access_token", "token", "api_key", "apikey", "jwt"):
         r = await ctx.client.request("GET", url_path, params={name: token})
