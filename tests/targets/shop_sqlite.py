@@ -26,6 +26,12 @@ scores every finding against this table — (check, path template)):
   api4-body-size          *                                   no body limit (any POST)
   api5-admin              /api/admin/stats                    role never checked
 
+`create_app(hardened=True)` is its twin with every bug above fixed in the code (parameterised SQL,
+owner and role checks, the role set server-side, no credentials in answers, a random 32-byte
+secret, a linear e-mail check, an image-host allow-list); `hardened_config()` puts it behind
+`bastion serve` for what a gateway does (security headers, rate limits with login limits, body
+limit). A scan of the twin must find nothing high or critical.
+
 NOT vulnerable (a finding here is a false positive): /api/products/{product_id} is public by spec
 (`security: []`), so reading it as another user is not BOLA; GET /api/orders is scoped to the
 caller; login answers the same for unknown users and wrong passwords; errors are a generic 500
@@ -144,15 +150,30 @@ class DB:
             return cur.lastrowid
 
 
-def create_app() -> Starlette:
+SAFE_EMAIL = re.compile(r"^[^@\s]{1,64}@[^@\s]{1,255}$")
+
+
+def hardened_config(upstream_url: str) -> dict:
+    return {"upstreams": {"shop": {"urls": [upstream_url]}},
+            "policies": {"body_limit": {"max_bytes": 65536},
+                         "rate_limit": {"limits": ["30/second"], "login_paths": ["/api/auth/login"],
+                                        "login_limits": ["5/minute"]}},
+            "routes": [{"path": "/*", "upstream": "shop"}]}
+
+
+def create_app(hardened: bool = False) -> Starlette:
+    import secrets as _secrets
+
     db = DB()
+    secret = _secrets.token_urlsafe(32) if hardened else JWT_SECRET
+    user_cols = "id, username, email, role" if hardened else "id, username, email, password, role"
 
     def current_user(request: Request) -> dict | None:
         auth = request.headers.get("authorization", "")
         if not auth.lower().startswith("bearer "):
             return None
         try:
-            claims = jwt.decode(auth[7:], JWT_SECRET, algorithms=["HS256"])
+            claims = jwt.decode(auth[7:], secret, algorithms=["HS256"])
         except jwt.PyJWTError:
             return None
         rows = db.q("SELECT * FROM users WHERE username = ?", (claims.get("sub"),))
@@ -181,7 +202,8 @@ def create_app() -> Starlette:
             return JSONResponse({"error": "username taken"}, 409)
         # "role" defaults to user... unless the client sends one
         uid = db.x("INSERT INTO users (username, email, password, role) VALUES (?,?,?,?)",
-                   (data["username"], data.get("email", ""), data["password"], data.get("role", "user")))
+                   (data["username"], data.get("email", ""), data["password"],
+                    "user" if hardened else data.get("role", "user")))
         return JSONResponse({"id": uid, "username": data["username"]}, 201)
 
     async def login(request: Request):
@@ -192,22 +214,25 @@ def create_app() -> Starlette:
             return JSONResponse({"error": "invalid username or password"}, 401)
         u = rows[0]
         now = int(time.time())
-        tok = jwt.encode({"sub": u["username"], "role": u["role"], "iat": now, "exp": now + 3600}, JWT_SECRET,
+        tok = jwt.encode({"sub": u["username"], "role": u["role"], "iat": now, "exp": now + 3600}, secret,
                          algorithm="HS256")
         return JSONResponse({"access_token": tok, "token_type": "bearer", "role": u["role"]})
 
     async def users(request: Request, user: dict):
-        return JSONResponse(db.q("SELECT id, username, email, password, role FROM users"))
+        if hardened and user["role"] != "admin":
+            return JSONResponse({"error": "forbidden"}, 403)
+        return JSONResponse(db.q(f"SELECT {user_cols} FROM users"))
 
     async def user_detail(request: Request, user: dict):
-        rows = db.q("SELECT id, username, email, password, role, avatar FROM users WHERE username = ?",
-                    (request.path_params["username"],))
+        if hardened and request.path_params["username"] != user["username"]:
+            return JSONResponse({"error": "not found"}, 404)
+        rows = db.q(f"SELECT {user_cols}, avatar FROM users WHERE username = ?", (request.path_params["username"],))
         return JSONResponse(rows[0]) if rows else JSONResponse({"error": "not found"}, 404)
 
     async def user_email(request: Request, user: dict):
         data = await json_body(request)
         name = request.path_params["username"]
-        if not db.q("SELECT id FROM users WHERE username = ?", (name,)):
+        if not db.q("SELECT id FROM users WHERE username = ?", (name,)) or (hardened and name != user["username"]):
             return JSONResponse({"error": "not found"}, 404)
         db.x("UPDATE users SET email = ? WHERE username = ?", (str(data.get("email", "")), name))
         return JSONResponse({"username": name, "email": data.get("email")})
@@ -215,7 +240,8 @@ def create_app() -> Starlette:
     async def user_password(request: Request, user: dict):
         data = await json_body(request)
         name = request.path_params["username"]
-        if not data.get("password") or not db.q("SELECT id FROM users WHERE username = ?", (name,)):
+        if not data.get("password") or not db.q("SELECT id FROM users WHERE username = ?", (name,)) or \
+                (hardened and name != user["username"]):
             return JSONResponse({"error": "not found"}, 404)
         db.x("UPDATE users SET password = ? WHERE username = ?", (str(data["password"]), name))
         return JSONResponse({"status": "password changed"})
@@ -223,7 +249,7 @@ def create_app() -> Starlette:
     async def avatar(request: Request, user: dict):
         data = await json_body(request)
         url = str(data.get("image_url", ""))
-        if not url.startswith(("http://", "https://")):
+        if not url.startswith(("http://", "https://")) or (hardened and not url.startswith("https://images.shop.test/")):
             return JSONResponse({"error": "image_url must be http(s)"}, 400)
         try:
             with urllib.request.urlopen(url, timeout=3) as r:  # noqa: S310
@@ -236,7 +262,8 @@ def create_app() -> Starlette:
     async def products(request: Request):
         q = request.query_params.get("q", "")
         try:
-            rows = db.q(f"SELECT id, name, price FROM products WHERE name LIKE '%{q}%' ORDER BY id")
+            rows = db.q("SELECT id, name, price FROM products WHERE name LIKE ? ORDER BY id", (f"%{q}%",)) if hardened \
+                else db.q(f"SELECT id, name, price FROM products WHERE name LIKE '%{q}%' ORDER BY id")
         except sqlite3.Error:
             return JSONResponse({"error": "internal server error"}, 500)
         return JSONResponse({"items": rows, "count": len(rows)})
@@ -244,7 +271,10 @@ def create_app() -> Starlette:
     async def product(request: Request):
         pid = request.path_params["product_id"]
         try:
-            rows = db.q(f"SELECT id, name, price, stock FROM products WHERE id = {pid}")
+            rows = db.q("SELECT id, name, price, stock FROM products WHERE id = ?", (int(pid),)) if hardened \
+                else db.q(f"SELECT id, name, price, stock FROM products WHERE id = {pid}")
+        except ValueError:
+            return JSONResponse({"error": "not found"}, 404)
         except sqlite3.Error:
             return JSONResponse({"error": "internal server error"}, 500)
         return JSONResponse(rows[0]) if rows else JSONResponse({"error": "not found"}, 404)
@@ -268,7 +298,7 @@ def create_app() -> Starlette:
             return JSONResponse({"error": "bad id"}, 400)
         rows = db.q("SELECT o.id, o.product_id, o.quantity, o.note, u.username AS customer, u.email FROM orders o "
                     "JOIN users u ON u.id = o.user_id WHERE o.id = ?", (oid,))
-        if not rows:
+        if not rows or (hardened and rows[0]["customer"] != user["username"]):
             return JSONResponse({"error": "not found"}, 404)
         if request.method == "DELETE":
             db.x("DELETE FROM orders WHERE id = ?", (oid,))
@@ -278,17 +308,21 @@ def create_app() -> Starlette:
     async def newsletter(request: Request):
         data = await json_body(request)
         email = str(data.get("email", ""))
-        if not EMAIL.match(email):
+        if not (SAFE_EMAIL if hardened else EMAIL).match(email):
             return JSONResponse({"error": "invalid email"}, 400)
         db.x("INSERT INTO subscribers (email) VALUES (?)", (email,))
         return JSONResponse({"subscribed": email})
 
     async def debug_config(request: Request, user: dict):
+        if hardened:
+            return JSONResponse({"version": "1.4.0", "debug": False})
         return JSONResponse({"version": "1.4.0", "debug": True, "database": {
             "engine": "sqlite", "host": "db.internal", "user": "shop", "password": "Sh0pDB-pr0d!"},
             "mail": {"smtp_host": "smtp.shop.test", "smtp_user": "noreply", "smtp_password": "m4il-s3nd"}})
 
     async def admin_stats(request: Request, user: dict):
+        if hardened and user["role"] != "admin":
+            return JSONResponse({"error": "forbidden"}, 403)
         rows = db.q("SELECT COUNT(*) AS orders, COALESCE(SUM(quantity), 0) AS items FROM orders")
         return JSONResponse({**rows[0], "revenue": 1234.5})
 

@@ -119,3 +119,16 @@ def test_the_public_by_spec_operations_are_not_bola(scanned):
 def test_a_realistic_scan_is_bounded(scanned):
     _, result, _ = scanned
     assert result.requests < 900, result.requests
+
+
+def test_the_hardened_shop_behind_bastion_has_no_high_or_critical_finding(tmp_path):
+    """The twin: the same shop with its bugs fixed, behind `bastion serve` (headers, rate and
+    login limits, body limit). Same options as the scan of the vulnerable shop."""
+    from helpers import run_gateway
+
+    with ThreadedUvicorn(shop_sqlite.create_app(hardened=True)) as upstream, \
+            run_gateway(shop_sqlite.hardened_config(upstream.url), tmp_path) as gw:
+        result = run_sync(ScanOptions(gw.url, rate=RATE, allow_destructive=True, logins=shop_sqlite.SCAN_LOGINS))
+    serious = [(f.check, f.url, f.evidence[:100]) for f in result.findings if f.severity in ("high", "critical")]
+    assert not serious, serious
+    assert result.requests > 150  # the scan did run
