@@ -28,6 +28,11 @@ TRUTH (written before the scanner was run on it; (check, path template)):
   graphql-xss               /graphql           createPaste stores HTML; pastes returns it as is
   graphql-bruteforce        /graphql           login(username:, password:) unthrottled, batchable
 
+`create_app(hardened=True)` is its twin with the bugs fixed in code (random secret, no `is_admin` in
+the input model, owner checks, bound parameters, no shell, an import allow-list, escaped HTML,
+no debug details); `hardened_config()` puts it behind `bastion serve` with the GraphQL guard
+(introspection off, depth/alias/batch limits) and rate and login limits.
+
 NOT vulnerable: GET /users/{user_id} is a public profile by design (no security in the spec,
 same answer for everyone); GET /notes is scoped to the caller; REST errors are generic 500s.
 """
@@ -107,7 +112,29 @@ GRAPHIQL = """<!doctype html><html><head><title>GraphiQL</title>
 document.getElementById('graphiql'));</script></body></html>"""
 
 
-def create_app() -> FastAPI:
+class SafeRegister(BaseModel):
+    username: str
+    password: str
+    bio: str = ""
+
+
+def hardened_config(upstream_url: str) -> dict:
+    return {"upstreams": {"notes": {"urls": [upstream_url]}},
+            "policies": {"body_limit": {"max_bytes": 65536},
+                         "rate_limit": {"max_keys": 100_003,  # its own memory store: one per max_keys per process
+                                        "limits": ["30/second"], "login_paths": ["/auth/login"],
+                                        "login_limits": ["5/minute"]}},
+            "routes": [{"path": "/graphql", "methods": ["POST"], "upstream": "notes",
+                        "policies": {"graphql": {"introspection": False, "limits": {
+                            "max_depth": 6, "max_aliases": 10, "max_batch": 1}},
+                            "rate_limit": {"limits": ["5/second"]}}},
+                       {"path": "/*", "upstream": "notes"}]}
+
+
+def create_app(hardened: bool = False) -> FastAPI:
+    import secrets as _secrets
+
+    secret = _secrets.token_urlsafe(32) if hardened else SECRET_KEY
     engine = create_engine("sqlite://", connect_args={"check_same_thread": False}, poolclass=StaticPool)
     Base.metadata.create_all(engine)
     with Session(engine) as s:
@@ -130,7 +157,7 @@ def create_app() -> FastAPI:
     def me(request: Request, s: Session = Depends(db)) -> User:
         auth = request.headers.get("authorization", "")
         try:
-            claims = jwt.decode(auth.removeprefix("Bearer "), SECRET_KEY, algorithms=["HS256"])
+            claims = jwt.decode(auth.removeprefix("Bearer "), secret, algorithms=["HS256"])
         except jwt.PyJWTError:
             raise HTTPException(401, "Could not validate credentials")
         user = s.scalar(select(User).where(User.username == claims.get("sub")))
@@ -140,16 +167,24 @@ def create_app() -> FastAPI:
 
     def issue(user: User) -> str:
         now = int(time.time())
-        return jwt.encode({"sub": user.username, "exp": now + 1800}, SECRET_KEY, algorithm="HS256")
+        return jwt.encode({"sub": user.username, "exp": now + 1800}, secret, algorithm="HS256")
 
-    @app.post("/auth/register", status_code=201)
-    def register(body: Register, s: Session = Depends(db)):
+    def _register(body: BaseModel, s: Session):
         if s.scalar(select(User).where(User.username == body.username)):
             raise HTTPException(409, "username taken")
         user = User(**body.model_dump())
         s.add(user)
         s.commit()
         return {"id": user.id, "username": user.username}
+
+    if hardened:
+        @app.post("/auth/register", status_code=201)
+        def register_safe(body: SafeRegister, s: Session = Depends(db)):
+            return _register(body, s)
+    else:
+        @app.post("/auth/register", status_code=201)
+        def register(body: Register, s: Session = Depends(db)):
+            return _register(body, s)
 
     @app.post("/auth/login")
     def login(body: Login, s: Session = Depends(db)):
@@ -183,24 +218,29 @@ def create_app() -> FastAPI:
     @app.get("/notes/{note_id}", openapi_extra={"security": [{"bearer": []}]})
     def read_note(note_id: int, user: User = Depends(me), s: Session = Depends(db)):
         note = s.get(Note, note_id)
-        if note is None:
+        if note is None or (hardened and note.owner_id != user.id and not note.public):
             raise HTTPException(404, "not found")
         return {"id": note.id, "title": note.title, "body": note.body, "owner": note.owner.username}
 
     @app.get("/search", openapi_extra={"security": [{"bearer": []}]})
     def search(q: str, user: User = Depends(me), s: Session = Depends(db)):
-        rows = s.execute(text(f"SELECT id, title FROM notes WHERE public = 1 AND title LIKE '%{q}%'")).all()
+        if hardened:
+            rows = s.execute(text("SELECT id, title FROM notes WHERE public = 1 AND title LIKE :q"), {"q": f"%{q}%"}).all()
+        else:
+            rows = s.execute(text(f"SELECT id, title FROM notes WHERE public = 1 AND title LIKE '%{q}%'")).all()
         return [{"id": r[0], "title": r[1]} for r in rows]
 
-    schema = _schema(engine)
+    schema = _schema(engine, secret, hardened)
 
     @app.get("/graphql")
     async def graphql_get(request: Request, query: str | None = None, variables: str | None = None):
         if query is None:
-            if "text/html" in request.headers.get("accept", ""):
+            if "text/html" in request.headers.get("accept", "") and not hardened:
                 return HTMLResponse(GRAPHIQL)
             return JSONResponse({"errors": [{"message": "Must provide query string."}]}, 400)
-        return JSONResponse(_run(schema, {"query": query}, request))
+        if hardened:
+            return JSONResponse({"errors": [{"message": "use POST"}]}, 405)
+        return JSONResponse(_run(schema, {"query": query}, request, secret, hardened))
 
     @app.post("/graphql")
     async def graphql_post(request: Request):
@@ -209,16 +249,17 @@ def create_app() -> FastAPI:
         except Exception:
             return JSONResponse({"errors": [{"message": "POST body sent invalid JSON."}]}, 400)
         if isinstance(payload, list):  # batching for the web app's data loader
-            return JSONResponse([_run(schema, p, request) for p in payload[:100] if isinstance(p, dict)])
-        return JSONResponse(_run(schema, payload if isinstance(payload, dict) else {}, request))
+            return JSONResponse([_run(schema, p, request, secret, hardened) for p in payload[:100] if isinstance(p, dict)])
+        return JSONResponse(_run(schema, payload if isinstance(payload, dict) else {}, request, secret, hardened))
 
     return app
 
 
-def _run(schema: GraphQLSchema, payload: dict, request: Request) -> dict:
+def _run(schema: GraphQLSchema, payload: dict, request: Request, secret: str = SECRET_KEY,
+         hardened: bool = False) -> dict:
     auth = request.headers.get("authorization", "")
     try:
-        viewer = jwt.decode(auth.removeprefix("Bearer "), SECRET_KEY, algorithms=["HS256"]).get("sub")
+        viewer = jwt.decode(auth.removeprefix("Bearer "), secret, algorithms=["HS256"]).get("sub")
     except jwt.PyJWTError:
         viewer = None
     result = graphql_sync(schema, str(payload.get("query") or ""), variable_values=payload.get("variables"),
@@ -228,7 +269,7 @@ def _run(schema: GraphQLSchema, payload: dict, request: Request) -> dict:
         errs = []
         for e in result.errors:
             item = e.formatted
-            if e.original_error is not None:  # DEBUG = True in settings.py
+            if e.original_error is not None and not hardened:  # DEBUG = True in settings.py
                 item["extensions"] = {"exception": {"type": type(e.original_error).__name__, "stacktrace":
                                       traceback.format_exception(e.original_error)}}
             errs.append(item)
@@ -236,7 +277,7 @@ def _run(schema: GraphQLSchema, payload: dict, request: Request) -> dict:
     return out
 
 
-def _schema(engine) -> GraphQLSchema:
+def _schema(engine, secret: str = SECRET_KEY, hardened: bool = False) -> GraphQLSchema:
     def rows(sql: str, *args: Any) -> list[dict]:
         with engine.connect() as c:
             return [dict(r._mapping) for r in c.exec_driver_sql(sql, args).all()]
@@ -258,6 +299,9 @@ def _schema(engine) -> GraphQLSchema:
         "pastes": GraphQLField(GraphQLList(paste_t), resolve=pastes_of)})
 
     def r_pastes(_, info, filter: str | None = None, limit: int = 50):  # noqa: A002
+        if hardened:
+            return rows("SELECT id, title, body, public, owner_id FROM notes WHERE public = 1 AND title LIKE ? "
+                        "ORDER BY id DESC LIMIT ?", f"%{filter or ''}%", int(limit))
         where = "public = 1" + (f" AND title LIKE '%{filter}%'" if filter else "")
         return rows(f"SELECT id, title, body, public, owner_id FROM notes WHERE {where} ORDER BY id DESC LIMIT {int(limit)}")
 
@@ -266,17 +310,23 @@ def _schema(engine) -> GraphQLSchema:
         return found[0] if found else None
 
     def r_diagnostics(_, info, host: str):
-        proc = subprocess.run(f"getent hosts {host}", shell=True, capture_output=True, text=True, timeout=8)  # noqa: S602
+        if hardened:
+            proc = subprocess.run(["getent", "hosts", host], capture_output=True, text=True, timeout=8)
+        else:
+            proc = subprocess.run(f"getent hosts {host}", shell=True, capture_output=True, text=True, timeout=8)  # noqa: S602
         return (proc.stdout + proc.stderr).strip() or "no answer"
 
     def r_create(_, info, title: str, content: str, public: bool = True):
         owner = rows("SELECT id FROM users WHERE username = ?", info.context["viewer"] or "bob")
         with engine.begin() as c:
             c.exec_driver_sql("INSERT INTO notes (title, body, public, owner_id) VALUES (?, ?, ?, ?)",
-                              (title, content, public, owner[0]["id"] if owner else 1))
+                              (html.escape(title) if hardened else title, html.escape(content) if hardened else content,
+                               public, owner[0]["id"] if owner else 1))
         return rows("SELECT id, title, body, public, owner_id FROM notes ORDER BY id DESC LIMIT 1")[0]
 
     def r_import(_, info, url: str):
+        if hardened and not url.startswith("https://pastes.example.com/"):
+            raise ValueError("imports only from pastes.example.com")
         with urllib.request.urlopen(url, timeout=3) as r:  # noqa: S310
             content = r.read(100_000).decode("utf-8", "replace")
         return r_create(_, info, title="imported", content=content, public=False)
@@ -286,7 +336,7 @@ def _schema(engine) -> GraphQLSchema:
         if not found or found[0]["password"] != password:
             raise ValueError("invalid credentials")
         now = int(time.time())
-        return jwt.encode({"sub": username, "exp": now + 1800}, SECRET_KEY, algorithm="HS256")
+        return jwt.encode({"sub": username, "exp": now + 1800}, secret, algorithm="HS256")
 
     def r_about(_, info):
         return html.escape("Notes 0.9")

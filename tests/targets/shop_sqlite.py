@@ -156,7 +156,8 @@ SAFE_EMAIL = re.compile(r"^[^@\s]{1,64}@[^@\s]{1,255}$")
 def hardened_config(upstream_url: str) -> dict:
     return {"upstreams": {"shop": {"urls": [upstream_url]}},
             "policies": {"body_limit": {"max_bytes": 65536},
-                         "rate_limit": {"limits": ["30/second"], "login_paths": ["/api/auth/login"],
+                         "rate_limit": {"max_keys": 100_001,  # its own memory store: one per max_keys per process
+                                        "limits": ["30/second"], "login_paths": ["/api/auth/login"],
                                         "login_limits": ["5/minute"]}},
             "routes": [{"path": "/*", "upstream": "shop"}]}
 

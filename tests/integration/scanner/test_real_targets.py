@@ -132,3 +132,15 @@ def test_the_hardened_shop_behind_bastion_has_no_high_or_critical_finding(tmp_pa
     serious = [(f.check, f.url, f.evidence[:100]) for f in result.findings if f.severity in ("high", "critical")]
     assert not serious, serious
     assert result.requests > 150  # the scan did run
+
+
+def test_the_hardened_notes_behind_bastion_has_no_high_or_critical_finding(tmp_path):
+    from helpers import run_gateway
+
+    with ThreadedUvicorn(notes_graphql.create_app(hardened=True)) as upstream, \
+            run_gateway(notes_graphql.hardened_config(upstream.url), tmp_path) as gw:
+        result = run_sync(ScanOptions(gw.url, graphql="/graphql", rate=RATE, allow_destructive=True,
+                                      logins=notes_graphql.SCAN_LOGINS))
+    serious = [(f.check, f.url, f.evidence[:100]) for f in result.findings if f.severity in ("high", "critical")]
+    assert not serious, serious
+    assert result.requests > 100
