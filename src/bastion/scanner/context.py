@@ -77,7 +77,9 @@ class ScanContext:
         return dict(who.headers) if who else {}
 
     def fill(self, op: Operation, value: str | None = None) -> str:
-        v = value or (self.a.subject if self.a and self.a.subject else "1")
+        userish = len(op.path_params) == 1 and any(w in op.path_params[0].lower() for w in ("user", "name", "login"))
+        v = value or (self.a.username if userish and self.a and self.a.username else None) or \
+            (self.a.subject if self.a and self.a.subject else "1")
         return re.sub(r"\{[^}]+\}", v, op.path)
 
     def gets(self, *, with_params: bool | None = None) -> list[Operation]:

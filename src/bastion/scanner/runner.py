@@ -76,8 +76,11 @@ async def _login(client: ScanClient, recipe: dict[str, Any]) -> Identity:
         why = f"the target is unreachable ({r.error})" if not r.status else f"HTTP {r.status}"
         raise RuntimeError(f"login for {recipe['name']} failed: {why}")
     header, _, template = str(recipe.get("header", "Authorization: Bearer {token}")).partition(":")
+    sent = recipe.get("json") if isinstance(recipe.get("json"), dict) else recipe.get("form") or {}
+    username = recipe.get("username") or next((str(v) for k, v in sent.items() if str(k).lower() in
+                                               ("username", "user", "login", "email", "user_name")), None)
     return Identity(recipe["name"], {header.strip(): template.strip().replace("{token}", value)},
-                    recipe.get("subject"), recipe.get("username"))
+                    recipe.get("subject"), username)
 
 
 async def scan(opts: ScanOptions, progress: Any = None) -> ScanResult:

@@ -200,3 +200,60 @@ def test_forged_tokens_on_a_graphql_only_api(verify):
         result = run_sync(ScanOptions(server.url, graphql="/graphql", rate=200, checks=["api2-alg-none"],
                                       logins=[login]))
     assert bool([f for f in result.findings if f.check == "api2-alg-none"]) is not verify
+
+
+def books_app(check_owner: bool) -> Starlette:
+    """Everyone sees every title in the list; a book's secret is its owner's. Bearer tokens are
+    the user names (enough here)."""
+    books: dict[str, dict] = {"dune": {"book_title": "dune", "owner": "carol", "secret": "carol's note"}}
+    spec = {"openapi": "3.0.3", "info": {"title": "books", "version": "1"},
+            "components": {"securitySchemes": {"b": {"type": "http", "scheme": "bearer"}}}, "security": [{"b": []}],
+            "paths": {"/books": {"get": {"responses": {"200": {"description": "ok"}}},
+                                 "post": {"requestBody": {"content": {"application/json": {"schema": {
+                                     "type": "object", "properties": {"book_title": {"type": "string"},
+                                                                      "secret": {"type": "string"}}}}}},
+                                          "responses": {"201": {"description": "ok"}}}},
+                      "/books/{book_title}": {"get": {"parameters": [{"name": "book_title", "in": "path",
+                                                                      "required": True, "schema": {"type": "string"}}],
+                                                      "responses": {"200": {"description": "ok"}}}}}}
+
+    def who(request: Request) -> str | None:
+        auth = request.headers.get("authorization", "")
+        return auth[7:] if auth.startswith("Bearer ") and auth[7:] in ("alice", "bob") else None
+
+    async def listing(request: Request):
+        if who(request) is None:
+            return JSONResponse({"error": "auth"}, 401)
+        if request.method == "POST":
+            data = await request.json()
+            books[str(data["book_title"])] = {"book_title": str(data["book_title"]), "owner": who(request),
+                                              "secret": str(data.get("secret", ""))}
+            return JSONResponse({"book_title": data["book_title"]}, 201)
+        return JSONResponse({"books": [{"book_title": t} for t in books]})
+
+    async def one(request: Request):
+        me = who(request)
+        book = books.get(request.path_params["book_title"])
+        if me is None:
+            return JSONResponse({"error": "auth"}, 401)
+        if book is None or (check_owner and book["owner"] != me):
+            return JSONResponse({"error": "not found"}, 404)
+        return JSONResponse(book)
+
+    async def openapi(request: Request):
+        return JSONResponse(spec)
+
+    return Starlette(routes=[Route("/openapi.json", openapi), Route("/books", listing, methods=["GET", "POST"]),
+                             Route("/books/{book_title}", one)])
+
+
+@pytest.mark.parametrize("check_owner", [False, True])
+def test_bola_on_objects_the_first_identity_creates(check_owner):
+    from bastion.scanner.model import Identity
+
+    with ThreadedUvicorn(books_app(check_owner)) as server:
+        result = run_sync(ScanOptions(server.url, rate=200, checks=["api1-bola"], allow_destructive=True,
+                                      identities=[Identity("alice", {"Authorization": "Bearer alice"}),
+                                                  Identity("bob", {"Authorization": "Bearer bob"})]))
+    bola = [f for f in result.findings if f.check == "api1-bola"]
+    assert bool(bola) is not check_owner, [(f.url, f.evidence) for f in bola]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import secrets
+from urllib.parse import urlsplit
 
 import orjson
 
@@ -75,7 +76,52 @@ async def run(ctx) -> list[Finding]:
                 "Check that the caller owns (or may see) the object named in the path, on every request.",
                 BOLA_FIX, request_headers=ctx.auth(b)))
             break
+    flagged = {o.path for o in ctx.gets(with_params=True) for f in out
+               if re.fullmatch(re.sub(r"\\\{[^}]+\\\}", "[^/]+", re.escape(o.path)), urlsplit(f.url).path)}
+    out += await _created_reads(ctx, flagged)
     out += await _writes(ctx)
+    return out
+
+
+async def _created_reads(ctx, flagged: set[str]) -> list[Finding]:
+    """With --allow-destructive: A creates an object in each collection that has a POST and an
+    item GET; B reads it. The path value is the field of that name A sent (/books/{book_title}
+    after POST /books {"book_title": …}) or the id the creation answered."""
+    if not ctx.allow_destructive:
+        return []
+    a, b = ctx.a, ctx.b
+    out: list[Finding] = []
+    for op in ctx.gets(with_params=True):
+        if len(op.path_params) != 1 or _owner_param(op) or op.path in flagged:
+            continue
+        param = op.path_params[0]
+        coll = op.path.split("{")[0].rstrip("/")
+        create = next((o for o in ctx.ops if o.method == "POST" and o.path == coll and o.body_schema), None)
+        if create is None:
+            continue
+        marker = "scan" + secrets.token_hex(3)
+        body = _body_for(create, marker) or {}
+        made = await ctx.send(create, a, json=body)
+        if not made.ok:
+            continue
+        value = str(body[param]) if param in body else _id_of(made.json())
+        if not value:
+            continue
+        mine = await ctx.send(op, a, value=value)
+        if not mine.ok or op.path in flagged:
+            continue
+        theirs = await ctx.send(op, b, value=value)
+        if not theirs.ok or not _same_object(mine, theirs):
+            continue
+        if not op.secured:
+            anon = await ctx.send(op, None, value=value)
+            if anon.ok and _same_object(anon, theirs):
+                continue
+        out.append(Finding(
+            "api1-bola", f"{b.name} reads an object {a.name} created", "API1", 639, "high", "firm", "GET", theirs.url,
+            f"{a.name} created it with POST {coll}; {b.name} got the same {len(theirs.body)}-byte object: "
+            + theirs.text[:200], "Check that the caller owns (or may see) the object named in the path, on every request.",
+            BOLA_FIX, request_headers=ctx.auth(b)))
     return out
 
 

@@ -7,7 +7,7 @@ import re
 
 import orjson
 
-from bastion.scanner.context import _props, credential_ops, jwt_parts, register_account, sample
+from bastion.scanner.context import _props, credential_ops, items_of, jwt_parts, register_account, sample
 from bastion.scanner.model import Finding
 
 IDS = ("api3-mass-assignment", "api3-data-exposure", "api3-plaintext-creds")
@@ -87,10 +87,18 @@ async def _reads(ctx, acct) -> dict[str, object]:
     if acct.identity is not None:
         parts = jwt_parts(acct.identity.token or "")
         docs.append(parts[1] if parts else None)
-        for op in [o for o in ctx.gets(with_params=False) if o.secured and ME.search(o.path)][:4]:
+        for op in [o for o in ctx.gets(with_params=False) if ME.search(o.path)][:5]:
             r = await ctx.send(op, acct.identity)
             docs.append(r.json() if r.ok else None)
+        for op in [o for o in ctx.gets(with_params=True) if len(o.path_params) == 1 and
+                   any(w in o.path_params[0].lower() for w in ("user", "name", "login"))][:2]:
+            r = await ctx.send(op, acct.identity, value=acct.username)
+            docs.append(r.json() if r.ok else None)
     for doc in docs:
+        items = items_of(doc)
+        if items and items != [doc] and all(isinstance(i, dict) for i in items[:3]):
+            # a list of users: only the item that is this account
+            doc = next((i for i in items if acct.username in i.values()), None)
         for _, key, value in _walk(doc):
             seen.setdefault(_snake(str(key)), value)
     return seen
