@@ -120,6 +120,13 @@ def test_credential_lookalike_keys_are_not_credentials(key):
     assert not plaintext_credential(key, "hunter2-typed")
 
 
+def test_an_environment_pwd_is_a_directory_not_a_password():
+    """Regression: Damn Vulnerable RESTaurant's /debug dumps os.environ, whose PWD is /app."""
+    assert not plaintext_credential("PWD", "/tmp/dvr/app")
+    assert not plaintext_credential("OLDPWD", "/")
+    assert plaintext_credential("POSTGRES_PASSWORD", "password")
+
+
 def test_output_naming_is_one_rule():
     assert output_paths(Path("report.json"), ["json"]) == {"json": Path("report.json")}
     assert output_paths(Path("report"), ["json"]) == {"json": Path("report.json")}

@@ -40,6 +40,8 @@ def plaintext_credential(key: str, value) -> bool:
     v = value.strip()
     if not 3 <= len(v) <= 128 or HASHED.match(v):
         return False
+    if re.fullmatch(r"(/[\w.@+-]+)+/?|[A-Za-z]:\\[^\n]*|~?/", v):
+        return False  # a filesystem path (an environment's PWD), not a secret
     return not re.fullmatch(r"[A-Za-z0-9+/=_-]{43,}", v)  # long base64: a digest or a key, not a typed password
 
 
