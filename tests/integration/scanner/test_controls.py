@@ -127,6 +127,22 @@ def test_an_environment_pwd_is_a_directory_not_a_password():
     assert plaintext_credential("POSTGRES_PASSWORD", "password")
 
 
+def test_an_environment_dump_reports_its_password_but_not_its_pwd():
+    async def debug(request: Request):
+        return JSONResponse({"env_vars": {"PWD": "/srv/app", "HOME": "/root", "DB_PASSWORD": "s3cret-db-pass"}})
+
+    async def spec(request: Request):
+        return JSONResponse({"openapi": "3.0.3", "info": {"title": "t", "version": "1"},
+                             "paths": {"/debug": {"get": {"responses": {"200": {"description": "ok"}}}}}})
+
+    app = Starlette(routes=[Route("/openapi.json", spec), Route("/debug", debug)])
+    with ThreadedUvicorn(app) as server:
+        result = run_sync(ScanOptions(server.url, rate=200, checks=["api3"]))
+    evidence = [(f.check, f.evidence) for f in result.findings]
+    assert [c for c, _ in evidence] == ["api3-plaintext-creds"], evidence
+    assert "DB_PASSWORD" in evidence[0][1]
+
+
 def test_output_naming_is_one_rule():
     assert output_paths(Path("report.json"), ["json"]) == {"json": Path("report.json")}
     assert output_paths(Path("report"), ["json"]) == {"json": Path("report.json")}

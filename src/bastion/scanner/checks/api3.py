@@ -31,6 +31,10 @@ def _snake(key: str) -> str:
     return re.sub(r"(?<=[a-z0-9])([A-Z])", r"_\1", key).replace("-", "_").lower()
 
 
+def _is_path(v) -> bool:
+    return isinstance(v, str) and bool(re.fullmatch(r"(/[\w.@+-]+)+/?|[A-Za-z]:\\[^\n]*|~?/", v.strip()))
+
+
 def plaintext_credential(key: str, value) -> bool:
     """A credential-named property holding what looks like the credential itself: a string that
     is not a known hash format, not hex/base64 digest-sized, not a mask."""
@@ -40,7 +44,7 @@ def plaintext_credential(key: str, value) -> bool:
     v = value.strip()
     if not 3 <= len(v) <= 128 or HASHED.match(v):
         return False
-    if re.fullmatch(r"(/[\w.@+-]+)+/?|[A-Za-z]:\\[^\n]*|~?/", v):
+    if _is_path(v):
         return False  # a filesystem path (an environment's PWD), not a secret
     return not re.fullmatch(r"[A-Za-z0-9+/=_-]{43,}", v)  # long base64: a digest or a key, not a typed password
 
@@ -187,7 +191,7 @@ async def run(ctx) -> list[Finding]:
                 continue
             if str(key).lower() in TOKEN_KEYS and login_answer:
                 continue  # a token in the answer to a login is what a login is for
-            if SENSITIVE.match(str(key)) and value not in (None, "", False):
+            if SENSITIVE.match(str(key)) and value not in (None, "", False) and not _is_path(value):
                 hit = f"property {ptr}"
             elif isinstance(value, str) and CARD.match(value.replace(" ", "").replace("-", "")) and \
                     _luhn(value.replace(" ", "").replace("-", "")):
