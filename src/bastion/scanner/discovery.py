@@ -43,6 +43,8 @@ async def find_spec(client: ScanClient, given: str | None) -> tuple[dict[str, An
 
 
 def base_path(spec: dict[str, Any]) -> str:
+    if "swagger" in spec:  # Swagger 2.0: basePath
+        return str(spec.get("basePath") or "").rstrip("/")
     for server in spec.get("servers") or []:
         url = str((server or {}).get("url", ""))
         parts = urlsplit(url)
@@ -83,10 +85,22 @@ def operations(spec: dict[str, Any]) -> list[Operation]:
             if not isinstance(op, dict):
                 continue
             params = shared + [p for p in op.get("parameters") or [] if isinstance(p, dict)]
+            params = [p if "schema" in p or p.get("in") == "body" else
+                      {**p, "schema": {k: p[k] for k in ("type", "format", "enum", "pattern") if k in p}}
+                      for p in params]  # Swagger 2.0 puts the type on the parameter itself
             body = None
             form = False
             content = ((op.get("requestBody") or {}).get("content") or {})
-            if "application/json" in content:
+            in_body = next((p for p in params if p.get("in") == "body"), None)  # Swagger 2.0
+            in_form = [p for p in params if p.get("in") == "formData"]
+            if in_body is not None:
+                body = in_body.get("schema") or {}
+            elif in_form:
+                body = {"type": "object", "properties": {p["name"]: {k: v for k, v in p.items() if k in (
+                    "type", "format", "enum", "pattern", "maxLength")} for p in in_form if "name" in p},
+                    "required": [p["name"] for p in in_form if p.get("required") and "name" in p]}
+                form = "application/json" not in (op.get("consumes") or spec.get("consumes") or [])
+            elif "application/json" in content:
                 body = (content["application/json"] or {}).get("schema") or {}
             elif "application/x-www-form-urlencoded" in content:
                 body = (content["application/x-www-form-urlencoded"] or {}).get("schema") or {}

@@ -280,3 +280,23 @@ def test_bola_on_objects_the_first_identity_creates(check_owner):
                                                   Identity("bob", {"Authorization": "Bearer bob"})]))
     bola = [f for f in result.findings if f.check == "api1-bola"]
     assert bool(bola) is not check_owner, [(f.url, f.evidence) for f in bola]
+
+
+def test_swagger_2_documents_are_read_like_openapi_3():
+    from bastion.scanner.discovery import operations
+
+    spec = {"swagger": "2.0", "basePath": "/api/", "consumes": ["application/json"],
+            "paths": {"/login": {"post": {"security": [], "parameters": [
+                          {"in": "body", "name": "b", "schema": {"$ref": "#/definitions/Login"}}]}},
+                      "/token": {"post": {"consumes": ["application/x-www-form-urlencoded"], "parameters": [
+                          {"in": "formData", "name": "username", "type": "string"},
+                          {"in": "formData", "name": "password", "type": "string"}]}},
+                      "/items/{id}": {"get": {"security": [{"key": []}], "parameters": [
+                          {"in": "path", "name": "id", "type": "integer", "required": True}]}}},
+            "definitions": {"Login": {"type": "object", "properties": {"username": {"type": "string"},
+                                                                      "password": {"type": "string"}}}}}
+    ops = {o.path: o for o in operations(spec)}
+    assert set(ops) == {"/api/login", "/api/token", "/api/items/{id}"}
+    assert set(ops["/api/login"].body_schema["properties"]) == {"username", "password"} and not ops["/api/login"].form
+    assert ops["/api/token"].form and set(ops["/api/token"].body_schema["properties"]) == {"username", "password"}
+    assert ops["/api/items/{id}"].secured and ops["/api/items/{id}"].params[0]["schema"] == {"type": "integer"}
