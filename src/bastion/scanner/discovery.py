@@ -111,6 +111,19 @@ def operations(spec: dict[str, Any]) -> list[Operation]:
     return out
 
 
+GRAPHQL_PATHS = ("/graphql", "/api/graphql", "/graphql/v1", "/v1/graphql", "/query", "/gql")
+
+
+async def find_graphql(client: ScanClient) -> str | None:
+    """Without --graphql: the first usual path where `{ __typename }` is answered as GraphQL."""
+    for path in GRAPHQL_PATHS:
+        r = await client.request("POST", path, json={"query": "{ __typename }"}, record=False)
+        doc = r.json() if r.status and r.status < 500 else None
+        if isinstance(doc, dict) and isinstance(doc.get("data"), dict) and "__typename" in doc["data"]:
+            return path
+    return None
+
+
 async def crawl(client: ScanClient) -> list[Operation]:
     found = []
     for path in COMMON_PATHS:

@@ -12,7 +12,7 @@ from bastion.scanner.checks import MODULES
 from bastion.scanner.checks.api7 import Canary
 from bastion.scanner.client import ScanClient
 from bastion.scanner.context import ScanContext, jwt_parts
-from bastion.scanner.discovery import crawl, find_spec, operations
+from bastion.scanner.discovery import crawl, find_graphql, find_spec, operations
 from bastion.scanner.model import SEVERITIES, Finding, Identity
 
 
@@ -97,9 +97,10 @@ async def scan(opts: ScanOptions, progress: Any = None) -> ScanResult:
             if ident.subject is None and parts is not None and parts[1].get("sub") is not None:
                 ident.subject = str(parts[1]["sub"])
         spec, spec_url = await find_spec(client, opts.openapi)
+        graphql_path = opts.graphql or await find_graphql(client)
         ops = operations(spec) if spec else await crawl(client)
         ctx = ScanContext(client, opts.base_url.rstrip("/"), ops, spec, spec_url, identities,
-                          opts.allow_destructive, opts.graphql, canary, opts.burst)
+                          opts.allow_destructive, graphql_path, canary, opts.burst)
         modules = [m for m in MODULES if any(_selected(c, opts) for c in m.IDS)]
         findings: list[Finding] = []
         ran: list[str] = []

@@ -300,3 +300,9 @@ def test_swagger_2_documents_are_read_like_openapi_3():
     assert set(ops["/api/login"].body_schema["properties"]) == {"username", "password"} and not ops["/api/login"].form
     assert ops["/api/token"].form and set(ops["/api/token"].body_schema["properties"]) == {"username", "password"}
     assert ops["/api/items/{id}"].secured and ops["/api/items/{id}"].params[0]["schema"] == {"type": "integer"}
+
+
+def test_the_graphql_endpoint_is_found_without_the_option():
+    with ThreadedUvicorn(graphql_auth_app(True)) as server:
+        result = run_sync(ScanOptions(server.url, rate=200, checks=["graphql-introspection"]))
+    assert [f.check for f in result.findings] == ["graphql-introspection"]
