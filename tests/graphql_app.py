@@ -43,13 +43,21 @@ RECEIVED: list[dict] = []
 async def app(scope, receive, send):
     if scope["type"] != "http":
         return
-    body = await read_body(receive)
-    if scope["method"] == "GET":
-        from urllib.parse import parse_qs
+    from urllib.parse import parse_qs
 
-        q = parse_qs(scope["query_string"].decode())
-        ops = [{"query": q.get("query", [""])[0]}]
-        batch = False
+    body = await read_body(receive)
+    # lenient, as express-graphql and many servers are: a query in the URL wins, whatever the
+    # method; a POST body may be JSON, application/graphql text or a form (by Content-Type)
+    url = {k: v[0] for k, v in parse_qs(scope["query_string"].decode()).items()}
+    ctype = dict(scope["headers"]).get(b"content-type", b"").split(b";")[0].strip()
+    batch = False
+    if scope["method"] == "GET" or "query" in url:
+        ops = [{"query": url.get("query", "")}]
+    elif ctype == b"application/graphql":
+        ops = [{"query": body.decode()}]
+    elif ctype == b"application/x-www-form-urlencoded":
+        form = {k: v[0] for k, v in parse_qs(body.decode()).items()}
+        ops = [{"query": form.get("query", "")}]
     else:
         doc = json.loads(body)
         batch = isinstance(doc, list)

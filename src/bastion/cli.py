@@ -367,6 +367,67 @@ def scan(
         raise typer.Exit(1)
 
 
+@app.command("cors-audit")
+def cors_audit(
+    urls: list[str] = typer.Argument(None, help="Endpoint URLs (each is its own target)."),
+    url_file: Optional[Path] = typer.Option(None, "--urls", help="A file of URLs, one a line (# comments)."),
+    openapi: Optional[str] = typer.Option(None, "--openapi", help="Audit every path of this spec (file or URL) ..."),
+    base_url: Optional[str] = typer.Option(None, "--base-url", help="... against this base URL."),
+    allowed_origin: list[str] = typer.Option([], "--allowed-origin", help="An origin that must keep working "
+                                             "(exact, or bastion's `https://*.example.com` pattern; repeat)."),
+    rate: float = typer.Option(10.0, "--rate", help="Requests per second, at most, per host."),
+    concurrency: int = typer.Option(4, "--concurrency", help="Requests in flight, at most, per host."),
+    timeout: float = typer.Option(10.0, "--timeout", help="Seconds per request."),
+    fmt: list[str] = typer.Option(["console"], "--format", help="console, json, sarif, html, md (repeat)."),
+    output: Optional[Path] = typer.Option(None, "--output", help="File (one format) or base name (several)."),
+    fail_on: str = typer.Option("high", "--fail-on", help="Exit 1 when a finding is at least this severe "
+                                "(critical, high, medium, low; 'never')."),
+) -> None:
+    """Audit the CORS behaviour of many endpoints at once (docs/scanner.md)."""
+    from pydantic import ValidationError
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    from bastion.cors_audit.inputs import InputError, collect
+    from bastion.cors_audit.origins import AllowList
+    from bastion.cors_audit.reporters import FORMATS as AUDIT_FORMATS
+    from bastion.cors_audit.runner import AuditOptions, run_sync as audit_sync
+    from bastion.scanner.model import SEVERITIES
+    from bastion.scanner.reporters import EXTENSIONS
+
+    bad = [f for f in fmt if f not in AUDIT_FORMATS]
+    if bad or fail_on not in (*SEVERITIES, "never"):
+        console.print(f"[red]unknown format {bad} or --fail-on {fail_on!r}[/]")
+        raise typer.Exit(2)
+    try:
+        targets = collect(list(urls or []), url_file, openapi, base_url)
+        AllowList(allowed_origin)
+    except (InputError, OSError) as exc:
+        console.print(f"[red]cors-audit[/]: {exc}", markup=True, highlight=False)
+        raise typer.Exit(2)
+    except ValidationError as exc:
+        console.print(f"[red]--allowed-origin[/]: {exc.errors()[0]['msg']}", markup=True, highlight=False)
+        raise typer.Exit(2)
+    opts = AuditOptions(targets, list(allowed_origin), rate=rate, concurrency=concurrency, timeout=timeout)
+    with Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                  TimeElapsedColumn(), console=Console(stderr=True), transient=True) as progress:
+        result = audit_sync(opts, progress)
+    for f in fmt:
+        if output is None:
+            if f == "console":
+                AUDIT_FORMATS[f](result, Console(width=None if sys.stdout.isatty() else 160))  # stdout; colour on a tty
+            else:
+                sys.stdout.write(AUDIT_FORMATS[f](result))
+        else:
+            text = AUDIT_FORMATS[f](result)
+            path = output if len(fmt) == 1 else output.with_suffix("." + EXTENSIONS[f])
+            path.write_text(text)
+            console.print(f"{f} report: {path}")
+    worst = result.worst()
+    if fail_on != "never" and worst and SEVERITIES.index(worst) <= SEVERITIES.index(fail_on):
+        raise typer.Exit(1)
+    if any(e.error for e in result.endpoints):
+        raise typer.Exit(2)
+
 openapi_app = typer.Typer(help="OpenAPI specs: security findings.", no_args_is_help=True)
 app.add_typer(openapi_app, name="openapi")
 

@@ -11,6 +11,8 @@ import functools
 import ipaddress
 import re
 import time
+import unicodedata
+from urllib.parse import quote, unquote
 from dataclasses import dataclass, field
 from typing import Any, AsyncIterator, Awaitable, Callable
 
@@ -24,8 +26,22 @@ PROBLEM_BASE = "https://bastion.dev/problems/"
 
 _UNRESERVED = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
 _HEX = frozenset(b"0123456789abcdefABCDEF")
-# Bytes that are never allowed in a path, encoded or not.
-_FORBIDDEN_DECODED = {0x2F: "an encoded '/'", 0x5C: "a '\\'", 0x00: "a NUL byte"}
+# Bytes never allowed in a path when percent-encoded: each decodes, on some server, into a
+# separator or a character that changes which resource is meant ('/', '\', ';' path parameters
+# of Java servers, '?' and '#' for a server that decodes before splitting), or a control
+# character (CR/LF in logs and headers, NUL ending C strings).
+_FORBIDDEN_ENCODED = {0x2F: "an encoded '/'", 0x5C: "a '\\'", 0x3B: "an encoded ';'",
+                      0x3F: "an encoded '?'", 0x23: "an encoded '#'", 0x00: "a NUL byte",
+                      0x25: None}  # '%' itself: allowed unless it starts another escape (below)
+for _c in (*range(0x01, 0x20), 0x7F):
+    _FORBIDDEN_ENCODED[_c] = "an encoded control character"
+# A decoded '%' followed by two hex digits: a second decoding (double-decoding frameworks)
+# would turn it into another character, e.g. `%252e%252e` -> `%2e%2e` -> `..`.
+# IIS also decodes `%uXXXX`.
+_DOUBLE_ENCODED = re.compile(rb"%(?:[0-9A-Fa-f]{2}|[uU][0-9A-Fa-f]{4})")
+# Characters a lenient server strips from the end of a segment (IIS, Windows file names,
+# trimming frameworks): `/admin.` or `/admin%20` would be `/admin` there.
+_STRIPPED_TAIL = (b".", b" ", b"\t")
 
 
 class BadPath(ValueError):
@@ -44,25 +60,33 @@ class ClientDisconnected(Exception):
     pass
 
 
-# Segments of plain characters, none of them `.` or `..`: such a path is already canonical.
-_PLAIN_PATH = re.compile(rb"(?:/(?!\.\.?(?:/|$))[A-Za-z0-9\-._~!$&'()*+,=:@]+)+/?|/")
+# Segments of plain characters, none ending in '.' (so neither `.` nor `..`, nor a trailing dot
+# that some servers strip): such a path is already canonical.
+_PLAIN_PATH = re.compile(rb"(?:/[A-Za-z0-9\-._~!$&'()*+,=:@]*[A-Za-z0-9\-_~!$&'()*+,=:@])+/?|/")
 
 
 def normalise_path(raw: bytes) -> str:
-    """Return the one canonical form of a request path.
+    """Return the one canonical form of a request path, or refuse it (`BadPath`, answered 400).
+
+    The rule it holds: no server that reads the forwarded path more leniently than the gateway
+    (decoding twice, dropping `;params`, stripping trailing dots and spaces, folding Unicode to
+    ASCII) can take it for another route than the one the gateway matched. So:
 
     - percent-escapes of unreserved characters are decoded (`/%61dmin` -> `/admin`), other
       escapes are kept with upper-case hex;
-    - encoded `/` and `\\`, any `\\`, NUL (raw or encoded) and escapes that do not decode to
-      valid UTF-8 are refused;
-    - `;params` are stripped from every segment;
+    - refused: encoded `/`, `\\`, `;`, `?`, `#` and control characters; any `\\` or NUL;
+      escapes that do not decode to valid UTF-8; a decoded `%` that starts another escape
+      (double encoding); a segment ending in `.`, space or tab; a non-ASCII character that
+      Unicode normalisation or case mapping turns into ASCII (`ｃ`, the Kelvin sign);
+    - `;params` are stripped from every segment (also `..;`, which then resolves as `..`);
     - empty segments are collapsed (`//admin` -> `/admin`), dot segments resolved
       (`/x/../admin` -> `/admin`); climbing above the root is refused.
 
     A trailing slash is kept (`/admin/.` -> `/admin/`); the router treats `/a` and `/a/`
-    alike, so the slash cannot be used to reach another route.
+    alike, so the slash cannot be used to reach another route. Letter case is kept as sent;
+    the router matches case-insensitively unless configured otherwise.
     """
-    if _PLAIN_PATH.fullmatch(raw) is not None:
+    if _PLAIN_PATH.fullmatch(raw) is not None and b":$" not in raw:
         return raw.decode("ascii")  # nothing to decode, collapse or resolve: already canonical
     return _normalise(raw)
 
@@ -91,6 +115,10 @@ def _normalise(raw: bytes) -> str:
             segments.pop()
             trailing = index == last
             continue
+        if seg.endswith(_STRIPPED_TAIL) or seg.endswith((b"%20", b"%09")):
+            raise BadPath("a path segment ends with a dot or white space")
+        if b":$" in seg or b":%24" in seg:  # NTFS alternate data streams: `/admin::$DATA` is `/admin` on IIS
+            raise BadPath("a path segment names an NTFS data stream")
         segments.append(seg.decode("ascii"))
         trailing = False
     path = "/" + "/".join(segments)
@@ -102,17 +130,16 @@ def _normalise(raw: bytes) -> str:
 def _decode_segment(seg: bytes) -> bytes:
     if b"\\" in seg or b"\x00" in seg:
         raise BadPath("the path contains a '\\' or NUL byte")
+    if b"#" in seg or b"?" in seg:
+        raise BadPath("the path contains a '#' or '?'")
     if b"%" not in seg:
         if not seg.isascii():
             # Raw non-ASCII bytes: must be UTF-8, forwarded percent-encoded.
-            try:
-                seg.decode("utf-8")
-            except UnicodeDecodeError:
-                raise BadPath("the path is not valid UTF-8") from None
+            _check_unicode(seg)
             return b"".join(b"%%%02X" % b if b >= 0x80 else bytes((b,)) for b in seg)
         return seg
     out = bytearray()
-    decoded = bytearray()  # the fully decoded form, only to check UTF-8
+    decoded = bytearray()  # the fully decoded form, to check UTF-8 and double encoding
     i, n = 0, len(seg)
     while i < n:
         b = seg[i]
@@ -123,8 +150,9 @@ def _decode_segment(seg: bytes) -> bytes:
             if h1 not in _HEX or h2 not in _HEX:
                 raise BadPath("the path has an invalid percent-escape")
             value = int(seg[i + 1 : i + 3], 16)
-            if value in _FORBIDDEN_DECODED:
-                raise BadPath(f"the path contains {_FORBIDDEN_DECODED[value]}")
+            why = _FORBIDDEN_ENCODED.get(value)
+            if why:
+                raise BadPath(f"the path contains {why}")
             if value in _UNRESERVED:
                 out.append(value)
             else:
@@ -138,10 +166,98 @@ def _decode_segment(seg: bytes) -> bytes:
                 out.append(b)
             decoded.append(b)
             i += 1
+    if 0x25 in decoded and _DOUBLE_ENCODED.search(decoded):
+        raise BadPath("the path is encoded twice (a '%' escape decodes to another escape)")
+    _check_unicode(bytes(decoded))
+    return bytes(out)
+
+
+def _check_unicode(decoded: bytes) -> None:
+    """Valid UTF-8, and no character that a normalising or case-folding server would read as
+    ASCII (full-width letters, ligatures, the Kelvin sign, dotless i...)."""
     try:
-        bytes(decoded).decode("utf-8")
+        text = decoded.decode("utf-8")
     except UnicodeDecodeError:
         raise BadPath("the path is not valid UTF-8") from None
+    if text.isascii():
+        return
+    for ch in text:
+        if ch.isascii() or ch in _UNICODE_OK:
+            continue
+        if unicodedata.category(ch) in _INVISIBLE:
+            raise BadPath("the path has an invisible, space or control character")
+        folded = unicodedata.normalize("NFKC", ch)
+        if (any(c.isascii() for c in folded)
+                or (len(ch.lower()) == 1 and ch.lower().isascii())
+                or (len(ch.upper()) == 1 and ch.upper().isascii())):
+            raise BadPath("the path has a character that other servers read as ASCII")
+        if len(_UNICODE_OK) < 4096:
+            _UNICODE_OK.add(ch)
+
+
+_UNICODE_OK: set[str] = set()  # characters already checked (bounded)
+# Unicode controls (C1, NEL), format characters (zero-width space, bidi marks), spaces and line
+# separators: invisible in logs and trimmed or split on by lenient servers.
+_INVISIBLE = frozenset({"Cc", "Cf", "Cs", "Co", "Cn", "Zs", "Zl", "Zp"})
+
+
+def ascii_skeleton(path: str) -> str | None:
+    """The path as a server that strips accents and folds case would read it (NFKD, combining
+    marks dropped, case folded), re-encoded; None when the path has no non-ASCII character. The
+    gateway routes the skeleton too and refuses a path whose skeleton names another route
+    (`/%C3%A0dmin` -> `/admin`, `/se%C3%9Fion` -> `/session`), without refusing `/users/José`."""
+    if "%" not in path or not _NON_ASCII_ESCAPE.search(path):
+        return None
+    text = unquote(path)
+    folded = "".join(c for c in unicodedata.normalize("NFKD", text) if not unicodedata.combining(c)).casefold()
+    return quote(folded, safe="/!$&'()*+,;=:@~-._%")
+
+
+_NON_ASCII_ESCAPE = re.compile(r"%[89A-F][0-9A-F]")
+
+
+# ---- header hygiene ---------------------------------------------------------------------------
+# RFC 9110 5.1/5.5: a field name is a token; a value has no control character but HTAB. Checked
+# once for the whole list (names joined by '\t', values joined by '\t'): two regex calls a request.
+_TOKEN_LIST = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+(?:\t[!#$%&'*+\-.^_`|~0-9A-Za-z]+)*")
+_CONTROL = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
+
+
+def unsafe_header(headers: Headers) -> bytes | None:
+    """The name of the first header that may not be written on the wire (a name that is not a
+    token, a value with CR, LF, NUL or another control character), or None when all are safe."""
+    if not headers:
+        return None
+    names = b"\t".join(k for k, _ in headers)
+    if _TOKEN_LIST.fullmatch(names) is not None and _CONTROL.search(b"\t".join(v for _, v in headers)) is None:
+        return None
+    for k, v in headers:
+        if _TOKEN_LIST.fullmatch(k) is None or _CONTROL.search(v) is not None:
+            return k[:64]
+    return None
+
+
+def identity_header_value(text: str) -> bytes:
+    """A value the gateway derives from a credential (subject, scopes, tier, key id), made safe
+    for a header: a control character (TAB included) is refused (`ValueError`: the credential is
+    answered 401); non-ASCII characters, '%' itself and spaces at either end (which parsers trim)
+    are percent-encoded as UTF-8, so every value has exactly one encoding and no two values read
+    alike (`José` -> `Jos%C3%A9`; a literal `Jos%C3%A9` -> `Jos%25C3%25A9`)."""
+    if text.isascii() and "%" not in text and text[:1] != " " and text[-1:] != " ":
+        raw = text.encode("ascii")
+        if _CONTROL.search(raw) is None and b"\t" not in raw:
+            return raw
+    lead = len(text) - len(text.lstrip(" "))
+    tail = len(text.rstrip(" "))
+    out = bytearray()
+    for i, ch in enumerate(text):
+        o = ord(ch)
+        if o < 0x20 or o == 0x7F:
+            raise ValueError("a credential claim contains a control character")
+        if o < 0x80 and ch != "%" and not (ch == " " and (i < lead or i >= tail)):
+            out.append(o)
+        else:
+            out += "".join("%%%02X" % b for b in ch.encode("utf-8", "surrogatepass")).encode()
     return bytes(out)
 
 

@@ -20,8 +20,9 @@ from typing import Any
 from bastion.config.loader import load_config, load_config_text
 from bastion.config.model import GatewayConfig
 from bastion.gateway.app import Gateway, Receive, Scope, Send, send_whole
+from bastion.gateway.proxy import client_headers
 from bastion.gateway.state import compile_state
-from bastion.http import Request, Response, problem
+from bastion.http import Request, Response, problem, unsafe_header
 from bastion.pipeline import Context, Pipeline
 
 log = logging.getLogger("bastion.middleware")
@@ -79,12 +80,18 @@ class BastionMiddleware:
     async def _call_app(self, scope: Scope, req: Request, ctx: Context, pipeline: Pipeline, send: Send,
                         started: list[bool]) -> Response:
         inner = dict(scope)
+        inner["method"] = req.method  # an honoured method override is what was routed and checked
         inner["path"] = req.path  # the app sees the path the policies checked
         inner["raw_path"] = req.path.encode("latin-1")
         inner["query_string"] = req.query
-        drop = ctx.drop_request_headers
-        inner["headers"] = [(k, v) for k, v in scope["headers"] if k not in drop and not k.startswith(b"x-bastion-")]
+        drop = frozenset(ctx.drop_request_headers | self.core.state.request_drop)
+        inner["headers"] = client_headers(scope["headers"], drop)
         inner["headers"] += ctx.upstream_headers  # the principal, as the upstream would see it
+        if unsafe_header(inner["headers"]) is not None:
+            resp = self.core._unsafe_header(req, ctx, unsafe_header(inner["headers"]))  # type: ignore[arg-type]
+            await pipeline.run_response(req, resp, ctx)
+            await send_whole(send, resp)
+            return resp
         replay = req.body is not None
         if replay:  # a policy read (and maybe rewrote) the body: its length is what the app gets
             inner["headers"] = [(k, v) for k, v in inner["headers"]

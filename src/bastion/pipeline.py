@@ -15,6 +15,7 @@ from typing import Any, ClassVar, Protocol
 from pydantic import BaseModel, ConfigDict
 
 from bastion.http import Request, Response
+from bastion.principal import DEFAULT_HEADERS, HeaderNames, Principal
 
 log = logging.getLogger("bastion.pipeline")
 
@@ -30,7 +31,7 @@ class PolicyConfig(BaseModel):
 class Context:
     """What the policies of one request learned, for the policies after them and the log."""
 
-    principal: str | None = None
+    principal: Principal | None = None  # set only through `authenticate`
     values: dict[str, Any] = field(default_factory=dict)
     log_fields: dict[str, Any] = field(default_factory=dict)
     # Changes to the request the upstream will see (headers are lower-case bytes).
@@ -41,7 +42,17 @@ class Context:
     # one passes untouched) and calls `rewrite` on it.
     response_rewriters: list["ResponseRewriter"] = field(default_factory=list)
     rewrite_limit: int = 1024 * 1024
-    trace: Any = None  # the tracing policy's spans, when it is on
+    # The trace hook: set by the tracing policy; the pipeline opens `trace.child(...)` spans around
+    # the policies (those with `spanned`) when `trace.policy_spans` is on. Any object with those
+    # two members will do: the pipeline knows no tracing library.
+    trace: Any = None
+
+    def authenticate(self, principal: Principal, headers: HeaderNames) -> None:
+        """Make `principal` the request's caller and tell the upstream (as `headers` names it).
+        Raises ValueError, changing nothing, when a value cannot be a header."""
+        rendered = headers.render(principal)
+        self.principal = principal
+        self.upstream_headers.extend(rendered)
 
 
 class ResponseRewriter(Protocol):
@@ -57,6 +68,7 @@ class Policy:
     per_route: ClassVar[bool] = True  # may a route override its config?
     unrouted: ClassVar[bool] = False  # does it also run for requests that match no route?
     default_on: ClassVar[bool] = False  # active without any config?
+    spanned: ClassVar[bool] = True  # gets a trace span per phase when the request is traced
 
     def __init__(self, config: PolicyConfig, env: "PolicyEnv") -> None:
         self.config = config
@@ -81,6 +93,7 @@ class PolicyEnv:
 
     config_dir: str = "."
     tls: bool = False
+    principal_headers: HeaderNames = DEFAULT_HEADERS  # where `Context.authenticate` publishes
 
 
 def _overrides(policy: Policy, method: str) -> bool:
@@ -103,7 +116,7 @@ class Pipeline:
     async def run_request(self, req: Request, ctx: Context) -> Response | None:
         for policy in self.request_phase:
             trace = ctx.trace
-            if trace is not None and trace.policy_spans and policy.name != "tracing":
+            if trace is not None and trace.policy_spans and policy.spanned:
                 span = trace.child("policy " + policy.name)
                 try:
                     resp = await policy.on_request(req, ctx)

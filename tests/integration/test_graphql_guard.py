@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 import urllib.parse
 import uuid
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 import graphql_app
 from bastion.graphql.persisted import sha256
@@ -100,10 +103,73 @@ def test_mutations_over_get_are_refused(gw):
     assert ok.status == 200 and ok.json()["data"]["hello"] == "world"
 
 
-def test_form_posts_are_refused(gw):
+def test_form_posts_carry_no_mutations(gw):
+    """A form post is sent cross-site without a preflight, like a GET: no mutations (CSRF)."""
     r = raw_request(gw.port, "POST", "/graphql", {"Content-Type": "application/x-www-form-urlencoded"},
                     b"query=mutation+%7B+addUser(name%3A%22x%22)+%7B+id+%7D+%7D")
-    assert r.status == 415
+    assert r.status == 405 and r.json()["errors"][0]["extensions"]["code"] == "METHOD_NOT_ALLOWED"
+
+
+DEEP = "{ users { friends { friends { friends { friends { id } } } } } }"
+FINE = "{ users(first: 2) { id name } }"
+
+
+def _transports(query: str) -> dict[str, tuple[str, str, dict, bytes | None]]:
+    """One query in every way a GraphQL server commonly reads it."""
+    q = urllib.parse.quote(query)
+    return {
+        "json": ("POST", "/graphql", {"Content-Type": "application/json"}, json.dumps({"query": query}).encode()),
+        "json gzip": ("POST", "/graphql", {"Content-Type": "application/json", "Content-Encoding": "gzip"},
+                      gzip.compress(json.dumps({"query": query}).encode())),
+        "application/graphql": ("POST", "/graphql", {"Content-Type": "application/graphql"}, query.encode()),
+        "form": ("POST", "/graphql", {"Content-Type": "application/x-www-form-urlencoded"},
+                 b"query=" + q.encode()),
+        "GET": ("GET", f"/graphql?query={q}", {}, None),
+    }
+
+
+@pytest.mark.parametrize("transport", list(_transports(FINE)))
+def test_every_transport_gets_the_same_analysis(gw, transport):
+    method, target, headers, body = _transports(DEEP)[transport]
+    r = raw_request(gw.port, method, target, headers, body)
+    assert r.status == 400 and r.json()["errors"][0]["extensions"]["code"] == "QUERY_LIMIT_EXCEEDED", r.body
+    method, target, headers, body = _transports(FINE)[transport]
+    r = raw_request(gw.port, method, target, headers, body)
+    assert r.status == 200 and r.json()["data"]["users"][1]["name"] == "user1", r.body
+
+
+AMBIGUOUS = {
+    # the upstream executes the URL's query (as express-graphql does); the guard would read the body
+    "query in the URL of a POST": ("POST", "/graphql?query=" + urllib.parse.quote(DEEP),
+                                   {"Content-Type": "application/json"}, json.dumps({"query": FINE}).encode()),
+    "GET with a body": ("GET", "/graphql?query=" + urllib.parse.quote(FINE), {"Content-Type": "application/json"},
+                        json.dumps({"query": DEEP}).encode()),
+    "query twice in the URL": ("GET", "/graphql?query=" + urllib.parse.quote(FINE) + "&query="
+                               + urllib.parse.quote(DEEP), {}, None),
+    "query twice in a form": ("POST", "/graphql", {"Content-Type": "application/x-www-form-urlencoded"},
+                              b"query=" + urllib.parse.quote(FINE).encode() + b"&query="
+                              + urllib.parse.quote(DEEP).encode()),
+    "query key twice in JSON": ("POST", "/graphql", {"Content-Type": "application/json"},
+                                b'{"query": "' + DEEP.encode() + b'", "query": "' + FINE.encode() + b'"}'),
+    "two Content-Type headers": ("POST", "/graphql", [("Content-Type", "application/json"),
+                                                      ("Content-Type", "application/graphql")],
+                                 json.dumps({"query": FINE}).encode()),
+    "not JSON": ("POST", "/graphql", {"Content-Type": "application/json"}, DEEP.encode()),
+    "no Content-Type": ("POST", "/graphql", {}, json.dumps({"query": DEEP}).encode()),
+    "text/plain": ("POST", "/graphql", {"Content-Type": "text/plain"}, json.dumps({"query": DEEP}).encode()),
+    "unknown coding": ("POST", "/graphql", {"Content-Type": "application/json", "Content-Encoding": "compress"},
+                       json.dumps({"query": DEEP}).encode()),
+    "utf-16": ("POST", "/graphql", {"Content-Type": "application/json; charset=utf-16"},
+               json.dumps({"query": DEEP}).encode("utf-16")),
+}
+
+
+@pytest.mark.parametrize("name", list(AMBIGUOUS))
+def test_what_the_guard_cannot_read_unambiguously_is_refused(gw, name):
+    method, target, headers, body = AMBIGUOUS[name]
+    r = raw_request(gw.port, method, target, headers, body)
+    assert r.status in (400, 415), (name, r.status, r.body[:300])
+    assert r.json()["errors"][0]["extensions"]["code"] in ("BAD_REQUEST", "UNSUPPORTED_MEDIA_TYPE")
 
 
 def test_apq_miss_register_hit(gw):
@@ -165,3 +231,38 @@ def test_cost_is_charged_to_a_rate_limit(base_config, gql_upstream, tmp_path):
         q = {"query": "{ users(first: 4) { id name } }"}  # cost 1 + 4 * 2 = 9
         statuses = [post(g.port, q, h).status for _ in range(4)]
         assert statuses == [200, 200, 200, 429]  # 27 points used, 9 more would pass 30
+
+
+@pytest.fixture(scope="module")
+def gw_module(upstream, gql_upstream, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("gql-transports")
+    base = {"upstreams": {"up": {"urls": [upstream.url]}}, "policies": {}, "routes": []}
+    with run_gateway(config(base, gql_upstream, tmp), tmp) as g:
+        yield g
+
+
+_FIELDS = ["id", "name", "email"]
+
+
+@st.composite
+def _queries(draw):
+    depth = draw(st.integers(0, 6))
+    inner = " ".join(draw(st.lists(st.sampled_from(_FIELDS), min_size=1, max_size=3, unique=True)))
+    for _ in range(depth):
+        inner = f"friends {{ {inner} }}"
+    aliases = draw(st.integers(0, 7))
+    roots = [f"users(first: {draw(st.integers(1, 3))}) {{ {inner} }}"]
+    roots += [f"a{i}: hello" for i in range(aliases)]
+    return "{ " + " ".join(roots) + " }"
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(query=_queries())
+def test_generated_queries_get_one_verdict_whatever_the_transport(gw_module, query):
+    """Invariant: the guard's answer (status and code) does not depend on how the query is sent."""
+    verdicts = {}
+    for name, (method, target, headers, body) in _transports(query).items():
+        r = raw_request(gw_module.port, method, target, headers, body)
+        code = r.json()["errors"][0]["extensions"]["code"] if r.status != 200 else None
+        verdicts[name] = (r.status, code)
+    assert len(set(verdicts.values())) == 1, (query, verdicts)

@@ -16,6 +16,11 @@ PATH_TRICKS = [
     "/public/../admin", "/admin;x", "/admin;x=1/x", "/./admin", "/admin/x/..",
     "/public/..;/admin", "/admin%2fx", "/public%2f..%2fadmin", "/admin%5cx", "/public/%2e%2e%2fadmin",
     "/admin%00", "/admin%ff",
+    # classes that a lenient upstream reads as /admin (issue 15): case, encoded ';', double encoding,
+    # trailing dot/space/tab, `..;`, Unicode that folds to ASCII, encoded '?'
+    "/Admin", "/ADMIN/x", "/%41dmin", "/aDmIn/", "/admin%3bx", "/admin%3Bx/y", "/public/%252e%252e/admin",
+    "/public/%25%32%65%25%32%65/admin", "/admin.", "/admin./x", "/admin%2e", "/admin%20", "/admin%09",
+    "/admin..;/", "/admin..;/x", "/%EF%BD%81dmin", "/admin%3F", "/admin%23x",
 ]
 
 
@@ -37,12 +42,27 @@ def test_path_tricks_never_reach_the_admin_area(admin_gw, target):
         assert r.json()["type"].endswith("/bad-path")
 
 
-@pytest.mark.parametrize("target", ["/ADMIN/x", "/Admin", "/administrator", "/public/admin"])
-def test_case_and_lookalikes_go_to_the_public_route_as_themselves(admin_gw, target):
+@pytest.mark.parametrize("target", ["/administrator", "/public/admin", "/admins"])
+def test_lookalikes_go_to_the_public_route_as_themselves(admin_gw, target):
     r = raw_request(admin_gw.port, "GET", target)
     assert r.status == 200
-    # forwarded exactly as routed: a case-sensitive upstream sees /ADMIN, not /admin
     assert r.json()["raw_path"] == target
+
+
+@pytest.mark.parametrize("target", ["/ADMIN/x", "/Admin"])
+def test_case_sensitive_routes_are_a_choice(base_config, tmp_path, target):
+    """`edge.case_sensitive_paths: true` (for APIs that truly distinguish case): `/Admin` is then
+    another path, forwarded exactly as routed."""
+    base_config["edge"] = {"case_sensitive_paths": True}
+    base_config["routes"] = [
+        {"path": "/*", "upstream": "up"},
+        {"path": "/admin/*", "upstream": "up", "policies": {"ip_rules": {"allow": ["10.0.0.0/8"]}}},
+    ]
+    with run_gateway(base_config, tmp_path) as g:
+        r = raw_request(g.port, "GET", target)
+        assert r.status == 200
+        assert r.json()["raw_path"] == target
+        assert raw_request(g.port, "GET", "/admin/x").status == 403
 
 
 def test_forwarded_path_equals_routed_path_for_every_trick(admin_gw, tmp_path):

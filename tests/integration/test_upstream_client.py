@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from bastion.gateway.upstream_client import (
+from bastion.net.http1 import (
     ConnectionPool,
     UpstreamConnectError,
     UpstreamProtocolError,

@@ -9,6 +9,7 @@ from pydantic import ValidationError
 
 from bastion.http import Request
 from bastion.pipeline import Context, PolicyEnv
+from bastion.principal import Principal
 from bastion.policies.rate_limit import RateLimit, RateLimitConfig
 
 
@@ -44,7 +45,7 @@ def test_tier_picks_its_limits_and_unknown_tiers_get_the_default():
     ip = f"198.51.100.{uuid.uuid4().int % 250}"
 
     def ctx(tier, user):
-        return lambda: Context(principal=user, values={"tier": tier})
+        return lambda: Context(principal=Principal(user, tier=tier))
 
     u = uuid.uuid4().hex
     assert statuses(p, 6, ctx("pro", u + "p"), request(ip)) == [200] * 5 + [429]
@@ -63,14 +64,14 @@ def test_user_key_falls_back_to_the_ip_for_anonymous_requests():
     assert statuses(p, 1, lambda: Context(), request(a, path="/" + tag)) == [429]
     # one user on two addresses is one bucket
     user = uuid.uuid4().hex
-    assert statuses(p, 1, lambda: Context(principal=user), request(a)) == [200]
-    assert statuses(p, 1, lambda: Context(principal=user), request(b)) == [429]
+    assert statuses(p, 1, lambda: Context(principal=Principal(user)), request(a)) == [200]
+    assert statuses(p, 1, lambda: Context(principal=Principal(user)), request(b)) == [429]
 
 
 def test_combined_key_and_claims():
     p = policy(limits=[{"rate": "1/hour", "key": ["claim:org", "route"]}], algorithm="fixed_window")
     org = uuid.uuid4().hex
-    ctx = lambda: Context(values={"claims": {"org": org}})  # noqa: E731
+    ctx = lambda: Context(principal=Principal("someone", claims={"org": org}))  # noqa: E731
     assert statuses(p, 2, ctx, request("192.0.2.50")) == [200, 429]
     assert statuses(p, 1, ctx, request("192.0.2.51")) == [429]  # same org, other address
 

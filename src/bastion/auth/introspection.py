@@ -10,7 +10,7 @@ from urllib.parse import quote, urlencode
 
 from bastion.auth.cache import ExpiringCache
 from bastion.auth.errors import AuthError
-from bastion.httpclient import FetchError, fetch
+from bastion.net.fetch import FetchError, fetch
 
 
 class Introspector:

@@ -25,7 +25,7 @@ from jwt import PyJWK
 
 from bastion.auth.cache import ExpiringCache
 from bastion.auth.errors import AuthError
-from bastion.httpclient import FetchError, fetch
+from bastion.net.fetch import FetchError, fetch
 
 log = logging.getLogger("bastion.auth")
 
@@ -54,10 +54,14 @@ def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return out
 
 
+def _no_constants(name: str) -> Any:
+    raise AuthError("malformed token")  # NaN, Infinity: not JSON (RFC 8259), Python accepts them
+
+
 def _json_segment(segment: str) -> dict[str, Any]:
     raw = _b64d(segment)
     try:
-        value = json.loads(raw, object_pairs_hook=_no_duplicates)
+        value = json.loads(raw, object_pairs_hook=_no_duplicates, parse_constant=_no_constants)
     except AuthError:
         raise
     except (ValueError, UnicodeDecodeError):
@@ -194,6 +198,38 @@ class JwksSource:
         return found
 
 
+# Registered claims (RFC 7519 4.1) have types; a token whose claims have others is refused before
+# anything compares or converts them, so no hostile value (a string `exp`, 1e400, 10**400, an
+# object `sub`) reaches arithmetic, a cache or a header. Times are NumericDates: a finite number
+# between the epoch and the end of year 9999.
+MAX_NUMERIC_DATE = 253402300799
+_STRING_CLAIMS = ("iss", "sub", "jti", "typ")
+# `typ` values that name tokens which are never access tokens (case-insensitive; Keycloak spells
+# them "Refresh", "Offline", "ID", "Logout"): refused unless the issuer lists accepted values.
+NOT_ACCESS_TOKENS = frozenset({"refresh", "offline", "id", "logout"})
+
+
+def check_claim_types(claims: dict[str, Any]) -> None:
+    for name in ("exp", "nbf", "iat"):
+        if name in claims:
+            v = claims[name]
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not (0 <= v <= MAX_NUMERIC_DATE):
+                raise AuthError(f"malformed claim {name!r}")
+    for name in _STRING_CLAIMS:
+        if name in claims and not isinstance(claims[name], str):
+            raise AuthError(f"malformed claim {name!r}")
+    aud = claims.get("aud")
+    if aud is not None and not isinstance(aud, str) and not (
+            isinstance(aud, list) and all(isinstance(a, str) for a in aud)):
+        raise AuthError("malformed claim 'aud'")
+
+
+def typ_media_type(value: str) -> str:
+    """RFC 7515 4.1.9: `typ` may omit the `application/` prefix; compared case-insensitively."""
+    v = value.strip().lower()
+    return v if "/" in v else "application/" + v
+
+
 @dataclass
 class Issuer:
     issuer: str
@@ -204,7 +240,8 @@ class Issuer:
     required: tuple[str, ...]
     leeway: float
     max_age: float | None
-    typ_values: tuple[str, ...]  # accepted values of the `typ` claim; empty: any but refresh
+    typ_values: tuple[str, ...]  # accepted values of the `typ` claim; empty: any access-token kind
+    header_typ: tuple[str, ...] = ()  # accepted header `typ` media types (e.g. at+jwt); empty: any
 
 
 @dataclass
@@ -247,12 +284,19 @@ class JwtVerifier:
         alg = header.get("alg")
         if not isinstance(alg, str) or alg not in SUPPORTED:
             raise AuthError("algorithm not allowed")
-        if "crit" in header:
+        if "crit" in header or "b64" in header:
+            # RFC 7797's unencoded payloads would make PyJWT verify other bytes than the claims read here
             raise AuthError("unsupported critical header parameters")
+        htyp = header.get("typ")
+        if htyp is not None and not isinstance(htyp, str):
+            raise AuthError("malformed token")
+        check_claim_types(payload)
         iss = payload.get("iss")
         issuer = self.issuers.get(iss) if isinstance(iss, str) else None
         if issuer is None:
             raise AuthError("unknown issuer")
+        if issuer.header_typ and (htyp is None or typ_media_type(htyp) not in issuer.header_typ):
+            raise AuthError("wrong token type")
         if alg not in issuer.algorithms:
             raise AuthError("algorithm not allowed")
         kid = header.get("kid")
@@ -292,7 +336,11 @@ class JwtVerifier:
             raise AuthError("bad signature") from last
         now = self.clock()
         typ = claims.get("typ")
-        if typ == "refresh" or (issuer.typ_values and typ not in issuer.typ_values):
+        folded = typ.lower() if isinstance(typ, str) else ""  # absent: "" (an issuer may list it)
+        if issuer.typ_values:
+            if folded not in issuer.typ_values:
+                raise AuthError("wrong token type")
+        elif folded in NOT_ACCESS_TOKENS:
             raise AuthError("wrong token type")
         iat = claims.get("iat")
         if iat is not None and not isinstance(iat, (int, float)):

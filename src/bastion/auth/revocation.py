@@ -41,7 +41,7 @@ class MemoryRevocations:
 
 class RedisRevocations:
     def __init__(self, url: str, prefix: str = "bastion:revoked", client: Any = None) -> None:
-        from bastion.ratelimit.redis_store import connect
+        from bastion.net.redis import connect
 
         self.client = client if client is not None else connect(url, timeout=0.5)
         self.prefix = prefix

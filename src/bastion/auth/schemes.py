@@ -4,7 +4,6 @@ The `auth` policy wires them to routes; the token service and the middleware can
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Annotated, Any, ClassVar, Literal, Union
 from urllib.parse import parse_qsl
@@ -14,8 +13,18 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from bastion.auth.apikeys import ApiKeyRecord, StaticApiKeys, check, hash_key
 from bastion.auth.errors import AuthError
 from bastion.auth.introspection import Introspector
-from bastion.auth.jwt import Issuer, JwksSource, JwtVerifier, KeySet, keys_from_jwk, load_pem, typed_keys
+from bastion.auth.jwt import (
+    Issuer,
+    JwksSource,
+    JwtVerifier,
+    KeySet,
+    typ_media_type,
+    keys_from_jwk,
+    load_pem,
+    typed_keys,
+)
 from bastion.http import Request
+from bastion.principal import Principal
 
 Alg = Literal["HS256", "HS384", "HS512", "RS256", "RS384", "RS512", "PS256", "PS384", "PS512",
               "ES256", "ES384", "ES512", "EdDSA"]
@@ -55,7 +64,11 @@ class IssuerConfig(StrictModel):
     leeway: float = Field(30, ge=0, le=600, description="Clock skew tolerated for exp/nbf/iat, seconds.")
     max_age: float | None = Field(None, gt=0, description="Refuse tokens issued longer ago than this (seconds).")
     typ_values: list[str] = Field(default_factory=list,
-                                  description="Accepted `typ` claim values (empty: any but 'refresh').")
+                                  description="Accepted `typ` claim values, case-insensitive (empty: any but "
+                                  "refresh, offline, id and logout tokens).")
+    header_typ: list[str] = Field(default_factory=list,
+                                  description="Accepted header `typ` values, case-insensitive, `application/` "
+                                  "optional (e.g. `at+jwt` for RFC 9068 access tokens; empty: not checked).")
     scope_claim: str = Field("scope", description="Claim with the scopes (space-separated string or list).")
     tier_claim: str = Field("tier", description="Claim naming the principal's rate-limit tier.")
 
@@ -126,19 +139,6 @@ class MtlsScheme(StrictModel):
 Scheme = Annotated[Union[JwtScheme, ApiKeyScheme, IntrospectionScheme, MtlsScheme], Field(discriminator="type")]
 
 
-@dataclass(slots=True)
-class Principal:
-    subject: str
-    scopes: frozenset[str]
-    scheme: str
-    tier: str | None = None
-    key_id: str | None = None
-    claims: dict[str, Any] = field(default_factory=dict)
-    jti: str | None = None
-    iat: float | None = None
-    exp: float | None = None
-
-
 def _scopes(value: Any) -> frozenset[str]:
     if isinstance(value, str):
         return frozenset(value.split())
@@ -155,6 +155,10 @@ class Authenticator:
 
     async def authenticate(self, credential: str) -> Principal:
         raise NotImplementedError
+
+    def ambiguous(self, req: Request, allow_query: bool) -> str | None:
+        """Why this scheme's credential is ambiguous in `req` (e.g. in two places), or None."""
+        return None
 
 
 def _bearer(req: Request) -> str | None:
@@ -182,6 +186,29 @@ class ApiKeys(Authenticator):
             from bastion.tokens.apikeys import DatabaseApiKeys
 
             self.database = DatabaseApiKeys(c.database, c.cache_seconds)
+
+    def _places(self, req: Request, allow_query: bool) -> list[str]:
+        """Where this scheme's key appears in `req` (a place listed once per occurrence)."""
+        places = ["header" for k, _ in req.headers if k == self.header]
+        if self.bearer:
+            token = _bearer(req)
+            if token is not None and token.startswith(self.prefix):
+                places.append("authorization")
+        if self.cookie is not None and req.header(b"cookie") is not None:
+            for k, v in req.headers:
+                if k == b"cookie":
+                    places += ["cookie" for part in v.split(b";")
+                               if part.split(b"=", 1)[0].strip() == self.cookie.encode("latin-1")]
+        if allow_query and self.query_param and req.query:
+            places += ["query" for k, _ in parse_qsl(req.query.decode("latin-1"), keep_blank_values=True)
+                       if k == self.query_param]
+        return places
+
+    def ambiguous(self, req: Request, allow_query: bool) -> str | None:
+        places = self._places(req, allow_query)
+        if len(places) > 1:
+            return "the API key is sent more than once (" + ", ".join(places) + ")"
+        return None
 
     def extract(self, req: Request, allow_query: bool) -> str | None:
         value = req.header(self.header)
@@ -239,7 +266,8 @@ class Jwt(Authenticator):
             jwks = JwksSource(ic.jwks_url, allowed, cache_seconds=ic.jwks_cache_seconds,
                               min_refresh=ic.jwks_min_refresh_seconds) if ic.jwks_url else None
             issuers.append(Issuer(ic.issuer, allowed, tuple(ic.audiences), static, jwks, tuple(ic.required_claims),
-                                  ic.leeway, ic.max_age, tuple(ic.typ_values)))
+                                  ic.leeway, ic.max_age, tuple(t.lower() for t in ic.typ_values),
+                                  tuple(typ_media_type(t) for t in ic.header_typ)))
             self.claim_names[ic.issuer] = (ic.scope_claim, ic.tier_claim)
         self.verifier = JwtVerifier(issuers, max_token_bytes=c.max_token_bytes)
 
@@ -251,9 +279,15 @@ class Jwt(Authenticator):
         v = await self.verifier.verify(credential)
         scope_claim, tier_claim = self.claim_names[v.issuer]
         c = v.claims
-        sub = c.get("sub")
-        return Principal(str(sub) if sub is not None else "", _scopes(c.get(scope_claim)), self.name,
-                         c.get(tier_claim) if isinstance(c.get(tier_claim), str) else None, None, c,
+        sub = c.get("sub")  # a string when present (checked with the other registered claims)
+        tier = c.get(tier_claim)
+        if tier is not None and not isinstance(tier, str):
+            raise AuthError(f"malformed claim {tier_claim!r}")
+        scopes = c.get(scope_claim)
+        if scopes is not None and not isinstance(scopes, str) and not (
+                isinstance(scopes, list) and all(isinstance(x, str) for x in scopes)):
+            raise AuthError(f"malformed claim {scope_claim!r}")
+        return Principal(sub if sub is not None else "", _scopes(scopes), self.name, tier, None, c,
                          c.get("jti") if isinstance(c.get("jti"), str) else None,
                          c.get("iat") if isinstance(c.get("iat"), (int, float)) else None, v.expires)
 

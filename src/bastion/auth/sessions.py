@@ -37,7 +37,7 @@ class SessionStore:
 
     def _redis(self) -> Any:
         if self._client is None:
-            from bastion.ratelimit.redis_store import connect
+            from bastion.net.redis import connect
 
             self._client = connect(self.url, timeout=1.0)
         return self._client

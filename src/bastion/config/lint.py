@@ -33,6 +33,11 @@ def lint(cfg: GatewayConfig) -> list[Finding]:
                                    f"{lst.host}:{lst.port} would serve plain HTTP on a non-loopback "
                                    "address; add tls: {cert, key} or set allow_plaintext: true "
                                    "if a TLS proxy terminates in front of it"))
+        if cfg.trusted_proxies and lst.max_connections_per_ip is not None:
+            out.append(Finding("warning", f"listeners[{i}].max_connections_per_ip",
+                               f"clients come through proxies (trusted_proxies is set), but the cap of "
+                               f"{lst.max_connections_per_ip} connections per address counts the TCP peer, "
+                               "i.e. the proxy: raise it above what the proxy opens or set it to null"))
     if cfg.admin is not None:
         lst = cfg.admin
         loopback = lst.host in ("127.0.0.1", "::1", "localhost")

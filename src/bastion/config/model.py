@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator
 
 from bastion.http import check_networks
 from bastion.policies import REGISTRY
+from bastion.principal import PrincipalHeaders
 from bastion.tokens.config import TokenServiceConfig
 
 HTTP_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE")
@@ -38,6 +39,38 @@ class ListenerConfig(Strict):
     )
     client_body_timeout: float = Field(
         30.0, gt=0, description="Seconds to wait for each piece of a request body (408 after)."
+    )
+    client_header_timeout: float = Field(
+        10.0, gt=0, le=3600,
+        description="Seconds for a whole request head (request line and headers) to arrive, counted from the "
+        "connection (first request; for TLS, from the end of the handshake, which has the same limit) or from "
+        "the first byte after a keep-alive wait. Trickled bytes do not extend it. 408 (or a silent close when "
+        "nothing was sent) after.",
+    )
+    keepalive_timeout: float = Field(
+        15.0, gt=0, le=3600, description="Seconds an idle keep-alive connection is kept between requests."
+    )
+    client_send_timeout: float = Field(
+        60.0, gt=0, le=3600,
+        description="Seconds a client may leave a response unread (the gateway's write buffer full) before the "
+        "connection is dropped (nginx send_timeout).",
+    )
+    max_connections: int | None = Field(
+        None, ge=1,
+        description="Open connections this listener holds at once; more are refused at once (503, closed). "
+        "Default: half of the process's open-file limit, shared between the listeners.",
+    )
+    max_connections_per_ip: int | None = Field(
+        256, ge=1,
+        description="Open connections from one client address (IPv6: one /64) at once; more are refused (503, "
+        "closed). Counted by TCP peer, not X-Forwarded-For: behind a load balancer or proxy raise it or set null.",
+    )
+    max_header_count: int = Field(
+        100, ge=1, le=10000, description="Header lines a request may have (431 after)."
+    )
+    max_header_bytes: int = Field(
+        32768, ge=1024, le=1048576,
+        description="Bytes a request head (request line and all header lines) may take (431 after).",
     )
 
     def is_loopback(self) -> bool:
@@ -103,7 +136,8 @@ class RouteConfig(Strict):
     host: str | None = Field(None, description="Match only this Host (`*.example.com` allowed).")
     upstream: str | None = Field(None, description="Name of an entry in `upstreams` (required for "
                                  "`bastion serve`; unused by the ASGI middleware, whose app is the upstream).")
-    case_sensitive: bool = Field(True, description="Match literal segments case-sensitively.")
+    case_sensitive: bool | None = Field(None, description="Match literal segments case-sensitively "
+                                        "(default: `edge.case_sensitive_paths`).")
     policies: PoliciesConfig = Field(  # type: ignore[valid-type]
         default_factory=PoliciesConfig, description="Per-route policy settings over the defaults."
     )
@@ -151,6 +185,49 @@ class RouteConfig(Strict):
         return self
 
 
+# Edge-owned headers a client must not set. Rewrite/override headers ask a server to act on another
+# URL or method than the request line's (IIS/Symfony/Laravel `X-Original-URL`, `X-Rewrite-URL`,
+# Azure's `X-MS-Original-URL`, Envoy's `X-Envoy-Original-Path`, Spring's `X-Forwarded-Prefix`,
+# Next.js internal routing incl. `X-Middleware-Subrequest` (CVE-2025-29927), the method overrides
+# of Rails, Express, ASP.NET, Google APIs). Client-address, host and scheme aliases (`True-Client-IP`,
+# `CF-Connecting-IP`, `X-Forwarded-Ssl`, ...) are what CDNs and proxies set; from a client they are
+# spoofing (the gateway's own `X-Forwarded-*`/`Forwarded` carry the real values). An upstream that
+# honours one would act on a value the gateway never routed or checked.
+OVERRIDE_HEADERS = ("x-original-url", "x-rewrite-url", "x-override-url", "x-original-uri", "x-forwarded-uri",
+                    "x-forwarded-path", "x-forwarded-prefix", "x-http-method-override", "x-http-method",
+                    "x-method-override", "x-original-method", "x-forwarded-method", "x-ms-original-url",
+                    "x-envoy-original-path", "x-original-path", "x-rewrite-path", "x-request-uri",
+                    "x-invoke-path", "x-invoke-query", "x-invoke-output", "x-middleware-subrequest",
+                    "x-matched-path", "x-now-route-matches",
+                    # client address, host and scheme aliases
+                    "x-client-ip", "true-client-ip", "cf-connecting-ip", "x-cluster-client-ip", "fastly-client-ip",
+                    "x-custom-ip-authorization", "x-originating-ip", "x-remote-ip", "x-remote-addr", "client-ip",
+                    "x-forwarded", "forwarded-for", "x-forwarded-server", "x-forwarded-port", "x-forwarded-scheme",
+                    "x-forwarded-ssl", "x-url-scheme", "front-end-https", "x-original-host", "x-host")
+METHOD_OVERRIDE_HEADERS = ("x-http-method-override", "x-http-method", "x-method-override")
+
+
+class EdgeConfig(Strict):
+    case_sensitive_paths: bool = Field(
+        False, description="Match literal route segments case-sensitively. Off by default: many servers match "
+        "case-insensitively, so `/Admin` gets the policies of `/admin` (a route may set `case_sensitive`).")
+    forward_override_headers: list[str] = Field(
+        default_factory=list, description="Rewrite/override headers (" + ", ".join(OVERRIDE_HEADERS) + ") that "
+        "may reach the upstream; all others of that family are dropped.")
+    method_override: bool = Field(
+        False, description="Honour X-HTTP-Method-Override / X-HTTP-Method / X-Method-Override on POST: the "
+        "overridden method is routed, checked and forwarded (the header itself is dropped).")
+
+    @field_validator("forward_override_headers")
+    @classmethod
+    def _known(cls, values: list[str]) -> list[str]:
+        out = [v.lower() for v in values]
+        for v in out:
+            if v not in OVERRIDE_HEADERS:
+                raise ValueError(f"{v!r} is not one of the override headers ({', '.join(OVERRIDE_HEADERS)})")
+        return out
+
+
 class AdminConfig(Strict):
     host: str = Field("127.0.0.1", description="Admin listener address (keep it private).")
     port: int = Field(9901, ge=0, le=65535, description="Admin listener port (0 picks a free one).")
@@ -175,6 +252,11 @@ class GatewayConfig(Strict):
         default_factory=PoliciesConfig, description="Default policy settings for every route."
     )
     routes: list[RouteConfig] = Field(default_factory=list, description="Routes, most specific wins.")
+    principal_headers: PrincipalHeaders = Field(
+        default_factory=PrincipalHeaders, description="Headers that carry the authenticated principal to the "
+        "upstream (set by the auth and login policies; the client's own are always dropped).")
+    edge: EdgeConfig = Field(default_factory=EdgeConfig, description="How requests are read at the edge: path "
+                             "case, rewrite and method-override headers.")
     admin: AdminConfig | None = Field(None, description="The admin listener: health, metrics, admin API.")
     token_service: TokenServiceConfig | None = Field(
         None, description="Serve the token service (users, tokens, API keys, OAuth 2.0) under its prefix.")

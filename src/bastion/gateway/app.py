@@ -3,19 +3,23 @@
 from __future__ import annotations
 
 import logging
+import re
 import time
 from email.utils import formatdate
 from typing import Any, AsyncIterator, Awaitable, Callable
 
+from bastion.config.model import HTTP_METHODS, METHOD_OVERRIDE_HEADERS
 from bastion.gateway.proxy import (
     FORWARDING,
     UPSTREAM_IDENTITY,
+    UnsafeHeader,
     UpstreamError,
+    client_headers,
     open_upstream,
     strip_hop_by_hop,
 )
 from bastion.gateway.state import GatewayState, RouteTarget
-from bastion.gateway.upstream_client import UpstreamProtocolError, UpstreamTimeout
+from bastion.net.http1 import UpstreamProtocolError, UpstreamTimeout
 from bastion.http import (
     BadPath,
     body_problem,
@@ -25,6 +29,7 @@ from bastion.http import (
     Headers,
     Request,
     Response,
+    ascii_skeleton,
     ip_text,
     normalise_path,
     parse_ip,
@@ -38,6 +43,11 @@ Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
 Send = Callable[[dict[str, Any]], Awaitable[None]]
 
+# RFC 9110 7.2: uri-host [":" port] — a DNS name (labels of letters, digits, '-', '_'), an IPv4
+# address or a bracketed IPv6 literal. Anything else (lists, userinfo, quotes, spaces, non-ASCII)
+# would be copied into X-Forwarded-Host / Forwarded and read differently upstream.
+_HOST = re.compile(r"(?:[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?(?:\.[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}"
+                   r"[A-Za-z0-9_])?)*\.?|\[[0-9A-Fa-f:.]{2,45}\])(?::[0-9]{1,5})?")
 SMALL_BODY = 64 * 1024  # bodies up to this size (by Content-Length) are read before forwarding
 _DROP_REQUEST = FORWARDING | {b"host", b"expect", b"content-length"}
 
@@ -93,7 +103,7 @@ class Gateway:
             await state.edge.run_request(req, ctx)
             pipeline, resp, target = await self.decide(scope, req, ctx, state)
             if resp is None and target is not None:
-                resp = await self.forward(req, ctx, target, send, record)
+                resp = await self.forward(req, ctx, target, send, record, state)
                 if resp.stopped_by:  # the proxy step failed before anything was sent
                     await pipeline.run_response(req, resp, ctx)
                     await send_whole(send, resp)
@@ -176,6 +186,10 @@ class Gateway:
             req.tls = ext["tls"]
         if hosts > 1:  # RFC 9112 3.2: a request with several Host headers is refused
             req.refusal = "more than one Host header"
+        elif host and _HOST.fullmatch(host) is None:
+            req.refusal = "the Host header is not a host name or address with an optional port"
+        elif not host and scope.get("http_version") == "1.1":
+            req.refusal = "an HTTP/1.1 request needs a Host header"
         return req
 
     async def decide(
@@ -193,6 +207,10 @@ class Gateway:
             req.path = scope["path"][:256]
             return state.edge, problem(400, "bad-path", str(exc), request_id=req.request_id,
                                        stopped_by="router"), None
+        if state.config.edge.method_override and req.method == "POST":
+            refusal = self._override_method(req)
+            if refusal is not None:
+                return state.edge, refusal, None
         preflight = req.method == "OPTIONS" and req.header(b"access-control-request-method") is not None
         method = req.method
         if preflight:
@@ -206,7 +224,16 @@ class Gateway:
                                            headers=[(b"allow", allow)]), None
             return state.edge, problem(404, "not-found", "no route matches this request",
                                        request_id=req.request_id, stopped_by="router"), None
+        skeleton = ascii_skeleton(req.path)
+        if skeleton is not None and state.router.match(method, skeleton, req.host).route is not match.route:
+            return state.edge, problem(400, "bad-path", "the path names another route once accents and case are "
+                                       "folded", request_id=req.request_id, stopped_by="router"), None
         target = match.route.target
+        if method == "TRACE" and (target.methods is None or "TRACE" not in target.methods):
+            # TRACE echoes the request, credentials included (cross-site tracing): only where a
+            # route names it
+            return state.edge, problem(405, "method-not-allowed", "TRACE is not allowed here",
+                                       request_id=req.request_id, stopped_by="router"), None
         req.route_name = match.route.name
         req.path_params = match.params
         resp = await target.pipeline.run_request(req, ctx)
@@ -215,6 +242,21 @@ class Gateway:
                            request_id=req.request_id, stopped_by="router",
                            headers=[(b"allow", ", ".join(sorted(target.methods)).encode())])
         return target.pipeline, resp, (None if resp is not None else target)
+
+    @staticmethod
+    def _override_method(req: Request) -> Response | None:
+        """`edge.method_override`: a POST that names another method in one of the override
+        headers becomes that method before routing, so what is routed and checked is what the
+        upstream is asked to do. Conflicting or unknown values are refused."""
+        values = {v.strip().upper() for k, v in req.headers if k.decode("latin-1") in METHOD_OVERRIDE_HEADERS}
+        if not values:
+            return None
+        method = values.pop().decode("latin-1")
+        if values or method not in HTTP_METHODS or method == "CONNECT":
+            return problem(400, "bad-method-override", "the method override headers name no single known method",
+                           request_id=req.request_id, stopped_by="router")
+        req.method = method
+        return None
 
     # ---- proxying --------------------------------------------------------------------------
     async def _rewrite(self, resp: Response, body: AsyncIterator[bytes], ctx: Context,
@@ -239,10 +281,10 @@ class Gateway:
         resp.headers.append((b"content-length", str(len(data)).encode()))
         return _replay([data], None)
 
-    def upstream_headers(self, req: Request, ctx: Context, body_len: int | None) -> Headers:
-        drop = _DROP_REQUEST | ctx.drop_request_headers
-        # x-bastion-* is the gateway's to set (the principal): never taken from a client
-        out = [h for h in strip_hop_by_hop(req.headers, frozenset(drop)) if not h[0].startswith(b"x-bastion-")]
+    def upstream_headers(self, req: Request, ctx: Context, body_len: int | None,
+                         request_drop: frozenset[bytes] = frozenset()) -> Headers:
+        drop = _DROP_REQUEST | request_drop | ctx.drop_request_headers
+        out = client_headers(req.headers, frozenset(drop))
         peer = ip_text(req.peer_ip) if req.peer_ip else "unknown"
         prior_xff = prior_fwd = None
         if req.peer_trusted:  # keep the chain the trusted proxy built; otherwise start afresh
@@ -267,7 +309,7 @@ class Gateway:
         return out
 
     async def forward(self, req: Request, ctx: Context, target: RouteTarget, send: Send,
-                      record: dict[str, Any]) -> Response:
+                      record: dict[str, Any], state: GatewayState) -> Response:
         """Proxy to the upstream and stream its answer; on failure return an unsent problem."""
         pool = target.upstream
         body: bytes | AsyncIterator[bytes] | None = None
@@ -288,7 +330,7 @@ class Gateway:
                 body = req.chunks()
                 body_len = None if chunked else length
             t0 = time.perf_counter()
-            headers = self.upstream_headers(req, ctx, body_len)
+            headers = self.upstream_headers(req, ctx, body_len, state.request_drop)
             if pool.config.preserve_host and req.host:
                 headers.append((b"host", req.host.encode("latin-1")))
             trace = ctx.trace
@@ -312,6 +354,8 @@ class Gateway:
         except ClientDisconnected:
             resp = Response(499, stopped_by="proxy", reason="client disconnected")
             return resp
+        except UnsafeHeader as exc:
+            return self._unsafe_header(req, ctx, exc.name)
         except UpstreamError as exc:
             return problem(exc.status, "upstream-timeout" if exc.status == 504 else "upstream-unavailable",
                            exc.detail, request_id=req.request_id, stopped_by="proxy")
@@ -346,6 +390,20 @@ class Gateway:
             return resp
         finally:
             upstream.release()
+
+
+    @staticmethod
+    def _unsafe_header(req: Request, ctx: Context, name: bytes) -> Response:
+        """A header that cannot be written to the upstream: 401 when a credential's claims made it
+        (a policy published it), 400 when the client sent it. Logged by name, never by value."""
+        from_policy = any(k == name for k, _ in ctx.upstream_headers)
+        log.warning("request %s refused: header %r carries a control character or is not a valid name (%s)",
+                    req.request_id or "-", name.decode("latin-1"), "from a credential" if from_policy else "from the client")
+        if from_policy:
+            return problem(401, "invalid-token", "the credential's claims cannot be passed on safely",
+                           request_id=req.request_id, stopped_by="proxy")
+        return problem(400, "bad-header", f"the header {name.decode('latin-1')[:64]!r} carries a control character "
+                       "or is not a valid header name", request_id=req.request_id, stopped_by="proxy")
 
 
 async def _replay(parts: list[bytes], rest: AsyncIterator[bytes] | None) -> AsyncIterator[bytes]:

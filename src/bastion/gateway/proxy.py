@@ -1,6 +1,6 @@
 """Forwarding to an upstream: header hygiene, target building, error mapping.
 
-The connections themselves are `upstream_client.ConnectionPool` (why a purpose-built client:
+The connections themselves are `bastion.net.http1.ConnectionPool` (why a purpose-built client:
 docs/architecture.md, "Server and client").
 """
 
@@ -12,14 +12,14 @@ from typing import AsyncIterator
 from urllib.parse import urlsplit
 
 from bastion.config.model import UpstreamConfig
-from bastion.gateway.upstream_client import (
+from bastion.net.http1 import (
     ConnectionPool,
     UpstreamConnectError,
     UpstreamProtocolError,
     UpstreamResponse,
     UpstreamTimeout,
 )
-from bastion.http import Headers, Request
+from bastion.http import Headers, Request, unsafe_header
 
 # RFC 9110 7.6.1 plus the de-facto ones; names listed in Connection are added per message.
 HOP_BY_HOP = frozenset(
@@ -32,6 +32,15 @@ HOP_BY_HOP = frozenset(
 UPSTREAM_IDENTITY = frozenset({b"server", b"x-powered-by", b"x-aspnet-version", b"x-aspnetmvc-version"})
 # Set by the gateway from what it knows; whatever the client sent is replaced.
 FORWARDING = frozenset({b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host", b"forwarded", b"x-real-ip"})
+
+
+class UnsafeHeader(Exception):
+    """A header that may not be written to the upstream (control character, bad name): nothing
+    was sent. `name` is the header's name (its value is never logged: it may be a secret)."""
+
+    def __init__(self, name: bytes) -> None:
+        super().__init__(name.decode("latin-1"))
+        self.name = name
 
 
 class UpstreamError(Exception):
@@ -55,6 +64,23 @@ def strip_hop_by_hop(headers: Headers, also: frozenset[bytes] = frozenset()) -> 
     listed = connection_listed(headers)
     drop = HOP_BY_HOP | listed | also
     return [(k, v) for k, v in headers if k not in drop]
+
+
+def client_headers(headers: Headers, drop: frozenset[bytes]) -> Headers:
+    """The client's headers that may go on: hop-by-hop ones, `drop` and `x-bastion-*` (the
+    gateway's to set) removed — also when spelled with '_' for '-' (`X_Bastion_Subject`), since
+    WSGI/CGI servers (Django, Flask, PHP) read both spellings as the same variable."""
+    listed = connection_listed(headers)
+    out = []
+    for k, v in headers:
+        if k in HOP_BY_HOP or k in listed or k in drop or k.startswith(b"x-bastion-"):
+            continue
+        if b"_" in k:
+            alias = k.replace(b"_", b"-")
+            if alias in HOP_BY_HOP or alias in drop or alias.startswith(b"x-bastion-"):
+                continue
+        out.append((k, v))
+    return out
 
 
 def upstream_tls(config: UpstreamConfig) -> ssl.SSLContext:
@@ -103,7 +129,8 @@ async def open_upstream(
     """Send the request head and body; return once the upstream's response head arrived.
 
     The target is the normalised path exactly as routed and checked (plus the base URL's path
-    prefix and the raw query): nothing re-quotes it on the way out.
+    prefix and the raw query): nothing re-quotes it on the way out. No header with a control
+    character or an invalid name is ever written (`UnsafeHeader`, before anything is sent).
     """
     prefix, authority, conns = pool.pick()
     target = prefix + req.path.encode("latin-1")
@@ -111,6 +138,9 @@ async def open_upstream(
         target += b"?" + req.query
     if not pool.config.preserve_host:
         headers.append((b"host", authority))
+    bad = unsafe_header(headers)  # the one choke point: whatever policy made a header, it is checked here
+    if bad is not None:
+        raise UnsafeHeader(bad)
     try:
         return await conns.request(req.method, target, headers, body)
     except UpstreamTimeout:

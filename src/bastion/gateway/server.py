@@ -17,17 +17,41 @@ import uvicorn
 from bastion.config.loader import ConfigError, load_config
 from bastion.config.model import GatewayConfig, ListenerConfig
 from bastion.gateway.app import Gateway
+from bastion.gateway.edge import EDGE_COLLECTOR, ConnectionGate, EdgeLimits, EdgeProtocol, protocol_for
 from bastion.gateway.state import compile_state
 
 log = logging.getLogger("bastion.server")
 
 
 class _Server(uvicorn.Server):
-    """uvicorn's server without its own signal handling: the gateway owns the signals."""
+    """uvicorn's server without its own signal handling: the gateway owns the signals.
+
+    With TLS, `startup` is uvicorn's own for pre-bound sockets plus `ssl_handshake_timeout`:
+    uvicorn leaves asyncio's 60 s default, and a client that opens TCP and never finishes the
+    handshake is not seen by the protocol (nor its caps and header deadline) until it does."""
+
+    handshake_timeout: float | None = None
 
     @contextlib.contextmanager
     def capture_signals(self):  # type: ignore[override]
         yield
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        config = self.config
+        if sockets is None or config.ssl is None or self.handshake_timeout is None:
+            await super().startup(sockets=sockets)
+            return
+        await self.lifespan.startup()
+
+        def create_protocol(_loop: asyncio.AbstractEventLoop | None = None) -> asyncio.Protocol:
+            return config.http_protocol_class(  # type: ignore[call-arg]
+                config=config, server_state=self.server_state, app_state=self.lifespan.state, _loop=_loop)
+
+        loop = asyncio.get_running_loop()
+        self.servers = [await loop.create_server(create_protocol, sock=sock, ssl=config.ssl, backlog=config.backlog,
+                                                 ssl_handshake_timeout=self.handshake_timeout)
+                        for sock in sockets]
+        self.started = True
 
 
 def build_state(path: str, version: int):
@@ -57,18 +81,50 @@ def _tls_files(listener: ListenerConfig, config_dir: str) -> tuple[str, str]:
     return rel(listener.tls.cert), rel(listener.tls.key)
 
 
-def _uvicorn_config(app: Any, listener: ListenerConfig, config_dir: str) -> uvicorn.Config:
+def raise_open_file_limit(cap: int = 1 << 20) -> int:
+    """Raise the soft open-file limit to the hard one (as Go and nginx's worker_rlimit_nofile do):
+    every client and upstream connection is a file descriptor. Returns the soft limit in force."""
+    try:
+        import resource
+    except ImportError:  # pragma: no cover - not on Unix
+        return 1024
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = cap if hard == resource.RLIM_INFINITY else min(hard, cap)
+    if soft != resource.RLIM_INFINITY and soft < want:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+            soft = want
+        except (ValueError, OSError):
+            pass
+    return cap if soft == resource.RLIM_INFINITY else soft
+
+
+def edge_limits(listener: ListenerConfig, open_files: int, listeners: int) -> EdgeLimits:
+    """The listener's connection limits; `max_connections` unset means half the open-file limit,
+    shared between the listeners (the other half is for upstream connections, logs and files)."""
+    auto = max(16, open_files // 2 // max(1, listeners))
+    return EdgeLimits(
+        header_timeout=listener.client_header_timeout, keepalive_timeout=listener.keepalive_timeout,
+        send_timeout=listener.client_send_timeout,
+        max_connections=listener.max_connections or auto, max_per_client=listener.max_connections_per_ip,
+        max_header_count=listener.max_header_count, max_header_bytes=listener.max_header_bytes,
+    )
+
+
+def _uvicorn_config(app: Any, listener: ListenerConfig, config_dir: str,
+                    protocol: type[EdgeProtocol] | None = None) -> uvicorn.Config:
     kwargs: dict[str, Any] = {}
     if listener.tls:
         cert, key = _tls_files(listener, config_dir)
         kwargs.update(ssl_certfile=cert, ssl_keyfile=key, ssl_version=ssl.PROTOCOL_TLS_SERVER,
                       ssl_ciphers=MODERN_CIPHERS)
-    from bastion.gateway.tls import TlsHttpToolsProtocol
+    if protocol is None:
+        protocol = protocol_for(edge_limits(listener, raise_open_file_limit(), 1))
 
     config = uvicorn.Config(
         app, lifespan="off", log_config=None, access_log=False, server_header=False,
-        proxy_headers=False, date_header=False, http=TlsHttpToolsProtocol if listener.tls else "httptools",
-        loop="uvloop", timeout_keep_alive=15,
+        proxy_headers=False, date_header=False, http=protocol,
+        loop="uvloop", timeout_keep_alive=listener.keepalive_timeout,
         timeout_graceful_shutdown=10, **kwargs,
     )
     if listener.tls:
@@ -96,6 +152,7 @@ class GatewayServer:
         timeout = min((lst.client_body_timeout for lst in state.config.listeners), default=30.0)
         self.gateway = Gateway(state, client_body_timeout=timeout)
         self.servers: list[_Server] = []
+        self.gates: list[ConnectionGate] = []  # one per listener (then the admin one), in order
         self.reloads = 0
         self._loop: asyncio.AbstractEventLoop | None = None
         self.admin_port: int | None = None
@@ -160,10 +217,16 @@ class GatewayServer:
         stop = self._stop = asyncio.Event()
         config_dir = os.path.dirname(os.path.abspath(self.path))
         sockets = []
+        open_files = raise_open_file_limit()
+        count = len(self.config.listeners) + (self.config.admin is not None)
         for listener in self.config.listeners:
             sock = _bind(listener)
             sockets.append(sock)
-            self.servers.append(_Server(_uvicorn_config(self.gateway, listener, config_dir)))
+            protocol = protocol_for(edge_limits(listener, open_files, count))
+            self.gates.append(protocol.gate)
+            server = _Server(_uvicorn_config(self.gateway, listener, config_dir, protocol))
+            server.handshake_timeout = listener.client_header_timeout
+            self.servers.append(server)
 
         def on_hup() -> None:
             self._reload_certificates()
@@ -178,11 +241,20 @@ class GatewayServer:
             from bastion.gateway.admin import AdminApp
 
             admin = self.config.admin
-            sock = _bind(ListenerConfig(host=admin.host, port=admin.port))
+            admin_listener = ListenerConfig(host=admin.host, port=admin.port)
+            sock = _bind(admin_listener)
             sockets.append(sock)
+            protocol = protocol_for(edge_limits(admin_listener, open_files, count), "AdminEdgeProtocol")
+            self.gates.append(protocol.gate)
             self.servers.append(_Server(uvicorn.Config(
                 AdminApp(self, admin.token), lifespan="off", log_config=None, access_log=False,
-                server_header=False, http="httptools", loop="uvloop")))
+                server_header=False, http=protocol, loop="uvloop",
+                timeout_keep_alive=admin_listener.keepalive_timeout)))
+        held = sum(gate.limits.max_connections for gate in self.gates)
+        if held > open_files * 0.9:
+            log.warning("the listeners may hold %d connections but the process may open only %d files (ulimit -n): "
+                        "lower max_connections or raise the limit, or connections will fail with EMFILE "
+                        "before the caps refuse them", held, open_files)
         tasks = [asyncio.create_task(s.serve(sockets=[sock])) for s, sock in zip(self.servers, sockets)]
         while not all(s.started for s in self.servers):
             if any(t.done() for t in tasks):
@@ -192,9 +264,15 @@ class GatewayServer:
                 raise RuntimeError("a listener failed to start")
             await asyncio.sleep(0.01)
         bound = [sock.getsockname()[:2] for sock in sockets]
-        for (host, port), listener in zip(bound, self.config.listeners):
+        for (host, port), listener, gate in zip(bound, self.config.listeners, self.gates):
             scheme = "https" if listener.tls else "http"
-            log.info("listening on %s://%s:%d", scheme, host if ":" not in host else f"[{host}]", port)
+            limits = gate.limits
+            log.info("listening on %s://%s:%d (at most %d connections, %s per client address; head within %gs)",
+                     scheme, host if ":" not in host else f"[{host}]", port, limits.max_connections,
+                     limits.max_per_client or "any number", limits.header_timeout)
+        for (host, port), gate in zip(bound, self.gates):
+            gate.name = f"{host if ':' not in host else f'[{host}]'}:{port}"
+        EDGE_COLLECTOR.gates = lambda: self.gates  # the latest server's (one per process in production)
         if self.config.admin is not None:
             host, port = bound[-1]
             self.admin_port = port

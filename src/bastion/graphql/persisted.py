@@ -30,7 +30,7 @@ class MemoryQueryStore:
 
 class RedisQueryStore:
     def __init__(self, url: str, prefix: str = "bastion:apq", ttl: float = 86400.0) -> None:
-        from bastion.ratelimit.redis_store import connect
+        from bastion.net.redis import connect
 
         self.client = connect(url, timeout=0.5)
         self.prefix = prefix

@@ -143,7 +143,7 @@ class Audit(Policy):
             "bytes_out": record.get("bytes_out", 0),
             "duration_ms": record.get("duration_ms"),
             "upstream_ms": record.get("upstream_ms"),
-            "principal": ctx.principal,
+            "principal": ctx.principal.subject if ctx.principal is not None else None,
         }
         if self.user_agent:
             ua = req.header(b"user-agent")

@@ -37,13 +37,6 @@ from bastion.pipeline import Context, Policy, PolicyConfig
 log = logging.getLogger("bastion.auth")
 
 
-class PrincipalHeaders(StrictModel):
-    subject: str = "X-Bastion-Subject"
-    scopes: str = "X-Bastion-Scopes"
-    key_id: str = "X-Bastion-Key-Id"
-    tier: str = "X-Bastion-Tier"
-
-
 class AuthConfig(PolicyConfig):
     schemes: dict[str, Scheme] = Field(default_factory=dict, description="Named authentication schemes.")
     require: list[dict[str, list[str]]] | None = Field(
@@ -55,7 +48,6 @@ class AuthConfig(PolicyConfig):
     revocation_store: str = Field("memory", description="'memory' or a Redis URL (share it with every gateway).")
     revocation_fail: Literal["closed", "open"] = Field(
         "closed", description="When the revocation store cannot be reached: refuse (503) or accept the credential.")
-    principal_headers: PrincipalHeaders = Field(default_factory=PrincipalHeaders)
     realm: str = "bastion"
 
     @model_validator(mode="after")
@@ -94,11 +86,10 @@ class Auth(Policy):
         self.forward = config.forward_credentials
         self.revocation_url = config.revocation_store
         self.revocation_fail = config.revocation_fail
-        h = config.principal_headers
-        self.h_subject, self.h_scopes = h.subject.lower().encode(), h.scopes.lower().encode()
-        self.h_key, self.h_tier = h.key_id.lower().encode(), h.tier.lower().encode()
         self.credential_headers = {b"authorization"} | {
             s.header for s in self.schemes.values() if isinstance(s, ApiKeys)}
+        self.scheme_headers = {name: ({s.header, b"authorization"} if isinstance(s, ApiKeys) else {b"authorization"})
+                               for name, s in self.schemes.items()}
         self.query_params = {s.query_param for s in self.schemes.values()
                              if isinstance(s, ApiKeys) and s.query_param}
         bearer = any(isinstance(s, (Jwt, Introspection)) for s in self.schemes.values())
@@ -112,19 +103,61 @@ class Auth(Policy):
         resp.reason = detail
         return resp
 
+    def _invalid(self, req: Request, ctx: Context, reason: str, scheme: str | None = None) -> Response:
+        ctx.log_fields["auth"] = {"scheme": scheme, "refused": reason} if scheme else {"refused": reason}
+        return self._refuse(req, 401, "invalid-token", reason,
+                            f'{self.challenge}, error="invalid_token", error_description="{reason}"')
+
+    def _insufficient(self, req: Request, ctx: Context, missing: set[str]) -> Response:
+        scope = " ".join(sorted(missing))
+        ctx.log_fields["auth"] = {"refused": "insufficient_scope", "missing": sorted(missing)}
+        return self._refuse(req, 403, "insufficient-scope", f"missing scopes: {scope}",
+                            f'{self.challenge}, error="insufficient_scope", scope="{scope}"')
+
     async def on_request(self, req: Request, ctx: Context) -> Response | None:
-        if ctx.values.get("auth_scheme") == "session":
-            # the login policy authenticated a browser session: only the scopes are left to check
-            if self.public:
-                return None
-            have = ctx.values.get("scopes") or frozenset()
-            if any(set().union(*alt.values()) <= have for alt in self.require):
-                return None
-            missing = min((set().union(*alt.values()) - have for alt in self.require), key=len)
-            scope = " ".join(sorted(missing))
-            return self._refuse(req, 403, "insufficient-scope", f"missing scopes: {scope}",
-                                f'{self.challenge}, error="insufficient_scope", scope="{scope}"')
-        ctx.drop_request_headers.update((self.h_subject, self.h_scopes, self.h_key, self.h_tier))
+        if ctx.principal is not None and ctx.principal.scheme == "session":
+            return self._session(req, ctx)
+        ambiguous = self._ambiguous(req)
+        if ambiguous is not None:
+            ctx.log_fields["auth"] = {"refused": ambiguous}
+            self.failures[ambiguous] = self.failures.get(ambiguous, 0) + 1
+            return problem(400, "ambiguous-credentials", ambiguous, request_id=req.request_id)
+        checked = await self._authenticate(req)
+        if isinstance(checked, Response):
+            return checked
+        ok, refused = checked
+        if refused:
+            if not self.public:
+                return self._invalid(req, ctx, refused[0][1], refused[0][0])
+            # a public route passes on without them, but the upstream must not see credentials
+            # the gateway refused: it might trust them
+            for name, _ in refused:
+                ctx.drop_request_headers.update(self.scheme_headers[name])
+        chosen = self._choose(req, ctx, ok)
+        if isinstance(chosen, Response):
+            return chosen
+        if chosen is not None:
+            try:
+                ctx.authenticate(chosen, self.env.principal_headers)
+            except ValueError as exc:  # a claim that cannot become a header value
+                return self._invalid(req, ctx, str(exc))
+        if not self.forward:
+            self._withhold_credentials(req, ctx)
+        return None
+
+    def _session(self, req: Request, ctx: Context) -> Response | None:
+        """The login policy authenticated a browser session: only the scopes are left to check."""
+        if self.public:
+            return None
+        have = ctx.principal.scopes if ctx.principal is not None else frozenset()
+        if any(set().union(*alt.values()) <= have for alt in self.require):
+            return None
+        return self._insufficient(req, ctx, min((set().union(*alt.values()) - have for alt in self.require), key=len))
+
+    async def _authenticate(self, req: Request) -> tuple[dict[str, Principal], list[tuple[str, str]]] | Response:
+        """Every presented credential checked (signature or lookup, then revocation): the
+        principals by scheme and the refusals (scheme, reason); a 503 when revocations cannot be
+        checked and the route fails closed."""
         ok: dict[str, Principal] = {}
         refused: list[tuple[str, str]] = []
         for name, scheme in self.schemes.items():
@@ -151,53 +184,60 @@ class Auth(Policy):
                     refused.append((name, "token revoked"))
                     continue
             ok[name] = principal
-        if refused and not self.public:
-            name, reason = refused[0]
-            ctx.log_fields["auth"] = {"scheme": name, "refused": reason}
-            return self._refuse(req, 401, "invalid-token", reason,
-                                f'{self.challenge}, error="invalid_token", error_description="{reason}"')
-        chosen: Principal | None = None
+        return ok, refused
+
+    def _choose(self, req: Request, ctx: Context, ok: dict[str, Principal]) -> Principal | Response | None:
+        """The principal of the first requirement alternative the credentials satisfy; on a
+        public route whichever authenticated (or None); else 401 (nothing usable) or 403 (the
+        closest alternative's missing scopes)."""
         if self.public:
-            chosen = next(iter(ok.values()), None)
-        else:
-            missing: set[str] | None = None
-            for alt in self.require:
-                if all(s in ok for s in alt):
-                    lacking = set().union(*(alt[s] - ok[s].scopes for s in alt))
-                    if not lacking:
-                        chosen = ok[next(iter(alt))]
-                        break
-                    if missing is None or len(lacking) < len(missing):
-                        missing = lacking
-            if chosen is None:
-                if missing is None:
-                    ctx.log_fields["auth"] = {"refused": "no credentials"}
-                    return self._refuse(req, 401, "unauthenticated", "authentication required", self.challenge)
-                scope = " ".join(sorted(missing))
-                ctx.log_fields["auth"] = {"refused": "insufficient_scope", "missing": sorted(missing)}
-                resp = self._refuse(req, 403, "insufficient-scope", f"missing scopes: {scope}",
-                                    f'{self.challenge}, error="insufficient_scope", scope="{scope}"')
-                return resp
-        if chosen is not None:
-            self._publish(chosen, ctx)
-        if not self.forward:
-            ctx.drop_request_headers.update(self.credential_headers)
-            if self.query_params and req.query:
-                pairs = [(k, v) for k, v in parse_qsl(req.query.decode("latin-1"), keep_blank_values=True)
-                         if k not in self.query_params]
-                req.query = "&".join(f"{quote(k, safe='')}={quote(v, safe='')}" for k, v in pairs).encode()
+            return next(iter(ok.values()), None)
+        missing: set[str] | None = None
+        for alt in self.require:
+            if all(s in ok for s in alt):
+                lacking = set().union(*(alt[s] - ok[s].scopes for s in alt))
+                if not lacking:
+                    return ok[next(iter(alt))]
+                if missing is None or len(lacking) < len(missing):
+                    missing = lacking
+        if missing is None:
+            ctx.log_fields["auth"] = {"refused": "no credentials"}
+            return self._refuse(req, 401, "unauthenticated", "authentication required", self.challenge)
+        return self._insufficient(req, ctx, missing)
+
+    def _withhold_credentials(self, req: Request, ctx: Context) -> None:
+        """`forward_credentials: false`: the upstream gets neither the headers nor the query key."""
+        ctx.drop_request_headers.update(self.credential_headers)
+        if self.query_params and req.query:
+            pairs = [(k, v) for k, v in parse_qsl(req.query.decode("latin-1"), keep_blank_values=True)
+                     if k not in self.query_params]
+            req.query = "&".join(f"{quote(k, safe='')}={quote(v, safe='')}" for k, v in pairs).encode()
+
+    def _ambiguous(self, req: Request) -> str | None:
+        """Why the request's credentials are ambiguous (a header sent twice, one scheme's
+        credential in two places), or None. Two readers — this policy and the upstream — could
+        otherwise each take a different one: the first checked here, the last trusted there."""
+        counts: dict[bytes, int] = {}
+        names = self.credential_headers
+        for k, _ in req.headers:
+            if b"_" in k:  # WSGI/CGI servers read X_API_Key as X-API-Key: the same header twice
+                k = k.replace(b"_", b"-")
+            if k in names:
+                counts[k] = counts.get(k, 0) + 1
+        for k, n in counts.items():
+            if n > 1:
+                return f"the {k.decode()} header is sent more than once"
+        presented: dict[str, str] = {}  # scheme -> its credential (schemes may share one header)
+        for name, scheme in self.schemes.items():
+            why = scheme.ambiguous(req, self.allow_query)
+            if why is not None:
+                return why
+            if scheme.kind != "mtls":
+                credential = scheme.extract(req, self.allow_query)
+                if credential is not None:
+                    presented[name] = credential
+        # two different credentials (a token and an API key) where no alternative asks for both:
+        # the gateway would pick one and the upstream might trust the other
+        if len(set(presented.values())) > 1 and not any(all(n in alt for n in presented) for alt in self.require):
+            return "credentials of more than one scheme (" + ", ".join(presented) + ") where one is expected"
         return None
-
-    def _publish(self, p: Principal, ctx: Context) -> None:
-        ctx.principal = p.subject
-        ctx.values.update({"scopes": p.scopes, "claims": p.claims, "auth_scheme": p.scheme})
-        up = ctx.upstream_headers
-        up.append((self.h_subject, p.subject.encode("utf-8", "replace")))
-        up.append((self.h_scopes, " ".join(sorted(p.scopes)).encode("utf-8", "replace")))
-        if p.tier is not None:
-            ctx.values["tier"] = p.tier
-            up.append((self.h_tier, p.tier.encode("utf-8", "replace")))
-        if p.key_id is not None:
-            ctx.values["api_key_id"] = p.key_id
-            up.append((self.h_key, p.key_id.encode("utf-8", "replace")))
-

@@ -43,17 +43,18 @@ class Authorization(Policy):
     async def on_request(self, req: Request, ctx: Context) -> Response | None:
         if not self.claims and not self.objects:
             return None
-        claims: dict[str, Any] | None = ctx.values.get("claims")
-        if ctx.principal is None or claims is None:
+        principal = ctx.principal
+        if principal is None:
             return problem(401, "unauthenticated", "authentication required", request_id=req.request_id,
                            headers=[(b"www-authenticate", b'Bearer realm="bastion"')])
+        claims = principal.claims
         for name, accepted in self.claims.items():
             value = claims.get(name)
             values = [str(v) for v in value] if isinstance(value, list) else [str(value)] if value is not None else []
             if not any(v in accepted for v in values):
                 ctx.log_fields["authorization"] = {"claim": name}
                 return problem(403, "forbidden", f"claim {name} does not allow this", request_id=req.request_id)
-        scopes = ctx.values.get("scopes") or frozenset()
+        scopes = principal.scopes
         for rule in self.objects:
             if rule.bypass_scopes and any(s in scopes for s in rule.bypass_scopes):
                 continue

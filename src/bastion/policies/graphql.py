@@ -16,6 +16,8 @@ from urllib.parse import parse_qsl
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from bastion import bodies
+from bastion.bodies import BodyRefused
 from bastion.graphql import AnalysisError, CostModel, GraphQLSyntaxError, TokenLimit, analyze, parse
 from bastion.graphql.persisted import MemoryQueryStore, RedisQueryStore, load_allowlist, sha256
 from bastion.http import (
@@ -26,12 +28,13 @@ from bastion.http import (
     Request,
     Response,
     check_networks,
-    media_type,
 )
 from bastion.pipeline import Context, Policy, PolicyConfig
 
 Mode = Literal["off", "audit", "enforce"]
 _SUGGESTION = re.compile(r"\s*Did you mean[^?]*\?", re.IGNORECASE)
+_PARAMS = ("query", "operationName", "variables", "extensions")
+_REFUSAL_CODES = {413: "REQUEST_TOO_LARGE", 415: "UNSUPPORTED_MEDIA_TYPE"}
 
 
 class Limits(BaseModel):
@@ -157,7 +160,7 @@ class GraphQLGuard(Policy):
         if self.c.mode == "off" and not self.c.persisted_queries and self.allowlist is None:
             return None
         try:
-            operations, is_get, is_batch = await self._operations(req)
+            operations, is_get, is_batch = await self._operations(req, ctx)
             if is_batch and self.c.limits.max_batch is not None and len(operations) > self.c.limits.max_batch:
                 self._limit("batch", f"batch of {len(operations)} operations (max {self.c.limits.max_batch})", ctx)
             total_cost, rewritten = 0.0, False
@@ -183,6 +186,8 @@ class GraphQLGuard(Policy):
         except _Reject as exc:
             ctx.log_fields.setdefault("graphql", {})
             return graphql_error(exc.status, exc.code, exc.message, req.request_id)
+        except BodyRefused as exc:
+            return graphql_error(exc.status, _REFUSAL_CODES.get(exc.status, "BAD_REQUEST"), exc.detail, req.request_id)
         except BodyTooLarge:
             return graphql_error(413, "REQUEST_TOO_LARGE", "the request body is too large", req.request_id)
         except (BodyTimeout, ClientDisconnected):
@@ -192,29 +197,42 @@ class GraphQLGuard(Policy):
             ctx.response_rewriters.append(self)
         return None
 
-    async def _operations(self, req: Request) -> tuple[list[dict[str, Any]], bool, bool]:
+    async def _operations(self, req: Request, ctx: Context) -> tuple[list[dict[str, Any]], bool, bool]:
+        """The operations of a request, read the way the upstream reads them: a GET's query
+        string, or a POST body as JSON, `application/graphql` text or an urlencoded form (these
+        two are analysed exactly like JSON). Anything the guard cannot read unambiguously is
+        refused, never passed: a GET with a body, a POST that also names the query in its URL, a
+        parameter or JSON key given twice, another media type. The returned flag `simple` is
+        True for requests a browser sends cross-site without a preflight (GET, forms): they may
+        not carry mutations (CSRF)."""
+        ct = bodies.content_type(req)  # ambiguous Content-Types are refused for every method
         if req.method == "GET":
-            params = dict(parse_qsl(req.query.decode("latin-1"), keep_blank_values=True))
-            op: dict[str, Any] = {"query": params.get("query")}
-            for key in ("variables", "extensions"):
-                if params.get(key):
-                    try:
-                        op[key] = orjson.loads(params[key])
-                    except orjson.JSONDecodeError:
-                        raise _Reject(400, "BAD_REQUEST", f"{key} is not valid JSON") from None
-            if params.get("operationName"):
-                op["operationName"] = params["operationName"]
-            return [op], True, False
+            if req.has_body():
+                raise _Reject(400, "BAD_REQUEST", "a GET request carries its query in the URL, not in a body")
+            return [self._form_operation(req.query, "the URL")], True, False
         if req.method != "POST":
             raise _Reject(405, "METHOD_NOT_ALLOWED", "GraphQL accepts GET and POST")
-        if media_type(req.header(b"content-type")) != b"application/json":
-            # form posts would let any site send mutations with the user's cookies (CSRF)
-            raise _Reject(415, "UNSUPPORTED_MEDIA_TYPE", "send GraphQL requests as application/json")
-        body = await req.read_body()
+        in_url = {k for k, _ in parse_qsl(req.query.decode("latin-1"), keep_blank_values=True)} & set(_PARAMS)
+        if in_url:
+            raise _Reject(400, "BAD_REQUEST", f"{sorted(in_url)[0]} is in the URL of a POST: send the operation "
+                          "in the body only")
+        media = ct.media if ct is not None else ""
+        if media not in ("application/json", "application/graphql", "application/x-www-form-urlencoded"):
+            raise _Reject(415, "UNSUPPORTED_MEDIA_TYPE",
+                          "send GraphQL requests as application/json (or application/graphql)")
+        body = await bodies.read_body(req, ctx)
+        if media == "application/graphql":
+            try:
+                return [{"query": body.decode("utf-8")}], False, False
+            except UnicodeDecodeError:
+                raise _Reject(400, "BAD_REQUEST", "the query is not valid UTF-8") from None
+        if media == "application/x-www-form-urlencoded":
+            return [self._form_operation(body, "the form")], True, False
         try:
             doc = orjson.loads(body)
         except orjson.JSONDecodeError:
             raise _Reject(400, "BAD_REQUEST", "the body is not valid JSON") from None
+        bodies.check_json_unique(body)
         if isinstance(doc, list):
             if not doc or not all(isinstance(x, dict) for x in doc):
                 raise _Reject(400, "BAD_REQUEST", "a batch is a non-empty array of operations")
@@ -222,6 +240,29 @@ class GraphQLGuard(Policy):
         if not isinstance(doc, dict):
             raise _Reject(400, "BAD_REQUEST", "the body must be a JSON object")
         return [doc], False, False
+
+    @staticmethod
+    def _form_operation(data: bytes, where: str) -> dict[str, Any]:
+        """One operation from urlencoded parameters (a GET's query string or a form body)."""
+        try:
+            pairs = parse_qsl(data.decode("utf-8"), keep_blank_values=True, errors="strict")
+        except (UnicodeDecodeError, ValueError):
+            raise _Reject(400, "BAD_REQUEST", f"{where} is not valid UTF-8") from None
+        params: dict[str, str] = {}
+        for k, v in pairs:
+            if k in params and k in _PARAMS:
+                raise _Reject(400, "BAD_REQUEST", f"{k} is given twice in {where}")
+            params[k] = v
+        op: dict[str, Any] = {"query": params.get("query")}
+        for key in ("variables", "extensions"):
+            if params.get(key):
+                try:
+                    op[key] = orjson.loads(params[key])
+                except orjson.JSONDecodeError:
+                    raise _Reject(400, "BAD_REQUEST", f"{key} is not valid JSON") from None
+        if params.get("operationName"):
+            op["operationName"] = params["operationName"]
+        return op
 
     async def _resolve_query(self, op: dict[str, Any]) -> tuple[str, bool]:
         query = op.get("query")
@@ -302,7 +343,8 @@ class GraphQLGuard(Policy):
     def _check(self, a, req: Request, ctx: Context, is_get: bool) -> None:
         L = self.c.limits
         if a.operation_type != "query" and is_get and not self.c.allow_get_mutations:
-            raise _Reject(405, "METHOD_NOT_ALLOWED", f"{a.operation_type} operations are not allowed over GET")
+            raise _Reject(405, "METHOD_NOT_ALLOWED",
+                          f"{a.operation_type} operations are not allowed over GET or in a form post")
         if self.c.require_operation_name and not a.operation_name:
             raise _Reject(400, "OPERATION_NAME_REQUIRED", "operations must be named")
         if a.introspection and not self._may_introspect(req, ctx):
@@ -329,8 +371,7 @@ class GraphQLGuard(Policy):
             return True
         if self.intro_ips and req.client_ip in self.intro_ips:
             return True
-        scopes = ctx.values.get("scopes") or frozenset()
-        return bool(self.intro_scopes & scopes)
+        return ctx.principal is not None and bool(self.intro_scopes & ctx.principal.scopes)
 
 
 def _strip_suggestions(body: bytes) -> bytes:

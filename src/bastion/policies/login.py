@@ -31,7 +31,8 @@ from bastion.auth.errors import AuthError
 from bastion.auth.jwt import Issuer, JwksSource, JwtVerifier, KeySet
 from bastion.auth.sessions import SessionStore
 from bastion.http import Request, Response, problem
-from bastion.httpclient import FetchError, fetch
+from bastion.net.fetch import FetchError, fetch
+from bastion.principal import Principal
 from bastion.pipeline import Context, Policy, PolicyConfig
 
 log = logging.getLogger("bastion.login")
@@ -172,7 +173,7 @@ class Login(Policy):
             self.verifier = JwtVerifier([Issuer(
                 issuer=ep["issuer"], algorithms=tuple(p.algorithms), audiences=(p.client_id,), static=KeySet(),
                 jwks=JwksSource(ep["jwks_uri"], tuple(p.algorithms), min_refresh=5), required=("exp", "iat", "sub"),
-                leeway=30, max_age=None, typ_values=())])
+                leeway=30, max_age=None, typ_values=("id", ""))])  # ID tokens: typ "id" or none
         self.endpoints = ep
         return ep
 
@@ -231,13 +232,13 @@ class Login(Policy):
             self.failures["csrf"] = self.failures.get("csrf", 0) + 1
             return problem(403, "csrf-origin", "cookie-authenticated changes must come from this site's pages",
                            request_id=req.request_id)
-        ctx.principal = session["sub"]
-        ctx.values.update({"scopes": frozenset(session.get("scope", "").split()), "claims": session.get("claims", {}),
-                           "auth_scheme": "session"})
+        principal = Principal(str(session["sub"]), frozenset(session.get("scope", "").split()), "session",
+                              claims=session.get("claims", {}))
+        try:
+            ctx.authenticate(principal, self.env.principal_headers)
+        except ValueError as exc:  # the provider's claims cannot become header values
+            return problem(401, "invalid-token", str(exc), request_id=req.request_id)
         up = ctx.upstream_headers
-        up.append((b"x-bastion-subject", str(session["sub"]).encode("utf-8", "replace")))
-        up.append((b"x-bastion-scopes", session.get("scope", "").encode("utf-8", "replace")))
-        ctx.drop_request_headers.update((b"x-bastion-subject", b"x-bastion-scopes"))
         if self.config.forward_access_token:
             up.append((b"authorization", b"Bearer " + session["access_token"].encode("latin-1")))
         # the session cookie is the gateway's credential, not the upstream's business

@@ -127,30 +127,31 @@ class RateLimit(Policy):
 
     def _key(self, limit: _Limit, req: Request, ctx: Context) -> str:
         parts = []
+        p = ctx.principal
         for part in limit.key:
             value: Any
             if part == "ip":
                 value = ip_text(req.client_ip) if req.client_ip else "-"
             elif part == "api_key":
-                value = ctx.values.get("api_key_id")
+                value = p.key_id if p is not None else None
             elif part == "user":
-                value = ctx.principal
+                value = p.subject if p is not None else None
             elif part == "route":
                 value = req.route_name
             elif part == "tier":
-                value = ctx.values.get("tier")
+                value = p.tier if p is not None else None
             elif part.startswith("header:"):
                 raw = req.header(part[7:].lower().encode())
                 value = hashlib.blake2b(raw, digest_size=12).hexdigest() if raw else None
             else:  # claim:NAME
-                value = (ctx.values.get("claims") or {}).get(part[6:])
+                value = p.claims.get(part[6:]) if p is not None else None
             if value is None:  # a missing part never pools strangers together: fall back to the IP
                 value = "ip=" + (ip_text(req.client_ip) if req.client_ip else "-")
             parts.append(f"{part}={value}")
         return "|".join(parts)
 
     def _applicable(self, req: Request, ctx: Context) -> tuple[_Limit, ...]:
-        tier = ctx.values.get("tier")
+        tier = ctx.principal.tier if ctx.principal is not None else None
         limits = self.tiers.get(tier, self.limits) if tier is not None else self.limits
         if self.login and (req.path.rstrip("/") or "/") in self.login_paths:
             limits = limits + self.login

@@ -106,6 +106,7 @@ class Trace:
 class Tracing(Policy):
     name: ClassVar[str] = "tracing"
     priority: ClassVar[int] = 1100  # first in, last out: the request span covers every policy
+    spanned: ClassVar[bool] = False  # its own work is the root span
     Config = TracingConfig
     per_route = False
     unrouted = True

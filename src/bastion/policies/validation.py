@@ -15,6 +15,8 @@ from typing import Any, ClassVar, Literal
 import orjson
 from pydantic import BaseModel, ConfigDict, Field
 
+from bastion import bodies
+from bastion.bodies import BodyRefused
 from bastion.http import BodyTimeout, BodyTooLarge, ClientDisconnected, Request, Response, body_problem, is_json, problem
 from bastion.openapi.operations import Limits, Normalise, Operation, compile_operations, prune
 from bastion.openapi.spec import SpecError, load_spec
@@ -100,8 +102,15 @@ class Validation(Policy):
             return None
         body: bytes | None = None
         if op.bodies and req.has_body():
+            # the body as the WAF and the upstream get it: one unambiguous Content-Type, content
+            # codings undone (the upstream then receives the decoded bytes), no duplicated JSON keys
             try:
-                body = await req.read_body()
+                ct = bodies.content_type(req)
+                body = await bodies.read_body(req, ctx)
+                if ct is not None and ct.kind == "json":
+                    bodies.check_json_unique(body)
+            except BodyRefused as exc:
+                return exc.response(req)
             except (BodyTooLarge, BodyTimeout, ClientDisconnected) as exc:
                 return body_problem(exc, req) or problem(400, "bad-request", "the client went away",
                                                          request_id=req.request_id)

@@ -104,7 +104,8 @@ class Versioning(Policy):
         if v.status == "deprecated":
             ctx.values["versioning.deprecated"] = v
             ctx.log_fields["deprecated_version"] = True
-            client = ctx.principal or (ip_text(req.client_ip) if req.client_ip else "-")
+            client = ctx.principal.subject if ctx.principal is not None else (
+                ip_text(req.client_ip) if req.client_ip else "-")
             key = (name, client)
             if key in self.usage or len(self.usage) < self.track:
                 self.usage[key] = self.usage.get(key, 0) + 1

@@ -15,11 +15,10 @@ import logging
 import time
 from importlib import resources
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
 
-import redis.asyncio as aioredis
 from redis.exceptions import NoScriptError, RedisError
 
+from bastion.net.redis import connect, safe_url
 from bastion.ratelimit.algorithms import INF, Decision
 from bastion.ratelimit.rate import Rate
 
@@ -35,26 +34,6 @@ class StoreUnavailable(Exception):
 def _script(name: str) -> str:
     lua = resources.files("bastion.ratelimit").joinpath("lua")
     return lua.joinpath("_common.lua").read_text() + "\n" + lua.joinpath(f"{name}.lua").read_text()
-
-
-def connect(url: str, *, timeout: float = 0.25) -> Any:
-    """A redis-py asyncio client for redis://, rediss://, unix://, redis+sentinel:// and
-    redis+cluster:// URLs."""
-    parts = urlsplit(url)
-    common = {"socket_timeout": timeout, "socket_connect_timeout": timeout, "decode_responses": False}
-    if parts.scheme == "redis+cluster":
-        from redis.asyncio.cluster import RedisCluster
-
-        return RedisCluster.from_url("redis://" + url.split("://", 1)[1], **common)
-    if parts.scheme == "redis+sentinel":
-        from redis.asyncio.sentinel import Sentinel
-
-        hosts = [(h.rsplit(":", 1)[0], int(h.rsplit(":", 1)[1]) if ":" in h else 26379)
-                 for h in parts.netloc.split("@")[-1].split(",")]
-        service = parts.path.strip("/") or "mymaster"
-        query = parse_qs(parts.query)
-        return Sentinel(hosts, **common).master_for(service, db=int(query.get("db", ["0"])[0]))
-    return aioredis.from_url(url, **common)
 
 
 class RedisStore:
@@ -93,12 +72,12 @@ class RedisStore:
             if not self._outage:
                 self._outage = True
                 log.error("rate-limit store %s unreachable (%s); applying each limit's fail mode",
-                          _safe_url(self.url), type(exc).__name__)
+                          safe_url(self.url), type(exc).__name__)
             raise StoreUnavailable(str(exc)) from None
         if self._outage:
             self._outage = False
             self._open_until = 0.0
-            log.warning("rate-limit store %s reachable again", _safe_url(self.url))
+            log.warning("rate-limit store %s reachable again", safe_url(self.url))
         limit = rate.capacity if algorithm in ("token_bucket", "leaky_bucket", "gcra") else rate.limit
         return Decision(bool(allowed), limit, int(remaining), reset_us / 1e6,
                         INF if retry_us < 0 else retry_us / 1e6, delay_us / 1e6)
@@ -147,12 +126,3 @@ class RedisStore:
 
     async def close(self) -> None:
         await self.client.aclose()
-
-
-def _safe_url(url: str) -> str:
-    """The URL without its password, for log lines."""
-    parts = urlsplit(url)
-    if parts.password:
-        netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
-        return parts._replace(netloc=netloc).geturl()
-    return url

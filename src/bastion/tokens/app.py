@@ -24,6 +24,7 @@ from bastion.http import problem
 from bastion.store.db import open_store
 from bastion.tokens.config import TokenServiceConfig
 from bastion.tokens.keyring import Keyring, fernet
+from bastion.tokens.oauth import OAuthEndpoints
 from bastion.tokens.passwords import Argon2Params, Passwords
 from bastion.tokens.service import Issued, ServiceError, Settings, TokenService
 
@@ -130,8 +131,6 @@ class TokenApp:
         ]
         if config.registration:
             routes.append(Route(f"{p}/register", self.register, methods=["POST"]))
-        from bastion.tokens.oauth import OAuthEndpoints
-
         self.oauth = OAuthEndpoints(self)
         routes += self.oauth.routes(p)
         self.app = Starlette(routes=routes)

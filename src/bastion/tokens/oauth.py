@@ -23,7 +23,7 @@ import json
 import secrets
 import time
 from collections import defaultdict
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 from urllib.parse import parse_qsl
 
 from authlib.oauth2 import AuthorizationServer, OAuth2Error
@@ -40,10 +40,18 @@ from starlette.routing import Route
 
 from bastion.auth.apikeys import hash_key
 from bastion.store.models import AuthorizationCode, OAuthClient, User
-from bastion.tokens.service import ServiceError
+from bastion.tokens.config import TokenServiceConfig
+from bastion.tokens.service import ServiceError, TokenService
 
-if TYPE_CHECKING:
-    from bastion.tokens.app import TokenApp
+
+class TokenHost(Protocol):
+    """What the OAuth endpoints need of the token service that serves them (`tokens.app.TokenApp`):
+    named here so that this module does not import the app that imports it."""
+
+    config: TokenServiceConfig
+    service: TokenService
+
+    async def revoke(self, jtis: list[tuple[str, float]]) -> None: ...
 
 
 # ------------------------------------------------------------------ models Authlib talks to
@@ -314,7 +322,7 @@ AUTHORIZE_PARAMS = ("response_type", "client_id", "redirect_uri", "scope", "stat
 
 
 class OAuthEndpoints:
-    def __init__(self, app: "TokenApp") -> None:
+    def __init__(self, app: TokenHost) -> None:
         self.app = app
         self.sessions = app.sessions
         self.csrf_key = hashlib.sha256(b"bastion-oauth-csrf:" + app.config.key_encryption_key.encode()).digest()

@@ -8,7 +8,7 @@ import ssl
 import weakref
 from urllib.parse import urlsplit
 
-from bastion.gateway.upstream_client import ConnectionPool
+from bastion.net.http1 import ConnectionPool
 
 _pools: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[tuple[str, str, int], ConnectionPool]]" = (
     weakref.WeakKeyDictionary())  # connections belong to the loop that opened them

@@ -1,0 +1,311 @@
+"""Request bodies as the policies that inspect them must see them: one Content-Type, one content
+coding undone, one charset family, and XML without a DTD.
+
+Every policy that reads a request body (the WAF, OpenAPI validation, the GraphQL guard) goes
+through this module, so none of them can be made to look at a different body than another
+policy or the upstream:
+
+- `content_type(req)` parses the one `Content-Type` header strictly enough to notice ambiguity:
+  two `Content-Type` lines, two media types in one value, or a parameter given twice
+  (`boundary=a; boundary=b`) are refused (400 `ambiguous-content-type`), because the gateway and
+  the upstream could each pick a different one. A charset that is not ASCII-compatible
+  (`utf-16`, `utf-32`, `utf-7`, `ebcdic`, ...) is refused (415): the rules match bytes, and a
+  payload written in UTF-16 is not the same bytes as the one they look for.
+- `read_body(req, ctx, limit=)` reads the body and undoes its `Content-Encoding` with the
+  project's one bounded decoder (`bastion.content_coding`): unsupported codings are 415,
+  corrupt ones 400, a decoded body over the limit 413 (a decompression bomb stops at the limit).
+  The decoded body REPLACES the request's body and `Content-Encoding` is dropped upstream, so the
+  upstream receives exactly the bytes that were inspected, never its own decoder's reading of
+  them.
+- `parse_xml(body, max_depth=)` is the gateway's one XML parser: defusedxml (expat underneath)
+  with any DTD refused (so no external entity and no entity expansion, billion laughs included),
+  nesting deeper than `max_depth` refused, and XML that is not well formed refused; it returns
+  every string of the document (names, attribute values, text, CDATA, comments) for inspection.
+- `sniff(body)` tells JSON, XML and urlencoded forms apart for a body sent without a type.
+
+Hand-written parts: the Content-Type parser (the stdlib and werkzeug parsers both silently keep
+one of two duplicated parameters, which is exactly what must be noticed here) and the sniffer.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Literal
+
+import orjson
+
+from bastion.content_coding import CodingError, decode_body, parse_codings
+from bastion.http import Request, Response, problem
+
+Kind = Literal["json", "form", "multipart", "xml", "graphql", "other"]
+
+# ASCII-compatible charsets: an attack string written in ASCII is the same bytes in each of them
+# (the list CRS allows by default, rule 900270, plus US-ASCII).
+TEXT_CHARSETS = frozenset({"utf-8", "utf8", "us-ascii", "ascii", "iso-8859-1", "latin1", "iso-8859-15",
+                           "windows-1252", "cp1252"})
+DEFAULT_LIMIT = 1024 * 1024  # a decoded body, when neither the route nor the caller set a limit
+_DECODED = "bodies.decoded"
+
+_TOKEN = r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+"
+_MEDIA = re.compile(rf"[ \t]*({_TOKEN})/({_TOKEN})[ \t]*")
+_PARAM = re.compile(rf"[ \t]*;[ \t]*(?:({_TOKEN})[ \t]*=[ \t]*(?:\"((?:[^\"\\\r\n]|\\[^\r\n])*)\"|([^;\"\s]*))[ \t]*)?")
+_BOUNDARY_CHARS = re.compile(r"[0-9A-Za-z'()+_,\-./:=? ]{0,69}[0-9A-Za-z'()+_,\-./:=?]")
+_FORM = re.compile(rb"[^=&\s{}<>\[\]\"]+=[^&\s]*(?:&[^=&\s]+=[^&\s]*)*&?")
+
+
+class BodyRefused(Exception):
+    """A body the gateway will not pass uninspected: status, problem type and detail."""
+
+    def __init__(self, status: int, type_: str, detail: str) -> None:
+        super().__init__(detail)
+        self.status, self.type, self.detail = status, type_, detail
+
+    def response(self, req: Request, stopped_by: str = "") -> Response:
+        return problem(self.status, self.type, self.detail, request_id=req.request_id, stopped_by=stopped_by)
+
+
+@dataclass(frozen=True, slots=True)
+class ContentType:
+    media: str  # "type/subtype", lower case
+    params: dict[str, str] = field(default_factory=dict)  # names lower case, values unquoted
+
+    @property
+    def kind(self) -> Kind:
+        return kind_of(self.media)
+
+    @property
+    def charset(self) -> str | None:
+        c = self.params.get("charset")
+        return c.strip().lower() if c is not None else None
+
+
+def kind_of(media: str) -> Kind:
+    """The body processor a media type calls for."""
+    if media == "application/json" or media.endswith("+json"):
+        return "json"
+    if media == "application/x-www-form-urlencoded":
+        return "form"
+    if media.startswith("multipart/"):
+        return "multipart"
+    if media in ("application/xml", "text/xml") or media.endswith("+xml"):
+        return "xml"
+    if media == "application/graphql":
+        return "graphql"
+    return "other"
+
+
+def parse_content_type(value: str) -> ContentType:
+    """One Content-Type value (RFC 9110 8.3.1); `BodyRefused` when it is not exactly one media
+    type with parameters each given once."""
+    m = _MEDIA.match(value)
+    if m is None:
+        raise BodyRefused(400, "ambiguous-content-type", "the Content-Type header is not a media type")
+    params: dict[str, str] = {}
+    pos = m.end()
+    while pos < len(value):
+        p = _PARAM.match(value, pos)
+        if p is None or p.end() == pos:
+            raise BodyRefused(400, "ambiguous-content-type",
+                              "the Content-Type header has something other than parameters after its media type")
+        pos = p.end()
+        name = p.group(1)
+        if name is None:
+            continue  # an empty parameter (`application/json;`), as some clients send
+        name = name.lower()
+        if name in params:
+            raise BodyRefused(400, "ambiguous-content-type", f"the Content-Type parameter {name!r} is given twice")
+        quoted = p.group(2)
+        params[name] = re.sub(r"\\(.)", r"\1", quoted) if quoted is not None else (p.group(3) or "")
+    return ContentType(f"{m.group(1)}/{m.group(2)}".lower(), params)
+
+
+def content_type(req: Request) -> ContentType | None:
+    """The request's one Content-Type (None without one), checked for ambiguity and charset."""
+    values = [v for k, v in req.headers if k == b"content-type"]
+    if not values:
+        return None
+    if len(values) > 1:
+        raise BodyRefused(400, "ambiguous-content-type", "the request has more than one Content-Type header")
+    ct = parse_content_type(values[0].decode("latin-1"))
+    charset = ct.charset
+    if charset is not None and charset not in TEXT_CHARSETS:  # UTF-7 turns "+ACc-" into "'"
+        raise BodyRefused(415, "unsupported-charset",
+                          f"bodies are inspected as UTF-8 or an ASCII-compatible charset, not {charset[:40]!r}")
+    if ct.kind == "multipart":
+        boundary = ct.params.get("boundary")
+        if not boundary or _BOUNDARY_CHARS.fullmatch(boundary) is None:
+            raise BodyRefused(400, "ambiguous-content-type",
+                              "a multipart body needs one boundary of 1-70 allowed characters (RFC 2046)")
+    return ct
+
+
+async def read_body(req: Request, ctx, *, limit: int | None = None) -> bytes:
+    """The request body with its content codings undone, read once per request.
+
+    After decoding, `req.body` holds the decoded bytes and `Content-Encoding` is dropped from
+    what the upstream receives. Raises `BodyRefused` (415/400/413) for a coding that cannot be
+    undone safely; `BodyTooLarge`/`BodyTimeout`/`ClientDisconnected` from reading pass through.
+    """
+    if ctx.values.get(_DECODED):
+        return req.body or b""
+    raw = await req.read_body()
+    try:
+        codings = parse_codings(v for k, v in req.headers if k == b"content-encoding")
+    except CodingError as exc:
+        raise BodyRefused(415, "unsupported-content-encoding", exc.detail) from None
+    if codings:
+        bounds = [x for x in (limit, req.body_limit) if x is not None]
+        max_output = min(bounds) if bounds else DEFAULT_LIMIT
+        try:
+            decoded = decode_body(raw, codings, max_output=max_output)
+        except CodingError as exc:
+            if exc.kind == "too-large":
+                raise BodyRefused(413, "body-too-large", exc.detail) from None
+            if exc.kind == "unsupported":
+                raise BodyRefused(415, "unsupported-content-encoding", exc.detail) from None
+            raise BodyRefused(400, "malformed-body", exc.detail) from None
+        req.body = decoded
+        ctx.drop_request_headers.add(b"content-encoding")
+        ctx.log_fields["body_decoded"] = ",".join(codings)
+    ctx.values[_DECODED] = True
+    return req.body or b""
+
+
+def _unique_pairs(pairs: list[tuple[str, object]]) -> dict[str, object]:
+    out: dict[str, object] = {}
+    for k, v in pairs:
+        if k in out:
+            raise BodyRefused(400, "ambiguous-body", f"a JSON object has the key {k[:40]!r} twice")
+        out[k] = v
+    return out
+
+
+def _no_constant(name: str) -> object:
+    raise ValueError(f"{name} is not JSON")
+
+
+def check_json_unique(body: bytes) -> None:
+    """Refuse (400 `ambiguous-body`) JSON with a key given twice in one object: parsers disagree
+    on which one wins (orjson and Python keep the last, others the first), so a policy and the
+    upstream could read different values. The body is known to be valid JSON (orjson parsed it);
+    the stdlib parser is used here because it can see duplicates."""
+    import json
+
+    if body.count(b'"') < 4:  # no object with two keys
+        return
+    try:
+        json.loads(body, object_pairs_hook=_unique_pairs, parse_constant=_no_constant)
+    except (ValueError, RecursionError):
+        return  # not JSON for the stdlib either: the caller's own parse reports it
+
+
+def multipart_files(body: bytes, ct: ContentType) -> list[str]:
+    """The contents of the file parts (those with a `filename`) of a multipart/form-data body
+    that are text (no NUL byte; a transfer encoding such as base64 undone), decoded as UTF-8
+    with replacement. Parsed by the stdlib's email parser; an unparsable body gives []
+    (ModSecurity's own strict parser refuses it anyway)."""
+    from email.parser import BytesParser
+    from email.policy import HTTP
+
+    boundary = ct.params.get("boundary", "").replace("\\", "\\\\").replace('"', '\\"')
+    head = f'Content-Type: {ct.media}; boundary="{boundary}"\r\n\r\n'.encode("latin-1")
+    try:
+        msg = BytesParser(policy=HTTP).parsebytes(head + body)
+        out = []
+        for part in msg.iter_parts():
+            if part.get_filename() is None:
+                continue
+            data = part.get_payload(decode=True) or b""
+            if b"\x00" not in data:
+                out.append(data.decode("utf-8", errors="replace"))
+        return out
+    except Exception:  # the email package raises many kinds on hostile input
+        return []
+
+
+def wide_text(body: bytes) -> bool:
+    """True for text in UTF-16 or UTF-32 (a byte-order mark, or the NUL pattern RFC 4627 used to
+    detect them), which some parsers (Python's `json.loads`) decode silently."""
+    head = body[:4]
+    if head.startswith((b"\xff\xfe", b"\xfe\xff", b"\x00\x00\xfe\xff")):
+        return True
+    return len(head) >= 2 and (head[0] == 0 or head[1] == 0)
+
+
+def sniff(body: bytes) -> Literal["json", "xml", "form", "text"]:
+    """What a body without a (processable) type looks like: JSON (it parses), XML (it starts
+    with `<`), an urlencoded form (`a=1&b=2`), or other text."""
+    text = body.lstrip(b" \t\r\n")
+    if text[:1] in (b"{", b"["):
+        try:
+            orjson.loads(text)
+            return "json"
+        except orjson.JSONDecodeError:
+            pass
+    if text.startswith(b"\xef\xbb\xbf"):
+        text = text[3:]
+    if text[:1] == b"<":
+        return "xml"
+    if _FORM.fullmatch(body.rstrip(b"\r\n")) is not None:
+        return "form"
+    return "text"
+
+
+def parse_xml(body: bytes, *, max_depth: int) -> list[str]:
+    """Parse XML with defusedxml (expat) and return every string in it: element and attribute
+    names, attribute values, text and CDATA, comments and processing instructions (each distinct
+    string once, in document order). A DTD (hence
+    any entity), nesting deeper than `max_depth` or a document that is not well formed is a
+    `BodyRefused` (400)."""
+    import xml.parsers.expat
+
+    from defusedxml import DefusedXmlException
+    from defusedxml.ElementTree import DefusedXMLParser
+
+    strings: list[str] = []
+    depth = 0
+
+    def local(name: str) -> str:
+        return name.rsplit("}", 1)[-1]
+
+    class _Target:
+        def start(self, tag, attrib):
+            nonlocal depth
+            depth += 1
+            if depth > max_depth:
+                raise BodyRefused(400, "xml-too-deep", f"the XML body is nested deeper than {max_depth} elements")
+            strings.append(local(tag))
+            for k, v in attrib.items():
+                strings.append(local(k))
+                strings.append(v)
+
+        def end(self, tag):
+            nonlocal depth
+            depth -= 1
+
+        def data(self, data):
+            if data.strip():
+                strings.append(data)
+
+        def comment(self, data):
+            strings.append(data)
+
+        def pi(self, target, data=None):
+            strings.append(f"{target} {data or ''}")
+
+        def close(self):
+            return None
+
+    parser = DefusedXMLParser(target=_Target(), forbid_dtd=True, forbid_entities=True, forbid_external=True)
+    try:
+        parser.feed(body)
+        parser.close()
+    except BodyRefused:
+        raise
+    except DefusedXmlException:
+        raise BodyRefused(400, "xml-dtd-forbidden",
+                          "XML bodies may not carry a DTD or entity declarations") from None
+    except (SyntaxError, xml.parsers.expat.ExpatError, ValueError):
+        raise BodyRefused(400, "malformed-body", "the XML body is not well formed") from None
+    return list(dict.fromkeys(strings))  # each distinct string once: the rules' verdict is the same

@@ -1,0 +1,419 @@
+"""Connection-level limits on every listener: slow and greedy clients.
+
+What this enforces, per listener (keys in `ListenerConfig`):
+
+- `client_header_timeout`: the whole request head must arrive within N seconds, counted from the
+  connection (first request) or from the first byte after a keep-alive wait. The deadline is
+  absolute: trickled bytes never extend it (nginx `client_header_timeout`, Envoy
+  `request_headers_timeout`). When it passes: 408 problem+json if part of a head arrived, a
+  silent close if nothing did.
+- `keepalive_timeout`: the idle time between requests (uvicorn's own `timeout_keep_alive`).
+- `client_send_timeout`: a client that leaves a response unread (the transport's write buffer
+  stays above its high-water mark) that long is dropped (nginx `send_timeout`); uvicorn waits
+  for the buffer to drain without any limit, holding the connection and, through flow control,
+  the upstream connection behind it.
+- `max_connections`, `max_connections_per_ip`: connections over a cap are refused as soon as
+  they are accepted (a minimal 503 problem+json, then closed), before anything is read.
+- `max_header_count`, `max_header_bytes`: 431 problem+json for a head with too many header lines
+  or too many bytes (request line + headers).
+- Each kind of refusal is logged once per client address per minute (with the number refused
+  since the last line), not once per connection, so an attacker cannot flood the log either.
+
+Why written here rather than taken from the libraries (uvicorn 0.54, httptools 0.9):
+
+- uvicorn's `timeout_keep_alive` is armed only after a response and cancelled by any byte; it
+  never covers the first request nor a head that trickles in, so a client sending a byte now and
+  then holds the connection forever. It is used for the keep-alive wait only.
+- uvicorn's `limit_concurrency` is checked when a request's headers are complete, so a client
+  that never completes its headers is never counted against it, and it has no per-address
+  notion. `h11_max_incomplete_event_size` exists only for the h11 protocol, not httptools.
+- httptools (llhttp) has no limit on header count or size, and httptools accumulates a header
+  name/value inside the parser until the line ends, so a single endless header is invisible to
+  the protocol's callbacks. The head's bytes are therefore counted as they are fed to the
+  parser, in slices no larger than what is still allowed, so the limit is exact for a head that
+  starts a read. httptools cannot say where in a slice a message began, so a pipelined head that
+  begins in the middle of a slice (behind another request in the same read) is counted from the
+  next slice on: it can pass the limit by less than one slice, i.e. be at most twice
+  `max_header_bytes` (the number of header lines is still exact).
+
+The gate is per listener (the protocol class is made per listener and carries it). Client
+addresses are the TCP peer: the gateway's trusted-proxy (X-Forwarded-For) logic applies to
+requests, not connections. IPv6 peers are grouped by /64 (what one subscriber usually gets);
+IPv4-mapped IPv6 addresses count as their IPv4 address.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Any, Callable, ClassVar, Iterator
+
+import httptools
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from bastion.gateway.tls import TlsHttpToolsProtocol
+from bastion.http import problem
+from bastion.observability import REGISTRY
+
+log = logging.getLogger("bastion.edge")
+
+
+@dataclass(frozen=True)
+class EdgeLimits:
+    header_timeout: float = 10.0
+    keepalive_timeout: float = 15.0
+    send_timeout: float = 60.0
+    max_connections: int = 10_000
+    max_per_client: int | None = 256
+    max_header_count: int = 100
+    max_header_bytes: int = 32768
+
+
+def client_key(host: str | None) -> str:
+    """The address a per-client cap counts: IPv4 as is (also IPv4-mapped IPv6), IPv6 by /64."""
+    if not host:
+        return ""
+    try:
+        ip = ipaddress.ip_address(host.split("%", 1)[0])
+    except ValueError:
+        return host
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return str(ip.ipv4_mapped)
+        return str(ipaddress.IPv6Network((int(ip) >> 64 << 64, 64)))
+    return str(ip)
+
+
+class OffenderLog:
+    """Log each (kind, client) once per `interval` seconds, with the count of the ones not logged.
+
+    Bounded: the oldest entries are forgotten past `max_keys` (a forgotten offender is logged again)."""
+
+    def __init__(self, logger: logging.Logger = log, interval: float = 60.0, max_keys: int = 4096,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.logger = logger
+        self.clock = clock
+        self.interval = interval
+        self.max_keys = max_keys
+        self._seen: OrderedDict[tuple[str, str], list[float]] = OrderedDict()
+
+    def note(self, kind: str, client: str, message: str, *args: Any) -> None:
+        now = self.clock()
+        key = (kind, client)
+        entry = self._seen.get(key)
+        if entry is not None and now - entry[0] < self.interval:
+            entry[1] += 1
+            return
+        if entry is not None and entry[1]:
+            message += " (%d more from this client since the last report)"
+            args = (*args, int(entry[1]))
+        else:
+            message += " (further ones from this client are counted, not logged, for %ds)"
+            args = (*args, int(self.interval))
+        self.logger.warning(message, *args)
+        self._seen[key] = [now, 0]
+        self._seen.move_to_end(key)
+        while len(self._seen) > self.max_keys:
+            self._seen.popitem(last=False)
+
+
+class ConnectionGate:
+    """Counts a listener's open connections, in total and per client key, and what its
+    connections were refused or closed for (`events`, exported as metrics)."""
+
+    def __init__(self, limits: EdgeLimits, offenders: OffenderLog | None = None) -> None:
+        self.limits = limits
+        self.offenders = offenders or OffenderLog()
+        self.total = 0
+        self.per_client: dict[str, int] = {}
+        self.events: dict[str, int] = {}  # kind -> count since start
+        self.name = ""  # the listener's address, once bound
+
+    def event(self, kind: str, client: str, message: str, *args: Any) -> None:
+        self.events[kind] = self.events.get(kind, 0) + 1
+        self.offenders.note(kind, client, message, *args)
+
+    def admit(self, key: str) -> str | None:
+        """Count a new connection, or say why it is refused ("total" or "client")."""
+        if self.total >= self.limits.max_connections:
+            return "total"
+        n = self.per_client.get(key, 0)
+        if self.limits.max_per_client is not None and n >= self.limits.max_per_client:
+            return "client"
+        self.total += 1
+        self.per_client[key] = n + 1
+        return None
+
+    def release(self, key: str) -> None:
+        self.total -= 1
+        n = self.per_client.get(key, 0) - 1
+        if n > 0:
+            self.per_client[key] = n
+        else:
+            self.per_client.pop(key, None)
+
+
+def _problem_bytes(status: int, type_: str, detail: str, title: str | None = None,
+                   extra_headers: tuple[tuple[bytes, bytes], ...] = ()) -> bytes:
+    resp = problem(status, type_, detail, extra={"title": title} if title else None)
+    phrase = (title or "").encode() or b"Error"
+    head = [b"HTTP/1.1 %d %s\r\n" % (status, phrase)]
+    for name, value in (*resp.headers, *extra_headers, (b"connection", b"close")):
+        head.append(name + b": " + value + b"\r\n")
+    return b"".join(head) + b"\r\n" + resp.body
+
+
+# Written once: these are sent on a connection that is about to be closed.
+TOO_MANY_CONNECTIONS = _problem_bytes(
+    503, "too-many-connections", "this server holds too many connections; retry later",
+    "Service Unavailable", ((b"retry-after", b"1"),))
+HEADER_TIMEOUT = _problem_bytes(408, "header-timeout", "the request head did not arrive in time",
+                                "Request Timeout")
+BAD_REQUEST = _problem_bytes(400, "bad-request", "the request is not valid HTTP/1.1", "Bad Request")
+TOO_MANY_HEADERS = 431, "too-many-headers"
+HEADERS_TOO_LARGE = 431, "headers-too-large"
+
+
+LINGER = 2.0  # seconds a refused request's connection keeps draining what the client still sends
+
+
+class _Refused(Exception):
+    """Raised from a parser callback to stop httptools at the offending header."""
+
+
+class EdgeProtocol(TlsHttpToolsProtocol):
+    """uvicorn's httptools protocol (with the TLS extension) plus the limits above.
+
+    Subclassed once per listener by `protocol_for`, which binds `gate`."""
+
+    gate: ClassVar[ConnectionGate]
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.limits = self.gate.limits
+        self._key: str | None = None  # set once the gate admitted this connection
+        self._refused = False
+        self._lingering = False
+        self._head_timer: Any = None
+        self._head_open = True  # waiting for, or reading, a request head
+        self._head_seen = False  # a byte of the current head arrived
+        self._head_bytes = 0
+        self._messages = 0
+        self._refusal: tuple[tuple[int, str], str] | None = None
+        self._send_timer: Any = None
+
+    # connection --------------------------------------------------------------------------
+    def connection_made(self, transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        key = client_key(self.client[0] if self.client else None)
+        why = self.gate.admit(key)
+        if why is not None:
+            self._refused = True
+            if why == "total":
+                self.gate.event("max_connections", "*", "listener %s: max_connections (%d) reached, "
+                                         "refusing new connections", self._where(), self.limits.max_connections)
+            else:
+                self.gate.event("max_connections_per_ip", key, "listener %s: %s holds "
+                                         "max_connections_per_ip (%d) connections, refusing more", self._where(),
+                                         key, self.limits.max_per_client)
+            transport.write(TOO_MANY_CONNECTIONS)
+            transport.close()
+            return
+        self._key = key
+        self._arm_head_timer()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._cancel_head_timer()
+        if self._send_timer is not None:
+            self._send_timer.cancel()
+            self._send_timer = None
+        if self._key is not None:
+            self.gate.release(self._key)
+            self._key = None
+        super().connection_lost(exc)
+
+    def _where(self) -> str:
+        return "%s:%s" % self.server if self.server else "?"
+
+    # head deadline -----------------------------------------------------------------------
+    def _arm_head_timer(self) -> None:
+        self._head_timer = self.loop.call_later(self.limits.header_timeout, self._head_timed_out)
+
+    def _cancel_head_timer(self) -> None:
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+            self._head_timer = None
+
+    def _idle(self) -> bool:
+        """No request of this connection is being answered (a response may be written)."""
+        return self.cycle is None or self.cycle.response_complete
+
+    def _head_timed_out(self) -> None:
+        self._head_timer = None
+        if self.transport.is_closing():
+            return
+        if not self._head_seen and self._idle():
+            self.transport.close()  # nothing was sent: close quietly, like an idle keep-alive
+            return
+        self.gate.event("client_header_timeout", self._key or "", "listener %s: %s did not send a "
+                                 "request head within client_header_timeout (%.3gs), closed", self._where(),
+                                 self._key, self.limits.header_timeout)
+        self._close_with(HEADER_TIMEOUT)
+
+    def _close_with(self, response: bytes) -> None:
+        """Answer and close, or, when a response is still being sent (a pipelined head went
+        wrong behind it), stop reading and close once that response is done.
+
+        The close lingers (as nginx's `lingering_close` does): our side is shut for writing and
+        what the client still sends is read and dropped for up to LINGER seconds. Closing a socket
+        with unread data makes the kernel send a reset, which can destroy the answer before the
+        client reads it; a client still sending an oversized head is exactly that case."""
+        self._lingering = True  # nothing more is parsed on this connection
+        if not self._idle():
+            self.cycle.keep_alive = False
+            self.flow.pause_reading()
+            return
+        self.transport.write(response)
+        self._cancel_head_timer()
+        self._unset_keepalive_if_required()
+        if self.transport.can_write_eof():
+            self.transport.write_eof()
+        self.flow.resume_reading()
+        self._head_timer = self.loop.call_later(LINGER, self.transport.close)
+
+    def handle_websocket_upgrade(self) -> None:
+        """The connection moves to uvicorn's websocket protocol and leaves this one, which will
+        not see its end: release its place now (the gateway refuses every websocket anyway)."""
+        self._cancel_head_timer()
+        if self._key is not None:
+            self.gate.release(self._key)
+            self._key = None
+        super().handle_websocket_upgrade()
+
+    # send deadline -----------------------------------------------------------------------
+    def pause_writing(self) -> None:
+        """The write buffer is full: the client has that long to read enough of it."""
+        super().pause_writing()
+        if self._send_timer is None:
+            self._send_timer = self.loop.call_later(self.limits.send_timeout, self._send_timed_out)
+
+    def resume_writing(self) -> None:
+        super().resume_writing()
+        if self._send_timer is not None:
+            self._send_timer.cancel()
+            self._send_timer = None
+
+    def _send_timed_out(self) -> None:
+        self._send_timer = None  # (a closing transport too: close() would wait for the flush forever)
+        self.gate.event("client_send_timeout", self._key or "", "listener %s: %s left a response "
+                                 "unread for client_send_timeout (%.3gs), connection dropped", self._where(),
+                                 self._key, self.limits.send_timeout)
+        self.transport.abort()  # nothing more can be written: the buffer is dropped with it
+
+    # data --------------------------------------------------------------------------------
+    def data_received(self, data: bytes) -> None:
+        if self._refused or self._lingering or self.parser is None or self.transport.is_closing():
+            return  # refused or answered: what still arrives is dropped
+        self._unset_keepalive_if_required()
+        if self._head_timer is None and self._idle():
+            self._arm_head_timer()  # after a keep-alive wait: the next head's clock starts now
+        if self._head_open:
+            self._head_seen = True
+        view = memoryview(data)
+        limit = self.limits.max_header_bytes
+        try:
+            while view:
+                if self._head_open:
+                    room = limit - self._head_bytes
+                    piece, view = view[:room], view[room:]
+                    before = self._messages
+                    self.parser.feed_data(piece)
+                    if self._head_open and before == self._messages:
+                        self._head_bytes += len(piece)
+                        if self._head_bytes >= limit:  # a complete head would have ended by now
+                            self._refuse_head(HEADERS_TOO_LARGE, "request head larger than max_header_bytes "
+                                              f"({limit} bytes)")
+                            return
+                else:  # a body; slices bound what a pipelined head behind it can hide (see above)
+                    piece, view = view[:limit], view[limit:]
+                    self.parser.feed_data(piece)
+        except httptools.HttpParserUpgrade:
+            if self._should_upgrade():
+                self.handle_websocket_upgrade()
+            else:  # uvicorn logs this for every such request: once per client per minute here
+                self.gate.offenders.note("unsupported_upgrade", self._key or "", "listener %s: %s asked for an "
+                                         "unsupported protocol upgrade (answered as plain HTTP)", self._where(),
+                                         self._key)
+        except httptools.HttpParserError:
+            if self._refusal is not None:
+                self._refuse_head(*self._refusal)
+                return
+            self.gate.event("bad_request", self._key or "", "listener %s: %s sent a request that is "
+                                     "not valid HTTP/1.1, answered 400", self._where(), self._key)
+            self._close_with(BAD_REQUEST)
+
+    def _refuse_head(self, what: tuple[int, str], detail: str) -> None:
+        status, type_ = what
+        self._cancel_head_timer()
+        self.gate.event(type_, self._key or "", "listener %s: %s: %s, answered %d", self._where(),
+                                 self._key, detail, status)
+        self._close_with(_problem_bytes(status, type_, detail, "Request Header Fields Too Large"))
+
+    # parser callbacks --------------------------------------------------------------------
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self._head_seen = True
+        if self._head_timer is None:
+            self._arm_head_timer()  # a pipelined head that began in the middle of a read
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        super().on_header(name, value)
+        if len(self.headers) > self.limits.max_header_count:
+            self._refusal = (TOO_MANY_HEADERS,
+                             f"more than max_header_count ({self.limits.max_header_count}) header lines")
+            raise _Refused
+
+    def on_headers_complete(self) -> None:
+        self._cancel_head_timer()
+        self._head_open = False
+        super().on_headers_complete()
+
+    def on_message_complete(self) -> None:
+        super().on_message_complete()
+        self._head_open = True
+        self._head_seen = False
+        self._head_bytes = 0
+        self._messages += 1
+
+
+def protocol_for(limits: EdgeLimits, name: str = "EdgeProtocol") -> type[EdgeProtocol]:
+    """A protocol class for one listener, with its own connection gate."""
+    return type(name, (EdgeProtocol,), {"gate": ConnectionGate(limits)})
+
+
+class EdgeCollector(Collector):
+    """The gates' counts for Prometheus, read at scrape time (nothing per connection)."""
+
+    def __init__(self) -> None:
+        self.gates: Callable[[], list[ConnectionGate]] | None = None
+
+    def collect(self) -> Iterator[Any]:
+        if self.gates is None:
+            return
+        open_ = GaugeMetricFamily("bastion_connections_open", "Client connections held", labels=["listener"])
+        events = CounterMetricFamily("bastion_connections_limited", "Client connections refused or closed by the "
+                                     "connection limits", labels=["listener", "reason"])
+        for gate in self.gates():
+            open_.add_metric([gate.name], gate.total)
+            for kind, n in sorted(gate.events.items()):
+                events.add_metric([gate.name, kind], n)
+        yield open_
+        yield events
+
+
+EDGE_COLLECTOR = EdgeCollector()
+REGISTRY.register(EDGE_COLLECTOR)
