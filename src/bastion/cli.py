@@ -392,7 +392,7 @@ def cors_audit(
     from bastion.cors_audit.reporters import FORMATS as AUDIT_FORMATS
     from bastion.cors_audit.runner import AuditOptions, run_sync as audit_sync
     from bastion.scanner.model import SEVERITIES
-    from bastion.scanner.reporters import EXTENSIONS
+    from bastion.scanner.reporters import output_paths
 
     bad = [f for f in fmt if f not in AUDIT_FORMATS]
     if bad or fail_on not in (*SEVERITIES, "never"):
@@ -419,7 +419,7 @@ def cors_audit(
                 sys.stdout.write(AUDIT_FORMATS[f](result))
         else:
             text = AUDIT_FORMATS[f](result)
-            path = output if len(fmt) == 1 else output.with_suffix("." + EXTENSIONS[f])
+            path = output_paths(output, fmt)[f]  # the scanner's one naming rule
             path.write_text(text)
             console.print(f"{f} report: {path}")
     worst = result.worst()
