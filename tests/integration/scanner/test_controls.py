@@ -17,7 +17,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from bastion.scanner.checks.api3 import plaintext_credential
@@ -306,3 +306,64 @@ def test_the_graphql_endpoint_is_found_without_the_option():
     with ThreadedUvicorn(graphql_auth_app(True)) as server:
         result = run_sync(ScanOptions(server.url, rate=200, checks=["graphql-introspection"]))
     assert [f.check for f in result.findings] == ["graphql-introspection"]
+
+
+def accounts_app(check_owner: bool) -> Starlette:
+    """Versioned user paths (/users/v1/{username}/password), JSON register and login."""
+    import jwt as pyjwt
+
+    key = "q" * 40
+    users = {"alice": "alice-pw-1", "bob": "bob-pw-2"}
+    body = lambda props: {"content": {"application/json": {"schema": {  # noqa: E731
+        "type": "object", "properties": {p: {"type": "string"} for p in props}}}}}
+    spec = {"openapi": "3.0.3", "info": {"title": "accounts", "version": "1"},
+            "components": {"securitySchemes": {"b": {"type": "http", "scheme": "bearer"}}}, "security": [{"b": []}],
+            "paths": {"/users/v1/register": {"post": {"security": [], "requestBody": body(["username", "password"]),
+                                                      "responses": {"200": {"description": "ok"}}}},
+                      "/users/v1/login": {"post": {"security": [], "requestBody": body(["username", "password"]),
+                                                   "responses": {"200": {"description": "ok"}}}},
+                      "/users/v1/{username}/password": {"put": {
+                          "parameters": [{"name": "username", "in": "path", "required": True,
+                                          "schema": {"type": "string"}}],
+                          "requestBody": body(["password"]), "responses": {"204": {"description": "ok"}}}}}}
+
+    async def register(request: Request):
+        data = await request.json()
+        users[str(data["username"])] = str(data["password"])
+        return JSONResponse({"status": "registered"})
+
+    async def login(request: Request):
+        data = await request.json()
+        if users.get(str(data.get("username"))) != data.get("password"):
+            return JSONResponse({"status": "fail"}, 401)
+        return JSONResponse({"auth_token": pyjwt.encode({"sub": data["username"]}, key, algorithm="HS256")})
+
+    async def password(request: Request):
+        try:
+            me = pyjwt.decode(request.headers.get("authorization", "")[7:], key, algorithms=["HS256"])["sub"]
+        except pyjwt.PyJWTError:
+            return JSONResponse({"status": "auth"}, 401)
+        name = request.path_params["username"]
+        if name not in users or (check_owner and name != me):
+            return JSONResponse({"status": "not found"}, 404)
+        users[name] = str((await request.json()).get("password"))
+        return Response(status_code=204)
+
+    async def openapi(request: Request):
+        return JSONResponse(spec)
+
+    return Starlette(routes=[Route("/openapi.json", openapi), Route("/users/v1/register", register, methods=["POST"]),
+                             Route("/users/v1/login", login, methods=["POST"]),
+                             Route("/users/v1/{username}/password", password, methods=["PUT"])])
+
+
+@pytest.mark.parametrize("check_owner", [False, True])
+def test_another_users_password_changed_through_a_versioned_path(check_owner):
+    logins = [{"name": n, "path": "/users/v1/login", "json": {"username": n, "password": p}, "token": "auth_token"}
+              for n, p in (("alice", "alice-pw-1"), ("bob", "bob-pw-2"))]
+    with ThreadedUvicorn(accounts_app(check_owner)) as server:
+        result = run_sync(ScanOptions(server.url, rate=200, checks=["api1-bola-write"], allow_destructive=True,
+                                      logins=logins))
+    writes = [f for f in result.findings if f.check == "api1-bola-write"]
+    assert bool(writes) is not check_owner, [(f.url, f.evidence) for f in writes]
+    assert all("logs in with the password" in f.evidence for f in writes)

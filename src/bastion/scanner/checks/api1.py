@@ -20,10 +20,8 @@ OWNER_SEGMENTS = {"users", "user", "accounts", "account", "customers", "customer
 def _owned(op, body: str, who) -> bool:
     """Does the object belong to `who`? Its id sits under a users-like segment, or the answer
     names them."""
-    segs = [s for s in op.path.split("/") if s]
-    for i, seg in enumerate(segs):
-        if seg.startswith("{") and i > 0 and segs[i - 1].lower() in OWNER_SEGMENTS:
-            return True
+    if _owner_param(op):
+        return True
     return any(v and f'"{v}"' in body for v in (who.username, getattr(who, "email", None)))
 
 
@@ -219,8 +217,12 @@ def _user_field(op) -> str | None:
 
 
 def _owner_param(op) -> bool:
-    segs = [s for s in op.path.split("/") if s]
-    return any(seg.startswith("{") and i > 0 and segs[i - 1].lower() in OWNER_SEGMENTS for i, seg in enumerate(segs))
+    """A path parameter that names a user: under a users-like segment (version segments such as
+    /v1 skipped: /users/v1/{username}) or named like one (username, user_id, account)."""
+    segs = [s for s in op.path.split("/") if s and not re.fullmatch(r"v\d+(\.\d+)?", s)]
+    return any(seg.startswith("{") and ((i > 0 and segs[i - 1].lower() in OWNER_SEGMENTS) or
+                                        re.search(r"(user|owner|account|member|customer)", seg, re.I))
+               for i, seg in enumerate(segs))
 
 
 def _numeric_param(op) -> bool:
