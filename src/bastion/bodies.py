@@ -255,7 +255,8 @@ def sniff(body: bytes) -> Literal["json", "xml", "form", "text"]:
 
 def parse_xml(body: bytes, *, max_depth: int) -> list[str]:
     """Parse XML with defusedxml (expat) and return every string in it: element and attribute
-    names, attribute values, text and CDATA, comments and processing instructions (each distinct
+    names, attribute values, namespace prefixes and URIs, text and CDATA, comments and processing
+    instructions (each distinct
     string once, in document order). A DTD (hence
     any entity), nesting deeper than `max_depth` or a document that is not well formed is a
     `BodyRefused` (400)."""
@@ -280,6 +281,12 @@ def parse_xml(body: bytes, *, max_depth: int) -> list[str]:
             for k, v in attrib.items():
                 strings.append(local(k))
                 strings.append(v)
+
+        def start_ns(self, prefix, uri):
+            # namespace declarations are values too: xmltodict and DOM's getAttribute("xmlns:a")
+            # hand them to the application
+            strings.append(prefix or "xmlns")
+            strings.append(uri)
 
         def end(self, tag):
             nonlocal depth

@@ -301,8 +301,10 @@ def scan(
     timeout: float = typer.Option(10.0, "--timeout", help="Seconds per request."),
     allow_destructive: bool = typer.Option(False, "--allow-destructive",
                                            help="Also try PUT/DELETE and collection writes on shared data."),
-    fmt: list[str] = typer.Option(["console"], "--format", help="console, json, sarif, html, md (repeat)."),
-    output: Optional[Path] = typer.Option(None, "--output", help="File (one format) or base name (several)."),
+    fmt: list[str] = typer.Option([], "--format", help="console, json, sarif, html, md (repeat; default: from "
+                                  "the --output extension, else console)."),
+    output: Optional[Path] = typer.Option(None, "--output", help="Report file: NAME.<format extension> for each "
+                                          "format (report.json; report.json + report.sarif for two formats)."),
     fail_on: str = typer.Option("high", "--fail-on", help="Exit 1 when a finding is at least this severe "
                                 "(critical, high, medium, low; 'never')."),
 ) -> None:
@@ -311,9 +313,10 @@ def scan(
     from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
     from bastion.scanner.model import SEVERITIES, Identity
-    from bastion.scanner.reporters import EXTENSIONS, FORMATS
+    from bastion.scanner.reporters import FORMATS, infer_format, output_paths
     from bastion.scanner.runner import ScanOptions, run_sync
 
+    fmt = list(fmt) or [infer_format(output) or "console"]
     bad = [f for f in fmt if f not in FORMATS]
     if bad or fail_on not in (*SEVERITIES, "never"):
         console.print(f"[red]unknown format {bad} or --fail-on {fail_on!r}[/]")
@@ -347,6 +350,7 @@ def scan(
         except Exception as exc:  # an unreachable target, a failed login: say so, no traceback
             console.print(f"[red]scan failed[/]: {type(exc).__name__}: {exc}", markup=True, highlight=False)
             raise typer.Exit(2)
+    paths = output_paths(output, fmt) if output is not None else {}
     for f in fmt:
         text = FORMATS[f](result)
         if output is None:
@@ -355,7 +359,7 @@ def scan(
             else:
                 sys.stdout.write(text)
         else:
-            path = output if len(fmt) == 1 else output.with_suffix("." + EXTENSIONS[f])
+            path = paths[f]
             path.write_text(text)
             console.print(f"{f} report: {path}")
     worst = [s for s in SEVERITIES if any(x.severity == s for x in result.findings)]
@@ -388,7 +392,7 @@ def cors_audit(
     from bastion.cors_audit.reporters import FORMATS as AUDIT_FORMATS
     from bastion.cors_audit.runner import AuditOptions, run_sync as audit_sync
     from bastion.scanner.model import SEVERITIES
-    from bastion.scanner.reporters import EXTENSIONS
+    from bastion.scanner.reporters import output_paths
 
     bad = [f for f in fmt if f not in AUDIT_FORMATS]
     if bad or fail_on not in (*SEVERITIES, "never"):
@@ -415,7 +419,7 @@ def cors_audit(
                 sys.stdout.write(AUDIT_FORMATS[f](result))
         else:
             text = AUDIT_FORMATS[f](result)
-            path = output if len(fmt) == 1 else output.with_suffix("." + EXTENSIONS[f])
+            path = output_paths(output, fmt)[f]  # the scanner's one naming rule
             path.write_text(text)
             console.print(f"{f} report: {path}")
     worst = result.worst()

@@ -29,7 +29,7 @@ Planted (check id → where):
   api9-old-version     /api/v1/... still answers beside the documented /api/v2
   api9-undocumented    /api/v2/debug answers
   api9-spec-internal   the spec lists an internal server
-  graphql-*            introspection, suggestions, no depth/alias/batch limits, mutation over GET,
+  graphql-*            introspection, suggestions, no depth/alias/batch/duplication limits, mutation over GET,
                        debug details in errors
 """
 

@@ -20,8 +20,12 @@ import glob
 import os
 import re
 from typing import Any, ClassVar, Literal
+from urllib.parse import parse_qsl
 
 import orjson
+from graphql import GraphQLError
+from graphql import parse as graphql_parse
+from graphql.language import Node, StringValueNode
 from pydantic import Field, field_validator
 
 from bastion import bodies
@@ -171,6 +175,9 @@ class Waf(Policy[WafConfig]):
             except (BodyTooLarge, BodyTimeout, ClientDisconnected) as exc:
                 return body_problem(exc, req) or problem(400, "bad-request", "the client went away",
                                                          request_id=req.request_id)
+        strings = _graphql_escaped_strings(req, ct)
+        if strings:  # the decoded string arguments of a GraphQL query that uses escapes
+            passes = [*(passes or [(b"", None)]), (orjson.dumps({"graphql": strings}), "JSON")]
         # one ModSecurity transaction per view of the body (usually one; the headers, path and
         # query alone when there is no body); the first that blocks answers
         for body, processor in passes or [(b"", None)]:
@@ -303,3 +310,55 @@ def _canonical_multipart(ct: bodies.ContentType, original: bytes) -> bytes:
     if re.fullmatch(r"[0-9A-Za-z'+_\-.]+", boundary):
         return f"{ct.media}; boundary={boundary}".encode()
     return original
+
+
+def _graphql_escaped_strings(req: Request, ct: "bodies.ContentType | None") -> list[str]:
+    """String values of a GraphQL query as its server will see them, when the query writes them
+    with escapes (`"1 \\u0075nion select"`): the rules would otherwise see only the escaped text.
+    Queries come from `?query=`, an application/graphql body, a JSON body's `query` (one operation
+    or a batch) or a form's `query`. A query that does not parse is left to the GraphQL guard."""
+    texts: list[str] = []
+    if req.query and b"query=" in req.query:
+        texts += [v for k, v in parse_qsl(req.query.decode("latin-1"), keep_blank_values=True) if k == "query"]
+    body = req.body
+    if body and (b"\\" in body or b"%5c" in body or b"%5C" in body):  # a backslash, maybe form-encoded
+        kind = ct.kind if ct is not None else bodies.sniff(body)
+        if kind == "graphql":
+            texts.append(body.decode("utf-8", "replace"))
+        elif kind == "json":
+            try:
+                doc = orjson.loads(body)
+            except orjson.JSONDecodeError:
+                doc = None
+            for op in doc if isinstance(doc, list) else [doc]:
+                if isinstance(op, dict) and isinstance(op.get("query"), str):
+                    texts.append(op["query"])
+        elif kind == "form":
+            texts += [v for k, v in parse_qsl(body.decode("latin-1"), keep_blank_values=True) if k == "query"]
+    out: list[str] = []
+    for text in texts:
+        if "\\" not in text:
+            continue
+        try:
+            document = graphql_parse(text, no_location=True, max_tokens=20_000)
+        except (GraphQLError, RecursionError):
+            continue
+        out += [node.value for node in _string_values(document)]
+    return out
+
+
+def _string_values(node: Any) -> list[Any]:
+    found: list[Any] = []
+    stack = [node]
+    while stack:
+        n = stack.pop()
+        if isinstance(n, StringValueNode):
+            found.append(n)
+            continue
+        for key in getattr(n, "keys", ()):
+            value = getattr(n, key, None)
+            if isinstance(value, Node):
+                stack.append(value)
+            elif isinstance(value, (list, tuple)):
+                stack.extend(v for v in value if isinstance(v, Node))
+    return found

@@ -91,11 +91,18 @@ class ScanClient:
             self.sent.append(time.monotonic())
             if self.on_request:
                 self.on_request()
-            try:
-                r = await self.client.request(method, url, headers=h, params=params, content=content)
-                resp = Resp(method, str(r.url), r.status_code, r.headers, r.content, h, body_text)
-            except httpx.HTTPError as exc:
-                resp = Resp(method, url, 0, httpx.Headers(), b"", h, body_text, error=type(exc).__name__)
+            for attempt in (1, 2):
+                try:
+                    r = await self.client.request(method, url, headers=h, params=params, content=content)
+                    resp = Resp(method, str(r.url), r.status_code, r.headers, r.content, h, body_text)
+                    break
+                except httpx.RemoteProtocolError as exc:
+                    # a kept-alive connection the server closed (after a 500, say) before reading the
+                    # request: sent once more on a fresh connection, as browsers do
+                    resp = Resp(method, url, 0, httpx.Headers(), b"", h, body_text, error=type(exc).__name__)
+                except httpx.HTTPError as exc:
+                    resp = Resp(method, url, 0, httpx.Headers(), b"", h, body_text, error=type(exc).__name__)
+                    break
         if record and resp.status:
             self.seen.append(resp)
             if len(self.seen) > 2000:

@@ -97,6 +97,7 @@ class Operation:
     body_schema: dict[str, Any] | None
     secured: bool
     documented: bool = True
+    form: bool = False  # the body is application/x-www-form-urlencoded (OAuth2 password logins)
 
     @property
     def path_params(self) -> list[str]:

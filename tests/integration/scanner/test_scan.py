@@ -43,6 +43,7 @@ PLANTED = {
     ("graphql-introspection", "/graphql"), ("graphql-suggestions", "/graphql"), ("graphql-depth", "/graphql"),
     ("graphql-aliases", "/graphql"), ("graphql-batching", "/graphql"), ("graphql-mutation-get", "/graphql"),
     ("graphql-debug", "/graphql"),
+    ("graphql-field-duplication", "/graphql"),  # graphql-core with no cost limit: true of this target too
 }
 
 

@@ -4,10 +4,13 @@ user enumeration, credentials accepted in the query string."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
+import re
 import secrets
 import time
+from urllib.parse import urlsplit
 
 import jwt as pyjwt
 import orjson
@@ -15,6 +18,7 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from bastion.scanner.context import b64, jwt_parts
 from bastion.scanner.model import Finding
+from bastion.scanner.secrets_list import crack
 
 IDS = ("api2-no-auth", "api2-bad-token", "api2-alg-none", "api2-hs256-public-key", "api2-weak-secret",
        "api2-no-exp", "api2-expired-accepted", "api2-no-bruteforce", "api2-enumeration", "api2-query-creds")
@@ -27,6 +31,47 @@ AUTH_FIX = "policies:\n  auth:\n    schemes: {bearer: {type: jwt, issuers: [{iss
 def _sign(header: dict, payload: dict, key: bytes) -> str:
     h, p = b64(orjson.dumps(header)), b64(orjson.dumps(payload))
     return f"{h}.{p}.{b64(hmac.new(key, f'{h}.{p}'.encode(), hashlib.sha256).digest())}"
+
+
+async def _graphql_probe(ctx, token: str):
+    """For a GraphQL API: a root query (no required arguments) whose answer with A's token differs
+    from the anonymous one; a forged token is accepted when it gets A's answer."""
+    from bastion.scanner.checks.graphql import INTROSPECT, Schema, _call
+
+    r = await ctx.client.request("POST", ctx.graphql_path, json={"query": INTROSPECT},
+                                 headers={"Authorization": f"Bearer {token}"})
+    doc = r.json()
+    if not (isinstance(doc, dict) and (doc.get("data") or {}).get("__schema")):
+        return None
+    schema = Schema(doc)
+    for f in [f for f in schema.fields(schema.query) if not schema.required_args(f)][:8]:
+        q = {"query": _call("query", f, schema, {})}
+        mine = await ctx.client.request("POST", ctx.graphql_path, json=q, headers={"Authorization": f"Bearer {token}"})
+        anon = await ctx.client.request("POST", ctx.graphql_path, json=q)
+        bad = await ctx.client.request("POST", ctx.graphql_path, json=q,
+                                       headers={"Authorization": "Bearer not-a-real-token"})
+        md = (mine.json() or {}).get("data") if isinstance(mine.json(), dict) else None
+        if not md or not any(md.values()) or md == ((anon.json() or {}).get("data") if isinstance(anon.json(), dict)
+                                                    else None) or bad.body == mine.body:
+            continue
+
+        async def accepts(tok: str, q=q, mine=mine):
+            r = await ctx.client.request("POST", ctx.graphql_path, json=q, headers={"Authorization": f"Bearer {tok}"})
+            return r if r.ok and r.body == mine.body else None
+        return accepts
+    return None
+
+
+def _target_words(ctx) -> tuple[bytes, ...]:
+    """The target's own words (its host, its spec's title): secrets are often named after the app."""
+    words: set[str] = set()
+    host = (urlsplit(ctx.base_url).hostname or "").split(".")[0]
+    title = str(((ctx.spec or {}).get("info") or {}).get("title", ""))
+    for w in re.findall(r"[A-Za-z][A-Za-z0-9]{2,}", f"{host} {title}"):
+        for form in (w, w.lower()):
+            words |= {form, form + "secret", form + "-secret", form + "_secret", form + "key", form + "-key",
+                      form + "_key", form + "123", form + "-jwt-secret", form + "_jwt_secret"}
+    return tuple(w.encode() for w in sorted(words))
 
 
 async def _probe_target(ctx):
@@ -75,27 +120,33 @@ async def run(ctx) -> list[Finding]:
                            "token_service: {access_ttl: 900}"))
     secret = None
     if header.get("alg", "").startswith("HS"):
-        h, p, s = token.split(".")
-        for word in WORDLIST:
-            digest = {"HS256": hashlib.sha256, "HS384": hashlib.sha384, "HS512": hashlib.sha512}.get(header["alg"])
-            if digest and hmac.compare_digest(b64(hmac.new(word.encode(), f"{h}.{p}".encode(), digest).digest()), s):
-                secret = word
-                out.append(Finding("api2-weak-secret", "The token signing secret is in a common-password list",
-                                   "API2", 521, "critical", "certain", "-", ctx.base_url,
-                                   f"{a.name}'s {header['alg']} token verifies with a {len(word)}-character "
-                                   "dictionary word (cracked offline)",
-                                   "Sign with an asymmetric key (RS256/ES256/EdDSA) or a random secret of 32+ bytes.",
-                                   "token_service: {algorithm: ES256}"))
-                break
+        hints = tuple(w.encode() for w in WORDLIST) + _target_words(ctx)
+        secret, tried = await asyncio.to_thread(crack, token, hints)
+        if secret is not None:
+            out.append(Finding("api2-weak-secret", "The token signing secret is in a common-secret list",
+                               "API2", 521, "critical", "certain", "-", ctx.base_url,
+                               f"{a.name}'s {header['alg']} token verifies with a {len(secret)}-character "
+                               f"secret found offline after {tried} candidates",
+                               "Sign with an asymmetric key (RS256/ES256/EdDSA) or a random secret of 32+ bytes.",
+                               "token_service: {algorithm: ES256}"))
     target = await _probe_target(ctx)
-    if target is None:
-        return out
-    url_path = ctx.fill(target)
+    accepts = None
+    if target is not None:
+        url_path = ctx.fill(target)
+
+        async def accepts(tok: str):
+            r = await ctx.client.request("GET", url_path, headers={"Authorization": f"Bearer {tok}"})
+            return r if r.ok else None
+    elif ctx.graphql_path:
+        accepts = await _graphql_probe(ctx, token)
+    if accepts is None:
+        return out + await _login_checks(ctx)
     none = b64(orjson.dumps({"alg": "none", "typ": "JWT"})) + "." + b64(orjson.dumps(payload)) + "."
-    r = await ctx.client.request("GET", url_path, headers={"Authorization": f"Bearer {none}"})
-    if r.ok:
+    r = await accepts(none)
+    if r is not None:
         out.append(Finding("api2-alg-none", "Unsigned tokens (alg: none) are accepted", "API2", 347, "critical",
-                           "certain", "GET", r.url, f"HTTP {r.status} for {a.name}'s claims with alg none and no signature",
+                           "certain", r.method, r.url, f"HTTP {r.status} for {a.name}'s claims with alg none and no "
+                           "signature, answered as for the real token",
                            "Accept only the algorithms you issue; never 'none'.", AUTH_FIX,
                            request_headers={"Authorization": f"Bearer {none}"}))
     for jwks_path in ("/.well-known/jwks.json", "/jwks.json", "/auth/.well-known/jwks.json", "/oauth/jwks"):
@@ -109,21 +160,23 @@ async def run(ctx) -> list[Finding]:
                 continue
             pem = pyjwt.PyJWK(jwk).key.public_bytes(Encoding.PEM, PublicFormat.SubjectPublicKeyInfo)
             forged = _sign({"alg": "HS256", "typ": "JWT", "kid": jwk.get("kid")}, payload, pem)
-            fr = await ctx.client.request("GET", url_path, headers={"Authorization": f"Bearer {forged}"})
-            if fr.ok:
+            fr = await accepts(forged)
+            if fr is not None:
                 out.append(Finding("api2-hs256-public-key", "A token HMAC-signed with the server's public key is "
-                                   "accepted (algorithm confusion)", "API2", 327, "critical", "certain", "GET", fr.url,
-                                   f"HTTP {fr.status}; key {jwk.get('kid')} from {jwks_path}",
+                                   "accepted (algorithm confusion)", "API2", 327, "critical", "certain", fr.method,
+                                   fr.url, f"HTTP {fr.status}; key {jwk.get('kid')} from {jwks_path}",
                                    "Bind each key to its algorithm; never let the token's header choose.", AUTH_FIX))
         break
     if secret is not None:
         expired = {**payload, "iat": int(time.time()) - 7200, "exp": int(time.time()) - 3600}
         forged = _sign(header, expired, secret.encode())
-        r = await ctx.client.request("GET", url_path, headers={"Authorization": f"Bearer {forged}"})
-        if r.ok:
+        r = await accepts(forged)
+        if r is not None:
             out.append(Finding("api2-expired-accepted", "An expired token is accepted", "API2", 613, "high", "certain",
-                               "GET", r.url, f"HTTP {r.status} for a token that expired an hour ago",
+                               r.method, r.url, f"HTTP {r.status} for a token that expired an hour ago",
                                "Check exp (with a small leeway) on every request.", AUTH_FIX))
+    if target is None:
+        return out + await _login_checks(ctx)
     anon_status = (await ctx.client.request("GET", url_path)).status
     for name in ("access_token", "token", "api_key", "apikey", "jwt"):
         r = await ctx.client.request("GET", url_path, params={name: token})
@@ -139,6 +192,13 @@ async def run(ctx) -> list[Finding]:
     return out
 
 
+def _tried_password(r) -> bool:
+    """Did the login look at the password, or refuse the request's shape (a 422 listing missing
+    fields, a 415)? Only the first counts as a guess."""
+    return r.status not in (415, 422) and not re.search(r"(field required|missing|is required|invalid json|"
+                                                         r"unsupported media)", r.text, re.I)
+
+
 async def _login_checks(ctx) -> list[Finding]:
     login = next((o for o in ctx.ops if o.method == "POST" and any(w in o.path.lower()
                   for w in ("login", "signin", "sign-in", "session", "token"))), None)
@@ -150,11 +210,11 @@ async def _login_checks(ctx) -> list[Finding]:
     wrong = {"username": user, "password": "Wrong-" + secrets.token_hex(6)}
     codes = []
     for _ in range(12):
-        r = await ctx.client.request("POST", ctx.fill(login), json={**wrong, "password": "Wrong-" + secrets.token_hex(6)})
+        r = await ctx.send(login, None, json={**wrong, "password": "Wrong-" + secrets.token_hex(6)})
         codes.append(r.status)
-        if r.status in (423, 429):
+        if r.status in (423, 429) or (r.status in (400, 415, 422) and len(codes) == 1 and not _tried_password(r)):
             break
-    if codes and not any(c in (423, 429) for c in codes) and all(c < 500 for c in codes):
+    if len(codes) == 12 and not any(c in (423, 429) for c in codes) and all(c < 500 for c in codes):
         out.append(Finding("api2-no-bruteforce", "Login accepts unlimited password guesses", "API2", 307, "high",
                            "firm", "POST", ctx.client.url(ctx.fill(login)),
                            f"{len(codes)} wrong passwords in a row, answers {sorted(set(codes))}, no 429/423",
@@ -162,9 +222,9 @@ async def _login_checks(ctx) -> list[Finding]:
                            "policies:\n  rate_limit: {login_paths: [/login], login_limits: [5/minute]}",
                            request_body=orjson.dumps(wrong).decode()))
     if known:
-        r1 = await ctx.client.request("POST", ctx.fill(login), json={"username": known, "password": "Wrong-pass-1x"})
+        r1 = await ctx.send(login, None, json={"username": known, "password": "Wrong-pass-1x"})
         ghost = "nobody_" + secrets.token_hex(4)
-        r2 = await ctx.client.request("POST", ctx.fill(login), json={"username": ghost, "password": "Wrong-pass-1x"})
+        r2 = await ctx.send(login, None, json={"username": ghost, "password": "Wrong-pass-1x"})
         if r1.status and r2.status and r1.status not in (429, 423) and (r1.status != r2.status or r1.body != r2.body):
             out.append(Finding("api2-enumeration", "Login answers differ for existing and unknown users", "API2", 204,
                                "medium", "firm", "POST", r1.url,

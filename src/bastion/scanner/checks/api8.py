@@ -32,10 +32,14 @@ async def run(ctx) -> list[Finding]:
         out.append(Finding("api8-headers", "Security headers are missing", "API8", 693, "low", "certain", "GET", ref.url,
                            "missing: " + ", ".join(missing), "Send the standard security headers on every answer.",
                            "policies:\n  security_headers: {}"))
-    server = h.get("server", "") + " " + h.get("x-powered-by", "")
-    if re.search(r"\d+\.\d+", server) or h.get("x-powered-by"):
+    views = await ctx.views()
+    bannered = next((r for r in [ref] + [v for got in views.values() for v in got.values()]
+                     if re.search(r"\d+\.\d+", r.headers.get("server", "") + " " + r.headers.get("x-powered-by", ""))
+                     or r.headers.get("x-powered-by")), None)
+    if bannered is not None:
+        h = bannered.headers
         out.append(Finding("api8-server-version", "The server says what it runs", "API8", 200, "low", "certain", "GET",
-                           ref.url, f"Server: {h.get('server', '-')}; X-Powered-By: {h.get('x-powered-by', '-')}",
+                           bannered.url, f"Server: {h.get('server', '-')}; X-Powered-By: {h.get('x-powered-by', '-')}",
                            "Remove version banners (Server, X-Powered-By).", "# bastion strips them on the way out"))
     r = await ctx.client.request("TRACE", ref.url)
     if r.ok and "message/http" in r.headers.get("content-type", ""):

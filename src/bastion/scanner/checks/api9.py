@@ -58,6 +58,7 @@ async def run(ctx) -> list[Finding]:
                 continue
             r = await ctx.client.request("GET", path, headers=ctx.auth(a), record=False)
             if r.ok and r.body and "text/html" not in r.headers.get("content-type", ""):
+                ctx.client.seen.append(r)  # what it answers is read by the data-exposure checks too
                 out.append(Finding("api9-undocumented", "An undocumented endpoint answers", "API9", 1059, "medium", "firm",
                                    "GET", r.url, f"HTTP {r.status}, {len(r.body)} bytes: {r.text[:100]}",
                                    "Remove it, or document and protect it.", FIX))

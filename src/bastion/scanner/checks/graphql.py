@@ -1,19 +1,136 @@
-"""GraphQL: introspection, field suggestions, missing depth / alias / batch limits, mutations over
-GET, debug details in errors."""
+"""GraphQL: introspection, field suggestions, exposed IDEs, depth through type cycles, aliases,
+batching, field duplication, mutations over GET, internal details in errors, resource-intensive
+fields, and argument-level bugs found from the schema: SQL injection (the differentials of
+checks/sqli.py), SSRF (the loopback canary), OS command injection (an arithmetic echo marker and
+a time delay, both harmless), stored XSS (HTML sent in a mutation, read back unescaped) and
+unthrottled password arguments.
+
+The schema comes from introspection; without it, root fields and relations are probed from a
+short list of common names."""
 
 from __future__ import annotations
 
+import asyncio
+import re
+import secrets
+import time
+from typing import Any
 from urllib.parse import quote
 
+import orjson
+
+from bastion.scanner.checks.sqli import Answer, Prober
 from bastion.scanner.model import Finding
 
-IDS = ("graphql-introspection", "graphql-suggestions", "graphql-depth", "graphql-aliases", "graphql-batching",
-       "graphql-mutation-get", "graphql-debug")
+IDS = ("graphql-introspection", "graphql-suggestions", "graphql-ide", "graphql-depth", "graphql-aliases",
+       "graphql-batching", "graphql-field-duplication", "graphql-mutation-get", "graphql-debug",
+       "graphql-resource", "graphql-sqli", "graphql-ssrf", "graphql-cmdi", "graphql-xss", "graphql-bruteforce")
 FIX = "policies:\n  graphql: {introspection: false, suggestions: false, max_depth: 8, max_aliases: 10, batching: false}"
+INTROSPECT = """query { __schema { queryType { name } mutationType { name } types { name kind fields {
+  name args { name type { kind name ofType { kind name ofType { kind name ofType { kind name } } } } }
+  type { kind name ofType { kind name ofType { kind name ofType { kind name } } } } } } } }"""
+IDE_PATHS = ("", "/graphiql", "/playground", "/graphql/playground", "/altair", "/voyager", "/graphql/console",
+             "/graphql-playground", "/console")
+IDE_MARK = re.compile(r"(graphiql|graphql playground|graphql-playground|altair|graphql voyager|voyager\.(css|js)|"
+                      r"apollo sandbox|embeddable-sandbox)", re.I)
+INTERNAL = re.compile(r"(Traceback \(most recent call last\)|stacktrace|File \"[^\"]+\", line \d+|"
+                      r"at [\w.$<>]+ \([^)]*:\d+:\d+\)|\.(py|js|ts|rb|php|java|go):\d+|/(usr|srv|app|home|var|opt)/"
+                      r"[\w./-]+|SQLSTATE|sqlite3?\.|psycopg|OperationalError|SELECT .+ FROM |syntax error at or near)",
+                      re.I)
+URLISH = re.compile(r"(url|uri|link|href|callback|webhook|endpoint|feed|source|src|image|remote)", re.I)
+HOSTISH = re.compile(r"^(host|hostname|ip|addr|address|server|domain|target)$", re.I)
+CMDISH = re.compile(r"(host|ip|addr|domain|cmd|command|exec|run|ping|target|file|path|dir|arg|option|param)", re.I)
+CREATEISH = re.compile(r"(create|add|new|post|save|update|edit|upload|import|comment|write|submit)", re.I)
+COMMON_ROOTS = ("users", "user", "me", "viewer", "posts", "pastes", "items", "products", "orders", "nodes",
+                "accounts", "articles", "comments", "books", "authors")
+COMMON_RELATIONS = ("friends", "owner", "author", "user", "users", "posts", "pastes", "items", "children",
+                    "parent", "comments", "followers", "following", "members", "orders")
 
 
-async def _post(ctx, body):
-    return await ctx.client.request("POST", ctx.graphql_path, json=body, headers=ctx.auth(ctx.a))
+def unwrap(t: dict | None) -> tuple[str | None, str | None, bool, bool]:
+    """(kind, name, is_list, non_null at the top) of a type reference."""
+    non_null = bool(t) and t.get("kind") == "NON_NULL"
+    is_list = False
+    while t and t.get("kind") in ("NON_NULL", "LIST"):
+        is_list = is_list or t["kind"] == "LIST"
+        t = t.get("ofType")
+    return (t or {}).get("kind"), (t or {}).get("name"), is_list, non_null
+
+
+class Schema:
+    def __init__(self, doc: dict) -> None:
+        s = doc["data"]["__schema"]
+        self.types = {t["name"]: t for t in s["types"] if t.get("name")}
+        self.query = (s.get("queryType") or {}).get("name")
+        self.mutation = (s.get("mutationType") or {}).get("name")
+
+    def fields(self, type_name: str | None) -> list[dict]:
+        return [f for f in (self.types.get(type_name or "") or {}).get("fields") or []
+                if not f["name"].startswith("__")]
+
+    def required_args(self, field: dict) -> list[dict]:
+        return [a for a in field.get("args") or [] if unwrap(a["type"])[3]]
+
+    def leaf(self, type_name: str | None) -> str:
+        """A selection for an object type: its scalar fields without required arguments (≤ 6)."""
+        names = [f["name"] for f in self.fields(type_name) if unwrap(f["type"])[0] in ("SCALAR", "ENUM")
+                 and not self.required_args(f)]
+        return " ".join(names[:6]) or "__typename"
+
+    def cycle(self) -> tuple[str, list[str]] | None:
+        """A root field without required arguments and a list of relation field names leading from
+        its type back to a type already on the path (a cycle a query can repeat)."""
+        for root in self.fields(self.query):
+            kind, start, _, _ = unwrap(root["type"])
+            if kind != "OBJECT" or self.required_args(root):
+                continue
+            path: list[tuple[str, str]] = []
+            seen = {start: 0}
+            t = start
+            for _ in range(6):
+                nxt = next(((f["name"], unwrap(f["type"])[1]) for f in self.fields(t)
+                            if unwrap(f["type"])[0] == "OBJECT" and not self.required_args(f)
+                            and unwrap(f["type"])[1] in seen), None)
+                if nxt is None:
+                    nxt = next(((f["name"], unwrap(f["type"])[1]) for f in self.fields(t)
+                                if unwrap(f["type"])[0] == "OBJECT" and not self.required_args(f)), None)
+                if nxt is None:
+                    break
+                path.append(nxt)
+                if nxt[1] in seen:
+                    loop = [n for n, _ in path[seen[nxt[1]]:]]
+                    return root["name"], [n for n, _ in path[:seen[nxt[1]]]] + loop
+                seen[nxt[1]] = len(path)
+                t = nxt[1]
+        return None
+
+    def calls(self, kinds: tuple[str, ...] = ("query", "mutation")) -> list[tuple[str, dict]]:
+        out = []
+        for kind in kinds:
+            for f in self.fields(self.query if kind == "query" else self.mutation):
+                out.append((kind, f))
+        return out
+
+
+def _lit(value: Any) -> str:
+    return orjson.dumps(value).decode()
+
+
+def _call(kind: str, field: dict, schema: Schema, args: dict[str, Any], alias: str = "") -> str:
+    """A one-field operation: required arguments filled with harmless values, `args` as given."""
+    vals = {}
+    for a in field.get("args") or []:
+        if a["name"] in args:
+            vals[a["name"]] = args[a["name"]]
+        elif unwrap(a["type"])[3]:
+            k, n, is_list, _ = unwrap(a["type"])
+            v: Any = {"Int": 1, "Float": 1.0, "Boolean": False, "ID": "1"}.get(n or "", "scan")
+            vals[a["name"]] = [v] if is_list else v
+    arg_text = ", ".join(f"{k}: {_lit(v)}" for k, v in vals.items())
+    k, type_name, _, _ = unwrap(field["type"])
+    sel = f" {{ {schema.leaf(type_name)} }}" if k in ("OBJECT", "INTERFACE") else ""
+    head = "mutation" if kind == "mutation" else "query"
+    return f"{head} {{ {alias + ': ' if alias else ''}{field['name']}{'(' + arg_text + ')' if arg_text else ''}{sel} }}"
 
 
 async def run(ctx) -> list[Finding]:
@@ -21,36 +138,285 @@ async def run(ctx) -> list[Finding]:
         return []
     out: list[Finding] = []
     url = ctx.client.url(ctx.graphql_path)
+    errors_seen: list[str] = []
 
-    def add(check, title, sev, evidence, method="POST"):
-        out.append(Finding(check, title, "API8" if check != "graphql-depth" else "API4", 200 if sev == "low" else 770,
-                           sev, "certain", method, url, evidence, "Configure the GraphQL server's limits.", FIX))
+    async def post(body, who=ctx.a):
+        r = await ctx.client.request("POST", ctx.graphql_path, json=body, headers=ctx.auth(who))
+        doc = r.json()
+        if isinstance(doc, dict) and doc.get("errors"):
+            errors_seen.append(orjson.dumps(doc["errors"]).decode()[:4000])
+        return r
 
-    r = await _post(ctx, {"query": "{ __schema { types { name } } }"})
+    def add(check, title, sev, evidence, method="POST", category="API8", cwe=None, fix=FIX, body=None):
+        out.append(Finding(check, title, category, cwe or (200 if sev == "low" else 770), sev, "certain", method,
+                           url, evidence, "Configure the GraphQL server's limits and validate arguments.", fix,
+                           request_headers=ctx.auth(ctx.a), request_body=body))
+
+    r = await post({"query": INTROSPECT})
     doc = r.json()
+    schema: Schema | None = None
     if isinstance(doc, dict) and (doc.get("data") or {}).get("__schema"):
-        add("graphql-introspection", "Introspection is enabled", "medium",
-            f"{len(doc['data']['__schema']['types'])} types listed")
-    r = await _post(ctx, {"query": "{ usr { id } }"})
+        schema = Schema(doc)
+        add("graphql-introspection", "Introspection is enabled", "medium", f"{len(schema.types)} types listed")
+    r = await post({"query": "{ usr { id } }"})
     if "Did you mean" in r.text:
         add("graphql-suggestions", "Errors suggest field names", "low", "the error says 'Did you mean …'")
-    if any("stacktrace" in str(e).lower() or "traceback" in str(e).lower()
-           for e in ((r.json() or {}).get("errors") or []) if isinstance(r.json(), dict)):
-        add("graphql-debug", "Errors carry debug details", "low", "errors include a stack trace")
-    deep = "{ users { " + "friends { " * 14 + "id" + " }" * 14 + " } }"
-    r = await _post(ctx, {"query": deep})
-    if r.ok and isinstance(r.json(), dict) and r.json().get("data"):
-        add("graphql-depth", "No query depth limit", "medium", "a 16-level query was executed")
+    out += await _ide(ctx, url)
+    await _depth(ctx, post, schema, add)
     aliases = "{ " + " ".join(f"a{i}: __typename" for i in range(100)) + " }"
-    r = await _post(ctx, {"query": aliases})
+    r = await post({"query": aliases})
     if r.ok and isinstance(r.json(), dict) and len((r.json().get("data") or {})) >= 100:
         add("graphql-aliases", "No alias limit", "medium", "100 aliases in one query were executed")
     r = await ctx.client.request("POST", ctx.graphql_path, json=[{"query": "{ __typename }"}] * 20,
                                  headers=ctx.auth(ctx.a))
     if r.ok and isinstance(r.json(), list) and len(r.json()) == 20:
         add("graphql-batching", "Unlimited query batching", "medium", "a batch of 20 operations was executed")
+    await _duplication(ctx, post, schema, add)
     r = await ctx.client.request("GET", f"{ctx.graphql_path}?query={quote('mutation { __typename }')}",
                                  headers=ctx.auth(ctx.a))
     if r.ok and isinstance(r.json(), dict) and r.json().get("data"):
         add("graphql-mutation-get", "Mutations run over GET (CSRF-able)", "medium", "mutation executed via GET", "GET")
+    if schema is not None:
+        await _resource(ctx, post, schema, add)
+        await _sqli(ctx, post, schema, add)
+        await _ssrf(ctx, post, schema, add)
+        await _cmdi(ctx, post, schema, add)
+        await _xss(ctx, post, schema, add)
+        await _bruteforce(ctx, post, schema, add)
+    r = await post({"query": "query { __typename(x: 1) }"})  # a plain error as well, for the debug check
+    for text in errors_seen:
+        m = INTERNAL.search(text)
+        if m:
+            add("graphql-debug", "Errors carry internal details", "low", f"an error says: …{m.group(0)[:80]}…",
+                cwe=209)
+            break
     return out
+
+
+async def _ide(ctx, url: str) -> list[Finding]:
+    base = ctx.graphql_path.rstrip("/")
+    paths = [base] + [p for p in IDE_PATHS[1:]]
+    for path in paths:
+        r = await ctx.client.request("GET", path, headers={"Accept": "text/html"}, record=False)
+        found = r.ok and IDE_MARK.search(r.text)
+        cookie_note = ""
+        if not found and r.status and r.headers.get("set-cookie"):
+            # the server names its own toggle: flip disable/false/off to enable/true/on and retry
+            jar = r.headers.get("set-cookie", "").split(";")[0]
+            flipped = re.sub(r"(?i)disable", "enable", re.sub(r"(?i)\bfalse\b", "true", re.sub(r"(?i)\boff\b", "on", jar)))
+            if flipped != jar:
+                r2 = await ctx.client.request("GET", path, headers={"Accept": "text/html", "Cookie": flipped},
+                                              record=False)
+                if r2.ok and IDE_MARK.search(r2.text):
+                    found, cookie_note = IDE_MARK.search(r2.text), f" with the cookie {flipped!r}"
+        if found:
+            return [Finding("graphql-ide", "A GraphQL IDE is exposed", "API8", 200, "low", "certain", "GET",
+                            ctx.client.url(path), f"GET {path} (Accept: text/html){cookie_note} serves "
+                            f"{found.group(0)}", "Do not serve GraphiQL / Playground / Altair / Voyager in production.",
+                            "routes:\n  - {path: /graphql, methods: [POST], upstream: api}")]
+    return []
+
+
+async def _depth(ctx, post, schema: Schema | None, add) -> None:
+    query = None
+    if schema is not None:
+        found = schema.cycle()
+        if found:
+            root, path = found
+            loop_start = 0
+            chain = list(path)
+            while len(chain) < 14:
+                chain += path[loop_start:] or path
+            chain = chain[:14]
+            query = "{ " + root + " { " + " { ".join(chain) + " { __typename" + " }" * len(chain) + " } }"
+    if query is None:  # no introspection: common roots and relations
+        for root in COMMON_ROOTS[:8]:
+            r = await post({"query": f"{{ {root} {{ __typename }} }}"})
+            if not (isinstance(r.json(), dict) and (r.json().get("data") or {}).get(root) is not None):
+                continue
+            for rel in COMMON_RELATIONS:
+                r = await post({"query": f"{{ {root} {{ {rel} {{ {rel} {{ __typename }} }} }} }}"})
+                doc = r.json()
+                if isinstance(doc, dict) and doc.get("data") and not doc.get("errors"):
+                    query = "{ " + root + " { " + " { ".join([rel] * 14) + " { __typename" + " }" * 14 + " } }"
+                    break
+            break
+    if query is None:
+        return
+    r = await post({"query": query})
+    doc = r.json()
+    if r.ok and isinstance(doc, dict) and doc.get("data") and not doc.get("errors"):
+        add("graphql-depth", "No query depth limit", "medium", "a 16-level query through a type cycle was executed",
+            category="API4", body=orjson.dumps({"query": query}).decode())
+
+
+async def _duplication(ctx, post, schema: Schema | None, add) -> None:
+    field = "__typename"
+    wrap = "{ %s }"
+    if schema is not None:
+        for f in schema.fields(schema.query):
+            k, t, _, _ = unwrap(f["type"])
+            if not schema.required_args(f) and k in ("OBJECT",):
+                leaf = schema.leaf(t).split()[0]
+                field, wrap = leaf, "{ " + f["name"] + " { %s } }"
+                break
+    query = wrap % " ".join([field] * 500)
+    r = await post({"query": query})
+    doc = r.json()
+    if r.ok and isinstance(doc, dict) and doc.get("data") and not doc.get("errors"):
+        add("graphql-field-duplication", "Field duplication is not limited", "low",
+            f"a query repeating {field!r} 500 times was executed", category="API4")
+
+
+async def _resource(ctx, post, schema: Schema, add) -> None:
+    async def timed(q):
+        t = time.monotonic()
+        await post({"query": q})
+        return time.monotonic() - t
+    base = min([await timed("{ __typename }") for _ in range(3)])
+    for f in schema.fields(schema.query)[:10]:  # required arguments get harmless values
+        q = _call("query", f, schema, {})
+        d = await timed(q)
+        if d > 1.0 and d > 20 * max(base, 0.01):
+            d2 = await timed(q)
+            if d2 > 1.0:
+                add("graphql-resource", "A field is expensive to resolve", "medium",
+                    f"{f['name']} takes {min(d, d2):.1f} s against {base * 1000:.0f} ms for __typename",
+                    category="API4", body=orjson.dumps({"query": q}).decode())
+                return
+
+
+def _string_args(schema: Schema, pattern: re.Pattern | None = None, kinds=("query", "mutation")):
+    for kind, f in schema.calls(kinds):
+        for a in f.get("args") or []:
+            if unwrap(a["type"])[1] in ("String", "ID") and not unwrap(a["type"])[2] and \
+                    (pattern is None or pattern.search(a["name"])):
+                yield kind, f, a["name"]
+
+
+async def _sqli(ctx, post, schema: Schema, add) -> None:
+    tried = 0
+    for kind, f, arg in _string_args(schema, kinds=("query",)):
+        if tried >= 6:
+            break
+        tried += 1
+
+        async def send(v, f=f, arg=arg):
+            r = await post({"query": _call("query", f, schema, {arg: v})})
+            doc = r.json() if isinstance(r.json(), dict) else {}
+            status = 500 if doc.get("errors") else (r.status or 0)
+            return Answer(status, orjson.dumps(doc.get("data")), doc.get("data", {}) and
+                          next(iter((doc.get("data") or {}).values()), None))
+        ev = await Prober(send).run("scan", False)
+        if ev:
+            add("graphql-sqli", "SQL injection in a GraphQL argument", "critical",
+                f"{f['name']}({arg}:): {ev} (an 'errors' answer counts as a failure)", category="API8", cwe=89)
+            return
+
+
+async def _ssrf(ctx, post, schema: Schema, add) -> None:
+    if ctx.canary is None:
+        return
+    for kind, f in schema.calls():
+        names = [a["name"] for a in f.get("args") or [] if unwrap(a["type"])[1] in ("String", "ID")]
+        urlish = [n for n in names if URLISH.search(n)]
+        hostish = [n for n in names if HOSTISH.match(n)]
+        if not urlish and not hostish:
+            continue
+        token = secrets.token_hex(8)
+        args: dict[str, Any] = {n: ctx.canary.url(token) for n in urlish}
+        for n in hostish:
+            args[n] = "127.0.0.1"
+        for a in f.get("args") or []:
+            low = a["name"].lower()
+            if low == "port":
+                args[a["name"]] = ctx.canary.port if unwrap(a["type"])[1] == "Int" else str(ctx.canary.port)
+            elif low in ("path", "route") and hostish:
+                args[a["name"]] = f"/c/{token}"
+            elif low in ("scheme", "protocol") and hostish:
+                args[a["name"]] = "http"
+        await post({"query": _call(kind, f, schema, args)})
+        await asyncio.sleep(0.2)
+        if token in ctx.canary.hits:
+            add("graphql-ssrf", "The server fetches a URL a GraphQL argument chooses", "critical",
+                f"{f['name']}({', '.join(sorted(args))}): the scanner's loopback canary received the server's request",
+                category="API7", cwe=918)
+            return
+
+
+async def _cmdi(ctx, post, schema: Schema, add) -> None:
+    tried = 0
+    for kind, f, arg in _string_args(schema, CMDISH):
+        if tried >= 6:
+            break
+        tried += 1
+        base_q = _call(kind, f, schema, {arg: "127.0.0.1"})
+        t = time.monotonic()
+        await post({"query": base_q})
+        base = time.monotonic() - t
+        for sep in (";", "|", "&&", "$(", "`"):
+            n = secrets.randbelow(900) + 100
+            expr = f"bs$(({n}+{n}))x"
+            payload = {"$(": f"127.0.0.1$(echo {expr})", "`": f"127.0.0.1`echo {expr}`"}.get(
+                sep, f"127.0.0.1{sep}echo {expr}")
+            r = await post({"query": _call(kind, f, schema, {arg: payload})})
+            if f"bs{2 * n}x" in r.text:
+                add("graphql-cmdi", "OS command injection through a GraphQL argument", "critical",
+                    f"{f['name']}({arg}:) = {payload!r}: the answer carries bs{2 * n}x, the shell's arithmetic",
+                    category="API8", cwe=78)
+                return
+        if base < 5:
+            t = time.monotonic()
+            await post({"query": _call(kind, f, schema, {arg: "127.0.0.1;sleep 3"})})
+            slow = time.monotonic() - t
+            if slow >= base + 2.7:
+                t = time.monotonic()
+                await post({"query": _call(kind, f, schema, {arg: "127.0.0.1;sleep 0"})})
+                if time.monotonic() - t < base + 1.5:
+                    add("graphql-cmdi", "OS command injection through a GraphQL argument (time delay)", "critical",
+                        f"{f['name']}({arg}:): ';sleep 3' answers in {slow:.1f} s, ';sleep 0' and the plain value "
+                        f"in {base:.1f} s", category="API8", cwe=78)
+                    return
+
+
+async def _xss(ctx, post, schema: Schema, add) -> None:
+    for kind, f in schema.calls(("mutation",)):
+        if not CREATEISH.search(f["name"]):
+            continue
+        strings = [a["name"] for a in f.get("args") or [] if unwrap(a["type"])[1] == "String"
+                   and not URLISH.search(a["name"]) and not CMDISH.search(a["name"])]
+        if not strings:
+            continue
+        mark = "bs" + secrets.token_hex(4)
+        html = f'<img src=x id="{mark}" onerror="alert(1)">'
+        await post({"query": _call("mutation", f, schema, {n: html for n in strings})})
+        for qf in schema.fields(schema.query):
+            if schema.required_args(qf):
+                continue
+            r = await post({"query": _call("query", qf, schema, {})})
+            if f'id="{mark}"' in r.text or f'id=\\"{mark}\\"' in r.text:
+                add("graphql-xss", "Stored HTML is returned unescaped (stored XSS)", "medium",
+                    f"HTML sent through {f['name']}({', '.join(strings)}) comes back as-is from {qf['name']}",
+                    category="API8", cwe=79)
+                return
+
+
+async def _bruteforce(ctx, post, schema: Schema, add) -> None:
+    for kind, f in schema.calls():
+        names = {a["name"].lower(): a["name"] for a in f.get("args") or []}
+        pw = next((names[n] for n in names if n in ("password", "passwd", "pass", "pwd", "pin", "otp")), None)
+        user = next((names[n] for n in names if n in ("username", "user", "email", "login", "name")), None)
+        if not pw or not user:
+            continue
+        who = "scanner_" + secrets.token_hex(4)
+        throttled = False
+        for _ in range(12):
+            r = await post({"query": _call(kind, f, schema, {user: who, pw: "Wrong-" + secrets.token_hex(5)})})
+            if r.status in (423, 429) or re.search(r"(too many|rate limit|locked|try again later)", r.text, re.I):
+                throttled = True
+                break
+        if not throttled:
+            add("graphql-bruteforce", "A password argument accepts unlimited guesses", "high",
+                f"12 wrong passwords through {f['name']}({user}, {pw}) without a refusal "
+                "(aliases and batching multiply guesses per request)", category="API2", cwe=307)
+        return
