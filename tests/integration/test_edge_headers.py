@@ -102,3 +102,22 @@ def test_trace_is_refused_unless_a_route_names_it(base_config, tmp_path):
     with run_gateway(base_config, tmp_path) as g:
         assert raw_request(g.port, "TRACE", "/x").status == 405
         assert raw_request(g.port, "TRACE", "/debug").status == 200
+
+
+def test_a_method_override_parameter_is_refused_unless_honoured(gw, base_config, tmp_path):
+    r = raw_request(gw.port, "POST", "/items/1?_method=DELETE", body=b"")
+    assert r.status == 400 and r.json()["type"].endswith("/bad-method-override")
+    r = raw_request(gw.port, "POST", "/items/1", {"Content-Type": "application/x-www-form-urlencoded"},
+                    body=b"a=1&_method=DELETE")
+    assert r.status == 400
+    r = raw_request(gw.port, "POST", "/items/1", {"Content-Type": "multipart/form-data; boundary=b"},
+                    body=b'--b\r\nContent-Disposition: form-data; name="_method"\r\n\r\nDELETE\r\n--b--\r\n')
+    assert r.status == 400
+    assert raw_request(gw.port, "POST", "/items/1", {"Content-Type": "application/x-www-form-urlencoded"},
+                       body=b"name=_method_note").status == 200
+    base_config["routes"] = routes()
+    base_config["edge"] = {"method_override": True}
+    with run_gateway(base_config, tmp_path) as g:
+        assert raw_request(g.port, "POST", "/items/1?_method=DELETE", body=b"").status == 405  # routed as DELETE
+        r = raw_request(g.port, "POST", "/items/1?_method=GET", body=b"")
+        assert r.status == 200 and r.json()["method"] == "GET"

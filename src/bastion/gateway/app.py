@@ -8,6 +8,7 @@ import tempfile
 import time
 from email.utils import formatdate
 from typing import Any, AsyncIterator, Awaitable, Callable
+from urllib.parse import parse_qsl
 
 from bastion.config.model import HTTP_METHODS, METHOD_OVERRIDE_HEADERS
 from bastion.gateway.proxy import (
@@ -214,8 +215,8 @@ class Gateway:
             req.path = scope["path"][:256]
             return state.edge, problem(400, "bad-path", str(exc), request_id=req.request_id,
                                        stopped_by="router"), None
-        if state.config.edge.method_override and req.method == "POST":
-            refusal = self._override_method(req)
+        if req.method == "POST":
+            refusal = self._override_method(req, state.config.edge.method_override)
             if refusal is not None:
                 return state.edge, refusal, None
         preflight = req.method == "OPTIONS" and req.header(b"access-control-request-method") is not None
@@ -251,11 +252,24 @@ class Gateway:
         return target.pipeline, resp, (None if resp is not None else target)
 
     @staticmethod
-    def _override_method(req: Request) -> Response | None:
+    def _override_method(req: Request, honoured: bool) -> Response | None:
         """`edge.method_override`: a POST that names another method in one of the override
-        headers becomes that method before routing, so what is routed and checked is what the
-        upstream is asked to do. Conflicting or unknown values are refused."""
+        headers or the `_method` query parameter (Rails, Laravel, Express) becomes that method
+        before routing, so what is routed and checked is what the upstream is asked to do.
+        Conflicting or unknown values are refused. Not honoured, the headers are dropped on the
+        way out, but a `_method` parameter cannot be: the request is refused."""
+        param = []
+        if req.query and b"_method" in req.query:
+            param = [v.encode("latin-1") for k, v in parse_qsl(req.query.decode("latin-1"), keep_blank_values=True)
+                     if k == "_method"]
+        if param and not honoured:
+            return problem(400, "bad-method-override", "a _method parameter asks the upstream for another method "
+                           "than the one routed here (edge.method_override is off)", request_id=req.request_id,
+                           stopped_by="router")
+        if not honoured:
+            return None
         values = {v.strip().upper() for k, v in req.headers if k.decode("latin-1") in METHOD_OVERRIDE_HEADERS}
+        values |= {v.strip().upper() for v in param}
         if not values:
             return None
         method = values.pop().decode("latin-1")
@@ -310,6 +324,11 @@ class Gateway:
                 body, body_len = req.body, len(req.body)
             elif length is not None or chunked:
                 body, body_len = await buffer_body(req)
+            if req.method == "POST" and body and isinstance(body, bytes) and b"_method" in body \
+                    and _form_method_field(req, body):
+                return problem(400, "bad-method-override", "a _method form field asks the upstream for another "
+                               "method than the one routed and checked here", request_id=req.request_id,
+                               stopped_by="proxy")
             t0 = time.perf_counter()
             headers = self.upstream_headers(req, ctx, body_len, state.request_drop)
             if pool.config.preserve_host and req.host:
@@ -393,6 +412,16 @@ class Gateway:
                            request_id=req.request_id, stopped_by="proxy")
         return problem(400, "bad-header", f"the header {name.decode('latin-1')[:64]!r} carries a control character "
                        "or is not a valid header name", request_id=req.request_id, stopped_by="proxy")
+
+
+def _form_method_field(req: Request, body: bytes) -> bool:
+    """A `_method` field in a urlencoded or multipart form (Rails, Laravel, Symfony forms)."""
+    ct = (req.header(b"content-type") or b"").lower()
+    if ct.startswith(b"application/x-www-form-urlencoded"):
+        return any(k == "_method" for k, _ in parse_qsl(body.decode("latin-1"), keep_blank_values=True))
+    if ct.startswith(b"multipart/"):
+        return re.search(rb'name="?_method"?', body, re.IGNORECASE) is not None
+    return False
 
 
 async def buffer_body(req: Request) -> tuple[bytes | AsyncIterator[bytes], int]:

@@ -227,6 +227,11 @@ class Auth(Policy[AuthConfig]):
         for k, n in counts.items():
             if n > 1:
                 return f"the {k.decode()} header is sent more than once"
+        if req.query and b"access_token" in req.query and any(
+                k == "access_token" for k, _ in parse_qsl(req.query.decode("latin-1"), keep_blank_values=True)):
+            # RFC 6750 2.3: an upstream may take a bearer token from the query, which no scheme
+            # here reads: the gateway would pass a credential it never checked
+            return "a bearer token in the query (access_token) is not accepted here: send it in Authorization"
         presented: dict[str, str] = {}  # scheme -> its credential (schemes may share one header)
         for name, scheme in self.schemes.items():
             why = scheme.ambiguous(req, self.allow_query)

@@ -256,3 +256,10 @@ def test_an_unsigned_deeply_nested_token_is_401_not_500(gw):
     assert r.status == 200  # public route: the refused token is dropped, the request goes on
     assert "authorization" not in forwarded_headers(r)
     assert raw_request(gw.port, "GET", "/either/x", {"Authorization": f"Bearer {token}"}).status == 401
+
+
+def test_a_bearer_token_in_the_query_is_refused_on_auth_routes(gw):
+    ok = raw_payload_token(claims_text())
+    r = raw_request(gw.port, "GET", "/either/x?access_token=forged", {"Authorization": f"Bearer {ok}"})
+    assert r.status == 400 and r.json()["type"].endswith("/ambiguous-credentials")
+    assert raw_request(gw.port, "GET", "/pub/x?access_token=forged").status == 400
