@@ -26,14 +26,30 @@ def keys():
     r = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     e = ec.generate_private_key(ec.SECP256R1())
     d = ed25519.Ed25519PrivateKey.generate()
-    return {"HS256": (secret, secret), "RS256": (r, r.public_key()), "ES256": (e, e.public_key()),
-            "EdDSA": (d, d.public_key())}
+    return {
+        "HS256": (secret, secret),
+        "RS256": (r, r.public_key()),
+        "ES256": (e, e.public_key()),
+        "EdDSA": (d, d.public_key()),
+    }
 
 
 def token(priv, alg, i):
     now = int(time.time())
-    return jwt.encode({"iss": ISS, "aud": AUD, "sub": f"user{i}", "iat": now, "exp": now + 3600, "jti": str(i),
-                       "scope": "orders:read"}, priv, algorithm=alg, headers={"kid": "k"})
+    return jwt.encode(
+        {
+            "iss": ISS,
+            "aud": AUD,
+            "sub": f"user{i}",
+            "iat": now,
+            "exp": now + 3600,
+            "jti": str(i),
+            "scope": "orders:read",
+        },
+        priv,
+        algorithm=alg,
+        headers={"kid": "k"},
+    )
 
 
 def rate(fn, tokens, seconds):

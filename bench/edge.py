@@ -42,8 +42,11 @@ def serve_plain(config: str) -> None:
     from bastion.gateway.edge import ConnectionGate
     from bastion.gateway.tls import TlsHttpToolsProtocol
 
-    server.protocol_for = lambda limits, name="": type(name or "Plain", (TlsHttpToolsProtocol,),  # type: ignore
-                                                       {"gate": ConnectionGate(limits)})
+    server.protocol_for = lambda limits, name="": type(
+        name or "Plain",
+        (TlsHttpToolsProtocol,),  # type: ignore
+        {"gate": ConnectionGate(limits)},
+    )
     uvloop.run(server.GatewayServer(config, watch=False).serve())  # as `bastion serve` does
 
 
@@ -115,8 +118,22 @@ def main() -> None:
     procs = [subprocess.Popen([*srv, "/usr/sbin/nginx", "-c", str(work / "nginx.conf"), "-p", str(work)])]
     try:
         procs.append(subprocess.Popen([*srv, PY, __file__, "--serve-plain", str(work / "plain.yaml")]))
-        procs.append(subprocess.Popen([*srv, PY, "-m", "bastion.cli", "serve", "--no-watch", "--log-level", "error",
-                                       "--config", str(work / "edge.yaml")]))
+        procs.append(
+            subprocess.Popen(
+                [
+                    *srv,
+                    PY,
+                    "-m",
+                    "bastion.cli",
+                    "serve",
+                    "--no-watch",
+                    "--log-level",
+                    "error",
+                    "--config",
+                    str(work / "edge.yaml"),
+                ]
+            )
+        )
         for port in (up, p_port, e_port):
             wait_port(port)
         url = "http://127.0.0.1:{}/users/1"
@@ -134,15 +151,22 @@ def main() -> None:
             attack.stop.set()
             attack.thread.join()
             attacker_reconnects += attack.reconnects
-        print(f"wrk -t1 -c{args.connections} -d{args.duration}s GET /users/1, bastion pass-through in front of "
-              f"nginx; median of {args.rounds} alternating rounds; wrk on core 0, servers on core 1")
+        print(
+            f"wrk -t1 -c{args.connections} -d{args.duration}s GET /users/1, bastion pass-through in front of "
+            f"nginx; median of {args.rounds} alternating rounds; wrk on core 0, servers on core 1"
+        )
         med = {k: tuple(statistics.median(x[i] for x in v) for i in range(3)) for k, v in samples.items()}
-        labels = {"p": "p plain uvicorn protocol (baseline)", "e": "e edge protocol (bastion serve)",
-                  "a": f"a e with {args.slow} slowloris connections held"}
+        labels = {
+            "p": "p plain uvicorn protocol (baseline)",
+            "e": "e edge protocol (bastion serve)",
+            "a": f"a e with {args.slow} slowloris connections held",
+        }
         for k, (rps, p50, p99) in med.items():
             print(f"  {labels[k]:<48} {rps:>9.0f} rps  p50 {p50:6.2f} ms  p99 {p99:6.2f} ms")
-        print(f"  e/p = {med['e'][0] / med['p'][0]:.3f}   a/e = {med['a'][0] / med['e'][0]:.3f}   "
-              f"(slowloris reconnects after the head deadline: {attacker_reconnects})")
+        print(
+            f"  e/p = {med['e'][0] / med['p'][0]:.3f}   a/e = {med['a'][0] / med['e'][0]:.3f}   "
+            f"(slowloris reconnects after the head deadline: {attacker_reconnects})"
+        )
     finally:
         for p in procs:
             p.terminate()

@@ -41,7 +41,7 @@ import yaml  # noqa: E402
 from tests.integration.edge.conftest import API_KEY, gateway_config, good_claims, hs256, send_raw  # noqa: E402
 from tests.integration.edge.corpus import corpus, named_cases  # noqa: E402
 from tests.integration.edge.invariants import violations  # noqa: E402
-from tests.integration.edge.recorder import Recorder, control_chars, lenient_route  # noqa: E402
+from tests.integration.edge.recorder import Recorder, lenient_route  # noqa: E402
 
 PREFIXES = {"admin": "admin", "public": "public", "": "default"}
 
@@ -91,8 +91,7 @@ def run_corpus(port, recorder, route_of_port, reqs) -> tuple[Counter, dict[str, 
         counts["sent"] += 1
         counts["no answer"] += status is None
         counts["reached upstream"] += bool(records)
-        found = {name for name, _ in violations(status, records, route_of_port, PREFIXES, credentials,
-                                                protected=())}
+        found = {name for name, _ in violations(status, records, route_of_port, PREFIXES, credentials, protected=())}
         if any(lenient_route(r.target, PREFIXES) == "admin" for r in records):
             found.add("reached as /admin (lenient)")
         if any(lenient_route(r.target, PREFIXES, extended=True) == "admin" for r in records):
@@ -115,12 +114,14 @@ def main() -> None:
     if not os.path.exists(nginx_bin):
         sys.exit("nginx is needed: apt-get install nginx-light")
     token = hs256(good_claims(exp=4_102_444_800))
-    parts = {"named": list(named_cases(token, API_KEY).values()),
-             "random": [(r.render(), r.credentials) for r in corpus(args.seed, args.n, token, API_KEY)]}
+    parts = {
+        "named": list(named_cases(token, API_KEY).values()),
+        "random": [(r.render(), r.credentials) for r in corpus(args.seed, args.n, token, API_KEY)],
+    }
     results: dict[tuple[str, str], tuple[Counter, dict]] = {}
     with Recorder(3) as recorder, tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        ports = dict(zip(PREFIXES.values(), recorder.ports))
+        ports = dict(zip(PREFIXES.values(), recorder.ports, strict=False))
         route_of_port = {p: n for n, p in ports.items()}
         ngx_port, gw_port = free_port(), free_port()
         (work / "nginx.conf").write_text(NGINX.format(dir=work, port=ngx_port, **ports))
@@ -128,10 +129,23 @@ def main() -> None:
         cfg["routes"] = [r for r in cfg["routes"] if r["upstream"] != "account"]
         cfg["listeners"] = [{"host": "127.0.0.1", "port": gw_port}]
         (work / "bastion.yaml").write_text(yaml.safe_dump(cfg))
-        procs = [subprocess.Popen([nginx_bin, "-c", str(work / "nginx.conf"), "-p", str(work)]),
-                 subprocess.Popen([sys.executable, "-m", "bastion.cli", "serve", "--no-watch", "-c",
-                                   str(work / "bastion.yaml"), "--log-level", "error"],
-                                  stderr=(work / "bastion.log").open("w"))]
+        procs = [
+            subprocess.Popen([nginx_bin, "-c", str(work / "nginx.conf"), "-p", str(work)]),
+            subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "bastion.cli",
+                    "serve",
+                    "--no-watch",
+                    "-c",
+                    str(work / "bastion.yaml"),
+                    "--log-level",
+                    "error",
+                ],
+                stderr=(work / "bastion.log").open("w"),
+            ),
+        ]
         try:
             wait_port(ngx_port)
             wait_port(gw_port)
@@ -145,13 +159,30 @@ def main() -> None:
                     p.wait(10)
                 except subprocess.TimeoutExpired:
                     p.kill()
-    rows = ["reached as /admin (lenient)", "reached as /admin (extended)", "5xx", "control-char", "rewrite-header", "rewrite-header-extended", "forwarding-header-injection", "one-upstream-request",
-            "two-credentials-forwarded", "fold-or-malformed", "spoofed-principal", "lenient-route-differs",
-            "lenient-route-differs-extended", "refused-route-reached", "answered 4xx", "reached upstream",
-            "no answer"]
-    print(f"# edge corpus {datetime.date.today().isoformat()}: {len(parts['named'])} named cases (one class each) "
-          f"+ {args.n} random requests (seed {args.seed}); nginx = location /admin {{ deny all; }}, "
-          f"bastion = ip_rules on /admin/*")
+    rows = [
+        "reached as /admin (lenient)",
+        "reached as /admin (extended)",
+        "5xx",
+        "control-char",
+        "rewrite-header",
+        "rewrite-header-extended",
+        "forwarding-header-injection",
+        "one-upstream-request",
+        "two-credentials-forwarded",
+        "fold-or-malformed",
+        "spoofed-principal",
+        "lenient-route-differs",
+        "lenient-route-differs-extended",
+        "refused-route-reached",
+        "answered 4xx",
+        "reached upstream",
+        "no answer",
+    ]
+    print(
+        f"# edge corpus {datetime.date.today().isoformat()}: {len(parts['named'])} named cases (one class each) "
+        f"+ {args.n} random requests (seed {args.seed}); nginx = location /admin {{ deny all; }}, "
+        f"bastion = ip_rules on /admin/*"
+    )
     names = list(results)
     print(f"{'':32}" + "".join(f"{g + ' ' + p:>15}" for g, p in names))
     for row in rows:
@@ -161,8 +192,9 @@ def main() -> None:
         for n in names:
             print(f"\n## {' '.join(n)}")
             for row in rows[:-3]:
-                for ex in sorted(results[n][1].get(row, []), key=len)[:args.show]:
+                for ex in sorted(results[n][1].get(row, []), key=len)[: args.show]:
                     print(f"{row}: {ex!r}")
+
 
 if __name__ == "__main__":
     main()

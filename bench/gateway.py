@@ -50,8 +50,12 @@ def pinned(cpu: str) -> list[str]:
 
 
 def wrk(url: str, duration: int, connections: int) -> tuple[float, float, float]:
-    out = subprocess.run([*pinned("0"), "wrk", "-t1", f"-c{connections}", f"-d{duration}s", "--latency", url],
-                         capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        [*pinned("0"), "wrk", "-t1", f"-c{connections}", f"-d{duration}s", "--latency", url],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
 
     def pct(p: str) -> float:
@@ -81,15 +85,23 @@ http {{
 }}
 """
 
+
 def pass_through(port: int, up: int, **policies: dict) -> str:
     """Pass-through: every default-on policy off, then the policies under test (`policies`)."""
     import yaml
 
-    off = {name: {"enabled": False} for name in
-           ("request_id", "body_limit", "security_headers", "audit", "rate_limit", "error_masking", "metrics")}
-    return yaml.safe_dump({"listeners": [{"host": "127.0.0.1", "port": port}],
-                           "upstreams": {"up": {"urls": [f"http://127.0.0.1:{up}"]}},
-                           "policies": {**off, **policies}, "routes": [{"path": "/*", "upstream": "up"}]})
+    off = {
+        name: {"enabled": False}
+        for name in ("request_id", "body_limit", "security_headers", "audit", "rate_limit", "error_masking", "metrics")
+    }
+    return yaml.safe_dump(
+        {
+            "listeners": [{"host": "127.0.0.1", "port": port}],
+            "upstreams": {"up": {"urls": [f"http://127.0.0.1:{up}"]}},
+            "policies": {**off, **policies},
+            "routes": [{"path": "/*", "upstream": "up"}],
+        }
+    )
 
 
 BASTION_ALL = """
@@ -114,8 +126,15 @@ def sample_json(size: int) -> bytes:
 
     items, out = [], b""
     while len(out) < size:
-        items.append({"id": len(items), "name": f"user{len(items)}", "email": f"u{len(items)}@example.com",
-                      "password_hash": "$argon2id$v=19$m=65536", "profile": {"bio": "hello", "tags": ["a", "b"]}})
+        items.append(
+            {
+                "id": len(items),
+                "name": f"user{len(items)}",
+                "email": f"u{len(items)}@example.com",
+                "password_hash": "$argon2id$v=19$m=65536",
+                "profile": {"bio": "hello", "tags": ["a", "b"]},
+            }
+        )
         out = _json.dumps({"users": items}).encode()
     return out
 
@@ -126,8 +145,11 @@ def main() -> None:
     ap.add_argument("--connections", type=int, default=50)
     ap.add_argument("--variants", action="store_true")
     ap.add_argument("--rounds", type=int, default=3, help="runs per target, alternating; the median counts")
-    ap.add_argument("--protection", action="store_true",
-                    help="also: response filtering (1 KB and 100 KB JSON) and the WAF, each beside pass-through")
+    ap.add_argument(
+        "--protection",
+        action="store_true",
+        help="also: response filtering (1 KB and 100 KB JSON) and the WAF, each beside pass-through",
+    )
     ap.add_argument("--only", default="", help="comma-separated target labels to run (e.g. d1,f1,d2,f2)")
     args = ap.parse_args()
     for tool in ("wrk", "nginx"):
@@ -149,15 +171,25 @@ def main() -> None:
         bastion = [*srv, PY, "-m", "bastion.cli", "serve", "--no-watch", "--log-level", "warning", "--config"]
         procs.append(subprocess.Popen([*bastion, str(work / "pass.yaml")]))
         procs.append(subprocess.Popen([*bastion, str(work / "all.yaml")]))
-        targets = [("a upstream direct", up), ("b nginx proxy", ngx), ("c minimal proxy", mini),
-                   ("d bastion pass-through", d_port), ("e bastion all policies", e_port)]
+        targets = [
+            ("a upstream direct", up),
+            ("b nginx proxy", ngx),
+            ("c minimal proxy", mini),
+            ("d bastion pass-through", d_port),
+            ("e bastion all policies", e_port),
+        ]
         if args.variants:
-            for label, client, server in (("c' minimal httpx+uvicorn", "httpx", "uvicorn"),
-                                          ("c'' minimal aiohttp+granian", "aiohttp", "granian")):
+            for label, client, server in (
+                ("c' minimal httpx+uvicorn", "httpx", "uvicorn"),
+                ("c'' minimal aiohttp+granian", "aiohttp", "granian"),
+            ):
                 port = free_port()
-                procs.append(subprocess.Popen([*srv, PY, str(HERE / "minimal_proxy.py"),
-                                               f"http://127.0.0.1:{up}", str(port), client, server],
-                                              cwd=HERE))
+                procs.append(
+                    subprocess.Popen(
+                        [*srv, PY, str(HERE / "minimal_proxy.py"), f"http://127.0.0.1:{up}", str(port), client, server],
+                        cwd=HERE,
+                    )
+                )
                 targets.append((label, port))
         paths = {label: "/users/1" for label, _ in targets}
         if args.protection:
@@ -167,27 +199,49 @@ def main() -> None:
             procs.append(subprocess.Popen([*bastion, str(work / "filter.yaml")]))
             procs.append(subprocess.Popen([*bastion, str(work / "waf.yaml")]))
             m_port = free_port()
-            (work / "metrics.yaml").write_text(pass_through(
-                m_port, up, metrics={}, audit={"output": str(work / "m-audit.log")}, request_id={}))
+            (work / "metrics.yaml").write_text(
+                pass_through(m_port, up, metrics={}, audit={"output": str(work / "m-audit.log")}, request_id={})
+            )
             procs.append(subprocess.Popen([*bastion, str(work / "metrics.yaml")]))
             t_port = free_port()  # the same plus OpenTelemetry, exporting OTLP/HTTP to nginx (return 200)
-            (work / "tracing.yaml").write_text(pass_through(
-                t_port, up, metrics={}, audit={"output": str(work / "t-audit.log")}, request_id={},
-                tracing={"exporter": "otlp", "endpoint": f"http://127.0.0.1:{up}/v1/traces"}))
+            (work / "tracing.yaml").write_text(
+                pass_through(
+                    t_port,
+                    up,
+                    metrics={},
+                    audit={"output": str(work / "t-audit.log")},
+                    request_id={},
+                    tracing={"exporter": "otlp", "endpoint": f"http://127.0.0.1:{up}/v1/traces"},
+                )
+            )
             procs.append(subprocess.Popen([*bastion, str(work / "tracing.yaml")]))
             s_port = free_port()  # production-style: 10% sampled, no per-policy spans
-            (work / "sampled.yaml").write_text(pass_through(
-                s_port, up, metrics={}, audit={"output": str(work / "s-audit.log")}, request_id={},
-                tracing={"exporter": "otlp", "endpoint": f"http://127.0.0.1:{up}/v1/traces", "sample_ratio": 0.1,
-                         "policy_spans": False}))
+            (work / "sampled.yaml").write_text(
+                pass_through(
+                    s_port,
+                    up,
+                    metrics={},
+                    audit={"output": str(work / "s-audit.log")},
+                    request_id={},
+                    tracing={
+                        "exporter": "otlp",
+                        "endpoint": f"http://127.0.0.1:{up}/v1/traces",
+                        "sample_ratio": 0.1,
+                        "policy_spans": False,
+                    },
+                )
+            )
             procs.append(subprocess.Popen([*bastion, str(work / "sampled.yaml")]))
-            extra = [("m  metrics + audit + request id", m_port, "/users/1"),
-                     ("t  m + OpenTelemetry traces", t_port, "/users/1"),
-                     ("s  m + traces 10%, no policy spans", s_port, "/users/1"),
-                     ("d1 pass-through, 1 KB JSON", d_port, "/json1k"), ("f1 filtering, 1 KB JSON", f_port, "/json1k"),
-                     ("d2 pass-through, 100 KB JSON", d_port, "/json100k"),
-                     ("f2 filtering, 100 KB JSON", f_port, "/json100k"),
-                     ("w  WAF (CRS, paranoia 1)", w_port, "/users/1?q=hello&page=2")]
+            extra = [
+                ("m  metrics + audit + request id", m_port, "/users/1"),
+                ("t  m + OpenTelemetry traces", t_port, "/users/1"),
+                ("s  m + traces 10%, no policy spans", s_port, "/users/1"),
+                ("d1 pass-through, 1 KB JSON", d_port, "/json1k"),
+                ("f1 filtering, 1 KB JSON", f_port, "/json1k"),
+                ("d2 pass-through, 100 KB JSON", d_port, "/json100k"),
+                ("f2 filtering, 100 KB JSON", f_port, "/json100k"),
+                ("w  WAF (CRS, paranoia 1)", w_port, "/users/1?q=hello&page=2"),
+            ]
             for label, port, path in extra:
                 targets.append((label, port))
                 paths[label] = path
@@ -197,8 +251,10 @@ def main() -> None:
         for _, port in targets:
             wait_port(port)
         results = {}
-        print(f"wrk -t1 -c{args.connections} -d{args.duration}s, GET /users/1, median of {args.rounds} "
-              "alternating rounds; wrk pinned to core 0, all servers to core 1")
+        print(
+            f"wrk -t1 -c{args.connections} -d{args.duration}s, GET /users/1, median of {args.rounds} "
+            "alternating rounds; wrk pinned to core 0, all servers to core 1"
+        )
         samples: dict[str, list[tuple[float, float, float]]] = {label: [] for label, _ in targets}
         for label, port in targets:
             wrk(f"http://127.0.0.1:{port}{paths[label]}", 2, args.connections)  # warm-up

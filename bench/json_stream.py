@@ -26,8 +26,8 @@ import sys
 import tempfile
 import time
 import tracemalloc
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import orjson
 
@@ -40,8 +40,10 @@ CHUNK = 64 * 1024
 
 def record(i: int) -> bytes:
     """The record of bench/gateway.py's sample (users with a password_hash to remove)."""
-    return (b'{"id":%d,"name":"user%d","email":"u%d@example.com","password_hash":"$argon2id$v=19$m=65536",'
-            b'"profile":{"bio":"hello","tags":["a","b"]}}' % (i, i, i))
+    return (
+        b'{"id":%d,"name":"user%d","email":"u%d@example.com","password_hash":"$argon2id$v=19$m=65536",'
+        b'"profile":{"bio":"hello","tags":["a","b"]}}' % (i, i, i)
+    )
 
 
 def chunks(size: int) -> Iterator[bytes]:
@@ -124,24 +126,28 @@ def stream_through(p: ResponseFilter, pieces) -> int:
 
 def throughput(mb: int, with_ijson: bool) -> None:
     body = b"".join(chunks(mb * 1024 * 1024))
-    pieces = [body[i:i + CHUNK] for i in range(0, len(body), CHUNK)]
+    pieces = [body[i : i + CHUNK] for i in range(0, len(body), CHUNK)]
     size = len(body) / 1e6
     p = policy()
     out = p.rewrite_whole(body)
     s = JsonRewriter(p, remove=True, mask="")
     streamed = s.feed(body) + s.finish()
     assert orjson.loads(out) == orjson.loads(streamed) and b"password" not in streamed
-    rows = [("orjson loads+dumps (baseline)", best(lambda: orjson.dumps(orjson.loads(body)))),
-            ("whole-body filter (orjson + walk)", best(lambda: p.rewrite_whole(body))),
-            ("streaming filter (64 KB chunks)", best(lambda: stream_through(p, pieces)))]
+    rows = [
+        ("orjson loads+dumps (baseline)", best(lambda: orjson.dumps(orjson.loads(body)))),
+        ("whole-body filter (orjson + walk)", best(lambda: p.rewrite_whole(body))),
+        ("streaming filter (64 KB chunks)", best(lambda: stream_through(p, pieces))),
+    ]
     if with_ijson:
         import ijson
 
         assert ijson.backend == "yajl2_c", ijson.backend
-        rows.append(("ijson yajl2_c events only", best(lambda: sum(1 for _ in ijson.basic_parse(body, use_float=True)), 1)))
+        rows.append(
+            ("ijson yajl2_c events only", best(lambda: sum(1 for _ in ijson.basic_parse(body, use_float=True)), 1))
+        )
         rows.append(("ijson rewrite (events -> JSON)", best(lambda: ijson_rewrite(body, p.names), 1)))
     base = rows[0][1]
-    print(f"body: {size:.1f} MB of {{\"users\": [...]}} records, password_hash in each")
+    print(f'body: {size:.1f} MB of {{"users": [...]}} records, password_hash in each')
     print(f"{'filter':38} {'MB/s':>8} {'vs orjson':>10}")
     for label, t in rows:
         print(f"{label:38} {size / t:8.1f} {base / t:10.2f}")
@@ -164,8 +170,10 @@ def memory(trace_mb: int) -> None:
     out = stream_through(p, chunks(100 * 1024 * 1024))
     elapsed = time.perf_counter() - t0
     after = rss(os.getpid(), "VmHWM")
-    print(f"streaming filter, 100 MB answer ({out / 1e6:.0f} MB out) in {elapsed:.1f} s "
-          f"({100 * 1.048576 / elapsed:.1f} MB/s): peak RSS {before:.0f} MB before, {after:.0f} MB after")
+    print(
+        f"streaming filter, 100 MB answer ({out / 1e6:.0f} MB out) in {elapsed:.1f} s "
+        f"({100 * 1.048576 / elapsed:.1f} MB/s): peak RSS {before:.0f} MB before, {after:.0f} MB after"
+    )
 
 
 # ---- a real gateway passing a 100 MB answer -------------------------------------------------
@@ -181,8 +189,7 @@ def serve_upstream(port: int) -> None:
     async def app(scope, receive, send):
         if scope["type"] != "http":
             return
-        await send({"type": "http.response.start", "status": 200,
-                    "headers": [(b"content-type", b"application/json")]})
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"application/json")]})
         for c in chunks(100 * 1024 * 1024):
             await send({"type": "http.response.body", "body": c, "more_body": True})
         await send({"type": "http.response.body", "body": b""})
@@ -213,14 +220,32 @@ def gateway_rss() -> None:
 
     up, gw = free_port(), free_port()
     work = Path(tempfile.mkdtemp(prefix="bastion-jsonstream-"))
-    (work / "g.yaml").write_text(yaml.safe_dump({
-        "listeners": [{"host": "127.0.0.1", "port": gw}],
-        "upstreams": {"up": {"urls": [f"http://127.0.0.1:{up}"], "timeouts": {"read": 60, "total": 600}}},
-        "policies": {"audit": {"enabled": False}, "response_filter": {}},
-        "routes": [{"path": "/*", "upstream": "up"}]}))
-    procs = [subprocess.Popen([sys.executable, __file__, "--serve-upstream", str(up)]),
-             subprocess.Popen([sys.executable, "-m", "bastion.cli", "serve", "--no-watch", "--log-level", "warning",
-                               "--config", str(work / "g.yaml")])]
+    (work / "g.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "listeners": [{"host": "127.0.0.1", "port": gw}],
+                "upstreams": {"up": {"urls": [f"http://127.0.0.1:{up}"], "timeouts": {"read": 60, "total": 600}}},
+                "policies": {"audit": {"enabled": False}, "response_filter": {}},
+                "routes": [{"path": "/*", "upstream": "up"}],
+            }
+        )
+    )
+    procs = [
+        subprocess.Popen([sys.executable, __file__, "--serve-upstream", str(up)]),
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "bastion.cli",
+                "serve",
+                "--no-watch",
+                "--log-level",
+                "warning",
+                "--config",
+                str(work / "g.yaml"),
+            ]
+        ),
+    ]
     try:
         wait_port(up)
         wait_port(gw)
@@ -242,9 +267,11 @@ def gateway_rss() -> None:
             tail = (tail + piece)[-64:]
         elapsed = time.perf_counter() - t0
         peak = rss(procs[1].pid, "VmHWM")
-        print(f"bastion serve, 100 MB JSON answer through response_filter: {total / 1e6:.0f} MB out in "
-              f"{elapsed:.1f} s ({total / 1e6 / elapsed:.0f} MB/s end to end, status {resp.status}, "
-              f"ends {tail[-2:]!r}); RSS idle {idle:.0f} MB, peak {peak:.0f} MB")
+        print(
+            f"bastion serve, 100 MB JSON answer through response_filter: {total / 1e6:.0f} MB out in "
+            f"{elapsed:.1f} s ({total / 1e6 / elapsed:.0f} MB/s end to end, status {resp.status}, "
+            f"ends {tail[-2:]!r}); RSS idle {idle:.0f} MB, peak {peak:.0f} MB"
+        )
     finally:
         for p in procs:
             p.terminate()

@@ -29,6 +29,7 @@ async def app(scope, receive, send):
     url = UPSTREAM + scope["path"] + ("?" + scope["query_string"].decode() if scope["query_string"] else "")
     if CLIENT == "aiohttp":
         import aiohttp
+
         if "s" not in state:
             state["s"] = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=200), auto_decompress=False)
         async with state["s"].request(scope["method"], url, headers=headers, data=body or None) as r:
@@ -38,6 +39,7 @@ async def app(scope, receive, send):
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
     else:
         import httpx
+
         if "c" not in state:
             state["c"] = httpx.AsyncClient(limits=httpx.Limits(max_connections=200))
         req = state["c"].build_request(scope["method"], url, headers=headers, content=body or None)
@@ -53,9 +55,26 @@ async def app(scope, receive, send):
 if __name__ == "__main__":
     if SERVER == "granian":
         from granian import Granian
-        Granian("minimal_proxy:app", address="127.0.0.1", port=PORT, interface="asgi", workers=1,
-                loop="uvloop", log_enabled=False).serve()
+
+        Granian(
+            "minimal_proxy:app",
+            address="127.0.0.1",
+            port=PORT,
+            interface="asgi",
+            workers=1,
+            loop="uvloop",
+            log_enabled=False,
+        ).serve()
     else:
         import uvicorn
-        uvicorn.run(app, host="127.0.0.1", port=PORT, log_level="warning", access_log=False,
-                    http="httptools", loop="uvloop", server_header=False)
+
+        uvicorn.run(
+            app,
+            host="127.0.0.1",
+            port=PORT,
+            log_level="warning",
+            access_log=False,
+            http="httptools",
+            loop="uvloop",
+            server_header=False,
+        )

@@ -26,8 +26,11 @@ from limits.strategies import FixedWindowRateLimiter, MovingWindowRateLimiter, S
 from bastion.ratelimit import MemoryStore, RedisStore, parse_rate
 
 ALGORITHMS = ["fixed_window", "sliding_log", "sliding_counter", "token_bucket", "leaky_bucket", "gcra"]
-THEIRS = {"fixed_window": FixedWindowRateLimiter, "sliding_log": MovingWindowRateLimiter,
-          "sliding_counter": SlidingWindowCounterRateLimiter}
+THEIRS = {
+    "fixed_window": FixedWindowRateLimiter,
+    "sliding_log": MovingWindowRateLimiter,
+    "sliding_counter": SlidingWindowCounterRateLimiter,
+}
 RATE = parse_rate("1000000/second")  # never refuses: every call is a full decision
 ITEM = RateLimitItemPerSecond(1000000, 1)
 
@@ -73,8 +76,10 @@ def memory_size() -> None:
         store2.hit_sync("sliding_counter", f"ip:{i}", r)
     size2, _ = tracemalloc.get_traced_memory()
     tracemalloc.stop()
-    print(f"\nmemory store with max_keys=1,000,000 after 1,000,000 distinct keys: {len(store):,} keys kept, "
-          f"{size / 1e6:.0f} MB (gcra, 1 float of state), {size2 / 1e6:.0f} MB (sliding_counter, 3 floats)")
+    print(
+        f"\nmemory store with max_keys=1,000,000 after 1,000,000 distinct keys: {len(store):,} keys kept, "
+        f"{size / 1e6:.0f} MB (gcra, 1 float of state), {size2 / 1e6:.0f} MB (sliding_counter, 3 floats)"
+    )
 
 
 def commandstats(client) -> dict[str, int]:

@@ -33,7 +33,10 @@ def main() -> None:
 
     t = time.perf_counter()
     for w in words:
-        if base64.urlsafe_b64encode(hmac.new(w, f"{h}.{p}".encode(), hashlib.sha256).digest()).rstrip(b"=").decode() == s:
+        if (
+            base64.urlsafe_b64encode(hmac.new(w, f"{h}.{p}".encode(), hashlib.sha256).digest()).rstrip(b"=").decode()
+            == s
+        ):
             break
     old = n / (time.perf_counter() - t)
 

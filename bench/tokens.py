@@ -49,23 +49,39 @@ def main() -> None:
     args = ap.parse_args()
     tmp = tempfile.mkdtemp()
     db = args.database or f"sqlite:///{tmp}/bench.db"
-    cfg = TokenServiceConfig(database=db, issuer="https://bench/auth", audience=["api"], key_encryption_key=KEK,
-                             argon2={"time_cost": args.time_cost, "memory_kib": args.memory_kib,
-                                     "parallelism": args.parallelism})
+    cfg = TokenServiceConfig(
+        database=db,
+        issuer="https://bench/auth",
+        audience=["api"],
+        key_encryption_key=KEK,
+        argon2={"time_cost": args.time_cost, "memory_kib": args.memory_kib, "parallelism": args.parallelism},
+    )
     app = TokenApp(cfg)
     svc = app.service
     name = "u" + uuid.uuid4().hex[:10]
     svc.register(name, f"{name}@example.com", PASSWORD)
 
-    ph = PasswordHasher(time_cost=args.time_cost, memory_cost=args.memory_kib, parallelism=args.parallelism,
-                        type=Type.ID)
+    ph = PasswordHasher(
+        time_cost=args.time_cost, memory_cost=args.memory_kib, parallelism=args.parallelism, type=Type.ID
+    )
     stored = ph.hash(PASSWORD)
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    claims = {"iss": "https://bench/auth", "aud": "api", "sub": "x", "jti": "j", "typ": "access", "iat": 1,
-              "exp": 2**31, "scope": "a b", "role": "user"}
+    claims = {
+        "iss": "https://bench/auth",
+        "aud": "api",
+        "sub": "x",
+        "jti": "j",
+        "typ": "access",
+        "iat": 1,
+        "exp": 2**31,
+        "scope": "a b",
+        "role": "user",
+    }
 
-    print(f"argon2id time_cost={args.time_cost} memory={args.memory_kib} KiB parallelism={args.parallelism}; "
-          f"database {db.split('://')[0]}; RS256 2048-bit")
+    print(
+        f"argon2id time_cost={args.time_cost} memory={args.memory_kib} KiB parallelism={args.parallelism}; "
+        f"database {db.split('://')[0]}; RS256 2048-bit"
+    )
     rows = []
     for threads in (1, 2):
         floor = rate(lambda: ph.verify(stored, PASSWORD), args.seconds, threads)
@@ -80,8 +96,14 @@ def main() -> None:
     floor = rate(lambda: jwt.encode(claims, key, algorithm="RS256"), args.seconds)
     rows.append(("refreshes/s (2 tokens + 3 writes)", rate(one_refresh, args.seconds), "RS256 encode/s", floor))
     user = svc.user(svc.authenticate(name, PASSWORD).id)
-    rows.append(("issued access tokens/s", rate(lambda: svc._access(user.id, "user", "a b", None, time.time()),
-                                                args.seconds), "RS256 encode/s", floor))
+    rows.append(
+        (
+            "issued access tokens/s",
+            rate(lambda: svc._access(user.id, "user", "a b", None, time.time()), args.seconds),
+            "RS256 encode/s",
+            floor,
+        )
+    )
     print(f"{'what':38} {'bastion':>10}   {'baseline':20} {'':>10} {'ratio':>6}")
     for label, a, blabel, b in rows:
         print(f"{label:38} {a:10,.0f}   {blabel:20} {b:10,.0f} {a / b:6.2f}")

@@ -24,10 +24,20 @@ from bastion.openapi.operations import compile_operations
 from bastion.openapi.spec import load_spec
 
 SPEC = Path(__file__).parent / "specs" / "bench.yaml"
-BODY = orjson.dumps({"name": "Ada Lovelace", "email": "ada@example.com", "age": 36, "country": "GB", "vip": True,
-                     "score": 99.5, "tags": ["math", "engines"], "address": {"street": "1 St James's Sq",
-                                                                             "city": "London"},
-                     "plan": "pro", "note": None})
+BODY = orjson.dumps(
+    {
+        "name": "Ada Lovelace",
+        "email": "ada@example.com",
+        "age": 36,
+        "country": "GB",
+        "vip": True,
+        "score": 99.5,
+        "tags": ["math", "engines"],
+        "address": {"street": "1 St James's Sq", "city": "London"},
+        "plan": "pro",
+        "note": None,
+    }
+)
 QUERY = "limit=20&offset=40&status=active&tags=a,b,c&q=lovelace"
 
 
@@ -52,13 +62,15 @@ def main() -> None:
     core = OpenAPI.from_file_path(str(SPEC))
 
     def ours_body():
-        status, errs, _ = post.check_request(path_params={}, query=b"", headers={}, cookies={},
-                                             content_type="application/json", body=BODY)
+        status, errs, _ = post.check_request(
+            path_params={}, query=b"", headers={}, cookies={}, content_type="application/json", body=BODY
+        )
         assert status == 0, errs
 
     def ours_query():
-        status, errs, _ = get.check_request(path_params={}, query=QUERY.encode(), headers={}, cookies={},
-                                            content_type=None, body=None)
+        status, errs, _ = get.check_request(
+            path_params={}, query=QUERY.encode(), headers={}, cookies={}, content_type=None, body=None
+        )
         assert status == 0, errs
 
     def core_body():
@@ -80,8 +92,10 @@ def main() -> None:
     fjs(doc)
 
     rows = []
-    for label, mine, theirs in (("10-field JSON body", ours_body, core_body),
-                                ("5 query parameters", ours_query, core_query)):
+    for label, mine, theirs in (
+        ("10-field JSON body", ours_body, core_body),
+        ("5 query parameters", ours_query, core_query),
+    ):
         a, b = rate(mine, args.seconds), rate(theirs, args.seconds)
         rows.append((label, a, b))
     print(f"{'request':22} {'bastion/s':>12} {'openapi-core/s':>15} {'ratio':>8}")
@@ -89,8 +103,10 @@ def main() -> None:
         print(f"{label:22} {a:12,.0f} {b:15,.0f} {a / b:7.1f}x")
     e1 = rate(lambda: rs.is_valid(orjson.loads(BODY)), args.seconds)
     e2 = rate(lambda: fjs(orjson.loads(BODY)), args.seconds)
-    print(f"\nengine on the body schema (parse + validate): jsonschema-rs {e1:,.0f}/s, "
-          f"fastjsonschema {e2:,.0f}/s ({e1 / e2:.1f}x)")
+    print(
+        f"\nengine on the body schema (parse + validate): jsonschema-rs {e1:,.0f}/s, "
+        f"fastjsonschema {e2:,.0f}/s ({e1 / e2:.1f}x)"
+    )
 
 
 if __name__ == "__main__":

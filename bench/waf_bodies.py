@@ -25,14 +25,25 @@ from bastion.http import Request
 from bastion.pipeline import Context
 from bastion.policies.waf import Waf, WafConfig
 
-DOC = {"customer": 42, "note": "Please leave it at the door, thanks!",
-       "items": [{"sku": f"SKU-{i}", "qty": i, "price": 9.5, "name": "wooden chair"} for i in range(12)]}
+DOC = {
+    "customer": 42,
+    "note": "Please leave it at the door, thanks!",
+    "items": [{"sku": f"SKU-{i}", "qty": i, "price": 9.5, "name": "wooden chair"} for i in range(12)],
+}
 JSON = orjson.dumps(DOC)
 FORM = b"&".join(b"item%d=wooden+chair+%d&qty%d=%d" % (i, i, i, i) for i in range(30))
-XML = (b'<?xml version="1.0"?><order customer="42"><note>Please leave it at the door</note>'
-       + b"".join(b'<item sku="SKU-%d" qty="%d">wooden chair</item>' % (i, i) for i in range(24)) + b"</order>")
-MULTIPART = (b"".join(b'--B0undary\r\nContent-Disposition: form-data; name="f%d"\r\n\r\nwooden chair %d\r\n' % (i, i)
-                      for i in range(20)) + b"--B0undary--\r\n")
+XML = (
+    b'<?xml version="1.0"?><order customer="42"><note>Please leave it at the door</note>'
+    + b"".join(b'<item sku="SKU-%d" qty="%d">wooden chair</item>' % (i, i) for i in range(24))
+    + b"</order>"
+)
+MULTIPART = (
+    b"".join(
+        b'--B0undary\r\nContent-Disposition: form-data; name="f%d"\r\n\r\nwooden chair %d\r\n' % (i, i)
+        for i in range(20)
+    )
+    + b"--B0undary--\r\n"
+)
 GRAPHQL = b"query Order($id: ID!) { order(id: $id) { id customer note items(first: 20) { sku qty price } } }"
 CASES = {
     "json": ([(b"content-type", b"application/json")], JSON),
@@ -51,9 +62,19 @@ def request(headers, body: bytes) -> Request:
         return {"type": "http.request", "body": body, "more_body": False}
 
     hs = BASE + headers + [(b"content-length", str(len(body)).encode())]
-    return Request(method="POST", path="/api/orders", query=b"", headers=hs, client_ip=None, peer_ip=None,
-                   peer_trusted=False, scheme="http", host="api.example.com", receive=receive,
-                   body_limit=1024 * 1024)
+    return Request(
+        method="POST",
+        path="/api/orders",
+        query=b"",
+        headers=hs,
+        client_ip=None,
+        peer_ip=None,
+        peer_trusted=False,
+        scheme="http",
+        host="api.example.com",
+        receive=receive,
+        body_limit=1024 * 1024,
+    )
 
 
 def rate(policy: Waf, headers, body: bytes, seconds: float) -> float:
@@ -67,6 +88,7 @@ def rate(policy: Waf, headers, body: bytes, seconds: float) -> float:
             now = time.perf_counter()
             if now - t0 >= seconds:
                 return n / (now - t0)
+
     return asyncio.run(run())
 
 

@@ -11,7 +11,6 @@ sys.path.insert(0, str(Path(__file__).parent))
 from helpers import ThreadedUvicorn  # noqa: E402
 from upstream_app import app as upstream_app  # noqa: E402
 
-
 REDIS_URL = os.environ.get("BASTION_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 
 

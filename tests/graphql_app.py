@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 
 from graphql import build_schema, graphql
-
 from upstream_app import read_body
 
 SDL = """
@@ -24,7 +23,7 @@ USERS = [{"id": str(i), "name": f"user{i}", "email": f"u{i}@example.com"} for i 
 class Root:
     @staticmethod
     def users(info, first=None):
-        return [dict(u, friends=lambda info, first=None: USERS[:first or 2]) for u in USERS[: first or len(USERS)]]
+        return [dict(u, friends=lambda info, first=None: USERS[: first or 2]) for u in USERS[: first or len(USERS)]]
 
     @staticmethod
     def user(info, id):
@@ -68,13 +67,23 @@ async def app(scope, receive, send):
         if "query" not in op:
             results.append({"errors": [{"message": "PersistedQueryNotSupported"}]})
             continue
-        r = await graphql(schema, op["query"], root_value=Root, variable_values=op.get("variables"),
-                          operation_name=op.get("operationName"))
+        r = await graphql(
+            schema,
+            op["query"],
+            root_value=Root,
+            variable_values=op.get("variables"),
+            operation_name=op.get("operationName"),
+        )
         out = {"data": r.data}
         if r.errors:
             out["errors"] = [{"message": e.message} for e in r.errors]
         results.append(out)
     data = json.dumps(results if batch else results[0]).encode()
-    await send({"type": "http.response.start", "status": 200,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(data)).encode())]})
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 200,
+            "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(data)).encode())],
+        }
+    )
     await send({"type": "http.response.body", "body": data})

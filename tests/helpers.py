@@ -9,9 +9,10 @@ import json
 import socket
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import uvicorn
 import yaml
@@ -29,7 +30,7 @@ class ThreadedUvicorn:
         self.server.capture_signals = contextlib.nullcontext  # type: ignore[method-assign]
         self.thread = threading.Thread(target=lambda: asyncio.run(self.server.serve([self.sock])), daemon=True)
 
-    def __enter__(self) -> "ThreadedUvicorn":
+    def __enter__(self) -> ThreadedUvicorn:
         self.thread.start()
         deadline = time.time() + 10
         while not self.server.started:
@@ -119,14 +120,20 @@ class RawResponse:
         return json.loads(self.body)
 
 
-def raw_request(port: int, method: str, target: str, headers: dict[str, str] | list[tuple[str, str]] | None = None,
-                body: bytes | None = None, host: str = "127.0.0.1", timeout: float = 10) -> RawResponse:
+def raw_request(
+    port: int,
+    method: str,
+    target: str,
+    headers: dict[str, str] | list[tuple[str, str]] | None = None,
+    body: bytes | None = None,
+    host: str = "127.0.0.1",
+    timeout: float = 10,
+) -> RawResponse:
     """One request with the target sent exactly as given (no client-side normalisation)."""
     conn = http.client.HTTPConnection(host, port, timeout=timeout)
     try:
         items = list(headers.items() if isinstance(headers, dict) else (headers or []))
-        conn.putrequest(method, target, skip_accept_encoding=True,
-                        skip_host=any(k.lower() == "host" for k, _ in items))
+        conn.putrequest(method, target, skip_accept_encoding=True, skip_host=any(k.lower() == "host" for k, _ in items))
         for k, v in items:
             conn.putheader(k, v)
         if body is not None:

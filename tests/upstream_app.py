@@ -8,7 +8,6 @@ from urllib.parse import parse_qs
 
 import orjson
 
-
 MIRRORED: list[bytes] = []
 
 
@@ -24,11 +23,22 @@ async def read_body(receive) -> bytes:
 
 async def _json(send, status, doc, extra=()):
     body = orjson.dumps(doc)
-    await send({"type": "http.response.start", "status": status, "headers": [
-        (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-        (b"server", b"upstream-secret/9.9"), (b"x-powered-by", b"PHP/5.1"),
-        (b"keep-alive", b"timeout=5"), (b"x-upstream-private", b"hop"),
-        (b"connection", b"x-upstream-private"), *extra]})
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+                (b"server", b"upstream-secret/9.9"),
+                (b"x-powered-by", b"PHP/5.1"),
+                (b"keep-alive", b"timeout=5"),
+                (b"x-upstream-private", b"hop"),
+                (b"connection", b"x-upstream-private"),
+                *extra,
+            ],
+        }
+    )
     await send({"type": "http.response.body", "body": body})
 
 
@@ -49,20 +59,51 @@ async def app(scope, receive, send):
         return
     if path.endswith("/cors-reflect"):
         origin = dict(scope["headers"]).get(b"origin", b"*")
-        return await _json(send, 200, {"ok": True}, [(b"access-control-allow-origin", origin),
-                                                     (b"access-control-allow-credentials", b"true")])
+        return await _json(
+            send,
+            200,
+            {"ok": True},
+            [(b"access-control-allow-origin", origin), (b"access-control-allow-credentials", b"true")],
+        )
     if path == "/sensitive":
-        return await _json(send, 200, {
-            "id": 1, "name": "alice", "Password": "hunter2", "password_hash": "$argon2id$...",
-            "profile": {"ssn": "078-05-1120", "bio": "card 4111 1111 1111 1111 here",
-                        "orders": [{"id": 7, "api_key": "sk_live_x", "note": "ok",
-                                    "deep": [{"secret_key": "s", "token_hint": "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxIn0.c2lnbmF0dXJlc2ln"}]}]},
-            "not_a_card": "1234 5678 9012 3456", "tags": ["public", "-----BEGIN RSA PRIVATE KEY-----abc"],
-        })
+        return await _json(
+            send,
+            200,
+            {
+                "id": 1,
+                "name": "alice",
+                "Password": "hunter2",
+                "password_hash": "$argon2id$...",
+                "profile": {
+                    "ssn": "078-05-1120",
+                    "bio": "card 4111 1111 1111 1111 here",
+                    "orders": [
+                        {
+                            "id": 7,
+                            "api_key": "sk_live_x",
+                            "note": "ok",
+                            "deep": [
+                                {
+                                    "secret_key": "s",
+                                    "token_hint": "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxIn0.c2lnbmF0dXJlc2ln",
+                                }
+                            ],
+                        }
+                    ],
+                },
+                "not_a_card": "1234 5678 9012 3456",
+                "tags": ["public", "-----BEGIN RSA PRIVATE KEY-----abc"],
+            },
+        )
     if path.endswith("/crash"):
         body = b"Traceback (most recent call last):\n  File \"/srv/app.py\", line 3\npsycopg2.errors.SyntaxError: SELECT * FROM users WHERE id='1''"
-        await send({"type": "http.response.start", "status": 500, "headers": [
-            (b"content-type", b"text/html"), (b"content-length", str(len(body)).encode())]})
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 500,
+                "headers": [(b"content-type", b"text/html"), (b"content-length", str(len(body)).encode())],
+            }
+        )
         await send({"type": "http.response.body", "body": body})
         return
     if path == "/big-json":
@@ -72,15 +113,26 @@ async def app(scope, receive, send):
     body = await read_body(receive)
     if path.endswith("/mirror"):  # answers with exactly the JSON it received
         MIRRORED.append(body)
-        await send({"type": "http.response.start", "status": 200, "headers": [
-            (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
+            }
+        )
         await send({"type": "http.response.body", "body": body})
         return
-    await _json(send, 200, {
-        "method": scope["method"], "path": path,
-        "raw_path": (scope.get("raw_path") or b"").decode("latin-1"),
-        "query": scope.get("query_string", b"").decode("latin-1"),
-        "headers": [[k.decode("latin-1"), v.decode("latin-1")] for k, v in scope["headers"]],
-        "body_len": len(body), "body_sha256": hashlib.sha256(body).hexdigest(),
-        "peer": list(scope.get("client") or []),
-    })
+    await _json(
+        send,
+        200,
+        {
+            "method": scope["method"],
+            "path": path,
+            "raw_path": (scope.get("raw_path") or b"").decode("latin-1"),
+            "query": scope.get("query_string", b"").decode("latin-1"),
+            "headers": [[k.decode("latin-1"), v.decode("latin-1")] for k, v in scope["headers"]],
+            "body_len": len(body),
+            "body_sha256": hashlib.sha256(body).hexdigest(),
+            "peer": list(scope.get("client") or []),
+        },
+    )

@@ -42,8 +42,9 @@ Kind = Literal["json", "form", "multipart", "xml", "graphql", "other"]
 
 # ASCII-compatible charsets: an attack string written in ASCII is the same bytes in each of them
 # (the list CRS allows by default, rule 900270, plus US-ASCII).
-TEXT_CHARSETS = frozenset({"utf-8", "utf8", "us-ascii", "ascii", "iso-8859-1", "latin1", "iso-8859-15",
-                           "windows-1252", "cp1252"})
+TEXT_CHARSETS = frozenset(
+    {"utf-8", "utf8", "us-ascii", "ascii", "iso-8859-1", "latin1", "iso-8859-15", "windows-1252", "cp1252"}
+)
 DEFAULT_LIMIT = 1024 * 1024  # a decoded body, when neither the route nor the caller set a limit
 _DECODED = "bodies.decoded"
 
@@ -106,8 +107,11 @@ def parse_content_type(value: str) -> ContentType:
     while pos < len(value):
         p = _PARAM.match(value, pos)
         if p is None or p.end() == pos:
-            raise BodyRefused(400, "ambiguous-content-type",
-                              "the Content-Type header has something other than parameters after its media type")
+            raise BodyRefused(
+                400,
+                "ambiguous-content-type",
+                "the Content-Type header has something other than parameters after its media type",
+            )
         pos = p.end()
         name = p.group(1)
         if name is None:
@@ -130,13 +134,19 @@ def content_type(req: Request) -> ContentType | None:
     ct = parse_content_type(values[0].decode("latin-1"))
     charset = ct.charset
     if charset is not None and charset not in TEXT_CHARSETS:  # UTF-7 turns "+ACc-" into "'"
-        raise BodyRefused(415, "unsupported-charset",
-                          f"bodies are inspected as UTF-8 or an ASCII-compatible charset, not {charset[:40]!r}")
+        raise BodyRefused(
+            415,
+            "unsupported-charset",
+            f"bodies are inspected as UTF-8 or an ASCII-compatible charset, not {charset[:40]!r}",
+        )
     if ct.kind == "multipart":
         boundary = ct.params.get("boundary")
         if not boundary or _BOUNDARY_CHARS.fullmatch(boundary) is None:
-            raise BodyRefused(400, "ambiguous-content-type",
-                              "a multipart body needs one boundary of 1-70 allowed characters (RFC 2046)")
+            raise BodyRefused(
+                400,
+                "ambiguous-content-type",
+                "a multipart body needs one boundary of 1-70 allowed characters (RFC 2046)",
+            )
     return ct
 
 
@@ -312,8 +322,7 @@ def parse_xml(body: bytes, *, max_depth: int) -> list[str]:
     except BodyRefused:
         raise
     except DefusedXmlException:
-        raise BodyRefused(400, "xml-dtd-forbidden",
-                          "XML bodies may not carry a DTD or entity declarations") from None
+        raise BodyRefused(400, "xml-dtd-forbidden", "XML bodies may not carry a DTD or entity declarations") from None
     except (SyntaxError, xml.parsers.expat.ExpatError, ValueError):
         raise BodyRefused(400, "malformed-body", "the XML body is not well formed") from None
     return list(dict.fromkeys(strings))  # each distinct string once: the rules' verdict is the same

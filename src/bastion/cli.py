@@ -12,7 +12,6 @@ import tempfile
 import time
 from importlib import resources
 from pathlib import Path
-from typing import Optional
 
 import typer
 from rich.console import Console
@@ -21,14 +20,16 @@ from bastion.config.lint import lint
 from bastion.config.loader import ConfigError, load_config
 from bastion.config.model import GatewayConfig
 
-app = typer.Typer(add_completion=False, no_args_is_help=True,
-                  help="bastion: an API security gateway.")
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="bastion: an API security gateway.")
 console = Console(stderr=True)
 
 
 def _setup_logging(level: str) -> None:
-    logging.basicConfig(level=getattr(logging, level.upper(), logging.INFO),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    logging.basicConfig(
+        level=getattr(logging, level.upper(), logging.INFO),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
     logging.getLogger("uvicorn.error").setLevel(logging.WARNING)
 
 
@@ -67,8 +68,7 @@ def _check(path: str) -> GatewayConfig:
 def check(config: Path = typer.Argument(..., help="The YAML config to validate.")) -> None:
     """Validate a config and list insecure settings (exit 2 if it would be refused)."""
     cfg = _check(str(config))
-    console.print(f"[green]ok[/]: {config} — {len(cfg.routes)} route(s), "
-                  f"{len(cfg.upstreams)} upstream(s)")
+    console.print(f"[green]ok[/]: {config} — {len(cfg.routes)} route(s), {len(cfg.upstreams)} upstream(s)")
 
 
 @app.command()
@@ -175,10 +175,10 @@ CONFIG_OPT = typer.Option(Path("bastion.yaml"), "--config", "-c", help="The gate
 def keys_create(
     owner: str = typer.Option(..., help="Who the key belongs to (becomes the principal)."),
     scopes: str = typer.Option("", help="Comma-separated scopes."),
-    tier: Optional[str] = typer.Option(None, help="Rate-limit tier."),
-    expires: Optional[str] = typer.Option(None, help="Lifetime: 90d, 12h, 30m."),
+    tier: str | None = typer.Option(None, help="Rate-limit tier."),
+    expires: str | None = typer.Option(None, help="Lifetime: 90d, 12h, 30m."),
     name: str = typer.Option("", help="A label."),
-    env: Optional[str] = typer.Option(None, help="live or test (default: token_service.api_key_env)."),
+    env: str | None = typer.Option(None, help="live or test (default: token_service.api_key_env)."),
     config: Path = CONFIG_OPT,
 ) -> None:
     """Create a key in the token service's database and print it once."""
@@ -189,7 +189,7 @@ def keys_create(
 
 
 @keys_app.command("list")
-def keys_list(owner: Optional[str] = typer.Option(None), config: Path = CONFIG_OPT) -> None:
+def keys_list(owner: str | None = typer.Option(None), config: Path = CONFIG_OPT) -> None:
     """List keys (never the keys themselves: id, owner, last 4 characters, state)."""
     import datetime as dt
 
@@ -201,13 +201,21 @@ def keys_list(owner: Optional[str] = typer.Option(None), config: Path = CONFIG_O
         table.add_column(col)
 
     def when(t: float | None) -> str:
-        return dt.datetime.fromtimestamp(t, dt.timezone.utc).strftime("%Y-%m-%d %H:%M") if t else "—"
+        return dt.datetime.fromtimestamp(t, dt.UTC).strftime("%Y-%m-%d %H:%M") if t else "—"
 
     now = time.time()
     for r in rows:
         state = "revoked" if r.revoked_at else ("expired" if r.expires_at and r.expires_at <= now else "active")
-        table.add_row(r.id, r.owner, f"bk_{r.env}_…{r.last4}", r.scopes, r.tier or "", state, when(r.expires_at),
-                      when(r.last_used_at))
+        table.add_row(
+            r.id,
+            r.owner,
+            f"bk_{r.env}_…{r.last4}",
+            r.scopes,
+            r.tier or "",
+            state,
+            when(r.expires_at),
+            when(r.last_used_at),
+        )
     console.print(table)
 
 
@@ -225,9 +233,13 @@ def keys_revoke(key_id: str = typer.Argument(...), config: Path = CONFIG_OPT) ->
 
 
 @keys_app.command("rotate")
-def keys_rotate(key_id: str = typer.Argument(...), overlap: Optional[str] = typer.Option(
-        None, help="How long the old key keeps working (default: token_service.api_key_overlap_seconds)."),
-        config: Path = CONFIG_OPT) -> None:
+def keys_rotate(
+    key_id: str = typer.Argument(...),
+    overlap: str | None = typer.Option(
+        None, help="How long the old key keeps working (default: token_service.api_key_overlap_seconds)."
+    ),
+    config: Path = CONFIG_OPT,
+) -> None:
     """Make a replacement key with the same grants; the old one works for the overlap, then expires."""
     from bastion.tokens.service import ServiceError
 
@@ -265,8 +277,11 @@ def tokens_rotate_keys(config: Path = CONFIG_OPT) -> None:
 def tokens_add_client(
     name: str = typer.Option(...),
     redirect_uri: list[str] = typer.Option([], "--redirect-uri", help="Exact redirect URI (repeat)."),
-    grant: list[str] = typer.Option(["authorization_code", "refresh_token"], "--grant",
-                                    help="authorization_code, client_credentials, refresh_token (repeat)."),
+    grant: list[str] = typer.Option(
+        ["authorization_code", "refresh_token"],
+        "--grant",
+        help="authorization_code, client_credentials, refresh_token (repeat).",
+    ),
     scopes: str = typer.Option("", help="Comma-separated scopes the client may ask for."),
     public: bool = typer.Option(False, help="A public client (PKCE, no secret)."),
     config: Path = CONFIG_OPT,
@@ -275,8 +290,14 @@ def tokens_add_client(
     from bastion.tokens.oauth import new_client
 
     try:
-        client_id, secret = new_client(_token_app(config).sessions, name, list(redirect_uri), list(grant),
-                                       [x for x in scopes.split(",") if x], public)
+        client_id, secret = new_client(
+            _token_app(config).sessions,
+            name,
+            list(redirect_uri),
+            list(grant),
+            [x for x in scopes.split(",") if x],
+            public,
+        )
     except ValueError as exc:
         console.print(f"[red]{exc}[/]")
         raise typer.Exit(2)
@@ -289,24 +310,36 @@ def tokens_add_client(
 @app.command()
 def scan(
     base_url: str = typer.Argument(..., help="The API's base URL (the scan stays on this host)."),
-    openapi: Optional[str] = typer.Option(None, "--openapi", help="Spec file or URL (default: looked for)."),
-    graphql: Optional[str] = typer.Option(None, "--graphql", help="GraphQL endpoint path, e.g. /graphql."),
-    identity: list[str] = typer.Option([], "--identity", help='NAME="Header: value" (two or more for BOLA/BFLA; '
-                                       "the last one is the least privileged)."),
-    config: Optional[Path] = typer.Option(None, "--config", help="scan.yaml: identities with login recipes, options."),
-    checks: Optional[str] = typer.Option(None, "--checks", help="Comma-separated check ids or prefixes (api2,api8-cors)."),
-    skip: Optional[str] = typer.Option(None, "--skip", help="Checks to leave out."),
+    openapi: str | None = typer.Option(None, "--openapi", help="Spec file or URL (default: looked for)."),
+    graphql: str | None = typer.Option(None, "--graphql", help="GraphQL endpoint path, e.g. /graphql."),
+    identity: list[str] = typer.Option(
+        [], "--identity", help='NAME="Header: value" (two or more for BOLA/BFLA; the last one is the least privileged).'
+    ),
+    config: Path | None = typer.Option(None, "--config", help="scan.yaml: identities with login recipes, options."),
+    checks: str | None = typer.Option(None, "--checks", help="Comma-separated check ids or prefixes (api2,api8-cors)."),
+    skip: str | None = typer.Option(None, "--skip", help="Checks to leave out."),
     rate: float = typer.Option(10.0, "--rate", help="Requests per second, at most."),
     concurrency: int = typer.Option(4, "--concurrency"),
     timeout: float = typer.Option(10.0, "--timeout", help="Seconds per request."),
-    allow_destructive: bool = typer.Option(False, "--allow-destructive",
-                                           help="Also try PUT/DELETE and collection writes on shared data."),
-    fmt: list[str] = typer.Option([], "--format", help="console, json, sarif, html, md (repeat; default: from "
-                                  "the --output extension, else console)."),
-    output: Optional[Path] = typer.Option(None, "--output", help="Report file: NAME.<format extension> for each "
-                                          "format (report.json; report.json + report.sarif for two formats)."),
-    fail_on: str = typer.Option("high", "--fail-on", help="Exit 1 when a finding is at least this severe "
-                                "(critical, high, medium, low; 'never')."),
+    allow_destructive: bool = typer.Option(
+        False, "--allow-destructive", help="Also try PUT/DELETE and collection writes on shared data."
+    ),
+    fmt: list[str] = typer.Option(
+        [],
+        "--format",
+        help="console, json, sarif, html, md (repeat; default: from the --output extension, else console).",
+    ),
+    output: Path | None = typer.Option(
+        None,
+        "--output",
+        help="Report file: NAME.<format extension> for each "
+        "format (report.json; report.json + report.sarif for two formats).",
+    ),
+    fail_on: str = typer.Option(
+        "high",
+        "--fail-on",
+        help="Exit 1 when a finding is at least this severe (critical, high, medium, low; 'never').",
+    ),
 ) -> None:
     """Scan an API for the OWASP API Security Top 10 (2023)."""
     import yaml as _yaml
@@ -321,18 +354,35 @@ def scan(
     if bad or fail_on not in (*SEVERITIES, "never"):
         console.print(f"[red]unknown format {bad} or --fail-on {fail_on!r}[/]")
         raise typer.Exit(2)
-    opts = ScanOptions(base_url, openapi, graphql, rate=rate, concurrency=concurrency, timeout=timeout,
-                       allow_destructive=allow_destructive, checks=[c for c in (checks or "").split(",") if c],
-                       skip=[c for c in (skip or "").split(",") if c])
+    opts = ScanOptions(
+        base_url,
+        openapi,
+        graphql,
+        rate=rate,
+        concurrency=concurrency,
+        timeout=timeout,
+        allow_destructive=allow_destructive,
+        checks=[c for c in (checks or "").split(",") if c],
+        skip=[c for c in (skip or "").split(",") if c],
+    )
     if config is not None:
         doc = _yaml.safe_load(config.read_text()) or {}
         for ident in doc.get("identities") or []:
             if "login" in ident:
-                opts.logins.append({"name": ident["name"], "subject": ident.get("subject"),
-                                    "username": ident.get("username"), **ident["login"]})
+                opts.logins.append(
+                    {
+                        "name": ident["name"],
+                        "subject": ident.get("subject"),
+                        "username": ident.get("username"),
+                        **ident["login"],
+                    }
+                )
             else:
-                opts.identities.append(Identity(ident["name"], dict(ident.get("headers") or {}),
-                                                ident.get("subject"), ident.get("username")))
+                opts.identities.append(
+                    Identity(
+                        ident["name"], dict(ident.get("headers") or {}), ident.get("subject"), ident.get("username")
+                    )
+                )
         for key in ("openapi", "graphql", "rate", "concurrency", "timeout", "allow_destructive", "burst"):
             if key in doc:
                 setattr(opts, key, doc[key])
@@ -340,11 +390,17 @@ def scan(
         name, _, header = item.partition("=")
         k, _, v = header.partition(":")
         if not name or not k or not v:
-            console.print(f"[red]--identity {item!r}[/]: NAME=\"Header: value\"")
+            console.print(f'[red]--identity {item!r}[/]: NAME="Header: value"')
             raise typer.Exit(2)
         opts.identities.append(Identity(name.strip(), {k.strip(): v.strip()}))
-    with Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(),
-                  console=Console(stderr=True), transient=True) as progress:
+    with Progress(
+        SpinnerColumn(),
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TimeElapsedColumn(),
+        console=Console(stderr=True),
+        transient=True,
+    ) as progress:
         try:
             result = run_sync(opts, progress)
         except Exception as exc:  # an unreachable target, a failed login: say so, no traceback
@@ -370,18 +426,24 @@ def scan(
 @app.command("cors-audit")
 def cors_audit(
     urls: list[str] = typer.Argument(None, help="Endpoint URLs (each is its own target)."),
-    url_file: Optional[Path] = typer.Option(None, "--urls", help="A file of URLs, one a line (# comments)."),
-    openapi: Optional[str] = typer.Option(None, "--openapi", help="Audit every path of this spec (file or URL) ..."),
-    base_url: Optional[str] = typer.Option(None, "--base-url", help="... against this base URL."),
-    allowed_origin: list[str] = typer.Option([], "--allowed-origin", help="An origin that must keep working "
-                                             "(exact, or bastion's `https://*.example.com` pattern; repeat)."),
+    url_file: Path | None = typer.Option(None, "--urls", help="A file of URLs, one a line (# comments)."),
+    openapi: str | None = typer.Option(None, "--openapi", help="Audit every path of this spec (file or URL) ..."),
+    base_url: str | None = typer.Option(None, "--base-url", help="... against this base URL."),
+    allowed_origin: list[str] = typer.Option(
+        [],
+        "--allowed-origin",
+        help="An origin that must keep working (exact, or bastion's `https://*.example.com` pattern; repeat).",
+    ),
     rate: float = typer.Option(10.0, "--rate", help="Requests per second, at most, per host."),
     concurrency: int = typer.Option(4, "--concurrency", help="Requests in flight, at most, per host."),
     timeout: float = typer.Option(10.0, "--timeout", help="Seconds per request."),
     fmt: list[str] = typer.Option(["console"], "--format", help="console, json, sarif, html, md (repeat)."),
-    output: Optional[Path] = typer.Option(None, "--output", help="File (one format) or base name (several)."),
-    fail_on: str = typer.Option("high", "--fail-on", help="Exit 1 when a finding is at least this severe "
-                                "(critical, high, medium, low; 'never')."),
+    output: Path | None = typer.Option(None, "--output", help="File (one format) or base name (several)."),
+    fail_on: str = typer.Option(
+        "high",
+        "--fail-on",
+        help="Exit 1 when a finding is at least this severe (critical, high, medium, low; 'never').",
+    ),
 ) -> None:
     """Audit the CORS behaviour of many endpoints at once (docs/scanner.md)."""
     from pydantic import ValidationError
@@ -390,7 +452,8 @@ def cors_audit(
     from bastion.cors_audit.inputs import InputError, collect
     from bastion.cors_audit.origins import AllowList
     from bastion.cors_audit.reporters import FORMATS as AUDIT_FORMATS
-    from bastion.cors_audit.runner import AuditOptions, run_sync as audit_sync
+    from bastion.cors_audit.runner import AuditOptions
+    from bastion.cors_audit.runner import run_sync as audit_sync
     from bastion.scanner.model import SEVERITIES
     from bastion.scanner.reporters import output_paths
 
@@ -408,8 +471,15 @@ def cors_audit(
         console.print(f"[red]--allowed-origin[/]: {exc.errors()[0]['msg']}", markup=True, highlight=False)
         raise typer.Exit(2)
     opts = AuditOptions(targets, list(allowed_origin), rate=rate, concurrency=concurrency, timeout=timeout)
-    with Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                  TimeElapsedColumn(), console=Console(stderr=True), transient=True) as progress:
+    with Progress(
+        SpinnerColumn(),
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=Console(stderr=True),
+        transient=True,
+    ) as progress:
         result = audit_sync(opts, progress)
     for f in fmt:
         if output is None:
@@ -428,6 +498,7 @@ def cors_audit(
     if any(e.error for e in result.endpoints):
         raise typer.Exit(2)
 
+
 openapi_app = typer.Typer(help="OpenAPI specs: security findings.", no_args_is_help=True)
 app.add_typer(openapi_app, name="openapi")
 
@@ -436,8 +507,11 @@ app.add_typer(openapi_app, name="openapi")
 def openapi_lint(
     spec: Path = typer.Argument(..., help="OpenAPI 3.0/3.1 document (YAML or JSON)."),
     fmt: str = typer.Option("console", "--format", help="console or json."),
-    fail_on: str = typer.Option("high", "--fail-on", help="Exit 1 when a finding is at least this severe "
-                                "(high, medium, low, info; 'never' to always exit 0)."),
+    fail_on: str = typer.Option(
+        "high",
+        "--fail-on",
+        help="Exit 1 when a finding is at least this severe (high, medium, low, info; 'never' to always exit 0).",
+    ),
 ) -> None:
     """Security findings in a spec: missing security, keys in query strings, open objects, unbounded
     strings and arrays, plain-http servers."""
@@ -487,12 +561,13 @@ def certs_dev(
     files = make_dev_certs(out, host, days, client)
     for name, path in files.items():
         console.print(f"{name:10} {path}", highlight=False)
-    console.print("[yellow]Development only.[/] Trust ca.pem in your client: curl --cacert "
-                  f"{files['ca']} https://localhost:8443/")
+    console.print(
+        f"[yellow]Development only.[/] Trust ca.pem in your client: curl --cacert {files['ca']} https://localhost:8443/"
+    )
 
 
 @app.command("config-schema")
-def config_schema(output: Optional[Path] = typer.Option(None, "--output", "-o")) -> None:
+def config_schema(output: Path | None = typer.Option(None, "--output", "-o")) -> None:
     """Print the JSON Schema of the config file (for editor autocompletion)."""
     schema = GatewayConfig.model_json_schema()
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
@@ -547,8 +622,11 @@ def demo(
     port: int = typer.Option(8000, help="Gateway port (0 = any free port)."),
     upstream_port: int = typer.Option(0, help="Demo API port (0 = any free port)."),
     admin_port: int = typer.Option(0, help="Admin listener port: dashboard, metrics (0 = any free port)."),
-    run_scan: bool = typer.Option(True, "--scan/--no-scan", help="Scan the demo API directly and through the "
-                                  "gateway once it is up, and print both summaries side by side."),
+    run_scan: bool = typer.Option(
+        True,
+        "--scan/--no-scan",
+        help="Scan the demo API directly and through the gateway once it is up, and print both summaries side by side.",
+    ),
 ) -> None:
     """Start the demo API and a gateway in front of it (REST, OpenAPI, token service, GraphQL,
     dashboard), print a tour, and scan the API with and without the gateway."""
@@ -580,8 +658,9 @@ def demo(
     os.environ["DEMO_AUDIT_LOG"] = str(audit)
 
     async def main() -> None:
-        upstream = uvicorn.Server(uvicorn.Config(demo_app, host="127.0.0.1", port=up_port,
-                                                 log_config=None, access_log=False, lifespan="off"))
+        upstream = uvicorn.Server(
+            uvicorn.Config(demo_app, host="127.0.0.1", port=up_port, log_config=None, access_log=False, lifespan="off")
+        )
         upstream.capture_signals = lambda: _null()  # type: ignore[method-assign]
         up_task = asyncio.create_task(upstream.serve())
         while not upstream.started:
@@ -591,12 +670,19 @@ def demo(
 
         def ready(bound) -> None:
             console.print(TOUR.format(gw=gw, up=up, audit=audit), soft_wrap=True, highlight=False)
-            console.print(tour.faces(gw, up, f"http://127.0.0.1:{adm_port}", admin_token), soft_wrap=True,
-                          markup=False, highlight=False)
+            console.print(
+                tour.faces(gw, up, f"http://127.0.0.1:{adm_port}", admin_token),
+                soft_wrap=True,
+                markup=False,
+                highlight=False,
+            )
             console.print("Ctrl-C stops the gateway and the demo API.", highlight=False)
             if run_scan:
-                console.print("Scanning the demo API for the OWASP API Top 10, directly and through the gateway "
-                              "(a minute or two; the comparison follows)...", highlight=False)
+                console.print(
+                    "Scanning the demo API for the OWASP API Top 10, directly and through the gateway "
+                    "(a minute or two; the comparison follows)...",
+                    highlight=False,
+                )
                 import threading
 
                 threading.Thread(target=scan, daemon=True).start()  # Ctrl-C does not wait for it
@@ -631,10 +717,11 @@ def _null():
 
 @app.command("init")
 def init_config(
-    openapi: Optional[Path] = typer.Option(None, "--openapi", help="An OpenAPI 3.0/3.1 spec (YAML or JSON)."),
-    graphql: Optional[str] = typer.Option(None, "--graphql", help="A GraphQL endpoint URL (introspected once)."),
-    upstream: Optional[str] = typer.Option(None, "--upstream", help="The API's base URL (for --graphql: "
-                                           "default the endpoint's origin)."),
+    openapi: Path | None = typer.Option(None, "--openapi", help="An OpenAPI 3.0/3.1 spec (YAML or JSON)."),
+    graphql: str | None = typer.Option(None, "--graphql", help="A GraphQL endpoint URL (introspected once)."),
+    upstream: str | None = typer.Option(
+        None, "--upstream", help="The API's base URL (for --graphql: default the endpoint's origin)."
+    ),
     output: Path = typer.Option(Path("bastion.yaml"), "--output", "-o", help="Where to write the config."),
     force: bool = typer.Option(False, "--force", help="Overwrite existing files."),
 ) -> None:

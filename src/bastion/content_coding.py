@@ -16,14 +16,14 @@ whose `max_length` bounds each call.
 from __future__ import annotations
 
 import zlib
-from typing import Iterable
+from collections.abc import Iterable
 
 import brotli
 
 try:  # Python 3.14+
-    from compression import zstd  # type: ignore[import-not-found]
+    from compression import zstd
 except ImportError:  # pragma: no cover - depends on the interpreter
-    from backports import zstd  # type: ignore[no-redef]
+    from backports import zstd
 
 SLICE = 64 * 1024  # the most output one decompression call may produce
 SUPPORTED = frozenset({"gzip", "x-gzip", "deflate", "br", "zstd"})
@@ -72,10 +72,10 @@ class _Zlib(_Step):
 
     def __init__(self, coding: str) -> None:
         self.coding = coding
-        self.obj: zlib._Decompress | None = None  # type: ignore[name-defined]
+        self.obj: zlib._Decompress | None = None
         self.head = b""
 
-    def _new(self, first: bytes) -> zlib._Decompress:  # type: ignore[name-defined]
+    def _new(self, first: bytes) -> zlib._Decompress:
         if self.coding == "gzip":
             return zlib.decompressobj(16 + zlib.MAX_WBITS)
         zlib_wrapped = len(first) >= 2 and first[0] & 0x0F == 8 and (first[0] << 8 | first[1]) % 31 == 0

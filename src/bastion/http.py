@@ -12,9 +12,10 @@ import ipaddress
 import re
 import time
 import unicodedata
-from urllib.parse import quote, unquote
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, AsyncIterator, Awaitable, Callable
+from typing import Any
+from urllib.parse import quote, unquote
 
 import orjson
 
@@ -30,9 +31,15 @@ _HEX = frozenset(b"0123456789abcdefABCDEF")
 # separator or a character that changes which resource is meant ('/', '\', ';' path parameters
 # of Java servers, '?' and '#' for a server that decodes before splitting), or a control
 # character (CR/LF in logs and headers, NUL ending C strings).
-_FORBIDDEN_ENCODED = {0x2F: "an encoded '/'", 0x5C: "a '\\'", 0x3B: "an encoded ';'",
-                      0x3F: "an encoded '?'", 0x23: "an encoded '#'", 0x00: "a NUL byte",
-                      0x25: None}  # '%' itself: allowed unless it starts another escape (below)
+_FORBIDDEN_ENCODED = {
+    0x2F: "an encoded '/'",
+    0x5C: "a '\\'",
+    0x3B: "an encoded ';'",
+    0x3F: "an encoded '?'",
+    0x23: "an encoded '#'",
+    0x00: "a NUL byte",
+    0x25: None,
+}  # '%' itself: allowed unless it starts another escape (below)
 for _c in (*range(0x01, 0x20), 0x7F):
     _FORBIDDEN_ENCODED[_c] = "an encoded control character"
 # A decoded '%' followed by two hex digits: a second decoding (double-decoding frameworks)
@@ -190,9 +197,11 @@ def _check_unicode(decoded: bytes) -> None:
         if unicodedata.category(ch) in _INVISIBLE:
             raise BadPath("the path has an invisible, space or control character")
         folded = unicodedata.normalize("NFKC", ch)
-        if (any(c.isascii() for c in folded)
-                or (len(ch.lower()) == 1 and ch.lower().isascii())
-                or (len(ch.upper()) == 1 and ch.upper().isascii())):
+        if (
+            any(c.isascii() for c in folded)
+            or (len(ch.lower()) == 1 and ch.lower().isascii())
+            or (len(ch.upper()) == 1 and ch.upper().isascii())
+        ):
             raise BadPath("the path has a character that other servers read as ASCII")
         if len(_UNICODE_OK) < 4096:
             _UNICODE_OK.add(ch)
@@ -228,7 +237,7 @@ def alternative_readings(path: str) -> list[str]:
     if "." in path:
         m = _SCRIPT.match(path)
         if m:
-            out.append(path[m.end():] or "/")
+            out.append(path[m.end() :] or "/")
         last = path.rstrip("/").rsplit("/", 1)[-1]
         dot = last.rfind(".")
         if dot > 0:
@@ -478,9 +487,7 @@ class Request:
         return int(value)
 
     def has_body(self) -> bool:
-        return self.header(b"content-length") not in (None, b"0") or self.header(
-            b"transfer-encoding"
-        ) is not None
+        return self.header(b"content-length") not in (None, b"0") or self.header(b"transfer-encoding") is not None
 
     def carries_credentials(self) -> bool:
         h = self.header
@@ -521,7 +528,7 @@ class Response:
     def remove_headers(self, names: frozenset[bytes] | set[bytes]) -> None:
         self.headers = [(k, v) for k, v in self.headers if k not in names]
 
-    def become(self, other: "Response") -> bytes:
+    def become(self, other: Response) -> bytes:
         """Turn this (proxied) response into `other` (a problem): its status and content
         headers; the caller sends the returned body in place of the original."""
         self.status = other.status
@@ -554,11 +561,22 @@ TITLES = {
 def body_problem(exc: Exception, req: Request, stopped_by: str = "") -> Response | None:
     """The answer for a body that could not be read (413, 408); None when the client left."""
     if isinstance(exc, BodyTooLarge):
-        return problem(413, "body-too-large", f"the request body is larger than {req.body_limit} bytes",
-                       request_id=req.request_id, stopped_by=stopped_by, extra={"max_bytes": req.body_limit})
+        return problem(
+            413,
+            "body-too-large",
+            f"the request body is larger than {req.body_limit} bytes",
+            request_id=req.request_id,
+            stopped_by=stopped_by,
+            extra={"max_bytes": req.body_limit},
+        )
     if isinstance(exc, BodyTimeout):
-        return problem(408, "body-timeout", "the request body did not arrive in time",
-                       request_id=req.request_id, stopped_by=stopped_by)
+        return problem(
+            408,
+            "body-timeout",
+            "the request body did not arrive in time",
+            request_id=req.request_id,
+            stopped_by=stopped_by,
+        )
     return None
 
 

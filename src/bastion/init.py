@@ -26,8 +26,11 @@ from bastion.openapi.spec import HTTP_METHODS, Spec, load_spec
 
 TODO = re.compile(r"\$\{(TODO_[A-Z0-9_]+)\}")
 # operations that take credentials or mint tokens: they get the login limits
-LOGIN_LIKE = re.compile(r"(?<![a-z])(log-?in|sign-?in|sign-?on|signup|sign-up|register|tokens?|sessions?|authenticate|"
-                        r"auth|password|passwd|reset|otp|mfa|2fa|verify|magic-?link)(?![a-z])", re.IGNORECASE)
+LOGIN_LIKE = re.compile(
+    r"(?<![a-z])(log-?in|sign-?in|sign-?on|signup|sign-up|register|tokens?|sessions?|authenticate|"
+    r"auth|password|passwd|reset|otp|mfa|2fa|verify|magic-?link)(?![a-z])",
+    re.IGNORECASE,
+)
 
 
 def _login_like(name: str) -> bool:
@@ -43,8 +46,8 @@ class InitError(ValueError):
 class Starter:
     text: str
     todos: list[tuple[int, str, str]] = field(default_factory=list)  # (line, marker, what to put there)
-    notes: list[str] = field(default_factory=list)                    # things the operator must know
-    extra_files: dict[Path, str] = field(default_factory=dict)        # written beside the config
+    notes: list[str] = field(default_factory=list)  # things the operator must know
+    extra_files: dict[Path, str] = field(default_factory=dict)  # written beside the config
 
 
 def j(value: Any) -> str:
@@ -133,8 +136,15 @@ def _operations(spec: Spec) -> list[dict[str, Any]]:
             op = item.get(method)
             if not isinstance(op, dict):
                 continue
-            out.append({"method": method.upper(), "path": template, "id": op.get("operationId"),
-                        "security": op.get("security", global_security), "op": op})
+            out.append(
+                {
+                    "method": method.upper(),
+                    "path": template,
+                    "id": op.get("operationId"),
+                    "security": op.get("security", global_security),
+                    "op": op,
+                }
+            )
     return out
 
 
@@ -164,27 +174,36 @@ def _scheme(w: _Writer, name: str, sc: dict[str, Any], scopes: set[str], notes: 
         w(f"{ind}      scopes: {j(sorted(scopes))}")
         w(f"{ind}  # or keep keys in the token service's database: database: <token_service.database>")
         if sc.get("in") == "query":
-            notes.append(f"scheme {name!r}: the API key travels in the query string (logged by proxies); "
-                         "prefer a header")
+            notes.append(
+                f"scheme {name!r}: the API key travels in the query string (logged by proxies); prefer a header"
+            )
     elif kind in ("http", "oauth2", "openIdConnect"):
         if kind == "http" and str(sc.get("scheme", "")).lower() != "bearer":
             w(f"{ind}# {j(name)}: http {sc.get('scheme')!r} is not supported at the gateway (use bearer tokens")
             w(f"{ind}#   or API keys); the operations that name it fail `bastion check` until the spec changes")
-            notes.append(f"scheme {name!r} (http {sc.get('scheme')}) cannot be verified by bastion: change the spec "
-                         "to bearer tokens or API keys")
+            notes.append(
+                f"scheme {name!r} (http {sc.get('scheme')}) cannot be verified by bastion: change the spec "
+                "to bearer tokens or API keys"
+            )
             return
-        what = {"http": f"http bearer{' (' + sc['bearerFormat'] + ')' if sc.get('bearerFormat') else ''}",
-                "oauth2": "oauth2", "openIdConnect": "openIdConnect"}[kind]
+        what = {
+            "http": f"http bearer{' (' + sc['bearerFormat'] + ')' if sc.get('bearerFormat') else ''}",
+            "oauth2": "oauth2",
+            "openIdConnect": "openIdConnect",
+        }[kind]
         w(f"{ind}{j(name)}:             # spec: {what}")
         for flow, f in (sc.get("flows") or {}).items():
             urls = ", ".join(f"{k} {v}" for k, v in f.items() if k.endswith("Url"))
             w(f"{ind}  #   flow {flow}: {urls}")
             if flow in ("implicit", "password"):
-                notes.append(f"scheme {name!r}: the OAuth 2.0 {flow} flow is deprecated; use authorization code "
-                             "with PKCE")
+                notes.append(
+                    f"scheme {name!r}: the OAuth 2.0 {flow} flow is deprecated; use authorization code with PKCE"
+                )
         if sc.get("openIdConnectUrl"):
             w(f"{ind}  #   discovery: {sc['openIdConnectUrl']} (its `issuer` and `jwks_uri` go below)")
-        w(f"{ind}  type: jwt                  # opaque tokens instead: type: introspection, url, client_id, client_secret")
+        w(
+            f"{ind}  type: jwt                  # opaque tokens instead: type: introspection, url, client_id, client_secret"
+        )
         w(f"{ind}  issuers:")
         w.todo(f"{ind}    - issuer: ", f"{m}_ISSUER", "the exact `iss` of the tokens, e.g. https://id.example.com/")
         w.todo(f"{ind}      jwks_url: ", f"{m}_JWKS_URL", "the issuer's JWKS URL (jwks_uri of its discovery document)")
@@ -215,13 +234,15 @@ def openapi_starter(spec_path: Path, upstream: str, output: Path) -> Starter:
     info = root.get("info") or {}
     ops = _operations(spec)
     base = base_path(spec, None)
-    schemes = {n: spec.deref(s, spec.path)[0] for n, s in
-               ((root.get("components") or {}).get("securitySchemes") or {}).items()}
+    schemes = {
+        n: spec.deref(s, spec.path)[0] for n, s in ((root.get("components") or {}).get("securitySchemes") or {}).items()
+    }
     used = _scopes_by_scheme(ops)
     w = _Writer()
     notes: list[str] = []
-    _header(w, f"the OpenAPI spec {info.get('title', spec_path.name)!r} {info.get('version', '')}".rstrip(),
-            str(spec_path))
+    _header(
+        w, f"the OpenAPI spec {info.get('title', spec_path.name)!r} {info.get('version', '')}".rstrip(), str(spec_path)
+    )
     _listeners_admin(w)
     w("upstreams:")
     w("  api:")
@@ -233,19 +254,27 @@ def openapi_starter(spec_path: Path, upstream: str, output: Path) -> Starter:
     headers = ["content-type"]
     if any(s.get("type") in ("http", "oauth2", "openIdConnect") for s in schemes.values()):
         headers.append("authorization")
-    headers += sorted({str(s["name"]).lower() for s in schemes.values()
-                       if s.get("type") == "apiKey" and s.get("in") == "header" and s.get("name")})
+    headers += sorted(
+        {
+            str(s["name"]).lower()
+            for s in schemes.values()
+            if s.get("type") == "apiKey" and s.get("in") == "header" and s.get("name")
+        }
+    )
     w("policies:                      # defaults for every route")
     _common_policies(w, methods, headers)
     login = [o for o in ops if o["method"] == "POST" and (_login_like(o["path"]) or _login_like(o["id"] or ""))]
     w("  rate_limit:")
-    w("    limits: [\"600/minute\"]                # per client IP, all routes; per key: {rate: ..., key: [api_key]}")
+    w('    limits: ["600/minute"]                # per client IP, all routes; per key: {rate: ..., key: [api_key]}')
     literal = [base + o["path"] for o in login if "{" not in o["path"]]
     if login:
         w("    # login-like operations found in the spec (credential guessing): they also get login_limits")
         for o in login:
-            w(f"    #   {o['method']} {base}{o['path']}" + (f"  ({o['id']})" if o["id"] else "")
-              + ("  (templated: set x-bastion-rate-limit on it in the spec)" if "{" in o["path"] else ""))
+            w(
+                f"    #   {o['method']} {base}{o['path']}"
+                + (f"  ({o['id']})" if o["id"] else "")
+                + ("  (templated: set x-bastion-rate-limit on it in the spec)" if "{" in o["path"] else "")
+            )
     if literal:
         w(f"    login_paths: {j(sorted(set(literal)))}")
     w('    login_limits: ["5/minute"]             # per client IP, on login_paths')
@@ -268,8 +297,10 @@ def openapi_starter(spec_path: Path, upstream: str, output: Path) -> Starter:
             why = "no security at all" if o["security"] is None else "security: [] (public on purpose)"
             w(f"  #   {o['method']:6} {base}{o['path']}" + (f"  {o['id']}" if o["id"] else "") + f"  -- {why}")
             if o["security"] is None:
-                notes.append(f"{o['method']} {base}{o['path']} has no security requirement: anyone can call it "
-                             "(say `security: []` in the spec if that is intended)")
+                notes.append(
+                    f"{o['method']} {base}{o['path']} has no security requirement: anyone can call it "
+                    "(say `security: []` in the spec if that is intended)"
+                )
     rel = os.path.relpath(spec_path.resolve(), output.resolve().parent)
     w(f"  - openapi: {j(str(spec_path.resolve()) if rel.startswith('..') else rel)}")
     w("    upstream: api")
@@ -297,12 +328,18 @@ def introspect(url: str, timeout: float = 10.0) -> dict[str, Any]:
     body = json.dumps({"query": get_introspection_query(descriptions=False)}).encode()
 
     async def go() -> tuple[int, bytes]:
-        return await fetch(url, method="POST", body=body, timeout=timeout, max_bytes=16 * 1024 * 1024,
-                           headers=[(b"content-type", b"application/json"), (b"accept", b"application/json")])
+        return await fetch(
+            url,
+            method="POST",
+            body=body,
+            timeout=timeout,
+            max_bytes=16 * 1024 * 1024,
+            headers=[(b"content-type", b"application/json"), (b"accept", b"application/json")],
+        )
 
     try:
         status, raw = asyncio.run(go())
-    except (FetchError, OSError, asyncio.TimeoutError) as exc:
+    except (TimeoutError, FetchError, OSError) as exc:
         raise InitError(f"introspection of {url} failed: {type(exc).__name__}: {exc}") from None
     try:
         doc = json.loads(raw)
@@ -310,8 +347,10 @@ def introspect(url: str, timeout: float = 10.0) -> dict[str, Any]:
         raise InitError(f"introspection of {url}: HTTP {status}, not JSON") from None
     if not isinstance(doc, dict) or not isinstance(doc.get("data"), dict) or "__schema" not in doc["data"]:
         errors = doc.get("errors") if isinstance(doc, dict) else None
-        raise InitError(f"introspection of {url}: HTTP {status}, no schema in the answer"
-                        + (f" ({str(errors)[:200]})" if errors else " (is introspection turned off upstream?)"))
+        raise InitError(
+            f"introspection of {url}: HTTP {status}, no schema in the answer"
+            + (f" ({str(errors)[:200]})" if errors else " (is introspection turned off upstream?)")
+        )
     return doc["data"]
 
 
@@ -332,8 +371,9 @@ def graphql_starter(url: str, upstream: str | None, output: Path, schema_name: s
     schema_file = schema_name or (output.stem + ".schema.graphql")
     mutation = schema.mutation_type
     login = sorted(f"{mutation.name}.{f}" for f in (mutation.fields if mutation else {}) if _login_like(f))
-    other_mutations = sorted(f"{mutation.name}.{f}" for f in (mutation.fields if mutation else {})
-                             if f"{mutation.name}.{f}" not in login)
+    other_mutations = sorted(
+        f"{mutation.name}.{f}" for f in (mutation.fields if mutation else {}) if f"{mutation.name}.{f}" not in login
+    )
     w = _Writer()
     notes: list[str] = []
     _header(w, "the GraphQL endpoint", f"{url} (introspected once; schema in {schema_file})")
@@ -348,7 +388,9 @@ def graphql_starter(url: str, upstream: str | None, output: Path, schema_name: s
     w("  rate_limit:")
     w('    limits: ["600/minute"]              # requests per client IP on routes without their own')
     w("  # auth: GraphQL has no security schemes to read; say how clients authenticate, e.g.")
-    w("  #   schemes: {bearer: {type: jwt, issuers: [{issuer: ..., jwks_url: ..., audiences: [...], algorithms: [RS256]}]}}")
+    w(
+        "  #   schemes: {bearer: {type: jwt, issuers: [{issuer: ..., jwks_url: ..., audiences: [...], algorithms: [RS256]}]}}"
+    )
     w("  #   and `require: [{bearer: []}]` on the route (docs/config.md, policies.auth)")
     w()
     w("routes:")

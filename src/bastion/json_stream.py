@@ -23,11 +23,11 @@ from __future__ import annotations
 import codecs
 import json
 import re
-from typing import Any, Callable
+from collections.abc import Callable
+from json.scanner import make_scanner
+from typing import Any
 
 import orjson
-
-from json.scanner import make_scanner
 
 
 class StreamError(ValueError):
@@ -67,6 +67,8 @@ def _string_end(buf: str, start: int) -> int:
             return i + 1
         i = find('"', i + 1)
     return -1
+
+
 _SCALAR = re.compile(r"[-+0-9a-zA-Z.]+")
 
 # walker states
@@ -119,9 +121,17 @@ class JsonRewriter:
     """Feed bytes, get filtered bytes. `feed(data)` returns what can be sent so far;
     `finish()` the rest, after checking the document was complete."""
 
-    def __init__(self, flt: Filter, *, remove: bool, mask: str, element_bytes: int = 64 * 1024,
-                 max_depth: int = 512, max_string: int = 16 * 1024 * 1024,
-                 on_count: Callable[[int], None] | None = None) -> None:
+    def __init__(
+        self,
+        flt: Filter,
+        *,
+        remove: bool,
+        mask: str,
+        element_bytes: int = 64 * 1024,
+        max_depth: int = 512,
+        max_string: int = 16 * 1024 * 1024,
+        on_count: Callable[[int], None] | None = None,
+    ) -> None:
         self.flt = flt
         self.remove = remove
         self.mask_json = _dumps(mask)
@@ -148,7 +158,7 @@ class JsonRewriter:
         except UnicodeDecodeError:
             raise StreamError("malformed", "the body is not UTF-8") from None
         if text:
-            self.buf = self.buf[self.pos:] + text if self.pos else self.buf + text
+            self.buf = self.buf[self.pos :] + text if self.pos else self.buf + text
             self.pos = 0
             # an incomplete token (a long string, a record split by the chunking) is tried
             # again only once the text after it has doubled: linear time, whatever the sizes
@@ -158,7 +168,7 @@ class JsonRewriter:
 
     def finish(self) -> bytes:
         try:
-            self.buf = self.buf[self.pos:] + self.utf8.decode(b"", final=True)
+            self.buf = self.buf[self.pos :] + self.utf8.decode(b"", final=True)
         except UnicodeDecodeError:
             raise StreamError("malformed", "the body is not UTF-8") from None
         self.pos = 0

@@ -40,8 +40,20 @@ class Live:
             self.buckets.append(Bucket(second))
         return self.buckets[-1]
 
-    def record(self, *, route: str, method: str, path: str, status: int, client: str, stopped_by: str,
-               reason: str, request_id: str, limited_key: str | None, rate_results: Any) -> None:
+    def record(
+        self,
+        *,
+        route: str,
+        method: str,
+        path: str,
+        status: int,
+        client: str,
+        stopped_by: str,
+        reason: str,
+        request_id: str,
+        limited_key: str | None,
+        rate_results: Any,
+    ) -> None:
         now = time.time()
         b = self._bucket(now)
         b.total += 1
@@ -49,9 +61,19 @@ class Live:
         b.clients[client] += 1
         if stopped_by and status >= 400:
             b.rejections[stopped_by] += 1
-            self.events.append({"time": now, "status": status, "policy": stopped_by, "reason": reason[:160],
-                                "method": method, "path": path[:200], "client": client, "route": route,
-                                "request_id": request_id})
+            self.events.append(
+                {
+                    "time": now,
+                    "status": status,
+                    "policy": stopped_by,
+                    "reason": reason[:160],
+                    "method": method,
+                    "path": path[:200],
+                    "client": client,
+                    "route": route,
+                    "request_id": request_id,
+                }
+            )
         if limited_key:
             b.limited[limited_key[:120]] += 1
         if rate_results:
@@ -77,10 +99,13 @@ class Live:
             limited.update(b.limited)
             policies.update(b.rejections)
         return {
-            "now": now, "seconds": seconds, "series": series, "policies": sorted(policies),
-            "top_clients": clients.most_common(8), "top_limited": limited.most_common(8),
-            "headroom": [{"route": r, **h} for r, h in sorted(self.headroom.items())
-                         if h["time"] > now - WINDOW],
+            "now": now,
+            "seconds": seconds,
+            "series": series,
+            "policies": sorted(policies),
+            "top_clients": clients.most_common(8),
+            "top_limited": limited.most_common(8),
+            "headroom": [{"route": r, **h} for r, h in sorted(self.headroom.items()) if h["time"] > now - WINDOW],
             "events": list(self.events)[-50:][::-1],
         }
 

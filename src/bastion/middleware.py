@@ -72,14 +72,20 @@ class BastionMiddleware:
             if started:
                 raise  # the answer is under way: only the server can close the connection
             log.error("request %s: the application failed", req.request_id, exc_info=exc)
-            resp = problem(500, "internal-error", "the service failed on this request; its log has the details "
-                           "under this request id", request_id=req.request_id, stopped_by="app")
+            resp = problem(
+                500,
+                "internal-error",
+                "the service failed on this request; its log has the details under this request id",
+                request_id=req.request_id,
+                stopped_by="app",
+            )
             await pipeline.run_response(req, resp, ctx)
             await send_whole(send, resp)
         self._log(pipeline, req, resp, ctx, record)
 
-    async def _call_app(self, scope: Scope, req: Request, ctx: Context, pipeline: Pipeline, send: Send,
-                        started: list[bool]) -> Response:
+    async def _call_app(
+        self, scope: Scope, req: Request, ctx: Context, pipeline: Pipeline, send: Send, started: list[bool]
+    ) -> Response:
         inner = dict(scope)
         inner["method"] = req.method  # an honoured method override is what was routed and checked
         inner["path"] = req.path  # the app sees the path the policies checked
@@ -95,8 +101,9 @@ class BastionMiddleware:
             return resp
         replay = req.body is not None
         if replay:  # a policy read (and maybe rewrote) the body: its length is what the app gets
-            inner["headers"] = [(k, v) for k, v in inner["headers"]
-                                if k not in (b"content-length", b"transfer-encoding")]
+            inner["headers"] = [
+                (k, v) for k, v in inner["headers"] if k not in (b"content-length", b"transfer-encoding")
+            ]
             inner["headers"].append((b"content-length", str(len(req.body or b"")).encode()))
         body_sent = False
 

@@ -4,7 +4,8 @@ auth failures, WAF blocks, deprecated-version calls) and the gateway's own state
 
 from __future__ import annotations
 
-from typing import Any, Callable, Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
@@ -14,14 +15,25 @@ REGISTRY = CollectorRegistry(auto_describe=True)
 _BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 
 REQUESTS = Counter("bastion_requests_total", "Requests answered", ["route", "method", "status"], registry=REGISTRY)
-REJECTIONS = Counter("bastion_rejections_total", "Requests a policy or the gateway refused",
-                     ["policy", "status"], registry=REGISTRY)
-GATEWAY_SECONDS = Histogram("bastion_gateway_overhead_seconds", "Time spent in the gateway (total minus upstream)",
-                            ["route"], buckets=_BUCKETS, registry=REGISTRY)
-UPSTREAM_SECONDS = Histogram("bastion_upstream_seconds", "Time to the upstream's response head",
-                             ["route"], buckets=_BUCKETS, registry=REGISTRY)
-UPSTREAM_ERRORS = Counter("bastion_upstream_errors_total", "Upstream failures (502/504 and broken answers)",
-                          ["route", "kind"], registry=REGISTRY)
+REJECTIONS = Counter(
+    "bastion_rejections_total", "Requests a policy or the gateway refused", ["policy", "status"], registry=REGISTRY
+)
+GATEWAY_SECONDS = Histogram(
+    "bastion_gateway_overhead_seconds",
+    "Time spent in the gateway (total minus upstream)",
+    ["route"],
+    buckets=_BUCKETS,
+    registry=REGISTRY,
+)
+UPSTREAM_SECONDS = Histogram(
+    "bastion_upstream_seconds", "Time to the upstream's response head", ["route"], buckets=_BUCKETS, registry=REGISTRY
+)
+UPSTREAM_ERRORS = Counter(
+    "bastion_upstream_errors_total",
+    "Upstream failures (502/504 and broken answers)",
+    ["route", "kind"],
+    registry=REGISTRY,
+)
 
 
 class PolicyCollector(Collector):
@@ -38,14 +50,18 @@ class PolicyCollector(Collector):
         decisions = CounterMetricFamily("bastion_ratelimit_decisions", "Rate-limit decisions", labels=["outcome"])
         auth = CounterMetricFamily("bastion_auth_failures", "Refused credentials", labels=["reason"])
         waf = CounterMetricFamily("bastion_waf_blocked", "Requests blocked by the WAF")
-        deprecated = CounterMetricFamily("bastion_deprecated_version_calls", "Calls to deprecated API versions",
-                                         labels=["version"])
-        validation = CounterMetricFamily("bastion_validation_failures", "Request fields refused by the OpenAPI "
-                                         "validation", labels=["location", "rule"])
-        response_schema = CounterMetricFamily("bastion_response_schema_violations",
-                                              "Responses that broke their OpenAPI schema")
-        removed = CounterMetricFamily("bastion_response_properties_removed",
-                                      "Undeclared response properties removed")
+        deprecated = CounterMetricFamily(
+            "bastion_deprecated_version_calls", "Calls to deprecated API versions", labels=["version"]
+        )
+        validation = CounterMetricFamily(
+            "bastion_validation_failures",
+            "Request fields refused by the OpenAPI validation",
+            labels=["location", "rule"],
+        )
+        response_schema = CounterMetricFamily(
+            "bastion_response_schema_violations", "Responses that broke their OpenAPI schema"
+        )
+        removed = CounterMetricFamily("bastion_response_properties_removed", "Undeclared response properties removed")
         by_rule: dict[tuple[str, str], float] = {}
         violations = 0.0
         removed_n = 0.0
@@ -78,8 +94,9 @@ class PolicyCollector(Collector):
         removed.add_metric([], removed_n)
         yield from (decisions, auth, waf, deprecated, validation, response_schema, removed)
         up = GaugeMetricFamily("bastion_store_up", "Whether a store answers (1) or not (0)", labels=["store"])
-        latency = GaugeMetricFamily("bastion_store_latency_seconds", "Time of a trivial query (PING, SELECT 1)",
-                                    labels=["store"])
+        latency = GaugeMetricFamily(
+            "bastion_store_latency_seconds", "Time of a trivial query (PING, SELECT 1)", labels=["store"]
+        )
         if getattr(state, "token_app", None) is not None:
             from bastion.tokens.app import database_ping
 
@@ -90,7 +107,8 @@ class PolicyCollector(Collector):
             except Exception:
                 up.add_metric(["database"], 0)
         urls = {getattr(p, "store_url", "memory") for p in state.policies} | {
-            getattr(p, "revocation_url", "memory") for p in state.policies}
+            getattr(p, "revocation_url", "memory") for p in state.policies
+        }
         for url in sorted(u for u in urls if u.startswith(("redis://", "rediss://", "unix://"))):
             label = "redis " + url.split("@")[-1]
             ok, seconds = redis_ping(url)

@@ -41,7 +41,7 @@ class Context:
     # one `wants` the response, its body goes through `bastion.response_body` (decoded, checked
     # as a stream, refused with 502 when it cannot be filtered), under `body_rules` (set by the
     # `response_body` policy; None: the defaults).
-    response_rewriters: list["ResponseRewriter"] = field(default_factory=list)
+    response_rewriters: list[ResponseRewriter] = field(default_factory=list)
     body_rules: Any = None
     # The trace hook: set by the tracing policy; the pipeline opens `trace.child(...)` spans around
     # the policies (those with `spanned`) when `trace.policy_spans` is on. Any object with those
@@ -63,7 +63,7 @@ class ResponseRewriter(Protocol):
 
     def wants(self, resp: Response, json: bool) -> bool: ...
 
-    def transform(self, req: Request, resp: Response, ctx: "Context", info: Any) -> Any: ...
+    def transform(self, req: Request, resp: Response, ctx: Context, info: Any) -> Any: ...
 
 
 C = TypeVar("C", bound=PolicyConfig)
@@ -78,7 +78,7 @@ class Policy(Generic[C]):
     default_on: ClassVar[bool] = False  # active without any config?
     spanned: ClassVar[bool] = True  # gets a trace span per phase when the request is traced
 
-    def __init__(self, config: C, env: "PolicyEnv") -> None:
+    def __init__(self, config: C, env: PolicyEnv) -> None:
         self.config: C = config
         self.env = env
 
@@ -116,9 +116,7 @@ class Pipeline:
     def __init__(self, policies: list[Policy]) -> None:
         self.policies = sorted(policies, key=lambda p: -p.priority)
         self.request_phase = tuple(p for p in self.policies if _overrides(p, "on_request"))
-        self.response_phase = tuple(
-            p for p in reversed(self.policies) if _overrides(p, "on_response")
-        )
+        self.response_phase = tuple(p for p in reversed(self.policies) if _overrides(p, "on_response"))
         self.log_phase = tuple(p for p in self.policies if _overrides(p, "on_log"))
 
     async def run_request(self, req: Request, ctx: Context) -> Response | None:

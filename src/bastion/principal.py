@@ -8,8 +8,9 @@ string keys.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -39,12 +40,20 @@ class PrincipalHeaders(BaseModel):
     scopes: str = Field("X-Bastion-Scopes", description="Its scopes, space-separated.")
     key_id: str = Field("X-Bastion-Key-Id", description="The id of the API key used, if any.")
     tier: str = Field("X-Bastion-Tier", description="Its rate-limit tier, if any.")
-    issuer: str = Field("X-Bastion-Issuer", description="The token issuer that vouched for the subject, if "
-                        "any: with several issuers, the same `sub` from two of them is two different users.")
+    issuer: str = Field(
+        "X-Bastion-Issuer",
+        description="The token issuer that vouched for the subject, if "
+        "any: with several issuers, the same `sub` from two of them is two different users.",
+    )
 
-    def compile(self) -> "HeaderNames":
-        return HeaderNames(self.subject.lower().encode(), self.scopes.lower().encode(),
-                           self.key_id.lower().encode(), self.tier.lower().encode(), self.issuer.lower().encode())
+    def compile(self) -> HeaderNames:
+        return HeaderNames(
+            self.subject.lower().encode(),
+            self.scopes.lower().encode(),
+            self.key_id.lower().encode(),
+            self.tier.lower().encode(),
+            self.issuer.lower().encode(),
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,8 +69,10 @@ class HeaderNames:
 
     def render(self, p: Principal) -> Headers:
         """The headers for `p`; `ValueError` when a value cannot be a header (control characters)."""
-        out = [(self.subject, identity_header_value(p.subject)),
-               (self.scopes, identity_header_value(" ".join(sorted(p.scopes))))]
+        out = [
+            (self.subject, identity_header_value(p.subject)),
+            (self.scopes, identity_header_value(" ".join(sorted(p.scopes)))),
+        ]
         if p.tier is not None:
             out.append((self.tier, identity_header_value(p.tier)))
         if p.key_id is not None:

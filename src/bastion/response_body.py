@@ -29,8 +29,9 @@ policy on the route registered a `ResponseRewriter` that `wants` it. This module
 from __future__ import annotations
 
 import logging
+from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass
-from typing import Any, AsyncIterator, Callable, Iterable, Protocol
+from typing import Any, Protocol
 
 from bastion.content_coding import CodingError, Decoder, parse_codings
 from bastion.http import Request, Response, is_json, media_type, problem
@@ -97,8 +98,9 @@ class Buffered:
     __slots__ = ("rewrite", "limit", "needs", "parts", "size", "passing", "tail")
     OVERLAP = 64
 
-    def __init__(self, rewrite: Callable[[bytes], bytes], limit: int,
-                 needs: Callable[[bytes], bool] | None = None) -> None:
+    def __init__(
+        self, rewrite: Callable[[bytes], bytes], limit: int, needs: Callable[[bytes], bool] | None = None
+    ) -> None:
         self.rewrite = rewrite
         self.limit = limit
         self.needs = needs
@@ -108,15 +110,16 @@ class Buffered:
         self.tail = b""
 
     def _too_large(self) -> Unfilterable:
-        return Unfilterable("too-large", f"the body is larger than {self.limit} bytes (max_buffered_bytes) "
-                            "and a policy needs it whole")
+        return Unfilterable(
+            "too-large", f"the body is larger than {self.limit} bytes (max_buffered_bytes) and a policy needs it whole"
+        )
 
     def feed(self, data: bytes) -> bytes:
         if self.passing:
             assert self.needs is not None
             if self.needs(self.tail + data):
                 raise self._too_large()
-            self.tail = data[-self.OVERLAP:]
+            self.tail = data[-self.OVERLAP :]
             return data
         self.parts.append(data)
         self.size += len(data)
@@ -125,7 +128,7 @@ class Buffered:
             if self.needs is None or self.needs(held):
                 raise self._too_large()
             self.passing = True
-            self.tail = held[-self.OVERLAP:]
+            self.tail = held[-self.OVERLAP :]
             return held
         return b""
 
@@ -145,8 +148,9 @@ class JsonTransform:
 
     __slots__ = ("whole", "make_stream", "whole_limit", "sniffed", "parts", "size", "stream", "replay", "plain")
 
-    def __init__(self, whole: Callable[[bytes], bytes], make_stream: Callable[[], JsonRewriter],
-                 whole_limit: int, sniffed: bool) -> None:
+    def __init__(
+        self, whole: Callable[[bytes], bytes], make_stream: Callable[[], JsonRewriter], whole_limit: int, sniffed: bool
+    ) -> None:
         self.whole = whole
         self.make_stream = make_stream
         self.whole_limit = whole_limit
@@ -222,16 +226,18 @@ _WHITE = b" \t\r\n"
 class BodyJob:
     """Decoding plus the transforms' chain for one body. `feed`/`finish` raise `Unfilterable`."""
 
-    def __init__(self, req: Request, resp: Response, ctx: Any, rewriters: list[Any], kind: str | None,
-                 rules: BodyRules) -> None:
+    def __init__(
+        self, req: Request, resp: Response, ctx: Any, rewriters: list[Any], kind: str | None, rules: BodyRules
+    ) -> None:
         codings: list[str] = []
         if resp.get_header(b"content-encoding") is not None:
             try:
                 codings = parse_codings(v for k, v in resp.headers if k == b"content-encoding")
             except CodingError as exc:
                 raise Unfilterable(exc.kind, exc.detail) from None
-        self.decoder = Decoder(codings, max_output=rules.max_decoded_bytes, max_ratio=rules.max_ratio) \
-            if codings else None
+        self.decoder = (
+            Decoder(codings, max_output=rules.max_decoded_bytes, max_ratio=rules.max_ratio) if codings else None
+        )
         self.decoded = bool(codings)
         self.rules = rules
         self.size = 0
@@ -245,8 +251,11 @@ class BodyJob:
 
     def _build(self, sniffed: bool, json: bool) -> None:
         info = BodyInfo(self.rules, sniffed)
-        self.transforms = [r.transform(self.req, self.resp, self.ctx, info) for r in self.rewriters
-                           if json or r.wants(self.resp, False)]
+        self.transforms = [
+            r.transform(self.req, self.resp, self.ctx, info)
+            for r in self.rewriters
+            if json or r.wants(self.resp, False)
+        ]
 
     def _decode(self, raw: bytes, final: bool) -> bytes:
         try:
@@ -296,15 +305,26 @@ class BodyJob:
 def refuse(req: Request, resp: Response, ctx: Any, exc: Unfilterable, *, after_head: bool = False) -> bytes:
     """Log the refusal (never body content) and turn `resp` into the 502 problem."""
     ctx.log_fields["unfilterable"] = exc.kind
-    log.warning("request %s (route %s): response body unfilterable (%s: %s); %s", req.request_id,
-                req.route_name or "-", exc.kind, exc.detail,
-                "connection cut" if after_head else "refused with 502")
+    log.warning(
+        "request %s (route %s): response body unfilterable (%s: %s); %s",
+        req.request_id,
+        req.route_name or "-",
+        exc.kind,
+        exc.detail,
+        "connection cut" if after_head else "refused with 502",
+    )
     if after_head:
         return b""
-    return resp.become(problem(502, "unfilterable-response",
-                               "the upstream's answer could not be checked by the gateway's response "
-                               "policies, so it is not delivered; quote the request id to the operators",
-                               request_id=req.request_id, extra={"reason": exc.kind}))
+    return resp.become(
+        problem(
+            502,
+            "unfilterable-response",
+            "the upstream's answer could not be checked by the gateway's response "
+            "policies, so it is not delivered; quote the request id to the operators",
+            request_id=req.request_id,
+            extra={"reason": exc.kind},
+        )
+    )
 
 
 def _set_length(resp: Response, length: int | None, decoded: bool) -> None:
@@ -323,8 +343,9 @@ class Gate:
     Raises `BodyRefused` when a streamed body fails after its head went out.
     """
 
-    def __init__(self, req: Request, resp: Response, ctx: Any, rewriters: list[Any], rules: BodyRules,
-                 kind: str | None) -> None:
+    def __init__(
+        self, req: Request, resp: Response, ctx: Any, rewriters: list[Any], rules: BodyRules, kind: str | None
+    ) -> None:
         self.req, self.resp, self.ctx, self.rules = req, resp, ctx, rules
         self.passing = rules.on_unfilterable == "pass"
         self.raw: list[bytes] | None = [] if self.passing else None
@@ -344,8 +365,13 @@ class Gate:
         if self.raw is not None:
             ctx, req = self.ctx, self.req
             ctx.log_fields["unfilterable"] = exc.kind
-            log.warning("request %s (route %s): response body unfilterable (%s: %s); passed untouched "
-                        "(on_unfilterable: pass)", req.request_id, req.route_name or "-", exc.kind, exc.detail)
+            log.warning(
+                "request %s (route %s): response body unfilterable (%s: %s); passed untouched (on_unfilterable: pass)",
+                req.request_id,
+                req.route_name or "-",
+                exc.kind,
+                exc.detail,
+            )
             self.phase = "pass"
             chunks = [*self.raw, raw] if raw else self.raw
             self.raw = None

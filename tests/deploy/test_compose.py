@@ -21,9 +21,13 @@ KEK = "ZmDfcTF7_60GrrY167zsiPd67pEvs0aGOv2oasOM1Pg="
 
 
 def check(path: Path, env: dict[str, str]) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "bastion.cli", "check", str(path)], capture_output=True,
-                          text=True, timeout=120,
-                          env={**{k: v for k, v in os.environ.items() if not k.startswith("BASTION_")}, **env})
+    return subprocess.run(
+        [sys.executable, "-m", "bastion.cli", "check", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**{k: v for k, v in os.environ.items() if not k.startswith("BASTION_")}, **env},
+    )
 
 
 def test_compose_file_is_consistent():
@@ -44,8 +48,13 @@ def test_compose_file_is_consistent():
 
 
 def test_compose_gateway_config_passes_check(tmp_path, redis_url):
-    env = {"BASTION_ADMIN_TOKEN": TOKEN, "BASTION_KEY_ENCRYPTION_KEY": KEK, "BASTION_REDIS_URL": redis_url,
-           "BASTION_DATABASE_URL": f"sqlite:///{tmp_path / 'identity.db'}", "DEMO_UPSTREAM_URL": "http://127.0.0.1:9"}
+    env = {
+        "BASTION_ADMIN_TOKEN": TOKEN,
+        "BASTION_KEY_ENCRYPTION_KEY": KEK,
+        "BASTION_REDIS_URL": redis_url,
+        "BASTION_DATABASE_URL": f"sqlite:///{tmp_path / 'identity.db'}",
+        "DEMO_UPSTREAM_URL": "http://127.0.0.1:9",
+    }
     r = check(DEPLOY / "compose/bastion.yaml", env)
     assert r.returncode == 0 and "ok" in r.stderr, r.stderr
     # no admin token: refused, naming the variable
@@ -61,7 +70,8 @@ def test_image_default_config_passes_check():
 def test_compose_prometheus_config_loads_the_alerts(tmp_path):
     text = (DEPLOY / "compose/prometheus.yml").read_text()
     assert "/etc/prometheus/bastion-alerts.yaml" in text
-    (tmp_path / "prometheus.yml").write_text(text.replace("/etc/prometheus/bastion-alerts.yaml",
-                                                          str(DEPLOY / "prometheus/bastion-alerts.yaml")))
+    (tmp_path / "prometheus.yml").write_text(
+        text.replace("/etc/prometheus/bastion-alerts.yaml", str(DEPLOY / "prometheus/bastion-alerts.yaml"))
+    )
     r = promtool("check", "config", str(tmp_path / "prometheus.yml"))
     assert r.returncode == 0 and "SUCCESS" in r.stdout + r.stderr, r.stdout + r.stderr

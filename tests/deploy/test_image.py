@@ -19,8 +19,6 @@ import time
 from pathlib import Path
 
 import pytest
-import yaml
-
 from helpers import raw_request
 
 from .tools import need
@@ -60,8 +58,20 @@ def container(tmp_path_factory):
         sh(podman, "import", "-", BASE, stdin=tar.stdout)
         assert tar.wait() == 0
         shutil.rmtree(rootfs, ignore_errors=True)
-    build = [buildah, "bud", "--isolation", "chroot", "--format", "docker", "--pull-never", "--layers",
-             "-f", "deploy/Containerfile", "-t", IMAGE]
+    build = [
+        buildah,
+        "bud",
+        "--isolation",
+        "chroot",
+        "--format",
+        "docker",
+        "--pull-never",
+        "--layers",
+        "-f",
+        "deploy/Containerfile",
+        "-t",
+        IMAGE,
+    ]
     if os.path.exists(HOST_CA):
         build += ["-v", f"{HOST_CA}:/run/build-ca.crt:ro", "--build-arg", "PIP_CERT=/run/build-ca.crt"]
     sh(*build, ".", cwd=ROOT, timeout=3000)
@@ -72,8 +82,14 @@ def container(tmp_path_factory):
         subprocess.run([buildah, "rm", ctr], capture_output=True)
 
 
-def brun(ctr: str, *cmd: str, env: dict[str, str] | None = None, volumes: tuple[str, ...] = (),
-         check: bool = True, timeout: float = 300) -> subprocess.CompletedProcess:
+def brun(
+    ctr: str,
+    *cmd: str,
+    env: dict[str, str] | None = None,
+    volumes: tuple[str, ...] = (),
+    check: bool = True,
+    timeout: float = 300,
+) -> subprocess.CompletedProcess:
     args = ["buildah", "run", "--isolation", "chroot"]
     for k, v in (env or {}).items():
         args += ["-e", f"{k}={v}"]
@@ -99,8 +115,12 @@ def test_image_is_non_root_with_crs_healthcheck_and_documented_config(container)
     assert cfg["StopSignal"] == "SIGTERM"
     assert "/healthz" in " ".join(cfg["Healthcheck"]["Test"])
     assert brun(container, "id", "-u").stdout.strip() == "10001"
-    assert "modsecurity-crs" in brun(container, "sh", "-c", "ls /usr/share/modsecurity-crs/rules | head -3; "
-                                     "dpkg-query -W modsecurity-crs").stdout
+    assert (
+        "modsecurity-crs"
+        in brun(
+            container, "sh", "-c", "ls /usr/share/modsecurity-crs/rules | head -3; dpkg-query -W modsecurity-crs"
+        ).stdout
+    )
     # the config is the image's, not writable by the gateway's user
     assert brun(container, "sh", "-c", "test -w /etc/bastion/bastion.yaml", check=False).returncode != 0
     brun(container, "sh", "-c", "test ! -e /tmp/wheels && test ! -e /src")  # the build stage stayed behind
@@ -147,13 +167,22 @@ def test_serve_inside_the_image_against_a_loopback_upstream(container, upstream)
     text = (ROOT / "deploy/bastion.yaml").read_text()
     (conf / "bastion.yaml").write_text(text)
     (conf / "bastion.yaml").chmod(0o644)
-    env = {"BASTION_UPSTREAM_URL": upstream.url, "BASTION_PORT": str(port), "BASTION_ADMIN_PORT": str(admin),
-           "BASTION_ADMIN_TOKEN": TOKEN}
+    env = {
+        "BASTION_UPSTREAM_URL": upstream.url,
+        "BASTION_PORT": str(port),
+        "BASTION_ADMIN_PORT": str(admin),
+        "BASTION_ADMIN_TOKEN": TOKEN,
+    }
     args = ["buildah", "run", "--isolation", "chroot", "-v", f"{conf}:/etc/bastion:ro"]
     for k, v in env.items():
         args += ["-e", f"{k}={v}"]
-    proc = subprocess.Popen([*args, container, "--", "bastion", "serve", "--config", "/etc/bastion/bastion.yaml"],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    proc = subprocess.Popen(
+        [*args, container, "--", "bastion", "serve", "--config", "/etc/bastion/bastion.yaml"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
     output: list[str] = []
     reader = threading.Thread(target=lambda: output.extend(proc.stdout), daemon=True)
     reader.start()

@@ -9,16 +9,15 @@ import json
 import re
 import subprocess
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import promql_parser
-import pytest
 import yaml
+from helpers import raw_request, run_gateway
 from prometheus_client.parser import text_string_to_metric_families
 
 from bastion.auth.apikeys import hash_key
-from helpers import raw_request, run_gateway
 
 from .tools import need
 
@@ -30,13 +29,19 @@ SPECS = ROOT / "tests/specs"
 KEY = "bk_test_" + "M" * 43
 
 # Grafana's variables, as the dashboard's user would pick them
-VARIABLES = {"__rate_interval": "5m", "__interval": "1m", "__range": "1h", "job": "bastion",
-             "instance": ".*", "route": ".*", "datasource": "prometheus"}
+VARIABLES = {
+    "__rate_interval": "5m",
+    "__interval": "1m",
+    "__range": "1h",
+    "job": "bastion",
+    "instance": ".*",
+    "route": ".*",
+    "datasource": "prometheus",
+}
 
 
 def promtool(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([need("promtool", "prometheus"), *args], capture_output=True, text=True,
-                          timeout=120, cwd=cwd)
+    return subprocess.run([need("promtool", "prometheus"), *args], capture_output=True, text=True, timeout=120, cwd=cwd)
 
 
 def substitute(expr: str) -> str:
@@ -105,8 +110,10 @@ def metric_names(expr: str) -> set[str]:
 def test_name_extraction_sees_every_selector():
     """The walk above must not miss selectors hidden in functions, aggregations, operators or
     subqueries (otherwise the comparison with the scrape proves nothing)."""
-    expr = ('(histogram_quantile(0.9, sum by (le) (rate(a_bucket{x="1"}[5m]))) / on() group_left() (-b)) '
-            'and (max_over_time(c[10m:1m]) > bool topk(3, d)) or {__name__="e"} unless (f offset 5m)')
+    expr = (
+        '(histogram_quantile(0.9, sum by (le) (rate(a_bucket{x="1"}[5m]))) / on() group_left() (-b)) '
+        'and (max_over_time(c[10m:1m]) > bool topk(3, d)) or {__name__="e"} unless (f offset 5m)'
+    )
     assert metric_names(expr) == {"a_bucket", "b", "c", "d", "e", "f"}
 
 
@@ -126,9 +133,12 @@ def test_alert_rules_pass_promtool_check_and_unit_tests():
 def test_alert_unit_tests_fail_when_a_threshold_is_wrong(tmp_path):
     """The unit tests can fail: loosen each alert's threshold tenfold and promtool must say so."""
     text = ALERTS.read_text()
-    for old, new in [("          ) > 0.05\n", "          ) > 0.5\n"), ("(bastion_upstream_seconds_bucket[5m]))) > 1\n", "(bastion_upstream_seconds_bucket[5m]))) > 3\n"),
-                     ("> 4 * sum by (job) (rate(bastion_waf", "> 40 * sum by (job) (rate(bastion_waf"),
-                     ("bastion_store_up == 0", "bastion_store_up == 2")]:
+    for old, new in [
+        ("          ) > 0.05\n", "          ) > 0.5\n"),
+        ("(bastion_upstream_seconds_bucket[5m]))) > 1\n", "(bastion_upstream_seconds_bucket[5m]))) > 3\n"),
+        ("> 4 * sum by (job) (rate(bastion_waf", "> 40 * sum by (job) (rate(bastion_waf"),
+        ("bastion_store_up == 0", "bastion_store_up == 2"),
+    ]:
         assert old in text, old
         (tmp_path / ALERTS.name).write_text(text.replace(old, new))
         (tmp_path / ALERT_TESTS.name).write_text(ALERT_TESTS.read_text())
@@ -139,23 +149,39 @@ def test_alert_unit_tests_fail_when_a_threshold_is_wrong(tmp_path):
 def test_every_dashboard_query_parses(tmp_path):
     queries = dashboard_queries()
     assert len(queries) >= 25
-    rules = {"groups": [{"name": "bastion-dashboard", "rules": [
-        {"record": f"dashboard:query_{i}", "expr": expr} for i, (_, expr) in enumerate(queries)]}]}
+    rules = {
+        "groups": [
+            {
+                "name": "bastion-dashboard",
+                "rules": [{"record": f"dashboard:query_{i}", "expr": expr} for i, (_, expr) in enumerate(queries)],
+            }
+        ]
+    }
     path = tmp_path / "dashboard-queries.yaml"
     path.write_text(yaml.safe_dump(rules))
     r = promtool("check", "rules", str(path))
     assert r.returncode == 0, r.stdout + r.stderr
     assert f"SUCCESS: {len(queries)} rules found" in r.stdout
     # and a broken one is caught the same way (the check is not vacuous)
-    path.write_text(yaml.safe_dump({"groups": [{"name": "x", "rules": [
-        {"record": "x:y", "expr": "sum(rate(bastion_requests_total[5m])"}]}]}))
+    path.write_text(
+        yaml.safe_dump(
+            {"groups": [{"name": "x", "rules": [{"record": "x:y", "expr": "sum(rate(bastion_requests_total[5m])"}]}]}
+        )
+    )
     assert promtool("check", "rules", str(path)).returncode != 0
 
 
 def test_dashboard_covers_what_operators_look_at():
     titles = " | ".join(p["title"].lower() for p in json.loads(DASHBOARD.read_text())["panels"])
-    for needle in ["request rate", "status mix", "latency percentiles", "rejections by policy",
-                   "rate-limit headroom", "upstream errors", "store health"]:
+    for needle in [
+        "request rate",
+        "status mix",
+        "latency percentiles",
+        "rejections by policy",
+        "rate-limit headroom",
+        "upstream errors",
+        "store health",
+    ]:
         assert needle in titles, needle
 
 
@@ -166,15 +192,30 @@ def scrape_of_a_running_gateway(base_config, tmp_path, redis_url) -> tuple[set[s
     cfg = base_config
     cfg["admin"] = {"host": "127.0.0.1", "port": 0, "token": "t" * 32}
     cfg["upstreams"]["dead"] = {"urls": ["http://127.0.0.1:1"], "timeouts": {"connect": 0.5, "total": 2}}
-    cfg["policies"]["auth"] = {"require": [], "schemes": {"api_key": {"type": "api_key", "keys": [
-        {"id": tag, "hash": hash_key(KEY), "owner": "ops", "scopes": []}]},
-        "bearer": {"type": "jwt", "issuers": [{"issuer": "https://issuer.test", "algorithms": ["HS256"],
-                                              "keys": [{"secret": "s" * 40}]}]}}}
+    cfg["policies"]["auth"] = {
+        "require": [],
+        "schemes": {
+            "api_key": {"type": "api_key", "keys": [{"id": tag, "hash": hash_key(KEY), "owner": "ops", "scopes": []}]},
+            "bearer": {
+                "type": "jwt",
+                "issuers": [{"issuer": "https://issuer.test", "algorithms": ["HS256"], "keys": [{"secret": "s" * 40}]}],
+            },
+        },
+    }
     cfg["policies"]["rate_limit"] = {"store": redis_url, "key_prefix": tag, "limits": ["1000/minute"]}
     cfg["routes"] = [
-        {"path": "/api/*", "upstream": "up", "name": f"{tag}-api", "policies": {"auth": {"require": [{"api_key": []}]}}},
-        {"path": "/limited/*", "upstream": "up", "name": f"{tag}-limited",
-         "policies": {"rate_limit": {"limits": [{"rate": "1/minute", "name": "tight"}]}}},
+        {
+            "path": "/api/*",
+            "upstream": "up",
+            "name": f"{tag}-api",
+            "policies": {"auth": {"require": [{"api_key": []}]}},
+        },
+        {
+            "path": "/limited/*",
+            "upstream": "up",
+            "name": f"{tag}-limited",
+            "policies": {"rate_limit": {"limits": [{"rate": "1/minute", "name": "tight"}]}},
+        },
         {"path": "/dead/*", "upstream": "dead", "name": f"{tag}-dead"},
         {"openapi": str(SPECS / "petstore.yaml"), "upstream": "up"},
     ]

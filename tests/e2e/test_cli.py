@@ -14,7 +14,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from helpers import raw_request
 
 BASTION = [sys.executable, "-m", "bastion.cli"]
@@ -33,7 +32,9 @@ def test_check_accepts_the_demo_config():
 
 def test_check_names_key_and_line(tmp_path):
     cfg = tmp_path / "bad.yaml"
-    cfg.write_text("upstreams:\n  api: {urls: ['http://127.0.0.1:1']}\nroutes:\n  - path: /a\n    upstream: api\n    methods: [FETCH]\n")
+    cfg.write_text(
+        "upstreams:\n  api: {urls: ['http://127.0.0.1:1']}\nroutes:\n  - path: /a\n    upstream: api\n    methods: [FETCH]\n"
+    )
     r = run("check", str(cfg))
     assert r.returncode == 2
     assert f"{cfg}:6: routes[0].methods" in r.stderr.replace("\n", "") or "routes[0].methods" in r.stderr
@@ -41,11 +42,14 @@ def test_check_names_key_and_line(tmp_path):
     assert "Traceback" not in r.stderr
 
 
-@pytest.mark.parametrize("text,needle", [
-    ("listeners: [{host: 0.0.0.0, port: 8080}]\n", "plain HTTP"),
-    ("policies: {cors: {allow_origins: ['*'], allow_credentials: true}}\n", "allow_credentials"),
-    ("trusted_proxies: ['0.0.0.0/0']\n", "everyone"),
-])
+@pytest.mark.parametrize(
+    "text,needle",
+    [
+        ("listeners: [{host: 0.0.0.0, port: 8080}]\n", "plain HTTP"),
+        ("policies: {cors: {allow_origins: ['*'], allow_credentials: true}}\n", "allow_credentials"),
+        ("trusted_proxies: ['0.0.0.0/0']\n", "everyone"),
+    ],
+)
 def test_check_refuses_insecure_settings(tmp_path, text, needle):
     cfg = tmp_path / "insecure.yaml"
     cfg.write_text(text)
@@ -75,8 +79,13 @@ def test_config_schema_validates_the_demo_config():
     r = run("config-schema")
     assert r.returncode == 0
     schema = json.loads(r.stdout)
-    demo = yaml.safe_load(re.sub(r"\$\{\w+:-([^}]*)\}", r"\1",  # every ${VAR:-default} as its default
-                                 (Path(__file__).parents[2] / "src/bastion/demo/bastion.yaml").read_text()))
+    demo = yaml.safe_load(
+        re.sub(
+            r"\$\{\w+:-([^}]*)\}",
+            r"\1",  # every ${VAR:-default} as its default
+            (Path(__file__).parents[2] / "src/bastion/demo/bastion.yaml").read_text(),
+        )
+    )
     jsonschema.validate(demo, schema)
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate({"listeners": [{"prot": 1}]}, schema)
@@ -87,8 +96,12 @@ class Serve:
     """`bastion serve` in a subprocess; its stderr is collected in the background."""
 
     def __init__(self, cfg: Path, *args: str) -> None:
-        self.proc = subprocess.Popen([*BASTION, "serve", "--config", str(cfg), *args],
-                                     stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
+        self.proc = subprocess.Popen(
+            [*BASTION, "serve", "--config", str(cfg), *args],
+            stderr=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
+            text=True,
+        )
         self.lines: list[str] = []
         self.port: int | None = None
         self._reader = threading.Thread(target=self._read, daemon=True)
@@ -120,12 +133,16 @@ class Serve:
 
 
 def write_config(path: Path, upstream_url: str, routes: list[dict], audit: Path) -> None:
-    path.write_text(yaml.safe_dump({
-        "listeners": [{"host": "127.0.0.1", "port": 0}],
-        "upstreams": {"up": {"urls": [upstream_url]}},
-        "policies": {"audit": {"output": str(audit)}},
-        "routes": routes,
-    }))
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "listeners": [{"host": "127.0.0.1", "port": 0}],
+                "upstreams": {"up": {"urls": [upstream_url]}},
+                "policies": {"audit": {"output": str(audit)}},
+                "routes": routes,
+            }
+        )
+    )
 
 
 def test_sighup_reload_good_and_bad(upstream, tmp_path):
@@ -185,8 +202,14 @@ def test_in_flight_requests_finish_across_reload_and_shutdown(upstream, tmp_path
 
 def test_demo_starts_serves_and_stops(tmp_path):
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen([*BASTION, "demo", "--port", "0"], stderr=subprocess.PIPE,
-                            stdout=subprocess.DEVNULL, text=True, env=env, cwd=tmp_path)
+    proc = subprocess.Popen(
+        [*BASTION, "demo", "--port", "0"],
+        stderr=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+    )
     out = ""
     deadline = time.time() + 20
     port = None

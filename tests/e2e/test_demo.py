@@ -23,8 +23,14 @@ JSON = {"Content-Type": "application/json"}
 
 def test_demo_shows_every_face_and_compares_the_scans(tmp_path):
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "COLUMNS": "200"}
-    proc = subprocess.Popen([*BASTION, "demo", "--port", "0"], stderr=subprocess.PIPE, stdout=subprocess.DEVNULL,
-                            text=True, env=env, cwd=tmp_path)
+    proc = subprocess.Popen(
+        [*BASTION, "demo", "--port", "0"],
+        stderr=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+    )
     lines: list[str] = []
     reader = threading.Thread(target=lambda: lines.extend(proc.stderr), daemon=True)
     reader.start()
@@ -51,11 +57,17 @@ def test_demo_shows_every_face_and_compares_the_scans(tmp_path):
         assert r.status == 404 and r.json()["type"].endswith("/undocumented-endpoint")
         # the token service: register, login, refresh, logout
         password = "Demo-password-9!"
-        r = raw_request(gw, "POST", "/auth/register", JSON, json.dumps(
-            {"username": "dana", "email": "dana@example.com", "password": password}).encode())
+        r = raw_request(
+            gw,
+            "POST",
+            "/auth/register",
+            JSON,
+            json.dumps({"username": "dana", "email": "dana@example.com", "password": password}).encode(),
+        )
         assert r.status == 201, r.body
-        login = raw_request(gw, "POST", "/auth/login", JSON, json.dumps(
-            {"username": "dana", "password": password}).encode()).json()
+        login = raw_request(
+            gw, "POST", "/auth/login", JSON, json.dumps({"username": "dana", "password": password}).encode()
+        ).json()
         bearer = {"Authorization": f"Bearer {login['access_token']}"}
         assert raw_request(gw, "GET", "/api/users", bearer).status == 200
         r = raw_request(gw, "POST", "/api/users/1/orders", {**bearer, **JSON}, b'{"item": "pen", "quantity": 1000}')
@@ -64,13 +76,17 @@ def test_demo_shows_every_face_and_compares_the_scans(tmp_path):
         assert r.status == 422 and r.json()["errors"][0]["rule"] == "additionalProperties", r.body
         r = raw_request(gw, "GET", "/api/admin/settings", bearer)
         assert r.status == 403 and "admin" in r.json()["detail"]
-        r = raw_request(gw, "POST", "/auth/refresh", JSON, json.dumps({"refresh_token": login["refresh_token"]}).encode())
+        r = raw_request(
+            gw, "POST", "/auth/refresh", JSON, json.dumps({"refresh_token": login["refresh_token"]}).encode()
+        )
         assert r.status == 200 and r.json()["refresh_token"] != login["refresh_token"]
         assert raw_request(gw, "POST", "/auth/logout", bearer).status == 204
         assert raw_request(gw, "GET", "/api/users", bearer).status == 401
+
         # GraphQL behind the guard, and the same API unguarded
         def gql(port, path, query):
             return raw_request(port, "POST", path, JSON, json.dumps({"query": query}).encode())
+
         assert gql(gw, "/api/graphql", "{ users(first: 2) { username orders { item } } }").status == 200
         deep = "{ users { friends { friends { friends { friends { friends { id } } } } } } }"
         r = gql(gw, "/api/graphql", deep)

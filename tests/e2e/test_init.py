@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 import yaml
+from helpers import ThreadedUvicorn, raw_request, run_gateway
 
 from bastion.auth.apikeys import hash_key
-from helpers import ThreadedUvicorn, raw_request, run_gateway
 
 BASTION = [sys.executable, "-m", "bastion.cli"]
 SPECS = Path(__file__).resolve().parents[1] / "specs"
@@ -30,6 +30,7 @@ def run(*args, cwd=None):
 
 def fill(text: str) -> str:
     """What an operator would put in place of each TODO marker, chosen by what it names."""
+
     def value(m: re.Match) -> str:
         name = m.group(1)
         if name.endswith("_HASH"):
@@ -41,6 +42,7 @@ def fill(text: str) -> str:
         if name.endswith("_AUDIENCE"):
             return "shop-api"
         raise AssertionError(f"a TODO the test does not know how to fill: {name}")
+
     return MARKER.sub(value, text)
 
 
@@ -86,17 +88,39 @@ LOGIN_SPEC = {
     "servers": [{"url": "https://api.example.com/v1"}],
     "security": [{"key": []}],
     "paths": {
-        "/auth/login": {"post": {"operationId": "logIn", "security": [], "requestBody": {"required": True, "content": {
-            "application/json": {"schema": {"type": "object", "properties": {
-                "username": {"type": "string", "maxLength": 50}, "password": {"type": "string", "maxLength": 100}}}}}},
-            "responses": {"200": {"description": "ok"}}}},
+        "/auth/login": {
+            "post": {
+                "operationId": "logIn",
+                "security": [],
+                "requestBody": {
+                    "required": True,
+                    "content": {
+                        "application/json": {
+                            "schema": {
+                                "type": "object",
+                                "properties": {
+                                    "username": {"type": "string", "maxLength": 50},
+                                    "password": {"type": "string", "maxLength": 100},
+                                },
+                            }
+                        }
+                    },
+                },
+                "responses": {"200": {"description": "ok"}},
+            }
+        },
         "/items": {"get": {"operationId": "listItems", "responses": {"200": {"description": "ok"}}}},
         "/open": {"get": {"operationId": "openThing", "security": None, "responses": {"200": {"description": "ok"}}}},
     },
-    "components": {"securitySchemes": {
-        "key": {"type": "apiKey", "in": "header", "name": "X-Key"},
-        "sso": {"type": "openIdConnect", "openIdConnectUrl": "https://id.example.com/.well-known/openid-configuration"},
-    }},
+    "components": {
+        "securitySchemes": {
+            "key": {"type": "apiKey", "in": "header", "name": "X-Key"},
+            "sso": {
+                "type": "openIdConnect",
+                "openIdConnectUrl": "https://id.example.com/.well-known/openid-configuration",
+            },
+        }
+    },
 }
 
 
@@ -104,8 +128,13 @@ def test_login_like_operations_get_login_limits_and_the_filled_config_serves(tmp
     spec = dict(LOGIN_SPEC)
     spec["paths"] = dict(spec["paths"])
     del spec["paths"]["/open"]
-    spec["paths"]["/reports"] = {"get": {"operationId": "reports", "security": [{"sso": ["reports:read"]}],
-                                         "responses": {"200": {"description": "ok"}}}}
+    spec["paths"]["/reports"] = {
+        "get": {
+            "operationId": "reports",
+            "security": [{"sso": ["reports:read"]}],
+            "responses": {"200": {"description": "ok"}},
+        }
+    }
     (tmp_path / "accounts.yaml").write_text(yaml.safe_dump(spec))
     out, stderr = init_and_check(tmp_path, "--openapi", str(tmp_path / "accounts.yaml"), "--upstream", upstream.url)
     doc = yaml.safe_load(out.read_text())
@@ -120,8 +149,10 @@ def test_login_like_operations_get_login_limits_and_the_filled_config_serves(tmp
         assert raw_request(g.port, "GET", "/v1/items").status == 401
         assert raw_request(g.port, "GET", "/v1/undocumented", {"X-Key": KEY}).status == 404
         body = json.dumps({"username": "a", "password": "b"}).encode()
-        statuses = [raw_request(g.port, "POST", "/v1/auth/login", {"Content-Type": "application/json"}, body).status
-                    for _ in range(6)]
+        statuses = [
+            raw_request(g.port, "POST", "/v1/auth/login", {"Content-Type": "application/json"}, body).status
+            for _ in range(6)
+        ]
         assert statuses == [200] * 5 + [429], statuses
 
 
@@ -135,11 +166,24 @@ def test_operations_without_any_security_are_listed_and_noted(tmp_path):
     assert "GET /v1/items has no security requirement" in stderr
 
 
-@pytest.mark.parametrize("name,login", [
-    ("/auth/login", True), ("userLogin", True), ("signIn", True), ("/oauth/token", True), ("/tokens", True),
-    ("/users/{id}/password", True), ("resetPassword", True), ("/sessions", True),
-    ("createOrder", False), ("catalogue", False), ("authorName", False), ("/blogin", False), ("/pets", False),
-])
+@pytest.mark.parametrize(
+    "name,login",
+    [
+        ("/auth/login", True),
+        ("userLogin", True),
+        ("signIn", True),
+        ("/oauth/token", True),
+        ("/tokens", True),
+        ("/users/{id}/password", True),
+        ("resetPassword", True),
+        ("/sessions", True),
+        ("createOrder", False),
+        ("catalogue", False),
+        ("authorName", False),
+        ("/blogin", False),
+        ("/pets", False),
+    ],
+)
 def test_login_like_names(name, login):
     from bastion.init import _login_like
 
@@ -148,14 +192,30 @@ def test_login_like_names(name, login):
 
 def test_init_refuses_bad_input_without_a_traceback(tmp_path):
     (tmp_path / "bad.yaml").write_text("openapi: 3.0.3\ninfo: {}\n")
-    r = run("init", "--openapi", str(tmp_path / "bad.yaml"), "--upstream", "http://127.0.0.1:9", "-o", str(tmp_path / "b.yaml"))
+    r = run(
+        "init",
+        "--openapi",
+        str(tmp_path / "bad.yaml"),
+        "--upstream",
+        "http://127.0.0.1:9",
+        "-o",
+        str(tmp_path / "b.yaml"),
+    )
     assert r.returncode == 2 and "Traceback" not in r.stderr and not (tmp_path / "b.yaml").exists()
     r = run("init", "--openapi", str(SPECS / "petstore.yaml"), "--upstream", "ftp://x", "-o", str(tmp_path / "b.yaml"))
     assert r.returncode == 2 and "not an http(s) URL" in r.stderr
     r = run("init", "--openapi", str(SPECS / "petstore.yaml"), "-o", str(tmp_path / "b.yaml"))
     assert r.returncode == 2 and "--upstream" in r.stderr
     (tmp_path / "b.yaml").write_text("mine")
-    r = run("init", "--openapi", str(SPECS / "petstore.yaml"), "--upstream", "http://127.0.0.1:9", "-o", str(tmp_path / "b.yaml"))
+    r = run(
+        "init",
+        "--openapi",
+        str(SPECS / "petstore.yaml"),
+        "--upstream",
+        "http://127.0.0.1:9",
+        "-o",
+        str(tmp_path / "b.yaml"),
+    )
     assert r.returncode == 2 and (tmp_path / "b.yaml").read_text() == "mine"
     r = run("init", "--graphql", "http://127.0.0.1:1/graphql", "-o", str(tmp_path / "g.yaml"))
     assert r.returncode == 2 and "introspection" in r.stderr and "Traceback" not in r.stderr
@@ -172,7 +232,6 @@ type User { id: ID! orders: [Order!]! }
 
 async def graphql_upstream(scope, receive, send):
     from graphql import build_schema, graphql
-
     from upstream_app import read_body
 
     if scope["type"] != "http":
@@ -201,9 +260,16 @@ def test_graphql_starter_introspects_once_and_guards(tmp_path):
         assert guard["introspection"] is False
         text = out.read_text().replace("port: 8080", "port: 0").replace("port: 9901", "port: 0")
         with run_gateway(text, tmp_path) as g:
+
             def post(query):
-                return raw_request(g.port, "POST", "/graphql", {"Content-Type": "application/json"},
-                                   json.dumps({"query": query}).encode())
+                return raw_request(
+                    g.port,
+                    "POST",
+                    "/graphql",
+                    {"Content-Type": "application/json"},
+                    json.dumps({"query": query}).encode(),
+                )
+
             assert post("{ me { id } }").status == 200
             assert post("{ __schema { types { name } } }").status == 403  # introspection refused
             # a list field multiplies by its size argument: 1000 orders x 1000 lines is over max_cost

@@ -6,6 +6,7 @@ import json
 import re
 
 from helpers import raw_request, run_gateway
+
 from tests.unit.auth.keys import AUD, ISS, RSA, pem_public, sign
 
 TOKEN = "admin-token-" + "x" * 20
@@ -28,8 +29,21 @@ def metric(text: str, name: str, **labels) -> float:
 def config(base_config, tmp_path):
     (tmp_path / "rsa.pem").write_text(pem_public(RSA))
     base_config["admin"] = {"host": "127.0.0.1", "port": 0, "token": TOKEN}
-    base_config["policies"]["auth"] = {"schemes": {"bearer": {"type": "jwt", "issuers": [{
-        "issuer": ISS, "audiences": [AUD], "algorithms": ["RS256"], "keys": [{"kid": "rsa1", "pem_file": "rsa.pem"}]}]}}}
+    base_config["policies"]["auth"] = {
+        "schemes": {
+            "bearer": {
+                "type": "jwt",
+                "issuers": [
+                    {
+                        "issuer": ISS,
+                        "audiences": [AUD],
+                        "algorithms": ["RS256"],
+                        "keys": [{"kid": "rsa1", "pem_file": "rsa.pem"}],
+                    }
+                ],
+            }
+        }
+    }
     base_config["policies"]["rate_limit"] = {"limits": [{"rate": "3/minute", "key": ["header:X-Client"]}]}
     base_config["routes"] = [{"path": "/api/*", "upstream": "up", "name": "api"}]
     return base_config
@@ -75,10 +89,17 @@ def test_metrics_health_and_admin_api(base_config, tmp_path):
         assert raw_request(g.port, "GET", "/metrics").status == 404
 
         jti = json.loads(__import__("base64").urlsafe_b64decode(token.split(".")[1] + "=="))["jti"]
-        r = raw_request(admin, "POST", "/admin/revoke", {"Authorization": f"Bearer {TOKEN}",
-                        "Content-Type": "application/json"}, json.dumps({"jti": jti}).encode())
+        r = raw_request(
+            admin,
+            "POST",
+            "/admin/revoke",
+            {"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"},
+            json.dumps({"jti": jti}).encode(),
+        )
         assert r.status == 200 and r.json() == {"revoked": ["jti"]}
-        assert raw_request(g.port, "GET", "/api/x", {"Authorization": f"Bearer {token}", "X-Client": "m2"}).status == 401
+        assert (
+            raw_request(g.port, "GET", "/api/x", {"Authorization": f"Bearer {token}", "X-Client": "m2"}).status == 401
+        )
 
         r = raw_request(admin, "POST", "/admin/reload", {"Authorization": f"Bearer {TOKEN}"})
         assert r.status == 200 and r.json() == {"reloaded": True, "version": 2}
@@ -89,10 +110,12 @@ def test_metrics_health_and_admin_api(base_config, tmp_path):
 def test_redis_store_health_is_a_metric(base_config, tmp_path, redis_url):
     url = redis_url
     base_config["admin"] = {"host": "127.0.0.1", "port": 0, "token": TOKEN}
-    base_config["policies"]["rate_limit"] = {"store": url, "key_prefix": f"t-{tmp_path.name}",
-                                             "limits": ["100/minute"]}
-    base_config["policies"]["auth"] = {"revocation_store": "redis://127.0.0.1:1/0", "require": [],
-                                       "schemes": {"k": {"type": "api_key"}}}  # a store that is down
+    base_config["policies"]["rate_limit"] = {"store": url, "key_prefix": f"t-{tmp_path.name}", "limits": ["100/minute"]}
+    base_config["policies"]["auth"] = {
+        "revocation_store": "redis://127.0.0.1:1/0",
+        "require": [],
+        "schemes": {"k": {"type": "api_key"}},
+    }  # a store that is down
     base_config["routes"] = [{"path": "/x/*", "upstream": "up"}]
     with run_gateway(base_config, tmp_path) as g:
         text = raw_request(g.server.admin_port, "GET", "/metrics").body.decode()

@@ -20,6 +20,7 @@ from pathlib import Path
 import jsonschema
 import pytest
 import yaml
+from helpers import ThreadedUvicorn, run_gateway
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
@@ -29,7 +30,6 @@ from typer.testing import CliRunner
 
 from bastion.cli import app as cli
 from bastion.policies.cors import CorsConfig
-from helpers import ThreadedUvicorn, run_gateway
 
 ALLOWED = "https://app.example.com"
 SARIF_SCHEMA = Path(__file__).resolve().parents[2] / ".cache" / "sarif-2.1.0-rtm.5.json"
@@ -157,8 +157,11 @@ def serve_nginx(tmp_path: Path):
     prefix.mkdir()
     port = _free_port()
     (prefix / "nginx.conf").write_text(NGINX_CONF.format(p=prefix, port=port))
-    proc = subprocess.Popen([binary, "-p", str(prefix), "-c", str(prefix / "nginx.conf"), "-e",
-                             str(prefix / "error.log")], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [binary, "-p", str(prefix), "-c", str(prefix / "nginx.conf"), "-e", str(prefix / "error.log")],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     try:
         deadline = time.time() + 10
         while True:
@@ -177,23 +180,49 @@ def serve_nginx(tmp_path: Path):
 def estate(base_config, tmp_path):
     """Every server of the truth table, running; name → the endpoint URL to audit."""
     base_config["routes"] = [
-        {"path": "/api/*", "upstream": "up", "policies": {"cors": {
-            "allow_origins": [ALLOWED], "allow_credentials": True, "allow_methods": ["GET", "POST"],
-            "allow_headers": ["authorization", "content-type"]}}},
-        {"path": "/shared/*", "upstream": "up", "policies": {"cors": {
-            "allow_origins": ["https://*.example.com"], "allow_credentials": True}}},
-        {"path": "/partner/*", "upstream": "up", "policies": {"cors": {
-            "allow_origins": ["https://partner.example.org"]}}},
+        {
+            "path": "/api/*",
+            "upstream": "up",
+            "policies": {
+                "cors": {
+                    "allow_origins": [ALLOWED],
+                    "allow_credentials": True,
+                    "allow_methods": ["GET", "POST"],
+                    "allow_headers": ["authorization", "content-type"],
+                }
+            },
+        },
+        {
+            "path": "/shared/*",
+            "upstream": "up",
+            "policies": {"cors": {"allow_origins": ["https://*.example.com"], "allow_credentials": True}},
+        },
+        {
+            "path": "/partner/*",
+            "upstream": "up",
+            "policies": {"cors": {"allow_origins": ["https://partner.example.org"]}},
+        },
     ]
     with contextlib.ExitStack() as stack:
-        s_list = stack.enter_context(ThreadedUvicorn(starlette_app(
-            allow_origins=[ALLOWED], allow_methods=["GET", "POST"], allow_headers=["Authorization", "Content-Type"],
-            allow_credentials=True)))
-        s_wide = stack.enter_context(ThreadedUvicorn(starlette_app(
-            allow_origins=[ALLOWED], allow_methods=["*"], allow_headers=["*"], max_age=7 * 86400)))
+        s_list = stack.enter_context(
+            ThreadedUvicorn(
+                starlette_app(
+                    allow_origins=[ALLOWED],
+                    allow_methods=["GET", "POST"],
+                    allow_headers=["Authorization", "Content-Type"],
+                    allow_credentials=True,
+                )
+            )
+        )
+        s_wide = stack.enter_context(
+            ThreadedUvicorn(
+                starlette_app(allow_origins=[ALLOWED], allow_methods=["*"], allow_headers=["*"], max_age=7 * 86400)
+            )
+        )
         s_public = stack.enter_context(ThreadedUvicorn(starlette_app(allow_origins=["*"])))
-        s_regex = stack.enter_context(ThreadedUvicorn(starlette_app(
-            allow_origin_regex=r"https://app.example.com.*", allow_credentials=True)))
+        s_regex = stack.enter_context(
+            ThreadedUvicorn(starlette_app(allow_origin_regex=r"https://app.example.com.*", allow_credentials=True))
+        )
         flask_url = stack.enter_context(serve_wsgi(flask_app()))
         nginx_url = stack.enter_context(serve_nginx(tmp_path))
         gw = stack.enter_context(run_gateway(base_config, tmp_path))
@@ -213,8 +242,9 @@ def estate(base_config, tmp_path):
 def _observed(endpoint: dict) -> list[tuple[str, str, str | None]]:
     out = []
     for f in endpoint["findings"]:
-        origin = f["request_headers"]["Origin"] if f["check"] in ("cors-lookalike-origin",
-                                                                   "cors-allowed-refused") else None
+        origin = (
+            f["request_headers"]["Origin"] if f["check"] in ("cors-lookalike-origin", "cors-allowed-refused") else None
+        )
         out.append((f["check"], f["severity"], origin))
     return out
 
@@ -225,9 +255,23 @@ def test_one_run_gives_every_endpoint_exactly_its_true_findings(estate, tmp_path
     # half the endpoints from a file (with comments), half as arguments
     urls.write_text("# the estate\n" + "\n".join(estate[n] + "   # " + n for n in names[::2]) + "\n\n")
     report = tmp_path / "report.json"
-    result = CliRunner().invoke(cli, ["cors-audit", *[estate[n] for n in names[1::2]], "--urls", str(urls),
-                                      "--allowed-origin", ALLOWED, "--rate", "200", "--format", "json",
-                                      "--output", str(report)])
+    result = CliRunner().invoke(
+        cli,
+        [
+            "cors-audit",
+            *[estate[n] for n in names[1::2]],
+            "--urls",
+            str(urls),
+            "--allowed-origin",
+            ALLOWED,
+            "--rate",
+            "200",
+            "--format",
+            "json",
+            "--output",
+            str(report),
+        ],
+    )
     assert result.exit_code == 1, result.output  # a critical finding, --fail-on high by default
     doc = json.loads(report.read_text())
     assert doc["schema"] == "bastion-cors-audit/1"
@@ -260,14 +304,43 @@ def test_console_matrix_and_exit_codes(estate, tmp_path):
     assert "endpoints × findings" in r.output and estate["bastion-exact"] in r.output
     # medium findings: fail only when asked to
     nginx = estate["nginx-reflect"]
-    r = CliRunner().invoke(cli, ["cors-audit", nginx, estate["flask-reflect"] + "?v=2", "--rate", "20",
-                                 "--fail-on", "never", "--format", "json"])
+    r = CliRunner().invoke(
+        cli,
+        [
+            "cors-audit",
+            nginx,
+            estate["flask-reflect"] + "?v=2",
+            "--rate",
+            "20",
+            "--fail-on",
+            "never",
+            "--format",
+            "json",
+        ],
+    )
     assert r.exit_code == 0, r.output
     stats = json.loads(r.stdout)["stats"]
     assert stats["hosts"] == 2 and stats["max_requests_per_second"] <= 21  # --rate holds per host
     assert CliRunner().invoke(cli, ["cors-audit", nginx, "--rate", "200"]).exit_code == 0
-    r = CliRunner().invoke(cli, ["cors-audit", nginx, "--rate", "200", "--fail-on", "medium", "--format", "md",
-                                 "--format", "html", "--format", "sarif", "--output", str(tmp_path / "r")])
+    r = CliRunner().invoke(
+        cli,
+        [
+            "cors-audit",
+            nginx,
+            "--rate",
+            "200",
+            "--fail-on",
+            "medium",
+            "--format",
+            "md",
+            "--format",
+            "html",
+            "--format",
+            "sarif",
+            "--output",
+            str(tmp_path / "r"),
+        ],
+    )
     assert r.exit_code == 1, r.output
     md = (tmp_path / "r.md").read_text()
     assert f"| `{nginx}` |" in md and "### [medium] CORS reflects an arbitrary origin" in md
@@ -275,8 +348,11 @@ def test_console_matrix_and_exit_codes(estate, tmp_path):
     assert "<table>" in html and f'<h2 id="e0"><code>{nginx}</code></h2>' in html and "cors-vary-missing" in html
     sarif = json.loads((tmp_path / "r.sarif").read_text())
     jsonschema.Draft4Validator(json.loads(SARIF_SCHEMA.read_text())).validate(sarif)  # scripts/test fetches it
-    assert {x["ruleId"] for x in sarif["runs"][0]["results"]} == {"cors-any-origin", "cors-null-origin",
-                                                                    "cors-vary-missing"}
+    assert {x["ruleId"] for x in sarif["runs"][0]["results"]} == {
+        "cors-any-origin",
+        "cors-null-origin",
+        "cors-vary-missing",
+    }
 
 
 def test_unreachable_endpoint_is_reported_not_raised(tmp_path):

@@ -5,13 +5,24 @@ a control character is ever written upstream."""
 from __future__ import annotations
 
 import pytest
-
 from helpers import forwarded_headers, raw_request, run_gateway
+
 from tests.integration.auth.test_hostile_claims import send_raw, status_of
 
-OVERRIDES = ["X-Original-URL", "X-Rewrite-URL", "X-Override-URL", "X-Original-URI", "X-Forwarded-Uri",
-             "X-Forwarded-Path", "X-Forwarded-Prefix", "X-HTTP-Method-Override", "X-HTTP-Method",
-             "X-Method-Override", "X-Original-Method", "X-Forwarded-Method"]
+OVERRIDES = [
+    "X-Original-URL",
+    "X-Rewrite-URL",
+    "X-Override-URL",
+    "X-Original-URI",
+    "X-Forwarded-Uri",
+    "X-Forwarded-Path",
+    "X-Forwarded-Prefix",
+    "X-HTTP-Method-Override",
+    "X-HTTP-Method",
+    "X-Method-Override",
+    "X-Original-Method",
+    "X-Forwarded-Method",
+]
 
 
 def routes():
@@ -71,15 +82,25 @@ def test_an_honoured_method_override_is_routed_and_checked(base_config, tmp_path
         r = raw_request(g.port, "POST", "/items/1", {"X-HTTP-Method": "get"}, body=b"")
         assert r.status == 200 and r.json()["method"] == "GET"
         assert "x-http-method" not in forwarded_headers(r)
-        r = raw_request(g.port, "POST", "/items/1", {"X-HTTP-Method-Override": "PUT", "X-Method-Override": "GET"},
-                        body=b"")
+        r = raw_request(
+            g.port, "POST", "/items/1", {"X-HTTP-Method-Override": "PUT", "X-Method-Override": "GET"}, body=b""
+        )
         assert r.status == 400 and r.json()["type"].endswith("/bad-method-override")
 
 
-@pytest.mark.parametrize("line", [
-    b"X-A: a\x01b", b"X-A: a\x00b", b"X-A: a\x7fb", b"X-A: a\x1bb", b"X-A: a\rb", b"X\x01A: b", b"X A: b",
-    b"X-A: a\r\n b",  # obs-fold
-])
+@pytest.mark.parametrize(
+    "line",
+    [
+        b"X-A: a\x01b",
+        b"X-A: a\x00b",
+        b"X-A: a\x7fb",
+        b"X-A: a\x1bb",
+        b"X-A: a\rb",
+        b"X\x01A: b",
+        b"X A: b",
+        b"X-A: a\r\n b",  # obs-fold
+    ],
+)
 def test_control_characters_from_the_client_never_reach_the_upstream(gw, line):
     out = send_raw(gw.port, b"GET /public HTTP/1.1\r\nHost: t\r\n" + line + b"\r\nConnection: close\r\n\r\n")
     assert out, "no answer"
@@ -89,16 +110,24 @@ def test_control_characters_from_the_client_never_reach_the_upstream(gw, line):
 
 def test_underscore_spellings_of_gateway_headers_are_dropped(gw):
     """WSGI/CGI servers read `X_Bastion_Subject` as `X-Bastion-Subject` (HTTP_X_BASTION_SUBJECT)."""
-    sent = [("X_Bastion_Subject", "admin"), ("x_bastion_scopes", "admin"), ("X_Original_URL", "/admin"),
-            ("X_Forwarded_For", "10.0.0.1"), ("X_HTTP_Method_Override", "DELETE"), ("X_Custom_Thing", "kept")]
+    sent = [
+        ("X_Bastion_Subject", "admin"),
+        ("x_bastion_scopes", "admin"),
+        ("X_Original_URL", "/admin"),
+        ("X_Forwarded_For", "10.0.0.1"),
+        ("X_HTTP_Method_Override", "DELETE"),
+        ("X_Custom_Thing", "kept"),
+    ]
     r = raw_request(gw.port, "GET", "/public", sent)
     seen = forwarded_headers(r)
     assert [k for k in seen if "_" in k] == ["x_custom_thing"]
 
 
 def test_trace_is_refused_unless_a_route_names_it(base_config, tmp_path):
-    base_config["routes"] = [{"path": "/*", "upstream": "up"},
-                             {"path": "/debug", "upstream": "up", "methods": ["TRACE"]}]
+    base_config["routes"] = [
+        {"path": "/*", "upstream": "up"},
+        {"path": "/debug", "upstream": "up", "methods": ["TRACE"]},
+    ]
     with run_gateway(base_config, tmp_path) as g:
         assert raw_request(g.port, "TRACE", "/x").status == 405
         assert raw_request(g.port, "TRACE", "/debug").status == 200
@@ -107,14 +136,28 @@ def test_trace_is_refused_unless_a_route_names_it(base_config, tmp_path):
 def test_a_method_override_parameter_is_refused_unless_honoured(gw, base_config, tmp_path):
     r = raw_request(gw.port, "POST", "/items/1?_method=DELETE", body=b"")
     assert r.status == 400 and r.json()["type"].endswith("/bad-method-override")
-    r = raw_request(gw.port, "POST", "/items/1", {"Content-Type": "application/x-www-form-urlencoded"},
-                    body=b"a=1&_method=DELETE")
+    r = raw_request(
+        gw.port, "POST", "/items/1", {"Content-Type": "application/x-www-form-urlencoded"}, body=b"a=1&_method=DELETE"
+    )
     assert r.status == 400
-    r = raw_request(gw.port, "POST", "/items/1", {"Content-Type": "multipart/form-data; boundary=b"},
-                    body=b'--b\r\nContent-Disposition: form-data; name="_method"\r\n\r\nDELETE\r\n--b--\r\n')
+    r = raw_request(
+        gw.port,
+        "POST",
+        "/items/1",
+        {"Content-Type": "multipart/form-data; boundary=b"},
+        body=b'--b\r\nContent-Disposition: form-data; name="_method"\r\n\r\nDELETE\r\n--b--\r\n',
+    )
     assert r.status == 400
-    assert raw_request(gw.port, "POST", "/items/1", {"Content-Type": "application/x-www-form-urlencoded"},
-                       body=b"name=_method_note").status == 200
+    assert (
+        raw_request(
+            gw.port,
+            "POST",
+            "/items/1",
+            {"Content-Type": "application/x-www-form-urlencoded"},
+            body=b"name=_method_note",
+        ).status
+        == 200
+    )
     base_config["routes"] = routes()
     base_config["edge"] = {"method_override": True}
     with run_gateway(base_config, tmp_path) as g:

@@ -7,13 +7,13 @@ import json
 import urllib.parse
 import uuid
 
+import graphql_app
 import pytest
+from helpers import ThreadedUvicorn, audit_lines, raw_request, run_gateway
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import graphql_app
 from bastion.graphql.persisted import sha256
-from helpers import ThreadedUvicorn, audit_lines, raw_request, run_gateway
 
 
 @pytest.fixture(scope="module")
@@ -90,8 +90,13 @@ def test_field_suggestions_are_stripped(gw):
 
 
 def test_the_upstream_itself_does_suggest(gql_upstream):
-    r = raw_request(gql_upstream.port, "POST", "/graphql", {"Content-Type": "application/json"},
-                    json.dumps({"query": "{ usrs { id } }"}).encode())
+    r = raw_request(
+        gql_upstream.port,
+        "POST",
+        "/graphql",
+        {"Content-Type": "application/json"},
+        json.dumps({"query": "{ usrs { id } }"}).encode(),
+    )
     assert "Did you mean" in r.json()["errors"][0]["message"]  # what the guard removes
 
 
@@ -105,8 +110,13 @@ def test_mutations_over_get_are_refused(gw):
 
 def test_form_posts_carry_no_mutations(gw):
     """A form post is sent cross-site without a preflight, like a GET: no mutations (CSRF)."""
-    r = raw_request(gw.port, "POST", "/graphql", {"Content-Type": "application/x-www-form-urlencoded"},
-                    b"query=mutation+%7B+addUser(name%3A%22x%22)+%7B+id+%7D+%7D")
+    r = raw_request(
+        gw.port,
+        "POST",
+        "/graphql",
+        {"Content-Type": "application/x-www-form-urlencoded"},
+        b"query=mutation+%7B+addUser(name%3A%22x%22)+%7B+id+%7D+%7D",
+    )
     assert r.status == 405 and r.json()["errors"][0]["extensions"]["code"] == "METHOD_NOT_ALLOWED"
 
 
@@ -119,11 +129,14 @@ def _transports(query: str) -> dict[str, tuple[str, str, dict, bytes | None]]:
     q = urllib.parse.quote(query)
     return {
         "json": ("POST", "/graphql", {"Content-Type": "application/json"}, json.dumps({"query": query}).encode()),
-        "json gzip": ("POST", "/graphql", {"Content-Type": "application/json", "Content-Encoding": "gzip"},
-                      gzip.compress(json.dumps({"query": query}).encode())),
+        "json gzip": (
+            "POST",
+            "/graphql",
+            {"Content-Type": "application/json", "Content-Encoding": "gzip"},
+            gzip.compress(json.dumps({"query": query}).encode()),
+        ),
         "application/graphql": ("POST", "/graphql", {"Content-Type": "application/graphql"}, query.encode()),
-        "form": ("POST", "/graphql", {"Content-Type": "application/x-www-form-urlencoded"},
-                 b"query=" + q.encode()),
+        "form": ("POST", "/graphql", {"Content-Type": "application/x-www-form-urlencoded"}, b"query=" + q.encode()),
         "GET": ("GET", f"/graphql?query={q}", {}, None),
     }
 
@@ -140,27 +153,57 @@ def test_every_transport_gets_the_same_analysis(gw, transport):
 
 AMBIGUOUS = {
     # the upstream executes the URL's query (as express-graphql does); the guard would read the body
-    "query in the URL of a POST": ("POST", "/graphql?query=" + urllib.parse.quote(DEEP),
-                                   {"Content-Type": "application/json"}, json.dumps({"query": FINE}).encode()),
-    "GET with a body": ("GET", "/graphql?query=" + urllib.parse.quote(FINE), {"Content-Type": "application/json"},
-                        json.dumps({"query": DEEP}).encode()),
-    "query twice in the URL": ("GET", "/graphql?query=" + urllib.parse.quote(FINE) + "&query="
-                               + urllib.parse.quote(DEEP), {}, None),
-    "query twice in a form": ("POST", "/graphql", {"Content-Type": "application/x-www-form-urlencoded"},
-                              b"query=" + urllib.parse.quote(FINE).encode() + b"&query="
-                              + urllib.parse.quote(DEEP).encode()),
-    "query key twice in JSON": ("POST", "/graphql", {"Content-Type": "application/json"},
-                                b'{"query": "' + DEEP.encode() + b'", "query": "' + FINE.encode() + b'"}'),
-    "two Content-Type headers": ("POST", "/graphql", [("Content-Type", "application/json"),
-                                                      ("Content-Type", "application/graphql")],
-                                 json.dumps({"query": FINE}).encode()),
+    "query in the URL of a POST": (
+        "POST",
+        "/graphql?query=" + urllib.parse.quote(DEEP),
+        {"Content-Type": "application/json"},
+        json.dumps({"query": FINE}).encode(),
+    ),
+    "GET with a body": (
+        "GET",
+        "/graphql?query=" + urllib.parse.quote(FINE),
+        {"Content-Type": "application/json"},
+        json.dumps({"query": DEEP}).encode(),
+    ),
+    "query twice in the URL": (
+        "GET",
+        "/graphql?query=" + urllib.parse.quote(FINE) + "&query=" + urllib.parse.quote(DEEP),
+        {},
+        None,
+    ),
+    "query twice in a form": (
+        "POST",
+        "/graphql",
+        {"Content-Type": "application/x-www-form-urlencoded"},
+        b"query=" + urllib.parse.quote(FINE).encode() + b"&query=" + urllib.parse.quote(DEEP).encode(),
+    ),
+    "query key twice in JSON": (
+        "POST",
+        "/graphql",
+        {"Content-Type": "application/json"},
+        b'{"query": "' + DEEP.encode() + b'", "query": "' + FINE.encode() + b'"}',
+    ),
+    "two Content-Type headers": (
+        "POST",
+        "/graphql",
+        [("Content-Type", "application/json"), ("Content-Type", "application/graphql")],
+        json.dumps({"query": FINE}).encode(),
+    ),
     "not JSON": ("POST", "/graphql", {"Content-Type": "application/json"}, DEEP.encode()),
     "no Content-Type": ("POST", "/graphql", {}, json.dumps({"query": DEEP}).encode()),
     "text/plain": ("POST", "/graphql", {"Content-Type": "text/plain"}, json.dumps({"query": DEEP}).encode()),
-    "unknown coding": ("POST", "/graphql", {"Content-Type": "application/json", "Content-Encoding": "compress"},
-                       json.dumps({"query": DEEP}).encode()),
-    "utf-16": ("POST", "/graphql", {"Content-Type": "application/json; charset=utf-16"},
-               json.dumps({"query": DEEP}).encode("utf-16")),
+    "unknown coding": (
+        "POST",
+        "/graphql",
+        {"Content-Type": "application/json", "Content-Encoding": "compress"},
+        json.dumps({"query": DEEP}).encode(),
+    ),
+    "utf-16": (
+        "POST",
+        "/graphql",
+        {"Content-Type": "application/json; charset=utf-16"},
+        json.dumps({"query": DEEP}).encode("utf-16"),
+    ),
 }
 
 
@@ -224,8 +267,10 @@ def test_audit_mode_logs_without_blocking(base_config, gql_upstream, tmp_path):
 
 def test_cost_is_charged_to_a_rate_limit(base_config, gql_upstream, tmp_path):
     cfg = config(base_config, gql_upstream, tmp_path)
-    cfg["routes"][0]["policies"]["rate_limit"] = {"limits": [
-        {"rate": "30/minute", "key": ["header:X-Client"], "name": "cost-points"}], "algorithm": "fixed_window"}
+    cfg["routes"][0]["policies"]["rate_limit"] = {
+        "limits": [{"rate": "30/minute", "key": ["header:X-Client"], "name": "cost-points"}],
+        "algorithm": "fixed_window",
+    }
     with run_gateway(cfg, tmp_path) as g:
         h = {"X-Client": uuid.uuid4().hex}
         q = {"query": "{ users(first: 4) { id name } }"}  # cost 1 + 4 * 2 = 9

@@ -6,7 +6,6 @@ import json
 import uuid
 
 import pytest
-
 from helpers import ThreadedUvicorn, raw_request
 
 KEY = {"X-API-Key": "bk_test_example_key_only_for_the_fastapi_example_000000"}

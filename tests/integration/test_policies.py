@@ -5,26 +5,68 @@ import socket
 import time
 
 import pytest
-
 from helpers import audit_lines, raw_request, run_gateway
 
 # ---- path tricks: the admin area is IP-restricted, everything else is public -----------------
 
 PATH_TRICKS = [
-    "/admin", "/admin/", "/admin/x", "/%61dmin/x", "/%61%64%6d%69%6e/x", "//admin/x", "///admin",
-    "/admin/.", "/admin/./x", "/x/../admin/x", "/x/%2e%2e/admin", "/x/%2E%2E/admin/x",
-    "/public/../admin", "/admin;x", "/admin;x=1/x", "/./admin", "/admin/x/..",
-    "/public/..;/admin", "/admin%2fx", "/public%2f..%2fadmin", "/admin%5cx", "/public/%2e%2e%2fadmin",
-    "/admin%00", "/admin%ff",
+    "/admin",
+    "/admin/",
+    "/admin/x",
+    "/%61dmin/x",
+    "/%61%64%6d%69%6e/x",
+    "//admin/x",
+    "///admin",
+    "/admin/.",
+    "/admin/./x",
+    "/x/../admin/x",
+    "/x/%2e%2e/admin",
+    "/x/%2E%2E/admin/x",
+    "/public/../admin",
+    "/admin;x",
+    "/admin;x=1/x",
+    "/./admin",
+    "/admin/x/..",
+    "/public/..;/admin",
+    "/admin%2fx",
+    "/public%2f..%2fadmin",
+    "/admin%5cx",
+    "/public/%2e%2e%2fadmin",
+    "/admin%00",
+    "/admin%ff",
     # classes that a lenient upstream reads as /admin (issue 15): case, encoded ';', double encoding,
     # trailing dot/space/tab, `..;`, Unicode that folds to ASCII, encoded '?'
-    "/Admin", "/ADMIN/x", "/%41dmin", "/aDmIn/", "/admin%3bx", "/admin%3Bx/y", "/public/%252e%252e/admin",
-    "/public/%25%32%65%25%32%65/admin", "/admin.", "/admin./x", "/admin%2e", "/admin%20", "/admin%09",
-    "/admin..;/", "/admin..;/x", "/%EF%BD%81dmin", "/admin%3F", "/admin%23x",
+    "/Admin",
+    "/ADMIN/x",
+    "/%41dmin",
+    "/aDmIn/",
+    "/admin%3bx",
+    "/admin%3Bx/y",
+    "/public/%252e%252e/admin",
+    "/public/%25%32%65%25%32%65/admin",
+    "/admin.",
+    "/admin./x",
+    "/admin%2e",
+    "/admin%20",
+    "/admin%09",
+    "/admin..;/",
+    "/admin..;/x",
+    "/%EF%BD%81dmin",
+    "/admin%3F",
+    "/admin%23x",
     # what other servers read as /admin beyond normalisation (red-team review): ASP.NET cookieless
     # segments, PHP front controllers' PATH_INFO, format suffixes, 8.3 names, accent folding
-    "/(S(abc))/admin", "/(A(x))/(F(y))/admin/x", "/index.php/admin", "/app.php/admin/users", "/admin.json",
-    "/ADMIN.html", "/admin.do", "/admin.action", "/ADMINI~1", "/%C3%A0dmin", "/adm%C4%B0n",
+    "/(S(abc))/admin",
+    "/(A(x))/(F(y))/admin/x",
+    "/index.php/admin",
+    "/app.php/admin/users",
+    "/admin.json",
+    "/ADMIN.html",
+    "/admin.do",
+    "/admin.action",
+    "/ADMINI~1",
+    "/%C3%A0dmin",
+    "/adm%C4%B0n",
 ]
 
 
@@ -46,8 +88,19 @@ def test_path_tricks_never_reach_the_admin_area(admin_gw, target):
         assert r.json()["type"].endswith("/bad-path")
 
 
-@pytest.mark.parametrize("target", ["/administrator", "/public/admin", "/admins", "/static/app.js", "/index.php",
-                                    "/users/Jos%C3%A9", "/~alice/page", "/(note)/x"])
+@pytest.mark.parametrize(
+    "target",
+    [
+        "/administrator",
+        "/public/admin",
+        "/admins",
+        "/static/app.js",
+        "/index.php",
+        "/users/Jos%C3%A9",
+        "/~alice/page",
+        "/(note)/x",
+    ],
+)
 def test_lookalikes_go_to_the_public_route_as_themselves(admin_gw, target):
     r = raw_request(admin_gw.port, "GET", target)
     assert r.status == 200
@@ -78,6 +131,7 @@ def test_forwarded_path_equals_routed_path_for_every_trick(admin_gw, tmp_path):
 
 # ---- IP rules ----------------------------------------------------------------------------------
 
+
 def test_ip_block_and_allow(base_config, tmp_path):
     base_config["routes"] = [
         {"path": "/blocked/*", "upstream": "up", "policies": {"ip_rules": {"block": ["127.0.0.0/8"]}}},
@@ -107,6 +161,7 @@ def test_ip_rules_over_ipv6(base_config, tmp_path):
 
 
 # ---- body limit --------------------------------------------------------------------------------
+
 
 @pytest.fixture()
 def small_body_gw(base_config, tmp_path):
@@ -174,17 +229,24 @@ def test_slow_client_body_gets_408(base_config, tmp_path):
 
 # ---- CORS --------------------------------------------------------------------------------------
 
+
 @pytest.fixture()
 def cors_gw(base_config, tmp_path):
     base_config["policies"]["cors"] = {
         "allow_origins": ["https://app.example.com", "https://*.example.org"],
-        "allow_methods": ["GET", "POST", "PUT"], "allow_headers": ["content-type", "authorization"],
-        "expose_headers": ["x-request-id"], "allow_credentials": True, "max_age": 300,
+        "allow_methods": ["GET", "POST", "PUT"],
+        "allow_headers": ["content-type", "authorization"],
+        "expose_headers": ["x-request-id"],
+        "allow_credentials": True,
+        "max_age": 300,
     }
     base_config["routes"] = [
         {"path": "/*", "upstream": "up"},
-        {"path": "/strict/*", "upstream": "up", "policies": {"cors": {"allow_origins": ["https://only.example.net"],
-                                                                        "block_disallowed": True}}},
+        {
+            "path": "/strict/*",
+            "upstream": "up",
+            "policies": {"cors": {"allow_origins": ["https://only.example.net"], "block_disallowed": True}},
+        },
         {"path": "/nocors/*", "upstream": "up", "policies": {"cors": {"enabled": False}}},
     ]
     with run_gateway(base_config, tmp_path) as g:
@@ -209,8 +271,16 @@ def test_preflight_from_allowed_origin(cors_gw):
     assert "Origin" in r.header("vary")
 
 
-@pytest.mark.parametrize("origin", ["https://app.example.com.evil.com", "https://evilexample.org",
-                                    "https://example.org", "null", "http://app.example.com"])
+@pytest.mark.parametrize(
+    "origin",
+    [
+        "https://app.example.com.evil.com",
+        "https://evilexample.org",
+        "https://example.org",
+        "null",
+        "http://app.example.com",
+    ],
+)
 def test_preflight_from_disallowed_origin_gets_no_acao(cors_gw, origin):
     r = preflight(cors_gw.port, origin)
     assert r.status == 403 and r.header("access-control-allow-origin") is None
@@ -254,6 +324,7 @@ def test_cors_disabled_on_a_route_leaves_upstream_headers(cors_gw):
 
 # ---- security headers --------------------------------------------------------------------------
 
+
 def test_security_headers_on_proxied_and_gateway_responses(cors_gw):
     for r in (raw_request(cors_gw.port, "GET", "/echo"), raw_request(cors_gw.port, "GET", "/x%2f")):
         assert r.header("x-content-type-options") == "nosniff"
@@ -273,8 +344,11 @@ def test_no_store_when_credentials_were_sent(cors_gw):
 
 
 def test_security_headers_configurable(base_config, tmp_path):
-    base_config["policies"]["security_headers"] = {"frame_options": "SAMEORIGIN", "referrer_policy": None,
-                                                   "extra": {"Permissions-Policy": "camera=()"}}
+    base_config["policies"]["security_headers"] = {
+        "frame_options": "SAMEORIGIN",
+        "referrer_policy": None,
+        "extra": {"Permissions-Policy": "camera=()"},
+    }
     base_config["routes"] = [{"path": "/*", "upstream": "up"}]
     with run_gateway(base_config, tmp_path) as g:
         r = raw_request(g.port, "GET", "/echo")
@@ -285,11 +359,20 @@ def test_security_headers_configurable(base_config, tmp_path):
 
 # ---- audit -------------------------------------------------------------------------------------
 
+
 def test_audit_line_per_request_with_secrets_redacted(admin_gw, tmp_path):
     secret_token = "eyJhbGciOiJIUzI1NiJ9.c2VjcmV0.c2lnbmF0dXJl"
-    raw_request(admin_gw.port, "GET", f"/echo?access_token={secret_token}&page=2&API_KEY=sk_live_123",
-                {"Authorization": f"Bearer {secret_token}", "Cookie": "session=hunter2",
-                 "X-API-Key": "sk_live_123", "X-Request-Id": "audit-test-1"})
+    raw_request(
+        admin_gw.port,
+        "GET",
+        f"/echo?access_token={secret_token}&page=2&API_KEY=sk_live_123",
+        {
+            "Authorization": f"Bearer {secret_token}",
+            "Cookie": "session=hunter2",
+            "X-API-Key": "sk_live_123",
+            "X-Request-Id": "audit-test-1",
+        },
+    )
     raw_request(admin_gw.port, "GET", "/admin/x", {"X-Request-Id": "audit-test-2"})
     audit_lines(tmp_path / "audit.log", "audit-test-2")
     audit_lines(tmp_path / "audit.log", "audit-test-1")

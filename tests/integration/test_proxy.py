@@ -4,7 +4,6 @@ import socket
 import time
 
 import pytest
-
 from helpers import audit_lines, forwarded_headers, raw_request, run_gateway
 
 
@@ -30,11 +29,20 @@ def test_normalised_path_is_what_is_forwarded(gw):
 
 
 def test_hop_by_hop_request_headers_removed(gw):
-    r = raw_request(gw.port, "GET", "/echo", [
-        ("Connection", "keep-alive, X-Secret-Hop"), ("X-Secret-Hop", "1"), ("Keep-Alive", "timeout=5"),
-        ("TE", "trailers"), ("Proxy-Authorization", "Basic Zm9vOmJhcg=="), ("Upgrade", "h2c"),
-        ("X-Normal", "yes"),
-    ])
+    r = raw_request(
+        gw.port,
+        "GET",
+        "/echo",
+        [
+            ("Connection", "keep-alive, X-Secret-Hop"),
+            ("X-Secret-Hop", "1"),
+            ("Keep-Alive", "timeout=5"),
+            ("TE", "trailers"),
+            ("Proxy-Authorization", "Basic Zm9vOmJhcg=="),
+            ("Upgrade", "h2c"),
+            ("X-Normal", "yes"),
+        ],
+    )
     seen = forwarded_headers(r)
     for name in ("x-secret-hop", "keep-alive", "te", "proxy-authorization", "upgrade"):
         assert name not in seen, name
@@ -51,10 +59,18 @@ def test_hop_by_hop_and_identity_response_headers_removed(gw):
 
 
 def test_forwarding_headers_from_an_untrusted_client_are_replaced(gw):
-    r = raw_request(gw.port, "GET", "/echo", {
-        "X-Forwarded-For": "6.6.6.6", "X-Forwarded-Proto": "https", "Forwarded": "for=6.6.6.6",
-        "X-Real-IP": "6.6.6.6", "Host": "api.example.com",
-    })
+    r = raw_request(
+        gw.port,
+        "GET",
+        "/echo",
+        {
+            "X-Forwarded-For": "6.6.6.6",
+            "X-Forwarded-Proto": "https",
+            "Forwarded": "for=6.6.6.6",
+            "X-Real-IP": "6.6.6.6",
+            "Host": "api.example.com",
+        },
+    )
     seen = forwarded_headers(r)
     assert seen["x-forwarded-for"] == ["127.0.0.1"]
     assert seen["x-forwarded-proto"] == ["http"]
@@ -98,6 +114,7 @@ def test_response_streams_before_the_upstream_finishes(gw):
 
 def test_large_body_streams_intact(gw, tmp_path):
     import hashlib
+
     body = bytes(range(256)) * 4096  # 1 MiB, streamed (over the small-body threshold)
     r = raw_request(gw.port, "POST", "/echo", {}, body)
     assert r.status == 200
@@ -106,8 +123,10 @@ def test_large_body_streams_intact(gw, tmp_path):
 
 def test_chunked_request_body_is_forwarded(gw):
     s = socket.create_connection(("127.0.0.1", gw.port))
-    s.sendall(b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
-              b"5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n")
+    s.sendall(
+        b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+        b"5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n"
+    )
     data = b""
     while chunk := s.recv(65536):
         data += chunk
@@ -160,9 +179,16 @@ def test_trusted_proxy_forwarded_for_is_believed(base_config, tmp_path):
     base_config["policies"]["ip_rules"] = {"block": ["203.0.113.0/24"]}
     with run_gateway(base_config, tmp_path) as g:
         # client 198.51.100.7 -> proxy 10.1.1.1 -> (trusted peer 127.0.0.1)
-        r = raw_request(g.port, "GET", "/echo", {
-            "X-Forwarded-For": "6.6.6.6, 198.51.100.7, 10.1.1.1", "X-Forwarded-Proto": "https",
-            "X-Request-Id": "trusted-1"})
+        r = raw_request(
+            g.port,
+            "GET",
+            "/echo",
+            {
+                "X-Forwarded-For": "6.6.6.6, 198.51.100.7, 10.1.1.1",
+                "X-Forwarded-Proto": "https",
+                "X-Request-Id": "trusted-1",
+            },
+        )
         seen = forwarded_headers(r)
         assert seen["x-forwarded-for"] == ["6.6.6.6, 198.51.100.7, 10.1.1.1, 127.0.0.1"]
         assert seen["x-forwarded-proto"] == ["https"]

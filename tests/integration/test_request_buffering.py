@@ -9,17 +9,19 @@ import os
 import socket
 
 import pytest
-
 from helpers import forwarded_headers, raw_request, run_gateway
 
 
 @pytest.fixture()
 def gw(upstream, tmp_path):
-    cfg = {"upstreams": {"up": {"urls": [upstream.url], "max_connections": 2,
-                                "timeouts": {"connect": 1, "read": 2, "total": 3}}},
-           "listeners": [{"host": "127.0.0.1", "port": 0, "client_body_timeout": 5}],
-           "policies": {"body_limit": {"max_bytes": 8 * 1024 * 1024}},
-           "routes": [{"path": "/*", "upstream": "up"}]}
+    cfg = {
+        "upstreams": {
+            "up": {"urls": [upstream.url], "max_connections": 2, "timeouts": {"connect": 1, "read": 2, "total": 3}}
+        },
+        "listeners": [{"host": "127.0.0.1", "port": 0, "client_body_timeout": 5}],
+        "policies": {"body_limit": {"max_bytes": 8 * 1024 * 1024}},
+        "routes": [{"path": "/*", "upstream": "up"}],
+    }
     with run_gateway(cfg, tmp_path) as g:
         yield g
 
@@ -40,10 +42,17 @@ def test_trickling_bodies_do_not_take_the_upstream_pool(gw):
             s.close()
 
 
-@pytest.mark.parametrize("chunks", [
-    b"0x5\r\nhello\r\n0\r\n\r\n", b"5 \r\nhello\r\n0\r\n\r\n", b"-5\r\nhello\r\n0\r\n\r\n",
-    b"5\nhello\n0\n\n", b"3\r\nhello\r\n0\r\n\r\n", b"fffffffffffffffff\r\nhello\r\n0\r\n\r\n",
-])
+@pytest.mark.parametrize(
+    "chunks",
+    [
+        b"0x5\r\nhello\r\n0\r\n\r\n",
+        b"5 \r\nhello\r\n0\r\n\r\n",
+        b"-5\r\nhello\r\n0\r\n\r\n",
+        b"5\nhello\n0\n\n",
+        b"3\r\nhello\r\n0\r\n\r\n",
+        b"fffffffffffffffff\r\nhello\r\n0\r\n\r\n",
+    ],
+)
 def test_a_malformed_chunked_body_is_answered_400_at_once(gw, chunks):
     with socket.create_connection(("127.0.0.1", gw.port), timeout=4) as s:
         s.sendall(b"POST /p HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n" + chunks)
@@ -56,7 +65,7 @@ def test_a_large_chunked_body_is_spooled_and_forwarded_whole_with_a_length(gw):
     with socket.create_connection(("127.0.0.1", gw.port), timeout=20) as s:
         s.sendall(b"POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n")
         for i in range(0, len(body), 100_000):
-            piece = body[i:i + 100_000]
+            piece = body[i : i + 100_000]
             s.sendall(b"%x\r\n%b\r\n" % (len(piece), piece))
         s.sendall(b"0\r\n\r\n")
         raw = b""

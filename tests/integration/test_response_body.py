@@ -19,7 +19,6 @@ from urllib.parse import parse_qs
 import brotli
 import orjson
 import pytest
-
 from helpers import ThreadedUvicorn, audit_lines, raw_request, run_gateway
 
 try:
@@ -33,8 +32,10 @@ FORBIDDEN = {"password", "ssn", "secret"}
 
 # ---------------------------------------------------------------- the upstream
 def record(i: int) -> bytes:
-    return (b'{"id":%d,"name":"user %d","password":"pw-%d","profile":{"pass\\u0077ord":"x","tags":'
-            b'[["a",{"ssn":"078-05-1120","ok":1}],[]],"bio":"hello"},"Secret":{"k":[1,2]}}' % (i, i, i))
+    return (
+        b'{"id":%d,"name":"user %d","password":"pw-%d","profile":{"pass\\u0077ord":"x","tags":'
+        b'[["a",{"ssn":"078-05-1120","ok":1}],[]],"bio":"hello"},"Secret":{"k":[1,2]}}' % (i, i, i)
+    )
 
 
 @functools.lru_cache(maxsize=4)
@@ -92,7 +93,7 @@ async def body_app(scope, receive, send):
     await send({"type": "http.response.start", "status": status, "headers": headers})
     step = 64 * KB if chunked else len(body) or 1
     for i in range(0, len(body), step):
-        await send({"type": "http.response.body", "body": body[i:i + step], "more_body": True})
+        await send({"type": "http.response.body", "body": body[i : i + step], "more_body": True})
     await send({"type": "http.response.body", "body": b""})
 
 
@@ -100,14 +101,34 @@ def routes(upstream: str | None) -> list[dict[str, Any]]:
     up = {"upstream": upstream} if upstream else {}
     return [
         {"path": "/f/*", **up, "policies": {"response_filter": {"fields": ["password", "ssn", "secret"]}}},
-        {"path": "/small/*", **up, "policies": {"response_filter": {"fields": ["password", "ssn", "secret"]},
-                                                "response_body": {"max_buffered_bytes": 64 * KB}}},
-        {"path": "/pass/*", **up, "policies": {"response_filter": {"fields": ["password", "ssn", "secret"]},
-                                               "response_body": {"on_unfilterable": "pass"}}},
-        {"path": "/nosniff/*", **up, "policies": {"response_filter": {"fields": ["password"]},
-                                                  "response_body": {"sniff_json": False}}},
-        {"path": "/enc/*", **up, "policies": {"field_encryption": {"keys": [{"id": "k1", "source": "env:RB_KEY"}],
-                                                                   "encrypt_response": ["count"]}}},
+        {
+            "path": "/small/*",
+            **up,
+            "policies": {
+                "response_filter": {"fields": ["password", "ssn", "secret"]},
+                "response_body": {"max_buffered_bytes": 64 * KB},
+            },
+        },
+        {
+            "path": "/pass/*",
+            **up,
+            "policies": {
+                "response_filter": {"fields": ["password", "ssn", "secret"]},
+                "response_body": {"on_unfilterable": "pass"},
+            },
+        },
+        {
+            "path": "/nosniff/*",
+            **up,
+            "policies": {"response_filter": {"fields": ["password"]}, "response_body": {"sniff_json": False}},
+        },
+        {
+            "path": "/enc/*",
+            **up,
+            "policies": {
+                "field_encryption": {"keys": [{"id": "k1", "source": "env:RB_KEY"}], "encrypt_response": ["count"]}
+            },
+        },
     ]
 
 
@@ -123,8 +144,11 @@ def gateway(body_upstream, tmp_path_factory):
 
     os.environ.setdefault("RB_KEY", "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=")
     tmp = tmp_path_factory.mktemp("rb")
-    cfg = {"upstreams": {"up": {"urls": [body_upstream.url], "timeouts": {"connect": 2, "read": 60, "total": 300}}},
-           "policies": {"audit": {"output": str(tmp / "audit.log")}}, "routes": routes("up")}
+    cfg = {
+        "upstreams": {"up": {"urls": [body_upstream.url], "timeouts": {"connect": 2, "read": 60, "total": 300}}},
+        "policies": {"audit": {"output": str(tmp / "audit.log")}},
+        "routes": routes("up"),
+    }
     with run_gateway(cfg, tmp) as g:
         g.audit = tmp / "audit.log"  # type: ignore[attr-defined]
         yield g

@@ -31,8 +31,9 @@ def test_sensitive_fields_removed_at_every_depth(base_config, tmp_path):
 
 
 def test_mask_mode_and_custom_patterns(base_config, tmp_path):
-    with run_gateway(cfg(base_config, mode="mask", fields=["password"], field_patterns=[".*_hash", "n.me"],
-                         values=[]), tmp_path) as g:
+    with run_gateway(
+        cfg(base_config, mode="mask", fields=["password"], field_patterns=[".*_hash", "n.me"], values=[]), tmp_path
+    ) as g:
         doc = raw_request(g.port, "GET", "/sensitive").json()
         assert doc["Password"] == "[FILTERED]" and doc["password_hash"] == "[FILTERED]"
         assert doc["name"] == "[FILTERED]" and doc["profile"]["ssn"] == "078-05-1120"

@@ -22,11 +22,11 @@ import weakref
 
 import pytest
 import yaml
+from helpers import raw_request, run_gateway
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bastion.certs import make_dev_certs
-from helpers import raw_request, run_gateway
 
 HEADER_TIMEOUT = 1.0
 SLACK = 1.5  # a closed connection is noticed within the deadline plus this
@@ -36,8 +36,9 @@ def gateway(base_config, tmp_path, policies=None, **listener):
     cfg = dict(base_config)
     cfg["policies"] = {"audit": {"enabled": False}, **(policies or {})}
     cfg["routes"] = [{"path": "/*", "upstream": "up"}]
-    cfg["listeners"] = [{"host": "127.0.0.1", "port": 0, "client_header_timeout": HEADER_TIMEOUT,
-                         "keepalive_timeout": 1.0, **listener}]
+    cfg["listeners"] = [
+        {"host": "127.0.0.1", "port": 0, "client_header_timeout": HEADER_TIMEOUT, "keepalive_timeout": 1.0, **listener}
+    ]
     return run_gateway(cfg, tmp_path)
 
 
@@ -57,7 +58,7 @@ def read_until_closed(s: socket.socket, timeout: float) -> tuple[bytes, float]:
     while time.monotonic() - start < timeout:
         try:
             chunk = s.recv(65536)
-        except socket.timeout:
+        except TimeoutError:
             continue
         except ConnectionResetError:
             return data, time.monotonic() - start
@@ -128,6 +129,7 @@ def edge_warnings(caplog, needle: str) -> list[str]:
 
 # --- header deadline -----------------------------------------------------------------------
 
+
 def test_trickling_half_header_is_closed_at_the_deadline(base_config, tmp_path, caplog):
     caplog.set_level(logging.WARNING, logger="bastion.edge")
     with gateway(base_config, tmp_path) as g:
@@ -159,13 +161,12 @@ def test_connection_that_sends_nothing_is_closed_quietly(base_config, tmp_path):
     assert data == b"" and HEADER_TIMEOUT - 0.2 <= elapsed <= HEADER_TIMEOUT + SLACK
 
 
-def test_slow_client_within_the_deadline_is_served_and_its_next_request_gets_a_new_deadline(
-        base_config, tmp_path):
+def test_slow_client_within_the_deadline_is_served_and_its_next_request_gets_a_new_deadline(base_config, tmp_path):
     with gateway(base_config, tmp_path, client_header_timeout=2) as g:
         s = connect(g.port)
         for _ in range(2):  # the second request starts > 2 s after the connection: a fresh deadline
             for i in range(0, len(REQUEST), 8):
-                s.sendall(REQUEST[i:i + 8])
+                s.sendall(REQUEST[i : i + 8])
                 time.sleep(1.1 / (len(REQUEST) / 8))  # about 1.1 s for the head, of 2 s allowed
             status, _, body = read_response(s)
             assert status == 200 and json.loads(body)["path"] == "/echo"
@@ -214,6 +215,7 @@ def test_pipelined_requests_are_all_answered(base_config, tmp_path):
 
 
 # --- connection caps -----------------------------------------------------------------------
+
 
 def test_many_slow_clients_do_not_keep_out_a_well_behaved_one(base_config, tmp_path, caplog):
     caplog.set_level(logging.WARNING, logger="bastion.edge")
@@ -296,8 +298,7 @@ def test_per_address_cap_refuses_the_excess_and_recovers(base_config, tmp_path, 
 
 def test_total_cap_refuses_the_excess_and_recovers(base_config, tmp_path, caplog):
     caplog.set_level(logging.WARNING, logger="bastion.edge")
-    with gateway(base_config, tmp_path, max_connections=3, max_connections_per_ip=None,
-                 client_header_timeout=30) as g:
+    with gateway(base_config, tmp_path, max_connections=3, max_connections_per_ip=None, client_header_timeout=30) as g:
         held = [connect(g.port, f"127.0.0.{i}") for i in (2, 3, 4)]
         for i in (5, 6, 7):
             extra = connect(g.port, f"127.0.0.{i}")
@@ -322,6 +323,7 @@ def test_total_cap_refuses_the_excess_and_recovers(base_config, tmp_path, caplog
 
 # --- header count and size -----------------------------------------------------------------
 
+
 def head(n_extra: int, value_len: int = 1) -> bytes:
     lines = b"".join(b"X-H%d: %s\r\n" % (i, b"v" * value_len) for i in range(n_extra))
     return b"GET /echo HTTP/1.1\r\nHost: gw\r\n" + lines + b"\r\n"
@@ -333,12 +335,16 @@ def exchange(port: int, data: bytes, chunks: list[int] | None = None) -> bytes:
         pos = 0
         with contextlib.suppress(OSError):  # the gateway may answer and close before the end
             for size in chunks or []:
-                s.sendall(data[pos:pos + size])
+                s.sendall(data[pos : pos + size])
                 pos += size
             s.sendall(data[pos:])
         status, headers, body = read_response(s)
-        return b"HTTP/1.1 %d x\r\n" % status + b"".join(
-            f"{k}: {v}\r\n".encode() for k, v in headers.items()) + b"\r\n" + body
+        return (
+            b"HTTP/1.1 %d x\r\n" % status
+            + b"".join(f"{k}: {v}\r\n".encode() for k, v in headers.items())
+            + b"\r\n"
+            + body
+        )
     finally:
         s.close()
 
@@ -381,9 +387,12 @@ def test_an_endless_header_is_refused_long_before_the_deadline(base_config, tmp_
 @pytest.fixture(scope="module")
 def limited_gateway(upstream, tmp_path_factory):
     """One gateway with small head limits for all the examples of the property test."""
-    cfg = {"upstreams": {"up": {"urls": [upstream.url]}}, "policies": {"audit": {"enabled": False}},
-           "routes": [{"path": "/*", "upstream": "up"}],
-           "listeners": [{"host": "127.0.0.1", "port": 0, "max_header_count": 10, "max_header_bytes": 1024}]}
+    cfg = {
+        "upstreams": {"up": {"urls": [upstream.url]}},
+        "policies": {"audit": {"enabled": False}},
+        "routes": [{"path": "/*", "upstream": "up"}],
+        "listeners": [{"host": "127.0.0.1", "port": 0, "max_header_count": 10, "max_header_bytes": 1024}],
+    }
     with run_gateway(cfg, tmp_path_factory.mktemp("gw")) as g:
         yield g
 
@@ -403,6 +412,7 @@ def test_head_limits_hold_however_the_head_is_cut(limited_gateway, n_extra, valu
 
 
 # --- TLS -----------------------------------------------------------------------------------
+
 
 def test_tls_handshake_and_head_have_deadlines(base_config, tmp_path):
     files = make_dev_certs(tmp_path / "certs", ["localhost"])
@@ -435,6 +445,7 @@ def test_tls_handshake_and_head_have_deadlines(base_config, tmp_path):
 
 # --- the issue's soak: 3,000 trickling connections against `bastion serve` ------------------
 
+
 @pytest.mark.slow
 def test_three_thousand_trickling_connections_are_all_closed(upstream, tmp_path):
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -442,12 +453,19 @@ def test_three_thousand_trickling_connections_are_all_closed(upstream, tmp_path)
         resource.setrlimit(resource.RLIMIT_NOFILE, (min(8000, hard), hard))
     assert resource.getrlimit(resource.RLIMIT_NOFILE)[0] >= 3500, "need ~3,500 descriptors for the clients"
     cfg = tmp_path / "bastion.yaml"
-    cfg.write_text(yaml.safe_dump({  # the default limits: 10 s head deadline, 256 per address
-        "listeners": [{"host": "127.0.0.1", "port": 0}],
-        "upstreams": {"up": {"urls": [upstream.url]}}, "policies": {"audit": {"enabled": False}},
-        "routes": [{"path": "/*", "upstream": "up"}]}))
-    proc = subprocess.Popen([sys.executable, "-m", "bastion.cli", "serve", "--no-watch", "-c", str(cfg)],
-                            stderr=subprocess.PIPE, text=True)
+    cfg.write_text(
+        yaml.safe_dump(
+            {  # the default limits: 10 s head deadline, 256 per address
+                "listeners": [{"host": "127.0.0.1", "port": 0}],
+                "upstreams": {"up": {"urls": [upstream.url]}},
+                "policies": {"audit": {"enabled": False}},
+                "routes": [{"path": "/*", "upstream": "up"}],
+            }
+        )
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bastion.cli", "serve", "--no-watch", "-c", str(cfg)], stderr=subprocess.PIPE, text=True
+    )
     lines: list[str] = []
     threading.Thread(target=lambda: [lines.append(x) for x in proc.stderr], daemon=True).start()
     clients: list[socket.socket] = []
@@ -482,7 +500,7 @@ def test_three_thousand_trickling_connections_are_all_closed(upstream, tmp_path)
                 good.close()
             if refused_at_once is None:
                 time.sleep(0.5)
-                refused_at_once = [src for src, s in zip(sources, clients) if not is_open(s)]
+                refused_at_once = [src for src, s in zip(sources, clients, strict=False) if not is_open(s)]
             for s in clients:
                 with contextlib.suppress(OSError):
                     s.send(b"a")  # a byte now and then
@@ -524,8 +542,10 @@ def test_a_client_that_stops_reading_is_dropped_at_the_send_deadline(base_config
         s = socket.socket()
         s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # before connect: a small window
         s.connect(("127.0.0.1", g.port))
-        s.sendall(b"POST /mirror HTTP/1.1\r\nHost: gw\r\nContent-Type: application/octet-stream\r\n"
-                  b"Content-Length: %d\r\n\r\n" % size + b"x" * size)
+        s.sendall(
+            b"POST /mirror HTTP/1.1\r\nHost: gw\r\nContent-Type: application/octet-stream\r\n"
+            b"Content-Length: %d\r\n\r\n" % size + b"x" * size
+        )
         gate = g.server.gates[0]
         deadline = time.monotonic() + 20
         while gate.total and time.monotonic() < deadline:
@@ -540,8 +560,10 @@ def test_a_websocket_upgrade_does_not_keep_its_place_under_the_caps(base_config,
     with gateway(base_config, tmp_path, max_connections_per_ip=2) as g:
         for _ in range(4):  # more than the cap: a leaked place would refuse the third
             s = connect(g.port)
-            s.sendall(b"GET /ws HTTP/1.1\r\nHost: gw\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-                      b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
+            s.sendall(
+                b"GET /ws HTTP/1.1\r\nHost: gw\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+            )
             data, _ = read_until_closed(s, 5)
             s.close()
             assert parse(data)[0] == 403, data

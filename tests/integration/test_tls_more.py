@@ -4,9 +4,9 @@ verified against a CA (or, loudly, not at all), and `bastion certs dev`."""
 from __future__ import annotations
 
 import asyncio
-import json
 import contextlib
 import http.client
+import json
 import re
 import signal
 import socket
@@ -20,10 +20,10 @@ import pytest
 import uvicorn
 import yaml
 from cryptography import x509
-
-from bastion.certs import make_dev_certs
 from helpers import raw_request, run_gateway
 from upstream_app import app as upstream_app
+
+from bastion.certs import make_dev_certs
 
 
 def https_get(port, ca, path="/echo", **ctx_kw):
@@ -43,7 +43,9 @@ def https_get(port, ca, path="/echo", **ctx_kw):
 def test_tls_1_0_and_1_1_are_refused(base_config, tmp_path):
     # this client does send TLS 1.0/1.1 ClientHellos (SECLEVEL=0): the refusal is the server's
     files = make_dev_certs(tmp_path / "certs", ["localhost"])
-    base_config["listeners"] = [{"host": "127.0.0.1", "port": 0, "tls": {"cert": str(files["cert"]), "key": str(files["key"])}}]
+    base_config["listeners"] = [
+        {"host": "127.0.0.1", "port": 0, "tls": {"cert": str(files["cert"]), "key": str(files["key"])}}
+    ]
     base_config["routes"] = [{"path": "/*", "upstream": "up"}]
     with run_gateway(base_config, tmp_path) as g:
         assert https_get(g.port, files["ca"])[0] == 200
@@ -72,12 +74,21 @@ def test_certificate_is_reloaded_on_sighup(upstream, tmp_path):
     (live / "cert.pem").write_bytes(first["cert"].read_bytes())
     (live / "key.pem").write_bytes(first["key"].read_bytes())
     cfg = tmp_path / "bastion.yaml"
-    cfg.write_text(yaml.safe_dump({
-        "listeners": [{"host": "127.0.0.1", "port": 0, "tls": {"cert": "live/cert.pem", "key": "live/key.pem"}}],
-        "upstreams": {"up": {"urls": [upstream.url]}}, "policies": {"audit": {"enabled": False}},
-        "routes": [{"path": "/*", "upstream": "up"}]}))
-    proc = subprocess.Popen([sys.executable, "-m", "bastion.cli", "serve", "--no-watch", "-c", str(cfg)],
-                            stderr=subprocess.PIPE, text=True)
+    cfg.write_text(
+        yaml.safe_dump(
+            {
+                "listeners": [
+                    {"host": "127.0.0.1", "port": 0, "tls": {"cert": "live/cert.pem", "key": "live/key.pem"}}
+                ],
+                "upstreams": {"up": {"urls": [upstream.url]}},
+                "policies": {"audit": {"enabled": False}},
+                "routes": [{"path": "/*", "upstream": "up"}],
+            }
+        )
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bastion.cli", "serve", "--no-watch", "-c", str(cfg)], stderr=subprocess.PIPE, text=True
+    )
     lines: list[str] = []
     threading.Thread(target=lambda: [lines.append(x) for x in proc.stderr], daemon=True).start()
     try:
@@ -92,8 +103,10 @@ def test_certificate_is_reloaded_on_sighup(upstream, tmp_path):
         assert port, "".join(lines)
         status, _, der = https_get(port, first["ca"])
         assert status == 200
-        assert x509.load_der_x509_certificate(der).serial_number == x509.load_pem_x509_certificate(
-            first["cert"].read_bytes()).serial_number
+        assert (
+            x509.load_der_x509_certificate(der).serial_number
+            == x509.load_pem_x509_certificate(first["cert"].read_bytes()).serial_number
+        )
         (live / "cert.pem").write_bytes(second["cert"].read_bytes())
         (live / "key.pem").write_bytes(second["key"].read_bytes())
         proc.send_signal(signal.SIGHUP)
@@ -102,8 +115,10 @@ def test_certificate_is_reloaded_on_sighup(upstream, tmp_path):
             time.sleep(0.05)
         status, _, der = https_get(port, second["ca"])
         assert status == 200
-        assert x509.load_der_x509_certificate(der).serial_number == x509.load_pem_x509_certificate(
-            second["cert"].read_bytes()).serial_number
+        assert (
+            x509.load_der_x509_certificate(der).serial_number
+            == x509.load_pem_x509_certificate(second["cert"].read_bytes()).serial_number
+        )
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(20)
@@ -114,8 +129,14 @@ def https_upstream(files):
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
-    config = uvicorn.Config(upstream_app, log_config=None, access_log=False, lifespan="off",
-                            ssl_certfile=str(files["cert"]), ssl_keyfile=str(files["key"]))
+    config = uvicorn.Config(
+        upstream_app,
+        log_config=None,
+        access_log=False,
+        lifespan="off",
+        ssl_certfile=str(files["cert"]),
+        ssl_keyfile=str(files["key"]),
+    )
     server = uvicorn.Server(config)
     server.capture_signals = contextlib.nullcontext  # type: ignore[method-assign]
     thread = threading.Thread(target=lambda: asyncio.run(server.serve([sock])), daemon=True)
@@ -150,8 +171,12 @@ def test_https_upstream_verified_against_a_ca(base_config, tmp_path, caplog):
 
 
 def test_certs_dev_command(tmp_path):
-    r = subprocess.run([sys.executable, "-m", "bastion.cli", "certs", "dev", "-o", str(tmp_path), "--client"],
-                       capture_output=True, text=True, timeout=60)
+    r = subprocess.run(
+        [sys.executable, "-m", "bastion.cli", "certs", "dev", "-o", str(tmp_path), "--client"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert r.returncode == 0, r.stderr
     ca = x509.load_pem_x509_certificate((tmp_path / "ca.pem").read_bytes())
     cert = x509.load_pem_x509_certificate((tmp_path / "cert.pem").read_bytes())
@@ -165,13 +190,22 @@ def test_certs_dev_command(tmp_path):
 def test_mtls_authenticates_by_client_certificate(base_config, tmp_path):
     files = make_dev_certs(tmp_path / "pki", ["localhost"], client=True)
     stranger = make_dev_certs(tmp_path / "stranger", ["localhost"], client=True)
-    base_config["listeners"] = [{"host": "127.0.0.1", "port": 0, "tls": {
-        "cert": str(files["cert"]), "key": str(files["key"]), "client_ca": str(files["ca"])}}]
-    base_config["policies"]["auth"] = {"schemes": {"cert": {"type": "mtls", "subjects": {
-        "bastion dev client": ["orders:read"]}}}}
-    base_config["routes"] = [{"path": "/orders/*", "upstream": "up", "policies": {"auth": {"scopes": ["orders:read"]}}},
-                             {"path": "/public/*", "upstream": "up", "policies": {"auth": {"require": []}}}]
+    base_config["listeners"] = [
+        {
+            "host": "127.0.0.1",
+            "port": 0,
+            "tls": {"cert": str(files["cert"]), "key": str(files["key"]), "client_ca": str(files["ca"])},
+        }
+    ]
+    base_config["policies"]["auth"] = {
+        "schemes": {"cert": {"type": "mtls", "subjects": {"bastion dev client": ["orders:read"]}}}
+    }
+    base_config["routes"] = [
+        {"path": "/orders/*", "upstream": "up", "policies": {"auth": {"scopes": ["orders:read"]}}},
+        {"path": "/public/*", "upstream": "up", "policies": {"auth": {"require": []}}},
+    ]
     with run_gateway(base_config, tmp_path) as g:
+
         def get(path, client=None):
             ctx = ssl.create_default_context(cafile=str(files["ca"]))
             if client:

@@ -3,8 +3,9 @@ traceparent the upstream receives."""
 
 from __future__ import annotations
 
-from bastion.policies.tracing import TracingConfig, provider_for
 from helpers import forwarded_headers, raw_request, run_gateway
+
+from bastion.policies.tracing import TracingConfig, provider_for
 
 INCOMING_TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
 
@@ -25,21 +26,24 @@ def test_spans_and_propagation(base_config, tmp_path):
     name = f"bastion-test-{tmp_path.name}"
     base_config["policies"]["tracing"] = {"exporter": "memory", "service_name": name}
     # a token bucket: exactly 5 pass, the 6th is refused whatever the clock's minute is
-    base_config["policies"]["rate_limit"] = {"limits": [{"rate": "5/minute", "algorithm": "token_bucket"}],
-                                             "key_prefix": f"trace-{tmp_path.name}"}
+    base_config["policies"]["rate_limit"] = {
+        "limits": [{"rate": "5/minute", "algorithm": "token_bucket"}],
+        "key_prefix": f"trace-{tmp_path.name}",
+    }
     base_config["routes"] = [{"path": "/traced/*", "upstream": "up"}]
     memory = provider_for(TracingConfig(exporter="memory", service_name=name)).memory
     with run_gateway(base_config, tmp_path) as gw:
         memory.clear()
-        r = raw_request(gw.port, "GET", "/traced/a?secret=1",
-                        {"traceparent": f"00-{INCOMING_TRACE}-00f067aa0ba902b7-01"})
+        r = raw_request(
+            gw.port, "GET", "/traced/a?secret=1", {"traceparent": f"00-{INCOMING_TRACE}-00f067aa0ba902b7-01"}
+        )
         assert r.status == 200
         seen = forwarded_headers(r)
         spans = {s.name: s for s in finished(memory, lambda ss: any(x.name == "GET /traced/*" for x in ss))}
         root = spans["GET /traced/*"]
         upstream = spans["upstream up"]
         assert format(root.context.trace_id, "032x") == INCOMING_TRACE  # the client's trace continues
-        assert root.parent.span_id == 0x00f067aa0ba902b7
+        assert root.parent.span_id == 0x00F067AA0BA902B7
         assert {"policy request_id", "policy rate_limit"} <= set(spans)
         assert all(s.parent.span_id == root.context.span_id for n, s in spans.items() if n.startswith("policy "))
         assert upstream.parent.span_id == root.context.span_id
@@ -65,8 +69,11 @@ def test_untrusted_incoming_trace_starts_a_new_one(base_config, tmp_path):
     with run_gateway(base_config, tmp_path) as gw:
         memory.clear()
         r = raw_request(gw.port, "GET", "/x", {"traceparent": f"00-{INCOMING_TRACE}-00f067aa0ba902b7-01"})
-        root = [s for s in finished(memory, lambda ss: any(x.name.startswith("GET") for x in ss))
-                if s.name.startswith("GET")][0]
+        root = [
+            s
+            for s in finished(memory, lambda ss: any(x.name.startswith("GET") for x in ss))
+            if s.name.startswith("GET")
+        ][0]
         assert format(root.context.trace_id, "032x") != INCOMING_TRACE
         assert INCOMING_TRACE not in forwarded_headers(r)["traceparent"][0]
 
@@ -91,5 +98,6 @@ def test_unsampled_requests_make_no_spans_but_pass_the_context_on(base_config, t
         assert forwarded_headers(r)["traceparent"] == [mine]
         # a sampled parent from the client still decides (ParentBased)
         r = raw_request(gw.port, "GET", "/y", {"traceparent": f"00-{INCOMING_TRACE}-00f067aa0ba902b7-01"})
-        assert any(s.name.startswith("GET") for s in finished(memory, lambda ss: any(x.name.startswith("GET")
-                                                                                     for x in ss)))
+        assert any(
+            s.name.startswith("GET") for s in finished(memory, lambda ss: any(x.name.startswith("GET") for x in ss))
+        )

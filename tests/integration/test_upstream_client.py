@@ -87,6 +87,7 @@ def test_keep_alive_connections_are_reused():
                 assert (await fetch(pool))[2] == b"ok"
             await pool.close()
             return up.connections
+
     assert run(main()) == 1
 
 
@@ -104,6 +105,7 @@ def test_chunked_response_and_close_delimited_body():
             assert (await fetch(pool))[2] == b"abcde"
             assert (await fetch(pool))[2] == b"until-close"
             await pool.close()
+
     run(main())
 
 
@@ -116,6 +118,7 @@ def test_interim_1xx_response_is_skipped():
             status, headers, body = await fetch(pool)
             assert status == 200 and body == b"ok" and (b"link", b"</a.css>") not in headers
             await pool.close()
+
     run(main())
 
 
@@ -131,6 +134,7 @@ def test_truncated_body_is_an_error_not_a_short_success():
             with pytest.raises(UpstreamProtocolError):
                 await fetch(pool)
             await pool.close()
+
     run(main())
 
 
@@ -148,6 +152,7 @@ def test_stale_keep_alive_connection_is_retried_for_idempotent_requests():
             assert (await fetch(pool))[2] == b"ok"
             await pool.close()
             return up.connections
+
     assert run(main()) == 2
 
 
@@ -157,6 +162,7 @@ def test_garbage_response_is_a_protocol_error():
             pool = ConnectionPool("127.0.0.1", up.port)
             with pytest.raises(UpstreamProtocolError):
                 await fetch(pool)
+
     run(main())
 
 
@@ -175,6 +181,7 @@ def test_timeouts_and_refused_connections():
         dead = ConnectionPool("127.0.0.1", up.port)  # the server is closed now
         with pytest.raises(UpstreamConnectError):
             await fetch(dead)
+
     run(main())
 
 
@@ -190,6 +197,7 @@ def test_pool_never_opens_more_than_max_connections():
             results = await asyncio.gather(*(fetch(pool) for _ in range(6)))
             assert all(r[2] == b"ok" for r in results)
             return up.max_active
+
     assert run(main()) == 2
 
 
@@ -203,5 +211,6 @@ def test_streamed_request_body_is_sent_chunked():
             pool = ConnectionPool("127.0.0.1", up.port)
             await fetch(pool, "POST", b"/up", gen())
             return up.requests[0]
+
     raw = run(main())
     assert b"transfer-encoding: chunked" in raw.lower() and raw.endswith(b"hello world")

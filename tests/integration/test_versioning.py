@@ -1,21 +1,31 @@
 """API lifecycle through a real gateway: deprecation headers, 410 after sunset, unknown versions."""
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
 
 from helpers import audit_lines, raw_request, run_gateway
 
-NOW = datetime.now(timezone.utc)
+NOW = datetime.now(UTC)
 
 
 def config(base_config):
     base_config["policies"]["versioning"] = {
         "media_type": r"application/vnd\.example\.(?P<version>v[0-9]+)\+json",
         "versions": [
-            {"name": "v1", "status": "deprecated", "deprecated_at": (NOW - timedelta(days=30)).isoformat(),
-             "sunset": (NOW - timedelta(days=1)).isoformat(), "successor": "/api/v3"},
-            {"name": "v2", "status": "deprecated", "deprecated_at": (NOW - timedelta(days=3)).isoformat(),
-             "sunset": (NOW + timedelta(days=90)).isoformat(), "successor": "/api/v3"},
+            {
+                "name": "v1",
+                "status": "deprecated",
+                "deprecated_at": (NOW - timedelta(days=30)).isoformat(),
+                "sunset": (NOW - timedelta(days=1)).isoformat(),
+                "successor": "/api/v3",
+            },
+            {
+                "name": "v2",
+                "status": "deprecated",
+                "deprecated_at": (NOW - timedelta(days=3)).isoformat(),
+                "sunset": (NOW + timedelta(days=90)).isoformat(),
+                "successor": "/api/v3",
+            },
             {"name": "v3"},
             {"name": "v0", "status": "retired", "successor": "/api/v3"},
         ],

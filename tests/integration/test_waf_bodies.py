@@ -18,10 +18,9 @@ import zlib
 
 import brotli
 import pytest
+from helpers import RawResponse, raw_request
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-
-from helpers import RawResponse, raw_request
 
 from .test_waf import waf_gateway  # noqa: F401 - the module's gateway fixture
 
@@ -34,20 +33,50 @@ SQLI = "1 union select password from users--"
 PAYLOAD = json.dumps({"q": SQLI}).encode()
 FORM = b"q=" + SQLI.replace(" ", "+").encode()
 XML = f"<q>{SQLI}</q>".encode()
-SOAP = (f'<?xml version="1.0"?><soap:Envelope xmlns:soap="http://www.w3.org/2003/05/soap-envelope">'
-        f"<soap:Body><Search><q>{SQLI}</q></Search></soap:Body></soap:Envelope>").encode()
+SOAP = (
+    f'<?xml version="1.0"?><soap:Envelope xmlns:soap="http://www.w3.org/2003/05/soap-envelope">'
+    f"<soap:Body><Search><q>{SQLI}</q></Search></soap:Body></soap:Envelope>"
+).encode()
 REFUSED = {400, 413, 415}
 
 
-def multipart(boundary: str, value: bytes, *, name: str = "q", part_headers: bytes = b"",
-              body_boundary: str | None = None, newline: bytes = b"\r\n") -> bytes:
+def multipart(
+    boundary: str,
+    value: bytes,
+    *,
+    name: str = "q",
+    part_headers: bytes = b"",
+    body_boundary: str | None = None,
+    newline: bytes = b"\r\n",
+) -> bytes:
     b = (body_boundary or boundary).encode()
-    return (b"--" + b + newline + b'Content-Disposition: form-data; name="' + name.encode() + b'"' + newline
-            + part_headers + newline + value + newline + b"--" + b + b"--" + newline)
+    return (
+        b"--"
+        + b
+        + newline
+        + b'Content-Disposition: form-data; name="'
+        + name.encode()
+        + b'"'
+        + newline
+        + part_headers
+        + newline
+        + value
+        + newline
+        + b"--"
+        + b
+        + b"--"
+        + newline
+    )
 
 
-def send(port: int, method: str, target: str, headers: list[tuple[str, str]], body: bytes | None,
-         chunks: list[int] | None = None):
+def send(
+    port: int,
+    method: str,
+    target: str,
+    headers: list[tuple[str, str]],
+    body: bytes | None,
+    chunks: list[int] | None = None,
+):
     """One request; `chunks`: send the body with Transfer-Encoding: chunked, cut at these sizes."""
     base = [("Host", "api.example.com"), ("User-Agent", "Mozilla/5.0 (tests)"), ("Accept", "*/*")]
     if chunks is None:
@@ -60,7 +89,7 @@ def send(port: int, method: str, target: str, headers: list[tuple[str, str]], bo
         conn.endheaders()
         data, pos = body or b"", 0
         for size in chunks + [len(data)]:
-            piece = data[pos:pos + max(size, 1)]
+            piece = data[pos : pos + max(size, 1)]
             pos += len(piece)
             if piece:
                 conn.send(b"%x\r\n%s\r\n" % (len(piece), piece))
@@ -94,8 +123,7 @@ WRAPPINGS = [
     ("json charset utf-8", "POST", [(CT, "application/json; charset=utf-8")], PAYLOAD, 403),
     ("json charset quoted", "POST", [(CT, 'application/json; charset="UTF-8"')], PAYLOAD, 403),
     ("+json", "POST", [(CT, "application/vnd.api+json")], PAYLOAD, 403),
-    ("json unicode escapes", "POST", JSON_CT,
-     b'{"q": "1 \\u0075nion \\u0073elect password from users--"}', 403),
+    ("json unicode escapes", "POST", JSON_CT, b'{"q": "1 \\u0075nion \\u0073elect password from users--"}', 403),
     ("json nested in arrays", "POST", JSON_CT, json.dumps({"a": [{"b": [SQLI]}]}).encode(), 403),
     ("json trailing garbage", "POST", JSON_CT, PAYLOAD + b" trailing", 400),
     ("json top-level string", "POST", JSON_CT, json.dumps(SQLI).encode(), 403),
@@ -118,14 +146,29 @@ WRAPPINGS = [
     ("xml in an attribute", "POST", [(CT, "application/xml")], f'<q v="{SQLI}"/>'.encode(), 403),
     ("xml CDATA", "POST", [(CT, "application/xml")], f"<q><![CDATA[{SQLI}]]></q>".encode(), 403),
     ("xml declared, json body", "POST", [(CT, "application/xml")], PAYLOAD, 400),
-    ("xml external entity", "POST", [(CT, "application/xml")],
-     b'<?xml version="1.0"?><!DOCTYPE q [<!ENTITY e SYSTEM "file:///etc/passwd">]><q>&e;</q>', 400),
-    ("xml billion laughs", "POST", [(CT, "application/xml")],
-     b'<!DOCTYPE l [<!ENTITY a "aaaaaaaaaa"><!ENTITY b "&a;&a;&a;&a;&a;&a;&a;&a;&a;&a;">'
-     b'<!ENTITY c "&b;&b;&b;&b;&b;&b;&b;&b;&b;&b;">]><l>&c;</l>', 400),
+    (
+        "xml external entity",
+        "POST",
+        [(CT, "application/xml")],
+        b'<?xml version="1.0"?><!DOCTYPE q [<!ENTITY e SYSTEM "file:///etc/passwd">]><q>&e;</q>',
+        400,
+    ),
+    (
+        "xml billion laughs",
+        "POST",
+        [(CT, "application/xml")],
+        b'<!DOCTYPE l [<!ENTITY a "aaaaaaaaaa"><!ENTITY b "&a;&a;&a;&a;&a;&a;&a;&a;&a;&a;">'
+        b'<!ENTITY c "&b;&b;&b;&b;&b;&b;&b;&b;&b;&b;">]><l>&c;</l>',
+        400,
+    ),
     ("xml too deep", "POST", [(CT, "application/xml")], b"<a>" * 100 + b"x" + b"</a>" * 100, 400),
-    ("xml in utf-16", "POST", [(CT, "application/xml")], ('<?xml version="1.0" encoding="UTF-16"?>'
-                                                         f"<q>{SQLI}</q>").encode("utf-16"), 415),
+    (
+        "xml in utf-16",
+        "POST",
+        [(CT, "application/xml")],
+        (f'<?xml version="1.0" encoding="UTF-16"?><q>{SQLI}</q>').encode("utf-16"),
+        415,
+    ),
     ("octet-stream", "POST", [(CT, "application/octet-stream")], PAYLOAD, 403),
     ("unknown type", "POST", [(CT, "application/x-whatever")], PAYLOAD, 403),
     ("text/plain", "POST", [(CT, "text/plain")], PAYLOAD, 403),
@@ -135,20 +178,46 @@ WRAPPINGS = [
     ("application/graphql", "POST", [(CT, "application/graphql")], PAYLOAD, 403),
     # found by the generator below: a JSON body under another type, its escapes decoded only by a
     # JSON parser (which a lenient upstream may use whatever the type)
-    ("graphql declared, escaped json body", "POST", [(CT, "application/graphql")],
-     b'{"q": "1 \\u0075nion select password from users--"}', 403),
-    ("form declared, escaped json body", "POST", [(CT, "application/x-www-form-urlencoded")],
-     b'{"q": "1 \\u0075nion \\u0073elect password from users--"}', 403),
-    ("text declared, escaped json body", "POST", [(CT, "text/plain")],
-     b'{"q": "1 \\u0075nion \\u0073elect password from users--"}', 403),
+    (
+        "graphql declared, escaped json body",
+        "POST",
+        [(CT, "application/graphql")],
+        b'{"q": "1 \\u0075nion select password from users--"}',
+        403,
+    ),
+    (
+        "form declared, escaped json body",
+        "POST",
+        [(CT, "application/x-www-form-urlencoded")],
+        b'{"q": "1 \\u0075nion \\u0073elect password from users--"}',
+        403,
+    ),
+    (
+        "text declared, escaped json body",
+        "POST",
+        [(CT, "text/plain")],
+        b'{"q": "1 \\u0075nion \\u0073elect password from users--"}',
+        403,
+    ),
     # charsets
-    ("json utf-16 declared", "POST", [(CT, "application/json; charset=utf-16")], PAYLOAD.decode().encode("utf-16"), 415),
+    (
+        "json utf-16 declared",
+        "POST",
+        [(CT, "application/json; charset=utf-16")],
+        PAYLOAD.decode().encode("utf-16"),
+        415,
+    ),
     ("json utf-16 undeclared", "POST", JSON_CT, PAYLOAD.decode().encode("utf-16-le"), 415),
     ("json utf-16 with BOM, no type", "POST", [], PAYLOAD.decode().encode("utf-16"), 415),
     ("json utf-32", "POST", JSON_CT, PAYLOAD.decode().encode("utf-32"), 415),
     ("json utf-7 declared", "POST", [(CT, "application/json; charset=utf-7")], PAYLOAD, 415),
-    ("text utf-7 declared", "POST", [(CT, "text/plain; charset=utf-7")],
-     b"1 +ACc-union select password from users--", 415),
+    (
+        "text utf-7 declared",
+        "POST",
+        [(CT, "text/plain; charset=utf-7")],
+        b"1 +ACc-union select password from users--",
+        415,
+    ),
     ("no type, utf-16 text", "POST", [], SQLI.encode("utf-16-le"), 415),
     ("json utf-8 BOM", "POST", JSON_CT, b"\xef\xbb\xbf" + PAYLOAD, 400),
     ("charset twice", "POST", [(CT, "application/json; charset=utf-8; charset=utf-16")], PAYLOAD, 400),
@@ -165,50 +234,139 @@ WRAPPINGS = [
     ("raw deflate", "POST", JSON_CT + [("Content-Encoding", "deflate")], raw_deflate(PAYLOAD), 403),
     ("br", "POST", JSON_CT + [("Content-Encoding", "br")], brotli.compress(PAYLOAD), 403),
     ("zstd", "POST", JSON_CT + [("Content-Encoding", "zstd")], zstd.compress(PAYLOAD), 403),
-    ("gzip then br", "POST", JSON_CT + [("Content-Encoding", "gzip, br")], brotli.compress(gzip.compress(PAYLOAD)), 403),
-    ("two Content-Encoding headers", "POST", JSON_CT + [("Content-Encoding", "gzip"), ("Content-Encoding", "br")],
-     brotli.compress(gzip.compress(PAYLOAD)), 403),
+    (
+        "gzip then br",
+        "POST",
+        JSON_CT + [("Content-Encoding", "gzip, br")],
+        brotli.compress(gzip.compress(PAYLOAD)),
+        403,
+    ),
+    (
+        "two Content-Encoding headers",
+        "POST",
+        JSON_CT + [("Content-Encoding", "gzip"), ("Content-Encoding", "br")],
+        brotli.compress(gzip.compress(PAYLOAD)),
+        403,
+    ),
     ("gzip, no content type", "POST", [("Content-Encoding", "gzip")], gzip.compress(PAYLOAD), 403),
-    ("gzip form", "POST", [(CT, "application/x-www-form-urlencoded"), ("Content-Encoding", "gzip")],
-     gzip.compress(FORM), 403),
+    (
+        "gzip form",
+        "POST",
+        [(CT, "application/x-www-form-urlencoded"), ("Content-Encoding", "gzip")],
+        gzip.compress(FORM),
+        403,
+    ),
     ("gzip xml", "POST", [(CT, "application/xml"), ("Content-Encoding", "gzip")], gzip.compress(XML), 403),
     ("unknown coding", "POST", JSON_CT + [("Content-Encoding", "compress")], PAYLOAD, 415),
     ("gzip declared, not gzip", "POST", JSON_CT + [("Content-Encoding", "gzip")], PAYLOAD, 400),
-    ("gzip bomb", "POST", JSON_CT + [("Content-Encoding", "gzip")],
-     gzip.compress(b'{"q": "' + b" " * 5_000_000 + SQLI.encode() + b'"}'), 413),
+    (
+        "gzip bomb",
+        "POST",
+        JSON_CT + [("Content-Encoding", "gzip")],
+        gzip.compress(b'{"q": "' + b" " * 5_000_000 + SQLI.encode() + b'"}'),
+        413,
+    ),
     # multipart
     ("multipart field", "POST", [(CT, "multipart/form-data; boundary=XyZ")], multipart("XyZ", SQLI.encode()), 403),
-    ("multipart quoted boundary", "POST", [(CT, 'multipart/form-data; boundary="XyZ"')],
-     multipart("XyZ", SQLI.encode()), 403),
-    ("multipart duplicated boundary", "POST", [(CT, "multipart/form-data; boundary=AbC; boundary=XyZ")],
-     multipart("XyZ", SQLI.encode()), 400),
-    ("multipart boundary not matching", "POST", [(CT, "multipart/form-data; boundary=AbC")],
-     multipart("AbC", SQLI.encode(), body_boundary="XyZ"), 400),
+    (
+        "multipart quoted boundary",
+        "POST",
+        [(CT, 'multipart/form-data; boundary="XyZ"')],
+        multipart("XyZ", SQLI.encode()),
+        403,
+    ),
+    (
+        "multipart duplicated boundary",
+        "POST",
+        [(CT, "multipart/form-data; boundary=AbC; boundary=XyZ")],
+        multipart("XyZ", SQLI.encode()),
+        400,
+    ),
+    (
+        "multipart boundary not matching",
+        "POST",
+        [(CT, "multipart/form-data; boundary=AbC")],
+        multipart("AbC", SQLI.encode(), body_boundary="XyZ"),
+        400,
+    ),
     ("multipart no boundary", "POST", [(CT, "multipart/form-data")], multipart("XyZ", SQLI.encode()), 400),
-    ("multipart boundary too long", "POST", [(CT, "multipart/form-data; boundary=" + "b" * 71)],
-     multipart("b" * 71, SQLI.encode()), 400),
-    ("multipart LF line ends", "POST", [(CT, "multipart/form-data; boundary=XyZ")],
-     multipart("XyZ", SQLI.encode(), newline=b"\n"), 400),
-    ("multipart preamble", "POST", [(CT, "multipart/form-data; boundary=XyZ")],
-     b"preamble\r\n" + multipart("XyZ", SQLI.encode()), 400),
-    ("multipart part charset utf-16", "POST", [(CT, "multipart/form-data; boundary=XyZ")],
-     multipart("XyZ", SQLI.encode("utf-16"), part_headers=b"Content-Type: text/plain; charset=utf-16\r\n"), 403),
-    ("multipart base64 part", "POST", [(CT, "multipart/form-data; boundary=XyZ")],
-     multipart("XyZ", b"MSB1bmlvbiBzZWxlY3QgcGFzc3dvcmQgZnJvbSB1c2Vycy0t",
-               part_headers=b"Content-Transfer-Encoding: base64\r\n"), 403),
-    ("multipart part name given twice", "POST", [(CT, "multipart/form-data; boundary=XyZ")],
-     multipart("XyZ", SQLI.encode(), name='a"; name="q'), 400),
-    ("multipart json in a field", "POST", [(CT, "multipart/form-data; boundary=XyZ")],
-     multipart("XyZ", PAYLOAD, part_headers=b"Content-Type: application/json\r\n"), 403),
+    (
+        "multipart boundary too long",
+        "POST",
+        [(CT, "multipart/form-data; boundary=" + "b" * 71)],
+        multipart("b" * 71, SQLI.encode()),
+        400,
+    ),
+    (
+        "multipart LF line ends",
+        "POST",
+        [(CT, "multipart/form-data; boundary=XyZ")],
+        multipart("XyZ", SQLI.encode(), newline=b"\n"),
+        400,
+    ),
+    (
+        "multipart preamble",
+        "POST",
+        [(CT, "multipart/form-data; boundary=XyZ")],
+        b"preamble\r\n" + multipart("XyZ", SQLI.encode()),
+        400,
+    ),
+    (
+        "multipart part charset utf-16",
+        "POST",
+        [(CT, "multipart/form-data; boundary=XyZ")],
+        multipart("XyZ", SQLI.encode("utf-16"), part_headers=b"Content-Type: text/plain; charset=utf-16\r\n"),
+        403,
+    ),
+    (
+        "multipart base64 part",
+        "POST",
+        [(CT, "multipart/form-data; boundary=XyZ")],
+        multipart(
+            "XyZ",
+            b"MSB1bmlvbiBzZWxlY3QgcGFzc3dvcmQgZnJvbSB1c2Vycy0t",
+            part_headers=b"Content-Transfer-Encoding: base64\r\n",
+        ),
+        403,
+    ),
+    (
+        "multipart part name given twice",
+        "POST",
+        [(CT, "multipart/form-data; boundary=XyZ")],
+        multipart("XyZ", SQLI.encode(), name='a"; name="q'),
+        400,
+    ),
+    (
+        "multipart json in a field",
+        "POST",
+        [(CT, "multipart/form-data; boundary=XyZ")],
+        multipart("XyZ", PAYLOAD, part_headers=b"Content-Type: application/json\r\n"),
+        403,
+    ),
     ("multipart/mixed", "POST", [(CT, "multipart/mixed; boundary=XyZ")], multipart("XyZ", SQLI.encode()), 415),
     ("multipart/related", "POST", [(CT, "multipart/related; boundary=XyZ")], multipart("XyZ", SQLI.encode()), 415),
-    ("gzip multipart", "POST", [(CT, "multipart/form-data; boundary=XyZ"), ("Content-Encoding", "gzip")],
-     gzip.compress(multipart("XyZ", SQLI.encode())), 403),
+    (
+        "gzip multipart",
+        "POST",
+        [(CT, "multipart/form-data; boundary=XyZ"), ("Content-Encoding", "gzip")],
+        gzip.compress(multipart("XyZ", SQLI.encode())),
+        403,
+    ),
     # size
-    ("payload after the inspection limit", "POST", JSON_CT,
-     json.dumps({"pad": "x" * 140_000, "q": SQLI}).encode(), 413),
-    ("more arguments than are inspected", "POST", JSON_CT,
-     json.dumps({**{f"k{i}": i for i in range(1100)}, "q": SQLI}).encode(), 400),
+    (
+        "payload after the inspection limit",
+        "POST",
+        JSON_CT,
+        json.dumps({"pad": "x" * 140_000, "q": SQLI}).encode(),
+        413,
+    ),
+    (
+        "more arguments than are inspected",
+        "POST",
+        JSON_CT,
+        json.dumps({**{f"k{i}": i for i in range(1100)}, "q": SQLI}).encode(),
+        400,
+    ),
 ]
 
 
@@ -223,9 +381,21 @@ def test_every_wrapping_is_blocked_or_refused(waf_gateway, name, method, headers
     assert r.header("content-type") == "application/problem+json"
 
 
-CHUNKED = [row for row in WRAPPINGS if row[0] in (
-    "json", "no content type", "json declared, form body", "application/xml", "gzip", "multipart field",
-    "payload after the inspection limit", "two Content-Type headers")]
+CHUNKED = [
+    row
+    for row in WRAPPINGS
+    if row[0]
+    in (
+        "json",
+        "no content type",
+        "json declared, form body",
+        "application/xml",
+        "gzip",
+        "multipart field",
+        "payload after the inspection limit",
+        "two Content-Type headers",
+    )
+]
 
 
 @pytest.mark.parametrize("name,method,headers,body,expected", CHUNKED, ids=[w[0] for w in CHUNKED])
@@ -254,8 +424,9 @@ def test_a_multipart_file_part_is_not_inspected_at_paranoia_1(waf_gateway):
     """Documented in docs/waf.md: CRS at PL1 inspects file names, not file contents (unless the
     route sets `inspect_files`, below)."""
     g, _ = waf_gateway
-    body = multipart("XyZ", PAYLOAD, name='f"; filename="q.json',
-                     part_headers=b"Content-Type: application/octet-stream\r\n")
+    body = multipart(
+        "XyZ", PAYLOAD, name='f"; filename="q.json', part_headers=b"Content-Type: application/octet-stream\r\n"
+    )
     r = send(g.port, "POST", "/api/upload", [(CT, "multipart/form-data; boundary=XyZ")], body)
     assert r.status == 200
 
@@ -263,9 +434,13 @@ def test_a_multipart_file_part_is_not_inspected_at_paranoia_1(waf_gateway):
 def test_file_parts_are_inspected_when_asked(waf_gateway):
     g, _ = waf_gateway
     ct = [(CT, "multipart/form-data; boundary=XyZ")]
-    for part_headers, value in ((b"Content-Type: application/json\r\n", PAYLOAD),
-                                (b"Content-Type: text/plain\r\nContent-Transfer-Encoding: base64\r\n",
-                                 b"eyJxIjogIjEgdW5pb24gc2VsZWN0IHBhc3N3b3JkIGZyb20gdXNlcnMtLSJ9")):
+    for part_headers, value in (
+        (b"Content-Type: application/json\r\n", PAYLOAD),
+        (
+            b"Content-Type: text/plain\r\nContent-Transfer-Encoding: base64\r\n",
+            b"eyJxIjogIjEgdW5pb24gc2VsZWN0IHBhc3N3b3JkIGZyb20gdXNlcnMtLSJ9",
+        ),
+    ):
         body = multipart("XyZ", value, name='f"; filename="q.json', part_headers=part_headers)
         r = send(g.port, "POST", "/withfiles/upload", ct, body)
         assert r.status == 403, (part_headers, r.status, r.body[:300])
@@ -276,9 +451,20 @@ def test_file_parts_are_inspected_when_asked(waf_gateway):
 
 
 # ---- generated wrappings ------------------------------------------------------------------------
-TYPES = ["application/json", "application/vnd.api+json", "application/x-www-form-urlencoded", "application/xml",
-         "text/xml", "application/soap+xml", "text/plain", "application/octet-stream", "application/graphql",
-         "multipart/form-data", "multipart/mixed", "application/x-unknown"]
+TYPES = [
+    "application/json",
+    "application/vnd.api+json",
+    "application/x-www-form-urlencoded",
+    "application/xml",
+    "text/xml",
+    "application/soap+xml",
+    "text/plain",
+    "application/octet-stream",
+    "application/graphql",
+    "multipart/form-data",
+    "multipart/mixed",
+    "application/x-unknown",
+]
 FORMATS = {
     "json": PAYLOAD,
     "json-escaped": b'{"q": "1 \\u0075nion select password from users--"}',
@@ -311,10 +497,22 @@ def wrappings(draw):
     for t in types:
         params = ""
         if t.startswith("multipart/"):
-            params += draw(st.sampled_from(["; boundary=gEnBoUnD", '; boundary="gEnBoUnD"', "; boundary=other",
-                                            "; boundary=gEnBoUnD; boundary=x", ""]))
-        params += draw(st.sampled_from(["", "; charset=utf-8", "; charset=UTF-16", "; charset=latin1",
-                                        "; charset=utf-8; charset=utf-16", ";"]))
+            params += draw(
+                st.sampled_from(
+                    [
+                        "; boundary=gEnBoUnD",
+                        '; boundary="gEnBoUnD"',
+                        "; boundary=other",
+                        "; boundary=gEnBoUnD; boundary=x",
+                        "",
+                    ]
+                )
+            )
+        params += draw(
+            st.sampled_from(
+                ["", "; charset=utf-8", "; charset=UTF-16", "; charset=latin1", "; charset=utf-8; charset=utf-16", ";"]
+            )
+        )
         headers.append((CT, t + params))
     charset = draw(st.sampled_from(["utf-8", "utf-8", "utf-16", "utf-16-le", "utf-32"]))
     if charset != "utf-8":
@@ -351,57 +549,159 @@ def test_generated_wrappings_are_never_forwarded_long(waf_gateway, wrapping):
 
 
 # ---- the benign corpus --------------------------------------------------------------------------
-PNG = bytes.fromhex("89504e470d0a1a0a0000000d49484452000000010000000108060000001f15c4890000000d4944415478da63f8cf"
-                    "c0f01f0005000201e221bc330000000049454e44ae426082")
+PNG = bytes.fromhex(
+    "89504e470d0a1a0a0000000d49484452000000010000000108060000001f15c4890000000d4944415478da63f8cf"
+    "c0f01f0005000201e221bc330000000049454e44ae426082"
+)
 BENIGN = [
-    ("json signup", "POST", "/api/users", JSON_CT, json.dumps(
-        {"email": "alice@example.com", "name": "Alice O'Brien", "password": "correct horse battery staple",
-         "marketing": False, "locale": "en-GB"}).encode()),
-    ("json order", "POST", "/api/orders", [(CT, "application/json; charset=utf-8")], json.dumps(
-        {"customer": 42, "items": [{"sku": "CH-001", "qty": 2, "price": 49.5}, {"sku": "TB-7", "qty": 1}],
-         "shipping": {"street": "1 Main St.", "city": "Springfield", "zip": "12345"},
-         "note": "Please leave it at the door, thanks!"}).encode()),
+    (
+        "json signup",
+        "POST",
+        "/api/users",
+        JSON_CT,
+        json.dumps(
+            {
+                "email": "alice@example.com",
+                "name": "Alice O'Brien",
+                "password": "correct horse battery staple",
+                "marketing": False,
+                "locale": "en-GB",
+            }
+        ).encode(),
+    ),
+    (
+        "json order",
+        "POST",
+        "/api/orders",
+        [(CT, "application/json; charset=utf-8")],
+        json.dumps(
+            {
+                "customer": 42,
+                "items": [{"sku": "CH-001", "qty": 2, "price": 49.5}, {"sku": "TB-7", "qty": 1}],
+                "shipping": {"street": "1 Main St.", "city": "Springfield", "zip": "12345"},
+                "note": "Please leave it at the door, thanks!",
+            }
+        ).encode(),
+    ),
     ("json patch", "PATCH", "/api/users/42", [(CT, "application/json")], b'{"display_name": "Bob", "bio": null}'),
-    ("json array", "POST", "/api/batch", JSON_CT, json.dumps([{"id": i, "tags": ["a", "b"]} for i in range(50)]).encode()),
-    ("json unicode", "POST", "/api/comments", JSON_CT,
-     json.dumps({"text": "Grüße aus Köln — ça va? 日本語のテキスト 🙂"}, ensure_ascii=False).encode()),
-    ("json gzip", "POST", "/api/orders", JSON_CT + [("Content-Encoding", "gzip")],
-     gzip.compress(json.dumps({"customer": 7, "items": [{"sku": "X", "qty": 1}] * 20}).encode())),
-    ("json br", "POST", "/api/orders", JSON_CT + [("Content-Encoding", "br")],
-     brotli.compress(json.dumps({"customer": 7, "note": "brotli, please"}).encode())),
+    (
+        "json array",
+        "POST",
+        "/api/batch",
+        JSON_CT,
+        json.dumps([{"id": i, "tags": ["a", "b"]} for i in range(50)]).encode(),
+    ),
+    (
+        "json unicode",
+        "POST",
+        "/api/comments",
+        JSON_CT,
+        json.dumps({"text": "Grüße aus Köln — ça va? 日本語のテキスト 🙂"}, ensure_ascii=False).encode(),
+    ),
+    (
+        "json gzip",
+        "POST",
+        "/api/orders",
+        JSON_CT + [("Content-Encoding", "gzip")],
+        gzip.compress(json.dumps({"customer": 7, "items": [{"sku": "X", "qty": 1}] * 20}).encode()),
+    ),
+    (
+        "json br",
+        "POST",
+        "/api/orders",
+        JSON_CT + [("Content-Encoding", "br")],
+        brotli.compress(json.dumps({"customer": 7, "note": "brotli, please"}).encode()),
+    ),
     ("json without a type", "POST", "/api/orders", [], b'{"customer": 7, "items": []}'),
-    ("form login", "POST", "/login", [(CT, "application/x-www-form-urlencoded")],
-     b"username=alice&password=s3cret%21&remember=on"),
-    ("form search", "POST", "/search", [(CT, "application/x-www-form-urlencoded; charset=UTF-8")],
-     b"q=red+shoes&size=42&sort=price_asc&page=2"),
+    (
+        "form login",
+        "POST",
+        "/login",
+        [(CT, "application/x-www-form-urlencoded")],
+        b"username=alice&password=s3cret%21&remember=on",
+    ),
+    (
+        "form search",
+        "POST",
+        "/search",
+        [(CT, "application/x-www-form-urlencoded; charset=UTF-8")],
+        b"q=red+shoes&size=42&sort=price_asc&page=2",
+    ),
     ("form without a type", "POST", "/search", [], b"q=blue+hat&page=1"),
-    ("xml order", "POST", "/api/orders", [(CT, "application/xml")],
-     b'<?xml version="1.0" encoding="UTF-8"?><order id="17"><customer>42</customer><items>'
-     b'<item sku="CH-001" qty="2"/><item sku="TB-7" qty="1"/></items><note>after 5pm</note></order>'),
-    ("soap request", "POST", "/soap", [(CT, 'application/soap+xml; charset=utf-8')],
-     b'<?xml version="1.0"?><soap:Envelope xmlns:soap="http://www.w3.org/2003/05/soap-envelope">'
-     b'<soap:Header/><soap:Body><m:GetPrice xmlns:m="https://example.org/prices"><m:Item>Apples</m:Item>'
-     b"</m:GetPrice></soap:Body></soap:Envelope>"),
-    ("text/xml feed", "POST", "/api/feed", [(CT, "text/xml")],
-     b"<feed><entry><title>Release 1.2</title><summary>Bug fixes &amp; speed-ups</summary></entry></feed>"),
-    ("multipart text fields", "POST", "/api/profile", [(CT, "multipart/form-data; boundary=----WebKitFormBoundary7MA4YWxkTrZu0gW")],
-     b"------WebKitFormBoundary7MA4YWxkTrZu0gW\r\nContent-Disposition: form-data; name=\"name\"\r\n\r\nAlice\r\n"
-     b"------WebKitFormBoundary7MA4YWxkTrZu0gW\r\nContent-Disposition: form-data; name=\"city\"\r\n\r\nLyon\r\n"
-     b"------WebKitFormBoundary7MA4YWxkTrZu0gW--\r\n"),
-    ("multipart image upload", "POST", "/api/avatar", [(CT, 'multipart/form-data; boundary="8a1f0e3c-5d2b-4f6a"')],
-     b"--8a1f0e3c-5d2b-4f6a\r\nContent-Disposition: form-data; name=\"title\"\r\n\r\nmy avatar\r\n"
-     b"--8a1f0e3c-5d2b-4f6a\r\nContent-Disposition: form-data; name=\"file\"; filename=\"me.png\"\r\n"
-     b"Content-Type: image/png\r\n\r\n" + PNG + b"\r\n--8a1f0e3c-5d2b-4f6a--\r\n"),
-    ("multipart csv upload", "POST", "/api/import", [(CT, "multipart/form-data; boundary=X-BOUNDARY-1")],
-     b"--X-BOUNDARY-1\r\nContent-Disposition: form-data; name=\"file\"; filename=\"users.csv\"\r\n"
-     b"Content-Type: text/csv\r\n\r\nid,name,email\r\n1,Alice,alice@example.com\r\n2,Bob,bob@example.com\r\n"
-     b"\r\n--X-BOUNDARY-1--\r\n"),
-    ("graphql json query", "POST", "/graphql", JSON_CT, json.dumps(
-        {"query": 'query User($id: ID!) { user(id: $id) { id name email } }', "variables": {"id": "1"}}).encode()),
-    ("graphql json mutation", "POST", "/graphql", JSON_CT, json.dumps(
-        {"query": "mutation { addUser(name: \"Carol\") { id name } }"}).encode()),
-    ("graphql application/graphql", "POST", "/graphql", [(CT, "application/graphql")],
-     b"{ users(first: 3) { id name friends(first: 2) { name } } }"),
+    (
+        "xml order",
+        "POST",
+        "/api/orders",
+        [(CT, "application/xml")],
+        b'<?xml version="1.0" encoding="UTF-8"?><order id="17"><customer>42</customer><items>'
+        b'<item sku="CH-001" qty="2"/><item sku="TB-7" qty="1"/></items><note>after 5pm</note></order>',
+    ),
+    (
+        "soap request",
+        "POST",
+        "/soap",
+        [(CT, "application/soap+xml; charset=utf-8")],
+        b'<?xml version="1.0"?><soap:Envelope xmlns:soap="http://www.w3.org/2003/05/soap-envelope">'
+        b'<soap:Header/><soap:Body><m:GetPrice xmlns:m="https://example.org/prices"><m:Item>Apples</m:Item>'
+        b"</m:GetPrice></soap:Body></soap:Envelope>",
+    ),
+    (
+        "text/xml feed",
+        "POST",
+        "/api/feed",
+        [(CT, "text/xml")],
+        b"<feed><entry><title>Release 1.2</title><summary>Bug fixes &amp; speed-ups</summary></entry></feed>",
+    ),
+    (
+        "multipart text fields",
+        "POST",
+        "/api/profile",
+        [(CT, "multipart/form-data; boundary=----WebKitFormBoundary7MA4YWxkTrZu0gW")],
+        b'------WebKitFormBoundary7MA4YWxkTrZu0gW\r\nContent-Disposition: form-data; name="name"\r\n\r\nAlice\r\n'
+        b'------WebKitFormBoundary7MA4YWxkTrZu0gW\r\nContent-Disposition: form-data; name="city"\r\n\r\nLyon\r\n'
+        b"------WebKitFormBoundary7MA4YWxkTrZu0gW--\r\n",
+    ),
+    (
+        "multipart image upload",
+        "POST",
+        "/api/avatar",
+        [(CT, 'multipart/form-data; boundary="8a1f0e3c-5d2b-4f6a"')],
+        b'--8a1f0e3c-5d2b-4f6a\r\nContent-Disposition: form-data; name="title"\r\n\r\nmy avatar\r\n'
+        b'--8a1f0e3c-5d2b-4f6a\r\nContent-Disposition: form-data; name="file"; filename="me.png"\r\n'
+        b"Content-Type: image/png\r\n\r\n" + PNG + b"\r\n--8a1f0e3c-5d2b-4f6a--\r\n",
+    ),
+    (
+        "multipart csv upload",
+        "POST",
+        "/api/import",
+        [(CT, "multipart/form-data; boundary=X-BOUNDARY-1")],
+        b'--X-BOUNDARY-1\r\nContent-Disposition: form-data; name="file"; filename="users.csv"\r\n'
+        b"Content-Type: text/csv\r\n\r\nid,name,email\r\n1,Alice,alice@example.com\r\n2,Bob,bob@example.com\r\n"
+        b"\r\n--X-BOUNDARY-1--\r\n",
+    ),
+    (
+        "graphql json query",
+        "POST",
+        "/graphql",
+        JSON_CT,
+        json.dumps(
+            {"query": "query User($id: ID!) { user(id: $id) { id name email } }", "variables": {"id": "1"}}
+        ).encode(),
+    ),
+    (
+        "graphql json mutation",
+        "POST",
+        "/graphql",
+        JSON_CT,
+        json.dumps({"query": 'mutation { addUser(name: "Carol") { id name } }'}).encode(),
+    ),
+    (
+        "graphql application/graphql",
+        "POST",
+        "/graphql",
+        [(CT, "application/graphql")],
+        b"{ users(first: 3) { id name friends(first: 2) { name } } }",
+    ),
     ("graphql GET", "GET", "/graphql?query=%7B%20hello%20%7D", [], None),
     ("png upload (declared uninspected)", "PUT", "/uploads/me.png", [(CT, "image/png")], PNG),
 ]
@@ -423,8 +723,11 @@ def test_compressed_bodies_reach_the_upstream_as_inspected(waf_gateway):
     its own decoder can never read something else out of them."""
     g, _ = waf_gateway
     plain = json.dumps({"customer": 7, "items": [{"sku": "X", "qty": 1}] * 20}).encode()
-    for coding, data in (("gzip", gzip.compress(plain)), ("br", brotli.compress(plain)),
-                         ("gzip, zstd", zstd.compress(gzip.compress(plain)))):
+    for coding, data in (
+        ("gzip", gzip.compress(plain)),
+        ("br", brotli.compress(plain)),
+        ("gzip, zstd", zstd.compress(gzip.compress(plain))),
+    ):
         r = send(g.port, "POST", "/api/orders", JSON_CT + [("Content-Encoding", coding)], data)
         assert r.status == 200, (coding, r.body[:200])
         echo = r.json()
@@ -440,6 +743,7 @@ def test_detect_mode_logs_what_block_mode_refuses(waf_gateway):
     headers = [(CT, "application/json"), (CT, "text/plain"), ("X-Request-Id", "waf-detect-ambiguous")]
     r = send(g.port, "POST", "/detect/items", headers, b'{"name": "chair"}')
     assert r.status == 200
-    line = next(x for x in audit_lines(tmp / "audit.log", "waf-detect-ambiguous")
-                if x["request_id"] == "waf-detect-ambiguous")
+    line = next(
+        x for x in audit_lines(tmp / "audit.log", "waf-detect-ambiguous") if x["request_id"] == "waf-detect-ambiguous"
+    )
     assert line["waf"]["refused"] == "ambiguous-content-type" and line["waf"]["blocked"] is False

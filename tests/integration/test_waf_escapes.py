@@ -34,20 +34,28 @@ def _graphql(port: int, route: str, transport: str, query: str) -> int:
     if transport == "graphql":
         return send(port, "POST", route, [("Content-Type", "application/graphql")], query.encode()).status
     if transport == "form":
-        return send(port, "POST", route, [("Content-Type", "application/x-www-form-urlencoded")],
-                    b"query=" + quote(query).encode()).status
+        return send(
+            port,
+            "POST",
+            route,
+            [("Content-Type", "application/x-www-form-urlencoded")],
+            b"query=" + quote(query).encode(),
+        ).status
     doc = {"query": query}
     body = json.dumps([doc] if transport == "json-batch" else doc).encode()
     return send(port, "POST", route, [("Content-Type", "application/json")], body).status
 
 
-@pytest.mark.parametrize("xml", [
-    f'<a:q xmlns:a="{SQLI}"/>',
-    f'<q xmlns="{SQLI}"/>',
-    f'<r><c xmlns:n="{SQLI}"><n:x>1</n:x></c></r>',
-    f'<soap:Envelope xmlns:soap="http://www.w3.org/2003/05/soap-envelope"><soap:Body xmlns:p="{SQLI}">'
-    '<p:Search/></soap:Body></soap:Envelope>',
-])
+@pytest.mark.parametrize(
+    "xml",
+    [
+        f'<a:q xmlns:a="{SQLI}"/>',
+        f'<q xmlns="{SQLI}"/>',
+        f'<r><c xmlns:n="{SQLI}"><n:x>1</n:x></c></r>',
+        f'<soap:Envelope xmlns:soap="http://www.w3.org/2003/05/soap-envelope"><soap:Body xmlns:p="{SQLI}">'
+        "<p:Search/></soap:Body></soap:Envelope>",
+    ],
+)
 def test_xml_namespace_declarations_are_inspected(waf_gateway, xml):
     status = send(waf_gateway[0].port, "POST", "/open/x", [("Content-Type", "application/xml")], xml.encode()).status
     assert status in (403, 400), status

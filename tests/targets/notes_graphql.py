@@ -49,8 +49,18 @@ from typing import Any
 import jwt
 from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.responses import HTMLResponse, JSONResponse
-from graphql import (GraphQLArgument, GraphQLBoolean, GraphQLField, GraphQLInt, GraphQLList, GraphQLNonNull,
-                     GraphQLObjectType, GraphQLSchema, GraphQLString, graphql_sync)
+from graphql import (
+    GraphQLArgument,
+    GraphQLBoolean,
+    GraphQLField,
+    GraphQLInt,
+    GraphQLList,
+    GraphQLNonNull,
+    GraphQLObjectType,
+    GraphQLSchema,
+    GraphQLString,
+    graphql_sync,
+)
 from pydantic import BaseModel
 from sqlalchemy import ForeignKey, String, create_engine, select, text
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship
@@ -59,8 +69,10 @@ from sqlalchemy.pool import StaticPool
 # copied from the FastAPI "OAuth2 with Password (and hashing), Bearer with JWT tokens" tutorial
 SECRET_KEY = "09d25e094faa6ca2556c818166b7a9563b93f7099f6f0f4caa6cf63b88e8d3e7"
 PASSWORDS = {"alice": "alice-notes-1", "bob": "bob-notes-2"}
-SCAN_LOGINS = [{"name": n, "username": n, "path": "/auth/login", "json": {"username": n, "password": p},
-                "token": "access_token"} for n, p in PASSWORDS.items()]
+SCAN_LOGINS = [
+    {"name": n, "username": n, "path": "/auth/login", "json": {"username": n, "password": p}, "token": "access_token"}
+    for n, p in PASSWORDS.items()
+]
 
 
 class Base(DeclarativeBase):
@@ -74,7 +86,7 @@ class User(Base):
     password: Mapped[str] = mapped_column(String(200))
     bio: Mapped[str] = mapped_column(String(200), default="")
     is_admin: Mapped[bool] = mapped_column(default=False)
-    notes: Mapped[list["Note"]] = relationship(back_populates="owner")
+    notes: Mapped[list[Note]] = relationship(back_populates="owner")
 
 
 class Note(Base):
@@ -119,16 +131,30 @@ class SafeRegister(BaseModel):
 
 
 def hardened_config(upstream_url: str) -> dict:
-    return {"upstreams": {"notes": {"urls": [upstream_url]}},
-            "policies": {"body_limit": {"max_bytes": 65536},
-                         "rate_limit": {"max_keys": 100_003,  # its own memory store: one per max_keys per process
-                                        "limits": ["30/second"], "login_paths": ["/auth/login"],
-                                        "login_limits": ["5/minute"]}},
-            "routes": [{"path": "/graphql", "methods": ["POST"], "upstream": "notes",
-                        "policies": {"graphql": {"introspection": False, "limits": {
-                            "max_depth": 6, "max_aliases": 10, "max_batch": 1}},
-                            "rate_limit": {"limits": ["5/second"]}}},
-                       {"path": "/*", "upstream": "notes"}]}
+    return {
+        "upstreams": {"notes": {"urls": [upstream_url]}},
+        "policies": {
+            "body_limit": {"max_bytes": 65536},
+            "rate_limit": {
+                "max_keys": 100_003,  # its own memory store: one per max_keys per process
+                "limits": ["30/second"],
+                "login_paths": ["/auth/login"],
+                "login_limits": ["5/minute"],
+            },
+        },
+        "routes": [
+            {
+                "path": "/graphql",
+                "methods": ["POST"],
+                "upstream": "notes",
+                "policies": {
+                    "graphql": {"introspection": False, "limits": {"max_depth": 6, "max_aliases": 10, "max_batch": 1}},
+                    "rate_limit": {"limits": ["5/second"]},
+                },
+            },
+            {"path": "/*", "upstream": "notes"},
+        ],
+    }
 
 
 def create_app(hardened: bool = False) -> FastAPI:
@@ -142,10 +168,14 @@ def create_app(hardened: bool = False) -> FastAPI:
         bob = User(username="bob", password=PASSWORDS["bob"])
         s.add_all([alice, bob, User(username="root", password="r00t-notes", is_admin=True)])
         s.flush()
-        s.add_all([Note(title="groceries", body="milk, eggs", owner_id=alice.id),
-                   Note(title="bank pin", body="4711", owner_id=alice.id),
-                   Note(title="todo", body="call mum", owner_id=bob.id),
-                   Note(title="welcome", body="<b>hello</b> world", public=True, owner_id=bob.id)])
+        s.add_all(
+            [
+                Note(title="groceries", body="milk, eggs", owner_id=alice.id),
+                Note(title="bank pin", body="4711", owner_id=alice.id),
+                Note(title="todo", body="call mum", owner_id=bob.id),
+                Note(title="welcome", body="<b>hello</b> world", public=True, owner_id=bob.id),
+            ]
+        )
         s.commit()
 
     app = FastAPI(title="Notes", version="0.9.0")
@@ -178,10 +208,12 @@ def create_app(hardened: bool = False) -> FastAPI:
         return {"id": user.id, "username": user.username}
 
     if hardened:
+
         @app.post("/auth/register", status_code=201)
         def register_safe(body: SafeRegister, s: Session = Depends(db)):
             return _register(body, s)
     else:
+
         @app.post("/auth/register", status_code=201)
         def register(body: Register, s: Session = Depends(db)):
             return _register(body, s)
@@ -225,7 +257,9 @@ def create_app(hardened: bool = False) -> FastAPI:
     @app.get("/search", openapi_extra={"security": [{"bearer": []}]})
     def search(q: str, user: User = Depends(me), s: Session = Depends(db)):
         if hardened:
-            rows = s.execute(text("SELECT id, title FROM notes WHERE public = 1 AND title LIKE :q"), {"q": f"%{q}%"}).all()
+            rows = s.execute(
+                text("SELECT id, title FROM notes WHERE public = 1 AND title LIKE :q"), {"q": f"%{q}%"}
+            ).all()
         else:
             rows = s.execute(text(f"SELECT id, title FROM notes WHERE public = 1 AND title LIKE '%{q}%'")).all()
         return [{"id": r[0], "title": r[1]} for r in rows]
@@ -249,29 +283,40 @@ def create_app(hardened: bool = False) -> FastAPI:
         except Exception:
             return JSONResponse({"errors": [{"message": "POST body sent invalid JSON."}]}, 400)
         if isinstance(payload, list):  # batching for the web app's data loader
-            return JSONResponse([_run(schema, p, request, secret, hardened) for p in payload[:100] if isinstance(p, dict)])
+            return JSONResponse(
+                [_run(schema, p, request, secret, hardened) for p in payload[:100] if isinstance(p, dict)]
+            )
         return JSONResponse(_run(schema, payload if isinstance(payload, dict) else {}, request, secret, hardened))
 
     return app
 
 
-def _run(schema: GraphQLSchema, payload: dict, request: Request, secret: str = SECRET_KEY,
-         hardened: bool = False) -> dict:
+def _run(
+    schema: GraphQLSchema, payload: dict, request: Request, secret: str = SECRET_KEY, hardened: bool = False
+) -> dict:
     auth = request.headers.get("authorization", "")
     try:
         viewer = jwt.decode(auth.removeprefix("Bearer "), secret, algorithms=["HS256"]).get("sub")
     except jwt.PyJWTError:
         viewer = None
-    result = graphql_sync(schema, str(payload.get("query") or ""), variable_values=payload.get("variables"),
-                          context_value={"viewer": viewer})
+    result = graphql_sync(
+        schema,
+        str(payload.get("query") or ""),
+        variable_values=payload.get("variables"),
+        context_value={"viewer": viewer},
+    )
     out: dict[str, Any] = {"data": result.data}
     if result.errors:
         errs = []
         for e in result.errors:
             item = e.formatted
             if e.original_error is not None and not hardened:  # DEBUG = True in settings.py
-                item["extensions"] = {"exception": {"type": type(e.original_error).__name__, "stacktrace":
-                                      traceback.format_exception(e.original_error)}}
+                item["extensions"] = {
+                    "exception": {
+                        "type": type(e.original_error).__name__,
+                        "stacktrace": traceback.format_exception(e.original_error),
+                    }
+                }
             errs.append(item)
         out["errors"] = errs
     return out
@@ -290,20 +335,38 @@ def _schema(engine, secret: str = SECRET_KEY, hardened: bool = False) -> GraphQL
         return rows("SELECT id, title, body, public, owner_id FROM notes WHERE owner_id = ?", user["id"])
 
     user_t: GraphQLObjectType
-    paste_t = GraphQLObjectType("Paste", lambda: {
-        "id": GraphQLField(GraphQLInt), "title": GraphQLField(GraphQLString), "content": GraphQLField(
-            GraphQLString, resolve=lambda p, i: p["body"]),
-        "public": GraphQLField(GraphQLBoolean), "owner": GraphQLField(user_t, resolve=owner_of)})
-    user_t = GraphQLObjectType("User", lambda: {
-        "id": GraphQLField(GraphQLInt), "username": GraphQLField(GraphQLString), "bio": GraphQLField(GraphQLString),
-        "pastes": GraphQLField(GraphQLList(paste_t), resolve=pastes_of)})
+    paste_t = GraphQLObjectType(
+        "Paste",
+        lambda: {
+            "id": GraphQLField(GraphQLInt),
+            "title": GraphQLField(GraphQLString),
+            "content": GraphQLField(GraphQLString, resolve=lambda p, i: p["body"]),
+            "public": GraphQLField(GraphQLBoolean),
+            "owner": GraphQLField(user_t, resolve=owner_of),
+        },
+    )
+    user_t = GraphQLObjectType(
+        "User",
+        lambda: {
+            "id": GraphQLField(GraphQLInt),
+            "username": GraphQLField(GraphQLString),
+            "bio": GraphQLField(GraphQLString),
+            "pastes": GraphQLField(GraphQLList(paste_t), resolve=pastes_of),
+        },
+    )
 
     def r_pastes(_, info, filter: str | None = None, limit: int = 50):  # noqa: A002
         if hardened:
-            return rows("SELECT id, title, body, public, owner_id FROM notes WHERE public = 1 AND title LIKE ? "
-                        "ORDER BY id DESC LIMIT ?", f"%{filter or ''}%", int(limit))
+            return rows(
+                "SELECT id, title, body, public, owner_id FROM notes WHERE public = 1 AND title LIKE ? "
+                "ORDER BY id DESC LIMIT ?",
+                f"%{filter or ''}%",
+                int(limit),
+            )
         where = "public = 1" + (f" AND title LIKE '%{filter}%'" if filter else "")
-        return rows(f"SELECT id, title, body, public, owner_id FROM notes WHERE {where} ORDER BY id DESC LIMIT {int(limit)}")
+        return rows(
+            f"SELECT id, title, body, public, owner_id FROM notes WHERE {where} ORDER BY id DESC LIMIT {int(limit)}"
+        )
 
     def r_paste(_, info, id: int):  # noqa: A002
         found = rows("SELECT id, title, body, public, owner_id FROM notes WHERE id = ?", id)
@@ -319,9 +382,15 @@ def _schema(engine, secret: str = SECRET_KEY, hardened: bool = False) -> GraphQL
     def r_create(_, info, title: str, content: str, public: bool = True):
         owner = rows("SELECT id FROM users WHERE username = ?", info.context["viewer"] or "bob")
         with engine.begin() as c:
-            c.exec_driver_sql("INSERT INTO notes (title, body, public, owner_id) VALUES (?, ?, ?, ?)",
-                              (html.escape(title) if hardened else title, html.escape(content) if hardened else content,
-                               public, owner[0]["id"] if owner else 1))
+            c.exec_driver_sql(
+                "INSERT INTO notes (title, body, public, owner_id) VALUES (?, ?, ?, ?)",
+                (
+                    html.escape(title) if hardened else title,
+                    html.escape(content) if hardened else content,
+                    public,
+                    owner[0]["id"] if owner else 1,
+                ),
+            )
         return rows("SELECT id, title, body, public, owner_id FROM notes ORDER BY id DESC LIMIT 1")[0]
 
     def r_import(_, info, url: str):
@@ -341,23 +410,47 @@ def _schema(engine, secret: str = SECRET_KEY, hardened: bool = False) -> GraphQL
     def r_about(_, info):
         return html.escape("Notes 0.9")
 
-    query = GraphQLObjectType("Query", {
-        "pastes": GraphQLField(GraphQLList(paste_t), args={"filter": GraphQLArgument(GraphQLString),
-                                                           "limit": GraphQLArgument(GraphQLInt)}, resolve=r_pastes),
-        "paste": GraphQLField(paste_t, args={"id": GraphQLArgument(GraphQLNonNull(GraphQLInt))}, resolve=r_paste),
-        "users": GraphQLField(GraphQLList(user_t), resolve=lambda _, i: rows("SELECT id, username, bio FROM users")),
-        "about": GraphQLField(GraphQLString, resolve=r_about),
-    })
-    mutation = GraphQLObjectType("Mutation", {
-        "createPaste": GraphQLField(paste_t, args={"title": GraphQLArgument(GraphQLNonNull(GraphQLString)),
-                                                   "content": GraphQLArgument(GraphQLNonNull(GraphQLString)),
-                                                   "public": GraphQLArgument(GraphQLBoolean)}, resolve=r_create),
-        "importPaste": GraphQLField(paste_t, args={"url": GraphQLArgument(GraphQLNonNull(GraphQLString))},
-                                    resolve=r_import),
-        "diagnostics": GraphQLField(GraphQLString, args={"host": GraphQLArgument(GraphQLNonNull(GraphQLString))},
-                                    resolve=r_diagnostics),
-        "login": GraphQLField(GraphQLString, args={"username": GraphQLArgument(GraphQLNonNull(GraphQLString)),
-                                                   "password": GraphQLArgument(GraphQLNonNull(GraphQLString))},
-                              resolve=r_login),
-    })
+    query = GraphQLObjectType(
+        "Query",
+        {
+            "pastes": GraphQLField(
+                GraphQLList(paste_t),
+                args={"filter": GraphQLArgument(GraphQLString), "limit": GraphQLArgument(GraphQLInt)},
+                resolve=r_pastes,
+            ),
+            "paste": GraphQLField(paste_t, args={"id": GraphQLArgument(GraphQLNonNull(GraphQLInt))}, resolve=r_paste),
+            "users": GraphQLField(
+                GraphQLList(user_t), resolve=lambda _, i: rows("SELECT id, username, bio FROM users")
+            ),
+            "about": GraphQLField(GraphQLString, resolve=r_about),
+        },
+    )
+    mutation = GraphQLObjectType(
+        "Mutation",
+        {
+            "createPaste": GraphQLField(
+                paste_t,
+                args={
+                    "title": GraphQLArgument(GraphQLNonNull(GraphQLString)),
+                    "content": GraphQLArgument(GraphQLNonNull(GraphQLString)),
+                    "public": GraphQLArgument(GraphQLBoolean),
+                },
+                resolve=r_create,
+            ),
+            "importPaste": GraphQLField(
+                paste_t, args={"url": GraphQLArgument(GraphQLNonNull(GraphQLString))}, resolve=r_import
+            ),
+            "diagnostics": GraphQLField(
+                GraphQLString, args={"host": GraphQLArgument(GraphQLNonNull(GraphQLString))}, resolve=r_diagnostics
+            ),
+            "login": GraphQLField(
+                GraphQLString,
+                args={
+                    "username": GraphQLArgument(GraphQLNonNull(GraphQLString)),
+                    "password": GraphQLArgument(GraphQLNonNull(GraphQLString)),
+                },
+                resolve=r_login,
+            ),
+        },
+    )
     return GraphQLSchema(query, mutation)

@@ -54,10 +54,22 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 JWT_SECRET = "sunshine2024"
-USERS = [("admin", "admin@shop.test", "Adm1n!2019", "admin"), ("alice", "alice@shop.test", "alice-pass-1", "user"),
-         ("bob", "bob@shop.test", "bob-pass-2", "user"), ("carol", "carol@shop.test", "carol-pass-3", "user")]
-SCAN_LOGINS = [{"name": n, "username": n, "path": "/api/auth/login", "json": {"username": n, "password": p},
-                "token": "access_token"} for n, _, p, _ in USERS[1:3]]
+USERS = [
+    ("admin", "admin@shop.test", "Adm1n!2019", "admin"),
+    ("alice", "alice@shop.test", "alice-pass-1", "user"),
+    ("bob", "bob@shop.test", "bob-pass-2", "user"),
+    ("carol", "carol@shop.test", "carol-pass-3", "user"),
+]
+SCAN_LOGINS = [
+    {
+        "name": n,
+        "username": n,
+        "path": "/api/auth/login",
+        "json": {"username": n, "password": p},
+        "token": "access_token",
+    }
+    for n, _, p, _ in USERS[1:3]
+]
 # the e-mail check from a 2012 blog post, still copied: exponential backtracking on long local parts
 EMAIL = re.compile(r"^([a-zA-Z0-9_\.\-])+\@(([a-zA-Z0-9\-])+\.)+([a-zA-Z0-9]{2,4})+$")
 
@@ -67,8 +79,14 @@ _PUBLIC: list = []
 
 
 def _body(props: dict, required: list[str] | None = None) -> dict:
-    return {"required": True, "content": {"application/json": {"schema": {
-        "type": "object", "properties": props, **({"required": required} if required else {})}}}}
+    return {
+        "required": True,
+        "content": {
+            "application/json": {
+                "schema": {"type": "object", "properties": props, **({"required": required} if required else {})}
+            }
+        },
+    }
 
 
 def _p(name: str, where: str = "path", schema: dict | None = None) -> dict:
@@ -81,36 +99,86 @@ SPEC: dict[str, Any] = {
     "components": {"securitySchemes": {"bearerAuth": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}}},
     "security": [{"bearerAuth": []}],
     "paths": {
-        "/api/auth/register": {"post": {"security": _PUBLIC, "summary": "Create an account", "requestBody": _body(
-            {"username": _S, "email": {"type": "string", "format": "email"}, "password": _S},
-            ["username", "email", "password"]), "responses": {"201": {"description": "created"}}}},
-        "/api/auth/login": {"post": {"security": _PUBLIC, "requestBody": _body({"username": _S, "password": _S}),
-                                     "responses": {"200": {"description": "a token"}}}},
+        "/api/auth/register": {
+            "post": {
+                "security": _PUBLIC,
+                "summary": "Create an account",
+                "requestBody": _body(
+                    {"username": _S, "email": {"type": "string", "format": "email"}, "password": _S},
+                    ["username", "email", "password"],
+                ),
+                "responses": {"201": {"description": "created"}},
+            }
+        },
+        "/api/auth/login": {
+            "post": {
+                "security": _PUBLIC,
+                "requestBody": _body({"username": _S, "password": _S}),
+                "responses": {"200": {"description": "a token"}},
+            }
+        },
         "/api/users": {"get": {"summary": "List users", "responses": {"200": {"description": "users"}}}},
-        "/api/users/{username}": {"get": {"parameters": [_p("username")], "responses": {"200": {"description": "a user"}}}},
-        "/api/users/{username}/email": {"put": {"parameters": [_p("username")], "requestBody": _body({"email": _S}),
-                                                "responses": {"200": {"description": "changed"}}}},
-        "/api/users/{username}/password": {"put": {"parameters": [_p("username")],
-                                                   "requestBody": _body({"password": _S}),
-                                                   "responses": {"200": {"description": "changed"}}}},
-        "/api/users/me/avatar": {"post": {"requestBody": _body({"image_url": {"type": "string", "format": "uri"}}),
-                                          "responses": {"200": {"description": "stored"}}}},
-        "/api/products": {"get": {"security": _PUBLIC, "parameters": [_p("q", "query")],
-                                  "responses": {"200": {"description": "products"}}}},
-        "/api/products/{product_id}": {"get": {"security": _PUBLIC, "parameters": [_p("product_id", schema=_I)],
-                                               "responses": {"200": {"description": "a product"}}}},
-        "/api/orders": {"get": {"responses": {"200": {"description": "my orders"}}},
-                        "post": {"requestBody": _body({"product_id": _I, "quantity": _I, "note": _S},
-                                                      ["product_id", "quantity"]),
-                                 "responses": {"201": {"description": "created"}}}},
-        "/api/orders/{order_id}": {"get": {"parameters": [_p("order_id", schema=_I)],
-                                           "responses": {"200": {"description": "an order"}}},
-                                   "delete": {"parameters": [_p("order_id", schema=_I)],
-                                              "responses": {"204": {"description": "deleted"}}}},
-        "/api/newsletter": {"post": {"security": _PUBLIC, "requestBody": _body({"email": _S}, ["email"]),
-                                     "responses": {"200": {"description": "subscribed"}}}},
-        "/api/debug/config": {"get": {"summary": "Diagnostics for support", "responses": {"200": {"description": "config"}}}},
-        "/api/admin/stats": {"get": {"summary": "Admin only: sales figures", "responses": {"200": {"description": "stats"}}}},
+        "/api/users/{username}": {
+            "get": {"parameters": [_p("username")], "responses": {"200": {"description": "a user"}}}
+        },
+        "/api/users/{username}/email": {
+            "put": {
+                "parameters": [_p("username")],
+                "requestBody": _body({"email": _S}),
+                "responses": {"200": {"description": "changed"}},
+            }
+        },
+        "/api/users/{username}/password": {
+            "put": {
+                "parameters": [_p("username")],
+                "requestBody": _body({"password": _S}),
+                "responses": {"200": {"description": "changed"}},
+            }
+        },
+        "/api/users/me/avatar": {
+            "post": {
+                "requestBody": _body({"image_url": {"type": "string", "format": "uri"}}),
+                "responses": {"200": {"description": "stored"}},
+            }
+        },
+        "/api/products": {
+            "get": {
+                "security": _PUBLIC,
+                "parameters": [_p("q", "query")],
+                "responses": {"200": {"description": "products"}},
+            }
+        },
+        "/api/products/{product_id}": {
+            "get": {
+                "security": _PUBLIC,
+                "parameters": [_p("product_id", schema=_I)],
+                "responses": {"200": {"description": "a product"}},
+            }
+        },
+        "/api/orders": {
+            "get": {"responses": {"200": {"description": "my orders"}}},
+            "post": {
+                "requestBody": _body({"product_id": _I, "quantity": _I, "note": _S}, ["product_id", "quantity"]),
+                "responses": {"201": {"description": "created"}},
+            },
+        },
+        "/api/orders/{order_id}": {
+            "get": {"parameters": [_p("order_id", schema=_I)], "responses": {"200": {"description": "an order"}}},
+            "delete": {"parameters": [_p("order_id", schema=_I)], "responses": {"204": {"description": "deleted"}}},
+        },
+        "/api/newsletter": {
+            "post": {
+                "security": _PUBLIC,
+                "requestBody": _body({"email": _S}, ["email"]),
+                "responses": {"200": {"description": "subscribed"}},
+            }
+        },
+        "/api/debug/config": {
+            "get": {"summary": "Diagnostics for support", "responses": {"200": {"description": "config"}}}
+        },
+        "/api/admin/stats": {
+            "get": {"summary": "Admin only: sales figures", "responses": {"200": {"description": "stats"}}}
+        },
     },
 }
 
@@ -130,13 +198,31 @@ class DB:
             CREATE TABLE subscribers (email TEXT);
         """)
         c.executemany("INSERT INTO users (username, email, password, role) VALUES (?,?,?,?)", USERS)
-        names = ["kettle", "toaster", "lamp", "desk", "chair", "mug", "teapot", "rug", "shelf", "clock", "radio",
-                 "fan", "pillow", "blanket", "vase"]
-        c.executemany("INSERT INTO products (name, price, stock) VALUES (?,?,?)",
-                      [(n, 5.0 + i, 10 + i) for i, n in enumerate(names)])
-        c.executemany("INSERT INTO orders (user_id, product_id, quantity, note, created) VALUES (?,?,?,?,?)",
-                      [(2, 3, 1, "gift wrap please", time.time()), (3, 5, 2, "", time.time()),
-                       (4, 1, 1, "", time.time())])
+        names = [
+            "kettle",
+            "toaster",
+            "lamp",
+            "desk",
+            "chair",
+            "mug",
+            "teapot",
+            "rug",
+            "shelf",
+            "clock",
+            "radio",
+            "fan",
+            "pillow",
+            "blanket",
+            "vase",
+        ]
+        c.executemany(
+            "INSERT INTO products (name, price, stock) VALUES (?,?,?)",
+            [(n, 5.0 + i, 10 + i) for i, n in enumerate(names)],
+        )
+        c.executemany(
+            "INSERT INTO orders (user_id, product_id, quantity, note, created) VALUES (?,?,?,?,?)",
+            [(2, 3, 1, "gift wrap please", time.time()), (3, 5, 2, "", time.time()), (4, 1, 1, "", time.time())],
+        )
         c.commit()
 
     def q(self, sql: str, args: tuple = ()) -> list[dict]:
@@ -154,12 +240,19 @@ SAFE_EMAIL = re.compile(r"^[^@\s]{1,64}@[^@\s]{1,255}$")
 
 
 def hardened_config(upstream_url: str) -> dict:
-    return {"upstreams": {"shop": {"urls": [upstream_url]}},
-            "policies": {"body_limit": {"max_bytes": 65536},
-                         "rate_limit": {"max_keys": 100_001,  # its own memory store: one per max_keys per process
-                                        "limits": ["30/second"], "login_paths": ["/api/auth/login"],
-                                        "login_limits": ["5/minute"]}},
-            "routes": [{"path": "/*", "upstream": "shop"}]}
+    return {
+        "upstreams": {"shop": {"urls": [upstream_url]}},
+        "policies": {
+            "body_limit": {"max_bytes": 65536},
+            "rate_limit": {
+                "max_keys": 100_001,  # its own memory store: one per max_keys per process
+                "limits": ["30/second"],
+                "login_paths": ["/api/auth/login"],
+                "login_limits": ["5/minute"],
+            },
+        },
+        "routes": [{"path": "/*", "upstream": "shop"}],
+    }
 
 
 def create_app(hardened: bool = False) -> Starlette:
@@ -186,6 +279,7 @@ def create_app(hardened: bool = False) -> Starlette:
             if user is None:
                 return JSONResponse({"error": "authentication required"}, 401)
             return await handler(request, user)
+
         return wrapper
 
     async def json_body(request: Request) -> dict:
@@ -202,21 +296,30 @@ def create_app(hardened: bool = False) -> Starlette:
         if db.q("SELECT id FROM users WHERE username = ?", (data["username"],)):
             return JSONResponse({"error": "username taken"}, 409)
         # "role" defaults to user... unless the client sends one
-        uid = db.x("INSERT INTO users (username, email, password, role) VALUES (?,?,?,?)",
-                   (data["username"], data.get("email", ""), data["password"],
-                    "user" if hardened else data.get("role", "user")))
+        uid = db.x(
+            "INSERT INTO users (username, email, password, role) VALUES (?,?,?,?)",
+            (
+                data["username"],
+                data.get("email", ""),
+                data["password"],
+                "user" if hardened else data.get("role", "user"),
+            ),
+        )
         return JSONResponse({"id": uid, "username": data["username"]}, 201)
 
     async def login(request: Request):
         data = await json_body(request)
-        rows = db.q("SELECT * FROM users WHERE username = ? AND password = ?",
-                    (str(data.get("username")), str(data.get("password"))))
+        rows = db.q(
+            "SELECT * FROM users WHERE username = ? AND password = ?",
+            (str(data.get("username")), str(data.get("password"))),
+        )
         if not rows:
             return JSONResponse({"error": "invalid username or password"}, 401)
         u = rows[0]
         now = int(time.time())
-        tok = jwt.encode({"sub": u["username"], "role": u["role"], "iat": now, "exp": now + 3600}, secret,
-                         algorithm="HS256")
+        tok = jwt.encode(
+            {"sub": u["username"], "role": u["role"], "iat": now, "exp": now + 3600}, secret, algorithm="HS256"
+        )
         return JSONResponse({"access_token": tok, "token_type": "bearer", "role": u["role"]})
 
     async def users(request: Request, user: dict):
@@ -241,8 +344,11 @@ def create_app(hardened: bool = False) -> Starlette:
     async def user_password(request: Request, user: dict):
         data = await json_body(request)
         name = request.path_params["username"]
-        if not data.get("password") or not db.q("SELECT id FROM users WHERE username = ?", (name,)) or \
-                (hardened and name != user["username"]):
+        if (
+            not data.get("password")
+            or not db.q("SELECT id FROM users WHERE username = ?", (name,))
+            or (hardened and name != user["username"])
+        ):
             return JSONResponse({"error": "not found"}, 404)
         db.x("UPDATE users SET password = ? WHERE username = ?", (str(data["password"]), name))
         return JSONResponse({"status": "password changed"})
@@ -250,7 +356,9 @@ def create_app(hardened: bool = False) -> Starlette:
     async def avatar(request: Request, user: dict):
         data = await json_body(request)
         url = str(data.get("image_url", ""))
-        if not url.startswith(("http://", "https://")) or (hardened and not url.startswith("https://images.shop.test/")):
+        if not url.startswith(("http://", "https://")) or (
+            hardened and not url.startswith("https://images.shop.test/")
+        ):
             return JSONResponse({"error": "image_url must be http(s)"}, 400)
         try:
             with urllib.request.urlopen(url, timeout=3) as r:  # noqa: S310
@@ -263,8 +371,11 @@ def create_app(hardened: bool = False) -> Starlette:
     async def products(request: Request):
         q = request.query_params.get("q", "")
         try:
-            rows = db.q("SELECT id, name, price FROM products WHERE name LIKE ? ORDER BY id", (f"%{q}%",)) if hardened \
+            rows = (
+                db.q("SELECT id, name, price FROM products WHERE name LIKE ? ORDER BY id", (f"%{q}%",))
+                if hardened
                 else db.q(f"SELECT id, name, price FROM products WHERE name LIKE '%{q}%' ORDER BY id")
+            )
         except sqlite3.Error:
             return JSONResponse({"error": "internal server error"}, 500)
         return JSONResponse({"items": rows, "count": len(rows)})
@@ -272,8 +383,11 @@ def create_app(hardened: bool = False) -> Starlette:
     async def product(request: Request):
         pid = request.path_params["product_id"]
         try:
-            rows = db.q("SELECT id, name, price, stock FROM products WHERE id = ?", (int(pid),)) if hardened \
+            rows = (
+                db.q("SELECT id, name, price, stock FROM products WHERE id = ?", (int(pid),))
+                if hardened
                 else db.q(f"SELECT id, name, price, stock FROM products WHERE id = {pid}")
+            )
         except ValueError:
             return JSONResponse({"error": "not found"}, 404)
         except sqlite3.Error:
@@ -287,8 +401,10 @@ def create_app(hardened: bool = False) -> Starlette:
                 pid, qty = int(data["product_id"]), int(data["quantity"])
             except (KeyError, TypeError, ValueError):
                 return JSONResponse({"error": "product_id and quantity are required"}, 400)
-            oid = db.x("INSERT INTO orders (user_id, product_id, quantity, note, created) VALUES (?,?,?,?,?)",
-                       (user["id"], pid, qty, str(data.get("note", "")), time.time()))
+            oid = db.x(
+                "INSERT INTO orders (user_id, product_id, quantity, note, created) VALUES (?,?,?,?,?)",
+                (user["id"], pid, qty, str(data.get("note", "")), time.time()),
+            )
             return JSONResponse({"id": oid, "product_id": pid, "quantity": qty, "status": "placed"}, 201)
         return JSONResponse(db.q("SELECT id, product_id, quantity, note FROM orders WHERE user_id = ?", (user["id"],)))
 
@@ -297,8 +413,11 @@ def create_app(hardened: bool = False) -> Starlette:
             oid = int(request.path_params["order_id"])
         except ValueError:
             return JSONResponse({"error": "bad id"}, 400)
-        rows = db.q("SELECT o.id, o.product_id, o.quantity, o.note, u.username AS customer, u.email FROM orders o "
-                    "JOIN users u ON u.id = o.user_id WHERE o.id = ?", (oid,))
+        rows = db.q(
+            "SELECT o.id, o.product_id, o.quantity, o.note, u.username AS customer, u.email FROM orders o "
+            "JOIN users u ON u.id = o.user_id WHERE o.id = ?",
+            (oid,),
+        )
         if not rows or (hardened and rows[0]["customer"] != user["username"]):
             return JSONResponse({"error": "not found"}, 404)
         if request.method == "DELETE":
@@ -317,9 +436,14 @@ def create_app(hardened: bool = False) -> Starlette:
     async def debug_config(request: Request, user: dict):
         if hardened:
             return JSONResponse({"version": "1.4.0", "debug": False})
-        return JSONResponse({"version": "1.4.0", "debug": True, "database": {
-            "engine": "sqlite", "host": "db.internal", "user": "shop", "password": "Sh0pDB-pr0d!"},
-            "mail": {"smtp_host": "smtp.shop.test", "smtp_user": "noreply", "smtp_password": "m4il-s3nd"}})
+        return JSONResponse(
+            {
+                "version": "1.4.0",
+                "debug": True,
+                "database": {"engine": "sqlite", "host": "db.internal", "user": "shop", "password": "Sh0pDB-pr0d!"},
+                "mail": {"smtp_host": "smtp.shop.test", "smtp_user": "noreply", "smtp_password": "m4il-s3nd"},
+            }
+        )
 
     async def admin_stats(request: Request, user: dict):
         if hardened and user["role"] != "admin":
@@ -330,20 +454,22 @@ def create_app(hardened: bool = False) -> Starlette:
     async def openapi(request: Request):
         return JSONResponse(SPEC)
 
-    return Starlette(routes=[
-        Route("/openapi.json", openapi),
-        Route("/api/auth/register", register, methods=["POST"]),
-        Route("/api/auth/login", login, methods=["POST"]),
-        Route("/api/users", need_user(users)),
-        Route("/api/users/me/avatar", need_user(avatar), methods=["POST"]),
-        Route("/api/users/{username}", need_user(user_detail)),
-        Route("/api/users/{username}/email", need_user(user_email), methods=["PUT"]),
-        Route("/api/users/{username}/password", need_user(user_password), methods=["PUT"]),
-        Route("/api/products", products),
-        Route("/api/products/{product_id}", product),
-        Route("/api/orders", need_user(orders), methods=["GET", "POST"]),
-        Route("/api/orders/{order_id}", need_user(order), methods=["GET", "DELETE"]),
-        Route("/api/newsletter", newsletter, methods=["POST"]),
-        Route("/api/debug/config", need_user(debug_config)),
-        Route("/api/admin/stats", need_user(admin_stats)),
-    ])
+    return Starlette(
+        routes=[
+            Route("/openapi.json", openapi),
+            Route("/api/auth/register", register, methods=["POST"]),
+            Route("/api/auth/login", login, methods=["POST"]),
+            Route("/api/users", need_user(users)),
+            Route("/api/users/me/avatar", need_user(avatar), methods=["POST"]),
+            Route("/api/users/{username}", need_user(user_detail)),
+            Route("/api/users/{username}/email", need_user(user_email), methods=["PUT"]),
+            Route("/api/users/{username}/password", need_user(user_password), methods=["PUT"]),
+            Route("/api/products", products),
+            Route("/api/products/{product_id}", product),
+            Route("/api/orders", need_user(orders), methods=["GET", "POST"]),
+            Route("/api/orders/{order_id}", need_user(order), methods=["GET", "DELETE"]),
+            Route("/api/newsletter", newsletter, methods=["POST"]),
+            Route("/api/debug/config", need_user(debug_config)),
+            Route("/api/admin/stats", need_user(admin_stats)),
+        ]
+    )

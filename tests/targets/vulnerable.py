@@ -38,13 +38,11 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-import json
 import time
 import urllib.request
 from typing import Any
 
 import orjson
-
 from upstream_app import read_body
 
 SECRET = b"secret"
@@ -68,16 +66,30 @@ def jwks() -> dict:
     rsa_public_pem()
     jwk = pyjwt.algorithms.RSAAlgorithm.to_jwk(_RSA.public_key(), as_dict=True)
     return {"keys": [{**jwk, "kid": "rsa-1", "alg": "RS256", "use": "sig"}]}
+
+
 USERS = {
-    1: {"id": 1, "username": "alice", "email": "alice@example.com", "role": "user",
-        "password_hash": "$2b$12$abcdefghijklmnopqrstuv"},
-    2: {"id": 2, "username": "bob", "email": "bob@example.com", "role": "user",
-        "password_hash": "$2b$12$zyxwvutsrqponmlkjihgfe"},
+    1: {
+        "id": 1,
+        "username": "alice",
+        "email": "alice@example.com",
+        "role": "user",
+        "password_hash": "$2b$12$abcdefghijklmnopqrstuv",
+    },
+    2: {
+        "id": 2,
+        "username": "bob",
+        "email": "bob@example.com",
+        "role": "user",
+        "password_hash": "$2b$12$zyxwvutsrqponmlkjihgfe",
+    },
 }
 PASSWORDS = {"alice": "alice-password-1", "bob": "bob-password-2"}
 # how the scanner logs alice and bob in (scan config `login` recipes)
-SCAN_LOGINS = [{"name": n, "username": n, "path": "/api/v2/login", "json": {"username": n, "password": p},
-                "token": "token"} for n, p in PASSWORDS.items()]
+SCAN_LOGINS = [
+    {"name": n, "username": n, "path": "/api/v2/login", "json": {"username": n, "password": p}, "token": "token"}
+    for n, p in PASSWORDS.items()
+]
 ORDERS = {1: [{"id": 101, "item": "lamp"}], 2: [{"id": 201, "item": "desk"}]}
 PRODUCTS = [{"id": i, "name": f"product {i}"} for i in range(1, 2001)]
 
@@ -120,30 +132,70 @@ SPEC: dict[str, Any] = {
     "components": {"securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}},
     "security": [{"bearer": []}],
     "paths": {
-        "/login": {"post": {"security": [], "requestBody": {"content": {"application/json": {"schema": {
-            "type": "object", "properties": {"username": {"type": "string"}, "password": {"type": "string"}}}}}},
-            "responses": {"200": {"description": "token"}}}},
-        "/users/{id}": {"get": {"parameters": [{"name": "id", "in": "path", "required": True,
-                                                "schema": {"type": "integer"}}],
-                                "responses": {"200": {"description": "a user"}}}},
-        "/users/{id}/orders": {"get": {"parameters": [{"name": "id", "in": "path", "required": True,
-                                                       "schema": {"type": "integer"}}],
-                                       "responses": {"200": {"description": "orders"}}}},
-        "/users/{id}/profile": {"post": {"parameters": [{"name": "id", "in": "path", "required": True,
-                                                         "schema": {"type": "integer"}}],
-                                         "requestBody": {"content": {"application/json": {"schema": {
-                                             "type": "object", "properties": {"email": {"type": "string"}}}}}},
-                                         "responses": {"200": {"description": "updated"}}}},
-        "/products": {"get": {"parameters": [{"name": "limit", "in": "query", "schema": {"type": "integer"}}],
-                              "responses": {"200": {"description": "products"}}}},
-        "/products/{id}": {"get": {"parameters": [{"name": "id", "in": "path", "required": True,
-                                                   "schema": {"type": "integer"}}],
-                                   "responses": {"200": {"description": "a product"}}}},
+        "/login": {
+            "post": {
+                "security": [],
+                "requestBody": {
+                    "content": {
+                        "application/json": {
+                            "schema": {
+                                "type": "object",
+                                "properties": {"username": {"type": "string"}, "password": {"type": "string"}},
+                            }
+                        }
+                    }
+                },
+                "responses": {"200": {"description": "token"}},
+            }
+        },
+        "/users/{id}": {
+            "get": {
+                "parameters": [{"name": "id", "in": "path", "required": True, "schema": {"type": "integer"}}],
+                "responses": {"200": {"description": "a user"}},
+            }
+        },
+        "/users/{id}/orders": {
+            "get": {
+                "parameters": [{"name": "id", "in": "path", "required": True, "schema": {"type": "integer"}}],
+                "responses": {"200": {"description": "orders"}},
+            }
+        },
+        "/users/{id}/profile": {
+            "post": {
+                "parameters": [{"name": "id", "in": "path", "required": True, "schema": {"type": "integer"}}],
+                "requestBody": {
+                    "content": {
+                        "application/json": {"schema": {"type": "object", "properties": {"email": {"type": "string"}}}}
+                    }
+                },
+                "responses": {"200": {"description": "updated"}},
+            }
+        },
+        "/products": {
+            "get": {
+                "parameters": [{"name": "limit", "in": "query", "schema": {"type": "integer"}}],
+                "responses": {"200": {"description": "products"}},
+            }
+        },
+        "/products/{id}": {
+            "get": {
+                "parameters": [{"name": "id", "in": "path", "required": True, "schema": {"type": "integer"}}],
+                "responses": {"200": {"description": "a product"}},
+            }
+        },
         "/reports": {"get": {"responses": {"200": {"description": "reports"}}}},
-        "/search": {"get": {"parameters": [{"name": "q", "in": "query", "schema": {"type": "string"}}],
-                            "responses": {"200": {"description": "results"}}}},
-        "/preview": {"get": {"parameters": [{"name": "url", "in": "query", "schema": {"type": "string"}}],
-                             "responses": {"200": {"description": "a preview"}}}},
+        "/search": {
+            "get": {
+                "parameters": [{"name": "q", "in": "query", "schema": {"type": "string"}}],
+                "responses": {"200": {"description": "results"}},
+            }
+        },
+        "/preview": {
+            "get": {
+                "parameters": [{"name": "url", "in": "query", "schema": {"type": "string"}}],
+                "responses": {"200": {"description": "a preview"}},
+            }
+        },
         "/admin/users": {"get": {"responses": {"200": {"description": "every user"}}}},
     },
 }
@@ -155,9 +207,12 @@ async def reply(send, status: int, doc: Any, headers=(), ctype=b"application/jso
     body = doc if isinstance(doc, bytes) else orjson.dumps(doc)
     hs = [(b"content-type", ctype), (b"content-length", str(len(body)).encode()), *BAD_HEADERS, *headers]
     if origin is not None:  # planted: any origin reflected, with credentials, no Vary
-        hs += [(b"access-control-allow-origin", origin), (b"access-control-allow-credentials", b"true"),
-               (b"access-control-allow-methods", b"GET, POST, PUT, DELETE, PATCH"),
-               (b"access-control-allow-headers", b"authorization, content-type")]
+        hs += [
+            (b"access-control-allow-origin", origin),
+            (b"access-control-allow-credentials", b"true"),
+            (b"access-control-allow-methods", b"GET, POST, PUT, DELETE, PATCH"),
+            (b"access-control-allow-headers", b"authorization, content-type"),
+        ]
     await send({"type": "http.response.start", "status": status, "headers": hs})
     await send({"type": "http.response.body", "body": body})
 
@@ -199,15 +254,28 @@ def graphql_run(query: str) -> dict[str, Any]:
         # friends resolve lazily, to any depth: nothing stops a deep query (planted)
         return {"id": pid, "name": name, "friends": lambda info: [person("2", "bob")]}
 
-    root = {"user": lambda info, id: person(id, "alice"),
-            "users": lambda info: [person("1", "alice")],
-            "deleteUser": lambda info, id: True}
+    root = {
+        "user": lambda info, id: person(id, "alice"),
+        "users": lambda info: [person("1", "alice")],
+        "deleteUser": lambda info, id: True,
+    }
     result = graphql_sync(graphql_schema(), query, root_value=root)
     out: dict[str, Any] = {"data": result.data}
     if result.errors:
-        out["errors"] = [{"message": e.message, "extensions": {"exception": {"stacktrace": [
-            "Traceback (most recent call last):", '  File "/srv/app/graphql.py", line 88, in resolve']}}}
-            for e in result.errors]  # planted: debug details
+        out["errors"] = [
+            {
+                "message": e.message,
+                "extensions": {
+                    "exception": {
+                        "stacktrace": [
+                            "Traceback (most recent call last):",
+                            '  File "/srv/app/graphql.py", line 88, in resolve',
+                        ]
+                    }
+                },
+            }
+            for e in result.errors
+        ]  # planted: debug details
     return out
 
 
@@ -227,7 +295,7 @@ async def app(scope, receive, send):
     q = dict(p.split("=", 1) for p in scope["query_string"].decode().split("&") if "=" in p)
     for prefix in ("/api/v2", "/api/v1"):  # planted: v1 still answers
         if path.startswith(prefix + "/") or path == prefix:
-            path = path[len(prefix):] or "/"
+            path = path[len(prefix) :] or "/"
             break
     else:
         if path in ("/openapi.json",):
@@ -272,8 +340,15 @@ async def app(scope, receive, send):
     if parts == ["search"] and method == "GET":
         term = urllib.parse.unquote_plus(q.get("q", ""))
         if "'" in term:  # planted: SQL error
-            return await reply(send, 500, {"error": "psycopg2.errors.SyntaxError: unterminated quoted string at or "
-                                                    "near \"'\" LINE 1: SELECT * FROM products WHERE name = '" + term}, origin=origin)
+            return await reply(
+                send,
+                500,
+                {
+                    "error": "psycopg2.errors.SyntaxError: unterminated quoted string at or "
+                    "near \"'\" LINE 1: SELECT * FROM products WHERE name = '" + term
+                },
+                origin=origin,
+            )
         return await reply(send, 200, [p for p in PRODUCTS[:5] if term in p["name"]], origin=origin)
     if parts == ["preview"] and method == "GET":  # planted: SSRF
         url = urllib.parse.unquote_plus(q.get("url", ""))

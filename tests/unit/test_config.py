@@ -29,29 +29,33 @@ routes:
       ip_rules:
         allow: ["10.0.0.0/8", "not-a-network"]
 """
-    (line, key, msg), = errors(text)
+    ((line, key, msg),) = errors(text)
     assert key == "routes.1.policies.ip_rules.allow" and line == 9
     assert "not-a-network" in msg
 
 
 def test_unknown_upstream_is_reported_on_its_line():
-    (line, key, msg), = errors("upstreams: {api: {urls: ['http://h:1']}}\nroutes:\n  - path: /a\n    upstream: nope\n")
+    ((line, key, msg),) = errors(
+        "upstreams: {api: {urls: ['http://h:1']}}\nroutes:\n  - path: /a\n    upstream: nope\n"
+    )
     assert key == "routes.0.upstream" and line == 4 and "nope" in msg
 
 
 def test_bad_route_pattern():
-    (line, key, msg), = errors("upstreams: {api: {urls: ['http://h:1']}}\nroutes:\n  - {path: '/a/*/b', upstream: api}\n")
+    ((line, key, msg),) = errors(
+        "upstreams: {api: {urls: ['http://h:1']}}\nroutes:\n  - {path: '/a/*/b', upstream: api}\n"
+    )
     assert key == "routes.0.path" and "last segment" in msg
 
 
 def test_yaml_syntax_error_has_a_line():
-    (line, _, msg), = errors("routes:\n  - path: /a\n   upstream: x\n")
+    ((line, _, msg),) = errors("routes:\n  - path: /a\n   upstream: x\n")
     assert line == 3 and "YAML" in msg
 
 
 def test_missing_env_var(monkeypatch):
     monkeypatch.delenv("BASTION_TEST_UNSET", raising=False)
-    (line, _, msg), = errors("upstreams: {api: {urls: ['${BASTION_TEST_UNSET}']}}\n")
+    ((line, _, msg),) = errors("upstreams: {api: {urls: ['${BASTION_TEST_UNSET}']}}\n")
     assert "BASTION_TEST_UNSET" in msg
 
 
@@ -80,7 +84,9 @@ def test_lint_warns_on_loose_cors():
 
 
 def test_duplicate_keys_are_errors():
-    (line, key, msg), = errors("policies:\n  cors: {allow_origins: ['https://a.example.com']}\n  cors: {enabled: false}\n")
+    ((line, key, msg),) = errors(
+        "policies:\n  cors: {allow_origins: ['https://a.example.com']}\n  cors: {enabled: false}\n"
+    )
     assert line == 3 and key == "policies.cors" and "duplicate" in msg
 
 

@@ -6,7 +6,8 @@ import zlib
 
 import brotli
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from bastion.content_coding import CodingError, Decoder, decode_body, parse_codings, zstd
 
@@ -30,12 +31,15 @@ def header_name(c: str) -> str:
 
 
 @settings(max_examples=150, deadline=None)
-@given(st.binary(max_size=200_000), st.lists(st.sampled_from(sorted(ENCODERS)), min_size=1, max_size=3),
-       st.integers(1, 70_000))
+@given(
+    st.binary(max_size=200_000),
+    st.lists(st.sampled_from(sorted(ENCODERS)), min_size=1, max_size=3),
+    st.integers(1, 70_000),
+)
 def test_round_trip_in_any_chunking(data, codings, cut):
     body = encode(data, codings)
     dec = Decoder([header_name(c) for c in codings], max_output=10**9)
-    out = b"".join(dec.feed(body[i:i + cut]) for i in range(0, len(body), cut))
+    out = b"".join(dec.feed(body[i : i + cut]) for i in range(0, len(body), cut))
     dec.finish()
     assert out == data
 
@@ -56,7 +60,7 @@ def test_a_bomb_is_stopped_at_the_limit_not_after_it(coding):
     produced = 0
     with pytest.raises(CodingError) as err:
         for i in range(0, len(bomb), 4096):
-            produced += len(dec.feed(bomb[i:i + 4096]))
+            produced += len(dec.feed(bomb[i : i + 4096]))
     assert err.value.kind == "too-large"
     assert produced <= 4 * 1024 * 1024
 
@@ -78,8 +82,7 @@ def test_codings_are_parsed_in_order_and_unknown_ones_refused():
 @pytest.mark.parametrize("coding", sorted(ENCODERS))
 def test_garbage_is_refused(coding):
     with pytest.raises(CodingError):
-        decode_body(b"this is not compressed at all, not even a little" * 3, [header_name(coding)],
-                    max_output=10**9)
+        decode_body(b"this is not compressed at all, not even a little" * 3, [header_name(coding)], max_output=10**9)
 
 
 def test_empty_body_decodes_to_empty():
@@ -94,6 +97,6 @@ def test_brotli_output_past_the_slice_is_not_lost():
     enc = brotli.compress(data, quality=1)
     assert decode_body(enc, ["br"], max_output=10**9) == data
     dec = Decoder(["br"], max_output=10**9)
-    out = b"".join(dec.feed(enc[i:i + 4096]) for i in range(0, len(enc), 4096))
+    out = b"".join(dec.feed(enc[i : i + 4096]) for i in range(0, len(enc), 4096))
     dec.finish()
     assert out == data

@@ -12,14 +12,27 @@ from hypothesis import strategies as st
 
 from bastion.cors_audit.inputs import InputError, collect, read_url_file
 from bastion.cors_audit.origins import ATTACKER, AllowList, ProbeOrigin, probe_origins
-from bastion.cors_audit.verdicts import (CHECKS, CUSTOM_HEADER, HEADERS, METHODS, Exchange, Probes,
-                                         choose_reference, fix, preflight_allows, trusted_by, verdicts)
+from bastion.cors_audit.verdicts import (
+    CHECKS,
+    CUSTOM_HEADER,
+    HEADERS,
+    METHODS,
+    Exchange,
+    Probes,
+    choose_reference,
+    fix,
+    preflight_allows,
+    trusted_by,
+    verdicts,
+)
 from bastion.policies.cors import CorsConfig, canonical_origin
 
 label = st.from_regex(r"[a-z0-9]([a-z0-9-]{0,8}[a-z0-9])?", fullmatch=True)
 dns = st.lists(label, min_size=1, max_size=4).map(".".join)
 ipv4 = st.tuples(*[st.integers(0, 255)] * 4).map(lambda t: ".".join(map(str, t)))
-host = st.one_of(dns, ipv4, st.sampled_from(["localhost", "app.example.com", "example.com", "App.Example.COM", "[::1]"]))
+host = st.one_of(
+    dns, ipv4, st.sampled_from(["localhost", "app.example.com", "example.com", "App.Example.COM", "[::1]"])
+)
 port = st.one_of(st.none(), st.integers(1, 65535))
 
 
@@ -41,7 +54,7 @@ def check_lookalike(p: ProbeOrigin) -> None:
     """The security-relevant way each kind differs from what it imitates."""
     h = _host(p.origin)
     if p.kind == "downgrade":
-        assert p.imitates.startswith("https://") and p.origin == "http://" + p.imitates[len("https://"):]
+        assert p.imitates.startswith("https://") and p.origin == "http://" + p.imitates[len("https://") :]
         return
     imitated = p.imitates
     assert h != imitated and not h.endswith("." + imitated) or p.kind == "sibling"
@@ -55,7 +68,7 @@ def check_lookalike(p: ProbeOrigin) -> None:
         assert h.endswith("." + parent) and h.split(".")[0] == "evil-cors-audit"
     elif p.kind == "dot":  # one '.' turned into a letter: matches a regex with an unescaped dot
         assert len(h) == len(imitated)
-        diff = [i for i, (a, b) in enumerate(zip(h, imitated)) if a != b]
+        diff = [i for i, (a, b) in enumerate(zip(h, imitated, strict=False)) if a != b]
         assert len(diff) == 1 and imitated[diff[0]] == "." and h[diff[0]] == "x"
     else:
         raise AssertionError(p.kind)
@@ -98,8 +111,10 @@ def test_regression_an_origin_listed_twice_is_probed_once():
 
 
 def test_lookalikes_of_a_named_host():
-    kinds = {(p.kind, p.origin) for p in probe_origins("https://api.shop.example.com/v1/x",
-                                                       AllowList(["https://app.shop.example.com"]))}
+    kinds = {
+        (p.kind, p.origin)
+        for p in probe_origins("https://api.shop.example.com/v1/x", AllowList(["https://app.shop.example.com"]))
+    }
     assert ("suffix", "https://app.shop.example.com.evil-cors-audit.example") in kinds
     assert ("prefix", "https://evil-cors-auditapp.shop.example.com") in kinds
     assert ("sibling", "https://evil-cors-audit.shop.example.com") in kinds
@@ -120,9 +135,17 @@ def test_a_pattern_drops_the_siblings_it_allows():
 URL = "https://api.example.com/x"
 
 
-def simulate(url: str, allowed: AllowList, trusts, *, creds: bool = False, vary: bool = True,
-             methods: str = "GET, POST", headers: str = "authorization, content-type",
-             max_age: int = 600) -> Probes:
+def simulate(
+    url: str,
+    allowed: AllowList,
+    trusts,
+    *,
+    creds: bool = False,
+    vary: bool = True,
+    methods: str = "GET, POST",
+    headers: str = "authorization, content-type",
+    max_age: int = 600,
+) -> Probes:
     """A server that trusts `trusts(origin)`, answering the way Starlette or bastion would."""
     origins = probe_origins(url, allowed)
 
@@ -135,19 +158,29 @@ def simulate(url: str, allowed: AllowList, trusts, *, creds: bool = False, vary:
             if creds:
                 h["access-control-allow-credentials"] = "true"
         if method == "OPTIONS":
-            h.update({"access-control-allow-methods": methods, "access-control-allow-headers": headers,
-                      "access-control-max-age": str(max_age)})
+            h.update(
+                {
+                    "access-control-allow-methods": methods,
+                    "access-control-allow-headers": headers,
+                    "access-control-max-age": str(max_age),
+                }
+            )
             status = 200 if ok else 403
         return Exchange(o, method, url, {"Origin": o.origin, **sent}, status, h)
 
-    probes = Probes(url, [answer(o, "GET", {}) for o in origins],
-                    [answer(o, "OPTIONS", {"Access-Control-Request-Method": "GET"}) for o in origins])
+    probes = Probes(
+        url,
+        [answer(o, "GET", {}) for o in origins],
+        [answer(o, "OPTIONS", {"Access-Control-Request-Method": "GET"}) for o in origins],
+    )
     ref = choose_reference(origins, trusted_by(probes))
     if ref is not None:
         probes.reference = ref
         probes.methods = {m: answer(ref, "OPTIONS", {"Access-Control-Request-Method": m}) for m in METHODS}
-        probes.headers = {n: answer(ref, "OPTIONS", {"Access-Control-Request-Method": "GET",
-                                                     "Access-Control-Request-Headers": n}) for n, _ in HEADERS}
+        probes.headers = {
+            n: answer(ref, "OPTIONS", {"Access-Control-Request-Method": "GET", "Access-Control-Request-Headers": n})
+            for n, _ in HEADERS
+        }
     return probes
 
 
@@ -171,12 +204,16 @@ def test_one_extra_trusted_lookalike_is_exactly_one_finding_naming_it(url, origi
 
 def test_reflect_everything_with_credentials():
     allowed = AllowList(["https://app.example.com"])
-    found = verdicts(simulate(URL, allowed, lambda o: True, creds=True, vary=False, methods="*", headers="*"),
-                     allowed)
+    found = verdicts(simulate(URL, allowed, lambda o: True, creds=True, vary=False, methods="*", headers="*"), allowed)
     # `*` does not count with credentials (Fetch), so no any-method/any-header from a literal '*'
-    assert sorted((f.check, f.severity) for f in found) == sorted([
-        ("cors-any-origin", "medium"), ("cors-credentials-any-origin", "critical"), ("cors-null-origin", "high"),
-        ("cors-vary-missing", "low")])
+    assert sorted((f.check, f.severity) for f in found) == sorted(
+        [
+            ("cors-any-origin", "medium"),
+            ("cors-credentials-any-origin", "critical"),
+            ("cors-null-origin", "high"),
+            ("cors-vary-missing", "low"),
+        ]
+    )
 
 
 def test_wildcard_with_credentials_is_reported_but_is_not_trust():
@@ -198,8 +235,9 @@ def test_preflight_follows_fetch():
     assert not preflight_allows(ex({}), "PUT")
     assert preflight_allows(ex({"access-control-allow-methods": "put"}), "PUT")
     assert preflight_allows(ex({"access-control-allow-methods": "*"}), "DELETE")
-    assert not preflight_allows(ex({"access-control-allow-methods": "*", "access-control-allow-credentials": "true"}),
-                                "DELETE")
+    assert not preflight_allows(
+        ex({"access-control-allow-methods": "*", "access-control-allow-credentials": "true"}), "DELETE"
+    )
     assert preflight_allows(ex({"access-control-allow-headers": "*"}), "GET", (CUSTOM_HEADER,))
     assert not preflight_allows(ex({"access-control-allow-headers": "*"}), "GET", ("authorization",))
     assert not preflight_allows(ex({"access-control-allow-methods": "PUT"}, status=403), "PUT")
@@ -207,14 +245,25 @@ def test_preflight_follows_fetch():
 
 def test_every_fix_is_a_valid_cors_config():
     allowed = AllowList(["https://app.example.com", "https://*.example.org"])
-    probes = simulate(URL, allowed, lambda o: True, creds=True, vary=False, methods="GET, POST, PUT, PATCH, DELETE",
-                      headers="authorization, content-type, " + CUSTOM_HEADER, max_age=10 * 86400)
+    probes = simulate(
+        URL,
+        allowed,
+        lambda o: True,
+        creds=True,
+        vary=False,
+        methods="GET, POST, PUT, PATCH, DELETE",
+        headers="authorization, content-type, " + CUSTOM_HEADER,
+        max_age=10 * 86400,
+    )
     found = verdicts(probes, allowed)
     assert {f.check for f in found} >= set(CHECKS) - {"cors-lookalike-origin", "cors-allowed-refused"}
     refused = verdicts(simulate(URL, allowed, lambda o: False), allowed)
     assert {f.check for f in refused} == {"cors-allowed-refused"}
-    for f in found + refused + [type(found[0])("x", "t", "API8", 942, "low", "certain", "GET", URL, "", "",
-                                               fix(AllowList([]), True))]:
+    for f in (
+        found
+        + refused
+        + [type(found[0])("x", "t", "API8", 942, "low", "certain", "GET", URL, "", "", fix(AllowList([]), True))]
+    ):
         doc = yaml.safe_load(f.bastion)
         CorsConfig(**doc["policies"]["cors"])  # raises on an unknown key or a bad value
 
@@ -227,11 +276,21 @@ def test_url_file_comments(tmp_path):
 
 def test_openapi_paths_against_a_base_url(tmp_path):
     spec = tmp_path / "spec.yaml"
-    spec.write_text(yaml.safe_dump({"openapi": "3.0.3", "info": {"title": "t", "version": "1"},
-                                    "servers": [{"url": "/v1"}],
-                                    "paths": {"/items": {"get": {}, "post": {}}, "/items/{id}": {"get": {}}}}))
+    spec.write_text(
+        yaml.safe_dump(
+            {
+                "openapi": "3.0.3",
+                "info": {"title": "t", "version": "1"},
+                "servers": [{"url": "/v1"}],
+                "paths": {"/items": {"get": {}, "post": {}}, "/items/{id}": {"get": {}}},
+            }
+        )
+    )
     assert collect(["https://a.example/x"], spec=str(spec), base_url="https://api.example") == [
-        "https://a.example/x", "https://api.example/v1/items", "https://api.example/v1/items/1"]
+        "https://a.example/x",
+        "https://api.example/v1/items",
+        "https://api.example/v1/items/1",
+    ]
     with pytest.raises(InputError):
         collect([], spec=str(spec))
     with pytest.raises(InputError):

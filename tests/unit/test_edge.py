@@ -54,8 +54,11 @@ def test_offender_memory_is_bounded():
 
 
 @settings(max_examples=100)
-@given(st.integers(1, 5), st.one_of(st.none(), st.integers(1, 3)),
-       st.lists(st.tuples(st.booleans(), st.sampled_from(["a", "b", "c"])), max_size=60))
+@given(
+    st.integers(1, 5),
+    st.one_of(st.none(), st.integers(1, 3)),
+    st.lists(st.tuples(st.booleans(), st.sampled_from(["a", "b", "c"])), max_size=60),
+)
 def test_gate_never_exceeds_its_caps_and_counts_back_to_zero(total, per, ops):
     gate = ConnectionGate(EdgeLimits(max_connections=total, max_per_client=per))
     held: list[str] = []
@@ -81,8 +84,14 @@ def test_listener_limits_are_validated_and_linted():
     from bastion.config.lint import lint
     from bastion.config.loader import ConfigError, load_config_text
 
-    for bad in ("client_header_timeout: 0", "keepalive_timeout: -1", "max_connections: 0",
-                "max_connections_per_ip: 0", "max_header_count: 0", "max_header_bytes: 100"):
+    for bad in (
+        "client_header_timeout: 0",
+        "keepalive_timeout: -1",
+        "max_connections: 0",
+        "max_connections_per_ip: 0",
+        "max_header_count: 0",
+        "max_header_bytes: 100",
+    ):
         with pytest.raises(ConfigError) as exc:
             load_config_text(f"listeners: [{{host: 127.0.0.1, {bad}}}]\n")
         assert bad.split(":")[0] in str(exc.value)
@@ -90,12 +99,14 @@ def test_listener_limits_are_validated_and_linted():
     assert cfg.listeners[0].max_connections_per_ip is None
     behind = load_config_text("listeners: [{host: 127.0.0.1}]\ntrusted_proxies: ['10.0.0.0/8']\n")
     assert ("warning", "listeners[0].max_connections_per_ip") in {(f.severity, f.key) for f in lint(behind)}
-    off = load_config_text("listeners: [{host: 127.0.0.1, max_connections_per_ip: null}]\n"
-                           "trusted_proxies: ['10.0.0.0/8']\n")
+    off = load_config_text(
+        "listeners: [{host: 127.0.0.1, max_connections_per_ip: null}]\ntrusted_proxies: ['10.0.0.0/8']\n"
+    )
     assert not [f for f in lint(off) if "max_connections_per_ip" in f.key]
 
 
 # --- the head deadline under any trickle schedule, on virtual time --------------------------
+
 
 class _Timer:
     def __init__(self, when, callback, args):
@@ -189,7 +200,8 @@ def _connection(header_timeout, keepalive_timeout):
     config.load()
     loop = _VirtualLoop()
     proto = protocol_for(EdgeLimits(header_timeout=header_timeout, keepalive_timeout=keepalive_timeout))(
-        config=config, server_state=ServerState(), app_state={}, _loop=loop)
+        config=config, server_state=ServerState(), app_state={}, _loop=loop
+    )
     transport = _Transport(loop)
     proto.connection_made(transport)
     return proto, loop, transport
@@ -207,7 +219,7 @@ def _deliver(proto, loop, transport, start, gaps, data=_HEAD):
     for cut in cuts:
         pieces.append(data[prev:cut])
         prev = cut
-    for piece, gap in zip(pieces, gaps):
+    for piece, gap in zip(pieces, gaps, strict=False):
         t += gap
         loop.advance(t)
         if transport.closed_at is not None:

@@ -8,7 +8,8 @@ import re
 from urllib.parse import unquote
 
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from bastion.config.model import UpstreamConfig
 from bastion.gateway.proxy import UnsafeHeader, UpstreamPool, open_upstream
@@ -54,7 +55,10 @@ def test_the_choke_point_refuses_before_connecting():
         return {"type": "http.request", "body": b""}
 
     req = Request("GET", "/x", b"", [], None, None, False, "http", "t", receive)
-    for headers in ([(b"x-bastion-subject", b"alice\r\nx-bastion-subject: admin")], [(b"bad name", b"v")],
-                    [(b"x-a", b"\x00")]):
+    for headers in (
+        [(b"x-bastion-subject", b"alice\r\nx-bastion-subject: admin")],
+        [(b"bad name", b"v")],
+        [(b"x-a", b"\x00")],
+    ):
         with pytest.raises(UnsafeHeader):
             asyncio.run(open_upstream(pool, req, list(headers), None))

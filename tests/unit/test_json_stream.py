@@ -20,8 +20,9 @@ FIELDS = ["password", "ssn", "secret"]
 
 
 def make_policy(mode: str = "remove", values: bool = True) -> ResponseFilter:
-    cfg = ResponseFilterConfig(fields=FIELDS, field_patterns=["x-.*-token"], mode=mode,
-                               values=["card", "private_key", "jwt"] if values else [])
+    cfg = ResponseFilterConfig(
+        fields=FIELDS, field_patterns=["x-.*-token"], mode=mode, values=["card", "private_key", "jwt"] if values else []
+    )
     return ResponseFilter(cfg, PolicyEnv())
 
 
@@ -106,15 +107,49 @@ def run(policy: ResponseFilter, data: bytes, cuts: list[int], element: int) -> b
     return b"".join(out)
 
 
-keys = st.sampled_from(["password", "Password", "PASSWORD", "ssn", "secret", "name", "id", "x-api-token",
-                        "x-token", "passwords", "pass", "note", "é", "😀", 'a"b', "c\\", '\\"']) | st.text(max_size=6)
-scalars = (st.none() | st.booleans() | st.integers(-(2**63), 2**63 - 1)
-           | st.floats(allow_nan=False, allow_infinity=False)
-           | st.sampled_from(["4111 1111 1111 1111", "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxIn0.c2lnbmF0dXJlc2ln",
-                              "-----BEGIN RSA PRIVATE KEY-----x", "1234 5678 9012 3456", "ok", 'q"', "\\", '\\\\"'])
-           | st.text(max_size=20))
-documents = st.recursive(scalars, lambda inner: st.lists(inner, max_size=5) | st.dictionaries(keys, inner, max_size=5),
-                         max_leaves=40)
+keys = st.sampled_from(
+    [
+        "password",
+        "Password",
+        "PASSWORD",
+        "ssn",
+        "secret",
+        "name",
+        "id",
+        "x-api-token",
+        "x-token",
+        "passwords",
+        "pass",
+        "note",
+        "é",
+        "😀",
+        'a"b',
+        "c\\",
+        '\\"',
+    ]
+) | st.text(max_size=6)
+scalars = (
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**63), 2**63 - 1)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.sampled_from(
+        [
+            "4111 1111 1111 1111",
+            "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxIn0.c2lnbmF0dXJlc2ln",
+            "-----BEGIN RSA PRIVATE KEY-----x",
+            "1234 5678 9012 3456",
+            "ok",
+            'q"',
+            "\\",
+            '\\\\"',
+        ]
+    )
+    | st.text(max_size=20)
+)
+documents = st.recursive(
+    scalars, lambda inner: st.lists(inner, max_size=5) | st.dictionaries(keys, inner, max_size=5), max_leaves=40
+)
 
 
 def check(doc: Any, seed: int, cuts: list[int], element: int, mode: str) -> None:
@@ -131,8 +166,13 @@ def check(doc: Any, seed: int, cuts: list[int], element: int, mode: str) -> None
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(documents, st.integers(0, 2**32), st.lists(st.integers(0, 10_000), max_size=8),
-       st.sampled_from([1, 8, 64, 65536]), st.sampled_from(["remove", "mask"]))
+@given(
+    documents,
+    st.integers(0, 2**32),
+    st.lists(st.integers(0, 10_000), max_size=8),
+    st.sampled_from([1, 8, 64, 65536]),
+    st.sampled_from(["remove", "mask"]),
+)
 @example({"a": [[{"pass\u0077ord": 1}]]}, 0, [3, 5], 1, "remove")
 @example([[["x", {"ssn": [1, 2]}], [{"secret": {"a": [1]}}]]], 1, [1, 2, 3, 4, 5, 6], 1, "remove")
 @example({"password": {"password": [{"password": 1}]}, "ok": 1}, 2, [10], 1, "mask")
@@ -142,8 +182,13 @@ def test_stream_equals_reference(doc, seed, cuts, element, mode):
 
 @pytest.mark.slow
 @settings(max_examples=3000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(documents, st.integers(0, 2**32), st.lists(st.integers(0, 10_000), max_size=16),
-       st.sampled_from([1, 2, 8, 64, 65536]), st.sampled_from(["remove", "mask"]))
+@given(
+    documents,
+    st.integers(0, 2**32),
+    st.lists(st.integers(0, 10_000), max_size=16),
+    st.sampled_from([1, 2, 8, 64, 65536]),
+    st.sampled_from(["remove", "mask"]),
+)
 def test_stream_equals_reference_long(doc, seed, cuts, element, mode):
     check(doc, seed, cuts, element, mode)
 
@@ -155,8 +200,22 @@ def test_escaped_names_are_filtered_decoded():
         assert orjson.loads(run(policy, body, [], element)) == {"n": [{"ok": "A"}]}
 
 
-@pytest.mark.parametrize("body", [b'{"a": 1', b'{"a" 1}', b'[1, 2,]', b'{"a": tru}', b"{'a': 1}", b'[1] [2]',
-                                  b'{"a": NaN}', b'[01]', b'{"a": "\x01"}', b'\xff[]', b'{"a":1}}'])
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"a": 1',
+        b'{"a" 1}',
+        b"[1, 2,]",
+        b'{"a": tru}',
+        b"{'a': 1}",
+        b"[1] [2]",
+        b'{"a": NaN}',
+        b"[01]",
+        b'{"a": "\x01"}',
+        b"\xff[]",
+        b'{"a":1}}',
+    ],
+)
 @pytest.mark.parametrize("element", [1, 65536])
 def test_malformed_json_is_an_error(body, element):
     with pytest.raises(StreamError) as info:

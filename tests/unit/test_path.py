@@ -101,8 +101,31 @@ from hypothesis import strategies as st  # noqa: E402
 from bastion.http import _normalise  # noqa: E402
 
 SEGMENT = st.one_of(
-    st.sampled_from(["", ".", "..", "%2e", "%2E%2e", "admin", "a;b", "%61", "%2f", "%5c", "%00",
-                     "%c3%a9", "%ff", "x.y", "..x", "%25", "~u", "é", "a%20b", ";", "\\"]),
+    st.sampled_from(
+        [
+            "",
+            ".",
+            "..",
+            "%2e",
+            "%2E%2e",
+            "admin",
+            "a;b",
+            "%61",
+            "%2f",
+            "%5c",
+            "%00",
+            "%c3%a9",
+            "%ff",
+            "x.y",
+            "..x",
+            "%25",
+            "~u",
+            "é",
+            "a%20b",
+            ";",
+            "\\",
+        ]
+    ),
     st.text(alphabet="abcXYZ019-._~!$&'()*+,=:@%;", min_size=1, max_size=6),
 )
 PATHS = st.lists(SEGMENT, max_size=8).map(lambda segs: ("/" + "/".join(segs)).encode("utf-8"))
@@ -144,9 +167,31 @@ from urllib.parse import unquote  # noqa: E402
 
 TRICKY = st.one_of(
     SEGMENT,
-    st.sampled_from(["admin.", "admin%2e", "admin%20", "admin%09", "..;", "admin..;", "%252e%252e",
-                     "%25%32%65", "%253b", "%3b", "%3f", "%23", "Admin", "%41dmin", "\uff41dmin",
-                     "\u212a", "%ef%bc%8e", "a%0d%0ab", "%c0%ae", "adm%69n", "x%2520"]),
+    st.sampled_from(
+        [
+            "admin.",
+            "admin%2e",
+            "admin%20",
+            "admin%09",
+            "..;",
+            "admin..;",
+            "%252e%252e",
+            "%25%32%65",
+            "%253b",
+            "%3b",
+            "%3f",
+            "%23",
+            "Admin",
+            "%41dmin",
+            "\uff41dmin",
+            "\u212a",
+            "%ef%bc%8e",
+            "a%0d%0ab",
+            "%c0%ae",
+            "adm%69n",
+            "x%2520",
+        ]
+    ),
     st.text(alphabet="aA.;%2e5cf0 \t", min_size=1, max_size=8),
     st.text(min_size=1, max_size=4).map(lambda t: t.replace("/", "")),
 )

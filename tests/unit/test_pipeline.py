@@ -11,8 +11,16 @@ from bastion.http import Request, Response, problem
 from bastion.pipeline import Context, Pipeline, Policy, PolicyConfig, PolicyEnv
 
 
-def make(name: str, priority: int, calls: list[str], *, stop: bool = False, log_fails: bool = False,
-         request: bool = True, response: bool = True) -> Policy:
+def make(
+    name: str,
+    priority: int,
+    calls: list[str],
+    *,
+    stop: bool = False,
+    log_fails: bool = False,
+    request: bool = True,
+    response: bool = True,
+) -> Policy:
     attrs: dict = {"name": name, "priority": priority, "Config": PolicyConfig}
 
     async def on_request(self, req, ctx):

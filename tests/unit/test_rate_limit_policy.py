@@ -9,8 +9,8 @@ from pydantic import ValidationError
 
 from bastion.http import Request
 from bastion.pipeline import Context, PolicyEnv
-from bastion.principal import Principal
 from bastion.policies.rate_limit import RateLimit, RateLimitConfig
+from bastion.principal import Principal
 
 
 async def _receive():
@@ -18,9 +18,19 @@ async def _receive():
 
 
 def request(ip="192.0.2.1", path="/x", headers=()):
-    return Request(method="GET", path=path, query=b"", headers=list(headers),
-                   client_ip=ipaddress.ip_address(ip), peer_ip=ipaddress.ip_address(ip),
-                   peer_trusted=False, scheme="http", host="h", receive=_receive, route_name="r")
+    return Request(
+        method="GET",
+        path=path,
+        query=b"",
+        headers=list(headers),
+        client_ip=ipaddress.ip_address(ip),
+        peer_ip=ipaddress.ip_address(ip),
+        peer_trusted=False,
+        scheme="http",
+        host="h",
+        receive=_receive,
+        route_name="r",
+    )
 
 
 def policy(**cfg):
@@ -35,13 +45,17 @@ def statuses(p, n, make_ctx, req):
             resp = await p.on_request(req, make_ctx())
             out.append(200 if resp is None else resp.status)
         return out
+
     return asyncio.run(go())
 
 
 def test_tier_picks_its_limits_and_unknown_tiers_get_the_default():
     per_user = lambda rate: [{"rate": rate, "key": ["user"]}]  # noqa: E731
-    p = policy(limits=per_user("2/hour"), tiers={"free": per_user("3/hour"), "pro": per_user("5/hour")},
-               algorithm="fixed_window")
+    p = policy(
+        limits=per_user("2/hour"),
+        tiers={"free": per_user("3/hour"), "pro": per_user("5/hour")},
+        algorithm="fixed_window",
+    )
     ip = f"198.51.100.{uuid.uuid4().int % 250}"
 
     def ctx(tier, user):
@@ -83,10 +97,15 @@ def test_cost_from_context_is_charged():
     assert statuses(p, 3, ctx, request(headers=h)) == [200, 200, 429]
 
 
-@pytest.mark.parametrize("bad", [
-    {"limits": ["10/fortnight"]}, {"limits": [{"rate": "1/s", "key": ["ipaddr"]}]},
-    {"algorithm": "magic"}, {"limits": [{"rate": "1/s", "fail": "maybe"}]},
-])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"limits": ["10/fortnight"]},
+        {"limits": [{"rate": "1/s", "key": ["ipaddr"]}]},
+        {"algorithm": "magic"},
+        {"limits": [{"rate": "1/s", "fail": "maybe"}]},
+    ],
+)
 def test_bad_config_is_refused_at_load(bad):
     with pytest.raises(ValidationError):
         RateLimitConfig.model_validate(bad)

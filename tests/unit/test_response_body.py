@@ -21,8 +21,19 @@ def request() -> Request:
     async def receive():  # pragma: no cover - never called
         return {}
 
-    return Request(method="GET", path="/x", query=b"", headers=[], client_ip=None, peer_ip=None,
-                   peer_trusted=False, scheme="http", host="h", receive=receive, body_timeout=1)
+    return Request(
+        method="GET",
+        path="/x",
+        query=b"",
+        headers=[],
+        client_ip=None,
+        peer_ip=None,
+        peer_trusted=False,
+        scheme="http",
+        host="h",
+        receive=receive,
+        body_timeout=1,
+    )
 
 
 def gate_for(headers, rules=None, status=200, rewriters=None):
@@ -59,9 +70,10 @@ def test_large_answer_streams_after_max_buffered_bytes():
     rules = BodyRules(max_buffered_bytes=1024)
     big = orjson.dumps([{"password": "p", "n": i} for i in range(20_000)])
     small = [ResponseFilter(ResponseFilterConfig(max_bytes=1024), PolicyEnv())]  # streams past 1 KB
-    gate, resp, _ = gate_for([(b"content-type", b"application/json"), (b"content-length", b"9")], rules,
-                             rewriters=small)
-    pieces = [big[i:i + 4096] for i in range(0, len(big), 4096)] + [b""]
+    gate, resp, _ = gate_for(
+        [(b"content-type", b"application/json"), (b"content-length", b"9")], rules, rewriters=small
+    )
+    pieces = [big[i : i + 4096] for i in range(0, len(big), 4096)] + [b""]
     body, head_at = run(gate, pieces)
     assert 0 < head_at < len(pieces) - 1  # the head went out before the end
     assert resp.get_header(b"content-length") is None
@@ -74,14 +86,17 @@ def test_a_late_failure_after_the_head_cuts():
     small = [ResponseFilter(ResponseFilterConfig(max_bytes=1024), PolicyEnv())]
     gate, _, ctx = gate_for([(b"content-type", b"application/json")], rules, rewriters=small)
     with pytest.raises(BodyRefused):
-        run(gate, [big[i:i + 4096] for i in range(0, len(big), 4096)] + [b""])
+        run(gate, [big[i : i + 4096] for i in range(0, len(big), 4096)] + [b""])
     assert ctx.log_fields["unfilterable"] == "malformed"
 
 
-@pytest.mark.parametrize("headers,reason", [
-    ([(b"content-type", b"application/json"), (b"content-encoding", b"compress")], "unsupported"),
-    ([(b"content-type", b"application/json"), (b"content-encoding", b"gzip")], "malformed"),
-])
+@pytest.mark.parametrize(
+    "headers,reason",
+    [
+        ([(b"content-type", b"application/json"), (b"content-encoding", b"compress")], "unsupported"),
+        ([(b"content-type", b"application/json"), (b"content-encoding", b"gzip")], "malformed"),
+    ],
+)
 def test_refusals_before_the_head_are_502(headers, reason):
     gate, resp, _ = gate_for(headers)
     body, _ = run(gate, [b"not gzip at all", b""]) if gate.phase == "hold" else (b"".join(gate.first), 0)
@@ -90,8 +105,9 @@ def test_refusals_before_the_head_are_502(headers, reason):
 
 
 def test_pass_keeps_the_original_bytes_and_headers():
-    gate, resp, _ = gate_for([(b"content-type", b"application/json"), (b"content-length", b"18")],
-                             BodyRules(on_unfilterable="pass"))
+    gate, resp, _ = gate_for(
+        [(b"content-type", b"application/json"), (b"content-length", b"18")], BodyRules(on_unfilterable="pass")
+    )
     body, _ = run(gate, [b'{"password": "p"', b" x", b""])
     assert body == b'{"password": "p" x' and resp.status == 200
     assert resp.get_header(b"content-length") == b"18"
@@ -113,8 +129,11 @@ def test_sniffing(ctype):
 
 def test_error_masking_alone_handles_a_5xx_even_if_malformed():
     mask = ErrorMasking(ErrorMaskingConfig(), PolicyEnv())
-    gate, resp, _ = gate_for([(b"content-type", b"application/json")], status=503,
-                             rewriters=[ResponseFilter(ResponseFilterConfig(), PolicyEnv()), mask])
+    gate, resp, _ = gate_for(
+        [(b"content-type", b"application/json")],
+        status=503,
+        rewriters=[ResponseFilter(ResponseFilterConfig(), PolicyEnv()), mask],
+    )
     body, _ = run(gate, [b'{"password": "p", "trace": ', b"x" * 100_000, b""])
     assert resp.status == 503 and orjson.loads(body)["type"].endswith("/upstream-error")
 
@@ -141,7 +160,8 @@ def test_bastion_check_warns_about_pass():
         "upstreams: {up: {urls: ['http://127.0.0.1:1']}}\n"
         "routes:\n"
         "  - {path: /a/*, upstream: up, policies: {response_body: {on_unfilterable: pass}}}\n"
-        "  - {path: /b/*, upstream: up, policies: {response_body: {on_unfilterable: refuse}}}\n")
+        "  - {path: /b/*, upstream: up, policies: {response_body: {on_unfilterable: refuse}}}\n"
+    )
     found = [(f.severity, f.key) for f in lint(cfg)]
     assert ("warning", "routes[0].policies.response_body.on_unfilterable") in found
     assert not [k for _, k in found if k.startswith("routes[1].policies.response_body")]
@@ -151,7 +171,7 @@ def test_a_large_sniffed_body_that_is_not_json_passes():
     log = b"[INFO] password=hunter2 " + b"line\n" * 10_000
     small = [ResponseFilter(ResponseFilterConfig(max_bytes=1024), PolicyEnv())]
     gate, resp, _ = gate_for([(b"content-type", b"text/plain")], rewriters=small)
-    body, _ = run(gate, [log[i:i + 4096] for i in range(0, len(log), 4096)] + [b""])
+    body, _ = run(gate, [log[i : i + 4096] for i in range(0, len(log), 4096)] + [b""])
     assert body == log and resp.status == 200
     declared = gate_for([(b"content-type", b"application/json")], rewriters=small)[0]
     assert run(declared, [log, b""])[0].startswith(b'{"type"')  # declared JSON: refused

@@ -4,12 +4,20 @@ from bastion.pipeline import PolicyEnv
 from bastion.policies.response_filter import ResponseFilter, ResponseFilterConfig, _has_card, luhn
 
 
-@pytest.mark.parametrize("text,card", [
-    ("4111 1111 1111 1111", True), ("4111-1111-1111-1111", True), ("4111111111111111", True),
-    ("amex 3782 822463 10005", True), ("x 4111 1111 1111 1111 2222 y", True),
-    ("1234 5678 9012 3456", False), ("order 1234567890123456789012345", False), ("id 42, 7", False),
-    ("tel +1 555 0100", False),
-])
+@pytest.mark.parametrize(
+    "text,card",
+    [
+        ("4111 1111 1111 1111", True),
+        ("4111-1111-1111-1111", True),
+        ("4111111111111111", True),
+        ("amex 3782 822463 10005", True),
+        ("x 4111 1111 1111 1111 2222 y", True),
+        ("1234 5678 9012 3456", False),
+        ("order 1234567890123456789012345", False),
+        ("id 42, 7", False),
+        ("tel +1 555 0100", False),
+    ],
+)
 def test_card_detection(text, card):
     assert _has_card(text) is card
 

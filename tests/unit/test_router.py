@@ -5,8 +5,15 @@ def make(*specs):
     routes = []
     for spec in specs:
         pattern, methods, host = (spec + (None, None))[:3]
-        routes.append(Route(name=pattern, pattern=pattern, methods=frozenset(methods) if methods else None,
-                            host=host, target=pattern))
+        routes.append(
+            Route(
+                name=pattern,
+                pattern=pattern,
+                methods=frozenset(methods) if methods else None,
+                host=host,
+                target=pattern,
+            )
+        )
     return Router(routes)
 
 

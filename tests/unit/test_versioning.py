@@ -2,13 +2,13 @@
 
 import asyncio
 import ipaddress
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from bastion.http import Request, Response
 from bastion.pipeline import Context, PolicyEnv
 from bastion.policies.versioning import Versioning, VersioningConfig
 
-SUNSET = datetime(2027, 6, 1, tzinfo=timezone.utc)
+SUNSET = datetime(2027, 6, 1, tzinfo=UTC)
 
 
 async def _receive():
@@ -21,9 +21,20 @@ def request(path):
 
 
 def test_deprecated_until_the_sunset_then_gone():
-    p = Versioning(VersioningConfig(versions=[{"name": "v1", "status": "deprecated", "sunset": SUNSET,
-                                               "deprecated_at": datetime(2027, 1, 1, tzinfo=timezone.utc),
-                                               "successor": "https://api.example.com/v2"}]), PolicyEnv())
+    p = Versioning(
+        VersioningConfig(
+            versions=[
+                {
+                    "name": "v1",
+                    "status": "deprecated",
+                    "sunset": SUNSET,
+                    "deprecated_at": datetime(2027, 1, 1, tzinfo=UTC),
+                    "successor": "https://api.example.com/v2",
+                }
+            ]
+        ),
+        PolicyEnv(),
+    )
     p.clock = lambda: SUNSET.timestamp() - 1
     ctx = Context()
     assert asyncio.run(p.on_request(request("/v1/x"), ctx)) is None

@@ -14,8 +14,16 @@ from bastion.net.fetch import FetchError, fetch
 
 
 class Introspector:
-    def __init__(self, url: str, client_id: str, client_secret: str, *, cache_seconds: float = 60,
-                 timeout: float = 3.0, cache_entries: int = 10_000) -> None:
+    def __init__(
+        self,
+        url: str,
+        client_id: str,
+        client_secret: str,
+        *,
+        cache_seconds: float = 60,
+        timeout: float = 3.0,
+        cache_entries: int = 10_000,
+    ) -> None:
         self.url = url
         basic = base64.b64encode(f"{quote(client_id, safe='')}:{quote(client_secret, safe='')}".encode())
         self.auth = b"Basic " + basic
@@ -33,8 +41,13 @@ class Introspector:
             self.calls += 1
             body = urlencode({"token": token, "token_type_hint": "access_token"}).encode()
             try:
-                status, data = await fetch(self.url, method="POST", body=body, timeout=self.timeout, headers=[
-                    (b"authorization", self.auth), (b"content-type", b"application/x-www-form-urlencoded")])
+                status, data = await fetch(
+                    self.url,
+                    method="POST",
+                    body=body,
+                    timeout=self.timeout,
+                    headers=[(b"authorization", self.auth), (b"content-type", b"application/x-www-form-urlencoded")],
+                )
                 if status != 200:
                     raise FetchError(f"status {status}")
                 result = json.loads(data)

@@ -80,8 +80,9 @@ def algorithms_for_key(key: Any) -> tuple[str, ...]:
         return RSA_ALGS
     if isinstance(key, (ec.EllipticCurvePublicKey, ec.EllipticCurvePrivateKey)):
         return tuple(a for a, curve in EC_ALGS.items() if key.curve.name == curve)
-    if isinstance(key, (ed25519.Ed25519PublicKey, ed448.Ed448PublicKey,
-                        ed25519.Ed25519PrivateKey, ed448.Ed448PrivateKey)):
+    if isinstance(
+        key, (ed25519.Ed25519PublicKey, ed448.Ed448PublicKey, ed25519.Ed25519PrivateKey, ed448.Ed448PrivateKey)
+    ):
         return ("EdDSA",)
     return ()
 
@@ -118,8 +119,14 @@ def keys_from_jwk(jwk: dict[str, Any], allowed: tuple[str, ...], *, allow_symmet
     kty = jwk.get("kty")
     if kty == "oct" and not allow_symmetric:
         return []  # a symmetric key from a URL would be a shared secret on the wire
-    candidates = [a for a in allowed if (kty == "oct" and a in HMAC_ALGS) or (kty == "RSA" and a in RSA_ALGS)
-                  or (kty == "EC" and a in EC_ALGS) or (kty == "OKP" and a == "EdDSA")]
+    candidates = [
+        a
+        for a in allowed
+        if (kty == "oct" and a in HMAC_ALGS)
+        or (kty == "RSA" and a in RSA_ALGS)
+        or (kty == "EC" and a in EC_ALGS)
+        or (kty == "OKP" and a == "EdDSA")
+    ]
     if jwk.get("alg"):
         candidates = [a for a in candidates if a == jwk["alg"]]
     out = []
@@ -154,8 +161,9 @@ class JwksSource:
     """Keys from a JWKS URL: cached, refreshed on an unknown `kid` at most every
     `min_refresh` seconds, and the last good set kept while the endpoint is down."""
 
-    def __init__(self, url: str, allowed: tuple[str, ...], *, cache_seconds: float = 600,
-                 min_refresh: float = 30) -> None:
+    def __init__(
+        self, url: str, allowed: tuple[str, ...], *, cache_seconds: float = 600, min_refresh: float = 30
+    ) -> None:
         self.url = url
         self.allowed = allowed
         self.cache_seconds = cache_seconds
@@ -224,8 +232,11 @@ def check_claim_types(claims: dict[str, Any]) -> None:
     if claims.get("sub") == "":
         raise AuthError("malformed claim 'sub'")
     aud = claims.get("aud")
-    if aud is not None and not isinstance(aud, str) and not (
-            isinstance(aud, list) and all(isinstance(a, str) for a in aud)):
+    if (
+        aud is not None
+        and not isinstance(aud, str)
+        and not (isinstance(aud, list) and all(isinstance(a, str) for a in aud))
+    ):
         raise AuthError("malformed claim 'aud'")
 
 
@@ -274,8 +285,9 @@ class Verified:
 
 
 class JwtVerifier:
-    def __init__(self, issuers: list[Issuer], *, max_token_bytes: int = 8192, cache_entries: int = 10_000,
-                 clock=time.time) -> None:
+    def __init__(
+        self, issuers: list[Issuer], *, max_token_bytes: int = 8192, cache_entries: int = 10_000, clock=time.time
+    ) -> None:
         self.issuers = {i.issuer: i for i in issuers}
         self.max_token_bytes = max_token_bytes
         self.cache = ExpiringCache(cache_entries, clock=clock)
@@ -334,8 +346,12 @@ class JwtVerifier:
         for key in keys:
             try:
                 claims = pyjwt.decode(
-                    token, key=key, algorithms=[alg], audience=list(issuer.audiences) or None,
-                    issuer=issuer.issuer, leeway=issuer.leeway,
+                    token,
+                    key=key,
+                    algorithms=[alg],
+                    audience=list(issuer.audiences) or None,
+                    issuer=issuer.issuer,
+                    leeway=issuer.leeway,
                     options={"require": list(issuer.required), "verify_aud": bool(issuer.audiences)},
                 )
                 break
@@ -362,8 +378,12 @@ class JwtVerifier:
         if issuer.typ_values:
             if folded not in issuer.typ_values:
                 raise AuthError("wrong token type")
-        elif isinstance(typ, str) and any(token_kind(typ).startswith(k) for k in NOT_ACCESS_TOKENS if k != "id") \
-                or isinstance(typ, str) and token_kind(typ) in ("id", "idtoken"):
+        elif (
+            isinstance(typ, str)
+            and any(token_kind(typ).startswith(k) for k in NOT_ACCESS_TOKENS if k != "id")
+            or isinstance(typ, str)
+            and token_kind(typ) in ("id", "idtoken")
+        ):
             raise AuthError("wrong token type")
         iat = claims.get("iat")
         if iat is not None and not isinstance(iat, (int, float)):

@@ -76,8 +76,9 @@ class RedisRevocations:
 
 
 _memory_revocations = MemoryRevocations()
-_redis_revocations: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, RedisRevocations]]" = (
-    weakref.WeakKeyDictionary())
+_redis_revocations: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, RedisRevocations]] = (
+    weakref.WeakKeyDictionary()
+)
 
 
 def revocation_store(url: str) -> MemoryRevocations | RedisRevocations:

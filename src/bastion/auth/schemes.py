@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 from datetime import datetime
-from typing import Annotated, Any, ClassVar, Literal, Union
+from typing import Annotated, Any, ClassVar, Literal
 from urllib.parse import parse_qsl
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -18,16 +18,17 @@ from bastion.auth.jwt import (
     JwksSource,
     JwtVerifier,
     KeySet,
-    typ_media_type,
     keys_from_jwk,
     load_pem,
+    typ_media_type,
     typed_keys,
 )
 from bastion.http import Request
 from bastion.principal import Principal
 
-Alg = Literal["HS256", "HS384", "HS512", "RS256", "RS384", "RS512", "PS256", "PS384", "PS512",
-              "ES256", "ES384", "ES512", "EdDSA"]
+Alg = Literal[
+    "HS256", "HS384", "HS512", "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"
+]
 
 
 class StrictModel(BaseModel):
@@ -42,7 +43,7 @@ class JwtKeyConfig(StrictModel):
     secret: str | None = Field(None, description="HMAC secret (at least 32 bytes; use ${ENV}).")
 
     @model_validator(mode="after")
-    def _one(self) -> "JwtKeyConfig":
+    def _one(self) -> JwtKeyConfig:
         given = [x for x in (self.pem, self.pem_file, self.jwk, self.secret) if x]
         if len(given) != 1:
             raise ValueError("a key is exactly one of pem, pem_file, jwk or secret")
@@ -59,21 +60,26 @@ class IssuerConfig(StrictModel):
     jwks_url: str | None = Field(None, description="JWKS endpoint of the issuer.")
     jwks_cache_seconds: float = Field(600, gt=0, description="Refetch the JWKS after this long.")
     jwks_min_refresh_seconds: float = Field(30, ge=0, description="At most one refetch per this long (unknown kid).")
-    required_claims: list[str] = Field(default_factory=lambda: ["exp", "iat", "sub"],
-                                       description="Claims a token must carry.")
+    required_claims: list[str] = Field(
+        default_factory=lambda: ["exp", "iat", "sub"], description="Claims a token must carry."
+    )
     leeway: float = Field(30, ge=0, le=600, description="Clock skew tolerated for exp/nbf/iat, seconds.")
     max_age: float | None = Field(None, gt=0, description="Refuse tokens issued longer ago than this (seconds).")
-    typ_values: list[str] = Field(default_factory=list,
-                                  description="Accepted `typ` claim values, case-insensitive (empty: any but "
-                                  "refresh, offline, id and logout tokens).")
-    header_typ: list[str] = Field(default_factory=list,
-                                  description="Accepted header `typ` values, case-insensitive, `application/` "
-                                  "optional (e.g. `at+jwt` for RFC 9068 access tokens; empty: not checked).")
+    typ_values: list[str] = Field(
+        default_factory=list,
+        description="Accepted `typ` claim values, case-insensitive (empty: any but "
+        "refresh, offline, id and logout tokens).",
+    )
+    header_typ: list[str] = Field(
+        default_factory=list,
+        description="Accepted header `typ` values, case-insensitive, `application/` "
+        "optional (e.g. `at+jwt` for RFC 9068 access tokens; empty: not checked).",
+    )
     scope_claim: str = Field("scope", description="Claim with the scopes (space-separated string or list).")
     tier_claim: str = Field("tier", description="Claim naming the principal's rate-limit tier.")
 
     @model_validator(mode="after")
-    def _keys(self) -> "IssuerConfig":
+    def _keys(self) -> IssuerConfig:
         if not self.keys and not self.jwks_url:
             raise ValueError("an issuer needs keys or a jwks_url")
         hmac_algs = {"HS256", "HS384", "HS512"}
@@ -110,14 +116,21 @@ class ApiKeyScheme(StrictModel):
     header: str = Field("X-API-Key", description="Header carrying the key.")
     bearer: bool = Field(True, description="Also accept `Authorization: Bearer <key>` for keys with the key prefix.")
     prefix: str = Field("bk_", description="Keys start with this (tells them from JWTs in Authorization).")
-    query_param: str | None = Field(None, description="Query parameter carrying the key, used only on "
-                                    "routes with `allow_query_key: true`; always redacted from logs.")
+    query_param: str | None = Field(
+        None,
+        description="Query parameter carrying the key, used only on "
+        "routes with `allow_query_key: true`; always redacted from logs.",
+    )
     cookie: str | None = Field(None, description="Cookie carrying the key (OpenAPI `in: cookie`).")
     keys: list[ApiKeyEntry] = Field(default_factory=list, description="Keys declared in the config, by hash.")
-    database: str | None = Field(None, description="Also look keys up in the token service's database "
-                                 "(the same URL as token_service.database; `bastion keys create`).")
-    cache_seconds: float = Field(5, ge=0, le=300, description="With `database`: cache a lookup this long "
-                                 "(a revocation takes effect within it).")
+    database: str | None = Field(
+        None,
+        description="Also look keys up in the token service's database "
+        "(the same URL as token_service.database; `bastion keys create`).",
+    )
+    cache_seconds: float = Field(
+        5, ge=0, le=300, description="With `database`: cache a lookup this long (a revocation takes effect within it)."
+    )
 
 
 class IntrospectionScheme(StrictModel):
@@ -132,16 +145,20 @@ class IntrospectionScheme(StrictModel):
 class MtlsScheme(StrictModel):
     type: Literal["mtls"]
     subjects: dict[str, list[str]] = Field(
-        default_factory=dict, description="Certificate common name → scopes. Empty: any certificate the "
-        "listener's client_ca verified, with no scopes.")
+        default_factory=dict,
+        description="Certificate common name → scopes. Empty: any certificate the "
+        "listener's client_ca verified, with no scopes.",
+    )
 
 
-Scheme = Annotated[Union[JwtScheme, ApiKeyScheme, IntrospectionScheme, MtlsScheme], Field(discriminator="type")]
+Scheme = Annotated[JwtScheme | ApiKeyScheme | IntrospectionScheme | MtlsScheme, Field(discriminator="type")]
 
 
 def _revocation_fields(c: dict[str, Any]) -> dict[str, Any]:
-    return {"jti": c.get("jti") if isinstance(c.get("jti"), str) else None,
-            "iat": c.get("iat") if isinstance(c.get("iat"), (int, float)) else None}
+    return {
+        "jti": c.get("jti") if isinstance(c.get("jti"), str) else None,
+        "iat": c.get("iat") if isinstance(c.get("iat"), (int, float)) else None,
+    }
 
 
 def _scopes(value: Any) -> frozenset[str]:
@@ -183,9 +200,20 @@ class ApiKeys(Authenticator):
         self.prefix = c.prefix
         self.query_param = c.query_param
         self.cookie = c.cookie
-        self.lookup = StaticApiKeys([
-            ApiKeyRecord(e.id, e.hash, e.owner, frozenset(e.scopes), e.tier,
-                         e.expires.timestamp() if e.expires else None, e.status) for e in c.keys])
+        self.lookup = StaticApiKeys(
+            [
+                ApiKeyRecord(
+                    e.id,
+                    e.hash,
+                    e.owner,
+                    frozenset(e.scopes),
+                    e.tier,
+                    e.expires.timestamp() if e.expires else None,
+                    e.status,
+                )
+                for e in c.keys
+            ]
+        )
         self.database = None
         if c.database is not None:
             from bastion.tokens.apikeys import DatabaseApiKeys
@@ -202,11 +230,17 @@ class ApiKeys(Authenticator):
         if self.cookie is not None and req.header(b"cookie") is not None:
             for k, v in req.headers:
                 if k == b"cookie":
-                    places += ["cookie" for part in v.split(b";")
-                               if part.split(b"=", 1)[0].strip() == self.cookie.encode("latin-1")]
+                    places += [
+                        "cookie"
+                        for part in v.split(b";")
+                        if part.split(b"=", 1)[0].strip() == self.cookie.encode("latin-1")
+                    ]
         if allow_query and self.query_param and req.query:
-            places += ["query" for k, _ in parse_qsl(req.query.decode("latin-1"), keep_blank_values=True)
-                       if k == self.query_param]
+            places += [
+                "query"
+                for k, _ in parse_qsl(req.query.decode("latin-1"), keep_blank_values=True)
+                if k == self.query_param
+            ]
         return places
 
     def ambiguous(self, req: Request, allow_query: bool) -> str | None:
@@ -242,8 +276,14 @@ class ApiKeys(Authenticator):
         if why is not None:
             raise AuthError(why)
         assert record is not None
-        return Principal(record.owner, record.scopes, self.name, record.tier, record.id,
-                         {"sub": record.owner, "scope": " ".join(sorted(record.scopes))})
+        return Principal(
+            record.owner,
+            record.scopes,
+            self.name,
+            record.tier,
+            record.id,
+            {"sub": record.owner, "scope": " ".join(sorted(record.scopes))},
+        )
 
 
 class Jwt(Authenticator):
@@ -268,11 +308,27 @@ class Jwt(Authenticator):
                         with open(path, encoding="utf-8") as f:
                             pem = f.read()
                     static.add(k.kid, typed_keys(load_pem(pem or ""), allowed))
-            jwks = JwksSource(ic.jwks_url, allowed, cache_seconds=ic.jwks_cache_seconds,
-                              min_refresh=ic.jwks_min_refresh_seconds) if ic.jwks_url else None
-            issuers.append(Issuer(ic.issuer, allowed, tuple(ic.audiences), static, jwks, tuple(ic.required_claims),
-                                  ic.leeway, ic.max_age, tuple(t.lower() for t in ic.typ_values),
-                                  tuple(typ_media_type(t) for t in ic.header_typ)))
+            jwks = (
+                JwksSource(
+                    ic.jwks_url, allowed, cache_seconds=ic.jwks_cache_seconds, min_refresh=ic.jwks_min_refresh_seconds
+                )
+                if ic.jwks_url
+                else None
+            )
+            issuers.append(
+                Issuer(
+                    ic.issuer,
+                    allowed,
+                    tuple(ic.audiences),
+                    static,
+                    jwks,
+                    tuple(ic.required_claims),
+                    ic.leeway,
+                    ic.max_age,
+                    tuple(t.lower() for t in ic.typ_values),
+                    tuple(typ_media_type(t) for t in ic.header_typ),
+                )
+            )
             self.claim_names[ic.issuer] = (ic.scope_claim, ic.tier_claim)
         self.verifier = JwtVerifier(issuers, max_token_bytes=c.max_token_bytes)
 
@@ -289,11 +345,23 @@ class Jwt(Authenticator):
         if tier is not None and not isinstance(tier, str):
             raise AuthError(f"malformed claim {tier_claim!r}")
         scopes = c.get(scope_claim)
-        if scopes is not None and not isinstance(scopes, str) and not (
-                isinstance(scopes, list) and all(isinstance(x, str) for x in scopes)):
+        if (
+            scopes is not None
+            and not isinstance(scopes, str)
+            and not (isinstance(scopes, list) and all(isinstance(x, str) for x in scopes))
+        ):
             raise AuthError(f"malformed claim {scope_claim!r}")
-        return Principal(sub if sub is not None else "", _scopes(scopes), self.name, tier, None, c,
-                         exp=v.expires, issuer=v.issuer, **_revocation_fields(c))
+        return Principal(
+            sub if sub is not None else "",
+            _scopes(scopes),
+            self.name,
+            tier,
+            None,
+            c,
+            exp=v.expires,
+            issuer=v.issuer,
+            **_revocation_fields(c),
+        )
 
 
 class Introspection(Authenticator):
@@ -307,18 +375,28 @@ class Introspection(Authenticator):
 
     def extract(self, req: Request, allow_query: bool) -> str | None:
         token = _bearer(req)
-        if token is None or token.count(".") == 2 or (self.api_key_prefixes and token.startswith(self.api_key_prefixes)):
+        if (
+            token is None
+            or token.count(".") == 2
+            or (self.api_key_prefixes and token.startswith(self.api_key_prefixes))
+        ):
             return None
         return token
 
     async def authenticate(self, credential: str) -> Principal:
         r = await self.introspector.introspect(credential)
         sub = r.get("sub") or r.get("username") or r.get("client_id") or ""
-        return Principal(str(sub), _scopes(r.get(self.scope_claim)), self.name,
-                         r.get("tier") if isinstance(r.get("tier"), str) else None, None, r,
-                         r.get("jti") if isinstance(r.get("jti"), str) else None,
-                         r.get("iat") if isinstance(r.get("iat"), (int, float)) else None,
-                         r.get("exp") if isinstance(r.get("exp"), (int, float)) else None)
+        return Principal(
+            str(sub),
+            _scopes(r.get(self.scope_claim)),
+            self.name,
+            r.get("tier") if isinstance(r.get("tier"), str) else None,
+            None,
+            r,
+            r.get("jti") if isinstance(r.get("jti"), str) else None,
+            r.get("iat") if isinstance(r.get("iat"), (int, float)) else None,
+            r.get("exp") if isinstance(r.get("exp"), (int, float)) else None,
+        )
 
 
 class Mtls(Authenticator):
@@ -339,9 +417,9 @@ class Mtls(Authenticator):
     async def authenticate(self, credential: str) -> Principal:
         if self.subjects and credential not in self.subjects:
             raise AuthError("client certificate not allowed here")
-        return Principal(credential, self.subjects.get(credential, frozenset()), self.name, None, None,
-                         {"sub": credential})
-
+        return Principal(
+            credential, self.subjects.get(credential, frozenset()), self.name, None, None, {"sub": credential}
+        )
 
 
 def build_authenticator(name: str, sc: Any, config_dir: str, api_key_prefixes: tuple[str, ...]) -> Authenticator:

@@ -14,7 +14,6 @@ from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 
 from bastion.auth.cache import ExpiringCache
 
-
 _MEMORY: dict[str, ExpiringCache] = {}
 
 
@@ -63,8 +62,11 @@ class SessionStore:
         key = self._row_key(name)
         with self.sql.begin() as s:  # type: ignore[union-attr]
             if delete_it:  # one statement: two callbacks racing for one state cannot both get it
-                found = s.execute(delete(GatewaySession).where(GatewaySession.key_hash == key)
-                                  .returning(GatewaySession.blob, GatewaySession.expires_at)).first()
+                found = s.execute(
+                    delete(GatewaySession)
+                    .where(GatewaySession.key_hash == key)
+                    .returning(GatewaySession.blob, GatewaySession.expires_at)
+                ).first()
             else:
                 row = s.get(GatewaySession, key)
                 found = (row.blob, row.expires_at) if row is not None else None

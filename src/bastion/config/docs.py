@@ -80,10 +80,12 @@ def render() -> str:
     lines = [HEADER]
     seen = {"GatewayConfig"}
     _table(GatewayConfig, "(top level)", lines, seen)
-    lines.append("\n# Policies\n\nEach policy is configured under `policies.<name>` (defaults for "
-                 "every route) and may be overridden per route under `routes[].policies.<name>`; "
-                 "a route's keys are merged over the defaults. `enabled: false` turns a policy "
-                 "off for a route. Policies marked *default on* run without any config.\n")
+    lines.append(
+        "\n# Policies\n\nEach policy is configured under `policies.<name>` (defaults for "
+        "every route) and may be overridden per route under `routes[].policies.<name>`; "
+        "a route's keys are merged over the defaults. `enabled: false` turns a policy "
+        "off for a route. Policies marked *default on* run without any config.\n"
+    )
     for name, cls in REGISTRY.items():
         flags = []
         if cls.default_on:

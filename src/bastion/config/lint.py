@@ -25,19 +25,34 @@ def lint(cfg: GatewayConfig) -> list[Finding]:
     for i, lst in enumerate(cfg.listeners):
         if lst.tls is None and not lst.is_loopback():
             if lst.allow_plaintext:
-                out.append(Finding("warning", f"listeners[{i}]",
-                                   f"{lst.host}:{lst.port} serves plain HTTP on a non-loopback "
-                                   "address (allow_plaintext is set): put TLS in front of it"))
+                out.append(
+                    Finding(
+                        "warning",
+                        f"listeners[{i}]",
+                        f"{lst.host}:{lst.port} serves plain HTTP on a non-loopback "
+                        "address (allow_plaintext is set): put TLS in front of it",
+                    )
+                )
             else:
-                out.append(Finding("error", f"listeners[{i}]",
-                                   f"{lst.host}:{lst.port} would serve plain HTTP on a non-loopback "
-                                   "address; add tls: {cert, key} or set allow_plaintext: true "
-                                   "if a TLS proxy terminates in front of it"))
+                out.append(
+                    Finding(
+                        "error",
+                        f"listeners[{i}]",
+                        f"{lst.host}:{lst.port} would serve plain HTTP on a non-loopback "
+                        "address; add tls: {cert, key} or set allow_plaintext: true "
+                        "if a TLS proxy terminates in front of it",
+                    )
+                )
         if cfg.trusted_proxies and lst.max_connections_per_ip is not None:
-            out.append(Finding("warning", f"listeners[{i}].max_connections_per_ip",
-                               f"clients come through proxies (trusted_proxies is set), but the cap of "
-                               f"{lst.max_connections_per_ip} connections per address counts the TCP peer, "
-                               "i.e. the proxy: raise it above what the proxy opens or set it to null"))
+            out.append(
+                Finding(
+                    "warning",
+                    f"listeners[{i}].max_connections_per_ip",
+                    f"clients come through proxies (trusted_proxies is set), but the cap of "
+                    f"{lst.max_connections_per_ip} connections per address counts the TCP peer, "
+                    "i.e. the proxy: raise it above what the proxy opens or set it to null",
+                )
+            )
     if cfg.admin is not None:
         adm = cfg.admin
         loopback = adm.host in ("127.0.0.1", "::1", "localhost")
@@ -48,13 +63,22 @@ def lint(cfg: GatewayConfig) -> list[Finding]:
     for cidr in cfg.trusted_proxies:
         net = ipaddress.ip_network(cidr, strict=False)
         if net.prefixlen == 0:
-            out.append(Finding("error", "trusted_proxies",
-                               f"{cidr} trusts X-Forwarded-For from everyone: any client could "
-                               "choose its own address"))
+            out.append(
+                Finding(
+                    "error",
+                    "trusted_proxies",
+                    f"{cidr} trusts X-Forwarded-For from everyone: any client could choose its own address",
+                )
+            )
     for name, up in cfg.upstreams.items():
         if not up.tls_verify:
-            out.append(Finding("warning", f"upstreams.{name}.tls_verify",
-                               "certificate verification is off: the upstream can be impersonated"))
+            out.append(
+                Finding(
+                    "warning",
+                    f"upstreams.{name}.tls_verify",
+                    "certificate verification is off: the upstream can be impersonated",
+                )
+            )
         for url in up.urls:
             parts = urlsplit(url)
             host = parts.hostname or ""
@@ -64,36 +88,49 @@ def lint(cfg: GatewayConfig) -> list[Finding]:
             except ValueError:
                 pass
             if parts.scheme == "http" and not local:
-                out.append(Finding("warning", f"upstreams.{name}",
-                                   f"{url} is plain HTTP to a non-loopback host: traffic and "
-                                   "credentials cross the network unencrypted"))
-    sections = [("policies", cfg.policies)] + [
-        (f"routes[{i}].policies", r.policies) for i, r in enumerate(cfg.routes)
-    ]
+                out.append(
+                    Finding(
+                        "warning",
+                        f"upstreams.{name}",
+                        f"{url} is plain HTTP to a non-loopback host: traffic and "
+                        "credentials cross the network unencrypted",
+                    )
+                )
+    sections = [("policies", cfg.policies)] + [(f"routes[{i}].policies", r.policies) for i, r in enumerate(cfg.routes)]
     for key, section in sections:
         cors = _policy(section, "cors")
         if cors is not None and cors.enabled:
             if "*" in cors.allow_origins:
-                out.append(Finding("warning", f"{key}.cors",
-                                   "allow_origins '*': any web site may read these responses"))
+                out.append(
+                    Finding("warning", f"{key}.cors", "allow_origins '*': any web site may read these responses")
+                )
             if "null" in cors.allow_origins:
-                out.append(Finding("warning", f"{key}.cors",
-                                   "allow_origins lists 'null': sandboxed iframes and local files "
-                                   "of any site send that origin"))
+                out.append(
+                    Finding(
+                        "warning",
+                        f"{key}.cors",
+                        "allow_origins lists 'null': sandboxed iframes and local files of any site send that origin",
+                    )
+                )
             for o in cors.allow_origins:
                 if o.startswith("http://") and cors.allow_credentials:
-                    out.append(Finding("warning", f"{key}.cors",
-                                       f"{o} is a plain-HTTP origin trusted with credentials"))
+                    out.append(
+                        Finding("warning", f"{key}.cors", f"{o} is a plain-HTTP origin trusted with credentials")
+                    )
         body = _policy(section, "body_limit")
         if body is not None and body.enabled and body.max_bytes > 100 * 1024 * 1024:
-            out.append(Finding("warning", f"{key}.body_limit",
-                               f"max_bytes {body.max_bytes} is over 100 MiB"))
+            out.append(Finding("warning", f"{key}.body_limit", f"max_bytes {body.max_bytes} is over 100 MiB"))
         rb = _policy(section, "response_body")
         if rb is not None and rb.enabled and rb.on_unfilterable == "pass":
-            out.append(Finding("warning", f"{key}.response_body.on_unfilterable",
-                               "'pass': an answer the response policies cannot filter (malformed JSON, "
-                               "an unknown content coding, over a size or decompression limit) reaches "
-                               "the client unfiltered"))
+            out.append(
+                Finding(
+                    "warning",
+                    f"{key}.response_body.on_unfilterable",
+                    "'pass': an answer the response policies cannot filter (malformed JSON, "
+                    "an unknown content coding, over a size or decompression limit) reaches "
+                    "the client unfiltered",
+                )
+            )
         for name in ("audit", "security_headers", "body_limit"):
             p = _policy(section, name)
             if p is not None and not p.enabled:
@@ -101,12 +138,22 @@ def lint(cfg: GatewayConfig) -> list[Finding]:
     ts = cfg.token_service
     auth = _policy(cfg.policies, "auth")
     if ts is not None and auth is not None and auth.enabled and auth.revocation_store != ts.revocation_store:
-        out.append(Finding("error", "token_service.revocation_store",
-                           f"{ts.revocation_store!r} is not policies.auth.revocation_store "
-                           f"({auth.revocation_store!r}): logouts would never reach the gateway's checks"))
+        out.append(
+            Finding(
+                "error",
+                "token_service.revocation_store",
+                f"{ts.revocation_store!r} is not policies.auth.revocation_store "
+                f"({auth.revocation_store!r}): logouts would never reach the gateway's checks",
+            )
+        )
     if ts is not None and ts.revocation_store == "memory":
-        out.append(Finding("warning", "token_service.revocation_store",
-                           "'memory': a logout is known to this process only (use Redis with several gateways)"))
+        out.append(
+            Finding(
+                "warning",
+                "token_service.revocation_store",
+                "'memory': a logout is known to this process only (use Redis with several gateways)",
+            )
+        )
     if not cfg.routes and cfg.token_service is None:
         out.append(Finding("warning", "routes", "no routes: every request will get 404"))
     return out

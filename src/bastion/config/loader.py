@@ -53,8 +53,7 @@ def _expand_env(text: str, source: str) -> str:
         if value is None:
             if m.group(2) is None:
                 line = text.count("\n", 0, m.start()) + 1
-                raise ConfigError(source, [ConfigIssue((), line,
-                                  f"environment variable {m.group(1)} is not set")])
+                raise ConfigError(source, [ConfigIssue((), line, f"environment variable {m.group(1)} is not set")])
             return m.group(2)
         return value
 
@@ -93,7 +92,9 @@ def _duplicate_keys(node: yaml.Node | None, path: tuple[Any, ...] = ()) -> list[
         for k, v in node.value:
             key = k.value if isinstance(k, yaml.ScalarNode) else None
             if key is not None and key in seen:
-                issues.append(ConfigIssue(path + (key,), k.start_mark.line + 1, "duplicate key (the first would be ignored)"))
+                issues.append(
+                    ConfigIssue(path + (key,), k.start_mark.line + 1, "duplicate key (the first would be ignored)")
+                )
             seen.add(key)
             issues.extend(_duplicate_keys(v, path + (key,)))
     elif isinstance(node, yaml.SequenceNode):

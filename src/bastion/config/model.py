@@ -26,8 +26,10 @@ class TlsConfig(Strict):
     key: str = Field(description="PEM private key file.")
     client_ca: str | None = Field(None, description="PEM CA bundle for client certificates (mTLS).")
     client_auth: Literal["optional", "required"] = Field(
-        "optional", description="With client_ca: ask for a certificate (optional: the `mtls` auth scheme "
-        "decides per route) or refuse handshakes without one (required).")
+        "optional",
+        description="With client_ca: ask for a certificate (optional: the `mtls` auth scheme "
+        "decides per route) or refuse handshakes without one (required).",
+    )
 
 
 class ListenerConfig(Strict):
@@ -41,7 +43,9 @@ class ListenerConfig(Strict):
         30.0, gt=0, description="Seconds to wait for each piece of a request body (408 after)."
     )
     client_header_timeout: float = Field(
-        10.0, gt=0, le=3600,
+        10.0,
+        gt=0,
+        le=3600,
         description="Seconds for a whole request head (request line and headers) to arrive, counted from the "
         "connection (first request; for TLS, from the end of the handshake, which has the same limit) or from "
         "the first byte after a keep-alive wait. Trickled bytes do not extend it. 408 (or a silent close when "
@@ -51,25 +55,29 @@ class ListenerConfig(Strict):
         15.0, gt=0, le=3600, description="Seconds an idle keep-alive connection is kept between requests."
     )
     client_send_timeout: float = Field(
-        60.0, gt=0, le=3600,
+        60.0,
+        gt=0,
+        le=3600,
         description="Seconds a client may leave a response unread (the gateway's write buffer full) before the "
         "connection is dropped (nginx send_timeout).",
     )
     max_connections: int | None = Field(
-        None, ge=1,
+        None,
+        ge=1,
         description="Open connections this listener holds at once; more are refused at once (503, closed). "
         "Default: half of the process's open-file limit, shared between the listeners.",
     )
     max_connections_per_ip: int | None = Field(
-        256, ge=1,
+        256,
+        ge=1,
         description="Open connections from one client address (IPv6: one /64) at once; more are refused (503, "
         "closed). Counted by TCP peer, not X-Forwarded-For: behind a load balancer or proxy raise it or set null.",
     )
-    max_header_count: int = Field(
-        100, ge=1, le=10000, description="Header lines a request may have (431 after)."
-    )
+    max_header_count: int = Field(100, ge=1, le=10000, description="Header lines a request may have (431 after).")
     max_header_bytes: int = Field(
-        32768, ge=1024, le=1048576,
+        32768,
+        ge=1024,
+        le=1048576,
         description="Bytes a request head (request line and all header lines) may take (431 after).",
     )
 
@@ -90,12 +98,19 @@ class TimeoutsConfig(Strict):
 
 class UpstreamConfig(Strict):
     urls: list[str] = Field(min_length=1, description="Base URLs, used round-robin.")
-    timeouts: TimeoutsConfig = Field(default_factory=TimeoutsConfig, description="Upstream timeouts (502/504 when exceeded).")
+    timeouts: TimeoutsConfig = Field(
+        default_factory=TimeoutsConfig, description="Upstream timeouts (502/504 when exceeded)."
+    )
     max_connections: int = Field(200, ge=1, description="Pooled connections per gateway process.")
     preserve_host: bool = Field(False, description="Forward the client's Host instead of the upstream's.")
-    ca_file: str | None = Field(None, description="PEM bundle of CAs trusted for https upstreams (default: the system's).")
-    tls_verify: bool = Field(True, description="Verify https upstreams' certificates. Turning this off is logged "
-                             "loudly at every start and reported by `bastion check`.")
+    ca_file: str | None = Field(
+        None, description="PEM bundle of CAs trusted for https upstreams (default: the system's)."
+    )
+    tls_verify: bool = Field(
+        True,
+        description="Verify https upstreams' certificates. Turning this off is logged "
+        "loudly at every start and reported by `bastion check`.",
+    )
 
     @field_validator("urls")
     @classmethod
@@ -122,22 +137,37 @@ PoliciesConfig = _policies_model("PoliciesConfig")
 
 class RouteConfig(Strict):
     name: str | None = Field(None, description="Name used in logs and metrics (default: the path).")
-    path: str | None = Field(None, description="Path pattern: literal segments, `{param}`, and a final `*`. "
-                             "Required unless `openapi` is set (then: the prefix whose undocumented "
-                             "requests are refused, default the spec's base path + `/*`).")
-    openapi: str | None = Field(None, description="An OpenAPI 3.0/3.1 document (YAML or JSON, relative to the "
-                                "config file): each operation becomes a route with its security, "
-                                "validation and `x-bastion-*` policies.")
-    base_path: str | None = Field(None, description="With `openapi`: the prefix of the spec's paths "
-                                  "(default: the path of its first `servers` URL).")
-    passthrough_undocumented: bool = Field(False, description="With `openapi`: forward requests to paths "
-                                           "and methods the spec does not declare instead of refusing them.")
+    path: str | None = Field(
+        None,
+        description="Path pattern: literal segments, `{param}`, and a final `*`. "
+        "Required unless `openapi` is set (then: the prefix whose undocumented "
+        "requests are refused, default the spec's base path + `/*`).",
+    )
+    openapi: str | None = Field(
+        None,
+        description="An OpenAPI 3.0/3.1 document (YAML or JSON, relative to the "
+        "config file): each operation becomes a route with its security, "
+        "validation and `x-bastion-*` policies.",
+    )
+    base_path: str | None = Field(
+        None,
+        description="With `openapi`: the prefix of the spec's paths (default: the path of its first `servers` URL).",
+    )
+    passthrough_undocumented: bool = Field(
+        False,
+        description="With `openapi`: forward requests to paths "
+        "and methods the spec does not declare instead of refusing them.",
+    )
     methods: list[str] | None = Field(None, description="Allowed methods (default: all).")
     host: str | None = Field(None, description="Match only this Host (`*.example.com` allowed).")
-    upstream: str | None = Field(None, description="Name of an entry in `upstreams` (required for "
-                                 "`bastion serve`; unused by the ASGI middleware, whose app is the upstream).")
-    case_sensitive: bool | None = Field(None, description="Match literal segments case-sensitively "
-                                        "(default: `edge.case_sensitive_paths`).")
+    upstream: str | None = Field(
+        None,
+        description="Name of an entry in `upstreams` (required for "
+        "`bastion serve`; unused by the ASGI middleware, whose app is the upstream).",
+    )
+    case_sensitive: bool | None = Field(
+        None, description="Match literal segments case-sensitively (default: `edge.case_sensitive_paths`)."
+    )
     policies: PoliciesConfig = Field(  # type: ignore[valid-type]
         default_factory=PoliciesConfig, description="Per-route policy settings over the defaults."
     )
@@ -172,15 +202,15 @@ class RouteConfig(Strict):
                 raise ValueError(f"unknown HTTP method {m!r}")
         return out
 
-
     @model_validator(mode="after")
-    def _path_or_spec(self) -> "RouteConfig":
+    def _path_or_spec(self) -> RouteConfig:
         if self.path is None and self.openapi is None:
             raise ValueError("a route needs a path (or an openapi spec)")
         if self.openapi is None and (self.base_path is not None or self.passthrough_undocumented):
             raise ValueError("base_path and passthrough_undocumented apply to routes with openapi")
-        if self.base_path is not None and (not self.base_path.startswith("/") or "{" in self.base_path
-                                           or "*" in self.base_path):
+        if self.base_path is not None and (
+            not self.base_path.startswith("/") or "{" in self.base_path or "*" in self.base_path
+        ):
             raise ValueError("base_path is a literal prefix starting with '/'")
         return self
 
@@ -193,40 +223,97 @@ class RouteConfig(Strict):
 # `CF-Connecting-IP`, `X-Forwarded-Ssl`, ...) are what CDNs and proxies set; from a client they are
 # spoofing (the gateway's own `X-Forwarded-*`/`Forwarded` carry the real values). An upstream that
 # honours one would act on a value the gateway never routed or checked.
-OVERRIDE_HEADERS = ("x-original-url", "x-rewrite-url", "x-override-url", "x-original-uri", "x-forwarded-uri",
-                    "x-forwarded-path", "x-forwarded-prefix", "x-http-method-override", "x-http-method",
-                    "x-method-override", "x-original-method", "x-forwarded-method", "x-ms-original-url",
-                    "x-envoy-original-path", "x-original-path", "x-rewrite-path", "x-request-uri",
-                    "x-invoke-path", "x-invoke-query", "x-invoke-output", "x-middleware-subrequest",
-                    "x-matched-path", "x-now-route-matches",
-                    # client address, host and scheme aliases
-                    "x-client-ip", "true-client-ip", "cf-connecting-ip", "x-cluster-client-ip", "fastly-client-ip",
-                    "x-custom-ip-authorization", "x-originating-ip", "x-remote-ip", "x-remote-addr", "client-ip",
-                    "x-forwarded", "forwarded-for", "x-forwarded-server", "x-forwarded-port", "x-forwarded-scheme",
-                    "x-forwarded-ssl", "x-url-scheme", "front-end-https", "x-original-host", "x-host",
-                    "wl-proxy-client-ip", "proxy-client-ip", "x-original-forwarded-for", "x-proxyuser-ip",
-                    # identity set by authenticating proxies and platforms (oauth2-proxy, Apache/
-                    # nginx auth modules, ASP.NET Core certificate forwarding, Envoy's XFCC)
-                    "x-forwarded-user", "x-forwarded-email", "x-forwarded-preferred-username",
-                    "x-forwarded-groups", "x-forwarded-access-token", "x-auth-request-user",
-                    "x-auth-request-email", "x-auth-request-access-token", "x-remote-user", "remote-user",
-                    "x-webauth-user", "x-forwarded-client-cert", "x-arr-clientcert", "x-client-cert",
-                    "ssl-client-cert", "x-ssl-client-cert", "x-client-verify", "x-ssl-client-verify",
-                    # a WSGI prefix (Flask's ReverseProxied recipe rewrites the path by it)
-                    "x-script-name")
+OVERRIDE_HEADERS = (
+    "x-original-url",
+    "x-rewrite-url",
+    "x-override-url",
+    "x-original-uri",
+    "x-forwarded-uri",
+    "x-forwarded-path",
+    "x-forwarded-prefix",
+    "x-http-method-override",
+    "x-http-method",
+    "x-method-override",
+    "x-original-method",
+    "x-forwarded-method",
+    "x-ms-original-url",
+    "x-envoy-original-path",
+    "x-original-path",
+    "x-rewrite-path",
+    "x-request-uri",
+    "x-invoke-path",
+    "x-invoke-query",
+    "x-invoke-output",
+    "x-middleware-subrequest",
+    "x-matched-path",
+    "x-now-route-matches",
+    # client address, host and scheme aliases
+    "x-client-ip",
+    "true-client-ip",
+    "cf-connecting-ip",
+    "x-cluster-client-ip",
+    "fastly-client-ip",
+    "x-custom-ip-authorization",
+    "x-originating-ip",
+    "x-remote-ip",
+    "x-remote-addr",
+    "client-ip",
+    "x-forwarded",
+    "forwarded-for",
+    "x-forwarded-server",
+    "x-forwarded-port",
+    "x-forwarded-scheme",
+    "x-forwarded-ssl",
+    "x-url-scheme",
+    "front-end-https",
+    "x-original-host",
+    "x-host",
+    "wl-proxy-client-ip",
+    "proxy-client-ip",
+    "x-original-forwarded-for",
+    "x-proxyuser-ip",
+    # identity set by authenticating proxies and platforms (oauth2-proxy, Apache/
+    # nginx auth modules, ASP.NET Core certificate forwarding, Envoy's XFCC)
+    "x-forwarded-user",
+    "x-forwarded-email",
+    "x-forwarded-preferred-username",
+    "x-forwarded-groups",
+    "x-forwarded-access-token",
+    "x-auth-request-user",
+    "x-auth-request-email",
+    "x-auth-request-access-token",
+    "x-remote-user",
+    "remote-user",
+    "x-webauth-user",
+    "x-forwarded-client-cert",
+    "x-arr-clientcert",
+    "x-client-cert",
+    "ssl-client-cert",
+    "x-ssl-client-cert",
+    "x-client-verify",
+    "x-ssl-client-verify",
+    # a WSGI prefix (Flask's ReverseProxied recipe rewrites the path by it)
+    "x-script-name",
+)
 METHOD_OVERRIDE_HEADERS = ("x-http-method-override", "x-http-method", "x-method-override")
 
 
 class EdgeConfig(Strict):
     case_sensitive_paths: bool = Field(
-        False, description="Match literal route segments case-sensitively. Off by default: many servers match "
-        "case-insensitively, so `/Admin` gets the policies of `/admin` (a route may set `case_sensitive`).")
+        False,
+        description="Match literal route segments case-sensitively. Off by default: many servers match "
+        "case-insensitively, so `/Admin` gets the policies of `/admin` (a route may set `case_sensitive`).",
+    )
     forward_override_headers: list[str] = Field(
-        default_factory=list, description="Rewrite/override headers (" + ", ".join(OVERRIDE_HEADERS) + ") that "
-        "may reach the upstream; all others of that family are dropped.")
+        default_factory=list,
+        description="Rewrite/override headers (" + ", ".join(OVERRIDE_HEADERS) + ") that "
+        "may reach the upstream; all others of that family are dropped.",
+    )
     method_override: bool = Field(
-        False, description="Honour X-HTTP-Method-Override / X-HTTP-Method / X-Method-Override on POST: the "
-        "overridden method is routed, checked and forwarded (the header itself is dropped).")
+        False,
+        description="Honour X-HTTP-Method-Override / X-HTTP-Method / X-Method-Override on POST: the "
+        "overridden method is routed, checked and forwarded (the header itself is dropped).",
+    )
 
     @field_validator("forward_override_headers")
     @classmethod
@@ -241,8 +328,11 @@ class EdgeConfig(Strict):
 class AdminConfig(Strict):
     host: str = Field("127.0.0.1", description="Admin listener address (keep it private).")
     port: int = Field(9901, ge=0, le=65535, description="Admin listener port (0 picks a free one).")
-    token: str | None = Field(None, description="Bearer token for /admin/* (use ${ENV}); without it the "
-                              "admin API is off and only /healthz, /readyz and /metrics answer.")
+    token: str | None = Field(
+        None,
+        description="Bearer token for /admin/* (use ${ENV}); without it the "
+        "admin API is off and only /healthz, /readyz and /metrics answer.",
+    )
 
 
 class GatewayConfig(Strict):
@@ -251,9 +341,7 @@ class GatewayConfig(Strict):
     listeners: list[ListenerConfig] = Field(
         default_factory=lambda: [ListenerConfig()], description="Where the gateway listens."
     )
-    upstreams: dict[str, UpstreamConfig] = Field(
-        default_factory=dict, description="Named upstream services."
-    )
+    upstreams: dict[str, UpstreamConfig] = Field(default_factory=dict, description="Named upstream services.")
     trusted_proxies: list[str] = Field(
         default_factory=list,
         description="CIDRs of proxies whose X-Forwarded-For and X-Forwarded-Proto are believed.",
@@ -263,13 +351,18 @@ class GatewayConfig(Strict):
     )
     routes: list[RouteConfig] = Field(default_factory=list, description="Routes, most specific wins.")
     principal_headers: PrincipalHeaders = Field(
-        default_factory=PrincipalHeaders, description="Headers that carry the authenticated principal to the "
-        "upstream (set by the auth and login policies; the client's own are always dropped).")
-    edge: EdgeConfig = Field(default_factory=EdgeConfig, description="How requests are read at the edge: path "
-                             "case, rewrite and method-override headers.")
+        default_factory=PrincipalHeaders,
+        description="Headers that carry the authenticated principal to the "
+        "upstream (set by the auth and login policies; the client's own are always dropped).",
+    )
+    edge: EdgeConfig = Field(
+        default_factory=EdgeConfig,
+        description="How requests are read at the edge: path case, rewrite and method-override headers.",
+    )
     admin: AdminConfig | None = Field(None, description="The admin listener: health, metrics, admin API.")
     token_service: TokenServiceConfig | None = Field(
-        None, description="Serve the token service (users, tokens, API keys, OAuth 2.0) under its prefix.")
+        None, description="Serve the token service (users, tokens, API keys, OAuth 2.0) under its prefix."
+    )
 
     @field_validator("trusted_proxies")
     @classmethod
@@ -288,13 +381,13 @@ def cross_checks(cfg: GatewayConfig, *, proxy: bool = True) -> list[tuple[tuple[
             if proxy:
                 problems.append((("routes", i, "upstream"), "a route needs an upstream"))
         elif route.upstream not in cfg.upstreams:
-            problems.append((("routes", i, "upstream"),
-                             f"upstream {route.upstream!r} is not in upstreams ({known})"))
+            problems.append((("routes", i, "upstream"), f"upstream {route.upstream!r} is not in upstreams ({known})"))
         if route.path is None:
             continue  # an openapi route: its operations are checked when the spec is compiled
         key = (route.host, route.path.rstrip("/") or "/", tuple(route.methods or ()))
         if key in seen:
-            problems.append((("routes", i, "path"),
-                             f"route {route.path!r} is declared twice for the same host and methods"))
+            problems.append(
+                (("routes", i, "path"), f"route {route.path!r} is declared twice for the same host and methods")
+            )
         seen.add(key)
     return problems

@@ -52,8 +52,9 @@ def spec_urls(spec: str, base_url: str) -> list[str]:
     return [base + (p if p.startswith("/") else "/" + p) for p in paths]
 
 
-def collect(urls: list[str], url_file: Path | None = None, spec: str | None = None,
-            base_url: str | None = None) -> list[str]:
+def collect(
+    urls: list[str], url_file: Path | None = None, spec: str | None = None, base_url: str | None = None
+) -> list[str]:
     found = list(urls)
     if url_file is not None:
         found += read_url_file(url_file)

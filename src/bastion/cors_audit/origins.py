@@ -62,8 +62,9 @@ class AllowList:
 
     def examples(self) -> list[str]:
         """One concrete origin per entry (a pattern's `*` becomes `cors-audit`), to check they work."""
-        return [o.replace("*", "cors-audit") for o in self.origins if o not in ("*", "null")] + \
-            (["null"] if "null" in self.origins else [])
+        return [o.replace("*", "cors-audit") for o in self.origins if o not in ("*", "null")] + (
+            ["null"] if "null" in self.origins else []
+        )
 
 
 def _is_ip(host: str) -> bool:
@@ -79,8 +80,10 @@ def host_lookalikes(scheme: str, host: str) -> list[ProbeOrigin]:
     host = host.lower().rstrip(".")
     if not host or ":" in host or "[" in host:
         return []  # IPv6 literals: no host string to imitate
-    out = [ProbeOrigin("suffix", f"{scheme}://{host}.{ATTACKER}", host),
-           ProbeOrigin("prefix", f"{scheme}://evil-cors-audit{host}", host)]
+    out = [
+        ProbeOrigin("suffix", f"{scheme}://{host}.{ATTACKER}", host),
+        ProbeOrigin("prefix", f"{scheme}://evil-cors-audit{host}", host),
+    ]
     labels = host.split(".")
     if not _is_ip(host) and len(labels) >= 2:
         parent = labels[1:] if len(labels) >= 3 else labels
@@ -104,15 +107,18 @@ def probe_origins(endpoint_url: str, allowed: AllowList) -> list[ProbeOrigin]:
         a = urlsplit(example)
         bases.append((a.scheme, a.hostname or ""))
         if a.scheme == "https":
-            downgrades.append(ProbeOrigin("downgrade", "http://" + example[len("https://"):], example))
+            downgrades.append(ProbeOrigin("downgrade", "http://" + example[len("https://") :], example))
     for scheme, host in dict.fromkeys(bases):
         out += host_lookalikes(scheme, host)
     out += downgrades
     seen: set[str] = set()
     result = []
     for p in out:
-        if p.origin in seen or (p.kind != "null" and allowed.allows(p.origin)) or \
-                (p.kind == "null" and allowed.allows("null")):
+        if (
+            p.origin in seen
+            or (p.kind != "null" and allowed.allows(p.origin))
+            or (p.kind == "null" and allowed.allows("null"))
+        ):
             continue
         seen.add(p.origin)
         result.append(p)

@@ -6,10 +6,11 @@ because the scanner's group by severity, not by endpoint (they reuse its colours
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import replace
 from html import escape
 from io import StringIO
-from typing import Any, Callable
+from typing import Any
 
 from rich.console import Console
 from rich.table import Table
@@ -35,15 +36,22 @@ def cell(endpoint: EndpointResult, check: str) -> tuple[str, str | None]:
 
 
 def matrix(result: AuditResult) -> list[dict]:
-    return [{"endpoint": e.url, "error": e.error,
-             **{c: sorted({f.severity for f in e.findings if f.check == c}, key=ORDER.get) for c in CHECKS}}
-            for e in result.endpoints]
+    return [
+        {
+            "endpoint": e.url,
+            "error": e.error,
+            **{c: sorted({f.severity for f in e.findings if f.check == c}, key=ORDER.get) for c in CHECKS},
+        }
+        for e in result.endpoints
+    ]
 
 
 def _summary_line(result: AuditResult) -> str:
     counts = " · ".join(f"{sum(1 for f in result.findings if f.severity == s)} {s}" for s in SEVERITIES)
-    return (f"{counts}  —  {len(result.endpoints)} endpoints on {result.hosts} host(s), {result.requests} requests "
-            f"in {result.seconds:.1f} s (at most {result.max_rate_seen:.0f}/s to one host)")
+    return (
+        f"{counts}  —  {len(result.endpoints)} endpoints on {result.hosts} host(s), {result.requests} requests "
+        f"in {result.seconds:.1f} s (at most {result.max_rate_seen:.0f}/s to one host)"
+    )
 
 
 def render_console(result: AuditResult, console: Console | None = None) -> str:
@@ -90,8 +98,10 @@ def render_json(result: AuditResult) -> str:
     doc["stats"]["hosts"] = result.hosts
     doc.pop("findings")
     doc["matrix"] = matrix(result)
-    doc["endpoints"] = [{"url": e.url, "error": e.error, "requests": e.requests,
-                         "findings": [f.as_dict() for f in e.findings]} for e in result.endpoints]
+    doc["endpoints"] = [
+        {"url": e.url, "error": e.error, "requests": e.requests, "findings": [f.as_dict() for f in e.findings]}
+        for e in result.endpoints
+    ]
     return json.dumps(doc, indent=2)
 
 
@@ -102,9 +112,14 @@ def render_sarif(result: AuditResult) -> str:
 
 
 def render_markdown(result: AuditResult) -> str:
-    lines = [f"# bastion cors-audit: {result.target}", "", _summary_line(result), "",
-             "| endpoint | " + " | ".join(CHECKS[c][0] for c in CHECKS) + " |",
-             "|---|" + "---|" * len(CHECKS)]
+    lines = [
+        f"# bastion cors-audit: {result.target}",
+        "",
+        _summary_line(result),
+        "",
+        "| endpoint | " + " | ".join(CHECKS[c][0] for c in CHECKS) + " |",
+        "|---|" + "---|" * len(CHECKS),
+    ]
     for e in result.endpoints:
         cells = [e.error or ""] + [""] * (len(CHECKS) - 1) if e.error else [cell(e, c)[0] for c in CHECKS]
         lines.append(f"| `{e.url}` | " + " | ".join(cells) + " |")
@@ -113,7 +128,7 @@ def render_markdown(result: AuditResult) -> str:
         if not e.findings:
             continue
         section = markdown.render(replace(result, endpoints=[e], seconds=0.0, requests=e.requests))
-        findings = section[section.index("\n## ["):].replace("\n## [", "\n### [")  # its headline and counts left out
+        findings = section[section.index("\n## [") :].replace("\n## [", "\n### [")  # its headline and counts left out
         text += f"\n## `{e.url}`\n\n{len(e.findings)} finding(s), {e.requests} requests.\n" + findings
     return text
 
@@ -129,28 +144,41 @@ def render_html(result: AuditResult) -> str:
             for c in CHECKS:
                 text, sev = cell(e, c)
                 colour = scan_html.COLOURS.get(sev or "", "")
-                cells += (f'<td><span class="sev" style="background:{colour}">{escape(text)}</span></td>'
-                          if sev else '<td class="meta">·</td>')
+                cells += (
+                    f'<td><span class="sev" style="background:{colour}">{escape(text)}</span></td>'
+                    if sev
+                    else '<td class="meta">·</td>'
+                )
         rows.append(f'<tr><td><a href="#e{len(rows)}"><code>{escape(e.url)}</code></a></td>{cells}</tr>')
     sections = []
     for i, e in enumerate(result.endpoints):
         cards = "".join(
             f'<section class="card"><h3><span class="sev" style="background:{scan_html.COLOURS[f.severity]}">'
             f'{f.severity}</span> {escape(f.title)}</h3><p class="meta"><code>{escape(f.check)}</code> · '
-            f'CWE-{f.cwe}</p><p><b>Evidence</b> {escape(f.evidence)}</p><p><b>Reproduce</b></p>'
-            f'<pre>{escape(f.curl())}</pre><p><b>Fix</b> {escape(f.remediation)}</p>'
-            f'<p><b>With bastion</b></p><pre>{escape(f.bastion)}</pre></section>' for f in e.findings)
+            f"CWE-{f.cwe}</p><p><b>Evidence</b> {escape(f.evidence)}</p><p><b>Reproduce</b></p>"
+            f"<pre>{escape(f.curl())}</pre><p><b>Fix</b> {escape(f.remediation)}</p>"
+            f"<p><b>With bastion</b></p><pre>{escape(f.bastion)}</pre></section>"
+            for f in e.findings
+        )
         status = escape(e.error) if e.error else ("no findings" if not e.findings else f"{len(e.findings)} finding(s)")
         sections.append(f'<h2 id="e{i}"><code>{escape(e.url)}</code></h2><p class="meta">{status}</p>{cards}')
-    css = scan_html.CSS + "table{border-collapse:collapse;background:#fff;width:100%}th,td{border:1px solid #e3e6ea;" \
-                          "padding:.3rem .5rem;font-size:.85rem;text-align:center}td:first-child{text-align:left}"
-    return (f'<!doctype html><html lang="en"><head><meta charset="utf-8"><meta name="viewport" '
-            f'content="width=device-width,initial-scale=1"><title>bastion cors-audit</title><style>{css}</style>'
-            f'</head><body><header><h1>bastion cors-audit</h1><p>{escape(_summary_line(result))}</p></header><main>'
-            f'<section class="card"><h2>Endpoints × findings</h2><table><tr><th>endpoint</th>{head}</tr>'
-            f'{"".join(rows)}</table></section>{"".join(sections)}</main></body></html>')
+    css = (
+        scan_html.CSS + "table{border-collapse:collapse;background:#fff;width:100%}th,td{border:1px solid #e3e6ea;"
+        "padding:.3rem .5rem;font-size:.85rem;text-align:center}td:first-child{text-align:left}"
+    )
+    return (
+        f'<!doctype html><html lang="en"><head><meta charset="utf-8"><meta name="viewport" '
+        f'content="width=device-width,initial-scale=1"><title>bastion cors-audit</title><style>{css}</style>'
+        f"</head><body><header><h1>bastion cors-audit</h1><p>{escape(_summary_line(result))}</p></header><main>"
+        f'<section class="card"><h2>Endpoints × findings</h2><table><tr><th>endpoint</th>{head}</tr>'
+        f"{''.join(rows)}</table></section>{''.join(sections)}</main></body></html>"
+    )
 
 
 FORMATS: dict[str, Callable[..., Any]] = {
-    "console": render_console, "json": render_json, "sarif": render_sarif, "html": render_html,
-    "md": render_markdown}
+    "console": render_console,
+    "json": render_json,
+    "sarif": render_sarif,
+    "html": render_html,
+    "md": render_markdown,
+}

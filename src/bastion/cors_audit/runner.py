@@ -14,8 +14,16 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from bastion.cors_audit.origins import AllowList, ProbeOrigin, probe_origins
-from bastion.cors_audit.verdicts import (CHECKS, HEADERS, METHODS, Exchange, Probes, choose_reference, trusted_by,
-                                         verdicts)
+from bastion.cors_audit.verdicts import (
+    CHECKS,
+    HEADERS,
+    METHODS,
+    Exchange,
+    Probes,
+    choose_reference,
+    trusted_by,
+    verdicts,
+)
 from bastion.scanner.client import ScanClient
 from bastion.scanner.model import SEVERITIES, Finding
 from bastion.scanner.runner import _max_rate
@@ -79,8 +87,9 @@ def host_key(url: str) -> str:
     return f"{parts.scheme}://{parts.netloc}"
 
 
-async def _exchange(client: ScanClient, origin: ProbeOrigin, method: str, url: str,
-                    extra: dict[str, str] | None = None) -> Exchange:
+async def _exchange(
+    client: ScanClient, origin: ProbeOrigin, method: str, url: str, extra: dict[str, str] | None = None
+) -> Exchange:
     headers = {"Origin": origin.origin, **(extra or {})}
     r = await client.request(method, url, headers=headers, record=False)
     kept = {k.lower(): v for k, v in r.headers.items() if k.lower().startswith(KEPT)}
@@ -92,19 +101,30 @@ async def probe(client: ScanClient, url: str, allowed: AllowList) -> Probes:
     simple = await asyncio.gather(*(_exchange(client, o, "GET", url) for o in origins))
     if all(ex.error for ex in simple):
         return Probes(url, list(simple), [])
-    preflight = await asyncio.gather(*(_exchange(client, o, "OPTIONS", url, {"Access-Control-Request-Method": "GET"})
-                                       for o in origins))
+    preflight = await asyncio.gather(
+        *(_exchange(client, o, "OPTIONS", url, {"Access-Control-Request-Method": "GET"}) for o in origins)
+    )
     probes = Probes(url, list(simple), list(preflight))
     ref = choose_reference(origins, trusted_by(probes))
     if ref is not None:
         probes.reference = ref
-        methods = await asyncio.gather(*(_exchange(client, ref, "OPTIONS", url,
-                                                   {"Access-Control-Request-Method": m}) for m in METHODS))
-        probes.methods = dict(zip(METHODS, methods))
-        headers = await asyncio.gather(*(_exchange(client, ref, "OPTIONS", url,
-                                                   {"Access-Control-Request-Method": "GET",
-                                                    "Access-Control-Request-Headers": h}) for h, _ in HEADERS))
-        probes.headers = {h: ex for (h, _), ex in zip(HEADERS, headers)}
+        methods = await asyncio.gather(
+            *(_exchange(client, ref, "OPTIONS", url, {"Access-Control-Request-Method": m}) for m in METHODS)
+        )
+        probes.methods = dict(zip(METHODS, methods, strict=False))
+        headers = await asyncio.gather(
+            *(
+                _exchange(
+                    client,
+                    ref,
+                    "OPTIONS",
+                    url,
+                    {"Access-Control-Request-Method": "GET", "Access-Control-Request-Headers": h},
+                )
+                for h, _ in HEADERS
+            )
+        )
+        probes.headers = {h: ex for (h, _), ex in zip(HEADERS, headers, strict=False)}
     return probes
 
 
@@ -140,9 +160,14 @@ async def audit(opts: AuditOptions, progress: Any = None) -> AuditResult:
     finally:
         for c in clients.values():
             await c.close()
-    return AuditResult(endpoints, list(opts.allowed_origins), sum(len(c.sent) for c in clients.values()),
-                       time.monotonic() - started, max((_max_rate(c.sent) for c in clients.values()), default=0.0),
-                       len(clients))
+    return AuditResult(
+        endpoints,
+        list(opts.allowed_origins),
+        sum(len(c.sent) for c in clients.values()),
+        time.monotonic() - started,
+        max((_max_rate(c.sent) for c in clients.values()), default=0.0),
+        len(clients),
+    )
 
 
 def run_sync(opts: AuditOptions, progress: Any = None) -> AuditResult:

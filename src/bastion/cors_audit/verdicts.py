@@ -26,8 +26,12 @@ METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
 SAFELISTED_METHODS = frozenset({"GET", "HEAD", "POST"})
 CUSTOM_HEADER = "x-cors-audit-custom"
 # (name a preflight asks for, what the actual request would carry)
-HEADERS = (("authorization", "Authorization: Bearer …"), ("content-type", "Content-Type: application/json"),
-           ("x-requested-with", "X-Requested-With: XMLHttpRequest"), (CUSTOM_HEADER, "X-Cors-Audit-Custom: 1"))
+HEADERS = (
+    ("authorization", "Authorization: Bearer …"),
+    ("content-type", "Content-Type: application/json"),
+    ("x-requested-with", "X-Requested-With: XMLHttpRequest"),
+    (CUSTOM_HEADER, "X-Cors-Audit-Custom: 1"),
+)
 MAX_AGE_LIMIT = 86400
 
 CHECKS = {  # id: (column label, title)
@@ -76,10 +80,16 @@ class Exchange:
 
     def evidence(self) -> str:
         sent = "; ".join(f"{k}: {v}" for k, v in self.request_headers.items())
-        got = "; ".join(f"{_title(k)}: {v}" for k, v in sorted(self.headers.items())
-                        if k.startswith("access-control-") or k == "vary")
-        return f"{self.method} {sent} → HTTP {self.status}" + (f"; {got}" if got else "; no CORS headers") + \
-            ("" if "vary" in self.headers else "; no Vary")
+        got = "; ".join(
+            f"{_title(k)}: {v}"
+            for k, v in sorted(self.headers.items())
+            if k.startswith("access-control-") or k == "vary"
+        )
+        return (
+            f"{self.method} {sent} → HTTP {self.status}"
+            + (f"; {got}" if got else "; no CORS headers")
+            + ("" if "vary" in self.headers else "; no Vary")
+        )
 
 
 def _title(name: str) -> str:
@@ -146,81 +156,156 @@ def verdicts(probes: Probes, allowed: AllowList) -> list[Finding]:
     out: list[Finding] = []
     trusted = trusted_by(probes)
 
-    def add(check: str, severity: str, ex: Exchange, evidence: str, remediation: str, bastion: str,
-            title: str | None = None) -> None:
-        out.append(Finding(check, title or CHECKS[check][1], "API8", 942, severity, "certain", ex.method, ex.url,
-                           evidence, remediation, bastion, request_headers=dict(ex.request_headers)))
+    def add(
+        check: str, severity: str, ex: Exchange, evidence: str, remediation: str, bastion: str, title: str | None = None
+    ) -> None:
+        out.append(
+            Finding(
+                check,
+                title or CHECKS[check][1],
+                "API8",
+                942,
+                severity,
+                "certain",
+                ex.method,
+                ex.url,
+                evidence,
+                remediation,
+                bastion,
+                request_headers=dict(ex.request_headers),
+            )
+        )
 
     any_origin = trusted.get(next((o.origin.origin for o in probes.simple if o.origin.kind == "arbitrary"), ""))
     if any_origin is not None:
-        add("cors-any-origin", "medium", any_origin, any_origin.evidence(),
+        add(
+            "cors-any-origin",
+            "medium",
+            any_origin,
+            any_origin.evidence(),
             "Answer Access-Control-Allow-Origin only for an exact list of origins; never echo the Origin header.",
-            fix(allowed, any_origin.credentials))
+            fix(allowed, any_origin.credentials),
+        )
         if any_origin.credentials:
-            add("cors-credentials-any-origin", "critical", any_origin, any_origin.evidence(),
+            add(
+                "cors-credentials-any-origin",
+                "critical",
+                any_origin,
+                any_origin.evidence(),
                 "Any site can read this endpoint's answers with the user's cookies: list the origins "
-                "that may send credentials.", fix(allowed, True))
+                "that may send credentials.",
+                fix(allowed, True),
+            )
     if any_origin is None:
         star = next((ex for ex in probes.simple + probes.preflight if ex.acao == "*" and ex.credentials), None)
         if star is not None:
-            add("cors-credentials-any-origin", "medium", star, star.evidence(),
-                "`*` with credentials is refused by browsers (a broken config, usually \"fixed\" next by "
-                "reflecting the origin): list the origins instead.", fix(allowed, True))
+            add(
+                "cors-credentials-any-origin",
+                "medium",
+                star,
+                star.evidence(),
+                '`*` with credentials is refused by browsers (a broken config, usually "fixed" next by '
+                "reflecting the origin): list the origins instead.",
+                fix(allowed, True),
+            )
     null = trusted.get("null")
     if null is not None and not allowed.allows("null"):
-        add("cors-null-origin", "high" if null.credentials else "medium", null, null.evidence(),
+        add(
+            "cors-null-origin",
+            "high" if null.credentials else "medium",
+            null,
+            null.evidence(),
             "Sandboxed iframes and data: URLs of any site send `Origin: null`: never trust it.",
-            fix(allowed, null.credentials, "null is trusted only when listed; leave it out"))
+            fix(allowed, null.credentials, "null is trusted only when listed; leave it out"),
+        )
     if any_origin is None:
         for origin, ex in trusted.items():
             if ex.origin.lookalike and not allowed.allows(origin):
-                add("cors-lookalike-origin", "high" if ex.credentials else "medium", ex,
+                add(
+                    "cors-lookalike-origin",
+                    "high" if ex.credentials else "medium",
+                    ex,
                     f"{ex.origin.kind} look-alike of {ex.origin.imitates} trusted: {ex.evidence()}",
                     "Compare the whole origin (scheme, host, port) against an exact list, or anchor a pattern "
-                    "on both ends with escaped dots.", fix(allowed, ex.credentials),
-                    title=f"CORS trusts a look-alike origin: {origin}")
+                    "on both ends with escaped dots.",
+                    fix(allowed, ex.credentials),
+                    title=f"CORS trusts a look-alike origin: {origin}",
+                )
     # Vary: Origin, where the answer depends on the origin
     answered = [ex for ex in probes.simple if not ex.error]
     dependent = len({ex.acao for ex in answered}) > 1 or any(ex.trusts_origin() for ex in answered)
     no_vary = [ex for ex in answered if not ex.varies_on_origin]
     if dependent and no_vary:
         ex = next((e for e in no_vary if e.trusts_origin()), no_vary[0])
-        add("cors-vary-missing", "low", ex, ex.evidence(),
+        add(
+            "cors-vary-missing",
+            "low",
+            ex,
+            ex.evidence(),
             "Send Vary: Origin on every answer whose CORS headers depend on the origin, or a shared cache "
             "serves one origin's answer to another.",
-            fix(allowed, ex.credentials, "bastion's cors policy sends Vary: Origin on every answer"))
+            fix(allowed, ex.credentials, "bastion's cors policy sends Vary: Origin on every answer"),
+        )
     if probes.reference is not None:
         creds = trusted[probes.reference.origin].credentials
         if len(probes.methods) == len(METHODS) and all(preflight_allows(ex, m) for m, ex in probes.methods.items()):
             ex = probes.methods["DELETE"]
-            add("cors-preflight-any-method", "low", ex, ex.evidence(),
-                "Allow only the methods the calling pages use.", fix(allowed, creds, allow_methods=["GET", "POST"]))
+            add(
+                "cors-preflight-any-method",
+                "low",
+                ex,
+                ex.evidence(),
+                "Allow only the methods the calling pages use.",
+                fix(allowed, creds, allow_methods=["GET", "POST"]),
+            )
         custom = probes.headers.get(CUSTOM_HEADER)
         if custom is not None and preflight_allows(custom, "GET", (CUSTOM_HEADER,)):
-            real = [h for h, _ in HEADERS if h != CUSTOM_HEADER and h in probes.headers
-                    and preflight_allows(probes.headers[h], "GET", (h,))]
-            add("cors-preflight-any-header", "low", custom, custom.evidence(),
+            real = [
+                h
+                for h, _ in HEADERS
+                if h != CUSTOM_HEADER and h in probes.headers and preflight_allows(probes.headers[h], "GET", (h,))
+            ]
+            add(
+                "cors-preflight-any-header",
+                "low",
+                custom,
+                custom.evidence(),
                 "Allow only the request headers the calling pages send (a made-up one was allowed).",
-                fix(allowed, creds, allow_headers=real or ["content-type"]))
-        long = [ex for ex in [*probes.methods.values(), *probes.headers.values()]
-                if _max_age(ex) > MAX_AGE_LIMIT and 200 <= ex.status < 300]
+                fix(allowed, creds, allow_headers=real or ["content-type"]),
+            )
+        long = [
+            ex
+            for ex in [*probes.methods.values(), *probes.headers.values()]
+            if _max_age(ex) > MAX_AGE_LIMIT and 200 <= ex.status < 300
+        ]
         if long:
-            add("cors-max-age", "low", long[0], long[0].evidence(),
+            add(
+                "cors-max-age",
+                "low",
+                long[0],
+                long[0].evidence(),
                 "Keep Access-Control-Max-Age at a day or less, so a tightened policy takes effect.",
-                fix(allowed, creds, max_age=600))
+                fix(allowed, creds, max_age=600),
+            )
+
     def works(o: ProbeOrigin) -> bool:  # trusted, or a public `*` (no credentials) that serves it as well
-        return o.origin in trusted or any(e.origin == o and e.acao == "*" and not e.credentials
-                                          and (e.method != "OPTIONS" or 200 <= e.status < 300)
-                                          for e in probes.simple + probes.preflight)
+        return o.origin in trusted or any(
+            e.origin == o and e.acao == "*" and not e.credentials and (e.method != "OPTIONS" or 200 <= e.status < 300)
+            for e in probes.simple + probes.preflight
+        )
 
     for o in [o for o in _allowed_origins(probes) if not works(o)]:
         ex = next(e for e in probes.simple if e.origin == o)
         pre = next((e for e in probes.preflight if e.origin == o), None)
-        add("cors-allowed-refused", "medium", ex,
+        add(
+            "cors-allowed-refused",
+            "medium",
+            ex,
             ex.evidence() + (f" | {pre.evidence()}" if pre else ""),
             "A page on an allowed origin cannot read this endpoint (an over-tight or broken config).",
             fix(allowed, any(e.credentials for e in probes.simple)),
-            title=f"An allowed origin is refused: {o.origin}")
+            title=f"An allowed origin is refused: {o.origin}",
+        )
     order = {c: i for i, c in enumerate(CHECKS)}
     out.sort(key=lambda f: order[f.check])
     return out

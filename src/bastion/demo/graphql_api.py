@@ -36,8 +36,11 @@ SCHEMA = build_schema(SDL)
 
 
 def _user(u: dict[str, Any], users: dict[str, Any], orders: dict[str, list]) -> dict[str, Any]:
-    return {**u, "orders": orders.get(u["id"], []),
-            "friends": lambda info, first=None: [_user(f, users, orders) for f in list(users.values())[: first or 2]]}
+    return {
+        **u,
+        "orders": orders.get(u["id"], []),
+        "friends": lambda info, first=None: [_user(f, users, orders) for f in list(users.values())[: first or 2]],
+    }
 
 
 async def handle(scope, body: bytes, users: dict[str, Any], orders: dict[str, list]) -> tuple[int, bytes]:
@@ -52,17 +55,24 @@ async def handle(scope, body: bytes, users: dict[str, Any], orders: dict[str, li
             return 400, orjson.dumps({"errors": [{"message": "invalid JSON"}]})
     batch = isinstance(doc, list)
     out = []
-    for op in (doc if batch else [doc]):
+    for op in doc if batch else [doc]:
         if not isinstance(op, dict) or not isinstance(op.get("query"), str):
             out.append({"errors": [{"message": "no query"}]})
             continue
         root = {
-            "users": lambda info, first=None: [_user(u, users, orders) for u in list(users.values())[: first or len(users)]],
+            "users": lambda info, first=None: [
+                _user(u, users, orders) for u in list(users.values())[: first or len(users)]
+            ],
             "user": lambda info, id: _user(users[id], users, orders) if id in users else None,
             "placeOrder": lambda info, userId, item: {"id": "o-new", "item": item, "total": 0.0},
         }
-        r = await graphql(SCHEMA, op["query"], root_value=root, variable_values=op.get("variables"),
-                          operation_name=op.get("operationName"))
+        r = await graphql(
+            SCHEMA,
+            op["query"],
+            root_value=root,
+            variable_values=op.get("variables"),
+            operation_name=op.get("operationName"),
+        )
         item: dict[str, Any] = {"data": r.data}
         if r.errors:
             item["errors"] = [{"message": e.message} for e in r.errors]

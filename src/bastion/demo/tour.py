@@ -121,8 +121,12 @@ def side_by_side(direct: Any, gateway: Any) -> Any:
         d = [f for f in direct.findings if f.category == cat]
         g = [f for f in gateway.findings if f.category == cat]
         table.add_row(CATEGORIES.get(cat, cat).replace(":2023", ""), _counts(d), _counts(g))
-    table.add_row("[bold]all findings[/]", f"[bold]{len(direct.findings)}[/] ({_counts(direct.findings)})",
-                  f"[bold]{len(gateway.findings)}[/] ({_counts(gateway.findings)})")
-    table.add_row("requests, seconds", f"{direct.requests}, {direct.seconds:.0f}",
-                  f"{gateway.requests}, {gateway.seconds:.0f}")
+    table.add_row(
+        "[bold]all findings[/]",
+        f"[bold]{len(direct.findings)}[/] ({_counts(direct.findings)})",
+        f"[bold]{len(gateway.findings)}[/] ({_counts(gateway.findings)})",
+    )
+    table.add_row(
+        "requests, seconds", f"{direct.requests}, {direct.seconds:.0f}", f"{gateway.requests}, {gateway.seconds:.0f}"
+    )
     return table

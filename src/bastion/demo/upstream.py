@@ -35,8 +35,12 @@ async def _read_body(receive) -> bytes:
 
 async def _send(send, status: int, doc: Any, headers: list[tuple[bytes, bytes]] | None = None) -> None:
     body = orjson.dumps(doc)
-    hs = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-          (b"server", b"demo-framework/0.1"), (b"x-powered-by", b"DemoPython/3.11")]
+    hs = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(body)).encode()),
+        (b"server", b"demo-framework/0.1"),
+        (b"x-powered-by", b"DemoPython/3.11"),
+    ]
     await send({"type": "http.response.start", "status": status, "headers": hs + (headers or [])})
     await send({"type": "http.response.body", "body": body})
 
@@ -61,26 +65,38 @@ async def app(scope, receive, send) -> None:
         from bastion.demo.graphql_api import handle
 
         status, body = await handle(scope, await _read_body(receive), USERS, ORDERS)
-        await send({"type": "http.response.start", "status": status, "headers": [
-            (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+        await send(
+            {
+                "type": "http.response.start",
+                "status": status,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
+            }
+        )
         await send({"type": "http.response.body", "body": body})
         return
     if parts == ["health"]:
         return await _send(send, 200, {"status": "ok"})
     if parts == ["echo"]:
         body = await _read_body(receive)
-        return await _send(send, 200, {
-            "method": method, "path": path, "raw_path": scope.get("raw_path", b"").decode("latin-1"),
-            "query": scope.get("query_string", b"").decode("latin-1"),
-            "headers": headers, "body_bytes": len(body),
-        }, cors)
+        return await _send(
+            send,
+            200,
+            {
+                "method": method,
+                "path": path,
+                "raw_path": scope.get("raw_path", b"").decode("latin-1"),
+                "query": scope.get("query_string", b"").decode("latin-1"),
+                "headers": headers,
+                "body_bytes": len(body),
+            },
+            cors,
+        )
     if parts == ["slow"]:
         q = parse_qs(scope.get("query_string", b"").decode())
         await asyncio.sleep(float(q.get("seconds", ["2"])[0]))
         return await _send(send, 200, {"slept": True})
     if parts == ["stream"]:
-        await send({"type": "http.response.start", "status": 200,
-                    "headers": [(b"content-type", b"text/plain")]})
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]})
         for i in range(5):
             await send({"type": "http.response.body", "body": b"chunk %d\n" % i, "more_body": True})
             await asyncio.sleep(0.05)

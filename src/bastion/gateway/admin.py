@@ -16,9 +16,18 @@ from bastion.observability import POLICY_COLLECTOR, REGISTRY
 
 
 async def _reply(send, status: int, body: bytes, ctype: bytes = b"application/json") -> None:
-    await send({"type": "http.response.start", "status": status, "headers": [
-        (b"content-type", ctype), (b"content-length", str(len(body)).encode()),
-        (b"cache-control", b"no-store"), (b"x-content-type-options", b"nosniff")]})
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", ctype),
+                (b"content-length", str(len(body)).encode()),
+                (b"cache-control", b"no-store"),
+                (b"x-content-type-options", b"nosniff"),
+            ],
+        }
+    )
     await send({"type": "http.response.body", "body": body})
 
 
@@ -63,8 +72,9 @@ class AdminApp:
         if path in ("/dashboard", "/dashboard/", "/dashboard/app.js", "/dashboard/style.css") and method == "GET":
             return await self._asset(send, path)
         if not path.startswith("/admin/"):
-            return await _reply(send, 404, problem(404, "not-found", "no such admin endpoint").body,
-                                b"application/problem+json")
+            return await _reply(
+                send, 404, problem(404, "not-found", "no such admin endpoint").body, b"application/problem+json"
+            )
         if not self._authorised(scope):
             resp = problem(401, "unauthenticated", "the admin API needs its bearer token")
             return await _reply(send, 401, resp.body, b"application/problem+json")
@@ -73,8 +83,9 @@ class AdminApp:
                 return await _reply(send, 200, orjson.dumps(self._config()))
             if path == "/admin/reload" and method == "POST":
                 ok = await self.server.reload("admin API")
-                return await _reply(send, 200 if ok else 422, orjson.dumps(
-                    {"reloaded": ok, "version": self.server.version}))
+                return await _reply(
+                    send, 200 if ok else 422, orjson.dumps({"reloaded": ok, "version": self.server.version})
+                )
             if path == "/admin/live" and method == "GET":
                 from urllib.parse import parse_qs
 
@@ -113,28 +124,53 @@ class AdminApp:
 
         name = {"/dashboard": "index.html", "/dashboard/": "index.html"}.get(path, path.rsplit("/", 1)[-1])
         body = (resources.files("bastion.dashboard") / name).read_bytes()
-        ctype = {"html": b"text/html; charset=utf-8", "js": b"text/javascript; charset=utf-8",
-                 "css": b"text/css; charset=utf-8"}[name.rsplit(".", 1)[-1]]
-        await send({"type": "http.response.start", "status": 200, "headers": [
-            (b"content-type", ctype), (b"content-length", str(len(body)).encode()), (b"cache-control", b"no-cache"),
-            (b"x-content-type-options", b"nosniff"), (b"referrer-policy", b"no-referrer"),
-            (b"content-security-policy", b"default-src 'self'; img-src 'self' data:; style-src 'self'; "
-             b"script-src 'self'; connect-src 'self'; frame-ancestors 'none'; form-action 'self'")]})
+        ctype = {
+            "html": b"text/html; charset=utf-8",
+            "js": b"text/javascript; charset=utf-8",
+            "css": b"text/css; charset=utf-8",
+        }[name.rsplit(".", 1)[-1]]
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [
+                    (b"content-type", ctype),
+                    (b"content-length", str(len(body)).encode()),
+                    (b"cache-control", b"no-cache"),
+                    (b"x-content-type-options", b"nosniff"),
+                    (b"referrer-policy", b"no-referrer"),
+                    (
+                        b"content-security-policy",
+                        b"default-src 'self'; img-src 'self' data:; style-src 'self'; "
+                        b"script-src 'self'; connect-src 'self'; frame-ancestors 'none'; form-action 'self'",
+                    ),
+                ],
+            }
+        )
         await send({"type": "http.response.body", "body": body})
 
     def _config(self) -> dict[str, Any]:
         state = self.server.gateway.state
         return {
-            "version": state.version, "source": state.source, "reloads": self.server.reloads,
-            "routes": [{"name": r.name, "path": r.pattern, "methods": sorted(r.methods) if r.methods else None,
-                        "host": r.host, "policies": [p.name for p in r.target.pipeline.policies]}
-                       for r in state.router.routes],
+            "version": state.version,
+            "source": state.source,
+            "reloads": self.server.reloads,
+            "routes": [
+                {
+                    "name": r.name,
+                    "path": r.pattern,
+                    "methods": sorted(r.methods) if r.methods else None,
+                    "host": r.host,
+                    "policies": [p.name for p in r.target.pipeline.policies],
+                }
+                for r in state.router.routes
+            ],
             "upstreams": {name: getattr(pool.config, "urls", ["in-process"]) for name, pool in state.upstreams.items()},
         }
 
     async def _ready(self) -> tuple[bool, dict[str, str]]:
-        from bastion.ratelimit.redis_store import RedisStore
         from bastion.ratelimit import shared_store
+        from bastion.ratelimit.redis_store import RedisStore
 
         state = self.server.gateway.state
         checks = {"config": f"version {state.version}"}
@@ -179,5 +215,5 @@ class AdminApp:
                 await store.revoke_subject(doc["subject"])
                 done.append("subject")
         if not done:
-            raise ValueError("send {\"jti\": ..., \"expires_at\": ...} or {\"subject\": ...}")
+            raise ValueError('send {"jti": ..., "expires_at": ...} or {"subject": ...}')
         await _reply(send, 200, orjson.dumps({"revoked": sorted(set(done))}))

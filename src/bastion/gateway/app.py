@@ -6,8 +6,9 @@ import logging
 import re
 import tempfile
 import time
+from collections.abc import AsyncIterator, Awaitable, Callable
 from email.utils import formatdate
-from typing import Any, AsyncIterator, Awaitable, Callable
+from typing import Any
 from urllib.parse import parse_qsl
 
 from bastion.config.model import HTTP_METHODS, METHOD_OVERRIDE_HEADERS
@@ -21,10 +22,8 @@ from bastion.gateway.proxy import (
     strip_hop_by_hop,
 )
 from bastion.gateway.state import GatewayState, RouteTarget
-from bastion.net.http1 import UpstreamProtocolError, UpstreamTimeout
 from bastion.http import (
     BadPath,
-    body_problem,
     BodyTimeout,
     BodyTooLarge,
     ClientDisconnected,
@@ -32,11 +31,13 @@ from bastion.http import (
     Request,
     Response,
     alternative_readings,
+    body_problem,
     ip_text,
     normalise_path,
     parse_ip,
     problem,
 )
+from bastion.net.http1 import UpstreamProtocolError, UpstreamTimeout
 from bastion.pipeline import Context, Pipeline
 from bastion.response_body import BodyRefused, rewrite_body
 
@@ -49,8 +50,10 @@ Send = Callable[[dict[str, Any]], Awaitable[None]]
 # RFC 9110 7.2: uri-host [":" port] — a DNS name (labels of letters, digits, '-', '_'), an IPv4
 # address or a bracketed IPv6 literal. Anything else (lists, userinfo, quotes, spaces, non-ASCII)
 # would be copied into X-Forwarded-Host / Forwarded and read differently upstream.
-_HOST = re.compile(r"(?:[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?(?:\.[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}"
-                   r"[A-Za-z0-9_])?)*\.?|\[[0-9A-Fa-f:.]{2,45}\])(?::[0-9]{1,5})?")
+_HOST = re.compile(
+    r"(?:[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?(?:\.[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}"
+    r"[A-Za-z0-9_])?)*\.?|\[[0-9A-Fa-f:.]{2,45}\])(?::[0-9]{1,5})?"
+)
 # Request bodies are read whole before the upstream is contacted (nginx's proxy_request_buffering):
 # a client that trickles its body then holds one of its own capped connections, never one of the
 # upstream pool's, and the upstream always gets a Content-Length it can trust. Up to
@@ -136,12 +139,18 @@ class Gateway:
         rid = req.request_id if req is not None else ""
         if isinstance(exc, ClientDisconnected):
             return
-        if req is not None and isinstance(exc, (BodyTooLarge, BodyTimeout)):
-            resp = body_problem(exc, req, "gateway")  # type: ignore[assignment]
+        answer = body_problem(exc, req, "gateway") if req is not None else None
+        if answer is not None:
+            resp = answer
         else:
             log.error("request %s failed inside the gateway", rid or "-", exc_info=exc)
-            resp = problem(500, "internal-error", "the gateway failed on this request; its log has the details "
-                           "under this request id", request_id=rid, stopped_by="gateway")
+            resp = problem(
+                500,
+                "internal-error",
+                "the gateway failed on this request; its log has the details under this request id",
+                request_id=rid,
+                stopped_by="gateway",
+            )
             resp.reason = f"internal error ({type(exc).__name__})"
         try:
             await send_whole(send, resp)
@@ -149,7 +158,9 @@ class Gateway:
             return
         if req is not None:
             try:
-                state.edge.run_log(req, resp, Context(), {"duration_ms": round((time.perf_counter() - req.started) * 1000, 3)})
+                state.edge.run_log(
+                    req, resp, Context(), {"duration_ms": round((time.perf_counter() - req.started) * 1000, 3)}
+                )
             except Exception:
                 pass
 
@@ -185,9 +196,17 @@ class Gateway:
             if xfp in (b"http", b"https"):
                 scheme = xfp.decode()
         req = Request(
-            method=scope["method"], path="", query=scope.get("query_string", b""),
-            headers=headers, client_ip=client_ip, peer_ip=peer, peer_trusted=peer_trusted,
-            scheme=scheme, host=host, receive=receive, body_timeout=self.client_body_timeout,
+            method=scope["method"],
+            path="",
+            query=scope.get("query_string", b""),
+            headers=headers,
+            client_ip=client_ip,
+            peer_ip=peer,
+            peer_trusted=peer_trusted,
+            scheme=scheme,
+            host=host,
+            receive=receive,
+            body_timeout=self.client_body_timeout,
         )
         ext = scope.get("extensions")
         if ext and "tls" in ext:
@@ -207,14 +226,16 @@ class Gateway:
         raw_path = scope.get("raw_path") or scope["path"].encode("utf-8")
         if req.refusal:
             req.path = scope["path"][:256]
-            return state.edge, problem(400, "bad-request", req.refusal, request_id=req.request_id,
-                                       stopped_by="router"), None
+            return (
+                state.edge,
+                problem(400, "bad-request", req.refusal, request_id=req.request_id, stopped_by="router"),
+                None,
+            )
         try:
             req.path = normalise_path(raw_path)
         except BadPath as exc:
             req.path = scope["path"][:256]
-            return state.edge, problem(400, "bad-path", str(exc), request_id=req.request_id,
-                                       stopped_by="router"), None
+            return state.edge, problem(400, "bad-path", str(exc), request_id=req.request_id, stopped_by="router"), None
         if req.method == "POST":
             refusal = self._override_method(req, state.config.edge.method_override)
             if refusal is not None:
@@ -227,28 +248,65 @@ class Gateway:
         if match.route is None:
             if match.allowed:
                 allow = ", ".join(sorted(match.allowed)).encode()
-                return state.edge, problem(405, "method-not-allowed", f"{method} is not allowed here",
-                                           request_id=req.request_id, stopped_by="router",
-                                           headers=[(b"allow", allow)]), None
-            return state.edge, problem(404, "not-found", "no route matches this request",
-                                       request_id=req.request_id, stopped_by="router"), None
+                return (
+                    state.edge,
+                    problem(
+                        405,
+                        "method-not-allowed",
+                        f"{method} is not allowed here",
+                        request_id=req.request_id,
+                        stopped_by="router",
+                        headers=[(b"allow", allow)],
+                    ),
+                    None,
+                )
+            return (
+                state.edge,
+                problem(
+                    404, "not-found", "no route matches this request", request_id=req.request_id, stopped_by="router"
+                ),
+                None,
+            )
         for other in alternative_readings(req.path):
             if state.router.match(method, other, req.host).route is not match.route:
-                return state.edge, problem(400, "bad-path", "other servers read this path as another route "
-                                           f"({other[:80]})", request_id=req.request_id, stopped_by="router"), None
+                return (
+                    state.edge,
+                    problem(
+                        400,
+                        "bad-path",
+                        f"other servers read this path as another route ({other[:80]})",
+                        request_id=req.request_id,
+                        stopped_by="router",
+                    ),
+                    None,
+                )
         target = match.route.target
         if method == "TRACE" and (target.methods is None or "TRACE" not in target.methods):
             # TRACE echoes the request, credentials included (cross-site tracing): only where a
             # route names it
-            return state.edge, problem(405, "method-not-allowed", "TRACE is not allowed here",
-                                       request_id=req.request_id, stopped_by="router"), None
+            return (
+                state.edge,
+                problem(
+                    405,
+                    "method-not-allowed",
+                    "TRACE is not allowed here",
+                    request_id=req.request_id,
+                    stopped_by="router",
+                ),
+                None,
+            )
         req.route_name = match.route.name
         req.path_params = match.params
         resp = await target.pipeline.run_request(req, ctx)
         if resp is None and preflight and target.methods is not None and "OPTIONS" not in target.methods:
-            resp = problem(405, "method-not-allowed", "OPTIONS is not allowed here",
-                           request_id=req.request_id, stopped_by="router",
-                           headers=[(b"allow", ", ".join(sorted(target.methods)).encode())])
+            resp = problem(
+                405,
+                "method-not-allowed",
+                "OPTIONS is not allowed here",
+                request_id=req.request_id,
+                stopped_by="router",
+                headers=[(b"allow", ", ".join(sorted(target.methods)).encode())],
+            )
         return target.pipeline, resp, (None if resp is not None else target)
 
     @staticmethod
@@ -260,12 +318,20 @@ class Gateway:
         way out, but a `_method` parameter cannot be: the request is refused."""
         param = []
         if req.query and b"_method" in req.query:
-            param = [v.encode("latin-1") for k, v in parse_qsl(req.query.decode("latin-1"), keep_blank_values=True)
-                     if k == "_method"]
+            param = [
+                v.encode("latin-1")
+                for k, v in parse_qsl(req.query.decode("latin-1"), keep_blank_values=True)
+                if k == "_method"
+            ]
         if param and not honoured:
-            return problem(400, "bad-method-override", "a _method parameter asks the upstream for another method "
-                           "than the one routed here (edge.method_override is off)", request_id=req.request_id,
-                           stopped_by="router")
+            return problem(
+                400,
+                "bad-method-override",
+                "a _method parameter asks the upstream for another method "
+                "than the one routed here (edge.method_override is off)",
+                request_id=req.request_id,
+                stopped_by="router",
+            )
         if not honoured:
             return None
         values = {v.strip().upper() for k, v in req.headers if k.decode("latin-1") in METHOD_OVERRIDE_HEADERS}
@@ -274,14 +340,20 @@ class Gateway:
             return None
         method = values.pop().decode("latin-1")
         if values or method not in HTTP_METHODS or method == "CONNECT":
-            return problem(400, "bad-method-override", "the method override headers name no single known method",
-                           request_id=req.request_id, stopped_by="router")
+            return problem(
+                400,
+                "bad-method-override",
+                "the method override headers name no single known method",
+                request_id=req.request_id,
+                stopped_by="router",
+            )
         req.method = method
         return None
 
     # ---- proxying --------------------------------------------------------------------------
-    def upstream_headers(self, req: Request, ctx: Context, body_len: int | None,
-                         request_drop: frozenset[bytes] = frozenset()) -> Headers:
+    def upstream_headers(
+        self, req: Request, ctx: Context, body_len: int | None, request_drop: frozenset[bytes] = frozenset()
+    ) -> Headers:
         drop = _DROP_REQUEST | request_drop | ctx.drop_request_headers
         out = client_headers(req.headers, frozenset(drop))
         peer = ip_text(req.peer_ip) if req.peer_ip else "unknown"
@@ -307,28 +379,44 @@ class Gateway:
         out.extend(ctx.upstream_headers)
         return out
 
-    async def forward(self, req: Request, ctx: Context, target: RouteTarget, send: Send,
-                      record: dict[str, Any], state: GatewayState) -> Response:
+    async def forward(
+        self, req: Request, ctx: Context, target: RouteTarget, send: Send, record: dict[str, Any], state: GatewayState
+    ) -> Response:
         """Proxy to the upstream and stream its answer; on failure return an unsent problem."""
         pool = target.upstream
+        assert pool is not None  # a route without an upstream is a config error for `serve`
         body: bytes | AsyncIterator[bytes] | None = None
         body_len: int | None = None
         try:
             length = req.content_length()
         except ValueError:
-            return problem(400, "bad-request", "the Content-Length header is not a number",
-                           request_id=req.request_id, stopped_by="proxy")
+            return problem(
+                400,
+                "bad-request",
+                "the Content-Length header is not a number",
+                request_id=req.request_id,
+                stopped_by="proxy",
+            )
         chunked = req.header(b"transfer-encoding") is not None
         try:
             if req.body is not None:  # a policy read (or rewrote) it
                 body, body_len = req.body, len(req.body)
             elif length is not None or chunked:
                 body, body_len = await buffer_body(req)
-            if req.method == "POST" and body and isinstance(body, bytes) and b"_method" in body \
-                    and _form_method_field(req, body):
-                return problem(400, "bad-method-override", "a _method form field asks the upstream for another "
-                               "method than the one routed and checked here", request_id=req.request_id,
-                               stopped_by="proxy")
+            if (
+                req.method == "POST"
+                and body
+                and isinstance(body, bytes)
+                and b"_method" in body
+                and _form_method_field(req, body)
+            ):
+                return problem(
+                    400,
+                    "bad-method-override",
+                    "a _method form field asks the upstream for another method than the one routed and checked here",
+                    request_id=req.request_id,
+                    stopped_by="proxy",
+                )
             t0 = time.perf_counter()
             headers = self.upstream_headers(req, ctx, body_len, state.request_drop)
             if pool.config.preserve_host and req.host:
@@ -357,8 +445,13 @@ class Gateway:
         except UnsafeHeader as exc:
             return self._unsafe_header(req, ctx, exc.name)
         except UpstreamError as exc:
-            return problem(exc.status, "upstream-timeout" if exc.status == 504 else "upstream-unavailable",
-                           exc.detail, request_id=req.request_id, stopped_by="proxy")
+            return problem(
+                exc.status,
+                "upstream-timeout" if exc.status == 504 else "upstream-unavailable",
+                exc.detail,
+                request_id=req.request_id,
+                stopped_by="proxy",
+            )
         record["upstream_ms"] = round((time.perf_counter() - t0) * 1000, 3)
         try:
             resp = Response(upstream.status, strip_hop_by_hop(upstream.headers, UPSTREAM_IDENTITY))
@@ -370,8 +463,13 @@ class Gateway:
                     body_iter = await rewrite_body(req, resp, body_iter, ctx)
                 except (UpstreamTimeout, UpstreamProtocolError, OSError) as exc:  # nothing sent yet
                     timeout = isinstance(exc, UpstreamTimeout)
-                    return problem(504 if timeout else 502, "upstream-timeout" if timeout else "upstream-unavailable",
-                                   "the upstream broke off its answer", request_id=req.request_id, stopped_by="proxy")
+                    return problem(
+                        504 if timeout else 502,
+                        "upstream-timeout" if timeout else "upstream-unavailable",
+                        "the upstream broke off its answer",
+                        request_id=req.request_id,
+                        stopped_by="proxy",
+                    )
             await target.pipeline.run_response(req, resp, ctx)
             await send({"type": "http.response.start", "status": resp.status, "headers": resp.headers})
             sent = 0
@@ -385,8 +483,13 @@ class Gateway:
                 record["bytes_out"] = sent
                 record["upstream_aborted"] = True
                 resp.reason = f"upstream broke off the response ({type(exc).__name__})"
-                log.warning("request %s: upstream %s broke off the response after %d bytes (%s)",
-                            req.request_id, pool.name, sent, type(exc).__name__)
+                log.warning(
+                    "request %s: upstream %s broke off the response after %d bytes (%s)",
+                    req.request_id,
+                    pool.name,
+                    sent,
+                    type(exc).__name__,
+                )
                 return resp
             except BodyRefused as exc:  # unfilterable, found after the head went out: cut it
                 record["bytes_out"] = sent
@@ -399,19 +502,32 @@ class Gateway:
         finally:
             upstream.release()
 
-
     @staticmethod
     def _unsafe_header(req: Request, ctx: Context, name: bytes) -> Response:
         """A header that cannot be written to the upstream: 401 when a credential's claims made it
         (a policy published it), 400 when the client sent it. Logged by name, never by value."""
         from_policy = any(k == name for k, _ in ctx.upstream_headers)
-        log.warning("request %s refused: header %r carries a control character or is not a valid name (%s)",
-                    req.request_id or "-", name.decode("latin-1"), "from a credential" if from_policy else "from the client")
+        log.warning(
+            "request %s refused: header %r carries a control character or is not a valid name (%s)",
+            req.request_id or "-",
+            name.decode("latin-1"),
+            "from a credential" if from_policy else "from the client",
+        )
         if from_policy:
-            return problem(401, "invalid-token", "the credential's claims cannot be passed on safely",
-                           request_id=req.request_id, stopped_by="proxy")
-        return problem(400, "bad-header", f"the header {name.decode('latin-1')[:64]!r} carries a control character "
-                       "or is not a valid header name", request_id=req.request_id, stopped_by="proxy")
+            return problem(
+                401,
+                "invalid-token",
+                "the credential's claims cannot be passed on safely",
+                request_id=req.request_id,
+                stopped_by="proxy",
+            )
+        return problem(
+            400,
+            "bad-header",
+            f"the header {name.decode('latin-1')[:64]!r} carries a control character or is not a valid header name",
+            request_id=req.request_id,
+            stopped_by="proxy",
+        )
 
 
 def _form_method_field(req: Request, body: bytes) -> bool:

@@ -48,8 +48,9 @@ import ipaddress
 import logging
 import time
 from collections import OrderedDict
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any, Callable, ClassVar, Iterator
+from typing import Any, ClassVar
 
 import httptools
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
@@ -93,8 +94,13 @@ class OffenderLog:
 
     Bounded: the oldest entries are forgotten past `max_keys` (a forgotten offender is logged again)."""
 
-    def __init__(self, logger: logging.Logger = log, interval: float = 60.0, max_keys: int = 4096,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        logger: logging.Logger = log,
+        interval: float = 60.0,
+        max_keys: int = 4096,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.logger = logger
         self.clock = clock
         self.interval = interval
@@ -157,8 +163,9 @@ class ConnectionGate:
             self.per_client.pop(key, None)
 
 
-def _problem_bytes(status: int, type_: str, detail: str, title: str | None = None,
-                   extra_headers: tuple[tuple[bytes, bytes], ...] = ()) -> bytes:
+def _problem_bytes(
+    status: int, type_: str, detail: str, title: str | None = None, extra_headers: tuple[tuple[bytes, bytes], ...] = ()
+) -> bytes:
     resp = problem(status, type_, detail, extra={"title": title} if title else None)
     phrase = (title or "").encode() or b"Error"
     head = [b"HTTP/1.1 %d %s\r\n" % (status, phrase)]
@@ -169,10 +176,13 @@ def _problem_bytes(status: int, type_: str, detail: str, title: str | None = Non
 
 # Written once: these are sent on a connection that is about to be closed.
 TOO_MANY_CONNECTIONS = _problem_bytes(
-    503, "too-many-connections", "this server holds too many connections; retry later",
-    "Service Unavailable", ((b"retry-after", b"1"),))
-HEADER_TIMEOUT = _problem_bytes(408, "header-timeout", "the request head did not arrive in time",
-                                "Request Timeout")
+    503,
+    "too-many-connections",
+    "this server holds too many connections; retry later",
+    "Service Unavailable",
+    ((b"retry-after", b"1"),),
+)
+HEADER_TIMEOUT = _problem_bytes(408, "header-timeout", "the request head did not arrive in time", "Request Timeout")
 BAD_REQUEST = _problem_bytes(400, "bad-request", "the request is not valid HTTP/1.1", "Bad Request")
 TOO_MANY_HEADERS = 431, "too-many-headers"
 HEADERS_TOO_LARGE = 431, "headers-too-large"
@@ -207,19 +217,29 @@ class EdgeProtocol(TlsHttpToolsProtocol):
         self._send_timer: Any = None
 
     # connection --------------------------------------------------------------------------
-    def connection_made(self, transport) -> None:  # type: ignore[override]
+    def connection_made(self, transport) -> None:
         super().connection_made(transport)
         key = client_key(self.client[0] if self.client else None)
         why = self.gate.admit(key)
         if why is not None:
             self._refused = True
             if why == "total":
-                self.gate.event("max_connections", "*", "listener %s: max_connections (%d) reached, "
-                                         "refusing new connections", self._where(), self.limits.max_connections)
+                self.gate.event(
+                    "max_connections",
+                    "*",
+                    "listener %s: max_connections (%d) reached, refusing new connections",
+                    self._where(),
+                    self.limits.max_connections,
+                )
             else:
-                self.gate.event("max_connections_per_ip", key, "listener %s: %s holds "
-                                         "max_connections_per_ip (%d) connections, refusing more", self._where(),
-                                         key, self.limits.max_per_client)
+                self.gate.event(
+                    "max_connections_per_ip",
+                    key,
+                    "listener %s: %s holds max_connections_per_ip (%d) connections, refusing more",
+                    self._where(),
+                    key,
+                    self.limits.max_per_client,
+                )
             transport.write(TOO_MANY_CONNECTIONS)
             transport.close()
             return
@@ -259,9 +279,14 @@ class EdgeProtocol(TlsHttpToolsProtocol):
         if not self._head_seen and self._idle():
             self.transport.close()  # nothing was sent: close quietly, like an idle keep-alive
             return
-        self.gate.event("client_header_timeout", self._key or "", "listener %s: %s did not send a "
-                                 "request head within client_header_timeout (%.3gs), closed", self._where(),
-                                 self._key, self.limits.header_timeout)
+        self.gate.event(
+            "client_header_timeout",
+            self._key or "",
+            "listener %s: %s did not send a request head within client_header_timeout (%.3gs), closed",
+            self._where(),
+            self._key,
+            self.limits.header_timeout,
+        )
         self._close_with(HEADER_TIMEOUT)
 
     def _close_with(self, response: bytes) -> None:
@@ -316,9 +341,14 @@ class EdgeProtocol(TlsHttpToolsProtocol):
 
     def _send_timed_out(self) -> None:
         self._send_timer = None  # (a closing transport too: close() would wait for the flush forever)
-        self.gate.event("client_send_timeout", self._key or "", "listener %s: %s left a response "
-                                 "unread for client_send_timeout (%.3gs), connection dropped", self._where(),
-                                 self._key, self.limits.send_timeout)
+        self.gate.event(
+            "client_send_timeout",
+            self._key or "",
+            "listener %s: %s left a response unread for client_send_timeout (%.3gs), connection dropped",
+            self._where(),
+            self._key,
+            self.limits.send_timeout,
+        )
         self.transport.abort()  # nothing more can be written: the buffer is dropped with it
 
     # data --------------------------------------------------------------------------------
@@ -342,8 +372,9 @@ class EdgeProtocol(TlsHttpToolsProtocol):
                     if self._head_open and before == self._messages:
                         self._head_bytes += len(piece)
                         if self._head_bytes >= limit:  # a complete head would have ended by now
-                            self._refuse_head(HEADERS_TOO_LARGE, "request head larger than max_header_bytes "
-                                              f"({limit} bytes)")
+                            self._refuse_head(
+                                HEADERS_TOO_LARGE, f"request head larger than max_header_bytes ({limit} bytes)"
+                            )
                             return
                 else:  # a body; slices bound what a pipelined head behind it can hide (see above)
                     piece, view = view[:limit], view[limit:]
@@ -352,22 +383,32 @@ class EdgeProtocol(TlsHttpToolsProtocol):
             if self._should_upgrade():
                 self.handle_websocket_upgrade()
             else:  # uvicorn logs this for every such request: once per client per minute here
-                self.gate.offenders.note("unsupported_upgrade", self._key or "", "listener %s: %s asked for an "
-                                         "unsupported protocol upgrade (answered as plain HTTP)", self._where(),
-                                         self._key)
+                self.gate.offenders.note(
+                    "unsupported_upgrade",
+                    self._key or "",
+                    "listener %s: %s asked for an unsupported protocol upgrade (answered as plain HTTP)",
+                    self._where(),
+                    self._key,
+                )
         except httptools.HttpParserError:
             if self._refusal is not None:
                 self._refuse_head(*self._refusal)
                 return
-            self.gate.event("bad_request", self._key or "", "listener %s: %s sent a request that is "
-                                     "not valid HTTP/1.1, answered 400", self._where(), self._key)
+            self.gate.event(
+                "bad_request",
+                self._key or "",
+                "listener %s: %s sent a request that is not valid HTTP/1.1, answered 400",
+                self._where(),
+                self._key,
+            )
             self._close_with(BAD_REQUEST)
 
     def _refuse_head(self, what: tuple[int, str], detail: str) -> None:
         status, type_ = what
         self._cancel_head_timer()
-        self.gate.event(type_, self._key or "", "listener %s: %s: %s, answered %d", self._where(),
-                                 self._key, detail, status)
+        self.gate.event(
+            type_, self._key or "", "listener %s: %s: %s, answered %d", self._where(), self._key, detail, status
+        )
         self._close_with(_problem_bytes(status, type_, detail, "Request Header Fields Too Large"))
 
     # parser callbacks --------------------------------------------------------------------
@@ -380,8 +421,10 @@ class EdgeProtocol(TlsHttpToolsProtocol):
     def on_header(self, name: bytes, value: bytes) -> None:
         super().on_header(name, value)
         if len(self.headers) > self.limits.max_header_count:
-            self._refusal = (TOO_MANY_HEADERS,
-                             f"more than max_header_count ({self.limits.max_header_count}) header lines")
+            self._refusal = (
+                TOO_MANY_HEADERS,
+                f"more than max_header_count ({self.limits.max_header_count}) header lines",
+            )
             raise _Refused
 
     def on_headers_complete(self) -> None:
@@ -412,8 +455,11 @@ class EdgeCollector(Collector):
         if self.gates is None:
             return
         open_ = GaugeMetricFamily("bastion_connections_open", "Client connections held", labels=["listener"])
-        events = CounterMetricFamily("bastion_connections_limited", "Client connections refused or closed by the "
-                                     "connection limits", labels=["listener", "reason"])
+        events = CounterMetricFamily(
+            "bastion_connections_limited",
+            "Client connections refused or closed by the connection limits",
+            labels=["listener", "reason"],
+        )
         for gate in self.gates():
             open_.add_metric([gate.name], gate.total)
             for kind, n in sorted(gate.events.items()):

@@ -4,8 +4,9 @@ and the audit log work unchanged — only the hop is a function call instead of 
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Any, AsyncIterator
+from typing import Any
 
 from bastion.http import Headers
 
@@ -33,18 +34,29 @@ class _Calls:
     def __init__(self, app: Any) -> None:
         self.app = app
 
-    async def request(self, method: str, target: bytes, headers: Headers,
-                      body: bytes | AsyncIterator[bytes] | None) -> InProcessResponse:
+    async def request(
+        self, method: str, target: bytes, headers: Headers, body: bytes | AsyncIterator[bytes] | None
+    ) -> InProcessResponse:
         path, _, query = target.partition(b"?")
         if isinstance(body, (bytes, type(None))):
             data = body or b""
         else:
             data = b"".join([c async for c in body])
         host = next((v for k, v in headers if k == b"host"), b"localhost")
-        scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": method,
-                 "scheme": "http", "path": path.decode("latin-1"), "raw_path": path, "query_string": query,
-                 "root_path": "", "headers": list(headers), "client": None,
-                 "server": (host.decode("latin-1"), None)}
+        scope = {
+            "type": "http",
+            "asgi": {"version": "3.0"},
+            "http_version": "1.1",
+            "method": method,
+            "scheme": "http",
+            "path": path.decode("latin-1"),
+            "raw_path": path,
+            "query_string": query,
+            "root_path": "",
+            "headers": list(headers),
+            "client": None,
+            "server": (host.decode("latin-1"), None),
+        }
         sent = False
 
         async def receive() -> dict[str, Any]:

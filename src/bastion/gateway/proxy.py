@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import itertools
 import ssl
-from typing import AsyncIterator
+from collections.abc import AsyncIterator
 from urllib.parse import urlsplit
 
 from bastion.config.model import UpstreamConfig
+from bastion.http import Headers, Request, unsafe_header
 from bastion.net.http1 import (
     ConnectionPool,
     UpstreamConnectError,
@@ -19,13 +20,19 @@ from bastion.net.http1 import (
     UpstreamResponse,
     UpstreamTimeout,
 )
-from bastion.http import Headers, Request, unsafe_header
 
 # RFC 9110 7.6.1 plus the de-facto ones; names listed in Connection are added per message.
 HOP_BY_HOP = frozenset(
     {
-        b"connection", b"keep-alive", b"proxy-connection", b"te", b"trailer",
-        b"transfer-encoding", b"upgrade", b"proxy-authenticate", b"proxy-authorization",
+        b"connection",
+        b"keep-alive",
+        b"proxy-connection",
+        b"te",
+        b"trailer",
+        b"transfer-encoding",
+        b"upgrade",
+        b"proxy-authenticate",
+        b"proxy-authorization",
     }
 )
 # Identity of the upstream's software: never shown to clients.
@@ -86,8 +93,15 @@ def client_headers(headers: Headers, drop: frozenset[bytes]) -> Headers:
 # Families of headers that identity-aware proxies and platforms set for their upstreams (AWS ALB's
 # OIDC headers, Azure App Service's principal and token headers, Google IAP, Envoy's internal
 # ones): from a client they are forgeries. The gateway's own `x-bastion-*` are among them.
-EDGE_OWNED_PREFIXES = (b"x-bastion-", b"x-amzn-oidc-", b"x-ms-client-principal", b"x-ms-token-", b"x-goog-iap-",
-                       b"x-goog-authenticated-", b"x-envoy-")
+EDGE_OWNED_PREFIXES = (
+    b"x-bastion-",
+    b"x-amzn-oidc-",
+    b"x-ms-client-principal",
+    b"x-ms-token-",
+    b"x-goog-iap-",
+    b"x-goog-authenticated-",
+    b"x-envoy-",
+)
 
 
 def upstream_tls(config: UpstreamConfig) -> ssl.SSLContext:
@@ -98,7 +112,8 @@ def upstream_tls(config: UpstreamConfig) -> ssl.SSLContext:
 
         logging.getLogger("bastion.proxy").warning(
             "TLS verification is OFF for an upstream (%s): anyone on the path can impersonate it",
-            ", ".join(config.urls))
+            ", ".join(config.urls),
+        )
         ctx.check_hostname = False
         ctx.verify_mode = ssl.CERT_NONE
     return ctx
@@ -116,9 +131,15 @@ class UpstreamPool:
             parts = urlsplit(url)
             tls = upstream_tls(config) if parts.scheme == "https" else None
             port = parts.port or (443 if tls else 80)
-            pool = ConnectionPool(parts.hostname or "", port, tls=tls,
-                                  max_connections=config.max_connections, connect_timeout=t.connect,
-                                  read_timeout=t.read, total_timeout=t.total)
+            pool = ConnectionPool(
+                parts.hostname or "",
+                port,
+                tls=tls,
+                max_connections=config.max_connections,
+                connect_timeout=t.connect,
+                read_timeout=t.read,
+                total_timeout=t.total,
+            )
             self.bases.append((parts.path.rstrip("/").encode(), parts.netloc.encode(), pool))
         self._next = itertools.cycle(range(len(self.bases)))
 

@@ -10,7 +10,8 @@ import os
 import signal
 import socket
 import ssl
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import uvicorn
 
@@ -33,7 +34,7 @@ class _Server(uvicorn.Server):
     handshake_timeout: float | None = None
 
     @contextlib.contextmanager
-    def capture_signals(self):  # type: ignore[override]
+    def capture_signals(self):
         yield
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
@@ -45,19 +46,26 @@ class _Server(uvicorn.Server):
 
         def create_protocol(_loop: asyncio.AbstractEventLoop | None = None) -> asyncio.Protocol:
             return config.http_protocol_class(  # type: ignore[call-arg]
-                config=config, server_state=self.server_state, app_state=self.lifespan.state, _loop=_loop)
+                config=config, server_state=self.server_state, app_state=self.lifespan.state, _loop=_loop
+            )
 
         loop = asyncio.get_running_loop()
-        self.servers = [await loop.create_server(create_protocol, sock=sock, ssl=config.ssl, backlog=config.backlog,
-                                                 ssl_handshake_timeout=self.handshake_timeout)
-                        for sock in sockets]
+        self.servers = [
+            await loop.create_server(
+                create_protocol,
+                sock=sock,
+                ssl=config.ssl,
+                backlog=config.backlog,
+                ssl_handshake_timeout=self.handshake_timeout,
+            )
+            for sock in sockets
+        ]
         self.started = True
 
 
 def build_state(path: str, version: int):
     cfg = load_config(path)
-    return compile_state(cfg, config_dir=os.path.dirname(os.path.abspath(path)) or ".",
-                         version=version, source=path)
+    return compile_state(cfg, config_dir=os.path.dirname(os.path.abspath(path)) or ".", version=version, source=path)
 
 
 def _bind(listener: ListenerConfig) -> socket.socket:
@@ -104,28 +112,41 @@ def edge_limits(listener: ListenerConfig, open_files: int, listeners: int) -> Ed
     shared between the listeners (the other half is for upstream connections, logs and files)."""
     auto = max(16, open_files // 2 // max(1, listeners))
     return EdgeLimits(
-        header_timeout=listener.client_header_timeout, keepalive_timeout=listener.keepalive_timeout,
+        header_timeout=listener.client_header_timeout,
+        keepalive_timeout=listener.keepalive_timeout,
         send_timeout=listener.client_send_timeout,
-        max_connections=listener.max_connections or auto, max_per_client=listener.max_connections_per_ip,
-        max_header_count=listener.max_header_count, max_header_bytes=listener.max_header_bytes,
+        max_connections=listener.max_connections or auto,
+        max_per_client=listener.max_connections_per_ip,
+        max_header_count=listener.max_header_count,
+        max_header_bytes=listener.max_header_bytes,
     )
 
 
-def _uvicorn_config(app: Any, listener: ListenerConfig, config_dir: str,
-                    protocol: type[EdgeProtocol] | None = None) -> uvicorn.Config:
+def _uvicorn_config(
+    app: Any, listener: ListenerConfig, config_dir: str, protocol: type[EdgeProtocol] | None = None
+) -> uvicorn.Config:
     kwargs: dict[str, Any] = {}
     if listener.tls:
         cert, key = _tls_files(listener, config_dir)
-        kwargs.update(ssl_certfile=cert, ssl_keyfile=key, ssl_version=ssl.PROTOCOL_TLS_SERVER,
-                      ssl_ciphers=MODERN_CIPHERS)
+        kwargs.update(
+            ssl_certfile=cert, ssl_keyfile=key, ssl_version=ssl.PROTOCOL_TLS_SERVER, ssl_ciphers=MODERN_CIPHERS
+        )
     if protocol is None:
         protocol = protocol_for(edge_limits(listener, raise_open_file_limit(), 1))
 
     config = uvicorn.Config(
-        app, lifespan="off", log_config=None, access_log=False, server_header=False,
-        proxy_headers=False, date_header=False, http=protocol,
-        loop="uvloop", timeout_keep_alive=listener.keepalive_timeout,  # type: ignore[arg-type]  # used as a float
-        timeout_graceful_shutdown=10, **kwargs,
+        app,
+        lifespan="off",
+        log_config=None,
+        access_log=False,
+        server_header=False,
+        proxy_headers=False,
+        date_header=False,
+        http=protocol,
+        loop="uvloop",
+        timeout_keep_alive=listener.keepalive_timeout,  # type: ignore[arg-type]  # used as a float
+        timeout_graceful_shutdown=10,
+        **kwargs,
     )
     if listener.tls:
         config.load()
@@ -141,8 +162,9 @@ def _uvicorn_config(app: Any, listener: ListenerConfig, config_dir: str,
 class GatewayServer:
     """The gateway, its listeners and its reload machinery."""
 
-    def __init__(self, config_path: str, *, watch: bool = True,
-                 on_ready: Callable[[list[tuple[str, int]]], None] | None = None) -> None:
+    def __init__(
+        self, config_path: str, *, watch: bool = True, on_ready: Callable[[list[tuple[str, int]]], None] | None = None
+    ) -> None:
         self.path = config_path
         self.watch = watch
         self.on_ready = on_ready
@@ -175,9 +197,7 @@ class GatewayServer:
         except Exception as exc:  # a config that validates but cannot be built
             log.error("reload (%s) refused, the running config stays: %s", why, exc)
             return False
-        if [lst.model_dump() for lst in state.config.listeners] != [
-            lst.model_dump() for lst in self.config.listeners
-        ]:
+        if [lst.model_dump() for lst in state.config.listeners] != [lst.model_dump() for lst in self.config.listeners]:
             log.warning("listener changes take effect on restart; routes and policies reloaded")
         self.version += 1
         self.reloads += 1
@@ -188,7 +208,7 @@ class GatewayServer:
     def _reload_certificates(self) -> None:
         """Renewed certificates take effect for new handshakes without a restart."""
         config_dir = os.path.dirname(os.path.abspath(self.path))
-        for server, listener in zip(self.servers, self.config.listeners):
+        for server, listener in zip(self.servers, self.config.listeners, strict=False):
             if listener.tls is None or server.config.ssl is None:
                 continue
             cert, key = _tls_files(listener, config_dir)
@@ -246,16 +266,30 @@ class GatewayServer:
             sockets.append(sock)
             protocol = protocol_for(edge_limits(admin_listener, open_files, count), "AdminEdgeProtocol")
             self.gates.append(protocol.gate)
-            self.servers.append(_Server(uvicorn.Config(
-                AdminApp(self, admin.token), lifespan="off", log_config=None, access_log=False,
-                server_header=False, http=protocol, loop="uvloop",
-                timeout_keep_alive=admin_listener.keepalive_timeout)))  # type: ignore[arg-type]  # used as a float
+            self.servers.append(
+                _Server(
+                    uvicorn.Config(
+                        AdminApp(self, admin.token),
+                        lifespan="off",
+                        log_config=None,
+                        access_log=False,
+                        server_header=False,
+                        http=protocol,
+                        loop="uvloop",
+                        timeout_keep_alive=admin_listener.keepalive_timeout,  # type: ignore[arg-type]  # a float works
+                    )
+                )
+            )
         held = sum(gate.limits.max_connections for gate in self.gates)
         if held > open_files * 0.9:
-            log.warning("the listeners may hold %d connections but the process may open only %d files (ulimit -n): "
-                        "lower max_connections or raise the limit, or connections will fail with EMFILE "
-                        "before the caps refuse them", held, open_files)
-        tasks = [asyncio.create_task(s.serve(sockets=[sock])) for s, sock in zip(self.servers, sockets)]
+            log.warning(
+                "the listeners may hold %d connections but the process may open only %d files (ulimit -n): "
+                "lower max_connections or raise the limit, or connections will fail with EMFILE "
+                "before the caps refuse them",
+                held,
+                open_files,
+            )
+        tasks = [asyncio.create_task(s.serve(sockets=[sock])) for s, sock in zip(self.servers, sockets, strict=False)]
         while not all(s.started for s in self.servers):
             if any(t.done() for t in tasks):
                 for t in tasks:
@@ -264,13 +298,19 @@ class GatewayServer:
                 raise RuntimeError("a listener failed to start")
             await asyncio.sleep(0.01)
         bound = [sock.getsockname()[:2] for sock in sockets]
-        for (host, port), listener, gate in zip(bound, self.config.listeners, self.gates):
+        for (host, port), listener, gate in zip(bound, self.config.listeners, self.gates, strict=False):
             scheme = "https" if listener.tls else "http"
             limits = gate.limits
-            log.info("listening on %s://%s:%d (at most %d connections, %s per client address; head within %gs)",
-                     scheme, host if ":" not in host else f"[{host}]", port, limits.max_connections,
-                     limits.max_per_client or "any number", limits.header_timeout)
-        for (host, port), gate in zip(bound, self.gates):
+            log.info(
+                "listening on %s://%s:%d (at most %d connections, %s per client address; head within %gs)",
+                scheme,
+                host if ":" not in host else f"[{host}]",
+                port,
+                limits.max_connections,
+                limits.max_per_client or "any number",
+                limits.header_timeout,
+            )
+        for (host, port), gate in zip(bound, self.gates, strict=False):
             gate.name = f"{host if ':' not in host else f'[{host}]'}:{port}"
         EDGE_COLLECTOR.gates = lambda: self.gates  # the latest server's (one per process in production)
         if self.config.admin is not None:

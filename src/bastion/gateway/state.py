@@ -14,8 +14,8 @@ from bastion.config.loader import ConfigError, ConfigIssue
 from bastion.config.model import OVERRIDE_HEADERS, GatewayConfig
 from bastion.gateway.inprocess import InProcessPool
 from bastion.gateway.proxy import UpstreamPool
-from bastion.http import NetworkSet
 from bastion.gateway.router import Route, Router
+from bastion.http import NetworkSet
 from bastion.openapi.routes import plan_routes
 from bastion.openapi.spec import SpecError
 from bastion.pipeline import Pipeline, Policy, PolicyEnv
@@ -69,8 +69,11 @@ class _Compiler:
     def __init__(self, cfg: GatewayConfig, config_dir: str) -> None:
         self.cfg = cfg
         self.config_dir = config_dir
-        self.env = PolicyEnv(config_dir=config_dir, tls=any(lst.tls for lst in cfg.listeners),
-                             principal_headers=cfg.principal_headers.compile())
+        self.env = PolicyEnv(
+            config_dir=config_dir,
+            tls=any(lst.tls for lst in cfg.listeners),
+            principal_headers=cfg.principal_headers.compile(),
+        )
         self.built: dict[tuple[str, bytes], Policy] = {}  # one object per distinct policy config
         self.issues: list[ConfigIssue] = []
         self.defaults: dict[str, dict[str, Any] | None] = {}
@@ -85,8 +88,7 @@ class _Compiler:
             conf = cls.Config.model_validate(raw)
         except ValidationError as exc:
             for err in exc.errors():
-                self.issues.append(ConfigIssue(loc + tuple(err["loc"]), None,
-                                               err["msg"].removeprefix("Value error, ")))
+                self.issues.append(ConfigIssue(loc + tuple(err["loc"]), None, err["msg"].removeprefix("Value error, ")))
             return None
         if not conf.enabled:
             return None
@@ -110,8 +112,15 @@ class _Compiler:
                 if policy is not None:
                     self.global_policies[name] = policy
 
-    def add_route(self, rc: Any, name: str, pattern: str, methods: frozenset[str] | None,
-                  extra: dict[str, dict[str, Any]], loc: tuple[Any, ...]) -> None:
+    def add_route(
+        self,
+        rc: Any,
+        name: str,
+        pattern: str,
+        methods: frozenset[str] | None,
+        extra: dict[str, dict[str, Any]],
+        loc: tuple[Any, ...],
+    ) -> None:
         """One route: each policy is the global one unless the route (or `extra`, from a spec or
         the token service) overrides it, in which case the merged config is built."""
         policies: list[Policy] = []
@@ -127,15 +136,17 @@ class _Compiler:
                 policies.append(policy)
         target = RouteTarget(Pipeline(policies), self.upstreams[rc.upstream] if rc.upstream else None, methods)
         case = self.cfg.edge.case_sensitive_paths if rc.case_sensitive is None else rc.case_sensitive
-        self.routes.append(Route(name=name, pattern=pattern, methods=methods, host=rc.host, target=target,
-                                 case_sensitive=case))
+        self.routes.append(
+            Route(name=name, pattern=pattern, methods=methods, host=rc.host, target=target, case_sensitive=case)
+        )
 
     def configured_routes(self) -> None:
         for i, rc in enumerate(self.cfg.routes):
             if rc.openapi is None:
                 assert rc.path is not None  # the config model requires a path without a spec
-                self.add_route(rc, rc.name or rc.path, rc.path, frozenset(rc.methods) if rc.methods else None, {},
-                               ("routes", i))
+                self.add_route(
+                    rc, rc.name or rc.path, rc.path, frozenset(rc.methods) if rc.methods else None, {}, ("routes", i)
+                )
             else:
                 self.openapi_routes(i, rc)
 
@@ -179,8 +190,9 @@ class _Compiler:
         self.add_route(plan, "token_service", f"{p}/*", None, extra, ("token_service",))
 
 
-def compile_state(cfg: GatewayConfig, *, config_dir: str = ".", version: int = 1,
-                  source: str = "<config>") -> GatewayState:
+def compile_state(
+    cfg: GatewayConfig, *, config_dir: str = ".", version: int = 1, source: str = "<config>"
+) -> GatewayState:
     c = _Compiler(cfg, config_dir)
     c.global_defaults()
     c.configured_routes()
@@ -189,7 +201,18 @@ def compile_state(cfg: GatewayConfig, *, config_dir: str = ".", version: int = 1
         raise ConfigError(source, c.issues)
     edge = Pipeline([p for name, p in c.global_policies.items() if REGISTRY[name].unrouted])
     request_drop = c.env.principal_headers.names() | frozenset(
-        h.encode() for h in OVERRIDE_HEADERS if h not in cfg.edge.forward_override_headers)
-    return GatewayState(cfg, version, Router(c.routes), edge, Pipeline(list(c.global_policies.values())),
-                        c.upstreams, NetworkSet(cfg.trusted_proxies), list(c.built.values()), source=source,
-                        token_app=c.token_app, request_drop=request_drop)
+        h.encode() for h in OVERRIDE_HEADERS if h not in cfg.edge.forward_override_headers
+    )
+    return GatewayState(
+        cfg,
+        version,
+        Router(c.routes),
+        edge,
+        Pipeline(list(c.global_policies.values())),
+        c.upstreams,
+        NetworkSet(cfg.trusted_proxies),
+        list(c.built.values()),
+        source=source,
+        token_app=c.token_app,
+        request_drop=request_drop,
+    )

@@ -14,31 +14,36 @@ def _name(cert: dict[str, Any]) -> str:
     parts = []
     for rdn in cert.get("subject", ()):
         for key, value in rdn:
-            parts.append(f"{ {'commonName': 'CN', 'organizationName': 'O'}.get(key, key)}={value}")
+            parts.append(f"{ {'commonName': 'CN', 'organizationName': 'O'}.get(key, key) }={value}")
     return ",".join(parts)
 
 
 class TlsHttpToolsProtocol(HttpToolsProtocol):
     tls_info: dict[str, Any] | None = None
 
-    def connection_made(self, transport) -> None:  # type: ignore[override]
+    def connection_made(self, transport) -> None:
         super().connection_made(transport)
         sslobj: ssl.SSLObject | None = transport.get_extra_info("ssl_object")
         if sslobj is None:
             return
         cert = sslobj.getpeercert()  # only certificates the context verified appear here
         der = sslobj.getpeercert(binary_form=True)
-        info: dict[str, Any] = {"tls_version": sslobj.version(), "cipher_suite": (sslobj.cipher() or ("",))[0],
-                                "client_cert_chain": [], "client_cert_name": None, "client_cert_error": None,
-                                "client_cert_subject": {}}
+        info: dict[str, Any] = {
+            "tls_version": sslobj.version(),
+            "cipher_suite": (sslobj.cipher() or ("",))[0],
+            "client_cert_chain": [],
+            "client_cert_name": None,
+            "client_cert_error": None,
+            "client_cert_subject": {},
+        }
         if cert and der:
             info["client_cert_chain"] = [ssl.DER_cert_to_PEM_cert(der)]
             info["client_cert_name"] = _name(cert)
             # typeshed types the subject loosely; getpeercert() gives tuples of (name, value) pairs
-            info["client_cert_subject"] = {k: v for rdn in cert.get("subject", ()) for k, v in rdn}  # type: ignore[str-unpack,misc]
+            info["client_cert_subject"] = {k: v for rdn in cert.get("subject", ()) for k, v in rdn}  # type: ignore[str-unpack]
         self.tls_info = info
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
         if self.tls_info is not None:
-            self.scope["extensions"] = {"tls": self.tls_info}  # type: ignore[typeddict-unknown-key,dict-item]  # the ASGI TLS extension is not in uvicorn's TypedDict
+            self.scope["extensions"] = {"tls": self.tls_info}  # type: ignore[dict-item]  # the ASGI TLS extension is not in uvicorn's TypedDict

@@ -26,8 +26,9 @@ class CostModel:
     max_list_size: int = 1000
     list_fields: frozenset[str] = frozenset()  # Type.field whose result is a list (from a schema)
     field_types: dict[str, str] = field(default_factory=dict)  # Type.field -> named type of its result
-    root_types: dict[str, str] = field(default_factory=lambda: {
-        "query": "Query", "mutation": "Mutation", "subscription": "Subscription"})
+    root_types: dict[str, str] = field(
+        default_factory=lambda: {"query": "Query", "mutation": "Mutation", "subscription": "Subscription"}
+    )
 
 
 @dataclass(slots=True)
@@ -67,13 +68,20 @@ def select_operation(doc: Document, name: str | None) -> Operation:
                 return op
         raise AnalysisError(f"no operation named {name!r}")
     if len(doc.operations) != 1:
-        raise AnalysisError("the document has several operations: operationName is required"
-                            if doc.operations else "the document has no operation")
+        raise AnalysisError(
+            "the document has several operations: operationName is required"
+            if doc.operations
+            else "the document has no operation"
+        )
     return doc.operations[0]
 
 
-def analyze(doc: Document, operation_name: str | None = None, variables: dict[str, Any] | None = None,
-            costs: CostModel | None = None) -> Analysis:
+def analyze(
+    doc: Document,
+    operation_name: str | None = None,
+    variables: dict[str, Any] | None = None,
+    costs: CostModel | None = None,
+) -> Analysis:
     costs = costs or CostModel()
     op = select_operation(doc, operation_name)
     values = dict(op.variable_defaults)
@@ -163,8 +171,19 @@ def analyze(doc: Document, operation_name: str | None = None, variables: dict[st
     top = measure(op.selections, root)
     root_fields = _count_root_fields(doc, op.selections, set())
     cost = top.cost if math.isfinite(top.cost) else float("inf")
-    return Analysis(op.kind, op.name, top.depth, top.aliases, top.fields, root_fields, doc.directives,
-                    doc.tokens, cost, top.introspection, top.uses_variables)
+    return Analysis(
+        op.kind,
+        op.name,
+        top.depth,
+        top.aliases,
+        top.fields,
+        root_fields,
+        doc.directives,
+        doc.tokens,
+        cost,
+        top.introspection,
+        top.uses_variables,
+    )
 
 
 def _count_root_fields(doc: Document, selections, seen: set[str]) -> int:
@@ -226,14 +245,21 @@ def from_graphql_core(source: str) -> Document:
         out: list[Field | Spread | Inline] = []
         for s in ss.selections:
             if isinstance(s, ast.FieldNode):
-                out.append(Field(s.name.value, s.alias.value if s.alias else None,
-                                 {a.name.value: value(a.value) for a in s.arguments or ()}, dirs(s),
-                                 sels(s.selection_set) if s.selection_set else []))
+                out.append(
+                    Field(
+                        s.name.value,
+                        s.alias.value if s.alias else None,
+                        {a.name.value: value(a.value) for a in s.arguments or ()},
+                        dirs(s),
+                        sels(s.selection_set) if s.selection_set else [],
+                    )
+                )
             elif isinstance(s, ast.FragmentSpreadNode):
                 out.append(Spread(s.name.value, dirs(s)))
             else:
-                out.append(Inline(s.type_condition.name.value if s.type_condition else None, dirs(s),
-                                  sels(s.selection_set)))
+                out.append(
+                    Inline(s.type_condition.name.value if s.type_condition else None, dirs(s), sels(s.selection_set))
+                )
         return out
 
     ops, frags = [], {}
@@ -246,8 +272,9 @@ def from_graphql_core(source: str) -> Document:
                 dirs(vd)
                 if vd.default_value is not None:
                     defaults[vd.variable.name.value] = value(vd.default_value)
-            ops.append(Operation(d.operation.value, d.name.value if d.name else None, defaults, dirs(d),
-                                 sels(d.selection_set)))
+            ops.append(
+                Operation(d.operation.value, d.name.value if d.name else None, defaults, dirs(d), sels(d.selection_set))
+            )
         elif isinstance(d, ast.FragmentDefinitionNode):
             frags[d.name.value] = Fragment(d.name.value, d.type_condition.name.value, dirs(d), sels(d.selection_set))
         else:

@@ -4,7 +4,7 @@ arguments, directives), built by the fast parser in `parser.py` or from a graphq
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Union
+from typing import Any
 
 
 @dataclass(slots=True)
@@ -18,7 +18,7 @@ class Field:
     alias: str | None
     args: dict[str, Any]  # literal values (python) or Var
     directives: int
-    selections: list["Selection"] = field(default_factory=list)
+    selections: list[Selection] = field(default_factory=list)
 
 
 @dataclass(slots=True)
@@ -31,10 +31,10 @@ class Spread:
 class Inline:
     type_condition: str | None
     directives: int
-    selections: list["Selection"] = field(default_factory=list)
+    selections: list[Selection] = field(default_factory=list)
 
 
-Selection = Union[Field, Spread, Inline]
+Selection = Field | Spread | Inline
 
 
 @dataclass(slots=True)

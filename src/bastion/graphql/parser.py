@@ -27,16 +27,16 @@ from bastion.graphql.document import (
 )
 
 _TOKEN = re.compile(
-    r'[\s,\ufeff]*(?:#[^\n\r]*[\s,\ufeff]*)*'  # ignored: white space, commas, comments
-    r'(?:(?P<name>[_A-Za-z][_0-9A-Za-z]*)'  # the commonest tokens first
-    r'|(?P<punct>[!$&()\:=@\[\]{|}])'
-    r'|(?P<spread>\.\.\.)'
+    r"[\s,\ufeff]*(?:#[^\n\r]*[\s,\ufeff]*)*"  # ignored: white space, commas, comments
+    r"(?:(?P<name>[_A-Za-z][_0-9A-Za-z]*)"  # the commonest tokens first
+    r"|(?P<punct>[!$&()\:=@\[\]{|}])"
+    r"|(?P<spread>\.\.\.)"
     r'|(?P<block>"""(?:\\"""|[^"]|"(?!""))*""")'
     r'|(?P<string>"(?:[^"\\\n\r]|\\(?:["\\/bfnrt]|u[0-9A-Fa-f]{4}))*")'
-    r'|(?P<float>-?(?:0|[1-9][0-9]*)(?:\.[0-9]+(?:[eE][+-]?[0-9]+)?|[eE][+-]?[0-9]+))(?![_A-Za-z.])'
-    r'|(?P<int>-?(?:0|[1-9][0-9]*))(?![_A-Za-z.0-9])'
-    r'|(?P<bad>.)'  # anything else: a syntax error
-    r'|$)',
+    r"|(?P<float>-?(?:0|[1-9][0-9]*)(?:\.[0-9]+(?:[eE][+-]?[0-9]+)?|[eE][+-]?[0-9]+))(?![_A-Za-z.])"
+    r"|(?P<int>-?(?:0|[1-9][0-9]*))(?![_A-Za-z.0-9])"
+    r"|(?P<bad>.)"  # anything else: a syntax error
+    r"|$)",
     re.DOTALL,
 )
 
@@ -49,7 +49,7 @@ def tokenize(source: str, max_tokens: int) -> list[tuple[str, str]]:
     for kind, text in tokens:
         if kind == "bad":
             raise GraphQLSyntaxError(f"unexpected character {text!r}")
-    return tokens  # type: ignore[return-value]
+    return tokens
 
 
 class TokenLimit(GraphQLSyntaxError):

@@ -10,16 +10,24 @@ from urllib.parse import urlsplit
 
 from bastion.net.http1 import ConnectionPool
 
-_pools: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[tuple[str, str, int], ConnectionPool]]" = (
-    weakref.WeakKeyDictionary())  # connections belong to the loop that opened them
+_pools: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[tuple[str, str, int], ConnectionPool]] = (
+    weakref.WeakKeyDictionary()
+)  # connections belong to the loop that opened them
 
 
 class FetchError(Exception):
     pass
 
 
-async def fetch(url: str, *, method: str = "GET", headers: list[tuple[bytes, bytes]] | None = None,
-                body: bytes | None = None, timeout: float = 5.0, max_bytes: int = 1024 * 1024) -> tuple[int, bytes]:
+async def fetch(
+    url: str,
+    *,
+    method: str = "GET",
+    headers: list[tuple[bytes, bytes]] | None = None,
+    body: bytes | None = None,
+    timeout: float = 5.0,
+    max_bytes: int = 1024 * 1024,
+) -> tuple[int, bytes]:
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise FetchError(f"not an http(s) URL: {url}")
@@ -29,9 +37,15 @@ async def fetch(url: str, *, method: str = "GET", headers: list[tuple[bytes, byt
     pool = pools.get(key)
     if pool is None:
         tls = ssl.create_default_context() if parts.scheme == "https" else None
-        pool = pools[key] = ConnectionPool(parts.hostname, port, tls=tls, max_connections=8,
-                                            connect_timeout=timeout, read_timeout=timeout,
-                                            total_timeout=timeout)
+        pool = pools[key] = ConnectionPool(
+            parts.hostname,
+            port,
+            tls=tls,
+            max_connections=8,
+            connect_timeout=timeout,
+            read_timeout=timeout,
+            total_timeout=timeout,
+        )
     target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
     hs = [(b"host", parts.netloc.encode()), (b"accept", b"application/json"), *(headers or [])]
     if body is not None:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import ssl as ssl_module
-from typing import AsyncIterator
+from collections.abc import AsyncIterator
 
 import httptools
 
@@ -39,7 +39,7 @@ class UpstreamProtocolError(Exception):
 class _Connection(asyncio.Protocol):
     """One keep-alive connection; one exchange at a time."""
 
-    def __init__(self, pool: "ConnectionPool") -> None:
+    def __init__(self, pool: ConnectionPool) -> None:
         self.pool = pool
         self.transport: asyncio.Transport | None = None
         self.parser = httptools.HttpResponseParser(self)
@@ -64,7 +64,7 @@ class _Connection(asyncio.Protocol):
         self.waiter: asyncio.Future[None] | None = None
 
     # -- asyncio.Protocol ---------------------------------------------------------------------
-    def connection_made(self, transport) -> None:  # type: ignore[override]
+    def connection_made(self, transport) -> None:
         self.transport = transport
 
     def data_received(self, data: bytes) -> None:
@@ -196,9 +196,17 @@ class UpstreamResponse:
 class ConnectionPool:
     """Keep-alive connections to one origin (scheme, host, port)."""
 
-    def __init__(self, host: str, port: int, *, tls: ssl_module.SSLContext | None = None,
-                 max_connections: int = 200, connect_timeout: float = 5.0,
-                 read_timeout: float = 30.0, total_timeout: float = 60.0) -> None:
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        *,
+        tls: ssl_module.SSLContext | None = None,
+        max_connections: int = 200,
+        connect_timeout: float = 5.0,
+        read_timeout: float = 30.0,
+        total_timeout: float = 60.0,
+    ) -> None:
         self.host = host
         self.port = port
         self.tls = tls
@@ -234,7 +242,10 @@ class ConnectionPool:
         try:
             async with asyncio.timeout(max(0.001, min(self.connect_timeout, deadline - loop.time()))):
                 _, conn = await loop.create_connection(
-                    lambda: _Connection(self), self.host, self.port, ssl=self.tls,
+                    lambda: _Connection(self),
+                    self.host,
+                    self.port,
+                    ssl=self.tls,
                     server_hostname=self.host if self.tls else None,
                 )
         except TimeoutError:
@@ -260,8 +271,9 @@ class ConnectionPool:
                 return conn
         return None
 
-    async def request(self, method: str, target: bytes, headers: Headers,
-                      body: bytes | AsyncIterator[bytes] | None) -> UpstreamResponse:
+    async def request(
+        self, method: str, target: bytes, headers: Headers, body: bytes | AsyncIterator[bytes] | None
+    ) -> UpstreamResponse:
         """Send one request; return when the response head has arrived."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.total_timeout
@@ -294,8 +306,9 @@ class ConnectionPool:
             return UpstreamResponse(conn, deadline, self.read_timeout, reusable)
         raise AssertionError("unreachable")
 
-    async def _send(self, conn: _Connection, method: str, target: bytes, headers: Headers,
-                    body: bytes | AsyncIterator[bytes] | None) -> None:
+    async def _send(
+        self, conn: _Connection, method: str, target: bytes, headers: Headers, body: bytes | AsyncIterator[bytes] | None
+    ) -> None:
         transport = conn.transport
         assert transport is not None
         head = [method.encode("ascii"), b" ", target, b" HTTP/1.1\r\n"]

@@ -21,8 +21,10 @@ def connect(url: str, *, timeout: float = 0.25) -> Any:
     if parts.scheme == "redis+sentinel":
         from redis.asyncio.sentinel import Sentinel
 
-        hosts = [(h.rsplit(":", 1)[0], int(h.rsplit(":", 1)[1]) if ":" in h else 26379)
-                 for h in parts.netloc.split("@")[-1].split(",")]
+        hosts = [
+            (h.rsplit(":", 1)[0], int(h.rsplit(":", 1)[1]) if ":" in h else 26379)
+            for h in parts.netloc.split("@")[-1].split(",")
+        ]
         service = parts.path.strip("/") or "mymaster"
         query = parse_qs(parts.query)
         return Sentinel(hosts, **common).master_for(service, db=int(query.get("db", ["0"])[0]))

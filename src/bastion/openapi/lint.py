@@ -8,8 +8,9 @@ schemas that accept unknown properties (mass assignment), strings and arrays wit
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
-from typing import Any, Iterator
+from typing import Any
 from urllib.parse import urlsplit
 
 from bastion.openapi.operations import compile_operations
@@ -61,13 +62,27 @@ def _schema_findings(schema: dict[str, Any], where: str, in_branch: bool) -> Ite
     composed = any(k in schema for k in ("allOf", "anyOf", "oneOf"))
     if objectish and not in_branch and not composed:
         ap = schema.get("additionalProperties", True)
-        if ap is True and schema.get("unevaluatedProperties", True) is True and not schema.get("x-bastion-allow-unknown"):
-            yield Finding("medium", "open-object", where,
-                          "object schema accepts properties it does not declare (mass assignment): add "
-                          "`additionalProperties: false` (bastion refuses them anyway unless "
-                          "`x-bastion-allow-unknown: true`)")
-    if "string" in types and "maxLength" not in schema and "enum" not in schema and "const" not in schema \
-            and schema.get("format") not in _BOUNDED_FORMATS and "pattern" not in schema:
+        if (
+            ap is True
+            and schema.get("unevaluatedProperties", True) is True
+            and not schema.get("x-bastion-allow-unknown")
+        ):
+            yield Finding(
+                "medium",
+                "open-object",
+                where,
+                "object schema accepts properties it does not declare (mass assignment): add "
+                "`additionalProperties: false` (bastion refuses them anyway unless "
+                "`x-bastion-allow-unknown: true`)",
+            )
+    if (
+        "string" in types
+        and "maxLength" not in schema
+        and "enum" not in schema
+        and "const" not in schema
+        and schema.get("format") not in _BOUNDED_FORMATS
+        and "pattern" not in schema
+    ):
         yield Finding("low", "unbounded-string", where, "string without maxLength")
     if "array" in types and "maxItems" not in schema:
         yield Finding("medium", "unbounded-array", where, "array without maxItems (resource consumption)")
@@ -83,23 +98,41 @@ def lint_spec(spec: Spec) -> list[Finding]:
         url = str((server or {}).get("url", ""))
         parts = urlsplit(url)
         if parts.scheme == "http" and parts.hostname not in ("localhost", "127.0.0.1", "::1"):
-            out.append(Finding("high", "plain-http-server", f"{base}#/servers/{i}",
-                               f"server {url} is plain http: credentials and data travel unencrypted"))
+            out.append(
+                Finding(
+                    "high",
+                    "plain-http-server",
+                    f"{base}#/servers/{i}",
+                    f"server {url} is plain http: credentials and data travel unencrypted",
+                )
+            )
     schemes = (root.get("components") or {}).get("securitySchemes") or {}
     for name, sc in schemes.items():
         sc, _ = spec.deref(sc, spec.path)
         where = f"{base}#/components/securitySchemes/{_esc(name)}"
         if sc.get("type") == "apiKey" and sc.get("in") == "query":
-            out.append(Finding("high", "api-key-in-query", where,
-                               f"API key {sc.get('name')!r} travels in the query string (logged by proxies "
-                               "and kept in browser history): use a header"))
+            out.append(
+                Finding(
+                    "high",
+                    "api-key-in-query",
+                    where,
+                    f"API key {sc.get('name')!r} travels in the query string (logged by proxies "
+                    "and kept in browser history): use a header",
+                )
+            )
         if sc.get("type") == "http" and str(sc.get("scheme", "")).lower() == "basic":
             out.append(Finding("medium", "http-basic", where, "HTTP basic sends the password with every request"))
         for flow in ("implicit", "password"):
             if flow in ((sc.get("flows") or {}) if sc.get("type") == "oauth2" else {}):
-                out.append(Finding("high", f"oauth2-{flow}-flow", f"{where}/flows/{flow}",
-                                   f"the OAuth 2.0 {flow} flow is deprecated (OAuth 2.0 Security BCP): "
-                                   "use authorization code with PKCE"))
+                out.append(
+                    Finding(
+                        "high",
+                        f"oauth2-{flow}-flow",
+                        f"{where}/flows/{flow}",
+                        f"the OAuth 2.0 {flow} flow is deprecated (OAuth 2.0 Security BCP): "
+                        "use authorization code with PKCE",
+                    )
+                )
     global_security = root.get("security")
     for template, item in (root.get("paths") or {}).items():
         item, _ = spec.deref(item, spec.path)
@@ -110,20 +143,28 @@ def lint_spec(spec: Spec) -> list[Finding]:
             where = f"{base}#/paths/{_esc(template)}/{method}"
             security = op.get("security", global_security)
             if security is None:
-                out.append(Finding("high", "no-security", where,
-                                   "no security requirement: anyone can call it (say `security: []` if "
-                                   "that is intended)"))
+                out.append(
+                    Finding(
+                        "high",
+                        "no-security",
+                        where,
+                        "no security requirement: anyone can call it (say `security: []` if that is intended)",
+                    )
+                )
             elif security == [] or any(alt == {} for alt in security):
                 out.append(Finding("info", "public-operation", where, "public on purpose (`security: []`)"))
     for path, doc in spec.documents.items():
         label = path.name
         if path == spec.path:
-            roots: list[tuple[str, Any]] = [(f"/components/schemas/{_esc(k)}", v) for k, v in
-                                            ((root.get("components") or {}).get("schemas") or {}).items()]
+            roots: list[tuple[str, Any]] = [
+                (f"/components/schemas/{_esc(k)}", v)
+                for k, v in ((root.get("components") or {}).get("schemas") or {}).items()
+            ]
             roots += list(_inline_schemas(root))
         elif isinstance(doc, dict):
-            roots = [(f"/{_esc(k)}", v) for k, v in doc.items()
-                     if isinstance(v, dict) and any(s in v for s in _SCHEMA_KEYS)]
+            roots = [
+                (f"/{_esc(k)}", v) for k, v in doc.items() if isinstance(v, dict) and any(s in v for s in _SCHEMA_KEYS)
+            ]
         else:
             continue
         for ptr, schema in roots:
@@ -158,4 +199,3 @@ def _inline_schemas(root: dict[str, Any]) -> Iterator[tuple[str, Any]]:
 def at_or_above(findings: list[Finding], severity: str) -> list[Finding]:
     limit = SEVERITIES.index(severity)
     return [f for f in findings if SEVERITIES.index(f.severity) <= limit]
-

@@ -83,8 +83,7 @@ class Validator:
         out: list[FieldError] = []
         unknown: list[tuple[FieldError, list[str]]] = []
         for err in self._v.iter_errors(value):
-            pointer = prefix + "".join("/" + str(p).replace("~", "~0").replace("/", "~1")
-                                       for p in err.instance_path)
+            pointer = prefix + "".join("/" + str(p).replace("~", "~0").replace("/", "~1") for p in err.instance_path)
             fe = FieldError(location, pointer, _RULES.get(err.kind.name, err.kind.name), _message(err))
             out.append(fe)
             if fe.rule == "additionalProperties":
@@ -101,8 +100,12 @@ class Validator:
 
 # One name per meaning: a property the schema does not declare is `additionalProperties` whether the
 # schema said so or bastion closed it; `false` property schemas come from readOnly properties.
-_RULES = {"unevaluatedProperties": "additionalProperties", "falseSchema": "readOnly",
-          "oneOfNotValid": "oneOf", "oneOfMultipleValid": "oneOf"}
+_RULES = {
+    "unevaluatedProperties": "additionalProperties",
+    "falseSchema": "readOnly",
+    "oneOfNotValid": "oneOf",
+    "oneOfMultipleValid": "oneOf",
+}
 
 
 def _message(err: Any) -> str:
@@ -243,8 +246,11 @@ class Operation:
             bm = self._media(media)
             if bm is None:
                 declared = ", ".join(b.media for b in self.bodies)
-                return 415, [FieldError("header", "content-type", "media_type",
-                                        f"the body must be one of: {declared}")], None
+                return (
+                    415,
+                    [FieldError("header", "content-type", "media_type", f"the body must be one of: {declared}")],
+                    None,
+                )
             status, value, errs = self._parse_body(bm, body or b"", content_type or "", limits)
             if status:
                 return status, errs, None
@@ -258,8 +264,15 @@ class Operation:
                 errors.extend(bm.validator.errors(value, "body"))
         return (422 if errors else 0), errors, rewritten
 
-    def _param_value(self, p: Param, path_params: dict[str, str], pairs: list[tuple[str, str]],
-                     headers: dict[str, str], cookies: dict[str, str], seen: set[str]) -> tuple[bool, Any]:
+    def _param_value(
+        self,
+        p: Param,
+        path_params: dict[str, str],
+        pairs: list[tuple[str, str]],
+        headers: dict[str, str],
+        cookies: dict[str, str],
+        seen: set[str],
+    ) -> tuple[bool, Any]:
         if p.location == "query":
             seen.add(p.name)
             if p.shape.properties and p.style == "form" and p.explode and "object" in p.shape.types:
@@ -297,8 +310,7 @@ class Operation:
         return best
 
     @staticmethod
-    def _parse_body(bm: BodyMedia, body: bytes, content_type: str,
-                    limits: Limits) -> tuple[int, Any, list[FieldError]]:
+    def _parse_body(bm: BodyMedia, body: bytes, content_type: str, limits: Limits) -> tuple[int, Any, list[FieldError]]:
         if bm.kind == "json":
             try:
                 value = orjson.loads(body)
@@ -343,7 +355,7 @@ def _multipart(body: bytes, content_type: str) -> list[tuple[str, str]]:
     if not msg.is_multipart():
         raise ValueError("the multipart body cannot be parsed")
     out: list[tuple[str, str]] = []
-    for part in msg.iter_parts():  # type: ignore[attr-defined]
+    for part in msg.iter_parts():
         name = part.get_param("name", header="content-disposition")
         if not name:
             raise ValueError("a multipart part has no name")
@@ -383,8 +395,7 @@ def _limits(value: Any, limits: Limits) -> list[FieldError]:
                 if isinstance(sub, (dict, list, str)):
                     stack.append((sub, depth + 1, f"{ptr}/{i}"))
         elif isinstance(v, str) and len(v) > limits.max_string_length:
-            return [FieldError("body", ptr, "max_string_length",
-                               f"longer than {limits.max_string_length} characters")]
+            return [FieldError("body", ptr, "max_string_length", f"longer than {limits.max_string_length} characters")]
     return []
 
 
@@ -411,7 +422,7 @@ def _normalise(value: Any, how: Normalise, schema: Any) -> Any:
             return out if changed else v
         if isinstance(v, list):
             items = [walk(sub, (*path, "*")) for sub in v]
-            return items if any(a is not b for a, b in zip(items, v)) else v
+            return items if any(a is not b for a, b in zip(items, v, strict=False)) else v
         return v
 
     return walk(value, ())
@@ -482,10 +493,11 @@ def _int_formats(schema: Any) -> Any:
     """`format: int32/int64` as bounds (JSON Schema has no such formats)."""
     if isinstance(schema, dict):
         if schema.get("format") in ("int32", "int64") and "integer" in (
-                list(schema["type"]) if isinstance(schema.get("type"), list) else [schema.get("type")]):
+            list(schema["type"]) if isinstance(schema.get("type"), list) else [schema.get("type")]
+        ):
             bits = 31 if schema["format"] == "int32" else 63
-            schema.setdefault("minimum", -(2 ** bits))
-            schema.setdefault("maximum", 2 ** bits - 1)
+            schema.setdefault("minimum", -(2**bits))
+            schema.setdefault("maximum", 2**bits - 1)
         for v in schema.values():
             if isinstance(v, (dict, list)):
                 _int_formats(v)
@@ -495,8 +507,7 @@ def _int_formats(schema: Any) -> Any:
     return schema
 
 
-def compile_operations(spec: Spec, *, close_objects: bool = True,
-                       responses: bool = False) -> dict[str, Operation]:
+def compile_operations(spec: Spec, *, close_objects: bool = True, responses: bool = False) -> dict[str, Operation]:
     """Every operation of the spec, by "METHOD /template"."""
     root = spec.root
     base = spec.path
@@ -520,8 +531,9 @@ def compile_operations(spec: Spec, *, close_objects: bool = True,
             continue
         for seg in template.strip("/").split("/"):
             if "{" in seg and not _TEMPLATE_SEGMENT.fullmatch(seg):
-                raise SpecError(f"{base}#/paths/{template}",
-                                f"segment {seg!r}: bastion routes whole-segment parameters only")
+                raise SpecError(
+                    f"{base}#/paths/{template}", f"segment {seg!r}: bastion routes whole-segment parameters only"
+                )
         shared = item.get("parameters") or []
         for method in HTTP_METHODS:
             op = item.get(method)
@@ -537,8 +549,11 @@ def compile_operations(spec: Spec, *, close_objects: bool = True,
                 default_style = {"query": "form", "cookie": "form"}.get(loc, "simple")
                 style = p.get("style", default_style)
                 if loc == "path" and style == "matrix":
-                    raise SpecError(where, f"parameter {name!r}: matrix style cannot be checked "
-                                    "(bastion strips ;params from paths before routing)")
+                    raise SpecError(
+                        where,
+                        f"parameter {name!r}: matrix style cannot be checked "
+                        "(bastion strips ;params from paths before routing)",
+                    )
                 explode = p.get("explode", style == "form")
                 content_media = None
                 schema_node = p.get("schema")
@@ -547,8 +562,11 @@ def compile_operations(spec: Spec, *, close_objects: bool = True,
                     schema_node = (media_obj or {}).get("schema")
                 shape = _shape(spec, schema_node, pbase) if schema_node is not None else ANY
                 v = validator(schema_node, pbase, req_conv) if schema_node is not None else None
-                params.append(Param(name, loc, bool(p.get("required", loc == "path")), style, bool(explode),
-                                    shape, v, content_media))
+                params.append(
+                    Param(
+                        name, loc, bool(p.get("required", loc == "path")), style, bool(explode), shape, v, content_media
+                    )
+                )
             bodies: list[BodyMedia] = []
             body_required = False
             rb = op.get("requestBody")
@@ -567,8 +585,9 @@ def compile_operations(spec: Spec, *, close_objects: bool = True,
                     bodies.append(BodyMedia(m, kind, v, shape))
             security = op.get("security", global_security)
             ext = {k: v for k, v in op.items() if k.startswith("x-bastion-")}
-            operation = Operation(method.upper(), template, op.get("operationId"), params, body_required,
-                                  bodies, security, ext)
+            operation = Operation(
+                method.upper(), template, op.get("operationId"), params, body_required, bodies, security, ext
+            )
             if responses:
                 for status, r in (op.get("responses") or {}).items():
                     r, r_base = spec.deref(r, item_base)

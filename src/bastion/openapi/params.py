@@ -22,8 +22,8 @@ class Shape:
     """What a parameter's schema expects, as far as turning strings into values needs."""
 
     types: frozenset[str]  # JSON types the schema admits (empty: anything)
-    items: "Shape | None" = None
-    properties: "dict[str, Shape] | None" = None
+    items: Shape | None = None
+    properties: dict[str, Shape] | None = None
 
 
 ANY = Shape(frozenset())
@@ -77,8 +77,9 @@ def deserialise_simple(text: str, shape: Shape, explode: bool, sep: str = ",") -
     return coerce(text, shape)
 
 
-def deserialise_query(name: str, pairs: list[tuple[str, str]], shape: Shape, style: str,
-                      explode: bool) -> tuple[bool, Any]:
+def deserialise_query(
+    name: str, pairs: list[tuple[str, str]], shape: Shape, style: str, explode: bool
+) -> tuple[bool, Any]:
     """(present, value) of a query parameter from all the query's (name, value) pairs."""
     if style == "deepObject":
         prefix = name + "["
@@ -86,7 +87,7 @@ def deserialise_query(name: str, pairs: list[tuple[str, str]], shape: Shape, sty
         obj: dict[str, Any] = {}
         for k, v in pairs:
             if k.startswith(prefix) and k.endswith("]"):
-                key = k[len(prefix):-1]
+                key = k[len(prefix) : -1]
                 obj[key] = coerce(v, props.get(key, ANY))
         return (bool(obj), obj)
     if "object" in shape.types and style == "form" and explode:

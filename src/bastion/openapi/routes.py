@@ -24,8 +24,11 @@ from bastion.openapi.operations import compile_operations
 from bastion.openapi.spec import Spec, SpecError, load_spec
 
 ALL_METHODS = frozenset(("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE"))
-EXTENSIONS = {"x-bastion-rate-limit": "rate_limit", "x-bastion-authorization": "authorization",
-              "x-bastion-cors": "cors"}
+EXTENSIONS = {
+    "x-bastion-rate-limit": "rate_limit",
+    "x-bastion-authorization": "authorization",
+    "x-bastion-cors": "cors",
+}
 
 
 @dataclass
@@ -56,8 +59,11 @@ def _scheme_settings(spec: Spec, name: str, gateway: dict[str, Any] | None, wher
         raise SpecError(where, f"security names {name!r}, which is not in components.securitySchemes")
     declared, _ = spec.deref(declared, spec.path)
     if gateway is None:
-        raise SpecError(where, f"the spec's security scheme {name!r} needs a scheme of that name in "
-                        "policies.auth.schemes (how to verify it: keys, JWT issuers, introspection)")
+        raise SpecError(
+            where,
+            f"the spec's security scheme {name!r} needs a scheme of that name in "
+            "policies.auth.schemes (how to verify it: keys, JWT issuers, introspection)",
+        )
     kind = declared.get("type")
     have = gateway.get("type")
     settings = dict(gateway)
@@ -76,14 +82,17 @@ def _scheme_settings(spec: Spec, name: str, gateway: dict[str, Any] | None, wher
     elif kind == "http":
         scheme = str(declared.get("scheme", "")).lower()
         if scheme != "bearer":
-            raise SpecError(where, f"scheme {name!r}: http {scheme!r} is not supported at the gateway "
-                            "(use bearer tokens or API keys)")
+            raise SpecError(
+                where,
+                f"scheme {name!r}: http {scheme!r} is not supported at the gateway (use bearer tokens or API keys)",
+            )
         if have not in ("jwt", "introspection", "api_key"):
             raise SpecError(where, f"scheme {name!r} is http bearer in the spec but {have!r} in the config")
     elif kind in ("oauth2", "openIdConnect"):
         if have not in ("jwt", "introspection"):
-            raise SpecError(where, f"scheme {name!r} is {kind} in the spec but {have!r} in the config "
-                            "(use jwt or introspection)")
+            raise SpecError(
+                where, f"scheme {name!r} is {kind} in the spec but {have!r} in the config (use jwt or introspection)"
+            )
     elif kind == "mutualTLS":
         if have != "mtls":
             raise SpecError(where, f"scheme {name!r} is mutualTLS in the spec but {have!r} in the config")
@@ -142,18 +151,31 @@ def plan_routes(index: int, route: Any, config_dir: str, auth_defaults: dict[str
                 raise SpecError(where, "x-bastion-policies maps policy names to settings")
             overrides.update(extra)
         methods = frozenset({op.method, "HEAD"} if op.method == "GET" else {op.method})
-        plans.append(RoutePlan(f"{prefix_name}:{op.operation_id or key}", pattern, methods, overrides,
-                               ("routes", index, "openapi", key)))
+        plans.append(
+            RoutePlan(
+                f"{prefix_name}:{op.operation_id or key}",
+                pattern,
+                methods,
+                overrides,
+                ("routes", index, "openapi", key),
+            )
+        )
     catch = route.path or ((base or "") + "/*")
     if route.passthrough_undocumented:
         for pattern, documented in by_template.items():
             declared = frozenset(documented) | ({"HEAD"} if "GET" in documented else frozenset())
             rest = ALL_METHODS - declared
             if rest:
-                plans.append(RoutePlan(f"{prefix_name}:undocumented", pattern, frozenset(rest), {},
-                                       ("routes", index)))
+                plans.append(RoutePlan(f"{prefix_name}:undocumented", pattern, frozenset(rest), {}, ("routes", index)))
         plans.append(RoutePlan(f"{prefix_name}:undocumented", catch, None, {}, ("routes", index)))
     else:
-        plans.append(RoutePlan(f"{prefix_name}:undocumented", catch, None,
-                               {"validation": {"spec": str(spec.path), "undocumented": True}}, ("routes", index)))
+        plans.append(
+            RoutePlan(
+                f"{prefix_name}:undocumented",
+                catch,
+                None,
+                {"validation": {"spec": str(spec.path), "undocumented": True}},
+                ("routes", index),
+            )
+        )
     return plans

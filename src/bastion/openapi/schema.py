@@ -25,11 +25,17 @@ from bastion.openapi.spec import Spec, SpecError
 Direction = Literal["request", "response"]
 
 # OpenAPI keywords with no JSON Schema meaning (or whose meaning we apply ourselves).
-_DROP = {"nullable", "discriminator", "xml", "externalDocs", "example", "deprecated",
-         "x-bastion-allow-unknown"}
+_DROP = {"nullable", "discriminator", "xml", "externalDocs", "example", "deprecated", "x-bastion-allow-unknown"}
 _SCHEMA_MAPS = ("properties", "patternProperties", "$defs", "definitions", "dependentSchemas")
-_SCHEMA_ONE = ("additionalProperties", "items", "contains", "propertyNames", "unevaluatedItems",
-               "unevaluatedProperties", "additionalItems")
+_SCHEMA_ONE = (
+    "additionalProperties",
+    "items",
+    "contains",
+    "propertyNames",
+    "unevaluatedItems",
+    "unevaluatedProperties",
+    "additionalItems",
+)
 _BRANCHES = ("allOf", "anyOf", "oneOf")
 _CONDITIONAL = ("not", "if", "then", "else")
 
@@ -152,8 +158,11 @@ class SchemaConverter:
     @staticmethod
     def _close(out: dict[str, Any]) -> None:
         composed = any(k in out for k in _BRANCHES) or "$ref" in out
-        objectish = out.get("type") == "object" or (
-            isinstance(out.get("type"), list) and "object" in out["type"]) or "properties" in out
+        objectish = (
+            out.get("type") == "object"
+            or (isinstance(out.get("type"), list) and "object" in out["type"])
+            or "properties" in out
+        )
         if composed:
             if "unevaluatedProperties" not in out and out.get("additionalProperties", True) is True:
                 out.pop("additionalProperties", None)

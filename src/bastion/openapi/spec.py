@@ -36,7 +36,7 @@ class _NoDuplicates(yaml.SafeLoader):
 def _mapping(loader: _NoDuplicates, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
     seen: set[Any] = set()
     for key_node, _ in node.value:
-        key = loader.construct_object(key_node, deep=deep)  # type: ignore[no-untyped-call]
+        key = loader.construct_object(key_node, deep=deep)
         if key in seen:
             raise SpecError(f"line {key_node.start_mark.line + 1}", f"duplicate key {key!r}")
         seen.add(key)
@@ -99,7 +99,9 @@ class Spec:
         """(file, pointer, node) that `ref`, written in file `base`, points at."""
         target, fragment = urldefrag(ref)
         if target.startswith(("http://", "https://")):
-            raise SpecError(str(base), f"$ref {ref!r}: remote references are not fetched; save the file beside the spec")
+            raise SpecError(
+                str(base), f"$ref {ref!r}: remote references are not fetched; save the file beside the spec"
+            )
         path = (base.parent / unquote(target)).resolve() if target else base
         doc = self.document(path)
         return path, fragment, pointer_get(doc, fragment, f"{path}#{fragment}")
@@ -152,8 +154,9 @@ def load_spec(path: str | os.PathLike[str], *, validate: bool = True) -> Spec:
     elif version.startswith("3.1"):
         short = "3.1"
     else:
-        raise SpecError(str(p), f"openapi: {version or 'missing'}; only 3.0 and 3.1 are supported "
-                        "(convert Swagger 2.0 first)")
+        raise SpecError(
+            str(p), f"openapi: {version or 'missing'}; only 3.0 and 3.1 are supported (convert Swagger 2.0 first)"
+        )
     if validate:
         _validate(root, p)
     spec = Spec(p, root, short, {p: root})

@@ -23,8 +23,27 @@ from bastion.policies.versioning import Versioning
 from bastion.policies.waf import Waf
 
 REGISTRY: dict[str, type[Policy]] = {
-    cls.name: cls for cls in (
-        RequestId, IpRules, BodyLimit, Cors, Versioning, Login, Auth, Authorization, GraphQLGuard, RateLimit, Validation, Waf, FieldEncryption, ResponseFilter, ResponseBody, ErrorMasking,
-        SecurityHeaders, Audit, Metrics, Tracing,
+    cls.name: cls
+    for cls in (
+        RequestId,
+        IpRules,
+        BodyLimit,
+        Cors,
+        Versioning,
+        Login,
+        Auth,
+        Authorization,
+        GraphQLGuard,
+        RateLimit,
+        Validation,
+        Waf,
+        FieldEncryption,
+        ResponseFilter,
+        ResponseBody,
+        ErrorMasking,
+        SecurityHeaders,
+        Audit,
+        Metrics,
+        Tracing,
     )
 }

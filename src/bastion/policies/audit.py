@@ -8,7 +8,7 @@ import os
 import sys
 import threading
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import IO, Any, ClassVar
 from urllib.parse import parse_qsl, quote
 
@@ -19,15 +19,26 @@ from bastion.http import Request, Response, ip_text
 from bastion.pipeline import Context, Policy, PolicyConfig
 
 DEFAULT_SECRET_PARAMS = [
-    "access_token", "refresh_token", "id_token", "token", "api_key", "apikey", "key",
-    "password", "passwd", "secret", "client_secret", "code", "signature", "sig", "auth",
+    "access_token",
+    "refresh_token",
+    "id_token",
+    "token",
+    "api_key",
+    "apikey",
+    "key",
+    "password",
+    "passwd",
+    "secret",
+    "client_secret",
+    "code",
+    "signature",
+    "sig",
+    "auth",
 ]
 
 
 class AuditConfig(PolicyConfig):
-    output: str = Field(
-        "stdout", description="Where lines go: stdout, stderr, or a file path (appended)."
-    )
+    output: str = Field("stdout", description="Where lines go: stdout, stderr, or a file path (appended).")
     redact_query_params: list[str] = Field(
         default_factory=lambda: list(DEFAULT_SECRET_PARAMS),
         description="Query parameters whose values are replaced by [REDACTED] (case-insensitive).",
@@ -42,7 +53,7 @@ class _Sink:
     path: one write system call per batch instead of one per request. Closing flushes.
     """
 
-    _open: ClassVar[dict[str, "_Sink"]] = {}
+    _open: ClassVar[dict[str, _Sink]] = {}
     _lock = threading.Lock()
     FLUSH_SECONDS = 0.1
     FLUSH_BYTES = 64 * 1024
@@ -54,7 +65,7 @@ class _Sink:
         self.scheduled = False
 
     @classmethod
-    def get(cls, output: str, base_dir: str) -> "_Sink":
+    def get(cls, output: str, base_dir: str) -> _Sink:
         if output in ("stdout", "stderr"):
             key = output
         else:
@@ -102,7 +113,7 @@ def _now_iso() -> str:
     now = time.time()
     sec = int(now)
     if _time_cache[0] != sec:
-        _time_cache = (sec, datetime.fromtimestamp(sec, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S"))
+        _time_cache = (sec, datetime.fromtimestamp(sec, UTC).strftime("%Y-%m-%dT%H:%M:%S"))
     return f"{_time_cache[1]}.{int((now - sec) * 1000):03d}Z"
 
 

@@ -40,18 +40,21 @@ log = logging.getLogger("bastion.auth")
 class AuthConfig(PolicyConfig):
     schemes: dict[str, Scheme] = Field(default_factory=dict, description="Named authentication schemes.")
     require: list[dict[str, list[str]]] | None = Field(
-        None, description="Alternatives (OR) of {scheme: [scopes]} (AND); [] = public; "
-        "unset = any one scheme, with `scopes`.")
+        None,
+        description="Alternatives (OR) of {scheme: [scopes]} (AND); [] = public; "
+        "unset = any one scheme, with `scopes`.",
+    )
     scopes: list[str] = Field(default_factory=list, description="With `require` unset: scopes needed (all).")
     allow_query_key: bool = Field(False, description="Accept an API key in the query parameter on this route.")
     forward_credentials: bool = Field(True, description="Pass Authorization / API key on to the upstream.")
     revocation_store: str = Field("memory", description="'memory' or a Redis URL (share it with every gateway).")
     revocation_fail: Literal["closed", "open"] = Field(
-        "closed", description="When the revocation store cannot be reached: refuse (503) or accept the credential.")
+        "closed", description="When the revocation store cannot be reached: refuse (503) or accept the credential."
+    )
     realm: str = "bastion"
 
     @model_validator(mode="after")
-    def _refs(self) -> "AuthConfig":
+    def _refs(self) -> AuthConfig:
         # A route's block alone may name schemes defined in the defaults; the merged config
         # (validated again when the gateway builds the route) has them all.
         if self.schemes:
@@ -75,7 +78,8 @@ class Auth(Policy[AuthConfig]):
                     raise ValueError(f"require names scheme {name!r}, which is not in schemes")
         prefixes = tuple(k.prefix for k in config.schemes.values() if isinstance(k, ApiKeyScheme) and k.bearer)
         self.schemes: dict[str, Authenticator] = {
-            name: build_authenticator(name, sc, env.config_dir, prefixes) for name, sc in config.schemes.items()}
+            name: build_authenticator(name, sc, env.config_dir, prefixes) for name, sc in config.schemes.items()
+        }
         if config.require is None:
             needed = frozenset(config.scopes)
             self.require = [{name: needed} for name in self.schemes]
@@ -87,32 +91,41 @@ class Auth(Policy[AuthConfig]):
         self.revocation_url = config.revocation_store
         self.revocation_fail = config.revocation_fail
         self.credential_headers = {b"authorization"} | {
-            s.header for s in self.schemes.values() if isinstance(s, ApiKeys)}
-        self.scheme_headers = {name: ({s.header, b"authorization"} if isinstance(s, ApiKeys) else {b"authorization"})
-                               for name, s in self.schemes.items()}
-        self.query_params = {s.query_param for s in self.schemes.values()
-                             if isinstance(s, ApiKeys) and s.query_param}
+            s.header for s in self.schemes.values() if isinstance(s, ApiKeys)
+        }
+        self.scheme_headers = {
+            name: ({s.header, b"authorization"} if isinstance(s, ApiKeys) else {b"authorization"})
+            for name, s in self.schemes.items()
+        }
+        self.query_params = {s.query_param for s in self.schemes.values() if isinstance(s, ApiKeys) and s.query_param}
         bearer = any(isinstance(s, (Jwt, Introspection)) for s in self.schemes.values())
         self.challenge = f'Bearer realm="{config.realm}"' if bearer else f'ApiKey realm="{config.realm}"'
         self.failures: dict[str, int] = {}
 
     def _refuse(self, req: Request, status: int, type_: str, detail: str, challenge: str) -> Response:
         self.failures[detail] = self.failures.get(detail, 0) + 1
-        resp = problem(status, type_, detail, request_id=req.request_id,
-                       headers=[(b"www-authenticate", challenge.encode())])
+        resp = problem(
+            status, type_, detail, request_id=req.request_id, headers=[(b"www-authenticate", challenge.encode())]
+        )
         resp.reason = detail
         return resp
 
     def _invalid(self, req: Request, ctx: Context, reason: str, scheme: str | None = None) -> Response:
         ctx.log_fields["auth"] = {"scheme": scheme, "refused": reason} if scheme else {"refused": reason}
-        return self._refuse(req, 401, "invalid-token", reason,
-                            f'{self.challenge}, error="invalid_token", error_description="{reason}"')
+        return self._refuse(
+            req, 401, "invalid-token", reason, f'{self.challenge}, error="invalid_token", error_description="{reason}"'
+        )
 
     def _insufficient(self, req: Request, ctx: Context, missing: set[str]) -> Response:
         scope = " ".join(sorted(missing))
         ctx.log_fields["auth"] = {"refused": "insufficient_scope", "missing": sorted(missing)}
-        return self._refuse(req, 403, "insufficient-scope", f"missing scopes: {scope}",
-                            f'{self.challenge}, error="insufficient_scope", scope="{scope}"')
+        return self._refuse(
+            req,
+            403,
+            "insufficient-scope",
+            f"missing scopes: {scope}",
+            f'{self.challenge}, error="insufficient_scope", scope="{scope}"',
+        )
 
     async def on_request(self, req: Request, ctx: Context) -> Response | None:
         if ctx.principal is not None and ctx.principal.scheme == "session":
@@ -172,13 +185,19 @@ class Auth(Policy[AuthConfig]):
             if scheme.kind != "mtls" and (principal.jti is not None or principal.subject):
                 store = revocation_store(self.revocation_url)
                 try:
-                    revoked = await store.is_revoked(principal.jti, (principal.subject or None) if principal.iat is not None
-                                                     else None, principal.iat)
+                    revoked = await store.is_revoked(
+                        principal.jti, (principal.subject or None) if principal.iat is not None else None, principal.iat
+                    )
                 except Exception as exc:  # Redis down: the configured fail mode, never a 500
                     log.warning("revocation store unreachable (%s)", type(exc).__name__)
                     if self.revocation_fail == "closed":
-                        return problem(503, "revocation-unavailable", "credentials cannot be checked right now",
-                                       request_id=req.request_id, headers=[(b"retry-after", b"1")])
+                        return problem(
+                            503,
+                            "revocation-unavailable",
+                            "credentials cannot be checked right now",
+                            request_id=req.request_id,
+                            headers=[(b"retry-after", b"1")],
+                        )
                     revoked = False
                 if revoked:
                     refused.append((name, "token revoked"))
@@ -209,8 +228,11 @@ class Auth(Policy[AuthConfig]):
         """`forward_credentials: false`: the upstream gets neither the headers nor the query key."""
         ctx.drop_request_headers.update(self.credential_headers)
         if self.query_params and req.query:
-            pairs = [(k, v) for k, v in parse_qsl(req.query.decode("latin-1"), keep_blank_values=True)
-                     if k not in self.query_params]
+            pairs = [
+                (k, v)
+                for k, v in parse_qsl(req.query.decode("latin-1"), keep_blank_values=True)
+                if k not in self.query_params
+            ]
             req.query = "&".join(f"{quote(k, safe='')}={quote(v, safe='')}" for k, v in pairs).encode()
 
     def _ambiguous(self, req: Request) -> str | None:
@@ -227,8 +249,11 @@ class Auth(Policy[AuthConfig]):
         for k, n in counts.items():
             if n > 1:
                 return f"the {k.decode()} header is sent more than once"
-        if req.query and b"access_token" in req.query and any(
-                k == "access_token" for k, _ in parse_qsl(req.query.decode("latin-1"), keep_blank_values=True)):
+        if (
+            req.query
+            and b"access_token" in req.query
+            and any(k == "access_token" for k, _ in parse_qsl(req.query.decode("latin-1"), keep_blank_values=True))
+        ):
             # RFC 6750 2.3: an upstream may take a bearer token from the query, which no scheme
             # here reads: the gateway would pass a credential it never checked
             return "a bearer token in the query (access_token) is not accepted here: send it in Authorization"

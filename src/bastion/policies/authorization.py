@@ -45,8 +45,13 @@ class Authorization(Policy[AuthorizationConfig]):
             return None
         principal = ctx.principal
         if principal is None:
-            return problem(401, "unauthenticated", "authentication required", request_id=req.request_id,
-                           headers=[(b"www-authenticate", b'Bearer realm="bastion"')])
+            return problem(
+                401,
+                "unauthenticated",
+                "authentication required",
+                request_id=req.request_id,
+                headers=[(b"www-authenticate", b'Bearer realm="bastion"')],
+            )
         claims = principal.claims
         for name, accepted in self.claims.items():
             value = claims.get(name)
@@ -64,6 +69,7 @@ class Authorization(Policy[AuthorizationConfig]):
                 ctx.log_fields["authorization"] = {"object": rule.param}
                 if rule.status == 404:
                     return problem(404, "not-found", "no route matches this request", request_id=req.request_id)
-                return problem(403, "forbidden", f"this {rule.param} belongs to someone else",
-                               request_id=req.request_id)
+                return problem(
+                    403, "forbidden", f"this {rule.param} belongs to someone else", request_id=req.request_id
+                )
         return None

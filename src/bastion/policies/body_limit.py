@@ -11,12 +11,8 @@ from bastion.pipeline import Context, Policy, PolicyConfig
 
 
 class BodyLimitConfig(PolicyConfig):
-    max_bytes: int = Field(
-        1024 * 1024, ge=0, description="Largest request body accepted, in bytes (default 1 MiB)."
-    )
-    max_uri_length: int = Field(
-        8192, ge=64, description="Longest request target (path and query) accepted, in bytes."
-    )
+    max_bytes: int = Field(1024 * 1024, ge=0, description="Largest request body accepted, in bytes (default 1 MiB).")
+    max_uri_length: int = Field(8192, ge=64, description="Longest request target (path and query) accepted, in bytes.")
 
 
 class BodyLimit(Policy[BodyLimitConfig]):
@@ -32,18 +28,24 @@ class BodyLimit(Policy[BodyLimitConfig]):
 
     async def on_request(self, req: Request, ctx: Context) -> Response | None:
         if len(req.path) + len(req.query) > self.max_uri:
-            return problem(414, "uri-too-long",
-                           f"the request target is longer than {self.max_uri} bytes",
-                           request_id=req.request_id)
+            return problem(
+                414,
+                "uri-too-long",
+                f"the request target is longer than {self.max_uri} bytes",
+                request_id=req.request_id,
+            )
         try:
             length = req.content_length()
         except ValueError:
-            return problem(400, "bad-request", "the Content-Length header is not a number",
-                           request_id=req.request_id)
+            return problem(400, "bad-request", "the Content-Length header is not a number", request_id=req.request_id)
         if length is not None and length > self.max_bytes:
-            return problem(413, "body-too-large",
-                           f"the request body is larger than {self.max_bytes} bytes",
-                           request_id=req.request_id, extra={"max_bytes": self.max_bytes})
+            return problem(
+                413,
+                "body-too-large",
+                f"the request body is larger than {self.max_bytes} bytes",
+                request_id=req.request_id,
+                extra={"max_bytes": self.max_bytes},
+            )
         # A chunked body is counted while it streams; the gateway answers 413 when it passes.
         req.body_limit = self.max_bytes if req.body_limit is None else min(req.body_limit, self.max_bytes)
         return None

@@ -60,12 +60,8 @@ class CorsConfig(PolicyConfig):
     allow_methods: list[str] = Field(
         default_factory=lambda: ["GET", "HEAD", "POST"], description="Methods a preflight may ask for."
     )
-    allow_headers: list[str] = Field(
-        default_factory=list, description="Request headers a preflight may ask for."
-    )
-    expose_headers: list[str] = Field(
-        default_factory=list, description="Response headers scripts may read."
-    )
+    allow_headers: list[str] = Field(default_factory=list, description="Request headers a preflight may ask for.")
+    expose_headers: list[str] = Field(default_factory=list, description="Response headers scripts may read.")
     allow_credentials: bool = Field(False, description="Send Access-Control-Allow-Credentials.")
     max_age: int = Field(600, ge=0, le=86400, description="Seconds a browser may cache a preflight.")
     block_disallowed: bool = Field(
@@ -96,7 +92,7 @@ class CorsConfig(PolicyConfig):
         return [v.upper() for v in values]
 
     @model_validator(mode="after")
-    def _no_wildcard_with_credentials(self) -> "CorsConfig":
+    def _no_wildcard_with_credentials(self) -> CorsConfig:
         if self.allow_credentials and "*" in self.allow_origins:
             raise ValueError(
                 "allow_origins '*' with allow_credentials: true would let any site read "
@@ -161,28 +157,46 @@ class Cors(Policy[CorsConfig]):
         if req.method == "OPTIONS" and acrm is not None:
             return self._preflight(req, origin, ok, acrm)
         if not ok and self.block:
-            return problem(403, "cors-origin-forbidden", "this origin may not call this API",
-                           request_id=req.request_id, headers=[(b"vary", b"Origin")])
+            return problem(
+                403,
+                "cors-origin-forbidden",
+                "this origin may not call this API",
+                request_id=req.request_id,
+                headers=[(b"vary", b"Origin")],
+            )
         return None
 
     def _preflight(self, req: Request, origin: bytes, ok: bool, acrm: bytes) -> Response:
         vary = [(b"vary", b"Origin, Access-Control-Request-Method, Access-Control-Request-Headers")]
         if not ok:
-            return problem(403, "cors-origin-forbidden", "preflight from an origin that is not allowed",
-                           request_id=req.request_id, headers=vary)
+            return problem(
+                403,
+                "cors-origin-forbidden",
+                "preflight from an origin that is not allowed",
+                request_id=req.request_id,
+                headers=vary,
+            )
         method = acrm.decode("latin-1").strip().upper()
         if method not in self.methods:
-            return problem(403, "cors-method-forbidden", f"method {method} is not allowed cross-origin",
-                           request_id=req.request_id, headers=vary)
+            return problem(
+                403,
+                "cors-method-forbidden",
+                f"method {method} is not allowed cross-origin",
+                request_id=req.request_id,
+                headers=vary,
+            )
         requested = req.header(b"access-control-request-headers") or b""
         names = [h.strip().lower() for h in requested.decode("latin-1").split(",") if h.strip()]
         refused = [h for h in names if h not in self.headers]
         if refused:
-            return problem(403, "cors-header-forbidden",
-                           "headers not allowed cross-origin: " + ", ".join(refused),
-                           request_id=req.request_id, headers=vary)
-        headers = [(b"access-control-allow-origin", self._allow_origin_value(origin)), *vary,
-                   *self.preflight_headers]
+            return problem(
+                403,
+                "cors-header-forbidden",
+                "headers not allowed cross-origin: " + ", ".join(refused),
+                request_id=req.request_id,
+                headers=vary,
+            )
+        headers = [(b"access-control-allow-origin", self._allow_origin_value(origin)), *vary, *self.preflight_headers]
         if names:
             headers.append((b"access-control-allow-headers", ", ".join(names).encode()))
         return Response(204, headers, stopped_by=self.name, reason="cors preflight")

@@ -39,7 +39,7 @@ class ErrorMasking(Policy[ErrorMaskingConfig]):
     def wants(resp: Response, json: bool) -> bool:
         return resp.status >= 500
 
-    def transform(self, req: Request, resp: Response, ctx: Context, info: BodyInfo) -> "_Masked":
+    def transform(self, req: Request, resp: Response, ctx: Context, info: BodyInfo) -> _Masked:
         return _Masked(self, req, resp, ctx)
 
 
@@ -61,9 +61,19 @@ class _Masked:
 
     def finish(self) -> bytes:
         req, resp = self.req, self.resp
-        log.warning("request %s: upstream answered %d; original body (first %d bytes): %r",
-                    req.request_id, resp.status, self.policy.log_bytes, self.head)
+        log.warning(
+            "request %s: upstream answered %d; original body (first %d bytes): %r",
+            req.request_id,
+            resp.status,
+            self.policy.log_bytes,
+            self.head,
+        )
         self.ctx.log_fields["upstream_error_masked"] = True
-        return resp.become(problem(resp.status, "upstream-error",
-                                   "the service failed to handle this request; quote the request id to its "
-                                   "operators", request_id=req.request_id))
+        return resp.become(
+            problem(
+                resp.status,
+                "upstream-error",
+                "the service failed to handle this request; quote the request id to its operators",
+                request_id=req.request_id,
+            )
+        )

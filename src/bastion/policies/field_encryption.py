@@ -35,7 +35,9 @@ class KeyConfig(BaseModel):
 
 class FieldEncryptionConfig(PolicyConfig):
     keys: list[KeyConfig] = Field(min_length=1, description="The first key encrypts; all decrypt.")
-    encrypt_request: list[str] = Field(default_factory=list, description="Dotted paths (a.b.c) encrypted upstream-bound.")
+    encrypt_request: list[str] = Field(
+        default_factory=list, description="Dotted paths (a.b.c) encrypted upstream-bound."
+    )
     decrypt_request: list[str] = Field(default_factory=list)
     encrypt_response: list[str] = Field(default_factory=list)
     decrypt_response: list[str] = Field(default_factory=list, description="Dotted paths decrypted client-bound.")
@@ -88,7 +90,7 @@ class FieldCipher:
     def decrypt(self, value: Any, path: str) -> Any:
         if not isinstance(value, str) or not value.startswith(PREFIX):
             raise CryptoFailure(f"{path} is not an encrypted value")
-        kid, _, blob = value[len(PREFIX):].partition(":")
+        kid, _, blob = value[len(PREFIX) :].partition(":")
         aead = self.keys.get(kid)
         if aead is None:
             raise CryptoFailure(f"{path} was encrypted with an unknown key")
@@ -163,7 +165,12 @@ class FieldEncryption(Policy[FieldEncryptionConfig]):
             raise Unfilterable("malformed", "the JSON body is malformed") from None
         except CryptoFailure as exc:
             ctx.log_fields["field_encryption"] = "decryption failed"
-            return resp.become(problem(502, "field-decryption-failed",
-                                       f"the upstream's answer could not be decrypted: {exc}",
-                                       request_id=req.request_id))
+            return resp.become(
+                problem(
+                    502,
+                    "field-decryption-failed",
+                    f"the upstream's answer could not be decrypted: {exc}",
+                    request_id=req.request_id,
+                )
+            )
         return orjson.dumps(doc)

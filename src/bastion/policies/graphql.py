@@ -62,9 +62,11 @@ class Costs(BaseModel):
 
 class GraphQLGuardConfig(PolicyConfig):
     mode: Mode = Field("enforce", description="off, audit (log only) or enforce.")
-    modes: dict[str, Mode] = Field(default_factory=dict,
-                                   description="Per protection (depth, aliases, directives, tokens, chars, "
-                                   "root_fields, cost, batch, introspection): overrides `mode`.")
+    modes: dict[str, Mode] = Field(
+        default_factory=dict,
+        description="Per protection (depth, aliases, directives, tokens, chars, "
+        "root_fields, cost, batch, introspection): overrides `mode`.",
+    )
     limits: Limits = Field(default_factory=Limits)
     costs: Costs = Field(default_factory=Costs)
     introspection: bool = Field(False, description="Allow __schema / __type for everyone.")
@@ -93,8 +95,13 @@ class _Reject(Exception):
 
 def graphql_error(status: int, code: str, message: str, request_id: str, stopped_by: str = "graphql") -> Response:
     body = orjson.dumps({"errors": [{"message": message, "extensions": {"code": code, "request_id": request_id}}]})
-    return Response(status, [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
-                    body, stopped_by=stopped_by, reason=code)
+    return Response(
+        status,
+        [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
+        body,
+        stopped_by=stopped_by,
+        reason=code,
+    )
 
 
 def _schema_costs(path: str) -> tuple[frozenset[str], dict[str, str], dict[str, str]]:
@@ -113,8 +120,15 @@ def _schema_costs(path: str) -> tuple[frozenset[str], dict[str, str], dict[str, 
             if isinstance(ftype, GraphQLList):
                 lists.add(f"{tname}.{fname}")
             types[f"{tname}.{fname}"] = get_named_type(fdef.type).name
-    roots = {k: v.name for k, v in (("query", schema.query_type), ("mutation", schema.mutation_type),
-                                    ("subscription", schema.subscription_type)) if v is not None}
+    roots = {
+        k: v.name
+        for k, v in (
+            ("query", schema.query_type),
+            ("mutation", schema.mutation_type),
+            ("subscription", schema.subscription_type),
+        )
+        if v is not None
+    }
     return frozenset(lists), types, roots
 
 
@@ -133,17 +147,34 @@ class GraphQLGuard(Policy[GraphQLGuardConfig]):
         if c.schema_file:
             path = c.schema_file if os.path.isabs(c.schema_file) else os.path.join(env.config_dir, c.schema_file)
             lists, types, roots = _schema_costs(path)
-        model = CostModel(c.default_field_cost, dict(c.fields), tuple(c.list_size_args), c.default_list_size,
-                          c.max_list_size, lists, types)
+        model = CostModel(
+            c.default_field_cost,
+            dict(c.fields),
+            tuple(c.list_size_args),
+            c.default_list_size,
+            c.max_list_size,
+            lists,
+            types,
+        )
         if roots:
-            model = CostModel(model.default_field_cost, model.field_costs, model.list_size_args,
-                              model.default_list_size, model.max_list_size, lists, types, roots)
+            model = CostModel(
+                model.default_field_cost,
+                model.field_costs,
+                model.list_size_args,
+                model.default_list_size,
+                model.max_list_size,
+                lists,
+                types,
+                roots,
+            )
         self.costs = model
         self.intro_ips = NetworkSet(config.introspection_ips)
         self.intro_scopes = frozenset(config.introspection_scopes)
         self.allowlist = None
         if config.allowlist:
-            path = config.allowlist if os.path.isabs(config.allowlist) else os.path.join(env.config_dir, config.allowlist)
+            path = (
+                config.allowlist if os.path.isabs(config.allowlist) else os.path.join(env.config_dir, config.allowlist)
+            )
             self.allowlist = load_allowlist(path)
         self._store = None
         self.cache: dict[Any, Any] = {}
@@ -217,12 +248,14 @@ class GraphQLGuard(Policy[GraphQLGuardConfig]):
             raise _Reject(405, "METHOD_NOT_ALLOWED", "GraphQL accepts GET and POST")
         in_url = {k for k, _ in parse_qsl(req.query.decode("latin-1"), keep_blank_values=True)} & set(_PARAMS)
         if in_url:
-            raise _Reject(400, "BAD_REQUEST", f"{sorted(in_url)[0]} is in the URL of a POST: send the operation "
-                          "in the body only")
+            raise _Reject(
+                400, "BAD_REQUEST", f"{sorted(in_url)[0]} is in the URL of a POST: send the operation in the body only"
+            )
         media = ct.media if ct is not None else ""
         if media not in ("application/json", "application/graphql", "application/x-www-form-urlencoded"):
-            raise _Reject(415, "UNSUPPORTED_MEDIA_TYPE",
-                          "send GraphQL requests as application/json (or application/graphql)")
+            raise _Reject(
+                415, "UNSUPPORTED_MEDIA_TYPE", "send GraphQL requests as application/json (or application/graphql)"
+            )
         body = await bodies.read_body(req, ctx)
         if media == "application/graphql":
             try:
@@ -335,8 +368,9 @@ class GraphQLGuard(Policy[GraphQLGuardConfig]):
             self.cache[key] = (doc, None if a.uses_variables else a)
         return a
 
-    def _limit(self, protection: str, message: str, ctx: Context, status: int = 400,
-               code: str = "QUERY_LIMIT_EXCEEDED") -> None:
+    def _limit(
+        self, protection: str, message: str, ctx: Context, status: int = 400, code: str = "QUERY_LIMIT_EXCEEDED"
+    ) -> None:
         mode = self.mode(protection)
         if mode == "enforce":
             raise _Reject(status, code, message, protection)
@@ -346,14 +380,16 @@ class GraphQLGuard(Policy[GraphQLGuardConfig]):
     def _check(self, a, req: Request, ctx: Context, is_get: bool) -> None:
         L = self.c.limits
         if a.operation_type != "query" and is_get and not self.c.allow_get_mutations:
-            raise _Reject(405, "METHOD_NOT_ALLOWED",
-                          f"{a.operation_type} operations are not allowed over GET or in a form post")
+            raise _Reject(
+                405, "METHOD_NOT_ALLOWED", f"{a.operation_type} operations are not allowed over GET or in a form post"
+            )
         if self.c.require_operation_name and not a.operation_name:
             raise _Reject(400, "OPERATION_NAME_REQUIRED", "operations must be named")
         if a.introspection and not self._may_introspect(req, ctx):
             self._limit("introspection", "introspection is disabled", ctx, 403, "INTROSPECTION_DISABLED")
         for protection, value, limit, what in (
-            ("depth", a.depth, L.max_depth, "depth"), ("aliases", a.aliases, L.max_aliases, "aliases"),
+            ("depth", a.depth, L.max_depth, "depth"),
+            ("aliases", a.aliases, L.max_aliases, "aliases"),
             ("directives", a.directives, L.max_directives, "directives"),
             ("tokens", a.tokens, L.max_tokens, "tokens"),
             ("root_fields", a.root_fields, L.max_root_fields, "root fields"),
@@ -368,8 +404,9 @@ class GraphQLGuard(Policy[GraphQLGuardConfig]):
 
     def transform(self, req: Request, resp: Response, ctx: Context, info: BodyInfo) -> Buffered:
         # a large answer (data) passes as long as no part of it carries a suggestion
-        return Buffered(lambda body: _strip_suggestions(body, info.sniffed), info.rules.max_buffered_bytes,
-                        needs=_has_suggestion)
+        return Buffered(
+            lambda body: _strip_suggestions(body, info.sniffed), info.rules.max_buffered_bytes, needs=_has_suggestion
+        )
 
     def _may_introspect(self, req: Request, ctx: Context) -> bool:
         if self.c.introspection:

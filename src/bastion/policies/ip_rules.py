@@ -9,6 +9,7 @@ from pydantic import Field, field_validator
 from bastion.http import NetworkSet, Request, Response, check_networks, problem
 from bastion.pipeline import Context, Policy, PolicyConfig
 
+
 class IpRulesConfig(PolicyConfig):
     allow: list[str] = Field(
         default_factory=list,
@@ -52,8 +53,9 @@ class IpRules(Policy[IpRulesConfig]):
         else:
             return None
         if self.status == 404:
-            return problem(404, "not-found", "no route matches this request",
-                           request_id=req.request_id, stopped_by=self.name)
+            return problem(
+                404, "not-found", "no route matches this request", request_id=req.request_id, stopped_by=self.name
+            )
         resp = problem(403, "ip-forbidden", reason, request_id=req.request_id)
         resp.reason = reason
         return resp

@@ -44,11 +44,18 @@ class Metrics(Policy[MetricsConfig]):
         timers = self._timers.get(route)
         if timers is None:
             timers = self._timers[route] = (UPSTREAM_SECONDS.labels(route), GATEWAY_SECONDS.labels(route))
-        LIVE.record(route=route, method=req.method, path=req.path, status=resp.status,
-                    client=ip_text(req.client_ip) if req.client_ip else "-", stopped_by=resp.stopped_by,
-                    reason=resp.reason or "", request_id=req.request_id,
-                    limited_key=ctx.values.get("rate_limit.limited_key"),
-                    rate_results=ctx.values.get("rate_limit.results"))
+        LIVE.record(
+            route=route,
+            method=req.method,
+            path=req.path,
+            status=resp.status,
+            client=ip_text(req.client_ip) if req.client_ip else "-",
+            stopped_by=resp.stopped_by,
+            reason=resp.reason or "",
+            request_id=req.request_id,
+            limited_key=ctx.values.get("rate_limit.limited_key"),
+            rate_results=ctx.values.get("rate_limit.results"),
+        )
         total = record.get("duration_ms")
         upstream = record.get("upstream_ms")
         if upstream is not None:

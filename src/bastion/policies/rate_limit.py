@@ -34,7 +34,9 @@ class LimitConfig(BaseModel):
         "open", description="When the store is unreachable: let requests through, or refuse (503)."
     )
     max_delay: float = Field(
-        0.0, ge=0, le=60,
+        0.0,
+        ge=0,
+        le=60,
         description="leaky_bucket only: delay requests up to this many seconds (a shaper) "
         "instead of refusing at once (a meter).",
     )
@@ -81,16 +83,18 @@ class RateLimitConfig(PolicyConfig):
         description="Paths that get `login_limits` as well (credential guessing).",
     )
     login_limits: list[LimitConfig | str] = Field(
-        default_factory=lambda: ["5/minute"], description="Extra limits on `login_paths`, per client IP."
+        default_factory=lambda: ["5/minute"],  # type: ignore[arg-type]  # a shorthand, normalised below
+        description="Extra limits on `login_paths`, per client IP.",
     )
     headers: bool = Field(True, description="Send X-RateLimit-* and RateLimit/RateLimit-Policy headers.")
     max_keys: int = Field(1_000_000, ge=1000, description="Memory store: most keys kept (LRU beyond).")
 
     @model_validator(mode="after")
-    def _normalise(self) -> "RateLimitConfig":
-        self.limits = _limits(self.limits)  # type: ignore[arg-type]
-        self.tiers = {t: _limits(v) for t, v in self.tiers.items()}  # type: ignore[arg-type]
-        self.login_limits = _limits(self.login_limits)  # type: ignore[arg-type]
+    def _normalise(self) -> RateLimitConfig:
+        # the config accepts "10/minute" shorthands; from here on every entry is a LimitConfig
+        self.limits = _limits(self.limits)  # type: ignore[arg-type,assignment]
+        self.tiers = {t: _limits(v) for t, v in self.tiers.items()}  # type: ignore[arg-type,misc]
+        self.login_limits = _limits(self.login_limits)  # type: ignore[arg-type,assignment]
         return self
 
 
@@ -173,9 +177,13 @@ class RateLimit(Policy[RateLimitConfig]):
                 self.decisions["store_unavailable"] += 1
                 if limit.fail == "closed":
                     ctx.log_fields["rate_limit"] = {"limit": limit.name, "store": "unavailable"}
-                    return problem(503, "rate-limit-unavailable",
-                                   "rate limiting is unavailable and this limit fails closed",
-                                   request_id=req.request_id, headers=[(b"retry-after", b"1")])
+                    return problem(
+                        503,
+                        "rate-limit-unavailable",
+                        "rate limiting is unavailable and this limit fails closed",
+                        request_id=req.request_id,
+                        headers=[(b"retry-after", b"1")],
+                    )
                 continue
             results.append((limit, d))
             if not d.allowed:
@@ -193,15 +201,24 @@ class RateLimit(Policy[RateLimitConfig]):
             ctx.log_fields["rate_limit"] = {"limited_by": names}
             headers = self._headers(results) if self.headers else []
             if math.isinf(retry):
-                return problem(429, "rate-limited",
-                               f"this request costs {cost}, more than the limit {names} allows",
-                               request_id=req.request_id, headers=headers,
-                               extra={"limit": names, "cost": cost})
+                return problem(
+                    429,
+                    "rate-limited",
+                    f"this request costs {cost}, more than the limit {names} allows",
+                    request_id=req.request_id,
+                    headers=headers,
+                    extra={"limit": names, "cost": cost},
+                )
             seconds = max(1, math.ceil(retry))
             headers.append((b"retry-after", str(seconds).encode()))
-            return problem(429, "rate-limited", f"rate limit {names} exceeded; retry in {seconds}s",
-                           request_id=req.request_id, headers=headers,
-                           extra={"retry_after": seconds, "limit": names})
+            return problem(
+                429,
+                "rate-limited",
+                f"rate limit {names} exceeded; retry in {seconds}s",
+                request_id=req.request_id,
+                headers=headers,
+                extra={"retry_after": seconds, "limit": names},
+            )
         self.decisions["allowed"] += 1
         delay = max((d.delay for _, d in results), default=0.0)
         if delay > 0:  # leaky-bucket shaper: leave at the fixed rate

@@ -62,11 +62,7 @@ class RequestId(Policy[RequestIdConfig]):
 
     def assign(self, req: Request) -> None:
         incoming = req.header(self.header) if self.trust else None
-        if (
-            incoming
-            and len(incoming) <= self.max_length
-            and _WELL_FORMED.fullmatch(incoming) is not None
-        ):
+        if incoming and len(incoming) <= self.max_length and _WELL_FORMED.fullmatch(incoming) is not None:
             req.request_id = incoming.decode("ascii")
         else:
             req.request_id = _ids.next()

@@ -15,12 +15,21 @@ import orjson
 from pydantic import Field, field_validator
 
 from bastion.http import Request, Response
-from bastion.json_stream import Filter, JsonRewriter, StreamError
+from bastion.json_stream import Filter, JsonRewriter
 from bastion.pipeline import Context, Policy, PolicyConfig
 from bastion.response_body import BodyInfo, JsonTransform
 
-DEFAULT_FIELDS = ["password", "password_hash", "ssn", "credit_card", "secret", "secret_key", "token",
-                  "api_key", "private_key"]
+DEFAULT_FIELDS = [
+    "password",
+    "password_hash",
+    "ssn",
+    "credit_card",
+    "secret",
+    "secret_key",
+    "token",
+    "api_key",
+    "private_key",
+]
 _CARD_RUN = re.compile(r"\d[\d -]{11,60}\d")  # digits with spaces/dashes, long enough for a card
 _PRIVATE_KEY = re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----")
 _JWT = re.compile(r"eyJ[A-Za-z0-9_-]{5,}\.eyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{10,}")
@@ -60,15 +69,22 @@ def _has_card(text: str) -> bool:
 
 
 class ResponseFilterConfig(PolicyConfig):
-    fields: list[str] = Field(default_factory=lambda: list(DEFAULT_FIELDS),
-                              description="Field names removed at any depth (case-insensitive).")
+    fields: list[str] = Field(
+        default_factory=lambda: list(DEFAULT_FIELDS), description="Field names removed at any depth (case-insensitive)."
+    )
     field_patterns: list[str] = Field(default_factory=list, description="Regexes on field names (full match).")
     values: list[Literal["card", "private_key", "jwt"]] = Field(
-        default_factory=lambda: ["card", "private_key", "jwt"], description="Value kinds filtered wherever they are.")
+        default_factory=lambda: ["card", "private_key", "jwt"],  # type: ignore[arg-type]  # mypy widens the literals
+        description="Value kinds filtered wherever they are.",
+    )
     mode: Literal["remove", "mask"] = Field("remove", description="Drop the field, or replace its value.")
     mask: str = Field("[FILTERED]", description="The replacement in mask mode.")
-    max_bytes: int = Field(1024 * 1024, ge=1024, description="Bodies up to this size are filtered in one piece "
-                           "(fastest); larger ones as a stream, in bounded memory. Nothing passes unfiltered.")
+    max_bytes: int = Field(
+        1024 * 1024,
+        ge=1024,
+        description="Bodies up to this size are filtered in one piece "
+        "(fastest); larger ones as a stream, in bounded memory. Nothing passes unfiltered.",
+    )
 
     @field_validator("field_patterns")
     @classmethod
@@ -139,10 +155,18 @@ class ResponseFilter(Policy[ResponseFilterConfig], Filter):
         if not self.check_values:
             return False
         if isinstance(text, bytes):
-            return (b"\\" in text or (self.jwt and b"eyJ" in text) or (self.pem and b"-----BEGIN " in text)
-                    or (self.card and _DIGIT_RUN_B.search(text) is not None))
-        return ("\\" in text or (self.jwt and "eyJ" in text) or (self.pem and "-----BEGIN " in text)
-                or (self.card and _DIGIT_RUN.search(text) is not None))
+            return (
+                b"\\" in text
+                or (self.jwt and b"eyJ" in text)
+                or (self.pem and b"-----BEGIN " in text)
+                or (self.card and _DIGIT_RUN_B.search(text) is not None)
+            )
+        return (
+            "\\" in text
+            or (self.jwt and "eyJ" in text)
+            or (self.pem and "-----BEGIN " in text)
+            or (self.card and _DIGIT_RUN.search(text) is not None)
+        )
 
     def tree(self, doc: Any, raw: str | None = None) -> tuple[Any, int]:
         return self.filter(doc, raw is None or self.values_possible(raw))
@@ -201,9 +225,17 @@ class ResponseFilter(Policy[ResponseFilterConfig], Filter):
 
         return JsonTransform(
             lambda body: self.rewrite_whole(body, counted),
-            lambda: JsonRewriter(self, remove=self.remove, mask=self.mask, max_depth=rules.max_depth,
-                                 max_string=rules.max_string_bytes, on_count=counted),
-            self.max_bytes, info.sniffed)
+            lambda: JsonRewriter(
+                self,
+                remove=self.remove,
+                mask=self.mask,
+                max_depth=rules.max_depth,
+                max_string=rules.max_string_bytes,
+                on_count=counted,
+            ),
+            self.max_bytes,
+            info.sniffed,
+        )
 
     def rewrite_whole(self, body: bytes, counted=None) -> bytes:
         """A whole body: orjson in, the tree filter, orjson out (only when something changed)."""

@@ -27,9 +27,7 @@ class SecurityHeadersConfig(PolicyConfig):
         description="Cache-Control: no-store on responses to requests that carried credentials "
         "(Authorization, Cookie, X-API-Key), unless the upstream said private or no-store.",
     )
-    override: bool = Field(
-        False, description="Replace headers the upstream already set instead of keeping them."
-    )
+    override: bool = Field(False, description="Replace headers the upstream already set instead of keeping them.")
     extra: dict[str, str] = Field(default_factory=dict, description="More headers to set.")
 
 

@@ -27,11 +27,13 @@ _providers: dict[tuple[Any, ...], Any] = {}
 
 class TracingConfig(PolicyConfig):
     exporter: Literal["otlp", "console", "memory"] = Field(
-        "otlp", description="otlp (HTTP/protobuf to `endpoint`), console, or memory (tests).")
+        "otlp", description="otlp (HTTP/protobuf to `endpoint`), console, or memory (tests)."
+    )
     endpoint: str = Field("http://127.0.0.1:4318/v1/traces", description="OTLP/HTTP traces endpoint.")
     service_name: str = Field("bastion", description="service.name of the spans.")
-    sample_ratio: float = Field(1.0, ge=0, le=1, description="Share of new traces recorded (parents decide for "
-                                "continued ones).")
+    sample_ratio: float = Field(
+        1.0, ge=0, le=1, description="Share of new traces recorded (parents decide for continued ones)."
+    )
     trust_incoming: bool = Field(True, description="Continue a client's traceparent (off: start a new trace).")
     policy_spans: bool = Field(True, description="A child span per policy.")
 
@@ -50,8 +52,9 @@ def provider_for(config: TracingConfig) -> Any:
         raise ValueError("tracing needs OpenTelemetry: pip install 'bastion-gateway[otel]'") from None
     # the policy makes the head-sampling decision itself, before the SDK is involved (see
     # Tracing.on_request): what reaches the SDK is to be recorded
-    provider = TracerProvider(resource=Resource.create({"service.name": config.service_name}),
-                              sampler=ParentBased(ALWAYS_ON))
+    provider = TracerProvider(
+        resource=Resource.create({"service.name": config.service_name}), sampler=ParentBased(ALWAYS_ON)
+    )
     if config.exporter == "memory":
         from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
@@ -86,8 +89,7 @@ class Trace:
 
     __slots__ = ("tracer", "root", "ctx", "policy_spans", "trace_mod", "recording", "propagator")
 
-    def __init__(self, tracer: Any, root: Any, ctx: Any, policy_spans: bool, trace_mod: Any,
-                 propagator: Any) -> None:
+    def __init__(self, tracer: Any, root: Any, ctx: Any, policy_spans: bool, trace_mod: Any, propagator: Any) -> None:
         self.tracer, self.root, self.ctx, self.trace_mod = tracer, root, ctx, trace_mod
         self.recording = root.is_recording()
         self.policy_spans = policy_spans and self.recording
@@ -99,7 +101,9 @@ class Trace:
 
     def headers_for(self, span: Any) -> list[tuple[bytes, bytes]]:
         carrier: dict[str, str] = {}
-        self.propagator.inject(carrier, context=self.ctx if span is self.root else self.trace_mod.set_span_in_context(span))
+        self.propagator.inject(
+            carrier, context=self.ctx if span is self.root else self.trace_mod.set_span_in_context(span)
+        )
         return [(k.encode(), v.encode("latin-1")) for k, v in carrier.items()]
 
 
@@ -144,14 +148,24 @@ class Tracing(Policy[TracingConfig]):
                 parent = self.propagator.extract(carrier)
         if parent is None and random.random() >= self.config.sample_ratio:
             # head sampling without the SDK: a new trace id, the sampled flag off
-            ctx.upstream_headers.append((b"traceparent", f"00-{secrets.token_hex(16)}-{secrets.token_hex(8)}-00".encode()))
+            ctx.upstream_headers.append(
+                (b"traceparent", f"00-{secrets.token_hex(16)}-{secrets.token_hex(8)}-00".encode())
+            )
             return None
-        root = self.tracer.start_span(f"{req.method} {req.route_name or 'unrouted'}", context=parent,
-                                      kind=self.trace.SpanKind.SERVER)
-        root.set_attributes({"http.request.method": req.method, "url.path": req.path[:200],
-                             "bastion.route": req.route_name or "-"})
-        ctx.trace = Trace(self.tracer, root, self.trace.set_span_in_context(root), self.config.policy_spans,
-                          self.trace, self.propagator)
+        root = self.tracer.start_span(
+            f"{req.method} {req.route_name or 'unrouted'}", context=parent, kind=self.trace.SpanKind.SERVER
+        )
+        root.set_attributes(
+            {"http.request.method": req.method, "url.path": req.path[:200], "bastion.route": req.route_name or "-"}
+        )
+        ctx.trace = Trace(
+            self.tracer,
+            root,
+            self.trace.set_span_in_context(root),
+            self.config.policy_spans,
+            self.trace,
+            self.propagator,
+        )
         return None
 
     def on_log(self, req: Request, resp: Response, ctx: Context, record: dict[str, Any]) -> None:

@@ -46,15 +46,25 @@ class ValidationConfig(PolicyConfig):
     operation: str | None = Field(None, description='"METHOD /template" of the operation to check against.')
     undocumented: bool = Field(False, description="Refuse every request (the catch-all of an openapi route).")
     unknown_properties: Literal["refuse", "allow"] = Field(
-        "refuse", description="Body properties the schema does not declare (mass assignment): refused "
-        "unless a schema says `x-bastion-allow-unknown: true`, or everywhere with 'allow'.")
-    unknown_query: Literal["allow", "refuse"] = Field("allow", description="Query parameters the operation does not declare.")
-    limits: LimitsConfig = Field(default_factory=LimitsConfig, description="Limits that hold even where the schema is silent.")
-    normalise: NormaliseConfig = Field(default_factory=NormaliseConfig,
-                                       description="Normalise JSON strings before validation (and forward the result).")
+        "refuse",
+        description="Body properties the schema does not declare (mass assignment): refused "
+        "unless a schema says `x-bastion-allow-unknown: true`, or everywhere with 'allow'.",
+    )
+    unknown_query: Literal["allow", "refuse"] = Field(
+        "allow", description="Query parameters the operation does not declare."
+    )
+    limits: LimitsConfig = Field(
+        default_factory=LimitsConfig, description="Limits that hold even where the schema is silent."
+    )
+    normalise: NormaliseConfig = Field(
+        default_factory=NormaliseConfig,
+        description="Normalise JSON strings before validation (and forward the result).",
+    )
     responses: Literal["off", "log", "remove"] = Field(
-        "off", description="Check JSON responses: 'log' counts and logs schema violations, 'remove' also "
-        "drops properties the response schema does not declare (and writeOnly ones).")
+        "off",
+        description="Check JSON responses: 'log' counts and logs schema violations, 'remove' also "
+        "drops properties the response schema does not declare (and writeOnly ones).",
+    )
     max_errors: int = Field(20, ge=1, le=200, description="Errors listed in one 422 answer.")
 
 
@@ -76,8 +86,9 @@ class Validation(Policy[ValidationConfig]):
         path = Path(env.config_dir) / config.spec
         try:
             spec = load_spec(path)
-            ops = compile_operations(spec, close_objects=config.unknown_properties == "refuse",
-                                     responses=config.responses != "off")
+            ops = compile_operations(
+                spec, close_objects=config.unknown_properties == "refuse", responses=config.responses != "off"
+            )
         except SpecError as exc:
             raise ValueError(str(exc)) from None
         if config.operation is None:
@@ -88,16 +99,18 @@ class Validation(Policy[ValidationConfig]):
         self.op = op
         self.limits = Limits(**config.limits.model_dump())
         self.normalise = Normalise(**config.normalise.model_dump())
-        self.header_names = [(p.name.lower(), p.name.lower().encode("latin-1")) for p in op.params
-                             if p.location == "header"]
+        self.header_names = [
+            (p.name.lower(), p.name.lower().encode("latin-1")) for p in op.params if p.location == "header"
+        ]
         self.wants_cookies = any(p.location == "cookie" for p in op.params)
         self.check_response = config.responses != "off" and bool(op.responses)
 
     async def on_request(self, req: Request, ctx: Context) -> Response | None:
         if self.config.undocumented:
             self.failures_by_rule[("path", "undocumented")] = self.failures_by_rule.get(("path", "undocumented"), 0) + 1
-            return problem(404, "undocumented-endpoint", "this endpoint is not part of the API",
-                           request_id=req.request_id)
+            return problem(
+                404, "undocumented-endpoint", "this endpoint is not part of the API", request_id=req.request_id
+            )
         op = self.op
         if op is None:
             return None
@@ -113,8 +126,9 @@ class Validation(Policy[ValidationConfig]):
             except BodyRefused as exc:
                 return exc.response(req)
             except (BodyTooLarge, BodyTimeout, ClientDisconnected) as exc:
-                return body_problem(exc, req) or problem(400, "bad-request", "the client went away",
-                                                         request_id=req.request_id)
+                return body_problem(exc, req) or problem(
+                    400, "bad-request", "the client went away", request_id=req.request_id
+                )
         headers = {}
         for name, raw_name in self.header_names:
             value = req.header(raw_name)
@@ -122,9 +136,16 @@ class Validation(Policy[ValidationConfig]):
                 headers[name] = value.decode("latin-1")
         cookies = req.cookies() if self.wants_cookies else {}
         status, errors, rewritten = op.check_request(
-            path_params=req.path_params, query=req.query, headers=headers, cookies=cookies,
-            content_type=req.header_str(b"content-type"), body=body, limits=self.limits,
-            normalise=self.normalise, unknown_query=self.config.unknown_query == "allow")
+            path_params=req.path_params,
+            query=req.query,
+            headers=headers,
+            cookies=cookies,
+            content_type=req.header_str(b"content-type"),
+            body=body,
+            limits=self.limits,
+            normalise=self.normalise,
+            unknown_query=self.config.unknown_query == "allow",
+        )
         if status:
             for e in errors:
                 key = (e.location, e.rule)
@@ -133,9 +154,11 @@ class Validation(Policy[ValidationConfig]):
             ctx.log_fields["validation"] = [f"{e.location}:{e.pointer}:{e.rule}" for e in shown[:5]]
             kind = {400: "malformed-body", 415: "unsupported-media-type"}.get(status, "validation-failed")
             detail = {400: "the request body cannot be parsed", 415: "this media type is not accepted here"}.get(
-                status, "the request does not match the API's schema")
-            return problem(status, kind, detail, request_id=req.request_id,
-                           extra={"errors": [e.as_dict() for e in shown]})
+                status, "the request does not match the API's schema"
+            )
+            return problem(
+                status, kind, detail, request_id=req.request_id, extra={"errors": [e.as_dict() for e in shown]}
+            )
         if rewritten is not None:
             req.body = rewritten
         if self.check_response:
@@ -157,8 +180,11 @@ class Validation(Policy[ValidationConfig]):
     def transform(self, req: Request, resp: Response, ctx: Context, info: BodyInfo) -> Buffered:
         remove = self.config.responses == "remove"
         # 'log' only looks: a body too large to hold passes unchecked; 'remove' changes it: refused
-        return Buffered(lambda body: self.rewrite(req, resp, body, ctx, info.sniffed), info.rules.max_buffered_bytes,
-                        needs=None if remove else (lambda data: False))
+        return Buffered(
+            lambda body: self.rewrite(req, resp, body, ctx, info.sniffed),
+            info.rules.max_buffered_bytes,
+            needs=None if remove else (lambda data: False),
+        )
 
     def rewrite(self, req: Request, resp: Response, body: bytes, ctx: Context, sniffed: bool = False) -> bytes:
         media = self._schema_for(resp.status)
@@ -179,8 +205,11 @@ class Validation(Policy[ValidationConfig]):
         if errors:
             self.response_violations += 1
             ctx.log_fields["response_schema"] = [f"{e.pointer}:{e.rule}" for e in errors]
-            log.warning("response of %s breaks its schema: %s", req.route_name,
-                        ", ".join(f"{e.pointer or '/'} {e.rule}" for e in errors))
+            log.warning(
+                "response of %s breaks its schema: %s",
+                req.route_name,
+                ", ".join(f"{e.pointer or '/'} {e.rule}" for e in errors),
+            )
         if self.config.responses != "remove":
             return body
         pruned, removed = prune(value, schema.schema)

@@ -29,11 +29,15 @@ class VersionConfig(BaseModel):
 
 class VersioningConfig(PolicyConfig):
     versions: list[VersionConfig] = Field(default_factory=list)
-    path_pattern: str | None = Field(r"^/(?:api/)?(?P<version>v[0-9]+)(?:/|$)",
-                                     description="Regex on the path with a `version` group.")
+    path_pattern: str | None = Field(
+        r"^/(?:api/)?(?P<version>v[0-9]+)(?:/|$)", description="Regex on the path with a `version` group."
+    )
     header: str | None = Field("X-API-Version", description="Header naming the version.")
-    media_type: str | None = Field(None, description=r"Regex on Accept / Content-Type with a `version` group, "
-                                   r"e.g. application/vnd\.example\.(?P<version>v\d+)\+json.")
+    media_type: str | None = Field(
+        None,
+        description=r"Regex on Accept / Content-Type with a `version` group, "
+        r"e.g. application/vnd\.example\.(?P<version>v\d+)\+json.",
+    )
     track_clients: int = Field(10_000, ge=0, description="Most (version, client) pairs counted.")
 
     @field_validator("path_pattern", "media_type")
@@ -89,8 +93,13 @@ class Versioning(Policy[VersioningConfig]):
             return None
         v = self.versions.get(name)
         if v is None:
-            return problem(400, "unknown-api-version", f"API version {name[:32]!r} does not exist; supported: "
-                           f"{self.supported}", request_id=req.request_id, extra={"supported": self.supported.split(", ")})
+            return problem(
+                400,
+                "unknown-api-version",
+                f"API version {name[:32]!r} does not exist; supported: {self.supported}",
+                request_id=req.request_id,
+                extra={"supported": self.supported.split(", ")},
+            )
         ctx.log_fields["api_version"] = name
         now = self.clock()
         if v.status == "retired" or (v.sunset is not None and now >= v.sunset.timestamp()):
@@ -99,13 +108,22 @@ class Versioning(Policy[VersioningConfig]):
             if v.successor:
                 detail += f"; use {v.successor}"
                 headers.append((b"link", f'<{v.successor}>; rel="successor-version"'.encode()))
-            return problem(410, "api-version-retired", detail, request_id=req.request_id, headers=headers,
-                           extra={"successor": v.successor} if v.successor else None)
+            return problem(
+                410,
+                "api-version-retired",
+                detail,
+                request_id=req.request_id,
+                headers=headers,
+                extra={"successor": v.successor} if v.successor else None,
+            )
         if v.status == "deprecated":
             ctx.values["versioning.deprecated"] = v
             ctx.log_fields["deprecated_version"] = True
-            client = ctx.principal.subject if ctx.principal is not None else (
-                ip_text(req.client_ip) if req.client_ip else "-")
+            client = (
+                ctx.principal.subject
+                if ctx.principal is not None
+                else (ip_text(req.client_ip) if req.client_ip else "-")
+            )
             key = (name, client)
             if key in self.usage or len(self.usage) < self.track:
                 self.usage[key] = self.usage.get(key, 0) + 1

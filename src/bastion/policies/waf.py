@@ -30,7 +30,16 @@ from pydantic import Field, field_validator
 
 from bastion import bodies
 from bastion.bodies import BodyRefused
-from bastion.http import BodyTimeout, BodyTooLarge, ClientDisconnected, Request, Response, body_problem, ip_text, problem
+from bastion.http import (
+    BodyTimeout,
+    BodyTooLarge,
+    ClientDisconnected,
+    Request,
+    Response,
+    body_problem,
+    ip_text,
+    problem,
+)
 from bastion.pipeline import Context, Policy, PolicyConfig
 
 CRS_RULES = "/usr/share/modsecurity-crs/rules"
@@ -38,49 +47,79 @@ CRS_RULES = "/usr/share/modsecurity-crs/rules"
 _SKIP = ("REQUEST-910-IP-REPUTATION", "-EXCLUSION-RULES.conf")
 # CRS 3.3.4's default allowed request content types (its rule 901162 / crs-setup 900220), plus
 # application/graphql, whose body the gateway inspects as the query it is.
-CRS_CONTENT_TYPES = ["application/x-www-form-urlencoded", "multipart/form-data", "multipart/related", "text/xml",
-                     "application/xml", "application/soap+xml", "application/json", "application/cloudevents+json",
-                     "application/cloudevents-batch+json", "application/graphql"]
+CRS_CONTENT_TYPES = [
+    "application/x-www-form-urlencoded",
+    "multipart/form-data",
+    "multipart/related",
+    "text/xml",
+    "application/xml",
+    "application/soap+xml",
+    "application/json",
+    "application/cloudevents+json",
+    "application/cloudevents-batch+json",
+    "application/graphql",
+]
 # The header that carries the body processor chosen in Python to ModSecurity (never forwarded:
 # x-bastion-* headers are the gateway's; a client's own copy is not passed to the rules).
 _PROCESSOR = "X-Bastion-Body-Processor"
 _PROCESSOR_LOWER = _PROCESSOR.lower().encode()
 # The recommended configuration's body-integrity rules: their ids answer 400, not 403.
-_INTEGRITY = {200002: "the request body cannot be parsed as its Content-Type says",
-              200003: "the multipart body failed strict validation",
-              200004: "the multipart body has a boundary that does not match its Content-Type",
-              200005: "the request could not be inspected completely",
-              200007: "the request body has more arguments than can be inspected"}
+_INTEGRITY = {
+    200002: "the request body cannot be parsed as its Content-Type says",
+    200003: "the multipart body failed strict validation",
+    200004: "the multipart body has a boundary that does not match its Content-Type",
+    200005: "the request could not be inspected completely",
+    200007: "the request body has more arguments than can be inspected",
+}
 _RULE_ID = re.compile(r'\[id "(\d+)"\]')
 
 
 class WafConfig(PolicyConfig):
     mode: Literal["detect", "block"] = Field("block", description="block: 403; detect: only the audit line.")
-    paranoia_level: int = Field(1, ge=1, le=4, description="CRS paranoia level (higher: more rules, more false positives).")
+    paranoia_level: int = Field(
+        1, ge=1, le=4, description="CRS paranoia level (higher: more rules, more false positives)."
+    )
     anomaly_threshold: int = Field(5, ge=1, description="CRS inbound anomaly score that blocks.")
     rules_dir: str = Field(CRS_RULES, description="Directory of the CRS rule files (Debian: modsecurity-crs).")
     exclude_rules: list[int] = Field(default_factory=list, description="Rule ids to turn off (false positives).")
     inspect_body: bool = Field(True, description="Inspect request bodies (they are then read before forwarding).")
-    max_body: int = Field(128 * 1024, ge=0, description="Larger bodies (after decoding) are refused (413) in block "
-                          "mode and pass uninspected in detect mode.")
+    max_body: int = Field(
+        128 * 1024,
+        ge=0,
+        description="Larger bodies (after decoding) are refused (413) in block "
+        "mode and pass uninspected in detect mode.",
+    )
     untyped_bodies: Literal["sniff", "refuse"] = Field(
-        "sniff", description="A body without Content-Type, or of a type ModSecurity has no parser for: 'sniff' "
-        "inspects it as the JSON, XML or form it looks like (other text as one whole value); 'refuse' answers 415.")
+        "sniff",
+        description="A body without Content-Type, or of a type ModSecurity has no parser for: 'sniff' "
+        "inspects it as the JSON, XML or form it looks like (other text as one whole value); 'refuse' answers 415.",
+    )
     uninspected_types: list[str] = Field(
-        default_factory=list, description="Media types whose bodies are passed without body inspection "
-        "(binary uploads: image/png, application/octet-stream); headers and query are still inspected.")
+        default_factory=list,
+        description="Media types whose bodies are passed without body inspection "
+        "(binary uploads: image/png, application/octet-stream); headers and query are still inspected.",
+    )
     content_types: list[str] = Field(
         default_factory=lambda: list(CRS_CONTENT_TYPES),
-        description="Media types CRS allows (its rule 920420 scores any other).")
-    inspect_files: bool = Field(False, description="Also inspect the content of multipart file parts that are "
-                                "text (CRS at paranoia 1 inspects only their names); binary files are skipped.")
+        description="Media types CRS allows (its rule 920420 scores any other).",
+    )
+    inspect_files: bool = Field(
+        False,
+        description="Also inspect the content of multipart file parts that are "
+        "text (CRS at paranoia 1 inspects only their names); binary files are skipped.",
+    )
     xml_max_depth: int = Field(64, ge=1, le=1024, description="Deepest element nesting accepted in an XML body.")
     allowed_methods: list[str] = Field(
         default_factory=lambda: ["GET", "HEAD", "POST", "OPTIONS", "PUT", "PATCH", "DELETE"],
         description="Methods CRS allows (its rule 911100 scores any other); CRS's own default omits PUT, "
-        "PATCH and DELETE, which APIs use.")
-    max_arguments: int = Field(1000, ge=10, description="Arguments (form fields, JSON leaves, XML nodes) "
-                               "ModSecurity inspects; a body with more is refused (400).")
+        "PATCH and DELETE, which APIs use.",
+    )
+    max_arguments: int = Field(
+        1000,
+        ge=10,
+        description="Arguments (form fields, JSON leaves, XML nodes) "
+        "ModSecurity inspects; a body with more is refused (400).",
+    )
 
     @field_validator("allowed_methods")
     @classmethod
@@ -104,8 +143,9 @@ def _engine(config: WafConfig) -> tuple[Any, Any]:
         import libmodsecurity
     except ImportError:
         raise ValueError("the waf policy needs the libmodsecurity package (pip install libmodsecurity)") from None
-    files = sorted(f for f in glob.glob(os.path.join(config.rules_dir, "REQUEST-*.conf"))
-                   if not any(s in f for s in _SKIP))
+    files = sorted(
+        f for f in glob.glob(os.path.join(config.rules_dir, "REQUEST-*.conf")) if not any(s in f for s in _SKIP)
+    )
     if not files:
         raise ValueError(f"no OWASP CRS rules in {config.rules_dir} (Debian: apt-get install modsecurity-crs)")
     engine = libmodsecurity.ModSecurity()
@@ -173,8 +213,9 @@ class Waf(Policy[WafConfig]):
                     return exc.response(req)
                 passes = []
             except (BodyTooLarge, BodyTimeout, ClientDisconnected) as exc:
-                return body_problem(exc, req) or problem(400, "bad-request", "the client went away",
-                                                         request_id=req.request_id)
+                return body_problem(exc, req) or problem(
+                    400, "bad-request", "the client went away", request_id=req.request_id
+                )
         strings = _graphql_escaped_strings(req, ct)
         if strings:  # the decoded string arguments of a GraphQL query that uses escapes
             passes = [*(passes or [(b"", None)]), (orjson.dumps({"graphql": strings}), "JSON")]
@@ -186,7 +227,9 @@ class Waf(Policy[WafConfig]):
                 return resp
         return None
 
-    async def _body(self, req: Request, ctx: Context) -> tuple[list[tuple[bytes, str | None]], bodies.ContentType | None]:
+    async def _body(
+        self, req: Request, ctx: Context
+    ) -> tuple[list[tuple[bytes, str | None]], bodies.ContentType | None]:
         """The views of the body ModSecurity inspects, each with the processor that parses it
         (None: ModSecurity's own choice from the Content-Type, i.e. multipart/form-data)."""
         try:
@@ -208,8 +251,9 @@ class Waf(Policy[WafConfig]):
         kind: str = ct.kind if ct is not None else "other"
         if kind == "multipart":
             if ct is not None and ct.media != "multipart/form-data":
-                raise BodyRefused(415, "uninspectable-body",
-                                  f"{ct.media} bodies cannot be inspected (only multipart/form-data)")
+                raise BodyRefused(
+                    415, "uninspectable-body", f"{ct.media} bodies cannot be inspected (only multipart/form-data)"
+                )
             passes: list[tuple[bytes, str | None]] = [(body, None)]
             if self.config.inspect_files and ct is not None:
                 files = bodies.multipart_files(body, ct)
@@ -218,10 +262,17 @@ class Waf(Policy[WafConfig]):
             return passes, ct
         if bodies.wide_text(body):
             if kind == "other" and ct is not None:
-                raise BodyRefused(415, "uninspectable-body", f"{ct.media} bodies look binary or UTF-16/32: the "
-                                  "route must list the type in waf.uninspected_types to pass them")
-            raise BodyRefused(415, "unsupported-charset",
-                              "bodies are inspected as UTF-8 or an ASCII-compatible charset, not UTF-16/32")
+                raise BodyRefused(
+                    415,
+                    "uninspectable-body",
+                    f"{ct.media} bodies look binary or UTF-16/32: the "
+                    "route must list the type in waf.uninspected_types to pass them",
+                )
+            raise BodyRefused(
+                415,
+                "unsupported-charset",
+                "bodies are inspected as UTF-8 or an ASCII-compatible charset, not UTF-16/32",
+            )
         sniffed = bodies.sniff(body)
         if kind == "other":
             if self.config.untyped_bodies == "refuse":
@@ -248,8 +299,9 @@ class Waf(Policy[WafConfig]):
         wrapped = orjson.dumps({"query": text} if kind == "graphql" else {"body": text})
         return [(wrapped, "JSON"), *also_json], ct
 
-    def _inspect(self, req: Request, ctx: Context, body: bytes, processor: str | None,
-                 ct: bodies.ContentType | None) -> Response | None:
+    def _inspect(
+        self, req: Request, ctx: Context, body: bytes, processor: str | None, ct: bodies.ContentType | None
+    ) -> Response | None:
         matched: list[tuple[int, str]] = []
         self.engine.set_rule_message_callback(lambda m: matched.append((m.rule_id, m.message)))
         decoded = ctx.log_fields.get("body_decoded") is not None
@@ -282,20 +334,34 @@ class Waf(Policy[WafConfig]):
         if not matched and not integrity:
             return None
         ctx.log_fields.setdefault("waf", {}).update(
-            {"rules": rules or [integrity], "blocked": (disruptive or bool(integrity)) and self.block,
-             "messages": [msg for rid, msg in matched if rid in rules][:5]})
+            {
+                "rules": rules or [integrity],
+                "blocked": (disruptive or bool(integrity)) and self.block,
+                "messages": [msg for rid, msg in matched if rid in rules][:5],
+            }
+        )
         if processor is not None:
             ctx.log_fields["waf"]["processor"] = processor
         if integrity and self.block:
             self.refused += 1
-            resp = problem(400, "unparsable-body", _INTEGRITY.get(integrity, _INTEGRITY[200002]),
-                           request_id=req.request_id, extra={"rules": [integrity]})
+            resp = problem(
+                400,
+                "unparsable-body",
+                _INTEGRITY.get(integrity, _INTEGRITY[200002]),
+                request_id=req.request_id,
+                extra={"rules": [integrity]},
+            )
             resp.reason = f"waf rule {integrity}"
             return resp
         if disruptive and self.block:
             self.blocked += 1
-            resp = problem(403, "waf-blocked", "the request was refused by the web application firewall",
-                           request_id=req.request_id, extra={"rules": rules})
+            resp = problem(
+                403,
+                "waf-blocked",
+                "the request was refused by the web application firewall",
+                request_id=req.request_id,
+                extra={"rules": rules},
+            )
             resp.reason = "waf rules " + ",".join(str(r) for r in rules)
             return resp
         return None
@@ -312,7 +378,7 @@ def _canonical_multipart(ct: bodies.ContentType, original: bytes) -> bytes:
     return original
 
 
-def _graphql_escaped_strings(req: Request, ct: "bodies.ContentType | None") -> list[str]:
+def _graphql_escaped_strings(req: Request, ct: bodies.ContentType | None) -> list[str]:
     """String values of a GraphQL query as its server will see them, when the query writes them
     with escapes (`"1 \\u0075nion select"`): the rules would otherwise see only the escaped text.
     Queries come from `?query=`, an application/graphql body, a JSON body's `query` (one operation

@@ -1,7 +1,7 @@
 """Rate limiting as a library: six algorithms, a memory store and a Redis store.
 
-    store = MemoryStore()                      # or RedisStore("redis://127.0.0.1:6379/0")
-    decision = await store.hit("gcra", "ip:203.0.113.9", parse_rate("10/second burst 20"))
+store = MemoryStore()                      # or RedisStore("redis://127.0.0.1:6379/0")
+decision = await store.hit("gcra", "ip:203.0.113.9", parse_rate("10/second burst 20"))
 """
 
 from __future__ import annotations
@@ -14,11 +14,19 @@ from bastion.ratelimit.memory import MemoryStore
 from bastion.ratelimit.rate import Rate, parse_rate
 from bastion.ratelimit.redis_store import RedisStore, StoreUnavailable
 
-__all__ = ["ALGORITHMS", "Decision", "MemoryStore", "Rate", "RedisStore", "StoreUnavailable",
-           "parse_rate", "shared_store"]
+__all__ = [
+    "ALGORITHMS",
+    "Decision",
+    "MemoryStore",
+    "Rate",
+    "RedisStore",
+    "StoreUnavailable",
+    "parse_rate",
+    "shared_store",
+]
 
 _memory: dict[int, MemoryStore] = {}
-_redis: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, RedisStore]]" = weakref.WeakKeyDictionary()
+_redis: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, RedisStore]] = weakref.WeakKeyDictionary()
 
 
 def shared_store(url: str, *, max_keys: int = 1_000_000, prefix: str = "bastion:rl") -> MemoryStore | RedisStore:

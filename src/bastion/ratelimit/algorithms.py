@@ -58,8 +58,9 @@ def fixed_window(state: Any, now: float, rate: Rate, cost: int) -> tuple[Any, De
         return (start, count), Decision(True, limit, int(limit - count), start + period - now, 0.0)
     reset = start + period - now
     # a refusal consumes nothing and never starts a window
-    return state, Decision(False, limit, int(limit - count) if count < limit else 0, reset,
-                           reset if cost <= limit else INF)
+    return state, Decision(
+        False, limit, int(limit - count) if count < limit else 0, reset, reset if cost <= limit else INF
+    )
 
 
 def sliding_log(state: Any, now: float, rate: Rate, cost: int) -> tuple[Any, Decision]:
@@ -120,8 +121,7 @@ def sliding_counter(state: Any, now: float, rate: Rate, cost: int) -> tuple[Any,
     return (float(window), prev, cur), Decision(allowed, limit, remaining, reset, retry)
 
 
-def _counter_retry(prev: float, cur: float, weight: float, now: float, window: int, rate: Rate,
-                   cost: int) -> float:
+def _counter_retry(prev: float, cur: float, weight: float, now: float, window: int, rate: Rate, cost: int) -> float:
     limit, period = rate.limit, rate.period
     if cost > limit:
         return INF
@@ -184,8 +184,9 @@ def leaky_bucket(state: Any, now: float, rate: Rate, cost: int, max_delay: float
         over_delay = delay - max_delay
         retry = max(over_capacity, over_delay, 0.0)
     reset = level / per_sec
-    return (level, now), Decision(allowed, capacity, int(max(0, capacity - level)), reset, retry,
-                                  delay if allowed else 0.0)
+    return (level, now), Decision(
+        allowed, capacity, int(max(0, capacity - level)), reset, retry, delay if allowed else 0.0
+    )
 
 
 def gcra(state: Any, now: float, rate: Rate, cost: int) -> tuple[Any, Decision]:

@@ -13,7 +13,8 @@ from __future__ import annotations
 import struct
 import threading
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from bastion.ratelimit.algorithms import ALGORITHMS, Decision, ttl
 from bastion.ratelimit.rate import Rate
@@ -69,8 +70,9 @@ class MemoryStore:
             self._young = {}
             self._rotated = now
 
-    def hit_sync(self, algorithm: str, key: str, rate: Rate, cost: int = 1, *,
-                 max_delay: float = 0.0, now: float | None = None) -> Decision:
+    def hit_sync(
+        self, algorithm: str, key: str, rate: Rate, cost: int = 1, *, max_delay: float = 0.0, now: float | None = None
+    ) -> Decision:
         decide = ALGORITHMS[algorithm]
         h = hash((algorithm, rate, key))
         with self._lock:
@@ -99,8 +101,7 @@ class MemoryStore:
             self._lifetime = decision.reset_after + 1
         return decision
 
-    async def hit(self, algorithm: str, key: str, rate: Rate, cost: int = 1, *,
-                  max_delay: float = 0.0) -> Decision:
+    async def hit(self, algorithm: str, key: str, rate: Rate, cost: int = 1, *, max_delay: float = 0.0) -> Decision:
         return self.hit_sync(algorithm, key, rate, cost, max_delay=max_delay)
 
     async def close(self) -> None:

@@ -37,8 +37,15 @@ def _script(name: str) -> str:
 
 
 class RedisStore:
-    def __init__(self, url: str = "redis://127.0.0.1:6379/0", *, prefix: str = "bastion:rl",
-                 timeout: float = 0.25, breaker_seconds: float = 0.5, client: Any = None) -> None:
+    def __init__(
+        self,
+        url: str = "redis://127.0.0.1:6379/0",
+        *,
+        prefix: str = "bastion:rl",
+        timeout: float = 0.25,
+        breaker_seconds: float = 0.5,
+        client: Any = None,
+    ) -> None:
         self.url = url
         self.prefix = prefix
         self.client = client if client is not None else connect(url, timeout=timeout)
@@ -56,8 +63,9 @@ class RedisStore:
         digest = hashlib.blake2b(f"{algorithm}|{rate}|{key}".encode(), digest_size=12).hexdigest()
         return f"{self.prefix}:{{{digest}}}"
 
-    async def hit(self, algorithm: str, key: str, rate: Rate, cost: int = 1, *,
-                  max_delay: float = 0.0, now: float | None = None) -> Decision:
+    async def hit(
+        self, algorithm: str, key: str, rate: Rate, cost: int = 1, *, max_delay: float = 0.0, now: float | None = None
+    ) -> Decision:
         if self._open_until and time.monotonic() < self._open_until:
             self.failures += 1
             raise StoreUnavailable("redis circuit breaker is open")
@@ -66,23 +74,32 @@ class RedisStore:
         args = [rate.limit, repr(rate.period), rate.capacity, cost, "" if now is None else repr(now), repr(max_delay)]
         try:
             allowed, remaining, reset_us, retry_us, delay_us = await self._evalsha(algorithm, keys, args)
-        except (RedisError, OSError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, RedisError, OSError) as exc:
             self.failures += 1
             self._open_until = time.monotonic() + self.breaker_seconds
             if not self._outage:
                 self._outage = True
-                log.error("rate-limit store %s unreachable (%s); applying each limit's fail mode",
-                          safe_url(self.url), type(exc).__name__)
+                log.error(
+                    "rate-limit store %s unreachable (%s); applying each limit's fail mode",
+                    safe_url(self.url),
+                    type(exc).__name__,
+                )
             raise StoreUnavailable(str(exc)) from None
         if self._outage:
             self._outage = False
             self._open_until = 0.0
             log.warning("rate-limit store %s reachable again", safe_url(self.url))
         limit = rate.capacity if algorithm in ("token_bucket", "leaky_bucket", "gcra") else rate.limit
-        return Decision(bool(allowed), limit, int(remaining), reset_us / 1e6,
-                        INF if retry_us < 0 else retry_us / 1e6, delay_us / 1e6)
+        return Decision(
+            bool(allowed),
+            limit,
+            int(remaining),
+            reset_us / 1e6,
+            INF if retry_us < 0 else retry_us / 1e6,
+            delay_us / 1e6,
+        )
 
-    def _evalsha(self, algorithm: str, keys: list[str], args: list[Any]) -> "asyncio.Future[Any]":
+    def _evalsha(self, algorithm: str, keys: list[str], args: list[Any]) -> asyncio.Future[Any]:
         """Queue one EVALSHA; all queued in the same loop iteration leave in one pipeline.
 
         Each decision is still exactly one command; concurrent decisions share the network round
@@ -111,7 +128,7 @@ class RedisStore:
                 if not fut.done():
                     fut.set_exception(exc if isinstance(exc, Exception) else RedisError(str(exc)))
             return
-        for (algorithm, keys, args, fut), result in zip(batch, results):
+        for (algorithm, keys, args, fut), result in zip(batch, results, strict=False):
             if isinstance(result, NoScriptError):  # Redis restarted or SCRIPT FLUSH: load, retry
                 try:
                     result = await self.scripts[algorithm](keys=keys, args=args)

@@ -45,8 +45,9 @@ class Resp:
 
 
 class ScanClient:
-    def __init__(self, base_url: str, *, rate: float = 10.0, concurrency: int = 4, timeout: float = 10.0,
-                 on_request: Any = None) -> None:
+    def __init__(
+        self, base_url: str, *, rate: float = 10.0, concurrency: int = 4, timeout: float = 10.0, on_request: Any = None
+    ) -> None:
         self.base = base_url.rstrip("/") + "/"
         self.host = urlsplit(base_url).netloc
         self.rate = rate
@@ -73,9 +74,17 @@ class ScanClient:
             raise OffTarget(url)
         return url
 
-    async def request(self, method: str, path: str, *, headers: dict[str, str] | None = None,
-                      params: dict[str, Any] | None = None, json: Any = None, content: bytes | str | None = None,
-                      record: bool = True) -> Resp:
+    async def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        headers: dict[str, str] | None = None,
+        params: dict[str, Any] | None = None,
+        json: Any = None,
+        content: bytes | str | None = None,
+        record: bool = True,
+    ) -> Resp:
         url = self.url(path)
         h = dict(headers or {})
         body_text: str | None = None
@@ -91,7 +100,7 @@ class ScanClient:
             self.sent.append(time.monotonic())
             if self.on_request:
                 self.on_request()
-            for attempt in (1, 2):
+            for _attempt in (1, 2):
                 try:
                     r = await self.client.request(method, url, headers=h, params=params, content=content)
                     resp = Resp(method, str(r.url), r.status_code, r.headers, r.content, h, body_text)

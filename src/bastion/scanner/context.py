@@ -54,7 +54,11 @@ class ScanContext:
         if view is not None and view.ok:
             for item in items_of(view.json()):
                 for k in keys:
-                    if isinstance(item, dict) and isinstance(item.get(k), (str, int)) and not isinstance(item.get(k), bool):
+                    if (
+                        isinstance(item, dict)
+                        and isinstance(item.get(k), (str, int))
+                        and not isinstance(item.get(k), bool)
+                    ):
                         out.append(str(item[k]))
                         break
         if who is not None:
@@ -78,8 +82,11 @@ class ScanContext:
 
     def fill(self, op: Operation, value: str | None = None) -> str:
         userish = len(op.path_params) == 1 and any(w in op.path_params[0].lower() for w in ("user", "name", "login"))
-        v = value or (self.a.username if userish and self.a and self.a.username else None) or \
-            (self.a.subject if self.a and self.a.subject else "1")
+        v = (
+            value
+            or (self.a.username if userish and self.a and self.a.username else None)
+            or (self.a.subject if self.a and self.a.subject else "1")
+        )
         return re.sub(r"\{[^}]+\}", v, op.path)
 
     def gets(self, *, with_params: bool | None = None) -> list[Operation]:
@@ -92,11 +99,13 @@ class ScanContext:
         if op.form and isinstance(kw.get("json"), dict):  # the same fields, form-encoded
             from urllib.parse import urlencode
 
-            kw["content"] = urlencode({k: v if isinstance(v, str) else orjson.dumps(v).decode()
-                                       for k, v in kw.pop("json").items()})
+            kw["content"] = urlencode(
+                {k: v if isinstance(v, str) else orjson.dumps(v).decode() for k, v in kw.pop("json").items()}
+            )
             kw["headers"] = {"Content-Type": "application/x-www-form-urlencoded", **kw.get("headers", {})}
-        return await self.client.request(op.method, self.fill(op, kw.pop("value", None)),
-                                         headers={**self.auth(who), **kw.pop("headers", {})}, **kw)
+        return await self.client.request(
+            op.method, self.fill(op, kw.pop("value", None)), headers={**self.auth(who), **kw.pop("headers", {})}, **kw
+        )
 
 
 def harvest_keys(param: str) -> list[str]:
@@ -179,10 +188,16 @@ def _props(op: Operation) -> dict[str, Any]:
 def credential_ops(ops: list[Operation]) -> tuple[Operation | None, Operation | None]:
     """The registration and login operations: POSTs without path parameters whose bodies take a
     password and a user name or e-mail."""
+
     def creds(op: Operation) -> bool:
         props = _props(op)
-        return op.method == "POST" and not op.path_params and any(PASSWORDISH.match(k) for k in props) \
+        return (
+            op.method == "POST"
+            and not op.path_params
+            and any(PASSWORDISH.match(k) for k in props)
             and any(USERISH.match(k) for k in props)
+        )
+
     login = next((o for o in ops if creds(o) and LOGINISH.search(o.path) and not REGISTERISH.search(o.path)), None)
     register = next((o for o in ops if creds(o) and REGISTERISH.search(o.path) and o is not login), None)
     return register, login
@@ -206,6 +221,7 @@ def token_in(doc: Any) -> str | None:
 @dataclass
 class Account:
     """A throwaway account the scan registered itself (the only account it ever changes)."""
+
     username: str
     password: str
     email: str
@@ -235,8 +251,12 @@ async def register_account(ctx: ScanContext, extra: dict[str, Any] | None = None
             body[k] = name
         elif "phone" in lk or "mobile" in lk:
             body[k] = "555" + "".join(secrets.choice("0123456789") for _ in range(7))
-        elif isinstance(schema, dict) and schema.get("type", "string") == "string" and not schema.get("enum") \
-                and not schema.get("format"):
+        elif (
+            isinstance(schema, dict)
+            and schema.get("type", "string") == "string"
+            and not schema.get("enum")
+            and not schema.get("format")
+        ):
             body[k] = name  # unique, in case the field is
     body.update(extra or {})
     r = await ctx.send(register, None, json=body)

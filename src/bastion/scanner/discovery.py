@@ -11,10 +11,31 @@ import yaml
 from bastion.scanner.client import ScanClient
 from bastion.scanner.model import Operation
 
-SPEC_PATHS = ("/openapi.json", "/openapi.yaml", "/swagger.json", "/v3/api-docs", "/api/openapi.json",
-              "/api/swagger.json", "/api-docs", "/docs/openapi.json", "/v2/api-docs")
-COMMON_PATHS = ("/api/users", "/api/v1/users", "/api/v2/users", "/users", "/api/products", "/api/orders",
-                "/api/me", "/me", "/api/health", "/health", "/api/admin", "/admin")
+SPEC_PATHS = (
+    "/openapi.json",
+    "/openapi.yaml",
+    "/swagger.json",
+    "/v3/api-docs",
+    "/api/openapi.json",
+    "/api/swagger.json",
+    "/api-docs",
+    "/docs/openapi.json",
+    "/v2/api-docs",
+)
+COMMON_PATHS = (
+    "/api/users",
+    "/api/v1/users",
+    "/api/v2/users",
+    "/users",
+    "/api/products",
+    "/api/orders",
+    "/api/me",
+    "/me",
+    "/api/health",
+    "/health",
+    "/api/admin",
+    "/admin",
+)
 METHODS = ("get", "put", "post", "delete", "patch")
 
 
@@ -85,20 +106,31 @@ def operations(spec: dict[str, Any]) -> list[Operation]:
             if not isinstance(op, dict):
                 continue
             params = shared + [p for p in op.get("parameters") or [] if isinstance(p, dict)]
-            params = [p if "schema" in p or p.get("in") == "body" else
-                      {**p, "schema": {k: p[k] for k in ("type", "format", "enum", "pattern") if k in p}}
-                      for p in params]  # Swagger 2.0 puts the type on the parameter itself
+            params = [
+                p
+                if "schema" in p or p.get("in") == "body"
+                else {**p, "schema": {k: p[k] for k in ("type", "format", "enum", "pattern") if k in p}}
+                for p in params
+            ]  # Swagger 2.0 puts the type on the parameter itself
             body = None
             form = False
-            content = ((op.get("requestBody") or {}).get("content") or {})
+            content = (op.get("requestBody") or {}).get("content") or {}
             in_body = next((p for p in params if p.get("in") == "body"), None)  # Swagger 2.0
             in_form = [p for p in params if p.get("in") == "formData"]
             if in_body is not None:
                 body = in_body.get("schema") or {}
             elif in_form:
-                body = {"type": "object", "properties": {p["name"]: {k: v for k, v in p.items() if k in (
-                    "type", "format", "enum", "pattern", "maxLength")} for p in in_form if "name" in p},
-                    "required": [p["name"] for p in in_form if p.get("required") and "name" in p]}
+                body = {
+                    "type": "object",
+                    "properties": {
+                        p["name"]: {
+                            k: v for k, v in p.items() if k in ("type", "format", "enum", "pattern", "maxLength")
+                        }
+                        for p in in_form
+                        if "name" in p
+                    },
+                    "required": [p["name"] for p in in_form if p.get("required") and "name" in p],
+                }
                 form = "application/json" not in (op.get("consumes") or spec.get("consumes") or [])
             elif "application/json" in content:
                 body = (content["application/json"] or {}).get("schema") or {}

@@ -20,8 +20,10 @@ CATEGORIES = {
 
 _JWT = re.compile(r"eyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]*")
 _BEARER = re.compile(r"(?i)(bearer\s+)[^\s\"']+")
-_KEYISH = re.compile(r"(?i)(\"?(?:password|passwd|password_hash|secret|api_key|apikey|token|access_token|"
-                     r"refresh_token|client_secret)\"?\s*[:=]\s*\"?)([^\"',&\s}]{1,})")
+_KEYISH = re.compile(
+    r"(?i)(\"?(?:password|passwd|password_hash|secret|api_key|apikey|token|access_token|"
+    r"refresh_token|client_secret)\"?\s*[:=]\s*\"?)([^\"',&\s}]{1,})"
+)
 _CARD = re.compile(r"\b(?:\d[ -]?){12,18}\d\b")
 
 

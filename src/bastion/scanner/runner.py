@@ -64,8 +64,13 @@ async def _login(client: ScanClient, recipe: dict[str, Any]) -> Identity:
     if recipe.get("form") is not None:  # OAuth2 password grant style: form-encoded fields
         from urllib.parse import urlencode
 
-        r = await client.request(recipe.get("method", "POST"), recipe["path"], content=urlencode(recipe["form"]),
-                                 headers={"Content-Type": "application/x-www-form-urlencoded"}, record=False)
+        r = await client.request(
+            recipe.get("method", "POST"),
+            recipe["path"],
+            content=urlencode(recipe["form"]),
+            headers={"Content-Type": "application/x-www-form-urlencoded"},
+            record=False,
+        )
     else:
         r = await client.request(recipe.get("method", "POST"), recipe["path"], json=recipe.get("json"), record=False)
     doc = r.json()
@@ -77,10 +82,12 @@ async def _login(client: ScanClient, recipe: dict[str, Any]) -> Identity:
         raise RuntimeError(f"login for {recipe['name']} failed: {why}")
     header, _, template = str(recipe.get("header", "Authorization: Bearer {token}")).partition(":")
     sent = recipe.get("json") if isinstance(recipe.get("json"), dict) else recipe.get("form") or {}
-    username = recipe.get("username") or next((str(v) for k, v in sent.items() if str(k).lower() in
-                                               ("username", "user", "login", "email", "user_name")), None)
-    return Identity(recipe["name"], {header.strip(): template.strip().replace("{token}", value)},
-                    recipe.get("subject"), username)
+    username = recipe.get("username") or next(
+        (str(v) for k, v in sent.items() if str(k).lower() in ("username", "user", "login", "email", "user_name")), None
+    )
+    return Identity(
+        recipe["name"], {header.strip(): template.strip().replace("{token}", value)}, recipe.get("subject"), username
+    )
 
 
 async def scan(opts: ScanOptions, progress: Any = None) -> ScanResult:
@@ -99,8 +106,18 @@ async def scan(opts: ScanOptions, progress: Any = None) -> ScanResult:
         spec, spec_url = await find_spec(client, opts.openapi)
         graphql_path = opts.graphql or await find_graphql(client)
         ops = operations(spec) if spec else await crawl(client)
-        ctx = ScanContext(client, opts.base_url.rstrip("/"), ops, spec, spec_url, identities,
-                          opts.allow_destructive, graphql_path, canary, opts.burst)
+        ctx = ScanContext(
+            client,
+            opts.base_url.rstrip("/"),
+            ops,
+            spec,
+            spec_url,
+            identities,
+            opts.allow_destructive,
+            graphql_path,
+            canary,
+            opts.burst,
+        )
         modules = [m for m in MODULES if any(_selected(c, opts) for c in m.IDS)]
         findings: list[Finding] = []
         ran: list[str] = []
@@ -117,10 +134,12 @@ async def scan(opts: ScanOptions, progress: Any = None) -> ScanResult:
         order = {s: i for i, s in enumerate(SEVERITIES)}
         findings.sort(key=lambda f: (order[f.severity], f.category, f.check, f.url))
         seen: set[tuple[str, str, str]] = set()  # one finding per check, method and path (the most severe)
-        findings = [f for f in findings if (k := (f.check, f.method, f.url.split("?")[0])) not in seen
-                    and not seen.add(k)]
-        return ScanResult(opts.base_url, findings, len(client.sent), time.monotonic() - started,
-                          _max_rate(client.sent), len(ops), ran)
+        findings = [
+            f for f in findings if (k := (f.check, f.method, f.url.split("?")[0])) not in seen and not seen.add(k)
+        ]
+        return ScanResult(
+            opts.base_url, findings, len(client.sent), time.monotonic() - started, _max_rate(client.sent), len(ops), ran
+        )
     finally:
         await canary.close()
         await client.close()

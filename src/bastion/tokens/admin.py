@@ -16,16 +16,33 @@ from bastion.tokens.service import ServiceError
 def key_doc(row: ApiKey) -> dict[str, Any]:
     now = time.time()
     state = "revoked" if row.revoked_at else ("expired" if row.expires_at and row.expires_at <= now else "active")
-    return {"id": row.id, "owner": row.owner, "name": row.name, "display": f"bk_{row.env}_…{row.last4}",
-            "scopes": row.scopes.split(), "tier": row.tier, "state": state, "created_at": row.created_at,
-            "expires_at": row.expires_at, "revoked_at": row.revoked_at, "last_used_at": row.last_used_at,
-            "replaced_by": row.replaced_by}
+    return {
+        "id": row.id,
+        "owner": row.owner,
+        "name": row.name,
+        "display": f"bk_{row.env}_…{row.last4}",
+        "scopes": row.scopes.split(),
+        "tier": row.tier,
+        "state": state,
+        "created_at": row.created_at,
+        "expires_at": row.expires_at,
+        "revoked_at": row.revoked_at,
+        "last_used_at": row.last_used_at,
+        "replaced_by": row.replaced_by,
+    }
 
 
 def user_doc(u: User) -> dict[str, Any]:
-    return {"id": u.id, "username": u.username, "email": u.email, "role": u.role, "scopes": u.scopes.split(),
-            "created_at": u.created_at, "locked": bool(u.locked_until and u.locked_until > time.time()),
-            "disabled": u.disabled}
+    return {
+        "id": u.id,
+        "username": u.username,
+        "email": u.email,
+        "role": u.role,
+        "scopes": u.scopes.split(),
+        "created_at": u.created_at,
+        "locked": bool(u.locked_until and u.locked_until > time.time()),
+        "disabled": u.disabled,
+    }
 
 
 def _str_list(doc: dict[str, Any], key: str) -> list[str]:
@@ -51,8 +68,15 @@ async def handle(app: Any, method: str, path: str, query: bytes, doc: dict[str, 
             expires = doc.get("expires_in")
             if expires is not None and (not isinstance(expires, (int, float)) or expires <= 0):
                 raise ValueError("expires_in is a number of seconds")
-            key, row = await asyncio.to_thread(svc.create_key, owner, _str_list(doc, "scopes"), doc.get("tier"),
-                                               expires, str(doc.get("name", "")), doc.get("env"))
+            key, row = await asyncio.to_thread(
+                svc.create_key,
+                owner,
+                _str_list(doc, "scopes"),
+                doc.get("tier"),
+                expires,
+                str(doc.get("name", "")),
+                doc.get("env"),
+            )
             return 201, {**key_doc(row), "key": key}
         if len(parts) == 3 and parts[0] == "keys" and method == "POST" and parts[2] in ("revoke", "rotate"):
             if parts[2] == "revoke":
@@ -79,9 +103,14 @@ async def handle(app: Any, method: str, path: str, query: bytes, doc: dict[str, 
             from bastion.tokens.oauth import new_client
 
             client_id, secret = await asyncio.to_thread(
-                new_client, app.sessions, str(doc.get("name", "client")), _str_list(doc, "redirect_uris"),
+                new_client,
+                app.sessions,
+                str(doc.get("name", "client")),
+                _str_list(doc, "redirect_uris"),
                 _str_list(doc, "grant_types") or ["authorization_code", "refresh_token"],
-                _str_list(doc, "scopes"), bool(doc.get("public", False)))
+                _str_list(doc, "scopes"),
+                bool(doc.get("public", False)),
+            )
             return 201, {"client_id": client_id, "client_secret": secret}
     except ServiceError as exc:
         return exc.status, {"error": exc.kind, "detail": exc.detail}

@@ -38,8 +38,15 @@ class DatabaseApiKeys:
             row = s.scalars(select(ApiKey).where(ApiKey.key_hash == key_hash)).first()
         if row is None:
             return None
-        return ApiKeyRecord(row.id, row.key_hash, row.owner, frozenset(row.scopes.split()), row.tier,
-                            row.expires_at, "revoked" if row.revoked_at is not None else "active")
+        return ApiKeyRecord(
+            row.id,
+            row.key_hash,
+            row.owner,
+            frozenset(row.scopes.split()),
+            row.tier,
+            row.expires_at,
+            "revoked" if row.revoked_at is not None else "active",
+        )
 
     async def find(self, key_hash: str) -> ApiKeyRecord | None:
         hit = self.cache.get(key_hash)

@@ -60,12 +60,19 @@ def json_response(doc: Any, status: int = 200, headers: dict[str, str] | None = 
     return Response(orjson.dumps(doc), status, h, media_type="application/json")
 
 
-def problem_response(status: int, kind: str, detail: str, request: Request,
-                     errors: list[dict[str, str]] | None = None, headers: dict[str, str] | None = None) -> Response:
+def problem_response(
+    status: int,
+    kind: str,
+    detail: str,
+    request: Request,
+    errors: list[dict[str, str]] | None = None,
+    headers: dict[str, str] | None = None,
+) -> Response:
     rid = request.headers.get("x-request-id", "")
     p = problem(status, kind, detail, request_id=rid, extra={"errors": errors} if errors else None)
-    return Response(p.body, status, {"cache-control": "no-store", **(headers or {})},
-                    media_type="application/problem+json")
+    return Response(
+        p.body, status, {"cache-control": "no-store", **(headers or {})}, media_type="application/problem+json"
+    )
 
 
 M = TypeVar("M", bound=BaseModel)
@@ -82,11 +89,16 @@ async def parse(request: Request, model: type[M]) -> M:
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        errors = [{"pointer": "/" + "/".join(str(p) for p in e["loc"]),
-                   "message": "this property is not accepted" if e["type"] == "extra_forbidden" else e["msg"]}
-                  for e in exc.errors(include_input=False)]
-        raise ServiceError(422, "validation-failed", "the request does not match what this endpoint accepts",
-                           errors) from None
+        errors = [
+            {
+                "pointer": "/" + "/".join(str(p) for p in e["loc"]),
+                "message": "this property is not accepted" if e["type"] == "extra_forbidden" else e["msg"],
+            }
+            for e in exc.errors(include_input=False)
+        ]
+        raise ServiceError(
+            422, "validation-failed", "the request does not match what this endpoint accepts", errors
+        ) from None
 
 
 def issued(doc: Issued) -> dict[str, Any]:
@@ -96,7 +108,7 @@ def issued(doc: Issued) -> dict[str, Any]:
     return out
 
 
-def database_ping(app: "TokenApp") -> float:
+def database_ping(app: TokenApp) -> float:
     """Milliseconds for a trivial query on the identity store (readiness and metrics)."""
     from sqlalchemy import text
 
@@ -111,15 +123,31 @@ class TokenApp:
         self.config = config
         _, maker = open_store(config.database)
         self.sessions = maker
-        self.keyring = Keyring(maker, fernet(config.key_encryption_key), config.algorithm,
-                               config.rotate_keys_days * 86400, float(config.refresh_ttl))
-        self.passwords = Passwords(Argon2Params(config.argon2.time_cost, config.argon2.memory_kib,
-                                                config.argon2.parallelism))
-        self.service = TokenService(maker, self.keyring, self.passwords, Settings(
-            issuer=config.issuer, audience=config.audience, access_ttl=config.access_ttl,
-            refresh_ttl=config.refresh_ttl, default_scopes=tuple(config.default_scopes),
-            max_failures=config.max_failures, lockout_seconds=config.lockout_seconds,
-            api_key_env=config.api_key_env))
+        self.keyring = Keyring(
+            maker,
+            fernet(config.key_encryption_key),
+            config.algorithm,
+            config.rotate_keys_days * 86400,
+            float(config.refresh_ttl),
+        )
+        self.passwords = Passwords(
+            Argon2Params(config.argon2.time_cost, config.argon2.memory_kib, config.argon2.parallelism)
+        )
+        self.service = TokenService(
+            maker,
+            self.keyring,
+            self.passwords,
+            Settings(
+                issuer=config.issuer,
+                audience=config.audience,
+                access_ttl=config.access_ttl,
+                refresh_ttl=config.refresh_ttl,
+                default_scopes=tuple(config.default_scopes),
+                max_failures=config.max_failures,
+                lockout_seconds=config.lockout_seconds,
+                api_key_env=config.api_key_env,
+            ),
+        )
         self.keyring.active()  # make (or load) the signing key now: a bad key_encryption_key fails at start
         p = config.prefix
         routes = [
@@ -190,7 +218,7 @@ class TokenApp:
     async def logout(self, request: Request) -> Response:
         claims = await self.bearer_claims(request)
         body = await parse(request, LogoutBody) if await request.body() else LogoutBody()
-        jtis = await asyncio.to_thread(self.service.logout, claims, body.refresh_token)  # type: ignore[attr-defined]
+        jtis = await asyncio.to_thread(self.service.logout, claims, body.refresh_token)
         await self.revoke(jtis)
         return Response(status_code=204, headers={"cache-control": "no-store"})
 
@@ -207,8 +235,9 @@ class TokenApp:
         user = await asyncio.to_thread(self.service.user, claims["sub"])
         if user is None:
             raise ServiceError(401, "invalid-token", "the access token is not valid")
-        return json_response({"sub": user.id, "preferred_username": user.username, "email": user.email,
-                              "role": user.role})
+        return json_response(
+            {"sub": user.id, "preferred_username": user.username, "email": user.email, "role": user.role}
+        )
 
     async def jwks(self, request: Request) -> Response:
         doc = await asyncio.to_thread(self.keyring.jwks)
@@ -227,8 +256,12 @@ class TokenApp:
             "response_types_supported": ["code"],
             "grant_types_supported": ["authorization_code", "client_credentials", "refresh_token"],
             "code_challenge_methods_supported": ["S256"],
-            "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "private_key_jwt",
-                                                      "none"],
+            "token_endpoint_auth_methods_supported": [
+                "client_secret_basic",
+                "client_secret_post",
+                "private_key_jwt",
+                "none",
+            ],
             "token_endpoint_auth_signing_alg_values_supported": ["RS256", "ES256", "EdDSA"],
             "subject_types_supported": ["public"],
             "id_token_signing_alg_values_supported": [self.config.algorithm],

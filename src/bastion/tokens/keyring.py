@@ -63,8 +63,14 @@ class ActiveKey:
 
 
 class Keyring:
-    def __init__(self, sessions: sessionmaker[Session], encryption: MultiFernet, alg: str,
-                 rotate_every: float, token_lifetime: float) -> None:
+    def __init__(
+        self,
+        sessions: sessionmaker[Session],
+        encryption: MultiFernet,
+        alg: str,
+        rotate_every: float,
+        token_lifetime: float,
+    ) -> None:
         self.sessions = sessions
         self.crypt = encryption
         self.alg = alg
@@ -78,10 +84,16 @@ class Keyring:
     def _new(self, s: Session, now: float) -> SigningKey:
         key = _generate(self.alg)
         kid = f"{time.strftime('%Y%m%d', time.gmtime(now))}-{secrets.token_hex(4)}"
-        pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                serialization.NoEncryption())
-        row = SigningKey(kid=kid, alg=self.alg, private_key=self.crypt.encrypt(pem),
-                         public_jwk=json.dumps(_public_jwk(self.alg, key, kid)), created_at=now)
+        pem = key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+        row = SigningKey(
+            kid=kid,
+            alg=self.alg,
+            private_key=self.crypt.encrypt(pem),
+            public_jwk=json.dumps(_public_jwk(self.alg, key, kid)),
+            created_at=now,
+        )
         s.add(row)
         return row
 
@@ -103,8 +115,9 @@ class Keyring:
         if cur is not None and now - self._loaded < 30:
             return cur
         with self._lock, self.sessions.begin() as s:
-            row = s.scalars(select(SigningKey).where(SigningKey.retired_at.is_(None))
-                            .order_by(SigningKey.created_at.desc())).first()
+            row = s.scalars(
+                select(SigningKey).where(SigningKey.retired_at.is_(None)).order_by(SigningKey.created_at.desc())
+            ).first()
             if row is None or row.alg != self.alg or (self.rotate_every and now - row.created_at > self.rotate_every):
                 for old in s.scalars(select(SigningKey).where(SigningKey.retired_at.is_(None))):
                     old.retired_at = now
@@ -114,8 +127,10 @@ class Keyring:
             try:
                 pem = self.crypt.decrypt(row.private_key)
             except InvalidToken:
-                raise KeyringError("the signing keys cannot be decrypted with key_encryption_key "
-                                   "(was it changed without keeping the old one?)") from None
+                raise KeyringError(
+                    "the signing keys cannot be decrypted with key_encryption_key "
+                    "(was it changed without keeping the old one?)"
+                ) from None
             self._active = ActiveKey(row.kid, row.alg, serialization.load_pem_private_key(pem, None))
             self._loaded = now
             return self._active

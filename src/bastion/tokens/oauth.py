@@ -128,8 +128,9 @@ class Payload(OAuth2Payload):
 
 
 class Req(OAuth2Request):
-    def __init__(self, method: str, uri: str, headers: Any, query: list[tuple[str, str]],
-                 form: list[tuple[str, str]]) -> None:
+    def __init__(
+        self, method: str, uri: str, headers: Any, query: list[tuple[str, str]], form: list[tuple[str, str]]
+    ) -> None:
         super().__init__(method=method, uri=uri, headers=headers)
         self._args = dict(query)
         self._form = dict(form)
@@ -164,31 +165,49 @@ class S256Only(CodeChallenge):
         return authorization_code.row.code_challenge_method
 
 
-def _code_grant(endpoints: "OAuthEndpoints") -> type:
+def _code_grant(endpoints: OAuthEndpoints) -> type:
     class CodeGrant(grants.AuthorizationCodeGrant):
         TOKEN_ENDPOINT_AUTH_METHODS = ["client_secret_basic", "client_secret_post", "private_key_jwt", "none"]
 
         def save_authorization_code(self, code: str, request: Any) -> None:
             data = request.payload.data
             with endpoints.sessions.begin() as s:
-                s.add(AuthorizationCode(
-                    code_hash=hash_key(code), client_id=request.client.client_id, user_id=request.user.id,
-                    redirect_uri=data.get("redirect_uri", ""), scope=request.client.get_allowed_scope(data.get("scope", "")),
-                    code_challenge=data["code_challenge"], code_challenge_method=data.get("code_challenge_method", "S256"),
-                    nonce=data.get("nonce"), expires_at=time.time() + endpoints.app.config.code_ttl))
+                s.add(
+                    AuthorizationCode(
+                        code_hash=hash_key(code),
+                        client_id=request.client.client_id,
+                        user_id=request.user.id,
+                        redirect_uri=data.get("redirect_uri", ""),
+                        scope=request.client.get_allowed_scope(data.get("scope", "")),
+                        code_challenge=data["code_challenge"],
+                        code_challenge_method=data.get("code_challenge_method", "S256"),
+                        nonce=data.get("nonce"),
+                        expires_at=time.time() + endpoints.app.config.code_ttl,
+                    )
+                )
 
         def query_authorization_code(self, code: str, client: Client) -> Code | None:
             with endpoints.sessions() as s:
                 row = s.get(AuthorizationCode, hash_key(code))
-            if row is None or row.client_id != client.client_id or row.used_at is not None or row.expires_at < time.time():
+            if (
+                row is None
+                or row.client_id != client.client_id
+                or row.used_at is not None
+                or row.expires_at < time.time()
+            ):
                 return None
             return Code(row)
 
         def delete_authorization_code(self, authorization_code: Code) -> None:
             with endpoints.sessions.begin() as s:
-                done = s.execute(update(AuthorizationCode).where(
-                    AuthorizationCode.code_hash == authorization_code.row.code_hash,
-                    AuthorizationCode.used_at.is_(None)).values(used_at=time.time())).rowcount
+                done = s.execute(
+                    update(AuthorizationCode)
+                    .where(
+                        AuthorizationCode.code_hash == authorization_code.row.code_hash,
+                        AuthorizationCode.used_at.is_(None),
+                    )
+                    .values(used_at=time.time())
+                ).rowcount
             if done != 1:  # two exchanges of one code raced: only the first wins
                 raise grants.InvalidGrantError("the authorization code was already used")
 
@@ -208,7 +227,7 @@ class PrivateKeyAssertion(JWTBearerClientAssertion):
 
     CLIENT_AUTH_METHOD = "private_key_jwt"
 
-    def __init__(self, endpoints: "OAuthEndpoints") -> None:
+    def __init__(self, endpoints: OAuthEndpoints) -> None:
         super().__init__(validate_jti=True)
         self.endpoints = endpoints
         from bastion.auth.cache import ExpiringCache
@@ -233,7 +252,7 @@ class PrivateKeyAssertion(JWTBearerClientAssertion):
 
 
 class Server(AuthorizationServer):
-    def __init__(self, endpoints: "OAuthEndpoints") -> None:
+    def __init__(self, endpoints: OAuthEndpoints) -> None:
         super().__init__(scopes_supported=None)
         self.endpoints = endpoints
 
@@ -264,7 +283,7 @@ class Server(AuthorizationServer):
 class Introspection(IntrospectionEndpoint):
     CLIENT_AUTH_METHODS = ["client_secret_basic", "client_secret_post", "private_key_jwt"]
 
-    def __init__(self, server: Server, endpoints: "OAuthEndpoints") -> None:
+    def __init__(self, server: Server, endpoints: OAuthEndpoints) -> None:
         super().__init__(server)
         self.endpoints = endpoints
 
@@ -272,9 +291,17 @@ class Introspection(IntrospectionEndpoint):
         return self.endpoints.claims_of(token, token_type_hint)
 
     def introspect_token(self, token: dict[str, Any]) -> dict[str, Any]:
-        out = {"active": True, "sub": token["sub"], "scope": token.get("scope", ""), "exp": token["exp"],
-               "iat": token["iat"], "iss": token["iss"], "jti": token["jti"], "token_type": token.get("typ"),
-               "client_id": token.get("client_id")}
+        out = {
+            "active": True,
+            "sub": token["sub"],
+            "scope": token.get("scope", ""),
+            "exp": token["exp"],
+            "iat": token["iat"],
+            "iss": token["iss"],
+            "jti": token["jti"],
+            "token_type": token.get("typ"),
+            "client_id": token.get("client_id"),
+        }
         return {k: v for k, v in out.items() if v is not None}
 
     def check_permission(self, token: Any, client: Any, request: Any) -> bool:
@@ -287,7 +314,7 @@ class Introspection(IntrospectionEndpoint):
 class Revocation(RevocationEndpoint):
     CLIENT_AUTH_METHODS = ["client_secret_basic", "client_secret_post", "private_key_jwt", "none"]
 
-    def __init__(self, server: Server, endpoints: "OAuthEndpoints") -> None:
+    def __init__(self, server: Server, endpoints: OAuthEndpoints) -> None:
         super().__init__(server)
         self.endpoints = endpoints
 
@@ -318,8 +345,16 @@ label{{display:block;margin:.8rem 0 .2rem}}input{{width:100%;padding:.5rem;box-s
 <button name="decision" value="allow" type="submit">Allow</button><button name="decision" value="deny" type="submit" formnovalidate>Deny</button>
 </form></body></html>"""
 
-AUTHORIZE_PARAMS = ("response_type", "client_id", "redirect_uri", "scope", "state", "code_challenge",
-                    "code_challenge_method", "nonce")
+AUTHORIZE_PARAMS = (
+    "response_type",
+    "client_id",
+    "redirect_uri",
+    "scope",
+    "state",
+    "code_challenge",
+    "code_challenge_method",
+    "nonce",
+)
 
 
 class OAuthEndpoints:
@@ -337,13 +372,15 @@ class OAuthEndpoints:
         self.server = server
 
     def routes(self, prefix: str) -> list[Route]:
-        return [Route(f"{prefix}/oauth/authorize", self.authorize, methods=["GET", "POST"]),
-                Route(f"{prefix}/oauth/token", self.token, methods=["POST"]),
-                Route(f"{prefix}/oauth/introspect", self.introspect, methods=["POST"]),
-                Route(f"{prefix}/oauth/revoke", self.revoke, methods=["POST"])]
+        return [
+            Route(f"{prefix}/oauth/authorize", self.authorize, methods=["GET", "POST"]),
+            Route(f"{prefix}/oauth/token", self.token, methods=["POST"]),
+            Route(f"{prefix}/oauth/introspect", self.introspect, methods=["POST"]),
+            Route(f"{prefix}/oauth/revoke", self.revoke, methods=["POST"]),
+        ]
 
     # --------------------------------------------------------------- helpers
-    def claims_of(self, token: str, hint: str | None) -> "TokenClaims | None":
+    def claims_of(self, token: str, hint: str | None) -> TokenClaims | None:
         order = ["refresh", "access"] if hint == "refresh_token" else ["access", "refresh"]
         for typ in order:
             try:
@@ -359,17 +396,33 @@ class OAuthEndpoints:
             return TokenClaims(claims)
         return None
 
-    def _generate(self, grant_type: str, client: Client, user: User | None = None, scope: str | None = None,
-                  expires_in: int | None = None, include_refresh_token: bool = True) -> dict[str, Any]:
+    def _generate(
+        self,
+        grant_type: str,
+        client: Client,
+        user: User | None = None,
+        scope: str | None = None,
+        expires_in: int | None = None,
+        include_refresh_token: bool = True,
+    ) -> dict[str, Any]:
         svc = self.app.service
         if user is None:  # client credentials: the client itself is the subject
             now = time.time()
             access, _, _ = svc._access(client.client_id, "service", scope or "", None, now, client.client_id)
-            return {"access_token": access, "token_type": "Bearer", "expires_in": int(svc.s.access_ttl),
-                    "scope": scope or ""}
+            return {
+                "access_token": access,
+                "token_type": "Bearer",
+                "expires_in": int(svc.s.access_ttl),
+                "scope": scope or "",
+            }
         issued = svc.start_session(_ScopedUser(user, scope or ""), None, client.client_id)  # type: ignore[arg-type]  # a User view with narrowed scopes
-        out = {"access_token": issued.access_token, "token_type": "Bearer", "expires_in": issued.expires_in,
-               "scope": issued.scope, "refresh_token": issued.refresh_token}
+        out = {
+            "access_token": issued.access_token,
+            "token_type": "Bearer",
+            "expires_in": issued.expires_in,
+            "scope": issued.scope,
+            "refresh_token": issued.refresh_token,
+        }
         return out
 
     async def _request(self, request: Request) -> Req:
@@ -384,7 +437,7 @@ class OAuthEndpoints:
                 raise ServiceError(400, "malformed-body", "the form is not valid UTF-8") from None
         query = parse_qsl(request.url.query, keep_blank_values=True)
         req = Req(request.method, str(request.url), request.headers, query, form)  # case-insensitive
-        req.revocations = []  # type: ignore[attr-defined]
+        req.revocations = []
         return req
 
     @staticmethod
@@ -410,13 +463,26 @@ class OAuthEndpoints:
     def _page(self, params: dict[str, str], client: Client, action: str, error: str = "") -> HTMLResponse:
         fields = {k: params[k] for k in AUTHORIZE_PARAMS if k in params}
         fields["csrf"] = self._csrf(params, int(time.time()))
-        hidden = "".join(f'<input type="hidden" name="{html.escape(k)}" value="{html.escape(v)}">' for k, v in fields.items())
+        hidden = "".join(
+            f'<input type="hidden" name="{html.escape(k)}" value="{html.escape(v)}">' for k, v in fields.items()
+        )
         scopes = html.escape(client.get_allowed_scope(params.get("scope", "")) or "no extra permissions")
-        body = PAGE.format(client=html.escape(client.row.name), action=html.escape(action), hidden=hidden,
-                           scopes=scopes, error=f'<p class="error">{html.escape(error)}</p>' if error else "")
-        return HTMLResponse(body, headers={"cache-control": "no-store", "x-frame-options": "DENY",
-                                           "content-security-policy": "default-src 'none'; style-src 'unsafe-inline'; "
-                                           "form-action 'self'; frame-ancestors 'none'"})
+        body = PAGE.format(
+            client=html.escape(client.row.name),
+            action=html.escape(action),
+            hidden=hidden,
+            scopes=scopes,
+            error=f'<p class="error">{html.escape(error)}</p>' if error else "",
+        )
+        return HTMLResponse(
+            body,
+            headers={
+                "cache-control": "no-store",
+                "x-frame-options": "DENY",
+                "content-security-policy": "default-src 'none'; style-src 'unsafe-inline'; "
+                "form-action 'self'; frame-ancestors 'none'",
+            },
+        )
 
     # --------------------------------------------------------------- endpoints
     async def authorize(self, request: Request) -> Response:
@@ -430,8 +496,12 @@ class OAuthEndpoints:
             grant = await asyncio.to_thread(validate)
         except OAuth2Error as err:
             # an unknown client or an unregistered redirect_uri: never redirect, say so here
-            if err.error in ("invalid_client",) or "redirect_uri" in (err.description or "") or \
-                    req.payload.data.get("client_id") is None or getattr(err, "redirect_uri", None) is None:
+            if (
+                err.error in ("invalid_client",)
+                or "redirect_uri" in (err.description or "")
+                or req.payload.data.get("client_id") is None
+                or getattr(err, "redirect_uri", None) is None
+            ):
                 return self.app_problem(request, 400, err)
             return self._respond(self.server.handle_error_response(req, err))
         client: Client = grant.client
@@ -443,8 +513,9 @@ class OAuthEndpoints:
             result = await asyncio.to_thread(self.server.create_authorization_response, req, None)
             return self._respond(result)
         try:
-            user = await asyncio.to_thread(self.app.service.authenticate, req.form.get("username", ""),
-                                           req.form.get("password", ""))
+            user = await asyncio.to_thread(
+                self.app.service.authenticate, req.form.get("username", ""), req.form.get("password", "")
+            )
         except ServiceError:
             return self._page(params, client, request.url.path, "The username or password is wrong.")
         result = await asyncio.to_thread(self.server.create_authorization_response, req, user)
@@ -460,12 +531,20 @@ class OAuthEndpoints:
         if req.form.get("grant_type") == "refresh_token":
             return await self._refresh(request, req)
         if req.form.get("grant_type") in ("password", "implicit"):
-            return Response(json.dumps({"error": "unsupported_grant_type"}), 400,
-                            {"cache-control": "no-store"}, media_type="application/json")
+            return Response(
+                json.dumps({"error": "unsupported_grant_type"}),
+                400,
+                {"cache-control": "no-store"},
+                media_type="application/json",
+            )
         result = await asyncio.to_thread(self.server.create_token_response, req)
         status, body, headers = result
-        if status == 200 and isinstance(body, dict) and req.form.get("grant_type") == "authorization_code" \
-                and "openid" in str(body.get("scope", "")).split():
+        if (
+            status == 200
+            and isinstance(body, dict)
+            and req.form.get("grant_type") == "authorization_code"
+            and "openid" in str(body.get("scope", "")).split()
+        ):
             body = {**body, "id_token": await asyncio.to_thread(self._id_token, req.form.get("code", ""))}
         return self._respond((status, body, headers))
 
@@ -477,9 +556,15 @@ class OAuthEndpoints:
         if row is None or user is None:
             raise ServiceError(400, "invalid-grant", "the authorization code is gone")
         now = int(time.time())
-        claims: dict[str, Any] = {"iss": self.app.config.issuer, "sub": user.id, "aud": row.client_id,
-                                  "azp": row.client_id, "iat": now, "exp": now + self.app.config.access_ttl,
-                                  "auth_time": int(row.expires_at - self.app.config.code_ttl)}
+        claims: dict[str, Any] = {
+            "iss": self.app.config.issuer,
+            "sub": user.id,
+            "aud": row.client_id,
+            "azp": row.client_id,
+            "iat": now,
+            "exp": now + self.app.config.access_ttl,
+            "auth_time": int(row.expires_at - self.app.config.code_ttl),
+        }
         if row.nonce:
             claims["nonce"] = row.nonce
         scope = set(row.scope.split())
@@ -494,11 +579,17 @@ class OAuthEndpoints:
         try:
             issued = await asyncio.to_thread(self.app.service.refresh, token)
         except ServiceError as exc:
-            return Response(json.dumps({"error": "invalid_grant", "error_description": exc.detail}), 400,
-                            {"cache-control": "no-store"}, media_type="application/json")
+            return Response(
+                json.dumps({"error": "invalid_grant", "error_description": exc.detail}),
+                400,
+                {"cache-control": "no-store"},
+                media_type="application/json",
+            )
         from bastion.tokens.app import issued as issued_doc
 
-        return Response(json.dumps(issued_doc(issued)), 200, {"cache-control": "no-store"}, media_type="application/json")
+        return Response(
+            json.dumps(issued_doc(issued)), 200, {"cache-control": "no-store"}, media_type="application/json"
+        )
 
     async def introspect(self, request: Request) -> Response:
         req = await self._request(request)
@@ -515,7 +606,7 @@ class OAuthEndpoints:
     async def revoke(self, request: Request) -> Response:
         req = await self._request(request)
         result = await asyncio.to_thread(self.server.create_endpoint_response, "revocation", req)
-        await self.app.revoke(req.revocations)  # type: ignore[attr-defined]
+        await self.app.revoke(req.revocations)
         return self._respond(result)
 
 
@@ -532,16 +623,26 @@ class _ScopedUser:
 
     def __init__(self, user: User, scope: str) -> None:
         self.id, self.role = user.id, user.role
-        self.scopes = " ".join(s for s in scope.split() if s in set(user.scopes.split()) | {"openid", "profile", "email"})
+        self.scopes = " ".join(
+            s for s in scope.split() if s in set(user.scopes.split()) | {"openid", "profile", "email"}
+        )
 
 
-def new_client(sessions: Any, name: str, redirect_uris: list[str], grant_types: list[str], scopes: list[str],
-               public: bool = False, jwks: dict[str, Any] | None = None) -> tuple[str, str | None]:
+def new_client(
+    sessions: Any,
+    name: str,
+    redirect_uris: list[str],
+    grant_types: list[str],
+    scopes: list[str],
+    public: bool = False,
+    jwks: dict[str, Any] | None = None,
+) -> tuple[str, str | None]:
     """Register a client; returns (client_id, secret — shown once, stored hashed). With `jwks`
     (public keys) the client authenticates with private_key_jwt and has no secret."""
     for uri in redirect_uris:
-        if "#" in uri or not (uri.startswith("https://") or uri.startswith("http://127.0.0.1")
-                              or uri.startswith("http://localhost")):
+        if "#" in uri or not (
+            uri.startswith("https://") or uri.startswith("http://127.0.0.1") or uri.startswith("http://localhost")
+        ):
             raise ValueError(f"redirect URI {uri!r}: https (or http on loopback), no fragment")
     allowed = {"authorization_code", "client_credentials", "refresh_token"}
     if not set(grant_types) <= allowed:
@@ -555,9 +656,16 @@ def new_client(sessions: Any, name: str, redirect_uris: list[str], grant_types: 
     client_id = "cl_" + secrets.token_hex(8)
     secret = None if public or jwks is not None else "cs_" + secrets.token_urlsafe(32)
     with sessions.begin() as s:
-        s.add(OAuthClient(client_id=client_id, secret_hash=hash_key(secret) if secret else None, name=name,
-                          redirect_uris=json.dumps(redirect_uris), grant_types=json.dumps(grant_types),
-                          scopes=" ".join(scopes), created_at=time.time(),
-                          public_jwks=json.dumps(jwks) if jwks is not None else None))
+        s.add(
+            OAuthClient(
+                client_id=client_id,
+                secret_hash=hash_key(secret) if secret else None,
+                name=name,
+                redirect_uris=json.dumps(redirect_uris),
+                grant_types=json.dumps(grant_types),
+                scopes=" ".join(scopes),
+                created_at=time.time(),
+                public_jwks=json.dumps(jwks) if jwks is not None else None,
+            )
+        )
     return client_id, secret
-

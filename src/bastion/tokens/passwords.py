@@ -22,8 +22,9 @@ class Argon2Params:
 class Passwords:
     def __init__(self, params: Argon2Params = Argon2Params()) -> None:
         self.params = params
-        self.hasher = PasswordHasher(time_cost=params.time_cost, memory_cost=params.memory_kib,
-                                     parallelism=params.parallelism, type=Type.ID)
+        self.hasher = PasswordHasher(
+            time_cost=params.time_cost, memory_cost=params.memory_kib, parallelism=params.parallelism, type=Type.ID
+        )
         self._dummy = self.hasher.hash("bastion-dummy-password-for-unknown-users")
 
     def hash(self, password: str) -> str:

@@ -76,8 +76,9 @@ def check_password(password: str) -> list[str]:
 
 
 class TokenService:
-    def __init__(self, sessions: sessionmaker[Session], keyring: Keyring, passwords: Passwords,
-                 settings: Settings) -> None:
+    def __init__(
+        self, sessions: sessionmaker[Session], keyring: Keyring, passwords: Passwords, settings: Settings
+    ) -> None:
         self.sessions = sessions
         self.keys = keyring
         self.passwords = passwords
@@ -100,8 +101,15 @@ class TokenService:
             if taken is not None:
                 # the same answer whichever field collided, and no hint at the other account
                 raise ServiceError(409, "already-registered", "this username or email cannot be used")
-            user = User(id=str(uuid.uuid4()), username=username, email=email_n, password_hash=hashed,
-                        role="user", scopes=" ".join(self.s.default_scopes), created_at=time.time())
+            user = User(
+                id=str(uuid.uuid4()),
+                username=username,
+                email=email_n,
+                password_hash=hashed,
+                role="user",
+                scopes=" ".join(self.s.default_scopes),
+                created_at=time.time(),
+            )
             s.add(user)
         return {"id": user.id, "username": user.username, "email": user.email, "role": user.role}
 
@@ -124,8 +132,11 @@ class TokenService:
                     s.execute(update(User).where(User.id == user.id).values(failed_logins=failures))
                     count = s.scalar(select(User.failed_logins).where(User.id == user.id)) or 0
                     if count >= self.s.max_failures:
-                        s.execute(update(User).where(User.id == user.id).values(
-                            failed_logins=0, locked_until=now + self.s.lockout_seconds))
+                        s.execute(
+                            update(User)
+                            .where(User.id == user.id)
+                            .values(failed_logins=0, locked_until=now + self.s.lockout_seconds)
+                        )
             raise refused
         values: dict[str, Any] = {"failed_logins": 0, "locked_until": None}
         if rehash:
@@ -158,13 +169,22 @@ class TokenService:
         key = self.keys.active()
         return jwt.encode(claims, key.private, algorithm=key.alg, headers={"kid": key.kid, "typ": "JWT"})
 
-    def _access(self, user_id: str, role: str, scope: str, family: str | None, now: float,
-                client_id: str | None = None) -> tuple[str, str, float]:
+    def _access(
+        self, user_id: str, role: str, scope: str, family: str | None, now: float, client_id: str | None = None
+    ) -> tuple[str, str, float]:
         jti = str(uuid.uuid4())
         exp = now + self.s.access_ttl
-        claims = {"iss": self.s.issuer, "aud": self.s.audience if len(self.s.audience) != 1 else self.s.audience[0],
-                  "sub": user_id, "jti": jti, "typ": "access", "iat": int(now), "exp": int(exp),
-                  "scope": scope, "role": role}
+        claims = {
+            "iss": self.s.issuer,
+            "aud": self.s.audience if len(self.s.audience) != 1 else self.s.audience[0],
+            "sub": user_id,
+            "jti": jti,
+            "typ": "access",
+            "iat": int(now),
+            "exp": int(exp),
+            "scope": scope,
+            "role": role,
+        }
         if family:
             claims["sid"] = family
         if client_id:
@@ -175,11 +195,22 @@ class TokenService:
         jti = str(uuid.uuid4())
         exp = now + self.s.refresh_ttl
         s.add(RefreshToken(jti=jti, family_id=family, user_id=user_id, issued_at=now, expires_at=exp))
-        return self._sign({"iss": self.s.issuer, "aud": self.s.issuer, "sub": user_id, "jti": jti, "typ": "refresh",
-                           "iat": int(now), "exp": int(exp), "sid": family})
+        return self._sign(
+            {
+                "iss": self.s.issuer,
+                "aud": self.s.issuer,
+                "sub": user_id,
+                "jti": jti,
+                "typ": "refresh",
+                "iat": int(now),
+                "exp": int(exp),
+                "sid": family,
+            }
+        )
 
-    def start_session(self, user: User, scope: str | None, client_id: str | None = None,
-                      refresh: bool = True) -> Issued:
+    def start_session(
+        self, user: User, scope: str | None, client_id: str | None = None, refresh: bool = True
+    ) -> Issued:
         now = time.time()
         granted = self._scopes(user, scope)
         family = str(uuid.uuid4())
@@ -200,9 +231,14 @@ class TokenService:
             if jwk is None:
                 raise jwt.InvalidTokenError("unknown kid")
             key = jwt.PyJWK(jwk)
-            claims = jwt.decode(token, key.key, algorithms=[jwk["alg"]], issuer=self.s.issuer,
-                                audience=audience or (self.s.issuer if typ == "refresh" else self.s.audience),
-                                options={"require": ["exp", "iat", "sub", "jti"]})
+            claims = jwt.decode(
+                token,
+                key.key,
+                algorithms=[jwk["alg"]],
+                issuer=self.s.issuer,
+                audience=audience or (self.s.issuer if typ == "refresh" else self.s.audience),
+                options={"require": ["exp", "iat", "sub", "jti"]},
+            )
         except (jwt.InvalidTokenError, ValueError) as exc:
             raise ServiceError(401, "invalid-token", f"the {typ} token is not valid") from exc
         if claims.get("typ") != typ:
@@ -218,8 +254,11 @@ class TokenService:
             family = s.get(RefreshFamily, claims.get("sid", ""))
             if row is None or family is None or family.revoked_at is not None:
                 raise ServiceError(401, "invalid-token", "the refresh token is not valid")
-            spent = s.execute(update(RefreshToken).where(RefreshToken.jti == row.jti, RefreshToken.used_at.is_(None))
-                              .values(used_at=now)).rowcount  # type: ignore[attr-defined]  # a CursorResult for UPDATE
+            spent = s.execute(
+                update(RefreshToken)
+                .where(RefreshToken.jti == row.jti, RefreshToken.used_at.is_(None))
+                .values(used_at=now)
+            ).rowcount  # type: ignore[attr-defined]  # a CursorResult for UPDATE
             if spent != 1:
                 # a refresh token presented twice: someone holds a copy. End the whole login
                 # (committed here, then refused below).
@@ -232,14 +271,18 @@ class TokenService:
                 new_refresh = self._refresh(s, user.id, family.id, now)
                 access, _, _ = self._access(user.id, user.role, family.scope, family.id, now, family.client_id)
         if reused:
-            raise ServiceError(401, "refresh-token-reused",
-                               "this refresh token was already used; the session has ended, log in again")
+            raise ServiceError(
+                401, "refresh-token-reused", "this refresh token was already used; the session has ended, log in again"
+            )
         return Issued(access, new_refresh, int(self.s.access_ttl), family.scope)
 
     def revoke_family(self, family_id: str, reason: str) -> None:
         with self.sessions.begin() as s:
-            s.execute(update(RefreshFamily).where(RefreshFamily.id == family_id, RefreshFamily.revoked_at.is_(None))
-                      .values(revoked_at=time.time(), revoked_reason=reason))
+            s.execute(
+                update(RefreshFamily)
+                .where(RefreshFamily.id == family_id, RefreshFamily.revoked_at.is_(None))
+                .values(revoked_at=time.time(), revoked_reason=reason)
+            )
 
     def logout(self, access_claims: dict[str, Any], refresh_token: str | None) -> list[tuple[str, float]]:
         """Ends this login; returns the access jti to put in the revocation store."""
@@ -256,20 +299,39 @@ class TokenService:
 
     def logout_everywhere(self, user_id: str) -> None:
         with self.sessions.begin() as s:
-            s.execute(update(RefreshFamily).where(RefreshFamily.user_id == user_id, RefreshFamily.revoked_at.is_(None))
-                      .values(revoked_at=time.time(), revoked_reason="logout-all"))
+            s.execute(
+                update(RefreshFamily)
+                .where(RefreshFamily.user_id == user_id, RefreshFamily.revoked_at.is_(None))
+                .values(revoked_at=time.time(), revoked_reason="logout-all")
+            )
 
     # ---------------------------------------------------------------- API keys
-    def create_key(self, owner: str, scopes: list[str], tier: str | None = None, expires_in: float | None = None,
-                   name: str = "", env: str | None = None) -> tuple[str, ApiKey]:
+    def create_key(
+        self,
+        owner: str,
+        scopes: list[str],
+        tier: str | None = None,
+        expires_in: float | None = None,
+        name: str = "",
+        env: str | None = None,
+    ) -> tuple[str, ApiKey]:
         env = env or self.s.api_key_env
         if env not in ("live", "test"):
             raise invalid([{"pointer": "/env", "message": "live or test"}])
         key = new_key(env)
         now = time.time()
-        row = ApiKey(id="key_" + secrets.token_hex(8), key_hash=hash_key(key), last4=key[-4:], env=env, owner=owner,
-                     name=name, scopes=" ".join(sorted(set(scopes))), tier=tier, created_at=now,
-                     expires_at=now + expires_in if expires_in else None)
+        row = ApiKey(
+            id="key_" + secrets.token_hex(8),
+            key_hash=hash_key(key),
+            last4=key[-4:],
+            env=env,
+            owner=owner,
+            name=name,
+            scopes=" ".join(sorted(set(scopes))),
+            tier=tier,
+            created_at=now,
+            expires_at=now + expires_in if expires_in else None,
+        )
         with self.sessions.begin() as s:
             s.add(row)
         return key, row

@@ -4,7 +4,6 @@ the gateway (another origin) with credentials, simple and preflighted."""
 from __future__ import annotations
 
 import pytest
-
 from helpers import ThreadedUvicorn, run_gateway
 
 PAGE = b"<!doctype html><html><head><title>caller</title></head><body><h1>caller</h1></body></html>"
@@ -13,8 +12,13 @@ PAGE = b"<!doctype html><html><head><title>caller</title></head><body><h1>caller
 async def page_app(scope, receive, send):
     if scope["type"] != "http":
         return
-    await send({"type": "http.response.start", "status": 200,
-                "headers": [(b"content-type", b"text/html; charset=utf-8"), (b"content-length", str(len(PAGE)).encode())]})
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 200,
+            "headers": [(b"content-type", b"text/html; charset=utf-8"), (b"content-length", str(len(PAGE)).encode())],
+        }
+    )
     await send({"type": "http.response.body", "body": PAGE})
 
 
@@ -28,9 +32,12 @@ def sites():
 def gateway(sites, base_config, tmp_path):
     allowed, _ = sites
     base_config["policies"]["cors"] = {
-        "allow_origins": [f"http://localhost:{allowed.port}"], "allow_credentials": True,
-        "allow_methods": ["GET", "POST", "PUT"], "allow_headers": ["content-type", "x-client"],
-        "expose_headers": ["x-request-id"]}
+        "allow_origins": [f"http://localhost:{allowed.port}"],
+        "allow_credentials": True,
+        "allow_methods": ["GET", "POST", "PUT"],
+        "allow_headers": ["content-type", "x-client"],
+        "expose_headers": ["x-request-id"],
+    }
     base_config["routes"] = [{"path": "/*", "upstream": "up"}]
     with run_gateway(base_config, tmp_path) as gw:
         yield gw
@@ -55,8 +62,9 @@ def test_allowed_origin_simple_and_preflighted(page, sites, gateway):
     simple = call(page, target)
     assert simple.get("status") == 200, simple
     assert simple["requestId"]  # exposed header readable by the page
-    pre = call(page, target, method="PUT", headers={"content-type": "application/json", "x-client": "web"},
-               body='{"a":1}')
+    pre = call(
+        page, target, method="PUT", headers={"content-type": "application/json", "x-client": "web"}, body='{"a":1}'
+    )
     assert pre.get("status") == 200, pre
 
 

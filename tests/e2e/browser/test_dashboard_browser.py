@@ -26,15 +26,24 @@ def wait_until(check, timeout=10.0):
 def test_dashboard_shows_live_traffic_and_blocks(page, base_config, tmp_path):
     base_config["admin"] = {"host": "127.0.0.1", "port": 0, "token": TOKEN}
     base_config["routes"] = [
-        {"path": "/open/*", "upstream": "up",
-         "policies": {"rate_limit": {"limits": [{"rate": "5/minute", "key": ["ip", "route"], "name": "open-5"}]}}},
+        {
+            "path": "/open/*",
+            "upstream": "up",
+            "policies": {"rate_limit": {"limits": [{"rate": "5/minute", "key": ["ip", "route"], "name": "open-5"}]}},
+        },
         {"path": "/admin-area/*", "upstream": "up", "policies": {"ip_rules": {"allow": ["10.0.0.0/8"]}}},
     ]
     with run_gateway(base_config, tmp_path) as gw:
         admin = gw.server.admin_port
         external = []
-        page.on("request", lambda r: not r.url.startswith(f"http://127.0.0.1:{admin}") and not r.url.startswith("data:")
-                and external.append(r.url))
+        page.on(
+            "request",
+            lambda r: (
+                not r.url.startswith(f"http://127.0.0.1:{admin}")
+                and not r.url.startswith("data:")
+                and external.append(r.url)
+            ),
+        )
         page.goto(f"http://127.0.0.1:{admin}/dashboard")
         assert page.locator("#status").inner_text() == "not connected"
         # a wrong token is refused
@@ -49,8 +58,12 @@ def test_dashboard_shows_live_traffic_and_blocks(page, base_config, tmp_path):
             raw_request(gw.port, "GET", "/open/items")
         for _ in range(3):
             raw_request(gw.port, "GET", "/admin-area/secrets")
-        wait_until(lambda: page.locator("body").get_attribute("data-updated") != first
-                   and page.locator("#events tbody tr").count() >= 4)
+        wait_until(
+            lambda: (
+                page.locator("body").get_attribute("data-updated") != first
+                and page.locator("#events tbody tr").count() >= 4
+            )
+        )
         rows = page.locator("#events tbody tr").all_inner_texts()
         assert any("429" in r and "rate_limit" in r and "/open/items" in r for r in rows), rows
         assert any("403" in r and "ip_rules" in r for r in rows), rows

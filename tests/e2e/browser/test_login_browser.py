@@ -6,9 +6,10 @@ from __future__ import annotations
 
 import json
 
+from helpers import run_gateway
+
 from bastion.store.db import open_store
 from bastion.tokens.oauth import new_client
-from helpers import run_gateway
 from tests.integration.tokens.conftest import PASSWORD, database, free_port, gateway_config
 from tests.integration.tokens.test_login_rp import SESSION_KEY
 
@@ -20,20 +21,45 @@ def test_browser_login_round_trip(page, upstream, tmp_path):
         port = free_port()
         base = f"http://localhost:{port}"
         _, maker = open_store(db)
-        client_id, secret = new_client(maker, "Orders web", [f"{base}/app/_bastion/callback"],
-                                       ["authorization_code", "refresh_token"], ["orders:read"])
+        client_id, secret = new_client(
+            maker,
+            "Orders web",
+            [f"{base}/app/_bastion/callback"],
+            ["authorization_code", "refresh_token"],
+            ["orders:read"],
+        )
         cfg = gateway_config(db, port, upstream.url, tmp_path)
         cfg["token_service"]["issuer"] = f"{base}/auth"
         cfg["policies"]["auth"]["schemes"]["bearer"]["issuers"][0]["issuer"] = f"{base}/auth"
         cfg["policies"]["login"] = {
-            "providers": {"bastion": {"issuer": f"{base}/auth", "client_id": client_id, "client_secret": secret,
-                                      "scopes": ["openid", "email", "orders:read"]}},
-            "session_secret": SESSION_KEY}
-        cfg["routes"].append({"path": "/app/*", "upstream": "api", "policies": {
-            "login": {"provider": "bastion", "redirect_uri": f"{base}/app/_bastion/callback"},
-            "auth": {"require": [{"bearer": []}]}}})
-        cfg["routes"].append({"path": "/", "methods": ["GET"], "upstream": "api",  # where logout lands
-                              "policies": {"auth": {"require": []}}})
+            "providers": {
+                "bastion": {
+                    "issuer": f"{base}/auth",
+                    "client_id": client_id,
+                    "client_secret": secret,
+                    "scopes": ["openid", "email", "orders:read"],
+                }
+            },
+            "session_secret": SESSION_KEY,
+        }
+        cfg["routes"].append(
+            {
+                "path": "/app/*",
+                "upstream": "api",
+                "policies": {
+                    "login": {"provider": "bastion", "redirect_uri": f"{base}/app/_bastion/callback"},
+                    "auth": {"require": [{"bearer": []}]},
+                },
+            }
+        )
+        cfg["routes"].append(
+            {
+                "path": "/",
+                "methods": ["GET"],
+                "upstream": "api",  # where logout lands
+                "policies": {"auth": {"require": []}},
+            }
+        )
         with run_gateway(cfg, tmp_path) as gw:
             gw.server.gateway.state.token_app.service.register("hana", "hana@example.com", PASSWORD)
             page.goto(f"{base}/app/orders?view=all")

@@ -11,12 +11,12 @@ from pathlib import Path
 
 import jsonschema
 import pytest
-
-from bastion.scanner.reporters import FORMATS
-from bastion.scanner.runner import ScanOptions, run_sync
 from helpers import ThreadedUvicorn
 from targets.vulnerable import SCAN_LOGINS
 from targets.vulnerable import app as vulnerable_app
+
+from bastion.scanner.reporters import FORMATS
+from bastion.scanner.runner import ScanOptions, run_sync
 
 from .conftest import real_errors, screenshot
 
@@ -50,8 +50,20 @@ def test_json_and_markdown_reports(result):
     assert doc["schema"] == "bastion-scan/1"
     assert set(doc["summary"]) == {"critical", "high", "medium", "low", "info"}
     f = doc["findings"][0]
-    assert {"check", "title", "owasp", "cwe", "severity", "confidence", "method", "url", "evidence", "curl",
-            "remediation", "bastion"} <= set(f)
+    assert {
+        "check",
+        "title",
+        "owasp",
+        "cwe",
+        "severity",
+        "confidence",
+        "method",
+        "url",
+        "evidence",
+        "curl",
+        "remediation",
+        "bastion",
+    } <= set(f)
     md = FORMATS["md"](result)
     assert md.startswith("# bastion scan") and "```sh" in md
     assert "CRITICAL" in FORMATS["console"](result)
@@ -71,23 +83,56 @@ def test_html_report_renders_in_chromium(result, page, tmp_path):
 
 def test_cli_formats_outputs_and_exit_codes(target, tmp_path):
     cfg = tmp_path / "scan.yaml"
-    cfg.write_text(json.dumps({"identities": [
-        {"name": "alice", "username": "alice", "login": {"path": LOGIN, "json": {"username": "alice",
-                                                                                "password": "alice-password-1"},
-                                                         "token": "token"}}]}))
-    base = [sys.executable, "-m", "bastion.cli", "scan", target.url, "--config", str(cfg), "--rate", "80",
-            "--checks", "api8,api9"]
+    cfg.write_text(
+        json.dumps(
+            {
+                "identities": [
+                    {
+                        "name": "alice",
+                        "username": "alice",
+                        "login": {
+                            "path": LOGIN,
+                            "json": {"username": "alice", "password": "alice-password-1"},
+                            "token": "token",
+                        },
+                    }
+                ]
+            }
+        )
+    )
+    base = [
+        sys.executable,
+        "-m",
+        "bastion.cli",
+        "scan",
+        target.url,
+        "--config",
+        str(cfg),
+        "--rate",
+        "80",
+        "--checks",
+        "api8,api9",
+    ]
     out = tmp_path / "report"
-    r = subprocess.run([*base, "--format", "json", "--format", "sarif", "--format", "html", "--output", str(out)],
-                       capture_output=True, text=True, timeout=120)
+    r = subprocess.run(
+        [*base, "--format", "json", "--format", "sarif", "--format", "html", "--output", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert r.returncode == 1, r.stdout + r.stderr  # high findings (--fail-on high by default)
     assert json.loads(out.with_suffix(".json").read_text())["findings"]
     assert out.with_suffix(".sarif").exists() and out.with_suffix(".html").exists()
     checks = {f["check"] for f in json.loads(out.with_suffix(".json").read_text())["findings"]}
     assert checks and all(c.startswith(("api8", "api9")) for c in checks)
-    never = subprocess.run([*base, "--skip", "api8", "--fail-on", "never", "--format", "md"], capture_output=True,
-                           text=True, timeout=120)
+    never = subprocess.run(
+        [*base, "--skip", "api8", "--fail-on", "never", "--format", "md"], capture_output=True, text=True, timeout=120
+    )
     assert never.returncode == 0 and "api9-undocumented" in never.stdout and "api8-" not in never.stdout
-    down = subprocess.run([sys.executable, "-m", "bastion.cli", "scan", "http://127.0.0.1:9", "--config", str(cfg)],
-                          capture_output=True, text=True, timeout=60)
+    down = subprocess.run(
+        [sys.executable, "-m", "bastion.cli", "scan", "http://127.0.0.1:9", "--config", str(cfg)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert down.returncode == 2 and "unreachable" in down.stderr and "Traceback" not in down.stdout + down.stderr

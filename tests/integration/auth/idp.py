@@ -9,9 +9,9 @@ import time
 from urllib.parse import parse_qs
 
 import jwt
+from upstream_app import read_body as _body
 
 from tests.unit.auth.keys import EC, RSA
-from upstream_app import read_body as _body
 
 CALLS = {"jwks": 0, "introspect": 0}
 STATE = {"jwks_down": False, "extra_keys": []}
@@ -30,8 +30,13 @@ def jwks() -> dict:
 
 async def _send(send, status, doc):
     body = json.dumps(doc).encode()
-    await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
+        }
+    )
     await send({"type": "http.response.body", "body": body})
 
 
@@ -53,7 +58,10 @@ async def app(scope, receive, send):
         token = form.get("token", [""])[0]
         now = int(time.time())
         if token == "opaque-good":
-            return await _send(send, 200, {"active": True, "sub": "svc-7", "scope": "orders:read",
-                                           "exp": now + 300, "client_id": "svc"})
+            return await _send(
+                send,
+                200,
+                {"active": True, "sub": "svc-7", "scope": "orders:read", "exp": now + 300, "client_id": "svc"},
+            )
         return await _send(send, 200, {"active": False})
     await _send(send, 404, {})

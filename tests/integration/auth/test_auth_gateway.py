@@ -12,9 +12,9 @@ import uuid
 
 import pytest
 import yaml
+from helpers import ThreadedUvicorn, forwarded_headers, raw_request, run_gateway
 
 from bastion.auth.apikeys import hash_key
-from helpers import ThreadedUvicorn, forwarded_headers, raw_request, run_gateway
 from tests.unit.auth.keys import AUD, EC, ISS, RSA, RSA_OTHER, pem_public, sign
 
 from . import idp
@@ -35,17 +35,34 @@ def auth_config(base_config, tmp_path, provider, routes, *, revocation="memory")
     base_config["policies"]["auth"] = {
         "revocation_store": revocation,
         "schemes": {
-            "key": {"type": "api_key", "query_param": "api_key", "keys": [
-                {"id": "k1", "hash": hash_key(API_KEY), "owner": "acme", "scopes": ["orders:read"], "tier": "pro"},
-                {"id": "k2", "hash": hash_key(REVOKED_KEY), "owner": "acme", "status": "revoked"},
-                {"id": "k3", "hash": hash_key(EXPIRED_KEY), "owner": "acme", "expires": "2020-01-01T00:00:00Z"},
-            ]},
-            "bearer": {"type": "jwt", "issuers": [{
-                "issuer": ISS, "audiences": [AUD], "algorithms": ["RS256", "ES256"],
-                "keys": [{"kid": "rsa1", "pem_file": "rsa.pem"}],
-                "jwks_url": f"{provider.url}/jwks.json", "jwks_min_refresh_seconds": 60}]},
-            "opaque": {"type": "introspection", "url": f"{provider.url}/introspect",
-                       "client_id": idp.CLIENT[0], "client_secret": idp.CLIENT[1]},
+            "key": {
+                "type": "api_key",
+                "query_param": "api_key",
+                "keys": [
+                    {"id": "k1", "hash": hash_key(API_KEY), "owner": "acme", "scopes": ["orders:read"], "tier": "pro"},
+                    {"id": "k2", "hash": hash_key(REVOKED_KEY), "owner": "acme", "status": "revoked"},
+                    {"id": "k3", "hash": hash_key(EXPIRED_KEY), "owner": "acme", "expires": "2020-01-01T00:00:00Z"},
+                ],
+            },
+            "bearer": {
+                "type": "jwt",
+                "issuers": [
+                    {
+                        "issuer": ISS,
+                        "audiences": [AUD],
+                        "algorithms": ["RS256", "ES256"],
+                        "keys": [{"kid": "rsa1", "pem_file": "rsa.pem"}],
+                        "jwks_url": f"{provider.url}/jwks.json",
+                        "jwks_min_refresh_seconds": 60,
+                    }
+                ],
+            },
+            "opaque": {
+                "type": "introspection",
+                "url": f"{provider.url}/introspect",
+                "client_id": idp.CLIENT[0],
+                "client_secret": idp.CLIENT[1],
+            },
         },
     }
     base_config["routes"] = routes
@@ -56,12 +73,26 @@ ROUTES = [
     {"path": "/public/*", "upstream": "up", "policies": {"auth": {"require": []}}},
     {"path": "/orders/*", "upstream": "up", "policies": {"auth": {"scopes": ["orders:read"]}}},
     {"path": "/both/*", "upstream": "up", "policies": {"auth": {"require": [{"bearer": [], "key": []}]}}},
-    {"path": "/either/*", "upstream": "up", "policies": {"auth": {"require": [
-        {"bearer": ["orders:write"]}, {"key": ["orders:read"]}]}}},
-    {"path": "/query/*", "upstream": "up", "policies": {"auth": {"allow_query_key": True, "forward_credentials": False}}},
+    {
+        "path": "/either/*",
+        "upstream": "up",
+        "policies": {"auth": {"require": [{"bearer": ["orders:write"]}, {"key": ["orders:read"]}]}},
+    },
+    {
+        "path": "/query/*",
+        "upstream": "up",
+        "policies": {"auth": {"allow_query_key": True, "forward_credentials": False}},
+    },
     {"path": "/admin/*", "upstream": "up", "policies": {"authorization": {"claims": {"role": ["admin"]}}}},
-    {"path": "/users/{user_id}/orders", "upstream": "up", "policies": {"authorization": {"objects": [
-        {"param": "user_id", "claim": "sub", "bypass_scopes": ["admin"], "status": 404}]}}},
+    {
+        "path": "/users/{user_id}/orders",
+        "upstream": "up",
+        "policies": {
+            "authorization": {
+                "objects": [{"param": "user_id", "claim": "sub", "bypass_scopes": ["admin"], "status": 404}]
+            }
+        },
+    },
     {"path": "/*", "upstream": "up"},
 ]
 
@@ -92,8 +123,9 @@ def test_api_key_in_header_and_as_bearer(gw):
         assert seen["x-bastion-tier"] == ["pro"] and seen["x-bastion-scopes"] == ["orders:read"]
 
 
-@pytest.mark.parametrize("key,why", [(REVOKED_KEY, "revoked"), (EXPIRED_KEY, "expired"),
-                                     ("bk_test_unknown", "unknown")])
+@pytest.mark.parametrize(
+    "key,why", [(REVOKED_KEY, "revoked"), (EXPIRED_KEY, "expired"), ("bk_test_unknown", "unknown")]
+)
 def test_bad_api_keys_are_refused(gw, key, why):
     r = raw_request(gw.port, "GET", "/orders/1", {"X-API-Key": key})
     assert r.status == 401 and why in r.json()["detail"]
@@ -158,8 +190,13 @@ def test_introspection_for_opaque_tokens_is_cached(gw):
 
 
 def test_spoofed_principal_headers_are_removed(gw):
-    spoof = {"X-Bastion-Subject": "admin", "X-Bastion-Scopes": "everything", "X-Bastion-Tier": "enterprise",
-             "X-Bastion-Key-Id": "k0", "X-Bastion-Anything": "1"}
+    spoof = {
+        "X-Bastion-Subject": "admin",
+        "X-Bastion-Scopes": "everything",
+        "X-Bastion-Tier": "enterprise",
+        "X-Bastion-Key-Id": "k0",
+        "X-Bastion-Anything": "1",
+    }
     seen = forwarded_headers(raw_request(gw.port, "GET", "/public/x", spoof))
     assert not [k for k in seen if k.startswith("x-bastion-")]
     seen = forwarded_headers(raw_request(gw.port, "GET", "/orders/1", {**spoof, "X-API-Key": API_KEY}))
@@ -184,6 +221,7 @@ def test_object_level_rule(gw):
 
 # ---- revocation shared through Redis by two gateway processes ------------------------------
 
+
 def _free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -196,13 +234,21 @@ def test_revoked_token_is_refused_by_every_gateway(upstream, provider, redis_url
     procs, ports = [], []
     for _ in range(2):
         port = _free_port()
-        cfg = auth_config({"upstreams": {"up": {"urls": [upstream.url]}}, "policies": {"audit": {"enabled": False}}},
-                          tmp_path, provider, [{"path": "/*", "upstream": "up"}], revocation=redis_url)
+        cfg = auth_config(
+            {"upstreams": {"up": {"urls": [upstream.url]}}, "policies": {"audit": {"enabled": False}}},
+            tmp_path,
+            provider,
+            [{"path": "/*", "upstream": "up"}],
+            revocation=redis_url,
+        )
         cfg["listeners"] = [{"host": "127.0.0.1", "port": port}]
         path = tmp_path / f"gw{port}.yaml"
         path.write_text(yaml.safe_dump(cfg))
-        procs.append(subprocess.Popen([sys.executable, "-m", "bastion.cli", "serve", "--no-watch", "-c", str(path)],
-                                      stderr=subprocess.DEVNULL))
+        procs.append(
+            subprocess.Popen(
+                [sys.executable, "-m", "bastion.cli", "serve", "--no-watch", "-c", str(path)], stderr=subprocess.DEVNULL
+            )
+        )
         ports.append(port)
     try:
         for port in ports:
@@ -243,10 +289,16 @@ def test_revoked_token_is_refused_by_every_gateway(upstream, provider, redis_url
 
 def test_revocation_store_down_fails_closed_or_open(base_config, tmp_path, provider):
     dead = "redis://127.0.0.1:1/0"
-    cfg = auth_config(base_config, tmp_path, provider, [
-        {"path": "/closed/*", "upstream": "up", "policies": {"auth": {"scopes": []}}},
-        {"path": "/open/*", "upstream": "up", "policies": {"auth": {"revocation_fail": "open"}}},
-    ], revocation=dead)
+    cfg = auth_config(
+        base_config,
+        tmp_path,
+        provider,
+        [
+            {"path": "/closed/*", "upstream": "up", "policies": {"auth": {"scopes": []}}},
+            {"path": "/open/*", "upstream": "up", "policies": {"auth": {"revocation_fail": "open"}}},
+        ],
+        revocation=dead,
+    )
     with run_gateway(cfg, tmp_path) as g:
         r = raw_request(g.port, "GET", "/closed/x", bearer(sign(RSA)))
         assert r.status == 503 and r.json()["type"].endswith("/revocation-unavailable")

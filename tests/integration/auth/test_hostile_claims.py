@@ -9,9 +9,9 @@ import time
 
 import jwt
 import pytest
+from helpers import forwarded_headers, raw_request, run_gateway
 
 from bastion.auth.apikeys import hash_key
-from helpers import forwarded_headers, raw_request, run_gateway
 from tests.unit.auth.keys import AUD, ISS, SECRET
 
 API_KEY = "bk_test_" + "H" * 43
@@ -22,12 +22,24 @@ def gw(tmp_path_factory, upstream):
     tmp = tmp_path_factory.mktemp("hostile")
     config = {
         "upstreams": {"up": {"urls": [upstream.url]}},
-        "policies": {"auth": {"schemes": {
-            "bearer": {"type": "jwt", "issuers": [{"issuer": ISS, "audiences": [AUD], "algorithms": ["HS256"],
-                                                   "keys": [{"secret": SECRET}]}]},
-            "key": {"type": "api_key", "query_param": "api_key", "cookie": "api_key",
-                    "keys": [{"id": "k1", "hash": hash_key(API_KEY), "owner": "acme", "scopes": ["read"]}]},
-        }}},
+        "policies": {
+            "auth": {
+                "schemes": {
+                    "bearer": {
+                        "type": "jwt",
+                        "issuers": [
+                            {"issuer": ISS, "audiences": [AUD], "algorithms": ["HS256"], "keys": [{"secret": SECRET}]}
+                        ],
+                    },
+                    "key": {
+                        "type": "api_key",
+                        "query_param": "api_key",
+                        "cookie": "api_key",
+                        "keys": [{"id": "k1", "hash": hash_key(API_KEY), "owner": "acme", "scopes": ["read"]}],
+                    },
+                }
+            }
+        },
         "routes": [
             {"path": "/either/*", "upstream": "up"},
             {"path": "/q/*", "upstream": "up", "policies": {"auth": {"allow_query_key": True}}},
@@ -104,7 +116,7 @@ HOSTILE = {
     "typ refresh with NUL": {"typ": "refresh\u0000"},
     "typ refresh_token": {"typ": "refresh_token"},
     "typ full-width refresh": {"typ": "\uff52\uff45\uff46\uff52\uff45\uff53\uff48"},
-    "sub lone surrogate": {"sub": "RAW:\"al\\ud800ice\""},
+    "sub lone surrogate": {"sub": 'RAW:"al\\ud800ice"'},
     "sub empty": {"sub": ""},
     "payload nested 1000 deep": {"x": "RAW:" + "[" * 1000 + "]" * 1000},
 }
@@ -134,9 +146,24 @@ def test_a_plain_token_still_works_and_unicode_subjects_are_encoded_once(gw):
 def test_header_typ_can_be_required(upstream, tmp_path):
     config = {
         "upstreams": {"up": {"urls": [upstream.url]}},
-        "policies": {"auth": {"schemes": {"bearer": {"type": "jwt", "issuers": [{
-            "issuer": ISS, "audiences": [AUD], "algorithms": ["HS256"], "keys": [{"secret": SECRET}],
-            "header_typ": ["at+jwt"]}]}}}},
+        "policies": {
+            "auth": {
+                "schemes": {
+                    "bearer": {
+                        "type": "jwt",
+                        "issuers": [
+                            {
+                                "issuer": ISS,
+                                "audiences": [AUD],
+                                "algorithms": ["HS256"],
+                                "keys": [{"secret": SECRET}],
+                                "header_typ": ["at+jwt"],
+                            }
+                        ],
+                    }
+                }
+            }
+        },
         "routes": [{"path": "/*", "upstream": "up"}],
     }
     with run_gateway(config, tmp_path) as g:
@@ -154,14 +181,18 @@ def send_raw(port: int, data: bytes) -> bytes:
         while True:
             try:
                 chunk = s.recv(65536)
-            except socket.timeout:
+            except TimeoutError:
                 break
             if not chunk:
                 break
             out += chunk
             if b"\r\n\r\n" in out:
                 head, _, rest = out.partition(b"\r\n\r\n")
-                length = [int(line.split(b":")[1]) for line in head.split(b"\r\n") if line.lower().startswith(b"content-length:")]
+                length = [
+                    int(line.split(b":")[1])
+                    for line in head.split(b"\r\n")
+                    if line.lower().startswith(b"content-length:")
+                ]
                 if length and len(rest) >= length[0]:
                     break
         return out
@@ -174,20 +205,29 @@ def status_of(raw: bytes) -> int:
 def test_two_authorization_headers_are_refused(gw):
     low = raw_payload_token(claims_text())
     forged = jwt.encode({"iss": ISS, "aud": AUD, "sub": "admin", "exp": NOW + 300}, "x" * 40, algorithm="HS256")
-    out = send_raw(gw.port, (f"GET /either/x HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {low}\r\n"
-                             f"Authorization: Bearer {forged}\r\nConnection: close\r\n\r\n").encode())
+    out = send_raw(
+        gw.port,
+        (
+            f"GET /either/x HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {low}\r\n"
+            f"Authorization: Bearer {forged}\r\nConnection: close\r\n\r\n"
+        ).encode(),
+    )
     assert status_of(out) == 400 and b"ambiguous-credentials" in out
 
 
-@pytest.mark.parametrize("where", [
-    "X-API-Key: {k}\r\nX-API-Key: {k}\r\n",
-    "X-API-Key: {k}\r\nCookie: api_key={k}\r\n",
-    "Cookie: api_key={k}; api_key=other\r\n",
-    "Cookie: api_key={k}\r\nCookie: api_key=other\r\n",
-])
+@pytest.mark.parametrize(
+    "where",
+    [
+        "X-API-Key: {k}\r\nX-API-Key: {k}\r\n",
+        "X-API-Key: {k}\r\nCookie: api_key={k}\r\n",
+        "Cookie: api_key={k}; api_key=other\r\n",
+        "Cookie: api_key={k}\r\nCookie: api_key=other\r\n",
+    ],
+)
 def test_an_api_key_in_two_places_is_refused(gw, where):
-    out = send_raw(gw.port, (f"GET /either/x HTTP/1.1\r\nHost: t\r\n{where.format(k=API_KEY)}"
-                             "Connection: close\r\n\r\n").encode())
+    out = send_raw(
+        gw.port, (f"GET /either/x HTTP/1.1\r\nHost: t\r\n{where.format(k=API_KEY)}Connection: close\r\n\r\n").encode()
+    )
     assert status_of(out) == 400 and b"ambiguous-credentials" in out
 
 
@@ -198,14 +238,23 @@ def test_an_api_key_in_header_and_query_is_refused_where_query_keys_are_allowed(
 
 
 def test_duplicates_are_refused_on_public_routes_too(gw):
-    out = send_raw(gw.port, (f"GET /pub/x HTTP/1.1\r\nHost: t\r\nX-API-Key: {API_KEY}\r\nX-API-Key: nope\r\n"
-                             "Connection: close\r\n\r\n").encode())
+    out = send_raw(
+        gw.port,
+        (
+            f"GET /pub/x HTTP/1.1\r\nHost: t\r\nX-API-Key: {API_KEY}\r\nX-API-Key: nope\r\nConnection: close\r\n\r\n"
+        ).encode(),
+    )
     assert status_of(out) == 400
 
 
 def test_an_underscore_spelling_of_the_key_header_counts_as_a_second_key(gw):
-    out = send_raw(gw.port, (f"GET /either/x HTTP/1.1\r\nHost: t\r\nX-API-Key: {API_KEY}\r\nX_API_Key: forged\r\n"
-                             "Connection: close\r\n\r\n").encode())
+    out = send_raw(
+        gw.port,
+        (
+            f"GET /either/x HTTP/1.1\r\nHost: t\r\nX-API-Key: {API_KEY}\r\nX_API_Key: forged\r\n"
+            "Connection: close\r\n\r\n"
+        ).encode(),
+    )
     assert status_of(out) == 400
 
 
@@ -215,10 +264,20 @@ def test_principal_headers_are_named_once_for_the_gateway(upstream, tmp_path):
     config = {
         "upstreams": {"up": {"urls": [upstream.url]}},
         "principal_headers": {"subject": "X-User", "scopes": "X-User-Scopes"},
-        "policies": {"auth": {"schemes": {"key": {"type": "api_key", "keys": [
-            {"id": "k1", "hash": hash_key(API_KEY), "owner": "acme", "scopes": ["read"]}]}}}},
-        "routes": [{"path": "/pub/*", "upstream": "up", "policies": {"auth": {"require": []}}},
-                   {"path": "/*", "upstream": "up"}],
+        "policies": {
+            "auth": {
+                "schemes": {
+                    "key": {
+                        "type": "api_key",
+                        "keys": [{"id": "k1", "hash": hash_key(API_KEY), "owner": "acme", "scopes": ["read"]}],
+                    }
+                }
+            }
+        },
+        "routes": [
+            {"path": "/pub/*", "upstream": "up", "policies": {"auth": {"require": []}}},
+            {"path": "/*", "upstream": "up"},
+        ],
     }
     with run_gateway(config, tmp_path) as g:
         seen = forwarded_headers(raw_request(g.port, "GET", "/x", {"X-API-Key": API_KEY, "X-User": "root"}))
@@ -231,10 +290,22 @@ def test_scopes_are_separated_by_spaces_only(upstream, tmp_path):
     """RFC 6749 3.3: `read\u00a0admin` is one (odd) scope, not `read` and `admin`."""
     config = {
         "upstreams": {"up": {"urls": [upstream.url]}},
-        "policies": {"auth": {"schemes": {"bearer": {"type": "jwt", "issuers": [{
-            "issuer": ISS, "audiences": [AUD], "algorithms": ["HS256"], "keys": [{"secret": SECRET}]}]}}}},
-        "routes": [{"path": "/admin/*", "upstream": "up", "policies": {"auth": {"scopes": ["admin"]}}},
-                   {"path": "/*", "upstream": "up"}],
+        "policies": {
+            "auth": {
+                "schemes": {
+                    "bearer": {
+                        "type": "jwt",
+                        "issuers": [
+                            {"issuer": ISS, "audiences": [AUD], "algorithms": ["HS256"], "keys": [{"secret": SECRET}]}
+                        ],
+                    }
+                }
+            }
+        },
+        "routes": [
+            {"path": "/admin/*", "upstream": "up", "policies": {"auth": {"scopes": ["admin"]}}},
+            {"path": "/*", "upstream": "up"},
+        ],
     }
     with run_gateway(config, tmp_path) as g:
         for sep in ("\u00a0", "\u2003", "\u001c"):

@@ -11,9 +11,9 @@ import socket
 import time
 
 import pytest
+from helpers import run_gateway
 
 from bastion.auth.apikeys import hash_key
-from helpers import run_gateway
 
 from .recorder import Recorder
 
@@ -48,22 +48,35 @@ def good_claims(**over) -> dict:
 
 
 def gateway_config(ports: dict[str, int]) -> dict:
-    up = {name: {"urls": [f"http://127.0.0.1:{port}"], "timeouts": {"connect": 1, "read": 2, "total": 5}}
-          for name, port in ports.items()}
+    up = {
+        name: {"urls": [f"http://127.0.0.1:{port}"], "timeouts": {"connect": 1, "read": 2, "total": 5}}
+        for name, port in ports.items()
+    }
     return {
         "upstreams": up,
         "policies": {
             "audit": {"enabled": False},
-            "auth": {"schemes": {
-                "bearer": {"type": "jwt", "issuers": [{"issuer": ISS, "audiences": [AUD], "algorithms": ["HS256"],
-                                                       "keys": [{"secret": SECRET}]}]},
-                "key": {"type": "api_key", "keys": [{"id": "k1", "hash": hash_key(API_KEY), "owner": "acme",
-                                                     "tier": "pro"}]},
-            }},
+            "auth": {
+                "schemes": {
+                    "bearer": {
+                        "type": "jwt",
+                        "issuers": [
+                            {"issuer": ISS, "audiences": [AUD], "algorithms": ["HS256"], "keys": [{"secret": SECRET}]}
+                        ],
+                    },
+                    "key": {
+                        "type": "api_key",
+                        "keys": [{"id": "k1", "hash": hash_key(API_KEY), "owner": "acme", "tier": "pro"}],
+                    },
+                }
+            },
         },
         "routes": [
-            {"path": "/admin/*", "upstream": "admin",
-             "policies": {"ip_rules": {"block": ["127.0.0.0/8", "::1"]}, "auth": {"require": []}}},
+            {
+                "path": "/admin/*",
+                "upstream": "admin",
+                "policies": {"ip_rules": {"block": ["127.0.0.0/8", "::1"]}, "auth": {"require": []}},
+            },
             {"path": "/account/*", "upstream": "account"},
             {"path": "/public/*", "upstream": "public", "policies": {"auth": {"require": []}}},
             {"path": "/*", "upstream": "default", "policies": {"auth": {"require": []}}},
@@ -81,7 +94,7 @@ def recorder():
 def edge(recorder, tmp_path_factory):
     """(gateway port, recorder, {recorder port: route name})."""
     names = list(ROUTES.values())
-    ports = dict(zip(names, recorder.ports))
+    ports = dict(zip(names, recorder.ports, strict=False))
     with run_gateway(gateway_config(ports), tmp_path_factory.mktemp("edge")) as gw:
         yield gw.port, recorder, {p: n for n, p in ports.items()}
 

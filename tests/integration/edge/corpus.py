@@ -10,19 +10,76 @@ gateway never waits for a body that will not come (the fuzzer stays fast).
 from __future__ import annotations
 
 import random
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from typing import Any
 
 from .recorder import REWRITE_HEADERS, REWRITE_HEADERS_EXTENDED
 
 WORDS = [b"admin", b"admin", b"account", b"public", b"x", b"static"]  # the refused route twice as often
-DOT_SEGMENTS = [b".", b"..", b"%25u002e%25u002e", b"%u002e%u002e", b"..%C2%85", b"..%E2%80%A8", b"%2e", b"%2E%2e", b".%2e", b"%2e.", b"%252e%252e", b"%25%32%65%25%32%65", b"..;",
-                b"..;x", b"..%3b", b"%c0%ae%c0%ae", b".. ", b"..%20", b"..%09", b"..%00", b"...", b"%2e%2e%2f"]
+DOT_SEGMENTS = [
+    b".",
+    b"..",
+    b"%25u002e%25u002e",
+    b"%u002e%u002e",
+    b"..%C2%85",
+    b"..%E2%80%A8",
+    b"%2e",
+    b"%2E%2e",
+    b".%2e",
+    b"%2e.",
+    b"%252e%252e",
+    b"%25%32%65%25%32%65",
+    b"..;",
+    b"..;x",
+    b"..%3b",
+    b"%c0%ae%c0%ae",
+    b".. ",
+    b"..%20",
+    b"..%09",
+    b"..%00",
+    b"...",
+    b"%2e%2e%2f",
+]
 SEPARATORS = [b"/", b"/", b"/", b"//", b"\\", b"%2f", b"%2F", b"%5c", b"%252f", b"%255c", b"/./", b"/;/", b"%c0%af"]
-SUFFIXES = [b".", b"..", b" ", b"%20", b"%09", b"\t", b"%2e", b";", b";x=1", b";jsessionid=1", b"%3b", b"%3Bx",
-            b"%253b", b"..;", b".json", b"%00", b"%2500", b"::$DATA", b"%0d%0aZinj:%201", b"/", b"%ff", b"\xff",
-            b"\xc3\xa9", b"%C3%A9", b"~", b"*", b"::$DATA", b":$DATA", b"::$INDEX_ALLOCATION", b"%C2%85",
-            b"%E2%80%A8", b"%E2%80%8B", b"%C2%A0", b"%E3%80%80", b"%25u002e", b"~1"]
+SUFFIXES = [
+    b".",
+    b"..",
+    b" ",
+    b"%20",
+    b"%09",
+    b"\t",
+    b"%2e",
+    b";",
+    b";x=1",
+    b";jsessionid=1",
+    b"%3b",
+    b"%3Bx",
+    b"%253b",
+    b"..;",
+    b".json",
+    b"%00",
+    b"%2500",
+    b"::$DATA",
+    b"%0d%0aZinj:%201",
+    b"/",
+    b"%ff",
+    b"\xff",
+    b"\xc3\xa9",
+    b"%C3%A9",
+    b"~",
+    b"*",
+    b"::$DATA",
+    b":$DATA",
+    b"::$INDEX_ALLOCATION",
+    b"%C2%85",
+    b"%E2%80%A8",
+    b"%E2%80%8B",
+    b"%C2%A0",
+    b"%E3%80%80",
+    b"%25u002e",
+    b"~1",
+]
 REWRITE_NAMES = sorted(n.decode() for n in REWRITE_HEADERS)
 EXTENDED_NAMES = sorted(n.decode() for n in REWRITE_HEADERS_EXTENDED)
 
@@ -79,8 +136,17 @@ class RawRequest:
 
     def render(self) -> bytes:
         e = self.eol
-        return self.method + b" " + self.target + b" " + self.version + e + b"".join(h + e for h in self.headers) + \
-            e + self.body
+        return (
+            self.method
+            + b" "
+            + self.target
+            + b" "
+            + self.version
+            + e
+            + b"".join(h + e for h in self.headers)
+            + e
+            + self.body
+        )
 
     @property
     def credential_headers(self) -> int:
@@ -92,6 +158,7 @@ class RawRequest:
 
 # --- pieces --------------------------------------------------------------------------------------
 
+
 def word(c: Chooser) -> bytes:
     w = c.choice(WORDS)
     if c.boolean(0.3):  # letter case
@@ -101,13 +168,35 @@ def word(c: Chooser) -> bytes:
     if c.boolean(0.3):  # percent-encode one letter: once, twice, digit by digit, overlong, lower-case hex
         i = c.integer(0, len(w) - 1)
         ch = w[i]
-        enc = c.choice([b"%%%02X" % ch, b"%%%02x" % ch, b"%%25%02X" % ch, b"%%25%%%02X%%%02X" % (0x30 + (ch >> 4),
-                        ord(b"%X" % (ch & 15))), b"%%%02X%%%02X" % (0xC0 | ch >> 6, 0x80 | ch & 0x3F),
-                        b"%%u%04X" % ch, b"%%25u%04X" % ch, b"%%25u%04x" % ch])
-        w = w[:i] + enc + w[i + 1:]
+        enc = c.choice(
+            [
+                b"%%%02X" % ch,
+                b"%%%02x" % ch,
+                b"%%25%02X" % ch,
+                b"%%25%%%02X%%%02X" % (0x30 + (ch >> 4), ord(b"%X" % (ch & 15))),
+                b"%%%02X%%%02X" % (0xC0 | ch >> 6, 0x80 | ch & 0x3F),
+                b"%%u%04X" % ch,
+                b"%%25u%04X" % ch,
+                b"%%25u%04x" % ch,
+            ]
+        )
+        w = w[:i] + enc + w[i + 1 :]
     if c.boolean(0.2):  # Unicode look-alikes, raw or encoded (fullwidth a, dotless i, Kelvin sign...)
-        alike = c.choice(["\uff41", "\u0131", "\u0430", "\u212a", "\u00e0", "\u00e1", "a\u0301", "\u0101",
-                          "\u00aa", "\u1d43", "\u24d0"]).encode()
+        alike = c.choice(
+            [
+                "\uff41",
+                "\u0131",
+                "\u0430",
+                "\u212a",
+                "\u00e0",
+                "\u00e1",
+                "a\u0301",
+                "\u0101",
+                "\u00aa",
+                "\u1d43",
+                "\u24d0",
+            ]
+        ).encode()
         if c.boolean():
             alike = b"".join(b"%%%02X" % b for b in alike)
         if c.boolean(0.3) and b"i" in w:  # dotted capital I / i with accents
@@ -133,20 +222,50 @@ def path(c: Chooser) -> bytes:
     if c.boolean(0.1):
         out = c.choice([b"http://127.0.0.1", b"//", b"", b"HTTP://x"]) + out
     if c.boolean(0.15):
-        out += c.choice([b"?q=1", b"?/admin", b"?a=%0d%0a", b"#x", b"?x=..%2f..%2fadmin", b"?a=%zz", b"?\xc3\xa9=\xff",
-                              b"?a=1&a=2&api_key=x"])
+        out += c.choice(
+            [
+                b"?q=1",
+                b"?/admin",
+                b"?a=%0d%0a",
+                b"#x",
+                b"?x=..%2f..%2fadmin",
+                b"?a=%zz",
+                b"?\xc3\xa9=\xff",
+                b"?a=1&a=2&api_key=x",
+            ]
+        )
     return out
 
 
 def token_like(c: Chooser, valid_jwt: str, api_key: str) -> tuple[bytes, str]:
     kind = c.choice(["valid-jwt", "valid-key", "junk", "junk-jwt", "basic"])
-    return {"valid-jwt": valid_jwt.encode(), "valid-key": api_key.encode(), "junk": b"x",
-            "junk-jwt": b"eyJhbGciOiJub25lIn0.eyJzdWIiOiJhZG1pbiJ9.", "basic": b"YWRtaW46YWRtaW4="}[kind], kind
+    return {
+        "valid-jwt": valid_jwt.encode(),
+        "valid-key": api_key.encode(),
+        "junk": b"x",
+        "junk-jwt": b"eyJhbGciOiJub25lIn0.eyJzdWIiOiJhZG1pbiJ9.",
+        "basic": b"YWRtaW46YWRtaW4=",
+    }[kind], kind
 
 
 def header_line(c: Chooser, req: RawRequest, valid_jwt: str, api_key: str) -> bytes:
-    kind = c.choice(["rewrite", "override", "authorization", "apikey", "fold", "control", "badname",
-                     "spoof", "connection", "host", "content", "edge-owned", "plain"])
+    kind = c.choice(
+        [
+            "rewrite",
+            "override",
+            "authorization",
+            "apikey",
+            "fold",
+            "control",
+            "badname",
+            "spoof",
+            "connection",
+            "host",
+            "content",
+            "edge-owned",
+            "plain",
+        ]
+    )
     req.classes.add(kind)
     if kind == "rewrite":
         name = c.choice([n for n in REWRITE_NAMES if "url" in n])
@@ -156,9 +275,15 @@ def header_line(c: Chooser, req: RawRequest, valid_jwt: str, api_key: str) -> by
         return _case(c, name).encode() + b": " + c.choice([b"DELETE", b"PUT", b"GET", b"delete", b"TRACE"])
     if kind == "edge-owned":
         name = c.choice(EXTENDED_NAMES)
-        value = b"127.0.0.1" if "ip" in name or "addr" in name else \
-            b"middleware:middleware:middleware:middleware:middleware" if "middleware" in name else \
-            b"evil.example" if "host" in name or "server" in name else b"/admin/x"
+        value = (
+            b"127.0.0.1"
+            if "ip" in name or "addr" in name
+            else b"middleware:middleware:middleware:middleware:middleware"
+            if "middleware" in name
+            else b"evil.example"
+            if "host" in name or "server" in name
+            else b"/admin/x"
+        )
         return _case(c, name).encode() + b": " + value
     if kind == "authorization":
         value, what = token_like(c, valid_jwt, api_key)
@@ -173,31 +298,79 @@ def header_line(c: Chooser, req: RawRequest, valid_jwt: str, api_key: str) -> by
         if c.boolean(0.3):
             req.credentials.append("folded")
             return b"Authorization: Bearer" + req.eol + b" " + valid_jwt.encode()
-        return b"X-Folded: a" + req.eol + c.choice([b" b", b"\tb", b" Zinj: 1", b"\t" + b"X-Api-Key: " + api_key.encode()])
+        return (
+            b"X-Folded: a" + req.eol + c.choice([b" b", b"\tb", b" Zinj: 1", b"\t" + b"X-Api-Key: " + api_key.encode()])
+        )
     if kind == "control":
         ch = c.choice([b"\x00", b"\x01", b"\x08", b"\x0b", b"\x0c", b"\x1b", b"\x7f", b"\r", b"\n", b"\t", b"\r\x00"])
         tail = c.choice([b"b", b"Zinj: 1", b"", b"\xc3\xa9"])
         return c.choice([b"X-Ctl", b"User-Agent", b"X-Forwarded-For", b"Referer"]) + b": a" + ch + tail
     if kind == "badname":
-        return c.choice([b"X-Sp ace: v", b"X-Colon : v", b"X-Ctl\x01: v", b"X-Del\x7f: v", b"\x00X: v", b": v",
-                         b"X-\xc3\xa9: v", b"X-Tab\t: v", b" X-Lead: v"])
+        return c.choice(
+            [
+                b"X-Sp ace: v",
+                b"X-Colon : v",
+                b"X-Ctl\x01: v",
+                b"X-Del\x7f: v",
+                b"\x00X: v",
+                b": v",
+                b"X-\xc3\xa9: v",
+                b"X-Tab\t: v",
+                b" X-Lead: v",
+            ]
+        )
     if kind == "spoof":
-        return c.choice([b"X-Bastion-Subject: spoofed", b"x-bastion-tier: spoofed", b"X-Bastion-Scopes: spoofed",
-                         b"X-Bastion-Key-Id: spoofed", b"X-Forwarded-For: 10.0.0.1", b"X_Bastion_Subject: spoofed",
-                         b"x_bastion_tier: spoofed"])
+        return c.choice(
+            [
+                b"X-Bastion-Subject: spoofed",
+                b"x-bastion-tier: spoofed",
+                b"X-Bastion-Scopes: spoofed",
+                b"X-Bastion-Key-Id: spoofed",
+                b"X-Forwarded-For: 10.0.0.1",
+                b"X_Bastion_Subject: spoofed",
+                b"x_bastion_tier: spoofed",
+            ]
+        )
     if kind == "connection":  # hop-by-hop abuse: ask the proxy to strip a header it added
-        return b"Connection: " + c.choice([b"close", b"keep-alive, X-Bastion-Subject", b"X-Forwarded-For",
-                                           b"Authorization", b"upgrade"])
+        return b"Connection: " + c.choice(
+            [b"close", b"keep-alive, X-Bastion-Subject", b"X-Forwarded-For", b"Authorization", b"upgrade"]
+        )
     if kind == "host":
-        return b"Host: " + c.choice([b"", b"127.0.0.1:99999", b"[::1", b"a b", b"evil.example", b"127.0.0.1:0",
-                                     b"\xc3\xa9.example", b"x" * 300, b"127.0.0.1, evil.example", b"@evil",
-                                     b'x";for=10.0.0.1;proto=https;by="', b"x;proto=https", b"127.0.0.1:80@evil.example",
-                                     b'127.0.0.1"', b"127.0.0.1\tx"])
+        return b"Host: " + c.choice(
+            [
+                b"",
+                b"127.0.0.1:99999",
+                b"[::1",
+                b"a b",
+                b"evil.example",
+                b"127.0.0.1:0",
+                b"\xc3\xa9.example",
+                b"x" * 300,
+                b"127.0.0.1, evil.example",
+                b"@evil",
+                b'x";for=10.0.0.1;proto=https;by="',
+                b"x;proto=https",
+                b"127.0.0.1:80@evil.example",
+                b'127.0.0.1"',
+                b"127.0.0.1\tx",
+            ]
+        )
     if kind == "content":
-        return c.choice([b"Content-Encoding: gzip", b"Content-Encoding: br, gzip", b"Content-Encoding: zstd",
-                         b"Content-Type: application/json", b"Content-Type: application/x-www-form-urlencoded",
-                         b"Expect: 100-continue", b"Content-Type: multipart/form-data; boundary=", b"Upgrade: h2c",
-                         b"X-Request-Id: " + b"\xc3\xa9" * 3, b"X-Request-Id: " + b"r" * 500, b"Range: bytes=0-0,1-1"])
+        return c.choice(
+            [
+                b"Content-Encoding: gzip",
+                b"Content-Encoding: br, gzip",
+                b"Content-Encoding: zstd",
+                b"Content-Type: application/json",
+                b"Content-Type: application/x-www-form-urlencoded",
+                b"Expect: 100-continue",
+                b"Content-Type: multipart/form-data; boundary=",
+                b"Upgrade: h2c",
+                b"X-Request-Id: " + b"\xc3\xa9" * 3,
+                b"X-Request-Id: " + b"r" * 500,
+                b"Range: bytes=0-0,1-1",
+            ]
+        )
     return c.choice([b"Accept: */*", b"User-Agent: fuzz", b"X-Request-Id: r1", b"Cookie: a=b"])
 
 
@@ -229,8 +402,21 @@ def framing(c: Chooser, req: RawRequest) -> None:
         req.headers += [b"Content-Length: %d" % len(chunked), b"Transfer-Encoding: chunked"]
     elif kind == "te-variant":
         req.body = chunked
-        te = c.choice([b"Chunked", b"chunked ", b" chunked", b"chunked, chunked", b"identity, chunked",
-                       b"chunked, identity", b"xchunked", b"chunked\x0b", b"\tchunked", b"chunk", b"gzip, chunked"])
+        te = c.choice(
+            [
+                b"Chunked",
+                b"chunked ",
+                b" chunked",
+                b"chunked, chunked",
+                b"identity, chunked",
+                b"chunked, identity",
+                b"xchunked",
+                b"chunked\x0b",
+                b"\tchunked",
+                b"chunk",
+                b"gzip, chunked",
+            ]
+        )
         req.headers.append(b"Transfer-Encoding: " + te)
         if c.boolean():
             req.headers.append(b"Content-Length: %d" % c.integer(0, len(chunked)))
@@ -238,32 +424,57 @@ def framing(c: Chooser, req: RawRequest) -> None:
             req.headers.append(b"Transfer-Encoding: chunked")
     elif kind == "cl-variant":
         req.body = b"abcdef"
-        req.headers += c.choice([[b"Content-Length: 3", b"Content-Length: 6"], [b"Content-Length: 6, 6"],
-                                 [b"Content-Length: 6", b"Content-Length: 6"], [b"Content-Length: +6"],
-                                 [b"Content-Length: 0x6"], [b"Content-Length: -1"], [b"Content-Length:  6 "],
-                                 [b"Content-Length: 99999999999999999999999"], [b"Content-Length: 6\x00"]])
+        req.headers += c.choice(
+            [
+                [b"Content-Length: 3", b"Content-Length: 6"],
+                [b"Content-Length: 6, 6"],
+                [b"Content-Length: 6", b"Content-Length: 6"],
+                [b"Content-Length: +6"],
+                [b"Content-Length: 0x6"],
+                [b"Content-Length: -1"],
+                [b"Content-Length:  6 "],
+                [b"Content-Length: 99999999999999999999999"],
+                [b"Content-Length: 6\x00"],
+            ]
+        )
     elif kind == "smuggle":
-        inner = b"GET " + c.choice([b"/admin/smuggled", b"/public/smuggled", b"/account/smuggled"]) + \
-            b" HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+        inner = (
+            b"GET "
+            + c.choice([b"/admin/smuggled", b"/public/smuggled", b"/account/smuggled"])
+            + b" HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+        )
         req.body = b"0\r\n\r\n" + inner
-        req.headers += c.choice([[b"Transfer-Encoding: chunked", b"Content-Length: 4"],
-                                 [b"Content-Length: 4", b"Transfer-Encoding: chunked"],
-                                 [b"Content-Length: %d" % len(req.body), b"Transfer-Encoding: chunked"],
-                                 [b"Transfer-Encoding: chunked, identity", b"Content-Length: 4"],
-                                 [b"Transfer-Encoding: chunked", b"Transfer-Encoding: identity"],
-                                 [b"Transfer-Encoding: identity", b"Content-Length: 4"]])
+        req.headers += c.choice(
+            [
+                [b"Transfer-Encoding: chunked", b"Content-Length: 4"],
+                [b"Content-Length: 4", b"Transfer-Encoding: chunked"],
+                [b"Content-Length: %d" % len(req.body), b"Transfer-Encoding: chunked"],
+                [b"Transfer-Encoding: chunked, identity", b"Content-Length: 4"],
+                [b"Transfer-Encoding: chunked", b"Transfer-Encoding: identity"],
+                [b"Transfer-Encoding: identity", b"Content-Length: 4"],
+            ]
+        )
         # only framings that conflict: a server must refuse them or close the connection after
         # answering, so a second upstream request is a desync (plain pipelining is not generated)
     elif kind == "bad-chunk":
-        req.body = c.choice([b"3;ext=1\r\nabc\r\n0\r\n\r\n", b"0x3\r\nabc\r\n0\r\n\r\n", b"-3\r\nabc\r\n0\r\n\r\n",
-                             b"3\nabc\n0\n\n", b"3\r\nabcdef\r\n0\r\n\r\n", b"ffffffffffffffffff\r\nabc\r\n0\r\n\r\n",
-                             b"3\r\nabc\r\n0\r\nX-Trailer: \x00\r\n\r\n"])
+        req.body = c.choice(
+            [
+                b"3;ext=1\r\nabc\r\n0\r\n\r\n",
+                b"0x3\r\nabc\r\n0\r\n\r\n",
+                b"-3\r\nabc\r\n0\r\n\r\n",
+                b"3\nabc\n0\n\n",
+                b"3\r\nabcdef\r\n0\r\n\r\n",
+                b"ffffffffffffffffff\r\nabc\r\n0\r\n\r\n",
+                b"3\r\nabc\r\n0\r\nX-Trailer: \x00\r\n\r\n",
+            ]
+        )
         req.headers.append(b"Transfer-Encoding: chunked")
 
 
 def raw_request(c: Chooser, valid_jwt: str, api_key: str) -> RawRequest:
-    method = c.choice([b"GET", b"GET", b"GET", b"POST", b"HEAD", b"PUT", b"DELETE", b"OPTIONS", b"get", b"GeT",
-                       b"PATCH", b"TRACE"])
+    method = c.choice(
+        [b"GET", b"GET", b"GET", b"POST", b"HEAD", b"PUT", b"DELETE", b"OPTIONS", b"get", b"GeT", b"PATCH", b"TRACE"]
+    )
     req = RawRequest(method, path(c))
     if c.boolean(0.05):
         req.version = c.choice([b"HTTP/1.0", b"HTTP/1.10", b"http/1.1", b"HTTP/1.1 "])
@@ -292,8 +503,15 @@ def corpus(seed: int, n: int, valid_jwt: str, api_key: str) -> list[RawRequest]:
 
 
 def _get(target: bytes, *headers: bytes, method: bytes = b"GET", body: bytes = b"") -> bytes:
-    return method + b" " + target + b" HTTP/1.1\r\nHost: 127.0.0.1\r\n" + b"".join(h + b"\r\n" for h in headers) + \
-        b"\r\n" + body
+    return (
+        method
+        + b" "
+        + target
+        + b" HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        + b"".join(h + b"\r\n" for h in headers)
+        + b"\r\n"
+        + body
+    )
 
 
 def named_cases(valid_jwt: str, api_key: str) -> dict[str, tuple[bytes, list[str]]]:
@@ -346,38 +564,62 @@ def named_cases(valid_jwt: str, api_key: str) -> dict[str, tuple[bytes, list[str
         "x-http-method": (_get(b"/public/x", b"X-HTTP-Method: DELETE"), []),
         "x-method-override": (_get(b"/public/x", b"X-Method-Override: DELETE"), []),
         # duplicate credentials (issue list)
-        "two-authorization-valid-first": (_get(b"/account/x", AUTH, b"Authorization: Bearer unsigned.x.y"),
-                                          ["valid-jwt", "junk"]),
+        "two-authorization-valid-first": (
+            _get(b"/account/x", AUTH, b"Authorization: Bearer unsigned.x.y"),
+            ["valid-jwt", "junk"],
+        ),
         "jwt-and-api-key": (_get(b"/account/x", AUTH, KEY), ["valid-jwt", "valid-key"]),
         "two-api-keys": (_get(b"/account/x", KEY, b"X-API-Key: bk_edge_other"), ["valid-key", "junk"]),
-        "two-authorization-public-route": (_get(b"/public/x", AUTH, b"Authorization: Bearer other"),
-                                           ["valid-jwt", "junk"]),
+        "two-authorization-public-route": (
+            _get(b"/public/x", AUTH, b"Authorization: Bearer other"),
+            ["valid-jwt", "junk"],
+        ),
         # control characters and framing
         "bare-cr-in-value": (_get(b"/public/x", b"X-Ctl: a\rZinj: 1"), []),
         "nul-in-value": (_get(b"/public/x", b"X-Ctl: a\x00b"), []),
         "vt-in-value": (_get(b"/public/x", b"X-Ctl: a\x0bb"), []),
         "del-in-value": (_get(b"/public/x", b"X-Ctl: a\x7fb"), []),
         "obs-fold": (_get(b"/public/x", b"X-Folded: a\r\n Zinj: 1"), []),
-        "te-chunked-identity": (_get(b"/public/x", b"Transfer-Encoding: chunked, identity", b"Content-Length: 4",
-                                     method=b"POST", body=b"0\r\n\r\nGET /public/smuggled HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"), []),
-        "te-cl-smuggle": (_get(b"/public/x", b"Transfer-Encoding: chunked", b"Content-Length: 4", method=b"POST",
-                               body=b"0\r\n\r\nGET /public/smuggled HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"), []),
+        "te-chunked-identity": (
+            _get(
+                b"/public/x",
+                b"Transfer-Encoding: chunked, identity",
+                b"Content-Length: 4",
+                method=b"POST",
+                body=b"0\r\n\r\nGET /public/smuggled HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n",
+            ),
+            [],
+        ),
+        "te-cl-smuggle": (
+            _get(
+                b"/public/x",
+                b"Transfer-Encoding: chunked",
+                b"Content-Length: 4",
+                method=b"POST",
+                body=b"0\r\n\r\nGET /public/smuggled HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n",
+            ),
+            [],
+        ),
         "spoofed-principal-public": (_get(b"/public/x", b"X-Bastion-Subject: spoofed"), []),
         "spoofed-principal-underscore": (_get(b"/account/x", AUTH, b"X_Bastion_Subject: spoofed"), ["valid-jwt"]),
         "ext-x-envoy-original-path": (_get(b"/public/x", b"X-Envoy-Original-Path: /admin/x"), []),
         "ext-x-ms-original-url": (_get(b"/public/x", b"X-MS-Original-URL: /admin/x"), []),
         "ext-x-original-path": (_get(b"/public/x", b"X-Original-Path: /admin/x"), []),
         "ext-x-rewrite-path": (_get(b"/public/x", b"X-Rewrite-Path: /admin/x"), []),
-        "ext-nextjs-middleware-subrequest": (_get(b"/public/x", b"X-Middleware-Subrequest: "
-                                                 b"middleware:middleware:middleware:middleware:middleware"), []),
+        "ext-nextjs-middleware-subrequest": (
+            _get(b"/public/x", b"X-Middleware-Subrequest: middleware:middleware:middleware:middleware:middleware"),
+            [],
+        ),
         "ext-nextjs-invoke-path": (_get(b"/public/x", b"X-Invoke-Path: /admin/x"), []),
         "ext-x-custom-ip-authorization": (_get(b"/public/x", b"X-Custom-IP-Authorization: 127.0.0.1"), []),
         "ext-true-client-ip": (_get(b"/public/x", b"True-Client-IP: 127.0.0.1"), []),
         "ext-x-client-ip": (_get(b"/public/x", b"X-Client-IP: 127.0.0.1"), []),
         "ext-x-host": (_get(b"/public/x", b"X-Host: evil.example"), []),
         "ext-x-original-host": (_get(b"/public/x", b"X-Original-Host: evil.example"), []),
-        "host-forwarded-parameter-injection": (b'GET /public/x HTTP/1.1\r\nHost: x";for=10.0.0.1;proto=https;by="'
-                                               b"\r\n\r\n", []),
+        "host-forwarded-parameter-injection": (
+            b'GET /public/x HTTP/1.1\r\nHost: x";for=10.0.0.1;proto=https;by="\r\n\r\n',
+            [],
+        ),
         "host-x-forwarded-host-list": (b"GET /public/x HTTP/1.1\r\nHost: 127.0.0.1, evil.example\r\n\r\n", []),
         "host-userinfo": (b"GET /public/x HTTP/1.1\r\nHost: 127.0.0.1:80@evil.example\r\n\r\n", []),
         "host-with-space": (b"GET /public/x HTTP/1.1\r\nHost: a b\r\n\r\n", []),

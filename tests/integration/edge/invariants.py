@@ -11,8 +11,10 @@ import re
 
 from .recorder import REWRITE_HEADERS, REWRITE_HEADERS_EXTENDED, Recorded, control_chars, lenient_route
 
-_HOST = re.compile(rb"(?:[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)*\.?"
-                   rb"|\[[0-9A-Fa-f:.]+\])(?::[0-9]{1,5})?")
+_HOST = re.compile(
+    rb"(?:[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)*\.?"
+    rb"|\[[0-9A-Fa-f:.]+\])(?::[0-9]{1,5})?"
+)
 
 
 def _split(value: bytes, sep: bytes) -> list[bytes]:
@@ -65,18 +67,36 @@ def forwarding_problems(rec: Recorded, client: bytes = b"127.0.0.1") -> list[str
 
 
 PRINCIPAL = (b"x-bastion-subject", b"x-bastion-tier", b"x-bastion-scopes", b"x-bastion-key-id")
-INVARIANTS = ("5xx", "one-upstream-request", "refused-route-reached", "lenient-route-differs", "control-char",
-              "lenient-route-differs-extended", "fold-or-malformed", "rewrite-header", "rewrite-header-extended", "forwarding-header-injection", "spoofed-principal", "two-credentials-forwarded",
-              "auth-route-without-one-valid-credential")
+INVARIANTS = (
+    "5xx",
+    "one-upstream-request",
+    "refused-route-reached",
+    "lenient-route-differs",
+    "control-char",
+    "lenient-route-differs-extended",
+    "fold-or-malformed",
+    "rewrite-header",
+    "rewrite-header-extended",
+    "forwarding-header-injection",
+    "spoofed-principal",
+    "two-credentials-forwarded",
+    "auth-route-without-one-valid-credential",
+)
 
 
 def upstream_report(records: list[Recorded], route_of_port: dict[int, str]) -> str:
     return "; ".join(f"[{route_of_port.get(r.port)}] {r.head!r}" for r in records)
 
 
-def violations(status: int | None, records: list[Recorded], route_of_port: dict[int, str],
-               prefixes: dict[str, str], credentials: list[str], protected: tuple[str, ...] = ("account",),
-               refused: tuple[str, ...] = ("admin",)) -> list[tuple[str, str]]:
+def violations(
+    status: int | None,
+    records: list[Recorded],
+    route_of_port: dict[int, str],
+    prefixes: dict[str, str],
+    credentials: list[str],
+    protected: tuple[str, ...] = ("account",),
+    refused: tuple[str, ...] = ("admin",),
+) -> list[tuple[str, str]]:
     out: list[tuple[str, str]] = []
     seen = upstream_report(records, route_of_port)
     if status is not None and status >= 500:  # the recording upstream only ever answers 200
@@ -89,13 +109,18 @@ def violations(status: int | None, records: list[Recorded], route_of_port: dict[
             out.append(("refused-route-reached", f"the refused {route!r} route was reached: {seen}"))
         lenient = lenient_route(rec.target, prefixes)
         if lenient != route:
-            out.append(("lenient-route-differs", f"gateway routed to {route!r}, a lenient upstream reads "
-                                                 f"{lenient!r}: {seen}"))
+            out.append(
+                ("lenient-route-differs", f"gateway routed to {route!r}, a lenient upstream reads {lenient!r}: {seen}")
+            )
         elif lenient_route(rec.target, prefixes, extended=True) != route:
-            out.append(("lenient-route-differs-extended",
-                        f"gateway routed to {route!r}, a server reading IIS %u escapes, folding Unicode to "
-                        f"ASCII, trimming Unicode space or NTFS streams reads "
-                        f"{lenient_route(rec.target, prefixes, extended=True)!r}: {seen}"))
+            out.append(
+                (
+                    "lenient-route-differs-extended",
+                    f"gateway routed to {route!r}, a server reading IIS %u escapes, folding Unicode to "
+                    f"ASCII, trimming Unicode space or NTFS streams reads "
+                    f"{lenient_route(rec.target, prefixes, extended=True)!r}: {seen}",
+                )
+            )
         bad = [(k, v) for k, v in rec.headers if control_chars(k, htab=True) or control_chars(v)]
         if control_chars(rec.request_line, htab=True) or bad:
             out.append(("control-char", f"control characters forwarded {bad or rec.request_line}: {seen}"))
@@ -106,8 +131,12 @@ def violations(status: int | None, records: list[Recorded], route_of_port: dict[
         if names & REWRITE_HEADERS:
             out.append(("rewrite-header", f"rewrite/override header forwarded {names & REWRITE_HEADERS}: {seen}"))
         if names & REWRITE_HEADERS_EXTENDED:
-            out.append(("rewrite-header-extended", f"edge-owned header forwarded from the client "
-                                                   f"{sorted(names & REWRITE_HEADERS_EXTENDED)}: {seen}"))
+            out.append(
+                (
+                    "rewrite-header-extended",
+                    f"edge-owned header forwarded from the client {sorted(names & REWRITE_HEADERS_EXTENDED)}: {seen}",
+                )
+            )
         fwd = forwarding_problems(rec)
         if fwd:
             out.append(("forwarding-header-injection", f"forwarding headers the client shaped {fwd}: {seen}"))
@@ -115,16 +144,26 @@ def violations(status: int | None, records: list[Recorded], route_of_port: dict[
             out.append(("spoofed-principal", f"client-supplied principal header forwarded: {seen}"))
         creds = [k for k, _ in rec.headers if k.lower().replace(b"_", b"-") in (b"authorization", b"x-api-key")]
         if len(creds) > 1:
-            out.append(("two-credentials-forwarded", f"two credentials forwarded (which does the upstream "
-                                                     f"trust?): {seen}"))
+            out.append(
+                ("two-credentials-forwarded", f"two credentials forwarded (which does the upstream trust?): {seen}")
+            )
         if route in protected and not (len(credentials) == 1 and credentials[0] in ("valid-jwt", "valid-key")):
-            out.append(("auth-route-without-one-valid-credential",
-                        f"authenticated route reached with credentials {credentials}: {seen}"))
+            out.append(
+                (
+                    "auth-route-without-one-valid-credential",
+                    f"authenticated route reached with credentials {credentials}: {seen}",
+                )
+            )
     return out
 
 
-def check(status: int | None, records: list[Recorded], route_of_port: dict[int, str],
-          prefixes: dict[str, str], credentials: list[str]) -> None:
+def check(
+    status: int | None,
+    records: list[Recorded],
+    route_of_port: dict[int, str],
+    prefixes: dict[str, str],
+    credentials: list[str],
+) -> None:
     found = dict(violations(status, records, route_of_port, prefixes, credentials))
     assert "5xx" not in found, found["5xx"]
     assert "one-upstream-request" not in found, found["one-upstream-request"]

@@ -12,24 +12,51 @@ from __future__ import annotations
 import asyncio
 import re
 import threading
-import unicodedata
 import time
+import unicodedata
 from dataclasses import dataclass, field
 from urllib.parse import unquote_to_bytes
 
 CANARY = b"zinj"  # every injected header/request in the generators is named with this
-REWRITE_HEADERS = frozenset({b"x-original-url", b"x-rewrite-url", b"x-override-url", b"x-http-method-override",
-                             b"x-http-method", b"x-method-override"})
+REWRITE_HEADERS = frozenset(
+    {
+        b"x-original-url",
+        b"x-rewrite-url",
+        b"x-override-url",
+        b"x-http-method-override",
+        b"x-http-method",
+        b"x-method-override",
+    }
+)
 # Beyond the list: headers other servers also route, authorize or pick the client address
 # or host by, which only the edge may set: path rewrites (Envoy, Azure, IIS ARR), Next.js internal
 # routing (x-middleware-subrequest is CVE-2025-29927, x-now-route-matches CVE-2024-46982), and
 # client-address / host aliases that IP allowlists and URL builders trust.
-REWRITE_HEADERS_EXTENDED = frozenset({
-    b"x-envoy-original-path", b"x-ms-original-url", b"x-original-path", b"x-rewrite-path", b"x-request-uri",
-    b"x-invoke-path", b"x-matched-path", b"x-middleware-subrequest", b"x-now-route-matches",
-    b"x-client-ip", b"true-client-ip", b"cf-connecting-ip", b"fastly-client-ip", b"x-cluster-client-ip",
-    b"x-custom-ip-authorization", b"x-originating-ip", b"x-remote-ip", b"x-remote-addr",
-    b"x-host", b"x-forwarded-server", b"x-original-host"})
+REWRITE_HEADERS_EXTENDED = frozenset(
+    {
+        b"x-envoy-original-path",
+        b"x-ms-original-url",
+        b"x-original-path",
+        b"x-rewrite-path",
+        b"x-request-uri",
+        b"x-invoke-path",
+        b"x-matched-path",
+        b"x-middleware-subrequest",
+        b"x-now-route-matches",
+        b"x-client-ip",
+        b"true-client-ip",
+        b"cf-connecting-ip",
+        b"fastly-client-ip",
+        b"x-cluster-client-ip",
+        b"x-custom-ip-authorization",
+        b"x-originating-ip",
+        b"x-remote-ip",
+        b"x-remote-addr",
+        b"x-host",
+        b"x-forwarded-server",
+        b"x-original-host",
+    }
+)
 _ANSWER = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 2\r\n\r\nok"
 
 
@@ -81,7 +108,7 @@ class Recorder:
         self.ready = threading.Event()
         self.thread = threading.Thread(target=self._run, daemon=True)
 
-    def __enter__(self) -> "Recorder":
+    def __enter__(self) -> Recorder:
         self.thread.start()
         if not self.ready.wait(10):
             raise RuntimeError("recorder did not start")
@@ -126,7 +153,7 @@ class Recorder:
             while True:
                 try:
                     head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 30)
-                except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, asyncio.TimeoutError):
+                except (TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError):
                     return
                 rec = parse_head(port, head[:-4])
                 with self.lock:

@@ -11,7 +11,8 @@ lenient readings and override headers).
 from __future__ import annotations
 
 import pytest
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from .conftest import API_KEY, ROUTES, good_claims, hs256, send_raw
 from .corpus import HypothesisChooser, named_cases, raw_request
@@ -19,10 +20,19 @@ from .invariants import check
 
 VALID_JWT = hs256(good_claims(exp=4_102_444_800))  # 2100: stays valid for the corpus
 
-FAST = settings(max_examples=120, deadline=None, database=None, derandomize=True,
-                suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
-SLOW = settings(max_examples=3000, deadline=None, database=None,
-                suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+FAST = settings(
+    max_examples=120,
+    deadline=None,
+    database=None,
+    derandomize=True,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+SLOW = settings(
+    max_examples=3000,
+    deadline=None,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
 
 
 def run_one(edge, data: bytes, credentials: list[str], method: bytes = b"GET") -> None:

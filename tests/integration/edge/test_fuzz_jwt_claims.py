@@ -17,24 +17,71 @@ import math
 import time
 
 import pytest
-from hypothesis import HealthCheck, example, given, settings, strategies as st
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
 
 from .conftest import AUD, ISS, hs256, send_raw
 from .recorder import CANARY, control_chars
 
-FAST = settings(max_examples=80, deadline=None, database=None, derandomize=True,
-                suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
-SLOW = settings(max_examples=2000, deadline=None, database=None,
-                suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+FAST = settings(
+    max_examples=80,
+    deadline=None,
+    database=None,
+    derandomize=True,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+SLOW = settings(
+    max_examples=2000,
+    deadline=None,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
 
 NOW = int(time.time())
-HOSTILE_NUMBERS = ["1e400", "-1e400", "1e-400", "NaN", "Infinity", "-Infinity", str(10**400), "-" + str(10**30),
-                   "1e308", "9007199254740993", "0", "-1", "1.5", "true", "null", '"%d"' % (NOW + 600),
-                   '"%d"' % (NOW - 600), '"1e400"', '"NaN"', "[%d]" % (NOW + 600), '{"$date": %d}' % (NOW + 600),
-                   "%d.000001" % (NOW + 600), "%d" % (NOW + 600), "%d" % (NOW - 600)]
-HOSTILE_STRINGS = ["alice\r\nZinj: 1", "alice\nZinj: 1", "alice\rZinj: 1", "a\x00b", "a\x01b", "a\x7fb", "a\tb",
-                   "\u00e9l\u00e8ve", "\u2028", "\ud800", "\U0001f600", "a" * 5000, "",
-                   "alice\r\n\r\nGET /admin/zinj HTTP/1.1\r\nHost: x\r\n\r\n", " alice ", "alice,admin"]
+HOSTILE_NUMBERS = [
+    "1e400",
+    "-1e400",
+    "1e-400",
+    "NaN",
+    "Infinity",
+    "-Infinity",
+    str(10**400),
+    "-" + str(10**30),
+    "1e308",
+    "9007199254740993",
+    "0",
+    "-1",
+    "1.5",
+    "true",
+    "null",
+    '"%d"' % (NOW + 600),
+    '"%d"' % (NOW - 600),
+    '"1e400"',
+    '"NaN"',
+    "[%d]" % (NOW + 600),
+    '{"$date": %d}' % (NOW + 600),
+    "%d.000001" % (NOW + 600),
+    "%d" % (NOW + 600),
+    "%d" % (NOW - 600),
+]
+HOSTILE_STRINGS = [
+    "alice\r\nZinj: 1",
+    "alice\nZinj: 1",
+    "alice\rZinj: 1",
+    "a\x00b",
+    "a\x01b",
+    "a\x7fb",
+    "a\tb",
+    "\u00e9l\u00e8ve",
+    "\u2028",
+    "\ud800",
+    "\U0001f600",
+    "a" * 5000,
+    "",
+    "alice\r\n\r\nGET /admin/zinj HTTP/1.1\r\nHost: x\r\n\r\n",
+    " alice ",
+    "alice,admin",
+]
 TYP_CLAIMS = ["refresh", "Refresh", "REFRESH", " refresh", "at+jwt", "Bearer", "JWT", "id"]
 
 
@@ -45,22 +92,56 @@ def frag(value) -> str:
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=20),
     lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3),
-    max_leaves=6).map(frag)
+    max_leaves=6,
+).map(frag)
 numbers = st.sampled_from(HOSTILE_NUMBERS) | json_values
 strings = st.sampled_from([frag(s) for s in HOSTILE_STRINGS]) | json_values | st.text(max_size=30).map(frag)
-GOOD = {"iss": frag(ISS), "aud": frag(AUD), "sub": frag("alice"), "iat": str(NOW), "exp": str(NOW + 3600),
-        "scope": frag("orders:read"), "tier": frag("pro")}
-SLOTS = {"iss": strings, "aud": strings, "sub": strings, "iat": numbers, "exp": numbers, "nbf": numbers,
-         "scope": strings, "tier": strings, "typ": st.sampled_from([frag(t) for t in TYP_CLAIMS]) | strings,
-         "jti": strings, "azp": strings, "roles": strings}
-HEADERS = [{"alg": "HS256"}, {"alg": "HS256", "typ": "JWT"}, {"alg": "HS256", "typ": "at+jwt"},
-           {"alg": "HS256", "typ": "application/at+jwt"}, {"alg": "HS256", "typ": "jwt"}, {"alg": "HS256", "typ": 1},
-           {"alg": "HS256", "typ": None}, {"alg": "HS256", "typ": {"a": 1}}, {"alg": "HS256", "typ": "JWT\r\nZinj: 1"},
-           {"alg": "HS256", "kid": 1}, {"alg": "HS256", "kid": "../../x"}, {"alg": "HS256", "crit": ["exp"]},
-           {"alg": "HS256", "crit": "x"}, {"alg": "HS256", "cty": "JWT"}, {"alg": "HS256", "b64": False},
-           {"alg": "HS256", "jku": "http://127.0.0.1:1/jwks"}, {"alg": "HS256", "x5u": "http://127.0.0.1:1/x"},
-           {"alg": "HS256", "jwk": {"kty": "oct", "k": "AAAA"}}, {"alg": "HS256", "typ": "JWT", "typ ": "x"},
-           {"alg": "HS256", "kid": "a\r\nZinj: 1"}, {"alg": "HS256", "zip": "DEF"}]
+GOOD = {
+    "iss": frag(ISS),
+    "aud": frag(AUD),
+    "sub": frag("alice"),
+    "iat": str(NOW),
+    "exp": str(NOW + 3600),
+    "scope": frag("orders:read"),
+    "tier": frag("pro"),
+}
+SLOTS = {
+    "iss": strings,
+    "aud": strings,
+    "sub": strings,
+    "iat": numbers,
+    "exp": numbers,
+    "nbf": numbers,
+    "scope": strings,
+    "tier": strings,
+    "typ": st.sampled_from([frag(t) for t in TYP_CLAIMS]) | strings,
+    "jti": strings,
+    "azp": strings,
+    "roles": strings,
+}
+HEADERS = [
+    {"alg": "HS256"},
+    {"alg": "HS256", "typ": "JWT"},
+    {"alg": "HS256", "typ": "at+jwt"},
+    {"alg": "HS256", "typ": "application/at+jwt"},
+    {"alg": "HS256", "typ": "jwt"},
+    {"alg": "HS256", "typ": 1},
+    {"alg": "HS256", "typ": None},
+    {"alg": "HS256", "typ": {"a": 1}},
+    {"alg": "HS256", "typ": "JWT\r\nZinj: 1"},
+    {"alg": "HS256", "kid": 1},
+    {"alg": "HS256", "kid": "../../x"},
+    {"alg": "HS256", "crit": ["exp"]},
+    {"alg": "HS256", "crit": "x"},
+    {"alg": "HS256", "cty": "JWT"},
+    {"alg": "HS256", "b64": False},
+    {"alg": "HS256", "jku": "http://127.0.0.1:1/jwks"},
+    {"alg": "HS256", "x5u": "http://127.0.0.1:1/x"},
+    {"alg": "HS256", "jwk": {"kty": "oct", "k": "AAAA"}},
+    {"alg": "HS256", "typ": "JWT", "typ ": "x"},
+    {"alg": "HS256", "kid": "a\r\nZinj: 1"},
+    {"alg": "HS256", "zip": "DEF"},
+]
 
 
 @st.composite
@@ -110,8 +191,9 @@ def must_refuse(payload: str) -> str | None:
 def send(edge, token: str):
     port, recorder, route_of_port = edge
     recorder.take(0)
-    status, _ = send_raw(port, b"GET /account/x HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer " +
-                         token.encode() + b"\r\n\r\n")
+    status, _ = send_raw(
+        port, b"GET /account/x HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer " + token.encode() + b"\r\n\r\n"
+    )
     return status, recorder.take()
 
 
@@ -124,8 +206,9 @@ def check_token(edge, header: str, payload: str) -> None:
         statuses.append(status)
         seen = "; ".join(repr(r.head) for r in records)
         assert status in (200, 401), f"{attempt}: answered {status} for {payload}; upstream saw {seen}"
-        assert len(records) == (1 if status == 200 else 0), \
+        assert len(records) == (1 if status == 200 else 0), (
             f"{attempt}: {status} with {len(records)} upstream requests: {seen}"
+        )
         for rec in records:
             bad = [(k, v) for k, v in rec.headers if control_chars(k) or control_chars(v)]
             assert not bad and not rec.malformed and not rec.folded, f"{attempt}: control characters forwarded: {seen}"

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import jwt
 import pytest
+from helpers import ThreadedUvicorn, audit_lines, raw_request, run_gateway
 
 from bastion.auth.apikeys import hash_key
-from helpers import ThreadedUvicorn, audit_lines, raw_request, run_gateway
 
 from .spec_upstream import app as spec_app
 
@@ -25,8 +25,9 @@ ISS = "https://issuer.test"
 
 def token(*scopes: str, sub: str = "alice") -> str:
     now = int(time.time())
-    return jwt.encode({"iss": ISS, "sub": sub, "iat": now, "exp": now + 300, "scope": " ".join(scopes)},
-                      SECRET, algorithm="HS256")
+    return jwt.encode(
+        {"iss": ISS, "sub": sub, "iat": now, "exp": now + 300, "scope": " ".join(scopes)}, SECRET, algorithm="HS256"
+    )
 
 
 @pytest.fixture(scope="module")
@@ -40,15 +41,25 @@ def config(tmp_path, spec_upstream, route: dict, **policies) -> dict:
         "upstreams": {"app": {"urls": [spec_upstream.url]}},
         "policies": {
             "audit": {"output": str(tmp_path / "audit.log")},
-            "auth": {"schemes": {
-                "api_key": {"type": "api_key", "keys": [
-                    {"id": "k1", "hash": hash_key(KEY), "owner": "acme", "scopes": []},
-                    {"id": K2_ID, "hash": hash_key(KEY2), "owner": "rl", "scopes": []}]},
-                "bearer": {"type": "jwt", "issuers": [
-                    {"issuer": ISS, "algorithms": ["HS256"], "keys": [{"secret": SECRET}]}]},
-                "oauth": {"type": "jwt", "issuers": [
-                    {"issuer": ISS, "algorithms": ["HS256"], "keys": [{"secret": SECRET}]}]},
-            }},
+            "auth": {
+                "schemes": {
+                    "api_key": {
+                        "type": "api_key",
+                        "keys": [
+                            {"id": "k1", "hash": hash_key(KEY), "owner": "acme", "scopes": []},
+                            {"id": K2_ID, "hash": hash_key(KEY2), "owner": "rl", "scopes": []},
+                        ],
+                    },
+                    "bearer": {
+                        "type": "jwt",
+                        "issuers": [{"issuer": ISS, "algorithms": ["HS256"], "keys": [{"secret": SECRET}]}],
+                    },
+                    "oauth": {
+                        "type": "jwt",
+                        "issuers": [{"issuer": ISS, "algorithms": ["HS256"], "keys": [{"secret": SECRET}]}],
+                    },
+                }
+            },
             **policies,
         },
         "routes": [{"upstream": "app", **route}],
@@ -58,8 +69,11 @@ def config(tmp_path, spec_upstream, route: dict, **policies) -> dict:
 @pytest.fixture(scope="module")
 def petstore(spec_upstream, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("petstore")
-    cfg = config(tmp, spec_upstream, {"openapi": str(SPECS / "petstore.yaml"),
-                                      "policies": {"validation": {"responses": "remove"}}})
+    cfg = config(
+        tmp,
+        spec_upstream,
+        {"openapi": str(SPECS / "petstore.yaml"), "policies": {"validation": {"responses": "remove"}}},
+    )
     with run_gateway(cfg, tmp) as gw:
         gw.audit = tmp / "audit.log"
         yield gw
@@ -92,8 +106,10 @@ def test_undocumented_method_is_405_with_allow(petstore):
     assert r.header("allow") == "GET, HEAD, POST"
 
 
-@pytest.mark.parametrize("target", ["/v1/%70ets?limit=0", "/v1//pets?limit=0", "/v1/pets/.?limit=0",
-                                    "/v1/pets;x=1?limit=0", "/v1/x/../pets?limit=0"])
+@pytest.mark.parametrize(
+    "target",
+    ["/v1/%70ets?limit=0", "/v1//pets?limit=0", "/v1/pets/.?limit=0", "/v1/pets;x=1?limit=0", "/v1/x/../pets?limit=0"],
+)
 def test_path_tricks_reach_the_same_checks(petstore, target):
     r = call(petstore, "GET", target, K)
     assert r.status == 422, (target, r.status, r.body)
@@ -101,8 +117,7 @@ def test_path_tricks_reach_the_same_checks(petstore, target):
 
 
 def test_passthrough_undocumented(spec_upstream, tmp_path):
-    cfg = config(tmp_path, spec_upstream, {"openapi": str(SPECS / "petstore.yaml"),
-                                           "passthrough_undocumented": True})
+    cfg = config(tmp_path, spec_upstream, {"openapi": str(SPECS / "petstore.yaml"), "passthrough_undocumented": True})
     with run_gateway(cfg, tmp_path) as gw:
         assert call(gw, "GET", "/v1/internal/debug", K).json()["path"] == "/v1/internal/debug"
         assert call(gw, "PUT", "/v1/pets", JSON, b"{}").json()["method"] == "PUT"
@@ -141,27 +156,35 @@ def test_operation_security_replaces_global(petstore):
 
 
 def test_forged_token_refused(petstore):
-    forged = jwt.encode({"iss": ISS, "sub": "eve", "iat": int(time.time()), "exp": int(time.time()) + 60,
-                         "scope": "pets:admin"}, "w" * 40, algorithm="HS256")
+    forged = jwt.encode(
+        {"iss": ISS, "sub": "eve", "iat": int(time.time()), "exp": int(time.time()) + 60, "scope": "pets:admin"},
+        "w" * 40,
+        algorithm="HS256",
+    )
     assert call(petstore, "DELETE", "/v1/pets/1", {"Authorization": "Bearer " + forged}).status == 401
 
 
 # ------------------------------------------------------------------------ parameters
-@pytest.mark.parametrize("target,where,pointer,rule", [
-    ("/v1/pets?limit=0", "query", "limit", "minimum"),
-    ("/v1/pets?limit=abc", "query", "limit", "type"),
-    ("/v1/pets?limit=99999999999", "query", "limit", "maximum"),
-    ("/v1/pets?tags=a,b,c,d,e,f", "query", "tags", "maxItems"),
-    ("/v1/pets?tags=" + "x" * 21, "query", "tags/0", "maxLength"),
-    ("/v1/pets/abc", "path", "petId", "type"),
-    ("/v1/pets/0", "path", "petId", "minimum"),
-])
+@pytest.mark.parametrize(
+    "target,where,pointer,rule",
+    [
+        ("/v1/pets?limit=0", "query", "limit", "minimum"),
+        ("/v1/pets?limit=abc", "query", "limit", "type"),
+        ("/v1/pets?limit=99999999999", "query", "limit", "maximum"),
+        ("/v1/pets?tags=a,b,c,d,e,f", "query", "tags", "maxItems"),
+        ("/v1/pets?tags=" + "x" * 21, "query", "tags/0", "maxLength"),
+        ("/v1/pets/abc", "path", "petId", "type"),
+        ("/v1/pets/0", "path", "petId", "minimum"),
+    ],
+)
 def test_parameter_violations(petstore, target, where, pointer, rule):
     r = call(petstore, "GET", target, K)
     assert r.status == 422, r.body
     doc = r.json()
     assert r.header("content-type") == "application/problem+json"
-    assert {"in": where, "pointer": pointer, "rule": rule} == {k: doc["errors"][0][k] for k in ("in", "pointer", "rule")}
+    assert {"in": where, "pointer": pointer, "rule": rule} == {
+        k: doc["errors"][0][k] for k in ("in", "pointer", "rule")
+    }
 
 
 def test_header_and_cookie_parameters(petstore):
@@ -169,7 +192,11 @@ def test_header_and_cookie_parameters(petstore):
     assert call(petstore, "GET", "/v1/pets", {**K, "X-Trace": "deadbeef"}).status == 200
     r = call(petstore, "GET", "/v1/session")
     assert r.status == 422 and r.json()["errors"][0] == {
-        "in": "cookie", "pointer": "sid", "rule": "required", "message": "this parameter is required"}
+        "in": "cookie",
+        "pointer": "sid",
+        "rule": "required",
+        "message": "this parameter is required",
+    }
     assert call(petstore, "GET", "/v1/session", {"Cookie": "a=b; sid=short"}).status == 422
     assert call(petstore, "GET", "/v1/session", {"Cookie": "a=b; sid=long-enough-id"}).status == 200
 
@@ -191,15 +218,18 @@ def test_valid_body_forwarded_intact(petstore):
     assert r.status == 200 and r.json()["body"] == {"name": "rex", "tag": None, "age": 3}
 
 
-@pytest.mark.parametrize("body,pointer,rule", [
-    ('{"name": "rex", "role": "admin"}', "", "additionalProperties"),  # mass assignment
-    ('{"tag": "x"}', "", "required"),
-    ('{"name": ""}', "/name", "minLength"),
-    ('{"name": "rex", "age": 0}', "/age", "exclusiveMinimum"),  # 3.0 boolean exclusiveMinimum
-    ('{"name": "rex", "age": 41}', "/age", "maximum"),
-    ('{"name": 5}', "/name", "type"),
-    ('[]', "", "type"),
-])
+@pytest.mark.parametrize(
+    "body,pointer,rule",
+    [
+        ('{"name": "rex", "role": "admin"}', "", "additionalProperties"),  # mass assignment
+        ('{"tag": "x"}', "", "required"),
+        ('{"name": ""}', "/name", "minLength"),
+        ('{"name": "rex", "age": 0}', "/age", "exclusiveMinimum"),  # 3.0 boolean exclusiveMinimum
+        ('{"name": "rex", "age": 41}', "/age", "maximum"),
+        ('{"name": 5}', "/name", "type"),
+        ("[]", "", "type"),
+    ],
+)
 def test_body_violations(petstore, body, pointer, rule):
     r = post(petstore, body)
     assert r.status == 422, r.body
@@ -221,23 +251,38 @@ def test_malformed_json_is_400(petstore):
 def test_compressed_body_is_validated_decoded_and_forwarded_decoded(petstore):
     import gzip
 
-    ok = call(petstore, "POST", "/v1/pets", {**JSON, "Content-Encoding": "gzip"},
-              gzip.compress(b'{"name": "rex", "age": 3}'))
+    ok = call(
+        petstore, "POST", "/v1/pets", {**JSON, "Content-Encoding": "gzip"}, gzip.compress(b'{"name": "rex", "age": 3}')
+    )
     assert ok.status == 200 and ok.json()["body"] == {"name": "rex", "age": 3}, ok.body
-    bad = call(petstore, "POST", "/v1/pets", {**JSON, "Content-Encoding": "gzip"},
-               gzip.compress(b'{"name": "rex", "role": "admin"}'))
+    bad = call(
+        petstore,
+        "POST",
+        "/v1/pets",
+        {**JSON, "Content-Encoding": "gzip"},
+        gzip.compress(b'{"name": "rex", "role": "admin"}'),
+    )
     assert bad.status == 422 and bad.json()["errors"][0]["rule"] == "additionalProperties"
-    assert call(petstore, "POST", "/v1/pets", {**JSON, "Content-Encoding": "compress"},
-                b'{"name": "rex"}').status == 415
+    assert (
+        call(petstore, "POST", "/v1/pets", {**JSON, "Content-Encoding": "compress"}, b'{"name": "rex"}').status == 415
+    )
 
 
 def test_bodies_read_two_ways_are_refused(petstore):
     # which "age" wins depends on the parser: the validator and the upstream could disagree
     r = post(petstore, '{"name": "rex", "age": 3, "age": 400}')
     assert r.status == 400 and r.json()["type"].endswith("/ambiguous-body")
-    two = call(petstore, "POST", "/v1/pets", [("X-API-Key", KEY), ("Content-Type", "application/json"),
-                                               ("Content-Type", "application/x-www-form-urlencoded")],
-               b'{"name": "rex"}')
+    two = call(
+        petstore,
+        "POST",
+        "/v1/pets",
+        [
+            ("X-API-Key", KEY),
+            ("Content-Type", "application/json"),
+            ("Content-Type", "application/x-www-form-urlencoded"),
+        ],
+        b'{"name": "rex"}',
+    )
     assert two.status == 400 and two.json()["type"].endswith("/ambiguous-content-type")
 
 
@@ -299,8 +344,14 @@ def test_rate_limit_from_the_spec(spec_upstream, tmp_path):
 def test_read_only_property_refused_in_a_request(petstore):
     r = call(petstore, "PUT", "/v1/pets/7", JSON, b'{"name": "rex", "id": 7}')
     assert r.status == 422
-    assert r.json()["errors"] == [{"in": "body", "pointer": "/id", "rule": "readOnly",
-                                   "message": "this property may not be sent (read-only or forbidden)"}]
+    assert r.json()["errors"] == [
+        {
+            "in": "body",
+            "pointer": "/id",
+            "rule": "readOnly",
+            "message": "this property may not be sent (read-only or forbidden)",
+        }
+    ]
     assert call(petstore, "PUT", "/v1/pets/7", JSON, b'{"name": "rex", "age": 2}').status == 200
 
 
@@ -321,18 +372,25 @@ def bearer(*scopes, ct=None):
     return h
 
 
-ORDER = {"item": "book", "email": "bob@example.com", "total": {"amount": 10, "currency": "EUR"},
-         "payment": {"kind": "card", "number": "4111111111111111"}}
+ORDER = {
+    "item": "book",
+    "email": "bob@example.com",
+    "total": {"amount": 10, "currency": "EUR"},
+    "payment": {"kind": "card", "number": "4111111111111111"},
+}
 
 
-@pytest.mark.parametrize("query,status", [
-    ("filter[status]=open&filter[min_total]=5", 200),
-    ("filter[status]=lost", 422),
-    ("filter[other]=1", 422),
-    ("filter[min_total]=-1", 422),
-    ("ids=1&ids=2", 200),
-    ("ids=1&ids=x", 422),
-])
+@pytest.mark.parametrize(
+    "query,status",
+    [
+        ("filter[status]=open&filter[min_total]=5", 200),
+        ("filter[status]=lost", 422),
+        ("filter[other]=1", 422),
+        ("filter[min_total]=-1", 422),
+        ("ids=1&ids=2", 200),
+        ("ids=1&ids=x", 422),
+    ],
+)
 def test_deep_object_and_exploded_arrays(shop, query, status):
     r = call(shop, "GET", "/api/orders?" + query, bearer("orders:read"))
     assert r.status == status, r.body
@@ -342,11 +400,17 @@ def test_one_of_bodies(shop):
     ok = call(shop, "POST", "/api/orders", bearer("orders:write", ct="application/json"), json.dumps(ORDER).encode())
     assert ok.status == 200, ok.body
     transfer = {**ORDER, "payment": {"kind": "transfer", "iban": "DE00123"}}
-    assert call(shop, "POST", "/api/orders", bearer("orders:write", ct="application/json"),
-                json.dumps(transfer).encode()).status == 200
-    for payment in ({"kind": "card", "number": "411", "extra": 1},  # branch-level unknown property
-                    {"kind": "card", "number": "4111111111111111", "last4": "1111"},  # readOnly
-                    {"kind": "cash"}):
+    assert (
+        call(
+            shop, "POST", "/api/orders", bearer("orders:write", ct="application/json"), json.dumps(transfer).encode()
+        ).status
+        == 200
+    )
+    for payment in (
+        {"kind": "card", "number": "411", "extra": 1},  # branch-level unknown property
+        {"kind": "card", "number": "4111111111111111", "last4": "1111"},  # readOnly
+        {"kind": "cash"},
+    ):
         bad = {**ORDER, "payment": payment}
         r = call(shop, "POST", "/api/orders", bearer("orders:write", ct="application/json"), json.dumps(bad).encode())
         assert r.status == 422, (payment, r.body)
@@ -375,8 +439,9 @@ def test_path_item_ref_and_media_types(shop):
     assert call(shop, "PATCH", "/api/orders/ord_abc123", h, b'{"status": "shipped"}').status == 200
     assert call(shop, "PATCH", "/api/orders/ord_abc123", h, b"{}").status == 422  # minProperties
     assert call(shop, "PATCH", "/api/orders/42", h, b'{"status": "shipped"}').status == 422
-    r = call(shop, "PATCH", "/api/orders/ord_abc123", bearer("orders:write", ct="application/json"),
-             b'{"status": "shipped"}')
+    r = call(
+        shop, "PATCH", "/api/orders/ord_abc123", bearer("orders:write", ct="application/json"), b'{"status": "shipped"}'
+    )
     assert r.status == 415
 
 
@@ -424,16 +489,21 @@ components:
 def test_object_rules_cors_and_cookie_keys_from_the_spec(spec_upstream, tmp_path):
     (tmp_path / "ext.yaml").write_text(EXTENDED)
     cfg = config(tmp_path, spec_upstream, {"openapi": "ext.yaml"})
-    cfg["policies"]["auth"]["schemes"]["cookie_key"] = {"type": "api_key", "keys": [
-        {"id": "c1", "hash": hash_key(KEY), "owner": "acme"}]}
+    cfg["policies"]["auth"]["schemes"]["cookie_key"] = {
+        "type": "api_key",
+        "keys": [{"id": "c1", "hash": hash_key(KEY), "owner": "acme"}],
+    }
     with run_gateway(cfg, tmp_path) as gw:
         # x-bastion-authorization: alice reads her own orders, not bob's (404: not even existence)
         alice = {"Authorization": "Bearer " + token(sub="alice")}
         assert call(gw, "GET", "/users/alice/orders", alice).status == 200
         assert call(gw, "GET", "/users/bob/orders", alice).status == 404
         # x-bastion-cors on that operation only
-        pre = {"Origin": "https://app.example.com", "Access-Control-Request-Method": "GET",
-               "Access-Control-Request-Headers": "authorization"}
+        pre = {
+            "Origin": "https://app.example.com",
+            "Access-Control-Request-Method": "GET",
+            "Access-Control-Request-Headers": "authorization",
+        }
         r = call(gw, "OPTIONS", "/users/alice/orders", pre)
         assert r.status in (200, 204) and r.header("access-control-allow-origin") == "https://app.example.com"
         evil = {**pre, "Origin": "https://app.example.com.evil.com"}

@@ -6,13 +6,13 @@ import json
 from pathlib import Path
 
 import pytest
+from helpers import ThreadedUvicorn, raw_request
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from bastion.middleware import BastionMiddleware
-from helpers import ThreadedUvicorn, raw_request
 
 SPECS = Path(__file__).resolve().parents[2] / "specs"
 SECRET = "s" * 40
@@ -29,14 +29,31 @@ async def tree(request: Request) -> JSONResponse:
 
 @pytest.fixture(scope="module")
 def server():
-    app = Starlette(routes=[Route("/api/orders", orders, methods=["POST"]),
-                            Route("/api/tree", tree, methods=["PUT"]),
-                            Route("/other", tree)])
-    app.add_middleware(BastionMiddleware, config={
-        "policies": {"auth": {"schemes": {"oauth": {"type": "jwt", "issuers": [
-            {"issuer": "https://issuer.test", "algorithms": ["HS256"], "keys": [{"secret": SECRET}]}]}}}},
-        "routes": [{"openapi": str(SPECS / "shop" / "openapi.yaml")}],
-    })
+    app = Starlette(
+        routes=[
+            Route("/api/orders", orders, methods=["POST"]),
+            Route("/api/tree", tree, methods=["PUT"]),
+            Route("/other", tree),
+        ]
+    )
+    app.add_middleware(
+        BastionMiddleware,
+        config={
+            "policies": {
+                "auth": {
+                    "schemes": {
+                        "oauth": {
+                            "type": "jwt",
+                            "issuers": [
+                                {"issuer": "https://issuer.test", "algorithms": ["HS256"], "keys": [{"secret": SECRET}]}
+                            ],
+                        }
+                    }
+                }
+            },
+            "routes": [{"openapi": str(SPECS / "shop" / "openapi.yaml")}],
+        },
+    )
     with ThreadedUvicorn(app) as s:
         yield s
 
@@ -47,11 +64,18 @@ def test_validation_and_inventory_in_middleware_mode(server):
     import jwt
 
     now = int(time.time())
-    tok = jwt.encode({"iss": "https://issuer.test", "sub": "a", "iat": now, "exp": now + 60,
-                      "scope": "orders:write"}, SECRET, algorithm="HS256")
+    tok = jwt.encode(
+        {"iss": "https://issuer.test", "sub": "a", "iat": now, "exp": now + 60, "scope": "orders:write"},
+        SECRET,
+        algorithm="HS256",
+    )
     h = {"Authorization": f"Bearer {tok}", "Content-Type": "application/json"}
-    order = {"item": "  book ", "email": "A@B.CO", "total": {"amount": 1, "currency": "EUR"},
-             "payment": {"kind": "transfer", "iban": "DE00"}}
+    order = {
+        "item": "  book ",
+        "email": "A@B.CO",
+        "total": {"amount": 1, "currency": "EUR"},
+        "payment": {"kind": "transfer", "iban": "DE00"},
+    }
     r = raw_request(server.port, "POST", "/api/orders", h, json.dumps(order).encode())
     assert r.status == 200, r.body
     got = r.json()

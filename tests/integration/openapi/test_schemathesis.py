@@ -19,6 +19,7 @@ import hypothesis
 import pytest
 import requests
 import schemathesis
+from helpers import ThreadedUvicorn, run_gateway
 from hypothesis import HealthCheck, given, settings
 from openapi_core import OpenAPI
 from openapi_core.testing import MockRequest
@@ -26,7 +27,6 @@ from schemathesis import GenerationMode
 
 from bastion.auth.apikeys import hash_key
 from bastion.demo.upstream import app as demo_app
-from helpers import ThreadedUvicorn, run_gateway
 
 SPEC = str(resources.files("bastion.demo") / "openapi.json")
 KEY = "bk_test_" + "S" * 43
@@ -44,10 +44,15 @@ async def recorder(scope, receive, send):
         chunks.append(msg.get("body", b""))
         more = msg.get("more_body", False)
     body = b"".join(chunks)
-    RECEIVED.append({"method": scope["method"], "path": scope["path"],
-                     "query": scope["query_string"].decode("latin-1"),
-                     "headers": {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]},
-                     "body": body})
+    RECEIVED.append(
+        {
+            "method": scope["method"],
+            "path": scope["path"],
+            "query": scope["query_string"].decode("latin-1"),
+            "headers": {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]},
+            "body": body,
+        }
+    )
     sent = False
 
     async def replay():
@@ -69,8 +74,14 @@ def gateway(tmp_path_factory):
             "policies": {
                 "audit": {"output": str(tmp / "audit.log")},
                 "rate_limit": {"login_limits": []},
-                "auth": {"schemes": {"bearer": {"type": "api_key", "keys": [
-                    {"id": "st", "hash": hash_key(KEY), "owner": "1", "scopes": ["admin"]}]}}},
+                "auth": {
+                    "schemes": {
+                        "bearer": {
+                            "type": "api_key",
+                            "keys": [{"id": "st", "hash": hash_key(KEY), "owner": "1", "scopes": ["admin"]}],
+                        }
+                    }
+                },
             },
             "routes": [{"openapi": SPEC, "upstream": "demo"}],
         }
@@ -84,10 +95,15 @@ JUDGE = OpenAPI.from_file_path(SPEC)
 
 
 def conforms(rec: dict) -> list:
-    req = MockRequest("http://127.0.0.1:8000", rec["method"].lower(), rec["path"],
-                      args=dict(parse_qsl(rec["query"], keep_blank_values=True)), headers=rec["headers"],
-                      data=rec["body"] or None,
-                      content_type=rec["headers"].get("content-type", "application/json"))
+    req = MockRequest(
+        "http://127.0.0.1:8000",
+        rec["method"].lower(),
+        rec["path"],
+        args=dict(parse_qsl(rec["query"], keep_blank_values=True)),
+        headers=rec["headers"],
+        data=rec["body"] or None,
+        content_type=rec["headers"].get("content-type", "application/json"),
+    )
     return list(JUDGE.iter_request_errors(req))
 
 
@@ -96,8 +112,12 @@ def _has_inputs(op) -> bool:
 
 
 # An operation without parameters or body has nothing to break: no negative cases exist for it.
-CASES = [(op, mode) for op in OPERATIONS for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE)
-         if mode is GenerationMode.POSITIVE or _has_inputs(op)]
+CASES = [
+    (op, mode)
+    for op in OPERATIONS
+    for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE)
+    if mode is GenerationMode.POSITIVE or _has_inputs(op)
+]
 
 
 @pytest.mark.parametrize("operation,mode", CASES, ids=lambda v: getattr(v, "label", None) or str(v))
@@ -105,8 +125,14 @@ def test_gateway_forwards_only_conforming_requests(gateway, operation, mode):
     seen = {"forwarded": 0, "stopped": 0}
 
     @given(case=operation.as_strategy(generation_mode=mode))
-    @settings(max_examples=20, deadline=None, derandomize=True, database=None,
-              suppress_health_check=list(HealthCheck), phases=[hypothesis.Phase.generate])
+    @settings(
+        max_examples=20,
+        deadline=None,
+        derandomize=True,
+        database=None,
+        suppress_health_check=list(HealthCheck),
+        phases=[hypothesis.Phase.generate],
+    )
     def run(case):
         before = len(RECEIVED)
         try:

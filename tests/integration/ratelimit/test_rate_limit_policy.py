@@ -15,7 +15,6 @@ import uuid
 import httpx
 import pytest
 import yaml
-
 from helpers import raw_request, run_gateway
 
 
@@ -39,15 +38,19 @@ def test_headers_count_down_then_429_with_retry_after(base_config, tmp_path):
         assert refused.header("content-type") == "application/problem+json"
         doc = refused.json()
         assert doc["type"].endswith("/rate-limited") and doc["status"] == 429
-        assert 1 <= int(refused.header("retry-after")) <= 60 and doc["retry_after"] == int(refused.header("retry-after"))
+        assert 1 <= int(refused.header("retry-after")) <= 60 and doc["retry_after"] == int(
+            refused.header("retry-after")
+        )
         # another client is not affected
         assert raw_request(g.port, "GET", "/echo", {"X-Client": "someone-else"}).status == 200
 
 
 def test_all_limits_must_pass(base_config, tmp_path):
-    cfg = limited_config(base_config, [{"rate": "2/second", "key": ["header:X-Client"]},
-                                       {"rate": "3/minute", "key": ["header:X-Client"]}],
-                         algorithm="fixed_window")
+    cfg = limited_config(
+        base_config,
+        [{"rate": "2/second", "key": ["header:X-Client"]}, {"rate": "3/minute", "key": ["header:X-Client"]}],
+        algorithm="fixed_window",
+    )
     with run_gateway(cfg, tmp_path) as g:
         h = {"X-Client": uuid.uuid4().hex}
         assert [raw_request(g.port, "GET", "/echo", h).status for _ in range(3)] == [200, 200, 429]
@@ -68,8 +71,10 @@ def test_login_paths_are_limited_out_of_the_box(base_config, tmp_path):
 
 
 def test_leaky_bucket_shaper_spaces_requests(base_config, tmp_path):
-    cfg = limited_config(base_config, [{"rate": "5/second burst 10", "algorithm": "leaky_bucket",
-                                        "max_delay": 2.0, "key": ["header:X-Client"]}])
+    cfg = limited_config(
+        base_config,
+        [{"rate": "5/second burst 10", "algorithm": "leaky_bucket", "max_delay": 2.0, "key": ["header:X-Client"]}],
+    )
     with run_gateway(cfg, tmp_path) as g:
         h = {"X-Client": uuid.uuid4().hex}
 
@@ -89,8 +94,11 @@ def test_store_down_fail_open_and_fail_closed(base_config, tmp_path):
     base_config["policies"]["rate_limit"] = {"store": dead, "limits": ["1/minute"]}
     base_config["routes"] = [
         {"path": "/open/*", "upstream": "up"},
-        {"path": "/closed/*", "upstream": "up", "policies": {"rate_limit": {
-            "limits": [{"rate": "1/minute", "fail": "closed"}]}}},
+        {
+            "path": "/closed/*",
+            "upstream": "up",
+            "policies": {"rate_limit": {"limits": [{"rate": "1/minute", "fail": "closed"}]}},
+        },
     ]
     with run_gateway(base_config, tmp_path) as g:
         t0 = time.monotonic()
@@ -102,6 +110,7 @@ def test_store_down_fail_open_and_fail_closed(base_config, tmp_path):
 
 # ---- several gateway processes sharing one Redis --------------------------------------------
 
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -110,17 +119,31 @@ def free_port() -> int:
 
 def start_gateway(tmp_path, upstream_url, redis_url, prefix, port):
     cfg = tmp_path / f"gw-{port}.yaml"
-    cfg.write_text(yaml.safe_dump({
-        "listeners": [{"host": "127.0.0.1", "port": port}],
-        "upstreams": {"up": {"urls": [upstream_url]}},
-        "policies": {"audit": {"enabled": False}, "rate_limit": {
-            "store": redis_url, "key_prefix": prefix,
-            "limits": [{"rate": "100/hour", "key": ["route"], "algorithm": "sliding_log"},
-                       {"rate": "1000000/hour", "key": ["ip"], "fail": "closed", "name": "probe"}]}},
-        "routes": [{"path": "/*", "upstream": "up", "name": "shared"}],
-    }))
-    proc = subprocess.Popen([sys.executable, "-m", "bastion.cli", "serve", "--no-watch", "--config", str(cfg)],
-                            stderr=subprocess.PIPE, text=True)
+    cfg.write_text(
+        yaml.safe_dump(
+            {
+                "listeners": [{"host": "127.0.0.1", "port": port}],
+                "upstreams": {"up": {"urls": [upstream_url]}},
+                "policies": {
+                    "audit": {"enabled": False},
+                    "rate_limit": {
+                        "store": redis_url,
+                        "key_prefix": prefix,
+                        "limits": [
+                            {"rate": "100/hour", "key": ["route"], "algorithm": "sliding_log"},
+                            {"rate": "1000000/hour", "key": ["ip"], "fail": "closed", "name": "probe"},
+                        ],
+                    },
+                },
+                "routes": [{"path": "/*", "upstream": "up", "name": "shared"}],
+            }
+        )
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bastion.cli", "serve", "--no-watch", "--config", str(cfg)],
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     deadline = time.time() + 20
     while time.time() < deadline:
         try:
@@ -171,8 +194,22 @@ def private_redis(tmp_path):
     port = free_port()
 
     def start():
-        proc = subprocess.Popen([binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-                                 "--appendonly", "no", "--dir", str(tmp_path)], stdout=subprocess.DEVNULL)
+        proc = subprocess.Popen(
+            [
+                binary,
+                "--port",
+                str(port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(tmp_path),
+            ],
+            stdout=subprocess.DEVNULL,
+        )
         for _ in range(100):
             try:
                 socket.create_connection(("127.0.0.1", port), 0.1).close()
@@ -192,11 +229,20 @@ def test_redis_outage_applies_fail_mode_then_recovers(upstream, private_redis, t
     url = f"redis://127.0.0.1:{port}/0"
     cfg = {
         "upstreams": {"up": {"urls": [upstream.url]}},
-        "policies": {"audit": {"enabled": False}, "rate_limit": {"store": url, "limits": [
-            {"rate": "2/minute", "key": ["header:X-Client"], "fail": "open"}]}},
-        "routes": [{"path": "/*", "upstream": "up"},
-                   {"path": "/strict/*", "upstream": "up", "policies": {"rate_limit": {"limits": [
-                       {"rate": "2/minute", "key": ["header:X-Client"], "fail": "closed"}]}}}],
+        "policies": {
+            "audit": {"enabled": False},
+            "rate_limit": {"store": url, "limits": [{"rate": "2/minute", "key": ["header:X-Client"], "fail": "open"}]},
+        },
+        "routes": [
+            {"path": "/*", "upstream": "up"},
+            {
+                "path": "/strict/*",
+                "upstream": "up",
+                "policies": {
+                    "rate_limit": {"limits": [{"rate": "2/minute", "key": ["header:X-Client"], "fail": "closed"}]}
+                },
+            },
+        ],
     }
     with run_gateway(cfg, tmp_path) as g:
         h = {"X-Client": "c1"}

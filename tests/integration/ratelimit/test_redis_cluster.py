@@ -45,9 +45,28 @@ def cluster(tmp_path_factory):
     procs = []
     for port in ports:
         d = tmp_path_factory.mktemp(f"node{port}")
-        procs.append(subprocess.Popen([server, "--port", str(port), "--bind", "127.0.0.1", "--cluster-enabled", "yes",
-                                       "--cluster-config-file", str(d / "nodes.conf"), "--save", "",
-                                       "--appendonly", "no", "--dir", str(d)], stdout=subprocess.DEVNULL))
+        procs.append(
+            subprocess.Popen(
+                [
+                    server,
+                    "--port",
+                    str(port),
+                    "--bind",
+                    "127.0.0.1",
+                    "--cluster-enabled",
+                    "yes",
+                    "--cluster-config-file",
+                    str(d / "nodes.conf"),
+                    "--save",
+                    "",
+                    "--appendonly",
+                    "no",
+                    "--dir",
+                    str(d),
+                ],
+                stdout=subprocess.DEVNULL,
+            )
+        )
     try:
         for port in ports:
             for _ in range(100):
@@ -56,8 +75,12 @@ def cluster(tmp_path_factory):
                     break
                 except OSError:
                     time.sleep(0.05)
-        created = subprocess.run([cli, "--cluster", "create", *[f"127.0.0.1:{p}" for p in ports], "--cluster-yes"],
-                                 capture_output=True, text=True, timeout=60)
+        created = subprocess.run(
+            [cli, "--cluster", "create", *[f"127.0.0.1:{p}" for p in ports], "--cluster-yes"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         if created.returncode != 0:
             pytest.fail(f"could not create the test cluster: {created.stdout[-500:]} {created.stderr[-500:]}")
         for _ in range(100):  # wait until every node agrees the cluster is ok
@@ -97,5 +120,5 @@ def test_cluster_keys_spread_over_slots_with_hash_tags(cluster):
     store = RedisStore.__new__(RedisStore)
     store.prefix = "cl"
     keys = {store.key("sliding_log", f"k{i}", parse_rate("1/second")) for i in range(50)}
-    tags = {k[k.index("{") + 1:k.index("}")] for k in keys}
+    tags = {k[k.index("{") + 1 : k.index("}")] for k in keys}
     assert len(tags) == 50  # distinct clients land on distinct tags (and so spread over slots)

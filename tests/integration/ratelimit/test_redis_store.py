@@ -39,9 +39,14 @@ def test_redis_answers_like_memory(redis_url, prefix, algorithm, rate, max_delay
             got = await store.hit(algorithm, key, r, cost, max_delay=max_delay, now=t)
             want = memory.hit_sync(algorithm, key, r, cost, max_delay=max_delay, now=t)
             same = (got.allowed, got.remaining) == (want.allowed, want.remaining)
-            close = all(abs(a - b) < 2e-3 or a == b for a, b in
-                        [(got.retry_after, want.retry_after), (got.reset_after, want.reset_after),
-                         (got.delay, want.delay)])
+            close = all(
+                abs(a - b) < 2e-3 or a == b
+                for a, b in [
+                    (got.retry_after, want.retry_after),
+                    (got.reset_after, want.reset_after),
+                    (got.delay, want.delay),
+                ]
+            )
             if not (same and close):
                 diffs.append((i, t, cost, got, want))
         await store.close()
@@ -98,6 +103,7 @@ def test_every_key_has_a_ttl(redis_url, prefix):
 
 def test_server_time_is_used(redis_url, prefix, monkeypatch):
     """A gateway whose clock is an hour off still agrees with the others: no local time is sent."""
+
     async def main():
         a = RedisStore(redis_url, prefix=prefix)
         r = parse_rate("3/minute")

@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from helpers import ThreadedUvicorn
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from starlette.applications import Starlette
@@ -23,15 +24,26 @@ from starlette.routing import Route
 from bastion.scanner.checks.api3 import plaintext_credential
 from bastion.scanner.reporters import infer_format, output_paths
 from bastion.scanner.runner import ScanOptions, run_sync
-from helpers import ThreadedUvicorn
 
 NAMES = ["kettle", "toaster", "lamp", "desk", "chair", "mug", "teapot", "rug"]
-SPEC = {"openapi": "3.0.3", "info": {"title": "t", "version": "1"}, "paths": {
-    "/items": {"get": {"parameters": [{"name": "q", "in": "query", "schema": {"type": "string"}}],
-                       "responses": {"200": {"description": "ok"}}}},
-    "/items/{item_id}": {"get": {"parameters": [{"name": "item_id", "in": "path", "required": True,
-                                                 "schema": {"type": "integer"}}],
-                                 "responses": {"200": {"description": "ok"}}}}}}
+SPEC = {
+    "openapi": "3.0.3",
+    "info": {"title": "t", "version": "1"},
+    "paths": {
+        "/items": {
+            "get": {
+                "parameters": [{"name": "q", "in": "query", "schema": {"type": "string"}}],
+                "responses": {"200": {"description": "ok"}},
+            }
+        },
+        "/items/{item_id}": {
+            "get": {
+                "parameters": [{"name": "item_id", "in": "path", "required": True, "schema": {"type": "integer"}}],
+                "responses": {"200": {"description": "ok"}},
+            }
+        },
+    },
+}
 
 
 def make(kind: str) -> Starlette:
@@ -83,13 +95,18 @@ def make(kind: str) -> Starlette:
     return Starlette(routes=[Route("/openapi.json", spec), Route("/items", items), Route("/items/{item_id}", item)])
 
 
-@pytest.mark.parametrize("kind,expected", [("quote500", set()), ("tokens", set()), ("param", set()),
-                                           ("masked", {"/items", "/items/{item_id}"})])
+@pytest.mark.parametrize(
+    "kind,expected",
+    [("quote500", set()), ("tokens", set()), ("param", set()), ("masked", {"/items", "/items/{item_id}"})],
+)
 def test_sqli_differentials_against_controls(kind, expected):
     with ThreadedUvicorn(make(kind)) as server:
         result = run_sync(ScanOptions(server.url, rate=200, checks=["api8-sqli"]))
-    found = {"/items/{item_id}" if f.url.split("?")[0].count("/") > 3 else "/items" for f in result.findings
-             if f.check == "api8-sqli"}
+    found = {
+        "/items/{item_id}" if f.url.split("?")[0].count("/") > 3 else "/items"
+        for f in result.findings
+        if f.check == "api8-sqli"
+    }
     assert found == expected, [(f.url, f.evidence) for f in result.findings]
 
 
@@ -98,7 +115,8 @@ HASHES = st.one_of(
     st.from_regex(r"\$argon2id\$v=19\$m=65536,t=3,p=4\$[A-Za-z0-9+/]{22}\$[A-Za-z0-9+/]{43}", fullmatch=True),
     st.sampled_from([32, 40, 64, 128]).flatmap(lambda n: st.from_regex(rf"[0-9a-f]{{{n}}}", fullmatch=True)),
     st.from_regex(r"pbkdf2_sha256\$[0-9]{6}\$[A-Za-z0-9]{12}\$[A-Za-z0-9+/=]{44}", fullmatch=True),
-    st.from_regex(r"[*•]{3,12}", fullmatch=True))
+    st.from_regex(r"[*•]{3,12}", fullmatch=True),
+)
 KEYS = st.sampled_from(["password", "passwd", "pwd", "db_password", "smtpPassword", "client-secret", "secret", "pin"])
 
 
@@ -114,8 +132,18 @@ def test_typed_passwords_are_plaintext_credentials(key, value):
     assert plaintext_credential(key, value)
 
 
-@pytest.mark.parametrize("key", ["password_hash", "hashed_password", "password_changed_at", "passenger", "spinner",
-                                 "password_reset_required", "secret_question"])
+@pytest.mark.parametrize(
+    "key",
+    [
+        "password_hash",
+        "hashed_password",
+        "password_changed_at",
+        "passenger",
+        "spinner",
+        "password_reset_required",
+        "secret_question",
+    ],
+)
 def test_credential_lookalike_keys_are_not_credentials(key):
     assert not plaintext_credential(key, "hunter2-typed")
 
@@ -132,8 +160,13 @@ def test_an_environment_dump_reports_its_password_but_not_its_pwd():
         return JSONResponse({"env_vars": {"PWD": "/srv/app", "HOME": "/root", "DB_PASSWORD": "s3cret-db-pass"}})
 
     async def spec(request: Request):
-        return JSONResponse({"openapi": "3.0.3", "info": {"title": "t", "version": "1"},
-                             "paths": {"/debug": {"get": {"responses": {"200": {"description": "ok"}}}}}})
+        return JSONResponse(
+            {
+                "openapi": "3.0.3",
+                "info": {"title": "t", "version": "1"},
+                "paths": {"/debug": {"get": {"responses": {"200": {"description": "ok"}}}}},
+            }
+        )
 
     app = Starlette(routes=[Route("/openapi.json", spec), Route("/debug", debug)])
     with ThreadedUvicorn(app) as server:
@@ -146,8 +179,10 @@ def test_an_environment_dump_reports_its_password_but_not_its_pwd():
 def test_output_naming_is_one_rule():
     assert output_paths(Path("report.json"), ["json"]) == {"json": Path("report.json")}
     assert output_paths(Path("report"), ["json"]) == {"json": Path("report.json")}
-    assert output_paths(Path("out/report.json"), ["json", "sarif"]) == {"json": Path("out/report.json"),
-                                                                        "sarif": Path("out/report.sarif")}
+    assert output_paths(Path("out/report.json"), ["json", "sarif"]) == {
+        "json": Path("out/report.json"),
+        "sarif": Path("out/report.sarif"),
+    }
     assert output_paths(Path("scan.v2"), ["md"]) == {"md": Path("scan.v2.md")}
     assert infer_format(Path("r.sarif")) == "sarif" and infer_format(Path("r.bin")) is None
 
@@ -156,9 +191,27 @@ def test_cli_output_name_with_one_format_and_inferred_format(tmp_path):
     with ThreadedUvicorn(make("param")) as server:
         for extra, name in ((["--format", "json"], "report.json"), ([], "inferred.json")):
             out = tmp_path / name
-            r = subprocess.run([sys.executable, "-m", "bastion.cli", "scan", server.url, "--checks", "api8-headers",
-                                "--rate", "100", "--fail-on", "never", "--output", str(out), *extra],
-                               capture_output=True, text=True, timeout=120)
+            r = subprocess.run(
+                [
+                    sys.executable,
+                    "-m",
+                    "bastion.cli",
+                    "scan",
+                    server.url,
+                    "--checks",
+                    "api8-headers",
+                    "--rate",
+                    "100",
+                    "--fail-on",
+                    "never",
+                    "--output",
+                    str(out),
+                    *extra,
+                ],
+                capture_output=True,
+                text=True,
+                timeout=120,
+            )
             assert r.returncode == 0, r.stdout + r.stderr
             assert json.loads(out.read_text())["schema"] == "bastion-scan/1"
             assert not list(tmp_path.glob(name + ".*"))
@@ -174,9 +227,20 @@ def lookup_app(shell: bool) -> Starlette:
         return JSONResponse({"output": proc.stdout + proc.stderr, "echo": host})
 
     async def spec(request: Request):
-        return JSONResponse({"openapi": "3.0.3", "info": {"title": "t", "version": "1"}, "paths": {"/lookup": {"get": {
-            "parameters": [{"name": "host", "in": "query", "schema": {"type": "string"}}],
-            "responses": {"200": {"description": "ok"}}}}}})
+        return JSONResponse(
+            {
+                "openapi": "3.0.3",
+                "info": {"title": "t", "version": "1"},
+                "paths": {
+                    "/lookup": {
+                        "get": {
+                            "parameters": [{"name": "host", "in": "query", "schema": {"type": "string"}}],
+                            "responses": {"200": {"description": "ok"}},
+                        }
+                    }
+                },
+            }
+        )
 
     return Starlette(routes=[Route("/openapi.json", spec), Route("/lookup", lookup)])
 
@@ -195,33 +259,46 @@ def graphql_auth_app(verify: bool) -> Starlette:
     from graphql import build_schema, graphql_sync
 
     key = "k" * 40
-    schema = build_schema("type Query { me: String, hello: String } type Mutation { login(username: String!, "
-                          "password: String!): String }")
+    schema = build_schema(
+        "type Query { me: String, hello: String } type Mutation { login(username: String!, password: String!): String }"
+    )
 
     async def endpoint(request: Request):
         payload = await request.json()
         auth = request.headers.get("authorization", "").removeprefix("Bearer ")
         try:
-            claims = pyjwt.decode(auth, key, algorithms=["HS256"]) if verify else \
-                pyjwt.decode(auth, options={"verify_signature": False})
+            claims = (
+                pyjwt.decode(auth, key, algorithms=["HS256"])
+                if verify
+                else pyjwt.decode(auth, options={"verify_signature": False})
+            )
         except pyjwt.PyJWTError:
             claims = {}
-        root = {"me": claims.get("sub"), "hello": "hi",
-                "login": lambda info, username, password: pyjwt.encode({"sub": username}, key, algorithm="HS256")}
+        root = {
+            "me": claims.get("sub"),
+            "hello": "hi",
+            "login": lambda info, username, password: pyjwt.encode({"sub": username}, key, algorithm="HS256"),
+        }
         result = graphql_sync(schema, payload.get("query", ""), root_value=root)
-        return JSONResponse({"data": result.data, **({"errors": [e.formatted for e in result.errors]}
-                                                     if result.errors else {})})
+        return JSONResponse(
+            {"data": result.data, **({"errors": [e.formatted for e in result.errors]} if result.errors else {})}
+        )
 
     return Starlette(routes=[Route("/graphql", endpoint, methods=["POST"])])
 
 
 @pytest.mark.parametrize("verify", [False, True])
 def test_forged_tokens_on_a_graphql_only_api(verify):
-    login = {"name": "alice", "path": "/graphql", "token": "data.login",
-             "json": {"query": 'mutation { login(username: "alice", password: "pw") }'}}
+    login = {
+        "name": "alice",
+        "path": "/graphql",
+        "token": "data.login",
+        "json": {"query": 'mutation { login(username: "alice", password: "pw") }'},
+    }
     with ThreadedUvicorn(graphql_auth_app(verify)) as server:
-        result = run_sync(ScanOptions(server.url, graphql="/graphql", rate=200, checks=["api2-alg-none"],
-                                      logins=[login]))
+        result = run_sync(
+            ScanOptions(server.url, graphql="/graphql", rate=200, checks=["api2-alg-none"], logins=[login])
+        )
     assert bool([f for f in result.findings if f.check == "api2-alg-none"]) is not verify
 
 
@@ -229,16 +306,38 @@ def books_app(check_owner: bool) -> Starlette:
     """Everyone sees every title in the list; a book's secret is its owner's. Bearer tokens are
     the user names (enough here)."""
     books: dict[str, dict] = {"dune": {"book_title": "dune", "owner": "carol", "secret": "carol's note"}}
-    spec = {"openapi": "3.0.3", "info": {"title": "books", "version": "1"},
-            "components": {"securitySchemes": {"b": {"type": "http", "scheme": "bearer"}}}, "security": [{"b": []}],
-            "paths": {"/books": {"get": {"responses": {"200": {"description": "ok"}}},
-                                 "post": {"requestBody": {"content": {"application/json": {"schema": {
-                                     "type": "object", "properties": {"book_title": {"type": "string"},
-                                                                      "secret": {"type": "string"}}}}}},
-                                          "responses": {"201": {"description": "ok"}}}},
-                      "/books/{book_title}": {"get": {"parameters": [{"name": "book_title", "in": "path",
-                                                                      "required": True, "schema": {"type": "string"}}],
-                                                      "responses": {"200": {"description": "ok"}}}}}}
+    spec = {
+        "openapi": "3.0.3",
+        "info": {"title": "books", "version": "1"},
+        "components": {"securitySchemes": {"b": {"type": "http", "scheme": "bearer"}}},
+        "security": [{"b": []}],
+        "paths": {
+            "/books": {
+                "get": {"responses": {"200": {"description": "ok"}}},
+                "post": {
+                    "requestBody": {
+                        "content": {
+                            "application/json": {
+                                "schema": {
+                                    "type": "object",
+                                    "properties": {"book_title": {"type": "string"}, "secret": {"type": "string"}},
+                                }
+                            }
+                        }
+                    },
+                    "responses": {"201": {"description": "ok"}},
+                },
+            },
+            "/books/{book_title}": {
+                "get": {
+                    "parameters": [
+                        {"name": "book_title", "in": "path", "required": True, "schema": {"type": "string"}}
+                    ],
+                    "responses": {"200": {"description": "ok"}},
+                }
+            },
+        },
+    }
 
     def who(request: Request) -> str | None:
         auth = request.headers.get("authorization", "")
@@ -249,8 +348,11 @@ def books_app(check_owner: bool) -> Starlette:
             return JSONResponse({"error": "auth"}, 401)
         if request.method == "POST":
             data = await request.json()
-            books[str(data["book_title"])] = {"book_title": str(data["book_title"]), "owner": who(request),
-                                              "secret": str(data.get("secret", ""))}
+            books[str(data["book_title"])] = {
+                "book_title": str(data["book_title"]),
+                "owner": who(request),
+                "secret": str(data.get("secret", "")),
+            }
             return JSONResponse({"book_title": data["book_title"]}, 201)
         return JSONResponse({"books": [{"book_title": t} for t in books]})
 
@@ -266,8 +368,13 @@ def books_app(check_owner: bool) -> Starlette:
     async def openapi(request: Request):
         return JSONResponse(spec)
 
-    return Starlette(routes=[Route("/openapi.json", openapi), Route("/books", listing, methods=["GET", "POST"]),
-                             Route("/books/{book_title}", one)])
+    return Starlette(
+        routes=[
+            Route("/openapi.json", openapi),
+            Route("/books", listing, methods=["GET", "POST"]),
+            Route("/books/{book_title}", one),
+        ]
+    )
 
 
 @pytest.mark.parametrize("check_owner", [False, True])
@@ -275,9 +382,18 @@ def test_bola_on_objects_the_first_identity_creates(check_owner):
     from bastion.scanner.model import Identity
 
     with ThreadedUvicorn(books_app(check_owner)) as server:
-        result = run_sync(ScanOptions(server.url, rate=200, checks=["api1-bola"], allow_destructive=True,
-                                      identities=[Identity("alice", {"Authorization": "Bearer alice"}),
-                                                  Identity("bob", {"Authorization": "Bearer bob"})]))
+        result = run_sync(
+            ScanOptions(
+                server.url,
+                rate=200,
+                checks=["api1-bola"],
+                allow_destructive=True,
+                identities=[
+                    Identity("alice", {"Authorization": "Bearer alice"}),
+                    Identity("bob", {"Authorization": "Bearer bob"}),
+                ],
+            )
+        )
     bola = [f for f in result.findings if f.check == "api1-bola"]
     assert bool(bola) is not check_owner, [(f.url, f.evidence) for f in bola]
 
@@ -285,16 +401,37 @@ def test_bola_on_objects_the_first_identity_creates(check_owner):
 def test_swagger_2_documents_are_read_like_openapi_3():
     from bastion.scanner.discovery import operations
 
-    spec = {"swagger": "2.0", "basePath": "/api/", "consumes": ["application/json"],
-            "paths": {"/login": {"post": {"security": [], "parameters": [
-                          {"in": "body", "name": "b", "schema": {"$ref": "#/definitions/Login"}}]}},
-                      "/token": {"post": {"consumes": ["application/x-www-form-urlencoded"], "parameters": [
-                          {"in": "formData", "name": "username", "type": "string"},
-                          {"in": "formData", "name": "password", "type": "string"}]}},
-                      "/items/{id}": {"get": {"security": [{"key": []}], "parameters": [
-                          {"in": "path", "name": "id", "type": "integer", "required": True}]}}},
-            "definitions": {"Login": {"type": "object", "properties": {"username": {"type": "string"},
-                                                                      "password": {"type": "string"}}}}}
+    spec = {
+        "swagger": "2.0",
+        "basePath": "/api/",
+        "consumes": ["application/json"],
+        "paths": {
+            "/login": {
+                "post": {
+                    "security": [],
+                    "parameters": [{"in": "body", "name": "b", "schema": {"$ref": "#/definitions/Login"}}],
+                }
+            },
+            "/token": {
+                "post": {
+                    "consumes": ["application/x-www-form-urlencoded"],
+                    "parameters": [
+                        {"in": "formData", "name": "username", "type": "string"},
+                        {"in": "formData", "name": "password", "type": "string"},
+                    ],
+                }
+            },
+            "/items/{id}": {
+                "get": {
+                    "security": [{"key": []}],
+                    "parameters": [{"in": "path", "name": "id", "type": "integer", "required": True}],
+                }
+            },
+        },
+        "definitions": {
+            "Login": {"type": "object", "properties": {"username": {"type": "string"}, "password": {"type": "string"}}}
+        },
+    }
     ops = {o.path: o for o in operations(spec)}
     assert set(ops) == {"/api/login", "/api/token", "/api/items/{id}"}
     assert set(ops["/api/login"].body_schema["properties"]) == {"username", "password"} and not ops["/api/login"].form
@@ -314,18 +451,45 @@ def accounts_app(check_owner: bool) -> Starlette:
 
     key = "q" * 40
     users = {"alice": "alice-pw-1", "bob": "bob-pw-2"}
-    body = lambda props: {"content": {"application/json": {"schema": {  # noqa: E731
-        "type": "object", "properties": {p: {"type": "string"} for p in props}}}}}
-    spec = {"openapi": "3.0.3", "info": {"title": "accounts", "version": "1"},
-            "components": {"securitySchemes": {"b": {"type": "http", "scheme": "bearer"}}}, "security": [{"b": []}],
-            "paths": {"/users/v1/register": {"post": {"security": [], "requestBody": body(["username", "password"]),
-                                                      "responses": {"200": {"description": "ok"}}}},
-                      "/users/v1/login": {"post": {"security": [], "requestBody": body(["username", "password"]),
-                                                   "responses": {"200": {"description": "ok"}}}},
-                      "/users/v1/{username}/password": {"put": {
-                          "parameters": [{"name": "username", "in": "path", "required": True,
-                                          "schema": {"type": "string"}}],
-                          "requestBody": body(["password"]), "responses": {"204": {"description": "ok"}}}}}}
+    body = lambda props: {
+        "content": {
+            "application/json": {
+                "schema": {  # noqa: E731
+                    "type": "object",
+                    "properties": {p: {"type": "string"} for p in props},
+                }
+            }
+        }
+    }
+    spec = {
+        "openapi": "3.0.3",
+        "info": {"title": "accounts", "version": "1"},
+        "components": {"securitySchemes": {"b": {"type": "http", "scheme": "bearer"}}},
+        "security": [{"b": []}],
+        "paths": {
+            "/users/v1/register": {
+                "post": {
+                    "security": [],
+                    "requestBody": body(["username", "password"]),
+                    "responses": {"200": {"description": "ok"}},
+                }
+            },
+            "/users/v1/login": {
+                "post": {
+                    "security": [],
+                    "requestBody": body(["username", "password"]),
+                    "responses": {"200": {"description": "ok"}},
+                }
+            },
+            "/users/v1/{username}/password": {
+                "put": {
+                    "parameters": [{"name": "username", "in": "path", "required": True, "schema": {"type": "string"}}],
+                    "requestBody": body(["password"]),
+                    "responses": {"204": {"description": "ok"}},
+                }
+            },
+        },
+    }
 
     async def register(request: Request):
         data = await request.json()
@@ -352,18 +516,26 @@ def accounts_app(check_owner: bool) -> Starlette:
     async def openapi(request: Request):
         return JSONResponse(spec)
 
-    return Starlette(routes=[Route("/openapi.json", openapi), Route("/users/v1/register", register, methods=["POST"]),
-                             Route("/users/v1/login", login, methods=["POST"]),
-                             Route("/users/v1/{username}/password", password, methods=["PUT"])])
+    return Starlette(
+        routes=[
+            Route("/openapi.json", openapi),
+            Route("/users/v1/register", register, methods=["POST"]),
+            Route("/users/v1/login", login, methods=["POST"]),
+            Route("/users/v1/{username}/password", password, methods=["PUT"]),
+        ]
+    )
 
 
 @pytest.mark.parametrize("check_owner", [False, True])
 def test_another_users_password_changed_through_a_versioned_path(check_owner):
-    logins = [{"name": n, "path": "/users/v1/login", "json": {"username": n, "password": p}, "token": "auth_token"}
-              for n, p in (("alice", "alice-pw-1"), ("bob", "bob-pw-2"))]
+    logins = [
+        {"name": n, "path": "/users/v1/login", "json": {"username": n, "password": p}, "token": "auth_token"}
+        for n, p in (("alice", "alice-pw-1"), ("bob", "bob-pw-2"))
+    ]
     with ThreadedUvicorn(accounts_app(check_owner)) as server:
-        result = run_sync(ScanOptions(server.url, rate=200, checks=["api1-bola-write"], allow_destructive=True,
-                                      logins=logins))
+        result = run_sync(
+            ScanOptions(server.url, rate=200, checks=["api1-bola-write"], allow_destructive=True, logins=logins)
+        )
     writes = [f for f in result.findings if f.check == "api1-bola-write"]
     assert bool(writes) is not check_owner, [(f.url, f.evidence) for f in writes]
     assert all("logs in with the password" in f.evidence for f in writes)

@@ -14,10 +14,10 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
-
-from bastion.scanner.runner import ScanOptions, run_sync
 from helpers import ThreadedUvicorn
 from targets import notes_graphql, shop_sqlite
+
+from bastion.scanner.runner import ScanOptions, run_sync
 
 ARTIFACTS = Path(os.environ.get("BASTION_ARTIFACTS", Path(__file__).resolve().parents[3] / "test-artifacts"))
 RATE = 80.0
@@ -25,25 +25,54 @@ RATE = 80.0
 # mirrors the TRUTH tables in the targets' docstrings: (check, path template); "*" = any path
 TRUTH = {
     "shop_sqlite": {
-        ("api2-weak-secret", ""), ("api2-no-bruteforce", "/api/auth/login"),
+        ("api2-weak-secret", ""),
+        ("api2-no-bruteforce", "/api/auth/login"),
         ("api3-mass-assignment", "/api/auth/register"),
-        ("api3-plaintext-creds", "/api/users"), ("api3-plaintext-creds", "/api/debug/config"),
+        ("api3-plaintext-creds", "/api/users"),
+        ("api3-plaintext-creds", "/api/debug/config"),
         ("api3-plaintext-creds", "/api/users/{username}"),
-        ("api1-bola", "/api/users/{username}"), ("api1-bola", "/api/orders/{order_id}"),
-        ("api1-bola-write", "/api/orders/{order_id}"), ("api1-bola-write", "/api/users/{username}/email"),
+        ("api1-bola", "/api/users/{username}"),
+        ("api1-bola", "/api/orders/{order_id}"),
+        ("api1-bola-write", "/api/orders/{order_id}"),
+        ("api1-bola-write", "/api/users/{username}/email"),
         ("api1-bola-write", "/api/users/{username}/password"),
-        ("api8-sqli", "/api/products"), ("api8-sqli", "/api/products/{product_id}"),
-        ("api4-redos", "/api/newsletter"), ("api7-ssrf", "/api/users/me/avatar"),
-        ("api8-headers", "*"), ("api4-no-rate-limit", "*"), ("api4-body-size", "*"), ("api5-admin", "/api/admin/stats"),
+        ("api8-sqli", "/api/products"),
+        ("api8-sqli", "/api/products/{product_id}"),
+        ("api4-redos", "/api/newsletter"),
+        ("api7-ssrf", "/api/users/me/avatar"),
+        ("api8-headers", "*"),
+        ("api4-no-rate-limit", "*"),
+        ("api4-body-size", "*"),
+        ("api5-admin", "/api/admin/stats"),
     },
     "notes_graphql": {
-        ("api2-weak-secret", ""), ("api2-no-bruteforce", "/auth/login"), ("api3-mass-assignment", "/auth/register"),
-        ("api1-bola", "/notes/{note_id}"), ("api8-sqli", "/search"), ("api4-body-size", "*"),
-        ("api4-no-rate-limit", "*"), ("api8-headers", "*"),
-        *{(c, "/graphql") for c in (
-            "graphql-introspection", "graphql-suggestions", "graphql-ide", "graphql-depth", "graphql-aliases",
-            "graphql-batching", "graphql-field-duplication", "graphql-mutation-get", "graphql-debug", "graphql-sqli",
-            "graphql-ssrf", "graphql-cmdi", "graphql-xss", "graphql-bruteforce")},
+        ("api2-weak-secret", ""),
+        ("api2-no-bruteforce", "/auth/login"),
+        ("api3-mass-assignment", "/auth/register"),
+        ("api1-bola", "/notes/{note_id}"),
+        ("api8-sqli", "/search"),
+        ("api4-body-size", "*"),
+        ("api4-no-rate-limit", "*"),
+        ("api8-headers", "*"),
+        *{
+            (c, "/graphql")
+            for c in (
+                "graphql-introspection",
+                "graphql-suggestions",
+                "graphql-ide",
+                "graphql-depth",
+                "graphql-aliases",
+                "graphql-batching",
+                "graphql-field-duplication",
+                "graphql-mutation-get",
+                "graphql-debug",
+                "graphql-sqli",
+                "graphql-ssrf",
+                "graphql-cmdi",
+                "graphql-xss",
+                "graphql-bruteforce",
+            )
+        },
     },
 }
 TARGETS = {"shop_sqlite": shop_sqlite, "notes_graphql": notes_graphql}
@@ -68,28 +97,54 @@ def score(name: str, findings, templates: list[str]) -> dict:
         t = {k for k in truth if k[0] == check}
         g = {k for k in found if k[0] == check}
         tp = len(t & g)
-        per_check[check] = {"truth": len(t), "found": len(g), "true_positives": tp,
-                            "precision": round(tp / len(g), 3) if g else None,
-                            "recall": round(tp / len(t), 3) if t else None,
-                            "missed": sorted(p for _, p in t - g), "false_positives": sorted(p for _, p in g - t)}
+        per_check[check] = {
+            "truth": len(t),
+            "found": len(g),
+            "true_positives": tp,
+            "precision": round(tp / len(g), 3) if g else None,
+            "recall": round(tp / len(t), 3) if t else None,
+            "missed": sorted(p for _, p in t - g),
+            "false_positives": sorted(p for _, p in g - t),
+        }
     tp = len(truth & found)
-    summary = {"truth": len(truth), "found": len(found), "true_positives": tp,
-               "recall": round(tp / len(truth), 3), "precision": round(tp / len(found), 3) if found else None}
-    return {"summary": summary, "per_check": per_check, "missed": sorted(truth - found),
-            "false_positives": sorted(found - truth)}
+    summary = {
+        "truth": len(truth),
+        "found": len(found),
+        "true_positives": tp,
+        "recall": round(tp / len(truth), 3),
+        "precision": round(tp / len(found), 3) if found else None,
+    }
+    return {
+        "summary": summary,
+        "per_check": per_check,
+        "missed": sorted(truth - found),
+        "false_positives": sorted(found - truth),
+    }
 
 
 @pytest.fixture(scope="module", params=sorted(TARGETS))
 def scanned(request):
     mod = TARGETS[request.param]
     with ThreadedUvicorn(mod.create_app()) as server:
-        opts = ScanOptions(server.url, graphql="/graphql" if request.param == "notes_graphql" else None, rate=RATE,
-                           allow_destructive=True, logins=mod.SCAN_LOGINS)
+        opts = ScanOptions(
+            server.url,
+            graphql="/graphql" if request.param == "notes_graphql" else None,
+            rate=RATE,
+            allow_destructive=True,
+            logins=mod.SCAN_LOGINS,
+        )
         result = run_sync(opts)
-    templates = [p for p in mod.create_app().openapi()["paths"]] if hasattr(mod.create_app(), "openapi") \
+    templates = (
+        [p for p in mod.create_app().openapi()["paths"]]
+        if hasattr(mod.create_app(), "openapi")
         else list(mod.SPEC["paths"])
+    )
     report = score(request.param, result.findings, templates)
-    report["stats"] = {"requests": result.requests, "seconds": round(result.seconds, 2), "operations": result.operations}
+    report["stats"] = {
+        "requests": result.requests,
+        "seconds": round(result.seconds, 2),
+        "operations": result.operations,
+    }
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     (ARTIFACTS / f"scan-real-{request.param}.json").write_text(json.dumps(report, indent=2))
     return request.param, result, report
@@ -103,8 +158,11 @@ def test_every_true_vulnerability_is_found(scanned):
 def test_no_high_or_critical_finding_that_is_not_real(scanned):
     name, result, report = scanned
     fps = set(map(tuple, report["false_positives"]))
-    serious = [(f.check, f.url, f.evidence[:80]) for f in result.findings if f.severity in ("high", "critical")
-               and any(f.check == c for c, _ in fps)]
+    serious = [
+        (f.check, f.url, f.evidence[:80])
+        for f in result.findings
+        if f.severity in ("high", "critical") and any(f.check == c for c, _ in fps)
+    ]
     bad = [s for s in serious if any(s[0] == c and (p == "*" or p in s[1]) for c, p in fps)]
     assert not bad, f"{name}: {bad}"
 
@@ -112,8 +170,13 @@ def test_no_high_or_critical_finding_that_is_not_real(scanned):
 def test_the_public_by_spec_operations_are_not_bola(scanned):
     name, result, _ = scanned
     public = {"shop_sqlite": "/api/products/", "notes_graphql": "/users/"}[name]
-    assert not [f.url for f in result.findings if f.check.startswith("api1") and urlsplit(f.url).path.startswith(public)
-                and not urlsplit(f.url).path.startswith("/users/me")]
+    assert not [
+        f.url
+        for f in result.findings
+        if f.check.startswith("api1")
+        and urlsplit(f.url).path.startswith(public)
+        and not urlsplit(f.url).path.startswith("/users/me")
+    ]
 
 
 def test_a_realistic_scan_is_bounded(scanned):
@@ -126,8 +189,10 @@ def test_the_hardened_shop_behind_bastion_has_no_high_or_critical_finding(tmp_pa
     login limits, body limit). Same options as the scan of the vulnerable shop."""
     from helpers import run_gateway
 
-    with ThreadedUvicorn(shop_sqlite.create_app(hardened=True)) as upstream, \
-            run_gateway(shop_sqlite.hardened_config(upstream.url), tmp_path) as gw:
+    with (
+        ThreadedUvicorn(shop_sqlite.create_app(hardened=True)) as upstream,
+        run_gateway(shop_sqlite.hardened_config(upstream.url), tmp_path) as gw,
+    ):
         result = run_sync(ScanOptions(gw.url, rate=RATE, allow_destructive=True, logins=shop_sqlite.SCAN_LOGINS))
     serious = [(f.check, f.url, f.evidence[:100]) for f in result.findings if f.severity in ("high", "critical")]
     assert not serious, serious
@@ -137,10 +202,13 @@ def test_the_hardened_shop_behind_bastion_has_no_high_or_critical_finding(tmp_pa
 def test_the_hardened_notes_behind_bastion_has_no_high_or_critical_finding(tmp_path):
     from helpers import run_gateway
 
-    with ThreadedUvicorn(notes_graphql.create_app(hardened=True)) as upstream, \
-            run_gateway(notes_graphql.hardened_config(upstream.url), tmp_path) as gw:
-        result = run_sync(ScanOptions(gw.url, graphql="/graphql", rate=RATE, allow_destructive=True,
-                                      logins=notes_graphql.SCAN_LOGINS))
+    with (
+        ThreadedUvicorn(notes_graphql.create_app(hardened=True)) as upstream,
+        run_gateway(notes_graphql.hardened_config(upstream.url), tmp_path) as gw,
+    ):
+        result = run_sync(
+            ScanOptions(gw.url, graphql="/graphql", rate=RATE, allow_destructive=True, logins=notes_graphql.SCAN_LOGINS)
+        )
     serious = [(f.check, f.url, f.evidence[:100]) for f in result.findings if f.severity in ("high", "critical")]
     assert not serious, serious
     assert result.requests > 100

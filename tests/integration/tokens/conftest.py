@@ -9,7 +9,6 @@ from contextlib import contextmanager
 
 import psycopg
 import pytest
-
 from helpers import run_gateway
 
 PG = os.environ.get("BASTION_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test")
@@ -59,22 +58,41 @@ def gateway_config(db: str, port: int, upstream_url: str, tmp_path, *, revocatio
         "listeners": [{"host": "127.0.0.1", "port": port}],
         "upstreams": {"api": {"urls": [upstream_url]}},
         "token_service": {
-            "database": db, "issuer": issuer, "audience": ["api"], "key_encryption_key": KEK,
+            "database": db,
+            "issuer": issuer,
+            "audience": ["api"],
+            "key_encryption_key": KEK,
             "argon2": {"time_cost": 1, "memory_kib": 8192, "parallelism": 1},
-            "default_scopes": ["orders:read"], "revocation_store": revocation,
-            "lockout_seconds": 2, **ts,
+            "default_scopes": ["orders:read"],
+            "revocation_store": revocation,
+            "lockout_seconds": 2,
+            **ts,
         },
         "policies": {
             "audit": {"output": str(tmp_path / "audit.log")},
             "rate_limit": {"login_limits": ["1000/minute"]},
-            "auth": {"revocation_store": revocation, "schemes": {
-                "bearer": {"type": "jwt", "issuers": [{"issuer": issuer, "audiences": ["api"], "algorithms": ["RS256"],
-                                                       "jwks_url": f"{issuer}/.well-known/jwks.json",
-                                                       "jwks_min_refresh_seconds": 0}]},
-                "key": {"type": "api_key", "database": db, "cache_seconds": 0},
-            }},
+            "auth": {
+                "revocation_store": revocation,
+                "schemes": {
+                    "bearer": {
+                        "type": "jwt",
+                        "issuers": [
+                            {
+                                "issuer": issuer,
+                                "audiences": ["api"],
+                                "algorithms": ["RS256"],
+                                "jwks_url": f"{issuer}/.well-known/jwks.json",
+                                "jwks_min_refresh_seconds": 0,
+                            }
+                        ],
+                    },
+                    "key": {"type": "api_key", "database": db, "cache_seconds": 0},
+                },
+            },
         },
-        "routes": [{"path": "/api/*", "upstream": "api", "policies": {"auth": {"require": [{"bearer": []}, {"key": []}]}}}],
+        "routes": [
+            {"path": "/api/*", "upstream": "api", "policies": {"auth": {"require": [{"bearer": []}, {"key": []}]}}}
+        ],
     }
 
 

@@ -25,8 +25,9 @@ def test_admin_api_for_the_token_service(upstream, tmp_path):
 
             assert call("GET", "/admin/keys", headers={}).status == 401
             assert raw_request(gw.port, "GET", "/admin/keys", h).status in (401, 404)  # never on the public listener
-            made = call("POST", "/admin/keys", {"owner": "acme", "scopes": ["orders:read"], "tier": "pro",
-                                                "expires_in": 3600})
+            made = call(
+                "POST", "/admin/keys", {"owner": "acme", "scopes": ["orders:read"], "tier": "pro", "expires_in": 3600}
+            )
             assert made.status == 201
             key = made.json()["key"]
             assert raw_request(gw.port, "GET", "/api/x", {"X-API-Key": key}).status == 200
@@ -43,16 +44,25 @@ def test_admin_api_for_the_token_service(upstream, tmp_path):
             gw.server.gateway.state.token_app.service.register("frank", "frank@example.com", PASSWORD)
             users = call("GET", "/admin/users").json()["users"]
             assert [u["username"] for u in users] == ["frank"] and "password_hash" not in users[0]
-            login = raw_request(gw.port, "POST", "/auth/login", {"Content-Type": "application/json"},
-                                json.dumps({"username": "frank", "password": PASSWORD}).encode()).json()
+            login = raw_request(
+                gw.port,
+                "POST",
+                "/auth/login",
+                {"Content-Type": "application/json"},
+                json.dumps({"username": "frank", "password": PASSWORD}).encode(),
+            ).json()
             import time
 
             time.sleep(1.05)
             assert call("POST", f"/admin/users/{users[0]['id']}/logout-all", {}).status == 200
-            assert raw_request(gw.port, "GET", "/api/x", {"Authorization": f"Bearer {login['access_token']}"}).status == 401
+            assert (
+                raw_request(gw.port, "GET", "/api/x", {"Authorization": f"Bearer {login['access_token']}"}).status
+                == 401
+            )
 
-            client = call("POST", "/admin/clients", {"name": "svc", "grant_types": ["client_credentials"],
-                                                     "scopes": ["a"]})
+            client = call(
+                "POST", "/admin/clients", {"name": "svc", "grant_types": ["client_credentials"], "scopes": ["a"]}
+            )
             assert client.status == 201 and client.json()["client_secret"].startswith("cs_")
             assert call("POST", "/admin/clients", {"name": "bad", "grant_types": ["implicit"]}).status == 400
             kid = call("POST", "/admin/signing-keys/rotate", {}).json()["kid"]

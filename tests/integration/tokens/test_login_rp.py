@@ -12,13 +12,13 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 import jwt
 import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
+from helpers import ThreadedUvicorn, forwarded_headers, raw_request, run_gateway
 
 from bastion.policies.login import safe_return_path
 from bastion.store.db import open_store
 from bastion.tokens.oauth import new_client
-from helpers import ThreadedUvicorn, forwarded_headers, raw_request, run_gateway
 
-from .conftest import KEK, PASSWORD, database, free_port, gateway_config
+from .conftest import PASSWORD, database, free_port, gateway_config
 
 SESSION_KEY = "Wq5mT0m9hYtGkYx2o1nq0Y3xQv1gU1c7fY0v4JzR3dA="
 
@@ -27,13 +27,29 @@ def login_config(db, port, upstream_url, tmp_path, client_id, secret, *, store="
     cfg = gateway_config(db, port, upstream_url, tmp_path)
     base = f"http://127.0.0.1:{port}"
     cfg["policies"]["login"] = {
-        "providers": {"bastion": provider or {"issuer": f"{base}/auth", "client_id": client_id, "client_secret": secret,
-                                             "scopes": ["openid", "email", "orders:read"]}},
-        "session_store": store, "session_secret": SESSION_KEY, "cookie_secure": False,
+        "providers": {
+            "bastion": provider
+            or {
+                "issuer": f"{base}/auth",
+                "client_id": client_id,
+                "client_secret": secret,
+                "scopes": ["openid", "email", "orders:read"],
+            }
+        },
+        "session_store": store,
+        "session_secret": SESSION_KEY,
+        "cookie_secure": False,
     }
-    cfg["routes"].append({"path": "/app/*", "upstream": "api", "policies": {
-        "login": {"provider": "bastion", "redirect_uri": f"{base}/app/_bastion/callback"},
-        "auth": {"require": [{"bearer": ["orders:read"]}]}}})
+    cfg["routes"].append(
+        {
+            "path": "/app/*",
+            "upstream": "api",
+            "policies": {
+                "login": {"provider": "bastion", "redirect_uri": f"{base}/app/_bastion/callback"},
+                "auth": {"require": [{"bearer": ["orders:read"]}]},
+            },
+        }
+    )
     return cfg
 
 
@@ -74,8 +90,12 @@ def sign_in(b: Browser, start: str = "/app/page?x=1", password: str = PASSWORD):
     assert page.status == 200, page.body
     fields = dict(re.findall(rb'name="([^"]+)" value="([^"]*)"', page.body))
     fields = {k.decode(): v.decode().replace("&amp;", "&") for k, v in fields.items()}
-    r = b.request("POST", "/auth/oauth/authorize", {"Content-Type": "application/x-www-form-urlencoded"},
-                  urlencode({**fields, "username": "gina", "password": password, "decision": "allow"}).encode())
+    r = b.request(
+        "POST",
+        "/auth/oauth/authorize",
+        {"Content-Type": "application/x-www-form-urlencoded"},
+        urlencode({**fields, "username": "gina", "password": password, "decision": "allow"}).encode(),
+    )
     assert r.status == 302, r.body
     callback = r.header("location")
     return b.request("GET", path_of(callback)), callback
@@ -86,8 +106,13 @@ def rp(upstream, tmp_path):
     with database("sqlite", tmp_path) as db:
         port = free_port()
         _, maker = open_store(db)
-        client_id, secret = new_client(maker, "gateway", [f"http://127.0.0.1:{port}/app/_bastion/callback"],
-                                       ["authorization_code", "refresh_token"], ["orders:read"])
+        client_id, secret = new_client(
+            maker,
+            "gateway",
+            [f"http://127.0.0.1:{port}/app/_bastion/callback"],
+            ["authorization_code", "refresh_token"],
+            ["orders:read"],
+        )
         with run_gateway(login_config(db, port, upstream.url, tmp_path, client_id, secret), tmp_path) as gw:
             gw.server.gateway.state.token_app.service.register("gina", "gina@example.com", PASSWORD)
             ta = gw.server.gateway.state.token_app
@@ -120,8 +145,12 @@ def test_login_round_trip_and_logout(rp):
     out = b.request("GET", "/app/_bastion/logout")
     assert out.status == 302 and "__Host-bastion_session" not in b.jar
     # the old cookie no longer works
-    again = raw_request(rp.port, "GET", "/app/page", {"Accept": "text/html",
-                                                      "Cookie": f"__Host-bastion_session={old['__Host-bastion_session']}"})
+    again = raw_request(
+        rp.port,
+        "GET",
+        "/app/page",
+        {"Accept": "text/html", "Cookie": f"__Host-bastion_session={old['__Host-bastion_session']}"},
+    )
     assert again.status == 302 and "/auth/oauth/authorize" in again.header("location")
 
 
@@ -140,10 +169,16 @@ def test_state_is_bound_to_the_browser(rp):
     # the attacker starts a login and gets a code for their own account...
     r = attacker.request("GET", "/app/page")
     page = attacker.request("GET", path_of(r.header("location")))
-    fields = {k.decode(): v.decode().replace("&amp;", "&")
-              for k, v in re.findall(rb'name="([^"]+)" value="([^"]*)"', page.body)}
-    r = attacker.request("POST", "/auth/oauth/authorize", {"Content-Type": "application/x-www-form-urlencoded"},
-                         urlencode({**fields, "username": "gina", "password": PASSWORD, "decision": "allow"}).encode())
+    fields = {
+        k.decode(): v.decode().replace("&amp;", "&")
+        for k, v in re.findall(rb'name="([^"]+)" value="([^"]*)"', page.body)
+    }
+    r = attacker.request(
+        "POST",
+        "/auth/oauth/authorize",
+        {"Content-Type": "application/x-www-form-urlencoded"},
+        urlencode({**fields, "username": "gina", "password": PASSWORD, "decision": "allow"}).encode(),
+    )
     callback = r.header("location")
     # ...and makes the victim's browser open the callback (login CSRF): refused
     victim.request("GET", "/app/page")  # the victim has its own, different binding cookie
@@ -153,8 +188,13 @@ def test_state_is_bound_to_the_browser(rp):
 
 
 def test_api_clients_still_use_bearer_tokens(rp):
-    tok = raw_request(rp.port, "POST", "/auth/login", {"Content-Type": "application/json"},
-                      json.dumps({"username": "gina", "password": PASSWORD}).encode()).json()["access_token"]
+    tok = raw_request(
+        rp.port,
+        "POST",
+        "/auth/login",
+        {"Content-Type": "application/json"},
+        json.dumps({"username": "gina", "password": PASSWORD}).encode(),
+    ).json()["access_token"]
     assert raw_request(rp.port, "GET", "/app/data", {"Authorization": f"Bearer {tok}"}).status == 200
     assert raw_request(rp.port, "GET", "/app/data", {"Authorization": "Bearer nope"}).status == 401
     # not a page load and no session: 401, no redirect
@@ -166,18 +206,39 @@ def test_csrf_on_cookie_authenticated_changes(rp):
     sign_in(b)
     body = b'{"a": 1}'
     assert b.request("POST", "/app/orders", {"Content-Type": "application/json"}, body).status == 403
-    assert b.request("POST", "/app/orders", {"Content-Type": "application/json",
-                                             "Origin": "https://evil.example"}, body).status == 403
-    assert b.request("POST", "/app/orders", {"Content-Type": "application/json",
-                                             "Origin": f"http://127.0.0.1:{rp.port}.evil.example"}, body).status == 403
-    ok = b.request("POST", "/app/orders", {"Content-Type": "application/json", "Origin": f"http://127.0.0.1:{rp.port}"},
-                   body)
+    assert (
+        b.request(
+            "POST", "/app/orders", {"Content-Type": "application/json", "Origin": "https://evil.example"}, body
+        ).status
+        == 403
+    )
+    assert (
+        b.request(
+            "POST",
+            "/app/orders",
+            {"Content-Type": "application/json", "Origin": f"http://127.0.0.1:{rp.port}.evil.example"},
+            body,
+        ).status
+        == 403
+    )
+    ok = b.request(
+        "POST", "/app/orders", {"Content-Type": "application/json", "Origin": f"http://127.0.0.1:{rp.port}"}, body
+    )
     assert ok.status == 200
 
 
-@pytest.mark.parametrize("value,expected", [
-    ("/app/x?y=1", "/app/x?y=1"), ("//evil.example/x", "/"), ("https://evil.example", "/"),
-    ("/\\evil.example", "/"), ("", "/"), (None, "/"), ("/ok\r\nSet-Cookie: x=1", "/")])
+@pytest.mark.parametrize(
+    "value,expected",
+    [
+        ("/app/x?y=1", "/app/x?y=1"),
+        ("//evil.example/x", "/"),
+        ("https://evil.example", "/"),
+        ("/\\evil.example", "/"),
+        ("", "/"),
+        (None, "/"),
+        ("/ok\r\nSet-Cookie: x=1", "/"),
+    ],
+)
 def test_return_paths_are_same_origin_only(value, expected):
     assert safe_return_path(value) == expected
 
@@ -191,7 +252,6 @@ ISSUED: dict[str, str] = {}
 
 def fake_provider_app(port_holder):
     import orjson
-
     from upstream_app import read_body
 
     async def app(scope, receive, send):
@@ -199,10 +259,14 @@ def fake_provider_app(port_holder):
             return
         path = scope["path"]
         base = f"http://127.0.0.1:{port_holder['port']}"
-        body = await read_body(receive)
+        await read_body(receive)
         if path == "/.well-known/openid-configuration":
-            doc = {"issuer": base, "authorization_endpoint": f"{base}/authorize", "token_endpoint": f"{base}/token",
-                   "jwks_uri": f"{base}/jwks"}
+            doc = {
+                "issuer": base,
+                "authorization_endpoint": f"{base}/authorize",
+                "token_endpoint": f"{base}/token",
+                "jwks_uri": f"{base}/jwks",
+            }
         elif path == "/jwks":
             jwk = jwt.algorithms.RSAAlgorithm.to_jwk(GOOD.public_key(), as_dict=True)
             doc = {"keys": [{**jwk, "kid": "good", "alg": "RS256", "use": "sig"}]}
@@ -228,8 +292,12 @@ def fake_provider_app(port_holder):
                 claims["aud"] = "someone-else"
             elif MODE["value"] == "expired":
                 claims.update(iat=now - 900, exp=now - 600)
-            doc = {"access_token": "at", "token_type": "Bearer", "expires_in": 300,
-                   "id_token": jwt.encode(claims, key, algorithm="RS256", headers={"kid": kid})}
+            doc = {
+                "access_token": "at",
+                "token_type": "Bearer",
+                "expires_in": 300,
+                "id_token": jwt.encode(claims, key, algorithm="RS256", headers={"kid": kid}),
+            }
         else:
             doc = {"error": "not found"}
         out = orjson.dumps(doc)
@@ -239,8 +307,9 @@ def fake_provider_app(port_holder):
     return app
 
 
-@pytest.mark.parametrize("mode,ok", [("ok", True), ("wrong-nonce", False), ("other-key", False), ("wrong-aud", False),
-                                     ("expired", False)])
+@pytest.mark.parametrize(
+    "mode,ok", [("ok", True), ("wrong-nonce", False), ("other-key", False), ("wrong-aud", False), ("expired", False)]
+)
 def test_id_token_checks(upstream, tmp_path, mode, ok):
     holder: dict = {}
     with ThreadedUvicorn(fake_provider_app(holder)) as idp:
@@ -268,8 +337,13 @@ def test_server_side_refresh_and_a_failed_refresh_ends_the_session(upstream, tmp
     with database("sqlite", tmp_path) as db:
         port = free_port()
         _, maker = open_store(db)
-        client_id, secret = new_client(maker, "gateway", [f"http://127.0.0.1:{port}/app/_bastion/callback"],
-                                       ["authorization_code", "refresh_token"], ["orders:read"])
+        client_id, secret = new_client(
+            maker,
+            "gateway",
+            [f"http://127.0.0.1:{port}/app/_bastion/callback"],
+            ["authorization_code", "refresh_token"],
+            ["orders:read"],
+        )
         cfg = login_config(db, port, upstream.url, tmp_path, client_id, secret)
         cfg["token_service"]["access_ttl"] = 30
         cfg["routes"][-1]["policies"]["login"].update(forward_access_token=True, refresh_before=29)
@@ -296,8 +370,13 @@ def two_gateways(db, upstream, tmp_path, store):
     issuer and redirect URI."""
     port_a, port_b = free_port(), free_port()
     _, maker = open_store(db)
-    client_id, secret = new_client(maker, "gateway", [f"http://127.0.0.1:{port_a}/app/_bastion/callback"],
-                                   ["authorization_code", "refresh_token"], ["orders:read"])
+    client_id, secret = new_client(
+        maker,
+        "gateway",
+        [f"http://127.0.0.1:{port_a}/app/_bastion/callback"],
+        ["authorization_code", "refresh_token"],
+        ["orders:read"],
+    )
     cfg_a = login_config(db, port_a, upstream.url, tmp_path, client_id, secret, store=store)
     cfg_b = login_config(db, port_b, upstream.url, tmp_path, client_id, secret, store=store)
     cfg_b["policies"]["login"]["providers"] = cfg_a["policies"]["login"]["providers"]
@@ -332,9 +411,15 @@ def test_plain_oauth2_provider_with_userinfo(upstream, tmp_path):
         base = f"http://127.0.0.1:{idp.port}"
         with database("sqlite", tmp_path) as db:
             port = free_port()
-            provider = {"authorization_endpoint": f"{base}/authorize", "token_endpoint": f"{base}/token",
-                        "userinfo_endpoint": f"{base}/userinfo", "subject_field": "id", "client_id": "rp",
-                        "client_secret": "s", "scopes": ["read:user"]}
+            provider = {
+                "authorization_endpoint": f"{base}/authorize",
+                "token_endpoint": f"{base}/token",
+                "userinfo_endpoint": f"{base}/userinfo",
+                "subject_field": "id",
+                "client_id": "rp",
+                "client_secret": "s",
+                "scopes": ["read:user"],
+            }
             cfg = login_config(db, port, upstream.url, tmp_path, "rp", "s", provider=provider)
             cfg["routes"][-1]["policies"]["auth"] = {"require": []}
             with run_gateway(cfg, tmp_path) as gw:
@@ -355,19 +440,32 @@ def test_private_key_jwt_client_authentication(upstream, tmp_path, right_key):
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     other = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     jwk = jwt.algorithms.RSAAlgorithm.to_jwk(key.public_key(), as_dict=True)
-    (tmp_path / "client.pem").write_bytes((key if right_key else other).private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+    (tmp_path / "client.pem").write_bytes(
+        (key if right_key else other).private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
     with database("sqlite", tmp_path) as db:
         port = free_port()
         _, maker = open_store(db)
-        client_id, secret = new_client(maker, "gateway", [f"http://127.0.0.1:{port}/app/_bastion/callback"],
-                                       ["authorization_code", "refresh_token"], ["orders:read"],
-                                       jwks={"keys": [{**jwk, "kid": "gw-1", "alg": "RS256", "use": "sig"}]})
+        client_id, secret = new_client(
+            maker,
+            "gateway",
+            [f"http://127.0.0.1:{port}/app/_bastion/callback"],
+            ["authorization_code", "refresh_token"],
+            ["orders:read"],
+            jwks={"keys": [{**jwk, "kid": "gw-1", "alg": "RS256", "use": "sig"}]},
+        )
         assert secret is None
         base = f"http://127.0.0.1:{port}"
-        provider = {"issuer": f"{base}/auth", "client_id": client_id, "client_auth": "private_key_jwt",
-                    "private_key_file": str(tmp_path / "client.pem"), "private_key_kid": "gw-1",
-                    "scopes": ["openid", "orders:read"]}
+        provider = {
+            "issuer": f"{base}/auth",
+            "client_id": client_id,
+            "client_auth": "private_key_jwt",
+            "private_key_file": str(tmp_path / "client.pem"),
+            "private_key_kid": "gw-1",
+            "scopes": ["openid", "orders:read"],
+        }
         cfg = login_config(db, port, upstream.url, tmp_path, client_id, None, provider=provider)
         with run_gateway(cfg, tmp_path) as gw:
             gw.server.gateway.state.token_app.service.register("gina", "gina@example.com", PASSWORD)

@@ -10,9 +10,9 @@ import secrets
 from urllib.parse import parse_qs, urlencode, urlsplit
 
 import pytest
+from helpers import raw_request, run_gateway
 
 from bastion.tokens.oauth import new_client
-from helpers import raw_request, run_gateway
 
 from .conftest import PASSWORD, database, free_port, gateway_config
 
@@ -27,10 +27,17 @@ def oauth(upstream, tmp_path_factory):
         with run_gateway(gateway_config(db, port, upstream.url, tmp), tmp) as gw:
             ta = gw.server.gateway.state.token_app
             ta.service.register("carol", "carol@example.com", PASSWORD)
-            gw.public_id, _ = new_client(ta.sessions, "Web app", [REDIRECT], ["authorization_code", "refresh_token"],
-                                         ["orders:read"], public=True)
-            gw.service_id, gw.service_secret = new_client(ta.sessions, "Billing", [], ["client_credentials"],
-                                                          ["billing:run"])
+            gw.public_id, _ = new_client(
+                ta.sessions,
+                "Web app",
+                [REDIRECT],
+                ["authorization_code", "refresh_token"],
+                ["orders:read"],
+                public=True,
+            )
+            gw.service_id, gw.service_secret = new_client(
+                ta.sessions, "Billing", [], ["client_credentials"], ["billing:run"]
+            )
             yield gw
 
 
@@ -41,13 +48,25 @@ def pkce():
 
 
 def form(gw, path, fields, headers=None):
-    return raw_request(gw.port, "POST", path, {"Content-Type": "application/x-www-form-urlencoded", **(headers or {})},
-                       urlencode(fields).encode())
+    return raw_request(
+        gw.port,
+        "POST",
+        path,
+        {"Content-Type": "application/x-www-form-urlencoded", **(headers or {})},
+        urlencode(fields).encode(),
+    )
 
 
 def authorize_params(gw, challenge, **over):
-    p = {"response_type": "code", "client_id": gw.public_id, "redirect_uri": REDIRECT, "scope": "orders:read",
-         "state": "st-" + secrets.token_hex(4), "code_challenge": challenge, "code_challenge_method": "S256"}
+    p = {
+        "response_type": "code",
+        "client_id": gw.public_id,
+        "redirect_uri": REDIRECT,
+        "scope": "orders:read",
+        "state": "st-" + secrets.token_hex(4),
+        "code_challenge": challenge,
+        "code_challenge_method": "S256",
+    }
     p.update(over)
     return {k: v for k, v in p.items() if v is not None}
 
@@ -58,8 +77,11 @@ def get_code(gw, challenge, **over):
     assert page.status == 200, page.body
     assert "content-security-policy" in dict(page.headers)
     csrf = re.search(rb'name="csrf" value="([^"]+)"', page.body).group(1).decode()
-    r = form(gw, "/auth/oauth/authorize", {**params, "csrf": csrf, "username": "carol", "password": PASSWORD,
-                                           "decision": "allow"})
+    r = form(
+        gw,
+        "/auth/oauth/authorize",
+        {**params, "csrf": csrf, "username": "carol", "password": PASSWORD, "decision": "allow"},
+    )
     assert r.status == 302, r.body
     loc = urlsplit(r.header("location"))
     assert f"{loc.scheme}://{loc.netloc}{loc.path}" == REDIRECT
@@ -69,8 +91,13 @@ def get_code(gw, challenge, **over):
 
 
 def exchange(gw, code, verifier, **over):
-    fields = {"grant_type": "authorization_code", "code": code, "redirect_uri": REDIRECT, "client_id": gw.public_id,
-              "code_verifier": verifier}
+    fields = {
+        "grant_type": "authorization_code",
+        "code": code,
+        "redirect_uri": REDIRECT,
+        "client_id": gw.public_id,
+        "code_verifier": verifier,
+    }
     fields.update(over)
     return form(gw, "/auth/oauth/token", {k: v for k, v in fields.items() if v is not None})
 
@@ -100,8 +127,14 @@ def test_wrong_verifier_refused(oauth):
     assert missing.status == 400
 
 
-@pytest.mark.parametrize("over", [{"code_challenge_method": "plain"}, {"code_challenge_method": None},
-                                  {"code_challenge": None, "code_challenge_method": None}])
+@pytest.mark.parametrize(
+    "over",
+    [
+        {"code_challenge_method": "plain"},
+        {"code_challenge_method": None},
+        {"code_challenge": None, "code_challenge_method": None},
+    ],
+)
 def test_pkce_s256_is_required(oauth, over):
     _, challenge = pkce()
     params = authorize_params(oauth, challenge, **over)
@@ -112,12 +145,21 @@ def test_pkce_s256_is_required(oauth, over):
         assert q["error"] == ["invalid_request"] and q["state"] == [params["state"]]
 
 
-@pytest.mark.parametrize("uri", [REDIRECT + "/extra", REDIRECT + "?next=https://evil.example", "https://evil.example/callback",
-                                 "https://app.example.com/callback/", "http://app.example.com/callback"])
+@pytest.mark.parametrize(
+    "uri",
+    [
+        REDIRECT + "/extra",
+        REDIRECT + "?next=https://evil.example",
+        "https://evil.example/callback",
+        "https://app.example.com/callback/",
+        "http://app.example.com/callback",
+    ],
+)
 def test_redirect_uri_must_match_exactly(oauth, uri):
     _, challenge = pkce()
-    r = raw_request(oauth.port, "GET", "/auth/oauth/authorize?" + urlencode(authorize_params(oauth, challenge,
-                                                                                          redirect_uri=uri)))
+    r = raw_request(
+        oauth.port, "GET", "/auth/oauth/authorize?" + urlencode(authorize_params(oauth, challenge, redirect_uri=uri))
+    )
     assert r.status == 400 and r.header("location") is None  # never redirected to an unregistered URI
 
 
@@ -126,11 +168,17 @@ def test_deny_and_bad_password_and_csrf(oauth):
     params = authorize_params(oauth, challenge)
     page = raw_request(oauth.port, "GET", "/auth/oauth/authorize?" + urlencode(params))
     csrf = re.search(rb'name="csrf" value="([^"]+)"', page.body).group(1).decode()
-    bad = form(oauth, "/auth/oauth/authorize", {**params, "csrf": csrf, "username": "carol",
-                                                "password": "Wrong-password-1!", "decision": "allow"})
+    bad = form(
+        oauth,
+        "/auth/oauth/authorize",
+        {**params, "csrf": csrf, "username": "carol", "password": "Wrong-password-1!", "decision": "allow"},
+    )
     assert bad.status == 200 and b"wrong" in bad.body and bad.header("location") is None
-    forged = form(oauth, "/auth/oauth/authorize", {**params, "csrf": "1." + "0" * 64, "username": "carol",
-                                                   "password": PASSWORD, "decision": "allow"})
+    forged = form(
+        oauth,
+        "/auth/oauth/authorize",
+        {**params, "csrf": "1." + "0" * 64, "username": "carol", "password": PASSWORD, "decision": "allow"},
+    )
     assert forged.status == 200 and forged.header("location") is None
     deny = form(oauth, "/auth/oauth/authorize", {**params, "csrf": csrf, "decision": "deny"})
     assert deny.status == 302 and parse_qs(urlsplit(deny.header("location")).query)["error"] == ["access_denied"]
@@ -144,8 +192,12 @@ def test_client_credentials_introspection_and_revocation(oauth):
     token = r.json()["access_token"]
     assert "refresh_token" not in r.json()
     wrong = base64.b64encode(f"{oauth.service_id}:nope".encode()).decode()
-    assert form(oauth, "/auth/oauth/token", {"grant_type": "client_credentials"},
-                {"Authorization": f"Basic {wrong}"}).status == 401
+    assert (
+        form(
+            oauth, "/auth/oauth/token", {"grant_type": "client_credentials"}, {"Authorization": f"Basic {wrong}"}
+        ).status
+        == 401
+    )
     info = form(oauth, "/auth/oauth/introspect", {"token": token}, auth).json()
     assert info["active"] is True and info["sub"] == oauth.service_id and info["scope"] == "billing:run"
     assert form(oauth, "/auth/oauth/introspect", {"token": token}).status == 401  # clients only
@@ -156,12 +208,18 @@ def test_client_credentials_introspection_and_revocation(oauth):
 
 
 def test_implicit_and_password_grants_are_not_offered(oauth):
-    r = form(oauth, "/auth/oauth/token", {"grant_type": "password", "username": "carol", "password": PASSWORD,
-                                          "client_id": oauth.public_id})
+    r = form(
+        oauth,
+        "/auth/oauth/token",
+        {"grant_type": "password", "username": "carol", "password": PASSWORD, "client_id": oauth.public_id},
+    )
     assert r.status == 400 and r.json()["error"] == "unsupported_grant_type"
     _, challenge = pkce()
-    r = raw_request(oauth.port, "GET", "/auth/oauth/authorize?" + urlencode(
-        authorize_params(oauth, challenge, response_type="token")))
+    r = raw_request(
+        oauth.port,
+        "GET",
+        "/auth/oauth/authorize?" + urlencode(authorize_params(oauth, challenge, response_type="token")),
+    )
     assert r.status in (302, 400) and "access_token" not in (r.header("location") or "")
 
 
@@ -176,7 +234,12 @@ def test_openid_id_token_carries_the_nonce(oauth):
     jwks = raw_request(oauth.port, "GET", "/auth/.well-known/jwks.json").json()
     kid = pyjwt.get_unverified_header(doc["id_token"])["kid"]
     key = pyjwt.PyJWK(next(k for k in jwks["keys"] if k["kid"] == kid))
-    claims = pyjwt.decode(doc["id_token"], key.key, algorithms=["RS256"], audience=oauth.public_id,
-                          issuer=f"http://127.0.0.1:{oauth.port}/auth")
+    claims = pyjwt.decode(
+        doc["id_token"],
+        key.key,
+        algorithms=["RS256"],
+        audience=oauth.public_id,
+        issuer=f"http://127.0.0.1:{oauth.port}/auth",
+    )
     assert claims["nonce"] == "n-0S6_WzA2Mj" and claims["email"] == "carol@example.com"
     assert "password" not in str(claims)

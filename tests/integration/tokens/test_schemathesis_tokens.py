@@ -14,12 +14,12 @@ import hypothesis
 import pytest
 import requests
 import schemathesis
+from helpers import raw_request, run_gateway
 from hypothesis import HealthCheck, given, settings
 from schemathesis import GenerationMode
 
 from bastion.tokens.config import TokenServiceConfig
 from bastion.tokens.openapi import document
-from helpers import raw_request, run_gateway
 
 from .conftest import KEK, PASSWORD, database, free_port, gateway_config
 
@@ -39,21 +39,35 @@ def gw(upstream, tmp_path_factory):
 
 
 def fresh_token(gw) -> str:
-    r = raw_request(gw.port, "POST", "/auth/login", {"Content-Type": "application/json"},
-                    json.dumps({"username": "erin", "password": PASSWORD}).encode())
+    r = raw_request(
+        gw.port,
+        "POST",
+        "/auth/login",
+        {"Content-Type": "application/json"},
+        json.dumps({"username": "erin", "password": PASSWORD}).encode(),
+    )
     assert r.status == 200, r.body
     return r.json()["access_token"]
 
 
-@pytest.mark.parametrize("operation,mode", [(op, m) for op in OPERATIONS for m in GenerationMode],
-                         ids=lambda v: getattr(v, "label", None) or str(v))
+@pytest.mark.parametrize(
+    "operation,mode",
+    [(op, m) for op in OPERATIONS for m in GenerationMode],
+    ids=lambda v: getattr(v, "label", None) or str(v),
+)
 def test_token_service_never_fails(gw, operation, mode):
     secured = bool(operation.definition.raw.get("security"))
     codes: dict[int, int] = {}
 
     @given(case=operation.as_strategy(generation_mode=mode))
-    @settings(max_examples=15, deadline=None, derandomize=True, database=None,
-              suppress_health_check=list(HealthCheck), phases=[hypothesis.Phase.generate])
+    @settings(
+        max_examples=15,
+        deadline=None,
+        derandomize=True,
+        database=None,
+        suppress_health_check=list(HealthCheck),
+        phases=[hypothesis.Phase.generate],
+    )
     def run(case):
         headers = {"Authorization": f"Bearer {fresh_token(gw)}"} if secured else {}
         try:

@@ -8,18 +8,24 @@ import time
 
 from sqlalchemy import select
 
-from bastion.store.models import ApiKey, SigningKey, User
-from bastion.tokens.app import TokenApp
-from bastion.tokens.apikeys import DatabaseApiKeys
-from bastion.tokens.config import TokenServiceConfig
 from bastion.auth.apikeys import hash_key
+from bastion.store.models import ApiKey, SigningKey, User
+from bastion.tokens.apikeys import DatabaseApiKeys
+from bastion.tokens.app import TokenApp
+from bastion.tokens.config import TokenServiceConfig
 
 from .conftest import KEK, PASSWORD
 
 
 def app(db: str, **over) -> TokenApp:
-    settings = {"database": db, "issuer": "https://t/auth", "audience": ["api"], "key_encryption_key": KEK,
-                "argon2": {"time_cost": 1, "memory_kib": 8192, "parallelism": 1}, **over}
+    settings = {
+        "database": db,
+        "issuer": "https://t/auth",
+        "audience": ["api"],
+        "key_encryption_key": KEK,
+        "argon2": {"time_cost": 1, "memory_kib": 8192, "parallelism": 1},
+        **over,
+    }
     return TokenApp(TokenServiceConfig(**settings))
 
 
@@ -84,11 +90,19 @@ def test_upgrade_keeps_the_data(tmp_path, postgres_ok):
             migrate(engine, "0001")
             assert "public_jwks" not in {c["name"] for c in inspect(engine).get_columns("oauth_clients")}
             with engine.begin() as conn:
-                conn.execute(text("INSERT INTO users (id, username, email, password_hash, role, scopes, created_at, "
-                                  "failed_logins, disabled) VALUES ('u1', 'old', 'old@example.com', 'h', 'user', '', 1, "
-                                  "0, false)"))
-                conn.execute(text("INSERT INTO oauth_clients (client_id, secret_hash, name, redirect_uris, grant_types, "
-                                  "scopes, created_at) VALUES ('c1', 'sha256:x', 'old client', '[]', '[]', '', 1)"))
+                conn.execute(
+                    text(
+                        "INSERT INTO users (id, username, email, password_hash, role, scopes, created_at, "
+                        "failed_logins, disabled) VALUES ('u1', 'old', 'old@example.com', 'h', 'user', '', 1, "
+                        "0, false)"
+                    )
+                )
+                conn.execute(
+                    text(
+                        "INSERT INTO oauth_clients (client_id, secret_hash, name, redirect_uris, grant_types, "
+                        "scopes, created_at) VALUES ('c1', 'sha256:x', 'old client', '[]', '[]', '', 1)"
+                    )
+                )
             migrate(engine)
             migrate(engine)  # twice: a no-op
             with engine.connect() as conn:

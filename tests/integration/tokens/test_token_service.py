@@ -9,7 +9,6 @@ import time
 
 import jwt
 import pytest
-
 from helpers import raw_request
 
 from .conftest import PASSWORD
@@ -42,8 +41,11 @@ def test_register_validates_and_never_takes_a_role(service):
     assert pointers == {"/username", "/email", "/password"}
     weak = register(service, "bob", password="alllowercase-123")
     assert weak.status == 422 and "upper" in json.dumps(weak.json()["errors"])
-    role = post(service, "/auth/register", {"username": "mallory", "email": "m@example.com", "password": PASSWORD,
-                                            "role": "admin"})
+    role = post(
+        service,
+        "/auth/register",
+        {"username": "mallory", "email": "m@example.com", "password": PASSWORD, "role": "admin"},
+    )
     assert role.status == 422 and role.json()["errors"][0]["pointer"] == "/role"
     # a taken username or email: one answer, no hint which
     a = register(service, "alice", "other@example.com")
@@ -117,8 +119,12 @@ def test_logout_revokes_access_and_refresh(service):
     register(service)
     doc = login(service).json()
     assert api(service, doc["access_token"]).status == 200
-    out = post(service, "/auth/logout", {"refresh_token": doc["refresh_token"]},
-               {"Authorization": f"Bearer {doc['access_token']}"})
+    out = post(
+        service,
+        "/auth/logout",
+        {"refresh_token": doc["refresh_token"]},
+        {"Authorization": f"Bearer {doc['access_token']}"},
+    )
     assert out.status == 204
     assert api(service, doc["access_token"]).status == 401
     assert post(service, "/auth/refresh", {"refresh_token": doc["refresh_token"]}).status == 401
@@ -194,11 +200,16 @@ def test_bad_bodies_are_problems_not_500s(service):
     assert raw_request(service.port, "GET", "/auth/login").status == 405
     assert raw_request(service.port, "GET", "/auth/nothing-here").status == 404
     assert post(service, "/auth/refresh", {"refresh_token": "not.a.jwt"}).status == 401
-    forged = jwt.encode({"iss": "x", "sub": "a", "typ": "refresh", "jti": "j", "iat": 1, "exp": 2**31},
-                        "k" * 32, algorithm="HS256")
+    forged = jwt.encode(
+        {"iss": "x", "sub": "a", "typ": "refresh", "jti": "j", "iat": 1, "exp": 2**31}, "k" * 32, algorithm="HS256"
+    )
     assert post(service, "/auth/refresh", {"refresh_token": forged}).status == 401
-    none_alg = base64.urlsafe_b64encode(b'{"alg":"none"}').rstrip(b"=").decode() + "." + \
-        base64.urlsafe_b64encode(b'{"sub":"a","typ":"access"}').rstrip(b"=").decode() + "."
+    none_alg = (
+        base64.urlsafe_b64encode(b'{"alg":"none"}').rstrip(b"=").decode()
+        + "."
+        + base64.urlsafe_b64encode(b'{"sub":"a","typ":"access"}').rstrip(b"=").decode()
+        + "."
+    )
     assert post(service, "/auth/logout", None, {"Authorization": f"Bearer {none_alg}"}).status == 401
 
 
@@ -225,7 +236,6 @@ def test_logout_is_seen_by_a_second_gateway_process_through_redis(upstream, tmp_
     import uuid as _uuid
 
     import yaml
-
     from helpers import run_gateway
 
     from .conftest import database, free_port, gateway_config
@@ -241,9 +251,21 @@ def test_logout_is_seen_by_a_second_gateway_process_through_redis(upstream, tmp_
         cfg_b["policies"]["auth"]["schemes"]["bearer"]["issuers"][0]["issuer"] = issuer
         (tmp_path / "b.yaml").write_text(yaml.safe_dump(cfg_b))
         with run_gateway(cfg_a, tmp_path) as a:
-            proc = subprocess.Popen([sys.executable, "-m", "bastion.cli", "serve", "-c", str(tmp_path / "b.yaml"),
-                                     "--no-watch", "--log-level", "warning"], stdout=subprocess.PIPE,
-                                    stderr=subprocess.STDOUT)
+            proc = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "bastion.cli",
+                    "serve",
+                    "-c",
+                    str(tmp_path / "b.yaml"),
+                    "--no-watch",
+                    "--log-level",
+                    "warning",
+                ],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+            )
             try:
                 deadline = time.time() + 20
                 while time.time() < deadline:
@@ -263,8 +285,13 @@ def test_logout_is_seen_by_a_second_gateway_process_through_redis(upstream, tmp_
                 b_api = raw_request(port_b, "GET", "/api/orders", {"Authorization": f"Bearer {doc['access_token']}"})
                 assert b_api.status == 401
                 # and the refresh family is gone for B's token service too (same database)
-                r = raw_request(port_b, "POST", "/auth/refresh", {"Content-Type": "application/json"},
-                                json.dumps({"refresh_token": doc["refresh_token"]}).encode())
+                r = raw_request(
+                    port_b,
+                    "POST",
+                    "/auth/refresh",
+                    {"Content-Type": "application/json"},
+                    json.dumps({"refresh_token": doc["refresh_token"]}).encode(),
+                )
                 assert r.status == 401
             finally:
                 proc.terminate()

@@ -20,14 +20,24 @@ AUD = "api://bastion-tests"
 
 
 def pem_public(key) -> str:
-    return key.public_key().public_bytes(serialization.Encoding.PEM,
-                                         serialization.PublicFormat.SubjectPublicKeyInfo).decode()
+    return (
+        key.public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+        .decode()
+    )
 
 
 def claims(**over):
     now = int(time.time())
-    c = {"iss": ISS, "aud": AUD, "sub": "alice", "iat": now, "exp": now + 300, "jti": f"j-{time.monotonic_ns()}",
-         "scope": "orders:read profile"}
+    c = {
+        "iss": ISS,
+        "aud": AUD,
+        "sub": "alice",
+        "iat": now,
+        "exp": now + 300,
+        "jti": f"j-{time.monotonic_ns()}",
+        "scope": "orders:read profile",
+    }
     c.update(over)
     return {k: v for k, v in c.items() if v is not None}
 

@@ -16,8 +16,9 @@ from .keys import AUD, EC, ED, ISS, RSA, RSA_OTHER, SECRET, b64, claims, pem_pub
 ALL = ("RS256", "PS256", "ES256", "EdDSA", "HS256")
 
 
-def verifier(algorithms=("RS256",), *, required=("exp", "iat", "sub"), max_age=None, typ=(), hmac_secret=None,
-             leeway=5):
+def verifier(
+    algorithms=("RS256",), *, required=("exp", "iat", "sub"), max_age=None, typ=(), hmac_secret=None, leeway=5
+):
     keys = KeySet()
     keys.add("rsa1", typed_keys(load_pem(pem_public(RSA)), tuple(algorithms)))
     keys.add("ec1", typed_keys(load_pem(pem_public(EC)), tuple(algorithms)))
@@ -42,8 +43,10 @@ def refused(v, token, why=None):
 
 # ---- the baseline: good tokens pass ----------------------------------------------------------
 
-@pytest.mark.parametrize("alg,key,kid", [("RS256", RSA, "rsa1"), ("PS256", RSA, "rsa1"), ("ES256", EC, "ec1"),
-                                         ("EdDSA", ED, "ed1")])
+
+@pytest.mark.parametrize(
+    "alg,key,kid", [("RS256", RSA, "rsa1"), ("PS256", RSA, "rsa1"), ("ES256", EC, "ec1"), ("EdDSA", ED, "ed1")]
+)
 def test_valid_tokens_are_accepted(alg, key, kid):
     v = verifier(ALL)
     out = verify(v, sign(key, alg, {"kid": kid}))
@@ -56,6 +59,7 @@ def test_valid_hmac_token_is_accepted():
 
 
 # ---- the attack suite ---------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("alg", ["none", "None", "NONE", "nOnE"])
 def test_alg_none_in_any_casing(alg):
@@ -108,25 +112,29 @@ def test_ecdsa_psychic_signature_r_s_zero():
     refused(verifier(("ES256",)), token)
 
 
-@pytest.mark.parametrize("kid", ["../../../../../dev/null", "/etc/passwd", "' OR '1'='1' --", "rsa1' --",
-                                 "rsa1\x00", "*", ""])
+@pytest.mark.parametrize(
+    "kid", ["../../../../../dev/null", "/etc/passwd", "' OR '1'='1' --", "rsa1' --", "rsa1\x00", "*", ""]
+)
 def test_kid_injection(kid):
     token = jwt.encode(claims(), RSA_OTHER, algorithm="RS256", headers={"kid": kid})
     refused(verifier(), token)
 
 
 def test_jku_pointing_elsewhere():
-    token = jwt.encode(claims(), RSA_OTHER, algorithm="RS256",
-                       headers={"kid": "attacker", "jku": "https://evil.example/jwks.json"})
+    token = jwt.encode(
+        claims(), RSA_OTHER, algorithm="RS256", headers={"kid": "attacker", "jku": "https://evil.example/jwks.json"}
+    )
     refused(verifier(), token, "no key")
-    token = jwt.encode(claims(), RSA_OTHER, algorithm="RS256",
-                       headers={"kid": "rsa1", "jku": "https://evil.example/jwks.json"})
+    token = jwt.encode(
+        claims(), RSA_OTHER, algorithm="RS256", headers={"kid": "rsa1", "jku": "https://evil.example/jwks.json"}
+    )
     refused(verifier(), token, "bad signature")
 
 
 def test_x5u_pointing_elsewhere():
-    token = jwt.encode(claims(), RSA_OTHER, algorithm="RS256",
-                       headers={"kid": "rsa1", "x5u": "https://evil.example/cert.pem"})
+    token = jwt.encode(
+        claims(), RSA_OTHER, algorithm="RS256", headers={"kid": "rsa1", "x5u": "https://evil.example/cert.pem"}
+    )
     refused(verifier(), token, "bad signature")
 
 

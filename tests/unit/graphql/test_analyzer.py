@@ -76,22 +76,36 @@ def test_cost_with_list_sizes_and_variables():
 
 
 def test_cost_uses_schema_list_fields():
-    costs = CostModel(list_fields=frozenset({"Query.users", "User.friends"}),
-                      field_types={"Query.users": "User", "User.friends": "User"})
+    costs = CostModel(
+        list_fields=frozenset({"Query.users", "User.friends"}),
+        field_types={"Query.users": "User", "User.friends": "User"},
+    )
     assert a("{ users { friends { id } } }", costs=costs).cost == 1 + 10 * (1 + 10 * 1)
 
 
 def test_introspection_detected_anywhere_but_typename_is_fine():
     assert a("{ __schema { types { name } } }").introspection
-    assert a("{ users { ... on User { __type(name: \"x\") { name } } } }").introspection
+    assert a('{ users { ... on User { __type(name: "x") { name } } } }').introspection
     assert not a("{ users { __typename } }").introspection
 
 
-@pytest.mark.parametrize("bad", [
-    "", "{", "{ users { } }", "query { users(first: ) { id } }", "{ a: }", "type Query { x: Int }",
-    "{ users \"unterminated }", "{ hello } }", "fragment on on User { id } { hello }",
-    "{ users(first: 1.2.3) { id } }", "{ x(a: 0x10) }", "{ hello } \x00",
-])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        "",
+        "{",
+        "{ users { } }",
+        "query { users(first: ) { id } }",
+        "{ a: }",
+        "type Query { x: Int }",
+        '{ users "unterminated }',
+        "{ hello } }",
+        "fragment on on User { id } { hello }",
+        "{ users(first: 1.2.3) { id } }",
+        "{ x(a: 0x10) }",
+        "{ hello } \x00",
+    ],
+)
 def test_syntax_errors(bad):
     with pytest.raises(GraphQLSyntaxError):
         parse(bad)
@@ -116,8 +130,18 @@ CORPUS = [
 def _same(query):
     ours = analyze(parse(query), costs=CostModel(), operation_name=None)
     ref = analyze(from_graphql_core(query), costs=CostModel(), operation_name=None)
-    for f in ("operation_type", "operation_name", "depth", "aliases", "fields", "root_fields", "directives",
-              "cost", "introspection", "uses_variables"):
+    for f in (
+        "operation_type",
+        "operation_name",
+        "depth",
+        "aliases",
+        "fields",
+        "root_fields",
+        "directives",
+        "cost",
+        "introspection",
+        "uses_variables",
+    ):
         assert getattr(ours, f) == getattr(ref, f), (f, query)
 
 

@@ -84,8 +84,17 @@ def judges():
 
 
 def core_valid(core, method, path, view_args, args, headers, cookies, body) -> bool:
-    req = MockRequest(HOST, method.lower(), path, view_args=view_args, args=args, headers=headers,
-                      cookies=cookies, data=body, content_type="application/json")
+    req = MockRequest(
+        HOST,
+        method.lower(),
+        path,
+        view_args=view_args,
+        args=args,
+        headers=headers,
+        cookies=cookies,
+        data=body,
+        content_type="application/json",
+    )
     return not list(core.iter_request_errors(req))
 
 
@@ -94,8 +103,13 @@ def bastion_valid(ops, method, template, view_args, args, headers, cookies, body
 
     op = ops[f"{method} {template}"]
     status, _, _ = op.check_request(
-        path_params=view_args, query=urlencode(args), headers={k.lower(): v for k, v in headers.items()},
-        cookies=cookies, content_type="application/json" if body is not None else None, body=body)
+        path_params=view_args,
+        query=urlencode(args),
+        headers={k.lower(): v for k, v in headers.items()},
+        cookies=cookies,
+        content_type="application/json" if body is not None else None,
+        body=body,
+    )
     return status == 0
 
 
@@ -133,11 +147,23 @@ def test_deliberate_difference_unknown_properties(judges):
 SHOP = SPEC.parent / "shop" / "openapi.yaml"
 STATUSES = [None, "open", "shipped", "lost", ""]
 TOTALS = [None, "5", "0", "-1", "x", "2.5"]
-PAYMENTS = [{"kind": "card", "number": "4111111111111111"}, {"kind": "card", "number": "41"},
-            {"kind": "transfer", "iban": "DE00"}, {"kind": "transfer", "iban": "D" * 35}, {"kind": "cash"},
-            {"kind": "card"}, "card", None]
-MONEY = [{"amount": 10, "currency": "EUR"}, {"amount": -1, "currency": "EUR"}, {"amount": 1, "currency": "GBP"},
-         {"amount": 1}, 10]
+PAYMENTS = [
+    {"kind": "card", "number": "4111111111111111"},
+    {"kind": "card", "number": "41"},
+    {"kind": "transfer", "iban": "DE00"},
+    {"kind": "transfer", "iban": "D" * 35},
+    {"kind": "cash"},
+    {"kind": "card"},
+    "card",
+    None,
+]
+MONEY = [
+    {"amount": 10, "currency": "EUR"},
+    {"amount": -1, "currency": "EUR"},
+    {"amount": 1, "currency": "GBP"},
+    {"amount": 1},
+    10,
+]
 NOTES = ["gift", None, 5, "n" * 201]
 
 
@@ -152,8 +178,12 @@ def shop_cases(seed: int = 11, n: int = 400):
                 args["filter[min_total]"] = t
             yield ("GET", "/orders", args, None)
         else:
-            doc = {"item": rnd.choice(["book", "", "b" * 101]), "email": rnd.choice(["a@b.co", "nope"]),
-                   "total": rnd.choice(MONEY), "payment": rnd.choice(PAYMENTS)}
+            doc = {
+                "item": rnd.choice(["book", "", "b" * 101]),
+                "email": rnd.choice(["a@b.co", "nope"]),
+                "total": rnd.choice(MONEY),
+                "payment": rnd.choice(PAYMENTS),
+            }
             if rnd.random() < 0.5:
                 doc["note"] = rnd.choice(NOTES)
             for key in list(doc):
@@ -170,12 +200,24 @@ def test_same_verdicts_on_a_31_spec_with_file_refs():
     verdicts = {True: 0, False: 0}
     disagreements = []
     for method, template, args, body in shop_cases():
-        req = MockRequest("http://h", method.lower(), "/api" + template, args=args,
-                          headers={"Authorization": "Bearer x"}, data=body, content_type="application/json")
+        req = MockRequest(
+            "http://h",
+            method.lower(),
+            "/api" + template,
+            args=args,
+            headers={"Authorization": "Bearer x"},
+            data=body,
+            content_type="application/json",
+        )
         theirs = not list(core.iter_request_errors(req))
         status, _, _ = ops[f"{method} {template}"].check_request(
-            path_params={}, query=urlencode(args), headers={}, cookies={},
-            content_type="application/json" if body else None, body=body)
+            path_params={},
+            query=urlencode(args),
+            headers={},
+            cookies={},
+            content_type="application/json" if body else None,
+            body=body,
+        )
         ours = status == 0
         verdicts[ours] += 1
         if ours != theirs:

@@ -23,8 +23,11 @@ def test_planted_findings():
         ("high", "no-security", "insecure.yaml#/paths/~1users/get"),
         ("low", "unbounded-string", "insecure.yaml#/paths/~1users/get/parameters/0/schema"),
         ("medium", "open-object", "insecure.yaml#/paths/~1users/post/requestBody/content/application~1json/schema"),
-        ("medium", "unbounded-array",
-         "insecure.yaml#/paths/~1users/post/requestBody/content/application~1json/schema/properties/tags"),
+        (
+            "medium",
+            "unbounded-array",
+            "insecure.yaml#/paths/~1users/post/requestBody/content/application~1json/schema/properties/tags",
+        ),
     }
 
 

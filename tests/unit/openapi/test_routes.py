@@ -15,15 +15,16 @@ SECRET = "s" * 40
 
 
 def state(route: dict, schemes: dict | None = None):
-    cfg = {"upstreams": {"app": {"urls": ["http://127.0.0.1:9"]}},
-           "routes": [{"upstream": "app", **route}]}
+    cfg = {"upstreams": {"app": {"urls": ["http://127.0.0.1:9"]}}, "routes": [{"upstream": "app", **route}]}
     if schemes is not None:
         cfg["policies"] = {"auth": {"schemes": schemes}}
     return compile_state(GatewayConfig.model_validate(cfg), config_dir=str(SPECS))
 
 
-SCHEMES = {"api_key": {"type": "api_key"},
-           "bearer": {"type": "jwt", "issuers": [{"issuer": "i", "algorithms": ["HS256"], "keys": [{"secret": SECRET}]}]}}
+SCHEMES = {
+    "api_key": {"type": "api_key"},
+    "bearer": {"type": "jwt", "issuers": [{"issuer": "i", "algorithms": ["HS256"], "keys": [{"secret": SECRET}]}]},
+}
 
 
 def test_one_route_per_operation_plus_the_inventory_guard():
@@ -62,12 +63,15 @@ def test_spec_that_cannot_be_loaded_names_the_route():
 
 
 def test_bad_extension_settings_name_the_operation(tmp_path):
-    spec = (SPECS / "petstore.yaml").read_text().replace("limits: [{rate: 10/minute, key: [api_key]}]",
-                                                          "limit: lots")
+    spec = (SPECS / "petstore.yaml").read_text().replace("limits: [{rate: 10/minute, key: [api_key]}]", "limit: lots")
     (tmp_path / "p.yaml").write_text(spec)
-    cfg = GatewayConfig.model_validate({"upstreams": {"app": {"urls": ["http://127.0.0.1:9"]}},
-                                        "policies": {"auth": {"schemes": SCHEMES}},
-                                        "routes": [{"upstream": "app", "openapi": "p.yaml"}]})
+    cfg = GatewayConfig.model_validate(
+        {
+            "upstreams": {"app": {"urls": ["http://127.0.0.1:9"]}},
+            "policies": {"auth": {"schemes": SCHEMES}},
+            "routes": [{"upstream": "app", "openapi": "p.yaml"}],
+        }
+    )
     with pytest.raises(ConfigError, match=r"GET /pets/\{petId\}.policies.rate_limit.limit"):
         compile_state(cfg, config_dir=str(tmp_path))
 

@@ -90,14 +90,22 @@ def test_int32_bounds(tmp_path):
     assert op.check_request(path_params={"id": "2147483648"}, **ok)[0] == 422
 
 
-@pytest.mark.parametrize("text,shape,explode,expected", [
-    ("1,2,3", Shape(frozenset({"array"}), Shape(frozenset({"integer"}))), False, [1, 2, 3]),
-    ("a,1,b,2", Shape(frozenset({"object"}), None, {"a": Shape(frozenset({"integer"}))}), False, {"a": 1, "b": "2"}),
-    ("a=1,b=x", Shape(frozenset({"object"}), None, {"a": Shape(frozenset({"integer"}))}), True, {"a": 1, "b": "x"}),
-    ("true", Shape(frozenset({"boolean"})), False, True),
-    ("yes", Shape(frozenset({"boolean"})), False, "yes"),
-    ("", Shape(frozenset({"array"})), False, []),
-])
+@pytest.mark.parametrize(
+    "text,shape,explode,expected",
+    [
+        ("1,2,3", Shape(frozenset({"array"}), Shape(frozenset({"integer"}))), False, [1, 2, 3]),
+        (
+            "a,1,b,2",
+            Shape(frozenset({"object"}), None, {"a": Shape(frozenset({"integer"}))}),
+            False,
+            {"a": 1, "b": "2"},
+        ),
+        ("a=1,b=x", Shape(frozenset({"object"}), None, {"a": Shape(frozenset({"integer"}))}), True, {"a": 1, "b": "x"}),
+        ("true", Shape(frozenset({"boolean"})), False, True),
+        ("yes", Shape(frozenset({"boolean"})), False, "yes"),
+        ("", Shape(frozenset({"array"})), False, []),
+    ],
+)
 def test_simple_style(text, shape, explode, expected):
     assert deserialise_simple(text, shape, explode) == expected
 
@@ -111,7 +119,9 @@ def test_query_styles():
     assert deserialise_query("missing", pairs, ints, "form", True) == (False, None)
     obj = Shape(frozenset({"object"}), None, {"lat": Shape(frozenset({"number"}))})
     assert deserialise_query("pos", [("pos[lat]", "1.5"), ("pos[lng]", "x")], obj, "deepObject", True) == (
-        True, {"lat": 1.5, "lng": "x"})
+        True,
+        {"lat": 1.5, "lng": "x"},
+    )
     assert deserialise_query("pos", [("lat", "2")], obj, "form", True) == (True, {"lat": 2})
 
 
@@ -129,12 +139,16 @@ def test_limits_walk_is_iterative():
 
 
 def test_prune_keeps_declared_and_open_maps():
-    schema = {"type": "object", "properties": {
-        "a": {"type": "string"},
-        "pw": {"type": "string", "writeOnly": True},
-        "m": {"type": "object", "additionalProperties": {"type": "integer"}},
-        "items": {"type": "array", "items": {"$ref": "#/$defs/I"}}},
-        "$defs": {"I": {"type": "object", "properties": {"x": {"type": "integer"}}}}}
+    schema = {
+        "type": "object",
+        "properties": {
+            "a": {"type": "string"},
+            "pw": {"type": "string", "writeOnly": True},
+            "m": {"type": "object", "additionalProperties": {"type": "integer"}},
+            "items": {"type": "array", "items": {"$ref": "#/$defs/I"}},
+        },
+        "$defs": {"I": {"type": "object", "properties": {"x": {"type": "integer"}}}},
+    }
     value = {"a": "1", "pw": "secret", "zz": 1, "m": {"k": 1}, "items": [{"x": 1, "y": 2}]}
     out, removed = prune(value, schema)
     assert out == {"a": "1", "m": {"k": 1}, "items": [{"x": 1}]}

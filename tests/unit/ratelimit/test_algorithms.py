@@ -18,11 +18,17 @@ def allowed(decisions):
     return [d.allowed for d in decisions]
 
 
-@pytest.mark.parametrize("text,rate", [
-    ("100/minute", Rate(100, 60)), ("10/second burst 20", Rate(10, 1, 20)),
-    ("5 per 10 seconds", Rate(5, 10)), ("1000/hour", Rate(1000, 3600)), ("3/2m", Rate(3, 120)),
-    ("7/day", Rate(7, 86400)),
-])
+@pytest.mark.parametrize(
+    "text,rate",
+    [
+        ("100/minute", Rate(100, 60)),
+        ("10/second burst 20", Rate(10, 1, 20)),
+        ("5 per 10 seconds", Rate(5, 10)),
+        ("1000/hour", Rate(1000, 3600)),
+        ("3/2m", Rate(3, 120)),
+        ("7/day", Rate(7, 86400)),
+    ],
+)
 def test_parse_rate(text, rate):
     assert parse_rate(text) == rate
 
@@ -103,8 +109,9 @@ def test_gcra_burst_then_steady():
     assert allowed(d) == [True] * 5 + [False, True, False]
 
 
-@pytest.mark.parametrize("algorithm", ["fixed_window", "sliding_log", "sliding_counter", "token_bucket",
-                                       "leaky_bucket", "gcra"])
+@pytest.mark.parametrize(
+    "algorithm", ["fixed_window", "sliding_log", "sliding_counter", "token_bucket", "leaky_bucket", "gcra"]
+)
 def test_cost_above_one_and_above_the_limit(algorithm):
     store = MemoryStore()
     r = parse_rate("10/minute")
@@ -117,8 +124,9 @@ def test_cost_above_one_and_above_the_limit(algorithm):
     assert not never.allowed and never.retry_after == math.inf
 
 
-@pytest.mark.parametrize("algorithm", ["fixed_window", "sliding_log", "sliding_counter", "token_bucket",
-                                       "leaky_bucket", "gcra"])
+@pytest.mark.parametrize(
+    "algorithm", ["fixed_window", "sliding_log", "sliding_counter", "token_bucket", "leaky_bucket", "gcra"]
+)
 def test_keys_are_independent_and_retry_after_is_honest(algorithm):
     store = MemoryStore()
     r = parse_rate("3/second")

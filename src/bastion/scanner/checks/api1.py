@@ -13,8 +13,19 @@ from bastion.scanner.context import login_account, register_account, sample
 from bastion.scanner.model import Finding
 
 IDS = ("api1-bola", "api1-bola-write")
-OWNER_SEGMENTS = {"users", "user", "accounts", "account", "customers", "customer", "members", "profiles", "owners",
-                  "tenants", "people"}
+OWNER_SEGMENTS = {
+    "users",
+    "user",
+    "accounts",
+    "account",
+    "customers",
+    "customer",
+    "members",
+    "profiles",
+    "owners",
+    "tenants",
+    "people",
+}
 
 
 def _owned(op, body: str, who) -> bool:
@@ -29,8 +40,13 @@ def _same_object(x, y) -> bool:
     if x.body == y.body:
         return True
     dx, dy = x.json(), y.json()
-    return isinstance(dx, dict) and isinstance(dy, dict) and bool(dx) and dx.keys() == dy.keys() and \
-        all(dx.get(k) == dy.get(k) for k in ("id", "uuid", "username", "email", "owner", "user_id") if k in dx)
+    return (
+        isinstance(dx, dict)
+        and isinstance(dy, dict)
+        and bool(dx)
+        and dx.keys() == dy.keys()
+        and all(dx.get(k) == dy.get(k) for k in ("id", "uuid", "username", "email", "owner", "user_id") if k in dx)
+    )
 
 
 BOLA_FIX = "policies:\n  authorization:\n    objects: [{param: id, claim: sub, status: 404}]"
@@ -48,8 +64,9 @@ async def run(ctx) -> list[Finding]:
         param = op.path_params[0]
         mine_vals = await ctx.values_for(op, param, a)
         theirs_vals = set(await ctx.values_for(op, param, b))
-        userish = _owner_param(op) or any(w in param.lower() for w in ("user", "owner", "account", "member",
-                                                                        "customer", "login"))
+        userish = _owner_param(op) or any(
+            w in param.lower() for w in ("user", "owner", "account", "member", "customer", "login")
+        )
         own = [v for v in ((a.username if userish else None), a.subject) if v]
         # A's objects: what A's own list shows and B's does not, then A's own ids
         candidates = [v for v in mine_vals if v not in theirs_vals and v not in own][:3] + own
@@ -67,15 +84,30 @@ async def run(ctx) -> list[Finding]:
                 if anon.ok and _same_object(anon, theirs):
                     continue
             why = "from A's own list, absent from B's" if v not in own else "A's own id"
-            out.append(Finding(
-                "api1-bola", f"{b.name} reads {a.name}'s object", "API1", 639, "high", "firm", "GET", theirs.url,
-                f"{b.name} got the same {len(theirs.body)}-byte object {a.name} gets for {param}={v} ({why}): "
-                + theirs.text[:200],
-                "Check that the caller owns (or may see) the object named in the path, on every request.",
-                BOLA_FIX, request_headers=ctx.auth(b)))
+            out.append(
+                Finding(
+                    "api1-bola",
+                    f"{b.name} reads {a.name}'s object",
+                    "API1",
+                    639,
+                    "high",
+                    "firm",
+                    "GET",
+                    theirs.url,
+                    f"{b.name} got the same {len(theirs.body)}-byte object {a.name} gets for {param}={v} ({why}): "
+                    + theirs.text[:200],
+                    "Check that the caller owns (or may see) the object named in the path, on every request.",
+                    BOLA_FIX,
+                    request_headers=ctx.auth(b),
+                )
+            )
             break
-    flagged = {o.path for o in ctx.gets(with_params=True) for f in out
-               if re.fullmatch(re.sub(r"\\\{[^}]+\\\}", "[^/]+", re.escape(o.path)), urlsplit(f.url).path)}
+    flagged = {
+        o.path
+        for o in ctx.gets(with_params=True)
+        for f in out
+        if re.fullmatch(re.sub(r"\\\{[^}]+\\\}", "[^/]+", re.escape(o.path)), urlsplit(f.url).path)
+    }
     out += await _created_reads(ctx, flagged)
     out += await _writes(ctx)
     return out
@@ -115,11 +147,23 @@ async def _created_reads(ctx, flagged: set[str]) -> list[Finding]:
             anon = await ctx.send(op, None, value=value)
             if anon.ok and _same_object(anon, theirs):
                 continue
-        out.append(Finding(
-            "api1-bola", f"{b.name} reads an object {a.name} created", "API1", 639, "high", "firm", "GET", theirs.url,
-            f"{a.name} created it with POST {coll}; {b.name} got the same {len(theirs.body)}-byte object: "
-            + theirs.text[:200], "Check that the caller owns (or may see) the object named in the path, on every request.",
-            BOLA_FIX, request_headers=ctx.auth(b)))
+        out.append(
+            Finding(
+                "api1-bola",
+                f"{b.name} reads an object {a.name} created",
+                "API1",
+                639,
+                "high",
+                "firm",
+                "GET",
+                theirs.url,
+                f"{a.name} created it with POST {coll}; {b.name} got the same {len(theirs.body)}-byte object: "
+                + theirs.text[:200],
+                "Check that the caller owns (or may see) the object named in the path, on every request.",
+                BOLA_FIX,
+                request_headers=ctx.auth(b),
+            )
+        )
     return out
 
 
@@ -136,8 +180,15 @@ async def _writes(ctx) -> list[Finding]:
         return []
     out: list[Finding] = []
     b = ctx.b
-    user_ops = [o for o in ctx.ops if o.method in WRITE and ((len(o.path_params) == 1 and _owner_param(o)) or
-                (not o.path_params and _user_field(o) and not SKIP.search(o.path)))]
+    user_ops = [
+        o
+        for o in ctx.ops
+        if o.method in WRITE
+        and (
+            (len(o.path_params) == 1 and _owner_param(o))
+            or (not o.path_params and _user_field(o) and not SKIP.search(o.path))
+        )
+    ]
     if user_ops:
         for op in user_ops[:4]:
             acct = await register_account(ctx)
@@ -153,18 +204,29 @@ async def _writes(ctx) -> list[Finding]:
                 value = None
                 field = _user_field(op)
                 body = {**(body or {}), field: acct.email if "mail" in field.lower() else acct.username}
-            r = await ctx.send(op, b, value=str(value) if value else None,
-                               json=body if op.method != "DELETE" else None)
+            r = await ctx.send(op, b, value=str(value) if value else None, json=body if op.method != "DELETE" else None)
             if not r.ok:
                 continue
             proof = await _verify_account(ctx, acct, op, body, marker)
             if proof:
-                out.append(Finding("api1-bola-write", f"{b.name} changes another user's account", "API1", 639,
-                                   "critical", "certain", op.method, r.url, f"{b.name} sent {op.method} for a "
-                                   f"throwaway account the scan registered: HTTP {r.status}; {proof}",
-                                   "Check on every write that the caller is the user named in the path (or an admin).",
-                                   BOLA_FIX, request_headers=ctx.auth(b),
-                                   request_body=orjson.dumps(body).decode() if body is not None else None))
+                out.append(
+                    Finding(
+                        "api1-bola-write",
+                        f"{b.name} changes another user's account",
+                        "API1",
+                        639,
+                        "critical",
+                        "certain",
+                        op.method,
+                        r.url,
+                        f"{b.name} sent {op.method} for a "
+                        f"throwaway account the scan registered: HTTP {r.status}; {proof}",
+                        "Check on every write that the caller is the user named in the path (or an admin).",
+                        BOLA_FIX,
+                        request_headers=ctx.auth(b),
+                        request_body=orjson.dumps(body).decode() if body is not None else None,
+                    )
+                )
     out += await _object_writes(ctx)
     return out
 
@@ -195,16 +257,29 @@ async def _object_writes(ctx) -> list[Finding]:
             continue
         after = await ctx.send(reader, a, value=oid)
         if op.method == "DELETE" and after.status in (404, 410):
-            proof = f"the object {a.name} created is gone for {a.name} (HTTP {after.status} after, {before.status} before)"
+            proof = (
+                f"the object {a.name} created is gone for {a.name} (HTTP {after.status} after, {before.status} before)"
+            )
         elif op.method != "DELETE" and after.ok and marker in after.text and marker not in before.text:
             proof = f"{a.name}'s read of the object now shows {b.name}'s value"
         else:
             continue
-        out.append(Finding("api1-bola-write", f"{b.name} {'deletes' if op.method == 'DELETE' else 'changes'} "
-                           f"{a.name}'s object", "API1", 639, "critical", "certain", op.method, r.url,
-                           f"{op.method} by {b.name} on an object {a.name} created: HTTP {r.status}; {proof}",
-                           "Check ownership on every write and delete, not only on reads.", BOLA_FIX,
-                           request_headers=ctx.auth(b)))
+        out.append(
+            Finding(
+                "api1-bola-write",
+                f"{b.name} {'deletes' if op.method == 'DELETE' else 'changes'} {a.name}'s object",
+                "API1",
+                639,
+                "critical",
+                "certain",
+                op.method,
+                r.url,
+                f"{op.method} by {b.name} on an object {a.name} created: HTTP {r.status}; {proof}",
+                "Check ownership on every write and delete, not only on reads.",
+                BOLA_FIX,
+                request_headers=ctx.auth(b),
+            )
+        )
     return out
 
 
@@ -220,9 +295,14 @@ def _owner_param(op) -> bool:
     """A path parameter that names a user: under a users-like segment (version segments such as
     /v1 skipped: /users/v1/{username}) or named like one (username, user_id, account)."""
     segs = [s for s in op.path.split("/") if s and not re.fullmatch(r"v\d+(\.\d+)?", s)]
-    return any(seg.startswith("{") and ((i > 0 and segs[i - 1].lower() in OWNER_SEGMENTS) or
-                                        re.search(r"(user|owner|account|member|customer)", seg, re.I))
-               for i, seg in enumerate(segs))
+    return any(
+        seg.startswith("{")
+        and (
+            (i > 0 and segs[i - 1].lower() in OWNER_SEGMENTS)
+            or re.search(r"(user|owner|account|member|customer)", seg, re.I)
+        )
+        for i, seg in enumerate(segs)
+    )
 
 
 def _numeric_param(op) -> bool:
@@ -249,7 +329,7 @@ def _body_for(op, marker: str):
         return None
     body = sample(op.body_schema)
     body = body if isinstance(body, dict) else {}
-    for k, schema in ((op.body_schema.get("properties") or {}).items()):
+    for k, schema in (op.body_schema.get("properties") or {}).items():
         lk = k.lower()
         if "pass" in lk:
             body[k] = "Scan-" + marker + "-Pw1!"
@@ -297,11 +377,21 @@ async def _sequential(ctx) -> list[Finding]:
                 continue  # the A/B comparison above covers A's id
             r = await ctx.send(op, who, value=str(other))
             if r.ok and r.body and r.body != mine.body:
-                out.append(Finding(
-                    "api1-bola", f"{who.name} reads another user's object by guessing its id", "API1", 639, "high",
-                    "firm", "GET", r.url, f"id {other} (next to {who.name}'s own {own_id}) answered HTTP {r.status}: "
-                    + r.text[:160], "Check ownership on every object access; do not rely on unguessable ids.",
-                    "policies:\n  authorization:\n    objects: [{param: id, claim: sub, status: 404}]",
-                    request_headers=ctx.auth(who)))
+                out.append(
+                    Finding(
+                        "api1-bola",
+                        f"{who.name} reads another user's object by guessing its id",
+                        "API1",
+                        639,
+                        "high",
+                        "firm",
+                        "GET",
+                        r.url,
+                        f"id {other} (next to {who.name}'s own {own_id}) answered HTTP {r.status}: " + r.text[:160],
+                        "Check ownership on every object access; do not rely on unguessable ids.",
+                        "policies:\n  authorization:\n    objects: [{param: id, claim: sub, status: 404}]",
+                        request_headers=ctx.auth(who),
+                    )
+                )
                 break
     return out

@@ -20,12 +20,47 @@ from bastion.scanner.context import b64, jwt_parts
 from bastion.scanner.model import Finding
 from bastion.scanner.secrets_list import crack
 
-IDS = ("api2-no-auth", "api2-bad-token", "api2-alg-none", "api2-hs256-public-key", "api2-weak-secret",
-       "api2-no-exp", "api2-expired-accepted", "api2-no-bruteforce", "api2-enumeration", "api2-query-creds")
-WORDLIST = ("secret", "password", "changeme", "123456", "jwt", "key", "secretkey", "secret123", "admin", "test",
-            "your-256-bit-secret", "supersecret", "default", "qwerty", "s3cr3t", "token", "dev", "jwtsecret",
-            "mysecret", "letmein", "passw0rd", "private", "hmac", "signing-key")
-AUTH_FIX = "policies:\n  auth:\n    schemes: {bearer: {type: jwt, issuers: [{issuer: …, algorithms: [RS256], jwks_url: …}]}}"
+IDS = (
+    "api2-no-auth",
+    "api2-bad-token",
+    "api2-alg-none",
+    "api2-hs256-public-key",
+    "api2-weak-secret",
+    "api2-no-exp",
+    "api2-expired-accepted",
+    "api2-no-bruteforce",
+    "api2-enumeration",
+    "api2-query-creds",
+)
+WORDLIST = (
+    "secret",
+    "password",
+    "changeme",
+    "123456",
+    "jwt",
+    "key",
+    "secretkey",
+    "secret123",
+    "admin",
+    "test",
+    "your-256-bit-secret",
+    "supersecret",
+    "default",
+    "qwerty",
+    "s3cr3t",
+    "token",
+    "dev",
+    "jwtsecret",
+    "mysecret",
+    "letmein",
+    "passw0rd",
+    "private",
+    "hmac",
+    "signing-key",
+)
+AUTH_FIX = (
+    "policies:\n  auth:\n    schemes: {bearer: {type: jwt, issuers: [{issuer: …, algorithms: [RS256], jwks_url: …}]}}"
+)
 
 
 def _sign(header: dict, payload: dict, key: bytes) -> str:
@@ -38,8 +73,9 @@ async def _graphql_probe(ctx, token: str):
     from the anonymous one; a forged token is accepted when it gets A's answer."""
     from bastion.scanner.checks.graphql import INTROSPECT, Schema, _call
 
-    r = await ctx.client.request("POST", ctx.graphql_path, json={"query": INTROSPECT},
-                                 headers={"Authorization": f"Bearer {token}"})
+    r = await ctx.client.request(
+        "POST", ctx.graphql_path, json={"query": INTROSPECT}, headers={"Authorization": f"Bearer {token}"}
+    )
     doc = r.json()
     if not (isinstance(doc, dict) and (doc.get("data") or {}).get("__schema")):
         return None
@@ -48,16 +84,22 @@ async def _graphql_probe(ctx, token: str):
         q = {"query": _call("query", f, schema, {})}
         mine = await ctx.client.request("POST", ctx.graphql_path, json=q, headers={"Authorization": f"Bearer {token}"})
         anon = await ctx.client.request("POST", ctx.graphql_path, json=q)
-        bad = await ctx.client.request("POST", ctx.graphql_path, json=q,
-                                       headers={"Authorization": "Bearer not-a-real-token"})
+        bad = await ctx.client.request(
+            "POST", ctx.graphql_path, json=q, headers={"Authorization": "Bearer not-a-real-token"}
+        )
         md = (mine.json() or {}).get("data") if isinstance(mine.json(), dict) else None
-        if not md or not any(md.values()) or md == ((anon.json() or {}).get("data") if isinstance(anon.json(), dict)
-                                                    else None) or bad.body == mine.body:
+        if (
+            not md
+            or not any(md.values())
+            or md == ((anon.json() or {}).get("data") if isinstance(anon.json(), dict) else None)
+            or bad.body == mine.body
+        ):
             continue
 
         async def accepts(tok: str, q=q, mine=mine):
             r = await ctx.client.request("POST", ctx.graphql_path, json=q, headers={"Authorization": f"Bearer {tok}"})
             return r if r.ok and r.body == mine.body else None
+
         return accepts
     return None
 
@@ -69,8 +111,18 @@ def _target_words(ctx) -> tuple[bytes, ...]:
     title = str(((ctx.spec or {}).get("info") or {}).get("title", ""))
     for w in re.findall(r"[A-Za-z][A-Za-z0-9]{2,}", f"{host} {title}"):
         for form in (w, w.lower()):
-            words |= {form, form + "secret", form + "-secret", form + "_secret", form + "key", form + "-key",
-                      form + "_key", form + "123", form + "-jwt-secret", form + "_jwt_secret"}
+            words |= {
+                form,
+                form + "secret",
+                form + "-secret",
+                form + "_secret",
+                form + "key",
+                form + "-key",
+                form + "_key",
+                form + "123",
+                form + "-jwt-secret",
+                form + "_jwt_secret",
+            }
     return tuple(w.encode() for w in sorted(words))
 
 
@@ -97,16 +149,40 @@ async def run(ctx) -> list[Finding]:
         r = await ctx.send(op, None)
         if r.ok:
             open_ops.add(op.path)
-            out.append(Finding("api2-no-auth", "A secured operation answers without credentials", "API2", 306,
-                               "critical", "certain", "GET", r.url, f"HTTP {r.status} without credentials: {r.text[:160]}",
-                               "Require authentication on every operation the spec marks as secured.", AUTH_FIX))
+            out.append(
+                Finding(
+                    "api2-no-auth",
+                    "A secured operation answers without credentials",
+                    "API2",
+                    306,
+                    "critical",
+                    "certain",
+                    "GET",
+                    r.url,
+                    f"HTTP {r.status} without credentials: {r.text[:160]}",
+                    "Require authentication on every operation the spec marks as secured.",
+                    AUTH_FIX,
+                )
+            )
             continue
         r = await ctx.send(op, None, headers={"Authorization": "Bearer not-a-real-token"})
         if r.ok:
-            out.append(Finding("api2-bad-token", "A garbage bearer token is accepted", "API2", 287, "critical",
-                               "certain", "GET", r.url, f"HTTP {r.status} with 'Bearer not-a-real-token'",
-                               "Verify every token's signature, issuer and expiry.", AUTH_FIX,
-                               request_headers={"Authorization": "Bearer not-a-real-token"}))
+            out.append(
+                Finding(
+                    "api2-bad-token",
+                    "A garbage bearer token is accepted",
+                    "API2",
+                    287,
+                    "critical",
+                    "certain",
+                    "GET",
+                    r.url,
+                    f"HTTP {r.status} with 'Bearer not-a-real-token'",
+                    "Verify every token's signature, issuer and expiry.",
+                    AUTH_FIX,
+                    request_headers={"Authorization": "Bearer not-a-real-token"},
+                )
+            )
     a = ctx.a
     token = a.token if a else None
     parts = jwt_parts(token) if token else None
@@ -114,21 +190,42 @@ async def run(ctx) -> list[Finding]:
         return out
     header, payload, _ = parts
     if "exp" not in payload:
-        out.append(Finding("api2-no-exp", "Tokens never expire (no exp claim)", "API2", 613, "medium", "certain",
-                           "-", ctx.base_url, f"{a.name}'s JWT carries only " + ", ".join(sorted(payload)),
-                           "Issue short-lived access tokens (exp) and refresh them.",
-                           "token_service: {access_ttl: 900}"))
+        out.append(
+            Finding(
+                "api2-no-exp",
+                "Tokens never expire (no exp claim)",
+                "API2",
+                613,
+                "medium",
+                "certain",
+                "-",
+                ctx.base_url,
+                f"{a.name}'s JWT carries only " + ", ".join(sorted(payload)),
+                "Issue short-lived access tokens (exp) and refresh them.",
+                "token_service: {access_ttl: 900}",
+            )
+        )
     secret = None
     if header.get("alg", "").startswith("HS"):
         hints = tuple(w.encode() for w in WORDLIST) + _target_words(ctx)
         secret, tried = await asyncio.to_thread(crack, token, hints)
         if secret is not None:
-            out.append(Finding("api2-weak-secret", "The token signing secret is in a common-secret list",
-                               "API2", 521, "critical", "certain", "-", ctx.base_url,
-                               f"{a.name}'s {header['alg']} token verifies with a {len(secret)}-character "
-                               f"secret found offline after {tried} candidates",
-                               "Sign with an asymmetric key (RS256/ES256/EdDSA) or a random secret of 32+ bytes.",
-                               "token_service: {algorithm: ES256}"))
+            out.append(
+                Finding(
+                    "api2-weak-secret",
+                    "The token signing secret is in a common-secret list",
+                    "API2",
+                    521,
+                    "critical",
+                    "certain",
+                    "-",
+                    ctx.base_url,
+                    f"{a.name}'s {header['alg']} token verifies with a {len(secret)}-character "
+                    f"secret found offline after {tried} candidates",
+                    "Sign with an asymmetric key (RS256/ES256/EdDSA) or a random secret of 32+ bytes.",
+                    "token_service: {algorithm: ES256}",
+                )
+            )
     target = await _probe_target(ctx)
     accepts = None
     if target is not None:
@@ -144,11 +241,22 @@ async def run(ctx) -> list[Finding]:
     none = b64(orjson.dumps({"alg": "none", "typ": "JWT"})) + "." + b64(orjson.dumps(payload)) + "."
     r = await accepts(none)
     if r is not None:
-        out.append(Finding("api2-alg-none", "Unsigned tokens (alg: none) are accepted", "API2", 347, "critical",
-                           "certain", r.method, r.url, f"HTTP {r.status} for {a.name}'s claims with alg none and no "
-                           "signature, answered as for the real token",
-                           "Accept only the algorithms you issue; never 'none'.", AUTH_FIX,
-                           request_headers={"Authorization": f"Bearer {none}"}))
+        out.append(
+            Finding(
+                "api2-alg-none",
+                "Unsigned tokens (alg: none) are accepted",
+                "API2",
+                347,
+                "critical",
+                "certain",
+                r.method,
+                r.url,
+                f"HTTP {r.status} for {a.name}'s claims with alg none and no signature, answered as for the real token",
+                "Accept only the algorithms you issue; never 'none'.",
+                AUTH_FIX,
+                request_headers={"Authorization": f"Bearer {none}"},
+            )
+        )
     for jwks_path in ("/.well-known/jwks.json", "/jwks.json", "/auth/.well-known/jwks.json", "/oauth/jwks"):
         jr = await ctx.client.request("GET", jwks_path, record=False)
         doc = jr.json() if jr.ok else None
@@ -162,31 +270,64 @@ async def run(ctx) -> list[Finding]:
             forged = _sign({"alg": "HS256", "typ": "JWT", "kid": jwk.get("kid")}, payload, pem)
             fr = await accepts(forged)
             if fr is not None:
-                out.append(Finding("api2-hs256-public-key", "A token HMAC-signed with the server's public key is "
-                                   "accepted (algorithm confusion)", "API2", 327, "critical", "certain", fr.method,
-                                   fr.url, f"HTTP {fr.status}; key {jwk.get('kid')} from {jwks_path}",
-                                   "Bind each key to its algorithm; never let the token's header choose.", AUTH_FIX))
+                out.append(
+                    Finding(
+                        "api2-hs256-public-key",
+                        "A token HMAC-signed with the server's public key is accepted (algorithm confusion)",
+                        "API2",
+                        327,
+                        "critical",
+                        "certain",
+                        fr.method,
+                        fr.url,
+                        f"HTTP {fr.status}; key {jwk.get('kid')} from {jwks_path}",
+                        "Bind each key to its algorithm; never let the token's header choose.",
+                        AUTH_FIX,
+                    )
+                )
         break
     if secret is not None:
         expired = {**payload, "iat": int(time.time()) - 7200, "exp": int(time.time()) - 3600}
         forged = _sign(header, expired, secret.encode())
         r = await accepts(forged)
         if r is not None:
-            out.append(Finding("api2-expired-accepted", "An expired token is accepted", "API2", 613, "high", "certain",
-                               r.method, r.url, f"HTTP {r.status} for a token that expired an hour ago",
-                               "Check exp (with a small leeway) on every request.", AUTH_FIX))
+            out.append(
+                Finding(
+                    "api2-expired-accepted",
+                    "An expired token is accepted",
+                    "API2",
+                    613,
+                    "high",
+                    "certain",
+                    r.method,
+                    r.url,
+                    f"HTTP {r.status} for a token that expired an hour ago",
+                    "Check exp (with a small leeway) on every request.",
+                    AUTH_FIX,
+                )
+            )
     if target is None:
         return out + await _login_checks(ctx)
     anon_status = (await ctx.client.request("GET", url_path)).status
     for name in ("access_token", "token", "api_key", "apikey", "jwt"):
         r = await ctx.client.request("GET", url_path, params={name: token})
         if r.ok and anon_status in (401, 403):
-            out.append(Finding("api2-query-creds", "Credentials are accepted in the query string", "API2", 598,
-                               "medium", "certain", "GET", r.url.split("?")[0] + f"?{name}=…",
-                               f"HTTP {r.status} with the credential in the {name} query parameter and no header "
-                               f"(HTTP {anon_status} without)",
-                               "Accept credentials only in headers: URLs end up in logs, history and Referer.",
-                               "policies:\n  auth: {allow_query_key: false}"))
+            out.append(
+                Finding(
+                    "api2-query-creds",
+                    "Credentials are accepted in the query string",
+                    "API2",
+                    598,
+                    "medium",
+                    "certain",
+                    "GET",
+                    r.url.split("?")[0] + f"?{name}=…",
+                    f"HTTP {r.status} with the credential in the {name} query parameter and no header "
+                    f"(HTTP {anon_status} without)",
+                    "Accept credentials only in headers: URLs end up in logs, history and Referer.",
+                    "policies:\n  auth: {allow_query_key: false}",
+                )
+            )
             break
     out += await _login_checks(ctx)
     return out
@@ -195,13 +336,24 @@ async def run(ctx) -> list[Finding]:
 def _tried_password(r) -> bool:
     """Did the login look at the password, or refuse the request's shape (a 422 listing missing
     fields, a 415)? Only the first counts as a guess."""
-    return r.status not in (415, 422) and not re.search(r"(field required|missing|is required|invalid json|"
-                                                         r"unsupported media)", r.text, re.I)
+    return r.status not in (415, 422) and not re.search(
+        r"(field required|missing|is required|invalid json|"
+        r"unsupported media)",
+        r.text,
+        re.I,
+    )
 
 
 async def _login_checks(ctx) -> list[Finding]:
-    login = next((o for o in ctx.ops if o.method == "POST" and any(w in o.path.lower()
-                  for w in ("login", "signin", "sign-in", "session", "token"))), None)
+    login = next(
+        (
+            o
+            for o in ctx.ops
+            if o.method == "POST"
+            and any(w in o.path.lower() for w in ("login", "signin", "sign-in", "session", "token"))
+        ),
+        None,
+    )
     if login is None:
         return []
     known = next((i.username for i in ctx.identities if i.username), None)
@@ -215,20 +367,40 @@ async def _login_checks(ctx) -> list[Finding]:
         if r.status in (423, 429) or (r.status in (400, 415, 422) and len(codes) == 1 and not _tried_password(r)):
             break
     if len(codes) == 12 and not any(c in (423, 429) for c in codes) and all(c < 500 for c in codes):
-        out.append(Finding("api2-no-bruteforce", "Login accepts unlimited password guesses", "API2", 307, "high",
-                           "firm", "POST", ctx.client.url(ctx.fill(login)),
-                           f"{len(codes)} wrong passwords in a row, answers {sorted(set(codes))}, no 429/423",
-                           "Throttle logins per IP and per account, and lock accounts after repeated failures.",
-                           "policies:\n  rate_limit: {login_paths: [/login], login_limits: [5/minute]}",
-                           request_body=orjson.dumps(wrong).decode()))
+        out.append(
+            Finding(
+                "api2-no-bruteforce",
+                "Login accepts unlimited password guesses",
+                "API2",
+                307,
+                "high",
+                "firm",
+                "POST",
+                ctx.client.url(ctx.fill(login)),
+                f"{len(codes)} wrong passwords in a row, answers {sorted(set(codes))}, no 429/423",
+                "Throttle logins per IP and per account, and lock accounts after repeated failures.",
+                "policies:\n  rate_limit: {login_paths: [/login], login_limits: [5/minute]}",
+                request_body=orjson.dumps(wrong).decode(),
+            )
+        )
     if known:
         r1 = await ctx.send(login, None, json={"username": known, "password": "Wrong-pass-1x"})
         ghost = "nobody_" + secrets.token_hex(4)
         r2 = await ctx.send(login, None, json={"username": ghost, "password": "Wrong-pass-1x"})
         if r1.status and r2.status and r1.status not in (429, 423) and (r1.status != r2.status or r1.body != r2.body):
-            out.append(Finding("api2-enumeration", "Login answers differ for existing and unknown users", "API2", 204,
-                               "medium", "firm", "POST", r1.url,
-                               f"existing user: HTTP {r1.status} {r1.text[:80]!r}; unknown: HTTP {r2.status} {r2.text[:80]!r}",
-                               "Answer the same status and body for unknown users and wrong passwords, in similar time.",
-                               "token_service: {}  # bastion's login never says which"))
+            out.append(
+                Finding(
+                    "api2-enumeration",
+                    "Login answers differ for existing and unknown users",
+                    "API2",
+                    204,
+                    "medium",
+                    "firm",
+                    "POST",
+                    r1.url,
+                    f"existing user: HTTP {r1.status} {r1.text[:80]!r}; unknown: HTTP {r2.status} {r2.text[:80]!r}",
+                    "Answer the same status and body for unknown users and wrong passwords, in similar time.",
+                    "token_service: {}  # bastion's login never says which",
+                )
+            )
     return out

@@ -12,17 +12,25 @@ from bastion.scanner.model import Finding
 
 IDS = ("api3-mass-assignment", "api3-data-exposure", "api3-plaintext-creds")
 PRIVILEGED = {"role": "admin", "is_admin": True, "admin": True, "isAdmin": True}
-SENSITIVE = re.compile(r"^(password|passwd|pwd|password_hash|passwordhash|hash|secret|client_secret|api_?key|"
-                       r"private_key|ssn|credit_?card|card_number|cvv|access_token|refresh_token|otp_secret)$", re.I)
+SENSITIVE = re.compile(
+    r"^(password|passwd|pwd|password_hash|passwordhash|hash|secret|client_secret|api_?key|"
+    r"private_key|ssn|credit_?card|card_number|cvv|access_token|refresh_token|otp_secret)$",
+    re.I,
+)
 CARD = re.compile(r"^\d{13,19}$")
 # a credential-named key: password, passwd, pwd, pass, passphrase, secret, pin — alone or as a word
 # of a longer name (db_password, smtpPassword, client-secret)
 CRED_KEY = re.compile(r"(^|_)(password|passwd|pwd|pass|passphrase|passcode|secret|pin)(_|$)")
-NOT_CRED = re.compile(r"(hash|digest|salt|crypt|changed|updated|expire|reset|policy|length|required|question|"
-                      r"strength|hint|rotat|enabled|set|count|at$)")
-HASHED = re.compile(r"^(\$2[abxy]?\$\d\d\$|\$argon2|\$pbkdf2|pbkdf2[_:$]|\$[1356]\$|\$y\$|\{S?SHA|sha\d+[$:]|"
-                    r"[0-9a-f]{32}$|[0-9a-f]{40}$|[0-9a-f]{56}$|[0-9a-f]{64}$|[0-9a-f]{96}$|[0-9a-f]{128}$|"
-                    r"[*•x?]+$|\[?(redacted|hidden|filtered|masked|removed)\]?$)", re.I)
+NOT_CRED = re.compile(
+    r"(hash|digest|salt|crypt|changed|updated|expire|reset|policy|length|required|question|"
+    r"strength|hint|rotat|enabled|set|count|at$)"
+)
+HASHED = re.compile(
+    r"^(\$2[abxy]?\$\d\d\$|\$argon2|\$pbkdf2|pbkdf2[_:$]|\$[1356]\$|\$y\$|\{S?SHA|sha\d+[$:]|"
+    r"[0-9a-f]{32}$|[0-9a-f]{40}$|[0-9a-f]{56}$|[0-9a-f]{64}$|[0-9a-f]{96}$|[0-9a-f]{128}$|"
+    r"[*•x?]+$|\[?(redacted|hidden|filtered|masked|removed)\]?$)",
+    re.I,
+)
 TOKEN_KEYS = {"access_token", "refresh_token", "id_token", "token", "jwt"}
 LOGINISH = re.compile(r"(login|signin|sign-in|auth|session|token|register|signup|refresh)", re.I)
 
@@ -69,9 +77,20 @@ def _walk(value, path=""):
             yield from _walk(v, f"{path}/{i}")
 
 
-PRIV_CREATE = {"role": "admin", "roles": ["admin"], "is_admin": True, "isAdmin": True, "admin": True,
-               "is_superuser": True, "is_staff": True, "verified": True, "is_verified": True,
-               "permissions": ["admin"], "user_type": "admin", "account_type": "admin"}
+PRIV_CREATE = {
+    "role": "admin",
+    "roles": ["admin"],
+    "is_admin": True,
+    "isAdmin": True,
+    "admin": True,
+    "is_superuser": True,
+    "is_staff": True,
+    "verified": True,
+    "is_verified": True,
+    "permissions": ["admin"],
+    "user_type": "admin",
+    "account_type": "admin",
+}
 ME = re.compile(r"(me|profile|account|whoami|self|current|user)", re.I)
 
 
@@ -96,8 +115,11 @@ async def _reads(ctx, acct) -> dict[str, object]:
         for op in [o for o in ctx.gets(with_params=False) if ME.search(o.path)][:5]:
             r = await ctx.send(op, acct.identity)
             docs.append(r.json() if r.ok else None)
-        for op in [o for o in ctx.gets(with_params=True) if len(o.path_params) == 1 and
-                   any(w in o.path_params[0].lower() for w in ("user", "name", "login"))][:2]:
+        for op in [
+            o
+            for o in ctx.gets(with_params=True)
+            if len(o.path_params) == 1 and any(w in o.path_params[0].lower() for w in ("user", "name", "login"))
+        ][:2]:
             r = await ctx.send(op, acct.identity, value=acct.username)
             docs.append(r.json() if r.ok else None)
     for doc in docs:
@@ -129,19 +151,30 @@ async def _mass_assignment_at_creation(ctx) -> list[Finding]:
     if probe is None or probe.identity is None:
         return []
     mine, theirs = await _reads(ctx, probe), await _reads(ctx, control)
-    hits = sorted(k for k in {_snake(k) for k in PRIV_CREATE} if _privileged(mine.get(k))
-                  and not _privileged(theirs.get(k)))
+    hits = sorted(
+        k for k in {_snake(k) for k in PRIV_CREATE} if _privileged(mine.get(k)) and not _privileged(theirs.get(k))
+    )
     if not hits:
         return []
-    return [Finding("api3-mass-assignment", "Privileged properties are accepted when an account is created", "API3",
-                    915, "critical", "certain", "POST", ctx.client.url(ctx.fill(register)),
-                    f"registered with {sorted(PRIV_CREATE)}: a later login/read of that account says "
-                    + ", ".join(f"{k}={mine.get(k)!r}" for k in hits)
-                    + "; an account registered without them says "
-                    + ", ".join(f"{k}={theirs.get(k)!r}" for k in hits),
-                    "Bind creation requests to an allow-list of client-settable properties; set roles server-side.",
-                    "routes:\n  - {openapi: spec.yaml, upstream: api}   # additionalProperties: false enforced",
-                    request_body=orjson.dumps({"username": probe.username, **PRIV_CREATE}).decode())]
+    return [
+        Finding(
+            "api3-mass-assignment",
+            "Privileged properties are accepted when an account is created",
+            "API3",
+            915,
+            "critical",
+            "certain",
+            "POST",
+            ctx.client.url(ctx.fill(register)),
+            f"registered with {sorted(PRIV_CREATE)}: a later login/read of that account says "
+            + ", ".join(f"{k}={mine.get(k)!r}" for k in hits)
+            + "; an account registered without them says "
+            + ", ".join(f"{k}={theirs.get(k)!r}" for k in hits),
+            "Bind creation requests to an allow-list of client-settable properties; set roles server-side.",
+            "routes:\n  - {openapi: spec.yaml, upstream: api}   # additionalProperties: false enforced",
+            request_body=orjson.dumps({"username": probe.username, **PRIV_CREATE}).decode(),
+        )
+    ]
 
 
 async def run(ctx) -> list[Finding]:
@@ -159,13 +192,24 @@ async def run(ctx) -> list[Finding]:
         r = await ctx.send(op, a, json=body)
         doc = r.json() if r.ok else None
         if isinstance(doc, dict) and any(doc.get(k) == v for k, v in PRIVILEGED.items()):
-            out.append(Finding("api3-mass-assignment", "Privileged properties are accepted and reflected", "API3",
-                               915, "high", "firm", op.method, r.url,
-                               f"sent {sorted(PRIVILEGED)}; the answer carries "
-                               f"{sorted(k for k, v in PRIVILEGED.items() if doc.get(k) == v)}",
-                               "Accept only the properties a client may set (allow-lists, additionalProperties: false).",
-                               "routes:\n  - {openapi: spec.yaml, upstream: api}   # unknown properties refused",
-                               request_headers=ctx.auth(a), request_body=orjson.dumps(body).decode()))
+            out.append(
+                Finding(
+                    "api3-mass-assignment",
+                    "Privileged properties are accepted and reflected",
+                    "API3",
+                    915,
+                    "high",
+                    "firm",
+                    op.method,
+                    r.url,
+                    f"sent {sorted(PRIVILEGED)}; the answer carries "
+                    f"{sorted(k for k, v in PRIVILEGED.items() if doc.get(k) == v)}",
+                    "Accept only the properties a client may set (allow-lists, additionalProperties: false).",
+                    "routes:\n  - {openapi: spec.yaml, upstream: api}   # unknown properties refused",
+                    request_headers=ctx.auth(a),
+                    request_body=orjson.dumps(body).decode(),
+                )
+            )
     await ctx.views()  # every documented list, "me" and debug answer, as each identity
     reported: set[tuple[str, str]] = set()
     creds_at: set[str] = set()
@@ -180,30 +224,53 @@ async def run(ctx) -> list[Finding]:
             if plaintext_credential(key, value):
                 if route not in creds_at:
                     creds_at.add(route)
-                    out.append(Finding("api3-plaintext-creds", "An answer carries a plaintext credential", "API3", 256,
-                                       "critical", "firm", resp.method, route,
-                                       f"property {ptr} holds a {len(value)}-character value that is no hash "
-                                       f"({_mask(value)})",
-                                       "Store passwords only as slow salted hashes (argon2, bcrypt); never return "
-                                       "credentials or configuration secrets in an answer.",
-                                       "policies:\n  response_filter: {remove: [password, secret]}",
-                                       request_headers=resp.request_headers))
+                    out.append(
+                        Finding(
+                            "api3-plaintext-creds",
+                            "An answer carries a plaintext credential",
+                            "API3",
+                            256,
+                            "critical",
+                            "firm",
+                            resp.method,
+                            route,
+                            f"property {ptr} holds a {len(value)}-character value that is no hash ({_mask(value)})",
+                            "Store passwords only as slow salted hashes (argon2, bcrypt); never return "
+                            "credentials or configuration secrets in an answer.",
+                            "policies:\n  response_filter: {remove: [password, secret]}",
+                            request_headers=resp.request_headers,
+                        )
+                    )
                 continue
             if str(key).lower() in TOKEN_KEYS and login_answer:
                 continue  # a token in the answer to a login is what a login is for
             if SENSITIVE.match(str(key)) and value not in (None, "", False) and not _is_path(value):
                 hit = f"property {ptr}"
-            elif isinstance(value, str) and CARD.match(value.replace(" ", "").replace("-", "")) and \
-                    _luhn(value.replace(" ", "").replace("-", "")):
+            elif (
+                isinstance(value, str)
+                and CARD.match(value.replace(" ", "").replace("-", ""))
+                and _luhn(value.replace(" ", "").replace("-", ""))
+            ):
                 hit = f"a card number at {ptr}"
             if hit:
                 route = resp.url.split("?")[0]
                 if (route, str(key)) in reported:
                     continue
                 reported.add((route, str(key)))
-                out.append(Finding("api3-data-exposure", "A response exposes sensitive data", "API3", 213, "high",
-                                   "firm", resp.method, route, f"{hit} = {str(value)[:40]}",
-                                   "Return only the properties the caller needs; never hashes, secrets or full numbers.",
-                                   "policies:\n  response_filter: {remove: [password_hash, secret]}",
-                                   request_headers=resp.request_headers))
+                out.append(
+                    Finding(
+                        "api3-data-exposure",
+                        "A response exposes sensitive data",
+                        "API3",
+                        213,
+                        "high",
+                        "firm",
+                        resp.method,
+                        route,
+                        f"{hit} = {str(value)[:40]}",
+                        "Return only the properties the caller needs; never hashes, secrets or full numbers.",
+                        "policies:\n  response_filter: {remove: [password_hash, secret]}",
+                        request_headers=resp.request_headers,
+                    )
+                )
     return out

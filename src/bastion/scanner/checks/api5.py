@@ -12,8 +12,11 @@ from bastion.scanner.context import register_account, sample
 from bastion.scanner.model import Finding
 
 IDS = ("api5-admin", "api5-method-switch", "api5-privilege-escalation", "api5-bfla-write")
-ROLEISH = re.compile(r"^(role|roles|is_?admin|admin|is_?superuser|is_?staff|permissions?|privileges?|user_?type|"
-                     r"account_?type|access_?level|group|groups)$", re.I)
+ROLEISH = re.compile(
+    r"^(role|roles|is_?admin|admin|is_?superuser|is_?staff|permissions?|privileges?|user_?type|"
+    r"account_?type|access_?level|group|groups)$",
+    re.I,
+)
 USERISH = re.compile(r"^(username|user_?name|user|login|email|user_?id|userid|account)$", re.I)
 ACCOUNTISH = re.compile(r"(user|profile|account|member|me|role|permission)", re.I)
 SKIP = re.compile(r"(register|signup|sign-up|login|signin|token|session|reset|forgot)", re.I)
@@ -50,10 +53,14 @@ async def _escalation(ctx) -> list[Finding]:
     out: list[Finding] = []
     ops = []
     for op in ctx.ops:
-        props = ((op.body_schema or {}).get("properties") or {})
+        props = (op.body_schema or {}).get("properties") or {}
         roles = [k for k in props if ROLEISH.match(k)]
-        if op.method in ("PUT", "PATCH", "POST") and roles and not SKIP.search(op.path) and \
-                (any(USERISH.match(k) for k in props) or ACCOUNTISH.search(op.path)):
+        if (
+            op.method in ("PUT", "PATCH", "POST")
+            and roles
+            and not SKIP.search(op.path)
+            and (any(USERISH.match(k) for k in props) or ACCOUNTISH.search(op.path))
+        ):
             ops.append((op, roles, props))
     if not ops:
         return out
@@ -84,13 +91,24 @@ async def _escalation(ctx) -> list[Finding]:
                 now = after.get(_snake(role_key))
                 if now is not None and now != current and (now == value or _privileged(now)):
                     ctx.elevated = acct.identity
-                    out.append(Finding(
-                        "api5-privilege-escalation", "A user can raise their own role", "API5", 269, "critical",
-                        "certain", op.method, r.url, f"a throwaway account sent {role_key}={value!r} "
-                        f"(it had {current!r}); its later reads say {role_key}={now!r}",
-                        "Role changes are an administrative function: check the caller's role, never trust the body.",
-                        "routes:\n  - path: /users/*\n    policies: {authorization: {claims: {role: [admin]}}}",
-                        request_headers=ctx.auth(acct.identity), request_body=orjson.dumps(body).decode()))
+                    out.append(
+                        Finding(
+                            "api5-privilege-escalation",
+                            "A user can raise their own role",
+                            "API5",
+                            269,
+                            "critical",
+                            "certain",
+                            op.method,
+                            r.url,
+                            f"a throwaway account sent {role_key}={value!r} "
+                            f"(it had {current!r}); its later reads say {role_key}={now!r}",
+                            "Role changes are an administrative function: check the caller's role, never trust the body.",
+                            "routes:\n  - path: /users/*\n    policies: {authorization: {claims: {role: [admin]}}}",
+                            request_headers=ctx.auth(acct.identity),
+                            request_body=orjson.dumps(body).decode(),
+                        )
+                    )
                     return out
     return out
 
@@ -123,13 +141,24 @@ async def _bfla_write(ctx) -> list[Finding]:
                 continue
         r = await ctx.send(op, low, value=missing, json={} if op.method != "DELETE" else None)
         if r.status in (200, 202, 204, 404, 410):  # past authorization: it went looking for the object
-            out.append(Finding(
-                "api5-bfla-write", f"{op.method} is not restricted like creation", "API5", 285, "high", "firm",
-                op.method, r.url, f"{low.name}: creating in {coll} → HTTP {made.status}, but {op.method} {op.path} "
-                f"(an id that does not exist) → HTTP {r.status}: the role check is missing on {op.method}",
-                "Apply the same function-level authorization to every write of a resource.",
-                f"routes:\n  - path: {coll}/*\n    methods: [{op.method}]\n    policies: {{authorization: "
-                "{claims: {role: [admin]}}}", request_headers=ctx.auth(low)))
+            out.append(
+                Finding(
+                    "api5-bfla-write",
+                    f"{op.method} is not restricted like creation",
+                    "API5",
+                    285,
+                    "high",
+                    "firm",
+                    op.method,
+                    r.url,
+                    f"{low.name}: creating in {coll} → HTTP {made.status}, but {op.method} {op.path} "
+                    f"(an id that does not exist) → HTTP {r.status}: the role check is missing on {op.method}",
+                    "Apply the same function-level authorization to every write of a resource.",
+                    f"routes:\n  - path: {coll}/*\n    methods: [{op.method}]\n    policies: {{authorization: "
+                    "{claims: {role: [admin]}}}",
+                    request_headers=ctx.auth(low),
+                )
+            )
     return out
 
 
@@ -142,11 +171,22 @@ async def run(ctx) -> list[Finding]:
             continue
         r = await ctx.send(op, low)
         if r.ok:
-            out.append(Finding("api5-admin", "An admin operation answers a normal user", "API5", 285, "high", "firm",
-                               "GET", r.url, f"{low.name} got HTTP {r.status}: {r.text[:120]}",
-                               "Check the caller's role or scope on every administrative operation.",
-                               "routes:\n  - path: /admin/*\n    policies: {authorization: {claims: {role: [admin]}}}",
-                               request_headers=ctx.auth(low)))
+            out.append(
+                Finding(
+                    "api5-admin",
+                    "An admin operation answers a normal user",
+                    "API5",
+                    285,
+                    "high",
+                    "firm",
+                    "GET",
+                    r.url,
+                    f"{low.name} got HTTP {r.status}: {r.text[:120]}",
+                    "Check the caller's role or scope on every administrative operation.",
+                    "routes:\n  - path: /admin/*\n    policies: {authorization: {claims: {role: [admin]}}}",
+                    request_headers=ctx.auth(low),
+                )
+            )
     if not ctx.allow_destructive:
         return out
     by_path: dict[str, set[str]] = {}
@@ -158,13 +198,25 @@ async def run(ctx) -> list[Finding]:
             continue
         op = next(o for o in ctx.ops if o.path == path)
         for method in ("DELETE", "PUT"):
-            r = await ctx.client.request(method, ctx.fill(op, "999999"), headers=ctx.auth(a),
-                                         json={} if method == "PUT" else None)
+            r = await ctx.client.request(
+                method, ctx.fill(op, "999999"), headers=ctx.auth(a), json={} if method == "PUT" else None
+            )
             if r.ok:
-                out.append(Finding("api5-method-switch", f"{method} accepted on a read-only resource", "API5", 650,
-                                   "high", "firm", method, r.url, f"HTTP {r.status}; the spec declares only GET",
-                                   "Refuse methods an operation does not declare (405).",
-                                   "routes:\n  - {openapi: spec.yaml, upstream: api}   # undeclared methods: 405",
-                                   request_headers=ctx.auth(a)))
+                out.append(
+                    Finding(
+                        "api5-method-switch",
+                        f"{method} accepted on a read-only resource",
+                        "API5",
+                        650,
+                        "high",
+                        "firm",
+                        method,
+                        r.url,
+                        f"HTTP {r.status}; the spec declares only GET",
+                        "Refuse methods an operation does not declare (405).",
+                        "routes:\n  - {openapi: spec.yaml, upstream: api}   # undeclared methods: 405",
+                        request_headers=ctx.auth(a),
+                    )
+                )
                 break
     return out

@@ -11,8 +11,11 @@ from bastion.scanner.context import sample
 from bastion.scanner.model import Finding
 
 IDS = ("api7-ssrf",)
-URLISH = re.compile(r"(url|uri|link|href|callback|webhook|redirect|image|img|src|source|target|dest|feed|preview|"
-                    r"fetch|endpoint|proxy)", re.I)
+URLISH = re.compile(
+    r"(url|uri|link|href|callback|webhook|redirect|image|img|src|source|target|dest|feed|preview|"
+    r"fetch|endpoint|proxy)",
+    re.I,
+)
 
 
 class Canary:
@@ -73,15 +76,29 @@ async def run(ctx) -> list[Finding]:
             elevated = getattr(ctx, "elevated", None)
             if r.status in (401, 403) and elevated is not None:  # an account api5 raised may reach it
                 token = secrets.token_hex(8)
-                r = await ctx.send(op, elevated, params={name: ctx.canary.url(token)}) if name in names else \
-                    await ctx.send(op, elevated, json={**_base(op), name: ctx.canary.url(token)})
+                r = (
+                    await ctx.send(op, elevated, params={name: ctx.canary.url(token)})
+                    if name in names
+                    else await ctx.send(op, elevated, json={**_base(op), name: ctx.canary.url(token)})
+                )
             await asyncio.sleep(0.2)
             if token in ctx.canary.hits:
-                out.append(Finding("api7-ssrf", "The server fetches a URL the client chooses", "API7", 918, "critical",
-                                   "certain", op.method, r.url.split("?")[0], f"parameter {name!r}: the scanner's "
-                                   f"loopback canary received the server's request (HTTP {r.status} to the client)",
-                                   "Fetch only from an allow-list of hosts; refuse loopback, link-local and private "
-                                   "addresses after DNS resolution.",
-                                   "routes:\n  - {openapi: spec.yaml, upstream: api}   # pattern: ^https://images\\.example\\.com/",
-                                   request_headers=ctx.auth(a)))
+                out.append(
+                    Finding(
+                        "api7-ssrf",
+                        "The server fetches a URL the client chooses",
+                        "API7",
+                        918,
+                        "critical",
+                        "certain",
+                        op.method,
+                        r.url.split("?")[0],
+                        f"parameter {name!r}: the scanner's "
+                        f"loopback canary received the server's request (HTTP {r.status} to the client)",
+                        "Fetch only from an allow-list of hosts; refuse loopback, link-local and private "
+                        "addresses after DNS resolution.",
+                        "routes:\n  - {openapi: spec.yaml, upstream: api}   # pattern: ^https://images\\.example\\.com/",
+                        request_headers=ctx.auth(a),
+                    )
+                )
     return out

@@ -14,8 +14,11 @@ from bastion.scanner.context import sample
 from bastion.scanner.model import Finding
 
 IDS = ("api8-cmdi",)
-CMDISH = re.compile(r"(host|ip|addr|domain|cmd|command|exec|run|ping|target|file|path|dir|arg|option|param|"
-                    r"flags|filter|query)", re.I)
+CMDISH = re.compile(
+    r"(host|ip|addr|domain|cmd|command|exec|run|ping|target|file|path|dir|arg|option|param|"
+    r"flags|filter|query)",
+    re.I,
+)
 SEPARATORS = (";", "&&", "|", "$(", "`")
 
 
@@ -33,11 +36,14 @@ async def run(ctx) -> list[Finding]:
     for op in ctx.ops:
         if op.method == "GET":
             for p in op.params:
-                if p.get("in") == "query" and (p.get("schema") or {}).get("type", "string") == "string" and \
-                        CMDISH.search(str(p.get("name"))):
+                if (
+                    p.get("in") == "query"
+                    and (p.get("schema") or {}).get("type", "string") == "string"
+                    and CMDISH.search(str(p.get("name")))
+                ):
                     targets.append((op, "query", p["name"]))
         elif op.method in ("POST", "PUT", "PATCH") and op.body_schema and ctx.allow_destructive:
-            for k, sch in ((op.body_schema.get("properties") or {}).items()):
+            for k, sch in (op.body_schema.get("properties") or {}).items():
                 if isinstance(sch, dict) and sch.get("type", "string") == "string" and CMDISH.search(k):
                     targets.append((op, "body", k))
     who_all = [w for w in [*ctx.identities, getattr(ctx, "elevated", None)] if w is not None]
@@ -53,13 +59,24 @@ async def run(ctx) -> list[Finding]:
             value = _payload(sep, f"bs$(({n}+{n}))x")
             r = await _send(ctx, op, where, name, value, who)
             if f"bs{2 * n}x" in r.text:
-                out.append(Finding("api8-cmdi", "OS command injection", "API8", 78, "critical", "certain", op.method,
-                                   r.url.split("?")[0], f"{where} parameter {name!r} = {value!r}: the answer carries "
-                                   f"bs{2 * n}x, computed by a shell" + (f" (as {who.name})" if who else ""),
-                                   "Never build shell command lines from input: pass argument lists (no shell), "
-                                   "and allow-list the values.",
-                                   "routes:\n  - {openapi: spec.yaml, upstream: api}   # pattern enforced\n"
-                                   "policies:\n  waf: {}", request_headers=ctx.auth(who)))
+                out.append(
+                    Finding(
+                        "api8-cmdi",
+                        "OS command injection",
+                        "API8",
+                        78,
+                        "critical",
+                        "certain",
+                        op.method,
+                        r.url.split("?")[0],
+                        f"{where} parameter {name!r} = {value!r}: the answer carries "
+                        f"bs{2 * n}x, computed by a shell" + (f" (as {who.name})" if who else ""),
+                        "Never build shell command lines from input: pass argument lists (no shell), "
+                        "and allow-list the values.",
+                        "routes:\n  - {openapi: spec.yaml, upstream: api}   # pattern enforced\npolicies:\n  waf: {}",
+                        request_headers=ctx.auth(who),
+                    )
+                )
                 break
     return out
 

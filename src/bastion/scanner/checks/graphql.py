@@ -22,29 +22,87 @@ import orjson
 from bastion.scanner.checks.sqli import Answer, Prober
 from bastion.scanner.model import Finding
 
-IDS = ("graphql-introspection", "graphql-suggestions", "graphql-ide", "graphql-depth", "graphql-aliases",
-       "graphql-batching", "graphql-field-duplication", "graphql-mutation-get", "graphql-debug",
-       "graphql-resource", "graphql-sqli", "graphql-ssrf", "graphql-cmdi", "graphql-xss", "graphql-bruteforce")
+IDS = (
+    "graphql-introspection",
+    "graphql-suggestions",
+    "graphql-ide",
+    "graphql-depth",
+    "graphql-aliases",
+    "graphql-batching",
+    "graphql-field-duplication",
+    "graphql-mutation-get",
+    "graphql-debug",
+    "graphql-resource",
+    "graphql-sqli",
+    "graphql-ssrf",
+    "graphql-cmdi",
+    "graphql-xss",
+    "graphql-bruteforce",
+)
 FIX = "policies:\n  graphql: {introspection: false, suggestions: false, max_depth: 8, max_aliases: 10, batching: false}"
 INTROSPECT = """query { __schema { queryType { name } mutationType { name } types { name kind fields {
   name args { name type { kind name ofType { kind name ofType { kind name ofType { kind name } } } } }
   type { kind name ofType { kind name ofType { kind name ofType { kind name } } } } } } } }"""
-IDE_PATHS = ("", "/graphiql", "/playground", "/graphql/playground", "/altair", "/voyager", "/graphql/console",
-             "/graphql-playground", "/console")
-IDE_MARK = re.compile(r"(graphiql|graphql playground|graphql-playground|altair|graphql voyager|voyager\.(css|js)|"
-                      r"apollo sandbox|embeddable-sandbox)", re.I)
-INTERNAL = re.compile(r"(Traceback \(most recent call last\)|stacktrace|File \"[^\"]+\", line \d+|"
-                      r"at [\w.$<>]+ \([^)]*:\d+:\d+\)|\.(py|js|ts|rb|php|java|go):\d+|/(usr|srv|app|home|var|opt)/"
-                      r"[\w./-]+|SQLSTATE|sqlite3?\.|psycopg|OperationalError|SELECT .+ FROM |syntax error at or near)",
-                      re.I)
+IDE_PATHS = (
+    "",
+    "/graphiql",
+    "/playground",
+    "/graphql/playground",
+    "/altair",
+    "/voyager",
+    "/graphql/console",
+    "/graphql-playground",
+    "/console",
+)
+IDE_MARK = re.compile(
+    r"(graphiql|graphql playground|graphql-playground|altair|graphql voyager|voyager\.(css|js)|"
+    r"apollo sandbox|embeddable-sandbox)",
+    re.I,
+)
+INTERNAL = re.compile(
+    r"(Traceback \(most recent call last\)|stacktrace|File \"[^\"]+\", line \d+|"
+    r"at [\w.$<>]+ \([^)]*:\d+:\d+\)|\.(py|js|ts|rb|php|java|go):\d+|/(usr|srv|app|home|var|opt)/"
+    r"[\w./-]+|SQLSTATE|sqlite3?\.|psycopg|OperationalError|SELECT .+ FROM |syntax error at or near)",
+    re.I,
+)
 URLISH = re.compile(r"(url|uri|link|href|callback|webhook|endpoint|feed|source|src|image|remote)", re.I)
 HOSTISH = re.compile(r"^(host|hostname|ip|addr|address|server|domain|target)$", re.I)
 CMDISH = re.compile(r"(host|ip|addr|domain|cmd|command|exec|run|ping|target|file|path|dir|arg|option|param)", re.I)
 CREATEISH = re.compile(r"(create|add|new|post|save|update|edit|upload|import|comment|write|submit)", re.I)
-COMMON_ROOTS = ("users", "user", "me", "viewer", "posts", "pastes", "items", "products", "orders", "nodes",
-                "accounts", "articles", "comments", "books", "authors")
-COMMON_RELATIONS = ("friends", "owner", "author", "user", "users", "posts", "pastes", "items", "children",
-                    "parent", "comments", "followers", "following", "members", "orders")
+COMMON_ROOTS = (
+    "users",
+    "user",
+    "me",
+    "viewer",
+    "posts",
+    "pastes",
+    "items",
+    "products",
+    "orders",
+    "nodes",
+    "accounts",
+    "articles",
+    "comments",
+    "books",
+    "authors",
+)
+COMMON_RELATIONS = (
+    "friends",
+    "owner",
+    "author",
+    "user",
+    "users",
+    "posts",
+    "pastes",
+    "items",
+    "children",
+    "parent",
+    "comments",
+    "followers",
+    "following",
+    "members",
+    "orders",
+)
 
 
 def unwrap(t: dict | None) -> tuple[str | None, str | None, bool, bool]:
@@ -65,16 +123,20 @@ class Schema:
         self.mutation = (s.get("mutationType") or {}).get("name")
 
     def fields(self, type_name: str | None) -> list[dict]:
-        return [f for f in (self.types.get(type_name or "") or {}).get("fields") or []
-                if not f["name"].startswith("__")]
+        return [
+            f for f in (self.types.get(type_name or "") or {}).get("fields") or [] if not f["name"].startswith("__")
+        ]
 
     def required_args(self, field: dict) -> list[dict]:
         return [a for a in field.get("args") or [] if unwrap(a["type"])[3]]
 
     def leaf(self, type_name: str | None) -> str:
         """A selection for an object type: its scalar fields without required arguments (≤ 6)."""
-        names = [f["name"] for f in self.fields(type_name) if unwrap(f["type"])[0] in ("SCALAR", "ENUM")
-                 and not self.required_args(f)]
+        names = [
+            f["name"]
+            for f in self.fields(type_name)
+            if unwrap(f["type"])[0] in ("SCALAR", "ENUM") and not self.required_args(f)
+        ]
         return " ".join(names[:6]) or "__typename"
 
     def cycle(self) -> tuple[str, list[str]] | None:
@@ -88,18 +150,31 @@ class Schema:
             seen = {start: 0}
             t = start
             for _ in range(6):
-                nxt = next(((f["name"], unwrap(f["type"])[1]) for f in self.fields(t)
-                            if unwrap(f["type"])[0] == "OBJECT" and not self.required_args(f)
-                            and unwrap(f["type"])[1] in seen), None)
+                nxt = next(
+                    (
+                        (f["name"], unwrap(f["type"])[1])
+                        for f in self.fields(t)
+                        if unwrap(f["type"])[0] == "OBJECT"
+                        and not self.required_args(f)
+                        and unwrap(f["type"])[1] in seen
+                    ),
+                    None,
+                )
                 if nxt is None:
-                    nxt = next(((f["name"], unwrap(f["type"])[1]) for f in self.fields(t)
-                                if unwrap(f["type"])[0] == "OBJECT" and not self.required_args(f)), None)
+                    nxt = next(
+                        (
+                            (f["name"], unwrap(f["type"])[1])
+                            for f in self.fields(t)
+                            if unwrap(f["type"])[0] == "OBJECT" and not self.required_args(f)
+                        ),
+                        None,
+                    )
                 if nxt is None:
                     break
                 path.append(nxt)
                 if nxt[1] in seen:
-                    loop = [n for n, _ in path[seen[nxt[1]]:]]
-                    return root["name"], [n for n, _ in path[:seen[nxt[1]]]] + loop
+                    loop = [n for n, _ in path[seen[nxt[1]] :]]
+                    return root["name"], [n for n, _ in path[: seen[nxt[1]]]] + loop
                 seen[nxt[1]] = len(path)
                 t = nxt[1]
         return None
@@ -148,9 +223,23 @@ async def run(ctx) -> list[Finding]:
         return r
 
     def add(check, title, sev, evidence, method="POST", category="API8", cwe=None, fix=FIX, body=None):
-        out.append(Finding(check, title, category, cwe or (200 if sev == "low" else 770), sev, "certain", method,
-                           url, evidence, "Configure the GraphQL server's limits and validate arguments.", fix,
-                           request_headers=ctx.auth(ctx.a), request_body=body))
+        out.append(
+            Finding(
+                check,
+                title,
+                category,
+                cwe or (200 if sev == "low" else 770),
+                sev,
+                "certain",
+                method,
+                url,
+                evidence,
+                "Configure the GraphQL server's limits and validate arguments.",
+                fix,
+                request_headers=ctx.auth(ctx.a),
+                request_body=body,
+            )
+        )
 
     r = await post({"query": INTROSPECT})
     doc = r.json()
@@ -165,15 +254,17 @@ async def run(ctx) -> list[Finding]:
     await _depth(ctx, post, schema, add)
     aliases = "{ " + " ".join(f"a{i}: __typename" for i in range(100)) + " }"
     r = await post({"query": aliases})
-    if r.ok and isinstance(r.json(), dict) and len((r.json().get("data") or {})) >= 100:
+    if r.ok and isinstance(r.json(), dict) and len(r.json().get("data") or {}) >= 100:
         add("graphql-aliases", "No alias limit", "medium", "100 aliases in one query were executed")
-    r = await ctx.client.request("POST", ctx.graphql_path, json=[{"query": "{ __typename }"}] * 20,
-                                 headers=ctx.auth(ctx.a))
+    r = await ctx.client.request(
+        "POST", ctx.graphql_path, json=[{"query": "{ __typename }"}] * 20, headers=ctx.auth(ctx.a)
+    )
     if r.ok and isinstance(r.json(), list) and len(r.json()) == 20:
         add("graphql-batching", "Unlimited query batching", "medium", "a batch of 20 operations was executed")
     await _duplication(ctx, post, schema, add)
-    r = await ctx.client.request("GET", f"{ctx.graphql_path}?query={quote('mutation { __typename }')}",
-                                 headers=ctx.auth(ctx.a))
+    r = await ctx.client.request(
+        "GET", f"{ctx.graphql_path}?query={quote('mutation { __typename }')}", headers=ctx.auth(ctx.a)
+    )
     if r.ok and isinstance(r.json(), dict) and r.json().get("data"):
         add("graphql-mutation-get", "Mutations run over GET (CSRF-able)", "medium", "mutation executed via GET", "GET")
     if schema is not None:
@@ -187,8 +278,7 @@ async def run(ctx) -> list[Finding]:
     for text in errors_seen:
         m = INTERNAL.search(text)
         if m:
-            add("graphql-debug", "Errors carry internal details", "low", f"an error says: …{m.group(0)[:80]}…",
-                cwe=209)
+            add("graphql-debug", "Errors carry internal details", "low", f"an error says: …{m.group(0)[:80]}…", cwe=209)
             break
     return out
 
@@ -203,17 +293,31 @@ async def _ide(ctx, url: str) -> list[Finding]:
         if not found and r.status and r.headers.get("set-cookie"):
             # the server names its own toggle: flip disable/false/off to enable/true/on and retry
             jar = r.headers.get("set-cookie", "").split(";")[0]
-            flipped = re.sub(r"(?i)disable", "enable", re.sub(r"(?i)\bfalse\b", "true", re.sub(r"(?i)\boff\b", "on", jar)))
+            flipped = re.sub(
+                r"(?i)disable", "enable", re.sub(r"(?i)\bfalse\b", "true", re.sub(r"(?i)\boff\b", "on", jar))
+            )
             if flipped != jar:
-                r2 = await ctx.client.request("GET", path, headers={"Accept": "text/html", "Cookie": flipped},
-                                              record=False)
+                r2 = await ctx.client.request(
+                    "GET", path, headers={"Accept": "text/html", "Cookie": flipped}, record=False
+                )
                 if r2.ok and IDE_MARK.search(r2.text):
                     found, cookie_note = IDE_MARK.search(r2.text), f" with the cookie {flipped!r}"
         if found:
-            return [Finding("graphql-ide", "A GraphQL IDE is exposed", "API8", 200, "low", "certain", "GET",
-                            ctx.client.url(path), f"GET {path} (Accept: text/html){cookie_note} serves "
-                            f"{found.group(0)}", "Do not serve GraphiQL / Playground / Altair / Voyager in production.",
-                            "routes:\n  - {path: /graphql, methods: [POST], upstream: api}")]
+            return [
+                Finding(
+                    "graphql-ide",
+                    "A GraphQL IDE is exposed",
+                    "API8",
+                    200,
+                    "low",
+                    "certain",
+                    "GET",
+                    ctx.client.url(path),
+                    f"GET {path} (Accept: text/html){cookie_note} serves {found.group(0)}",
+                    "Do not serve GraphiQL / Playground / Altair / Voyager in production.",
+                    "routes:\n  - {path: /graphql, methods: [POST], upstream: api}",
+                )
+            ]
     return []
 
 
@@ -246,8 +350,14 @@ async def _depth(ctx, post, schema: Schema | None, add) -> None:
     r = await post({"query": query})
     doc = r.json()
     if r.ok and isinstance(doc, dict) and doc.get("data") and not doc.get("errors"):
-        add("graphql-depth", "No query depth limit", "medium", "a 16-level query through a type cycle was executed",
-            category="API4", body=orjson.dumps({"query": query}).decode())
+        add(
+            "graphql-depth",
+            "No query depth limit",
+            "medium",
+            "a 16-level query through a type cycle was executed",
+            category="API4",
+            body=orjson.dumps({"query": query}).decode(),
+        )
 
 
 async def _duplication(ctx, post, schema: Schema | None, add) -> None:
@@ -264,8 +374,13 @@ async def _duplication(ctx, post, schema: Schema | None, add) -> None:
     r = await post({"query": query})
     doc = r.json()
     if r.ok and isinstance(doc, dict) and doc.get("data") and not doc.get("errors"):
-        add("graphql-field-duplication", "Field duplication is not limited", "low",
-            f"a query repeating {field!r} 500 times was executed", category="API4")
+        add(
+            "graphql-field-duplication",
+            "Field duplication is not limited",
+            "low",
+            f"a query repeating {field!r} 500 times was executed",
+            category="API4",
+        )
 
 
 async def _resource(ctx, post, schema: Schema, add) -> None:
@@ -273,6 +388,7 @@ async def _resource(ctx, post, schema: Schema, add) -> None:
         t = time.monotonic()
         await post({"query": q})
         return time.monotonic() - t
+
     base = min([await timed("{ __typename }") for _ in range(3)])
     for f in schema.fields(schema.query)[:10]:  # required arguments get harmless values
         q = _call("query", f, schema, {})
@@ -280,23 +396,31 @@ async def _resource(ctx, post, schema: Schema, add) -> None:
         if d > 1.0 and d > 20 * max(base, 0.01):
             d2 = await timed(q)
             if d2 > 1.0:
-                add("graphql-resource", "A field is expensive to resolve", "medium",
+                add(
+                    "graphql-resource",
+                    "A field is expensive to resolve",
+                    "medium",
                     f"{f['name']} takes {min(d, d2):.1f} s against {base * 1000:.0f} ms for __typename",
-                    category="API4", body=orjson.dumps({"query": q}).decode())
+                    category="API4",
+                    body=orjson.dumps({"query": q}).decode(),
+                )
                 return
 
 
 def _string_args(schema: Schema, pattern: re.Pattern | None = None, kinds=("query", "mutation")):
     for kind, f in schema.calls(kinds):
         for a in f.get("args") or []:
-            if unwrap(a["type"])[1] in ("String", "ID") and not unwrap(a["type"])[2] and \
-                    (pattern is None or pattern.search(a["name"])):
+            if (
+                unwrap(a["type"])[1] in ("String", "ID")
+                and not unwrap(a["type"])[2]
+                and (pattern is None or pattern.search(a["name"]))
+            ):
                 yield kind, f, a["name"]
 
 
 async def _sqli(ctx, post, schema: Schema, add) -> None:
     tried = 0
-    for kind, f, arg in _string_args(schema, kinds=("query",)):
+    for _kind, f, arg in _string_args(schema, kinds=("query",)):
         if tried >= 6:
             break
         tried += 1
@@ -305,12 +429,22 @@ async def _sqli(ctx, post, schema: Schema, add) -> None:
             r = await post({"query": _call("query", f, schema, {arg: v})})
             doc = r.json() if isinstance(r.json(), dict) else {}
             status = 500 if doc.get("errors") else (r.status or 0)
-            return Answer(status, orjson.dumps(doc.get("data")), doc.get("data", {}) and
-                          next(iter((doc.get("data") or {}).values()), None))
+            return Answer(
+                status,
+                orjson.dumps(doc.get("data")),
+                doc.get("data", {}) and next(iter((doc.get("data") or {}).values()), None),
+            )
+
         ev = await Prober(send).run("scan", False)
         if ev:
-            add("graphql-sqli", "SQL injection in a GraphQL argument", "critical",
-                f"{f['name']}({arg}:): {ev} (an 'errors' answer counts as a failure)", category="API8", cwe=89)
+            add(
+                "graphql-sqli",
+                "SQL injection in a GraphQL argument",
+                "critical",
+                f"{f['name']}({arg}:): {ev} (an 'errors' answer counts as a failure)",
+                category="API8",
+                cwe=89,
+            )
             return
 
 
@@ -338,9 +472,14 @@ async def _ssrf(ctx, post, schema: Schema, add) -> None:
         await post({"query": _call(kind, f, schema, args)})
         await asyncio.sleep(0.2)
         if token in ctx.canary.hits:
-            add("graphql-ssrf", "The server fetches a URL a GraphQL argument chooses", "critical",
+            add(
+                "graphql-ssrf",
+                "The server fetches a URL a GraphQL argument chooses",
+                "critical",
                 f"{f['name']}({', '.join(sorted(args))}): the scanner's loopback canary received the server's request",
-                category="API7", cwe=918)
+                category="API7",
+                cwe=918,
+            )
             return
 
 
@@ -358,12 +497,18 @@ async def _cmdi(ctx, post, schema: Schema, add) -> None:
             n = secrets.randbelow(900) + 100
             expr = f"bs$(({n}+{n}))x"
             payload = {"$(": f"127.0.0.1$(echo {expr})", "`": f"127.0.0.1`echo {expr}`"}.get(
-                sep, f"127.0.0.1{sep}echo {expr}")
+                sep, f"127.0.0.1{sep}echo {expr}"
+            )
             r = await post({"query": _call(kind, f, schema, {arg: payload})})
             if f"bs{2 * n}x" in r.text:
-                add("graphql-cmdi", "OS command injection through a GraphQL argument", "critical",
+                add(
+                    "graphql-cmdi",
+                    "OS command injection through a GraphQL argument",
+                    "critical",
                     f"{f['name']}({arg}:) = {payload!r}: the answer carries bs{2 * n}x, the shell's arithmetic",
-                    category="API8", cwe=78)
+                    category="API8",
+                    cwe=78,
+                )
                 return
         if base < 5:
             t = time.monotonic()
@@ -373,18 +518,27 @@ async def _cmdi(ctx, post, schema: Schema, add) -> None:
                 t = time.monotonic()
                 await post({"query": _call(kind, f, schema, {arg: "127.0.0.1;sleep 0"})})
                 if time.monotonic() - t < base + 1.5:
-                    add("graphql-cmdi", "OS command injection through a GraphQL argument (time delay)", "critical",
+                    add(
+                        "graphql-cmdi",
+                        "OS command injection through a GraphQL argument (time delay)",
+                        "critical",
                         f"{f['name']}({arg}:): ';sleep 3' answers in {slow:.1f} s, ';sleep 0' and the plain value "
-                        f"in {base:.1f} s", category="API8", cwe=78)
+                        f"in {base:.1f} s",
+                        category="API8",
+                        cwe=78,
+                    )
                     return
 
 
 async def _xss(ctx, post, schema: Schema, add) -> None:
-    for kind, f in schema.calls(("mutation",)):
+    for _kind, f in schema.calls(("mutation",)):
         if not CREATEISH.search(f["name"]):
             continue
-        strings = [a["name"] for a in f.get("args") or [] if unwrap(a["type"])[1] == "String"
-                   and not URLISH.search(a["name"]) and not CMDISH.search(a["name"])]
+        strings = [
+            a["name"]
+            for a in f.get("args") or []
+            if unwrap(a["type"])[1] == "String" and not URLISH.search(a["name"]) and not CMDISH.search(a["name"])
+        ]
         if not strings:
             continue
         mark = "bs" + secrets.token_hex(4)
@@ -395,9 +549,14 @@ async def _xss(ctx, post, schema: Schema, add) -> None:
                 continue
             r = await post({"query": _call("query", qf, schema, {})})
             if f'id="{mark}"' in r.text or f'id=\\"{mark}\\"' in r.text:
-                add("graphql-xss", "Stored HTML is returned unescaped (stored XSS)", "medium",
+                add(
+                    "graphql-xss",
+                    "Stored HTML is returned unescaped (stored XSS)",
+                    "medium",
                     f"HTML sent through {f['name']}({', '.join(strings)}) comes back as-is from {qf['name']}",
-                    category="API8", cwe=79)
+                    category="API8",
+                    cwe=79,
+                )
                 return
 
 
@@ -416,7 +575,13 @@ async def _bruteforce(ctx, post, schema: Schema, add) -> None:
                 throttled = True
                 break
         if not throttled:
-            add("graphql-bruteforce", "A password argument accepts unlimited guesses", "high",
+            add(
+                "graphql-bruteforce",
+                "A password argument accepts unlimited guesses",
+                "high",
                 f"12 wrong passwords through {f['name']}({user}, {pw}) without a refusal "
-                "(aliases and batching multiply guesses per request)", category="API2", cwe=307)
+                "(aliases and batching multiply guesses per request)",
+                category="API2",
+                cwe=307,
+            )
         return

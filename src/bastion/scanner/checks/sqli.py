@@ -19,8 +19,9 @@ from __future__ import annotations
 
 import re
 import secrets
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, Awaitable, Callable
+from typing import Any
 from urllib.parse import quote
 
 from bastion.scanner.context import items_of, sample
@@ -68,7 +69,9 @@ class Prober:
             return None
         c = await self.send(v + "''")
         if c.status < 500:
-            return f"{v!r} → HTTP {base.status}, {v + chr(39)!r} → HTTP {q.status}, {v + chr(39) * 2!r} → HTTP {c.status}"
+            return (
+                f"{v!r} → HTTP {base.status}, {v + chr(39)!r} → HTTP {q.status}, {v + chr(39) * 2!r} → HTTP {c.status}"
+            )
         return None
 
     async def error_numeric(self, v: str) -> str | None:
@@ -80,8 +83,9 @@ class Prober:
             return None
         c = await self.send(f"{v}-0")
         if c.shape == base.shape:
-            return (f"{v!r} → HTTP {base.status}, {v + chr(39)!r} → HTTP {q.status}, "
-                    f"'{v}-0' → HTTP {c.status} like {v!r}")
+            return (
+                f"{v!r} → HTTP {base.status}, {v + chr(39)!r} → HTTP {q.status}, '{v}-0' → HTTP {c.status} like {v!r}"
+            )
         return None
 
     async def boolean_string(self) -> str | None:
@@ -96,8 +100,10 @@ class Prober:
             no = await self.send(f)
             if no.shape != plain.shape:
                 return None
-        return (f"{t!r} → {_describe(yes)}, its false twin and the non-matching {x!r} → {_describe(plain)} "
-                "(two true/false pairs)")
+        return (
+            f"{t!r} → {_describe(yes)}, its false twin and the non-matching {x!r} → {_describe(plain)} "
+            "(two true/false pairs)"
+        )
 
     async def boolean_numeric(self, v: str) -> str | None:
         base = await self.send(v)
@@ -134,20 +140,28 @@ async def _targets(ctx) -> list[tuple]:
             for p in op.params:
                 if p.get("in") == "query":
                     schema = p.get("schema") or {}
-                    out.append((op, "query", p["name"], "1" if _numeric(schema, "x") else "scan",
-                                _numeric(schema, "x")))
+                    out.append(
+                        (op, "query", p["name"], "1" if _numeric(schema, "x") else "scan", _numeric(schema, "x"))
+                    )
             if len(op.path_params) == 1:
                 name = op.path_params[0]
                 schema = next((p.get("schema") for p in op.params if p.get("name") == name), None) or {}
                 values = await ctx.values_for(op, name)
                 v = values[0] if values else "1"
                 out.append((op, "path", name, v, _numeric(schema, v)))
-        elif op.method == "POST" and op.body_schema and not op.path_params and \
-                (LOGINISH.search(op.path) or ctx.allow_destructive):
-            props = (op.body_schema.get("properties") or {})
+        elif (
+            op.method == "POST"
+            and op.body_schema
+            and not op.path_params
+            and (LOGINISH.search(op.path) or ctx.allow_destructive)
+        ):
+            props = op.body_schema.get("properties") or {}
             for name, schema in list(props.items())[:4]:
-                if isinstance(schema, dict) and schema.get("type", "string") == "string" and \
-                        schema.get("format") not in ("uri", "url", "binary"):
+                if (
+                    isinstance(schema, dict)
+                    and schema.get("type", "string") == "string"
+                    and schema.get("format") not in ("uri", "url", "binary")
+                ):
                     out.append((op, "body", name, "scan", False))
     return out[:MAX_TARGETS]
 
@@ -158,7 +172,7 @@ async def run(ctx) -> list[Finding]:
     for op, where, name, value, numeric in await _targets(ctx):
         last: dict[str, Any] = {}
 
-        async def send(v: str, op=op, where=where, name=name) -> Answer:
+        async def send(v: str, op=op, where=where, name=name, last=last) -> Answer:
             if where == "path":
                 r = await ctx.send(op, a, value=quote(v, safe=""))
             elif where == "query":
@@ -174,10 +188,21 @@ async def run(ctx) -> list[Finding]:
         if evidence:
             r = last["r"]
             url = ctx.client.url(ctx.fill(op, quote(value + "'", safe="") if where == "path" else None))
-            out.append(Finding("api8-sqli", "SQL injection (the answers follow injected SQL)", "API8", 89,
-                               "critical", "firm", op.method,
-                               url, f"{where} parameter {name!r} ({'numeric' if numeric else 'string'} "
-                               f"context): {evidence}",
-                               "Use parameterised queries (placeholders) everywhere; validate input against the spec.",
-                               FIX, request_headers=ctx.auth(a), request_body=r.request_body))
+            out.append(
+                Finding(
+                    "api8-sqli",
+                    "SQL injection (the answers follow injected SQL)",
+                    "API8",
+                    89,
+                    "critical",
+                    "firm",
+                    op.method,
+                    url,
+                    f"{where} parameter {name!r} ({'numeric' if numeric else 'string'} context): {evidence}",
+                    "Use parameterised queries (placeholders) everywhere; validate input against the spec.",
+                    FIX,
+                    request_headers=ctx.auth(a),
+                    request_body=r.request_body,
+                )
+            )
     return out

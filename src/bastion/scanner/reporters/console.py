@@ -26,6 +26,7 @@ def render(result, console: Console | None = None) -> str:
             table.add_row(f.check, f.category, f"{f.method} {f.url}", f.evidence[:160])
         out.print(table)
     counts = " · ".join(f"{sum(1 for f in result.findings if f.severity == s)} {s}" for s in SEVERITIES)
-    out.print(f"{counts}  —  {result.requests} requests in {result.seconds:.1f} s "
-              f"(at most {result.max_rate_seen:.0f}/s)")
+    out.print(
+        f"{counts}  —  {result.requests} requests in {result.seconds:.1f} s (at most {result.max_rate_seen:.0f}/s)"
+    )
     return buf.getvalue()
