@@ -13,13 +13,12 @@ from __future__ import annotations
 
 import logging
 import os
-import time
 from pathlib import Path
 from typing import Any
 
 from bastion.config.loader import load_config, load_config_text
 from bastion.config.model import GatewayConfig
-from bastion.gateway.app import Gateway, Receive, Scope, Send, send_whole
+from bastion.gateway.app import Gateway, Receive, Scope, Send
 from bastion.gateway.proxy import client_headers
 from bastion.gateway.state import compile_state
 from bastion.http import Request, Response, problem, unsafe_header
@@ -50,38 +49,25 @@ class BastionMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        state = self.core.state
-        req = self.core.build_request(scope, receive, state)
-        ctx = Context()
-        record: dict[str, Any] = {}
-        await state.edge.run_request(req, ctx)
-        pipeline, resp, target = await self.core.decide(scope, req, ctx, state)
-        if resp is not None and resp.status == 404 and resp.stopped_by == "router":
-            # no bastion route: the app routes it, under every default policy
-            pipeline = state.defaults
-            resp = await pipeline.run_request(req, ctx)
-        if resp is not None:
-            await pipeline.run_response(req, resp, ctx)
-            await send_whole(send, resp)
-            self._log(pipeline, req, resp, ctx, record)
-            return
-        started: list[bool] = []
-        try:
-            resp = await self._call_app(scope, req, ctx, pipeline, send, started)
-        except Exception as exc:
-            if started:
-                raise  # the answer is under way: only the server can close the connection
-            log.error("request %s: the application failed", req.request_id, exc_info=exc)
-            resp = problem(
-                500,
-                "internal-error",
-                "the service failed on this request; its log has the details under this request id",
-                request_id=req.request_id,
-                stopped_by="app",
-            )
-            await pipeline.run_response(req, resp, ctx)
-            await send_whole(send, resp)
-        self._log(pipeline, req, resp, ctx, record)
+
+        async def exchange(req: Request, ctx: Context, pipeline: Pipeline, send: Send) -> Response:
+            started: list[bool] = []
+            try:
+                return await self._call_app(scope, req, ctx, pipeline, send, started)
+            except Exception as exc:
+                if started:
+                    raise  # the answer is under way: only the server can close the connection
+                log.error("request %s: the application failed", req.request_id, exc_info=exc)
+                return problem(
+                    500,
+                    "internal-error",
+                    "the service failed on this request; its log has the details under this request id",
+                    request_id=req.request_id,
+                    stopped_by="app",
+                )
+
+        # the same lifecycle as the proxy (gateway/app.py): only "call the upstream" differs
+        await self.core.handle(scope, receive, send, exchange, unrouted_to_exchange=True)
 
     async def _call_app(
         self, scope: Scope, req: Request, ctx: Context, pipeline: Pipeline, send: Send, started: list[bool]
@@ -94,11 +80,9 @@ class BastionMiddleware:
         drop = frozenset(ctx.drop_request_headers | self.core.state.request_drop)
         inner["headers"] = client_headers(scope["headers"], drop)
         inner["headers"] += ctx.upstream_headers  # the principal, as the upstream would see it
-        if unsafe_header(inner["headers"]) is not None:
-            resp = self.core._unsafe_header(req, ctx, unsafe_header(inner["headers"]))  # type: ignore[arg-type]
-            await pipeline.run_response(req, resp, ctx)
-            await send_whole(send, resp)
-            return resp
+        bad = unsafe_header(inner["headers"])
+        if bad is not None:
+            return self.core._unsafe_header(req, ctx, bad)  # not sent: the lifecycle sends it
         replay = req.body is not None
         if replay:  # a policy read (and maybe rewrote) the body: its length is what the app gets
             inner["headers"] = [
@@ -143,8 +127,3 @@ class BastionMiddleware:
 
         await self.app(inner, receive_, send_)
         return resp
-
-    def _log(self, pipeline: Pipeline, req: Request, resp: Response, ctx: Context, record: dict[str, Any]) -> None:
-        record["bytes_in"] = req.bytes_in
-        record["duration_ms"] = round((time.perf_counter() - req.started) * 1000, 3)
-        pipeline.run_log(req, resp, ctx, record)

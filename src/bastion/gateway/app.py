@@ -46,6 +46,10 @@ log = logging.getLogger("bastion.gateway")
 Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
 Send = Callable[[dict[str, Any]], Awaitable[None]]
+# "Call the upstream" for a mode other than proxying: given the checked request, answer it
+# (streaming through `send`) and return the response; a returned response with `stopped_by` set
+# was not sent, and the lifecycle sends it (after the response phase).
+Exchange = Callable[[Request, Context, Pipeline, Send], Awaitable[Response]]
 
 # RFC 9110 7.2: uri-host [":" port] — a DNS name (labels of letters, digits, '-', '_'), an IPv4
 # address or a bracketed IPv6 literal. Anything else (lists, userinfo, quotes, spaces, non-ASCII)
@@ -103,7 +107,21 @@ class Gateway:
             await send({"type": "websocket.close", "code": 1008})
 
     # ---- one request -----------------------------------------------------------------------
-    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def handle(
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        exchange: Exchange | None = None,
+        *,
+        unrouted_to_exchange: bool = False,
+    ) -> None:
+        """The one request lifecycle, for the proxy and the ASGI middleware alike: build the
+        request, the edge policies, route, the route's request phase, then `exchange` (the
+        proxy's `forward`, or the middleware's "call the app"), the response phase, the log phase;
+        any failure inside answers problem+json. `unrouted_to_exchange`: a request no route
+        matches goes to the exchange under the default policies (the middleware's app routes it)
+        instead of being answered 404."""
         state = self.state
         state.inflight += 1
         req: Request | None = None
@@ -113,13 +131,19 @@ class Gateway:
             record: dict[str, Any] = {}
             await state.edge.run_request(req, ctx)
             pipeline, resp, target = await self.decide(scope, req, ctx, state)
-            if resp is None and target is not None:
-                resp = await self.forward(req, ctx, target, send, record, state)
-                if resp.stopped_by:  # the proxy step failed before anything was sent
+            if unrouted_to_exchange and resp is not None and resp.status == 404 and resp.stopped_by == "router":
+                pipeline = state.defaults
+                resp = await pipeline.run_request(req, ctx)
+            if resp is None:
+                if exchange is None:
+                    assert target is not None
+                    resp = await self.forward(req, ctx, target, send, record, state)
+                else:
+                    resp = await exchange(req, ctx, pipeline, send)
+                if resp.stopped_by:  # the exchange failed before anything was sent: a problem to send
                     await pipeline.run_response(req, resp, ctx)
                     await send_whole(send, resp)
             else:
-                assert resp is not None
                 await pipeline.run_response(req, resp, ctx)
                 await send_whole(send, resp)
                 record["bytes_out"] = len(resp.body)
