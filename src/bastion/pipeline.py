@@ -26,6 +26,12 @@ class PolicyConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
     enabled: bool = True
 
+    def lint(self) -> list[tuple[str, str, str]]:
+        """`bastion check`'s findings about this setting that validates but is unsafe:
+        (severity "error" or "warning", the key under the policy or "", message). Each policy
+        owns its rules, as Kong's plugins own their `entity_checks`."""
+        return []
+
 
 @dataclass(slots=True)
 class Context:
@@ -77,6 +83,7 @@ class Policy(Generic[C]):
     unrouted: ClassVar[bool] = False  # does it also run for requests that match no route?
     default_on: ClassVar[bool] = False  # active without any config?
     spanned: ClassVar[bool] = True  # gets a trace span per phase when the request is traced
+    warn_when_off: ClassVar[bool] = False  # `bastion check` warns when a config turns it off
 
     def __init__(self, config: C, env: PolicyEnv) -> None:
         self.config: C = config

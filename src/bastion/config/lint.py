@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from bastion.config.model import GatewayConfig
+from bastion.policies import REGISTRY
 
 
 @dataclass(frozen=True)
@@ -98,42 +99,13 @@ def lint(cfg: GatewayConfig) -> list[Finding]:
                 )
     sections = [("policies", cfg.policies)] + [(f"routes[{i}].policies", r.policies) for i, r in enumerate(cfg.routes)]
     for key, section in sections:
-        cors = _policy(section, "cors")
-        if cors is not None and cors.enabled:
-            if "*" in cors.allow_origins:
-                out.append(
-                    Finding("warning", f"{key}.cors", "allow_origins '*': any web site may read these responses")
-                )
-            if "null" in cors.allow_origins:
-                out.append(
-                    Finding(
-                        "warning",
-                        f"{key}.cors",
-                        "allow_origins lists 'null': sandboxed iframes and local files of any site send that origin",
-                    )
-                )
-            for o in cors.allow_origins:
-                if o.startswith("http://") and cors.allow_credentials:
-                    out.append(
-                        Finding("warning", f"{key}.cors", f"{o} is a plain-HTTP origin trusted with credentials")
-                    )
-        body = _policy(section, "body_limit")
-        if body is not None and body.enabled and body.max_bytes > 100 * 1024 * 1024:
-            out.append(Finding("warning", f"{key}.body_limit", f"max_bytes {body.max_bytes} is over 100 MiB"))
-        rb = _policy(section, "response_body")
-        if rb is not None and rb.enabled and rb.on_unfilterable == "pass":
-            out.append(
-                Finding(
-                    "warning",
-                    f"{key}.response_body.on_unfilterable",
-                    "'pass': an answer the response policies cannot filter (malformed JSON, "
-                    "an unknown content coding, over a size or decompression limit) reaches "
-                    "the client unfiltered",
-                )
-            )
-        for name in ("audit", "security_headers", "body_limit"):
+        for pname in REGISTRY:
+            conf = _policy(section, pname)
+            if conf is not None and conf.enabled:  # each policy owns its rules (PolicyConfig.lint)
+                out += [Finding(sev, f"{key}.{pname}{'.' + sub if sub else ''}", msg) for sev, sub, msg in conf.lint()]
+        for name, cls in REGISTRY.items():
             p = _policy(section, name)
-            if p is not None and not p.enabled:
+            if cls.warn_when_off and p is not None and not p.enabled:
                 out.append(Finding("warning", f"{key}.{name}", f"{name} is turned off"))
     ts = cfg.token_service
     auth = _policy(cfg.policies, "auth")

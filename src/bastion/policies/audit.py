@@ -121,6 +121,7 @@ class Audit(Policy[AuditConfig]):
     name: ClassVar[str] = "audit"
     priority: ClassVar[int] = 10
     Config = AuditConfig
+    warn_when_off: ClassVar[bool] = True
     unrouted: ClassVar[bool] = True
     default_on: ClassVar[bool] = True
 

@@ -14,12 +14,18 @@ class BodyLimitConfig(PolicyConfig):
     max_bytes: int = Field(1024 * 1024, ge=0, description="Largest request body accepted, in bytes (default 1 MiB).")
     max_uri_length: int = Field(8192, ge=64, description="Longest request target (path and query) accepted, in bytes.")
 
+    def lint(self) -> list[tuple[str, str, str]]:
+        if self.max_bytes > 100 * 1024 * 1024:
+            return [("warning", "", f"max_bytes {self.max_bytes} is over 100 MiB")]
+        return []
+
 
 class BodyLimit(Policy[BodyLimitConfig]):
     name: ClassVar[str] = "body_limit"
     priority: ClassVar[int] = 850
     Config = BodyLimitConfig
     default_on: ClassVar[bool] = True
+    warn_when_off: ClassVar[bool] = True
 
     def __init__(self, config: BodyLimitConfig, env) -> None:
         super().__init__(config, env)

@@ -68,6 +68,26 @@ class CorsConfig(PolicyConfig):
         False, description="Refuse (403) actual requests from origins not allowed, not only omit ACAO."
     )
 
+    def lint(self) -> list[tuple[str, str, str]]:
+        out = []
+        if "*" in self.allow_origins:
+            out.append(("warning", "", "allow_origins '*': any web site may read these responses"))
+        if "null" in self.allow_origins:
+            out.append(
+                (
+                    "warning",
+                    "",
+                    "allow_origins lists 'null': sandboxed iframes and local files of any site send that origin",
+                )
+            )
+        if self.allow_credentials:
+            out += [
+                ("warning", "", f"{o} is a plain-HTTP origin trusted with credentials")
+                for o in self.allow_origins
+                if o.startswith("http://")
+            ]
+        return out
+
     @field_validator("allow_origins")
     @classmethod
     def _origins(cls, values: list[str]) -> list[str]:

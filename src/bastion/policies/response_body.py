@@ -42,6 +42,19 @@ class ResponseBodyConfig(PolicyConfig):
         _D.max_string_bytes, ge=1024, description="Longest JSON string (or name) filtered as a stream."
     )
 
+    def lint(self) -> list[tuple[str, str, str]]:
+        if self.on_unfilterable == "pass":
+            return [
+                (
+                    "warning",
+                    "on_unfilterable",
+                    "'pass': an answer the response policies cannot filter "
+                    "(malformed JSON, an unknown content coding, over a size or decompression limit) "
+                    "reaches the client unfiltered",
+                )
+            ]
+        return []
+
 
 class ResponseBody(Policy[ResponseBodyConfig]):
     name: ClassVar[str] = "response_body"

@@ -35,6 +35,7 @@ class SecurityHeaders(Policy[SecurityHeadersConfig]):
     name: ClassVar[str] = "security_headers"
     priority: ClassVar[int] = 950  # runs late in the response phase: sees every other header
     Config = SecurityHeadersConfig
+    warn_when_off: ClassVar[bool] = True
     unrouted: ClassVar[bool] = True
     default_on: ClassVar[bool] = True
 
