@@ -22,7 +22,7 @@ import ipaddress
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-from bastion.policies.cors import CorsConfig, _pattern, canonical_origin
+from bastion.policies.cors import CorsConfig, OriginMatcher
 
 ATTACKER = "evil-cors-audit.example"  # .example is reserved (RFC 2606): never anybody's site
 ARBITRARY = f"https://{ATTACKER}"
@@ -47,18 +47,7 @@ class AllowList:
         CorsConfig(allow_origins=list(origins))  # bad values fail here, naming the origin
         self.origins = list(origins)
         self.any = "*" in origins
-        self.exact = {canonical_origin(o) or o for o in origins if "*" not in o}
-        self.patterns = [_pattern(o) for o in origins if "*" in o and o != "*"]
-
-    def allows(self, origin: str) -> bool:
-        canon = canonical_origin(origin)
-        if canon is None:
-            return False
-        if canon in self.exact:
-            return True
-        if canon == "null":
-            return False
-        return self.any or any(p.fullmatch(canon) for p in self.patterns)
+        self.allows = OriginMatcher(self.origins).allows  # the policy's own rules
 
     def examples(self) -> list[str]:
         """One concrete origin per entry (a pattern's `*` becomes `cors-audit`), to check they work."""

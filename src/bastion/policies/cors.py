@@ -121,6 +121,27 @@ class CorsConfig(PolicyConfig):
         return self
 
 
+class OriginMatcher:
+    """Whether an Origin is in an `allow_origins` list, by the policy's rules: origins compared in
+    canonical form, `*` inside an entry one DNS label, `null` only when listed, `*` alone any
+    origin but `null`. Shared with `bastion cors-audit`, which must judge origins the same way."""
+
+    def __init__(self, allow_origins: list[str]) -> None:
+        self.any_origin = "*" in allow_origins
+        self.exact = {canonical_origin(o) or o for o in allow_origins if "*" not in o}
+        self.patterns = tuple(_pattern(o) for o in allow_origins if "*" in o and o != "*")
+
+    def allows(self, origin: str) -> bool:
+        canon = canonical_origin(origin)
+        if canon is None:
+            return False
+        if canon in self.exact:
+            return True
+        if canon == "null":
+            return False
+        return self.any_origin or any(p.fullmatch(canon) for p in self.patterns)
+
+
 class Cors(Policy[CorsConfig]):
     name: ClassVar[str] = "cors"
     priority: ClassVar[int] = 800
@@ -128,17 +149,8 @@ class Cors(Policy[CorsConfig]):
 
     def __init__(self, config: CorsConfig, env) -> None:
         super().__init__(config, env)
-        self.any_origin = "*" in config.allow_origins
-        self.exact: set[str] = set()
-        patterns = []
-        for o in config.allow_origins:
-            if o == "*":
-                continue
-            if "*" in o:
-                patterns.append(_pattern(o))
-            else:
-                self.exact.add(canonical_origin(o) or o)
-        self.patterns = tuple(patterns)
+        self.matcher = OriginMatcher(config.allow_origins)
+        self.any_origin = self.matcher.any_origin
         self.methods = frozenset(config.allow_methods)
         self.headers = frozenset(h.lower() for h in config.allow_headers)
         self.credentials = config.allow_credentials
@@ -152,16 +164,7 @@ class Cors(Policy[CorsConfig]):
         self.expose = ", ".join(config.expose_headers).encode() if config.expose_headers else None
 
     def allowed(self, origin: str) -> bool:
-        canon = canonical_origin(origin)
-        if canon is None:
-            return False
-        if canon in self.exact:
-            return True
-        if canon == "null":
-            return False
-        if self.any_origin:
-            return True
-        return any(p.fullmatch(canon) for p in self.patterns)
+        return self.matcher.allows(origin)
 
     def _allow_origin_value(self, origin: bytes) -> bytes:
         return b"*" if self.any_origin and not self.credentials else origin
