@@ -98,7 +98,7 @@ def test_normalisation_is_idempotent():
 from hypothesis import given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
-from bastion.http import _normalise  # noqa: E402
+from bastion.http.paths import _normalise  # noqa: E402
 
 SEGMENT = st.one_of(
     st.sampled_from(

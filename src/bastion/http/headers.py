@@ -1,0 +1,76 @@
+"""Header values: hygiene before anything is written upstream, identity values, cookies, media types."""
+
+from __future__ import annotations
+
+import re
+
+Headers = list[tuple[bytes, bytes]]
+
+
+# ---- header hygiene ---------------------------------------------------------------------------
+# RFC 9110 5.1/5.5: a field name is a token; a value has no control character but HTAB. Checked
+# once for the whole list (names joined by '\t', values joined by '\t'): two regex calls a request.
+_TOKEN_LIST = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+(?:\t[!#$%&'*+\-.^_`|~0-9A-Za-z]+)*")
+_CONTROL = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
+
+
+def unsafe_header(headers: Headers) -> bytes | None:
+    """The name of the first header that may not be written on the wire (a name that is not a
+    token, a value with CR, LF, NUL or another control character), or None when all are safe."""
+    if not headers:
+        return None
+    names = b"\t".join(k for k, _ in headers)
+    if _TOKEN_LIST.fullmatch(names) is not None and _CONTROL.search(b"\t".join(v for _, v in headers)) is None:
+        return None
+    for k, v in headers:
+        if _TOKEN_LIST.fullmatch(k) is None or _CONTROL.search(v) is not None:
+            return k[:64]
+    return None
+
+
+def identity_header_value(text: str) -> bytes:
+    """A value the gateway derives from a credential (subject, scopes, tier, key id), made safe
+    for a header: a control character (TAB included) is refused (`ValueError`: the credential is
+    answered 401); non-ASCII characters, '%' itself and spaces at either end (which parsers trim)
+    are percent-encoded as UTF-8, so every value has exactly one encoding and no two values read
+    alike (`José` -> `Jos%C3%A9`; a literal `Jos%C3%A9` -> `Jos%25C3%25A9`)."""
+    if text.isascii() and "%" not in text and text[:1] != " " and text[-1:] != " ":
+        raw = text.encode("ascii")
+        if _CONTROL.search(raw) is None and b"\t" not in raw:
+            return raw
+    lead = len(text) - len(text.lstrip(" "))
+    tail = len(text.rstrip(" "))
+    out = bytearray()
+    for i, ch in enumerate(text):
+        o = ord(ch)
+        if o < 0x20 or o == 0x7F:
+            raise ValueError("a credential claim contains a control character")
+        if o < 0x80 and ch != "%" and not (ch == " " and (i < lead or i >= tail)):
+            out.append(o)
+        else:
+            out += "".join("%%%02X" % b for b in ch.encode("utf-8", "surrogatepass")).encode()
+    return bytes(out)
+
+
+def parse_cookies(header: bytes | None) -> dict[str, str]:
+    """`name=value` pairs of a Cookie header: names and values trimmed, RFC 6265 quotes removed;
+    for a name sent twice the first non-empty value wins."""
+    out: dict[str, str] = {}
+    if not header:
+        return out
+    for part in header.decode("latin-1").split(";"):
+        name, sep, value = part.partition("=")
+        name, value = name.strip(), value.strip().strip('"')
+        if sep and name and not out.get(name):
+            out[name] = value
+    return out
+
+
+def media_type(value: bytes | None) -> bytes:
+    """`application/json; charset=utf-8` -> `application/json` (lower case)."""
+    return (value or b"").split(b";", 1)[0].strip().lower()
+
+
+def is_json(value: bytes | None) -> bool:
+    mt = media_type(value)
+    return mt == b"application/json" or mt.endswith(b"+json")

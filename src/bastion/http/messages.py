@@ -1,0 +1,166 @@
+"""The neutral request model: built once per request, seen by every policy.
+
+The path in `Request.path` is the one that is routed, checked by policies and forwarded
+upstream. It is computed by `paths.normalise_path` from the raw bytes the client sent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from bastion.http.headers import Headers, parse_cookies
+from bastion.http.networks import IPAddress
+
+
+class BodyTooLarge(Exception):
+    """The body passed the route's limit (413)."""
+
+
+class BodyTimeout(Exception):
+    """The client stopped sending its body (408)."""
+
+
+class ClientDisconnected(Exception):
+    pass
+
+
+@dataclass(slots=True)
+class Request:
+    """One client request as every policy sees it."""
+
+    method: str
+    path: str
+    query: bytes
+    headers: Headers  # lower-case names, as received
+    client_ip: IPAddress | None
+    peer_ip: IPAddress | None
+    peer_trusted: bool
+    scheme: str
+    host: str
+    receive: Callable[[], Awaitable[dict[str, Any]]]
+    started: float = field(default_factory=time.perf_counter)
+    request_id: str = ""
+    route_name: str = ""
+    path_params: dict[str, str] = field(default_factory=dict)
+    body_limit: int | None = None
+    body_timeout: float = 30.0
+    body: bytes | None = None  # set once read (by a policy that needs it, or the proxy)
+    bytes_in: int = 0
+    tls: dict[str, Any] | None = None  # the ASGI TLS extension: verified client certificate (mTLS)
+    refusal: str = ""  # set when the request line or headers are unacceptable (answered 400)
+    _header_map: dict[bytes, bytes] | None = None
+    _cookies: dict[str, str] | None = None
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        """The body as it arrives, counted against `body_limit`, each piece within
+        `body_timeout`. Reading consumes it: use `read_body` when a policy needs it whole."""
+        if self.body is not None:
+            if self.body:
+                yield self.body
+            return
+        limit = self.body_limit
+        while True:
+            try:
+                async with asyncio.timeout(self.body_timeout):
+                    message = await self.receive()
+            except TimeoutError:
+                raise BodyTimeout() from None
+            if message["type"] == "http.disconnect":
+                raise ClientDisconnected()
+            chunk = message.get("body", b"")
+            self.bytes_in += len(chunk)
+            if limit is not None and self.bytes_in > limit:
+                raise BodyTooLarge()
+            if chunk:
+                yield chunk
+            if not message.get("more_body", False):
+                return
+
+    async def read_body(self) -> bytes:
+        """The whole body (capped by `body_limit`), read once and kept for the proxy."""
+        if self.body is None:
+            parts = [c async for c in self.chunks()]
+            self.body = b"".join(parts)
+        return self.body
+
+    def header(self, name: bytes) -> bytes | None:
+        """First value of a header, by lower-case name."""
+        if self._header_map is None:
+            m: dict[bytes, bytes] = {}
+            for k, v in self.headers:
+                m.setdefault(k, v)
+            self._header_map = m
+        return self._header_map.get(name)
+
+    def cookies(self) -> dict[str, str]:
+        """The Cookie header's pairs (parsed once; see `parse_cookies`)."""
+        if self._cookies is None:
+            self._cookies = parse_cookies(self.header(b"cookie"))
+        return self._cookies
+
+    def header_str(self, name: bytes) -> str | None:
+        value = self.header(name)
+        return None if value is None else value.decode("latin-1")
+
+    def content_length(self) -> int | None:
+        value = self.header(b"content-length")
+        if value is None:
+            return None
+        if not value.isdigit():
+            raise ValueError("invalid Content-Length")
+        return int(value)
+
+    def has_body(self) -> bool:
+        return self.header(b"content-length") not in (None, b"0") or self.header(b"transfer-encoding") is not None
+
+    def carries_credentials(self) -> bool:
+        h = self.header
+        return (
+            h(b"authorization") is not None
+            or h(b"cookie") is not None
+            or h(b"x-api-key") is not None
+            or h(b"proxy-authorization") is not None
+        )
+
+
+@dataclass(slots=True)
+class Response:
+    """A response produced by the gateway or the head of a proxied one.
+
+    `body` is used for gateway-made responses; proxied bodies stream separately.
+    """
+
+    status: int
+    headers: Headers = field(default_factory=list)
+    body: bytes = b""
+    stopped_by: str = ""  # the policy (or core step) that produced this response
+    reason: str = ""  # why, for the audit line
+
+    def get_header(self, name: bytes) -> bytes | None:
+        for k, v in self.headers:
+            if k == name:
+                return v
+        return None
+
+    def set_header(self, name: bytes, value: bytes) -> None:
+        self.headers = [(k, v) for k, v in self.headers if k != name]
+        self.headers.append((name, value))
+
+    def add_header(self, name: bytes, value: bytes) -> None:
+        self.headers.append((name, value))
+
+    def remove_headers(self, names: frozenset[bytes] | set[bytes]) -> None:
+        self.headers = [(k, v) for k, v in self.headers if k not in names]
+
+    def become(self, other: Response) -> bytes:
+        """Turn this (proxied) response into `other` (a problem): its status and content
+        headers; the caller sends the returned body in place of the original."""
+        self.status = other.status
+        drop = {b"content-type", b"content-encoding", b"content-language", b"content-length"}
+        self.headers = [(k, v) for k, v in self.headers if k not in drop]
+        self.headers.extend((k, v) for k, v in other.headers if k != b"content-length")
+        return other.body
