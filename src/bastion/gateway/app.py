@@ -247,80 +247,18 @@ class Gateway:
         self, scope: Scope, req: Request, ctx: Context, state: GatewayState
     ) -> tuple[Pipeline, Response | None, RouteTarget | None]:
         """Normalise, route and run the request phase: a response to send, or a target."""
-        raw_path = scope.get("raw_path") or scope["path"].encode("utf-8")
-        if req.refusal:
-            req.path = scope["path"][:256]
-            return (
-                state.edge,
-                problem(400, "bad-request", req.refusal, request_id=req.request_id, stopped_by="router"),
-                None,
-            )
-        try:
-            req.path = normalise_path(raw_path)
-        except BadPath as exc:
-            req.path = scope["path"][:256]
-            return state.edge, problem(400, "bad-path", str(exc), request_id=req.request_id, stopped_by="router"), None
-        if req.method == "POST":
-            refusal = self._override_method(req, state.config.edge.method_override)
-            if refusal is not None:
-                return state.edge, refusal, None
+        refusal = self._read_target(scope, req, state)
+        if refusal is not None:
+            return state.edge, refusal, None
         preflight = req.method == "OPTIONS" and req.header(b"access-control-request-method") is not None
         method = req.method
         if preflight:
             method = req.header_str(b"access-control-request-method").strip().upper()[:32]  # type: ignore[union-attr]
-        match = state.router.match(method, req.path, req.host)
-        if match.route is None:
-            if match.allowed:
-                allow = ", ".join(sorted(match.allowed)).encode()
-                return (
-                    state.edge,
-                    problem(
-                        405,
-                        "method-not-allowed",
-                        f"{method} is not allowed here",
-                        request_id=req.request_id,
-                        stopped_by="router",
-                        headers=[(b"allow", allow)],
-                    ),
-                    None,
-                )
-            return (
-                state.edge,
-                problem(
-                    404, "not-found", "no route matches this request", request_id=req.request_id, stopped_by="router"
-                ),
-                None,
-            )
-        for other in alternative_readings(req.path):
-            if state.router.match(method, other, req.host).route is not match.route:
-                return (
-                    state.edge,
-                    problem(
-                        400,
-                        "bad-path",
-                        f"other servers read this path as another route ({other[:80]})",
-                        request_id=req.request_id,
-                        stopped_by="router",
-                    ),
-                    None,
-                )
-        target = match.route.target
-        if method == "TRACE" and (target.methods is None or "TRACE" not in target.methods):
-            # TRACE echoes the request, credentials included (cross-site tracing): only where a
-            # route names it
-            return (
-                state.edge,
-                problem(
-                    405,
-                    "method-not-allowed",
-                    "TRACE is not allowed here",
-                    request_id=req.request_id,
-                    stopped_by="router",
-                ),
-                None,
-            )
-        req.route_name = match.route.name
-        req.path_params = match.params
+        routed = self._route(req, method, state)
+        if isinstance(routed, Response):
+            return state.edge, routed, None
+        target = routed.target
+        req.route_name = routed.name
         resp = await target.pipeline.run_request(req, ctx)
         if resp is None and preflight and target.methods is not None and "OPTIONS" not in target.methods:
             resp = problem(
@@ -332,6 +270,57 @@ class Gateway:
                 headers=[(b"allow", ", ".join(sorted(target.methods)).encode())],
             )
         return target.pipeline, resp, (None if resp is not None else target)
+
+    def _read_target(self, scope: Scope, req: Request, state: GatewayState) -> Response | None:
+        """The request line: refused head (several Hosts, a bad Host), the canonical path or a
+        400, and a method override."""
+        if req.refusal:
+            req.path = scope["path"][:256]
+            return problem(400, "bad-request", req.refusal, request_id=req.request_id, stopped_by="router")
+        try:
+            req.path = normalise_path(scope.get("raw_path") or scope["path"].encode("utf-8"))
+        except BadPath as exc:
+            req.path = scope["path"][:256]
+            return problem(400, "bad-path", str(exc), request_id=req.request_id, stopped_by="router")
+        if req.method == "POST":
+            return self._override_method(req, state.config.edge.method_override)
+        return None
+
+    @staticmethod
+    def _route(req: Request, method: str, state: GatewayState) -> Any:
+        """The matched route, or the answer: 404/405, 400 when another reading of the path names
+        another route, 405 for TRACE where no route names it."""
+        match = state.router.match(method, req.path, req.host)
+        if match.route is None:
+            if match.allowed:
+                return problem(
+                    405,
+                    "method-not-allowed",
+                    f"{method} is not allowed here",
+                    request_id=req.request_id,
+                    stopped_by="router",
+                    headers=[(b"allow", ", ".join(sorted(match.allowed)).encode())],
+                )
+            return problem(
+                404, "not-found", "no route matches this request", request_id=req.request_id, stopped_by="router"
+            )
+        for other in alternative_readings(req.path):
+            if state.router.match(method, other, req.host).route is not match.route:
+                return problem(
+                    400,
+                    "bad-path",
+                    f"other servers read this path as another route ({other[:80]})",
+                    request_id=req.request_id,
+                    stopped_by="router",
+                )
+        methods = match.route.target.methods
+        if method == "TRACE" and (methods is None or "TRACE" not in methods):
+            # TRACE echoes the request, credentials included (cross-site tracing): only where a route names it
+            return problem(
+                405, "method-not-allowed", "TRACE is not allowed here", request_id=req.request_id, stopped_by="router"
+            )
+        req.path_params = match.params
+        return match.route
 
     @staticmethod
     def _override_method(req: Request, honoured: bool) -> Response | None:
@@ -409,63 +398,22 @@ class Gateway:
         """Proxy to the upstream and stream its answer; on failure return an unsent problem."""
         pool = target.upstream
         assert pool is not None  # a route without an upstream is a config error for `serve`
-        body: bytes | AsyncIterator[bytes] | None = None
-        body_len: int | None = None
         try:
-            length = req.content_length()
-        except ValueError:
-            return problem(
-                400,
-                "bad-request",
-                "the Content-Length header is not a number",
-                request_id=req.request_id,
-                stopped_by="proxy",
-            )
-        chunked = req.header(b"transfer-encoding") is not None
-        try:
-            if req.body is not None:  # a policy read (or rewrote) it
-                body, body_len = req.body, len(req.body)
-            elif length is not None or chunked:
-                body, body_len = await buffer_body(req)
-            if (
-                req.method == "POST"
-                and body
-                and isinstance(body, bytes)
-                and b"_method" in body
-                and _form_method_field(req, body)
-            ):
-                return problem(
-                    400,
-                    "bad-method-override",
-                    "a _method form field asks the upstream for another method than the one routed and checked here",
-                    request_id=req.request_id,
-                    stopped_by="proxy",
-                )
+            prepared = await self._request_body(req)
+            if isinstance(prepared, Response):
+                return prepared
+            body, body_len = prepared
             t0 = time.perf_counter()
             headers = self.upstream_headers(req, ctx, body_len, state.request_drop)
             if pool.config.preserve_host and req.host:
                 headers.append((b"host", req.host.encode("latin-1")))
-            trace = ctx.trace
-            if trace is None:
-                upstream = await open_upstream(pool, req, headers, body)
-            elif not trace.recording:  # unsampled: pass the context on, make no span
-                headers.extend(trace.headers_for(trace.root))
-                upstream = await open_upstream(pool, req, headers, body)
-            else:
-                span = trace.child(f"upstream {pool.name}", client=True)
-                headers.extend(trace.headers_for(span))
-                try:
-                    upstream = await open_upstream(pool, req, headers, body)
-                    span.set_attribute("http.response.status_code", upstream.status)
-                finally:
-                    span.end()
+            upstream = await self._open(pool, req, ctx, headers, body)
         except BodyTooLarge as exc:
             return body_problem(exc, req, "body_limit")  # type: ignore[return-value]
         except BodyTimeout as exc:
             return body_problem(exc, req, "proxy")  # type: ignore[return-value]
         except ClientDisconnected:
-            resp = Response(499, stopped_by="proxy", reason="client disconnected")
-            return resp
+            return Response(499, stopped_by="proxy", reason="client disconnected")
         except UnsafeHeader as exc:
             return self._unsafe_header(req, ctx, exc.name)
         except UpstreamError as exc:
@@ -478,53 +426,116 @@ class Gateway:
             )
         record["upstream_ms"] = round((time.perf_counter() - t0) * 1000, 3)
         try:
-            resp = Response(upstream.status, strip_hop_by_hop(upstream.headers, UPSTREAM_IDENTITY))
-            if resp.get_header(b"date") is None:
-                resp.headers.append((b"date", http_date()))
-            body_iter = upstream.body()
-            if ctx.response_rewriters:  # decoded, filtered as a stream, or refused (502)
-                try:
-                    body_iter = await rewrite_body(req, resp, body_iter, ctx)
-                except (UpstreamTimeout, UpstreamProtocolError, OSError) as exc:  # nothing sent yet
-                    timeout = isinstance(exc, UpstreamTimeout)
-                    return problem(
-                        504 if timeout else 502,
-                        "upstream-timeout" if timeout else "upstream-unavailable",
-                        "the upstream broke off its answer",
-                        request_id=req.request_id,
-                        stopped_by="proxy",
-                    )
-            await target.pipeline.run_response(req, resp, ctx)
-            await send({"type": "http.response.start", "status": resp.status, "headers": resp.headers})
-            sent = 0
-            try:
-                async for chunk in body_iter:
-                    sent += len(chunk)
-                    await send({"type": "http.response.body", "body": chunk, "more_body": True})
-            except (UpstreamTimeout, UpstreamProtocolError, OSError) as exc:
-                # Headers are out: the only honest signal left is to close the connection
-                # without completing the body (returning from the ASGI app does that).
-                record["bytes_out"] = sent
-                record["upstream_aborted"] = True
-                resp.reason = f"upstream broke off the response ({type(exc).__name__})"
-                log.warning(
-                    "request %s: upstream %s broke off the response after %d bytes (%s)",
-                    req.request_id,
-                    pool.name,
-                    sent,
-                    type(exc).__name__,
-                )
-                return resp
-            except BodyRefused as exc:  # unfilterable, found after the head went out: cut it
-                record["bytes_out"] = sent
-                record["body_refused"] = str(exc)
-                resp.reason = f"response body unfilterable ({exc})"
-                return resp
-            await send({"type": "http.response.body", "body": b"", "more_body": False})
-            record["bytes_out"] = sent
-            return resp
+            return await self._relay(req, ctx, target, pool, upstream, send, record)
         finally:
             upstream.release()
+
+    async def _request_body(self, req: Request) -> tuple[bytes | AsyncIterator[bytes] | None, int | None] | Response:
+        """The body to send upstream and its length, read whole first (`buffer_body`), or a
+        refusal (a bad Content-Length, a `_method` form field)."""
+        try:
+            length = req.content_length()
+        except ValueError:
+            return problem(
+                400,
+                "bad-request",
+                "the Content-Length header is not a number",
+                request_id=req.request_id,
+                stopped_by="proxy",
+            )
+        body: bytes | AsyncIterator[bytes] | None = None
+        body_len: int | None = None
+        if req.body is not None:  # a policy read (or rewrote) it
+            body, body_len = req.body, len(req.body)
+        elif length is not None or req.header(b"transfer-encoding") is not None:
+            body, body_len = await buffer_body(req)
+        if req.method == "POST" and isinstance(body, bytes) and b"_method" in body and _form_method_field(req, body):
+            return problem(
+                400,
+                "bad-method-override",
+                "a _method form field asks the upstream for another method than the one routed and checked here",
+                request_id=req.request_id,
+                stopped_by="proxy",
+            )
+        return body, body_len
+
+    @staticmethod
+    async def _open(
+        pool: Any, req: Request, ctx: Context, headers: Headers, body: bytes | AsyncIterator[bytes] | None
+    ) -> Any:
+        """Send the request; the trace context goes along (a client span when the request is sampled)."""
+        trace = ctx.trace
+        if trace is None:
+            return await open_upstream(pool, req, headers, body)
+        if not trace.recording:  # unsampled: pass the context on, make no span
+            headers.extend(trace.headers_for(trace.root))
+            return await open_upstream(pool, req, headers, body)
+        span = trace.child(f"upstream {pool.name}", client=True)
+        headers.extend(trace.headers_for(span))
+        try:
+            upstream = await open_upstream(pool, req, headers, body)
+            span.set_attribute("http.response.status_code", upstream.status)
+            return upstream
+        finally:
+            span.end()
+
+    async def _relay(
+        self,
+        req: Request,
+        ctx: Context,
+        target: RouteTarget,
+        pool: Any,
+        upstream: Any,
+        send: Send,
+        record: dict[str, Any],
+    ) -> Response:
+        """The upstream's answer to the client: its head through the response phase, its body
+        streamed (through the response-body engine when a policy rewrites it)."""
+        resp = Response(upstream.status, strip_hop_by_hop(upstream.headers, UPSTREAM_IDENTITY))
+        if resp.get_header(b"date") is None:
+            resp.headers.append((b"date", http_date()))
+        body_iter = upstream.body()
+        if ctx.response_rewriters:  # decoded, filtered as a stream, or refused (502)
+            try:
+                body_iter = await rewrite_body(req, resp, body_iter, ctx)
+            except (UpstreamTimeout, UpstreamProtocolError, OSError) as exc:  # nothing sent yet
+                timeout = isinstance(exc, UpstreamTimeout)
+                return problem(
+                    504 if timeout else 502,
+                    "upstream-timeout" if timeout else "upstream-unavailable",
+                    "the upstream broke off its answer",
+                    request_id=req.request_id,
+                    stopped_by="proxy",
+                )
+        await target.pipeline.run_response(req, resp, ctx)
+        await send({"type": "http.response.start", "status": resp.status, "headers": resp.headers})
+        sent = 0
+        try:
+            async for chunk in body_iter:
+                sent += len(chunk)
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        except (UpstreamTimeout, UpstreamProtocolError, OSError) as exc:
+            # Headers are out: the only honest signal left is to close the connection
+            # without completing the body (returning from the ASGI app does that).
+            record["bytes_out"] = sent
+            record["upstream_aborted"] = True
+            resp.reason = f"upstream broke off the response ({type(exc).__name__})"
+            log.warning(
+                "request %s: upstream %s broke off the response after %d bytes (%s)",
+                req.request_id,
+                pool.name,
+                sent,
+                type(exc).__name__,
+            )
+            return resp
+        except BodyRefused as exc:  # unfilterable, found after the head went out: cut it
+            record["bytes_out"] = sent
+            record["body_refused"] = str(exc)
+            resp.reason = f"response body unfilterable ({exc})"
+            return resp
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+        record["bytes_out"] = sent
+        return resp
 
     @staticmethod
     def _unsafe_header(req: Request, ctx: Context, name: bytes) -> Response:
