@@ -55,12 +55,30 @@ def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return out
 
 
+def _nesting(raw: bytes) -> int:
+    """The deepest bracket nesting of a JSON text (brackets inside strings count too: an
+    over-estimate only refuses more)."""
+    depth = deepest = 0
+    for b in raw:
+        if b in (0x5B, 0x7B):
+            depth += 1
+            deepest = max(deepest, depth)
+        elif b in (0x5D, 0x7D):
+            depth -= 1
+    return deepest
+
+
 def _no_constants(name: str) -> Any:
     raise AuthError("malformed token")  # NaN, Infinity: not JSON (RFC 8259), Python accepts them
 
 
+MAX_JSON_NESTING = 64  # claims are flat in practice; deeper is refused before any parser recurses
+
+
 def _json_segment(segment: str) -> dict[str, Any]:
     raw = _b64d(segment)
+    if raw.count(b"[") + raw.count(b"{") > MAX_JSON_NESTING and _nesting(raw) > MAX_JSON_NESTING:
+        raise AuthError("malformed token")
     try:
         value = json.loads(raw, object_pairs_hook=_no_duplicates, parse_constant=_no_constants)
     except AuthError:

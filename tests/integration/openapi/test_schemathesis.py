@@ -12,6 +12,7 @@ Bounded: 20 examples per operation and mode, derandomised (the same requests eve
 
 from __future__ import annotations
 
+import traceback
 from importlib import resources
 from urllib.parse import parse_qsl
 
@@ -150,7 +151,16 @@ def test_gateway_forwards_only_conforming_requests(gateway, operation, mode):
             ctype = resp.headers["content-type"]
             assert (ctype[0] if isinstance(ctype, list) else ctype) == "application/problem+json", resp.headers
 
-    run()
+    try:
+        run()
+    except Exception as exc:  # noqa: BLE001 - re-raised unless it is the interpreter bug below
+        if "hypothesis/internal/lambda_sources.py" not in "".join(traceback.format_exception(exc)):
+            raise
+        # CPython 3.11.7 (this machine's) sometimes fails `ast.parse` inside Hypothesis' lambda-
+        # description helper ("AST constructor recursion depth mismatch", an interpreter bug in the
+        # AST recursion bookkeeping) while schemathesis builds its strategies: nothing about the
+        # gateway, and the failing frames are all Hypothesis'. Once more, same seed.
+        run()
     if mode is GenerationMode.POSITIVE:
         assert seen["forwarded"] > 0, seen  # valid requests do get through
     else:
