@@ -36,7 +36,21 @@ HOP_BY_HOP = frozenset(
     }
 )
 # Identity of the upstream's software: never shown to clients.
-UPSTREAM_IDENTITY = frozenset({b"server", b"x-powered-by", b"x-aspnet-version", b"x-aspnetmvc-version"})
+UPSTREAM_IDENTITY = frozenset(
+    {
+        b"server",
+        b"x-powered-by",
+        b"x-aspnet-version",
+        b"x-aspnetmvc-version",
+        b"x-sourcefiles",
+        b"x-runtime",  # Rails' request time and framework
+        b"x-debug-token",
+        b"x-debug-token-link",  # Symfony's profiler, a link to the request's internals
+        b"x-backend-server",
+        b"x-served-by",
+        b"x-generator",
+    }
+)
 # Set by the gateway from what it knows; whatever the client sent is replaced.
 FORWARDING = frozenset({b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host", b"forwarded", b"x-real-ip"})
 
