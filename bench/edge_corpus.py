@@ -25,11 +25,9 @@ import datetime
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
-import time
 from collections import Counter, defaultdict
 from pathlib import Path
 
@@ -37,6 +35,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
 import yaml  # noqa: E402
+from gateway import free_port, wait_port  # noqa: E402  (bench/gateway.py)
 
 from tests.integration.edge.conftest import API_KEY, gateway_config, good_claims, hs256, send_raw  # noqa: E402
 from tests.integration.edge.corpus import corpus, named_cases  # noqa: E402
@@ -62,23 +61,6 @@ http {{
   }}
 }}
 """
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_port(port: int, timeout: float = 20) -> None:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), 0.2).close()
-            return
-        except OSError:
-            time.sleep(0.05)
-    raise RuntimeError(f"nothing listens on {port}")
 
 
 def run_corpus(port, recorder, route_of_port, reqs) -> tuple[Counter, dict[str, list[bytes]]]:
@@ -147,8 +129,8 @@ def main() -> None:
             ),
         ]
         try:
-            wait_port(ngx_port)
-            wait_port(gw_port)
+            wait_port(ngx_port, timeout=20)
+            wait_port(gw_port, timeout=20)
             for part, reqs in parts.items():
                 results[("nginx", part)] = run_corpus(ngx_port, recorder, route_of_port, reqs)
                 results[("bastion", part)] = run_corpus(gw_port, recorder, route_of_port, reqs)

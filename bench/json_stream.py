@@ -20,7 +20,6 @@ import argparse
 import gc
 import http.client
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -30,6 +29,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import orjson
+from gateway import free_port, wait_port  # bench/gateway.py
 
 from bastion.json_stream import JsonRewriter
 from bastion.pipeline import PolicyEnv
@@ -177,12 +177,6 @@ def memory(trace_mb: int) -> None:
 
 
 # ---- a real gateway passing a 100 MB answer -------------------------------------------------
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def serve_upstream(port: int) -> None:
     import uvicorn
 
@@ -202,17 +196,6 @@ def rss(pid: int, field: str) -> float:
         if line.startswith(field + ":"):
             return int(line.split()[1]) / 1024
     return 0.0
-
-
-def wait_port(port: int) -> None:
-    deadline = time.time() + 20
-    while time.time() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), 0.2).close()
-            return
-        except OSError:
-            time.sleep(0.05)
-    raise RuntimeError(f"nothing listens on {port}")
 
 
 def gateway_rss() -> None:
@@ -247,8 +230,8 @@ def gateway_rss() -> None:
         ),
     ]
     try:
-        wait_port(up)
-        wait_port(gw)
+        wait_port(up, timeout=20)
+        wait_port(gw, timeout=20)
         conn = http.client.HTTPConnection("127.0.0.1", gw, timeout=600)
         conn.request("GET", "/small")  # warm up (imports, first connection)
         conn.getresponse().read(1024)

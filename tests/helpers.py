@@ -163,3 +163,17 @@ def audit_lines(path: Path, until_request_id: str | None = None, timeout: float 
         if time.time() > deadline:
             raise AssertionError(f"no audit line for {until_request_id} in {path}")
         time.sleep(0.05)
+
+
+def names_in(doc: Any) -> set[str]:
+    """Every object key anywhere in a JSON document, lower-cased (to assert a field is gone)."""
+    found: set[str] = set()
+    stack = [doc]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, dict):
+            found.update(k.lower() for k in node)
+            stack.extend(node.values())
+        elif isinstance(node, list):
+            stack.extend(node)
+    return found

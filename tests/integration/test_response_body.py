@@ -19,7 +19,7 @@ from urllib.parse import parse_qs
 import brotli
 import orjson
 import pytest
-from helpers import ThreadedUvicorn, audit_lines, raw_request, run_gateway
+from helpers import ThreadedUvicorn, audit_lines, names_in, raw_request, run_gateway
 
 try:
     from compression import zstd  # type: ignore[import-not-found]
@@ -172,19 +172,6 @@ def port(request) -> int:
 
 
 # ---------------------------------------------------------------- checks
-def names_in(doc: Any) -> set[str]:
-    found: set[str] = set()
-    stack = [doc]
-    while stack:
-        node = stack.pop()
-        if isinstance(node, dict):
-            found.update(k.lower() for k in node)
-            stack.extend(node.values())
-        elif isinstance(node, list):
-            stack.extend(node)
-    return found
-
-
 def get(port: int, target: str, headers: dict[str, str] | None = None, timeout: float = 120):
     return raw_request(port, "GET", target, headers, timeout=timeout)
 

@@ -9,6 +9,7 @@ from typing import Any
 
 import orjson
 import pytest
+from helpers import names_in
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
@@ -52,19 +53,6 @@ def reference(doc: Any, policy: ResponseFilter) -> Any:
         return node
 
     return walk(doc)
-
-
-def names_in(doc: Any) -> set[str]:
-    found: set[str] = set()
-    stack = [doc]
-    while stack:
-        node = stack.pop()
-        if isinstance(node, dict):
-            found.update(k.lower() for k in node)
-            stack.extend(node.values())
-        elif isinstance(node, list):
-            stack.extend(node)
-    return found
 
 
 def dump(doc: Any, rnd: random.Random) -> str:

@@ -17,6 +17,16 @@ from tests.unit.auth.keys import AUD, ISS, SECRET
 API_KEY = "bk_test_" + "H" * 43
 
 
+def bearer_scheme(**issuer: object) -> dict:
+    """The HS256 test issuer as a `jwt` scheme, with extra issuer settings."""
+    return {
+        "type": "jwt",
+        "issuers": [
+            {"issuer": ISS, "audiences": [AUD], "algorithms": ["HS256"], "keys": [{"secret": SECRET}], **issuer}
+        ],
+    }
+
+
 @pytest.fixture(scope="module")
 def gw(tmp_path_factory, upstream):
     tmp = tmp_path_factory.mktemp("hostile")
@@ -25,12 +35,7 @@ def gw(tmp_path_factory, upstream):
         "policies": {
             "auth": {
                 "schemes": {
-                    "bearer": {
-                        "type": "jwt",
-                        "issuers": [
-                            {"issuer": ISS, "audiences": [AUD], "algorithms": ["HS256"], "keys": [{"secret": SECRET}]}
-                        ],
-                    },
+                    "bearer": bearer_scheme(),
                     "key": {
                         "type": "api_key",
                         "query_param": "api_key",
@@ -146,24 +151,7 @@ def test_a_plain_token_still_works_and_unicode_subjects_are_encoded_once(gw):
 def test_header_typ_can_be_required(upstream, tmp_path):
     config = {
         "upstreams": {"up": {"urls": [upstream.url]}},
-        "policies": {
-            "auth": {
-                "schemes": {
-                    "bearer": {
-                        "type": "jwt",
-                        "issuers": [
-                            {
-                                "issuer": ISS,
-                                "audiences": [AUD],
-                                "algorithms": ["HS256"],
-                                "keys": [{"secret": SECRET}],
-                                "header_typ": ["at+jwt"],
-                            }
-                        ],
-                    }
-                }
-            }
-        },
+        "policies": {"auth": {"schemes": {"bearer": bearer_scheme(header_typ=["at+jwt"])}}},
         "routes": [{"path": "/*", "upstream": "up"}],
     }
     with run_gateway(config, tmp_path) as g:
@@ -290,18 +278,7 @@ def test_scopes_are_separated_by_spaces_only(upstream, tmp_path):
     """RFC 6749 3.3: `read\u00a0admin` is one (odd) scope, not `read` and `admin`."""
     config = {
         "upstreams": {"up": {"urls": [upstream.url]}},
-        "policies": {
-            "auth": {
-                "schemes": {
-                    "bearer": {
-                        "type": "jwt",
-                        "issuers": [
-                            {"issuer": ISS, "audiences": [AUD], "algorithms": ["HS256"], "keys": [{"secret": SECRET}]}
-                        ],
-                    }
-                }
-            }
-        },
+        "policies": {"auth": {"schemes": {"bearer": bearer_scheme()}}},
         "routes": [
             {"path": "/admin/*", "upstream": "up", "policies": {"auth": {"scopes": ["admin"]}}},
             {"path": "/*", "upstream": "up"},
