@@ -214,3 +214,61 @@ def test_streamed_request_body_is_sent_chunked():
 
     raw = run(main())
     assert b"transfer-encoding: chunked" in raw.lower() and raw.endswith(b"hello world")
+
+
+def test_bytes_after_a_complete_response_never_answer_the_next_request():
+    """An upstream that writes a second response after the first (a desync, or a smuggled
+    answer) must not have it read as the answer to the next request on that connection."""
+    smuggled = OK + b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nX-Evil: 1\r\n\r\nevil!"
+
+    async def main():
+        async with Scripted([smuggled, OK, OK]) as up:
+            pool = ConnectionPool("127.0.0.1", up.port)
+            first = await fetch(pool)
+            second = await fetch(pool)
+            await pool.close()
+            return first, second, up.connections
+
+    first, second, connections = run(main())
+    assert first[2] == b"ok" and second[2] == b"ok"
+    assert (b"x-evil", b"1") not in first[1] + second[1]
+    assert connections == 2  # the connection that spoke out of turn was not reused
+
+
+def test_unsolicited_bytes_on_an_idle_connection_close_it():
+    async def reply_then_unsolicited(writer):
+        writer.write(OK)
+        await writer.drain()
+        await asyncio.sleep(0.05)  # the exchange is over; the connection sits idle in the pool
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nevil!")
+        await writer.drain()
+        await asyncio.sleep(1)
+
+    async def main():
+        async with Scripted([reply_then_unsolicited, OK]) as up:
+            pool = ConnectionPool("127.0.0.1", up.port)
+            assert (await fetch(pool))[2] == b"ok"
+            deadline = asyncio.get_running_loop().time() + 5
+            while asyncio.get_running_loop().time() < deadline:  # until the unsolicited bytes arrive
+                if not pool.open_connections or any(c.received_any for c in pool.open_connections):
+                    break
+                await asyncio.sleep(0.01)
+            body = (await fetch(pool))[2]
+            await pool.close()
+            return body
+
+    assert run(main()) == b"ok"
+
+
+@pytest.mark.parametrize("status", [b"600", b"999", b"099"])
+def test_status_outside_100_599_is_a_protocol_error(status):
+    async def main():
+        async with Scripted([b"HTTP/1.1 " + status + b" Odd\r\nContent-Length: 2\r\n\r\nok"]) as up:
+            pool = ConnectionPool("127.0.0.1", up.port)
+            try:
+                with pytest.raises(UpstreamProtocolError):
+                    await fetch(pool)
+            finally:
+                await pool.close()
+
+    run(main())

@@ -492,6 +492,8 @@ class Gateway:
         """The upstream's answer to the client: its head through the response phase, its body
         streamed (through the response-body engine when a policy rewrites it)."""
         resp = Response(upstream.status, strip_hop_by_hop(upstream.headers, UPSTREAM_IDENTITY))
+        if resp.status == 204:  # RFC 9110 8.6: no Content-Length (a client would wait for a body)
+            resp.headers = [(k, v) for k, v in resp.headers if k != b"content-length"]
         if resp.get_header(b"date") is None:
             resp.headers.append((b"date", http_date()))
         body_iter = upstream.body()

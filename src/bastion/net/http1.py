@@ -62,6 +62,7 @@ class _Connection(asyncio.Protocol):
         self.buffered = 0
         self.paused = False
         self.waiter: asyncio.Future[None] | None = None
+        self.expecting = False  # a request was sent and its response is not complete yet
 
     # -- asyncio.Protocol ---------------------------------------------------------------------
     def connection_made(self, transport) -> None:
@@ -69,6 +70,13 @@ class _Connection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self.received_any = True
+        if not self.expecting:
+            # bytes nobody asked for (an idle pooled connection, or after the whole response):
+            # they could only be read as the answer to the NEXT request, so the connection ends
+            self.error = UpstreamProtocolError("the upstream sent bytes out of turn")
+            self._close()
+            self._wake()
+            return
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserError as exc:
@@ -94,18 +102,34 @@ class _Connection(asyncio.Protocol):
         self._can_write.set()
 
     # -- httptools callbacks ------------------------------------------------------------------
+    def on_message_begin(self) -> None:
+        if self.complete:  # a second response in the same read as the end of the first
+            self.expecting = False
+            self.error = UpstreamProtocolError("the upstream sent bytes out of turn")
+            self._close()
+
     def on_header(self, name: bytes, value: bytes) -> None:
+        if self.complete:
+            return
         name = name.lower()
         if name == b"content-length" or (name == b"transfer-encoding" and b"chunked" in value.lower()):
             self.framed = True
         self.headers.append((name, value))
 
     def on_headers_complete(self) -> None:
+        if self.complete:
+            return
         self.status = self.parser.get_status_code()
+        if not 100 <= self.status <= 599:  # RFC 9110 15: three digits, first 1-5
+            self.error = UpstreamProtocolError(f"the upstream answered with status {self.status}")
+            self._close()
+            return
         if self.status >= 200:
             self.head_done = True
 
     def on_body(self, body: bytes) -> None:
+        if self.complete or self.error is not None:
+            return
         self.chunks.append(body)
         self.buffered += len(body)
         if self.buffered > _HIGH_WATER and not self.paused and self.transport is not None:
@@ -113,12 +137,15 @@ class _Connection(asyncio.Protocol):
             self.transport.pause_reading()
 
     def on_message_complete(self) -> None:
+        if self.complete or self.error is not None:
+            return
         if self.status < 200:  # 1xx interim response (e.g. 103): wait for the final one
             self.headers = []
             self.framed = False
             return
         self.keep_alive = self.parser.should_keep_alive()  # valid only inside this callback
         self.complete = True
+        self.expecting = False
 
     # -- used by the pool ---------------------------------------------------------------------
     def _wake(self) -> None:
@@ -311,6 +338,7 @@ class ConnectionPool:
     ) -> None:
         transport = conn.transport
         assert transport is not None
+        conn.expecting = True
         head = [method.encode("ascii"), b" ", target, b" HTTP/1.1\r\n"]
         for k, v in headers:
             head += (k, b": ", v, b"\r\n")

@@ -1,0 +1,96 @@
+"""A gateway in front of an upstream that answers badly: odd statuses, bodies where none may be,
+bytes out of turn. The client always gets a well-formed answer and the next request is clean."""
+
+from __future__ import annotations
+
+import socket
+import threading
+
+import pytest
+from helpers import raw_request, run_gateway
+
+
+class RawUpstream:
+    """A TCP upstream that answers every request on a connection with the same scripted bytes."""
+
+    def __init__(self, reply: bytes) -> None:
+        self.reply = reply
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(16)
+        self.port = self.sock.getsockname()[1]
+        self.connections = 0
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            self.connections += 1
+            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    def _serve(self, conn: socket.socket) -> None:
+        buf = b""
+        with conn:
+            conn.settimeout(5)
+            try:
+                while True:
+                    while b"\r\n\r\n" not in buf:
+                        data = conn.recv(65536)
+                        if not data:
+                            return
+                        buf += data
+                    _, buf = buf.split(b"\r\n\r\n", 1)  # the gateway's GETs carry no body
+                    conn.sendall(self.reply)
+            except OSError:
+                return
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+@pytest.fixture()
+def gateway_for(base_config, tmp_path):
+    started = []
+
+    def start(reply: bytes):
+        up = RawUpstream(reply)
+        base_config["upstreams"]["raw"] = {"urls": [f"http://127.0.0.1:{up.port}"], "timeouts": {"read": 2, "total": 4}}
+        base_config["routes"] = [{"path": "/*", "upstream": "raw"}]
+        cm = run_gateway(base_config, tmp_path)
+        g = cm.__enter__()
+        started.append((cm, up))
+        return g
+
+    yield start
+    for cm, up in started:
+        cm.__exit__(None, None, None)
+        up.close()
+
+
+@pytest.mark.parametrize("status", [b"600", b"700", b"999"])
+def test_status_outside_the_rfc_range_is_a_502(gateway_for, status):
+    g = gateway_for(b"HTTP/1.1 " + status + b" Odd\r\nContent-Length: 2\r\n\r\nok")
+    for _ in range(2):  # and the gateway keeps answering
+        r = raw_request(g.port, "GET", "/x", timeout=5)
+        assert r.status == 502 and r.json()["type"].endswith("/upstream-unavailable")
+
+
+@pytest.mark.parametrize("status", [b"204", b"304"])
+def test_no_body_status_with_a_content_length_reaches_the_client_well_formed(gateway_for, status):
+    g = gateway_for(b"HTTP/1.1 " + status + b' X\r\nContent-Length: 5\r\nETag: "a"\r\n\r\n')
+    for _ in range(2):
+        r = raw_request(g.port, "GET", "/x", timeout=5)
+        assert r.status == int(status) and r.body == b""
+        if status == b"204":  # RFC 9110 8.6: a 204 carries no Content-Length
+            assert r.header("content-length") is None
+
+
+def test_a_second_response_smuggled_after_the_first_answers_nobody(gateway_for):
+    ok = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+    g = gateway_for(ok + b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nX-Evil: 1\r\n\r\nevil!")
+    for _ in range(4):
+        r = raw_request(g.port, "GET", "/x", timeout=5)
+        assert r.status == 200 and r.body == b"ok" and r.header("x-evil") is None
