@@ -25,15 +25,18 @@ __all__ = [
     "shared_store",
 ]
 
-_memory: dict[int, MemoryStore] = {}
+_memory: dict[tuple[int, str], MemoryStore] = {}
 _redis: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, RedisStore]] = weakref.WeakKeyDictionary()
 
 
 def shared_store(url: str, *, max_keys: int = 1_000_000, prefix: str = "bastion:rl") -> MemoryStore | RedisStore:
     """One store per URL for the whole process, so that state survives config reloads and every
-    route naming the same store shares it. Redis clients are per event loop."""
+    route naming the same store shares it. Redis clients are per event loop. The prefix separates
+    key spaces in memory as it does in Redis (two policies with different prefixes share nothing)."""
     if url == "memory":
-        return _memory.setdefault(max_keys, MemoryStore(max_keys=max_keys))
+        if (max_keys, prefix) not in _memory:
+            _memory[(max_keys, prefix)] = MemoryStore(max_keys=max_keys)
+        return _memory[(max_keys, prefix)]
     loop = asyncio.get_running_loop()
     stores = _redis.setdefault(loop, {})
     key = f"{prefix} {url}"
