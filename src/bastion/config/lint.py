@@ -47,8 +47,11 @@ def _openapi_security(cfg: GatewayConfig, config_dir: str) -> list[Finding]:
             continue
         own = _policy(route.policies, "auth")
         auth = own if own is not None and "schemes" in own.model_fields_set else defaults
+        require = own.require if own is not None and "require" in own.model_fields_set else auth and auth.require
         if (own is not None and not own.enabled) or auth is None or not auth.enabled or not auth.schemes:
             fate = "no auth scheme applies to this route, so anyone can call them"
+        elif require == []:
+            fate = "the route's auth says `require: []`, so anyone can call them"
         else:
             fate = (
                 "OpenAPI reads that as public, but bastion requires a credential of any scheme in "
