@@ -432,7 +432,7 @@ class JwtVerifier:
     async def verify(self, token: str) -> Verified:
         if len(token) > self.max_token_bytes:
             raise AuthError("token too large")
-        if any([f.poll() for f in self.files]):
+        if self.files and any([f.poll() for f in self.files]):
             self.cache.clear()  # a key left the file: tokens it verified must not stay accepted
         digest = hashlib.blake2b(token.encode("latin-1", "replace"), digest_size=16).digest()
         hit = self.cache.get(digest)
