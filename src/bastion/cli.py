@@ -52,7 +52,7 @@ def _check(path: str) -> GatewayConfig:
         for issue in exc.issues:
             console.print("  " + issue.render(exc.source), highlight=False, markup=False)
         raise typer.Exit(2)
-    findings = lint(cfg)
+    findings = lint(cfg, str(Path(path).resolve().parent))
     errors = [f for f in findings if f.severity == "error"]
     for f in findings:
         colour = "red" if f.severity == "error" else "yellow"

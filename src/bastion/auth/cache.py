@@ -38,3 +38,7 @@ class ExpiringCache:
     def delete(self, key: Any) -> None:
         self.young.pop(key, None)
         self.old.pop(key, None)
+
+    def clear(self) -> None:
+        self.young.clear()
+        self.old.clear()

@@ -3,7 +3,13 @@ refresh, strict parsing, and a cache of verified tokens.
 
 What never decides which key verifies a token: the token's `jku`, `x5u`, `jwk` and `x5c` headers
 (ignored), its `alg` alone (a key is bound to the algorithms its type allows, so an RSA public
-key can never become an HMAC secret), and its `kid` beyond a lookup among keys we configured.
+key can never become an HMAC secret), and its `kid` beyond a lookup among keys we configured
+(a `kid` no key carries falls back only to the issuer's single key of that type, when that key
+was configured without a `kid`).
+
+Issuers: a token is verified by the issuer entry its `iss` names; a token without `iss` only by
+the one entry configured without `issuer` (if any). A token whose `iss` names no entry is
+refused, even when an entry without `issuer` exists.
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ import binascii
 import hashlib
 import json
 import logging
+import os
 import time
 import unicodedata
 from dataclasses import dataclass, field
@@ -38,12 +45,31 @@ MIN_HMAC_SECRET = 32
 
 
 def _b64d(segment: str) -> bytes:
+    """base64url without padding (RFC 7515 2), canonical only: a segment whose unused low bits
+    are set decodes to the same bytes as another spelling, so two strings would be one token."""
     if not segment or any(c in segment for c in "=+/ \t\n"):
         raise AuthError("malformed token")
     try:
-        return base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
+        raw = base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
     except (binascii.Error, ValueError):
         raise AuthError("malformed token") from None
+    if base64.urlsafe_b64encode(raw).rstrip(b"=") != segment.encode("ascii", "replace"):
+        raise AuthError("malformed token")
+    return raw
+
+
+B64_ALPHABET = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/-_")
+
+
+def decode_secret_base64(text: str) -> bytes:
+    """An HMAC secret written in base64 or base64url, padded or not (apps print either)."""
+    t = text.strip().rstrip("=")
+    if not t or not set(t) <= B64_ALPHABET or len(t) % 4 == 1:
+        raise ValueError("secret_base64 is not base64 or base64url")
+    try:
+        return base64.b64decode(t.replace("-", "+").replace("_", "/") + "=" * (-len(t) % 4), validate=True)
+    except binascii.Error:
+        raise ValueError("secret_base64 is not base64 or base64url") from None
 
 
 def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
@@ -159,20 +185,39 @@ def keys_from_jwk(jwk: dict[str, Any], allowed: tuple[str, ...], *, allow_symmet
     return out
 
 
+def key_type(alg: str) -> str:
+    """The JWK `kty` of the keys that verify `alg`."""
+    if alg in HMAC_ALGS:
+        return "oct"
+    if alg in RSA_ALGS:
+        return "RSA"
+    return "EC" if alg in EC_ALGS else "OKP"
+
+
 @dataclass
 class KeySet:
     by_kid: dict[str, list[PyJWK]] = field(default_factory=dict)
     unnamed: list[PyJWK] = field(default_factory=list)
+    types: dict[str, int] = field(default_factory=dict)  # kty -> how many keys (not algorithms) of it
 
     def add(self, kid: str | None, keys: list[PyJWK]) -> None:
         if kid:
             self.by_kid.setdefault(kid, []).extend(keys)
         else:
             self.unnamed.extend(keys)
+        for kty in {key_type(k.algorithm_name) for k in keys}:
+            self.types[kty] = self.types.get(kty, 0) + 1
 
     def find(self, kid: str | None, alg: str) -> list[PyJWK]:
         pool = self.by_kid.get(kid, []) if kid else self.unnamed + [k for ks in self.by_kid.values() for k in ks]
         return [k for k in pool if k.algorithm_name == alg]
+
+    def lone_unnamed(self, alg: str) -> list[PyJWK]:
+        """For a token whose `kid` no key carries: the key configured without a `kid`, when it is
+        the only key of `alg`'s type here (apps sign with one key and still name it)."""
+        if self.types.get(key_type(alg)) != 1:
+            return []
+        return [k for k in self.unnamed if k.algorithm_name == alg]
 
 
 class JwksSource:
@@ -223,6 +268,78 @@ class JwksSource:
             await self.refresh()  # a rotated key: refresh (rate-limited) and look again
             found = self.keys.find(kid, alg)
         return found
+
+
+def load_jwks(doc: Any, allowed: tuple[str, ...]) -> KeySet:
+    """A JWKS from a local file: symmetric (`oct`) keys are allowed (the file is as private as
+    the config) but must be at least MIN_HMAC_SECRET bytes, like every HMAC secret."""
+    if not isinstance(doc, dict) or not isinstance(doc.get("keys"), list):
+        raise ValueError("not a JWKS (a JSON object with a `keys` list)")
+    keys = KeySet()
+    for i, jwk in enumerate(doc["keys"]):
+        if not isinstance(jwk, dict):
+            raise ValueError(f"keys[{i}] is not an object")
+        if jwk.get("kty") == "oct":
+            try:
+                secret = _b64d(str(jwk.get("k", "")))
+            except AuthError:
+                raise ValueError(f"keys[{i}]: `k` is not base64url") from None
+            if len(secret) < MIN_HMAC_SECRET:
+                raise ValueError(f"keys[{i}]: an HMAC secret must be at least {MIN_HMAC_SECRET} bytes")
+        kid = jwk.get("kid")
+        keys.add(kid if isinstance(kid, str) else None, keys_from_jwk(jwk, allowed, allow_symmetric=True))
+    return keys
+
+
+class JwksFile:
+    """Keys from a JWKS file, reloaded when the file changes (its mtime, size or inode, looked at
+    no more than once per `poll_seconds`, on use: no thread, no inotify dependency). A file that
+    cannot be read or parsed keeps the last good keys and logs why; at startup it is an error."""
+
+    def __init__(self, path: str, allowed: tuple[str, ...], *, poll_seconds: float = 1.0, clock=time.monotonic) -> None:
+        self.path = path
+        self.allowed = allowed
+        self.poll_seconds = poll_seconds
+        self.clock = clock
+        self.stamp = self._stamp()
+        self.keys = self._load()
+        self.checked = clock()
+        self.reloads = 0
+
+    def _stamp(self) -> tuple[int, int, int]:
+        st = os.stat(self.path)
+        return (st.st_mtime_ns, st.st_size, st.st_ino)
+
+    def _load(self) -> KeySet:
+        with open(self.path, "rb") as f:
+            return load_jwks(json.loads(f.read()), self.allowed)
+
+    def poll(self) -> bool:
+        """Reload if the file changed; True when the keys did."""
+        now = self.clock()
+        if now - self.checked < self.poll_seconds:
+            return False
+        self.checked = now
+        try:
+            stamp = self._stamp()
+        except OSError as exc:
+            log.warning("JWKS file %s cannot be read (%s); keeping the last good keys", self.path, exc)
+            return False
+        if stamp == self.stamp:
+            return False
+        self.stamp = stamp  # a bad version is reported once, not on every poll
+        try:
+            keys = self._load()
+        except (OSError, ValueError) as exc:
+            log.warning("JWKS file %s could not be loaded (%s); keeping the last good keys", self.path, exc)
+            return False
+        self.keys = keys
+        self.reloads += 1
+        log.info("JWKS file %s reloaded", self.path)
+        return True
+
+    async def find(self, kid: str | None, alg: str) -> list[PyJWK]:
+        return self.keys.find(kid, alg)
 
 
 # Registered claims (RFC 7519 4.1) have types; a token whose claims have others is refused before
@@ -283,11 +400,11 @@ def typ_media_type(value: str) -> str:
 
 @dataclass
 class Issuer:
-    issuer: str
+    issuer: str | None  # None: the entry for tokens that carry no `iss`
     algorithms: tuple[str, ...]
     audiences: tuple[str, ...]
     static: KeySet
-    jwks: JwksSource | None
+    jwks: JwksSource | JwksFile | None
     required: tuple[str, ...]
     leeway: float
     max_age: float | None
@@ -298,7 +415,7 @@ class Issuer:
 @dataclass
 class Verified:
     claims: dict[str, Any]
-    issuer: str
+    issuer: str | None
     expires: float
 
 
@@ -306,7 +423,8 @@ class JwtVerifier:
     def __init__(
         self, issuers: list[Issuer], *, max_token_bytes: int = 8192, cache_entries: int = 10_000, clock=time.time
     ) -> None:
-        self.issuers = {i.issuer: i for i in issuers}
+        self.issuers: dict[str | None, Issuer] = {i.issuer: i for i in issuers}
+        self.files = [i.jwks for i in issuers if isinstance(i.jwks, JwksFile)]
         self.max_token_bytes = max_token_bytes
         self.cache = ExpiringCache(cache_entries, clock=clock)
         self.clock = clock
@@ -314,6 +432,8 @@ class JwtVerifier:
     async def verify(self, token: str) -> Verified:
         if len(token) > self.max_token_bytes:
             raise AuthError("token too large")
+        if self.files and any([f.poll() for f in self.files]):
+            self.cache.clear()  # a key left the file: tokens it verified must not stay accepted
         digest = hashlib.blake2b(token.encode("latin-1", "replace"), digest_size=16).digest()
         hit = self.cache.get(digest)
         if hit is not None:
@@ -343,10 +463,10 @@ class JwtVerifier:
         if htyp is not None and not isinstance(htyp, str):
             raise AuthError("malformed token")
         check_claim_types(payload)
-        iss = payload.get("iss")
-        issuer = self.issuers.get(iss) if isinstance(iss, str) else None
+        iss = payload.get("iss")  # a string when present (check_claim_types)
+        issuer = self.issuers.get(iss)  # no `iss`: the entry configured without `issuer`, if any
         if issuer is None:
-            raise AuthError("unknown issuer")
+            raise AuthError("unknown issuer" if iss is not None else "token has no issuer")
         if issuer.header_typ and (htyp is None or typ_media_type(htyp) not in issuer.header_typ):
             raise AuthError("wrong token type")
         if alg not in issuer.algorithms:
@@ -357,6 +477,8 @@ class JwtVerifier:
         keys = issuer.static.find(kid, alg)
         if not keys and issuer.jwks is not None:
             keys = await issuer.jwks.find(kid, alg)
+        if not keys and kid is not None and (issuer.jwks is None or not issuer.jwks.keys.types.get(key_type(alg))):
+            keys = issuer.static.lone_unnamed(alg)
         if not keys:
             raise AuthError("no key for this token")
         claims = None

@@ -14,10 +14,13 @@ from bastion.auth.apikeys import ApiKeyRecord, StaticApiKeys, check, hash_key
 from bastion.auth.errors import AuthError
 from bastion.auth.introspection import Introspector
 from bastion.auth.jwt import (
+    MIN_HMAC_SECRET,
     Issuer,
+    JwksFile,
     JwksSource,
     JwtVerifier,
     KeySet,
+    decode_secret_base64,
     keys_from_jwk,
     load_pem,
     typ_media_type,
@@ -36,32 +39,70 @@ class StrictModel(BaseModel):
 
 
 class JwtKeyConfig(StrictModel):
-    kid: str | None = Field(None, description="Key id tokens name in their header.")
+    """One verification key: exactly one of `pem`, `pem_file`, `jwk`, `secret`, `secret_base64`."""
+
+    kid: str | None = Field(
+        None,
+        description="Key id tokens name in their header. A key without one verifies tokens "
+        "without a `kid`, and tokens whose `kid` no key carries when it is the issuer's only key of its type.",
+    )
     pem: str | None = Field(None, description="PEM public key or certificate, inline.")
     pem_file: str | None = Field(None, description="Path of a PEM public key or certificate.")
     jwk: dict[str, Any] | None = Field(None, description="A public JWK.")
-    secret: str | None = Field(None, description="HMAC secret (at least 32 bytes; use ${ENV}).")
+    secret: str | None = Field(
+        None, description="HMAC secret, its UTF-8 bytes (at least 32 bytes; use ${ENV}). Weaker secrets are refused."
+    )
+    secret_base64: str | None = Field(
+        None,
+        description="HMAC secret written in base64 or base64url, padding optional (at least 32 bytes once decoded).",
+    )
 
     @model_validator(mode="after")
     def _one(self) -> JwtKeyConfig:
-        given = [x for x in (self.pem, self.pem_file, self.jwk, self.secret) if x]
+        given = [x for x in (self.pem, self.pem_file, self.jwk, self.secret, self.secret_base64) if x]
         if len(given) != 1:
-            raise ValueError("a key is exactly one of pem, pem_file, jwk or secret")
-        if self.secret is not None and len(self.secret.encode()) < 32:
-            raise ValueError("an HMAC secret must be at least 32 bytes")
+            raise ValueError("a key is exactly one of pem, pem_file, jwk, secret or secret_base64")
+        if self.secret is not None and len(self.secret.encode()) < MIN_HMAC_SECRET:
+            raise ValueError(f"an HMAC secret must be at least {MIN_HMAC_SECRET} bytes")
+        if self.secret_base64 is not None and len(decode_secret_base64(self.secret_base64)) < MIN_HMAC_SECRET:
+            raise ValueError(f"an HMAC secret must be at least {MIN_HMAC_SECRET} bytes (secret_base64 decoded)")
         return self
+
+    def hmac_secret(self) -> bytes | None:
+        if self.secret is not None:
+            return self.secret.encode()
+        if self.secret_base64 is not None:
+            return decode_secret_base64(self.secret_base64)
+        return None
 
 
 class IssuerConfig(StrictModel):
-    issuer: str = Field(description="The exact `iss` of accepted tokens.")
+    """One token issuer: the keys and rules for the tokens whose `iss` names it."""
+
+    issuer: str | None = Field(
+        None,
+        min_length=1,
+        description="The exact `iss` of accepted tokens. Unset: this entry verifies tokens that carry "
+        "no `iss` (at most one such entry per scheme); a token that carries an `iss` must match "
+        "some entry's `issuer`.",
+    )
     audiences: list[str] = Field(default_factory=list, description="Accepted `aud` values (empty: not checked).")
     algorithms: list[Alg] = Field(min_length=1, description="Algorithms accepted from this issuer.")
     keys: list[JwtKeyConfig] = Field(default_factory=list, description="Static verification keys.")
-    jwks_url: str | None = Field(None, description="JWKS endpoint of the issuer.")
+    jwks_url: str | None = Field(
+        None, description="JWKS endpoint of the issuer (fetched; refreshed on an unknown `kid`)."
+    )
+    jwks_file: str | None = Field(
+        None,
+        description="A JWKS JSON file (relative to the config file), reloaded when it changes; a "
+        "file that cannot be loaded then keeps the last good keys (logged). `oct` keys allowed (32+ bytes).",
+    )
     jwks_cache_seconds: float = Field(600, gt=0, description="Refetch the JWKS after this long.")
     jwks_min_refresh_seconds: float = Field(30, ge=0, description="At most one refetch per this long (unknown kid).")
     required_claims: list[str] = Field(
-        default_factory=lambda: ["exp", "iat", "sub"], description="Claims a token must carry."
+        default_factory=lambda: ["exp", "iat", "sub"],
+        description="Claims a token must carry (default `exp`, `iat`, `sub`; e.g. `[exp, sub]` for apps "
+        "whose tokens have no `iat`). `exp`, `nbf`, `iat`, `aud` are checked whenever present.",
     )
     leeway: float = Field(30, ge=0, le=600, description="Clock skew tolerated for exp/nbf/iat, seconds.")
     max_age: float | None = Field(None, gt=0, description="Refuse tokens issued longer ago than this (seconds).")
@@ -80,18 +121,36 @@ class IssuerConfig(StrictModel):
 
     @model_validator(mode="after")
     def _keys(self) -> IssuerConfig:
-        if not self.keys and not self.jwks_url:
-            raise ValueError("an issuer needs keys or a jwks_url")
+        if not self.keys and not self.jwks_url and not self.jwks_file:
+            raise ValueError("an issuer needs keys, a jwks_url or a jwks_file")
+        if self.jwks_url and self.jwks_file:
+            raise ValueError("an issuer has a jwks_url or a jwks_file, not both")
         hmac_algs = {"HS256", "HS384", "HS512"}
         if self.jwks_url and set(self.algorithms) <= hmac_algs:
             raise ValueError("HMAC algorithms cannot use keys from a JWKS URL")
+        if self.issuer is None and "iss" in self.required_claims:
+            raise ValueError("an entry without `issuer` is for tokens without `iss`: it cannot require `iss`")
         return self
 
 
 class JwtScheme(StrictModel):
+    """JWT bearer tokens, verified with PyJWT against each issuer's keys."""
+
     type: Literal["jwt"]
-    issuers: list[IssuerConfig] = Field(min_length=1)
+    issuers: list[IssuerConfig] = Field(
+        min_length=1, description="Accepted issuers; a token is checked by the entry its `iss` names."
+    )
     max_token_bytes: int = Field(8192, ge=512, description="Longer tokens are refused unparsed.")
+
+    @model_validator(mode="after")
+    def _distinct(self) -> JwtScheme:
+        names = [i.issuer for i in self.issuers]
+        if names.count(None) > 1:
+            raise ValueError("at most one issuer entry without `issuer` (for tokens without `iss`)")
+        dup = {n for n in names if n is not None and names.count(n) > 1}
+        if dup:
+            raise ValueError(f"issuer {sorted(dup)[0]!r} is listed twice")
+        return self
 
 
 class ApiKeyEntry(StrictModel):
@@ -292,13 +351,14 @@ class Jwt(Authenticator):
     def __init__(self, name: str, c: JwtScheme, config_dir: str) -> None:
         self.name = name
         issuers = []
-        self.claim_names: dict[str, tuple[str, str]] = {}
+        self.claim_names: dict[str | None, tuple[str, str]] = {}
         for ic in c.issuers:
             allowed = tuple(ic.algorithms)
             static = KeySet()
             for k in ic.keys:
-                if k.secret is not None:
-                    static.add(k.kid, typed_keys(k.secret.encode(), allowed))
+                secret = k.hmac_secret()
+                if secret is not None:
+                    static.add(k.kid, typed_keys(secret, allowed))
                 elif k.jwk is not None:
                     static.add(k.kid or k.jwk.get("kid"), keys_from_jwk(k.jwk, allowed, allow_symmetric=False))
                 else:
@@ -308,13 +368,14 @@ class Jwt(Authenticator):
                         with open(path, encoding="utf-8") as f:
                             pem = f.read()
                     static.add(k.kid, typed_keys(load_pem(pem or ""), allowed))
-            jwks = (
-                JwksSource(
+            jwks: JwksSource | JwksFile | None = None
+            if ic.jwks_url:
+                jwks = JwksSource(
                     ic.jwks_url, allowed, cache_seconds=ic.jwks_cache_seconds, min_refresh=ic.jwks_min_refresh_seconds
                 )
-                if ic.jwks_url
-                else None
-            )
+            elif ic.jwks_file:
+                path = ic.jwks_file if os.path.isabs(ic.jwks_file) else os.path.join(config_dir, ic.jwks_file)
+                jwks = JwksFile(path, allowed)
             issuers.append(
                 Issuer(
                     ic.issuer,

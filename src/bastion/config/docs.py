@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any, get_args
+from collections import abc
+from types import UnionType
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 from pydantic import BaseModel
 from pydantic.fields import FieldInfo
@@ -21,16 +23,40 @@ line. Strings may use `${VAR}` or `${VAR:-default}` to read the environment (for
 """
 
 
-def _models_in(annotation: Any) -> list[type[BaseModel]]:
-    out = []
-    for arg in (annotation, *get_args(annotation)):
-        if isinstance(arg, type) and issubclass(arg, BaseModel):
-            out.append(arg)
-        else:
-            for inner in get_args(arg):
-                if isinstance(inner, type) and issubclass(inner, BaseModel):
-                    out.append(inner)
-    return out
+def _discriminator(metadata: Any) -> str | None:
+    for m in metadata:
+        d = getattr(m, "discriminator", None)
+        if isinstance(d, str):
+            return d
+    return None
+
+
+def _tag(model: type[BaseModel], discriminator: str | None) -> str | None:
+    """The value of the discriminator field that selects `model` in a union."""
+    if discriminator is None or discriminator not in model.model_fields:
+        return None
+    values = get_args(model.model_fields[discriminator].annotation)
+    return ", ".join(str(v) for v in values) or None
+
+
+def _models_in(annotation: Any, suffix: str = "", disc: str | None = None) -> list[tuple[type[BaseModel], str, str]]:
+    """Every model an annotation can hold, however nested in lists, maps, unions and
+    `Annotated`: (model, path suffix such as `[]` or `.<name>`, what selects it in a union)."""
+    origin = get_origin(annotation)
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        tag = _tag(annotation, disc)
+        return [(annotation, suffix, f" with `{disc}: {tag}`" if tag else "")]
+    if origin is Annotated:
+        inner, *meta = get_args(annotation)
+        return _models_in(inner, suffix, _discriminator(meta) or disc)
+    if origin in (Union, UnionType):
+        return [m for arg in get_args(annotation) for m in _models_in(arg, suffix, disc)]
+    if origin in (list, tuple, set, frozenset, abc.Sequence):
+        return [m for arg in get_args(annotation) if arg is not Ellipsis for m in _models_in(arg, suffix + "[]", disc)]
+    if origin in (dict, abc.Mapping):
+        args = get_args(annotation)
+        return _models_in(args[1], suffix + ".<name>", disc) if len(args) == 2 else []
+    return []
 
 
 def _default(field: FieldInfo) -> str:
@@ -47,15 +73,57 @@ def _default(field: FieldInfo) -> str:
     return f"`{field.default!r}`"
 
 
+_NAMES = {str: "string", int: "integer", float: "number", bool: "boolean", type(None): "null"}
+
+
+def _readable(annotation: Any) -> str:
+    """A type as a reader of YAML thinks of it: `list of string`, `map of name → object`,
+    `` `a` or `b` ``, `object (below)`, never a Python repr."""
+    origin = get_origin(annotation)
+    args = get_args(annotation)
+    if annotation is Any:
+        return "any"
+    if annotation in _NAMES:
+        return _NAMES[annotation]
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return "object (below)"
+    if isinstance(annotation, type):
+        return {"datetime": "date-time (ISO 8601)"}.get(annotation.__name__, annotation.__name__)
+    if origin is Annotated:
+        inner, *meta = args
+        text = _readable(inner)
+        disc = _discriminator(meta)
+        if disc is not None:
+            tags = [t for _, _, t in _models_in(inner, "", disc)]
+            return f"object chosen by `{disc}` (below:{','.join(t.removeprefix(' with') for t in tags)})"
+        return text
+    if origin is Literal:
+        return " or ".join(f"`{a}`" for a in args)
+    if origin in (Union, UnionType):
+        parts = [_readable(a) for a in args if a is not type(None)]
+        text = " or ".join(dict.fromkeys(parts))
+        if type(None) not in args:
+            return text
+        return (f"({text})" if " or " in text or " of " in text else text) + " or null"
+    if origin in (list, tuple, set, frozenset, abc.Sequence):
+        inner = " or ".join(_readable(a) for a in args if a is not Ellipsis) or "any"
+        return "list of " + (f"({inner})" if " or " in inner else inner)
+    if origin in (dict, abc.Mapping) and len(args) == 2:
+        key = "name" if args[0] is str else _readable(args[0])
+        value = _readable(args[1])
+        return f"map of {key} → " + (f"({value})" if " or " in value and not value.startswith("object") else value)
+    return str(annotation).replace("typing.", "")
+
+
 def _type(field: FieldInfo) -> str:
-    text = str(field.annotation).replace("typing.", "")
-    for name in ("bastion.config.model.", "bastion.policies.", "<class '", "'>"):
-        text = text.replace(name, "")
-    return text.replace("|", "or")
+    annotation = field.annotation
+    if field.discriminator is not None:  # `Field(discriminator=...)` on the field itself
+        annotation = Annotated[annotation, field]
+    return _readable(annotation).replace("|", "\\|")
 
 
-def _table(model: type[BaseModel], prefix: str, lines: list[str], seen: set[str]) -> None:
-    lines.append(f"\n## `{prefix}`\n")
+def _table(model: type[BaseModel], prefix: str, lines: list[str], seen: set[str], tag: str = "") -> None:
+    lines.append(f"\n## `{prefix}`{tag}\n")
     if model.__doc__ and model is not GatewayConfig:
         lines.append(model.__doc__.strip().splitlines()[0] + "\n")
     lines.append("| key | type | default | meaning |\n|---|---|---|---|")
@@ -63,17 +131,18 @@ def _table(model: type[BaseModel], prefix: str, lines: list[str], seen: set[str]
     for name, field in model.model_fields.items():
         desc = (field.description or "").replace("|", "\\|").replace("\n", " ")
         lines.append(f"| `{name}` | {_type(field)} | {_default(field)} | {desc} |")
-        for sub in _models_in(field.annotation):
+        annotation = field.annotation
+        if field.discriminator is not None:
+            annotation = Annotated[annotation, field]
+        for sub, suffix, sub_tag in _models_in(annotation):
             if sub.__name__ in ("PoliciesConfig",):
                 continue
-            ann = str(field.annotation)
-            suffix = "[]" if ann.startswith("list") else (".<name>" if ann.startswith("dict") else "")
             base = "" if prefix == "(top level)" else prefix + "."
-            nested.append((sub, f"{base}{name}{suffix}"))
-    for sub, path in nested:
+            nested.append((sub, f"{base}{name}{suffix}", sub_tag))
+    for sub, path, sub_tag in nested:
         if sub.__name__ not in seen:
             seen.add(sub.__name__)
-            _table(sub, path, lines, seen)
+            _table(sub, path, lines, seen, sub_tag)
 
 
 def render() -> str:

@@ -21,7 +21,57 @@ def _policy(section, name):
     return getattr(section, name, None)
 
 
-def lint(cfg: GatewayConfig) -> list[Finding]:
+def _openapi_security(cfg: GatewayConfig, config_dir: str) -> list[Finding]:
+    """Operations with no `security` (nor a global one): public in OpenAPI's semantics, so say
+    what the gateway does with them and how to choose."""
+    from bastion.openapi.routes import unsecured
+
+    out: list[Finding] = []
+    defaults = _policy(cfg.policies, "auth")
+    for i, route in enumerate(cfg.routes):
+        if route.openapi is None:
+            continue
+        ops = unsecured(route, config_dir)
+        if not ops:
+            continue
+        listing = "\n  " + "\n  ".join(ops)
+        if route.default_security == "public":
+            out.append(
+                Finding(
+                    "warning",
+                    f"routes[{i}].default_security",
+                    f"{len(ops)} operation(s) of {route.openapi} declare no `security` and are public "
+                    f"(default_security: public):{listing}",
+                )
+            )
+            continue
+        own = _policy(route.policies, "auth")
+        auth = own if own is not None and "schemes" in own.model_fields_set else defaults
+        require = own.require if own is not None and "require" in own.model_fields_set else auth and auth.require
+        if (own is not None and not own.enabled) or auth is None or not auth.enabled or not auth.schemes:
+            fate = "no auth scheme applies to this route, so anyone can call them"
+        elif require == []:
+            fate = "the route's auth says `require: []`, so anyone can call them"
+        else:
+            fate = (
+                "OpenAPI reads that as public, but bastion requires a credential of any scheme in "
+                "policies.auth.schemes (default_security: require), so without one they answer 401"
+            )
+        out.append(
+            Finding(
+                "warning",
+                f"routes[{i}].openapi",
+                f"{len(ops)} operation(s) of {route.openapi} declare no `security` and the spec has no "
+                f"global `security`: {fate}. Mark the public ones (login, register...) with "
+                "`security: []` in the spec, give the others their `security`, or set "
+                f"`default_security: public` on the route to make all of them public:{listing}",
+            )
+        )
+    return out
+
+
+def lint(cfg: GatewayConfig, config_dir: str | None = None) -> list[Finding]:
+    """`config_dir`: where relative paths (OpenAPI specs) are; None skips the checks that read them."""
     out: list[Finding] = []
     for i, lst in enumerate(cfg.listeners):
         if lst.tls is None and not lst.is_loopback():
@@ -126,6 +176,8 @@ def lint(cfg: GatewayConfig) -> list[Finding]:
                 "'memory': a logout is known to this process only (use Redis with several gateways)",
             )
         )
+    if config_dir is not None:
+        out += _openapi_security(cfg, config_dir)
     if not cfg.routes and cfg.token_service is None:
         out.append(Finding("warning", "routes", "no routes: every request will get 404"))
     return out

@@ -158,6 +158,13 @@ class RouteConfig(Strict):
         description="With `openapi`: forward requests to paths "
         "and methods the spec does not declare instead of refusing them.",
     )
+    default_security: Literal["require", "public"] = Field(
+        "require",
+        description="With `openapi`: what an operation gets when neither it nor the spec declares "
+        "`security` (public in OpenAPI's semantics): `require` a credential of any scheme in "
+        "`policies.auth.schemes` (fail closed), or make it `public`. `security: []` in the spec "
+        "marks one operation public; `bastion check` lists the operations concerned.",
+    )
     methods: list[str] | None = Field(None, description="Allowed methods (default: all).")
     host: str | None = Field(None, description="Match only this Host (`*.example.com` allowed).")
     upstream: str | None = Field(
@@ -206,8 +213,10 @@ class RouteConfig(Strict):
     def _path_or_spec(self) -> RouteConfig:
         if self.path is None and self.openapi is None:
             raise ValueError("a route needs a path (or an openapi spec)")
-        if self.openapi is None and (self.base_path is not None or self.passthrough_undocumented):
-            raise ValueError("base_path and passthrough_undocumented apply to routes with openapi")
+        if self.openapi is None and (
+            self.base_path is not None or self.passthrough_undocumented or self.default_security != "require"
+        ):
+            raise ValueError("base_path, passthrough_undocumented and default_security apply to routes with openapi")
         if self.base_path is not None and (
             not self.base_path.startswith("/") or "{" in self.base_path or "*" in self.base_path
         ):

@@ -148,7 +148,9 @@ def lint_spec(spec: Spec) -> list[Finding]:
                         "high",
                         "no-security",
                         where,
-                        "no security requirement: anyone can call it (say `security: []` if that is intended)",
+                        "no security requirement: in OpenAPI's semantics anyone can call it (say `security: []` "
+                        "if that is intended; behind bastion it needs a credential unless the route sets "
+                        "`default_security: public`)",
                     )
                 )
             elif security == [] or any(alt == {} for alt in security):

@@ -4,7 +4,10 @@ Each operation route carries, as policy settings over the route's own:
 - `validation`: the spec and the operation (parameters, bodies, responses);
 - `auth`: `require` from the operation's (or the document's) `security`, with `[]` public —
   OpenAPI's own semantics — and the gateway's schemes adjusted to where the spec says the
-  credential travels (an apiKey's header, query parameter or cookie);
+  credential travels (an apiKey's header, query parameter or cookie). An operation with no
+  `security` in a document with none is public in OpenAPI's semantics, but the gateway fails
+  closed: the route's own auth applies (any configured scheme) unless the route says
+  `default_security: public` (`unsecured` lists them for `bastion check`);
 - `rate_limit`, `authorization`, `cors` from `x-bastion-rate-limit`, `x-bastion-authorization`,
   `x-bastion-cors`, and any policy from `x-bastion-policies: {name: settings}`.
 
@@ -101,6 +104,21 @@ def _scheme_settings(spec: Spec, name: str, gateway: dict[str, Any] | None, wher
     return settings, query
 
 
+def unsecured(route: Any, config_dir: str) -> list[str]:
+    """The operations of an `openapi:` route that neither they nor the document give a
+    `security`, as "METHOD /path (operationId)"; [] when the spec cannot be loaded (that error
+    is reported where the routes are built)."""
+    try:
+        ops = compile_operations(load_spec(Path(config_dir) / route.openapi))
+    except SpecError:
+        return []
+    return [
+        f"{op.method} {op.path}" + (f" ({op.operation_id})" if op.operation_id else "")
+        for op in ops.values()
+        if op.security is None
+    ]
+
+
 def plan_routes(index: int, route: Any, config_dir: str, auth_defaults: dict[str, Any] | None) -> list[RoutePlan]:
     """The routes of one `openapi:` route entry. `auth_defaults`: the auth settings this route
     would have without the spec (defaults merged with its own block), for the scheme names."""
@@ -139,6 +157,8 @@ def plan_routes(index: int, route: Any, config_dir: str, auth_defaults: dict[str
             if query:
                 auth["allow_query_key"] = True
             overrides["auth"] = auth
+        elif route.default_security == "public":
+            overrides["auth"] = {"require": []}
         for ext, policy in EXTENSIONS.items():
             if ext in op.extensions:
                 value = op.extensions[ext]
