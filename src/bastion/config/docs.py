@@ -116,7 +116,7 @@ def _readable(annotation: Any) -> str:
 
 
 def _type(field: FieldInfo) -> str:
-    annotation = field.annotation
+    annotation: Any = field.annotation
     if field.discriminator is not None:  # `Field(discriminator=...)` on the field itself
         annotation = Annotated[annotation, field]
     return _readable(annotation).replace("|", "\\|")
@@ -131,7 +131,7 @@ def _table(model: type[BaseModel], prefix: str, lines: list[str], seen: set[str]
     for name, field in model.model_fields.items():
         desc = (field.description or "").replace("|", "\\|").replace("\n", " ")
         lines.append(f"| `{name}` | {_type(field)} | {_default(field)} | {desc} |")
-        annotation = field.annotation
+        annotation: Any = field.annotation
         if field.discriminator is not None:
             annotation = Annotated[annotation, field]
         for sub, suffix, sub_tag in _models_in(annotation):
