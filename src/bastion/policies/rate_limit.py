@@ -165,10 +165,30 @@ class RateLimit(Policy[RateLimitConfig]):
         limits = self._applicable(req, ctx)
         if not limits:
             return None
-        store = shared_store(self.store_url, max_keys=self.max_keys, prefix=self.key_prefix)
         cost = int(ctx.values.get("cost", 1))
+        charged = await self._charge(limits, cost, req, ctx)
+        if isinstance(charged, Response):
+            return charged
+        results, refused = charged
+        if results:
+            ctx.values["rate_limit.results"] = results
+        if refused is not None:
+            self.decisions["limited"] += 1
+            return self._too_many(req, ctx, results, refused, cost)
+        self.decisions["allowed"] += 1
+        delay = max((d.delay for _, d in results), default=0.0)
+        if delay > 0:  # leaky-bucket shaper: leave at the fixed rate
+            ctx.log_fields["rate_limit_delay_ms"] = round(delay * 1000, 1)
+            await asyncio.sleep(delay)
+        return None
+
+    async def _charge(
+        self, limits: tuple[_Limit, ...], cost: int, req: Request, ctx: Context
+    ) -> tuple[list[tuple[_Limit, Decision]], tuple[_Limit, Decision] | None] | Response:
+        """Charge `cost` to each limit in order: the decisions made, and the limit that refused
+        (the last one charged), or a 503 when the store is down and a limit fails closed."""
+        store = shared_store(self.store_url, max_keys=self.max_keys, prefix=self.key_prefix)
         results: list[tuple[_Limit, Decision]] = []
-        refused: list[tuple[_Limit, Decision]] = []
         for limit in limits:
             key = self._key(limit, req, ctx)
             try:
@@ -189,42 +209,41 @@ class RateLimit(Policy[RateLimitConfig]):
             if not d.allowed:
                 # Stop here: limits after this one are not charged for a refused request.
                 # (Those before it were; a refund would need a second round trip.)
-                refused.append((limit, d))
                 ctx.values["rate_limit.limited_key"] = f"{limit.name} {key}"
-                break
-        if results:
-            ctx.values["rate_limit.results"] = results
-        if refused:
-            self.decisions["limited"] += 1
-            retry = max(d.retry_after for _, d in refused)
-            names = ", ".join(limit.name for limit, _ in refused)
-            ctx.log_fields["rate_limit"] = {"limited_by": names}
-            headers = self._headers(results) if self.headers else []
-            if math.isinf(retry):
-                return problem(
-                    429,
-                    "rate-limited",
-                    f"this request costs {cost}, more than the limit {names} allows",
-                    request_id=req.request_id,
-                    headers=headers,
-                    extra={"limit": names, "cost": cost},
-                )
-            seconds = max(1, math.ceil(retry))
-            headers.append((b"retry-after", str(seconds).encode()))
+                return results, (limit, d)
+        return results, None
+
+    def _too_many(
+        self,
+        req: Request,
+        ctx: Context,
+        results: list[tuple[_Limit, Decision]],
+        refused: tuple[_Limit, Decision],
+        cost: int,
+    ) -> Response:
+        """The 429 for a request `refused` by one limit (never, at any rate: it costs more than the limit)."""
+        limit, d = refused
+        ctx.log_fields["rate_limit"] = {"limited_by": limit.name}
+        headers = self._headers(results) if self.headers else []
+        if math.isinf(d.retry_after):
             return problem(
                 429,
                 "rate-limited",
-                f"rate limit {names} exceeded; retry in {seconds}s",
+                f"this request costs {cost}, more than the limit {limit.name} allows",
                 request_id=req.request_id,
                 headers=headers,
-                extra={"retry_after": seconds, "limit": names},
+                extra={"limit": limit.name, "cost": cost},
             )
-        self.decisions["allowed"] += 1
-        delay = max((d.delay for _, d in results), default=0.0)
-        if delay > 0:  # leaky-bucket shaper: leave at the fixed rate
-            ctx.log_fields["rate_limit_delay_ms"] = round(delay * 1000, 1)
-            await asyncio.sleep(delay)
-        return None
+        seconds = max(1, math.ceil(d.retry_after))
+        headers.append((b"retry-after", str(seconds).encode()))
+        return problem(
+            429,
+            "rate-limited",
+            f"rate limit {limit.name} exceeded; retry in {seconds}s",
+            request_id=req.request_id,
+            headers=headers,
+            extra={"retry_after": seconds, "limit": limit.name},
+        )
 
     def _headers(self, results: list[tuple[_Limit, Decision]]) -> list[tuple[bytes, bytes]]:
         # the most restrictive limit speaks for the response
