@@ -7,7 +7,8 @@ import asyncio
 import hashlib
 import math
 import re
-from typing import Any, ClassVar, Literal
+from collections.abc import Sequence
+from typing import Any, ClassVar, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -58,7 +59,8 @@ class LimitConfig(BaseModel):
         return parts
 
 
-def _limits(values: list[str | dict[str, Any]]) -> list[LimitConfig]:
+def _limits(values: Sequence[LimitConfig | str | dict[str, Any]]) -> list[LimitConfig]:
+    """Limits with the `"10/minute"` shorthand spelled out (LimitConfig entries kept as they are)."""
     return [LimitConfig(rate=v) if isinstance(v, str) else LimitConfig.model_validate(v) for v in values]
 
 
@@ -92,9 +94,10 @@ class RateLimitConfig(PolicyConfig):
     @model_validator(mode="after")
     def _normalise(self) -> RateLimitConfig:
         # the config accepts "10/minute" shorthands; from here on every entry is a LimitConfig
-        self.limits = _limits(self.limits)  # type: ignore[arg-type,assignment]
-        self.tiers = {t: _limits(v) for t, v in self.tiers.items()}  # type: ignore[arg-type,misc]
-        self.login_limits = _limits(self.login_limits)  # type: ignore[arg-type,assignment]
+        # (the fields keep their declared `LimitConfig | str` type: it is the documented schema)
+        self.limits = list[LimitConfig | str](_limits(self.limits))
+        self.tiers = {t: list[LimitConfig | str](_limits(v)) for t, v in self.tiers.items()}
+        self.login_limits = list[LimitConfig | str](_limits(self.login_limits))
         return self
 
 
@@ -119,9 +122,9 @@ class RateLimit(Policy[RateLimitConfig]):
     def __init__(self, config: RateLimitConfig, env) -> None:
         super().__init__(config, env)
         algo = config.algorithm
-        self.limits = tuple(_Limit(c, algo) for c in config.limits)  # type: ignore[arg-type]
-        self.tiers = {t: tuple(_Limit(c, algo) for c in v) for t, v in config.tiers.items()}  # type: ignore[arg-type]
-        self.login = tuple(_Limit(c, algo) for c in config.login_limits)  # type: ignore[arg-type]
+        self.limits = tuple(_Limit(c, algo) for c in _limits(config.limits))
+        self.tiers = {t: tuple(_Limit(c, algo) for c in _limits(v)) for t, v in config.tiers.items()}
+        self.login = tuple(_Limit(c, algo) for c in _limits(config.login_limits))
         self.login_paths = frozenset(p.rstrip("/") or "/" for p in config.login_paths)
         self.headers = config.headers
         self.store_url = config.store
@@ -266,4 +269,4 @@ class RateLimit(Policy[RateLimitConfig]):
             resp.headers.extend(self._headers(results))
 
 
-assert set(ALGORITHMS) == set(Algorithm.__args__)  # type: ignore[attr-defined]
+assert set(ALGORITHMS) == set(get_args(Algorithm))

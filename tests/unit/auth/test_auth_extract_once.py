@@ -71,7 +71,7 @@ def test_each_scheme_extracts_once(headers, require, status):
             calls[_name] = calls.get(_name, 0) + 1
             return _original(req, allow_query)
 
-        scheme.extract = counted  # type: ignore[method-assign]
+        scheme.extract = counted  # type: ignore[method-assign]  # a counting wrapper around the real one
     resp = asyncio.run(policy.on_request(request(headers), Context()))
     assert (None if resp is None else resp.status) == status
     assert calls == {"bearer": 1, "key": 1}

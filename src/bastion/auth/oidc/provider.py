@@ -121,10 +121,13 @@ class RelyingParty:
             doc = orjson.loads(body)
             if doc.get("issuer") != p.issuer:
                 raise FetchError("the discovery document names another issuer")
-        found = {k: getattr(p, k) or doc.get(k) for k in _ENDPOINT_NAMES}
-        if not (found["authorization_endpoint"] and found["token_endpoint"]):
+        found: dict[str, str | None] = {k: getattr(p, k) or doc.get(k) for k in _ENDPOINT_NAMES}
+        authorization, token = found.pop("authorization_endpoint"), found.pop("token_endpoint")
+        if not (authorization and token):
             raise FetchError("the provider names no authorization or token endpoint")
-        ep = Endpoints(issuer=p.issuer or doc.get("issuer"), **found)
+        ep = Endpoints(
+            issuer=p.issuer or doc.get("issuer"), authorization_endpoint=authorization, token_endpoint=token, **found
+        )
         if ep.jwks_uri and ep.issuer:
             self.verifier = self._id_token_verifier(ep.issuer, ep.jwks_uri)
         self.endpoints = ep
