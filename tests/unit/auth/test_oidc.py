@@ -70,3 +70,37 @@ def test_session_refresh_bookkeeping():
     assert r["expires_at"] == s["expires_at"]  # a refresh never extends the session itself
     no_refresh = new_session({"sub": "u"}, {"access_token": "a", "expires_in": 1}, 0.0, 60)
     assert not needs_refresh(no_refresh, 60, 100.0)
+
+
+def test_discovery_without_an_authorization_or_token_endpoint_is_a_provider_failure():
+    """A discovery document that names no authorization/token endpoint is the provider failing
+    (FetchError: the policy answers 503), not a crash later while building the redirect."""
+    import asyncio
+
+    import orjson
+    import pytest
+    from helpers import ThreadedUvicorn
+
+    from bastion.auth.oidc import ProviderConfig, RelyingParty
+    from bastion.net.fetch import FetchError
+
+    docs: dict[str, dict] = {}
+
+    async def app(scope, receive, send):
+        body = orjson.dumps(docs["doc"])
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"application/json")]})
+        await send({"type": "http.response.body", "body": body})
+
+    with ThreadedUvicorn(app) as idp:
+        issuer = idp.url
+        good = {"issuer": issuer, "authorization_endpoint": f"{issuer}/a", "token_endpoint": f"{issuer}/t"}
+        for missing in ("authorization_endpoint", "token_endpoint"):
+            docs["doc"] = {k: v for k, v in good.items() if k != missing}
+            rp = RelyingParty(ProviderConfig(issuer=issuer, client_id="c"), f"{issuer}/cb", ".")
+            with pytest.raises(FetchError):
+                asyncio.run(rp.discover())
+        docs["doc"] = good
+        rp = RelyingParty(ProviderConfig(issuer=issuer, client_id="c"), f"{issuer}/cb", ".")
+        ep = asyncio.run(rp.discover())
+        assert ep.authorization_endpoint == f"{issuer}/a" and ep.token_endpoint == f"{issuer}/t"
+        assert rp.verifier is None  # no jwks_uri: a plain OAuth 2.0 provider
