@@ -2,14 +2,27 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 from urllib.parse import parse_qs, urlsplit
 
+import orjson
+import pytest
+from helpers import ThreadedUvicorn
 from hypothesis import given
 from hypothesis import strategies as st
 
-from bastion.auth.oidc import AuthorizationRequest, SessionCookies, needs_refresh, new_session, refreshed_session
+from bastion.auth.oidc import (
+    AuthorizationRequest,
+    ProviderConfig,
+    RelyingParty,
+    SessionCookies,
+    needs_refresh,
+    new_session,
+    refreshed_session,
+)
+from bastion.net.fetch import FetchError
 
 
 def test_authorization_url_carries_pkce_s256_state_and_nonce():
@@ -75,15 +88,6 @@ def test_session_refresh_bookkeeping():
 def test_discovery_without_an_authorization_or_token_endpoint_is_a_provider_failure():
     """A discovery document that names no authorization/token endpoint is the provider failing
     (FetchError: the policy answers 503), not a crash later while building the redirect."""
-    import asyncio
-
-    import orjson
-    import pytest
-    from helpers import ThreadedUvicorn
-
-    from bastion.auth.oidc import ProviderConfig, RelyingParty
-    from bastion.net.fetch import FetchError
-
     docs: dict[str, dict] = {}
 
     async def app(scope, receive, send):
