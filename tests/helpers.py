@@ -9,13 +9,29 @@ import json
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import uvicorn
 import yaml
+
+T = TypeVar("T")
+
+
+def wait_for(condition: Callable[[], T], timeout: float = 10.0, interval: float = 0.02, what: str = "") -> T:
+    """Wait for a state change: `condition()`'s first truthy value, polled every `interval`
+    seconds; AssertionError after `timeout`. The deadline is generous on purpose (a loaded CI
+    machine), and a test that waits on it never depends on how fast the machine is."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"gave up after {timeout} s waiting for {what or condition}")
+        time.sleep(interval)
 
 
 class ThreadedUvicorn:

@@ -9,6 +9,7 @@ from urllib.parse import parse_qs
 import orjson
 
 MIRRORED: list[bytes] = []
+SLOW_IN_FLIGHT = [0]  # /slow requests being served now: tests wait on it instead of sleeping
 
 
 async def read_body(receive) -> bytes:
@@ -51,7 +52,11 @@ async def app(scope, receive, send):
     path = scope["path"]
     q = parse_qs(scope.get("query_string", b"").decode())
     if path.startswith("/slow"):
-        await asyncio.sleep(float(q.get("s", ["2"])[0]))
+        SLOW_IN_FLIGHT[0] += 1
+        try:
+            await asyncio.sleep(float(q.get("s", ["2"])[0]))  # the slowness is what the caller asked for
+        finally:
+            SLOW_IN_FLIGHT[0] -= 1
         return await _json(send, 200, {"slow": True})
     if path == "/stream":
         await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]})

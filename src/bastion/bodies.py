@@ -263,59 +263,63 @@ def sniff(body: bytes) -> Literal["json", "xml", "form", "text"]:
     return "text"
 
 
+class _XmlStrings:
+    """An ElementTree parser target that collects every string of a document in order and
+    refuses nesting deeper than `max_depth` as it goes (before the tree exists)."""
+
+    def __init__(self, max_depth: int) -> None:
+        self.max_depth = max_depth
+        self.depth = 0
+        self.strings: list[str] = []
+
+    @staticmethod
+    def _local(name: str) -> str:
+        return name.rsplit("}", 1)[-1]
+
+    def start(self, tag: str, attrib: dict[str, str]) -> None:
+        self.depth += 1
+        if self.depth > self.max_depth:
+            raise BodyRefused(400, "xml-too-deep", f"the XML body is nested deeper than {self.max_depth} elements")
+        self.strings.append(self._local(tag))
+        for k, v in attrib.items():
+            self.strings.append(self._local(k))
+            self.strings.append(v)
+
+    def start_ns(self, prefix: str, uri: str) -> None:
+        # namespace declarations are values too: xmltodict and DOM's getAttribute("xmlns:a")
+        # hand them to the application
+        self.strings.append(prefix or "xmlns")
+        self.strings.append(uri)
+
+    def end(self, tag: str) -> None:
+        self.depth -= 1
+
+    def data(self, data: str) -> None:
+        if data.strip():
+            self.strings.append(data)
+
+    def comment(self, data: str) -> None:
+        self.strings.append(data)
+
+    def pi(self, target: str, data: str | None = None) -> None:
+        self.strings.append(f"{target} {data or ''}")
+
+    def close(self) -> None:
+        return None
+
+
 def parse_xml(body: bytes, *, max_depth: int) -> list[str]:
     """Parse XML with defusedxml (expat) and return every string in it: element and attribute
     names, attribute values, namespace prefixes and URIs, text and CDATA, comments and processing
-    instructions (each distinct
-    string once, in document order). A DTD (hence
-    any entity), nesting deeper than `max_depth` or a document that is not well formed is a
-    `BodyRefused` (400)."""
+    instructions (each distinct string once, in document order). A DTD (hence any entity),
+    nesting deeper than `max_depth` or a document that is not well formed is a `BodyRefused` (400)."""
     import xml.parsers.expat
 
     from defusedxml import DefusedXmlException
     from defusedxml.ElementTree import DefusedXMLParser
 
-    strings: list[str] = []
-    depth = 0
-
-    def local(name: str) -> str:
-        return name.rsplit("}", 1)[-1]
-
-    class _Target:
-        def start(self, tag, attrib):
-            nonlocal depth
-            depth += 1
-            if depth > max_depth:
-                raise BodyRefused(400, "xml-too-deep", f"the XML body is nested deeper than {max_depth} elements")
-            strings.append(local(tag))
-            for k, v in attrib.items():
-                strings.append(local(k))
-                strings.append(v)
-
-        def start_ns(self, prefix, uri):
-            # namespace declarations are values too: xmltodict and DOM's getAttribute("xmlns:a")
-            # hand them to the application
-            strings.append(prefix or "xmlns")
-            strings.append(uri)
-
-        def end(self, tag):
-            nonlocal depth
-            depth -= 1
-
-        def data(self, data):
-            if data.strip():
-                strings.append(data)
-
-        def comment(self, data):
-            strings.append(data)
-
-        def pi(self, target, data=None):
-            strings.append(f"{target} {data or ''}")
-
-        def close(self):
-            return None
-
-    parser = DefusedXMLParser(target=_Target(), forbid_dtd=True, forbid_entities=True, forbid_external=True)
+    target = _XmlStrings(max_depth)
+    parser = DefusedXMLParser(target=target, forbid_dtd=True, forbid_entities=True, forbid_external=True)
     try:
         parser.feed(body)
         parser.close()
@@ -325,4 +329,4 @@ def parse_xml(body: bytes, *, max_depth: int) -> list[str]:
         raise BodyRefused(400, "xml-dtd-forbidden", "XML bodies may not carry a DTD or entity declarations") from None
     except (SyntaxError, xml.parsers.expat.ExpatError, ValueError):
         raise BodyRefused(400, "malformed-body", "the XML body is not well formed") from None
-    return list(dict.fromkeys(strings))  # each distinct string once: the rules' verdict is the same
+    return list(dict.fromkeys(target.strings))  # each distinct string once: the rules' verdict is the same

@@ -18,11 +18,14 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 from urllib.parse import urlsplit
 
 from bastion.openapi.routes import base_path
 from bastion.openapi.spec import HTTP_METHODS, Spec, load_spec
+
+if TYPE_CHECKING:
+    from graphql import IntrospectionQuery
 
 TODO = re.compile(r"\$\{(TODO_[A-Z0-9_]+)\}")
 # operations that take credentials or mint tokens: they get the login limits
@@ -364,16 +367,17 @@ def graphql_starter(url: str, upstream: str | None, output: Path, schema_name: s
     path = parts.path or "/"
     data = introspect(url)
     try:
-        schema = build_client_schema(data)
+        # the introspection answer is JSON of unknown shape: build_client_schema checks it and
+        # raises (caught below) when it is not an IntrospectionQuery
+        schema = build_client_schema(cast("IntrospectionQuery", data))
     except Exception as exc:
         raise InitError(f"introspection of {url}: not a usable schema ({exc})") from None
     sdl = print_schema(schema)
     schema_file = schema_name or (output.stem + ".schema.graphql")
     mutation = schema.mutation_type
-    login = sorted(f"{mutation.name}.{f}" for f in (mutation.fields if mutation else {}) if _login_like(f))
-    other_mutations = sorted(
-        f"{mutation.name}.{f}" for f in (mutation.fields if mutation else {}) if f"{mutation.name}.{f}" not in login
-    )
+    mutation_name, mutation_fields = (mutation.name, mutation.fields) if mutation is not None else ("", {})
+    login = sorted(f"{mutation_name}.{f}" for f in mutation_fields if _login_like(f))
+    other_mutations = sorted(f"{mutation_name}.{f}" for f in mutation_fields if f"{mutation_name}.{f}" not in login)
     w = _Writer()
     notes: list[str] = []
     _header(w, "the GraphQL endpoint", f"{url} (introspected once; schema in {schema_file})")

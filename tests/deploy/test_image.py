@@ -19,7 +19,8 @@ import time
 from pathlib import Path
 
 import pytest
-from helpers import raw_request
+from helpers import raw_request, wait_for
+from upstream_app import SLOW_IN_FLIGHT
 
 from .tools import need
 
@@ -229,7 +230,7 @@ def test_serve_inside_the_image_against_a_loopback_upstream(container, upstream)
         slow: list[int] = []
         t = threading.Thread(target=lambda: slow.append(raw_request(port, "GET", "/slow?s=2", timeout=20).status))
         t.start()
-        time.sleep(0.7)
+        wait_for(lambda: SLOW_IN_FLIGHT[0] >= 1, timeout=20, what="the slow request to reach the upstream")
         os.kill(gw, signal.SIGTERM)
         t.join(30)
         assert slow == [200], slow  # answered, not cut off

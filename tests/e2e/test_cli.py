@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-from helpers import raw_request
+from helpers import raw_request, wait_for
+from upstream_app import SLOW_IN_FLIGHT
 
 BASTION = [sys.executable, "-m", "bastion.cli"]
 
@@ -189,7 +190,7 @@ def test_in_flight_requests_finish_across_reload_and_shutdown(upstream, tmp_path
     results: list[int] = []
     t = threading.Thread(target=lambda: results.append(raw_request(srv.port, "GET", "/slow?s=1.5").status))
     t.start()
-    time.sleep(0.3)
+    wait_for(lambda: SLOW_IN_FLIGHT[0] >= 1, what="the slow request to reach the upstream")
     write_config(cfg, upstream.url, [{"path": "/other/*", "upstream": "up"}], audit)
     srv.proc.send_signal(signal.SIGHUP)
     srv.wait_for("config reloaded")

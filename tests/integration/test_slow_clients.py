@@ -22,7 +22,7 @@ import weakref
 
 import pytest
 import yaml
-from helpers import raw_request, run_gateway
+from helpers import raw_request, run_gateway, wait_for
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -306,7 +306,7 @@ def test_total_cap_refuses_the_excess_and_recovers(base_config, tmp_path, caplog
             extra.close()
             assert parse(data)[0] == 503 and problem_type(data) == "too-many-connections"
         held.pop().close()
-        time.sleep(0.2)
+        wait_for(lambda: g.server.gates[0].total < 3, what="the gate to count the closed connection")
         again = connect(g.port, "127.0.0.8")
         again.sendall(REQUEST)
         assert read_response(again)[0] == 200
@@ -512,7 +512,8 @@ def test_three_thousand_trickling_connections_are_all_closed(upstream, tmp_path)
         assert served_during_attack
         assert not still_open, f"{len(still_open)} of 3,000 trickling connections still held after 20 s"
         assert refused_at_once == ["127.0.0.20"] * (1000 - 256)
-        time.sleep(0.5)  # let the log lines arrive
+        # the log lines arrive through a pipe: wait for the nine expected, then check there are no more
+        wait_for(lambda: sum("client_header_timeout" in x for x in lines) >= 9, what="nine timeout warnings")
         timeouts = [x for x in lines if "client_header_timeout" in x]
         assert len(timeouts) == 9, timeouts  # once per client address, not once per connection
         assert len([x for x in lines if "max_connections_per_ip" in x]) == 1

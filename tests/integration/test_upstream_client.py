@@ -148,6 +148,8 @@ def test_stale_keep_alive_connection_is_retried_for_idempotent_requests():
         async with Scripted([ok_then_close, OK]) as up:
             pool = ConnectionPool("127.0.0.1", up.port)
             assert (await fetch(pool))[2] == b"ok"
+            # the upstream's close must reach the idle socket first (the stale connection is the
+            # state under test); the pool offers no event for it, and on loopback a moment is plenty
             await asyncio.sleep(0.05)
             assert (await fetch(pool))[2] == b"ok"
             await pool.close()
@@ -168,7 +170,7 @@ def test_garbage_response_is_a_protocol_error():
 
 def test_timeouts_and_refused_connections():
     async def never(writer):
-        await asyncio.sleep(5)
+        await asyncio.sleep(5)  # a silent upstream: the read timeout is what is tested
 
     async def main():
         async with Scripted([never]) as up:
@@ -187,7 +189,7 @@ def test_timeouts_and_refused_connections():
 
 def test_pool_never_opens_more_than_max_connections():
     async def slow_ok(writer):
-        await asyncio.sleep(0.2)
+        await asyncio.sleep(0.2)  # a slow upstream keeps connections busy: the pool bound is what is tested
         writer.write(OK)
         await writer.drain()
 

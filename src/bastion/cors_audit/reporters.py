@@ -40,7 +40,7 @@ def matrix(result: AuditResult) -> list[dict]:
         {
             "endpoint": e.url,
             "error": e.error,
-            **{c: sorted({f.severity for f in e.findings if f.check == c}, key=ORDER.get) for c in CHECKS},
+            **{c: sorted({f.severity for f in e.findings if f.check == c}, key=ORDER.__getitem__) for c in CHECKS},
         }
         for e in result.endpoints
     ]
@@ -135,7 +135,7 @@ def render_markdown(result: AuditResult) -> str:
 
 def render_html(result: AuditResult) -> str:
     head = "".join(f"<th>{escape(CHECKS[c][0])}</th>" for c in CHECKS)
-    rows = []
+    rows: list[str] = []
     for e in result.endpoints:
         if e.error:
             cells = f'<td colspan="{len(CHECKS)}" class="meta">{escape(e.error)}</td>'

@@ -130,12 +130,13 @@ class Auth(Policy[AuthConfig]):
     async def on_request(self, req: Request, ctx: Context) -> Response | None:
         if ctx.principal is not None and ctx.principal.scheme == "session":
             return self._session(req, ctx)
-        ambiguous = self._ambiguous(req)
+        credentials = self._extract(req)
+        ambiguous = self._ambiguous(req, credentials)
         if ambiguous is not None:
             ctx.log_fields["auth"] = {"refused": ambiguous}
             self.failures[ambiguous] = self.failures.get(ambiguous, 0) + 1
             return problem(400, "ambiguous-credentials", ambiguous, request_id=req.request_id)
-        checked = await self._authenticate(req)
+        checked = await self._authenticate(req, credentials)
         if isinstance(checked, Response):
             return checked
         ok, refused = checked
@@ -167,16 +168,22 @@ class Auth(Policy[AuthConfig]):
             return None
         return self._insufficient(req, ctx, min((set().union(*alt.values()) - have for alt in self.require), key=len))
 
-    async def _authenticate(self, req: Request) -> tuple[dict[str, Principal], list[tuple[str, str]]] | Response:
+    def _extract(self, req: Request) -> dict[str, str]:
+        """The credential each scheme finds in `req`, by scheme name, read once per request
+        (schemes may share one: a bearer value is both a JWT candidate and an API key's)."""
+        found = {name: scheme.extract(req, self.allow_query) for name, scheme in self.schemes.items()}
+        return {name: credential for name, credential in found.items() if credential is not None}
+
+    async def _authenticate(
+        self, req: Request, credentials: dict[str, str]
+    ) -> tuple[dict[str, Principal], list[tuple[str, str]]] | Response:
         """Every presented credential checked (signature or lookup, then revocation): the
         principals by scheme and the refusals (scheme, reason); a 503 when revocations cannot be
         checked and the route fails closed."""
         ok: dict[str, Principal] = {}
         refused: list[tuple[str, str]] = []
-        for name, scheme in self.schemes.items():
-            credential = scheme.extract(req, self.allow_query)
-            if credential is None:
-                continue
+        for name, credential in credentials.items():
+            scheme = self.schemes[name]
             try:
                 principal = await scheme.authenticate(credential)
             except AuthError as exc:
@@ -235,9 +242,9 @@ class Auth(Policy[AuthConfig]):
             ]
             req.query = "&".join(f"{quote(k, safe='')}={quote(v, safe='')}" for k, v in pairs).encode()
 
-    def _ambiguous(self, req: Request) -> str | None:
-        """Why the request's credentials are ambiguous (a header sent twice, one scheme's
-        credential in two places), or None. Two readers — this policy and the upstream — could
+    def _ambiguous(self, req: Request, credentials: dict[str, str]) -> str | None:
+        """Why the request's credentials (`credentials`: what `_extract` found) are ambiguous (a
+        header sent twice, one scheme's credential in two places, two schemes' credentials), or None. Two readers — this policy and the upstream — could
         otherwise each take a different one: the first checked here, the last trusted there."""
         counts: dict[bytes, int] = {}
         names = self.credential_headers
@@ -257,15 +264,13 @@ class Auth(Policy[AuthConfig]):
             # RFC 6750 2.3: an upstream may take a bearer token from the query, which no scheme
             # here reads: the gateway would pass a credential it never checked
             return "a bearer token in the query (access_token) is not accepted here: send it in Authorization"
-        presented: dict[str, str] = {}  # scheme -> its credential (schemes may share one header)
-        for name, scheme in self.schemes.items():
+        for scheme in self.schemes.values():
             why = scheme.ambiguous(req, self.allow_query)
             if why is not None:
                 return why
-            if scheme.kind != "mtls":
-                credential = scheme.extract(req, self.allow_query)
-                if credential is not None:
-                    presented[name] = credential
+        # scheme -> its credential (schemes may share one header); a client certificate is not
+        # something the upstream could read instead
+        presented = {name: c for name, c in credentials.items() if self.schemes[name].kind != "mtls"}
         # two different credentials (a token and an API key) where no alternative asks for both:
         # the gateway would pick one and the upstream might trust the other
         if len(set(presented.values())) > 1 and not any(all(n in alt for n in presented) for alt in self.require):

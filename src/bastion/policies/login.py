@@ -12,65 +12,42 @@ On a route with `login: {provider: NAME}`:
 - `logout_path` revokes the provider's tokens (RFC 7009), deletes the session, clears the cookie
   and follows the provider's end-session endpoint when it has one;
 - state-changing requests authenticated by the cookie must come from an allowed Origin (CSRF).
+
+The protocol steps are a library, `bastion.auth.oidc`; this policy only turns them into answers.
 """
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import logging
 import secrets
 import time
 from typing import Any, ClassVar, Literal
-from urllib.parse import parse_qsl, urlencode, urlsplit
+from urllib.parse import parse_qsl, urlsplit
 
-import orjson
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
 from bastion.auth.errors import AuthError
-from bastion.auth.jwt import Issuer, JwksSource, JwtVerifier, KeySet
+from bastion.auth.oidc import (
+    AuthorizationRequest,
+    ProviderConfig,
+    RelyingParty,
+    SessionCookies,
+    needs_refresh,
+    new_session,
+    refreshed_session,
+    safe_return_path,
+)
 from bastion.auth.sessions import SessionStore
 from bastion.http import Request, Response, problem
-from bastion.net.fetch import FetchError, fetch
+from bastion.net.fetch import FetchError
 from bastion.pipeline import Context, Policy, PolicyConfig
 from bastion.principal import Principal
 
+__all__ = ["Login", "LoginConfig", "ProviderConfig", "safe_return_path"]
+
 log = logging.getLogger("bastion.login")
 SAFE_METHODS = frozenset(("GET", "HEAD", "OPTIONS"))
-
-
-class ProviderConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    issuer: str | None = Field(None, description="OIDC issuer: endpoints come from its discovery document.")
-    authorization_endpoint: str | None = None
-    token_endpoint: str | None = None
-    jwks_uri: str | None = None
-    userinfo_endpoint: str | None = Field(None, description="Plain OAuth 2.0 (no ID token): who the user is.")
-    revocation_endpoint: str | None = None
-    end_session_endpoint: str | None = None
-    subject_field: str = Field(
-        "sub", description="With userinfo_endpoint: the field naming the user ('id' for GitHub)."
-    )
-    client_id: str
-    client_secret: str | None = Field(None, description="Sent with client_secret_post; use ${ENV}.")
-    client_auth: Literal["client_secret_post", "private_key_jwt"] = Field(
-        "client_secret_post", description="How the gateway authenticates to the token endpoint."
-    )
-    private_key_file: str | None = Field(None, description="With private_key_jwt: the PEM private key.")
-    private_key_kid: str | None = Field(None, description="With private_key_jwt: the key's kid.")
-    private_key_alg: Literal["RS256", "ES256", "EdDSA"] = "RS256"
-    scopes: list[str] = Field(default_factory=lambda: ["openid", "profile", "email"])
-    algorithms: list[str] = Field(default_factory=lambda: ["RS256", "ES256", "EdDSA"])
-
-    @model_validator(mode="after")
-    def _endpoints(self) -> ProviderConfig:
-        if self.client_auth == "private_key_jwt" and not self.private_key_file:
-            raise ValueError("private_key_jwt needs private_key_file")
-        if self.issuer is None and not (self.authorization_endpoint and self.token_endpoint):
-            raise ValueError("a provider needs an issuer (OIDC discovery) or authorization_endpoint + token_endpoint")
-        if self.issuer is None and not (self.jwks_uri or self.userinfo_endpoint):
-            raise ValueError("a provider without discovery needs jwks_uri (OIDC) or userinfo_endpoint (OAuth 2.0)")
-        return self
+PROVIDER_FAILED = (FetchError, OSError, ValueError)  # unreachable, or an answer that is not JSON
 
 
 class LoginConfig(PolicyConfig):
@@ -113,29 +90,12 @@ class LoginConfig(PolicyConfig):
         return self
 
 
-def _b64(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
-
-
-def safe_return_path(value: str | None) -> str:
-    """A same-origin path to go back to; anything else (absolute URLs, `//host`, backslashes) is '/'."""
-    if (
-        not value
-        or not value.startswith("/")
-        or value.startswith("//")
-        or "\\" in value
-        or any(ord(c) < 0x20 for c in value)
-    ):
-        return "/"
-    return value
-
-
 class Login(Policy[LoginConfig]):
     name: ClassVar[str] = "login"
     priority: ClassVar[int] = 720  # before auth (700): a session is a credential
     Config = LoginConfig
 
-    def __init__(self, config: LoginConfig, env) -> None:
+    def __init__(self, config: LoginConfig, env: Any) -> None:
         super().__init__(config, env)
         self.active = config.provider is not None and config.enabled
         if not self.active:
@@ -144,127 +104,17 @@ class Login(Policy[LoginConfig]):
             raise ValueError(f"login.provider {config.provider!r} is not in login.providers")
         if not config.redirect_uri or not config.session_secret:
             raise ValueError("a login route needs login.redirect_uri and login.session_secret")
-        self.p = config.providers[config.provider]
-        self.signing_key: Any = None  # private_key_jwt: an RSA or EC key (checked when loaded)
-        if self.p.client_auth == "private_key_jwt":
-            from pathlib import Path
-
-            from cryptography.hazmat.primitives.serialization import load_pem_private_key
-
-            path = Path(env.config_dir) / str(self.p.private_key_file)
-            try:
-                self.signing_key = load_pem_private_key(path.read_bytes(), None)
-            except (OSError, ValueError, TypeError) as exc:
-                raise ValueError(f"login: private_key_file {path} cannot be used ({exc})") from None
+        self.redirect_uri: str = config.redirect_uri
+        self.rp = RelyingParty(config.providers[config.provider], config.redirect_uri, env.config_dir)
         parts = urlsplit(config.redirect_uri)
         self.callback_path = parts.path
-        self.origin = f"{parts.scheme}://{parts.netloc}"
         self.logout_path = config.logout_path or self.callback_path.rsplit("/", 1)[0] + "/logout"
-        self.origins = set(config.allowed_origins) or {self.origin}
+        self.origins = set(config.allowed_origins) or {f"{parts.scheme}://{parts.netloc}"}
         self.store = SessionStore(
             config.session_store, config.session_secret, prefix=f"bastion:session:{config.provider}"
         )
-        self.cookie = config.cookie_name
-        self.login_cookie = (
-            config.cookie_name.replace("session", "login")
-            if "session" in config.cookie_name
-            else config.cookie_name + "_login"
-        )
-        self.endpoints: dict[str, Any] | None = None
-        self.verifier: JwtVerifier | None = None
+        self.cookies = SessionCookies(config.cookie_name, config.cookie_secure)
         self.failures: dict[str, int] = {}
-
-    # ------------------------------------------------------------------ provider
-    async def _endpoints(self) -> dict[str, Any]:
-        if self.endpoints is not None:
-            return self.endpoints
-        p = self.p
-        doc: dict[str, Any] = {}
-        if p.issuer:
-            status, body = await fetch(p.issuer.rstrip("/") + "/.well-known/openid-configuration", timeout=5)
-            if status != 200:
-                raise FetchError(f"discovery answered {status}")
-            doc = orjson.loads(body)
-            if doc.get("issuer") != p.issuer:
-                raise FetchError("the discovery document names another issuer")
-        ep = {
-            k: getattr(p, k) or doc.get(k)
-            for k in (
-                "authorization_endpoint",
-                "token_endpoint",
-                "jwks_uri",
-                "userinfo_endpoint",
-                "revocation_endpoint",
-                "end_session_endpoint",
-            )
-        }
-        ep["issuer"] = p.issuer or doc.get("issuer")
-        if ep["jwks_uri"] and ep["issuer"]:
-            self.verifier = JwtVerifier(
-                [
-                    Issuer(
-                        issuer=ep["issuer"],
-                        algorithms=tuple(p.algorithms),
-                        audiences=(p.client_id,),
-                        static=KeySet(),
-                        jwks=JwksSource(ep["jwks_uri"], tuple(p.algorithms), min_refresh=5),
-                        required=("exp", "iat", "sub"),
-                        leeway=30,
-                        max_age=None,
-                        typ_values=("id", ""),
-                    )
-                ]
-            )  # ID tokens: typ "id" or none
-        self.endpoints = ep
-        return ep
-
-    def _client_auth(self, endpoint: str) -> dict[str, str]:
-        """The client's credentials for a call to the provider's `endpoint`."""
-        if self.signing_key is not None:
-            import jwt as pyjwt
-
-            now = int(time.time())
-            ep = self.endpoints or {}
-            assertion = pyjwt.encode(
-                {
-                    "iss": self.p.client_id,
-                    "sub": self.p.client_id,
-                    "aud": ep.get("token_endpoint", endpoint),
-                    "jti": secrets.token_urlsafe(16),
-                    "iat": now,
-                    "exp": now + 60,
-                },
-                self.signing_key,
-                algorithm=self.p.private_key_alg,
-                headers={"kid": self.p.private_key_kid} if self.p.private_key_kid else None,
-            )
-            return {
-                "client_id": self.p.client_id,
-                "client_assertion": assertion,
-                "client_assertion_type": "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
-            }
-        out = {"client_id": self.p.client_id}
-        if self.p.client_secret:
-            out["client_secret"] = self.p.client_secret
-        return out
-
-    async def _token_call(self, fields: dict[str, str]) -> dict[str, Any]:
-        ep = await self._endpoints()
-        fields = {**fields, **self._client_auth(ep["token_endpoint"])}
-        status, body = await fetch(
-            ep["token_endpoint"],
-            method="POST",
-            body=urlencode(fields).encode(),
-            headers=[(b"content-type", b"application/x-www-form-urlencoded"), (b"accept", b"application/json")],
-            timeout=10,
-        )
-        try:
-            doc = orjson.loads(body)
-        except orjson.JSONDecodeError:
-            doc = dict(parse_qsl(body.decode("latin-1")))  # GitHub answers form-encoded without Accept
-        if status != 200 or "access_token" not in doc:
-            raise AuthError(f"the provider refused the token request ({doc.get('error', status)})")
-        return doc
 
     # ------------------------------------------------------------------ request phase
     async def on_request(self, req: Request, ctx: Context) -> Response | None:
@@ -276,18 +126,7 @@ class Login(Policy[LoginConfig]):
             return await self._logout(req)
         if req.header(b"authorization") is not None:
             return None  # an API client: the auth policy decides
-        sid = req.cookies().get(self.cookie) or None
-        session = await self.store.get("s", sid) if sid else None
-        if session is not None and session["expires_at"] <= time.time():
-            await self.store.delete("s", sid)  # type: ignore[arg-type]
-            session = None
-        if (
-            session is not None
-            and session.get("access_expires_at")
-            and session.get("refresh_token")
-            and session["access_expires_at"] - self.config.refresh_before <= time.time()
-        ):
-            session = await self._refresh(sid, session)  # type: ignore[arg-type]
+        session = await self._session(req)
         if session is None:
             return await self._start(req)
         if req.method not in SAFE_METHODS and not self._same_origin(req):
@@ -298,6 +137,26 @@ class Login(Policy[LoginConfig]):
                 "cookie-authenticated changes must come from this site's pages",
                 request_id=req.request_id,
             )
+        return self._admit(req, ctx, session)
+
+    async def _session(self, req: Request) -> dict[str, Any] | None:
+        """The browser's live session (refreshed when its access token is about to expire)."""
+        sid = req.cookies().get(self.cookies.session) or None
+        if sid is None:
+            return None
+        session = await self.store.get("s", sid)
+        if session is None:
+            return None
+        now = time.time()
+        if session["expires_at"] <= now:
+            await self.store.delete("s", sid)
+            return None
+        if needs_refresh(session, self.config.refresh_before, now):
+            return await self._refresh(sid, session)
+        return session
+
+    def _admit(self, req: Request, ctx: Context, session: dict[str, Any]) -> Response | None:
+        """The session's user is the caller; the upstream sees neither of the gateway's cookies."""
         principal = Principal(
             str(session["sub"]),
             frozenset(session.get("scope", "").split()),
@@ -311,17 +170,12 @@ class Login(Policy[LoginConfig]):
         up = ctx.upstream_headers
         if self.config.forward_access_token:
             up.append((b"authorization", b"Bearer " + session["access_token"].encode("latin-1")))
-        # the session cookie is the gateway's credential, not the upstream's business
         raw = req.header(b"cookie")
         if raw is not None:
             ctx.drop_request_headers.add(b"cookie")
-            kept = [
-                p.strip()
-                for p in raw.decode("latin-1").split(";")
-                if p.strip() and p.strip().partition("=")[0] not in (self.cookie, self.login_cookie)
-            ]
-            if kept:
-                up.append((b"cookie", "; ".join(kept).encode("latin-1")))
+            kept = self.cookies.forwarded_cookie(raw)
+            if kept is not None:
+                up.append((b"cookie", kept))
         return None
 
     def _same_origin(self, req: Request) -> bool:
@@ -334,13 +188,8 @@ class Login(Policy[LoginConfig]):
             origin = f"{parts.scheme}://{parts.netloc}"
         return origin in self.origins
 
-    def _set_cookie(self, name: str, value: str, max_age: int) -> tuple[bytes, bytes]:
-        attrs = f"{name}={value}; Path=/; HttpOnly; SameSite=Lax; Max-Age={max_age}"
-        if self.config.cookie_secure:
-            attrs += "; Secure"
-        return (b"set-cookie", attrs.encode())
-
     async def _start(self, req: Request) -> Response:
+        """Send a page load to the provider; anything else gets 401."""
         accept = req.header_str(b"accept") or ""
         if self.config.unauthenticated == "401" or req.method not in ("GET", "HEAD") or "text/html" not in accept:
             return problem(
@@ -351,8 +200,8 @@ class Login(Policy[LoginConfig]):
                 headers=[(b"www-authenticate", b'Bearer realm="bastion"')],
             )
         try:
-            ep = await self._endpoints()
-        except (FetchError, OSError, ValueError) as exc:
+            ep = await self.rp.discover()
+        except PROVIDER_FAILED as exc:
             log.warning("provider %s unreachable (%s)", self.config.provider, exc)
             return problem(
                 503,
@@ -361,181 +210,89 @@ class Login(Policy[LoginConfig]):
                 request_id=req.request_id,
                 headers=[(b"retry-after", b"5")],
             )
-        state, nonce, binding = secrets.token_urlsafe(24), secrets.token_urlsafe(24), secrets.token_urlsafe(24)
-        verifier = secrets.token_urlsafe(48)
         back = req.path + ("?" + req.query.decode("latin-1") if req.query else "")
-        await self.store.put(
-            "state",
-            state,
-            {"binding": binding, "verifier": verifier, "nonce": nonce, "return_to": safe_return_path(back)},
-            ttl=600,
-        )
-        params = {
-            "response_type": "code",
-            "client_id": self.p.client_id,
-            "redirect_uri": self.config.redirect_uri,
-            "scope": " ".join(self.p.scopes),
-            "state": state,
-            "nonce": nonce,
-            "code_challenge": _b64(hashlib.sha256(verifier.encode()).digest()),
-            "code_challenge_method": "S256",
-        }
-        target = (
-            ep["authorization_endpoint"] + ("&" if "?" in ep["authorization_endpoint"] else "?") + urlencode(params)
-        )
+        attempt = AuthorizationRequest(return_to=safe_return_path(back))
+        await self.store.put("state", attempt.state, attempt.pending(), ttl=600)
+        target = attempt.url(ep.authorization_endpoint, self.rp.p.client_id, self.redirect_uri, self.rp.p.scopes)
         return Response(
             302,
             [
                 (b"location", target.encode()),
                 (b"cache-control", b"no-store"),
-                self._set_cookie(self.login_cookie, binding, 600),
+                self.cookies.set(self.cookies.login, attempt.binding, 600),
             ],
             b"",
         )
 
     async def _callback(self, req: Request) -> Response:
+        """The provider's redirect back: check state and its browser, exchange the code, make a session."""
         q = dict(parse_qsl(req.query.decode("latin-1"), keep_blank_values=True))
-        refuse = lambda why: self._refuse(req, why)  # noqa: E731
         state = q.get("state")
         if not state or len(state) > 128:
-            return refuse("missing state")
+            return self._refuse(req, "missing state")
         pending = await self.store.pop("state", state)  # single use: a replayed callback finds nothing
         if pending is None:
-            return refuse("unknown or used state")
-        if not secrets.compare_digest(req.cookies().get(self.login_cookie) or "", pending["binding"]):
-            return refuse("state was issued to another browser")
+            return self._refuse(req, "unknown or used state")
+        if not secrets.compare_digest(req.cookies().get(self.cookies.login) or "", pending["binding"]):
+            return self._refuse(req, "state was issued to another browser")
         if "error" in q or not q.get("code"):
-            return refuse(f"the provider answered {q.get('error', 'without a code')}")
+            return self._refuse(req, f"the provider answered {q.get('error', 'without a code')}")
         try:
-            tokens = await self._token_call(
-                {
-                    "grant_type": "authorization_code",
-                    "code": q["code"],
-                    "redirect_uri": self.config.redirect_uri,  # type: ignore[dict-item]
-                    "code_verifier": pending["verifier"],
-                }
-            )
-            who = await self._identify(tokens, pending["nonce"])
+            tokens = await self.rp.exchange_code(q["code"], pending["verifier"])
+            who = await self.rp.identify(tokens, pending["nonce"])
         except AuthError as exc:
-            return refuse(exc.reason)
-        except (FetchError, OSError, ValueError) as exc:
+            return self._refuse(req, exc.reason)
+        except PROVIDER_FAILED as exc:
             log.warning("provider %s failed during login (%s)", self.config.provider, exc)
             return problem(502, "login-failed", "the identity provider failed", request_id=req.request_id)
-        now = time.time()
         sid = secrets.token_urlsafe(32)
-        expires_in = tokens.get("expires_in")
-        session = {
-            "sub": who["sub"],
-            "claims": who,
-            "scope": tokens.get("scope", ""),
-            "access_token": tokens["access_token"],
-            "refresh_token": tokens.get("refresh_token"),
-            "id_token": tokens.get("id_token"),
-            "created": now,
-            "expires_at": now + self.config.session_ttl,
-            "access_expires_at": now + float(expires_in) if isinstance(expires_in, (int, float)) else None,
-        }
-        await self.store.put("s", sid, session, self.config.session_ttl)
+        ttl = self.config.session_ttl
+        await self.store.put("s", sid, new_session(who, tokens, time.time(), ttl), ttl)
         return Response(
             302,
             [
                 (b"location", pending["return_to"].encode("latin-1", "replace")),
                 (b"cache-control", b"no-store"),
-                self._set_cookie(self.cookie, sid, self.config.session_ttl),
-                self._set_cookie(self.login_cookie, "", 0),
+                self.cookies.set(self.cookies.session, sid, ttl),
+                self.cookies.set(self.cookies.login, "", 0),
             ],
             b"",
         )
 
-    async def _identify(self, tokens: dict[str, Any], nonce: str) -> dict[str, Any]:
-        ep = await self._endpoints()
-        if self.verifier is not None:
-            id_token = tokens.get("id_token")
-            if not id_token:
-                raise AuthError("the provider sent no ID token")
-            claims = (await self.verifier.verify(id_token)).claims
-            if not secrets.compare_digest(str(claims.get("nonce", "")), nonce):
-                raise AuthError("the ID token's nonce does not match")
-            return {k: claims[k] for k in ("sub", "email", "preferred_username", "name") if k in claims}
-        status, body = await fetch(
-            ep["userinfo_endpoint"],
-            headers=[
-                (b"authorization", b"Bearer " + tokens["access_token"].encode("latin-1")),
-                (b"accept", b"application/json"),
-            ],
-        )
-        if status != 200:
-            raise AuthError("the provider's userinfo refused the token")
-        info = orjson.loads(body)
-        sub = info.get(self.p.subject_field)
-        if sub in (None, ""):
-            raise AuthError("the provider's userinfo names no user")
-        return {"sub": str(sub), **{k: info[k] for k in ("email", "login", "name") if isinstance(info.get(k), str)}}
-
     async def _refresh(self, sid: str, session: dict[str, Any]) -> dict[str, Any] | None:
         try:
-            tokens = await self._token_call({"grant_type": "refresh_token", "refresh_token": session["refresh_token"]})
-        except (AuthError, FetchError, OSError, ValueError) as exc:
+            tokens = await self.rp.refresh(session["refresh_token"])
+        except (AuthError, *PROVIDER_FAILED) as exc:
             log.info("session refresh failed (%s): the session ends", type(exc).__name__)
             await self.store.delete("s", sid)
             return None
         now = time.time()
-        expires_in = tokens.get("expires_in")
-        session.update(
-            {
-                "access_token": tokens["access_token"],
-                "refresh_token": tokens.get("refresh_token", session["refresh_token"]),
-                "access_expires_at": now + float(expires_in) if isinstance(expires_in, (int, float)) else None,
-            }
-        )
+        session = refreshed_session(session, tokens, now)
         await self.store.put("s", sid, session, max(1.0, session["expires_at"] - now))
         return session
 
     async def _logout(self, req: Request) -> Response:
+        """End the session here and at the provider (revocation, end-session redirect)."""
         if req.method not in ("GET", "POST"):
             return problem(
                 405, "method-not-allowed", "GET or POST", request_id=req.request_id, headers=[(b"allow", b"GET, POST")]
             )
-        sid = req.cookies().get(self.cookie) or None
+        sid = req.cookies().get(self.cookies.session) or None
         session = await self.store.pop("s", sid) if sid else None
-        target = (
-            safe_return_path(self.config.post_logout_redirect)
-            if self.config.post_logout_redirect.startswith("/")
-            else self.config.post_logout_redirect
-        )
+        after = self.config.post_logout_redirect
+        target = safe_return_path(after) if after.startswith("/") else after
         if session is not None:
             try:
-                ep = await self._endpoints()
-                if ep.get("revocation_endpoint"):
-                    for hint in ("refresh_token", "access_token"):
-                        if session.get(hint):
-                            fields = {
-                                "token": session[hint],
-                                "token_type_hint": hint,
-                                **self._client_auth(ep["revocation_endpoint"]),
-                            }
-                            await fetch(
-                                ep["revocation_endpoint"],
-                                method="POST",
-                                body=urlencode(fields).encode(),
-                                headers=[(b"content-type", b"application/x-www-form-urlencoded")],
-                                timeout=5,
-                            )
-                if ep.get("end_session_endpoint"):
-                    params = {"client_id": self.p.client_id}
-                    if session.get("id_token"):
-                        params["id_token_hint"] = session["id_token"]
-                    if self.config.post_logout_redirect.startswith("http"):
-                        params["post_logout_redirect_uri"] = self.config.post_logout_redirect
-                    target = ep["end_session_endpoint"] + "?" + urlencode(params)
-            except (FetchError, OSError, ValueError) as exc:
+                await self.rp.revoke(session)
+                target = await self.rp.end_session_url(session.get("id_token"), after) or target
+            except PROVIDER_FAILED as exc:
                 log.warning("provider %s: token revocation at logout failed (%s)", self.config.provider, exc)
         return Response(
             302,
             [
                 (b"location", target.encode("latin-1", "replace")),
                 (b"cache-control", b"no-store"),
-                self._set_cookie(self.cookie, "", 0),
+                self.cookies.set(self.cookies.session, "", 0),
             ],
             b"",
         )
@@ -543,7 +300,11 @@ class Login(Policy[LoginConfig]):
     def _refuse(self, req: Request, why: str) -> Response:
         self.failures[why] = self.failures.get(why, 0) + 1
         return problem(
-            400, "login-failed", why, request_id=req.request_id, headers=[self._set_cookie(self.login_cookie, "", 0)]
+            400,
+            "login-failed",
+            why,
+            request_id=req.request_id,
+            headers=[self.cookies.set(self.cookies.login, "", 0)],
         )
 
     async def close(self) -> None:

@@ -7,7 +7,8 @@ import asyncio
 import hashlib
 import math
 import re
-from typing import Any, ClassVar, Literal
+from collections.abc import Sequence
+from typing import Any, ClassVar, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -58,7 +59,8 @@ class LimitConfig(BaseModel):
         return parts
 
 
-def _limits(values: list[str | dict[str, Any]]) -> list[LimitConfig]:
+def _limits(values: Sequence[LimitConfig | str | dict[str, Any]]) -> list[LimitConfig]:
+    """Limits with the `"10/minute"` shorthand spelled out (LimitConfig entries kept as they are)."""
     return [LimitConfig(rate=v) if isinstance(v, str) else LimitConfig.model_validate(v) for v in values]
 
 
@@ -92,9 +94,10 @@ class RateLimitConfig(PolicyConfig):
     @model_validator(mode="after")
     def _normalise(self) -> RateLimitConfig:
         # the config accepts "10/minute" shorthands; from here on every entry is a LimitConfig
-        self.limits = _limits(self.limits)  # type: ignore[arg-type,assignment]
-        self.tiers = {t: _limits(v) for t, v in self.tiers.items()}  # type: ignore[arg-type,misc]
-        self.login_limits = _limits(self.login_limits)  # type: ignore[arg-type,assignment]
+        # (the fields keep their declared `LimitConfig | str` type: it is the documented schema)
+        self.limits = list[LimitConfig | str](_limits(self.limits))
+        self.tiers = {t: list[LimitConfig | str](_limits(v)) for t, v in self.tiers.items()}
+        self.login_limits = list[LimitConfig | str](_limits(self.login_limits))
         return self
 
 
@@ -119,9 +122,9 @@ class RateLimit(Policy[RateLimitConfig]):
     def __init__(self, config: RateLimitConfig, env) -> None:
         super().__init__(config, env)
         algo = config.algorithm
-        self.limits = tuple(_Limit(c, algo) for c in config.limits)  # type: ignore[arg-type]
-        self.tiers = {t: tuple(_Limit(c, algo) for c in v) for t, v in config.tiers.items()}  # type: ignore[arg-type]
-        self.login = tuple(_Limit(c, algo) for c in config.login_limits)  # type: ignore[arg-type]
+        self.limits = tuple(_Limit(c, algo) for c in _limits(config.limits))
+        self.tiers = {t: tuple(_Limit(c, algo) for c in _limits(v)) for t, v in config.tiers.items()}
+        self.login = tuple(_Limit(c, algo) for c in _limits(config.login_limits))
         self.login_paths = frozenset(p.rstrip("/") or "/" for p in config.login_paths)
         self.headers = config.headers
         self.store_url = config.store
@@ -165,10 +168,30 @@ class RateLimit(Policy[RateLimitConfig]):
         limits = self._applicable(req, ctx)
         if not limits:
             return None
-        store = shared_store(self.store_url, max_keys=self.max_keys, prefix=self.key_prefix)
         cost = int(ctx.values.get("cost", 1))
+        charged = await self._charge(limits, cost, req, ctx)
+        if isinstance(charged, Response):
+            return charged
+        results, refused = charged
+        if results:
+            ctx.values["rate_limit.results"] = results
+        if refused is not None:
+            self.decisions["limited"] += 1
+            return self._too_many(req, ctx, results, refused, cost)
+        self.decisions["allowed"] += 1
+        delay = max((d.delay for _, d in results), default=0.0)
+        if delay > 0:  # leaky-bucket shaper: leave at the fixed rate
+            ctx.log_fields["rate_limit_delay_ms"] = round(delay * 1000, 1)
+            await asyncio.sleep(delay)
+        return None
+
+    async def _charge(
+        self, limits: tuple[_Limit, ...], cost: int, req: Request, ctx: Context
+    ) -> tuple[list[tuple[_Limit, Decision]], tuple[_Limit, Decision] | None] | Response:
+        """Charge `cost` to each limit in order: the decisions made, and the limit that refused
+        (the last one charged), or a 503 when the store is down and a limit fails closed."""
+        store = shared_store(self.store_url, max_keys=self.max_keys, prefix=self.key_prefix)
         results: list[tuple[_Limit, Decision]] = []
-        refused: list[tuple[_Limit, Decision]] = []
         for limit in limits:
             key = self._key(limit, req, ctx)
             try:
@@ -189,42 +212,41 @@ class RateLimit(Policy[RateLimitConfig]):
             if not d.allowed:
                 # Stop here: limits after this one are not charged for a refused request.
                 # (Those before it were; a refund would need a second round trip.)
-                refused.append((limit, d))
                 ctx.values["rate_limit.limited_key"] = f"{limit.name} {key}"
-                break
-        if results:
-            ctx.values["rate_limit.results"] = results
-        if refused:
-            self.decisions["limited"] += 1
-            retry = max(d.retry_after for _, d in refused)
-            names = ", ".join(limit.name for limit, _ in refused)
-            ctx.log_fields["rate_limit"] = {"limited_by": names}
-            headers = self._headers(results) if self.headers else []
-            if math.isinf(retry):
-                return problem(
-                    429,
-                    "rate-limited",
-                    f"this request costs {cost}, more than the limit {names} allows",
-                    request_id=req.request_id,
-                    headers=headers,
-                    extra={"limit": names, "cost": cost},
-                )
-            seconds = max(1, math.ceil(retry))
-            headers.append((b"retry-after", str(seconds).encode()))
+                return results, (limit, d)
+        return results, None
+
+    def _too_many(
+        self,
+        req: Request,
+        ctx: Context,
+        results: list[tuple[_Limit, Decision]],
+        refused: tuple[_Limit, Decision],
+        cost: int,
+    ) -> Response:
+        """The 429 for a request `refused` by one limit (never, at any rate: it costs more than the limit)."""
+        limit, d = refused
+        ctx.log_fields["rate_limit"] = {"limited_by": limit.name}
+        headers = self._headers(results) if self.headers else []
+        if math.isinf(d.retry_after):
             return problem(
                 429,
                 "rate-limited",
-                f"rate limit {names} exceeded; retry in {seconds}s",
+                f"this request costs {cost}, more than the limit {limit.name} allows",
                 request_id=req.request_id,
                 headers=headers,
-                extra={"retry_after": seconds, "limit": names},
+                extra={"limit": limit.name, "cost": cost},
             )
-        self.decisions["allowed"] += 1
-        delay = max((d.delay for _, d in results), default=0.0)
-        if delay > 0:  # leaky-bucket shaper: leave at the fixed rate
-            ctx.log_fields["rate_limit_delay_ms"] = round(delay * 1000, 1)
-            await asyncio.sleep(delay)
-        return None
+        seconds = max(1, math.ceil(d.retry_after))
+        headers.append((b"retry-after", str(seconds).encode()))
+        return problem(
+            429,
+            "rate-limited",
+            f"rate limit {limit.name} exceeded; retry in {seconds}s",
+            request_id=req.request_id,
+            headers=headers,
+            extra={"retry_after": seconds, "limit": limit.name},
+        )
 
     def _headers(self, results: list[tuple[_Limit, Decision]]) -> list[tuple[bytes, bytes]]:
         # the most restrictive limit speaks for the response
@@ -247,4 +269,4 @@ class RateLimit(Policy[RateLimitConfig]):
             resp.headers.extend(self._headers(results))
 
 
-assert set(ALGORITHMS) == set(Algorithm.__args__)  # type: ignore[attr-defined]
+assert set(ALGORITHMS) == set(get_args(Algorithm))

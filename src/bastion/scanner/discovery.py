@@ -138,7 +138,7 @@ def operations(spec: dict[str, Any]) -> list[Operation]:
                 body = (content["application/x-www-form-urlencoded"] or {}).get("schema") or {}
                 form = True
             security = op.get("security", global_sec)
-            secured = bool(security) and not any(alt == {} for alt in security)
+            secured = bool(security) and not any(alt == {} for alt in security or ())
             out.append(Operation(method.upper(), base + template, params, body, secured, form=form))
     return out
 

@@ -81,13 +81,26 @@ async def _login(client: ScanClient, recipe: dict[str, Any]) -> Identity:
         why = f"the target is unreachable ({r.error})" if not r.status else f"HTTP {r.status}"
         raise RuntimeError(f"login for {recipe['name']} failed: {why}")
     header, _, template = str(recipe.get("header", "Authorization: Bearer {token}")).partition(":")
-    sent = recipe.get("json") if isinstance(recipe.get("json"), dict) else recipe.get("form") or {}
+    json_body = recipe.get("json")
+    sent: dict[str, Any] = json_body if isinstance(json_body, dict) else recipe.get("form") or {}
     username = recipe.get("username") or next(
         (str(v) for k, v in sent.items() if str(k).lower() in ("username", "user", "login", "email", "user_name")), None
     )
     return Identity(
         recipe["name"], {header.strip(): template.strip().replace("{token}", value)}, recipe.get("subject"), username
     )
+
+
+def _most_severe_each(findings: list[Finding]) -> list[Finding]:
+    """One finding per check, method and path: the first, which is the most severe in `findings`' order."""
+    seen: set[tuple[str, str, str]] = set()
+    kept = []
+    for f in findings:
+        k = (f.check, f.method, f.url.split("?")[0])
+        if k not in seen:
+            seen.add(k)
+            kept.append(f)
+    return kept
 
 
 async def scan(opts: ScanOptions, progress: Any = None) -> ScanResult:
@@ -133,10 +146,7 @@ async def scan(opts: ScanOptions, progress: Any = None) -> ScanResult:
                 progress.advance(task)
         order = {s: i for i, s in enumerate(SEVERITIES)}
         findings.sort(key=lambda f: (order[f.severity], f.category, f.check, f.url))
-        seen: set[tuple[str, str, str]] = set()  # one finding per check, method and path (the most severe)
-        findings = [
-            f for f in findings if (k := (f.check, f.method, f.url.split("?")[0])) not in seen and not seen.add(k)
-        ]
+        findings = _most_severe_each(findings)
         return ScanResult(
             opts.base_url, findings, len(client.sent), time.monotonic() - started, _max_rate(client.sent), len(ops), ran
         )

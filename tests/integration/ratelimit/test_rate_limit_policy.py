@@ -54,7 +54,7 @@ def test_all_limits_must_pass(base_config, tmp_path):
     with run_gateway(cfg, tmp_path) as g:
         h = {"X-Client": uuid.uuid4().hex}
         assert [raw_request(g.port, "GET", "/echo", h).status for _ in range(3)] == [200, 200, 429]
-        time.sleep(1.05)
+        time.sleep(1.05)  # the clock window is what is tested: the per-second window must end
         last = [raw_request(g.port, "GET", "/echo", h) for _ in range(2)]
         # the per-second window is new; the per-minute one was charged 2 (not for the refusal
         # by the per-second limit, which stopped the evaluation) and now runs out

@@ -53,7 +53,7 @@ def test_admin_api_for_the_token_service(upstream, tmp_path):
             ).json()
             import time
 
-            time.sleep(1.05)
+            time.sleep(1.05)  # `iat` has one-second resolution: tokens of this second would count as "before"
             assert call("POST", f"/admin/users/{users[0]['id']}/logout-all", {}).status == 200
             assert (
                 raw_request(gw.port, "GET", "/api/x", {"Authorization": f"Bearer {login['access_token']}"}).status

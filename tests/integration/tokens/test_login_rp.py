@@ -360,7 +360,7 @@ def test_server_side_refresh_and_a_failed_refresh_ends_the_session(upstream, tmp
             # the provider ends every login of the user: the next refresh fails, the session ends
             user = ta.service.users()[0]
             ta.service.logout_everywhere(user.id)
-            time.sleep(1.1)
+            time.sleep(1.1)  # the access token's clock again: the next request must want a refresh
             r = b.request("GET", "/app/page")
             assert r.status == 302 and "/auth/oauth/authorize" in r.header("location")
 

@@ -98,7 +98,7 @@ def test_lockout_after_repeated_failures(service):
         assert login(service, "alice", "Wrong-password-1!").status == 401
     locked = login(service)  # right password, locked account: the same answer
     assert locked.status == 401 and locked.json()["detail"] == "the username or password is wrong"
-    time.sleep(2.2)
+    time.sleep(2.2)  # the lockout's clock is what is tested: it must run out
     assert login(service).status == 200
 
 
@@ -141,7 +141,7 @@ def test_logout_everywhere(service):
     for doc in (a, b):
         assert api(service, doc["access_token"]).status == 401
         assert post(service, "/auth/refresh", {"refresh_token": doc["refresh_token"]}).status == 401
-    time.sleep(1.05)
+    time.sleep(1.05)  # one-second `iat` again: a login of the logout's second would count as "before"
     fresh = login(service).json()
     assert api(service, fresh["access_token"]).status == 200
 
@@ -186,7 +186,7 @@ def test_api_keys_from_the_database(service):
     new_key, old, new = svc.rotate_key(row.id, overlap=2)
     assert raw_request(service.port, "GET", "/api/orders", h).status == 200  # overlap: both work
     assert raw_request(service.port, "GET", "/api/orders", {"X-API-Key": new_key}).status == 200
-    time.sleep(2.1)
+    time.sleep(2.1)  # the overlap's clock is what is tested: it must run out
     assert raw_request(service.port, "GET", "/api/orders", h).status == 401  # the old one has expired
     svc.revoke_key(new.id)
     assert raw_request(service.port, "GET", "/api/orders", {"X-API-Key": new_key}).status == 401

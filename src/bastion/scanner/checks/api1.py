@@ -203,6 +203,8 @@ async def _writes(ctx) -> list[Finding]:
             else:  # the user is named in the body (PUT /profile {"username": …})
                 value = None
                 field = _user_field(op)
+                if field is None:  # not reached: user_ops without path parameters have a user field
+                    continue
                 body = {**(body or {}), field: acct.email if "mail" in field.lower() else acct.username}
             r = await ctx.send(op, b, value=str(value) if value else None, json=body if op.method != "DELETE" else None)
             if not r.ok:

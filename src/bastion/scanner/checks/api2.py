@@ -186,7 +186,7 @@ async def run(ctx) -> list[Finding]:
     a = ctx.a
     token = a.token if a else None
     parts = jwt_parts(token) if token else None
-    if parts is None:
+    if token is None or parts is None:
         return out
     header, payload, _ = parts
     if "exp" not in payload:

@@ -112,7 +112,7 @@ async def _errors(ctx) -> list[Finding]:
         if op.method not in ("POST", "PUT", "PATCH") or op.body_schema is None:
             continue
         r = await ctx.send(op, a, content=b'{"broken": ', headers={"Content-Type": "application/json"})
-        if STACK.search(r.text):
+        if trace := STACK.search(r.text):
             return [
                 Finding(
                     "api8-verbose-errors",
@@ -123,7 +123,7 @@ async def _errors(ctx) -> list[Finding]:
                     "certain",
                     op.method,
                     r.url,
-                    f"HTTP {r.status}: {STACK.search(r.text).group(0)} …",
+                    f"HTTP {r.status}: {trace.group(0)} …",
                     "Answer errors with a short problem document; log the details server-side.",
                     "policies:\n  error_masking: {}",
                     request_body='{"broken": ',
@@ -225,7 +225,7 @@ async def _injection(ctx) -> list[Finding]:
         ]
         for name in strings:
             r = await ctx.send(op, a, params={name: "scan'\""})
-            if SQL.search(r.text):
+            if error := SQL.search(r.text):
                 out.append(
                     Finding(
                         "api8-sqli",
@@ -236,7 +236,7 @@ async def _injection(ctx) -> list[Finding]:
                         "firm",
                         "GET",
                         r.url,
-                        f"parameter {name!r}: {SQL.search(r.text).group(0)}",
+                        f"parameter {name!r}: {error.group(0)}",
                         "Use parameterised queries; validate input against the spec.",
                         "routes:\n  - {openapi: spec.yaml, upstream: api}\npolicies:\n  waf: {}",
                     )

@@ -107,7 +107,7 @@ COMMON_RELATIONS = (
 
 def unwrap(t: dict | None) -> tuple[str | None, str | None, bool, bool]:
     """(kind, name, is_list, non_null at the top) of a type reference."""
-    non_null = bool(t) and t.get("kind") == "NON_NULL"
+    non_null = t is not None and t.get("kind") == "NON_NULL"
     is_list = False
     while t and t.get("kind") in ("NON_NULL", "LIST"):
         is_list = is_list or t["kind"] == "LIST"
@@ -146,7 +146,7 @@ class Schema:
             kind, start, _, _ = unwrap(root["type"])
             if kind != "OBJECT" or self.required_args(root):
                 continue
-            path: list[tuple[str, str]] = []
+            path: list[tuple[str, str | None]] = []  # (field, the type it leads to)
             seen = {start: 0}
             t = start
             for _ in range(6):
