@@ -295,14 +295,16 @@ def openapi_starter(spec_path: Path, upstream: str, output: Path) -> Starter:
     public = [o for o in ops if not o["security"] or any(alt == {} for alt in o["security"])]
     if public:
         w("  #")
-        w("  # Operations WITHOUT security (anyone can call them): check each is meant to be public.")
+        w("  # Operations WITHOUT security. `security: []` ones are public; the others need a credential")
+        w("  # behind bastion (fail closed) unless the route says `default_security: public`.")
         for o in public:
             why = "no security at all" if o["security"] is None else "security: [] (public on purpose)"
             w(f"  #   {o['method']:6} {base}{o['path']}" + (f"  {o['id']}" if o["id"] else "") + f"  -- {why}")
             if o["security"] is None:
                 notes.append(
-                    f"{o['method']} {base}{o['path']} has no security requirement: anyone can call it "
-                    "(say `security: []` in the spec if that is intended)"
+                    f"{o['method']} {base}{o['path']} has no security requirement: bastion asks for a "
+                    "credential there (fail closed); say `security: []` in the spec, or "
+                    "`default_security: public` on the route, if it is meant to be public"
                 )
     rel = os.path.relpath(spec_path.resolve(), output.resolve().parent)
     w(f"  - openapi: {j(str(spec_path.resolve()) if rel.startswith('..') else rel)}")
