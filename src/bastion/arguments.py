@@ -154,9 +154,11 @@ def _body_document(body: bytes, ct: bodies.ContentType | None) -> _Doc | None:
         kind = {"json": "json", "form": "form"}.get(bodies.sniff(body), "other")
     if kind == "json":
         try:
-            return _Doc("json", orjson.loads(body))
+            value = orjson.loads(body)
         except orjson.JSONDecodeError:
             return None
+        bodies.check_json_unique(body)  # a key given twice: parsers disagree on which one wins
+        return _Doc("json", value)
     if kind == "form":
         return _Doc("form", parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True))
     if kind == "graphql":
@@ -190,18 +192,20 @@ def _looks_graphql(pairs: list[tuple[str, str]], doc: _Doc | None, ct: bodies.Co
 
 def _form_operation(pairs: list[tuple[str, str]]) -> dict[str, Any]:
     """One operation from urlencoded parameters; `variables`/`extensions` are JSON texts (kept
-    as text when they are not JSON, so they are still inspected)."""
+    as text when they are not JSON, so they are still inspected). A GraphQL parameter given
+    twice is refused (400 `ambiguous-body`): servers differ on which one they keep."""
     op: dict[str, Any] = {}
     for k, v in pairs:
         if k not in GRAPHQL_PARAMS:
             continue
+        if k in op:
+            raise bodies.BodyRefused(400, "ambiguous-body", f"the GraphQL parameter {k} is given twice")
+        op[k] = v
         if k in ("variables", "extensions") and v:
             try:
                 op[k] = orjson.loads(v)
-                continue
             except orjson.JSONDecodeError:
                 pass
-        op.setdefault(k, v)  # the guard refuses a parameter given twice
     return op
 
 

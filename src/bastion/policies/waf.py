@@ -20,7 +20,7 @@ import glob
 import os
 import re
 from typing import Any, ClassVar, Literal
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qsl, quote, unquote_plus
 
 import orjson
 from graphql import GraphQLError
@@ -29,6 +29,7 @@ from graphql.language import Node, StringValueNode
 from pydantic import Field, field_validator
 
 from bastion import bodies
+from bastion.arguments import GRAPHQL_PARAMS, METHODS_WITHOUT_BODY, ApiInputs, Argument, api_inputs
 from bastion.bodies import BodyRefused
 from bastion.http import (
     BodyTimeout,
@@ -121,6 +122,14 @@ class WafConfig(PolicyConfig):
         "ModSecurity inspects; a body with more is refused (400).",
     )
 
+    graphql: Literal["auto", "on", "off"] = Field(
+        "auto",
+        description="GraphQL requests (a query in the URL, a form or JSON body, application/graphql) are "
+        "inspected by their argument values and variables, never the query text. 'auto': on paths "
+        "with a segment containing 'graphql' (/graphql, /api/graphql.json); 'on': any path of the route; "
+        "'off': the query text is inspected as any other value (CRS refuses most queries at paranoia 1).",
+    )
+
     @field_validator("allowed_methods")
     @classmethod
     def _methods(cls, values: list[str]) -> list[str]:
@@ -201,6 +210,26 @@ class Waf(Policy[WafConfig]):
         self.refused = 0
 
     async def on_request(self, req: Request, ctx: Context) -> Response | None:
+        try:
+            inputs = await self._graphql(req, ctx)
+        except BodyRefused as exc:
+            ctx.log_fields["waf"] = {"refused": exc.type, "blocked": self.block}
+            if self.block:
+                self.refused += 1
+                return exc.response(req)
+            inputs = None
+        except (BodyTooLarge, BodyTimeout, ClientDisconnected) as exc:
+            return body_problem(exc, req) or problem(
+                400, "bad-request", "the client went away", request_id=req.request_id
+            )
+        if inputs is not None:
+            # one transaction: the headers, the path, the query's other parameters, and every
+            # argument value and variable as a query argument of its own (ARGS, named as
+            # bastion.arguments names them); the query text and the body are not shown
+            extra = [a for a in inputs.arguments if a.source != "query"]
+            ctx.log_fields["waf_graphql_arguments"] = len(extra)
+            return self._inspect(req, ctx, b"", None, None, self._uri(req, extra, drop_graphql=True))
+        uri = self._uri(req, [Argument("path", k, v) for k, v in req.path_params.items()], drop_graphql=False)
         passes: list[tuple[bytes, str | None]] = []
         ct = None
         if self.inspect_body and req.has_body():
@@ -222,10 +251,36 @@ class Waf(Policy[WafConfig]):
         # one ModSecurity transaction per view of the body (usually one; the headers, path and
         # query alone when there is no body); the first that blocks answers
         for body, processor in passes or [(b"", None)]:
-            resp = self._inspect(req, ctx, body, processor, ct)
+            resp = self._inspect(req, ctx, body, processor, ct, uri)
             if resp is not None:
                 return resp
         return None
+
+    async def _graphql(self, req: Request, ctx: Context) -> ApiInputs | None:
+        """The request's API inputs when it is a GraphQL request this route reads as one
+        (`graphql` setting) and every document in it parses; None otherwise: the request is then
+        inspected as any other, a document the parser cannot read as text (docs/waf.md)."""
+        mode = self.config.graphql
+        if mode == "off" or (mode == "auto" and "graphql" not in req.path.lower()):
+            return None
+        if req.has_body() and (not self.inspect_body or req.method in METHODS_WITHOUT_BODY):
+            return None
+        inputs = await api_inputs(req, ctx, graphql=None, max_body=self.max_body)
+        if not inputs.graphql or inputs.unparsed:
+            return None
+        return inputs
+
+    @staticmethod
+    def _uri(req: Request, extra: list[Argument], drop_graphql: bool) -> str:
+        """The URI ModSecurity is shown: the path, the query as sent (without its GraphQL
+        parameters when `drop_graphql`), then `extra` as `name=value` query arguments, so CRS
+        inspects them as ARGS like any query parameter."""
+        query = req.query.decode("latin-1")
+        if drop_graphql and query:
+            query = "&".join(p for p in query.split("&") if unquote_plus(p.split("=", 1)[0]) not in GRAPHQL_PARAMS)
+        added = "&".join(f"{quote(a.name, safe='')}={quote(_text(a.value), safe='')}" for a in extra)
+        q = f"{query}&{added}" if query and added else query or added
+        return req.path + ("?" + q if q else "")
 
     async def _body(
         self, req: Request, ctx: Context
@@ -300,14 +355,19 @@ class Waf(Policy[WafConfig]):
         return [(wrapped, "JSON"), *also_json], ct
 
     def _inspect(
-        self, req: Request, ctx: Context, body: bytes, processor: str | None, ct: bodies.ContentType | None
+        self,
+        req: Request,
+        ctx: Context,
+        body: bytes,
+        processor: str | None,
+        ct: bodies.ContentType | None,
+        uri: str,
     ) -> Response | None:
         matched: list[tuple[int, str]] = []
         self.engine.set_rule_message_callback(lambda m: matched.append((m.rule_id, m.message)))
         decoded = ctx.log_fields.get("body_decoded") is not None
         with self.engine.transaction(self.rules, req.request_id or None) as t:
             t.process_connection(ip_text(req.client_ip) if req.client_ip else "0.0.0.0", 0, "127.0.0.1", 0)
-            uri = req.path + ("?" + req.query.decode("latin-1") if req.query else "")
             t.process_uri(uri, req.method, "1.1")
             for k, v in req.headers:
                 if k == _PROCESSOR_LOWER or (decoded and k == b"content-encoding"):
@@ -365,6 +425,14 @@ class Waf(Policy[WafConfig]):
             resp.reason = "waf rules " + ",".join(str(r) for r in rules)
             return resp
         return None
+
+
+def _text(value: str | int | float | bool | None) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
 
 
 def _canonical_multipart(ct: bodies.ContentType, original: bytes) -> bytes:
