@@ -42,6 +42,8 @@ def _config(upstream: str, tmp: Path, mode: str) -> dict[str, Any]:
         *({"path": t, "upstream": "up"} for t in REST_TEMPLATES),
         {"path": "/api/reports/{day}/summary", "upstream": "up"},
         {"path": "/text/graphql", "upstream": "up", "policies": {"waf": {"graphql": "off"}}},
+        {"path": "/gql", "name": "api", "upstream": "up", "policies": {"waf": {"graphql": "on"}}},
+        {"path": "/rest/*", "upstream": "up"},
     ]
     return {
         "upstreams": {"up": {"urls": [upstream]}},
@@ -196,6 +198,20 @@ def test_with_argument_inspection_off_the_query_text_is_refused(gateways):
     off = raw_request(block.port, "POST", "/text/graphql", ct, body)
     assert off.status == 403 and 932100 in off.json()["rules"]
     assert raw_request(block.port, "POST", "/graphql", ct, body).status == 200
+
+
+def test_graphql_reading_is_chosen_by_the_route_not_by_the_client(gateways):
+    """`auto` reads GraphQL on routes whose name (default: path pattern) says graphql; a client
+    writing "graphql" into a REST path parameter does not get its `query` member read as GraphQL
+    (valid GraphQL can spell `{ union select password from users }`)."""
+    block, _ = gateways
+    ct = [*BASE, ("Content-Type", "application/json")]
+    sqli = json.dumps({"query": "{ union select password from users }"}).encode()
+    assert raw_request(block.port, "POST", "/api/orders/graphql", ct, sqli).status == 403
+    assert raw_request(block.port, "POST", "/rest/graphql", ct, sqli).status == 403
+    plain = json.dumps({"query": "{ pastes { id title } }"}).encode()
+    assert raw_request(block.port, "POST", "/gql", ct, plain).status == 200  # graphql: on, route named "api"
+    assert raw_request(block.port, "POST", "/gql", ct, sqli).status == 200  # its arguments are inspected, not its text
 
 
 def test_unparsable_graphql_is_inspected_as_text_or_refused(gateways):

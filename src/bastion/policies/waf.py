@@ -125,8 +125,8 @@ class WafConfig(PolicyConfig):
     graphql: Literal["auto", "on", "off"] = Field(
         "auto",
         description="GraphQL requests (a query in the URL, a form or JSON body, application/graphql) are "
-        "inspected by their argument values and variables, never the query text. 'auto': on paths "
-        "with a segment containing 'graphql' (/graphql, /api/graphql.json); 'on': any path of the route; "
+        "inspected by their argument values and variables, never the query text. 'auto': on routes "
+        "whose name (by default their path pattern) contains 'graphql'; 'on': on this route whatever its name; "
         "'off': the query text is inspected as any other value (CRS refuses most queries at paranoia 1).",
     )
 
@@ -202,6 +202,9 @@ class Waf(Policy[WafConfig]):
     def __init__(self, config: WafConfig, env) -> None:
         super().__init__(config, env)
         self.engine, self.rules = _engine(config)
+        from libmodsecurity import Transaction  # _engine has checked it is installed
+
+        self.transaction = Transaction
         self.block = config.mode == "block"
         self.inspect_body = config.inspect_body
         self.max_body = config.max_body
@@ -261,7 +264,9 @@ class Waf(Policy[WafConfig]):
         (`graphql` setting) and every document in it parses; None otherwise: the request is then
         inspected as any other, a document the parser cannot read as text (docs/waf.md)."""
         mode = self.config.graphql
-        if mode == "off" or (mode == "auto" and "graphql" not in req.path.lower()):
+        # auto: by the route's name (its path pattern unless named), which the operator wrote;
+        # never by the request's path, where a client could write "graphql" into a parameter
+        if mode == "off" or (mode == "auto" and "graphql" not in req.route_name.lower()):
             return None
         if req.has_body() and (not self.inspect_body or req.method in METHODS_WITHOUT_BODY):
             return None
@@ -366,24 +371,26 @@ class Waf(Policy[WafConfig]):
         matched: list[tuple[int, str]] = []
         self.engine.set_rule_message_callback(lambda m: matched.append((m.rule_id, m.message)))
         decoded = ctx.log_fields.get("body_decoded") is not None
-        with self.engine.transaction(self.rules, req.request_id or None) as t:
-            t.process_connection(ip_text(req.client_ip) if req.client_ip else "0.0.0.0", 0, "127.0.0.1", 0)
-            t.process_uri(uri, req.method, "1.1")
-            for k, v in req.headers:
-                if k == _PROCESSOR_LOWER or (decoded and k == b"content-encoding"):
-                    continue
-                if k == b"content-length" and body:
-                    v = str(len(body)).encode()
-                elif k == b"content-type" and ct is not None and ct.kind == "multipart":
-                    v = _canonical_multipart(ct, v)
-                t.add_request_header(k.decode("latin-1"), v.decode("latin-1"))
-            if processor is not None:
-                t.add_request_header(_PROCESSOR, processor)
-            t.process_request_headers()
-            if body:
-                t.append_request_body(body)
-            t.process_request_body()
-            it = t.intervention()
+        # phases 1 and 2 only: no response phases, and no logging phase (ModSecurity's own audit
+        # log is not used: the gateway's audit line carries the verdict)
+        t = self.transaction(self.engine, self.rules, req.request_id or None)
+        t.process_connection(ip_text(req.client_ip) if req.client_ip else "0.0.0.0", 0, "127.0.0.1", 0)
+        t.process_uri(uri, req.method, "1.1")
+        for k, v in req.headers:
+            if k == _PROCESSOR_LOWER or (decoded and k == b"content-encoding"):
+                continue
+            if k == b"content-length" and body:
+                v = str(len(body)).encode()
+            elif k == b"content-type" and ct is not None and ct.kind == "multipart":
+                v = _canonical_multipart(ct, v)
+            t.add_request_header(k.decode("latin-1"), v.decode("latin-1"))
+        if processor is not None:
+            t.add_request_header(_PROCESSOR, processor)
+        t.process_request_headers()
+        if body:
+            t.append_request_body(body)
+        t.process_request_body()
+        it = t.intervention()
         integrity = 0
         if it is not None and it.status == 400:
             m = _RULE_ID.search(it.log or "")
