@@ -221,6 +221,19 @@ def _operation(op: dict[str, Any], inputs: ApiInputs) -> None:
             elif value is not None:
                 out.extend(Argument("body", n, v) for n, v in leaves("query", value))
         elif key == "variables":
-            out.extend(Argument("variables", n, v) for n, v in leaves("variables", value))
+            out.extend(Argument("variables", n, v) for n, v in leaves("variables", _json_text(value)))
+        elif key == "extensions":
+            out.extend(Argument("body", n, v) for n, v in leaves("extensions", _json_text(value)))
         else:
             out.extend(Argument("body", n, v) for n, v in leaves(key, value))
+
+
+def _json_text(value: Any) -> Any:
+    """Variables (or extensions) sent as a JSON text inside the JSON body, as many servers accept:
+    the decoded value, so its escapes (`\\u0027`) are undone; other text as it is."""
+    if isinstance(value, str) and value.lstrip(" \t\r\n")[:1] in ("{", "["):
+        try:
+            return orjson.loads(value)
+        except orjson.JSONDecodeError:
+            pass
+    return value

@@ -36,8 +36,23 @@ RESULTS: dict[str, list[dict[str, Any]]] = {}
 REST_TEMPLATES = ["/users/v1/{username}", "/books/v1/{title}", "/api/orders/{id}", "/api/files/{name}"]
 
 
+SPEC = """
+openapi: 3.0.3
+info: {title: users, version: "1"}
+servers: [{url: /oa}]
+paths:
+  /users/v1/{username}:
+    get:
+      security: []
+      parameters: [{name: username, in: path, required: true, schema: {type: string}}]
+      responses: {"200": {description: a user}}
+"""
+
+
 def _config(upstream: str, tmp: Path, mode: str) -> dict[str, Any]:
+    (tmp / "users.yaml").write_text(SPEC)
     routes: list[dict[str, Any]] = [
+        {"openapi": str(tmp / "users.yaml"), "upstream": "up"},
         {"path": "/graphql", "upstream": "up", "policies": {"graphql": {}}},
         *({"path": t, "upstream": "up"} for t in REST_TEMPLATES),
         {"path": "/api/reports/{day}/summary", "upstream": "up"},
@@ -167,6 +182,9 @@ def test_path_parameter_is_refused_where_the_same_value_in_the_query_is(gateways
     value = quote("x' or '1'='1", safe="")
     assert raw_request(block.port, "GET", f"/users/v1/alice?name={value}", BASE, None).status == 403
     assert raw_request(block.port, "GET", f"/users/v1/{value}", BASE, None).status == 403
+    # a parameter of an OpenAPI path (the spec's paths become route templates)
+    assert raw_request(block.port, "GET", f"/oa/users/v1/{value}", BASE, None).status == 403
+    assert raw_request(block.port, "GET", "/oa/users/v1/alice", BASE, None).status == 200
 
 
 @pytest.mark.parametrize("text", CRS_PROSE_FALSE_POSITIVES)
@@ -198,6 +216,20 @@ def test_with_argument_inspection_off_the_query_text_is_refused(gateways):
     off = raw_request(block.port, "POST", "/text/graphql", ct, body)
     assert off.status == 403 and 932100 in off.json()["rules"]
     assert raw_request(block.port, "POST", "/graphql", ct, body).status == 200
+
+
+def test_variables_sent_as_json_text_are_inspected_decoded(gateways):
+    block, _ = gateways
+    body = {
+        "query": "query($f: String) { pastes(filter: $f) { id } }",
+        "variables": '{"f": "\\u0027 OR \\u00271\\u0027=\\u00271"}',
+    }
+    ct = [*BASE, ("Content-Type", "application/json")]
+    # the guard refuses variables that are not an object (400); on a route without the guard
+    # (/gql) a server that accepts them as text gets them inspected decoded
+    assert raw_request(block.port, "POST", "/graphql", ct, json.dumps(body).encode()).status == 400
+    r = raw_request(block.port, "POST", "/gql", ct, json.dumps(body).encode())
+    assert r.status == 403, r.body[:200]
 
 
 def test_graphql_reading_is_chosen_by_the_route_not_by_the_client(gateways):
