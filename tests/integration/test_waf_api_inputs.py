@@ -246,13 +246,24 @@ def test_graphql_reading_is_chosen_by_the_route_not_by_the_client(gateways):
     assert raw_request(block.port, "POST", "/gql", ct, sqli).status == 200  # its arguments are inspected, not its text
 
 
+def test_a_graphql_route_still_inspects_other_bodies(gateways):
+    """A multipart or XML body on a GraphQL route is not GraphQL: inspected as any other body."""
+    block, _ = gateways
+    xml = b"<q>1' OR '1'='1' --</q>"
+    r = raw_request(block.port, "POST", "/gql", [*BASE, ("Content-Type", "application/xml")], xml)
+    assert r.status == 403, r.body[:200]
+
+
 def test_unparsable_graphql_is_inspected_as_text_or_refused(gateways):
     """A document the parser cannot read is not passed blind: the guard refuses it (400) before
     the WAF; with the WAF alone it is inspected as text (docs/waf.md)."""
     block, detect = gateways
     bad = '{ pastes(filter: "x") { id } ; cat /etc/passwd'
     r = graphql_request(block.port, bad, None, "json")
-    assert r.status in (400, 403), r.body[:200]
+    assert r.status == 400 and r.json()["errors"][0]["extensions"]["code"] == "GRAPHQL_PARSE_FAILED", r.body[:200]
+    ct = [*BASE, ("Content-Type", "application/json")]
+    r = raw_request(block.port, "POST", "/gql", ct, json.dumps({"query": bad}).encode())  # no guard here
+    assert r.status == 403 and 932100 in r.json()["rules"], r.body[:200]
 
 
 _payloads = st.sampled_from(

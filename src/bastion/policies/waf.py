@@ -268,8 +268,12 @@ class Waf(Policy[WafConfig]):
         # never by the request's path, where a client could write "graphql" into a parameter
         if mode == "off" or (mode == "auto" and "graphql" not in req.route_name.lower()):
             return None
-        if req.has_body() and (not self.inspect_body or req.method in METHODS_WITHOUT_BODY):
-            return None
+        if req.has_body():
+            if not self.inspect_body or req.method in METHODS_WITHOUT_BODY:
+                return None
+            ct = bodies.content_type(req)
+            if ct is not None and (ct.kind not in ("json", "form", "graphql") or ct.media in self.uninspected):
+                return None  # not a GraphQL body (an upload, XML, ...): inspected as any other body
         inputs = await api_inputs(req, ctx, graphql=None, max_body=self.max_body)
         if not inputs.graphql or inputs.unparsed:
             return None
