@@ -1,6 +1,10 @@
 """WAF rules: the OWASP Core Rule Set run by ModSecurity v3 (libmodsecurity), on the normalised
 path, the query, the headers and the body. Detect-only or block; a paranoia level; per route.
 
+The rules judge API inputs, not syntax (issue 17): a GraphQL request is shown to them as its
+argument values and variables (`bastion.arguments`), never its query text, which CRS reads as
+shell code; REST path parameters are shown as arguments too. docs/waf.md has the tables.
+
 A real engine with a maintained rule set rather than hand-written regexes: CRS's anomaly
 scoring and transformations catch encodings and evasions that a regex list would not, and its
 false positives are known and tunable (`exclude_rules`). Measured cost: docs/waf.md.
