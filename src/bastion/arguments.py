@@ -72,7 +72,8 @@ async def api_inputs(
     req: Request, ctx: Any, *, graphql: bool | None = None, max_body: int = bodies.DEFAULT_LIMIT
 ) -> ApiInputs:
     """`api_arguments` with what else was learned (`ApiInputs`); cached per request and per
-    `graphql` choice, so two policies on one request parse once."""
+    `graphql` choice, so two policies on one request parse once (the first call's `max_body`
+    applies)."""
     cache: dict[bool | None, ApiInputs] = ctx.values.setdefault(_CACHE, {})
     found = cache.get(graphql)
     if found is not None:
