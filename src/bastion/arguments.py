@@ -93,7 +93,7 @@ async def _read(req: Request, ctx: Any, graphql: bool | None, max_body: int) -> 
     body, ct = await _body(req, ctx, max_body)
     doc = _body_document(body, ct)
     if graphql is None:
-        graphql = _looks_graphql(pairs, doc, ct)
+        graphql = _looks_graphql(pairs, doc)
     inputs.graphql = graphql
     if not graphql:
         out.extend(Argument("query", k, v) for k, v in pairs)
@@ -176,7 +176,7 @@ def _is_operation(v: Any) -> bool:
     return isinstance(ext, dict) and isinstance(ext.get("persistedQuery"), dict)
 
 
-def _looks_graphql(pairs: list[tuple[str, str]], doc: _Doc | None, ct: bodies.ContentType | None) -> bool:
+def _looks_graphql(pairs: list[tuple[str, str]], doc: _Doc | None) -> bool:
     if any(k == "query" for k, _ in pairs) and doc is None:
         return True
     if doc is None:
