@@ -150,7 +150,7 @@ def _body_document(body: bytes, ct: bodies.ContentType | None) -> _Doc | None:
     one that does not parse as its type."""
     if not body:
         return None
-    kind = ct.kind if ct is not None else "other"
+    kind: str = ct.kind if ct is not None else "other"
     if kind == "other":
         kind = {"json": "json", "form": "form"}.get(bodies.sniff(body), "other")
     if kind == "json":
