@@ -159,7 +159,7 @@ class Ssrf(Policy[SsrfConfig]):
         self.fields = _patterns(config.fields)
         self.ignored = _patterns(config.ignore_fields)
         self.by_schema = _patterns(_schema_fields(config, env)) if config.spec else None
-        self.resolver = SystemResolver(timeout=config.resolve_timeout, ttl=config.cache_ttl)
+        self.resolver = _resolver(config.resolve_timeout, config.cache_ttl)
         self.targets = TargetPolicy(
             schemes=config.schemes,
             allow_hosts=config.allow_hosts,
@@ -249,6 +249,18 @@ class Ssrf(Policy[SsrfConfig]):
         )
         resp.reason = f"ssrf {refusal.reason}"
         return resp
+
+
+_RESOLVERS: dict[tuple[float, float], SystemResolver] = {}
+
+
+def _resolver(timeout: float, ttl: float) -> SystemResolver:
+    """One resolver (and answer cache) per setting, shared by the routes' policy objects (a spec
+    route builds one per operation)."""
+    found = _RESOLVERS.get((timeout, ttl))
+    if found is None:
+        found = _RESOLVERS[(timeout, ttl)] = SystemResolver(timeout=timeout, ttl=ttl)
+    return found
 
 
 def _patterns(names: list[str]) -> re.Pattern[str]:
