@@ -344,3 +344,20 @@ def test_config_is_validated(base_config, fetcher, tmp_path):
         path.write_text(yaml.safe_dump(cfg))
         with pytest.raises(Exception, match="ssrf"):
             load_config(str(path))
+
+
+def test_refusals_are_counted_in_metrics(base_config, fetcher, tmp_path):
+    import re
+
+    def count(text: str, reason: str) -> float:
+        m = re.search(rf'^bastion_ssrf_refused_total\{{reason="{reason}"\}} (\S+)$', text, re.M)
+        return float(m.group(1)) if m else 0.0
+
+    base_config["admin"] = {"host": "127.0.0.1", "port": 0, "token": "admin-token-" + "x" * 20}
+    with run_gateway(gateway_config(base_config, fetcher, tmp_path), tmp_path) as g:
+        before = raw_request(g.server.admin_port, "GET", "/metrics").body.decode()
+        for url in ("http://169.254.169.254/", "http://[fd00:ec2::254]/", "gopher://x/"):
+            assert post_json(g.port, "/fetch", {"url": url}).status == 400
+        after = raw_request(g.server.admin_port, "GET", "/metrics").body.decode()
+    assert count(after, "metadata") - count(before, "metadata") == 2
+    assert count(after, "scheme") - count(before, "scheme") == 1
