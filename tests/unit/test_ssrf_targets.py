@@ -99,6 +99,9 @@ REFUSED = {
     "http://8.8.8.8 &@127.0.0.1/": "loopback",
     "http:\\\\127.0.0.1\\x": "loopback",
     "http:/127.0.0.1/": "loopback",
+    "http:///127.0.0.1/": "loopback",
+    "http://a@b@127.0.0.1/": "loopback",
+    "http://a@127.0.0.1:80@good.com/": "loopback",  # older parsers: the host after the first @
     "http:127.0.0.1": "loopback",
     "//127.0.0.1/x": "loopback",
     "\\\\127.0.0.1\\x": "loopback",

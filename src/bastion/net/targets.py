@@ -20,6 +20,7 @@ exposes several parsers' readings at once). IPv6, IDNA/UTS 46 mapping and CIDR l
 from __future__ import annotations
 
 import asyncio
+import functools
 import ipaddress
 import re
 import socket
@@ -96,6 +97,7 @@ def embedded_ipv4(ip: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
     return None
 
 
+@functools.lru_cache(maxsize=4096)
 def classify_ip(ip: IPAddress) -> str | None:
     """Why a fetch must not go to `ip` ("loopback", "private", "metadata", ...), or None."""
     if ip in _METADATA_IPS:
@@ -206,7 +208,19 @@ class Parsed:
 def readings(value: str, *, bare: bool = True) -> Parsed:
     """Every host a client could connect to for `value` (a URL, `//host/...`, or with `bare`
     a `host`, `host:port` or `[v6]:port`). Relative references (`/path`, `./x`) have none.
-    The scheme is the one the value states (checked against an allowlist by the caller)."""
+    The schemes are the ones the value states (checked against an allowlist by the caller).
+    Short values (the usual case: the same webhook URL again and again) are cached."""
+    if len(value) <= 512:
+        return _readings_cached(value, bare)
+    return _readings(value, bare)
+
+
+@functools.lru_cache(maxsize=4096)
+def _readings_cached(value: str, bare: bool) -> Parsed:
+    return _readings(value, bare)
+
+
+def _readings(value: str, bare: bool) -> Parsed:
     hosts: set[tuple[str, bool]] = set()
     schemes: set[str] = set()
     for text in _variants(value):
@@ -278,10 +292,12 @@ def _until(text: str, stops: str) -> str:
 
 
 def _hosts_of_authority(authority: str) -> set[str]:
-    """Hosts of `user:pass@host:port` as parsers split it: at the last `@` (WHATWG, urllib),
-    at the first (older parsers), and each cut at the first space or control character (C
+    """Hosts of `user:pass@host:port` as parsers split it: after the last `@` (WHATWG, urllib),
+    and every piece between two `@`s (`http://a@evil:80@good/`: older parsers, PHP's
+    `parse_url`, took `evil`), each also cut at the first space or control character (C
     libraries stop there: `inet_aton("127.0.0.1 x")` is 127.0.0.1)."""
-    candidates = {authority.rpartition("@")[2], authority.partition("@")[2] or authority}
+    pieces = authority.split("@")
+    candidates = set(pieces[1:]) if len(pieces) > 1 else {authority}
     out: set[str] = set()
     for c in candidates:
         for piece in {c, _CUT.split(c, 1)[0]}:
@@ -475,7 +491,14 @@ class TargetPolicy:
             return Refusal("malformed", "host")
         if not names:
             return None
-        answers = await asyncio.gather(*(self.resolver.resolve(n) for n in names), return_exceptions=True)
+        answers: list[list[IPAddress] | BaseException]
+        if len(names) == 1:  # the usual case: no task to create (a cached answer costs one dict hit)
+            try:
+                answers = [await self.resolver.resolve(next(iter(names)))]
+            except Exception as exc:  # any failure of an injected resolver counts as no answer
+                answers = [exc]
+        else:
+            answers = await asyncio.gather(*(self.resolver.resolve(n) for n in names), return_exceptions=True)
         for (name, guessed), answer in zip(names.items(), answers, strict=True):
             if isinstance(answer, BaseException):
                 if self.unresolvable == "refuse" and not guessed:
