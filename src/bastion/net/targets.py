@@ -435,6 +435,9 @@ class Refusal:
     target: str  # the host or address that was refused (for the log; never the whole value)
 
 
+MAX_NAMES = 8  # distinct host names one value may yield across its readings
+
+
 class TargetPolicy:
     """What may be fetched: allowed schemes, allowlisted names (`api.example.com`,
     `*.example.com`) and networks, extra blocked names and networks, and what to do with a name
@@ -491,6 +494,8 @@ class TargetPolicy:
             return Refusal("malformed", "host")
         if not names:
             return None
+        if len(names) > MAX_NAMES:  # no honest URL has many hosts: bound the lookups one value costs
+            return Refusal("ambiguous", f"{len(names)} host names")
         answers: list[list[IPAddress] | BaseException]
         if len(names) == 1:  # the usual case: no task to create (a cached answer costs one dict hit)
             try:
