@@ -37,6 +37,19 @@ async def internal_app(scope, receive, send):
     await send({"type": "http.response.body", "body": body})
 
 
+def fetch_with_curl(url: str) -> dict:
+    """The same with curl (its own URL parser; a value without a scheme is http)."""
+    import subprocess
+
+    done = subprocess.run(  # noqa: S603
+        ["curl", "-s", "-m", "3", "--noproxy", "*", "--proto-default", "http", "--", url],
+        capture_output=True,
+        timeout=10,
+        check=False,
+    )
+    return {"exit": done.returncode, "body": done.stdout[:2000].decode("utf-8", "replace")}
+
+
 def fetch(url: str) -> dict:
     """What a careless service does with a URL it is given."""
     try:
@@ -89,7 +102,7 @@ async def fetcher_app(scope, receive, send):
     elif path == "/fetch":
         doc = json.loads(body) if ctype.startswith(b"application/json") else dict(urllib.parse.parse_qsl(body.decode()))
         target = doc.get("url") or doc.get("source") or (doc.get("profile") or {}).get("avatar_url")
-        out = await asyncio.to_thread(fetch, target)
+        out = await asyncio.to_thread(fetch_with_curl if doc.get("client") == "curl" else fetch, target)
     elif path == "/preview":
         out = await asyncio.to_thread(fetch, query["url"])
     elif path.startswith("/proxy/"):
@@ -159,6 +172,7 @@ def gateway_config(base_config, fetcher, tmp_path, **ssrf):
     base_config["routes"] = [
         {"path": "/graphql", "upstream": "fetcher"},
         {"path": "/spec/*", "upstream": "fetcher", "openapi": "fetcher.yaml", "base_path": "/spec"},
+        {"path": "/proxy/{host}/*", "upstream": "fetcher"},
         {"path": "/*", "upstream": "fetcher"},
     ]
     return base_config
@@ -232,6 +246,28 @@ def test_every_spelling_reaches_the_internal_service_directly_and_is_refused_by_
     assert line["ssrf"]["argument"] == "url" and line["ssrf"]["reason"] == "loopback"
 
 
+def test_curl_reads_more_spellings_and_the_gateway_refuses_them_all(gw, fetcher, internal):
+    """curl as the upstream's client: schemeless host:port values, IPv6-mapped hosts."""
+    port = internal.port
+    values = [
+        f"127.0.0.1:{port}/secret",
+        f"localhost:{port}/secret",
+        f"http://0x7f.1:{port}/secret",
+        f"http://2130706433:{port}/secret",
+        f"http://[::ffff:127.0.0.1]:{port}/secret",
+        f"http://[::1]:{port}/secret",
+        f"http://good.example@127.0.0.1:{port}/secret",
+        f"HTTP://127.0.0.1:{port}/secret",
+    ]
+    reached = [v for v in values if reached_internal(direct(fetcher, "/fetch", {"url": v, "client": "curl"}))]
+    assert len(reached) >= 5, reached  # curl really fetches them (::1 only where the listener has IPv6)
+    before = len(INTERNAL_HITS)
+    for v in values:
+        r = post_json(gw.port, "/fetch", {"url": v, "client": "curl"})
+        assert r.status == 400 and r.json()["argument"] == "url", (v, r.status, r.body)
+    assert len(INTERNAL_HITS) == before
+
+
 def test_query_form_path_and_nested_json_arguments(gw, fetcher, internal):
     url = f"http://127.0.0.1:{internal.port}/secret"
     assert reached_internal(raw_request(fetcher.port, "GET", "/preview?url=" + urllib.parse.quote(url)).json())
@@ -245,6 +281,15 @@ def test_query_form_path_and_nested_json_arguments(gw, fetcher, internal):
     assert r.status == 400 and r.json()["argument"] == "profile.avatar_url"
     r = post_json(gw.port, "/fetch", {"items": [{"callbackUrl": "gopher://127.0.0.1:6379/_INFO"}]})
     assert r.status == 400 and r.json()["argument"] == "items.0.callbackUrl" and r.json()["reason"] == "scheme"
+    assert len(INTERNAL_HITS) == before
+    # a path parameter named by the route's template
+    path = f"/proxy/127.0.0.1:{internal.port}/secret"
+    assert reached_internal(raw_request(fetcher.port, "GET", path).json())
+    before = len(INTERNAL_HITS)
+    r = raw_request(gw.port, "GET", path)
+    assert r.status == 400 and r.json()["argument"] == "host", r.body
+    r = raw_request(gw.port, "GET", f"/proxy/2130706433:{internal.port}/secret")
+    assert r.status == 400 and r.json()["argument"] == "host", r.body
     assert len(INTERNAL_HITS) == before
 
 
