@@ -154,9 +154,11 @@ def _body_document(body: bytes, ct: bodies.ContentType | None) -> _Doc | None:
         kind = {"json": "json", "form": "form"}.get(bodies.sniff(body), "other")
     if kind == "json":
         try:
-            return _Doc("json", orjson.loads(body))
+            value = orjson.loads(body)
         except orjson.JSONDecodeError:
             return None
+        bodies.check_json_unique(body)  # a key given twice: parsers disagree on which one wins
+        return _Doc("json", value)
     if kind == "form":
         return _Doc("form", parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True))
     if kind == "graphql":
@@ -190,18 +192,20 @@ def _looks_graphql(pairs: list[tuple[str, str]], doc: _Doc | None, ct: bodies.Co
 
 def _form_operation(pairs: list[tuple[str, str]]) -> dict[str, Any]:
     """One operation from urlencoded parameters; `variables`/`extensions` are JSON texts (kept
-    as text when they are not JSON, so they are still inspected)."""
+    as text when they are not JSON, so they are still inspected). A GraphQL parameter given
+    twice is refused (400 `ambiguous-body`): servers differ on which one they keep."""
     op: dict[str, Any] = {}
     for k, v in pairs:
         if k not in GRAPHQL_PARAMS:
             continue
+        if k in op:
+            raise bodies.BodyRefused(400, "ambiguous-body", f"the GraphQL parameter {k} is given twice")
+        op[k] = v
         if k in ("variables", "extensions") and v:
             try:
                 op[k] = orjson.loads(v)
-                continue
             except orjson.JSONDecodeError:
                 pass
-        op.setdefault(k, v)  # the guard refuses a parameter given twice
     return op
 
 
@@ -217,6 +221,19 @@ def _operation(op: dict[str, Any], inputs: ApiInputs) -> None:
             elif value is not None:
                 out.extend(Argument("body", n, v) for n, v in leaves("query", value))
         elif key == "variables":
-            out.extend(Argument("variables", n, v) for n, v in leaves("variables", value))
+            out.extend(Argument("variables", n, v) for n, v in leaves("variables", _json_text(value)))
+        elif key == "extensions":
+            out.extend(Argument("body", n, v) for n, v in leaves("extensions", _json_text(value)))
         else:
             out.extend(Argument("body", n, v) for n, v in leaves(key, value))
+
+
+def _json_text(value: Any) -> Any:
+    """Variables (or extensions) sent as a JSON text inside the JSON body, as many servers accept:
+    the decoded value, so its escapes (`\\u0027`) are undone; other text as it is."""
+    if isinstance(value, str) and value.lstrip(" \t\r\n")[:1] in ("{", "["):
+        try:
+            return orjson.loads(value)
+        except orjson.JSONDecodeError:
+            pass
+    return value

@@ -106,6 +106,11 @@ def test_graphql_escaped_strings_are_decoded():
     assert ("graphql", "search.q", "1 union select") in got
 
 
+def test_graphql_variables_sent_as_a_json_text_are_decoded():
+    body = orjson.dumps({"query": "query($f: String) { a(x: $f) { id } }", "variables": '{"f": "\\u0027 OR 1=1"}'})
+    assert args(request(body=body)) == [("variables", "variables.f", "' OR 1=1")]
+
+
 def test_graphql_directive_arguments():
     got = args(request(body=orjson.dumps({"query": '{ a @fmt(pattern: "x/../y", n: [1]) { b @skip(if: $v) } }'})))
     assert ("graphql", "@fmt.pattern", "x/../y") in got and ("graphql", "@fmt.n.0", 1) in got
