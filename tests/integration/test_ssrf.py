@@ -94,8 +94,9 @@ async def fetcher_app(scope, receive, send):
     query = dict(urllib.parse.parse_qsl(scope["query_string"].decode()))
     ctype = dict(scope["headers"]).get(b"content-type", b"")
     if path == "/graphql":
-        doc = json.loads(body)
-        result = await graphql(schema, doc["query"], root_value=Root, variable_values=doc.get("variables"))
+        doc = json.loads(body) if body else {}
+        text = query.get("query") or doc["query"]  # as express-graphql: a query in the URL wins
+        result = await graphql(schema, text, root_value=Root, variable_values=doc.get("variables"))
         out: dict = {"data": result.data}
         if result.errors:
             out["errors"] = [e.message for e in result.errors]
@@ -317,6 +318,13 @@ def test_graphql_arguments_and_variables(gw, fetcher, internal):
     }
     r = post_json(gw.port, "/graphql", variables)
     assert r.status == 400 and r.json()["argument"] == "variables.in.callbackUrl", r.body
+    in_url = "/graphql?query=" + urllib.parse.quote(f'{{ preview(url: "http://127.1:{port}/x") }}')
+    assert reached_internal(
+        raw_request(fetcher.port, "POST", in_url, {"Content-Type": "application/json"}, b"{}").json()
+    )
+    before = len(INTERNAL_HITS)
+    r = raw_request(gw.port, "POST", in_url, {"Content-Type": "application/json"}, b'{"a": 1}')
+    assert r.status == 400 and r.json()["argument"] == "preview.url", r.body
     aliased = {"query": f'{{ a: preview(url: "http://0x7f.0.0.1:{port}/") }}'}
     r = post_json(gw.port, "/graphql", aliased)
     assert r.status == 400 and r.json()["argument"] == "preview.url"

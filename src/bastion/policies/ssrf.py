@@ -183,8 +183,14 @@ class Ssrf(Policy[SsrfConfig]):
                 400, "bad-request", "the client went away", request_id=req.request_id
             )
         arguments = inputs.arguments
-        if inputs.unparsed:  # GraphQL the gateway's parser refused; the upstream's may not
-            arguments = [*arguments, *(a for text in inputs.unparsed for a in _string_arguments(text))]
+        unparsed = inputs.unparsed
+        if self.config.graphql is None and not inputs.graphql and _may_be_graphql(arguments):
+            # a `query` the request was not read as GraphQL for (a URL query beside a JSON body:
+            # express-graphql runs the URL's): read it both ways
+            alt = await api_inputs(req, ctx, graphql=True, max_body=self.config.max_body)
+            arguments, unparsed = [*arguments, *alt.arguments], [*unparsed, *alt.unparsed]
+        if unparsed:  # GraphQL the gateway's parser refused; the upstream's may not
+            arguments = [*arguments, *(a for text in unparsed for a in _string_arguments(text))]
         targets = [(a, v) for a in arguments if (v := self._target_value(a)) is not None]
         if not targets:
             return None
@@ -262,6 +268,10 @@ class Ssrf(Policy[SsrfConfig]):
         )
         resp.reason = f"ssrf {refusal.reason}"
         return resp
+
+
+def _may_be_graphql(arguments: list[Argument]) -> bool:
+    return any(a.name == "query" and a.source in ("query", "body") and isinstance(a.value, str) for a in arguments)
 
 
 _GRAPHQL_STRING = re.compile(r'([_A-Za-z][_0-9A-Za-z]*)\s*:\s*("(?:[^"\\\n]|\\.)*")')
