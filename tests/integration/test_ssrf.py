@@ -414,3 +414,16 @@ def test_refusals_are_counted_in_metrics(base_config, fetcher, tmp_path):
         after = raw_request(g.server.admin_port, "GET", "/metrics").body.decode()
     assert count(after, "metadata") - count(before, "metadata") == 2
     assert count(after, "scheme") - count(before, "scheme") == 1
+
+
+def test_uploads_are_not_read_but_their_query_is(base_config, fetcher, internal, tmp_path):
+    big = b"\x89PNG" + b"\x00" * 100_000
+    with run_gateway(gateway_config(base_config, fetcher, tmp_path, max_body=10_000), tmp_path) as g:
+        r = raw_request(g.port, "POST", "/upload", {"Content-Type": "image/png"}, big)
+        assert r.status == 200, r.body  # not read against the guard's max_body
+        url = urllib.parse.quote(f"http://127.0.0.1:{internal.port}/")
+        r = raw_request(g.port, "POST", "/upload?callback=" + url, {"Content-Type": "application/octet-stream"}, big)
+        assert r.status == 400 and r.json()["argument"] == "callback"
+        doc = b'{"a":"' + b"x" * 20_000 + b'"}'
+        r = raw_request(g.port, "POST", "/upload", {"Content-Type": "application/json"}, doc)
+        assert r.status == 413  # a JSON body over max_body cannot be checked

@@ -23,10 +23,12 @@ import logging
 import re
 from pathlib import Path
 from typing import Any, ClassVar, Literal
+from urllib.parse import parse_qsl
 
 import orjson
 from pydantic import Field, field_validator
 
+from bastion import bodies
 from bastion.arguments import Argument, api_inputs
 from bastion.bodies import BodyRefused
 from bastion.http import BodyTimeout, BodyTooLarge, ClientDisconnected, Request, Response, body_problem, problem
@@ -175,22 +177,13 @@ class Ssrf(Policy[SsrfConfig]):
 
     async def on_request(self, req: Request, ctx: Context) -> Response | None:
         try:
-            inputs = await api_inputs(req, ctx, graphql=self.config.graphql, max_body=self.config.max_body)
+            arguments = await self._arguments(req, ctx)
         except BodyRefused as exc:
             return exc.response(req)
         except (BodyTooLarge, BodyTimeout, ClientDisconnected) as exc:
             return body_problem(exc, req) or problem(
                 400, "bad-request", "the client went away", request_id=req.request_id
             )
-        arguments = inputs.arguments
-        unparsed = inputs.unparsed
-        if self.config.graphql is None and not inputs.graphql and _may_be_graphql(arguments):
-            # a `query` the request was not read as GraphQL for (a URL query beside a JSON body:
-            # express-graphql runs the URL's): read it both ways
-            alt = await api_inputs(req, ctx, graphql=True, max_body=self.config.max_body)
-            arguments, unparsed = [*arguments, *alt.arguments], [*unparsed, *alt.unparsed]
-        if unparsed:  # GraphQL the gateway's parser refused; the upstream's may not
-            arguments = [*arguments, *(a for text in unparsed for a in _string_arguments(text))]
         targets = [(a, v) for a in arguments if (v := self._target_value(a)) is not None]
         if not targets:
             return None
@@ -201,6 +194,25 @@ class Ssrf(Policy[SsrfConfig]):
             if refusal is not None:
                 return self._refuse(req, ctx, arg, refusal)
         return None
+
+    async def _arguments(self, req: Request, ctx: Context) -> list[Argument]:
+        if req.has_body() and _unread_body(bodies.content_type(req)):
+            # uploads (multipart, binary types) are not read: their path and query still are
+            pairs = parse_qsl(req.query.decode("latin-1"), keep_blank_values=True) if req.query else []
+            return [
+                *(Argument("path", k, v) for k, v in req.path_params.items()),
+                *(Argument("query", k, v) for k, v in pairs),
+            ]
+        inputs = await api_inputs(req, ctx, graphql=self.config.graphql, max_body=self.config.max_body)
+        arguments, unparsed = inputs.arguments, inputs.unparsed
+        if self.config.graphql is None and not inputs.graphql and _may_be_graphql(arguments):
+            # a `query` the request was not read as GraphQL for (a URL query beside a JSON body:
+            # express-graphql runs the URL's): read it both ways
+            alt = await api_inputs(req, ctx, graphql=True, max_body=self.config.max_body)
+            arguments, unparsed = [*arguments, *alt.arguments], [*unparsed, *alt.unparsed]
+        if unparsed:  # GraphQL the gateway's parser refused; the upstream's may not
+            arguments = [*arguments, *(a for text in unparsed for a in _string_arguments(text))]
+        return arguments
 
     def _target_value(self, arg: Argument) -> str | None:
         value = arg.value
@@ -268,6 +280,17 @@ class Ssrf(Policy[SsrfConfig]):
         )
         resp.reason = f"ssrf {refusal.reason}"
         return resp
+
+
+_BINARY = ("image/", "audio/", "video/", "font/")
+_BINARY_TYPES = frozenset(
+    {"application/octet-stream", "application/pdf", "application/zip", "application/gzip", "application/x-tar"}
+)
+
+
+def _unread_body(ct: bodies.ContentType | None) -> bool:
+    """Bodies the guard does not read (nor buffer): multipart uploads and binary media types."""
+    return ct is not None and (ct.kind == "multipart" or ct.media in _BINARY_TYPES or ct.media.startswith(_BINARY))
 
 
 def _may_be_graphql(arguments: list[Argument]) -> bool:
