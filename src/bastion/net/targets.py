@@ -201,7 +201,7 @@ class Reading:
 @dataclass(frozen=True, slots=True)
 class Parsed:
     schemes: frozenset[str]  # lower case, as the value (or a decoding of it) states them
-    readings: frozenset[Reading]
+    readings: tuple[Reading, ...]  # addresses first, then names, in a stable order
     malformed: bool = False  # some reading ends in a number that is no IPv4 address
 
 
@@ -238,7 +238,10 @@ def _readings(value: str, bare: bool) -> Parsed:
                 malformed = malformed or not guess
             elif r is not None:
                 found.add(Reading(r.ip, r.name, guess) if guess else r)
-    return Parsed(frozenset(schemes), frozenset(found), malformed)
+    ordered = sorted(
+        found, key=lambda r: (r.name is not None, r.name or "", r.ip.version if r.ip else 0, int(r.ip or 0))
+    )
+    return Parsed(frozenset(schemes), tuple(ordered), malformed)
 
 
 def _variants(value: str) -> list[str]:
@@ -480,7 +483,7 @@ class TargetPolicy:
         for scheme in sorted(parsed.schemes - self.schemes):
             return Refusal("scheme", scheme + ":")
         names: dict[str, bool] = {}  # name -> only guessed
-        for r in sorted(parsed.readings, key=lambda r: (r.name or "", str(r.ip))):
+        for r in parsed.readings:
             if r.ip is not None:
                 why = self.judge_ip(r.ip)
                 if why is not None:

@@ -189,7 +189,10 @@ class Ssrf(Policy[SsrfConfig]):
             return None
         if len(targets) > self.config.max_targets:
             return self._refuse(req, ctx, None, Refusal("too-many-targets", str(len(targets))))
-        found = await asyncio.gather(*(self.targets.check(v) for _, v in targets))
+        if len(targets) == 1:  # the usual case: no tasks to create
+            found = [await self.targets.check(targets[0][1])]
+        else:
+            found = list(await asyncio.gather(*(self.targets.check(v) for _, v in targets)))
         for (arg, _), refusal in zip(targets, found, strict=True):
             if refusal is not None:
                 return self._refuse(req, ctx, arg, refusal)
@@ -261,7 +264,7 @@ class Ssrf(Policy[SsrfConfig]):
             "blocked": self.enforce,
         }
         if not self.enforce:
-            log.warning("ssrf (audit): %s %s reaches %s (%s)", req.route_name, where, refusal.target, refusal.reason)
+            log.warning("ssrf (audit): %s %r reaches %r (%s)", req.route_name, where, refusal.target, refusal.reason)
             return None
         if arg is None:
             detail = f"the request names more than {self.config.max_targets} URLs or hosts"
