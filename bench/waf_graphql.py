@@ -39,7 +39,17 @@ QUERY = (
 )
 VARIABLES = {"limit": 10, "filter": {"title": "meeting notes", "public": True}, "after": "YXJyYXljb25uZWN0aW9uOjQ="}
 OPERATION = orjson.dumps({"query": QUERY, "variables": VARIABLES, "operationName": "Pastes"})
-REST_BODY = orjson.dumps({"public": True, "limit": 10, "filter": "notes", **VARIABLES, "first": 20})
+# the same 9 values the GraphQL operation carries (its 4 literal arguments, 4 variable leaves and
+# operationName), as a REST JSON body
+REST_BODY = orjson.dumps(
+    {
+        "pastes": {"public": True, "filter": "notes"},
+        "searchPastes": {"first": 20},
+        "comments": {"first": 5},
+        "variables": VARIABLES,
+        "operationName": "Pastes",
+    }
+)
 BASE = [(b"host", b"api.example.com"), (b"user-agent", b"Mozilla/5.0 (bench)"), (b"accept", b"application/json")]
 JSON = [(b"content-type", b"application/json")]
 

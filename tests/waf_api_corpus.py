@@ -205,7 +205,8 @@ GRAPHQL_BENIGN: list[Op] = [
                 "title": "Cool socks",
                 "vendor": "Sock Co.",
                 "productType": "Accessories",
-                "descriptionHtml": "Soft, breathable cotton socks. Machine washable.",
+                "descriptionHtml": "<p>Soft, breathable socks.</p><ul><li>100% cotton</li><li>Machine washable</li></ul>"
+                '<p><a href="/pages/size-guide">Size guide</a></p>',
                 "tags": ["socks", "cotton", "summer-2024"],
                 "handle": "cool-socks",
                 "variants": [{"price": "9.99", "sku": "SOCK-001", "option1": "Small", "inventoryQuantity": 100}],
@@ -245,6 +246,12 @@ GRAPHQL_BENIGN: list[Op] = [
         "json",
     ),
     ("shop", "{ shop { name email currencyCode primaryDomain { host url } } }", None, "get"),
+    (
+        "sale product",
+        'mutation { productCreate(input: {title: "Summer sale: 50% off all tees", tags: ["sale", "-50%"]}) { id } }',
+        None,
+        "json",
+    ),
     (
         "image transform",
         'query { product(id: "gid://shopify/Product/108828309") { images(first: 1) '

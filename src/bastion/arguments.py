@@ -72,7 +72,8 @@ async def api_inputs(
     req: Request, ctx: Any, *, graphql: bool | None = None, max_body: int = bodies.DEFAULT_LIMIT
 ) -> ApiInputs:
     """`api_arguments` with what else was learned (`ApiInputs`); cached per request and per
-    `graphql` choice, so two policies on one request parse once."""
+    `graphql` choice, so two policies on one request parse once (the first call's `max_body`
+    applies)."""
     cache: dict[bool | None, ApiInputs] = ctx.values.setdefault(_CACHE, {})
     found = cache.get(graphql)
     if found is not None:
@@ -92,7 +93,7 @@ async def _read(req: Request, ctx: Any, graphql: bool | None, max_body: int) -> 
     body, ct = await _body(req, ctx, max_body)
     doc = _body_document(body, ct)
     if graphql is None:
-        graphql = _looks_graphql(pairs, doc, ct)
+        graphql = _looks_graphql(pairs, doc)
     inputs.graphql = graphql
     if not graphql:
         out.extend(Argument("query", k, v) for k, v in pairs)
@@ -175,7 +176,7 @@ def _is_operation(v: Any) -> bool:
     return isinstance(ext, dict) and isinstance(ext.get("persistedQuery"), dict)
 
 
-def _looks_graphql(pairs: list[tuple[str, str]], doc: _Doc | None, ct: bodies.ContentType | None) -> bool:
+def _looks_graphql(pairs: list[tuple[str, str]], doc: _Doc | None) -> bool:
     if any(k == "query" for k, _ in pairs) and doc is None:
         return True
     if doc is None:
