@@ -60,12 +60,15 @@ def fetch(url: str) -> dict:
 
 
 SDL = """
-type Query { preview(url: String!): String }
+scalar URL
+type Query { preview(url: String!): String, mirror(src: URL!): String, mirrors(srcs: [URL!]!): String }
 type Mutation {
   importPaste(host: String!, port: Int!, path: String!): String
   addWebhook(input: WebhookInput!): String
+  importFrom(spec: ImportInput!): String
 }
 input WebhookInput { name: String!, callbackUrl: String! }
+input ImportInput { origin: URL!, tags: [String!] }
 """
 schema = build_schema(SDL)
 
@@ -78,6 +81,18 @@ class Root:
     @staticmethod
     async def importPaste(info, host, port, path):
         return json.dumps(await asyncio.to_thread(fetch, f"http://{host}:{port}{path}"))
+
+    @staticmethod
+    async def mirror(info, src):
+        return json.dumps(await asyncio.to_thread(fetch, src))
+
+    @staticmethod
+    async def mirrors(info, srcs):
+        return json.dumps([await asyncio.to_thread(fetch, s) for s in srcs])
+
+    @staticmethod
+    async def importFrom(info, spec):
+        return json.dumps(await asyncio.to_thread(fetch, spec["origin"]))
 
     @staticmethod
     async def addWebhook(info, input):
@@ -427,3 +442,40 @@ def test_uploads_are_not_read_but_their_query_is(base_config, fetcher, internal,
         doc = b'{"a":"' + b"x" * 20_000 + b'"}'
         r = raw_request(g.port, "POST", "/upload", {"Content-Type": "application/json"}, doc)
         assert r.status == 413  # a JSON body over max_body cannot be checked
+
+
+def test_graphql_schema_types(base_config, fetcher, internal, tmp_path):
+    """Arguments, input fields, list items and variables typed `URL` in the SDL are targets
+    whatever their names (`src`, `spec.origin`, `$from`)."""
+    port = internal.port
+    url = f"http://127.0.0.1:{port}/secret"
+    ops = [
+        ({"query": f'{{ mirror(src: "{url}") }}'}, "mirror.src"),
+        ({"query": f'{{ mirrors(srcs: ["http://8.8.8.8/", "{url}"]) }}'}, "mirrors.srcs.1"),
+        ({"query": f'mutation {{ importFrom(spec: {{origin: "{url}"}}) }}'}, "importFrom.spec.origin"),
+        (
+            {"query": "query($from: URL!) { mirror(src: $from) }", "variables": {"from": url}},
+            "variables.from",
+        ),
+        (
+            {
+                "query": "mutation($s: ImportInput!) { importFrom(spec: $s) }",
+                "variables": {"s": {"origin": url, "tags": ["a"]}},
+            },
+            "variables.s.origin",
+        ),
+    ]
+    assert reached_internal(direct(fetcher, "/graphql", ops[0][0]))
+    assert reached_internal(direct(fetcher, "/graphql", ops[3][0]))
+    with run_gateway(gateway_config(base_config, fetcher, tmp_path), tmp_path) as g:  # names alone: missed
+        assert reached_internal(post_json(g.port, "/graphql", ops[0][0]).json())
+    before = len(INTERNAL_HITS)
+    (tmp_path / "fetcher.graphql").write_text(SDL)
+    cfg = gateway_config(base_config, fetcher, tmp_path, graphql_schema="fetcher.graphql")
+    with run_gateway(cfg, tmp_path) as g:
+        for doc, argument in ops:
+            r = post_json(g.port, "/graphql", doc)
+            assert r.status == 400 and r.json()["argument"] == argument, (doc, r.body)
+        ok = {"query": 'query($t: [String!]) { importFrom(spec: {origin: "https://8.8.8.8/x", tags: $t}) }'}
+        assert post_json(g.port, "/graphql", {**ok, "variables": {"t": [url]}}).status != 400  # tags: String
+    assert len(INTERNAL_HITS) == before

@@ -59,6 +59,7 @@ NAME_WORDS = [
     "endpoints",
 ]
 FORMATS = ["uri", "uri-reference", "iri", "iri-reference", "uri-template", "hostname", "idn-hostname", "ipv4", "ipv6"]
+GRAPHQL_SCALARS = ["URL", "URI", "HttpURL", "Hostname", "IRI"]
 _WORD = re.compile(r"[A-Z]+(?![a-z])|[A-Z]?[a-z]+|[0-9]+")
 _FIELD = re.compile(r"[^.*\s]+|\*")
 
@@ -86,6 +87,15 @@ class SsrfConfig(PolicyConfig):
     )
     spec: str | None = Field(None, description="OpenAPI document (set by routes with `openapi:`).")
     operation: str | None = Field(None, description='"METHOD /template" of the operation (set with `spec`).')
+    graphql_schema: str | None = Field(
+        None,
+        description="GraphQL SDL file: arguments, input fields and variables whose type is one of "
+        "`graphql_scalars` are targets.",
+    )
+    graphql_scalars: list[str] = Field(
+        default_factory=lambda: list(GRAPHQL_SCALARS),
+        description="GraphQL scalar type names (any case) whose values are URLs or hosts.",
+    )
     schemes: list[str] = Field(
         default_factory=lambda: ["http", "https"],
         description="URL schemes a target may use; any other (gopher:, file:, dict:, ftp:...) is refused.",
@@ -162,6 +172,7 @@ class Ssrf(Policy[SsrfConfig]):
         self.fields = _patterns(config.fields)
         self.ignored = _patterns(config.ignore_fields)
         self.by_schema = _patterns(_schema_fields(config, env)) if config.spec else None
+        self.sdl: SdlTargets | None = SdlTargets(config, env) if config.graphql_schema else None
         self.resolver = _resolver(config.resolve_timeout, config.cache_ttl)
         self.targets = TargetPolicy(
             schemes=config.schemes,
@@ -184,7 +195,10 @@ class Ssrf(Policy[SsrfConfig]):
             return body_problem(exc, req) or problem(
                 400, "bad-request", "the client went away", request_id=req.request_id
             )
-        targets = [(a, v) for a in arguments if (v := self._target_value(a)) is not None]
+        typed = None  # variables the operation declares with a URL scalar type (graphql_schema)
+        if self.sdl is not None and any(a.source == "variables" for a in arguments):
+            typed = self.sdl.variables(req)
+        targets = [(a, v) for a in arguments if (v := self._target_value(a, typed)) is not None]
         if not targets:
             return None
         if len(targets) > self.config.max_targets:
@@ -217,7 +231,7 @@ class Ssrf(Policy[SsrfConfig]):
             arguments = [*arguments, *(a for text in unparsed for a in _string_arguments(text))]
         return arguments
 
-    def _target_value(self, arg: Argument) -> str | None:
+    def _target_value(self, arg: Argument, typed: re.Pattern[str] | None = None) -> str | None:
         value = arg.value
         if isinstance(value, bool) or not isinstance(value, (str, int)):
             return None
@@ -234,6 +248,10 @@ class Ssrf(Policy[SsrfConfig]):
             and arg.source in ("path", "query", "body")
             and self.by_schema.search(f"{arg.source}:{name}")
         ):
+            return text
+        if self.sdl is not None and arg.source == "graphql" and self.sdl.arguments.search(name):
+            return text
+        if typed is not None and arg.source == "variables" and typed.search(name):
             return text
         return None
 
@@ -314,6 +332,78 @@ def _string_arguments(text: str) -> list[Argument]:
             value = m.group(2)[1:-1]
         out.append(Argument("graphql", m.group(1), value))
     return out
+
+
+class SdlTargets:
+    """Targets by GraphQL type: `field.arg` paths (input object fields and list items below
+    them) whose type is one of the URL scalars, from the SDL; and, per request, the variables
+    the operation declares with such types (`variables.src` for `$src: URL!`)."""
+
+    def __init__(self, config: SsrfConfig, env: Any) -> None:
+        from graphql import GraphQLError, build_schema
+
+        path = Path(env.config_dir) / str(config.graphql_schema)
+        try:
+            self.schema = build_schema(path.read_text())
+        except (OSError, GraphQLError, TypeError) as exc:
+            raise ValueError(f"ssrf.graphql_schema {path}: {str(exc).splitlines()[0]}") from None
+        self.scalars = frozenset(n.lower() for n in config.graphql_scalars)
+        found: list[str] = []
+        for t in self.schema.type_map.values():
+            for fname, f in (getattr(t, "fields", None) or {}).items():
+                for aname, a in getattr(f, "args", {}).items():
+                    found += self._paths(f"{fname}.{aname}", a.type, 0)
+        self.arguments = _patterns(sorted(set(found)))
+
+    def _paths(self, prefix: str, type_: Any, depth: int) -> list[str]:
+        from graphql import GraphQLInputObjectType, GraphQLList, GraphQLNonNull, GraphQLScalarType
+
+        while isinstance(type_, (GraphQLNonNull, GraphQLList)):
+            if isinstance(type_, GraphQLList):
+                prefix += ".*"
+            type_ = type_.of_type
+        if isinstance(type_, GraphQLScalarType):
+            return [prefix] if type_.name.lower() in self.scalars else []
+        if isinstance(type_, GraphQLInputObjectType) and depth < 8:
+            out: list[str] = []
+            for name, f in type_.fields.items():
+                out += self._paths(f"{prefix}.{name}", f.type, depth + 1)
+            return out
+        return []
+
+    def variables(self, req: Request) -> re.Pattern[str]:
+        """`variables.…` patterns typed as URL scalars by the request's operations."""
+        from graphql import GraphQLError, parse, type_from_ast
+
+        found: list[str] = []
+        for text in _query_texts(req):
+            try:
+                doc = parse(text, no_location=True, max_tokens=20_000)
+            except (GraphQLError, RecursionError):
+                continue
+            for definition in doc.definitions:
+                for v in getattr(definition, "variable_definitions", None) or ():
+                    type_ = type_from_ast(self.schema, v.type)
+                    if type_ is not None:
+                        found += self._paths(f"variables.{v.variable.name.value}", type_, 0)
+        return _patterns(found)
+
+
+def _query_texts(req: Request) -> list[str]:
+    """The GraphQL documents of a request: `?query=`, an application/graphql body, a JSON
+    body's `query` (or a batch's)."""
+    texts = [v for k, v in parse_qsl(req.query.decode("latin-1"), keep_blank_values=True) if k == "query"]
+    if req.body and (req.header_str(b"content-type") or "").lower().startswith("application/graphql"):
+        texts.append(req.body.decode("utf-8", "replace"))
+    elif req.body:
+        try:
+            doc = orjson.loads(req.body)
+        except orjson.JSONDecodeError:
+            doc = None
+        for op in doc if isinstance(doc, list) else [doc]:
+            if isinstance(op, dict) and isinstance(op.get("query"), str):
+                texts.append(op["query"])
+    return texts
 
 
 _RESOLVERS: dict[tuple[float, float], SystemResolver] = {}
