@@ -10,6 +10,8 @@ GraphQL literal arguments and variables, all with dotted names):
 - by name: the last segment of the dotted name that is not an array index, split into words
   (`avatar_url` → avatar, url; `callbackURL` → callback, url); it is a target when its last word
   is one of `names` (`url`, `uri`, `host`, `callback`, `webhook`, `endpoint`, ...);
+- by GraphQL type: with `graphql_schema`, arguments, input fields and declared variables whose
+  type is a URL-like scalar (`URL`, `URI`, ...);
 - by configuration: `fields`, dotted names where `*` stands for one segment (`items.*.target`).
 `ignore_fields` takes names out of all three.
 
