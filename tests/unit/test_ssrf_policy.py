@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
+
+import orjson
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bastion.arguments import Argument
-from bastion.pipeline import PolicyEnv
+from bastion.http import Request
+from bastion.pipeline import Context, PolicyEnv
 from bastion.policies.ssrf import NAME_WORDS, Ssrf, SsrfConfig, _format_paths, _string_arguments
 
 
@@ -111,3 +115,64 @@ def test_schema_format_paths() -> None:
 def test_unparsed_graphql_strings() -> None:
     args = _string_arguments('{ a(url: "http://127.0.0.1/\\u0041", n: "x\\"y") { id } ')
     assert [(a.name, a.value) for a in args] == [("url", "http://127.0.0.1/A"), ("n", 'x"y')]
+
+
+# ----------------------------------------------------------------------------- whole requests
+
+
+def request(body: bytes, query: bytes = b"") -> Request:
+    async def receive() -> dict:
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    return Request("POST", "/x", query, headers, None, None, False, "http", "h", receive)
+
+
+def refused(p: Ssrf, doc: object) -> dict | None:
+    resp = asyncio.run(p.on_request(request(orjson.dumps(doc)), Context()))
+    return None if resp is None else orjson.loads(resp.body)
+
+
+plain_keys = st.sampled_from(["name", "title", "tags", "count", "profile", "items", "bio", "note", "id"])
+json_leaf = st.one_of(st.integers(0, 100), st.text(alphabet="abc xyz", max_size=8), st.booleans(), st.none())
+json_doc = st.recursive(
+    json_leaf,
+    lambda inner: st.one_of(st.lists(inner, max_size=3), st.dictionaries(plain_keys, inner, max_size=3)),
+    max_leaves=12,
+)
+internal_url = st.sampled_from(
+    ["http://127.0.0.1/", "http://2130706433/", "http://[::ffff:10.0.0.1]/", "http://169.254.169.254/", "file:///x"]
+)
+
+
+def put(doc: object, path: list[str | int], value: object) -> object:
+    """`doc` with `value` at `path` (dicts and lists created as needed)."""
+    if not path:
+        return value
+    head, rest = path[0], path[1:]
+    if isinstance(head, int):
+        items = list(doc) if isinstance(doc, list) else []
+        return [*items, put(None, rest, value)]
+    obj = dict(doc) if isinstance(doc, dict) else {}
+    obj[head] = put(obj.get(head), rest, value)
+    return obj
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    json_doc,
+    st.lists(st.one_of(plain_keys, st.just(0)), max_size=3),
+    st.sampled_from(["url", "avatar_url", "callbackUrl", "webhook", "host", "endpoints"]),
+    internal_url,
+)
+def test_an_internal_url_anywhere_in_a_json_body_is_refused(doc, path, key, url) -> None:
+    body = put(doc, [*path, key], url)
+    answer = refused(policy(), body)
+    assert answer is not None and answer["type"].endswith("/ssrf-blocked"), body
+    assert answer["argument"].split(".")[-1] == key
+
+
+@settings(max_examples=200, deadline=None)
+@given(json_doc, st.lists(st.one_of(plain_keys, st.just(0)), max_size=3), internal_url)
+def test_internal_urls_under_other_names_pass(doc, path, url) -> None:
+    assert refused(policy(), put(doc, [*path, "link_text"], url)) is None
