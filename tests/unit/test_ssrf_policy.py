@@ -44,6 +44,8 @@ def chosen(p: Ssrf, name: str, value: object = "http://x/", source: str = "body"
         "HOSTNAME",
         "targetHost",
         "image_href",
+        "server_ip",
+        "mail.domain",
     ],
 )
 def test_names_that_are_targets(name: str) -> None:
@@ -51,7 +53,20 @@ def test_names_that_are_targets(name: str) -> None:
 
 
 @pytest.mark.parametrize(
-    "name", ["ghost", "url_count", "hostility", "callback_id", "urlencoded", "note", "items.0", "description", ""]
+    "name",
+    [
+        "ghost",
+        "zip",
+        "ipsum",
+        "url_count",
+        "hostility",
+        "callback_id",
+        "urlencoded",
+        "note",
+        "items.0",
+        "description",
+        "",
+    ],
 )
 def test_names_that_are_not(name: str) -> None:
     assert not chosen(policy(), name)

@@ -59,6 +59,10 @@ NAME_WORDS = [
     "webhooks",
     "endpoint",
     "endpoints",
+    "ip",
+    "ips",
+    "domain",
+    "domains",
 ]
 FORMATS = ["uri", "uri-reference", "iri", "iri-reference", "uri-template", "hostname", "idn-hostname", "ipv4", "ipv6"]
 GRAPHQL_SCALARS = ["URL", "URI", "HttpURL", "Hostname", "IRI"]
