@@ -62,6 +62,12 @@ class PolicyCollector(Collector):
             "bastion_response_schema_violations", "Responses that broke their OpenAPI schema"
         )
         removed = CounterMetricFamily("bastion_response_properties_removed", "Undeclared response properties removed")
+        ssrf = CounterMetricFamily(
+            "bastion_ssrf_refused",
+            "URL arguments the SSRF guard found internal (refused or, in audit mode, logged)",
+            labels=["reason"],
+        )
+        ssrf_reasons: dict[str, float] = {}
         by_rule: dict[tuple[str, str], float] = {}
         violations = 0.0
         removed_n = 0.0
@@ -79,6 +85,8 @@ class PolicyCollector(Collector):
                 by_rule[key] = by_rule.get(key, 0) + n
             violations += getattr(p, "response_violations", 0)
             removed_n += getattr(p, "properties_removed", 0)
+            for reason, n in getattr(p, "ssrf_refusals", {}).items():
+                ssrf_reasons[reason] = ssrf_reasons.get(reason, 0) + n
             for (version, _client), n in getattr(p, "usage", {}).items():
                 versions[version] = versions.get(version, 0) + n
         for outcome, n in totals.items():
@@ -92,7 +100,9 @@ class PolicyCollector(Collector):
             validation.add_metric([where, rule], n)
         response_schema.add_metric([], violations)
         removed.add_metric([], removed_n)
-        yield from (decisions, auth, waf, deprecated, validation, response_schema, removed)
+        for reason, n in ssrf_reasons.items():
+            ssrf.add_metric([reason], n)
+        yield from (decisions, auth, waf, deprecated, validation, response_schema, removed, ssrf)
         up = GaugeMetricFamily("bastion_store_up", "Whether a store answers (1) or not (0)", labels=["store"])
         latency = GaugeMetricFamily(
             "bastion_store_latency_seconds", "Time of a trivial query (PING, SELECT 1)", labels=["store"]

@@ -152,8 +152,16 @@ class _Compiler:
 
     def openapi_routes(self, i: int, rc: Any) -> None:
         auth = {**(self.defaults.get("auth") or {}), **(_raw(rc.policies, "auth") or {})}
+        # other policies that read the spec's operation (`spec`/`operation` settings), when on here
+        spec_policies: set[str] = set()
+        for name, cls in REGISTRY.items():
+            if name == "validation" or not {"spec", "operation"} <= set(cls.Config.model_fields):
+                continue
+            default, own = self.defaults.get(name), _raw(rc.policies, name) if rc.policies is not None else None
+            if (default is not None or own is not None) and {**(default or {}), **(own or {})}.get("enabled", True):
+                spec_policies.add(name)
         try:
-            plans = plan_routes(i, rc, self.config_dir, auth)
+            plans = plan_routes(i, rc, self.config_dir, auth, frozenset(spec_policies))
         except SpecError as exc:
             self.issues.append(ConfigIssue(("routes", i, "openapi"), None, str(exc)))
             return

@@ -119,9 +119,17 @@ def unsecured(route: Any, config_dir: str) -> list[str]:
     ]
 
 
-def plan_routes(index: int, route: Any, config_dir: str, auth_defaults: dict[str, Any] | None) -> list[RoutePlan]:
+def plan_routes(
+    index: int,
+    route: Any,
+    config_dir: str,
+    auth_defaults: dict[str, Any] | None,
+    spec_policies: frozenset[str] = frozenset(),
+) -> list[RoutePlan]:
     """The routes of one `openapi:` route entry. `auth_defaults`: the auth settings this route
-    would have without the spec (defaults merged with its own block), for the scheme names."""
+    would have without the spec (defaults merged with its own block), for the scheme names.
+    `spec_policies`: other policies, on for this route, that read the operation (`spec` and
+    `operation` settings, as validation does: the SSRF guard's `format: uri` fields)."""
     path = Path(config_dir) / route.openapi
     spec = load_spec(path)
     ops = compile_operations(spec)
@@ -170,6 +178,8 @@ def plan_routes(index: int, route: Any, config_dir: str, auth_defaults: dict[str
             if not isinstance(extra, dict) or not all(isinstance(v, dict) for v in extra.values()):
                 raise SpecError(where, "x-bastion-policies maps policy names to settings")
             overrides.update(extra)
+        for name in spec_policies:
+            overrides[name] = {**overrides.get(name, {}), "spec": str(spec.path), "operation": key}
         methods = frozenset({op.method, "HEAD"} if op.method == "GET" else {op.method})
         plans.append(
             RoutePlan(

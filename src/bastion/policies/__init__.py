@@ -17,6 +17,7 @@ from bastion.policies.request_id import RequestId
 from bastion.policies.response_body import ResponseBody
 from bastion.policies.response_filter import ResponseFilter
 from bastion.policies.security_headers import SecurityHeaders
+from bastion.policies.ssrf import Ssrf
 from bastion.policies.tracing import Tracing
 from bastion.policies.validation import Validation
 from bastion.policies.versioning import Versioning
@@ -36,6 +37,7 @@ REGISTRY: dict[str, type[Policy]] = {
         GraphQLGuard,
         RateLimit,
         Validation,
+        Ssrf,
         Waf,
         FieldEncryption,
         ResponseFilter,
