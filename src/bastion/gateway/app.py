@@ -103,8 +103,10 @@ class Gateway:
                     await self.aclose()
                     await send({"type": "lifespan.shutdown.complete"})
                     return
-        elif kind == "websocket":
-            await send({"type": "websocket.close", "code": 1008})
+        elif kind == "websocket":  # the same lifecycle, with the handshake as the request (gateway/websocket.py)
+            from bastion.gateway.websocket import serve_websocket
+
+            await serve_websocket(self, scope, receive, send)
 
     # ---- one request -----------------------------------------------------------------------
     async def handle(

@@ -319,7 +319,8 @@ class EdgeProtocol(TlsHttpToolsProtocol):
 
     def handle_websocket_upgrade(self) -> None:
         """The connection moves to uvicorn's websocket protocol and leaves this one, which will
-        not see its end: release its place now (the gateway refuses every websocket anyway)."""
+        not see its end: release its place now. Open sockets have their own limits (per principal,
+        idle, lifetime: gateway/websocket.py)."""
         self._cancel_head_timer()
         if self._key is not None:
             self.gate.release(self._key)

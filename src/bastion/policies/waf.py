@@ -40,7 +40,7 @@ from bastion.http import (
     ip_text,
     problem,
 )
-from bastion.pipeline import Context, Policy, PolicyConfig
+from bastion.pipeline import Context, Policy, PolicyConfig, WsMessage
 
 CRS_RULES = "/usr/share/modsecurity-crs/rules"
 # Files that need what this build lacks (GeoIP) or target one application's quirks.
@@ -364,6 +364,28 @@ class Waf(Policy[WafConfig]):
             )
             resp.reason = "waf rules " + ",".join(str(r) for r in rules)
             return resp
+        return None
+
+    # -- GraphQL over WebSocket (gateway/websocket.py) ------------------------------------------
+    async def on_ws_message(self, req: Request, ctx: Context, message: WsMessage) -> Response | None:
+        """A GraphQL `subscribe`/`start` on an open socket is inspected as the same operation in a
+        JSON POST body would be (its query, variables, and the query's escaped string values);
+        a block becomes the protocol's `error` for that id, the socket stays open."""
+        if message.operation is None:
+            return None
+        payload = orjson.dumps(message.operation)
+        passes = [payload]
+        query = message.operation.get("query")
+        if isinstance(query, str) and "\\" in query:
+            try:
+                doc = graphql_parse(query, no_location=True, max_tokens=20_000)
+                passes.append(orjson.dumps({"graphql": [n.value for n in _string_values(doc)]}))
+            except (GraphQLError, RecursionError):
+                pass
+        for body in passes:
+            resp = self._inspect(req, ctx, body, "JSON", None)
+            if resp is not None:
+                return resp
         return None
 
 
