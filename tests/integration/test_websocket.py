@@ -121,7 +121,11 @@ def gw(ws_upstream, tmp_path_factory):
                 "policies": {"auth": AUTH},
                 "websocket": {"revocation_check": 0.2},
             },
-            {"path": "/throttled/*", **up, "policies": {"rate_limit": {"limits": [{"rate": "2/minute", "key": ["ip", "route"]}]}}},
+            {
+                "path": "/throttled/*",
+                **up,
+                "policies": {"rate_limit": {"limits": [{"rate": "2/minute", "key": ["ip", "route"]}]}},
+            },
             {"path": "/blocked/*", **up, "policies": {"ip_rules": {"block": ["127.0.0.0/8"]}}},
             {"path": "/gone/*", "upstream": "down"},
         ],
@@ -236,7 +240,9 @@ def test_auth_runs_before_the_upstream_is_contacted(gw):
     assert len(SEEN["handshakes"]) == before
 
     async def go():
-        async with connect(ws_url(gw, "/auth/ws/echo"), additional_headers={"Authorization": f"Bearer {token()}"}) as ws:
+        async with connect(
+            ws_url(gw, "/auth/ws/echo"), additional_headers={"Authorization": f"Bearer {token()}"}
+        ) as ws:
             await ws.send("headers")
             return dict(json.loads(await ws.recv())["headers"])
 

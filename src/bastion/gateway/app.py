@@ -234,6 +234,7 @@ class Gateway:
             receive=receive,
             body_timeout=self.client_body_timeout,
         )
+        req.websocket = scope.get("bastion.websocket", False)  # set by gateway/websocket.py only
         ext = scope.get("extensions")
         if ext and "tls" in ext:
             req.tls = ext["tls"]

@@ -203,6 +203,7 @@ def http_scope(scope: Scope, tokens: list[str], init_token: str | None) -> Scope
         headers.append((b"authorization", init_token.encode("utf-8", "replace")))
     out = dict(scope)
     out.update(type="http", method="GET", headers=headers, http_version=scope.get("http_version", "1.1"))
+    out["bastion.websocket"] = True
     return out
 
 

@@ -193,6 +193,8 @@ class GraphQLGuard(Policy[GraphQLGuardConfig]):
     async def on_request(self, req: Request, ctx: Context) -> Response | None:
         if self.c.mode == "off" and not self.c.persisted_queries and self.allowlist is None:
             return None
+        if req.websocket:  # a WebSocket handshake carries no operation: each is checked in on_ws_message
+            return None
         try:
             operations, is_get, is_batch = await self._operations(req, ctx)
             if is_batch and self.c.limits.max_batch is not None and len(operations) > self.c.limits.max_batch:

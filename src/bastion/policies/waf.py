@@ -368,25 +368,22 @@ class Waf(Policy[WafConfig]):
 
     # -- GraphQL over WebSocket (gateway/websocket.py) ------------------------------------------
     async def on_ws_message(self, req: Request, ctx: Context, message: WsMessage) -> Response | None:
-        """A GraphQL `subscribe`/`start` on an open socket is inspected as the same operation in a
-        JSON POST body would be (its query, variables, and the query's escaped string values);
-        a block becomes the protocol's `error` for that id, the socket stays open."""
+        """A GraphQL `subscribe`/`start` on an open socket: its arguments — the variables and the
+        string values written in the query, as its server decodes them — are inspected as one
+        JSON body (the query's syntax itself is the GraphQL guard's). A block becomes the
+        protocol's `error` for that id; the socket stays open."""
         if message.operation is None:
             return None
-        payload = orjson.dumps(message.operation)
-        passes = [payload]
+        arguments: list[str] = []
         query = message.operation.get("query")
-        if isinstance(query, str) and "\\" in query:
+        if isinstance(query, str):
             try:
                 doc = graphql_parse(query, no_location=True, max_tokens=20_000)
-                passes.append(orjson.dumps({"graphql": [n.value for n in _string_values(doc)]}))
+                arguments = [n.value for n in _string_values(doc)]
             except (GraphQLError, RecursionError):
-                pass
-        for body in passes:
-            resp = self._inspect(req, ctx, body, "JSON", None)
-            if resp is not None:
-                return resp
-        return None
+                arguments = [query]  # unparsable: the guard refuses it; inspected whole meanwhile
+        body = orjson.dumps({"variables": message.operation.get("variables"), "arguments": arguments})
+        return self._inspect(req, ctx, body, "JSON", None)
 
 
 def _canonical_multipart(ct: bodies.ContentType, original: bytes) -> bytes:
