@@ -10,12 +10,12 @@ import time
 
 import pytest
 from helpers import ThreadedUvicorn, audit_lines, run_gateway
+from integration.test_websocket_graphql import graphql_ws
 from starlette.applications import Starlette
 from starlette.responses import HTMLResponse
 from starlette.routing import Route, WebSocketRoute
 
 from bastion.auth.apikeys import hash_key
-from integration.test_websocket_graphql import graphql_ws
 
 KEY = "bk_test_" + "B" * 43
 PAGE = "<!doctype html><html><head><title>live</title></head><body><h1>live</h1><ul id=out></ul></body></html>"
