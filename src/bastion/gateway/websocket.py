@@ -637,12 +637,13 @@ class SocketGuard:
         self.inbound = 0
         self.outbound = 0
         self.refused_operations = 0
+        self.count_in = MESSAGES.labels(route, "in")  # labelled once, not per message
+        self.count_out = MESSAGES.labels(route, "out")
 
     async def check_in(self, data: str | bytes) -> Verdict:
         self.inbound += 1
-        MESSAGES.labels(self.route, "in").inc()
-        size = len(data.encode() if isinstance(data, str) else data)
-        if size > self.cfg.max_message_bytes:
+        self.count_in.inc()
+        if _size(data) > self.cfg.max_message_bytes:
             return Verdict("close", code=CLOSE_TOO_BIG, reason="message-too-big")
         if self.rate is not None:
             self.bucket, decision = token_bucket(self.bucket, time.monotonic(), self.rate, 1)
@@ -673,9 +674,8 @@ class SocketGuard:
 
     def check_out(self, data: str | bytes) -> Verdict:
         self.outbound += 1
-        MESSAGES.labels(self.route, "out").inc()
-        size = len(data.encode() if isinstance(data, str) else data)
-        if size > self.cfg.max_message_bytes:
+        self.count_out.inc()
+        if _size(data) > self.cfg.max_message_bytes:
             return Verdict("close", code=CLOSE_TOO_BIG, reason="upstream-message-too-big")
         return PASS
 
@@ -702,6 +702,13 @@ class SocketGuard:
         if self.graphql == "graphql-transport-ws":
             return orjson.dumps({"id": id_, "type": "error", "payload": errors}).decode()
         return orjson.dumps({"id": id_, "type": "error", "payload": errors[0]}).decode()  # legacy: one error
+
+
+def _size(data: str | bytes) -> int:
+    """Bytes on the wire (UTF-8 for text; encoded only when it could matter)."""
+    if isinstance(data, str):
+        return len(data) if data.isascii() else len(data.encode())
+    return len(data)
 
 
 def _problem_type(resp: Response) -> str:

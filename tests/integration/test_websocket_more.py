@@ -1,0 +1,119 @@
+"""WebSockets: a wss:// upstream under the upstream's TLS settings, and the per-principal message
+rate shared by all of a principal's sockets through the Redis rate-limit store."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+import threading
+import time
+import uuid
+
+import pytest
+import uvicorn
+from helpers import run_gateway
+from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed, InvalidStatus
+
+from .test_tls import make_cert
+from .test_websocket import token, upstream_app
+
+
+@contextlib.contextmanager
+def tls_upstream(cert, key):
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    config = uvicorn.Config(
+        upstream_app, log_config=None, access_log=False, lifespan="off", ssl_certfile=str(cert), ssl_keyfile=str(key)
+    )
+    server = uvicorn.Server(config)
+    server.capture_signals = contextlib.nullcontext  # type: ignore[method-assign]
+    thread = threading.Thread(target=lambda: asyncio.run(server.serve([sock])), daemon=True)
+    thread.start()
+    deadline = time.time() + 10
+    while not server.started and time.time() < deadline:
+        time.sleep(0.01)
+    try:
+        yield port
+    finally:
+        server.should_exit = True
+        thread.join(10)
+
+
+def run(coro):
+    return asyncio.run(asyncio.wait_for(coro, 20))
+
+
+def test_wss_upstream_with_its_tls_settings(tmp_path):
+    good = tmp_path / "good"
+    other = tmp_path / "other"
+    good.mkdir()
+    other.mkdir()
+    cert, key = make_cert(good)
+    other_cert, _ = make_cert(other)
+    with tls_upstream(cert, key) as port:
+        url = f"https://localhost:{port}"
+        cfg = {
+            "upstreams": {
+                "good": {"urls": [url], "ca_file": str(cert)},
+                "wrong": {"urls": [url], "ca_file": str(other_cert)},
+            },
+            "routes": [{"path": "/good/*", "upstream": "good"}, {"path": "/wrong/*", "upstream": "wrong"}],
+        }
+        with run_gateway(cfg, tmp_path) as gw:
+
+            async def go():
+                async with connect(f"ws://127.0.0.1:{gw.port}/good/x") as ws:
+                    await ws.send("over tls")
+                    assert await ws.recv() == "over tls"
+                with pytest.raises(InvalidStatus) as info:  # the upstream's certificate is not trusted
+                    async with connect(f"ws://127.0.0.1:{gw.port}/wrong/x"):
+                        pass
+                assert info.value.response.status_code == 502
+
+            run(go())
+
+
+def test_principal_message_rate_across_sockets_in_redis(ws_upstream_url, redis_url, tmp_path):
+    from .test_websocket import AUTH
+
+    cfg = {
+        "upstreams": {"ws": {"urls": [ws_upstream_url]}},
+        "routes": [
+            {
+                "path": "/*",
+                "upstream": "ws",
+                "policies": {"auth": AUTH},
+                "websocket": {"principal_messages": "6/minute", "messages_per_second": None, "store": redis_url},
+            }
+        ],
+    }
+    sub = "p-" + uuid.uuid4().hex[:8]  # a fresh key in the shared Redis
+    hdr = {"Authorization": f"Bearer {token(sub=sub)}"}
+    with run_gateway(cfg, tmp_path) as gw:
+
+        async def go():
+            a = await connect(f"ws://127.0.0.1:{gw.port}/a", additional_headers=hdr)
+            b = await connect(f"ws://127.0.0.1:{gw.port}/b", additional_headers=hdr)
+            for i in range(3):  # six messages over two sockets: the principal's budget
+                for ws in (a, b):
+                    await ws.send(str(i))
+                    assert await ws.recv() == str(i)
+            await a.send("seventh")
+            with pytest.raises(ConnectionClosed) as closed:
+                await a.recv()
+            assert closed.value.rcvd is not None
+            assert (closed.value.rcvd.code, closed.value.rcvd.reason) == (1008, "principal-message-rate")
+            await b.close()
+
+        run(go())
+
+
+@pytest.fixture(scope="module")
+def ws_upstream_url():
+    from helpers import ThreadedUvicorn
+
+    with ThreadedUvicorn(upstream_app) as server:
+        yield server.url
