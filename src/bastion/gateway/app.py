@@ -142,6 +142,7 @@ class Gateway:
                     resp = await self.forward(req, ctx, target, send, record, state)
                 else:
                     resp = await exchange(req, ctx, pipeline, send)
+                    record.update(getattr(exchange, "record", None) or {})  # a websocket's timings
                 if resp.stopped_by:  # the exchange failed before anything was sent: a problem to send
                     await pipeline.run_response(req, resp, ctx)
                     await send_whole(send, resp)

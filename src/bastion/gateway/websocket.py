@@ -222,12 +222,18 @@ async def serve_websocket(gateway: Any, scope: Scope, receive: Receive, send: Se
     graphql = next((p for p in offered if p in GRAPHQL_PROTOCOLS), None)
     hs = Handshake(offered, bool(tokens), graphql)
     init_token = None
-    if graphql and not tokens and b"authorization" not in names and b"cookie" not in names:
+    ws_cfg = _target_config(gateway, scope) if graphql else None
+    if (
+        ws_cfg is not None
+        and ws_cfg.enabled
+        and not tokens
+        and b"authorization" not in names
+        and b"cookie" not in names
+    ):
         # a GraphQL client that may carry its credential in connection_init: accept, read it,
         # then check the handshake with it — the upstream is still not contacted before that
         await send({"type": "websocket.accept", "subprotocol": graphql})
         hs.accepted = True
-        ws_cfg = _target_config(gateway, scope)
         hs.init, init_token = await _read_init(receive, ws_cfg.connection_init_timeout)
         if hs.init is None:
             await send({"type": "websocket.close", "code": 4408, "reason": "connection_init timeout"})
@@ -277,6 +283,7 @@ class WsExchange:
         self.hs = hs
         self.app = app
         self.state = gateway.state  # the state `handle` runs with (no await in between)
+        self.record: dict[str, Any] = {}  # merged into the log phase's record by `handle`
 
     def _target(self, req: Request) -> Any:
         match = self.state.router.match("GET", req.path, req.host)
@@ -321,10 +328,13 @@ class WsExchange:
         self, req: Request, ctx: Context, pipeline: Pipeline, target: Any, cfg: WebSocketConfig, route: str
     ) -> Response:
         protocols = [self.hs.graphql] if self.hs.accepted and self.hs.graphql else self.hs.offered
+        t0 = time.perf_counter()
         if self.app is not None:
             peer_or_refusal = await AppPeer.open(self.app, req, ctx, self.gateway, protocols, self.hs)
         else:
             peer_or_refusal = await open_upstream_ws(self.gateway, target, req, ctx, protocols, cfg)
+        opened = time.perf_counter()
+        self.record["upstream_ms"] = round((opened - t0) * 1000, 3)
         if isinstance(peer_or_refusal, Response):
             REFUSALS.labels(route, peer_or_refusal.reason or "upstream").inc()
             return peer_or_refusal
@@ -345,6 +355,7 @@ class WsExchange:
             end = await relay(self.receive, self.send, peer, guard, Deadlines(cfg, ctx, pipeline, req))
         finally:
             OPEN.labels(route).dec()
+            self.record["websocket_open_ms"] = round((time.perf_counter() - opened) * 1000, 3)
         ctx.log_fields["websocket"] = {
             "subprotocol": peer.subprotocol,
             "messages_in": guard.inbound,
@@ -885,15 +896,18 @@ async def relay(receive: Receive, send: Send, peer: Peer, guard: SocketGuard, de
     finished = next(t for t in tasks if t in done)
     try:
         end = finished.result()
-    except Exception as exc:  # the client went away mid-send, or the app failed
-        end = End("client", 1006, type(exc).__name__)
+    except OSError:  # the client went away while a message was on its way to it
+        end = End("client", 1006, "")
+    except Exception as exc:  # a policy hook failed: a server error, never a traceback to anyone
+        log.error("request %s: the websocket relay failed", guard.req.request_id, exc_info=exc)
+        end = End("gateway", 1011, "internal-error")
     await _close_both(send, peer, end)
     return end
 
 
 async def _close_both(send: Send, peer: Peer, end: End) -> None:
-    if end.by == "client":
-        await peer.close(_sendable(end.code), end.reason)
+    if end.by == "client":  # a client that vanished (1006) is "going away" to the upstream
+        await peer.close(CLOSE_GOING_AWAY if end.code == 1006 else _sendable(end.code), end.reason)
         return
     code = _sendable(end.code)
     with contextlib.suppress(Exception):
