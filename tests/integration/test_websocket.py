@@ -434,6 +434,7 @@ def test_one_audit_line_per_connection_and_metrics(gw):
         return rid
 
     rid = run(go())
+    run(refused(ws_url(gw, "/off/metrics")))  # a refusal of this test's own, counted
     lines = [x for x in audit_lines(gw.audit, rid) if x["request_id"] == rid]
     assert len(lines) == 1
     line = lines[0]
