@@ -117,3 +117,41 @@ def ws_upstream_url():
 
     with ThreadedUvicorn(upstream_app) as server:
         yield server.url
+
+
+def test_open_sockets_keep_their_place_in_the_connection_caps(ws_upstream_url, tmp_path):
+    """An upgraded connection still holds a file descriptor: it counts against
+    max_connections_per_ip until it closes (then its place is free again)."""
+    cfg = {
+        "listeners": [{"host": "127.0.0.1", "port": 0, "max_connections_per_ip": 2}],
+        "upstreams": {"ws": {"urls": [ws_upstream_url]}},
+        "routes": [{"path": "/*", "upstream": "ws"}],
+    }
+    with run_gateway(cfg, tmp_path) as gw:
+        gate = gw.server.gates[0]
+
+        async def settle(n: int) -> int:
+            for _ in range(100):  # the gateway notices closes asynchronously
+                if gate.per_client.get("127.0.0.1", 0) == n:
+                    break
+                await asyncio.sleep(0.02)
+            return gate.per_client.get("127.0.0.1", 0)
+
+        async def go():
+            a = await connect(f"ws://127.0.0.1:{gw.port}/a")
+            b = await connect(f"ws://127.0.0.1:{gw.port}/b")
+            assert await settle(2) == 2
+            with pytest.raises(InvalidStatus) as info:  # a third connection from the address
+                async with connect(f"ws://127.0.0.1:{gw.port}/c"):
+                    pass
+            assert info.value.response.status_code == 503
+            await a.close()
+            assert await settle(1) == 1
+            c = await connect(f"ws://127.0.0.1:{gw.port}/c")
+            await c.send("again")
+            assert await c.recv() == "again"
+            await b.close()
+            await c.close()
+            assert await settle(0) == 0
+
+        run(go())
