@@ -155,3 +155,38 @@ def test_open_sockets_keep_their_place_in_the_connection_caps(ws_upstream_url, t
             assert await settle(0) == 0
 
         run(go())
+
+
+def test_handshake_trace_spans_and_propagation(ws_upstream_url, tmp_path):
+    """The handshake is the request's span (its policies as children); the upstream connection a
+    client span whose context the upstream receives in `traceparent`."""
+    import json
+
+    from bastion.policies.tracing import TracingConfig, provider_for
+
+    from .test_tracing import finished
+
+    name = f"bastion-ws-{tmp_path.name}"
+    cfg = {
+        "upstreams": {"ws": {"urls": [ws_upstream_url]}},
+        "policies": {"tracing": {"exporter": "memory", "service_name": name}},
+        "routes": [{"path": "/traced/*", "upstream": "ws"}],
+    }
+    memory = provider_for(TracingConfig(exporter="memory", service_name=name)).memory
+    with run_gateway(cfg, tmp_path) as gw:
+        memory.clear()
+
+        async def go():
+            async with connect(f"ws://127.0.0.1:{gw.port}/traced/x") as ws:
+                await ws.send("headers")
+                return dict(json.loads(await ws.recv())["headers"])
+
+        seen = run(go())
+        spans = {s.name: s for s in finished(memory, lambda ss: any(x.name == "GET /traced/*" for x in ss))}
+    root = spans["GET /traced/*"]
+    upstream = spans["websocket upstream ws"]
+    assert upstream.parent.span_id == root.context.span_id
+    assert "policy request_id" in spans
+    trace_id, span_id = seen["traceparent"].split("-")[1:3]
+    assert trace_id == format(root.context.trace_id, "032x")
+    assert span_id == format(upstream.context.span_id, "016x")
