@@ -81,10 +81,12 @@ SCHEMA = GraphQLSchema(
     ),
 )
 UPSTREAM_SUBSCRIBES: list[str] = []  # the operations the upstream received
+UPSTREAM_CONNECTIONS: list[str] = []  # the sockets it was asked to open (their paths)
 
 
 async def graphql_ws(ws: WebSocket) -> None:
     """graphql-transport-ws (and the legacy graphql-ws: start/data/stop) over graphql-core."""
+    UPSTREAM_CONNECTIONS.append(ws.scope["path"])
     offered = ws.scope.get("subprotocols") or []
     proto = next((p for p in offered if p in ("graphql-transport-ws", "graphql-ws")), None)
     if proto is None:
@@ -155,6 +157,12 @@ def gateway_config(upstream_url: str, audit: str) -> dict:
         "routes": [
             {"path": "/graphql", "upstream": "gql", "policies": {"auth": AUTH, "graphql": GUARD, "waf": {}}},
             {"path": "/open/graphql", "upstream": "gql", "policies": {"graphql": GUARD}},
+            {
+                "path": "/slow/graphql",
+                "upstream": "gql",
+                "policies": {"auth": AUTH},
+                "websocket": {"connection_init_timeout": 0.5},
+            },
         ],
     }
 
@@ -238,12 +246,12 @@ def test_missing_or_bad_credential_in_connection_init_closes_4401(gw):
             except ConnectionClosed as exc:
                 return (exc.rcvd.code if exc.rcvd else None), (exc.rcvd.reason if exc.rcvd else "")
 
-    before = len(UPSTREAM_SUBSCRIBES)
+    before = len(UPSTREAM_CONNECTIONS)
     code, _ = run(go({}))
     assert code == 4401
     code, _ = run(go({"Authorization": "Bearer not-a-token"}))
     assert code == 4401
-    assert len(UPSTREAM_SUBSCRIBES) == before
+    assert len(UPSTREAM_CONNECTIONS) == before  # refused before the upstream was contacted
 
 
 def test_token_in_subprotocol_for_graphql_clients(gw):
@@ -324,3 +332,18 @@ def test_introspection_refused_and_one_audit_line_with_counts(gw):
     assert ws["subprotocol"] == "graphql-transport-ws"
     assert ws["refused_operations"] == 1
     assert ws["messages_in"] == 3  # connection_init and two subscribes (the close is not a message)
+
+
+def test_no_connection_init_in_time_closes_4408_without_the_upstream(gw):
+    async def go():
+        before = len(UPSTREAM_CONNECTIONS)
+        async with connect(url(gw, "/slow/graphql"), subprotocols=["graphql-transport-ws"]) as ws:
+            try:
+                await asyncio.wait_for(ws.recv(), 5)
+            except ConnectionClosed as exc:
+                assert exc.rcvd is not None
+                assert len(UPSTREAM_CONNECTIONS) == before
+                return exc.rcvd.code
+        return None
+
+    assert run(go()) == 4408

@@ -144,23 +144,27 @@ def _init_token(payload: Any) -> str | None:
     return None
 
 
-async def _read_init(receive: Receive, timeout: float) -> tuple[str | None, str | None]:
-    """The first message of an accepted GraphQL socket: (its text, the credential in its payload)."""
+async def _read_init(receive: Receive, timeout: float) -> tuple[str | None, str | None, int]:
+    """The first message of an accepted GraphQL socket: (its text, the credential in its
+    payload, 0), or (None, None, close code): 4408 when nothing came in time, 4400 for a binary
+    first message, 1000 when the client left."""
     try:
         async with asyncio.timeout(timeout):
             message = await receive()
     except TimeoutError:
-        return None, None
+        return None, None, 4408
+    if message["type"] == "websocket.disconnect":
+        return None, None, 1000
     if message["type"] != "websocket.receive" or message.get("text") is None:
-        return None, None
+        return None, None, 4400
     text = message["text"]
     try:
         data = orjson.loads(text)
     except orjson.JSONDecodeError:
-        return text, None
+        return text, None, 0
     if not isinstance(data, dict) or data.get("type") != "connection_init":
-        return text, None
-    return text, _init_token(data.get("payload"))
+        return text, None, 0
+    return text, _init_token(data.get("payload")), 0
 
 
 def _refusal_sender(send: Send, hs: Handshake) -> Send:
@@ -234,9 +238,11 @@ async def serve_websocket(gateway: Any, scope: Scope, receive: Receive, send: Se
         # then check the handshake with it — the upstream is still not contacted before that
         await send({"type": "websocket.accept", "subprotocol": graphql})
         hs.accepted = True
-        hs.init, init_token = await _read_init(receive, ws_cfg.connection_init_timeout)
+        hs.init, init_token, code = await _read_init(receive, ws_cfg.connection_init_timeout)
         if hs.init is None:
-            await send({"type": "websocket.close", "code": 4408, "reason": "connection_init timeout"})
+            if code != 1000:
+                reason = "connection_init timeout" if code == 4408 else "connection_init expected"
+                await send({"type": "websocket.close", "code": code, "reason": reason})
             return
     exchange = WsExchange(gateway, receive, send, hs, app)
     await gateway.handle(
