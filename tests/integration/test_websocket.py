@@ -99,7 +99,11 @@ def gw(ws_upstream, tmp_path_factory):
         "upstreams": {"ws": {"urls": [ws_upstream.url], "timeouts": {"connect": 1, "read": 2, "total": 5}}},
         "policies": {"audit": {"output": str(tmp / "audit.log")}},
         "routes": [
-            {"path": "/ws/echo", **up, "websocket": {"allowed_origins": ["https://app.example"]}},
+            {
+                "path": "/ws/echo",
+                **up,
+                "websocket": {"allowed_origins": ["https://app.example", "https://*.apps.example"]},
+            },
             {"path": "/ws/refuse", **up},
             {"path": "/off/*", **up, "websocket": False},
             {"path": "/auth/*", **up, "policies": {"auth": AUTH}},
@@ -295,6 +299,9 @@ def test_cross_site_cookie_handshake_refused(gw):
         # a route whose upstream may read cookies itself: the same rule, with the allowlist
         assert not await opens("/ws/echo", {"Cookie": "sid=1", "Origin": "https://evil.example"})
         assert await opens("/ws/echo", {"Cookie": "sid=1", "Origin": "https://app.example"})
+        assert await opens("/ws/echo", {"Cookie": "sid=1", "Origin": "https://eu.apps.example"})  # a pattern
+        assert not await opens("/ws/echo", {"Cookie": "sid=1", "Origin": "https://apps.example.evil.example"})
+        assert not await opens("/ws/echo", {"Cookie": "sid=1", "Origin": "null"})
         # no cookie: no ambient authority to hijack
         assert await opens("/ws/echo", {"Origin": "https://evil.example"})
         # a header credential with the cookie: not refused as cross-site (here the auth policy
@@ -448,6 +455,12 @@ def test_one_audit_line_per_connection_and_metrics(gw):
 
 
 # ---- a property: the Origin rule ----------------------------------------------------------------
+def _canon(origin: str) -> str | None:
+    from bastion.policies.cors import canonical_origin
+
+    return canonical_origin(origin.lower())
+
+
 _hosts = st.from_regex(r"[a-z][a-z0-9-]{0,20}(\.[a-z]{2,6}){0,2}(:[0-9]{1,5})?", fullmatch=True)
 
 
@@ -475,10 +488,15 @@ def test_origin_rule_property(scheme, host, own, cookie, header_credential):
     if header_credential:
         headers.append((b"authorization", b"Bearer x"))
     req = Request("GET", "/", b"", headers, None, None, False, "http", own, _r)
-    cfg = WebSocketConfig(allowed_origins=["https://app.example"])
+    cfg = WebSocketConfig(allowed_origins=["https://*.app.example"])
     ok = origin_allowed(req, cfg, False)
     if not cookie or header_credential:
         assert ok
     else:
-        same = scheme in ("http", "ws") and host.lower() == own.lower()
+        canon = _canon(f"{scheme}://{host}")
+        same = (
+            scheme in ("http", "https")
+            and canon is not None
+            and canon in (_canon(f"http://{own}"), _canon(f"https://{own}"))
+        )
         assert ok == same

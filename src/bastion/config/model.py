@@ -141,9 +141,10 @@ class WebSocketConfig(Strict):
     enabled: bool = Field(True, description="Proxy WebSocket upgrades on this route (false: 403 `websocket-refused`).")
     allowed_origins: list[str] = Field(
         default_factory=list,
-        description="Origins (`https://app.example.com`) allowed to open a socket that carries cookies; the "
-        "handshake's own Host is always allowed. Others get 403 `cross-site-websocket` (cross-site WebSocket "
-        "hijacking: browsers send cookies on WebSocket handshakes and CORS does not apply).",
+        description="Origins (`https://app.example.com`, or `https://*.example.com` for one DNS label, as in "
+        "`cors`) allowed to open a socket that carries cookies; the handshake's own host (http or https) is "
+        "always allowed. Others get 403 `cross-site-websocket` (cross-site WebSocket hijacking: browsers send "
+        "cookies on WebSocket handshakes and CORS does not apply).",
     )
     check_origin: Literal["cookies", "always", "never"] = Field(
         "cookies",

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -35,6 +36,7 @@ from bastion.gateway.proxy import upstream_tls
 from bastion.http import Headers, Request, Response, problem, unsafe_header
 from bastion.observability import REGISTRY
 from bastion.pipeline import Context, Pipeline, WsMessage
+from bastion.policies.cors import OriginMatcher, canonical_origin  # the CORS policy's origin rules, shared
 from bastion.ratelimit import Rate, StoreUnavailable, parse_rate, shared_store
 from bastion.ratelimit.algorithms import token_bucket
 
@@ -386,7 +388,9 @@ def origin_allowed(req: Request, cfg: WebSocketConfig, token_in_protocol: bool) 
     """Cross-site WebSocket hijacking: a browser sends the site's cookies on any page's WebSocket
     handshake and CORS does not apply, so a handshake that carries cookies (and no
     non-ambient credential: an Authorization header or token subprotocol) must come from this
-    host's own origin or one of `allowed_origins`. No Origin: not a browser."""
+    host's own origin (http or https: behind a TLS-terminating proxy the gateway may not know
+    the scheme) or one of `allowed_origins` (matched as the CORS policy matches: exact, or `*`
+    for one DNS label). No Origin: not a browser."""
     if cfg.check_origin == "never":
         return True
     if cfg.check_origin == "cookies":
@@ -397,15 +401,22 @@ def origin_allowed(req: Request, cfg: WebSocketConfig, token_in_protocol: bool) 
     origin = req.header_str(b"origin")
     if origin is None:
         return cfg.check_origin != "always"
-    origin = origin.strip().lower().rstrip("/")
-    if origin in {o.lower().rstrip("/") for o in cfg.allowed_origins}:
+    origin = origin.strip()
+    if cfg.allowed_origins and _matcher(tuple(cfg.allowed_origins)).allows(origin):
         return True
-    parts = urlsplit(origin)
-    if not parts.netloc or not req.host:
+    canon = canonical_origin(origin)
+    if canon is None or canon == "null" or not req.host:
         return False
-    expected = "https" if req.scheme == "https" else "http"
-    own = {expected, {"http": "ws", "https": "wss"}[expected]}
-    return parts.scheme in own and parts.netloc == req.host.lower()
+    host = req.host.lower()
+    return canon in (f"http://{host}", f"https://{host}") or canon in (
+        canonical_origin(f"http://{host}"),
+        canonical_origin(f"https://{host}"),
+    )
+
+
+@functools.lru_cache(maxsize=256)
+def _matcher(origins: tuple[str, ...]) -> OriginMatcher:
+    return OriginMatcher(list(origins))
 
 
 # ---- the upstream ----------------------------------------------------------------------------
