@@ -181,11 +181,14 @@ def test_text_and_binary_relayed_both_ways_with_subprotocol(gw):
             assert await ws.recv() == big
             await ws.send("headers")
             seen = dict(json.loads(await ws.recv())["headers"])
-        return seen
+            answer = ws.response.headers
+        return seen, answer
 
-    seen = run(go())
+    seen, answer = run(go())
     assert seen["x-forwarded-for"] == "127.0.0.1"
     assert seen["x-request-id"]  # the handshake got a request id like any request
+    assert answer["x-request-id"] == seen["x-request-id"]  # and the client sees it on the 101
+    assert answer["x-content-type-options"] == "nosniff"  # the response phase ran on the 101
     assert seen["sec-websocket-protocol"] == "chat.v1"
 
 

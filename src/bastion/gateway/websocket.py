@@ -62,6 +62,10 @@ _WS_HEADERS = frozenset(
         b"host",
     }
 )
+# headers a response-phase policy may add that have no place on a 101 (the server writes its own)
+_NOT_ON_101 = frozenset(
+    {b"content-type", b"content-length", b"transfer-encoding", b"connection", b"upgrade", b"date", b"server"}
+)
 # keys of a `connection_init` payload that carry the credential (Apollo, urql, graphql-ws clients)
 _INIT_TOKEN_KEYS = ("authorization", "authtoken", "token", "accesstoken", "access_token")
 
@@ -348,7 +352,10 @@ class WsExchange:
             return peer_or_refusal
         peer = peer_or_refusal
         if not self.hs.accepted:
-            await self.send({"type": "websocket.accept", "subprotocol": peer.subprotocol})
+            head = Response(101)  # the response phase's headers (request id, ...) on the 101
+            await pipeline.run_response(req, head, ctx)
+            headers = [(k, v) for k, v in head.headers if k not in _NOT_ON_101 and not k.startswith(b"sec-websocket-")]
+            await self.send({"type": "websocket.accept", "subprotocol": peer.subprotocol, "headers": headers})
             self.hs.accepted = True
         elif peer.subprotocol != self.hs.graphql:
             await peer.close(CLOSE_GOING_AWAY, "")
