@@ -4,6 +4,7 @@ through the route's policies, then the same guarded relay (limits, hooks, GraphQ
 from __future__ import annotations
 
 import asyncio
+import logging
 import json
 import time
 
@@ -11,6 +12,7 @@ import jwt
 import pytest
 from helpers import ThreadedUvicorn
 from starlette.applications import Starlette
+from starlette.responses import PlainTextResponse
 from starlette.routing import WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 from websockets.asyncio.client import connect
@@ -36,6 +38,20 @@ async def echo(ws: WebSocket) -> None:
         return
 
 
+async def deny(ws: WebSocket) -> None:
+    await ws.send_denial_response(PlainTextResponse("not for you", status_code=418))
+
+
+async def boom(ws: WebSocket) -> None:
+    raise RuntimeError("the app failed")
+
+
+async def bye(ws: WebSocket) -> None:
+    await ws.accept()
+    await ws.receive_text()
+    await ws.close(4100, "app says bye")
+
+
 def token(sub: str = "mw-user") -> str:
     now = int(time.time())
     return jwt.encode({"iss": ISS, "sub": sub, "iat": now, "exp": now + 300}, SECRET, algorithm="HS256")
@@ -50,7 +66,15 @@ AUTH = {
 
 @pytest.fixture(scope="module")
 def app_server():
-    inner = Starlette(routes=[WebSocketRoute("/ws/echo", echo), WebSocketRoute("/graphql", graphql_ws)])
+    inner = Starlette(
+        routes=[
+            WebSocketRoute("/ws/echo", echo),
+            WebSocketRoute("/graphql", graphql_ws),
+            WebSocketRoute("/app/deny", deny),
+            WebSocketRoute("/app/boom", boom),
+            WebSocketRoute("/app/bye", bye),
+        ]
+    )
     app = BastionMiddleware(
         inner,
         {
@@ -123,3 +147,28 @@ def test_middleware_websocket_false(app_server):
         assert info.value.response.status_code == 403
 
     run(go())
+
+
+def test_middleware_app_refusals_failures_and_closes(app_server, caplog):
+    base = f"ws://127.0.0.1:{app_server.port}"
+
+    async def go():
+        with pytest.raises(InvalidStatus) as info:  # the app's own denial response, passed on
+            async with connect(base + "/app/deny"):
+                pass
+        assert info.value.response.status_code == 418 and info.value.response.body == b"not for you"
+        with pytest.raises(InvalidStatus) as info:  # a failing app: refused, never a traceback
+            async with connect(base + "/app/boom"):
+                pass
+        assert info.value.response.status_code == 403
+        assert b"Traceback" not in (info.value.response.body or b"")
+        async with connect(base + "/app/bye") as ws:  # unrouted: the default policies, then the app
+            await ws.send("hi")
+            with pytest.raises(ConnectionClosed) as closed:
+                await ws.recv()
+            assert closed.value.rcvd is not None
+            assert (closed.value.rcvd.code, closed.value.rcvd.reason) == (4100, "app says bye")
+
+    caplog.set_level(logging.ERROR, logger="bastion.websocket")
+    run(go())
+    assert "the application failed on a websocket" in caplog.text

@@ -575,29 +575,33 @@ class AppPeer:
         async def run() -> None:
             try:
                 await app(scope, to_app.get, from_app.put)
+            except Exception as exc:  # logged here; the client gets a refusal or a close
+                log.error("request %s: the application failed on a websocket", req.request_id, exc_info=exc)
             finally:
-                await from_app.put(None)  # the app returned
+                with contextlib.suppress(asyncio.QueueFull):  # (full: `recv` sees the task done)
+                    from_app.put_nowait(None)  # the app returned
 
         task = asyncio.create_task(run())
-        first = await from_app.get()
         peer = cls(task, to_app, from_app)
+        first = await peer._next()
         if first is not None and first["type"] == "websocket.accept":
             peer.subprotocol = first.get("subprotocol")
             return peer
-        await peer._stop()
-        if first is not None and first["type"] == "websocket.http.response.start":
+        if first is not None and first["type"] == "websocket.http.response.start":  # the app's own denial
             body = b""
             while True:
-                more = await from_app.get() if not task.done() else None
+                more = await peer._next()
                 if more is None or more.get("type") != "websocket.http.response.body":
                     break
                 body += more.get("body", b"")
                 if not more.get("more_body"):
                     break
+            await peer._stop(grace=1.0)
             resp = Response(first["status"], [(k.lower(), v) for k, v in first.get("headers", [])], body)
             resp.stopped_by = "app"
             resp.reason = "app refused the upgrade"
             return resp
+        await peer._stop()
         return _problem(req, 403, "websocket-refused", "the application refused the WebSocket")
 
     async def send(self, data: str | bytes) -> None:
@@ -606,8 +610,21 @@ class AppPeer:
         key = "text" if isinstance(data, str) else "bytes"
         await self.to_app.put({"type": "websocket.receive", key: data})
 
+    async def _next(self) -> Any:
+        """The app's next message; None once it returned (also when the sentinel found no room)."""
+        while True:
+            if not self.from_app.empty():
+                return self.from_app.get_nowait()
+            if self.task.done():
+                return None
+            getter = asyncio.ensure_future(self.from_app.get())
+            await asyncio.wait({getter, self.task}, return_when=asyncio.FIRST_COMPLETED)
+            if getter.done():
+                return getter.result()
+            getter.cancel()
+
     async def recv(self) -> str | bytes:
-        message = await self.from_app.get()
+        message = await self._next()
         if message is None:
             raise Closed(1000, "")
         if message["type"] == "websocket.close":
