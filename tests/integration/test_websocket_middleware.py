@@ -4,8 +4,8 @@ through the route's policies, then the same guarded relay (limits, hooks, GraphQ
 from __future__ import annotations
 
 import asyncio
-import logging
 import json
+import logging
 import time
 
 import jwt
