@@ -186,6 +186,7 @@ def test_text_and_binary_relayed_both_ways_with_subprotocol(gw):
 
     seen, answer = run(go())
     assert seen["x-forwarded-for"] == "127.0.0.1"
+    assert seen["x-forwarded-proto"] == "http"  # the request's scheme, not the scope's "ws"
     assert seen["x-request-id"]  # the handshake got a request id like any request
     assert answer["x-request-id"] == seen["x-request-id"]  # and the client sees it on the 101
     assert answer["x-content-type-options"] == "nosniff"  # the response phase ran on the 101

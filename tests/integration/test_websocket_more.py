@@ -190,3 +190,28 @@ def test_handshake_trace_spans_and_propagation(ws_upstream_url, tmp_path):
     trace_id, span_id = seen["traceparent"].split("-")[1:3]
     assert trace_id == format(root.context.trace_id, "032x")
     assert span_id == format(upstream.context.span_id, "016x")
+
+
+def test_wss_to_a_tls_listener(ws_upstream_url, tmp_path):
+    """wss:// to the gateway: the handshake is an https request (X-Forwarded-Proto, HSTS on the 101)."""
+    import json
+    import ssl
+
+    cert, key = make_cert(tmp_path)
+    cfg = {
+        "listeners": [{"host": "127.0.0.1", "port": 0, "tls": {"cert": str(cert), "key": str(key)}}],
+        "upstreams": {"ws": {"urls": [ws_upstream_url]}},
+        "routes": [{"path": "/*", "upstream": "ws"}],
+    }
+    with run_gateway(cfg, tmp_path) as gw:
+
+        async def go():
+            ctx = ssl.create_default_context(cafile=str(cert))
+            async with connect(f"wss://localhost:{gw.port}/x", ssl=ctx) as ws:
+                await ws.send("headers")
+                seen = dict(json.loads(await ws.recv())["headers"])
+                return seen, ws.response.headers
+
+        seen, answer = run(go())
+    assert seen["x-forwarded-proto"] == "https"
+    assert answer["strict-transport-security"].startswith("max-age=")

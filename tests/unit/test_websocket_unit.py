@@ -46,6 +46,11 @@ def test_token_subprotocols_never_offered_on(protocols, tokens, prefix):
     assert scope["type"] == "http" and scope["method"] == "GET" and scope["bastion.websocket"] is True
 
 
+def test_handshake_scheme_is_http_or_https():
+    for ws, http in (("ws", "http"), ("wss", "https")):
+        assert http_scope({"type": "websocket", "path": "/", "headers": [], "scheme": ws}, [], None)["scheme"] == http
+
+
 @given(st.integers(min_value=-10, max_value=70000))
 def test_sendable_close_codes(code):
     """Never a code RFC 6455 forbids on the wire (1005, 1006, 1015, out of range)."""

@@ -212,7 +212,9 @@ def http_scope(scope: Scope, tokens: list[str], init_token: str | None) -> Scope
     if init_token is not None:
         headers.append((b"authorization", init_token.encode("utf-8", "replace")))
     out = dict(scope)
-    out.update(type="http", method="GET", headers=headers, http_version=scope.get("http_version", "1.1"))
+    scheme = {"ws": "http", "wss": "https"}.get(scope.get("scheme", "ws"), scope.get("scheme", "http"))
+    # (the request's scheme, as policies and X-Forwarded-Proto know it: http or https)
+    out.update(type="http", method="GET", headers=headers, http_version=scope.get("http_version", "1.1"), scheme=scheme)
     out["bastion.websocket"] = True
     return out
 
