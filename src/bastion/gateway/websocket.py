@@ -268,7 +268,7 @@ def _target_config(gateway: Any, scope: Scope) -> WebSocketConfig:
     try:
         match = gateway.state.router.match("GET", scope["path"], "")
         if match.route is not None:
-            return match.route.target.websocket  # type: ignore[no-any-return]
+            return match.route.target.websocket
     except Exception:
         pass
     return WebSocketConfig()
@@ -343,6 +343,7 @@ class WsExchange:
     ) -> Response:
         protocols = [self.hs.graphql] if self.hs.accepted and self.hs.graphql else self.hs.offered
         t0 = time.perf_counter()
+        peer_or_refusal: Peer | Response
         if self.app is not None:
             peer_or_refusal = await AppPeer.open(self.app, req, ctx, self.gateway, protocols, self.hs)
         else:
@@ -446,7 +447,7 @@ class UpstreamPeer:
         from websockets.exceptions import ConnectionClosed
 
         try:
-            return await self.conn.recv()  # type: ignore[no-any-return]
+            return await self.conn.recv()
         except ConnectionClosed as exc:
             raise _closed(exc) from None
 
@@ -500,7 +501,7 @@ async def open_upstream_ws(
     if bad is not None:
         if span is not None:
             span.end()
-        return gateway._unsafe_header(req, ctx, bad)  # type: ignore[no-any-return]
+        return gateway._unsafe_header(req, ctx, bad)
     t = pool.config.timeouts
     try:
         conn = await connect(
@@ -557,8 +558,8 @@ class AppPeer:
         headers += ctx.upstream_headers
         bad = unsafe_header(headers)
         if bad is not None:
-            return gateway._unsafe_header(req, ctx, bad)  # type: ignore[no-any-return]
-        scope = {
+            return gateway._unsafe_header(req, ctx, bad)
+        scope: dict[str, Any] = {
             "type": "websocket",
             "asgi": {"version": "3.0"},
             "scheme": "wss" if req.scheme == "https" else "ws",
