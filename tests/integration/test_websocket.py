@@ -107,6 +107,7 @@ def gw(ws_upstream, tmp_path_factory):
             {"path": "/ws/refuse", **up},
             {"path": "/off/*", **up, "websocket": False},
             {"path": "/auth/*", **up, "policies": {"auth": AUTH}},
+            {"path": "/scoped/*", **up, "policies": {"auth": {**AUTH, "require": [{"bearer": ["chat:read"]}]}}},
             {
                 "path": "/limits/*",
                 **up,
@@ -256,6 +257,19 @@ def test_auth_runs_before_the_upstream_is_contacted(gw):
 
     seen = run(go())
     assert seen["x-bastion-subject"] == "alice"
+    # scopes: a token without the route's scope is refused (403) before the upstream
+    before = len(SEEN["handshakes"])
+    status, body = run(refused(ws_url(gw, "/scoped/ws"), additional_headers={"Authorization": f"Bearer {token()}"}))
+    assert status == 403 and "scope" in body["type"]
+    assert len(SEEN["handshakes"]) == before
+
+    async def scoped():
+        hdr = {"Authorization": f"Bearer {token(scope='chat:read')}"}
+        async with connect(ws_url(gw, "/scoped/ws"), additional_headers=hdr) as ws:
+            await ws.send("ok")
+            return await ws.recv()
+
+    assert run(scoped()) == "ok"
 
 
 def test_token_in_subprotocol_is_lifted_and_never_offered_upstream(gw):
