@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import time
 from typing import Any
 
@@ -27,7 +28,7 @@ ISS = "https://issuer.ws.test"
 KEY = "bk_test_" + "W" * 43
 
 # what the upstream saw: handshakes (path, headers, subprotocols) and close frames from the gateway
-SEEN: dict[str, list[Any]] = {"handshakes": [], "closes": []}
+SEEN: dict[str, list[Any]] = {"handshakes": [], "closes": [], "flood": [0]}
 
 
 async def echo(ws: WebSocket) -> None:
@@ -51,6 +52,12 @@ async def echo(ws: WebSocket) -> None:
                 _, code, reason = text.split(":", 2)
                 await ws.close(int(code), reason)
                 return
+            elif text.startswith("flood:"):  # as fast as the gateway takes them
+                _, n, size = text.split(":")
+                SEEN["flood"] = [0]
+                for _ in range(int(n)):
+                    await ws.send_bytes(os.urandom(int(size)))  # incompressible (per-message deflate)
+                    SEEN["flood"][0] += 1
             elif text.startswith("big:"):
                 await ws.send_text("x" * int(text[4:]))
             else:
@@ -212,6 +219,24 @@ def test_close_codes_and_reasons_propagate_both_ways(gw):
         assert SEEN["closes"][-1] == (4001, "client done")
 
     run(go())
+
+
+def test_back_pressure_a_client_that_does_not_read_slows_the_upstream(gw):
+    """The client reads nothing while the upstream sends 400 messages of 256 KiB (100 MiB): with
+    back-pressure the upstream's sends stop once the buffers on the way are full, far short of
+    all of them; without it the gateway would take everything into memory."""
+
+    async def go():
+        async with connect(ws_url(gw, "/ws/echo"), max_size=None, max_queue=1, close_timeout=1) as ws:
+            await ws.send("flood:400:262144")
+            await asyncio.sleep(3)  # a bound, not a timing: a slower machine sends fewer
+            stalled = SEEN["flood"][0]
+            got = await ws.recv()  # and what was held back still arrives once the client reads
+            assert isinstance(got, bytes) and len(got) == 262144
+            return stalled
+
+    stalled = run(go())
+    assert stalled < 200  # (about 40 here: the buffers of two TCP hops and one message per relay)
 
 
 def test_ping_pong_kept(gw):
