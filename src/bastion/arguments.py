@@ -85,6 +85,14 @@ async def api_inputs(
     return inputs
 
 
+def operation_inputs(op: dict[str, Any]) -> ApiInputs:
+    """The inputs of one GraphQL operation payload (`query`, `variables`, ...) that arrived
+    outside an HTTP body, such as a `subscribe` message on a WebSocket."""
+    inputs = ApiInputs(graphql=True)
+    _operation(op, inputs)
+    return inputs
+
+
 async def _read(req: Request, ctx: Any, graphql: bool | None, max_body: int) -> ApiInputs:
     inputs = ApiInputs()
     out = inputs.arguments

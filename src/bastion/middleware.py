@@ -46,6 +46,11 @@ class BastionMiddleware:
         self.core = Gateway(compile_state(cfg, config_dir=config_dir, source="middleware"))
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "websocket":  # the handshake through the same lifecycle, then the guarded relay
+            from bastion.gateway.websocket import serve_websocket
+
+            await serve_websocket(self.core, scope, receive, send, app=self.app)
+            return
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return

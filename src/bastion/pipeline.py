@@ -98,8 +98,27 @@ class Policy(Generic[C]):
     def on_log(self, req: Request, resp: Response, ctx: Context, record: dict[str, Any]) -> None:
         return None
 
+    async def on_ws_message(self, req: Request, ctx: Context, message: WsMessage) -> Response | None:
+        """Each message a client sends on an open WebSocket (after the handshake passed this
+        route's request phase): None lets it through; a problem refuses it (a GraphQL operation
+        gets its protocol's `error` and the socket stays open; any other message closes it)."""
+        return None
+
     async def close(self) -> None:
         return None
+
+
+@dataclass(slots=True)
+class WsMessage:
+    """One client message on an open WebSocket, as the `on_ws_message` hook sees it.
+    `operation`: for a GraphQL-over-WebSocket `subscribe`/`start`, its payload (`query`,
+    `variables`, `operationName`) and `id`; None for any other message."""
+
+    data: str | bytes
+    subprotocol: str | None = None
+    kind: str | None = None  # the GraphQL protocol's message type, when the socket speaks one
+    id: str | None = None
+    operation: dict[str, Any] | None = None
 
 
 @dataclass(slots=True)
@@ -118,13 +137,14 @@ def _overrides(policy: Policy, method: str) -> bool:
 class Pipeline:
     """The policies of one route (or of unrouted requests), in priority order."""
 
-    __slots__ = ("policies", "request_phase", "response_phase", "log_phase")
+    __slots__ = ("policies", "request_phase", "response_phase", "log_phase", "ws_message_phase")
 
     def __init__(self, policies: list[Policy]) -> None:
         self.policies = sorted(policies, key=lambda p: -p.priority)
         self.request_phase = tuple(p for p in self.policies if _overrides(p, "on_request"))
         self.response_phase = tuple(p for p in reversed(self.policies) if _overrides(p, "on_response"))
         self.log_phase = tuple(p for p in self.policies if _overrides(p, "on_log"))
+        self.ws_message_phase = tuple(p for p in self.policies if _overrides(p, "on_ws_message"))
 
     async def run_request(self, req: Request, ctx: Context) -> Response | None:
         for policy in self.request_phase:
@@ -137,6 +157,15 @@ class Pipeline:
                     span.end()
             else:
                 resp = await policy.on_request(req, ctx)
+            if resp is not None:
+                if not resp.stopped_by:
+                    resp.stopped_by = policy.name
+                return resp
+        return None
+
+    async def run_ws_message(self, req: Request, ctx: Context, message: WsMessage) -> Response | None:
+        for policy in self.ws_message_phase:
+            resp = await policy.on_ws_message(req, ctx, message)
             if resp is not None:
                 if not resp.stopped_by:
                     resp.stopped_by = policy.name

@@ -135,6 +135,61 @@ def _policies_model(name: str) -> type[BaseModel]:
 PoliciesConfig = _policies_model("PoliciesConfig")
 
 
+class WebSocketConfig(Strict):
+    """A route's WebSocket settings (docs/websockets.md). `websocket: false` refuses upgrades."""
+
+    enabled: bool = Field(True, description="Proxy WebSocket upgrades on this route (false: 403 `websocket-refused`).")
+    allowed_origins: list[str] = Field(
+        default_factory=list,
+        description="Origins (`https://app.example.com`, or `https://*.example.com` for one DNS label, as in "
+        "`cors`) allowed to open a socket that carries cookies; the handshake's own host (http or https) is "
+        "always allowed. Others get 403 `cross-site-websocket` (cross-site WebSocket hijacking: browsers send "
+        "cookies on WebSocket handshakes and CORS does not apply).",
+    )
+    check_origin: Literal["cookies", "always", "never"] = Field(
+        "cookies",
+        description="When the Origin must be allowed: `cookies` (a handshake that carries a Cookie and no "
+        "Authorization header or token subprotocol), `always`, or `never`.",
+    )
+    max_message_bytes: int = Field(1 << 20, ge=1, description="Largest message either way (close 1009 above).")
+    messages_per_second: str | None = Field(
+        "100/second burst 200",
+        description="Client messages per connection (a rate as in `rate_limit`; close 1008 above).",
+    )
+    principal_messages: str | None = Field(
+        None,
+        description="Client messages per principal over all its sockets (a rate; the rate-limit library, "
+        "`store` below); the client IP for anonymous sockets.",
+    )
+    store: str = Field("memory", description="Rate-limit store for `principal_messages`: 'memory' or a Redis URL.")
+    idle_timeout: float = Field(300.0, gt=0, description="Seconds without a message either way before close 1001.")
+    max_lifetime: float = Field(3600.0, gt=0, description="Seconds a socket may stay open (close 1001).")
+    max_per_principal: int = Field(
+        20, ge=1, description="Concurrent sockets per principal (the client IP when anonymous) per process; 429 above."
+    )
+    expiry_close_code: Literal[4401, 1008] = Field(
+        4401, description="Close code when the credential's `exp` passes or its token is revoked."
+    )
+    revocation_check: float = Field(
+        30.0, gt=0, description="Seconds between revocation checks of the socket's token (when it has a `jti`)."
+    )
+    connection_init_timeout: float = Field(
+        10.0,
+        gt=0,
+        description="GraphQL clients without a credential in the handshake: seconds to wait for "
+        "`connection_init` (whose payload may carry the token).",
+    )
+
+    @field_validator("messages_per_second", "principal_messages")
+    @classmethod
+    def _rate(cls, v: str | None) -> str | None:
+        if v is not None:
+            from bastion.ratelimit import parse_rate
+
+            parse_rate(v)
+        return v
+
+
 class RouteConfig(Strict):
     name: str | None = Field(None, description="Name used in logs and metrics (default: the path).")
     path: str | None = Field(
@@ -178,6 +233,15 @@ class RouteConfig(Strict):
     policies: PoliciesConfig = Field(  # type: ignore[valid-type]
         default_factory=PoliciesConfig, description="Per-route policy settings over the defaults."
     )
+    websocket: WebSocketConfig = Field(
+        default_factory=WebSocketConfig,
+        description="WebSocket upgrades on this route (`false`: refused); docs/websockets.md.",
+    )
+
+    @field_validator("websocket", mode="before")
+    @classmethod
+    def _websocket(cls, v: Any) -> Any:
+        return {"enabled": v} if isinstance(v, bool) else v
 
     @field_validator("path")
     @classmethod

@@ -103,8 +103,10 @@ class Gateway:
                     await self.aclose()
                     await send({"type": "lifespan.shutdown.complete"})
                     return
-        elif kind == "websocket":
-            await send({"type": "websocket.close", "code": 1008})
+        elif kind == "websocket":  # the same lifecycle, with the handshake as the request (gateway/websocket.py)
+            from bastion.gateway.websocket import serve_websocket
+
+            await serve_websocket(self, scope, receive, send)
 
     # ---- one request -----------------------------------------------------------------------
     async def handle(
@@ -140,6 +142,7 @@ class Gateway:
                     resp = await self.forward(req, ctx, target, send, record, state)
                 else:
                     resp = await exchange(req, ctx, pipeline, send)
+                    record.update(getattr(exchange, "record", None) or {})  # a websocket's timings
                 if resp.stopped_by:  # the exchange failed before anything was sent: a problem to send
                     await pipeline.run_response(req, resp, ctx)
                     await send_whole(send, resp)
@@ -232,6 +235,7 @@ class Gateway:
             receive=receive,
             body_timeout=self.client_body_timeout,
         )
+        req.websocket = scope.get("bastion.websocket", False)  # set by gateway/websocket.py only
         ext = scope.get("extensions")
         if ext and "tls" in ext:
             req.tls = ext["tls"]

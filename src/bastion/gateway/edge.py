@@ -319,12 +319,30 @@ class EdgeProtocol(TlsHttpToolsProtocol):
 
     def handle_websocket_upgrade(self) -> None:
         """The connection moves to uvicorn's websocket protocol and leaves this one, which will
-        not see its end: release its place now (the gateway refuses every websocket anyway)."""
+        not see its end: the head deadline stops, and the connection keeps its place in the
+        gate (an open socket holds a file descriptor like any connection, so `max_connections`
+        and `max_connections_per_ip` count it) until the websocket protocol loses it."""
         self._cancel_head_timer()
-        if self._key is not None:
-            self.gate.release(self._key)
-            self._key = None
-        super().handle_websocket_upgrade()
+        key, self._key = self._key, None
+        try:
+            super().handle_websocket_upgrade()
+        except BaseException:
+            self._key = key
+            raise
+        if key is None:
+            return
+        ws = self.transport.get_protocol()
+        if ws is self:  # not handed over after all: our own connection_lost releases it
+            self._key = key
+            return
+        lost = ws.connection_lost
+        gate = self.gate
+
+        def connection_lost(exc: Exception | None) -> None:
+            gate.release(key)
+            lost(exc)
+
+        ws.connection_lost = connection_lost  # type: ignore[method-assign]
 
     # send deadline -----------------------------------------------------------------------
     def pause_writing(self) -> None:

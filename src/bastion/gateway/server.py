@@ -143,6 +143,8 @@ def _uvicorn_config(
         proxy_headers=False,
         date_header=False,
         http=protocol,
+        ws="websockets-sansio",  # WebSocket upgrades: gateway/websocket.py (per-route limits there)
+        ws_max_size=16 * 1024 * 1024,
         loop="uvloop",
         timeout_keep_alive=listener.keepalive_timeout,  # type: ignore[arg-type]  # used as a float
         timeout_graceful_shutdown=10,

@@ -11,7 +11,7 @@ import orjson
 from pydantic import ValidationError
 
 from bastion.config.loader import ConfigError, ConfigIssue
-from bastion.config.model import OVERRIDE_HEADERS, GatewayConfig
+from bastion.config.model import OVERRIDE_HEADERS, GatewayConfig, WebSocketConfig
 from bastion.gateway.inprocess import InProcessPool
 from bastion.gateway.proxy import UpstreamPool
 from bastion.gateway.router import Route, Router
@@ -29,6 +29,7 @@ class RouteTarget:
     pipeline: Pipeline
     upstream: UpstreamPool | None  # None in middleware mode: the wrapped app answers
     methods: frozenset[str] | None
+    websocket: WebSocketConfig = field(default_factory=lambda: WebSocketConfig(enabled=False))
 
 
 @dataclass
@@ -134,7 +135,8 @@ class _Compiler:
                 policy = self.build(pname, merged, (*loc, "policies", pname))
             if policy is not None:
                 policies.append(policy)
-        target = RouteTarget(Pipeline(policies), self.upstreams[rc.upstream] if rc.upstream else None, methods)
+        ws = getattr(rc, "websocket", None) or WebSocketConfig(enabled=False)  # the token service: none
+        target = RouteTarget(Pipeline(policies), self.upstreams[rc.upstream] if rc.upstream else None, methods, ws)
         case = self.cfg.edge.case_sensitive_paths if rc.case_sensitive is None else rc.case_sensitive
         self.routes.append(
             Route(name=name, pattern=pattern, methods=methods, host=rc.host, target=target, case_sensitive=case)

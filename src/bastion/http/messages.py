@@ -52,6 +52,7 @@ class Request:
     bytes_in: int = 0
     tls: dict[str, Any] | None = None  # the ASGI TLS extension: verified client certificate (mTLS)
     refusal: str = ""  # set when the request line or headers are unacceptable (answered 400)
+    websocket: bool = False  # a WebSocket handshake (the scope's type, never a header): gateway/websocket.py
     _header_map: dict[bytes, bytes] | None = None
     _cookies: dict[str, str] | None = None
 

@@ -29,7 +29,7 @@ from bastion.http import (
     Response,
     check_networks,
 )
-from bastion.pipeline import Context, Policy, PolicyConfig
+from bastion.pipeline import Context, Policy, PolicyConfig, WsMessage
 from bastion.response_body import BodyInfo, Buffered, Unfilterable
 
 Mode = Literal["off", "audit", "enforce"]
@@ -192,6 +192,8 @@ class GraphQLGuard(Policy[GraphQLGuardConfig]):
     # -- request ------------------------------------------------------------------------------
     async def on_request(self, req: Request, ctx: Context) -> Response | None:
         if self.c.mode == "off" and not self.c.persisted_queries and self.allowlist is None:
+            return None
+        if req.websocket:  # a WebSocket handshake carries no operation: each is checked in on_ws_message
             return None
         try:
             operations, is_get, is_batch = await self._operations(req, ctx)
@@ -414,6 +416,25 @@ class GraphQLGuard(Policy[GraphQLGuardConfig]):
         if self.intro_ips and req.client_ip in self.intro_ips:
             return True
         return ctx.principal is not None and bool(self.intro_scopes & ctx.principal.scopes)
+
+    # -- GraphQL over WebSocket (gateway/websocket.py) ------------------------------------------
+    async def on_ws_message(self, req: Request, ctx: Context, message: WsMessage) -> Response | None:
+        """A `subscribe` (graphql-transport-ws) or `start` (graphql-ws) gets the checks of an HTTP
+        operation (depth, cost, aliases, introspection, allowlist); a refusal is answered with the
+        protocol's `error` for that id by the gateway, the socket stays open. (Through `_analyze`
+        and `_check`: a shared `check_operation` entry point is another branch's work.)"""
+        if message.operation is None:
+            return None
+        if self.c.mode == "off" and not self.c.persisted_queries and self.allowlist is None:
+            return None
+        op = dict(message.operation)
+        try:
+            query, _ = await self._resolve_query(op)
+            a = self._analyze(query, op.get("operationName"), op.get("variables"))
+            self._check(a, req, ctx, False)
+        except _Reject as exc:
+            return graphql_error(exc.status, exc.code, exc.message, req.request_id)
+        return None
 
 
 _SUGGESTION_B = re.compile(rb"did you mean", re.IGNORECASE)

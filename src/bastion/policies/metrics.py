@@ -60,5 +60,5 @@ class Metrics(Policy[MetricsConfig]):
         upstream = record.get("upstream_ms")
         if upstream is not None:
             timers[0].observe(upstream / 1000)
-        if total is not None:
-            timers[1].observe(max(0.0, total - (upstream or 0.0)) / 1000)
+        if total is not None:  # (a websocket's open time is neither the gateway's nor the upstream's answer time)
+            timers[1].observe(max(0.0, total - (upstream or 0.0) - record.get("websocket_open_ms", 0.0)) / 1000)

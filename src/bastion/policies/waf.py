@@ -33,7 +33,14 @@ from graphql.language import Node, StringValueNode
 from pydantic import Field, field_validator
 
 from bastion import bodies
-from bastion.arguments import GRAPHQL_PARAMS, METHODS_WITHOUT_BODY, ApiInputs, Argument, api_inputs
+from bastion.arguments import (
+    GRAPHQL_PARAMS,
+    METHODS_WITHOUT_BODY,
+    ApiInputs,
+    Argument,
+    api_inputs,
+    operation_inputs,
+)
 from bastion.bodies import BodyRefused
 from bastion.http import (
     BodyTimeout,
@@ -45,7 +52,7 @@ from bastion.http import (
     ip_text,
     problem,
 )
-from bastion.pipeline import Context, Policy, PolicyConfig
+from bastion.pipeline import Context, Policy, PolicyConfig, WsMessage
 
 CRS_RULES = "/usr/share/modsecurity-crs/rules"
 # Files that need what this build lacks (GeoIP) or target one application's quirks.
@@ -450,6 +457,23 @@ class Waf(Policy[WafConfig]):
             resp.reason = "waf rules " + ",".join(str(r) for r in rules)
             return resp
         return None
+
+    # -- GraphQL over WebSocket (gateway/websocket.py) ------------------------------------------
+    async def on_ws_message(self, req: Request, ctx: Context, message: WsMessage) -> Response | None:
+        """A GraphQL `subscribe`/`start` on an open socket: its arguments — the variables and the
+        string values written in the query, as its server decodes them — are inspected as one
+        JSON body (the query's syntax itself is the GraphQL guard's). A block becomes the
+        protocol's `error` for that id; the socket stays open."""
+        if message.operation is None:
+            return None
+        inputs = operation_inputs(message.operation)
+        uri = self._uri(req, [], drop_graphql=True)
+        for text in inputs.unparsed:  # unparsable: the guard refuses it; inspected whole meanwhile
+            resp = self._inspect(req, ctx, orjson.dumps({"query": text}), "JSON", None, uri, json_view=True)
+            if resp is not None:
+                return resp
+        body = _arguments_json(inputs.arguments)
+        return self._inspect(req, ctx, body, "JSON", None, uri, json_view=True)
 
 
 def _arguments_json(values: list[Argument]) -> bytes:
