@@ -55,7 +55,9 @@ from typing import Any, ClassVar
 import httptools
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
+from uvicorn.protocols.http.httptools_impl import RequestResponseCycle
 
+from bastion.gateway.cycle import CoalescingCycle
 from bastion.gateway.tls import TlsHttpToolsProtocol
 from bastion.http import problem
 from bastion.observability import REGISTRY
@@ -430,7 +432,12 @@ class EdgeProtocol(TlsHttpToolsProtocol):
     def on_headers_complete(self) -> None:
         self._cancel_head_timer()
         self._head_open = False
+        before = self.cycle
         super().on_headers_complete()
+        cycle = self.cycle
+        if cycle is not before and type(cycle) is RequestResponseCycle:  # (not an upgrade)
+            cycle.__class__ = CoalescingCycle  # its task has not run yet: it sends one write per answer
+            cycle.hold(self.loop)  # type: ignore[attr-defined]
 
     def on_message_complete(self) -> None:
         super().on_message_complete()
