@@ -21,8 +21,9 @@ from uvicorn.protocols.http.httptools_impl import RequestResponseCycle
 _JOIN_MAX = 64 * 1024
 
 
-class _HeadFirst:
-    """The cycle's transport: holds the head (while `capturing`), puts it before the next write."""
+class HeadFirst:
+    """A connection's transport for its cycles: holds the head (while `capturing`), puts it
+    before the next write."""
 
     __slots__ = ("real", "held", "capturing", "loop")
 
@@ -64,16 +65,16 @@ class _HeadFirst:
 
 class CoalescingCycle(RequestResponseCycle):
     """Set as the class of uvicorn's cycle by `EdgeProtocol.on_headers_complete` (before its
-    task first runs); `hold` wraps the transport."""
-
-    def hold(self, loop: asyncio.AbstractEventLoop) -> None:
-        self.transport = _HeadFirst(self.transport, loop)  # type: ignore[assignment]
+    task first runs), which also gives it the connection's `HeadFirst` as its transport. A
+    connection's answers go out one after the other (uvicorn queues pipelined requests), so one
+    `HeadFirst` serves them all; a flush scheduled for an earlier answer that finds a later head
+    held only writes that head a little early."""
 
     async def send(self, message: Any) -> None:
         if message["type"] != "http.response.start" or self.response_started:
             await super().send(message)
             return
-        transport: _HeadFirst = self.transport  # type: ignore[assignment]
+        transport: HeadFirst = self.transport  # type: ignore[assignment]
         transport.capturing = True
         try:
             await super().send(message)
