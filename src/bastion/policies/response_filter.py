@@ -8,6 +8,7 @@ stream (`bastion.json_stream`) in bounded memory. Names are compared decoded and
 
 from __future__ import annotations
 
+import gc
 import re
 from typing import Any, ClassVar, Literal
 
@@ -276,12 +277,27 @@ class ResponseFilter(Policy[ResponseFilterConfig], Filter):
         )
 
     def rewrite_whole(self, body: bytes, counted=None) -> bytes:
-        """A whole body: orjson in, the tree filter, orjson out (only when something changed)."""
-        if not body.strip():
+        """A whole body: orjson in, the tree filter, orjson out (only when something changed).
+        An answer `may_match` clears is only validated (orjson, in C) and passes as it came.
+
+        The cyclic garbage collector is paused meanwhile: a parsed answer is a tree (no cycles;
+        reference counting frees it), but its thousands of new containers would set off
+        collections that scan the whole process heap, a third of the time of a 100 KB answer
+        in the profile. Nothing here awaits, so no other request runs in the pause."""
+        if not body or body.isspace():
             return body
+        paused = gc.isenabled()
+        gc.disable()
+        try:
+            return self._rewrite_whole(body, counted)
+        finally:
+            if paused:
+                gc.enable()
+
+    def _rewrite_whole(self, body: bytes, counted) -> bytes:
         if not self.may_match(body):
             try:
-                orjson.loads(body)  # still JSON (in C): a malformed body is refused as before
+                orjson.loads(body)  # still JSON: a malformed body is refused as before
                 return body
             except orjson.JSONDecodeError:
                 pass  # the stream below decides, as for any body orjson refuses
