@@ -169,12 +169,21 @@ def write_mix(work: Path) -> str:
 
 
 def at_rate(work: Path, url: str, rate: float, duration: int) -> tuple[float, float, float]:
-    """wrk at about `rate` requests/s (a per-connection delay of at least 10 ms)."""
+    """wrk at about `rate` requests/s: a per-connection delay, calibrated by a 2 s run (each
+    connection's cycle is its delay plus the answer's latency, which the first guess leaves out)."""
     connections = max(4, min(200, int(rate / 50)))
-    delay_ms = max(1, round(connections / rate * 1000))
-    script = work / f"rate-{int(rate)}.lua"
-    script.write_text(RATE_LUA.format(delay_ms=delay_ms, connections=connections, rate=int(rate)))
-    return wrk(url, duration, connections, str(script))
+    delay = connections / rate * 1000
+
+    def run(ms: float, seconds: int) -> tuple[float, float, float]:
+        script = work / f"rate-{int(rate)}-{int(ms)}.lua"
+        script.write_text(RATE_LUA.format(delay_ms=max(1, round(ms)), connections=connections, rate=int(rate)))
+        return wrk(url, seconds, connections, str(script))
+
+    got = run(delay, 2)[0]
+    if got > 0:
+        latency = connections / got * 1000 - delay  # ms per request besides the delay
+        delay = max(1.0, connections / rate * 1000 - latency)
+    return run(delay, duration)
 
 
 def half_load(work: Path, targets: list[tuple[str, str, float]], duration: int) -> dict[str, tuple]:
