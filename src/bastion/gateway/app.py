@@ -65,6 +65,17 @@ _HOST = re.compile(
 MEMORY_BODY = 1024 * 1024
 FILE_BLOCK = 64 * 1024
 _DROP_REQUEST = FORWARDING | {b"host", b"expect", b"content-length"}
+_DROPS: dict[frozenset[bytes], frozenset[bytes]] = {}
+
+
+def _drop_set(request_drop: frozenset[bytes]) -> frozenset[bytes]:
+    """`_DROP_REQUEST` and a state's `request_drop`, built once per state rather than per request."""
+    drop = _DROPS.get(request_drop)
+    if drop is None:
+        if len(_DROPS) > 64:  # reloads with other settings: keep it small
+            _DROPS.clear()
+        drop = _DROPS[request_drop] = _DROP_REQUEST | request_drop
+    return drop
 
 
 class Gateway:
@@ -371,8 +382,10 @@ class Gateway:
     def upstream_headers(
         self, req: Request, ctx: Context, body_len: int | None, request_drop: frozenset[bytes] = frozenset()
     ) -> Headers:
-        drop = _DROP_REQUEST | request_drop | ctx.drop_request_headers
-        out = client_headers(req.headers, frozenset(drop))
+        drop = _drop_set(request_drop)
+        if ctx.drop_request_headers:
+            drop = drop | ctx.drop_request_headers
+        out = client_headers(req.headers, drop)
         peer = ip_text(req.peer_ip) if req.peer_ip else "unknown"
         prior_xff = prior_fwd = None
         if req.peer_trusted:  # keep the chain the trusted proxy built; otherwise start afresh

@@ -55,7 +55,9 @@ from typing import Any, ClassVar
 import httptools
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
+from uvicorn.protocols.http.httptools_impl import RequestResponseCycle
 
+from bastion.gateway.cycle import CoalescingCycle, HeadFirst
 from bastion.gateway.tls import TlsHttpToolsProtocol
 from bastion.http import problem
 from bastion.observability import REGISTRY
@@ -215,6 +217,7 @@ class EdgeProtocol(TlsHttpToolsProtocol):
         self._messages = 0
         self._refusal: tuple[tuple[int, str], str] | None = None
         self._send_timer: Any = None
+        self._head_first: HeadFirst | None = None
 
     # connection --------------------------------------------------------------------------
     def connection_made(self, transport) -> None:
@@ -448,7 +451,14 @@ class EdgeProtocol(TlsHttpToolsProtocol):
     def on_headers_complete(self) -> None:
         self._cancel_head_timer()
         self._head_open = False
+        before = self.cycle
         super().on_headers_complete()
+        cycle = self.cycle
+        if cycle is not before and type(cycle) is RequestResponseCycle:  # (not an upgrade)
+            cycle.__class__ = CoalescingCycle  # its task has not run yet: it sends one write per answer
+            if self._head_first is None:  # one per connection (pipelined answers go one at a time)
+                self._head_first = HeadFirst(self.transport, self.loop)
+            cycle.transport = self._head_first  # type: ignore[assignment]
 
     def on_message_complete(self) -> None:
         super().on_message_complete()
