@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import os
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
@@ -21,8 +22,112 @@ def _policy(section, name):
     return getattr(section, name, None)
 
 
-def lint(cfg: GatewayConfig) -> list[Finding]:
+def _effective(cfg: GatewayConfig, section: object, pname: str, field: str) -> object:
+    """A policy setting as a route sees it: its own key, else the defaults' (keys merge)."""
+    conf = _policy(section, pname)
+    if conf is None:
+        return None
+    if section is not cfg.policies and field not in conf.model_fields_set:
+        base = _policy(cfg.policies, pname)
+        if base is not None:
+            return getattr(base, field)
+    return getattr(conf, field)
+
+
+def per_process_state(cfg: GatewayConfig) -> list[tuple[str, str, bool]]:
+    """Stores kept in one process's memory, as (config key, what they hold, whether
+    `allow_per_worker_state` may accept them): with several workers each has its own copy.
+    Sessions cannot be accepted: a login on one worker would be unknown to the others."""
+    found: list[tuple[str, str, bool]] = []
+    sections = [("policies", cfg.policies)] + [(f"routes[{i}].policies", r.policies) for i, r in enumerate(cfg.routes)]
+
+    def get(section: object, pname: str, field: str) -> object:
+        return _effective(cfg, section, pname, field)
+
+    for key, section in sections:
+        if _policy(section, "rate_limit") is not None and get(section, "rate_limit", "enabled"):
+            limited = get(section, "rate_limit", "limits") or get(section, "rate_limit", "tiers")
+            if limited and get(section, "rate_limit", "store") == "memory":
+                found.append((f"{key}.rate_limit.store", "rate-limit counters", True))
+        if _policy(section, "auth") is not None and get(section, "auth", "enabled"):
+            if get(section, "auth", "schemes") and get(section, "auth", "revocation_store") == "memory":
+                found.append((f"{key}.auth.revocation_store", "token revocations", True))
+        if _policy(section, "login") is not None and get(section, "login", "enabled"):
+            if get(section, "login", "provider") and get(section, "login", "session_store") == "memory":
+                found.append((f"{key}.login.session_store", "login sessions", False))
+    if cfg.token_service is not None and cfg.token_service.revocation_store == "memory":
+        found.append(("token_service.revocation_store", "token revocations", True))
+    return list(dict.fromkeys(found))
+
+
+def usable_cores() -> int:
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - not on Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def worker_count(cfg: GatewayConfig, requested: int | None = None) -> tuple[int, str]:
+    """How many worker processes `serve` runs, and why: `--workers`, else `workers:` in the
+    config, else one per usable core, unless a store is per process (then 1: a user who has not
+    chosen a worker count must not get N times the limits they wrote)."""
+    if requested is not None:
+        return requested, "--workers"
+    if cfg.workers is not None:
+        return cfg.workers, "workers in the config"
+    cores = usable_cores()
+    state = per_process_state(cfg)
+    if state and cores > 1:
+        keys = ", ".join(k for k, _, _ in state[:3])
+        return 1, (
+            f"one worker, not {cores}: {keys} keep state in one process's memory "
+            "(use Redis stores, then workers run on every core; or set workers: N)"
+        )
+    return cores, f"one per usable core ({cores})"
+
+
+def lint_workers(cfg: GatewayConfig, workers: int) -> list[Finding]:
+    """Per-process stores with several workers: an error unless the user accepts them knowingly."""
     out: list[Finding] = []
+    if workers <= 1:
+        return out
+    for key, what, acceptable in per_process_state(cfg):
+        if not acceptable:
+            out.append(
+                Finding(
+                    "error",
+                    key,
+                    f"'memory' keeps {what} in one process, and {workers} workers would not share them "
+                    "(a user logged in on one worker is unknown to the others): use a Redis or database store",
+                )
+            )
+        elif cfg.allow_per_worker_state:
+            out.append(
+                Finding(
+                    "warning",
+                    key,
+                    f"'memory' with {workers} workers (allow_per_worker_state): each worker keeps its own "
+                    f"{what}, so limits apply per worker (a limit of N allows up to {workers}×N) and a "
+                    "revocation reaches one worker: use Redis to make them exact",
+                )
+            )
+        else:
+            out.append(
+                Finding(
+                    "error",
+                    key,
+                    f"'memory' keeps {what} in one process, and {workers} workers would each have their own "
+                    f"(limits would apply per worker: a limit of N would allow up to {workers}×N, a revocation "
+                    "would reach one worker): use a Redis store, run 1 worker, or set "
+                    "allow_per_worker_state: true to accept limits per worker",
+                )
+            )
+    return out
+
+
+def lint(cfg: GatewayConfig, workers: int | None = None) -> list[Finding]:
+    """Findings about `cfg`; `workers` is what `serve --workers` asked (None: the config's choice)."""
+    out: list[Finding] = lint_workers(cfg, worker_count(cfg, workers)[0])
     for i, lst in enumerate(cfg.listeners):
         if lst.tls is None and not lst.is_loopback():
             if lst.allow_plaintext:

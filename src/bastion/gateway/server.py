@@ -11,12 +11,13 @@ import signal
 import socket
 import ssl
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import uvicorn
 
 from bastion.config.loader import ConfigError, load_config
-from bastion.config.model import GatewayConfig, ListenerConfig
+from bastion.config.model import AdminConfig, GatewayConfig, ListenerConfig
 from bastion.gateway.app import Gateway
 from bastion.gateway.edge import EDGE_COLLECTOR, ConnectionGate, EdgeLimits, EdgeProtocol, protocol_for
 from bastion.gateway.state import compile_state
@@ -159,16 +160,34 @@ def _uvicorn_config(
     return config
 
 
+@dataclass
+class WorkerSockets:
+    """What a worker process gets from its supervisor (gateway/workers.py): the listeners' sockets,
+    bound and listening, in config order; a private admin socket (the supervisor gathers metrics
+    and the dashboard's data there, with `admin_token`); the config version to start at."""
+
+    listeners: list[socket.socket]
+    admin: socket.socket
+    admin_token: str
+    version: int
+
+
 class GatewayServer:
     """The gateway, its listeners and its reload machinery."""
 
     def __init__(
-        self, config_path: str, *, watch: bool = True, on_ready: Callable[[list[tuple[str, int]]], None] | None = None
+        self,
+        config_path: str,
+        *,
+        watch: bool = True,
+        on_ready: Callable[[list[tuple[str, int]]], None] | None = None,
+        worker: WorkerSockets | None = None,
     ) -> None:
         self.path = config_path
         self.watch = watch
         self.on_ready = on_ready
-        self.version = 1
+        self.worker = worker  # set: one of `bastion serve --workers N`'s processes (gateway/workers.py)
+        self.version = worker.version if worker else 1
         state = build_state(config_path, self.version)  # raises ConfigError: never half-started
         self.config: GatewayConfig = state.config
         timeout = min((lst.client_body_timeout for lst in state.config.listeners), default=30.0)
@@ -239,8 +258,8 @@ class GatewayServer:
         sockets = []
         open_files = raise_open_file_limit()
         count = len(self.config.listeners) + (self.config.admin is not None)
-        for listener in self.config.listeners:
-            sock = _bind(listener)
+        for i, listener in enumerate(self.config.listeners):
+            sock = self.worker.listeners[i] if self.worker else _bind(listener)
             sockets.append(sock)
             protocol = protocol_for(edge_limits(listener, open_files, count))
             self.gates.append(protocol.gate)
@@ -257,19 +276,20 @@ class GatewayServer:
             for sig in (signal.SIGINT, signal.SIGTERM):
                 loop.add_signal_handler(sig, stop.set)
             loop.add_signal_handler(signal.SIGHUP, on_hup)
-        if self.config.admin is not None:
+        admin_token = self.worker.admin_token if self.worker else self.config.admin and self.config.admin.token
+        if self.worker or self.config.admin is not None:
             from bastion.gateway.admin import AdminApp
 
-            admin = self.config.admin
+            admin = self.config.admin or AdminConfig()
             admin_listener = ListenerConfig(host=admin.host, port=admin.port)
-            sock = _bind(admin_listener)
+            sock = self.worker.admin if self.worker else _bind(admin_listener)
             sockets.append(sock)
             protocol = protocol_for(edge_limits(admin_listener, open_files, count), "AdminEdgeProtocol")
             self.gates.append(protocol.gate)
             self.servers.append(
                 _Server(
                     uvicorn.Config(
-                        AdminApp(self, admin.token),
+                        AdminApp(self, admin_token),
                         lifespan="off",
                         log_config=None,
                         access_log=False,
@@ -297,7 +317,7 @@ class GatewayServer:
                         raise t.exception()  # type: ignore[misc]
                 raise RuntimeError("a listener failed to start")
             await asyncio.sleep(0.01)
-        bound = [sock.getsockname()[:2] for sock in sockets]
+        bound = [sock.getsockname()[:2] if sock.family != socket.AF_UNIX else ("unix", 0) for sock in sockets]
         for (host, port), listener, gate in zip(bound, self.config.listeners, self.gates, strict=False):
             scheme = "https" if listener.tls else "http"
             limits = gate.limits
@@ -313,7 +333,7 @@ class GatewayServer:
         for (host, port), gate in zip(bound, self.gates, strict=False):
             gate.name = f"{host if ':' not in host else f'[{host}]'}:{port}"
         EDGE_COLLECTOR.gates = lambda: self.gates  # the latest server's (one per process in production)
-        if self.config.admin is not None:
+        if self.config.admin is not None and not self.worker:
             host, port = bound[-1]
             self.admin_port = port
             log.info("admin listening on http://%s:%d", host if ":" not in host else f"[{host}]", port)
