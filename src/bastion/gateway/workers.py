@@ -211,8 +211,10 @@ class Supervisor:
                 await self.reload("file changed")
 
     # --- the workers' private admin sockets ----------------------------------------------------
-    async def ask(self, method: str, path: str, body: Any = None, timeout: float = 5.0) -> list[httpx.Response]:
-        """The same admin request to every live worker (the ones that answer)."""
+    async def ask_each(
+        self, method: str, path: str, body: Any = None, timeout: float = 5.0
+    ) -> list[tuple[Slot, httpx.Response]]:
+        """The same admin request to every live worker: (worker, answer) for the ones that answer."""
 
         async def one(slot: Slot) -> httpx.Response | None:
             transport = httpx.AsyncHTTPTransport(uds=slot.admin_path)
@@ -228,8 +230,12 @@ class Supervisor:
                     log.warning("worker %d did not answer %s: %s", slot.index, path, type(exc).__name__)
                     return None
 
-        answers = await asyncio.gather(*(one(s) for s in self.alive()))
-        return [a for a in answers if a is not None]
+        slots = self.alive()
+        answers = await asyncio.gather(*(one(s) for s in slots))
+        return [(s, a) for s, a in zip(slots, answers, strict=True) if a is not None]
+
+    async def ask(self, method: str, path: str, body: Any = None, timeout: float = 5.0) -> list[httpx.Response]:
+        return [a for _, a in await self.ask_each(method, path, body, timeout)]
 
     async def _wait_ready(self, slot: Slot, deadline: float) -> None:
         """A worker is ready when its private admin socket answers (the supervisor bound it, so
@@ -248,13 +254,16 @@ class Supervisor:
         raise RuntimeError(f"worker {slot.index} did not start within the deadline")
 
     async def describe(self) -> dict[str, Any]:
-        """Each worker: pid, restarts, uptime, and the config version it serves (asked)."""
-        answers = await self.ask("GET", "/admin/config")
-        by_pid = {doc.get("pid"): doc for doc in (a.json() for a in answers if a.status_code == 200)}
+        """Each worker: pid, restarts, uptime, the config version it serves and the requests it
+        answered in the last five minutes (both asked)."""
+        configs = {s.index: a.json() for s, a in await self.ask_each("GET", "/admin/config") if a.status_code == 200}
+        lives = {
+            s.index: a.json() for s, a in await self.ask_each("GET", "/admin/live?seconds=300") if a.status_code == 200
+        }
         out = []
         for slot in self.slots:
             pid = slot.proc.pid if slot.proc is not None and slot.proc.poll() is None else None
-            doc = by_pid.get(pid, {}) if pid is not None else {}
+            doc = configs.get(slot.index, {}) if pid is not None else {}
             out.append(
                 {
                     "worker": slot.index,
@@ -263,6 +272,7 @@ class Supervisor:
                     "uptime": round(time.monotonic() - slot.started, 1) if pid is not None else 0,
                     "version": doc.get("version"),
                     "reloads": doc.get("reloads"),
+                    "requests_5m": sum(p["total"] for p in lives.get(slot.index, {}).get("series", [])),
                 }
             )
         return {"workers": out, "version": self.version, "reloads": self.reloads}
