@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import math
 import os
 from dataclasses import dataclass
 from urllib.parse import urlsplit
@@ -60,11 +61,34 @@ def per_process_state(cfg: GatewayConfig) -> list[tuple[str, str, bool]]:
     return list(dict.fromkeys(found))
 
 
-def usable_cores() -> int:
+def _cgroup_cpus() -> float | None:
+    """The CPU quota of this process's cgroup (v2 `cpu.max`, v1 `cfs_quota_us`), in cores: a
+    container run with `--cpus 2` on a 16-core host may use two, whatever the affinity says."""
     try:
-        return max(1, len(os.sched_getaffinity(0)))
+        with open("/sys/fs/cgroup/cpu.max") as f:
+            quota, period = f.read().split()[:2]
+        return None if quota == "max" else int(quota) / int(period)
+    except (OSError, ValueError):
+        pass
+    try:
+        with open("/sys/fs/cgroup/cpu/cpu.cfs_quota_us") as fq, open("/sys/fs/cgroup/cpu/cpu.cfs_period_us") as fp:
+            q, p = int(fq.read()), int(fp.read())
+        return None if q <= 0 else q / p
+    except (OSError, ValueError):
+        return None
+
+
+def usable_cores() -> int:
+    """The cores this process may run on (its CPU affinity, e.g. `taskset`), capped by its
+    cgroup's CPU quota rounded up."""
+    try:
+        cores = len(os.sched_getaffinity(0))
     except AttributeError:  # pragma: no cover - not on Linux
-        return max(1, os.cpu_count() or 1)
+        cores = os.cpu_count() or 1
+    quota = _cgroup_cpus()
+    if quota is not None:
+        cores = min(cores, math.ceil(quota))
+    return max(1, cores)
 
 
 def worker_count(cfg: GatewayConfig, requested: int | None = None) -> tuple[int, str]:

@@ -257,7 +257,7 @@ class GatewayServer:
         config_dir = os.path.dirname(os.path.abspath(self.path))
         sockets = []
         open_files = raise_open_file_limit()
-        count = len(self.config.listeners) + (self.config.admin is not None)
+        count = len(self.config.listeners) + (self.worker is not None or self.config.admin is not None)
         for i, listener in enumerate(self.config.listeners):
             sock = self.worker.listeners[i] if self.worker else _bind(listener)
             sockets.append(sock)
