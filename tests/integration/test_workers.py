@@ -188,8 +188,14 @@ def test_reload_reaches_every_worker_and_a_bad_file_is_refused_once(served, upst
     w.wait_for("refused, the running config stays")
     time.sleep(1.5)  # a worker that saw the file would log its own refusal by now
     assert w.count("refused, the running config stays") == 1, "".join(w.lines[-20:])
-    assert all(r["version"] == 2 for r in w.workers())
+    before = w.workers()
+    assert all(r["version"] == 2 for r in before)
     assert w.get("/b") == 200
+    os.kill(before[1]["pid"], signal.SIGKILL)  # its replacement gets the last good config, not the file
+    w.wait_workers(lambda rows: rows[1]["pid"] not in (None, before[1]["pid"]) and rows[1]["version"] == 2)
+    with ThreadPoolExecutor(8) as pool:
+        assert set(pool.map(lambda _: w.get("/b"), range(40))) == {200}
+    assert w.count("refused, the running config stays") == 1
 
 
 def test_a_killed_worker_is_replaced_at_the_current_version(served, upstream, tmp_path):

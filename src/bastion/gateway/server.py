@@ -64,9 +64,12 @@ class _Server(uvicorn.Server):
         self.started = True
 
 
-def build_state(path: str, version: int):
+def build_state(path: str, version: int, config_dir: str | None = None, source: str | None = None):
+    """The compiled config at `path`; relative paths in it resolve against `config_dir` (default:
+    the file's directory; a worker reads its supervisor's copy of the file, elsewhere)."""
     cfg = load_config(path)
-    return compile_state(cfg, config_dir=os.path.dirname(os.path.abspath(path)) or ".", version=version, source=path)
+    config_dir = config_dir or os.path.dirname(os.path.abspath(path)) or "."
+    return compile_state(cfg, config_dir=config_dir, version=version, source=source or path)
 
 
 def _bind(listener: ListenerConfig) -> socket.socket:
@@ -164,12 +167,16 @@ def _uvicorn_config(
 class WorkerSockets:
     """What a worker process gets from its supervisor (gateway/workers.py): the listeners' sockets,
     bound and listening, in config order; a private admin socket (the supervisor gathers metrics
-    and the dashboard's data there, with `admin_token`); the config version to start at."""
+    and the dashboard's data there, with `admin_token`); the config version to start at. The
+    config file the worker reads is the supervisor's validated copy; `config_dir` and `source`
+    are the user's file's."""
 
     listeners: list[socket.socket]
     admin: socket.socket
     admin_token: str
     version: int
+    config_dir: str
+    source: str
 
 
 class GatewayServer:
@@ -188,7 +195,8 @@ class GatewayServer:
         self.on_ready = on_ready
         self.worker = worker  # set: one of `bastion serve --workers N`'s processes (gateway/workers.py)
         self.version = worker.version if worker else 1
-        state = build_state(config_path, self.version)  # raises ConfigError: never half-started
+        self.config_dir = worker.config_dir if worker else os.path.dirname(os.path.abspath(config_path))
+        state = self._build(self.version)  # raises ConfigError: never half-started
         self.config: GatewayConfig = state.config
         timeout = min((lst.client_body_timeout for lst in state.config.listeners), default=30.0)
         self.gateway = Gateway(state, client_body_timeout=timeout)
@@ -200,6 +208,9 @@ class GatewayServer:
         self._stop: asyncio.Event | None = None
         self._stat = self._file_stat()
 
+    def _build(self, version: int):
+        return build_state(self.path, version, self.config_dir, self.worker.source if self.worker else None)
+
     def _file_stat(self) -> tuple[int, int, int] | None:
         try:
             st = os.stat(self.path)
@@ -209,7 +220,7 @@ class GatewayServer:
 
     async def reload(self, why: str) -> bool:
         try:
-            state = build_state(self.path, self.version + 1)
+            state = self._build(self.version + 1)
         except ConfigError as exc:
             log.error("reload (%s) refused, the running config stays:\n%s", why, exc)
             return False
@@ -226,7 +237,7 @@ class GatewayServer:
 
     def _reload_certificates(self) -> None:
         """Renewed certificates take effect for new handshakes without a restart."""
-        config_dir = os.path.dirname(os.path.abspath(self.path))
+        config_dir = self.config_dir
         for server, listener in zip(self.servers, self.config.listeners, strict=False):
             if listener.tls is None or server.config.ssl is None:
                 continue
@@ -254,7 +265,7 @@ class GatewayServer:
     async def serve(self, *, install_signals: bool = True) -> None:
         loop = self._loop = asyncio.get_running_loop()
         stop = self._stop = asyncio.Event()
-        config_dir = os.path.dirname(os.path.abspath(self.path))
+        config_dir = self.config_dir
         sockets = []
         open_files = raise_open_file_limit()
         count = len(self.config.listeners) + (self.worker is not None or self.config.admin is not None)

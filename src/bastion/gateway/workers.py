@@ -50,7 +50,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Metric, ge
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.registry import Collector
 
-from bastion.config.loader import ConfigError
+from bastion.config.loader import ConfigError, ConfigIssue, load_config_text
 from bastion.config.model import GatewayConfig, ListenerConfig
 from bastion.gateway.admin import AdminApp, _json_body, _reply
 from bastion.gateway.edge import protocol_for
@@ -59,10 +59,10 @@ from bastion.gateway.server import (
     WorkerSockets,
     _bind,
     _Server,
-    build_state,
     edge_limits,
     raise_open_file_limit,
 )
+from bastion.gateway.state import compile_state
 from bastion.http import problem
 
 log = logging.getLogger("bastion.workers")
@@ -109,11 +109,17 @@ class Supervisor:
         self.on_ready = on_ready
         self.version = 1
         self.reloads = 0
-        state = build_state(config_path, self.version)  # raises ConfigError: never half-started
+        self.config_dir = os.path.dirname(os.path.abspath(config_path))
+        self.rundir = tempfile.mkdtemp(prefix="bastion-workers-")  # mode 0700
+        self.copy = os.path.join(self.rundir, "config.yaml")  # what the workers read: validated
+        try:
+            state = self._validate(self.version)  # raises ConfigError: never half-started
+        except BaseException:
+            shutil.rmtree(self.rundir, ignore_errors=True)
+            raise
         self.config: GatewayConfig = state.config
         self.gateway = _State(state)
         self.token = secrets.token_urlsafe(32)
-        self.rundir = tempfile.mkdtemp(prefix="bastion-workers-")  # mode 0700
         self.slots: list[Slot] = []
         self.listeners: list[socket.socket] = []
         self.admin_port: int | None = None
@@ -121,6 +127,23 @@ class Supervisor:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop: asyncio.Event | None = None
         self.stopping = False
+
+    def _validate(self, version: int) -> Any:
+        """Read the user's file once, build it, and only if it builds, make it the copy the workers
+        read (written aside, then renamed): a worker started or reloaded later gets exactly the
+        config validated here, whatever happens to the file meanwhile."""
+        try:
+            with open(self.path, encoding="utf-8") as f:
+                text = f.read()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(self.path, [ConfigIssue((), None, f"cannot read the config: {exc}")]) from None
+        cfg = load_config_text(text, self.path)
+        state = compile_state(cfg, config_dir=self.config_dir, version=version, source=self.path)
+        tmp = self.copy + ".new"
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(tmp, self.copy)
+        return state
 
     # --- processes -------------------------------------------------------------------------
     def _spawn(self, slot: Slot) -> None:
@@ -130,7 +153,9 @@ class Supervisor:
             sys.executable,
             "-m",
             "bastion.gateway.workers",
-            self.path,
+            self.copy,
+            f"--config-dir={self.config_dir}",
+            f"--source={self.path}",
             f"--slot={slot.index}",
             f"--fds={','.join(map(str, fds))}",
             f"--version={self.version}",
@@ -179,7 +204,7 @@ class Supervisor:
     async def reload(self, why: str) -> bool:
         """Validate the file here, once; only a good one is announced to the workers."""
         try:
-            state = build_state(self.path, self.version + 1)
+            state = self._validate(self.version + 1)
         except ConfigError as exc:
             log.error("reload (%s) refused, the running config stays:\n%s", why, exc)
             return False
@@ -591,6 +616,8 @@ def worker_main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="bastion-worker")
     parser.add_argument("config")
     parser.add_argument("--slot", type=int, required=True)
+    parser.add_argument("--config-dir", required=True)
+    parser.add_argument("--source", required=True)
     parser.add_argument("--fds", required=True)
     parser.add_argument("--version", type=int, default=1)
     parser.add_argument("--parent", type=int, required=True)
@@ -605,7 +632,14 @@ def worker_main(argv: list[str] | None = None) -> int:
     fds = [int(fd) for fd in args.fds.split(",")]
     socks = [socket.socket(fileno=fd) for fd in fds]
     token = os.environ.pop("BASTION_WORKER_TOKEN", "")
-    sockets = WorkerSockets(listeners=socks[:-1], admin=socks[-1], admin_token=token, version=args.version)
+    sockets = WorkerSockets(
+        listeners=socks[:-1],
+        admin=socks[-1],
+        admin_token=token,
+        version=args.version,
+        config_dir=args.config_dir,
+        source=args.source,
+    )
     try:
         server = GatewayServer(args.config, watch=False, worker=sockets)
     except ConfigError as exc:
