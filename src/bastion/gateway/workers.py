@@ -188,7 +188,8 @@ class Supervisor:
                 )
                 slot.proc = None
                 slot.restart_at = now + delay
-            if slot.proc is None and slot.restart_at is not None and now >= slot.restart_at and not self.stopping:
+            stopping = self.stopping or (self._stop is not None and self._stop.is_set())
+            if slot.proc is None and slot.restart_at is not None and now >= slot.restart_at and not stopping:
                 slot.restarts += 1
                 self._spawn(slot)
 
