@@ -170,6 +170,17 @@ def test_metrics_are_summed_across_workers(served):
     assert sum(p["total"] for p in live["series"]) == sent
 
 
+def test_a_changed_file_reaches_every_worker(served, upstream, tmp_path):
+    w = served([{"path": "/a", "upstream": "up"}])  # watching the file (the default)
+    assert w.get("/b") == 404
+    time.sleep(1.1)  # a new mtime even on a coarse clock
+    _config(tmp_path / "bastion.yaml", upstream.url, tmp_path, [{"path": "/b", "upstream": "up"}])
+    w.wait_workers(lambda rows: all(r["version"] == 2 for r in rows))
+    with ThreadPoolExecutor(8) as pool:
+        assert set(pool.map(lambda _: w.get("/b"), range(40))) == {200}
+    assert w.get("/a") == 404
+
+
 def test_reload_reaches_every_worker_and_a_bad_file_is_refused_once(served, upstream, tmp_path):
     w = served([{"path": "/a", "upstream": "up"}], "--no-watch")
     assert w.get("/b") == 404
