@@ -112,7 +112,7 @@ def serve(
         import uvloop
 
         uvloop.run(server.serve())
-    except OSError as exc:
+    except (OSError, RuntimeError) as exc:  # a port in use; a worker that could not start
         console.print(f"[red]cannot start[/]: {exc}", markup=False)
         raise typer.Exit(1)
 

@@ -292,6 +292,24 @@ def test_sigterm_finishes_in_flight_requests(served):
     assert out == [200, 200, 200, 200]
 
 
+def test_a_port_in_use_is_reported_once_by_the_supervisor(upstream, tmp_path):
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        cfg = _config(tmp_path / "b.yaml", upstream.url, tmp_path, [{"path": "/", "upstream": "up"}])
+        doc = yaml.safe_load(cfg.read_text())
+        doc["listeners"] = [{"host": "127.0.0.1", "port": taken.getsockname()[1]}]
+        cfg.write_text(yaml.safe_dump(doc))
+        r = subprocess.run(
+            [*BASTION, "serve", "--config", str(cfg), "--workers", "2"], capture_output=True, text=True, timeout=60
+        )
+    assert r.returncode == 1
+    out = r.stdout + r.stderr
+    assert out.count("cannot start") == 1 and "worker 0 started" not in out, out
+
+
 # --- per-process state -----------------------------------------------------------------------
 
 
