@@ -99,12 +99,19 @@ class Workers:
         return self.proc.wait(40)
 
 
-def _config(path: Path, upstream_url: str, tmp_path: Path, routes: list[dict], **extra: Any) -> Path:
+def _config(
+    path: Path, upstream_url: str, tmp_path: Path, routes: list[dict], store: str | None = None, **extra: Any
+) -> Path:
+    """`store`: the rate-limit store of the defaults (the login-path limits are on by default:
+    with a `memory` store, several workers are refused)."""
+    policies: dict[str, Any] = {"audit": {"output": str(tmp_path / "audit.log")}}
+    if store:
+        policies["rate_limit"] = {"store": store, "key_prefix": f"bastion:test-workers:{uuid.uuid4().hex}"}
     doc = {
         "listeners": [{"host": "127.0.0.1", "port": 0}],
         "upstreams": {"up": {"urls": [upstream_url]}},
         "admin": {"host": "127.0.0.1", "port": 0, "token": TOKEN},
-        "policies": {"audit": {"output": str(tmp_path / "audit.log")}},
+        "policies": policies,
         "routes": routes,
         **extra,
     }
@@ -113,11 +120,11 @@ def _config(path: Path, upstream_url: str, tmp_path: Path, routes: list[dict], *
 
 
 @pytest.fixture()
-def served(upstream, tmp_path):
+def served(upstream, tmp_path, redis_url):
     running: list[Workers] = []
 
     def start(routes: list[dict], *args: str, **extra: Any) -> Workers:
-        cfg = _config(tmp_path / "bastion.yaml", upstream.url, tmp_path, routes, **extra)
+        cfg = _config(tmp_path / "bastion.yaml", upstream.url, tmp_path, routes, redis_url, **extra)
         w = Workers(cfg, *args)
         running.append(w)
         return w
@@ -170,18 +177,18 @@ def test_metrics_are_summed_across_workers(served):
     assert sum(p["total"] for p in live["series"]) == sent
 
 
-def test_a_changed_file_reaches_every_worker(served, upstream, tmp_path):
+def test_a_changed_file_reaches_every_worker(served, upstream, tmp_path, redis_url):
     w = served([{"path": "/a", "upstream": "up"}])  # watching the file (the default)
     assert w.get("/b") == 404
     time.sleep(1.1)  # a new mtime even on a coarse clock
-    _config(tmp_path / "bastion.yaml", upstream.url, tmp_path, [{"path": "/b", "upstream": "up"}])
+    _config(tmp_path / "bastion.yaml", upstream.url, tmp_path, [{"path": "/b", "upstream": "up"}], redis_url)
     w.wait_workers(lambda rows: all(r["version"] == 2 for r in rows))
     with ThreadPoolExecutor(8) as pool:
         assert set(pool.map(lambda _: w.get("/b"), range(40))) == {200}
     assert w.get("/a") == 404
 
 
-def test_reload_reaches_every_worker_and_a_bad_file_is_refused_once(served, upstream, tmp_path):
+def test_reload_reaches_every_worker_and_a_bad_file_is_refused_once(served, upstream, tmp_path, redis_url):
     w = served([{"path": "/a", "upstream": "up"}], "--no-watch")
     assert w.get("/b") == 404
     _config(
@@ -292,13 +299,13 @@ def test_sigterm_finishes_in_flight_requests(served):
     assert out == [200, 200, 200, 200]
 
 
-def test_a_port_in_use_is_reported_once_by_the_supervisor(upstream, tmp_path):
+def test_a_port_in_use_is_reported_once_by_the_supervisor(upstream, tmp_path, redis_url):
     import socket
 
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
-        cfg = _config(tmp_path / "b.yaml", upstream.url, tmp_path, [{"path": "/", "upstream": "up"}])
+        cfg = _config(tmp_path / "b.yaml", upstream.url, tmp_path, [{"path": "/", "upstream": "up"}], redis_url)
         doc = yaml.safe_load(cfg.read_text())
         doc["listeners"] = [{"host": "127.0.0.1", "port": taken.getsockname()[1]}]
         cfg.write_text(yaml.safe_dump(doc))
@@ -349,17 +356,25 @@ def test_worker_count_default():
     from bastion.config import lint as lint_mod
     from bastion.config.model import GatewayConfig
 
-    plain = GatewayConfig.model_validate({"routes": []})
+    plain = GatewayConfig.model_validate({"routes": []})  # the login-path limits, in memory
     memory = GatewayConfig.model_validate({"policies": {"rate_limit": {"limits": ["5/second"]}}})
     redis = GatewayConfig.model_validate({"policies": {"rate_limit": {"store": "redis://x", "limits": ["5/second"]}}})
+    accepted = GatewayConfig.model_validate({"allow_per_worker_state": True})
+    off = GatewayConfig.model_validate({"policies": {"rate_limit": {"enabled": False}}})
     route_auth = GatewayConfig.model_validate(
-        {"routes": [{"path": "/", "upstream": "u", "policies": {"auth": {"revocation_store": "redis://x"}}}]}
+        {
+            "policies": {"rate_limit": {"store": "redis://x"}},
+            "routes": [{"path": "/", "upstream": "u", "policies": {"auth": {"revocation_store": "redis://x"}}}],
+        }
     )
     orig = lint_mod.usable_cores
     try:
         lint_mod.usable_cores = lambda: 16  # type: ignore[assignment]
-        assert lint_mod.worker_count(plain)[0] == 16
+        n, why = lint_mod.worker_count(plain)
+        assert n == 1 and "built-in limit on login paths" in why
         assert lint_mod.worker_count(redis)[0] == 16
+        assert lint_mod.worker_count(accepted)[0] == 16
+        assert lint_mod.worker_count(off)[0] == 16
         n, why = lint_mod.worker_count(memory)
         assert n == 1 and "policies.rate_limit.store" in why
         assert lint_mod.worker_count(memory, 3)[0] == 3

@@ -127,3 +127,70 @@ def test_a_worker_that_keeps_dying_is_retried_with_a_doubling_delay(tmp_path: Pa
     import shutil
 
     shutil.rmtree(sup.rundir)
+
+
+# --- which configs keep state per process: the lint against what the compiler builds ---------
+
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+_STORES = st.sampled_from(["memory", "redis://127.0.0.1:6379/9"])
+_RATE = st.fixed_dictionaries(
+    {},
+    optional={
+        "store": _STORES,
+        "limits": st.sampled_from([[], ["5/second"]]),
+        "tiers": st.sampled_from([{}, {"gold": ["9/second"]}]),
+        "login_limits": st.sampled_from([[], ["3/minute"]]),
+        "enabled": st.booleans(),
+    },
+)
+_AUTH = st.fixed_dictionaries(
+    {},
+    optional={
+        "revocation_store": _STORES,
+        "schemes": st.sampled_from(
+            [{}, {"k": {"type": "api_key", "keys": [{"id": "a", "owner": "o", "hash": "sha256:" + "0" * 64}]}}]
+        ),
+        "enabled": st.booleans(),
+    },
+)
+_SECTION = st.fixed_dictionaries({}, optional={"rate_limit": _RATE, "auth": _AUTH})
+
+
+def _memory_state_built(state: Any) -> bool:
+    """The oracle: the policies the compiler actually built, after merging routes over defaults."""
+    for p in state.policies:
+        if p.name == "rate_limit" and p.store_url == "memory" and (p.limits or p.tiers or p.login):
+            return True
+        if p.name == "auth" and p.revocation_url == "memory" and p.schemes:
+            return True
+    return False
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(defaults=_SECTION, routes=st.lists(_SECTION, max_size=3), allow=st.booleans(), workers=st.integers(1, 4))
+def test_several_workers_are_refused_exactly_when_a_built_policy_keeps_state_in_memory(
+    defaults, routes, allow, workers
+):
+    import asyncio
+
+    from bastion.config.lint import lint, per_process_state
+    from bastion.config.model import GatewayConfig
+    from bastion.gateway.state import compile_state
+
+    doc = {
+        "upstreams": {"up": {"urls": ["http://127.0.0.1:9"]}},
+        "policies": {"audit": {"enabled": False}, **defaults},
+        "routes": [{"path": f"/r{i}", "upstream": "up", "policies": r} for i, r in enumerate(routes)],
+        "allow_per_worker_state": allow,
+    }
+    cfg = GatewayConfig.model_validate(doc)
+    state = compile_state(cfg)
+    try:
+        built = _memory_state_built(state)
+    finally:
+        asyncio.run(state.close())
+    assert bool(per_process_state(cfg)) == built
+    refused = any(f.severity == "error" and "'memory'" in f.message for f in lint(cfg, workers))
+    assert refused == (built and workers > 1 and not allow)

@@ -6,6 +6,7 @@ import ipaddress
 import math
 import os
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import urlsplit
 
 from bastion.config.model import GatewayConfig
@@ -24,15 +25,22 @@ def _policy(section, name):
 
 
 def _effective(cfg: GatewayConfig, section: object, pname: str, field: str) -> object:
-    """A policy setting as a route sees it: its own key, else the defaults' (keys merge)."""
-    conf = _policy(section, pname)
+    """A policy setting as the compiler builds it: a route's own key, else the defaults' (keys
+    merge); a default-on policy the config does not mention runs with its model's defaults.
+    None: the policy is not there (a route without its own section inherits the defaults')."""
+    conf = _policy(section, pname) or _default_on(section is cfg.policies, pname)
     if conf is None:
         return None
     if section is not cfg.policies and field not in conf.model_fields_set:
-        base = _policy(cfg.policies, pname)
+        base = _policy(cfg.policies, pname) or _default_on(True, pname)
         if base is not None:
             return getattr(base, field)
     return getattr(conf, field)
+
+
+def _default_on(defaults: bool, pname: str) -> Any:
+    cls = REGISTRY.get(pname)
+    return cls.Config() if defaults and cls is not None and cls.default_on else None
 
 
 def per_process_state(cfg: GatewayConfig) -> list[tuple[str, str, bool]]:
@@ -46,14 +54,17 @@ def per_process_state(cfg: GatewayConfig) -> list[tuple[str, str, bool]]:
         return _effective(cfg, section, pname, field)
 
     for key, section in sections:
-        if _policy(section, "rate_limit") is not None and get(section, "rate_limit", "enabled"):
-            limited = get(section, "rate_limit", "limits") or get(section, "rate_limit", "tiers")
+        if get(section, "rate_limit", "enabled"):
+            limited = any(get(section, "rate_limit", f) for f in ("limits", "tiers", "login_limits"))
             if limited and get(section, "rate_limit", "store") == "memory":
-                found.append((f"{key}.rate_limit.store", "rate-limit counters", True))
-        if _policy(section, "auth") is not None and get(section, "auth", "enabled"):
+                what = "rate-limit counters"
+                if _policy(section, "rate_limit") is None:  # on by default: its login-path limits
+                    what += " (the built-in limit on login paths, 5/minute per address)"
+                found.append((f"{key}.rate_limit.store", what, True))
+        if get(section, "auth", "enabled"):
             if get(section, "auth", "schemes") and get(section, "auth", "revocation_store") == "memory":
                 found.append((f"{key}.auth.revocation_store", "token revocations", True))
-        if _policy(section, "login") is not None and get(section, "login", "enabled"):
+        if get(section, "login", "enabled"):
             if get(section, "login", "provider") and get(section, "login", "session_store") == "memory":
                 found.append((f"{key}.login.session_store", "login sessions", False))
     if cfg.token_service is not None and cfg.token_service.revocation_store == "memory":
@@ -100,12 +111,13 @@ def worker_count(cfg: GatewayConfig, requested: int | None = None) -> tuple[int,
     if cfg.workers is not None:
         return cfg.workers, "workers in the config"
     cores = usable_cores()
-    state = per_process_state(cfg)
+    state = [s for s in per_process_state(cfg) if not (s[2] and cfg.allow_per_worker_state)]
     if state and cores > 1:
-        keys = ", ".join(k for k, _, _ in state[:3])
+        where = "; ".join(f"{k} ({what})" for k, what, _ in state[:3])
         return 1, (
-            f"one worker, not {cores}: {keys} keep state in one process's memory "
-            "(use Redis stores, then workers run on every core; or set workers: N)"
+            f"one worker, not {cores}, because these 'memory' stores keep state in one process: {where}. "
+            "Set them to a Redis URL to run on every core, or allow_per_worker_state: true "
+            "to accept limits per worker"
         )
     return cores, f"one per usable core ({cores})"
 

@@ -369,12 +369,14 @@ class GatewayConfig(Strict):
         le=1024,
         description="Worker processes sharing the listeners (`bastion serve --workers` overrides it). "
         "Unset: one per usable core, or 1 when a store keeps its state in one process's memory "
-        "(a `memory` rate-limit, revocation or session store).",
+        "(a `memory` rate-limit, revocation or session store; the rate-limit policy's default store is "
+        "`memory`).",
     )
     allow_per_worker_state: bool = Field(
         False,
         description="Run several workers although a rate-limit or revocation store is `memory`: each "
-        "worker then keeps its own counters and revocations (a limit of N allows up to N per worker). "
+        "worker then keeps its own counters and revocations (a limit of N allows up to N per worker), "
+        "and the default worker count becomes every core. "
         "A Redis store is the answer that keeps limits exact.",
     )
 

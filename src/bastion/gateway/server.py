@@ -287,7 +287,7 @@ class GatewayServer:
             for sig in (signal.SIGINT, signal.SIGTERM):
                 loop.add_signal_handler(sig, stop.set)
             loop.add_signal_handler(signal.SIGHUP, on_hup)
-        admin_token = self.worker.admin_token if self.worker else self.config.admin and self.config.admin.token
+        admin_token = self.worker.admin_token if self.worker else self.config.admin.token if self.config.admin else None
         if self.worker or self.config.admin is not None:
             from bastion.gateway.admin import AdminApp
 
