@@ -194,3 +194,22 @@ def test_several_workers_are_refused_exactly_when_a_built_policy_keeps_state_in_
     assert bool(per_process_state(cfg)) == built
     refused = any(f.severity == "error" and "'memory'" in f.message for f in lint(cfg, workers))
     assert refused == (built and workers > 1 and not allow)
+
+
+def test_a_reload_to_a_memory_store_under_several_workers_is_refused(tmp_path: Path):
+    import asyncio
+    import shutil
+
+    cfg = tmp_path / "b.yaml"
+    cfg.write_text("policies: {rate_limit: {store: 'redis://127.0.0.1:6379/9', limits: ['5/second']}}\n")
+    sup = Supervisor(str(cfg), 2, watch=False)
+    try:
+        good = Path(sup.copy).read_text()
+        cfg.write_text("policies: {rate_limit: {limits: ['5/second']}}\n")  # memory, 2 workers
+        assert asyncio.run(sup.reload("test")) is False
+        assert Path(sup.copy).read_text() == good and sup.version == 1  # the workers' copy is untouched
+        cfg.write_text("policies: {rate_limit: {store: 'redis://127.0.0.1:6379/9', limits: ['6/second']}}\n")
+        assert asyncio.run(sup.reload("test")) is True
+        assert "6/second" in Path(sup.copy).read_text() and sup.version == 2
+    finally:
+        shutil.rmtree(sup.rundir)

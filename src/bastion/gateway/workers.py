@@ -50,6 +50,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Metric, ge
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.registry import Collector
 
+from bastion.config.lint import lint_workers
 from bastion.config.loader import ConfigError, ConfigIssue, load_config_text
 from bastion.config.model import GatewayConfig, ListenerConfig
 from bastion.gateway.admin import AdminApp, _json_body, _reply
@@ -138,6 +139,9 @@ class Supervisor:
         except (OSError, UnicodeDecodeError) as exc:
             raise ConfigError(self.path, [ConfigIssue((), None, f"cannot read the config: {exc}")]) from None
         cfg = load_config_text(text, self.path)
+        refused = [f for f in lint_workers(cfg, self.count) if f.severity == "error"]
+        if refused:  # e.g. a reload that turns a store into `memory` under N workers
+            raise ConfigError(self.path, [ConfigIssue((), None, f"{f.key}: {f.message}") for f in refused])
         state = compile_state(cfg, config_dir=self.config_dir, version=version, source=self.path)
         tmp = self.copy + ".new"
         with open(tmp, "w", encoding="utf-8") as f:
