@@ -196,6 +196,7 @@ def test_reload_reaches_every_worker_and_a_bad_file_is_refused_once(served, upst
         upstream.url,
         tmp_path,
         [{"path": "/a", "upstream": "up"}, {"path": "/b", "upstream": "up"}],
+        redis_url,
     )
     w.proc.send_signal(signal.SIGHUP)
     w.wait_workers(lambda rows: all(r["version"] == 2 for r in rows))
