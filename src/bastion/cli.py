@@ -54,7 +54,7 @@ def _check(path: str, workers: int | None = None) -> GatewayConfig:
         for issue in exc.issues:
             console.print("  " + issue.render(exc.source), highlight=False, markup=False)
         raise typer.Exit(2)
-    findings = lint(cfg, workers)
+    findings = lint(cfg, workers=workers)
     errors = [f for f in findings if f.severity == "error"]
     for f in findings:
         colour = "red" if f.severity == "error" else "yellow"

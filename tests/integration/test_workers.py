@@ -382,5 +382,5 @@ def test_worker_count_default():
         assert lint_mod.worker_count(route_auth)[0] == 16
     finally:
         lint_mod.usable_cores = orig  # type: ignore[assignment]
-    assert [f.key for f in lint_mod.lint(memory, 4) if f.severity == "error"] == ["policies.rate_limit.store"]
-    assert not [f for f in lint_mod.lint(redis, 4) if f.severity == "error"]
+    assert [f.key for f in lint_mod.lint(memory, workers=4) if f.severity == "error"] == ["policies.rate_limit.store"]
+    assert not [f for f in lint_mod.lint(redis, workers=4) if f.severity == "error"]

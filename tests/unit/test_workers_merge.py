@@ -192,7 +192,7 @@ def test_several_workers_are_refused_exactly_when_a_built_policy_keeps_state_in_
     finally:
         asyncio.run(state.close())
     assert bool(per_process_state(cfg)) == built
-    refused = any(f.severity == "error" and "'memory'" in f.message for f in lint(cfg, workers))
+    refused = any(f.severity == "error" and "'memory'" in f.message for f in lint(cfg, workers=workers))
     assert refused == (built and workers > 1 and not allow)
 
 

@@ -161,7 +161,7 @@ def lint_workers(cfg: GatewayConfig, workers: int) -> list[Finding]:
     return out
 
 
-def lint(cfg: GatewayConfig, workers: int | None = None) -> list[Finding]:
+def lint(cfg: GatewayConfig, *, workers: int | None = None) -> list[Finding]:
     """Findings about `cfg`; `workers` is what `serve --workers` asked (None: the config's choice)."""
     out: list[Finding] = lint_workers(cfg, worker_count(cfg, workers)[0])
     for i, lst in enumerate(cfg.listeners):
