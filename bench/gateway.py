@@ -7,6 +7,10 @@ issue asks for (d/c, d/b, e/d). Needs wrk and nginx (apt-get install wrk nginx-l
 
 --variants also measures the minimal proxy with httpx instead of aiohttp and with granian
 instead of uvicorn (the measurement behind the server/client choice in docs/architecture.md).
+
+--workers N also measures nginx and bastion pass-through with 1 and with N worker processes, all
+four given the same cores 0..N-1 (wrk too: on a machine with N cores there are no others), so
+gN/g1 is bastion's scaling and gN/nN its ratio to nginx with the same processes and cores.
 """
 
 from __future__ import annotations
@@ -49,10 +53,12 @@ def pinned(cpu: str) -> list[str]:
     return ["taskset", "-c", cpu] if shutil.which("taskset") and (os.cpu_count() or 1) >= 2 else []
 
 
-def wrk(url: str, duration: int, connections: int, script: str | None = None) -> tuple[float, float, float]:
+def wrk(
+    url: str, duration: int, connections: int, script: str | None = None, cpu: str = "0"
+) -> tuple[float, float, float]:
     lua = ["-s", script] if script else []
     out = subprocess.run(
-        [*pinned("0"), "wrk", "-t1", f"-c{connections}", f"-d{duration}s", "--latency", *lua, url],
+        [*pinned(cpu), "wrk", "-t1", f"-c{connections}", f"-d{duration}s", "--latency", *lua, url],
         capture_output=True,
         text=True,
         check=True,
@@ -69,6 +75,18 @@ def wrk(url: str, duration: int, connections: int, script: str | None = None) ->
         raise RuntimeError(f"{url}: {errors.group(1)} non-2xx responses\n{out}")
     return rps, pct("50"), pct("99")
 
+
+NGINX_N = """
+worker_processes {n}; daemon off; pid {dir}/nginx-{n}.pid; error_log {dir}/error-{n}.log warn;
+events {{ worker_connections 4096; }}
+http {{
+  access_log off;
+  upstream up {{ server 127.0.0.1:{up}; keepalive 64; }}
+  server {{ listen 127.0.0.1:{px};
+    location / {{ proxy_pass http://up; proxy_http_version 1.1; proxy_set_header Connection "";
+                 proxy_set_header X-Forwarded-For $remote_addr; }} }}
+}}
+"""
 
 NGINX = """
 worker_processes 1; daemon off; pid {dir}/nginx.pid; error_log {dir}/error.log warn;
@@ -237,6 +255,12 @@ def main() -> None:
         action="store_true",
         help="also: response filtering (1 KB and 100 KB JSON) and the WAF, each beside pass-through",
     )
+    ap.add_argument(
+        "--workers",
+        type=int,
+        default=0,
+        help="also: nginx and bastion pass-through with 1 and with N workers on the same cores 0..N-1",
+    )
     ap.add_argument("--only", default="", help="comma-separated target labels to run (e.g. d1,f1,d2,f2)")
     ap.add_argument(
         "--half-load",
@@ -286,6 +310,27 @@ def main() -> None:
                     )
                 )
                 targets.append((label, port))
+        cpus: dict[str, str] = {}  # wrk's cores for a target (default: core 0)
+        if args.workers > 1:
+            same = ",".join(str(i) for i in range(args.workers))
+            for n in (1, args.workers):
+                n_port, g_port = free_port(), free_port()
+                (work / f"nginx-{n}.conf").write_text(NGINX_N.format(n=n, dir=work, up=up, px=n_port))
+                (work / f"pass-{n}.yaml").write_text(pass_through(g_port, up))
+                procs.append(
+                    subprocess.Popen([*pinned(same), nginx_bin, "-c", str(work / f"nginx-{n}.conf"), "-p", str(work)])
+                )
+                procs.append(
+                    subprocess.Popen(
+                        [*pinned(same), *bastion[len(srv) :], str(work / f"pass-{n}.yaml"), "--workers", str(n)]
+                    )
+                )
+                for label, port in (
+                    (f"n{n} nginx, {n} worker(s), cores {same}", n_port),
+                    (f"g{n} bastion pass-through, {n} worker(s), cores {same}", g_port),
+                ):
+                    targets.append((label, port))
+                    cpus[label] = same
         paths = {label: "/users/1" for label, _ in targets}
         if args.protection:
             f_port, w_port = free_port(), free_port()
@@ -355,11 +400,13 @@ def main() -> None:
         samples: dict[str, list[tuple[float, float, float]]] = {label: [] for label, _ in targets}
         scripts = {label: mix for label, _ in targets if label.split()[0] in ("d3", "f3")}
         for label, port in targets:
-            wrk(f"http://127.0.0.1:{port}{paths[label]}", 2, args.connections, scripts.get(label))  # warm-up
+            wrk(f"http://127.0.0.1:{port}{paths[label]}", 2, args.connections, scripts.get(label), cpus.get(label, "0"))
         for _ in range(args.rounds):
             for label, port in targets:
                 url = f"http://127.0.0.1:{port}{paths[label]}"
-                samples[label].append(wrk(url, args.duration, args.connections, scripts.get(label)))
+                samples[label].append(
+                    wrk(url, args.duration, args.connections, scripts.get(label), cpus.get(label, "0"))
+                )
         print(f"{'target':32} {'rps':>10} {'p50 ms':>8} {'p99 ms':>8}   rps of each round")
         for label, _ in targets:
             runs = sorted(samples[label])
@@ -368,6 +415,15 @@ def main() -> None:
             each = " ".join(f"{r[0]:.0f}" for r in samples[label])
             print(f"{label:32} {rps:10.0f} {p50:8.2f} {p99:8.2f}   {each}", flush=True)
         print_ratios(results)
+        if args.workers > 1:
+            n = args.workers
+            for a, b, what in (
+                (f"g{n}", "g1", f"bastion, {n} workers vs 1, same cores"),
+                (f"n{n}", "n1", f"nginx, {n} workers vs 1, same cores"),
+                (f"g{n}", f"n{n}", f"bastion vs nginx, {n} workers each"),
+            ):
+                if a in results and b in results:
+                    print(f"{a}/{b} ({what}): {results[a] / results[b]:.2f} = {results[a]:.0f} / {results[b]:.0f} rps")
         if args.half_load:
             ports = dict(targets)
             half_load(

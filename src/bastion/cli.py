@@ -12,6 +12,7 @@ import tempfile
 import time
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 import typer
 from rich.console import Console
@@ -33,8 +34,9 @@ def _setup_logging(level: str) -> None:
     logging.getLogger("uvicorn.error").setLevel(logging.WARNING)
 
 
-def _check(path: str) -> GatewayConfig:
-    """Load and lint; print findings; exit 2 on errors."""
+def _check(path: str, workers: int | None = None) -> GatewayConfig:
+    """Load and lint (for `workers` processes: None is the config's choice); print findings;
+    exit 2 on errors."""
     try:
         cfg = load_config(path)
     except ConfigError as exc:
@@ -52,7 +54,7 @@ def _check(path: str) -> GatewayConfig:
         for issue in exc.issues:
             console.print("  " + issue.render(exc.source), highlight=False, markup=False)
         raise typer.Exit(2)
-    findings = lint(cfg, str(Path(path).resolve().parent))
+    findings = lint(cfg, str(Path(path).resolve().parent), workers=workers)
     errors = [f for f in findings if f.severity == "error"]
     for f in findings:
         colour = "red" if f.severity == "error" else "yellow"
@@ -65,9 +67,12 @@ def _check(path: str) -> GatewayConfig:
 
 
 @app.command()
-def check(config: Path = typer.Argument(..., help="The YAML config to validate.")) -> None:
+def check(
+    config: Path = typer.Argument(..., help="The YAML config to validate."),
+    workers: int | None = typer.Option(None, "--workers", min=1, help="Check for this many worker processes."),
+) -> None:
     """Validate a config and list insecure settings (exit 2 if it would be refused)."""
-    cfg = _check(str(config))
+    cfg = _check(str(config), workers)
     console.print(f"[green]ok[/]: {config} — {len(cfg.routes)} route(s), {len(cfg.upstreams)} upstream(s)")
 
 
@@ -76,14 +81,30 @@ def serve(
     config: Path = typer.Option("bastion.yaml", "--config", "-c", help="The YAML config."),
     watch: bool = typer.Option(True, help="Reload when the config file changes."),
     log_level: str = typer.Option("info", help="debug, info, warning or error."),
+    workers: int | None = typer.Option(
+        None,
+        "--workers",
+        "-w",
+        min=1,
+        help="Worker processes sharing the listeners (default: `workers` in the config, else one per "
+        "usable core, or 1 when a store is per process). 1 runs a single process.",
+    ),
 ) -> None:
     """Run the gateway (SIGHUP or a file change reloads the config; SIGTERM stops it)."""
     _setup_logging(log_level)
-    _check(str(config))
+    cfg = _check(str(config), workers)
+    from bastion.config.lint import worker_count
     from bastion.gateway.server import GatewayServer
 
+    count, why = worker_count(cfg, workers)
+    logging.getLogger("bastion.server").info("%d worker process(es): %s", count, why)
     try:
-        server = GatewayServer(str(config), watch=watch)
+        if count > 1:
+            from bastion.gateway.workers import Supervisor
+
+            server: Any = Supervisor(str(config), count, watch=watch)
+        else:
+            server = GatewayServer(str(config), watch=watch)
     except ConfigError as exc:
         console.print(str(exc), markup=False)
         raise typer.Exit(2)
@@ -91,7 +112,7 @@ def serve(
         import uvloop
 
         uvloop.run(server.serve())
-    except OSError as exc:
+    except (OSError, RuntimeError) as exc:  # a port in use; a worker that could not start
         console.print(f"[red]cannot start[/]: {exc}", markup=False)
         raise typer.Exit(1)
 

@@ -98,7 +98,7 @@ class Serve:
 
     def __init__(self, cfg: Path, *args: str) -> None:
         self.proc = subprocess.Popen(
-            [*BASTION, "serve", "--config", str(cfg), *args],
+            [*BASTION, "serve", "--workers", "1", "--config", str(cfg), *args],
             stderr=subprocess.PIPE,
             stdout=subprocess.DEVNULL,
             text=True,

@@ -464,7 +464,9 @@ def test_three_thousand_trickling_connections_are_all_closed(upstream, tmp_path)
         )
     )
     proc = subprocess.Popen(
-        [sys.executable, "-m", "bastion.cli", "serve", "--no-watch", "-c", str(cfg)], stderr=subprocess.PIPE, text=True
+        [sys.executable, "-m", "bastion.cli", "serve", "--no-watch", "--workers", "1", "-c", str(cfg)],
+        stderr=subprocess.PIPE,
+        text=True,
     )
     lines: list[str] = []
     threading.Thread(target=lambda: [lines.append(x) for x in proc.stderr], daemon=True).start()

@@ -87,7 +87,9 @@ def test_certificate_is_reloaded_on_sighup(upstream, tmp_path):
         )
     )
     proc = subprocess.Popen(
-        [sys.executable, "-m", "bastion.cli", "serve", "--no-watch", "-c", str(cfg)], stderr=subprocess.PIPE, text=True
+        [sys.executable, "-m", "bastion.cli", "serve", "--no-watch", "--workers", "1", "-c", str(cfg)],
+        stderr=subprocess.PIPE,
+        text=True,
     )
     lines: list[str] = []
     threading.Thread(target=lambda: [lines.append(x) for x in proc.stderr], daemon=True).start()

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import ipaddress
+import math
+import os
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import urlsplit
 
 from bastion.config.model import GatewayConfig
@@ -19,6 +22,143 @@ class Finding:
 
 def _policy(section, name):
     return getattr(section, name, None)
+
+
+def _effective(cfg: GatewayConfig, section: object, pname: str, field: str) -> object:
+    """A policy setting as the compiler builds it: a route's own key, else the defaults' (keys
+    merge); a default-on policy the config does not mention runs with its model's defaults.
+    None: the policy is not there (a route without its own section inherits the defaults')."""
+    conf = _policy(section, pname) or _default_on(section is cfg.policies, pname)
+    if conf is None:
+        return None
+    if section is not cfg.policies and field not in conf.model_fields_set:
+        base = _policy(cfg.policies, pname) or _default_on(True, pname)
+        if base is not None:
+            return getattr(base, field)
+    return getattr(conf, field)
+
+
+def _default_on(defaults: bool, pname: str) -> Any:
+    cls = REGISTRY.get(pname)
+    return cls.Config() if defaults and cls is not None and cls.default_on else None
+
+
+def per_process_state(cfg: GatewayConfig) -> list[tuple[str, str, bool]]:
+    """Stores kept in one process's memory, as (config key, what they hold, whether
+    `allow_per_worker_state` may accept them): with several workers each has its own copy.
+    Sessions cannot be accepted: a login on one worker would be unknown to the others."""
+    found: list[tuple[str, str, bool]] = []
+    sections = [("policies", cfg.policies)] + [(f"routes[{i}].policies", r.policies) for i, r in enumerate(cfg.routes)]
+
+    def get(section: object, pname: str, field: str) -> object:
+        return _effective(cfg, section, pname, field)
+
+    for key, section in sections:
+        if get(section, "rate_limit", "enabled"):
+            limited = any(get(section, "rate_limit", f) for f in ("limits", "tiers", "login_limits"))
+            if limited and get(section, "rate_limit", "store") == "memory":
+                what = "rate-limit counters"
+                if _policy(section, "rate_limit") is None:  # on by default: its login-path limits
+                    what += " (the built-in limit on login paths, 5/minute per address)"
+                found.append((f"{key}.rate_limit.store", what, True))
+        if get(section, "auth", "enabled"):
+            if get(section, "auth", "schemes") and get(section, "auth", "revocation_store") == "memory":
+                found.append((f"{key}.auth.revocation_store", "token revocations", True))
+        if get(section, "login", "enabled"):
+            if get(section, "login", "provider") and get(section, "login", "session_store") == "memory":
+                found.append((f"{key}.login.session_store", "login sessions", False))
+    if cfg.token_service is not None and cfg.token_service.revocation_store == "memory":
+        found.append(("token_service.revocation_store", "token revocations", True))
+    return list(dict.fromkeys(found))
+
+
+def _cgroup_cpus() -> float | None:
+    """The CPU quota of this process's cgroup (v2 `cpu.max`, v1 `cfs_quota_us`), in cores: a
+    container run with `--cpus 2` on a 16-core host may use two, whatever the affinity says."""
+    try:
+        with open("/sys/fs/cgroup/cpu.max") as f:
+            quota, period = f.read().split()[:2]
+        return None if quota == "max" else int(quota) / int(period)
+    except (OSError, ValueError):
+        pass
+    try:
+        with open("/sys/fs/cgroup/cpu/cpu.cfs_quota_us") as fq, open("/sys/fs/cgroup/cpu/cpu.cfs_period_us") as fp:
+            q, p = int(fq.read()), int(fp.read())
+        return None if q <= 0 else q / p
+    except (OSError, ValueError):
+        return None
+
+
+def usable_cores() -> int:
+    """The cores this process may run on (its CPU affinity, e.g. `taskset`), capped by its
+    cgroup's CPU quota rounded up."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not on Linux
+        cores = os.cpu_count() or 1
+    quota = _cgroup_cpus()
+    if quota is not None:
+        cores = min(cores, math.ceil(quota))
+    return max(1, cores)
+
+
+def worker_count(cfg: GatewayConfig, requested: int | None = None) -> tuple[int, str]:
+    """How many worker processes `serve` runs, and why: `--workers`, else `workers:` in the
+    config, else one per usable core, unless a store is per process (then 1: a user who has not
+    chosen a worker count must not get N times the limits they wrote)."""
+    if requested is not None:
+        return requested, "--workers"
+    if cfg.workers is not None:
+        return cfg.workers, "workers in the config"
+    cores = usable_cores()
+    state = [s for s in per_process_state(cfg) if not (s[2] and cfg.allow_per_worker_state)]
+    if state and cores > 1:
+        where = "; ".join(f"{k} ({what})" for k, what, _ in state[:3])
+        return 1, (
+            f"one worker, not {cores}, because these 'memory' stores keep state in one process: {where}. "
+            "Set them to a Redis URL to run on every core, or allow_per_worker_state: true "
+            "to accept limits per worker"
+        )
+    return cores, f"one per usable core ({cores})"
+
+
+def lint_workers(cfg: GatewayConfig, workers: int) -> list[Finding]:
+    """Per-process stores with several workers: an error unless the user accepts them knowingly."""
+    out: list[Finding] = []
+    if workers <= 1:
+        return out
+    for key, what, acceptable in per_process_state(cfg):
+        if not acceptable:
+            out.append(
+                Finding(
+                    "error",
+                    key,
+                    f"'memory' keeps {what} in one process, and {workers} workers would not share them "
+                    "(a user logged in on one worker is unknown to the others): use a Redis or database store",
+                )
+            )
+        elif cfg.allow_per_worker_state:
+            out.append(
+                Finding(
+                    "warning",
+                    key,
+                    f"'memory' with {workers} workers (allow_per_worker_state): each worker keeps its own "
+                    f"{what}, so limits apply per worker (a limit of N allows up to {workers}×N) and a "
+                    "revocation reaches one worker: use Redis to make them exact",
+                )
+            )
+        else:
+            out.append(
+                Finding(
+                    "error",
+                    key,
+                    f"'memory' keeps {what} in one process, and {workers} workers would each have their own "
+                    f"(limits would apply per worker: a limit of N would allow up to {workers}×N, a revocation "
+                    "would reach one worker): use a Redis store, run 1 worker, or set "
+                    "allow_per_worker_state: true to accept limits per worker",
+                )
+            )
+    return out
 
 
 def _openapi_security(cfg: GatewayConfig, config_dir: str) -> list[Finding]:
@@ -70,9 +210,10 @@ def _openapi_security(cfg: GatewayConfig, config_dir: str) -> list[Finding]:
     return out
 
 
-def lint(cfg: GatewayConfig, config_dir: str | None = None) -> list[Finding]:
-    """`config_dir`: where relative paths (OpenAPI specs) are; None skips the checks that read them."""
-    out: list[Finding] = []
+def lint(cfg: GatewayConfig, config_dir: str | None = None, *, workers: int | None = None) -> list[Finding]:
+    """Findings about `cfg`; `config_dir`: where relative paths (OpenAPI specs) are, None skips the
+    checks that read them; `workers` is what `serve --workers` asked (None: the config's choice)."""
+    out: list[Finding] = lint_workers(cfg, worker_count(cfg, workers)[0])
     for i, lst in enumerate(cfg.listeners):
         if lst.tls is None and not lst.is_loopback():
             if lst.allow_plaintext:

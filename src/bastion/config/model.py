@@ -436,6 +436,22 @@ class GatewayConfig(Strict):
     token_service: TokenServiceConfig | None = Field(
         None, description="Serve the token service (users, tokens, API keys, OAuth 2.0) under its prefix."
     )
+    workers: int | None = Field(
+        None,
+        ge=1,
+        le=1024,
+        description="Worker processes sharing the listeners (`bastion serve --workers` overrides it). "
+        "Unset: one per usable core, or 1 when a store keeps its state in one process's memory "
+        "(a `memory` rate-limit, revocation or session store; the rate-limit policy's default store is "
+        "`memory`).",
+    )
+    allow_per_worker_state: bool = Field(
+        False,
+        description="Run several workers although a rate-limit or revocation store is `memory`: each "
+        "worker then keeps its own counters and revocations (a limit of N allows up to N per worker), "
+        "and the default worker count becomes every core. "
+        "A Redis store is the answer that keeps limits exact.",
+    )
 
     @field_validator("trusted_proxies")
     @classmethod

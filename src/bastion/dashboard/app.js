@@ -158,7 +158,8 @@ async function poll() {
     drawBars("headroom", data.headroom.map(h => [h.route, h.remaining, h.of ? h.remaining / h.of : 0]),
              v => `${v} left`);
     drawEvents(data);
-    status.textContent = `live · updated ${new Date(data.now * 1000).toLocaleTimeString()}`;
+    const workers = data.workers ? ` · ${data.workers} worker${data.workers > 1 ? "s" : ""}` : "";
+    status.textContent = `live · updated ${new Date(data.now * 1000).toLocaleTimeString()}${workers}`;
     document.body.dataset.updated = String(data.now);
   } catch (err) {
     status.textContent = "the admin listener is unreachable";

@@ -4,6 +4,7 @@ It is its own listener (loopback by default); the public listeners never serve t
 from __future__ import annotations
 
 import hmac
+import os
 import time
 from typing import Any
 
@@ -152,6 +153,7 @@ class AdminApp:
     def _config(self) -> dict[str, Any]:
         state = self.server.gateway.state
         return {
+            "pid": os.getpid(),
             "version": state.version,
             "source": state.source,
             "reloads": self.server.reloads,

@@ -12,12 +12,13 @@ import signal
 import socket
 import ssl
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import uvicorn
 
 from bastion.config.loader import ConfigError, load_config
-from bastion.config.model import GatewayConfig, ListenerConfig
+from bastion.config.model import AdminConfig, GatewayConfig, ListenerConfig
 from bastion.gateway.app import Gateway
 from bastion.gateway.edge import EDGE_COLLECTOR, ConnectionGate, EdgeLimits, EdgeProtocol, protocol_for
 from bastion.gateway.state import compile_state
@@ -64,9 +65,12 @@ class _Server(uvicorn.Server):
         self.started = True
 
 
-def build_state(path: str, version: int):
+def build_state(path: str, version: int, config_dir: str | None = None, source: str | None = None):
+    """The compiled config at `path`; relative paths in it resolve against `config_dir` (default:
+    the file's directory; a worker reads its supervisor's copy of the file, elsewhere)."""
     cfg = load_config(path)
-    return compile_state(cfg, config_dir=os.path.dirname(os.path.abspath(path)) or ".", version=version, source=path)
+    config_dir = config_dir or os.path.dirname(os.path.abspath(path)) or "."
+    return compile_state(cfg, config_dir=config_dir, version=version, source=source or path)
 
 
 def _bind(listener: ListenerConfig) -> socket.socket:
@@ -183,17 +187,40 @@ def thaw_after_reload(retired_inflight: bool) -> None:
             freeze_heap()
 
 
+@dataclass
+class WorkerSockets:
+    """What a worker process gets from its supervisor (gateway/workers.py): the listeners' sockets,
+    bound and listening, in config order; a private admin socket (the supervisor gathers metrics
+    and the dashboard's data there, with `admin_token`); the config version to start at. The
+    config file the worker reads is the supervisor's validated copy; `config_dir` and `source`
+    are the user's file's."""
+
+    listeners: list[socket.socket]
+    admin: socket.socket
+    admin_token: str
+    version: int
+    config_dir: str
+    source: str
+
+
 class GatewayServer:
     """The gateway, its listeners and its reload machinery."""
 
     def __init__(
-        self, config_path: str, *, watch: bool = True, on_ready: Callable[[list[tuple[str, int]]], None] | None = None
+        self,
+        config_path: str,
+        *,
+        watch: bool = True,
+        on_ready: Callable[[list[tuple[str, int]]], None] | None = None,
+        worker: WorkerSockets | None = None,
     ) -> None:
         self.path = config_path
         self.watch = watch
         self.on_ready = on_ready
-        self.version = 1
-        state = build_state(config_path, self.version)  # raises ConfigError: never half-started
+        self.worker = worker  # set: one of `bastion serve --workers N`'s processes (gateway/workers.py)
+        self.version = worker.version if worker else 1
+        self.config_dir = worker.config_dir if worker else os.path.dirname(os.path.abspath(config_path))
+        state = self._build(self.version)  # raises ConfigError: never half-started
         self.config: GatewayConfig = state.config
         timeout = min((lst.client_body_timeout for lst in state.config.listeners), default=30.0)
         self.gateway = Gateway(state, client_body_timeout=timeout)
@@ -205,6 +232,9 @@ class GatewayServer:
         self._stop: asyncio.Event | None = None
         self._stat = self._file_stat()
 
+    def _build(self, version: int):
+        return build_state(self.path, version, self.config_dir, self.worker.source if self.worker else None)
+
     def _file_stat(self) -> tuple[int, int, int] | None:
         try:
             st = os.stat(self.path)
@@ -214,7 +244,7 @@ class GatewayServer:
 
     async def reload(self, why: str) -> bool:
         try:
-            state = build_state(self.path, self.version + 1)
+            state = self._build(self.version + 1)
         except ConfigError as exc:
             log.error("reload (%s) refused, the running config stays:\n%s", why, exc)
             return False
@@ -232,7 +262,7 @@ class GatewayServer:
 
     def _reload_certificates(self) -> None:
         """Renewed certificates take effect for new handshakes without a restart."""
-        config_dir = os.path.dirname(os.path.abspath(self.path))
+        config_dir = self.config_dir
         for server, listener in zip(self.servers, self.config.listeners, strict=False):
             if listener.tls is None or server.config.ssl is None:
                 continue
@@ -260,12 +290,12 @@ class GatewayServer:
     async def serve(self, *, install_signals: bool = True) -> None:
         loop = self._loop = asyncio.get_running_loop()
         stop = self._stop = asyncio.Event()
-        config_dir = os.path.dirname(os.path.abspath(self.path))
+        config_dir = self.config_dir
         sockets = []
         open_files = raise_open_file_limit()
-        count = len(self.config.listeners) + (self.config.admin is not None)
-        for listener in self.config.listeners:
-            sock = _bind(listener)
+        count = len(self.config.listeners) + (self.worker is not None or self.config.admin is not None)
+        for i, listener in enumerate(self.config.listeners):
+            sock = self.worker.listeners[i] if self.worker else _bind(listener)
             sockets.append(sock)
             protocol = protocol_for(edge_limits(listener, open_files, count))
             self.gates.append(protocol.gate)
@@ -282,19 +312,20 @@ class GatewayServer:
             for sig in (signal.SIGINT, signal.SIGTERM):
                 loop.add_signal_handler(sig, stop.set)
             loop.add_signal_handler(signal.SIGHUP, on_hup)
-        if self.config.admin is not None:
+        admin_token = self.worker.admin_token if self.worker else self.config.admin.token if self.config.admin else None
+        if self.worker or self.config.admin is not None:
             from bastion.gateway.admin import AdminApp
 
-            admin = self.config.admin
+            admin = self.config.admin or AdminConfig()
             admin_listener = ListenerConfig(host=admin.host, port=admin.port)
-            sock = _bind(admin_listener)
+            sock = self.worker.admin if self.worker else _bind(admin_listener)
             sockets.append(sock)
             protocol = protocol_for(edge_limits(admin_listener, open_files, count), "AdminEdgeProtocol")
             self.gates.append(protocol.gate)
             self.servers.append(
                 _Server(
                     uvicorn.Config(
-                        AdminApp(self, admin.token),
+                        AdminApp(self, admin_token),
                         lifespan="off",
                         log_config=None,
                         access_log=False,
@@ -324,7 +355,7 @@ class GatewayServer:
                         raise t.exception()  # type: ignore[misc]
                 raise RuntimeError("a listener failed to start")
             await asyncio.sleep(0.01)
-        bound = [sock.getsockname()[:2] for sock in sockets]
+        bound = [sock.getsockname()[:2] if sock.family != socket.AF_UNIX else ("unix", 0) for sock in sockets]
         for (host, port), listener, gate in zip(bound, self.config.listeners, self.gates, strict=False):
             scheme = "https" if listener.tls else "http"
             limits = gate.limits
@@ -340,7 +371,7 @@ class GatewayServer:
         for (host, port), gate in zip(bound, self.gates, strict=False):
             gate.name = f"{host if ':' not in host else f'[{host}]'}:{port}"
         EDGE_COLLECTOR.gates = lambda: self.gates  # the latest server's (one per process in production)
-        if self.config.admin is not None:
+        if self.config.admin is not None and not self.worker:
             host, port = bound[-1]
             self.admin_port = port
             log.info("admin listening on http://%s:%d", host if ":" not in host else f"[{host}]", port)

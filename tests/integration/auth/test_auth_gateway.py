@@ -246,7 +246,8 @@ def test_revoked_token_is_refused_by_every_gateway(upstream, provider, redis_url
         path.write_text(yaml.safe_dump(cfg))
         procs.append(
             subprocess.Popen(
-                [sys.executable, "-m", "bastion.cli", "serve", "--no-watch", "-c", str(path)], stderr=subprocess.DEVNULL
+                [sys.executable, "-m", "bastion.cli", "serve", "--no-watch", "--workers", "1", "-c", str(path)],
+                stderr=subprocess.DEVNULL,
             )
         )
         ports.append(port)

@@ -140,7 +140,7 @@ def start_gateway(tmp_path, upstream_url, redis_url, prefix, port):
         )
     )
     proc = subprocess.Popen(
-        [sys.executable, "-m", "bastion.cli", "serve", "--no-watch", "--config", str(cfg)],
+        [sys.executable, "-m", "bastion.cli", "serve", "--no-watch", "--workers", "1", "--config", str(cfg)],
         stderr=subprocess.PIPE,
         text=True,
     )

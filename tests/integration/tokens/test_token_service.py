@@ -257,6 +257,8 @@ def test_logout_is_seen_by_a_second_gateway_process_through_redis(upstream, tmp_
                     "-m",
                     "bastion.cli",
                     "serve",
+                    "--workers",
+                    "1",
                     "-c",
                     str(tmp_path / "b.yaml"),
                     "--no-watch",
