@@ -1,7 +1,14 @@
-"""Measure one operation of a document: depth, aliases, root fields, cost, introspection.
+"""Measure one operation of a document: depth, aliases, root fields, cost, introspection,
+duplicate fields.
 
 Fragments are measured once per (fragment, parent type) and combined, so a "fragment bomb"
 (each fragment spreading the next twice) costs linear time, and a spread cycle is an error.
+
+Duplicate fields: in each selection set, after its fragment spreads and inline fragments are
+merged into it (as an executor's CollectFields does), the number of times each response key
+(alias, else name) is asked; the analysis reports the largest. A fragment's key counts are
+computed once and added where it is spread, so a spread three times adds its `title` three
+times, and a bomb stays linear (the counts grow, not the work).
 """
 
 from __future__ import annotations
@@ -29,6 +36,8 @@ class CostModel:
     root_types: dict[str, str] = field(
         default_factory=lambda: {"query": "Query", "mutation": "Mutation", "subscription": "Subscription"}
     )
+    # Type.field -> (slicing arguments or None, assumed size or None), from `@listSize`
+    list_sizes: dict[str, tuple[tuple[str, ...] | None, int | None]] = field(default_factory=dict)
 
 
 @dataclass(slots=True)
@@ -44,6 +53,7 @@ class Analysis:
     cost: float
     introspection: bool
     uses_variables: bool
+    duplicate_fields: int = 0  # most times one response key is asked in one selection set
 
 
 class AnalysisError(ValueError):
@@ -59,6 +69,8 @@ class _Measure:
     cost: float = 0.0
     introspection: bool = False
     uses_variables: bool = False
+    duplicates: int = 0  # the most repeated response key in any selection set below
+    keys: dict[str, int] = field(default_factory=dict)  # response key -> times, this set
 
 
 def select_operation(doc: Document, name: str | None) -> Operation:
@@ -92,11 +104,18 @@ def analyze(
 
     field_costs, field_types, list_fields = costs.field_costs, costs.field_types, costs.list_fields
     size_args, default_cost = costs.list_size_args, costs.default_field_cost
-    keyed = bool(field_costs or field_types or list_fields)
+    keyed = bool(field_costs or field_types or list_fields or costs.list_sizes)
+
+    list_sizes = costs.list_sizes
 
     def size_of(f: Field, key: str, m: _Measure) -> int:
+        args, default = size_args, costs.default_list_size
+        spec = list_sizes.get(key) if list_sizes else None
+        if spec is not None:
+            args = spec[0] if spec[0] is not None else size_args
+            default = spec[1] if spec[1] is not None else default
         if f.args:
-            for arg in size_args:
+            for arg in args:
                 if arg in f.args:
                     v = f.args[arg]
                     if isinstance(v, Var):
@@ -104,17 +123,21 @@ def analyze(
                         v = values.get(v.name)
                     if isinstance(v, int) and not isinstance(v, bool) and v >= 0:
                         return min(v, costs.max_list_size)
-                    return costs.default_list_size
-        return costs.default_list_size if key in list_fields else 1
+                    return min(default, costs.max_list_size)
+        return min(default, costs.max_list_size) if key in list_fields else 1
 
     def measure(selections, parent: str) -> _Measure:
         m = _Measure()
+        keys = m.keys
         for s in selections:
             if type(s) is Field:
                 m.fields += 1
                 name = s.name
                 if s.alias is not None:
                     m.aliases += 1
+                    keys[s.alias] = keys.get(s.alias, 0) + 1
+                else:
+                    keys[name] = keys.get(name, 0) + 1
                 if name[:2] == "__" and name in INTROSPECTION_FIELDS:
                     m.introspection = True
                 if s.args and any(isinstance(v, Var) for v in s.args.values()):
@@ -133,6 +156,8 @@ def analyze(
                     m.aliases += sub.aliases
                     m.fields += sub.fields
                     m.cost += own + multiplier * sub.cost
+                    if sub.duplicates > m.duplicates:
+                        m.duplicates = sub.duplicates
                     if sub.introspection:
                         m.introspection = True
                     if sub.uses_variables:
@@ -165,6 +190,14 @@ def analyze(
                 m.cost += sub.cost
                 m.introspection |= sub.introspection
                 m.uses_variables |= sub.uses_variables
+                if sub.duplicates > m.duplicates:
+                    m.duplicates = sub.duplicates
+                for k, n in sub.keys.items():  # a fragment's fields join this selection set
+                    keys[k] = keys.get(k, 0) + n
+        if keys:
+            most = max(keys.values())
+            if most > m.duplicates:
+                m.duplicates = most
         return m
 
     root = costs.root_types.get(op.kind, op.kind.capitalize())
@@ -183,6 +216,7 @@ def analyze(
         cost,
         top.introspection,
         top.uses_variables,
+        top.duplicates,
     )
 
 
