@@ -38,6 +38,7 @@ class CostModel:
     )
     # Type.field -> (slicing arguments or None, assumed size or None), from `@listSize`
     list_sizes: dict[str, tuple[tuple[str, ...] | None, int | None]] = field(default_factory=dict)
+    type_costs: dict[str, float] = field(default_factory=dict)  # object type -> cost per object (`@cost`)
 
 
 @dataclass(slots=True)
@@ -106,7 +107,7 @@ def analyze(
     size_args, default_cost = costs.list_size_args, costs.default_field_cost
     keyed = bool(field_costs or field_types or list_fields or costs.list_sizes)
 
-    list_sizes = costs.list_sizes
+    list_sizes, type_costs = costs.list_sizes, costs.type_costs
 
     def size_of(f: Field, key: str, m: _Measure) -> int:
         args, default = size_args, costs.default_list_size
@@ -155,7 +156,8 @@ def analyze(
                         m.depth = sub.depth + 1
                     m.aliases += sub.aliases
                     m.fields += sub.fields
-                    m.cost += own + multiplier * sub.cost
+                    per_object = sub.cost + type_costs.get(child_type, 0.0) if type_costs else sub.cost
+                    m.cost += own + multiplier * per_object
                     if sub.duplicates > m.duplicates:
                         m.duplicates = sub.duplicates
                     if sub.introspection:

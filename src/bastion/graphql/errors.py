@@ -66,6 +66,17 @@ class MaskRules:
     safe_extensions: frozenset[str] = frozenset({"code", "classification"})
 
 
+_USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://[^/\s:@]*:)[^@\s/]+@")
+
+
+def for_log(text: str, limit: int) -> str:
+    """An upstream error as operators may read it: credentials in URLs, tokens, keys,
+    passwords and card numbers masked (`scanner.model.redact`), at most `limit` characters."""
+    from bastion.scanner.model import redact
+
+    return redact(_USERINFO.sub(r"\1[redacted]@", text), limit)
+
+
 def looks_internal(message: str) -> bool:
     return INTERNAL.search(message) is not None
 

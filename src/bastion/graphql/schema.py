@@ -2,8 +2,10 @@
 return lists, each field's result type, the root types, and the cost directives of IBM's
 GraphQL Cost Directives specification (also used by Apollo, Hot Chocolate, graphql-ruby):
 
-- `@cost(weight: N)` on a field definition: that field's own cost; on an object, interface,
-  scalar or enum type: the cost of every field that returns it (unless the field has its own).
+- `@cost(weight: N)` on a field definition: that field's own cost. On an object or interface
+  type: added once per object of that type, so inside a list's multiplier (a list of 10
+  `Paste @cost(weight: 20)` costs 10 × (20 + its fields)). On a scalar or enum: the cost of
+  every field that returns it, unless the field has its own.
   `weight` may be an Int, a Float or a numeric String (the specification's type).
 - `@listSize(assumedSize: N, slicingArguments: ["first", ...])` on a field definition: the
   multiplier of its children is the first slicing argument present (capped at `max_list_size`),
@@ -32,6 +34,7 @@ class SchemaCosts:
     root_types: dict[str, str] = field(default_factory=dict)  # query/mutation/subscription -> type
     field_costs: dict[str, float] = field(default_factory=dict)  # Type.field -> @cost weight
     list_sizes: dict[str, tuple[tuple[str, ...] | None, int | None]] = field(default_factory=dict)
+    type_costs: dict[str, float] = field(default_factory=dict)  # object/interface type -> @cost weight
 
 
 def _directive(node: Any, name: str) -> dict[str, Any] | None:
@@ -93,8 +96,8 @@ def read_schema(sdl: str) -> SchemaCosts:
             named = get_named_type(fdef.type).name
             out.field_types[key] = named
             w = _weight(_directive(fdef.ast_node, "cost"), key)
-            if w is None:
-                w = type_costs.get(named)
+            if w is None and not hasattr(schema.type_map[named], "fields"):
+                w = type_costs.get(named)  # a scalar's or enum's weight; objects' count per object
             if w is not None:
                 out.field_costs[key] = w
             size = _list_size(_directive(fdef.ast_node, "listSize"), key)
@@ -102,6 +105,7 @@ def read_schema(sdl: str) -> SchemaCosts:
                 out.list_sizes[key] = size
                 lists.add(key)
     out.list_fields = frozenset(lists)
+    out.type_costs = {t: w for t, w in type_costs.items() if hasattr(schema.type_map[t], "fields")}
     out.root_types = {
         k: v.name
         for k, v in (

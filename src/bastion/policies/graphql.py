@@ -39,7 +39,6 @@ from bastion.http import (
 )
 from bastion.pipeline import Context, Policy, PolicyConfig
 from bastion.response_body import BodyInfo, Buffered, Unfilterable
-from bastion.scanner.model import redact
 
 log = logging.getLogger("bastion.graphql")
 
@@ -174,6 +173,7 @@ def cost_model(c: Costs, env) -> CostModel:
         sc.field_types,
         sc.root_types or CostModel().root_types,
         sc.list_sizes,
+        sc.type_costs,
     )
 
 
@@ -457,7 +457,9 @@ class GraphQLGuard(Policy[GraphQLGuardConfig]):
         limit = self.c.errors.log_bytes
         for err in masked:
             text = orjson.dumps(err).decode("utf-8", "replace")
-            log.warning("request %s: upstream GraphQL error masked: %s", req.request_id, redact(text, limit))
+            log.warning(
+                "request %s: upstream GraphQL error masked: %s", req.request_id, gql_errors.for_log(text, limit)
+            )
 
 
 def _is_html(resp: Response) -> bool:
