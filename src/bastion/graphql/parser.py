@@ -45,6 +45,7 @@ _PUNCT = frozenset("!$&():=@[]{|}") | {"..."}
 _NAME_START = frozenset("_ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
 _NUMBER_START = frozenset("-0123456789")
 _CONSTANTS = {"true": True, "false": False, "null": None}
+_FIELD_MORE = frozenset("(@{")  # after a field's name: arguments, directives or a selection set
 
 
 def tokenize(source: str, max_tokens: int) -> list[str]:
@@ -196,7 +197,7 @@ class _Parser:
                         raise GraphQLSyntaxError(f"expected a name, found {tok or 'the end'!r}")
                     i += 2
                     nxt = t[i]
-                if nxt == "(" or nxt == "@" or nxt == "{":
+                if nxt in _FIELD_MORE:
                     self.i = i
                     args = self.arguments() if nxt == "(" else {}
                     d = self.directive_list() if t[self.i] == "@" else 0
