@@ -501,3 +501,11 @@ def test_check_operation_for_other_transports():
     assert check("{ __schema { types { name } } }", {}, None).reason == "INTROSPECTION_DISABLED"
     assert check(None, None, None).reason == "BAD_REQUEST"
     assert check("query A { hello } query B { hello }", None, "C").reason == "GRAPHQL_VALIDATION_FAILED"
+
+
+def test_bastion_check_warns_about_ide_and_unmasked_errors():
+    from bastion.policies.graphql import GraphQLGuardConfig
+
+    assert GraphQLGuardConfig().lint() == []
+    keys = [key for _, key, _ in GraphQLGuardConfig(ide=True, errors={"mask": False}).lint()]
+    assert keys == ["ide", "errors.mask"]

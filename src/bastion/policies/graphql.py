@@ -137,6 +137,20 @@ class GraphQLGuardConfig(PolicyConfig):
     allow_get_mutations: bool = Field(False, description="Never turn this on: mutations over GET enable CSRF.")
     cache_entries: int = Field(10_000, ge=0, description="Analyses kept for repeated queries.")
 
+    def lint(self) -> list[tuple[str, str, str]]:
+        out = []
+        if self.ide:
+            out.append(("warning", "ide", "true: GraphQL IDE pages are served; keep it to development environments"))
+        if not self.errors.mask:
+            out.append(
+                (
+                    "warning",
+                    "errors.mask",
+                    "false: upstream GraphQL errors reach clients unmasked (SQL, paths, stack traces)",
+                )
+            )
+        return out
+
 
 def graphql_error(status: int, code: str, message: str, request_id: str, stopped_by: str = "graphql") -> Response:
     body = orjson.dumps({"errors": [{"message": message, "extensions": {"code": code, "request_id": request_id}}]})
