@@ -416,6 +416,17 @@ def test_ide_pages_are_refused_by_default(ide_gateways, name):
     assert r.status == 200 and b"<!doctype html>" in r.body.lower(), r.body
 
 
+def test_an_allowed_ide_path_passes_unanalysed_only_without_an_operation(ide_gateways):
+    _, on = ide_gateways
+    deep = urllib.parse.quote(DEEP)
+    for params in (f"query={deep}", f"%71uery={deep}", "extensions=%7B%7D&x=1"):
+        r = raw_request(on.port, "GET", f"/graphql/graphiql?{params}", {"Accept": "text/html"})
+        assert r.status == 400 and r.json()["errors"][0]["extensions"]["code"] in (
+            "QUERY_LIMIT_EXCEEDED",
+            "BAD_REQUEST",
+        ), (params, r.body[:200])
+
+
 def test_an_ide_page_served_anyway_is_recognised(ide_gateways):
     """A server that answers its IDE page whatever the request says (Accept: application/json
     and a valid query pass the request check): the answer gives the IDE away."""

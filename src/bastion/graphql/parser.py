@@ -30,8 +30,8 @@ _TOKEN_FORMS = (
     r"[_A-Za-z][_0-9A-Za-z]*"  # names: the commonest tokens first
     r"|[!$&()\:=@\[\]{|}]"
     r"|\.\.\."
-    r'|"""(?:\\"""|[^"]|"(?!""))*"""'
-    r'|"(?:[^"\\\n\r]|\\(?:["\\/bfnrt]|u[0-9A-Fa-f]{4}))*"'
+    r'|"""(?:\\"""|[^"\\\ud800-\udfff]|\\(?!""")|"(?!""))*"""'  # `\"""` is always an escape
+    r'|(?!""")"(?:[^"\\\n\r\ud800-\udfff]|\\(?:["\\/bfnrt]|u[0-9A-Fa-f]{4}))*"'  # `"""` always opens a block string
     r"|-?(?:0|[1-9][0-9]*)(?:\.[0-9]+(?:[eE][+-]?[0-9]+)?|[eE][+-]?[0-9]+)?(?![_A-Za-z.0-9])"
 )
 # One group, so `findall` returns the token texts themselves (no match objects): white space,

@@ -44,7 +44,7 @@ async def read_operations(req: Request, ctx: Any) -> tuple[list[dict[str, Any]],
         return [form_operation(req.query, "the URL")], True, False
     if req.method != "POST":
         raise GraphQLRefusal(405, "METHOD_NOT_ALLOWED", "GraphQL accepts GET and POST")
-    in_url = {k for k, _ in parse_qsl(req.query.decode("latin-1"), keep_blank_values=True)} & set(PARAMS)
+    in_url = url_params(req.query) & set(PARAMS)
     if in_url:
         raise bad(f"{sorted(in_url)[0]} is in the URL of a POST: send the operation in the body only")
     media = ct.media if ct is not None else ""
@@ -61,6 +61,11 @@ async def read_operations(req: Request, ctx: Any) -> tuple[list[dict[str, Any]],
     if media == "application/x-www-form-urlencoded":
         return [form_operation(body, "the form")], True, False
     return _json(body)
+
+
+def url_params(query: bytes) -> set[str]:
+    """The (decoded) parameter names of a query string."""
+    return {k for k, _ in parse_qsl(query.decode("latin-1"), keep_blank_values=True)}
 
 
 def _json(body: bytes) -> tuple[list[dict[str, Any]], bool, bool]:

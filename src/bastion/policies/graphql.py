@@ -12,9 +12,7 @@ this module holds the configuration and the order of the checks.
 
 from __future__ import annotations
 
-import logging
 import os
-import re
 from typing import Any, ClassVar, Literal
 
 import orjson
@@ -23,9 +21,10 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from bastion.bodies import BodyRefused
 from bastion.graphql import Analysis, AnalysisError, CostModel, GraphQLSyntaxError, TokenLimit, analyze, ide, parse
 from bastion.graphql import errors as gql_errors
-from bastion.graphql.persisted import MemoryQueryStore, RedisQueryStore, load_allowlist, sha256
+from bastion.graphql.answers import AnswerRewriter, ide_refusal
+from bastion.graphql.persisted import QueryResolver, load_allowlist
 from bastion.graphql.schema import read_schema
-from bastion.graphql.transport import GraphQLRefusal, read_operations
+from bastion.graphql.transport import PARAMS, GraphQLRefusal, read_operations, url_params
 from bastion.http import (
     BodyTimeout,
     BodyTooLarge,
@@ -34,17 +33,11 @@ from bastion.http import (
     Request,
     Response,
     check_networks,
-    media_type,
-    problem,
 )
 from bastion.pipeline import Context, Policy, PolicyConfig
-from bastion.response_body import BodyInfo, Buffered, Unfilterable
-
-log = logging.getLogger("bastion.graphql")
 
 Mode = Literal["off", "audit", "enforce"]
 _REFUSAL_CODES = {413: "REQUEST_TOO_LARGE", 415: "UNSUPPORTED_MEDIA_TYPE"}
-_HASH = re.compile(r"[0-9a-f]{64}")
 _Reject = GraphQLRefusal  # the name other code (gateway/websocket.py) catches
 
 
@@ -203,12 +196,10 @@ class GraphQLGuard(Policy[GraphQLGuardConfig]):
         self.intro_ips = NetworkSet(config.introspection_ips)
         self.intro_scopes = frozenset(config.introspection_scopes)
         self.allowlist = load_allowlist(_path(env, config.allowlist)) if config.allowlist else None
+        self.queries = QueryResolver(self.allowlist, config.persisted_queries, config.persisted_store)
         e = config.errors
-        self.mask_rules = (
-            gql_errors.MaskRules(e.message, frozenset(e.safe_codes), frozenset(e.safe_extensions)) if e.mask else None
-        )
-        self.rewrites = e.mask or config.strip_suggestions or not config.ide
-        self._store: MemoryQueryStore | RedisQueryStore | None = None
+        mask = gql_errors.MaskRules(e.message, frozenset(e.safe_codes), frozenset(e.safe_extensions))
+        self.answers = AnswerRewriter(mask if e.mask else None, config.strip_suggestions, config.ide, e.log_bytes)
         self.cache: dict[Any, Any] = {}
         self.max_tokens = config.limits.max_tokens or 100_000
         L = config.limits
@@ -229,23 +220,17 @@ class GraphQLGuard(Policy[GraphQLGuardConfig]):
     def mode(self, protection: str) -> Mode:
         return self.c.modes.get(protection, self.c.mode)
 
-    def store(self) -> MemoryQueryStore | RedisQueryStore:
-        if self._store is None:
-            url = self.c.persisted_store
-            self._store = MemoryQueryStore() if url == "memory" else RedisQueryStore(url)
-        return self._store
-
     # -- request ------------------------------------------------------------------------------
     async def on_request(self, req: Request, ctx: Context) -> Response | None:
-        if self.rewrites:
+        if self.answers.active:
             ctx.drop_request_headers.add(b"accept-encoding")  # so the answer can be rewritten
-            ctx.response_rewriters.append(self)
+            ctx.response_rewriters.append(self.answers)
         if self.c.mode == "off" and not self.c.persisted_queries and self.allowlist is None:
             return None
         if req.method == "GET" and self._ide_request(req):
             if not self.c.ide:
-                return _ide_refusal(req)
-            if b"query=" not in req.query:  # the page itself: nothing to analyse
+                return ide_refusal(req)
+            if not url_params(req.query) & set(PARAMS):  # the page itself: nothing to analyse
                 return None
         try:
             await self._request(req, ctx)
@@ -313,54 +298,11 @@ class GraphQLGuard(Policy[GraphQLGuardConfig]):
         return None
 
     async def _register(self, op: dict[str, Any], query: str) -> None:
-        digest = op.pop("_register", None)
-        if digest is not None:  # APQ registration, only for a query that passed
-            try:
-                await self.store().put(digest, query)
-            except Exception:  # a store outage costs the cache, not the request
-                pass
+        await self.queries.register(op, query)
 
     async def _resolve_query(self, op: dict[str, Any]) -> tuple[str, bool]:
-        """The query text to analyse, and whether it differs from what the client sent (an APQ
-        hash or allowlist entry expanded)."""
-        query = op.get("query")
-        ext: dict[str, Any] = op["extensions"] if isinstance(op.get("extensions"), dict) else {}
-        pq = ext.get("persistedQuery") if isinstance(ext.get("persistedQuery"), dict) else None
-        if query is not None and not isinstance(query, str):
-            raise GraphQLRefusal(400, "BAD_REQUEST", "query must be a string")
-        if self.allowlist is not None:
-            return self._allowlisted(op, query, pq)
-        if pq is not None and self.c.persisted_queries:
-            digest = pq.get("sha256Hash")
-            if pq.get("version", 1) != 1 or not isinstance(digest, str) or not _HASH.fullmatch(digest):
-                raise GraphQLRefusal(400, "PERSISTED_QUERY_INVALID", "unsupported persisted query")
-            if query is None:
-                try:
-                    stored = await self.store().get(digest)
-                except Exception:  # the store is down: the client sends the full query next
-                    stored = None
-                if stored is None:
-                    raise GraphQLRefusal(200, "PERSISTED_QUERY_NOT_FOUND", "PersistedQueryNotFound")
-                op["query"] = stored
-                return stored, True
-            if sha256(query) != digest:
-                raise GraphQLRefusal(400, "PERSISTED_QUERY_HASH_MISMATCH", "provided sha does not match query")
-            # analysed below before it is stored: an over-limit query is never registered
-            op["_register"] = digest
-        if not query:
-            raise GraphQLRefusal(400, "BAD_REQUEST", "no query")
-        return query, False
-
-    def _allowlisted(self, op: dict[str, Any], query: str | None, pq: dict[str, Any] | None) -> tuple[str, bool]:
-        assert self.allowlist is not None
-        digest = pq.get("sha256Hash") if pq else (sha256(query) if query else None)
-        if not isinstance(digest, str) or digest not in self.allowlist:
-            raise GraphQLRefusal(403, "PERSISTED_QUERY_NOT_ALLOWED", "only registered queries may run here")
-        if query is not None and sha256(query) != digest:
-            raise GraphQLRefusal(400, "PERSISTED_QUERY_HASH_MISMATCH", "the query does not match its hash")
-        full = self.allowlist[digest]
-        op["query"] = full
-        return full, query is None
+        """See `QueryResolver.resolve` (kept here: gateway/websocket.py calls it)."""
+        return await self.queries.resolve(op)
 
     def _analyze(self, query: str, op_name: Any, variables: Any) -> Analysis:
         """Parse (or find in the cache) and measure. An analysis that does not depend on the
@@ -426,66 +368,3 @@ class GraphQLGuard(Policy[GraphQLGuardConfig]):
         if self.intro_ips and req is not None and req.client_ip in self.intro_ips:
             return True
         return ctx.principal is not None and bool(self.intro_scopes & ctx.principal.scopes)
-
-    # -- response: masked errors, suggestions, IDE pages ----------------------------------------
-    def wants(self, resp: Response, json: bool) -> bool:
-        return json or (not self.c.ide and _is_html(resp))
-
-    def transform(self, req: Request, resp: Response, ctx: Context, info: BodyInfo) -> Buffered:
-        # a large answer (data) passes as long as no part of it carries errors or an IDE marker
-        return Buffered(
-            lambda body: self._rewrite(req, resp, ctx, body, info.sniffed),
-            info.rules.max_buffered_bytes,
-            needs=self._needs,
-        )
-
-    def _needs(self, data: bytes) -> bool:
-        if (self.mask_rules is not None and b"errors" in data) or (
-            self.c.strip_suggestions and gql_errors.SUGGESTION_B.search(data) is not None
-        ):
-            return True
-        return not self.c.ide and ide.MARKERS.search(data) is not None
-
-    def _rewrite(self, req: Request, resp: Response, ctx: Context, body: bytes, sniffed: bool) -> bytes:
-        if body.lstrip()[:1] not in (b"{", b"["):  # not JSON: an HTML page (the IDE?) or text
-            if not self.c.ide and _is_html(resp) and ide.is_ide_page(body):
-                log.warning("request %s: the upstream served an IDE page; refused", req.request_id)
-                ctx.log_fields["graphql_ide"] = "refused"
-                return resp.become(_ide_refusal(req))
-            return body
-        if not self._needs(body):
-            return body
-        try:
-            doc = orjson.loads(body)
-        except orjson.JSONDecodeError:
-            if sniffed:
-                return body
-            raise Unfilterable("malformed", "the JSON body is malformed") from None
-        masked = gql_errors.mask_document(doc, req.request_id, self.mask_rules, strip=self.c.strip_suggestions)
-        if masked:
-            self._log_masked(req, ctx, masked)
-        return orjson.dumps(doc)
-
-    def _log_masked(self, req: Request, ctx: Context, masked: list[Any]) -> None:
-        ctx.log_fields["graphql_errors_masked"] = len(masked)
-        limit = self.c.errors.log_bytes
-        for err in masked:
-            text = orjson.dumps(err).decode("utf-8", "replace")
-            log.warning(
-                "request %s: upstream GraphQL error masked: %s", req.request_id, gql_errors.for_log(text, limit)
-            )
-
-
-def _is_html(resp: Response) -> bool:
-    ctype = resp.get_header(b"content-type")
-    return ctype is not None and media_type(ctype) in (b"text/html", b"application/xhtml+xml")
-
-
-def _ide_refusal(req: Request) -> Response:
-    return problem(
-        404,
-        "graphql-ide-disabled",
-        "GraphQL IDE pages are not served here (the route's graphql policy has ide: false)",
-        request_id=req.request_id,
-        stopped_by="graphql",
-    )
