@@ -130,7 +130,9 @@ def analyze(
     def measure(selections: list, parent: str, want_keys: bool = False) -> _Measure:
         """The hot loop (every field of every unique query): counters are locals, and a
         selection set's response keys are a list, turned into counts only when one repeats or
-        when the set is a fragment's (whose counts join the set it is spread into)."""
+        when the set is a fragment's (whose counts join the set it is spread into). Long on
+        purpose: one call per selection set, none per field — a helper call per field costs
+        more than the field's measuring (issue 18's target, bench/graphql_guard.py)."""
         depth = aliases = fields = duplicates = 0
         cost = 0.0
         intro = uses = False
