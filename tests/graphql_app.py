@@ -31,6 +31,7 @@ type Query {
   secretLeak: String
   notFound: String
   forbidden: String
+  big(size: Int!): String
 }
 type Paste { id: ID! title: String }
 type Mutation { addUser(name: String!): User }
@@ -87,6 +88,10 @@ class Root:
     @staticmethod
     def secretLeak(info):
         raise RuntimeError("could not connect to postgresql://app:s3cr3t-pw@db.internal:5432/prod password=hunter2")
+
+    @staticmethod
+    def big(info, size):
+        return "x" * size
 
     @staticmethod
     def notFound(info):

@@ -392,6 +392,21 @@ def test_safe_codes_and_unmasked_mode(base_config, gql_upstream, tmp_path):
         assert "Traceback" in post(g.port, {"query": "{ crash }"}).body.decode()
 
 
+def test_a_large_answer_streams_unless_it_carries_errors(base_config, gql_upstream, tmp_path):
+    """Over `response_body.max_buffered_bytes` an answer cannot be rewritten whole: it passes
+    when no part of it mentions errors, and is refused (502) when one does — never leaked."""
+    cfg = config(base_config, gql_upstream, tmp_path)
+    cfg["routes"][0]["policies"]["response_body"] = {"max_buffered_bytes": 4096}
+    with run_gateway(cfg, tmp_path) as g:
+        r = post(g.port, {"query": "{ big(size: 20000) }"})
+        assert r.status == 200 and len(r.json()["data"]["big"]) == 20000
+        r = post(g.port, {"query": "{ big(size: 20000) crash }"})
+        assert r.status == 502 and "Traceback" not in r.body.decode()
+        assert _masked(
+            post(g.port, {"query": "{ big(size: 100) crash }"}, {"X-Request-Id": "s"}).json()["errors"][0], "s"
+        )
+
+
 def test_batches_are_masked_entry_by_entry(gw):
     r = post(gw.port, [{"query": "{ crash }"}, {"query": "{ hello }"}], {"X-Request-Id": "gql-batch"})
     first, second = r.json()
