@@ -39,7 +39,7 @@ _TOKEN_FORMS = (
 # last alternative swallows the rest of the document as one token; that token fails the strict
 # check below (no form can match there), so it is a syntax error. The empty matches at the end
 # (`$`, after trailing white space) are dropped.
-_TOKEN = re.compile(r"[\s,\ufeff]*(?:#[^\n\r]*[\s,\ufeff]*)*(" + _TOKEN_FORMS + r"|[\s\S]+|$)")
+_TOKEN = re.compile(r"[ \t\n\r,\ufeff]*(?:#[^\n\r]*[ \t\n\r,\ufeff]*)*(" + _TOKEN_FORMS + r"|[\s\S]+|$)")
 _STRICT = re.compile(_TOKEN_FORMS)
 _PUNCT = frozenset("!$&():=@[]{|}") | {"..."}
 _NAME_START = frozenset("_ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")

@@ -42,6 +42,9 @@ BAD = [
     '{ a(x: ["""b", "c"]) }',  # three quotes always open a block string
     '{ a(x: [""""]) }',
     '{ a(x: """\ud800""") }',  # a lone surrogate
+    "{ a\u3000b }",  # only tab, space, line ends, commas and the BOM are ignored
+    "{ a\x0cb }",
+    "{ a\x1fb }",
 ]
 
 
