@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import gzip
 import json
+import logging
 import urllib.parse
 import uuid
 
@@ -311,3 +313,225 @@ def test_generated_queries_get_one_verdict_whatever_the_transport(gw_module, que
         code = r.json()["errors"][0]["extensions"]["code"] if r.status != 200 else None
         verdicts[name] = (r.status, code)
     assert len(set(verdicts.values())) == 1, (query, verdicts)
+
+
+# ---- issue 17: duplicate fields, masked errors, IDE pages, @cost ------------------------------
+
+
+def test_duplicate_fields_are_refused_after_fragment_expansion(gw):
+    many = "{ users(first: 1) { " + "name " * 500 + "} }"
+    r = post(gw.port, {"query": many})
+    assert r.status == 400 and "duplicate fields 500 exceeds the limit of 20" in r.json()["errors"][0]["message"]
+    spread = "{ users(first: 1) { ...F ...F ...F ...F ...F ...F ...F } } fragment F on User { name id name email }"
+    r = post(gw.port, {"query": spread})  # name: 2 per spread, 7 spreads -> 14, within 20
+    assert r.status == 200 and r.json()["data"]["users"] == [{"name": "user0", "id": "0", "email": "u0@example.com"}]
+    r = post(gw.port, {"query": spread.replace("...F } }", "...F ...F ...F ...F ...F } }")})  # 11 spreads -> 22
+    assert r.status == 400 and "duplicate fields 22" in r.json()["errors"][0]["message"]
+
+
+LEAKS = ["/work/", "site-packages", "Traceback", "java.lang", "/srv/app", "resolvers.js", "SELECT", "s3cr3t", "hunter2"]
+
+
+def _masked(err, request_id):
+    return err["message"] == "Unexpected error." and err["extensions"] == {
+        "code": "INTERNAL_SERVER_ERROR",
+        "request_id": request_id,
+    }
+
+
+@pytest.mark.parametrize(
+    "field",
+    ['pastes(filter: "x\' UNION SELECT 1 --") { id }', "crash", "javaError", "nodeError", "secretLeak", "notFound"],
+)
+def test_upstream_internal_errors_are_masked(gw, gql_upstream, field, caplog):
+    query = "{ " + field + " }"
+    direct = raw_request(
+        gql_upstream.port,
+        "POST",
+        "/graphql",
+        {"Content-Type": "application/json"},
+        json.dumps({"query": query}).encode(),
+    )
+    assert direct.json()["errors"], "the upstream must really fail here"
+    rid = "gql-mask-" + uuid.uuid4().hex[:8]
+    with caplog.at_level(logging.WARNING, logger="bastion.graphql"):
+        r = post(gw.port, {"query": query}, {"X-Request-Id": rid})
+    assert r.status == 200, r.body
+    doc = r.json()
+    err = doc["errors"][0]
+    assert _masked(err, rid) and err["path"] == direct.json()["errors"][0]["path"], err
+    assert not any(leak in r.body.decode() for leak in LEAKS), r.body
+    logged = " ".join(rec.getMessage() for rec in caplog.records if rid in rec.getMessage())
+    assert "upstream GraphQL error masked" in logged  # the original is kept for the operators
+    assert "hunter2" not in logged and "s3cr3t-pw" not in logged  # but never its secrets
+
+
+def test_client_errors_stay_readable(gw):
+    r = post(gw.port, {"query": "{ usrs { id } }"})
+    err = r.json()["errors"][0]
+    assert err["message"] == "Cannot query field 'usrs' on type 'Query'." and err["locations"]
+    r = post(gw.port, {"query": "{ forbidden }"})  # a deliberate error with a safe code
+    err = r.json()["errors"][0]
+    assert err["message"] == "You may not read this paste" and err["extensions"] == {"code": "FORBIDDEN"}
+    r = post(gw.port, {"query": '{ user(id: 1) { id } users(first: "x") { id } }'})
+    assert "Int cannot represent" in r.json()["errors"][0]["message"]
+
+
+def test_context_failure_without_a_path_is_masked_when_it_looks_internal(gw):
+    r = post(gw.port, {"query": "{ hello }"}, {"X-Break-Context": "1", "X-Request-Id": "gql-ctx"})
+    assert _masked(r.json()["errors"][0], "gql-ctx") and "ECONNREFUSED" not in r.body.decode()
+
+
+def test_safe_codes_and_unmasked_mode(base_config, gql_upstream, tmp_path):
+    cfg = config(base_config, gql_upstream, tmp_path, errors={"safe_codes": ["NOT_FOUND"]})
+    with run_gateway(cfg, tmp_path) as g:
+        assert post(g.port, {"query": "{ notFound }"}).json()["errors"][0]["message"] == "Paste 42 not found"
+        assert _masked(post(g.port, {"query": "{ crash }"}, {"X-Request-Id": "c1"}).json()["errors"][0], "c1")
+    cfg = config(base_config, gql_upstream, tmp_path, errors={"mask": False})
+    with run_gateway(cfg, tmp_path) as g:
+        assert "Traceback" in post(g.port, {"query": "{ crash }"}).body.decode()
+
+
+def test_a_large_answer_streams_unless_it_carries_errors(base_config, gql_upstream, tmp_path):
+    """Over `response_body.max_buffered_bytes` an answer cannot be rewritten whole: it passes
+    when no part of it mentions errors, and is refused (502) when one does — never leaked."""
+    cfg = config(base_config, gql_upstream, tmp_path)
+    cfg["routes"][0]["policies"]["response_body"] = {"max_buffered_bytes": 4096}
+    with run_gateway(cfg, tmp_path) as g:
+        r = post(g.port, {"query": "{ big(size: 20000) }"})
+        assert r.status == 200 and len(r.json()["data"]["big"]) == 20000
+        r = post(g.port, {"query": "{ big(size: 20000) crash }"})
+        assert r.status == 502 and "Traceback" not in r.body.decode()
+        assert _masked(
+            post(g.port, {"query": "{ big(size: 100) crash }"}, {"X-Request-Id": "s"}).json()["errors"][0], "s"
+        )
+
+
+def test_batches_are_masked_entry_by_entry(gw):
+    r = post(gw.port, [{"query": "{ crash }"}, {"query": "{ hello }"}], {"X-Request-Id": "gql-batch"})
+    first, second = r.json()
+    assert _masked(first["errors"][0], "gql-batch") and second == {"data": {"hello": "world"}}
+
+
+IDE_REQUESTS = {
+    "browser on the endpoint": ("/graphql", {"Accept": "text/html,application/xhtml+xml,*/*;q=0.8"}),
+    "browser with a query": ("/graphql?query=%7Bhello%7D", {"Accept": "text/html"}),
+    "graphiql path": ("/graphql/graphiql", {}),
+    "playground path": ("/graphql/playground", {"Accept": "*/*"}),
+}
+
+
+@pytest.mark.parametrize("name", list(IDE_REQUESTS))
+def test_ide_pages_are_refused_by_default(ide_gateways, name):
+    off, on = ide_gateways
+    target, headers = IDE_REQUESTS[name]
+    r = raw_request(off.port, "GET", target, headers)
+    assert r.status == 404 and r.json()["type"].endswith("graphql-ide-disabled"), r.body
+    r = raw_request(on.port, "GET", target, headers)
+    assert r.status == 200 and b"<!doctype html>" in r.body.lower(), r.body
+
+
+def test_an_allowed_ide_path_passes_unanalysed_only_without_an_operation(ide_gateways):
+    _, on = ide_gateways
+    deep = urllib.parse.quote(DEEP)
+    for params in (f"query={deep}", f"%71uery={deep}", "extensions=%7B%7D&x=1"):
+        r = raw_request(on.port, "GET", f"/graphql/graphiql?{params}", {"Accept": "text/html"})
+        assert r.status == 400 and r.json()["errors"][0]["extensions"]["code"] in (
+            "QUERY_LIMIT_EXCEEDED",
+            "BAD_REQUEST",
+        ), (params, r.body[:200])
+
+
+def test_an_ide_page_served_anyway_is_recognised(ide_gateways):
+    """A server that answers its IDE page whatever the request says (Accept: application/json
+    and a valid query pass the request check): the answer gives the IDE away."""
+    off, on = ide_gateways
+    target, h = "/graphql?query=%7Bhello%7D", {"Accept": "application/json"}
+    assert raw_request(off.port, "GET", target, h).json() == {"data": {"hello": "world"}}
+    r = raw_request(off.port, "GET", target, {**h, "X-Always-Ide": "1"})
+    assert r.status == 404 and r.json()["type"].endswith("graphql-ide-disabled"), r.body
+    r = raw_request(on.port, "GET", target, {**h, "X-Always-Ide": "1"})
+    assert r.status == 200 and b"graphiql" in r.body
+
+
+@pytest.fixture(scope="module")
+def ide_gateways(upstream, gql_upstream, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("gql-ide")
+    cfgs = []
+    for allowed in (False, True):
+        base = {"upstreams": {"up": {"urls": [upstream.url]}}, "policies": {}, "routes": []}
+        cfg = config(base, gql_upstream, tmp, ide=allowed)
+        cfg["routes"][0]["path"] = "/graphql/*"
+        cfgs.append(cfg)
+    with run_gateway(cfgs[0], tmp) as off, run_gateway(cfgs[1], tmp) as on:
+        yield off, on
+
+
+COST_SDL = """
+directive @cost(weight: String!) on FIELD_DEFINITION | OBJECT
+type Query {
+  users(first: Int): [User!]! @listSize(assumedSize: 50, slicingArguments: ["first"])
+  user(id: ID!): User
+  hello: String @cost(weight: "300")
+  pastes(filter: String): [Paste!]!
+}
+type User { id: ID! name: String email: String friends(first: Int): [User!]! }
+type Paste @cost(weight: 20) { id: ID! title: String }
+"""
+
+
+def test_cost_directives_from_the_schema(base_config, gql_upstream, tmp_path):
+    """`hello` is one field, but expensive: `@cost(weight: "300")` in the SDL lets the limit see it."""
+    (tmp_path / "cost.graphql").write_text(COST_SDL)
+    limits = {"max_cost": 500}
+    cfg = config(
+        base_config, gql_upstream, tmp_path, limits=limits, costs={"schema_file": str(tmp_path / "cost.graphql")}
+    )
+    with run_gateway(cfg, tmp_path) as g:
+        assert post(g.port, {"query": "{ hello }"}).status == 200
+        r = post(g.port, {"query": "{ hello a: hello }"})
+        assert r.status == 400 and "cost 600 exceeds the limit of 500" in r.json()["errors"][0]["message"]
+        # @listSize(assumedSize: 50): users without `first` counts 50 users; with it, `first`
+        assert post(g.port, {"query": "{ users { id name } }"}).status == 200  # 1 + 50 * 2
+        assert post(g.port, {"query": "{ users(first: 3) { id name } }"}).status == 200
+        r = post(g.port, {"query": "{ users { id name email friends(first: 6) { id } } }"})
+        assert r.status == 400 and "cost 501 " in r.json()["errors"][0]["message"]  # 1 + 50 * (3 + 1 + 6)
+        # a type's @cost counts once per object: 1 + 10 * (20 + 1) per list of Paste
+        assert post(g.port, {"query": "{ pastes { id } }"}).status == 200
+        r = post(g.port, {"query": "{ pastes { id } p2: pastes { id } p3: pastes { id } }"})
+        assert r.status == 400 and "cost 633 " in r.json()["errors"][0]["message"]
+    cfg = config(
+        base_config,
+        gql_upstream,
+        tmp_path,
+        limits=limits,
+        costs={"schema_file": str(tmp_path / "cost.graphql"), "fields": {"hello": 1}},
+    )
+    with run_gateway(cfg, tmp_path) as g:  # the config's own cost wins over the schema's
+        assert post(g.port, {"query": "{ hello a: hello }"}).status == 200
+
+
+def test_check_operation_for_other_transports():
+    """The entry point a GraphQL-over-WebSocket subscribe goes through (gateway/websocket.py)."""
+    from bastion.pipeline import Context, PolicyEnv
+    from bastion.policies.graphql import GraphQLGuard, GraphQLGuardConfig
+
+    guard = GraphQLGuard(GraphQLGuardConfig(limits={"max_depth": 3}), PolicyEnv())
+
+    def check(*args):
+        return asyncio.run(guard.check_operation(*args, Context()))
+
+    assert check("subscription { hello }", None, None) is None
+    refusal = check("subscription { users { friends { friends { id } } } }", None, None)
+    assert refusal is not None and refusal.status == 400 and refusal.reason == "QUERY_LIMIT_EXCEEDED"
+    assert check("{ __schema { types { name } } }", {}, None).reason == "INTROSPECTION_DISABLED"
+    assert check(None, None, None).reason == "BAD_REQUEST"
+    assert check("query A { hello } query B { hello }", None, "C").reason == "GRAPHQL_VALIDATION_FAILED"
+
+
+def test_bastion_check_warns_about_ide_and_unmasked_errors():
+    from bastion.policies.graphql import GraphQLGuardConfig
+
+    assert GraphQLGuardConfig().lint() == []
+    keys = [key for _, key, _ in GraphQLGuardConfig(ide=True, errors={"mask": False}).lint()]
+    assert keys == ["ide", "errors.mask"]

@@ -1,7 +1,14 @@
-"""Measure one operation of a document: depth, aliases, root fields, cost, introspection.
+"""Measure one operation of a document: depth, aliases, root fields, cost, introspection,
+duplicate fields.
 
 Fragments are measured once per (fragment, parent type) and combined, so a "fragment bomb"
 (each fragment spreading the next twice) costs linear time, and a spread cycle is an error.
+
+Duplicate fields: in each selection set, after its fragment spreads and inline fragments are
+merged into it (as an executor's CollectFields does), the number of times each response key
+(alias, else name) is asked; the analysis reports the largest. A fragment's key counts are
+computed once and added where it is spread, so a spread three times adds its `title` three
+times, and a bomb stays linear (the counts grow, not the work).
 """
 
 from __future__ import annotations
@@ -29,6 +36,9 @@ class CostModel:
     root_types: dict[str, str] = field(
         default_factory=lambda: {"query": "Query", "mutation": "Mutation", "subscription": "Subscription"}
     )
+    # Type.field -> (slicing arguments or None, assumed size or None), from `@listSize`
+    list_sizes: dict[str, tuple[tuple[str, ...] | None, int | None]] = field(default_factory=dict)
+    type_costs: dict[str, float] = field(default_factory=dict)  # object type -> cost per object (`@cost`)
 
 
 @dataclass(slots=True)
@@ -44,6 +54,7 @@ class Analysis:
     cost: float
     introspection: bool
     uses_variables: bool
+    duplicate_fields: int = 0  # most times one response key is asked in one selection set
 
 
 class AnalysisError(ValueError):
@@ -59,6 +70,8 @@ class _Measure:
     cost: float = 0.0
     introspection: bool = False
     uses_variables: bool = False
+    duplicates: int = 0  # the most repeated response key in any selection set below
+    keys: dict[str, int] = field(default_factory=dict)  # response key -> times, this set
 
 
 def select_operation(doc: Document, name: str | None) -> Operation:
@@ -92,33 +105,56 @@ def analyze(
 
     field_costs, field_types, list_fields = costs.field_costs, costs.field_types, costs.list_fields
     size_args, default_cost = costs.list_size_args, costs.default_field_cost
-    keyed = bool(field_costs or field_types or list_fields)
+    keyed = bool(field_costs or field_types or list_fields or costs.list_sizes)
 
-    def size_of(f: Field, key: str, m: _Measure) -> int:
+    list_sizes, type_costs = costs.list_sizes, costs.type_costs
+    max_list = costs.max_list_size
+
+    def size_of(f: Field, key: str) -> int:
+        args, default = size_args, costs.default_list_size
+        spec = list_sizes.get(key) if list_sizes else None
+        if spec is not None:
+            args = spec[0] if spec[0] is not None else size_args
+            default = spec[1] if spec[1] is not None else default
         if f.args:
-            for arg in size_args:
+            for arg in args:
                 if arg in f.args:
                     v = f.args[arg]
-                    if isinstance(v, Var):
-                        m.uses_variables = True
+                    if type(v) is Var:
                         v = values.get(v.name)
                     if isinstance(v, int) and not isinstance(v, bool) and v >= 0:
-                        return min(v, costs.max_list_size)
-                    return costs.default_list_size
-        return costs.default_list_size if key in list_fields else 1
+                        return min(v, max_list)
+                    return min(default, max_list)
+        return min(default, max_list) if key in list_fields else 1
 
-    def measure(selections, parent: str) -> _Measure:
-        m = _Measure()
+    def measure(selections: list, parent: str, want_keys: bool = False) -> _Measure:
+        """The hot loop (every field of every unique query): counters are locals, and a
+        selection set's response keys are a list, turned into counts only when one repeats or
+        when the set is a fragment's (whose counts join the set it is spread into). Long on
+        purpose: one call per selection set, none per field — a helper call per field costs
+        more than the field's measuring (issue 18's target, bench/graphql_guard.py)."""
+        depth = aliases = fields = duplicates = 0
+        cost = 0.0
+        intro = uses = False
+        names: list[str] = []
+        merged: dict[str, int] | None = None  # key counts from spreads and inline fragments
         for s in selections:
             if type(s) is Field:
-                m.fields += 1
+                fields += 1
                 name = s.name
                 if s.alias is not None:
-                    m.aliases += 1
-                if name[:2] == "__" and name in INTROSPECTION_FIELDS:
-                    m.introspection = True
-                if s.args and any(isinstance(v, Var) for v in s.args.values()):
-                    m.uses_variables = True
+                    aliases += 1
+                    names.append(s.alias)
+                else:
+                    names.append(name)
+                if name in INTROSPECTION_FIELDS:
+                    intro = True
+                args = s.args
+                if args:
+                    for v in args.values():
+                        if type(v) is Var:
+                            uses = True
+                            break
                 if keyed:
                     key = f"{parent}.{name}"
                     own = field_costs.get(key, field_costs.get(name, default_cost))
@@ -127,45 +163,71 @@ def analyze(
                     key, own, child_type = "", default_cost, ""
                 if s.selections:
                     sub = measure(s.selections, child_type)
-                    multiplier = size_of(s, key, m)
-                    if sub.depth + 1 > m.depth:
-                        m.depth = sub.depth + 1
-                    m.aliases += sub.aliases
-                    m.fields += sub.fields
-                    m.cost += own + multiplier * sub.cost
+                    multiplier = size_of(s, key) if (args or keyed) else 1
+                    if sub.depth >= depth:
+                        depth = sub.depth + 1
+                    aliases += sub.aliases
+                    fields += sub.fields
+                    per_object = sub.cost + type_costs.get(child_type, 0.0) if type_costs else sub.cost
+                    cost += own + multiplier * per_object
+                    if sub.duplicates > duplicates:
+                        duplicates = sub.duplicates
                     if sub.introspection:
-                        m.introspection = True
+                        intro = True
                     if sub.uses_variables:
-                        m.uses_variables = True
+                        uses = True
                 else:
-                    if m.depth < 1:
-                        m.depth = 1
-                    m.cost += own
+                    if depth < 1:
+                        depth = 1
+                    cost += own
+                continue
+            if type(s) is Spread:
+                frag = doc.fragments.get(s.name)
+                if frag is None:
+                    raise AnalysisError(f"unknown fragment {s.name!r}")
+                key2 = (s.name, parent)
+                cached = memo.get(key2)
+                if cached is None:
+                    if s.name in visiting:
+                        raise AnalysisError(f"fragment cycle through {s.name!r}")
+                    visiting.add(s.name)
+                    cached = measure(frag.selections, frag.type_condition or parent, True)
+                    visiting.discard(s.name)
+                    memo[key2] = cached
+                sub = cached
             else:
-                if isinstance(s, Spread):
-                    frag = doc.fragments.get(s.name)
-                    if frag is None:
-                        raise AnalysisError(f"unknown fragment {s.name!r}")
-                    key2 = (s.name, parent)
-                    cached = memo.get(key2)
-                    if cached is None:
-                        if s.name in visiting:
-                            raise AnalysisError(f"fragment cycle through {s.name!r}")
-                        visiting.add(s.name)
-                        cached = measure(frag.selections, frag.type_condition or parent)
-                        visiting.discard(s.name)
-                        memo[key2] = cached
-                    sub = cached
-                else:
-                    assert isinstance(s, Inline)
-                    sub = measure(s.selections, s.type_condition or parent)
-                m.depth = max(m.depth, sub.depth)
-                m.aliases += sub.aliases
-                m.fields += sub.fields
-                m.cost += sub.cost
-                m.introspection |= sub.introspection
-                m.uses_variables |= sub.uses_variables
-        return m
+                assert isinstance(s, Inline)
+                sub = measure(s.selections, s.type_condition or parent, True)
+            if sub.depth > depth:
+                depth = sub.depth
+            aliases += sub.aliases
+            fields += sub.fields
+            cost += sub.cost
+            intro = intro or sub.introspection
+            uses = uses or sub.uses_variables
+            if sub.duplicates > duplicates:
+                duplicates = sub.duplicates
+            if merged is None:
+                merged = dict(sub.keys)
+            else:
+                for k, n in sub.keys.items():  # a fragment's fields join this selection set
+                    merged[k] = merged.get(k, 0) + n
+        keys: dict[str, int] = {}
+        if merged is not None or want_keys:
+            keys = merged if merged is not None else {}
+            for k in names:
+                keys[k] = keys.get(k, 0) + 1
+            most = max(keys.values()) if keys else 0
+        elif len(names) > 1 and len(set(names)) < len(names):
+            counts: dict[str, int] = {}
+            for k in names:
+                counts[k] = counts.get(k, 0) + 1
+            most = max(counts.values())
+        else:
+            most = 1 if names else 0
+        if most > duplicates:
+            duplicates = most
+        return _Measure(depth, aliases, fields, cost, intro, uses, duplicates, keys if want_keys else {})
 
     root = costs.root_types.get(op.kind, op.kind.capitalize())
     top = measure(op.selections, root)
@@ -183,6 +245,7 @@ def analyze(
         cost,
         top.introspection,
         top.uses_variables,
+        top.duplicates,
     )
 
 

@@ -26,29 +26,40 @@ from bastion.graphql.document import (
     Var,
 )
 
-_TOKEN = re.compile(
-    r"[\s,\ufeff]*(?:#[^\n\r]*[\s,\ufeff]*)*"  # ignored: white space, commas, comments
-    r"(?:(?P<name>[_A-Za-z][_0-9A-Za-z]*)"  # the commonest tokens first
-    r"|(?P<punct>[!$&()\:=@\[\]{|}])"
-    r"|(?P<spread>\.\.\.)"
-    r'|(?P<block>"""(?:\\"""|[^"]|"(?!""))*""")'
-    r'|(?P<string>"(?:[^"\\\n\r]|\\(?:["\\/bfnrt]|u[0-9A-Fa-f]{4}))*")'
-    r"|(?P<float>-?(?:0|[1-9][0-9]*)(?:\.[0-9]+(?:[eE][+-]?[0-9]+)?|[eE][+-]?[0-9]+))(?![_A-Za-z.])"
-    r"|(?P<int>-?(?:0|[1-9][0-9]*))(?![_A-Za-z.0-9])"
-    r"|(?P<bad>.)"  # anything else: a syntax error
-    r"|$)",
-    re.DOTALL,
+_TOKEN_FORMS = (
+    r"[_A-Za-z][_0-9A-Za-z]*"  # names: the commonest tokens first
+    r"|[!$&()\:=@\[\]{|}]"
+    r"|\.\.\."
+    r'|"""(?:\\"""|[^"\\\ud800-\udfff]|\\(?!""")|"(?!""))*"""'  # `\"""` is always an escape
+    r'|(?!""")"(?:[^"\\\n\r\ud800-\udfff]|\\(?:["\\/bfnrt]|u[0-9A-Fa-f]{4}))*"'  # `"""` always opens a block string
+    r"|-?(?:0|[1-9][0-9]*)(?:\.[0-9]+(?:[eE][+-]?[0-9]+)?|[eE][+-]?[0-9]+)?(?![_A-Za-z.0-9])"
 )
+# One group, so `findall` returns the token texts themselves (no match objects): white space,
+# commas and comments are folded into the next token's match. Where no token form matches, the
+# last alternative swallows the rest of the document as one token; that token fails the strict
+# check below (no form can match there), so it is a syntax error. The empty matches at the end
+# (`$`, after trailing white space) are dropped.
+_TOKEN = re.compile(r"[ \t\n\r,\ufeff]*(?:#[^\n\r]*[ \t\n\r,\ufeff]*)*(" + _TOKEN_FORMS + r"|[\s\S]+|$)")
+_STRICT = re.compile(_TOKEN_FORMS)
+_PUNCT = frozenset("!$&():=@[]{|}") | {"..."}
+_NAME_START = frozenset("_ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
+_NUMBER_START = frozenset("-0123456789")
+_CONSTANTS = {"true": True, "false": False, "null": None}
+_FIELD_MORE = frozenset("(@{")  # after a field's name: arguments, directives or a selection set
 
 
-def tokenize(source: str, max_tokens: int) -> list[tuple[str, str]]:
-    """Tokens as (kind, text); one regex match per token, white space folded into it."""
-    tokens = [(m.lastgroup, m.group(m.lastgroup)) for m in _TOKEN.finditer(source) if m.lastgroup]
+def tokenize(source: str, max_tokens: int) -> list[str]:
+    """The token texts; a token's kind is its first character (name, punctuator, string,
+    number). Raises TokenLimit or GraphQLSyntaxError."""
+    tokens = _TOKEN.findall(source)
+    while tokens and not tokens[-1]:  # the empty match(es) at the end
+        tokens.pop()
     if len(tokens) > max_tokens:
         raise TokenLimit(max_tokens)
-    for kind, text in tokens:
-        if kind == "bad":
-            raise GraphQLSyntaxError(f"unexpected character {text!r}")
+    if tokens:
+        last = tokens[-1]
+        if _STRICT.fullmatch(last) is None:
+            raise GraphQLSyntaxError(f"unexpected character {last[0]!r}")
     return tokens
 
 
@@ -59,96 +70,88 @@ class TokenLimit(GraphQLSyntaxError):
 
 
 class _Parser:
-    __slots__ = ("t", "i", "directives")
+    """Recursive descent over the token texts, with an end marker (`None`) so that looking
+    ahead never needs a bounds check."""
 
-    def __init__(self, tokens: list[tuple[str, str]]) -> None:
-        self.t = tokens
+    __slots__ = ("t", "i", "directives", "count")
+
+    def __init__(self, tokens: list[str]) -> None:
+        self.count = len(tokens)
+        self.t: list[str | None] = [*tokens, None]
         self.i = 0
         self.directives = 0
 
-    def peek(self) -> tuple[str, str]:
-        try:
-            return self.t[self.i]
-        except IndexError:
-            return ("eof", "")
-
-    def take(self) -> tuple[str, str]:
-        try:
-            tok = self.t[self.i]
-        except IndexError:
-            raise GraphQLSyntaxError("unexpected end of document") from None
+    def take(self) -> str:
+        tok = self.t[self.i]
+        if tok is None:
+            raise GraphQLSyntaxError("unexpected end of document")
         self.i += 1
         return tok
 
     def expect(self, value: str) -> None:
-        tok = self.take()
-        if tok[1] != value or tok[0] not in ("punct", "spread"):
-            raise GraphQLSyntaxError(f"expected {value!r}, found {tok[1]!r}")
+        tok = self.t[self.i]
+        if tok != value:
+            raise GraphQLSyntaxError(f"expected {value!r}, found {tok or 'the end'!r}")
+        self.i += 1
 
     def name(self) -> str:
-        kind, value = self.take()
-        if kind != "name":
-            raise GraphQLSyntaxError(f"expected a name, found {value!r}")
-        return value
-
-    def at(self, value: str) -> bool:
-        try:
-            kind, v = self.t[self.i]
-        except IndexError:
-            return False
-        return v == value and (kind == "punct" or kind == "spread")
+        tok = self.t[self.i]
+        if tok is None or tok[0] not in _NAME_START:
+            raise GraphQLSyntaxError(f"expected a name, found {tok or 'the end'!r}")
+        self.i += 1
+        return tok
 
     def document(self) -> Document:
         operations: list[Operation] = []
         fragments: dict[str, Fragment] = {}
-        if not self.t:
+        if not self.count:
             raise GraphQLSyntaxError("empty document")
-        while self.peek()[0] != "eof":
-            kind, value = self.peek()
-            if kind == "punct" and value == "{":
+        while (tok := self.t[self.i]) is not None:
+            if tok == "{":
                 operations.append(Operation("query", None, {}, 0, self.selection_set()))
-            elif kind == "name" and value in ("query", "mutation", "subscription"):
+            elif tok in ("query", "mutation", "subscription"):
                 operations.append(self.operation())
-            elif kind == "name" and value == "fragment":
+            elif tok == "fragment":
                 frag = self.fragment()
                 if frag.name in fragments:
                     raise GraphQLSyntaxError(f"fragment {frag.name} is defined twice")
                 fragments[frag.name] = frag
             else:
-                raise GraphQLSyntaxError(f"unexpected {value!r}: only operations and fragments may be sent")
-        return Document(operations, fragments, len(self.t), self.directives)
+                raise GraphQLSyntaxError(f"unexpected {tok!r}: only operations and fragments may be sent")
+        return Document(operations, fragments, self.count, self.directives)
 
     def operation(self) -> Operation:
-        kind = self.take()[1]
-        name = self.name() if self.peek()[0] == "name" else None
+        kind = self.take()
+        tok = self.t[self.i]
+        name = self.name() if tok is not None and tok[0] in _NAME_START else None
         defaults: dict[str, Any] = {}
-        if self.at("("):
-            self.take()
-            while not self.at(")"):
+        if self.t[self.i] == "(":
+            self.i += 1
+            while self.t[self.i] != ")":
                 self.expect("$")
                 var = self.name()
                 self.expect(":")
                 self.type_ref()
-                if self.at("="):
-                    self.take()
+                if self.t[self.i] == "=":
+                    self.i += 1
                     defaults[var] = self.value(const=True)
                 self.directive_list()
-            self.take()
+            self.i += 1
         d = self.directive_list()
         return Operation(kind, name, defaults, d, self.selection_set())
 
     def type_ref(self) -> None:
-        if self.at("["):
-            self.take()
+        if self.t[self.i] == "[":
+            self.i += 1
             self.type_ref()
             self.expect("]")
         else:
             self.name()
-        if self.at("!"):
-            self.take()
+        if self.t[self.i] == "!":
+            self.i += 1
 
     def fragment(self) -> Fragment:
-        self.take()  # fragment
+        self.i += 1  # fragment
         name = self.name()
         if name == "on":
             raise GraphQLSyntaxError("a fragment cannot be named 'on'")
@@ -160,62 +163,67 @@ class _Parser:
 
     def directive_list(self) -> int:
         count = 0
-        while self.at("@"):
-            self.take()
+        while self.t[self.i] == "@":
+            self.i += 1
             self.name()
-            if self.at("("):
+            if self.t[self.i] == "(":
                 self.arguments()
             count += 1
         self.directives += count
         return count
 
     def selection_set(self) -> list[Selection]:
-        self.expect("{")
-        out: list[Selection] = []
+        """The hot loop: a field is usually one name token followed by a name or `}`. The
+        position is a local here and is written back to `self.i` around every call."""
         t = self.t
+        i = self.i
+        if t[i] != "{":
+            raise GraphQLSyntaxError(f"expected '{{', found {t[i] or 'the end'!r}")
+        i += 1
+        out: list[Selection] = []
         while True:
-            try:
-                kind, value = t[self.i]
-            except IndexError:
-                raise GraphQLSyntaxError("unexpected end of document") from None
-            if kind == "punct" and value == "}":
+            tok = t[i]
+            if tok is None:
+                raise GraphQLSyntaxError("unexpected end of document")
+            if tok == "}":
                 break
-            if kind == "name":  # the common case: a field
-                self.i += 1
-                first = value
+            if tok[0] in _NAME_START:  # a field
+                i += 1
+                nxt = t[i]
                 alias = None
-                if self.at(":"):
-                    self.i += 1
-                    alias, first = first, self.name()
-                args = self.arguments() if self.at("(") else {}
-                d = self.directive_list() if self.at("@") else 0
-                subs = self.selection_set() if self.at("{") else []
-                out.append(Field(first, alias, args, d, subs))
-                continue
-            if self.at("..."):
-                self.take()
-                kind, value = self.peek()
-                if kind == "name" and value != "on":
-                    name = self.name()
-                    out.append(Spread(name, self.directive_list()))
+                if nxt == ":":
+                    alias, tok = tok, t[i + 1]
+                    if tok is None or tok[0] not in _NAME_START:
+                        raise GraphQLSyntaxError(f"expected a name, found {tok or 'the end'!r}")
+                    i += 2
+                    nxt = t[i]
+                if nxt in _FIELD_MORE:
+                    self.i = i
+                    args = self.arguments() if nxt == "(" else {}
+                    d = self.directive_list() if t[self.i] == "@" else 0
+                    subs = self.selection_set() if t[self.i] == "{" else []
+                    i = self.i
+                    out.append(Field(tok, alias, args, d, subs))
                 else:
-                    cond = None
-                    if kind == "name":  # on Type
-                        self.take()
-                        cond = self.name()
-                    d = self.directive_list()
-                    out.append(Inline(cond, d, self.selection_set()))
+                    out.append(Field(tok, alias, {}, 0, []))
+                continue
+            if tok != "...":
+                raise GraphQLSyntaxError(f"expected a field or a fragment, found {tok!r}")
+            i += 1
+            nxt = t[i]
+            if nxt is not None and nxt[0] in _NAME_START and nxt != "on":
+                self.i = i + 1
+                out.append(Spread(nxt, self.directive_list()))
             else:
-                first = self.name()
-                alias = None
-                if self.at(":"):
-                    self.take()
-                    alias, first = first, self.name()
-                args = self.arguments() if self.at("(") else {}
+                cond = None
+                self.i = i
+                if nxt == "on":
+                    self.i += 1
+                    cond = self.name()
                 d = self.directive_list()
-                subs = self.selection_set() if self.at("{") else []
-                out.append(Field(first, alias, args, d, subs))
-        self.take()
+                out.append(Inline(cond, d, self.selection_set()))
+            i = self.i
+        self.i = i + 1
         if not out:
             raise GraphQLSyntaxError("empty selection set")
         return out
@@ -223,49 +231,46 @@ class _Parser:
     def arguments(self) -> dict[str, Any]:
         self.expect("(")
         args: dict[str, Any] = {}
-        while not self.at(")"):
+        while self.t[self.i] != ")":
             name = self.name()
             self.expect(":")
             args[name] = self.value(const=False)
-        self.take()
+        self.i += 1
         if not args:
             raise GraphQLSyntaxError("empty argument list")
         return args
 
     def value(self, const: bool) -> Any:
-        kind, v = self.take()
-        if kind == "punct":
-            if v == "$" and not const:
-                return Var(self.name())
-            if v == "[":
-                items = []
-                while not self.at("]"):
-                    items.append(self.value(const))
-                self.take()
-                return items
-            if v == "{":
-                obj = {}
-                while not self.at("}"):
-                    k = self.name()
-                    self.expect(":")
-                    obj[k] = self.value(const)
-                self.take()
-                return obj
-            raise GraphQLSyntaxError(f"unexpected {v!r} in a value")
-        if kind == "int":
-            return int(v)
-        if kind == "float":
-            return float(v)
-        if kind == "string":
+        v = self.take()
+        first = v[0]
+        if first in _NAME_START:
+            return _CONSTANTS.get(v, v)  # enums stay names
+        if first == '"':
+            if v.startswith('"""'):
+                return v[3:-3]
             try:
                 return json.loads(v)
             except ValueError:
                 raise GraphQLSyntaxError("invalid string") from None
-        if kind == "block":
-            return v[3:-3]
-        if kind == "name":
-            return {"true": True, "false": False, "null": None}.get(v, v)  # enums stay names
-        raise GraphQLSyntaxError(f"unexpected {v!r}")
+        if first in _NUMBER_START:
+            return int(v) if v.lstrip("-").isdigit() else float(v)
+        if v == "$" and not const:
+            return Var(self.name())
+        if v == "[":
+            items = []
+            while self.t[self.i] != "]":
+                items.append(self.value(const))
+            self.i += 1
+            return items
+        if v == "{":
+            obj = {}
+            while self.t[self.i] != "}":
+                k = self.name()
+                self.expect(":")
+                obj[k] = self.value(const)
+            self.i += 1
+            return obj
+        raise GraphQLSyntaxError(f"unexpected {v!r} in a value")
 
 
 def parse(source: str, *, max_tokens: int = 10_000) -> Document:
