@@ -445,86 +445,23 @@ class JwtVerifier:
         return verified
 
     async def _verify(self, token: str) -> Verified:
-        parts = token.split(".")
-        if len(parts) != 3:
-            raise AuthError("malformed token")
-        header = _json_segment(parts[0])
-        payload = _json_segment(parts[1])
-        if not parts[2]:
-            raise AuthError("missing signature")
-        _b64d(parts[2])
-        alg = header.get("alg")
-        if not isinstance(alg, str) or alg not in SUPPORTED:
-            raise AuthError("algorithm not allowed")
-        if "crit" in header or "b64" in header:
-            # RFC 7797's unencoded payloads would make PyJWT verify other bytes than the claims read here
-            raise AuthError("unsupported critical header parameters")
-        htyp = header.get("typ")
-        if htyp is not None and not isinstance(htyp, str):
-            raise AuthError("malformed token")
+        """Structure and header first (nothing is trusted before the signature), then the key,
+        PyJWT's verification, and the claims PyJWT does not judge (typ, iat, max_age)."""
+        header, payload, alg = _parse_unverified(token)
         check_claim_types(payload)
         iss = payload.get("iss")  # a string when present (check_claim_types)
         issuer = self.issuers.get(iss)  # no `iss`: the entry configured without `issuer`, if any
         if issuer is None:
             raise AuthError("unknown issuer" if iss is not None else "token has no issuer")
+        htyp = header.get("typ")
         if issuer.header_typ and (htyp is None or typ_media_type(htyp) not in issuer.header_typ):
             raise AuthError("wrong token type")
         if alg not in issuer.algorithms:
             raise AuthError("algorithm not allowed")
-        kid = header.get("kid")
-        if kid is not None and not isinstance(kid, str):
-            raise AuthError("malformed token")
-        keys = issuer.static.find(kid, alg)
-        if not keys and issuer.jwks is not None:
-            keys = await issuer.jwks.find(kid, alg)
-        if not keys and kid is not None and (issuer.jwks is None or not issuer.jwks.keys.types.get(key_type(alg))):
-            keys = issuer.static.lone_unnamed(alg)
-        if not keys:
-            raise AuthError("no key for this token")
-        claims = None
-        last: Exception | None = None
-        for key in keys:
-            try:
-                claims = pyjwt.decode(
-                    token,
-                    key=key,
-                    algorithms=[alg],
-                    audience=list(issuer.audiences) or None,
-                    issuer=issuer.issuer,
-                    leeway=issuer.leeway,
-                    options={"require": list(issuer.required), "verify_aud": bool(issuer.audiences)},
-                )
-                break
-            except pyjwt.InvalidSignatureError as exc:
-                last = exc
-                continue
-            except pyjwt.ExpiredSignatureError:
-                raise AuthError("token expired") from None
-            except pyjwt.ImmatureSignatureError:
-                raise AuthError("token not yet valid") from None
-            except pyjwt.InvalidAudienceError:
-                raise AuthError("wrong audience") from None
-            except pyjwt.InvalidIssuerError:
-                raise AuthError("wrong issuer") from None
-            except pyjwt.MissingRequiredClaimError as exc:
-                raise AuthError(f"missing claim {exc.claim}") from None
-            except pyjwt.InvalidTokenError as exc:
-                raise AuthError(f"invalid token ({type(exc).__name__})") from None
-        if claims is None:
-            raise AuthError("bad signature") from last
+        keys = await _keys_for(issuer, header.get("kid"), alg)
+        claims = _decode(token, keys, alg, issuer)
         now = self.clock()
-        typ = claims.get("typ")
-        folded = typ.lower() if isinstance(typ, str) else ""  # absent: "" (an issuer may list it)
-        if issuer.typ_values:
-            if folded not in issuer.typ_values:
-                raise AuthError("wrong token type")
-        elif (
-            isinstance(typ, str)
-            and any(token_kind(typ).startswith(k) for k in NOT_ACCESS_TOKENS if k != "id")
-            or isinstance(typ, str)
-            and token_kind(typ) in ("id", "idtoken")
-        ):
-            raise AuthError("wrong token type")
+        _check_token_type(claims, issuer)
         iat = claims.get("iat")
         if iat is not None and not isinstance(iat, (int, float)):
             raise AuthError("malformed token")
@@ -534,3 +471,93 @@ class JwtVerifier:
         exp = claims.get("exp")
         expires = float(exp) if isinstance(exp, (int, float)) else now + 60
         return Verified(claims, issuer.issuer, expires)
+
+
+def _parse_unverified(token: str) -> tuple[dict[str, Any], dict[str, Any], str]:
+    """The header and payload of a well-formed compact JWS, and its (supported) algorithm."""
+    parts = token.split(".")
+    if len(parts) != 3:
+        raise AuthError("malformed token")
+    header = _json_segment(parts[0])
+    payload = _json_segment(parts[1])
+    if not parts[2]:
+        raise AuthError("missing signature")
+    _b64d(parts[2])
+    alg = header.get("alg")
+    if not isinstance(alg, str) or alg not in SUPPORTED:
+        raise AuthError("algorithm not allowed")
+    if "crit" in header or "b64" in header:
+        # RFC 7797's unencoded payloads would make PyJWT verify other bytes than the claims read here
+        raise AuthError("unsupported critical header parameters")
+    htyp = header.get("typ")
+    if htyp is not None and not isinstance(htyp, str):
+        raise AuthError("malformed token")
+    kid = header.get("kid")
+    if kid is not None and not isinstance(kid, str):
+        raise AuthError("malformed token")
+    return header, payload, alg
+
+
+async def _keys_for(issuer: Issuer, kid: str | None, alg: str) -> list[Any]:
+    """The issuer's keys that may have signed it: static by kid, then the JWKS, then the lone
+    key without a kid of that type (only when the JWKS has none of the type)."""
+    keys = issuer.static.find(kid, alg)
+    if not keys and issuer.jwks is not None:
+        keys = await issuer.jwks.find(kid, alg)
+    if not keys and kid is not None and (issuer.jwks is None or not issuer.jwks.keys.types.get(key_type(alg))):
+        keys = issuer.static.lone_unnamed(alg)
+    if not keys:
+        raise AuthError("no key for this token")
+    return list(keys)
+
+
+def _decode(token: str, keys: list[Any], alg: str, issuer: Issuer) -> dict[str, Any]:
+    """PyJWT's verification with each candidate key; a clear AuthError for every refusal."""
+    claims = None
+    last: Exception | None = None
+    for key in keys:
+        try:
+            claims = pyjwt.decode(
+                token,
+                key=key,
+                algorithms=[alg],
+                audience=list(issuer.audiences) or None,
+                issuer=issuer.issuer,
+                leeway=issuer.leeway,
+                options={"require": list(issuer.required), "verify_aud": bool(issuer.audiences)},
+            )
+            break
+        except pyjwt.InvalidSignatureError as exc:
+            last = exc
+            continue
+        except pyjwt.ExpiredSignatureError:
+            raise AuthError("token expired") from None
+        except pyjwt.ImmatureSignatureError:
+            raise AuthError("token not yet valid") from None
+        except pyjwt.InvalidAudienceError:
+            raise AuthError("wrong audience") from None
+        except pyjwt.InvalidIssuerError:
+            raise AuthError("wrong issuer") from None
+        except pyjwt.MissingRequiredClaimError as exc:
+            raise AuthError(f"missing claim {exc.claim}") from None
+        except pyjwt.InvalidTokenError as exc:
+            raise AuthError(f"invalid token ({type(exc).__name__})") from None
+    if claims is None:
+        raise AuthError("bad signature") from last
+    return claims
+
+
+def _check_token_type(claims: dict[str, Any], issuer: Issuer) -> None:
+    """The `typ` claim: one the issuer lists, else never an ID/refresh/other non-access token."""
+    typ = claims.get("typ")
+    folded = typ.lower() if isinstance(typ, str) else ""  # absent: "" (an issuer may list it)
+    if issuer.typ_values:
+        if folded not in issuer.typ_values:
+            raise AuthError("wrong token type")
+    elif (
+        isinstance(typ, str)
+        and any(token_kind(typ).startswith(k) for k in NOT_ACCESS_TOKENS if k != "id")
+        or isinstance(typ, str)
+        and token_kind(typ) in ("id", "idtoken")
+    ):
+        raise AuthError("wrong token type")

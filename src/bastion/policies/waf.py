@@ -328,6 +328,10 @@ class Waf(Policy[WafConfig]):
             return [], ct  # detect mode: passes uninspected, as documented
         if not body:
             return [], ct
+        return self._views(body, ct, ctx), ct
+
+    def _views(self, body: bytes, ct: bodies.ContentType | None, ctx: Context) -> list[tuple[bytes, str | None]]:
+        """The views of a read, non-empty body: by its type, or by sniffing an untyped one."""
         kind: str = ct.kind if ct is not None else "other"
         if kind == "multipart":
             if ct is not None and ct.media != "multipart/form-data":
@@ -339,7 +343,7 @@ class Waf(Policy[WafConfig]):
                 files = bodies.multipart_files(body, ct)
                 if files:  # the file contents, each one whole value
                     passes.append((orjson.dumps({"files": files}), "JSON"))
-            return passes, ct
+            return passes
         if bodies.wide_text(body):
             if kind == "other" and ct is not None:
                 raise BodyRefused(
@@ -364,20 +368,20 @@ class Waf(Policy[WafConfig]):
         # upstream may parse it as JSON, which decodes escapes (\u0075nion) the other views keep
         also_json = [(body, "JSON")] if sniffed == "json" and kind in ("form", "graphql", "text") else []
         if kind == "json":
-            return [(body, "JSON")], ct
+            return [(body, "JSON")]
         if kind == "form":
-            return [(body, "URLENCODED"), *also_json], ct
+            return [(body, "URLENCODED"), *also_json]
         if kind == "xml":
             # every string of the parsed document as a JSON array: ModSecurity's own XML processor
             # shows CRS only text nodes (XML:/*), so attribute values would pass uninspected, and
             # libxml2 never sees a client's XML (no DTD reaches any parser: docs/waf.md)
             strings = bodies.parse_xml(body, max_depth=self.config.xml_max_depth)
-            return [(orjson.dumps({"xml": strings}), "JSON")], ct
+            return [(orjson.dumps({"xml": strings}), "JSON")]
         # application/graphql is inspected exactly as the same query sent in JSON; other text as
         # one whole value (a JSON string, so no splitting at & or = can hide a part of it)
         text = body.decode("utf-8", errors="replace")
         wrapped = orjson.dumps({"query": text} if kind == "graphql" else {"body": text})
-        return [(wrapped, "JSON"), *also_json], ct
+        return [(wrapped, "JSON"), *also_json]
 
     def _inspect(
         self,
@@ -389,8 +393,23 @@ class Waf(Policy[WafConfig]):
         uri: str,
         json_view: bool = False,
     ) -> Response | None:
-        """One ModSecurity transaction. `json_view`: `body` is the gateway's JSON view of the
-        request's values (not the client's bytes), shown as application/json."""
+        """One ModSecurity transaction, then its verdict. `json_view`: `body` is the gateway's JSON
+        view of the request's values (not the client's bytes), shown as application/json."""
+        matched, it = self._transaction(req, ctx, body, processor, ct, uri, json_view)
+        return self._verdict(req, ctx, matched, it, processor)
+
+    def _transaction(
+        self,
+        req: Request,
+        ctx: Context,
+        body: bytes,
+        processor: str | None,
+        ct: bodies.ContentType | None,
+        uri: str,
+        json_view: bool,
+    ) -> tuple[list[tuple[int, str]], Any]:
+        """Run phases 1 and 2 over the request as shown; the rules that matched and the
+        intervention (None when nothing disruptive happened)."""
         matched: list[tuple[int, str]] = []
         self.engine.set_rule_message_callback(lambda m: matched.append((m.rule_id, m.message)))
         decoded = ctx.log_fields.get("body_decoded") is not None
@@ -415,7 +434,13 @@ class Waf(Policy[WafConfig]):
         if body:
             t.append_request_body(body)
         t.process_request_body()
-        it = t.intervention()
+        return matched, t.intervention()
+
+    def _verdict(
+        self, req: Request, ctx: Context, matched: list[tuple[int, str]], it: Any, processor: str | None
+    ) -> Response | None:
+        """The transaction's outcome: logged, and answered 400 (body integrity) or 403 (attack
+        rules) in block mode."""
         integrity = 0
         if it is not None and it.status == 400:
             m = _RULE_ID.search(it.log or "")
