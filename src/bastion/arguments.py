@@ -31,8 +31,9 @@ from urllib.parse import parse_qsl
 import orjson
 
 from bastion import bodies
-from bastion.graphql.arguments import graphql_arguments, leaves
-from bastion.graphql.document import GraphQLSyntaxError
+from bastion.graphql.arguments import document_arguments, leaves, variable_uses
+from bastion.graphql.document import Document, GraphQLSyntaxError
+from bastion.graphql.parser import parse
 from bastion.http import Request
 
 Source = Literal["path", "query", "body", "graphql", "variables"]
@@ -57,6 +58,9 @@ class ApiInputs:
     arguments: list[Argument] = field(default_factory=list)
     graphql: bool = False
     unparsed: list[str] = field(default_factory=list)
+    # variables' values again, named by the argument each is bound to (`importPaste.host` for
+    # `importPaste(host: $h)`): the variable's name is the client's choice, the argument's is not
+    bound: list[Argument] = field(default_factory=list)
 
 
 async def api_arguments(
@@ -220,11 +224,13 @@ def _form_operation(pairs: list[tuple[str, str]]) -> dict[str, Any]:
 
 def _operation(op: dict[str, Any], inputs: ApiInputs) -> None:
     out = inputs.arguments
+    doc = None
     for key, value in op.items():
         if key == "query":
             if isinstance(value, str):
                 try:
-                    out.extend(Argument("graphql", n, v) for n, v in graphql_arguments(value))
+                    doc = parse(value, max_tokens=50_000)
+                    out.extend(Argument("graphql", n, v) for n, v in document_arguments(doc, value))
                 except (GraphQLSyntaxError, RecursionError):
                     inputs.unparsed.append(value)
             elif value is not None:
@@ -235,6 +241,27 @@ def _operation(op: dict[str, Any], inputs: ApiInputs) -> None:
             out.extend(Argument("body", n, v) for n, v in leaves("extensions", _json_text(value)))
         else:
             out.extend(Argument("body", n, v) for n, v in leaves(key, value))
+    if doc is not None:
+        _bind(doc, _json_text(op.get("variables")), inputs)
+
+
+def _bind(doc: Document, variables: Any, inputs: ApiInputs) -> None:
+    """`inputs.bound`: each variable's value (or its default) under the names of the arguments
+    it is used for."""
+    uses = variable_uses(doc)
+    if not uses:
+        return
+    given = variables if isinstance(variables, dict) else {}
+    defaults: dict[str, Any] = {}
+    for operation in doc.operations:
+        defaults.update(operation.variable_defaults)
+    for var, names in uses.items():
+        values = [given[var]] if var in given else []
+        if var in defaults:
+            values.append(defaults[var])
+        for name in names:
+            for value in values:
+                inputs.bound.extend(Argument("variables", n, v) for n, v in leaves(name, value))
 
 
 def _json_text(value: Any) -> Any:

@@ -32,7 +32,7 @@ _TOKEN = re.compile(
     r"|(?P<punct>[!$&()\:=@\[\]{|}])"
     r"|(?P<spread>\.\.\.)"
     r'|(?P<block>"""(?:\\"""|[^"]|"(?!""))*""")'
-    r'|(?P<string>"(?:[^"\\\n\r]|\\(?:["\\/bfnrt]|u[0-9A-Fa-f]{4}))*")'
+    r'|(?P<string>"(?:[^"\\\n\r]|\\(?:["\\/bfnrt]|u[0-9A-Fa-f]{4}|u\{[0-9A-Fa-f]{1,8}\}))*")'
     r"|(?P<float>-?(?:0|[1-9][0-9]*)(?:\.[0-9]+(?:[eE][+-]?[0-9]+)?|[eE][+-]?[0-9]+))(?![_A-Za-z.])"
     r"|(?P<int>-?(?:0|[1-9][0-9]*))(?![_A-Za-z.0-9])"
     r"|(?P<bad>.)"  # anything else: a syntax error
@@ -258,7 +258,7 @@ class _Parser:
             return float(v)
         if kind == "string":
             try:
-                return json.loads(v)
+                return string_value(v)
             except ValueError:
                 raise GraphQLSyntaxError("invalid string") from None
         if kind == "block":
@@ -266,6 +266,28 @@ class _Parser:
         if kind == "name":
             return {"true": True, "false": False, "null": None}.get(v, v)  # enums stay names
         raise GraphQLSyntaxError(f"unexpected {v!r}")
+
+
+_BRACED = re.compile(r"\\u\{([0-9A-Fa-f]{1,8})\}|\\.")
+
+
+def _braced(m: re.Match[str]) -> str:
+    """A `\\u{1F600}` escape (GraphQL, October 2021; graphql-core reads it) as JSON's `\\uXXXX`
+    (a surrogate pair above U+FFFF); other escapes as they are."""
+    if m.group(1) is None:
+        return m.group(0)
+    cp = int(m.group(1), 16)
+    if cp > 0x10FFFF or 0xD800 <= cp <= 0xDFFF:
+        raise ValueError("not a Unicode scalar value")
+    if cp <= 0xFFFF:
+        return f"\\u{cp:04x}"
+    cp -= 0x10000
+    return f"\\u{0xD800 + (cp >> 10):04x}\\u{0xDC00 + (cp & 0x3FF):04x}"
+
+
+def string_value(token: str) -> Any:
+    """The value of a GraphQL string token (with its quotes); ValueError when it is none."""
+    return json.loads(_BRACED.sub(_braced, token) if "\\u{" in token else token)
 
 
 def parse(source: str, *, max_tokens: int = 10_000) -> Document:

@@ -33,6 +33,7 @@ from pydantic import Field, field_validator
 from bastion import bodies
 from bastion.arguments import Argument, api_inputs
 from bastion.bodies import BodyRefused
+from bastion.graphql.parser import string_value
 from bastion.http import BodyTimeout, BodyTooLarge, ClientDisconnected, Request, Response, body_problem, problem
 from bastion.http.networks import check_networks
 from bastion.net.targets import Refusal, SystemResolver, TargetPolicy
@@ -227,12 +228,13 @@ class Ssrf(Policy[SsrfConfig]):
                 *(Argument("query", k, v) for k, v in pairs),
             ]
         inputs = await api_inputs(req, ctx, graphql=self.config.graphql, max_body=self.config.max_body)
-        arguments, unparsed = inputs.arguments, inputs.unparsed
+        # variables count under their own names and under the arguments they are bound to
+        arguments, unparsed = [*inputs.arguments, *inputs.bound], inputs.unparsed
         if self.config.graphql is None and not inputs.graphql and _may_be_graphql(arguments):
             # a `query` the request was not read as GraphQL for (a URL query beside a JSON body:
             # express-graphql runs the URL's): read it both ways
             alt = await api_inputs(req, ctx, graphql=True, max_body=self.config.max_body)
-            arguments, unparsed = [*arguments, *alt.arguments], [*unparsed, *alt.unparsed]
+            arguments, unparsed = [*arguments, *alt.arguments, *alt.bound], [*unparsed, *alt.unparsed]
         if unparsed:  # GraphQL the gateway's parser refused; the upstream's may not
             arguments = [*arguments, *(a for text in unparsed for a in _string_arguments(text))]
         return arguments
@@ -255,7 +257,7 @@ class Ssrf(Policy[SsrfConfig]):
             and self.by_schema.search(f"{arg.source}:{name}")
         ):
             return text
-        if self.sdl is not None and arg.source == "graphql" and self.sdl.arguments.search(name):
+        if self.sdl is not None and arg.source in ("graphql", "variables") and self.sdl.arguments.search(name):
             return text
         if typed is not None and arg.source == "variables" and typed.search(name):
             return text
@@ -333,8 +335,8 @@ def _string_arguments(text: str) -> list[Argument]:
     out = []
     for m in _GRAPHQL_STRING.finditer(text[:100_000]):
         try:
-            value = orjson.loads(m.group(2))
-        except orjson.JSONDecodeError:
+            value = string_value(m.group(2))
+        except ValueError:
             value = m.group(2)[1:-1]
         out.append(Argument("graphql", m.group(1), value))
     return out

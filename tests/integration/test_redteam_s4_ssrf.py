@@ -1,0 +1,199 @@
+"""Red team, session 4, area `ssrf`: spellings and placements that reached a loopback listener
+through the SSRF guard, each a real reach (an upstream that fetches with urllib and a listener
+that records hits), now refused."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import threading
+import urllib.request
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import pytest
+from graphql_pastes_app import app as pastes_app
+from helpers import RunningGateway, ThreadedUvicorn, run_gateway
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+
+class Sink:
+    """A loopback listener that records every request it gets (the internal service)."""
+
+    def __init__(self) -> None:
+        self.hits: list[str] = []
+        sink = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                sink.hits.append(self.path)
+                self.send_response(200)
+                self.end_headers()
+                self.wfile.write(b"INTERNAL-SECRET")
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self.server.server_address[1]
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+
+class Fetcher(BaseHTTPRequestHandler):
+    """An upstream that fetches the JSON body's `url` with urllib.request (the vulnerability)."""
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers.get("content-length") or 0))
+        try:
+            url = json.loads(body)["url"]
+            result = urllib.request.urlopen(url, timeout=3).read().decode()  # noqa: S310
+        except Exception as exc:
+            result = f"error: {exc!r}"
+        out = json.dumps({"result": result}).encode()
+        self.send_response(200)
+        self.send_header("content-type", "application/json")
+        self.send_header("content-length", str(len(out)))
+        self.end_headers()
+        self.wfile.write(out)
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture(scope="module")
+def sink() -> Iterator[Sink]:
+    s = Sink()
+    yield s
+    s.server.shutdown()
+
+
+@pytest.fixture(scope="module")
+def gateway(sink: Sink, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningGateway]:
+    fetcher = ThreadingHTTPServer(("127.0.0.1", 0), Fetcher)
+    threading.Thread(target=fetcher.serve_forever, daemon=True).start()
+    with ThreadedUvicorn(pastes_app) as gql:
+        config = {
+            "upstreams": {
+                "fetcher": {"urls": [f"http://127.0.0.1:{fetcher.server_address[1]}"]},
+                "gql": {"urls": [gql.url]},
+            },
+            "policies": {"ssrf": {}},
+            "routes": [{"path": "/fetch", "upstream": "fetcher"}, {"path": "/graphql", "upstream": "gql"}],
+        }
+        with run_gateway(config, tmp_path_factory.mktemp("gw")) as gw:
+            yield gw
+    fetcher.shutdown()
+
+
+def post(gw: RunningGateway, path: str, doc: Any) -> tuple[int, dict[str, Any]]:
+    conn = http.client.HTTPConnection("127.0.0.1", gw.port, timeout=20)
+    conn.request("POST", path, body=json.dumps(doc).encode(), headers={"content-type": "application/json"})
+    resp = conn.getresponse()
+    data = json.loads(resp.read() or b"{}")
+    conn.close()
+    return resp.status, data
+
+
+def assert_refused(gw: RunningGateway, sink: Sink, path: str, doc: Any) -> None:
+    before = len(sink.hits)
+    status, data = post(gw, path, doc)
+    assert len(sink.hits) == before, f"the internal listener was reached: {data}"
+    assert status == 400 and data.get("type", "").endswith("/ssrf-blocked"), data
+
+
+def test_the_fetcher_does_reach_the_listener(gateway: RunningGateway, sink: Sink) -> None:
+    """The rig works: a public-looking value the guard lets through is fetched for real (the
+    listener's own URL with the guard's check bypassed is what the tests below must not do)."""
+    before = len(sink.hits)
+    urllib.request.urlopen(f"<URL:http://127.0.0.1:{sink.port}/direct>", timeout=3).read()  # noqa: S310
+    assert len(sink.hits) == before + 1
+
+
+# --- finding: Unicode white space and urllib's `<URL:...>` wrapper around a URL --------------
+
+WRAPPED = [
+    "<http://127.0.0.1:{p}/angle>",
+    "<URL:http://127.0.0.1:{p}/url-prefix>",
+    "\u3000http://127.0.0.1:{p}/ideographic-space",
+    "\xa0http://127.0.0.1:{p}/nbsp",
+    "\u2003http://127.0.0.1:{p}/em-space",
+    "\x85http://127.0.0.1:{p}/nel",
+    "\u2028 <URL: http://localhost:{p}/line-separator> \u3000",
+]
+
+
+@pytest.mark.parametrize("template", WRAPPED)
+def test_wrapped_urls_are_refused(gateway: RunningGateway, sink: Sink, template: str) -> None:
+    assert_refused(gateway, sink, "/fetch", {"url": template.format(p=sink.port)})
+
+
+_UNICODE_SPACE = st.sampled_from([chr(c) for c in range(0x10000) if chr(c).isspace()])
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    lead=st.text(_UNICODE_SPACE, max_size=3),
+    trail=st.text(_UNICODE_SPACE, max_size=3),
+    wrap=st.sampled_from(["{}", "<{}>", "<URL:{}>", "URL:{}", "< {} >"]),
+    host=st.sampled_from(["127.0.0.1", "localhost", "127.1", "2130706433", "[::1]", "0x7f.0.0.1"]),
+)
+def test_generated_wrappers_never_reach_loopback(
+    gateway: RunningGateway, sink: Sink, lead: str, trail: str, wrap: str, host: str
+) -> None:
+    """Invariant: whatever urllib would strip around a loopback URL, the guard refuses it and
+    the listener is never reached."""
+    url = lead + wrap.format(f"http://{host}:{sink.port}/gen") + trail
+    assert_refused(gateway, sink, "/fetch", {"url": url})
+
+
+# --- finding: a GraphQL variable named by the client, bound to a target argument -------------
+
+IMPORT = 'mutation($%s: String!) { importPaste(host: $%s, port: %d, path: "/v") }'
+
+
+@pytest.mark.parametrize("var", ["h", "x", "notAnAddress", "id"])
+def test_variable_bound_to_a_target_argument_is_checked(gateway: RunningGateway, sink: Sink, var: str) -> None:
+    doc = {"query": IMPORT % (var, var, sink.port), "variables": {var: "127.0.0.1"}}
+    assert_refused(gateway, sink, "/graphql", doc)
+
+
+def test_variable_default_bound_to_a_target_argument_is_checked(gateway: RunningGateway, sink: Sink) -> None:
+    query = 'mutation($h: String! = "127.0.0.1") { importPaste(host: $h, port: %d, path: "/d") }' % sink.port
+    assert_refused(gateway, sink, "/graphql", {"query": query})
+
+
+def test_variables_as_a_json_text_bound_to_a_target_argument(gateway: RunningGateway, sink: Sink) -> None:
+    doc = {"query": IMPORT % ("a", "a", sink.port), "variables": json.dumps({"a": "localhost"})}
+    assert_refused(gateway, sink, "/graphql", doc)
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    var=st.from_regex(r"[_A-Za-z][_0-9A-Za-z]{0,12}", fullmatch=True),
+    host=st.sampled_from(["127.0.0.1", "localhost", "0177.0.0.1", "127.1", "0"]),
+)
+def test_generated_variable_names_never_hide_a_target(gateway: RunningGateway, sink: Sink, var: str, host: str) -> None:
+    doc = {"query": IMPORT % (var, var, sink.port), "variables": {var: host}}
+    assert_refused(gateway, sink, "/graphql", doc)
+
+
+# --- finding: `\u{...}` escapes (GraphQL 2021, graphql-core 3.3) made the document unreadable ----
+
+
+@pytest.mark.parametrize("host", [r"\u{31}27.0.0.1", r"\u{6c}ocalhost", r"\u{0000006C}\u006Fcalhost"])
+def test_braced_unicode_escapes_are_decoded(gateway: RunningGateway, sink: Sink, host: str) -> None:
+    query = 'mutation { importPaste(host: "%s", port: %d, path: "/u") }' % (host, sink.port)
+    assert_refused(gateway, sink, "/graphql", {"query": query})
+
+
+def test_braced_unicode_escapes_read_as_graphql_core_reads_them() -> None:
+    from graphql import parse as core_parse
+
+    from bastion.graphql.arguments import graphql_arguments
+
+    for text in [r"\u{31}27.0.0.1", r"a\u{1F600}b", r"\\u{41}", r"\u{27} or 1=1"]:
+        doc = '{ f(x: "%s") }' % text
+        core = core_parse(doc).definitions[0].selection_set.selections[0].arguments[0].value.value  # type: ignore[attr-defined]
+        assert graphql_arguments(doc) == [("f.x", core)]
