@@ -24,6 +24,7 @@ dotted names here), bodies of any other type.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from typing import Any, Literal
 from urllib.parse import parse_qsl
@@ -142,7 +143,7 @@ class _Doc:
 
 
 async def _body(req: Request, ctx: Any, max_body: int) -> tuple[bytes, bodies.ContentType | None]:
-    if req.method in METHODS_WITHOUT_BODY or not req.has_body():
+    if not req.has_body():  # a GET with a body is forwarded with it: read it too
         return b"", None
     ct = bodies.content_type(req)
     try:
@@ -169,7 +170,10 @@ def _body_document(body: bytes, ct: bodies.ContentType | None) -> _Doc | None:
         try:
             value = orjson.loads(body)
         except orjson.JSONDecodeError:
-            return None
+            try:  # what Python's json (Flask, Django, FastAPI's fallback) still reads:
+                value = json.loads(body)  # NaN, Infinity, lone surrogate escapes
+            except (ValueError, RecursionError):
+                return None
         bodies.check_json_unique(body)  # a key given twice: parsers disagree on which one wins
         return _Doc("json", value)
     if kind == "form":

@@ -58,6 +58,8 @@ class Fetcher(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(out)
 
+    do_GET = do_OPTIONS = do_DELETE = do_POST
+
     def log_message(self, *args: Any) -> None:
         pass
 
@@ -197,3 +199,43 @@ def test_braced_unicode_escapes_read_as_graphql_core_reads_them() -> None:
         doc = '{ f(x: "%s") }' % text
         core = core_parse(doc).definitions[0].selection_set.selections[0].arguments[0].value.value  # type: ignore[attr-defined]
         assert graphql_arguments(doc) == [("f.x", core)]
+
+
+# --- finding: bodies the guard did not read but the upstream does ------------------------------
+
+
+def send(gw: RunningGateway, method: str, body: bytes, content_type: str = "application/json") -> tuple[int, bytes]:
+    conn = http.client.HTTPConnection("127.0.0.1", gw.port, timeout=20)
+    conn.request(method, "/fetch", body=body, headers={"content-type": content_type})
+    resp = conn.getresponse()
+    data = resp.read()
+    conn.close()
+    return resp.status, data
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [b'"n": NaN', b'"n": -Infinity', b'"n": "\\ud800"', b'"n": [Infinity, 1]'],
+    ids=["nan", "infinity", "lone-surrogate", "infinity-in-array"],
+)
+def test_json_that_only_python_reads_is_still_checked(gateway: RunningGateway, sink: Sink, extra: bytes) -> None:
+    """orjson refuses these bodies, Python's json (the fetcher's, Flask's) reads them."""
+    body = b'{"url": "http://127.0.0.1:%d/py-json", %s}' % (sink.port, extra)
+    before = len(sink.hits)
+    status, data = send(gateway, "POST", body)
+    assert len(sink.hits) == before, data
+    assert status == 400 and b"ssrf-blocked" in data, data
+
+
+@pytest.mark.parametrize("method", ["GET", "OPTIONS", "DELETE"])
+def test_a_body_on_any_method_is_checked(gateway: RunningGateway, sink: Sink, method: str) -> None:
+    """A GET (or OPTIONS) with a body is forwarded with it, and the upstream reads it."""
+    body = json.dumps({"url": f"http://127.0.0.1:{sink.port}/{method}"}).encode()
+    before = len(sink.hits)
+    conn = http.client.HTTPConnection("127.0.0.1", gateway.port, timeout=20)
+    conn.request(method, "/fetch", body=body, headers={"content-type": "application/json"})
+    resp = conn.getresponse()
+    data = resp.read()
+    conn.close()
+    assert len(sink.hits) == before, data
+    assert resp.status == 400 and b"ssrf-blocked" in data, data
