@@ -168,12 +168,9 @@ def _body_document(body: bytes, ct: bodies.ContentType | None) -> _Doc | None:
         kind = {"json": "json", "form": "form"}.get(bodies.sniff(body), "other")
     if kind == "json":
         try:
-            value = orjson.loads(body)
-        except orjson.JSONDecodeError:
-            try:  # what Python's json (Flask, Django, FastAPI's fallback) still reads:
-                value = json.loads(body)  # NaN, Infinity, lone surrogate escapes
-            except (ValueError, RecursionError):
-                return None
+            value = _loads(body)
+        except ValueError:
+            return None
         bodies.check_json_unique(body)  # a key given twice: parsers disagree on which one wins
         return _Doc("json", value)
     if kind == "form":
@@ -220,8 +217,8 @@ def _form_operation(pairs: list[tuple[str, str]]) -> dict[str, Any]:
         op[k] = v
         if k in ("variables", "extensions") and v:
             try:
-                op[k] = orjson.loads(v)
-            except orjson.JSONDecodeError:
+                op[k] = _loads(v)
+            except ValueError:
                 pass
     return op
 
@@ -273,7 +270,19 @@ def _json_text(value: Any) -> Any:
     the decoded value, so its escapes (`\\u0027`) are undone; other text as it is."""
     if isinstance(value, str) and value.lstrip(" \t\r\n")[:1] in ("{", "["):
         try:
-            return orjson.loads(value)
-        except orjson.JSONDecodeError:
+            return _loads(value)
+        except ValueError:
             pass
     return value
+
+
+def _loads(text: str | bytes) -> Any:
+    """JSON as orjson reads it, else as Python's json does (NaN, Infinity, lone surrogate
+    escapes: what Flask, Django or graphene-django still accept); ValueError when neither can."""
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError:
+        try:
+            return json.loads(text)
+        except RecursionError:
+            raise ValueError("nested too deeply") from None

@@ -239,3 +239,58 @@ def test_a_body_on_any_method_is_checked(gateway: RunningGateway, sink: Sink, me
     conn.close()
     assert len(sink.hits) == before, data
     assert resp.status == 400 and b"ssrf-blocked" in data, data
+
+
+def test_variables_text_only_python_reads_is_still_checked(gateway: RunningGateway, sink: Sink) -> None:
+    """`variables` as a JSON text with NaN: graphene-django json.loads it, orjson does not."""
+    doc = {"query": IMPORT % ("h", "h", sink.port), "variables": '{"h": "127.0.0.1", "n": NaN}'}
+    assert_refused(gateway, sink, "/graphql", doc)
+
+
+# --- WAF: the GraphQL reading of arguments ----------------------------------------------------
+
+SQLI = "x' union select password,1,1,1,1,1,1,1,1 from users--"
+PASTES = "query($f: String) { pastes(filter: $f) { id title content } }"
+
+
+@pytest.fixture(scope="module")
+def waf_gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningGateway]:
+    with ThreadedUvicorn(pastes_app) as gql:
+        config = {
+            "upstreams": {"gql": {"urls": [gql.url]}},
+            "policies": {"waf": {}},
+            "routes": [{"path": "/graphql", "upstream": "gql"}],
+        }
+        with run_gateway(config, tmp_path_factory.mktemp("waf")) as gw:
+            yield gw
+
+
+def raw_post(gw: RunningGateway, body: bytes) -> tuple[int, bytes]:
+    conn = http.client.HTTPConnection("127.0.0.1", gw.port, timeout=20)
+    conn.request("POST", "/graphql", body=body, headers={"content-type": "application/json"})
+    resp = conn.getresponse()
+    data = resp.read()
+    conn.close()
+    return resp.status, data
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        json.dumps({"query": '{ pastes(filter: "\\ud800") { id } }'}).encode(),
+        b'{"query": "%s", "variables": {"f": "\\ud800"}}' % PASTES.encode(),
+        b'{"query": "%s", "variables": {"f": "\\udc00 x"}, "operationName": "\\ud800"}' % PASTES.encode(),
+    ],
+    ids=["literal", "variable", "operation-name"],
+)
+def test_a_lone_surrogate_is_no_500(waf_gateway: RunningGateway, body: bytes) -> None:
+    status, data = raw_post(waf_gateway, body)
+    assert status < 500, data
+
+
+def test_variables_text_with_nan_is_inspected(waf_gateway: RunningGateway) -> None:
+    """Every character escaped, in a variables text orjson refuses (NaN) and Python reads."""
+    escaped = "".join(f"\\u{ord(c):04x}" for c in SQLI)
+    body = json.dumps({"query": PASTES, "variables": '{"f": "%s", "n": NaN}' % escaped}).encode()
+    status, data = raw_post(waf_gateway, body)
+    assert status == 403, data
