@@ -294,3 +294,102 @@ def test_variables_text_with_nan_is_inspected(waf_gateway: RunningGateway) -> No
     body = json.dumps({"query": PASTES, "variables": '{"f": "%s", "n": NaN}' % escaped}).encode()
     status, data = raw_post(waf_gateway, body)
     assert status == 403, data
+
+
+# --- finding: GraphQL over WebSocket was not checked at all -----------------------------------
+
+
+def _ws_app() -> Any:
+    """graphql-transport-ws over graphql-core: `subscription { feed(url: ...) }` fetches the URL."""
+    import asyncio
+
+    from graphql import GraphQLArgument, GraphQLField, GraphQLNonNull, GraphQLObjectType, GraphQLSchema, subscribe
+    from graphql import GraphQLString as Str
+    from graphql import parse as core_parse
+    from starlette.applications import Starlette
+    from starlette.routing import WebSocketRoute
+    from starlette.websockets import WebSocket, WebSocketDisconnect
+
+    async def feed(_root: Any, _info: Any, url: str) -> Any:
+        def get() -> str:
+            try:
+                return urllib.request.urlopen(url, timeout=3).read().decode()  # noqa: S310
+            except Exception as exc:
+                return f"error: {exc!r}"
+
+        yield await asyncio.to_thread(get)
+
+    schema = GraphQLSchema(
+        query=GraphQLObjectType("Query", {"ok": GraphQLField(Str, resolve=lambda *_: "ok")}),
+        subscription=GraphQLObjectType(
+            "Subscription",
+            {
+                "feed": GraphQLField(
+                    Str,
+                    args={"url": GraphQLArgument(GraphQLNonNull(Str))},
+                    subscribe=feed,
+                    resolve=lambda v, _i, **_: v,
+                )
+            },
+        ),
+    )
+
+    async def endpoint(ws: WebSocket) -> None:
+        await ws.accept(subprotocol="graphql-transport-ws")
+        try:
+            while True:
+                msg = await ws.receive_json()
+                if msg.get("type") == "connection_init":
+                    await ws.send_json({"type": "connection_ack"})
+                elif msg.get("type") == "subscribe":
+                    p = msg["payload"]
+                    result: Any = subscribe(schema, core_parse(p["query"]), variable_values=p.get("variables"))
+                    if hasattr(result, "__await__"):
+                        result = await result
+                    if hasattr(result, "__aiter__"):
+                        async for item in result:
+                            await ws.send_json({"id": msg["id"], "type": "next", "payload": item.formatted})
+                    await ws.send_json({"id": msg["id"], "type": "complete"})
+        except WebSocketDisconnect:
+            pass
+
+    return Starlette(routes=[WebSocketRoute("/graphql", endpoint)])
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        {"query": 'subscription { feed(url: "http://127.0.0.1:{p}/ws-literal") }'},
+        {"query": "subscription($u: String!) { feed(url: $u) }", "variables": {"u": "http://127.0.0.1:{p}/ws-var"}},
+    ],
+    ids=["literal", "variable"],
+)
+def test_graphql_over_websocket_is_checked(
+    sink: Sink, tmp_path_factory: pytest.TempPathFactory, payload: dict[str, Any]
+) -> None:
+    import asyncio
+
+    from websockets.asyncio.client import connect
+
+    payload = json.loads(json.dumps(payload).replace("{p}", str(sink.port)))
+
+    async def talk(port: int) -> list[dict[str, Any]]:
+        async with connect(f"ws://127.0.0.1:{port}/graphql", subprotocols=["graphql-transport-ws"]) as ws:  # type: ignore[list-item]
+            await ws.send(json.dumps({"type": "connection_init"}))
+            assert json.loads(await ws.recv())["type"] == "connection_ack"
+            await ws.send(json.dumps({"id": "1", "type": "subscribe", "payload": payload}))
+            out = []
+            while True:
+                msg = json.loads(await asyncio.wait_for(ws.recv(), 10))
+                out.append(msg)
+                if msg.get("type") in ("complete", "error"):
+                    return out
+
+    with ThreadedUvicorn(_ws_app()) as up:
+        config = {"upstreams": {"ws": {"urls": [up.url]}}, "routes": [{"path": "/graphql", "upstream": "ws"}]}
+        config["policies"] = {"ssrf": {}}
+        with run_gateway(config, tmp_path_factory.mktemp("ws")) as gw:
+            before = len(sink.hits)
+            messages = asyncio.run(talk(gw.port))
+    assert len(sink.hits) == before, messages
+    assert messages[-1]["type"] == "error", messages

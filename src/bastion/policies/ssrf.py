@@ -31,7 +31,7 @@ import orjson
 from pydantic import Field, field_validator
 
 from bastion import bodies
-from bastion.arguments import Argument, api_inputs
+from bastion.arguments import Argument, api_inputs, operation_inputs
 from bastion.bodies import BodyRefused
 from bastion.graphql.parser import string_value
 from bastion.http import BodyTimeout, BodyTooLarge, ClientDisconnected, Request, Response, body_problem, problem
@@ -39,7 +39,7 @@ from bastion.http.networks import check_networks
 from bastion.net.targets import Refusal, SystemResolver, TargetPolicy
 from bastion.openapi.operations import compile_operations
 from bastion.openapi.spec import SpecError, load_spec
-from bastion.pipeline import Context, Policy, PolicyConfig
+from bastion.pipeline import Context, Policy, PolicyConfig, WsMessage
 
 log = logging.getLogger("bastion.ssrf")
 
@@ -205,6 +205,25 @@ class Ssrf(Policy[SsrfConfig]):
         typed = None  # variables the operation declares with a URL scalar type (graphql_schema)
         if self.sdl is not None and any(a.source == "variables" for a in arguments):
             typed = self.sdl.variables(req)
+        return await self._check(req, ctx, arguments, typed)
+
+    async def on_ws_message(self, req: Request, ctx: Context, message: WsMessage) -> Response | None:
+        """A GraphQL `subscribe`/`start` on an open socket (graphql-ws runs mutations there too):
+        its arguments and variables, checked as an HTTP request's are."""
+        if message.operation is None:
+            return None
+        inputs = operation_inputs(message.operation)
+        arguments = [*inputs.arguments, *inputs.bound]
+        arguments += [a for text in inputs.unparsed for a in _string_arguments(text)]
+        typed = None
+        query = message.operation.get("query")
+        if self.sdl is not None and isinstance(query, str):
+            typed = self.sdl.variables_of([query])
+        return await self._check(req, ctx, arguments, typed)
+
+    async def _check(
+        self, req: Request, ctx: Context, arguments: list[Argument], typed: re.Pattern[str] | None
+    ) -> Response | None:
         targets = [(a, v) for a in arguments if (v := self._target_value(a, typed)) is not None]
         if not targets:
             return None
@@ -381,10 +400,13 @@ class SdlTargets:
 
     def variables(self, req: Request) -> re.Pattern[str]:
         """`variables.…` patterns typed as URL scalars by the request's operations."""
+        return self.variables_of(_query_texts(req))
+
+    def variables_of(self, texts: list[str]) -> re.Pattern[str]:
         from graphql import GraphQLError, parse, type_from_ast
 
         found: list[str] = []
-        for text in _query_texts(req):
+        for text in texts:
             try:
                 doc = parse(text, no_location=True, max_tokens=20_000)
             except (GraphQLError, RecursionError):
