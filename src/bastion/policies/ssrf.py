@@ -69,6 +69,7 @@ FORMATS = ["uri", "uri-reference", "iri", "iri-reference", "uri-template", "host
 GRAPHQL_SCALARS = ["URL", "URI", "HttpURL", "Hostname", "IRI"]
 _WORD = re.compile(r"[A-Z]+(?![a-z])|[A-Z]?[a-z]+|[0-9]+")
 _FIELD = re.compile(r"[^.*\s]+|\*")
+_INDEX = re.compile(r"(?:\[[0-9]*\])+\Z")
 
 
 class SsrfConfig(PolicyConfig):
@@ -294,7 +295,8 @@ class Ssrf(Policy[SsrfConfig]):
         for segment in reversed(name.split(".")):
             if segment.isdigit():
                 continue
-            words = _WORD.findall(segment)
+            # `url[0]`, `url[]`: an array item in qs (Express), PHP and Rails form names
+            words = _WORD.findall(_INDEX.sub("", segment) or segment)
             return bool(words) and (words[-1].lower() in self.words or segment.lower() in self.words)
         return False
 
