@@ -431,3 +431,16 @@ def test_json_declared_as_a_binary_type(gateway: RunningGateway, sink: Sink, con
     before = len(sink.hits)
     status, data = send(gateway, "POST", body % sink.port, content_type)
     assert len(sink.hits) == before, data
+
+
+# --- finding: a bare service name in a `host` argument passed as "a guess" ---------------------
+
+
+@pytest.mark.parametrize("host", ["redis", "internal-db", "payments.svc.cluster"])
+def test_a_host_argument_that_does_not_resolve_is_refused(gateway: RunningGateway, host: str) -> None:
+    """`importPaste(host: "redis")` is `http://redis:6379/`, which docs/ssrf.md refuses because the
+    upstream's resolver (Docker, Kubernetes, split DNS) may know the name the gateway does not;
+    as a `host` argument it was read as a mere guess (maybe a relative path) and let through."""
+    query = 'mutation { importPaste(host: "%s", port: 6379, path: "/") }' % host
+    status, data = post(gateway, "/graphql", {"query": query})
+    assert status == 400 and data.get("reason") == "unresolvable", data

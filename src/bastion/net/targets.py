@@ -481,8 +481,10 @@ class TargetPolicy:
             return None
         return classify_ip(ip)
 
-    async def check(self, value: str, *, bare: bool = True) -> Refusal | None:
-        """A refusal when any reading of `value` would reach an internal target, else None."""
+    async def check(self, value: str, *, bare: bool = True, host: bool = False) -> Refusal | None:
+        """A refusal when any reading of `value` would reach an internal target, else None.
+        `host`: the value is known to be a host (an argument named `host`), so a schemeless
+        reading is no guess and a name that does not resolve is `unresolvable`."""
         parsed = readings(value, bare=bare)
         for scheme in sorted(parsed.schemes - self.schemes):
             return Refusal("scheme", scheme + ":")
@@ -496,7 +498,7 @@ class TargetPolicy:
                 why = "blocked" if r.name in self.block_names else name_is_internal(r.name)
                 if why is not None:
                     return Refusal(why, r.name)
-                names[r.name] = names.get(r.name, True) and r.guess
+                names[r.name] = names.get(r.name, True) and r.guess and not host
         if parsed.malformed:
             return Refusal("malformed", "host")
         if not names:

@@ -231,9 +231,10 @@ class Ssrf(Policy[SsrfConfig]):
         if len(targets) > self.config.max_targets:
             return self._refuse(req, ctx, None, Refusal("too-many-targets", str(len(targets))))
         if len(targets) == 1:  # the usual case: no tasks to create
-            found = [await self.targets.check(targets[0][1])]
+            found = [await self.targets.check(targets[0][1], host=_host_named(targets[0][0].name))]
         else:
-            found = list(await asyncio.gather(*(self.targets.check(v) for _, v in targets)))
+            checks = (self.targets.check(v, host=_host_named(a.name)) for a, v in targets)
+            found = list(await asyncio.gather(*checks))
         for (arg, _), refusal in zip(targets, found, strict=True):
             if refusal is not None:
                 return self._refuse(req, ctx, arg, refusal)
@@ -330,6 +331,20 @@ class Ssrf(Policy[SsrfConfig]):
         )
         resp.reason = f"ssrf {refusal.reason}"
         return resp
+
+
+_HOST_WORDS = frozenset({"host", "hosts", "hostname", "hostnames", "domain", "domains", "ip", "ips"})
+
+
+def _host_named(name: str) -> bool:
+    """An argument named as a host (`host`, `targetHost`, `server_ip`): its value is a host, not
+    maybe a relative path, so a name there that does not resolve is refused (`redis`, a
+    Docker or Kubernetes service name the upstream's resolver knows)."""
+    for segment in reversed(name.split(".")):
+        if not segment.isdigit():
+            words = _WORD.findall(_INDEX.sub("", segment) or segment)
+            return bool(words) and words[-1].lower() in _HOST_WORDS
+    return False
 
 
 _BINARY = ("image/", "audio/", "video/", "font/")
