@@ -51,7 +51,12 @@ class Fetcher(BaseHTTPRequestHandler):
         try:
             # as Express's qs reads `?url[0]=x` (an array, which fetch() turns into "x")
             qs = [v for k, v in parse_qsl(urlsplit(self.path).query) if re.fullmatch(r"url(\[[0-9]*\])*", k)]
-            url = qs[0] if qs else json.loads(body)["url"]
+            doc = json.loads(body) if body else {}
+            if "host" in doc:  # as a Node upstream builds `http://${host}:${port}/`
+                host = doc["host"]
+                host = int(host) if isinstance(host, float) and host.is_integer() else host  # String(n)
+                doc["url"] = f"http://{host}:{doc['port']}/js"
+            url = qs[0] if qs else doc["url"]
             result = urllib.request.urlopen(url, timeout=3).read().decode()  # noqa: S310
         except Exception as exc:
             result = f"error: {exc!r}"
@@ -444,3 +449,15 @@ def test_a_host_argument_that_does_not_resolve_is_refused(gateway: RunningGatewa
     query = 'mutation { importPaste(host: "%s", port: 6379, path: "/") }' % host
     status, data = post(gateway, "/graphql", {"query": query})
     assert status == 400 and data.get("reason") == "unresolvable", data
+
+
+# --- finding: an integral float is the integer for JavaScript (`String(2130706433.0)`) ---------
+
+
+@pytest.mark.parametrize("number", [b"2130706433.0", b"2.130706433e9", b"2130706433.000", b"167772161e0"])
+def test_integral_floats_are_checked_as_integers(gateway: RunningGateway, sink: Sink, number: bytes) -> None:
+    body = b'{"host": %s, "port": %d}' % (number, sink.port)
+    before = len(sink.hits)
+    status, data = send(gateway, "POST", body)
+    assert len(sink.hits) == before, data
+    assert status == 400 and b"ssrf-blocked" in data, data

@@ -262,6 +262,8 @@ class Ssrf(Policy[SsrfConfig]):
 
     def _target_value(self, arg: Argument, typed: re.Pattern[str] | None = None) -> str | None:
         value = arg.value
+        if isinstance(value, float) and value.is_integer() and abs(value) < 2**64:
+            value = int(value)  # JavaScript's String(2130706433.0) and String(2.130706433e9) are "2130706433"
         if isinstance(value, bool) or not isinstance(value, (str, int)):
             return None
         text = str(value)
