@@ -25,6 +25,7 @@ dotted names here), bodies of any other type.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from typing import Any, Literal
 from urllib.parse import parse_qsl
@@ -226,14 +227,18 @@ def _form_operation(pairs: list[tuple[str, str]]) -> dict[str, Any]:
 def _operation(op: dict[str, Any], inputs: ApiInputs) -> None:
     out = inputs.arguments
     doc = None
+    uses: dict[str, list[str]] = {}
     for key, value in op.items():
         if key == "query":
             if isinstance(value, str):
                 try:
                     doc = parse(value, max_tokens=50_000)
                     out.extend(Argument("graphql", n, v) for n, v in document_arguments(doc, value))
+                    uses = variable_uses(doc)
                 except (GraphQLSyntaxError, RecursionError):
                     inputs.unparsed.append(value)
+                    for name, var in _VARIABLE_USE.findall(value[:100_000]):
+                        uses.setdefault(var, []).append(name)
             elif value is not None:
                 out.extend(Argument("body", n, v) for n, v in leaves("query", value))
         elif key == "variables":
@@ -242,19 +247,20 @@ def _operation(op: dict[str, Any], inputs: ApiInputs) -> None:
             out.extend(Argument("body", n, v) for n, v in leaves("extensions", _json_text(value)))
         else:
             out.extend(Argument("body", n, v) for n, v in leaves(key, value))
-    if doc is not None:
-        _bind(doc, _json_text(op.get("variables")), inputs)
+    if uses:
+        _bind(doc, uses, _json_text(op.get("variables")), inputs)
 
 
-def _bind(doc: Document, variables: Any, inputs: ApiInputs) -> None:
+# `name: $variable` in a document the parser cannot read: the argument a variable is bound to
+_VARIABLE_USE = re.compile(r"([_A-Za-z][_0-9A-Za-z]*)\s*:\s*\$\s*([_A-Za-z][_0-9A-Za-z]*)")
+
+
+def _bind(doc: Document | None, uses: dict[str, list[str]], variables: Any, inputs: ApiInputs) -> None:
     """`inputs.bound`: each variable's value (or its default) under the names of the arguments
     it is used for."""
-    uses = variable_uses(doc)
-    if not uses:
-        return
     given = variables if isinstance(variables, dict) else {}
     defaults: dict[str, Any] = {}
-    for operation in doc.operations:
+    for operation in doc.operations if doc is not None else ():
         defaults.update(operation.variable_defaults)
     for var, names in uses.items():
         values = [given[var]] if var in given else []

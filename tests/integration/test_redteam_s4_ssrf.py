@@ -461,3 +461,31 @@ def test_integral_floats_are_checked_as_integers(gateway: RunningGateway, sink: 
     status, data = send(gateway, "POST", body)
     assert len(sink.hits) == before, data
     assert status == 400 and b"ssrf-blocked" in data, data
+
+
+# --- finding: a control character in a string made the document unreadable to the gateway ----
+# (graphql-core 3.3 accepts any character in a string but `"`, `\` and line ends; JSON does not)
+
+
+def test_a_tab_in_a_string_does_not_hide_a_bound_variable(gateway: RunningGateway, sink: Sink) -> None:
+    query = 'mutation($h: String!) { importPaste(host: $h, port: %d, path: "/\tx") }' % sink.port
+    assert_refused(gateway, sink, "/graphql", {"query": query, "variables": {"h": "127.0.0.1"}})
+
+
+def test_a_variable_in_an_unreadable_document_is_bound_by_its_argument(gateway: RunningGateway, sink: Sink) -> None:
+    """A document the gateway's parser refuses (here a type-system definition beside it) still
+    binds `host: $h`, by name."""
+    query = 'mutation($h: String!) { importPaste(host: $h, port: %d, path: "/u") } scalar X' % sink.port
+    status, data = post(gateway, "/graphql", {"query": query, "variables": {"h": "127.0.0.1"}})
+    assert status == 400 and data.get("argument") == "host", data
+
+
+def test_control_characters_in_strings_read_as_graphql_core_reads_them() -> None:
+    from graphql import parse as core_parse
+
+    from bastion.graphql.arguments import graphql_arguments
+
+    for text in ["a\tb", "a\x00b", "a\x1fb", "a\x7fb"]:
+        doc = '{ f(x: "%s") }' % text
+        core = core_parse(doc).definitions[0].selection_set.selections[0].arguments[0].value.value  # type: ignore[attr-defined]
+        assert graphql_arguments(doc) == [("f.x", core)]

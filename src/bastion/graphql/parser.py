@@ -286,8 +286,9 @@ def _braced(m: re.Match[str]) -> str:
 
 
 def string_value(token: str) -> Any:
-    """The value of a GraphQL string token (with its quotes); ValueError when it is none."""
-    return json.loads(_BRACED.sub(_braced, token) if "\\u{" in token else token)
+    """The value of a GraphQL string token (with its quotes); ValueError when it is none.
+    Control characters are allowed in it, as graphql-core allows them (JSON does not)."""
+    return json.loads(_BRACED.sub(_braced, token) if "\\u{" in token else token, strict=False)
 
 
 def parse(source: str, *, max_tokens: int = 10_000) -> Document:
