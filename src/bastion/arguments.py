@@ -24,6 +24,8 @@ dotted names here), bodies of any other type.
 
 from __future__ import annotations
 
+import json
+import re
 from dataclasses import dataclass, field
 from typing import Any, Literal
 from urllib.parse import parse_qsl
@@ -31,8 +33,9 @@ from urllib.parse import parse_qsl
 import orjson
 
 from bastion import bodies
-from bastion.graphql.arguments import graphql_arguments, leaves
-from bastion.graphql.document import GraphQLSyntaxError
+from bastion.graphql.arguments import document_arguments, leaves, variable_uses
+from bastion.graphql.document import Document, GraphQLSyntaxError
+from bastion.graphql.parser import parse
 from bastion.http import Request
 
 Source = Literal["path", "query", "body", "graphql", "variables"]
@@ -57,6 +60,9 @@ class ApiInputs:
     arguments: list[Argument] = field(default_factory=list)
     graphql: bool = False
     unparsed: list[str] = field(default_factory=list)
+    # variables' values again, named by the argument each is bound to (`importPaste.host` for
+    # `importPaste(host: $h)`): the variable's name is the client's choice, the argument's is not
+    bound: list[Argument] = field(default_factory=list)
 
 
 async def api_arguments(
@@ -138,7 +144,7 @@ class _Doc:
 
 
 async def _body(req: Request, ctx: Any, max_body: int) -> tuple[bytes, bodies.ContentType | None]:
-    if req.method in METHODS_WITHOUT_BODY or not req.has_body():
+    if not req.has_body():  # a GET with a body is forwarded with it: read it too
         return b"", None
     ct = bodies.content_type(req)
     try:
@@ -163,8 +169,8 @@ def _body_document(body: bytes, ct: bodies.ContentType | None) -> _Doc | None:
         kind = {"json": "json", "form": "form"}.get(bodies.sniff(body), "other")
     if kind == "json":
         try:
-            value = orjson.loads(body)
-        except orjson.JSONDecodeError:
+            value = _loads(body)
+        except ValueError:
             return None
         bodies.check_json_unique(body)  # a key given twice: parsers disagree on which one wins
         return _Doc("json", value)
@@ -212,21 +218,27 @@ def _form_operation(pairs: list[tuple[str, str]]) -> dict[str, Any]:
         op[k] = v
         if k in ("variables", "extensions") and v:
             try:
-                op[k] = orjson.loads(v)
-            except orjson.JSONDecodeError:
+                op[k] = _loads(v)
+            except ValueError:
                 pass
     return op
 
 
 def _operation(op: dict[str, Any], inputs: ApiInputs) -> None:
     out = inputs.arguments
+    doc = None
+    uses: dict[str, list[str]] = {}
     for key, value in op.items():
         if key == "query":
             if isinstance(value, str):
                 try:
-                    out.extend(Argument("graphql", n, v) for n, v in graphql_arguments(value))
+                    doc = parse(value, max_tokens=50_000)
+                    out.extend(Argument("graphql", n, v) for n, v in document_arguments(doc, value))
+                    uses = variable_uses(doc)
                 except (GraphQLSyntaxError, RecursionError):
                     inputs.unparsed.append(value)
+                    for name, var in _VARIABLE_USE.findall(value[:100_000]):
+                        uses.setdefault(var, []).append(name)
             elif value is not None:
                 out.extend(Argument("body", n, v) for n, v in leaves("query", value))
         elif key == "variables":
@@ -235,6 +247,28 @@ def _operation(op: dict[str, Any], inputs: ApiInputs) -> None:
             out.extend(Argument("body", n, v) for n, v in leaves("extensions", _json_text(value)))
         else:
             out.extend(Argument("body", n, v) for n, v in leaves(key, value))
+    if uses:
+        _bind(doc, uses, _json_text(op.get("variables")), inputs)
+
+
+# `name: $variable` in a document the parser cannot read: the argument a variable is bound to
+_VARIABLE_USE = re.compile(r"([_A-Za-z][_0-9A-Za-z]*)\s*:\s*\$\s*([_A-Za-z][_0-9A-Za-z]*)")
+
+
+def _bind(doc: Document | None, uses: dict[str, list[str]], variables: Any, inputs: ApiInputs) -> None:
+    """`inputs.bound`: each variable's value (or its default) under the names of the arguments
+    it is used for."""
+    given = variables if isinstance(variables, dict) else {}
+    defaults: dict[str, Any] = {}
+    for operation in doc.operations if doc is not None else ():
+        defaults.update(operation.variable_defaults)
+    for var, names in uses.items():
+        values = [given[var]] if var in given else []
+        if var in defaults:
+            values.append(defaults[var])
+        for name in names:
+            for value in values:
+                inputs.bound.extend(Argument("variables", n, v) for n, v in leaves(name, value))
 
 
 def _json_text(value: Any) -> Any:
@@ -242,7 +276,19 @@ def _json_text(value: Any) -> Any:
     the decoded value, so its escapes (`\\u0027`) are undone; other text as it is."""
     if isinstance(value, str) and value.lstrip(" \t\r\n")[:1] in ("{", "["):
         try:
-            return orjson.loads(value)
-        except orjson.JSONDecodeError:
+            return _loads(value)
+        except ValueError:
             pass
     return value
+
+
+def _loads(text: str | bytes) -> Any:
+    """JSON as orjson reads it, else as Python's json does (NaN, Infinity, lone surrogate
+    escapes: what Flask, Django or graphene-django still accept); ValueError when neither can."""
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError:
+        try:
+            return json.loads(text)
+        except RecursionError:
+            raise ValueError("nested too deeply") from None

@@ -71,6 +71,33 @@ def document_arguments(doc: Document, text: str = "") -> list[tuple[str, Scalar]
     return out
 
 
+def variable_uses(doc: Document) -> dict[str, list[str]]:
+    """Where each variable is used as a field's argument (or inside one: an input object's
+    member, a list item): `{"h": ["importPaste.host"]}` for `importPaste(host: $h)`. A variable's
+    own name is the client's choice; the argument it binds to is the API's (the SSRF guard
+    judges the value by that name)."""
+    uses: dict[str, list[str]] = {}
+    selections = [s for op in doc.operations for s in op.selections]
+    selections += [s for frag in doc.fragments.values() for s in frag.selections]
+    stack: list[Selection] = selections
+    while stack:
+        s = stack.pop()
+        if type(s) is Field:
+            values: list[tuple[str, Any]] = [(f"{s.name}.{arg}", v) for arg, v in s.args.items()]
+            while values:
+                name, v = values.pop()
+                if isinstance(v, Var):
+                    uses.setdefault(v.name, []).append(name)
+                elif isinstance(v, dict):
+                    values.extend((f"{name}.{k}", x) for k, x in v.items())
+                elif isinstance(v, list):
+                    values.extend((f"{name}.{i}", x) for i, x in enumerate(v))
+            stack.extend(s.selections)
+        elif type(s) is Inline:
+            stack.extend(s.selections)
+    return uses
+
+
 def directive_arguments(text: str) -> list[tuple[str, Scalar]]:
     """The literal arguments of every directive in `text`, read by graphql-core
     (`@name.arg`); [] when graphql-core cannot parse it."""

@@ -31,7 +31,7 @@ _TOKEN_FORMS = (
     r"|[!$&()\:=@\[\]{|}]"
     r"|\.\.\."
     r'|"""(?:\\"""|[^"\\\ud800-\udfff]|\\(?!""")|"(?!""))*"""'  # `\"""` is always an escape
-    r'|(?!""")"(?:[^"\\\n\r\ud800-\udfff]|\\(?:["\\/bfnrt]|u[0-9A-Fa-f]{4}))*"'  # `"""` always opens a block string
+    r'|(?!""")"(?:[^"\\\n\r\ud800-\udfff]|\\(?:["\\/bfnrt]|u[0-9A-Fa-f]{4}|u\{[0-9A-Fa-f]{1,8}\}))*"'  # `"""` always opens a block string
     r"|-?(?:0|[1-9][0-9]*)(?:\.[0-9]+(?:[eE][+-]?[0-9]+)?|[eE][+-]?[0-9]+)?(?![_A-Za-z.0-9])"
 )
 # One group, so `findall` returns the token texts themselves (no match objects): white space,
@@ -249,7 +249,7 @@ class _Parser:
             if v.startswith('"""'):
                 return v[3:-3]
             try:
-                return json.loads(v)
+                return string_value(v)
             except ValueError:
                 raise GraphQLSyntaxError("invalid string") from None
         if first in _NUMBER_START:
@@ -271,6 +271,29 @@ class _Parser:
             self.i += 1
             return obj
         raise GraphQLSyntaxError(f"unexpected {v!r} in a value")
+
+
+_BRACED = re.compile(r"\\u\{([0-9A-Fa-f]{1,8})\}|\\.")
+
+
+def _braced(m: re.Match[str]) -> str:
+    """A `\\u{1F600}` escape (GraphQL, October 2021; graphql-core reads it) as JSON's `\\uXXXX`
+    (a surrogate pair above U+FFFF); other escapes as they are."""
+    if m.group(1) is None:
+        return m.group(0)
+    cp = int(m.group(1), 16)
+    if cp > 0x10FFFF or 0xD800 <= cp <= 0xDFFF:
+        raise ValueError("not a Unicode scalar value")
+    if cp <= 0xFFFF:
+        return f"\\u{cp:04x}"
+    cp -= 0x10000
+    return f"\\u{0xD800 + (cp >> 10):04x}\\u{0xDC00 + (cp & 0x3FF):04x}"
+
+
+def string_value(token: str) -> Any:
+    """The value of a GraphQL string token (with its quotes); ValueError when it is none.
+    Control characters are allowed in it, as graphql-core allows them (JSON does not)."""
+    return json.loads(_BRACED.sub(_braced, token) if "\\u{" in token else token, strict=False)
 
 
 def parse(source: str, *, max_tokens: int = 10_000) -> Document:

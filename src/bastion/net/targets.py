@@ -28,7 +28,7 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Literal, Protocol
-from urllib.parse import unquote
+from urllib.parse import unquote, unwrap
 
 import idna
 
@@ -246,12 +246,16 @@ def _readings(value: str, bare: bool) -> Parsed:
 
 def _variants(value: str) -> list[str]:
     """The value as each kind of client may clean it: stripped of C0 controls and spaces at
-    both ends (WHATWG), tabs and newlines removed inside (WHATWG), percent-decoded once and
+    both ends (WHATWG), of any Unicode white space and a `<URL:...>` wrapper (Python's
+    urllib.request), tabs and newlines removed inside (WHATWG), percent-decoded once and
     twice (a value decoded again by the upstream)."""
     v = value.strip(
         "\x00\x01\x02\x03\x04\x05\x06\x07\x08\t\n\x0b\x0c\r\x0e\x0f\x10\x11\x12\x13\x14\x15\x16\x17\x18\x19\x1a\x1b\x1c\x1d\x1e\x1f "
     )
     out = [v]
+    py = unwrap(value)  # urllib.request: str.strip() (Unicode white space too), `<...>`, `URL:`
+    if py != v:
+        out.append(py)  # (requests also drops leading Unicode white space)
     if _TABS.search(v):
         out.append(_TABS.sub("", v))
     for text in list(out):
@@ -477,8 +481,10 @@ class TargetPolicy:
             return None
         return classify_ip(ip)
 
-    async def check(self, value: str, *, bare: bool = True) -> Refusal | None:
-        """A refusal when any reading of `value` would reach an internal target, else None."""
+    async def check(self, value: str, *, bare: bool = True, host: bool = False) -> Refusal | None:
+        """A refusal when any reading of `value` would reach an internal target, else None.
+        `host`: the value is known to be a host (an argument named `host`), so a schemeless
+        reading is no guess and a name that does not resolve is `unresolvable`."""
         parsed = readings(value, bare=bare)
         for scheme in sorted(parsed.schemes - self.schemes):
             return Refusal("scheme", scheme + ":")
@@ -492,7 +498,7 @@ class TargetPolicy:
                 why = "blocked" if r.name in self.block_names else name_is_internal(r.name)
                 if why is not None:
                     return Refusal(why, r.name)
-                names[r.name] = names.get(r.name, True) and r.guess
+                names[r.name] = names.get(r.name, True) and r.guess and not host
         if parsed.malformed:
             return Refusal("malformed", "host")
         if not names:

@@ -31,14 +31,15 @@ import orjson
 from pydantic import Field, field_validator
 
 from bastion import bodies
-from bastion.arguments import Argument, api_inputs
+from bastion.arguments import Argument, api_inputs, operation_inputs
 from bastion.bodies import BodyRefused
+from bastion.graphql.parser import string_value
 from bastion.http import BodyTimeout, BodyTooLarge, ClientDisconnected, Request, Response, body_problem, problem
 from bastion.http.networks import check_networks
 from bastion.net.targets import Refusal, SystemResolver, TargetPolicy
 from bastion.openapi.operations import compile_operations
 from bastion.openapi.spec import SpecError, load_spec
-from bastion.pipeline import Context, Policy, PolicyConfig
+from bastion.pipeline import Context, Policy, PolicyConfig, WsMessage
 
 log = logging.getLogger("bastion.ssrf")
 
@@ -68,6 +69,7 @@ FORMATS = ["uri", "uri-reference", "iri", "iri-reference", "uri-template", "host
 GRAPHQL_SCALARS = ["URL", "URI", "HttpURL", "Hostname", "IRI"]
 _WORD = re.compile(r"[A-Z]+(?![a-z])|[A-Z]?[a-z]+|[0-9]+")
 _FIELD = re.compile(r"[^.*\s]+|\*")
+_INDEX = re.compile(r"(?:\[[0-9]*\])+\Z")
 
 
 class SsrfConfig(PolicyConfig):
@@ -204,15 +206,35 @@ class Ssrf(Policy[SsrfConfig]):
         typed = None  # variables the operation declares with a URL scalar type (graphql_schema)
         if self.sdl is not None and any(a.source == "variables" for a in arguments):
             typed = self.sdl.variables(req)
+        return await self._check(req, ctx, arguments, typed)
+
+    async def on_ws_message(self, req: Request, ctx: Context, message: WsMessage) -> Response | None:
+        """A GraphQL `subscribe`/`start` on an open socket (graphql-ws runs mutations there too):
+        its arguments and variables, checked as an HTTP request's are."""
+        if message.operation is None:
+            return None
+        inputs = operation_inputs(message.operation)
+        arguments = [*inputs.arguments, *inputs.bound]
+        arguments += [a for text in inputs.unparsed for a in _string_arguments(text)]
+        typed = None
+        query = message.operation.get("query")
+        if self.sdl is not None and isinstance(query, str):
+            typed = self.sdl.variables_of([query])
+        return await self._check(req, ctx, arguments, typed)
+
+    async def _check(
+        self, req: Request, ctx: Context, arguments: list[Argument], typed: re.Pattern[str] | None
+    ) -> Response | None:
         targets = [(a, v) for a in arguments if (v := self._target_value(a, typed)) is not None]
         if not targets:
             return None
         if len(targets) > self.config.max_targets:
             return self._refuse(req, ctx, None, Refusal("too-many-targets", str(len(targets))))
         if len(targets) == 1:  # the usual case: no tasks to create
-            found = [await self.targets.check(targets[0][1])]
+            found = [await self.targets.check(targets[0][1], host=_host_named(targets[0][0].name))]
         else:
-            found = list(await asyncio.gather(*(self.targets.check(v) for _, v in targets)))
+            checks = (self.targets.check(v, host=_host_named(a.name)) for a, v in targets)
+            found = list(await asyncio.gather(*checks))
         for (arg, _), refusal in zip(targets, found, strict=True):
             if refusal is not None:
                 return self._refuse(req, ctx, arg, refusal)
@@ -227,18 +249,21 @@ class Ssrf(Policy[SsrfConfig]):
                 *(Argument("query", k, v) for k, v in pairs),
             ]
         inputs = await api_inputs(req, ctx, graphql=self.config.graphql, max_body=self.config.max_body)
-        arguments, unparsed = inputs.arguments, inputs.unparsed
+        # variables count under their own names and under the arguments they are bound to
+        arguments, unparsed = [*inputs.arguments, *inputs.bound], inputs.unparsed
         if self.config.graphql is None and not inputs.graphql and _may_be_graphql(arguments):
             # a `query` the request was not read as GraphQL for (a URL query beside a JSON body:
             # express-graphql runs the URL's): read it both ways
             alt = await api_inputs(req, ctx, graphql=True, max_body=self.config.max_body)
-            arguments, unparsed = [*arguments, *alt.arguments], [*unparsed, *alt.unparsed]
+            arguments, unparsed = [*arguments, *alt.arguments, *alt.bound], [*unparsed, *alt.unparsed]
         if unparsed:  # GraphQL the gateway's parser refused; the upstream's may not
             arguments = [*arguments, *(a for text in unparsed for a in _string_arguments(text))]
         return arguments
 
     def _target_value(self, arg: Argument, typed: re.Pattern[str] | None = None) -> str | None:
         value = arg.value
+        if isinstance(value, float) and value.is_integer() and abs(value) < 2**64:
+            value = int(value)  # JavaScript's String(2130706433.0) and String(2.130706433e9) are "2130706433"
         if isinstance(value, bool) or not isinstance(value, (str, int)):
             return None
         text = str(value)
@@ -255,7 +280,7 @@ class Ssrf(Policy[SsrfConfig]):
             and self.by_schema.search(f"{arg.source}:{name}")
         ):
             return text
-        if self.sdl is not None and arg.source == "graphql" and self.sdl.arguments.search(name):
+        if self.sdl is not None and arg.source in ("graphql", "variables") and self.sdl.arguments.search(name):
             return text
         if typed is not None and arg.source == "variables" and typed.search(name):
             return text
@@ -273,7 +298,8 @@ class Ssrf(Policy[SsrfConfig]):
         for segment in reversed(name.split(".")):
             if segment.isdigit():
                 continue
-            words = _WORD.findall(segment)
+            # `url[0]`, `url[]`: an array item in qs (Express), PHP and Rails form names
+            words = _WORD.findall(_INDEX.sub("", segment) or segment)
             return bool(words) and (words[-1].lower() in self.words or segment.lower() in self.words)
         return False
 
@@ -309,6 +335,20 @@ class Ssrf(Policy[SsrfConfig]):
         return resp
 
 
+_HOST_WORDS = frozenset({"host", "hosts", "hostname", "hostnames", "domain", "domains", "ip", "ips"})
+
+
+def _host_named(name: str) -> bool:
+    """An argument named as a host (`host`, `targetHost`, `server_ip`): its value is a host, not
+    maybe a relative path, so a name there that does not resolve is refused (`redis`, a
+    Docker or Kubernetes service name the upstream's resolver knows)."""
+    for segment in reversed(name.split(".")):
+        if not segment.isdigit():
+            words = _WORD.findall(_INDEX.sub("", segment) or segment)
+            return bool(words) and words[-1].lower() in _HOST_WORDS
+    return False
+
+
 _BINARY = ("image/", "audio/", "video/", "font/")
 _BINARY_TYPES = frozenset(
     {"application/octet-stream", "application/pdf", "application/zip", "application/gzip", "application/x-tar"}
@@ -333,8 +373,8 @@ def _string_arguments(text: str) -> list[Argument]:
     out = []
     for m in _GRAPHQL_STRING.finditer(text[:100_000]):
         try:
-            value = orjson.loads(m.group(2))
-        except orjson.JSONDecodeError:
+            value = string_value(m.group(2))
+        except ValueError:
             value = m.group(2)[1:-1]
         out.append(Argument("graphql", m.group(1), value))
     return out
@@ -379,10 +419,13 @@ class SdlTargets:
 
     def variables(self, req: Request) -> re.Pattern[str]:
         """`variables.…` patterns typed as URL scalars by the request's operations."""
+        return self.variables_of(_query_texts(req))
+
+    def variables_of(self, texts: list[str]) -> re.Pattern[str]:
         from graphql import GraphQLError, parse, type_from_ast
 
         found: list[str] = []
-        for text in _query_texts(req):
+        for text in texts:
             try:
                 doc = parse(text, no_location=True, max_tokens=20_000)
             except (GraphQLError, RecursionError):

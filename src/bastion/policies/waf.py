@@ -507,7 +507,14 @@ def _arguments_json(values: list[Argument]) -> bytes:
     grouped: dict[str, list[Any]] = {}
     for a in values:
         grouped.setdefault(a.name, []).append(a.value)
-    return orjson.dumps({k: v[0] if len(v) == 1 else v for k, v in grouped.items()})
+    try:
+        return orjson.dumps({k: v[0] if len(v) == 1 else v for k, v in grouped.items()})
+    except TypeError:  # a lone surrogate (`"\ud800"` in a GraphQL string or a JSON variable)
+        return orjson.dumps({_utf8(k): [_utf8(x) for x in v] for k, v in grouped.items()})
+
+
+def _utf8(value: Any) -> Any:
+    return value.encode("utf-8", "replace").decode("utf-8") if isinstance(value, str) else value
 
 
 def _text(value: str | int | float | bool | None) -> str:
