@@ -367,10 +367,9 @@ class WsExchange:
         guard = SocketGuard(req, ctx, pipeline, cfg, peer.subprotocol, route)
         OPEN.labels(route).inc()
         try:
-            if self.hs.init is not None:
-                await peer.send(self.hs.init)
-                guard.inbound += 1
-            end = await relay(self.receive, self.send, peer, guard, Deadlines(cfg, ctx, pipeline, req))
+            end = await self._first_message(peer, guard)
+            if end is None:
+                end = await relay(self.receive, self.send, peer, guard, Deadlines(cfg, ctx, pipeline, req))
         finally:
             OPEN.labels(route).dec()
             self.record["websocket_open_ms"] = round((time.perf_counter() - opened) * 1000, 3)
@@ -386,6 +385,28 @@ class WsExchange:
         if end.by == "gateway":
             REFUSALS.labels(route, end.reason or "closed").inc()
         return Response(101, reason=f"websocket closed by {end.by} ({end.code})")
+
+    async def _first_message(self, peer: Peer, guard: SocketGuard) -> End | None:
+        """The message read before the lifecycle (a `connection_init`, or whatever came first)
+        gets every message's checks (size, rates, `on_ws_message`) before it is forwarded: a
+        `subscribe` sent first is an operation like any other. None: the relay goes on."""
+        if self.hs.init is None:
+            return None
+        verdict = await guard.check_in(self.hs.init)
+        if verdict.action == "reply":
+            await self.send({"type": "websocket.send", "text": verdict.reply})
+            return None
+        if verdict.action == "close":
+            end = End("gateway", verdict.code, verdict.reason)
+            await _close_both(self.send, peer, end)
+            return end
+        try:
+            await peer.send(self.hs.init)
+        except Closed as exc:
+            end = End("upstream", exc.code, exc.reason)
+            await _close_both(self.send, peer, end)
+            return end
+        return None
 
 
 def _problem(req: Request, status: int, type_: str, detail: str) -> Response:
@@ -406,7 +427,10 @@ def origin_allowed(req: Request, cfg: WebSocketConfig, token_in_protocol: bool) 
     if cfg.check_origin == "cookies":
         if req.header(b"cookie") is None:
             return True
-        if token_in_protocol or req.header(b"authorization") is not None:
+        # an Authorization header is not ambient (a page cannot set one on a WebSocket), but a
+        # token subprotocol is: any page may offer `bearer.x`, so it exempts nothing — the
+        # victim's cookies would still ride along to the upstream
+        if req.header(b"authorization") is not None and not token_in_protocol:
             return True
     origin = req.header_str(b"origin")
     if origin is None:
@@ -721,7 +745,7 @@ class SocketGuard:
         if refusal is None:
             return PASS
         reason = _problem_type(refusal)
-        if message.operation is not None and message.id is not None:
+        if message.operation is not None and message.id is not None and self.graphql is not None:
             self.refused_operations += 1
             REFUSALS.labels(self.route, "operation:" + reason).inc()
             return Verdict("reply", reply=self._error(message.id, refusal))
@@ -736,13 +760,16 @@ class SocketGuard:
 
     def _message(self, data: str | bytes) -> WsMessage | None:
         if self.graphql is None:
-            return WsMessage(data, self.subprotocol)
-        try:
-            parsed = orjson.loads(data)
-        except orjson.JSONDecodeError:
-            return None
-        if not isinstance(parsed, dict):
-            return None
+            # no GraphQL subprotocol negotiated, yet some servers (gqlgen) speak graphql-ws to a
+            # client that offered none: a JSON `subscribe`/`start` is still an operation (refused: close)
+            sniffed = _json_object(data) if data.lstrip()[:1] in ("{", b"{") else None
+            if sniffed is None or sniffed.get("type") not in ("subscribe", "start"):
+                return WsMessage(data, self.subprotocol)
+            parsed: Any = sniffed
+        else:
+            parsed = _json_object(data)
+            if parsed is None:
+                return None
         kind = parsed.get("type")
         id_ = parsed.get("id")
         id_ = id_ if isinstance(id_, str) else (str(id_) if isinstance(id_, int) else None)
@@ -757,6 +784,14 @@ class SocketGuard:
         if self.graphql == "graphql-transport-ws":
             return orjson.dumps({"id": id_, "type": "error", "payload": errors}).decode()
         return orjson.dumps({"id": id_, "type": "error", "payload": errors[0]}).decode()  # legacy: one error
+
+
+def _json_object(data: str | bytes) -> dict[str, Any] | None:
+    try:
+        parsed = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        return None
+    return parsed if isinstance(parsed, dict) else None
 
 
 def _size(data: str | bytes) -> int:

@@ -1,0 +1,184 @@
+"""Red team, session 4, WebSockets: attacks on the gateway's WebSocket proxy from the outside,
+each one a finding that was real before its fix (docs/websockets.md). A recording upstream
+(raw ASGI, accepts the first offered subprotocol, echoes) tells whether an attack reached it."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from helpers import ThreadedUvicorn, run_gateway
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed, InvalidStatus
+
+
+class Recorder:
+    """An upstream that records every handshake's headers and every message it receives."""
+
+    def __init__(self) -> None:
+        self.handshakes: list[dict[str, str]] = []
+        self.messages: list[str | bytes] = []
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "websocket":
+            return
+        self.handshakes.append({k.decode(): v.decode("latin-1") for k, v in scope["headers"]})
+        await receive()
+        offered = scope.get("subprotocols") or []
+        await send({"type": "websocket.accept", "subprotocol": offered[0] if offered else None})
+        while True:
+            m = await receive()
+            if m["type"] == "websocket.disconnect":
+                return
+            data = m.get("text") if m.get("text") is not None else m.get("bytes")
+            self.messages.append(data)
+            await send({"type": "websocket.send", "text": "echo"})
+
+
+@pytest.fixture(scope="module")
+def recorder() -> Iterator[tuple[Recorder, str]]:
+    rec = Recorder()
+    with ThreadedUvicorn(rec) as srv:
+        yield rec, srv.url
+
+
+@pytest.fixture(scope="module")
+def gateway(recorder: tuple[Recorder, str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    _, url = recorder
+    config = {
+        "upstreams": {"u": {"urls": [url]}},
+        "routes": [
+            {"path": "/graphql", "upstream": "u", "policies": {"graphql": {"limits": {"max_depth": 3}}}},
+            {"path": "/*", "upstream": "u"},
+        ],
+    }
+    with run_gateway(config, tmp_path_factory.mktemp("gw")) as gw:
+        yield gw.url.replace("http://", "ws://")
+
+
+DEEP = "subscription { a { b { c { d { e { f } } } } } }"
+
+
+def _op(kind: str = "subscribe", query: str = DEEP, id_: str = "1") -> str:
+    return json.dumps({"id": id_, "type": kind, "payload": {"query": query}})
+
+
+async def _exchange(url: str, messages: list[str], **kw: Any) -> list[str]:
+    """Send `messages`, then collect what comes back until 1 s of silence or the close."""
+    seen: list[str] = []
+    async with connect(url, open_timeout=10, **kw) as ws:
+        for m in messages:
+            await ws.send(m)
+        try:
+            while True:
+                seen.append(str(await asyncio.wait_for(ws.recv(), 1.0)))
+        except (TimeoutError, ConnectionClosed) as exc:
+            if isinstance(exc, ConnectionClosed) and exc.rcvd is not None:
+                seen.append(f"close {exc.rcvd.code} {exc.rcvd.reason}")
+    return seen
+
+
+def _deep_reached(rec: Recorder, since: int) -> bool:
+    return any(isinstance(m, str) and "e { f" in m for m in rec.messages[since:])
+
+
+# ---- 1. cross-site WebSocket hijacking through a made-up token subprotocol --------------------------
+# Any page can offer `bearer.x` as a subprotocol; before the fix that exempted a cookie-carrying
+# handshake from the Origin check, and the victim's cookie reached the upstream.
+@pytest.mark.parametrize(
+    "subprotocols", [["bearer.x"], ["chat", "bearer.anything"], ["BEARER.x"], ["graphql-transport-ws", "bearer.x"]]
+)
+def test_token_subprotocol_does_not_exempt_a_foreign_origin(recorder, gateway, subprotocols) -> None:
+    rec, _ = recorder
+    before = len(rec.handshakes)
+
+    async def attack() -> None:
+        async with connect(
+            gateway + "/chat",
+            origin="https://evil.example",  # type: ignore[arg-type]
+            additional_headers={"Cookie": "sid=victim"},
+            subprotocols=subprotocols,  # type: ignore[arg-type]
+            open_timeout=10,
+        ):
+            pass
+
+    with pytest.raises(InvalidStatus) as exc:
+        asyncio.run(attack())
+    assert exc.value.response.status_code == 403
+    assert b"cross-site-websocket" in exc.value.response.body
+    assert len(rec.handshakes) == before  # the upstream never saw the victim's cookie
+
+
+def test_same_origin_with_token_subprotocol_still_passes(recorder, gateway) -> None:
+    port = gateway.rsplit(":", 1)[1]
+    seen = asyncio.run(
+        _exchange(
+            gateway + "/chat",
+            ["hi"],
+            origin=f"http://127.0.0.1:{port}",
+            additional_headers={"Cookie": "sid=me"},
+            subprotocols=["chat", "bearer.x"],
+        )
+    )
+    assert seen[0] == "echo"
+
+
+# ---- 2. the first message of an early-accepted GraphQL socket skipped every message check -----------
+# With no Authorization, no cookie and no token subprotocol, the gateway accepts a GraphQL client
+# first to read its connection_init. A `subscribe` sent as that first message was forwarded to the
+# upstream without the guard (nor the WAF, nor the size limit) looking at it.
+@pytest.mark.parametrize(("protocol", "kind"), [("graphql-transport-ws", "subscribe"), ("graphql-ws", "start")])
+def test_operation_sent_as_the_first_message_is_guarded(recorder, gateway, protocol, kind) -> None:
+    rec, _ = recorder
+    before = len(rec.messages)
+    seen = asyncio.run(_exchange(gateway + "/graphql", [_op(kind)], subprotocols=[protocol]))
+    assert not _deep_reached(rec, before)
+    assert seen and '"type":"error"' in seen[0] and "depth" in seen[0]
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=list(HealthCheck))
+@given(depth=st.integers(4, 30), protocol=st.sampled_from(["graphql-transport-ws", "graphql-ws"]))
+def test_no_too_deep_first_message_reaches_the_upstream(recorder, gateway, depth, protocol) -> None:
+    rec, _ = recorder
+    before = len(rec.messages)
+    query = "subscription " + "{ f " * depth + "}" * depth
+    kind = "subscribe" if protocol == "graphql-transport-ws" else "start"
+    asyncio.run(_exchange(gateway + "/graphql", [_op(kind, query)], subprotocols=[protocol]))
+    assert not any(isinstance(m, str) and query in m for m in rec.messages[before:])
+
+
+def test_connection_init_then_operation_still_works(recorder, gateway) -> None:
+    rec, _ = recorder
+    before = len(rec.messages)
+    init = json.dumps({"type": "connection_init", "payload": {}})
+    seen = asyncio.run(
+        _exchange(gateway + "/graphql", [init, _op(query="subscription { a }")], subprotocols=["graphql-transport-ws"])
+    )
+    assert rec.messages[before:] == [init, _op(query="subscription { a }")]
+    assert seen == ["echo", "echo"]
+
+
+# ---- 3. no GraphQL subprotocol negotiated: operations went unchecked --------------------------------
+# gqlgen (and others) speak graphql-ws to a client that offered no subprotocol; the guard only looked
+# at sockets whose negotiated subprotocol was graphql-*. Now a JSON `subscribe`/`start` is checked
+# on any socket of a guarded route, and a refused one closes it.
+@pytest.mark.parametrize("subprotocols", [None, ["chat"], ["graphql-transport-ws2"]])
+@pytest.mark.parametrize("kind", ["subscribe", "start"])
+def test_operation_on_a_non_graphql_socket_is_guarded(recorder, gateway, subprotocols, kind) -> None:
+    rec, _ = recorder
+    before = len(rec.messages)
+    seen = asyncio.run(
+        _exchange(gateway + "/graphql", [json.dumps({"type": "connection_init"}), _op(kind)], subprotocols=subprotocols)
+    )
+    assert not _deep_reached(rec, before)
+    assert seen[-1].startswith("close 1008")
+
+
+def test_plain_messages_on_a_guarded_route_pass(recorder, gateway) -> None:
+    seen = asyncio.run(_exchange(gateway + "/graphql", ["hello", '{"type":"ping"}', "[1,2]"], subprotocols=["chat"]))
+    assert seen == ["echo", "echo", "echo"]
