@@ -54,6 +54,7 @@ def gateway(recorder: tuple[Recorder, str], tmp_path_factory: pytest.TempPathFac
         "upstreams": {"u": {"urls": [url]}},
         "routes": [
             {"path": "/graphql", "upstream": "u", "policies": {"graphql": {"limits": {"max_depth": 3}}}},
+            {"path": "/capped/*", "upstream": "u", "websocket": {"max_per_principal": 2}},
             {"path": "/*", "upstream": "u"},
         ],
     }
@@ -182,3 +183,43 @@ def test_operation_on_a_non_graphql_socket_is_guarded(recorder, gateway, subprot
 def test_plain_messages_on_a_guarded_route_pass(recorder, gateway) -> None:
     seen = asyncio.run(_exchange(gateway + "/graphql", ["hello", '{"type":"ping"}', "[1,2]"], subprotocols=["chat"]))
     assert seen == ["echo", "echo", "echo"]
+
+
+# ---- 4. sockets waiting for connection_init were not counted: unbounded accepted sockets --------
+# Before the fix one client could hold any number of accepted (101) sockets, each for
+# `connection_init_timeout`, without the per-principal cap (nor anything else) counting them.
+def test_sockets_waiting_for_connection_init_count_against_the_client(gateway) -> None:
+    async def attack() -> tuple[int, list[int]]:
+        held = []
+        refused = []
+        try:
+            for _ in range(5):
+                try:
+                    held.append(
+                        await connect(gateway + "/capped/x", subprotocols=["graphql-transport-ws"], open_timeout=10)
+                    )  # type: ignore[list-item]
+                except InvalidStatus as exc:
+                    refused.append(exc.response.status_code)
+            return len(held), refused
+        finally:
+            for ws in held:
+                await ws.close()
+
+    n, refused = asyncio.run(attack())
+    assert n == 2
+    assert refused == [429, 429, 429]
+
+    # released when they close (the gateway sees the disconnects a moment later): accepted again
+    async def again() -> list[str]:
+        for _ in range(50):
+            try:
+                return await _exchange(
+                    gateway + "/capped/x",
+                    [json.dumps({"type": "connection_init"})],
+                    subprotocols=["graphql-transport-ws"],
+                )
+            except InvalidStatus:
+                await asyncio.sleep(0.1)
+        return []
+
+    assert asyncio.run(again())[:1] == ["echo"]

@@ -243,10 +243,25 @@ async def serve_websocket(gateway: Any, scope: Scope, receive: Receive, send: Se
         and b"cookie" not in names
     ):
         # a GraphQL client that may carry its credential in connection_init: accept, read it,
-        # then check the handshake with it — the upstream is still not contacted before that
-        await send({"type": "websocket.accept", "subprotocol": graphql})
-        hs.accepted = True
-        hs.init, init_token, code = await _read_init(receive, ws_cfg.connection_init_timeout)
+        # then check the handshake with it — the upstream is still not contacted before that.
+        # A socket waiting for its connection_init counts against its client IP's sockets (as an
+        # anonymous socket does): no client holds more than `max_per_principal` accepted sockets.
+        key = _pending_key(gateway, scope)
+        if _open_by_key.get(key, 0) >= ws_cfg.max_per_principal:
+            from bastion.gateway.app import send_whole
+
+            detail = f"at most {ws_cfg.max_per_principal} sockets per principal"
+            await send_whole(
+                _refusal_sender(send, hs), problem(429, "too-many-sockets", detail, stopped_by="websocket")
+            )
+            return
+        _open_by_key[key] = _open_by_key.get(key, 0) + 1
+        try:
+            await send({"type": "websocket.accept", "subprotocol": graphql})
+            hs.accepted = True
+            hs.init, init_token, code = await _read_init(receive, ws_cfg.connection_init_timeout)
+        finally:
+            _release(key)
         if hs.init is None:
             if code != 1000:
                 reason = "connection_init timeout" if code == 4408 else "connection_init expected"
@@ -260,6 +275,25 @@ async def serve_websocket(gateway: Any, scope: Scope, receive: Receive, send: Se
         exchange,
         unrouted_to_exchange=app is not None,
     )
+
+
+def _pending_key(gateway: Any, scope: Scope) -> str:
+    """The per-principal key of a socket not yet through the lifecycle: its client IP, resolved
+    as the lifecycle resolves it (trusted proxies' X-Forwarded-For)."""
+    try:
+        req = gateway.build_request(http_scope(scope, [], None), _no_body, gateway.state)
+        return f"ip:{req.client_ip}"
+    except Exception:
+        client = scope.get("client")
+        return f"ip:{client[0] if client else None}"
+
+
+def _release(key: str) -> None:
+    left = _open_by_key.get(key, 1) - 1
+    if left <= 0:
+        _open_by_key.pop(key, None)
+    else:
+        _open_by_key[key] = left
 
 
 def _target_config(gateway: Any, scope: Scope) -> WebSocketConfig:
@@ -319,11 +353,7 @@ class WsExchange:
         try:
             return await self._open_and_relay(req, ctx, pipeline, target, cfg, route)
         finally:
-            left = _open_by_key.get(key, 1) - 1
-            if left <= 0:
-                _open_by_key.pop(key, None)
-            else:
-                _open_by_key[key] = left
+            _release(key)
 
     def _refuse(self, req: Request, ctx: Context, cfg: WebSocketConfig) -> Response | None:
         if not cfg.enabled:
