@@ -223,3 +223,60 @@ def test_sockets_waiting_for_connection_init_count_against_the_client(gateway) -
         return []
 
     assert asyncio.run(again())[:1] == ["echo"]
+
+
+# ---- 5. keys a case-insensitive server decodes: Go's encoding/json (gqlgen) ------------------------
+# Go matches JSON keys to struct fields case-insensitively (with Unicode folding: "ſ" is "s"), the
+# last one winning; the guard read only the exact lowercase keys. `{"Type": "start", ...}` was no
+# operation to the guard and a `start` to gqlgen; `{"query": harmless, "Query": deep}` was checked
+# as the harmless one. A message with a case variant of a protocol key is refused (4400).
+_VARIANTS = [
+    {"Type": "subscribe", "id": "1", "payload": {"query": DEEP}},
+    {"TYPE": "start", "id": "1", "payload": {"query": DEEP}},
+    {"type": "subscribe", "id": "1", "payload": {"query": "subscription { a }", "Query": DEEP}},
+    {"type": "subscribe", "id": "1", "payload": {"query": "subscription { a }"}, "Payload": {"query": DEEP}},
+    {"type": "start", "id": "1", "payload": {"query": "subscription { a }", "QUERY": DEEP}},
+    {"type": "complete", "tYpe": "subscribe", "id": "1", "payload": {"query": DEEP}},
+    {"type": "subscribe", "id": "1", "payload": {"query": "subscription { a }", "variable\u017f": {"v": "e { f"}}},
+]
+
+
+@pytest.mark.parametrize("message", _VARIANTS)
+@pytest.mark.parametrize("protocol", ["graphql-transport-ws", "graphql-ws", None])
+def test_case_variant_keys_are_refused(recorder, gateway, message, protocol) -> None:
+    rec, _ = recorder
+    before = len(rec.messages)
+    init = json.dumps({"type": "connection_init"})
+    seen = asyncio.run(
+        _exchange(gateway + "/graphql", [init, json.dumps(message)], subprotocols=[protocol] if protocol else None)
+    )
+    assert not _deep_reached(rec, before)
+    assert seen[-1].startswith("close 4400")
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck))
+@given(
+    key=st.sampled_from(["type", "payload", "query", "variables"]).flatmap(
+        lambda k: st.tuples(*[st.sampled_from(sorted({c, c.upper()} | ({"\u017f"} if c == "s" else set()))) for c in k])
+    )
+)
+def test_no_case_variant_of_a_protocol_key_carries_a_deep_operation(recorder, gateway, key) -> None:
+    name = "".join(key)
+    if name in ("type", "payload", "query", "variables"):
+        return
+    rec, _ = recorder
+    before = len(rec.messages)
+    low = name.casefold()
+    message: dict[str, Any] = {"type": "subscribe", "id": "1", "payload": {"query": "subscription { a }"}}
+    if low == "type":
+        message[name] = "start"
+        message["payload"] = {"query": DEEP}
+        message["type"] = "ping"
+    elif low == "payload":
+        message[name] = {"query": DEEP}
+    elif low == "query":
+        message["payload"][name] = DEEP
+    else:
+        message["payload"][name] = {"v": "e { f"}
+    asyncio.run(_exchange(gateway + "/graphql", [json.dumps(message)], subprotocols=["graphql-ws"]))
+    assert not _deep_reached(rec, before)

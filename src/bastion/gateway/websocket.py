@@ -789,23 +789,26 @@ class SocketGuard:
         return PASS
 
     def _message(self, data: str | bytes) -> WsMessage | None:
-        if self.graphql is None:
+        """The message as the hooks see it; None (close 4400) for a GraphQL socket's message that
+        is not a JSON object, or any operation-like message with a key that only a
+        case-insensitive decoder reads as a protocol key (`_ambiguous`)."""
+        parsed = _json_object(data) if self.graphql is not None or data.lstrip()[:1] in ("{", b"{") else None
+        if parsed is None:
+            return None if self.graphql is not None else WsMessage(data, self.subprotocol)
+        if self.graphql is None and not any(
+            isinstance(k, str) and k.casefold() == "type" and v in ("subscribe", "start") for k, v in parsed.items()
+        ):
             # no GraphQL subprotocol negotiated, yet some servers (gqlgen) speak graphql-ws to a
             # client that offered none: a JSON `subscribe`/`start` is still an operation (refused: close)
-            sniffed = _json_object(data) if data.lstrip()[:1] in ("{", b"{") else None
-            if sniffed is None or sniffed.get("type") not in ("subscribe", "start"):
-                return WsMessage(data, self.subprotocol)
-            parsed: Any = sniffed
-        else:
-            parsed = _json_object(data)
-            if parsed is None:
-                return None
+            return WsMessage(data, self.subprotocol)
+        payload = parsed.get("payload")
+        if _ambiguous(parsed, _MESSAGE_KEYS) or (isinstance(payload, dict) and _ambiguous(payload, _OPERATION_KEYS)):
+            return None
         kind = parsed.get("type")
         id_ = parsed.get("id")
         id_ = id_ if isinstance(id_, str) else (str(id_) if isinstance(id_, int) else None)
         op = None
         if kind in ("subscribe", "start"):
-            payload = parsed.get("payload")
             op = payload if isinstance(payload, dict) else {}
         return WsMessage(data, self.subprotocol, kind if isinstance(kind, str) else None, id_, op)
 
@@ -814,6 +817,18 @@ class SocketGuard:
         if self.graphql == "graphql-transport-ws":
             return orjson.dumps({"id": id_, "type": "error", "payload": errors}).decode()
         return orjson.dumps({"id": id_, "type": "error", "payload": errors[0]}).decode()  # legacy: one error
+
+
+_MESSAGE_KEYS = frozenset({"type", "id", "payload"})
+_OPERATION_KEYS = frozenset({"query", "variables", "operationName", "extensions"})
+_FOLDED = {k.casefold() for k in _MESSAGE_KEYS | _OPERATION_KEYS}
+
+
+def _ambiguous(obj: dict[str, Any], names: frozenset[str]) -> bool:
+    """A key that is not one of `names` but that a case-insensitive decoder reads as one: Go's
+    encoding/json (gqlgen) matches keys to fields with Unicode case folding ("Type", "ſ" = "s"),
+    the last one winning, where the checks read only the exact key."""
+    return any(isinstance(k, str) and k not in names and k.casefold() in _FOLDED for k in obj)
 
 
 def _json_object(data: str | bytes) -> dict[str, Any] | None:
