@@ -280,3 +280,113 @@ def test_no_case_variant_of_a_protocol_key_carries_a_deep_operation(recorder, ga
         message["payload"][name] = {"v": "e { f"}
     asyncio.run(_exchange(gateway + "/graphql", [json.dumps(message)], subprotocols=["graphql-ws"]))
     assert not _deep_reached(rec, before)
+
+
+# ---- 6. an unreachable revocation store kept sockets open, whatever `revocation_fail` said -----------
+# The auth policy's `revocation_fail` defaults to `closed` (503 at the handshake); the open socket's
+# periodic check treated an unreachable store as "not revoked" and kept going forever.
+class Forwarder:
+    """A TCP forwarder to Redis in its own thread, that can be cut (store unreachable)."""
+
+    def __init__(self, port: int = 6379) -> None:
+        import socket
+        import threading
+
+        self.target = port
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(16)
+        self.port = self.sock.getsockname()[1]
+        self.conns: list[Any] = []
+        self.cut = False
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        import socket
+        import threading
+
+        while not self.cut:
+            try:
+                client, _ = self.sock.accept()
+            except OSError:
+                return
+            server = socket.create_connection(("127.0.0.1", self.target))
+            self.conns += [client, server]
+            for a, b in ((client, server), (server, client)):
+                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
+
+    def _pump(self, a: Any, b: Any) -> None:
+        try:
+            while data := a.recv(65536):
+                b.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (a, b):
+                with _suppress():
+                    s.close()
+
+    def close(self) -> None:
+        import socket
+
+        self.cut = True
+        for s in [self.sock, *self.conns]:
+            with _suppress():
+                s.shutdown(socket.SHUT_RDWR)
+            with _suppress():
+                s.close()
+
+
+def _suppress() -> Any:
+    import contextlib
+
+    return contextlib.suppress(OSError)
+
+
+def test_unreachable_revocation_store_closes_the_socket(recorder, tmp_path, redis_url) -> None:
+    import time
+
+    import jwt
+
+    _, url = recorder
+    fwd = Forwarder(int(redis_url.rsplit(":", 1)[1].split("/")[0]))
+    secret = "r" * 40
+    config = {
+        "upstreams": {"u": {"urls": [url]}},
+        "routes": [{"path": "/*", "upstream": "u", "websocket": {"revocation_check": 0.3}}],
+        "policies": {
+            "auth": {
+                "revocation_store": f"redis://127.0.0.1:{fwd.port}/0",
+                "schemes": {
+                    "j": {
+                        "type": "jwt",
+                        "issuers": [
+                            {"algorithms": ["HS256"], "keys": [{"secret": secret}], "required_claims": ["exp", "sub"]}
+                        ],
+                    }
+                },
+            }
+        },
+    }
+    token = jwt.encode({"sub": "alice", "jti": "j1", "iat": int(time.time()), "exp": int(time.time()) + 600}, secret)
+
+    async def session() -> str:
+        async with connect(
+            gw.url.replace("http://", "ws://") + "/x", additional_headers={"Authorization": "Bearer " + token}
+        ) as ws:
+            await ws.send("hi")
+            assert await ws.recv() == "echo"
+            fwd.close()  # the store goes away while the socket is open
+            try:
+                async with asyncio.timeout(20):
+                    while True:
+                        await ws.recv()
+            except ConnectionClosed as exc:
+                return f"{exc.rcvd.code} {exc.rcvd.reason}" if exc.rcvd else "no close frame"
+            return "still open"
+
+    try:
+        with run_gateway(config, tmp_path) as gw:
+            assert asyncio.run(session()) == "4401 revocation-unavailable"
+    finally:
+        fwd.close()

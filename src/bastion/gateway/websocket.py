@@ -422,7 +422,11 @@ class WsExchange:
         `subscribe` sent first is an operation like any other. None: the relay goes on."""
         if self.hs.init is None:
             return None
-        verdict = await guard.check_in(self.hs.init)
+        try:
+            verdict = await guard.check_in(self.hs.init)
+        except Exception as exc:  # a policy hook failed: as in the relay, close both sides
+            log.error("request %s: the websocket relay failed", guard.req.request_id, exc_info=exc)
+            verdict = Verdict("close", code=1011, reason="internal-error")
         if verdict.action == "reply":
             await self.send({"type": "websocket.send", "text": verdict.reply})
             return None
@@ -911,8 +915,9 @@ class Deadlines:
                 return Verdict("close", code=CLOSE_GOING_AWAY, reason="idle-timeout")
             if self.revocation is not None and now >= self.next_revocation:
                 self.next_revocation = now + self.cfg.revocation_check
-                if await self.revocation():
-                    return Verdict("close", code=self.cfg.expiry_close_code, reason="token-revoked")
+                reason = await self.revocation()
+                if reason is not None:
+                    return Verdict("close", code=self.cfg.expiry_close_code, reason=reason)
             wake = [self.end_of_life, self.last + self.cfg.idle_timeout]
             if self.expires is not None:
                 wake.append(self.expires)
@@ -921,26 +926,29 @@ class Deadlines:
             await asyncio.sleep(max(0.01, min(wake) - now))
 
 
-def _revocation_check(pipeline: Pipeline, req: Request, ctx: Context) -> Callable[[], Awaitable[bool]] | None:
+def _revocation_check(pipeline: Pipeline, req: Request, ctx: Context) -> Callable[[], Awaitable[str | None]] | None:
     """A check of the socket's credential against the route's auth policy's revocation store
     (the one the handshake consulted), as that policy checks it: by `jti`, and by subject for
-    tokens with an `iat` (logout-everywhere)."""
+    tokens with an `iat` (logout-everywhere); an unreachable store is that policy's
+    `revocation_fail` (closed, the default: the socket closes). The close reason, or None."""
     p = ctx.principal
     if p is None or (p.jti is None and not p.subject):
         return None
-    url = next((getattr(x, "revocation_url", None) for x in pipeline.policies if x.name == "auth"), None)
+    auth = next((x for x in pipeline.policies if x.name == "auth"), None)
+    url = getattr(auth, "revocation_url", None)
     if not isinstance(url, str):
         return None
+    fail_closed = getattr(auth, "revocation_fail", "closed") != "open"
     from bastion.auth.revocation import revocation_store
 
     jti, sub, iat = p.jti, (p.subject or None) if p.iat is not None else None, p.iat
 
-    async def revoked() -> bool:
+    async def revoked() -> str | None:
         try:
-            return bool(await revocation_store(url).is_revoked(jti, sub, iat))
-        except Exception:  # the store is unreachable: keep the socket, the next check may tell
+            return "token-revoked" if await revocation_store(url).is_revoked(jti, sub, iat) else None
+        except Exception:
             log.warning("request %s: revocation store unreachable for an open socket", req.request_id)
-            return False
+            return "revocation-unavailable" if fail_closed else None
 
     return revoked
 
