@@ -390,3 +390,16 @@ def test_unreachable_revocation_store_closes_the_socket(recorder, tmp_path, redi
             assert asyncio.run(session()) == "4401 revocation-unavailable"
     finally:
         fwd.close()
+
+
+# ---- 7. a connection_init credential of any size became a header of the upstream's handshake --------
+# The listener bounds a request head (431), but a 100 kB `authorization` in connection_init was
+# lifted into an Authorization header and sent to the upstream, whose handshake then hung until
+# the gateway's open timeout.
+def test_oversized_connection_init_credential_is_refused(recorder, gateway) -> None:
+    rec, _ = recorder
+    before = len(rec.handshakes)
+    init = json.dumps({"type": "connection_init", "payload": {"authorization": "Bearer " + "a" * 100_000}})
+    seen = asyncio.run(_exchange(gateway + "/x", [init], subprotocols=["graphql-transport-ws"]))
+    assert seen == ["close 4400 connection_init credential too large"]
+    assert len(rec.handshakes) == before

@@ -67,6 +67,9 @@ _NOT_ON_101 = frozenset(
     {b"content-type", b"content-length", b"transfer-encoding", b"connection", b"upgrade", b"date", b"server"}
 )
 # keys of a `connection_init` payload that carry the credential (Apollo, urql, graphql-ws clients)
+# the longest credential taken from connection_init (the jwt scheme's default max_token_bytes):
+# it travels as a header, which bypassed the listener's head limit
+_INIT_TOKEN_MAX = 8192
 _INIT_TOKEN_KEYS = ("authorization", "authtoken", "token", "accesstoken", "access_token")
 
 OPEN = Gauge("bastion_websockets_open", "WebSockets open through the gateway", ["route"], registry=REGISTRY)
@@ -262,6 +265,10 @@ async def serve_websocket(gateway: Any, scope: Scope, receive: Receive, send: Se
             hs.init, init_token, code = await _read_init(receive, ws_cfg.connection_init_timeout)
         finally:
             _release(key)
+        if init_token is not None and len(init_token) > _INIT_TOKEN_MAX:
+            # it becomes a header of the upstream's handshake: no larger than a header may be
+            await send({"type": "websocket.close", "code": 4400, "reason": "connection_init credential too large"})
+            return
         if hs.init is None:
             if code != 1000:
                 reason = "connection_init timeout" if code == 4408 else "connection_init expected"
