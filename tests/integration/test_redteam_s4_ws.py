@@ -403,3 +403,40 @@ def test_oversized_connection_init_credential_is_refused(recorder, gateway) -> N
     seen = asyncio.run(_exchange(gateway + "/x", [init], subprotocols=["graphql-transport-ws"]))
     assert seen == ["close 4400 connection_init credential too large"]
     assert len(rec.handshakes) == before
+
+
+# ---- 8. an ambient Authorization (Basic, ...) exempted a cookie handshake from the Origin check --------
+# A browser sends cached Basic/Digest/Negotiate credentials by itself, with the cookies, on a
+# WebSocket opened by any page: they are no proof that the page is the site's own.
+@pytest.mark.parametrize(
+    "authorization", ["Basic dTpw", "basic dTpw", "Digest username=u", "Negotiate YII=", "NTLM TlRM"]
+)
+def test_ambient_authorization_does_not_exempt_a_foreign_origin(recorder, gateway, authorization) -> None:
+    rec, _ = recorder
+    before = len(rec.handshakes)
+
+    async def attack() -> None:
+        async with connect(
+            gateway + "/chat",
+            origin="https://evil.example",  # type: ignore[arg-type]
+            additional_headers={"Cookie": "sid=victim", "Authorization": authorization},
+            open_timeout=10,
+        ):
+            pass
+
+    with pytest.raises(InvalidStatus) as exc:
+        asyncio.run(attack())
+    assert exc.value.response.status_code == 403
+    assert len(rec.handshakes) == before
+
+
+def test_bearer_header_still_exempts_a_foreign_origin(recorder, gateway) -> None:
+    seen = asyncio.run(
+        _exchange(
+            gateway + "/chat",
+            ["hi"],
+            origin="https://evil.example",
+            additional_headers={"Cookie": "sid=me", "Authorization": "Bearer t"},
+        )
+    )
+    assert seen[0] == "echo"

@@ -456,6 +456,10 @@ def _problem(req: Request, status: int, type_: str, detail: str) -> Response:
     return resp
 
 
+# Authorization schemes a browser sends by itself once the user gave them (ambient, as cookies)
+_AMBIENT_SCHEMES = frozenset({b"basic", b"digest", b"negotiate", b"ntlm"})
+
+
 def origin_allowed(req: Request, cfg: WebSocketConfig, token_in_protocol: bool) -> bool:
     """Cross-site WebSocket hijacking: a browser sends the site's cookies on any page's WebSocket
     handshake and CORS does not apply, so a handshake that carries cookies (and no
@@ -468,10 +472,12 @@ def origin_allowed(req: Request, cfg: WebSocketConfig, token_in_protocol: bool) 
     if cfg.check_origin == "cookies":
         if req.header(b"cookie") is None:
             return True
-        # an Authorization header is not ambient (a page cannot set one on a WebSocket), but a
+        # an Authorization header is not ambient (a page cannot set one on a WebSocket) unless the
+        # browser keeps it (Basic, Digest, Negotiate, NTLM: sent by itself once given); a
         # token subprotocol is: any page may offer `bearer.x`, so it exempts nothing — the
         # victim's cookies would still ride along to the upstream
-        if req.header(b"authorization") is not None and not token_in_protocol:
+        auth = req.header(b"authorization")
+        if auth is not None and not token_in_protocol and auth.split(b" ", 1)[0].lower() not in _AMBIENT_SCHEMES:
             return True
     origin = req.header_str(b"origin")
     if origin is None:
