@@ -149,7 +149,8 @@ class WebSocketConfig(Strict):
     check_origin: Literal["cookies", "always", "never"] = Field(
         "cookies",
         description="When the Origin must be allowed: `cookies` (a handshake that carries a Cookie and no "
-        "Authorization header or token subprotocol), `always`, or `never`.",
+        "Authorization header other than Basic/Digest/Negotiate/NTLM; a token subprotocol does not exempt "
+        "it), `always`, or `never`.",
     )
     max_message_bytes: int = Field(1 << 20, ge=1, description="Largest message either way (close 1009 above).")
     messages_per_second: str | None = Field(

@@ -67,6 +67,9 @@ _NOT_ON_101 = frozenset(
     {b"content-type", b"content-length", b"transfer-encoding", b"connection", b"upgrade", b"date", b"server"}
 )
 # keys of a `connection_init` payload that carry the credential (Apollo, urql, graphql-ws clients)
+# the longest credential taken from connection_init (the jwt scheme's default max_token_bytes):
+# it travels as a header, which bypassed the listener's head limit
+_INIT_TOKEN_MAX = 8192
 _INIT_TOKEN_KEYS = ("authorization", "authtoken", "token", "accesstoken", "access_token")
 
 OPEN = Gauge("bastion_websockets_open", "WebSockets open through the gateway", ["route"], registry=REGISTRY)
@@ -243,10 +246,29 @@ async def serve_websocket(gateway: Any, scope: Scope, receive: Receive, send: Se
         and b"cookie" not in names
     ):
         # a GraphQL client that may carry its credential in connection_init: accept, read it,
-        # then check the handshake with it — the upstream is still not contacted before that
-        await send({"type": "websocket.accept", "subprotocol": graphql})
-        hs.accepted = True
-        hs.init, init_token, code = await _read_init(receive, ws_cfg.connection_init_timeout)
+        # then check the handshake with it — the upstream is still not contacted before that.
+        # A socket waiting for its connection_init counts against its client IP's sockets (as an
+        # anonymous socket does): no client holds more than `max_per_principal` accepted sockets.
+        key = _pending_key(gateway, scope)
+        if _open_by_key.get(key, 0) >= ws_cfg.max_per_principal:
+            from bastion.gateway.app import send_whole
+
+            detail = f"at most {ws_cfg.max_per_principal} sockets per principal"
+            await send_whole(
+                _refusal_sender(send, hs), problem(429, "too-many-sockets", detail, stopped_by="websocket")
+            )
+            return
+        _open_by_key[key] = _open_by_key.get(key, 0) + 1
+        try:
+            await send({"type": "websocket.accept", "subprotocol": graphql})
+            hs.accepted = True
+            hs.init, init_token, code = await _read_init(receive, ws_cfg.connection_init_timeout)
+        finally:
+            _release(key)
+        if init_token is not None and len(init_token) > _INIT_TOKEN_MAX:
+            # it becomes a header of the upstream's handshake: no larger than a header may be
+            await send({"type": "websocket.close", "code": 4400, "reason": "connection_init credential too large"})
+            return
         if hs.init is None:
             if code != 1000:
                 reason = "connection_init timeout" if code == 4408 else "connection_init expected"
@@ -260,6 +282,25 @@ async def serve_websocket(gateway: Any, scope: Scope, receive: Receive, send: Se
         exchange,
         unrouted_to_exchange=app is not None,
     )
+
+
+def _pending_key(gateway: Any, scope: Scope) -> str:
+    """The per-principal key of a socket not yet through the lifecycle: its client IP, resolved
+    as the lifecycle resolves it (trusted proxies' X-Forwarded-For)."""
+    try:
+        req = gateway.build_request(http_scope(scope, [], None), _no_body, gateway.state)
+        return f"ip:{req.client_ip}"
+    except Exception:
+        client = scope.get("client")
+        return f"ip:{client[0] if client else None}"
+
+
+def _release(key: str) -> None:
+    left = _open_by_key.get(key, 1) - 1
+    if left <= 0:
+        _open_by_key.pop(key, None)
+    else:
+        _open_by_key[key] = left
 
 
 def _target_config(gateway: Any, scope: Scope) -> WebSocketConfig:
@@ -319,11 +360,7 @@ class WsExchange:
         try:
             return await self._open_and_relay(req, ctx, pipeline, target, cfg, route)
         finally:
-            left = _open_by_key.get(key, 1) - 1
-            if left <= 0:
-                _open_by_key.pop(key, None)
-            else:
-                _open_by_key[key] = left
+            _release(key)
 
     def _refuse(self, req: Request, ctx: Context, cfg: WebSocketConfig) -> Response | None:
         if not cfg.enabled:
@@ -367,10 +404,9 @@ class WsExchange:
         guard = SocketGuard(req, ctx, pipeline, cfg, peer.subprotocol, route)
         OPEN.labels(route).inc()
         try:
-            if self.hs.init is not None:
-                await peer.send(self.hs.init)
-                guard.inbound += 1
-            end = await relay(self.receive, self.send, peer, guard, Deadlines(cfg, ctx, pipeline, req))
+            end = await self._first_message(peer, guard)
+            if end is None:
+                end = await relay(self.receive, self.send, peer, guard, Deadlines(cfg, ctx, pipeline, req))
         finally:
             OPEN.labels(route).dec()
             self.record["websocket_open_ms"] = round((time.perf_counter() - opened) * 1000, 3)
@@ -387,11 +423,41 @@ class WsExchange:
             REFUSALS.labels(route, end.reason or "closed").inc()
         return Response(101, reason=f"websocket closed by {end.by} ({end.code})")
 
+    async def _first_message(self, peer: Peer, guard: SocketGuard) -> End | None:
+        """The message read before the lifecycle (a `connection_init`, or whatever came first)
+        gets every message's checks (size, rates, `on_ws_message`) before it is forwarded: a
+        `subscribe` sent first is an operation like any other. None: the relay goes on."""
+        if self.hs.init is None:
+            return None
+        try:
+            verdict = await guard.check_in(self.hs.init)
+        except Exception as exc:  # a policy hook failed: as in the relay, close both sides
+            log.error("request %s: the websocket relay failed", guard.req.request_id, exc_info=exc)
+            verdict = Verdict("close", code=1011, reason="internal-error")
+        if verdict.action == "reply":
+            await self.send({"type": "websocket.send", "text": verdict.reply})
+            return None
+        if verdict.action == "close":
+            end = End("gateway", verdict.code, verdict.reason)
+            await _close_both(self.send, peer, end)
+            return end
+        try:
+            await peer.send(self.hs.init)
+        except Closed as exc:
+            end = End("upstream", exc.code, exc.reason)
+            await _close_both(self.send, peer, end)
+            return end
+        return None
+
 
 def _problem(req: Request, status: int, type_: str, detail: str) -> Response:
     resp = problem(status, type_, detail, request_id=req.request_id, stopped_by="websocket")
     resp.reason = type_
     return resp
+
+
+# Authorization schemes a browser sends by itself once the user gave them (ambient, as cookies)
+_AMBIENT_SCHEMES = frozenset({b"basic", b"digest", b"negotiate", b"ntlm"})
 
 
 def origin_allowed(req: Request, cfg: WebSocketConfig, token_in_protocol: bool) -> bool:
@@ -406,7 +472,12 @@ def origin_allowed(req: Request, cfg: WebSocketConfig, token_in_protocol: bool) 
     if cfg.check_origin == "cookies":
         if req.header(b"cookie") is None:
             return True
-        if token_in_protocol or req.header(b"authorization") is not None:
+        # an Authorization header is not ambient (a page cannot set one on a WebSocket) unless the
+        # browser keeps it (Basic, Digest, Negotiate, NTLM: sent by itself once given); a
+        # token subprotocol is: any page may offer `bearer.x`, so it exempts nothing — the
+        # victim's cookies would still ride along to the upstream
+        auth = req.header(b"authorization")
+        if auth is not None and not token_in_protocol and auth.split(b" ", 1)[0].lower() not in _AMBIENT_SCHEMES:
             return True
     origin = req.header_str(b"origin")
     if origin is None:
@@ -721,7 +792,7 @@ class SocketGuard:
         if refusal is None:
             return PASS
         reason = _problem_type(refusal)
-        if message.operation is not None and message.id is not None:
+        if message.operation is not None and message.id is not None and self.graphql is not None:
             self.refused_operations += 1
             REFUSALS.labels(self.route, "operation:" + reason).inc()
             return Verdict("reply", reply=self._error(message.id, refusal))
@@ -735,20 +806,26 @@ class SocketGuard:
         return PASS
 
     def _message(self, data: str | bytes) -> WsMessage | None:
-        if self.graphql is None:
+        """The message as the hooks see it; None (close 4400) for a GraphQL socket's message that
+        is not a JSON object, or any operation-like message with a key that only a
+        case-insensitive decoder reads as a protocol key (`_ambiguous`)."""
+        parsed = _json_object(data) if self.graphql is not None or data.lstrip()[:1] in ("{", b"{") else None
+        if parsed is None:
+            return None if self.graphql is not None else WsMessage(data, self.subprotocol)
+        if self.graphql is None and not any(
+            isinstance(k, str) and k.casefold() == "type" and v in ("subscribe", "start") for k, v in parsed.items()
+        ):
+            # no GraphQL subprotocol negotiated, yet some servers (gqlgen) speak graphql-ws to a
+            # client that offered none: a JSON `subscribe`/`start` is still an operation (refused: close)
             return WsMessage(data, self.subprotocol)
-        try:
-            parsed = orjson.loads(data)
-        except orjson.JSONDecodeError:
-            return None
-        if not isinstance(parsed, dict):
+        payload = parsed.get("payload")
+        if _ambiguous(parsed, _MESSAGE_KEYS) or (isinstance(payload, dict) and _ambiguous(payload, _OPERATION_KEYS)):
             return None
         kind = parsed.get("type")
         id_ = parsed.get("id")
         id_ = id_ if isinstance(id_, str) else (str(id_) if isinstance(id_, int) else None)
         op = None
         if kind in ("subscribe", "start"):
-            payload = parsed.get("payload")
             op = payload if isinstance(payload, dict) else {}
         return WsMessage(data, self.subprotocol, kind if isinstance(kind, str) else None, id_, op)
 
@@ -757,6 +834,26 @@ class SocketGuard:
         if self.graphql == "graphql-transport-ws":
             return orjson.dumps({"id": id_, "type": "error", "payload": errors}).decode()
         return orjson.dumps({"id": id_, "type": "error", "payload": errors[0]}).decode()  # legacy: one error
+
+
+_MESSAGE_KEYS = frozenset({"type", "id", "payload"})
+_OPERATION_KEYS = frozenset({"query", "variables", "operationName", "extensions"})
+_FOLDED = {k.casefold() for k in _MESSAGE_KEYS | _OPERATION_KEYS}
+
+
+def _ambiguous(obj: dict[str, Any], names: frozenset[str]) -> bool:
+    """A key that is not one of `names` but that a case-insensitive decoder reads as one: Go's
+    encoding/json (gqlgen) matches keys to fields with Unicode case folding ("Type", "ſ" = "s"),
+    the last one winning, where the checks read only the exact key."""
+    return any(isinstance(k, str) and k not in names and k.casefold() in _FOLDED for k in obj)
+
+
+def _json_object(data: str | bytes) -> dict[str, Any] | None:
+    try:
+        parsed = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        return None
+    return parsed if isinstance(parsed, dict) else None
 
 
 def _size(data: str | bytes) -> int:
@@ -831,8 +928,9 @@ class Deadlines:
                 return Verdict("close", code=CLOSE_GOING_AWAY, reason="idle-timeout")
             if self.revocation is not None and now >= self.next_revocation:
                 self.next_revocation = now + self.cfg.revocation_check
-                if await self.revocation():
-                    return Verdict("close", code=self.cfg.expiry_close_code, reason="token-revoked")
+                reason = await self.revocation()
+                if reason is not None:
+                    return Verdict("close", code=self.cfg.expiry_close_code, reason=reason)
             wake = [self.end_of_life, self.last + self.cfg.idle_timeout]
             if self.expires is not None:
                 wake.append(self.expires)
@@ -841,26 +939,29 @@ class Deadlines:
             await asyncio.sleep(max(0.01, min(wake) - now))
 
 
-def _revocation_check(pipeline: Pipeline, req: Request, ctx: Context) -> Callable[[], Awaitable[bool]] | None:
+def _revocation_check(pipeline: Pipeline, req: Request, ctx: Context) -> Callable[[], Awaitable[str | None]] | None:
     """A check of the socket's credential against the route's auth policy's revocation store
     (the one the handshake consulted), as that policy checks it: by `jti`, and by subject for
-    tokens with an `iat` (logout-everywhere)."""
+    tokens with an `iat` (logout-everywhere); an unreachable store is that policy's
+    `revocation_fail` (closed, the default: the socket closes). The close reason, or None."""
     p = ctx.principal
     if p is None or (p.jti is None and not p.subject):
         return None
-    url = next((getattr(x, "revocation_url", None) for x in pipeline.policies if x.name == "auth"), None)
+    auth = next((x for x in pipeline.policies if x.name == "auth"), None)
+    url = getattr(auth, "revocation_url", None)
     if not isinstance(url, str):
         return None
+    fail_closed = getattr(auth, "revocation_fail", "closed") != "open"
     from bastion.auth.revocation import revocation_store
 
     jti, sub, iat = p.jti, (p.subject or None) if p.iat is not None else None, p.iat
 
-    async def revoked() -> bool:
+    async def revoked() -> str | None:
         try:
-            return bool(await revocation_store(url).is_revoked(jti, sub, iat))
-        except Exception:  # the store is unreachable: keep the socket, the next check may tell
+            return "token-revoked" if await revocation_store(url).is_revoked(jti, sub, iat) else None
+        except Exception:
             log.warning("request %s: revocation store unreachable for an open socket", req.request_id)
-            return False
+            return "revocation-unavailable" if fail_closed else None
 
     return revoked
 
