@@ -272,7 +272,9 @@ def _authorities(text: str, bare: bool) -> tuple[str | None, list[str], bool]:
     """(scheme, authorities, guessed): `guessed` when a schemeless value is read as curl reads
     `host/path` (it may as well be a relative path: `images/cat.png`)."""
     m = _SCHEME.match(text)
-    if m is not None and not _PORTISH.match(text, m.end()):
+    # `host:8080` is a host and a port, but `http:0` is a URL to 0.0.0.0 (WHATWG: a special
+    # scheme needs no slashes), so digits after a special scheme do not make it a port
+    if m is not None and (m.group(1).lower() in _SPECIAL or not _PORTISH.match(text, m.end())):
         scheme = m.group(1).lower()
         rest = text[m.end() :]
     elif text[:2] in ("//", "\\\\", "/\\", "\\/"):

@@ -289,7 +289,7 @@ def test_jwks_file_hmac_keys_by_kid(tmp_path):
 
 TOKEN_CHARS = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_.=+/ "
 MUTATION_SCHEME = scheme(APP, IDP)
-GOOD_HS = hs(RAW_SECRET, headers={"kid": "k"})
+GOOD_HS = hs(RAW_SECRET, headers={"kid": "k"}, exp=2_000_000_000)  # module-level: must not expire mid-run
 GOOD_RS = jwt.encode(claims(exp=2_000_000_000), RSA, "RS256", headers={"kid": "rsa1"})
 
 
