@@ -488,3 +488,11 @@ def test_the_readings_include_the_host_every_client_library_takes(value: str) ->
         assert ip in found or ip in plain, (parser, value, host, found)
         if classify_ip(ip) is not None:
             assert check(value) is not None, (parser, value, host)
+
+
+def test_an_overlong_value_is_refused_unread() -> None:
+    """Reading costs CPU per character (900 KB of `%25` took a second): values over the cap are
+    refused before any reading, however they would read."""
+    assert check("%25" * 300_000) == "too-long"
+    assert check("http://example.com/" + "a" * (16 * 1024)) == "too-long"
+    assert check("http://93.184.216.34/" + "a" * 100) is None

@@ -445,6 +445,10 @@ class Refusal:
 
 
 MAX_NAMES = 8  # distinct host names one value may yield across its readings
+# Longer values are refused unread: every reading (percent-decoding twice, IDNA, each piece
+# between @s) is linear but not cheap, and 900 KB of `%25` took a second of CPU (red team).
+# No URL or host an API takes comes near it (browsers' practical limit is 2 KB to 64 KB).
+MAX_VALUE = 16 * 1024
 
 
 class TargetPolicy:
@@ -487,6 +491,8 @@ class TargetPolicy:
         """A refusal when any reading of `value` would reach an internal target, else None.
         `host`: the value is known to be a host (an argument named `host`), so a schemeless
         reading is no guess and a name that does not resolve is `unresolvable`."""
+        if len(value) > MAX_VALUE:
+            return Refusal("too-long", f"{len(value)} characters")
         parsed = readings(value, bare=bare)
         for scheme in sorted(parsed.schemes - self.schemes):
             return Refusal("scheme", scheme + ":")
