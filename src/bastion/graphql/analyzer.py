@@ -95,6 +95,8 @@ def analyze(
     variables: dict[str, Any] | None = None,
     costs: CostModel | None = None,
 ) -> Analysis:
+    """Measure the selected operation. Long because `measure`, its hot loop, is a closure over
+    the memo, cost model and variables (see its docstring for why it is one function)."""
     costs = costs or CostModel()
     op = select_operation(doc, operation_name)
     values = dict(op.variable_defaults)

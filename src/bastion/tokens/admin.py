@@ -53,7 +53,9 @@ def _str_list(doc: dict[str, Any], key: str) -> list[str]:
 
 
 async def handle(app: Any, method: str, path: str, query: bytes, doc: dict[str, Any]) -> tuple[int, Any] | None:
-    """(status, JSON document) for a token-service admin path, or None when it is not one."""
+    """(status, JSON document) for a token-service admin path, or None when it is not one.
+    Long on purpose: a flat table of (path, method) -> service call, read top to bottom like a
+    router; a function per endpoint would add a hop without removing a branch."""
     svc = app.service
     parts = [p for p in path.split("/") if p][1:]  # after "admin"
     q = {k: v[-1] for k, v in parse_qs(query.decode("latin-1")).items()}
