@@ -202,7 +202,7 @@ def test_names_are_judged_by_every_address_they_resolve_to() -> None:
 
 def test_a_value_with_many_hosts_costs_few_lookups() -> None:
     resolver = FakeResolver(PUBLIC_NAMES)
-    value = "http://" + "@".join(f"h{i}.example.com" for i in range(5000)) + "/"
+    value = "http://" + "@".join(f"h{i}.example.com" for i in range(500)) + "/"
     assert check(value, resolver=resolver) == "ambiguous"
     assert resolver.asked == []
 
