@@ -187,6 +187,31 @@ def thaw_after_reload(retired_inflight: bool) -> None:
             freeze_heap()
 
 
+def file_stat(path: str) -> tuple[int, int, int] | None:
+    """What tells a changed config file (a rename over it included), or None when it is gone."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_mtime_ns, st.st_size, st.st_ino)
+
+
+def build_for_reload(build: Callable[[int], Any], version: int, running: GatewayConfig, why: str) -> Any:
+    """The state a reload would run, or None (logged) when the file is refused; the running
+    config stays. Shared by the single process and the workers' supervisor."""
+    try:
+        state = build(version)
+    except ConfigError as exc:
+        log.error("reload (%s) refused, the running config stays:\n%s", why, exc)
+        return None
+    except Exception as exc:  # a config that validates but cannot be built
+        log.error("reload (%s) refused, the running config stays: %s", why, exc)
+        return None
+    if [lst.model_dump() for lst in state.config.listeners] != [lst.model_dump() for lst in running.listeners]:
+        log.warning("listener changes take effect on restart; routes and policies reloaded")
+    return state
+
+
 @dataclass
 class WorkerSockets:
     """What a worker process gets from its supervisor (gateway/workers.py): the listeners' sockets,
@@ -236,23 +261,12 @@ class GatewayServer:
         return build_state(self.path, version, self.config_dir, self.worker.source if self.worker else None)
 
     def _file_stat(self) -> tuple[int, int, int] | None:
-        try:
-            st = os.stat(self.path)
-        except OSError:
-            return None
-        return (st.st_mtime_ns, st.st_size, st.st_ino)
+        return file_stat(self.path)
 
     async def reload(self, why: str) -> bool:
-        try:
-            state = self._build(self.version + 1)
-        except ConfigError as exc:
-            log.error("reload (%s) refused, the running config stays:\n%s", why, exc)
+        state = build_for_reload(self._build, self.version + 1, self.config, why)
+        if state is None:
             return False
-        except Exception as exc:  # a config that validates but cannot be built
-            log.error("reload (%s) refused, the running config stays: %s", why, exc)
-            return False
-        if [lst.model_dump() for lst in state.config.listeners] != [lst.model_dump() for lst in self.config.listeners]:
-            log.warning("listener changes take effect on restart; routes and policies reloaded")
         self.version += 1
         self.reloads += 1
         await self.gateway.swap(state)

@@ -60,7 +60,9 @@ from bastion.gateway.server import (
     WorkerSockets,
     _bind,
     _Server,
+    build_for_reload,
     edge_limits,
+    file_stat,
     raise_open_file_limit,
 )
 from bastion.gateway.state import compile_state
@@ -124,7 +126,7 @@ class Supervisor:
         self.slots: list[Slot] = []
         self.listeners: list[socket.socket] = []
         self.admin_port: int | None = None
-        self._stat = _file_stat(config_path)
+        self._stat = file_stat(config_path)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop: asyncio.Event | None = None
         self.stopping = False
@@ -208,16 +210,9 @@ class Supervisor:
     # --- reload ------------------------------------------------------------------------------
     async def reload(self, why: str) -> bool:
         """Validate the file here, once; only a good one is announced to the workers."""
-        try:
-            state = self._validate(self.version + 1)
-        except ConfigError as exc:
-            log.error("reload (%s) refused, the running config stays:\n%s", why, exc)
+        state = build_for_reload(self._validate, self.version + 1, self.config, why)
+        if state is None:
             return False
-        except Exception as exc:  # a config that validates but cannot be built
-            log.error("reload (%s) refused, the running config stays: %s", why, exc)
-            return False
-        if [lst.model_dump() for lst in state.config.listeners] != [lst.model_dump() for lst in self.config.listeners]:
-            log.warning("listener changes take effect on restart; routes and policies reloaded")
         if state.config.workers != self.config.workers:
             log.warning("a new worker count takes effect on restart")
         old, self.gateway.state, self.config = self.gateway.state, state, state.config
@@ -235,7 +230,7 @@ class Supervisor:
     async def _watch_file(self) -> None:
         while True:
             await asyncio.sleep(1.0)
-            stat = _file_stat(self.path)
+            stat = file_stat(self.path)
             if stat is not None and stat != self._stat:
                 self._stat = stat
                 await self.reload("file changed")
@@ -377,7 +372,7 @@ class Supervisor:
                     loop.remove_signal_handler(sig)
 
     async def _on_hup(self) -> None:
-        self._stat = _file_stat(self.path)
+        self._stat = file_stat(self.path)
         await self.reload("SIGHUP")
 
     async def _shutdown(
@@ -431,14 +426,6 @@ class Supervisor:
         )
         log.info("admin listening on http://%s:%d (for all workers)", admin.host, self.admin_port)
         return _Server(config), sock
-
-
-def _file_stat(path: str) -> tuple[int, int, int] | None:
-    try:
-        st = os.stat(path)
-    except OSError:
-        return None
-    return (st.st_mtime_ns, st.st_size, st.st_ino)
 
 
 # --- the admin listener for the whole gateway --------------------------------------------------
