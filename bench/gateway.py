@@ -244,6 +244,17 @@ def print_ratios(results: dict[str, float]) -> None:
             print(f"{a}/{b} {what}: {ratio:.2f} = {results[a]:.0f} / {results[b]:.0f} rps{goal}")
 
 
+def stop_all(procs: list[subprocess.Popen]) -> None:
+    """SIGTERM every server, then wait; one that does not stop in 10 s is killed."""
+    for p in procs:
+        p.send_signal(signal.SIGTERM)
+    for p in procs:
+        try:
+            p.wait(10)
+        except subprocess.TimeoutExpired:
+            p.kill()
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--duration", type=int, default=10)
@@ -436,13 +447,7 @@ def main() -> None:
                 args.half_load,
             )
     finally:
-        for p in procs:
-            p.send_signal(signal.SIGTERM)
-        for p in procs:
-            try:
-                p.wait(10)
-            except subprocess.TimeoutExpired:
-                p.kill()
+        stop_all(procs)
 
 
 if __name__ == "__main__":

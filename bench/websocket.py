@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import signal
 import subprocess
 import sys
 import tempfile
@@ -28,7 +27,7 @@ import yaml
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from gateway import free_port, pinned, wait_port  # noqa: E402
+from gateway import free_port, pinned, stop_all, wait_port  # noqa: E402
 
 PY = sys.executable
 
@@ -151,13 +150,7 @@ def main() -> None:
             for name, rate in best.items():
                 print(f"  {name:20s} {rate:10,.0f} msg/s  ({rate / best['direct']:.2f} of direct)")
     finally:
-        for p in procs:
-            p.send_signal(signal.SIGTERM)
-        for p in procs:
-            try:
-                p.wait(10)
-            except subprocess.TimeoutExpired:
-                p.kill()
+        stop_all(procs)
 
 
 if __name__ == "__main__":
