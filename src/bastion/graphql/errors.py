@@ -22,6 +22,8 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from bastion.redact import redact
+
 SUGGESTION = re.compile(r"\s*Did you mean[^?]*\?", re.IGNORECASE)
 SUGGESTION_B = re.compile(rb"did you mean", re.IGNORECASE)
 
@@ -71,9 +73,7 @@ _USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://[^/\s:@]*:)[^@\s/]+@")
 
 def for_log(text: str, limit: int) -> str:
     """An upstream error as operators may read it: credentials in URLs, tokens, keys,
-    passwords and card numbers masked (`scanner.model.redact`), at most `limit` characters."""
-    from bastion.scanner.model import redact
-
+    passwords and card numbers masked (`bastion.redact`), at most `limit` characters."""
     return redact(_USERINFO.sub(r"\1[redacted]@", text), limit)
 
 

@@ -6,6 +6,8 @@ import re
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from bastion.redact import redact
+
 SEVERITIES = ("critical", "high", "medium", "low", "info")
 CATEGORIES = {
     "API1": "API1:2023 Broken Object Level Authorization",
@@ -17,23 +19,6 @@ CATEGORIES = {
     "API8": "API8:2023 Security Misconfiguration",
     "API9": "API9:2023 Improper Inventory Management",
 }
-
-_JWT = re.compile(r"eyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]*")
-_BEARER = re.compile(r"(?i)(bearer\s+)[^\s\"']+")
-_KEYISH = re.compile(
-    r"(?i)(\"?(?:password|passwd|password_hash|secret|api_key|apikey|token|access_token|"
-    r"refresh_token|client_secret)\"?\s*[:=]\s*\"?)([^\"',&\s}]{1,})"
-)
-_CARD = re.compile(r"\b(?:\d[ -]?){12,18}\d\b")
-
-
-def redact(text: str, limit: int = 600) -> str:
-    """Evidence without secrets: tokens, keys, passwords and card numbers are masked."""
-    text = _JWT.sub(lambda m: m.group(0)[:10] + "…[redacted JWT]", text)
-    text = _BEARER.sub(r"\1[redacted]", text)
-    text = _KEYISH.sub(lambda m: m.group(1) + "[redacted]", text)
-    text = _CARD.sub("[redacted number]", text)
-    return text if len(text) <= limit else text[:limit] + "…"
 
 
 @dataclass
