@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from bastion.net.http1 import (
     ConnectionPool,
@@ -274,3 +276,34 @@ def test_status_outside_100_599_is_a_protocol_error(status):
                 await pool.close()
 
     run(main())
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    extra=st.binary(min_size=1, max_size=200) | st.sampled_from([OK, b"HTTP/1.1 200 OK\r\n", b"\r\n", b"0\r\n\r\n"]),
+    cut=st.integers(0, len(OK) + 200),
+)
+def test_any_bytes_after_a_response_never_reach_the_next_request(extra, cut):
+    """Whatever an upstream writes after a complete response, in whatever pieces, the next
+    request on the pool gets its own answer from a connection that did not speak out of turn."""
+    data = OK + extra
+    cut = min(cut, len(data))
+
+    async def in_two_writes(writer):
+        writer.write(data[:cut])
+        await writer.drain()
+        await asyncio.sleep(0.005)
+        writer.write(data[cut:])
+        await writer.drain()
+        await asyncio.sleep(0.2)
+
+    async def main():
+        async with Scripted([in_two_writes, b"HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nsecond"]) as up:
+            pool = ConnectionPool("127.0.0.1", up.port)
+            first = await fetch(pool)
+            await asyncio.sleep(0.02)  # let the rest arrive while the connection is idle
+            second = await fetch(pool)
+            await pool.close()
+            return first[2], second[2]
+
+    assert run(main()) == (b"ok", b"second")
