@@ -214,7 +214,7 @@ def scrape_of_a_running_gateway(base_config, tmp_path, redis_url) -> tuple[set[s
             "path": "/limited/*",
             "upstream": "up",
             "name": f"{tag}-limited",
-            "policies": {"rate_limit": {"limits": [{"rate": "1/minute", "name": "tight"}]}},
+            "policies": {"rate_limit": {"algorithm": "sliding_log", "limits": [{"rate": "1/minute", "name": "tight"}]}},
         },
         {"path": "/dead/*", "upstream": "dead", "name": f"{tag}-dead"},
         {"openapi": str(SPECS / "petstore.yaml"), "upstream": "up"},

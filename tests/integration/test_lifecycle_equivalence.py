@@ -73,7 +73,12 @@ def config(upstream_url: str | None) -> dict:
                 "path": "/limited",
                 "name": limited,
                 **route,
-                "policies": {"rate_limit": {"limits": [{"rate": "2/minute", "key": ["route"]}]}},
+                "policies": {
+                    "rate_limit": {
+                        "algorithm": "sliding_log",  # exact, whatever the clock
+                        "limits": [{"rate": "2/minute", "key": ["route"]}],
+                    }
+                },
             },
             {"path": "/*", **route},
         ],

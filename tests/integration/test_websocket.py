@@ -136,7 +136,12 @@ def gw(ws_upstream, tmp_path_factory):
             {
                 "path": "/throttled/*",
                 **up,
-                "policies": {"rate_limit": {"limits": [{"rate": "2/minute", "key": ["ip", "route"]}]}},
+                "policies": {
+                    "rate_limit": {
+                        "algorithm": "sliding_log",  # exact, whatever the clock
+                        "limits": [{"rate": "2/minute", "key": ["ip", "route"]}],
+                    }
+                },
             },
             {"path": "/blocked/*", **up, "policies": {"ip_rules": {"block": ["127.0.0.0/8"]}}},
             {"path": "/gone/*", "upstream": "down"},

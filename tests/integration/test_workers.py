@@ -140,7 +140,14 @@ def _both_served(rows: list[dict[str, Any]]) -> bool:
 
 def test_rate_limit_is_exact_across_workers(served, redis_url):
     prefix = f"bastion:test-workers:{uuid.uuid4().hex}"
-    limit = {"rate_limit": {"store": redis_url, "key_prefix": prefix, "limits": ["15/minute"]}}
+    limit = {
+        "rate_limit": {
+            "store": redis_url,
+            "key_prefix": prefix,
+            "algorithm": "sliding_log",  # exact across workers and whatever the clock
+            "limits": ["15/minute"],
+        }
+    }
     w = served([{"path": "/limited", "upstream": "up", "policies": limit}])
     with ThreadPoolExecutor(8) as pool:
         statuses = list(pool.map(lambda _: w.get("/limited"), range(48)))

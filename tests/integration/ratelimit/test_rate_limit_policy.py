@@ -15,6 +15,7 @@ import uuid
 import httpx
 import pytest
 import yaml
+from clock import at_window_start, clear_of_window_edge
 from helpers import raw_request, run_gateway
 
 
@@ -25,7 +26,11 @@ def limited_config(base_config, limits, **extra):
 
 
 def test_headers_count_down_then_429_with_retry_after(base_config, tmp_path):
-    cfg = limited_config(base_config, [{"rate": "3/minute", "key": ["header:X-Client"], "name": "per-client"}])
+    cfg = limited_config(
+        base_config,
+        [{"rate": "3/minute", "key": ["header:X-Client"], "name": "per-client"}],
+        algorithm="sliding_log",  # exact: the headers are the subject, not the clock window
+    )
     with run_gateway(cfg, tmp_path) as g:
         h = {"X-Client": uuid.uuid4().hex}
         seen = [raw_request(g.port, "GET", "/echo", h) for _ in range(4)]
@@ -53,8 +58,10 @@ def test_all_limits_must_pass(base_config, tmp_path):
     )
     with run_gateway(cfg, tmp_path) as g:
         h = {"X-Client": uuid.uuid4().hex}
+        clear_of_window_edge(60, 10)  # all five requests inside one minute window
+        at_window_start(1)  # the first three inside one second window
         assert [raw_request(g.port, "GET", "/echo", h).status for _ in range(3)] == [200, 200, 429]
-        time.sleep(1.05)  # the clock window is what is tested: the per-second window must end
+        at_window_start(1)  # the clock window is what is tested: the per-second window must end
         last = [raw_request(g.port, "GET", "/echo", h) for _ in range(2)]
         # the per-second window is new; the per-minute one was charged 2 (not for the refusal
         # by the per-second limit, which stopped the evaluation) and now runs out
@@ -65,6 +72,7 @@ def test_all_limits_must_pass(base_config, tmp_path):
 def test_login_paths_are_limited_out_of_the_box(base_config, tmp_path):
     base_config["routes"] = [{"path": "/*", "upstream": "up"}]
     with run_gateway(base_config, tmp_path) as g:
+        clear_of_window_edge(60, 15)  # the default algorithm is clock-aligned (sliding_counter)
         statuses = [raw_request(g.port, "POST", "/auth/login", {}, b"{}").status for _ in range(7)]
         assert statuses == [200] * 5 + [429] * 2
         assert raw_request(g.port, "GET", "/echo").status == 200  # other paths are not limited
@@ -159,7 +167,10 @@ def start_gateway(tmp_path, upstream_url, redis_url, prefix, port):
 
 async def fire(ports, n, concurrency=200):
     limits = httpx.Limits(max_connections=concurrency // len(ports))
-    clients = [httpx.AsyncClient(base_url=f"http://127.0.0.1:{p}", timeout=30, limits=limits) for p in ports]
+    # no pool timeout: a request queued behind hundreds of others on a loaded machine is not late,
+    # it is waiting its turn (each one still has 30 s once it has a connection)
+    timeout = httpx.Timeout(30, pool=None)
+    clients = [httpx.AsyncClient(base_url=f"http://127.0.0.1:{p}", timeout=timeout, limits=limits) for p in ports]
     try:
         rs = await asyncio.gather(*(clients[i % len(clients)].get("/echo") for i in range(n)))
     finally:
@@ -235,7 +246,11 @@ def test_redis_outage_applies_fail_mode_then_recovers(upstream, private_redis, t
         "upstreams": {"up": {"urls": [upstream.url]}},
         "policies": {
             "audit": {"enabled": False},
-            "rate_limit": {"store": url, "limits": [{"rate": "2/minute", "key": ["header:X-Client"], "fail": "open"}]},
+            "rate_limit": {
+                "store": url,
+                "algorithm": "sliding_log",  # exact counts, whatever the clock
+                "limits": [{"rate": "2/minute", "key": ["header:X-Client"], "fail": "open"}],
+            },
         },
         "routes": [
             {"path": "/*", "upstream": "up"},

@@ -222,7 +222,12 @@ def test_login_rate_limit_per_ip(kind, upstream, tmp_path):
     with database(kind, tmp_path) as db:
         port = free_port()
         cfg = gateway_config(db, port, upstream.url, tmp_path)
-        cfg["policies"]["rate_limit"] = {"login_limits": ["3/minute"], "key_prefix": f"t{port}"}
+        # an exact algorithm: the subject is the per-IP login limit, not the clock window (tests/clock.py)
+        cfg["policies"]["rate_limit"] = {
+            "login_limits": ["3/minute"],
+            "key_prefix": f"t{port}",
+            "algorithm": "sliding_log",
+        }
         with run_gateway(cfg, tmp_path) as gw:
             codes = [login(gw, "ghost", "Wrong-password-1!").status for _ in range(4)]
             assert codes == [401, 401, 401, 429]
