@@ -465,12 +465,20 @@ def cors_audit(
         "--fail-on",
         help="Exit 1 when a finding is at least this severe (critical, high, medium, low; 'never').",
     ),
+    header: list[str] = typer.Option(
+        [],
+        "--header",
+        "-H",
+        help="'Name: value' sent with every probe, e.g. credentials for endpoints behind auth "
+        "(repeat; never written to a report). Origin and Access-Control-* are the audit's own.",
+    ),
+    insecure: bool = typer.Option(False, "--insecure", help="Accept any TLS certificate (self-signed staging)."),
 ) -> None:
     """Audit the CORS behaviour of many endpoints at once (docs/scanner.md)."""
     from pydantic import ValidationError
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-    from bastion.cors_audit.inputs import InputError, collect
+    from bastion.cors_audit.inputs import InputError, collect, probe_headers
     from bastion.cors_audit.origins import AllowList
     from bastion.cors_audit.reporters import FORMATS as AUDIT_FORMATS
     from bastion.cors_audit.runner import AuditOptions
@@ -485,13 +493,22 @@ def cors_audit(
     try:
         targets = collect(list(urls or []), url_file, openapi, base_url)
         AllowList(allowed_origin)
+        extra = probe_headers(header)
     except (InputError, OSError) as exc:
         console.print(f"[red]cors-audit[/]: {exc}", markup=True, highlight=False)
         raise typer.Exit(2)
     except ValidationError as exc:
         console.print(f"[red]--allowed-origin[/]: {exc.errors()[0]['msg']}", markup=True, highlight=False)
         raise typer.Exit(2)
-    opts = AuditOptions(targets, list(allowed_origin), rate=rate, concurrency=concurrency, timeout=timeout)
+    opts = AuditOptions(
+        targets,
+        list(allowed_origin),
+        rate=rate,
+        concurrency=concurrency,
+        timeout=timeout,
+        headers=extra,
+        verify=not insecure,
+    )
     with Progress(
         SpinnerColumn(),
         TextColumn("{task.description}"),

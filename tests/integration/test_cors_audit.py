@@ -361,3 +361,110 @@ def test_unreachable_endpoint_is_reported_not_raised(tmp_path):
     assert r.exit_code == 2
     doc = json.loads(r.stdout)
     assert doc["endpoints"][0]["error"].startswith("unreachable")
+
+
+# ---- --header and --insecure: endpoints behind auth, staging certificates -------------------------
+
+SECRET = "Bearer cors-audit-s3cret-0f9e8d"
+
+
+def _behind_auth() -> Starlette:
+    """CORS inside an auth check (a common layering): without credentials every answer is a bare
+    401, so the reflection is only visible to an audit that sends the credentials."""
+    inner = Starlette(
+        routes=[Route("/me", lambda r: JSONResponse({"me": 1}))],
+        middleware=[Middleware(CORSMiddleware, allow_origin_regex=".*", allow_credentials=True)],
+    )
+
+    async def app(scope, receive, send):
+        if scope["type"] == "http":
+            got = dict(scope["headers"]).get(b"authorization", b"").decode()
+            if got != SECRET:
+                await JSONResponse({"error": "unauthorized"}, status_code=401)(scope, receive, send)
+                return
+        await inner(scope, receive, send)
+
+    return app  # type: ignore[return-value]
+
+
+def test_header_reaches_endpoints_behind_auth_and_no_report_holds_it(tmp_path):
+    with ThreadedUvicorn(_behind_auth()) as up:
+        url = f"{up.url}/me"
+        blind = CliRunner().invoke(cli, ["cors-audit", url, "--rate", "200", "--format", "json"])
+        assert blind.exit_code == 0, blind.stdout
+        assert json.loads(blind.stdout)["endpoints"][0]["findings"] == []  # 401s carry no CORS
+        base = tmp_path / "report"
+        r = CliRunner().invoke(
+            cli,
+            ["cors-audit", url, "--rate", "200", "-H", f"Authorization: {SECRET}"]
+            + [a for f in ("json", "sarif", "html", "md") for a in ("--format", f)]
+            + ["--output", str(base)],
+        )
+        assert r.exit_code == 1, r.stdout  # a critical finding fails the run
+        doc = json.loads(base.with_suffix(".json").read_text())
+        checks = {f["check"] for f in doc["endpoints"][0]["findings"]}
+        assert {"cors-any-origin", "cors-credentials-any-origin"} <= checks
+        written = [p.read_text() for p in tmp_path.iterdir() if p.name.startswith("report")]
+        assert len(written) == 4
+        assert all("s3cret" not in text for text in [r.stdout, *written])
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        "Authorization",
+        ": x",
+        "Bad Name: x",
+        "Origin: https://x.example",
+        "Access-Control-Request-Method: PUT",
+        "X: a\x01b",
+    ],
+)
+def test_header_lines_that_cannot_be_sent_are_refused(bad):
+    r = CliRunner().invoke(cli, ["cors-audit", "http://127.0.0.1:9/x", "--header", bad])
+    assert r.exit_code == 2 and "--header" in r.output, r.output
+
+
+def test_insecure_accepts_a_self_signed_staging_certificate(tmp_path):
+    import asyncio
+
+    import uvicorn
+
+    from bastion.certs import make_dev_certs
+
+    files = make_dev_certs(tmp_path / "tls", ["127.0.0.1"])
+    app = Starlette(
+        routes=[Route("/x", lambda r: JSONResponse({}))],
+        middleware=[Middleware(CORSMiddleware, allow_origin_regex=".*", allow_credentials=True)],
+    )
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    config = uvicorn.Config(
+        app,
+        log_config=None,
+        access_log=False,
+        lifespan="off",
+        ssl_certfile=str(files["cert"]),
+        ssl_keyfile=str(files["key"]),
+    )
+    server = uvicorn.Server(config)
+    server.capture_signals = contextlib.nullcontext  # type: ignore[method-assign]
+    thread = threading.Thread(target=lambda: asyncio.run(server.serve([sock])), daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 20
+        while not server.started:
+            assert time.monotonic() < deadline, "the TLS server did not start"
+            time.sleep(0.02)
+        url = f"https://127.0.0.1:{port}/x"
+        strict = CliRunner().invoke(cli, ["cors-audit", url, "--rate", "200", "--format", "json"])
+        assert strict.exit_code == 2  # the certificate is not trusted: unreachable, said so
+        assert json.loads(strict.stdout)["endpoints"][0]["error"].startswith("unreachable")
+        r = CliRunner().invoke(cli, ["cors-audit", url, "--rate", "200", "--insecure", "--format", "json"])
+        assert r.exit_code == 1, r.stdout
+        checks = {f["check"] for f in json.loads(r.stdout)["endpoints"][0]["findings"]}
+        assert "cors-credentials-any-origin" in checks
+    finally:
+        server.should_exit = True
+        thread.join(10)

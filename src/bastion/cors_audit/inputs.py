@@ -52,6 +52,28 @@ def spec_urls(spec: str, base_url: str) -> list[str]:
     return [base + (p if p.startswith("/") else "/" + p) for p in paths]
 
 
+_OWN = ("origin", "access-control-")
+
+
+def probe_headers(lines: list[str]) -> dict[str, str]:
+    """`--header 'Name: value'` lines as a dict. The audit's own headers (Origin,
+    Access-Control-Request-*) cannot be set: they are what each probe varies. Names and values are
+    checked here (token name, no control characters) so a typo is an error, not a probe that
+    silently carries something else."""
+    out: dict[str, str] = {}
+    for line in lines:
+        name, sep, value = line.partition(":")
+        name, value = name.strip(), value.strip()
+        if not sep or not name or not re.fullmatch(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+", name):
+            raise InputError(f"--header {name or line!r}: expected 'Name: value'")
+        if any(ord(c) < 0x20 and c != "\t" or ord(c) == 0x7F for c in value):
+            raise InputError(f"--header {name}: control characters in the value")
+        if name.lower().startswith(_OWN):
+            raise InputError(f"--header {name}: the audit sets this header itself on every probe")
+        out[name] = value
+    return out
+
+
 def collect(
     urls: list[str], url_file: Path | None = None, spec: str | None = None, base_url: str | None = None
 ) -> list[str]:

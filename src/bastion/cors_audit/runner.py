@@ -39,6 +39,8 @@ class AuditOptions:
     concurrency: int = 4  # requests in flight, per host
     timeout: float = 10.0
     endpoints_in_flight: int = 16
+    headers: dict[str, str] = field(default_factory=dict)  # sent with every probe, never reported
+    verify: bool = True  # False: any TLS certificate (`--insecure`)
 
 
 @dataclass
@@ -135,7 +137,14 @@ async def audit(opts: AuditOptions, progress: Any = None) -> AuditResult:
     for url in opts.urls:
         key = host_key(url)
         if key not in clients:
-            clients[key] = ScanClient(key, rate=opts.rate, concurrency=opts.concurrency, timeout=opts.timeout)
+            clients[key] = ScanClient(
+                key,
+                rate=opts.rate,
+                concurrency=opts.concurrency,
+                timeout=opts.timeout,
+                headers=opts.headers,
+                verify=opts.verify,
+            )
     gate = asyncio.Semaphore(opts.endpoints_in_flight)
     task = progress.add_task("auditing", total=len(opts.urls)) if progress else None
     done = 0

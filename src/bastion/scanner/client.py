@@ -46,14 +46,24 @@ class Resp:
 
 class ScanClient:
     def __init__(
-        self, base_url: str, *, rate: float = 10.0, concurrency: int = 4, timeout: float = 10.0, on_request: Any = None
+        self,
+        base_url: str,
+        *,
+        rate: float = 10.0,
+        concurrency: int = 4,
+        timeout: float = 10.0,
+        on_request: Any = None,
+        headers: dict[str, str] | None = None,
+        verify: bool = True,
     ) -> None:
+        """`headers` go on every request (credentials a target needs: they are the client's defaults,
+        so no recorded exchange or report carries them); `verify=False` accepts any certificate."""
         self.base = base_url.rstrip("/") + "/"
         self.host = urlsplit(base_url).netloc
         self.rate = rate
         self.timeout = timeout
         self.sem = asyncio.Semaphore(concurrency)
-        self.client = httpx.AsyncClient(timeout=timeout, follow_redirects=False, verify=True)
+        self.client = httpx.AsyncClient(timeout=timeout, follow_redirects=False, verify=verify, headers=headers)
         self._next = time.monotonic()
         self._lock = asyncio.Lock()
         self.sent: list[float] = []  # monotonic send times (the rate is checked against these)
