@@ -36,6 +36,24 @@ UPSTREAM_ERRORS = Counter(
 )
 
 
+_certificates: dict[str, float] = {}  # listener → notAfter of the chain it serves (earliest)
+
+
+def note_certificate(listener: str, cert_file: str) -> None:
+    """Record when the certificate chain a listener has just loaded stops being valid (the
+    earliest `notAfter` in the file: an expired intermediate breaks the chain as surely as the
+    leaf). Called when the listener starts and after each successful reload, so the gauge is what
+    is being served, not what lies on disk. A file that cannot be read leaves the old value."""
+    from cryptography import x509
+
+    try:
+        with open(cert_file, "rb") as f:
+            chain = x509.load_pem_x509_certificates(f.read())
+    except (OSError, ValueError):
+        return
+    _certificates[listener] = min(c.not_valid_after_utc.timestamp() for c in chain)
+
+
 class PolicyCollector(Collector):
     """Counters the policies and the server keep, read at scrape time (no cost per request)."""
 
@@ -130,6 +148,15 @@ class PolicyCollector(Collector):
         version = GaugeMetricFamily("bastion_config_version", "Version of the config being served")
         version.add_metric([], state.version)
         yield version
+        if _certificates:
+            expiry = GaugeMetricFamily(
+                "bastion_tls_certificate_expiry_timestamp_seconds",
+                "When the certificate chain a TLS listener serves expires (earliest notAfter, Unix time)",
+                labels=["listener"],
+            )
+            for listener, ts in sorted(_certificates.items()):
+                expiry.add_metric([listener], ts)
+            yield expiry
         inflight = GaugeMetricFamily("bastion_requests_in_flight", "Requests being handled")
         inflight.add_metric([], state.inflight)
         yield inflight

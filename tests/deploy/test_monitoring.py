@@ -18,6 +18,7 @@ from helpers import raw_request, run_gateway
 from prometheus_client.parser import text_string_to_metric_families
 
 from bastion.auth.apikeys import hash_key
+from bastion.certs import make_dev_certs
 
 from .tools import need
 
@@ -138,6 +139,8 @@ def test_alert_unit_tests_fail_when_a_threshold_is_wrong(tmp_path):
         ("(bastion_upstream_seconds_bucket[5m]))) > 1\n", "(bastion_upstream_seconds_bucket[5m]))) > 3\n"),
         ("> 4 * sum by (job) (rate(bastion_waf", "> 40 * sum by (job) (rate(bastion_waf"),
         ("bastion_store_up == 0", "bastion_store_up == 2"),
+        ("time() < 14 * 86400", "time() < 140 * 86400"),
+        ("time() < 3 * 86400", "time() < 30 * 86400"),
     ]:
         assert old in text, old
         (tmp_path / ALERTS.name).write_text(text.replace(old, new))
@@ -191,6 +194,11 @@ def scrape_of_a_running_gateway(base_config, tmp_path, redis_url) -> tuple[set[s
     tag = "mon" + uuid.uuid4().hex[:6]
     cfg = base_config
     cfg["admin"] = {"host": "127.0.0.1", "port": 0, "token": "t" * 32}
+    tls = make_dev_certs(tmp_path / "tls", ["127.0.0.1"])  # a TLS listener: its certificate's expiry
+    cfg["listeners"] = [
+        {"host": "127.0.0.1", "port": 0},
+        {"host": "127.0.0.1", "port": 0, "tls": {"cert": str(tls["cert"]), "key": str(tls["key"])}},
+    ]
     cfg["upstreams"]["dead"] = {"urls": ["http://127.0.0.1:1"], "timeouts": {"connect": 0.5, "total": 2}}
     cfg["policies"]["auth"] = {
         "require": [],

@@ -68,7 +68,7 @@ def test_tls_1_0_and_1_1_are_refused(base_config, tmp_path):
 
 def test_certificate_is_reloaded_on_sighup(upstream, tmp_path):
     first = make_dev_certs(tmp_path / "a", ["localhost"])
-    second = make_dev_certs(tmp_path / "b", ["localhost"])
+    second = make_dev_certs(tmp_path / "b", ["localhost"], days=5)
     live = tmp_path / "live"
     live.mkdir()
     (live / "cert.pem").write_bytes(first["cert"].read_bytes())
@@ -83,9 +83,20 @@ def test_certificate_is_reloaded_on_sighup(upstream, tmp_path):
                 "upstreams": {"up": {"urls": [upstream.url]}},
                 "policies": {"audit": {"enabled": False}},
                 "routes": [{"path": "/*", "upstream": "up"}],
+                "admin": {"host": "127.0.0.1", "port": 0},
             }
         )
     )
+
+    def expiry_served(admin_port: int) -> float:
+        text = raw_request(admin_port, "GET", "/metrics").body.decode()
+        m = re.search(r'^bastion_tls_certificate_expiry_timestamp_seconds\{listener="127.0.0.1:0"\} (\S+)$', text, re.M)
+        assert m, text
+        return float(m.group(1))
+
+    def not_after(files) -> float:
+        return x509.load_pem_x509_certificate(files["cert"].read_bytes()).not_valid_after_utc.timestamp()
+
     proc = subprocess.Popen(
         [sys.executable, "-m", "bastion.cli", "serve", "--no-watch", "--workers", "1", "-c", str(cfg)],
         stderr=subprocess.PIPE,
@@ -94,15 +105,19 @@ def test_certificate_is_reloaded_on_sighup(upstream, tmp_path):
     lines: list[str] = []
     threading.Thread(target=lambda: [lines.append(x) for x in proc.stderr], daemon=True).start()
     try:
-        deadline = time.time() + 20
-        port = None
-        while port is None and time.time() < deadline:
-            for line in lines:
+        deadline = time.time() + 60
+        port = admin = None
+        while (port is None or admin is None) and time.time() < deadline:
+            for line in list(lines):
                 m = re.search(r"listening on https://127\.0\.0\.1:(\d+)", line)
                 if m:
                     port = int(m.group(1))
+                m = re.search(r"admin listening on http://127\.0\.0\.1:(\d+)", line)
+                if m:
+                    admin = int(m.group(1))
             time.sleep(0.05)
-        assert port, "".join(lines)
+        assert port and admin, "".join(lines)
+        assert expiry_served(admin) == not_after(first)  # the metric is the chain being served
         status, _, der = https_get(port, first["ca"])
         assert status == 200
         assert (
@@ -121,6 +136,7 @@ def test_certificate_is_reloaded_on_sighup(upstream, tmp_path):
             x509.load_der_x509_certificate(der).serial_number
             == x509.load_pem_x509_certificate(second["cert"].read_bytes()).serial_number
         )
+        assert expiry_served(admin) == not_after(second) < not_after(first)  # the renewed one, 5 days
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(20)

@@ -22,6 +22,7 @@ from bastion.config.model import AdminConfig, GatewayConfig, ListenerConfig
 from bastion.gateway.app import Gateway
 from bastion.gateway.edge import EDGE_COLLECTOR, ConnectionGate, EdgeLimits, EdgeProtocol, protocol_for
 from bastion.gateway.state import compile_state
+from bastion.observability import note_certificate
 
 log = logging.getLogger("bastion.server")
 
@@ -136,6 +137,7 @@ def _uvicorn_config(
         kwargs.update(
             ssl_certfile=cert, ssl_keyfile=key, ssl_version=ssl.PROTOCOL_TLS_SERVER, ssl_ciphers=MODERN_CIPHERS
         )
+        note_certificate(f"{listener.host}:{listener.port}", cert)
     if protocol is None:
         protocol = protocol_for(edge_limits(listener, raise_open_file_limit(), 1))
 
@@ -286,6 +288,7 @@ class GatewayServer:
             except (OSError, ssl.SSLError) as exc:
                 log.error("certificate %s could not be reloaded (%s); the old one stays", cert, exc)
             else:
+                note_certificate(f"{listener.host}:{listener.port}", cert)
                 log.info("certificate %s reloaded", cert)
 
     async def _watch_file(self) -> None:

@@ -494,7 +494,7 @@ class SupervisorAdmin(AdminApp):
 
 # Gauges are summed (requests in flight, open connections, connection caps) except these, which
 # describe one shared thing that every worker measures: the worst value is the gateway's.
-_GAUGE_MIN = {"bastion_store_up", "bastion_config_version"}
+_GAUGE_MIN = {"bastion_store_up", "bastion_config_version", "bastion_tls_certificate_expiry_timestamp_seconds"}
 _GAUGE_MAX = {"bastion_store_latency_seconds"}
 
 
