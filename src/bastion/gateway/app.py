@@ -449,7 +449,7 @@ class Gateway:
 
     async def _request_body(self, req: Request) -> tuple[bytes | AsyncIterator[bytes] | None, int | None] | Response:
         """The body to send upstream and its length, read whole first (`buffer_body`), or a
-        refusal (a bad Content-Length, a `_method` form field)."""
+        refusal (a bad Content-Length; a `_method` body field is the `method_field` policy's)."""
         try:
             length = req.content_length()
         except ValueError:
@@ -466,14 +466,6 @@ class Gateway:
             body, body_len = req.body, len(req.body)
         elif length is not None or req.header(b"transfer-encoding") is not None:
             body, body_len = await buffer_body(req)
-        if req.method == "POST" and isinstance(body, bytes) and b"_method" in body and _form_method_field(req, body):
-            return problem(
-                400,
-                "bad-method-override",
-                "a _method form field asks the upstream for another method than the one routed and checked here",
-                request_id=req.request_id,
-                stopped_by="proxy",
-            )
         return body, body_len
 
     @staticmethod
@@ -582,16 +574,6 @@ class Gateway:
             request_id=req.request_id,
             stopped_by="proxy",
         )
-
-
-def _form_method_field(req: Request, body: bytes) -> bool:
-    """A `_method` field in a urlencoded or multipart form (Rails, Laravel, Symfony forms)."""
-    ct = (req.header(b"content-type") or b"").lower()
-    if ct.startswith(b"application/x-www-form-urlencoded"):
-        return any(k == "_method" for k, _ in parse_qsl(body.decode("latin-1"), keep_blank_values=True))
-    if ct.startswith(b"multipart/"):
-        return re.search(rb'name="?_method"?', body, re.IGNORECASE) is not None
-    return False
 
 
 async def buffer_body(req: Request) -> tuple[bytes | AsyncIterator[bytes], int]:

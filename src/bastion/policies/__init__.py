@@ -11,6 +11,7 @@ from bastion.policies.field_encryption import FieldEncryption
 from bastion.policies.graphql import GraphQLGuard
 from bastion.policies.ip_rules import IpRules
 from bastion.policies.login import Login
+from bastion.policies.method_field import MethodField
 from bastion.policies.metrics import Metrics
 from bastion.policies.rate_limit import RateLimit
 from bastion.policies.request_id import RequestId
@@ -36,6 +37,7 @@ REGISTRY: dict[str, type[Policy]] = {
         Authorization,
         GraphQLGuard,
         RateLimit,
+        MethodField,
         Validation,
         Ssrf,
         Waf,

@@ -1,0 +1,119 @@
+"""A method override carried in the body: refused.
+
+Rails (Rack::MethodOverride), Laravel and Symfony (`http_method_override`), Express's
+method-override with a body getter and many PHP frameworks turn a POST into a PUT, PATCH or
+DELETE when its form body, or for Laravel its JSON body, has a `_method` field. The gateway routes,
+authorises and rate-limits the POST it sees while the application performs the DELETE: a route
+that allows POST and not DELETE is no protection. The query and header forms are handled where
+the request is routed (`edge.method_override`); a body is read after routing, when its route is
+known (and with it the body limit), so an override found there cannot be routed any more and is
+refused (400), whatever `edge.method_override` says. A client that needs the override sends the
+header instead.
+
+Read: POST bodies with a form or JSON type, or another or no type that sniffs as one (the reading
+of `bastion.arguments` that the WAF and the SSRF guard share, computed once per request), after
+their content coding is undone;
+JSON escapes and form percent-encoding are decoded, so `"\\u005fmethod"` and `%5Fmethod` are the
+same field. A value that names POST (any case, surrounding white space) is harmless and passes.
+multipart/form-data parts (not files) by their name. Not read: XML and GraphQL bodies.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, ClassVar
+
+from pydantic import Field
+
+from bastion import bodies
+from bastion.arguments import api_inputs
+from bastion.http import Request, Response, problem
+from bastion.pipeline import Context, Policy, PolicyConfig
+
+
+class MethodFieldConfig(PolicyConfig):
+    fields: list[str] = Field(
+        default_factory=lambda: ["_method"],
+        description="Top-level body fields that frameworks read as the real method (Rails, Laravel, Symfony: `_method`).",
+    )
+
+
+class MethodField(Policy[MethodFieldConfig]):
+    name: ClassVar[str] = "method_field"
+    priority: ClassVar[int] = (
+        595  # after auth and rate limits (no body is buffered for refused clients), before validation
+    )
+    Config = MethodFieldConfig
+    default_on: ClassVar[bool] = True
+
+    def __init__(self, config: MethodFieldConfig, env: Any) -> None:
+        super().__init__(config, env)
+        self.fields = frozenset(config.fields)
+
+    async def on_request(self, req: Request, ctx: Context) -> Response | None:
+        if req.method != "POST" or not req.has_body():
+            return None
+        limit = req.body_limit or bodies.DEFAULT_LIMIT
+        try:
+            ct = bodies.content_type(req)
+            if ct is not None and ct.kind in ("xml", "graphql"):
+                return None  # see the module's doc
+            if ct is not None and ct.kind == "multipart":
+                found = _multipart_field(await bodies.read_body(req, ctx, limit=limit), ct, self.fields)
+            else:
+                # JSON and forms; other and missing types as `bastion.arguments` sniffs them
+                # (Laravel reads any type containing "/json" as JSON, Rack a typeless POST as a form)
+                inputs = await api_inputs(req, ctx, max_body=limit)
+                found = next(
+                    (
+                        (a.name, str(a.value))
+                        for a in inputs.arguments
+                        if a.source == "body" and a.name in self.fields and _names_another_method(a.value)
+                    ),
+                    None,
+                )
+        except bodies.BodyRefused as refused:
+            return refused.response(req, self.name)
+        if found is None:
+            return None
+        return problem(
+            400,
+            "bad-method-override",
+            f"the body's {found[0]} field asks the upstream for {str(found[1]).strip().upper()[:16]!r}, not the "
+            "POST routed and checked here; send X-HTTP-Method-Override instead (edge.method_override)",
+            request_id=req.request_id,
+        )
+
+
+def _names_another_method(value: object) -> bool:
+    """Only a string names a method (Symfony refuses anything but letters; Rails looks the
+    upper-cased string up among the methods it knows)."""
+    return isinstance(value, str) and value.strip().upper() not in ("", "POST")
+
+
+def _multipart_field(body: bytes, ct: bodies.ContentType, fields: frozenset[str]) -> tuple[str, str] | None:
+    """A non-file part of a multipart/form-data body named like one of `fields` whose value names
+    another method (parsed by the stdlib's email parser, as `bodies.multipart_files` does). A body
+    the parser cannot read is searched for the names as bytes instead: refused when one appears as
+    a part name, since the application's parser may read what this one could not."""
+    from email.parser import BytesParser
+    from email.policy import HTTP
+
+    boundary = ct.params.get("boundary", "").replace("\\", "\\\\").replace('"', '\\"')
+    head = f'Content-Type: {ct.media}; boundary="{boundary}"\r\n\r\n'.encode("latin-1")
+    try:
+        msg = BytesParser(policy=HTTP).parsebytes(head + body)
+        for part in msg.iter_parts():
+            name = part.get_param("name", header="content-disposition")
+            if not isinstance(name, str) or name not in fields or part.get_filename() is not None:
+                continue
+            payload = part.get_payload(decode=True)
+            value = payload.decode("utf-8", "replace") if isinstance(payload, bytes) else ""
+            if _names_another_method(value):
+                return name, value
+        return None
+    except Exception:  # the email package raises many kinds on hostile input
+        for name in fields:
+            if re.search(rb'name\s*=\s*"?' + re.escape(name.encode()) + rb'"?', body, re.IGNORECASE):
+                return name, "?"
+        return None
