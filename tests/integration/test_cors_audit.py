@@ -12,7 +12,6 @@ import json
 import shutil
 import socket
 import subprocess
-import threading
 import time
 from collections import Counter
 from pathlib import Path
@@ -21,6 +20,7 @@ import jsonschema
 import pytest
 import yaml
 from helpers import ThreadedUvicorn, run_gateway
+from servers import serve_tls, serve_wsgi
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
@@ -105,20 +105,6 @@ def flask_app():
 
     CORS(app, supports_credentials=True)
     return app
-
-
-@contextlib.contextmanager
-def serve_wsgi(app):
-    from werkzeug.serving import make_server
-
-    server = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_port}"
-    finally:
-        server.shutdown()
-        thread.join(5)
 
 
 def _free_port() -> int:
@@ -426,10 +412,6 @@ def test_header_lines_that_cannot_be_sent_are_refused(bad):
 
 
 def test_insecure_accepts_a_self_signed_staging_certificate(tmp_path):
-    import asyncio
-
-    import uvicorn
-
     from bastion.certs import make_dev_certs
 
     files = make_dev_certs(tmp_path / "tls", ["127.0.0.1"])
@@ -437,27 +419,8 @@ def test_insecure_accepts_a_self_signed_staging_certificate(tmp_path):
         routes=[Route("/x", lambda r: JSONResponse({}))],
         middleware=[Middleware(CORSMiddleware, allow_origin_regex=".*", allow_credentials=True)],
     )
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    config = uvicorn.Config(
-        app,
-        log_config=None,
-        access_log=False,
-        lifespan="off",
-        ssl_certfile=str(files["cert"]),
-        ssl_keyfile=str(files["key"]),
-    )
-    server = uvicorn.Server(config)
-    server.capture_signals = contextlib.nullcontext  # type: ignore[method-assign]
-    thread = threading.Thread(target=lambda: asyncio.run(server.serve([sock])), daemon=True)
-    thread.start()
-    try:
-        deadline = time.monotonic() + 20
-        while not server.started:
-            assert time.monotonic() < deadline, "the TLS server did not start"
-            time.sleep(0.02)
-        url = f"https://127.0.0.1:{port}/x"
+    with serve_tls(app, files, host="127.0.0.1") as base:
+        url = f"{base}/x"
         strict = CliRunner().invoke(cli, ["cors-audit", url, "--rate", "200", "--format", "json"])
         assert strict.exit_code == 2  # the certificate is not trusted: unreachable, said so
         assert json.loads(strict.stdout)["endpoints"][0]["error"].startswith("unreachable")
@@ -465,6 +428,3 @@ def test_insecure_accepts_a_self_signed_staging_certificate(tmp_path):
         assert r.exit_code == 1, r.stdout
         checks = {f["check"] for f in json.loads(r.stdout)["endpoints"][0]["findings"]}
         assert "cors-credentials-any-origin" in checks
-    finally:
-        server.should_exit = True
-        thread.join(10)

@@ -11,17 +11,15 @@ POST the gateway routed.
 
 from __future__ import annotations
 
-import contextlib
 import gzip
 import json
-import threading
 import urllib.parse
-from collections.abc import Iterator
 
 import pytest
 from helpers import raw_request, run_gateway
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from servers import serve_wsgi
 
 PERFORMED: list[str] = []
 
@@ -45,19 +43,6 @@ def framework_app():
         return {"performed": method, "item": item}
 
     return app
-
-
-@contextlib.contextmanager
-def serve_wsgi(app) -> Iterator[str]:
-    from werkzeug.serving import make_server
-
-    server = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_port}"
-    finally:
-        server.shutdown()
 
 
 @pytest.fixture(scope="module")

@@ -3,8 +3,6 @@ verified against a CA (or, loudly, not at all), and `bastion certs dev`."""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import http.client
 import json
 import re
@@ -17,10 +15,10 @@ import threading
 import time
 
 import pytest
-import uvicorn
 import yaml
 from cryptography import x509
 from helpers import raw_request, run_gateway
+from servers import serve_tls
 from upstream_app import app as upstream_app
 
 from bastion.certs import make_dev_certs
@@ -142,30 +140,8 @@ def test_certificate_is_reloaded_on_sighup(upstream, tmp_path):
         proc.wait(20)
 
 
-@contextlib.contextmanager
 def https_upstream(files):
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    config = uvicorn.Config(
-        upstream_app,
-        log_config=None,
-        access_log=False,
-        lifespan="off",
-        ssl_certfile=str(files["cert"]),
-        ssl_keyfile=str(files["key"]),
-    )
-    server = uvicorn.Server(config)
-    server.capture_signals = contextlib.nullcontext  # type: ignore[method-assign]
-    thread = threading.Thread(target=lambda: asyncio.run(server.serve([sock])), daemon=True)
-    thread.start()
-    while not server.started:
-        time.sleep(0.01)
-    try:
-        yield f"https://localhost:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(10)
+    return serve_tls(upstream_app, files)
 
 
 def test_https_upstream_verified_against_a_ca(base_config, tmp_path, caplog):
