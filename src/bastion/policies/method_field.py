@@ -49,6 +49,13 @@ class MethodField(Policy[MethodFieldConfig]):
     def __init__(self, config: MethodFieldConfig, env: Any) -> None:
         super().__init__(config, env)
         self.fields = frozenset(config.fields)
+        self.needles = tuple(f.encode() for f in config.fields) + (b"\\u", b"%", b"=?", b"*=")
+
+    def _may_hold(self, body: bytes) -> bool:
+        """Whether the body can spell a field at all: its name as it is, or some escape that could
+        write it another way (a JSON `\\u`, percent-encoding, an RFC 2047 or RFC 2231 parameter in a
+        multipart head; UTF-16/32 text). Most bodies have none, and are not parsed here."""
+        return any(n in body for n in self.needles) or bodies.wide_text(body)
 
     async def on_request(self, req: Request, ctx: Context) -> Response | None:
         if req.method != "POST" or not req.has_body():
@@ -58,8 +65,11 @@ class MethodField(Policy[MethodFieldConfig]):
             ct = bodies.content_type(req)
             if ct is not None and ct.kind in ("xml", "graphql"):
                 return None  # see the module's doc
+            body = await bodies.read_body(req, ctx, limit=limit)
+            if not self._may_hold(body):
+                return None
             if ct is not None and ct.kind == "multipart":
-                found = _multipart_field(await bodies.read_body(req, ctx, limit=limit), ct, self.fields)
+                found = _multipart_field(body, ct, self.fields)
             else:
                 # JSON and forms; other and missing types as `bastion.arguments` sniffs them
                 # (Laravel reads any type containing "/json" as JSON, Rack a typeless POST as a form)
