@@ -183,3 +183,21 @@ def test_turned_off_on_a_route_the_body_reaches_the_upstream(tmp_path):
         with run_gateway(cfg, tmp_path) as g:
             r, performed = post(g, json.dumps({"_method": "DELETE"}).encode(), {"Content-Type": "application/json"})
             assert r.status == 200 and performed == ["DELETE"]  # the user's explicit choice
+
+
+def test_a_body_field_cannot_name_a_third_method_after_an_honoured_header(tmp_path):
+    """Rack reads the body's `_method` before the header: POST + `X-HTTP-Method-Override: PUT`
+    (routed and checked as PUT) + `_method=DELETE` would be a DELETE at a Rails app."""
+    with serve_wsgi(framework_app()) as url:
+        cfg = {
+            "upstreams": {"app": {"urls": [url]}},
+            "edge": {"method_override": True},
+            "policies": {"audit": {"enabled": False}},
+            "routes": [{"path": "/items/*", "upstream": "app", "methods": ["GET", "POST", "PUT"]}],
+        }
+        with run_gateway(cfg, tmp_path) as g:
+            form = {"Content-Type": "application/x-www-form-urlencoded", "X-HTTP-Method-Override": "PUT"}
+            r, performed = post(g, b"_method=DELETE", form)
+            assert r.status == 400 and performed == []
+            r, performed = post(g, b"name=x", form)
+            assert r.status == 200, r.body

@@ -369,7 +369,6 @@ OVERRIDE_HEADERS = (
     # a WSGI prefix (Flask's ReverseProxied recipe rewrites the path by it)
     "x-script-name",
 )
-METHOD_OVERRIDE_HEADERS = ("x-http-method-override", "x-http-method", "x-method-override")
 
 
 class EdgeConfig(Strict):

@@ -11,7 +11,7 @@ from email.utils import formatdate
 from typing import Any
 from urllib.parse import parse_qsl
 
-from bastion.config.model import HTTP_METHODS, METHOD_OVERRIDE_HEADERS
+from bastion.config.model import HTTP_METHODS
 from bastion.gateway.proxy import (
     FORWARDING,
     UPSTREAM_IDENTITY,
@@ -37,6 +37,7 @@ from bastion.http import (
     parse_ip,
     problem,
 )
+from bastion.http.headers import METHOD_OVERRIDE_HEADERS
 from bastion.net.http1 import UpstreamProtocolError, UpstreamTimeout
 from bastion.pipeline import Context, Pipeline
 from bastion.response_body import BodyRefused, rewrite_body

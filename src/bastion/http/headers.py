@@ -6,6 +6,9 @@ import re
 
 Headers = list[tuple[bytes, bytes]]
 
+# Headers that ask a framework to treat a POST as another method (edge.method_override).
+METHOD_OVERRIDE_HEADERS = ("x-http-method-override", "x-http-method", "x-method-override")
+
 
 # ---- header hygiene ---------------------------------------------------------------------------
 # RFC 9110 5.1/5.5: a field name is a token; a value has no control character but HTAB. Checked

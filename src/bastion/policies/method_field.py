@@ -28,6 +28,7 @@ from pydantic import Field
 from bastion import bodies
 from bastion.arguments import api_inputs
 from bastion.http import Request, Response, problem
+from bastion.http.headers import METHOD_OVERRIDE_HEADERS
 from bastion.pipeline import Context, Policy, PolicyConfig
 
 
@@ -58,7 +59,7 @@ class MethodField(Policy[MethodFieldConfig]):
         return any(n in body for n in self.needles) or bodies.wide_text(body)
 
     async def on_request(self, req: Request, ctx: Context) -> Response | None:
-        if req.method != "POST" or not req.has_body():
+        if not req.has_body() or (req.method != "POST" and not _overridden(req)):
             return None
         limit = req.body_limit or bodies.DEFAULT_LIMIT
         try:
@@ -127,3 +128,12 @@ def _multipart_field(body: bytes, ct: bodies.ContentType, fields: frozenset[str]
             if re.search(rb'name\s*=\s*"?' + re.escape(name.encode()) + rb'"?', body, re.IGNORECASE):
                 return name, "?"
         return None
+
+
+_OVERRIDE_HEADERS = frozenset(h.encode() for h in METHOD_OVERRIDE_HEADERS)
+
+
+def _overridden(req: Request) -> bool:
+    """A POST that `edge.method_override` already turned into another method: Rack reads the
+    body's `_method` before the header, so the body can still name a third method."""
+    return any(k in _OVERRIDE_HEADERS for k, _ in req.headers) or b"_method" in req.query
