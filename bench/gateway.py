@@ -106,14 +106,19 @@ http {{
 """
 
 
+def default_on_off() -> dict[str, dict]:
+    """Every policy that is on unless configured, turned off (read from the registry, so a new
+    default-on policy is off in pass-through too)."""
+    from bastion.policies import REGISTRY
+
+    return {name: {"enabled": False} for name, cls in REGISTRY.items() if cls.default_on}
+
+
 def pass_through(port: int, up: int, **policies: dict) -> str:
     """Pass-through: every default-on policy off, then the policies under test (`policies`)."""
     import yaml
 
-    off = {
-        name: {"enabled": False}
-        for name in ("request_id", "body_limit", "security_headers", "audit", "rate_limit", "error_masking", "metrics")
-    }
+    off = default_on_off()
     return yaml.safe_dump(
         {
             "listeners": [{"host": "127.0.0.1", "port": port}],

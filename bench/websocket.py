@@ -27,7 +27,7 @@ import yaml
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from gateway import free_port, pinned, stop_all, wait_port  # noqa: E402
+from gateway import default_on_off, free_port, pinned, stop_all, wait_port  # noqa: E402
 
 PY = sys.executable
 
@@ -54,10 +54,7 @@ UPSTREAM = textwrap.dedent(
 
 
 def gateway_config(port: int, up: int, tmp: str, protected: bool) -> str:
-    off = {
-        name: {"enabled": False}
-        for name in ("request_id", "body_limit", "security_headers", "audit", "rate_limit", "error_masking", "metrics")
-    }
+    off = default_on_off()
     policies: dict = dict(off)
     ws: dict = {"messages_per_second": None, "idle_timeout": 600, "max_per_principal": 1000}
     if protected:  # request id, audit, metrics, the default per-connection message rate raised to not bind
