@@ -201,3 +201,11 @@ def test_a_body_field_cannot_name_a_third_method_after_an_honoured_header(tmp_pa
             assert r.status == 400 and performed == []
             r, performed = post(g, b"name=x", form)
             assert r.status == 200, r.body
+
+
+def test_an_ambiguous_type_is_refused_only_when_the_body_could_hold_the_field(gateway):
+    both = [("Content-Type", "application/json"), ("Content-Type", "application/x-www-form-urlencoded")]
+    PERFORMED.clear()
+    assert raw_request(gateway.port, "POST", "/items/7", both, b"_method=DELETE").status == 400
+    assert PERFORMED == []
+    assert raw_request(gateway.port, "POST", "/items/7", both, b'{"name": "chair"}').status == 200

@@ -62,13 +62,19 @@ class MethodField(Policy[MethodFieldConfig]):
         if not req.has_body() or (req.method != "POST" and not _overridden(req)):
             return None
         limit = req.body_limit or bodies.DEFAULT_LIMIT
+        ambiguous: bodies.BodyRefused | None = None
         try:
-            ct = bodies.content_type(req)
+            try:
+                ct = bodies.content_type(req)
+            except bodies.BodyRefused as exc:  # several or malformed types: the upstream picks one
+                ct, ambiguous = None, exc
             if ct is not None and ct.kind in ("xml", "graphql"):
                 return None  # see the module's doc
             body = await bodies.read_body(req, ctx, limit=limit)
             if not self._may_hold(body):
-                return None
+                return None  # whatever the type, nothing here can name a method
+            if ambiguous is not None:
+                raise ambiguous  # it could, under a type this reading cannot choose
             if ct is not None and ct.kind == "multipart":
                 found = _multipart_field(body, ct, self.fields)
             else:
