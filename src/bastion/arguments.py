@@ -198,6 +198,10 @@ def _body_document(body: bytes, ct: bodies.ContentType | None) -> _Doc | None:
         return _Doc("form", bodies.multipart_fields(body, ct), upload=True)
     if kind == "other":
         kind = {"json": "json", "form": "form"}.get(bodies.sniff(body), "other")
+        if kind == "other" and (body.startswith(b"\xef\xbb\xbf") or bodies.wide_text(body)):
+            # a byte-order mark, UTF-16 or UTF-32: Python's json.loads(bytes) (Flask's
+            # get_json(force=True)) reads them as JSON, so they are tried as JSON here too
+            kind = "json"
     if kind == "json":
         try:
             value = _loads(body)

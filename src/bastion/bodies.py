@@ -254,11 +254,12 @@ def multipart_files(body: bytes, ct: ContentType) -> list[str]:
 def multipart_fields(body: bytes, ct: ContentType) -> list[tuple[str, str]]:
     """The text fields of a multipart/form-data body (named parts without a `filename`: what
     `request.form` holds in Flask, `req.body` with multer), as (name, value) decoded as UTF-8
-    with replacement, in order."""
+    with replacement, in order. A part with an empty `filename=""` is a field too: Go's
+    mime/multipart (`r.FormValue`) reads it as one, where werkzeug and busboy see a file."""
     return [
         (name, data.decode("utf-8", errors="replace"))
         for name, filename, data in _multipart_parts(body, ct)
-        if name is not None and filename is None
+        if name is not None and not filename
     ]
 
 
