@@ -141,17 +141,37 @@ def offered_protocols(headers: Headers) -> tuple[list[str], list[str]]:
     return offered, tokens
 
 
-def _init_token(payload: Any) -> str | None:
+def _init_credentials(payload: Any, depth: int = 0) -> list[str]:
+    """Every credential a `connection_init` payload carries, as Authorization values (a bare
+    token gets `Bearer `), in order: the keys any GraphQL server may read it from, at the top
+    and under `headers` (Apollo), whatever their case."""
+    found: list[str] = []
     if not isinstance(payload, dict):
-        return None
+        return found
     for k, v in payload.items():
-        if isinstance(k, str) and k.lower() in _INIT_TOKEN_KEYS and isinstance(v, str) and v:
-            return v if " " in v else "Bearer " + v
-        if isinstance(k, str) and k.lower() == "headers":  # {headers: {Authorization: ...}} (Apollo)
-            inner = _init_token(v)
-            if inner is not None:
-                return inner
-    return None
+        if not isinstance(k, str):
+            continue
+        if k.lower() in _INIT_TOKEN_KEYS and isinstance(v, str) and v:
+            found.append(v if " " in v else "Bearer " + v)
+        elif k.lower() == "headers" and depth == 0:  # {headers: {Authorization: ...}} (Apollo)
+            found.extend(_init_credentials(v, 1))
+    return found
+
+
+def _init_token(payload: Any) -> str | None:
+    found = _init_credentials(payload)
+    return found[0] if found else None
+
+
+def _without_credentials(payload: dict[str, Any], depth: int = 0) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in payload.items():
+        if isinstance(k, str) and k.lower() in _INIT_TOKEN_KEYS:
+            continue
+        if isinstance(k, str) and k.lower() == "headers" and depth == 0 and isinstance(v, dict):
+            v = _without_credentials(v, 1)
+        out[k] = v
+    return out
 
 
 async def _read_init(receive: Receive, timeout: float) -> tuple[str | None, str | None, int]:
@@ -174,7 +194,10 @@ async def _read_init(receive: Receive, timeout: float) -> tuple[str | None, str 
         return text, None, 0
     if not isinstance(data, dict) or data.get("type") != "connection_init":
         return text, None, 0
-    return text, _init_token(data.get("payload")), 0
+    found = _init_credentials(data.get("payload"))
+    if len(set(found)) > 1:  # the gateway would check one, the upstream might read another
+        return None, None, 4409
+    return text, (found[0] if found else None), 0
 
 
 def _refusal_sender(send: Send, hs: Handshake) -> Send:
@@ -282,6 +305,9 @@ async def _credential_later(
     if hs.init is None:
         if code == 1000:
             raise ClientDisconnected()
+        if code == 4409:
+            hs.close = (4400, "ambiguous-credentials")
+            return _problem(req, 400, "ambiguous-credentials", "a connection_init with more than one credential")
         hs.close = (code, "connection_init timeout" if code == 4408 else "connection_init expected")
         return _problem(req, 408 if code == 4408 else 400, "connection-init", hs.close[1])
     if init_token is not None and len(init_token) > _INIT_TOKEN_MAX:
@@ -418,7 +444,7 @@ class WsExchange:
             await _close_both(self.send, peer, end)
             return end
         try:
-            await peer.send(self.hs.init)
+            await peer.send(verdict.reply if verdict.action == "rewrite" else self.hs.init)
         except Closed as exc:
             end = End("upstream", exc.code, exc.reason)
             await _close_both(self.send, peer, end)
@@ -722,7 +748,7 @@ def _original_headers(req: Request) -> Headers:
 # ---- per message ------------------------------------------------------------------------------
 @dataclass(slots=True)
 class Verdict:
-    action: str  # "pass", "reply" (to the client, the socket stays open), "close"
+    action: str  # "pass", "reply" (to the client, the socket stays open), "close", "rewrite" (forward `reply`)
     reply: str = ""
     code: int = 1000
     reason: str = ""
@@ -773,6 +799,10 @@ class SocketGuard:
                 allowed = False  # fail closed, as the rate_limit policy's default
             if not allowed:
                 return Verdict("close", code=CLOSE_POLICY, reason="principal-message-rate")
+        if self.graphql is not None and isinstance(data, str) and "connection_init" in data:
+            verdict = self._init_credentials(data)
+            if verdict is not None:
+                return verdict
         if not self.pipeline.ws_message_phase:
             return PASS
         message = self._message(data)
@@ -787,6 +817,31 @@ class SocketGuard:
             REFUSALS.labels(self.route, "operation:" + reason).inc()
             return Verdict("reply", reply=self._error(message.id, refusal))
         return Verdict("close", code=_STATUS_CLOSE.get(refusal.status, CLOSE_POLICY), reason=reason[:100])
+
+    def _init_credentials(self, data: str) -> Verdict | None:
+        """A `connection_init` is forwarded as the client wrote it, and GraphQL servers read a
+        credential from its payload: it may carry none but the one the handshake was checked
+        with (another: close 4400 `ambiguous-credentials`, as two credentials over HTTP), and
+        one the upstream must not see (refused on a public route, or `forward_credentials:
+        false`) is taken out of the payload first."""
+        parsed = _json_object(data)
+        if parsed is None or not any(
+            isinstance(k, str) and k.casefold() == "type" and v == "connection_init" for k, v in parsed.items()
+        ):
+            return None
+        payload = parsed.get("payload")
+        found = _init_credentials(payload)
+        if not found or not isinstance(payload, dict):
+            return None
+        if b"authorization" in self.ctx.drop_request_headers:
+            out = {k: (_without_credentials(v) if k == "payload" else v) for k, v in parsed.items()}
+            return Verdict("rewrite", reply=orjson.dumps(out).decode())
+        if self.ctx.principal is None:
+            return None  # the gateway checked no credential: the upstream's business
+        checked = self.req.header_str(b"authorization")
+        if any(c != checked for c in found):
+            return Verdict("close", code=4400, reason="ambiguous-credentials")
+        return None
 
     def check_out(self, data: str | bytes) -> Verdict:
         self.outbound += 1
@@ -999,6 +1054,8 @@ async def relay(receive: Receive, send: Send, peer: Peer, guard: SocketGuard, de
                 continue
             if verdict.action == "close":
                 return End("gateway", verdict.code, verdict.reason)
+            if verdict.action == "rewrite":
+                data = verdict.reply
             try:
                 await peer.send(data)
             except Closed as exc:
