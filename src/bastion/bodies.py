@@ -211,10 +211,15 @@ def check_json_unique(body: bytes) -> None:
         return  # not JSON for the stdlib either: the caller's own parse reports it
 
 
-def _multipart_parts(body: bytes, ct: ContentType) -> list[tuple[str | None, str | None, bytes]]:
-    """(name, filename, content with its transfer encoding undone) of each part of a multipart
+def _multipart_parts(body: bytes, ct: ContentType) -> list[tuple[list[str], str | None, bytes]]:
+    """(names, filename, content with its transfer encoding undone) of each part of a multipart
     body, parsed by the stdlib's email parser; an unparsable body gives [] (ModSecurity's own
-    strict parser refuses it anyway)."""
+    strict parser refuses it anyway). `names`: every `name` the part's Content-Disposition
+    headers give it — one normally; a part that names itself twice (`name="a"; name="url"`, or
+    two Content-Disposition lines) is read under each, since parsers disagree on which wins
+    (werkzeug takes the last, the email package the first). `name*=utf-8''url` (RFC 2231,
+    which werkzeug reads too) is the name `url`."""
+    from email.message import Message
     from email.parser import BytesParser
     from email.policy import HTTP
     from email.utils import collapse_rfc2231_value
@@ -223,18 +228,20 @@ def _multipart_parts(body: bytes, ct: ContentType) -> list[tuple[str | None, str
     head = f'Content-Type: {ct.media}; boundary="{boundary}"\r\n\r\n'.encode("latin-1")
     try:
         msg = BytesParser(policy=HTTP).parsebytes(head + body)
-        out: list[tuple[str | None, str | None, bytes]] = []
+        out: list[tuple[list[str], str | None, bytes]] = []
         for part in msg.iter_parts():
-            name = part.get_param("name", header="content-disposition")
+            names: list[str] = []
+            for key, value in part.raw_items():  # the raw lines: the parsed header keeps one `name`
+                if key.lower() != "content-disposition":
+                    continue
+                one = Message()
+                one["content-disposition"] = str(value)
+                for k, v in one.get_params(header="content-disposition") or []:
+                    name = collapse_rfc2231_value(v) if k.lower() == "name" else None
+                    if name is not None and name not in names:
+                        names.append(name)
             payload = part.get_payload(decode=True)
-            out.append(
-                (
-                    # `name*=utf-8''url` (RFC 2231, which werkzeug reads too) is the name `url`
-                    collapse_rfc2231_value(name) if name is not None else None,
-                    part.get_filename(),
-                    payload if isinstance(payload, bytes) else b"",
-                )
-            )
+            out.append((names, part.get_filename(), payload if isinstance(payload, bytes) else b""))
         return out
     except Exception:  # the email package raises many kinds on hostile input
         return []
@@ -258,8 +265,9 @@ def multipart_fields(body: bytes, ct: ContentType) -> list[tuple[str, str]]:
     mime/multipart (`r.FormValue`) reads it as one, where werkzeug and busboy see a file."""
     return [
         (name, data.decode("utf-8", errors="replace"))
-        for name, filename, data in _multipart_parts(body, ct)
-        if name is not None and not filename
+        for names, filename, data in _multipart_parts(body, ct)
+        if not filename
+        for name in names
     ]
 
 
