@@ -81,10 +81,19 @@ def gateway(recorder: tuple[Recorder, str], tmp_path_factory: pytest.TempPathFac
         yield f"ws://127.0.0.1:{gw.port}"
 
 
-async def exchange(url: str, init: dict[str, Any], **kw: Any) -> list[str]:
+def encode(init: dict[str, Any], form: str = "text") -> str | bytes:
+    """The message as sent: plain text, a binary frame (graphql-ws reads it as text), or with its
+    `type` value written with a JSON escape (any JSON reader decodes it)."""
+    text = json.dumps(init)
+    if form == "escaped":
+        text = text.replace('"connection_init"', '"connection\\u005finit"')
+    return text.encode() if form == "binary" else text
+
+
+async def exchange(url: str, init: dict[str, Any], form: str = "text", **kw: Any) -> list[str]:
     seen: list[str] = []
     async with connect(url, subprotocols=kw.pop("subprotocols", ["graphql-transport-ws"]), open_timeout=10, **kw) as ws:
-        await ws.send(json.dumps(init))
+        await ws.send(encode(init, form))
         try:
             while True:
                 seen.append(str(await asyncio.wait_for(ws.recv(), 1.0)))
@@ -115,10 +124,17 @@ KEYS = [
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(via=st.sampled_from(["header", "subprotocol", "init"]), key=st.sampled_from(KEYS), bare=st.booleans())
+@given(
+    via=st.sampled_from(["header", "subprotocol", "init"]),
+    key=st.sampled_from(KEYS),
+    bare=st.booleans(),
+    form=st.sampled_from(["text", "binary", "escaped"]),
+)
 def test_a_second_credential_in_connection_init_closes_the_socket(
-    recorder: tuple[Recorder, str], gateway: str, via: str, key: str, bare: bool
+    recorder: tuple[Recorder, str], gateway: str, via: str, key: str, bare: bool, form: str
 ) -> None:
+    if via == "init":
+        form = "text"  # (the credential read before the handshake is checked comes from a text frame)
     rec, _ = recorder
     other = MALLORY if bare else "Bearer " + MALLORY
     payload = placed(key, other)
@@ -132,7 +148,7 @@ def test_a_second_credential_in_connection_init_closes_the_socket(
         if key == "authToken":
             payload["token"] = other
     before = len(rec.messages)
-    seen = asyncio.run(exchange(gateway + "/private/x", {"type": "connection_init", "payload": payload}, **kw))
+    seen = asyncio.run(exchange(gateway + "/private/x", {"type": "connection_init", "payload": payload}, form, **kw))
     assert seen == ["close 4400 ambiguous-credentials"], seen
     assert not any(MALLORY in m for m in rec.messages[before:])
 

@@ -779,6 +779,9 @@ class SocketGuard:
         self.inbound = 0
         self.outbound = 0
         self.refused_operations = 0
+        # the gateway checked (or refused) a credential on this socket: connection_init payloads
+        # must not carry another (`_init_credentials`)
+        self.init_checked = ctx.principal is not None or b"authorization" in ctx.drop_request_headers
         self.count_in = MESSAGES.labels(route, "in")  # labelled once, not per message
         self.count_out = MESSAGES.labels(route, "out")
 
@@ -799,7 +802,9 @@ class SocketGuard:
                 allowed = False  # fail closed, as the rate_limit policy's default
             if not allowed:
                 return Verdict("close", code=CLOSE_POLICY, reason="principal-message-rate")
-        if self.graphql is not None and isinstance(data, str) and "connection_init" in data:
+        if self.graphql is not None and self.init_checked:
+            # every message, text or binary (graphql-ws reads a binary frame as text), parsed:
+            # a substring test would miss `connection\u005finit`
             verdict = self._init_credentials(data)
             if verdict is not None:
                 return verdict
@@ -818,7 +823,7 @@ class SocketGuard:
             return Verdict("reply", reply=self._error(message.id, refusal))
         return Verdict("close", code=_STATUS_CLOSE.get(refusal.status, CLOSE_POLICY), reason=reason[:100])
 
-    def _init_credentials(self, data: str) -> Verdict | None:
+    def _init_credentials(self, data: str | bytes) -> Verdict | None:
         """A `connection_init` is forwarded as the client wrote it, and GraphQL servers read a
         credential from its payload: it may carry none but the one the handshake was checked
         with (another: close 4400 `ambiguous-credentials`, as two credentials over HTTP), and
