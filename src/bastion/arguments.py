@@ -18,8 +18,13 @@ parameter, an `application/graphql` body, or a JSON object (or a batch: an array
 `query` string or an `extensions.persistedQuery`. A document the guard's parser cannot read is
 not guessed at: its text is in `ApiInputs.unparsed`, for the caller to inspect as text or refuse.
 
-Not read: multipart bodies and XML bodies (the WAF inspects those itself; their values have no
-dotted names here), bodies of any other type.
+Multipart bodies: their text fields (named parts without a filename) are body values by their
+field names, as a form's; a GraphQL multipart request (file uploads: an `operations` field with
+the JSON operation) is read as GraphQL. File parts are not read. Bodies of any other type
+(`application/octet-stream`, `image/png`, ...) are read as the JSON or form they look like, as an
+untyped body is: lenient servers parse JSON whatever its declared type.
+
+Not read: XML bodies (the WAF inspects those itself; their values have no dotted names here).
 """
 
 from __future__ import annotations
@@ -123,6 +128,16 @@ async def _read(req: Request, ctx: Any, graphql: bool | None, max_body: int) -> 
     if doc is not None:
         if doc.kind == "graphql":
             operations.append({"query": doc.value})
+        elif doc.kind == "form" and doc.upload:
+            # the GraphQL multipart request: `operations` (an operation or a batch), `map`, files
+            for k, v in doc.value:
+                found = _upload_operations(v) if k == "operations" else None
+                if found is not None:
+                    operations.extend(found)
+                elif k not in GRAPHQL_PARAMS:
+                    out.append(Argument("body", k, v))
+            if any(k in GRAPHQL_PARAMS for k, _ in doc.value):  # `query` as a field (multer + express-graphql)
+                operations.append(_form_operation(doc.value))
         elif doc.kind == "form":
             operations.append(_form_operation(doc.value))
             out.extend(Argument("body", k, v) for k, v in doc.value if k not in GRAPHQL_PARAMS)
@@ -141,6 +156,18 @@ async def _read(req: Request, ctx: Any, graphql: bool | None, max_body: int) -> 
 class _Doc:
     kind: Literal["json", "form", "graphql"]
     value: Any  # parsed JSON; form pairs; the GraphQL text
+    upload: bool = False  # form pairs from a multipart body's text fields
+
+
+def _upload_operations(text: str) -> list[dict[str, Any]] | None:
+    """The operations of a GraphQL multipart request's `operations` field, or None when it is
+    not one (or a batch of them)."""
+    try:
+        value = _loads(text)
+    except ValueError:
+        return None
+    ops = value if isinstance(value, list) else [value]
+    return ops if ops and all(_is_operation(op) for op in ops) else None
 
 
 async def _body(req: Request, ctx: Any, max_body: int) -> tuple[bytes, bodies.ContentType | None]:
@@ -165,8 +192,16 @@ def _body_document(body: bytes, ct: bodies.ContentType | None) -> _Doc | None:
     if not body:
         return None
     kind: str = ct.kind if ct is not None else "other"
+    if kind == "multipart":
+        if ct is None or ct.media != "multipart/form-data":
+            return None
+        return _Doc("form", bodies.multipart_fields(body, ct), upload=True)
     if kind == "other":
         kind = {"json": "json", "form": "form"}.get(bodies.sniff(body), "other")
+        if kind == "other" and (body.startswith(b"\xef\xbb\xbf") or bodies.wide_text(body)):
+            # a byte-order mark, UTF-16 or UTF-32: Python's json.loads(bytes) (Flask's
+            # get_json(force=True)) reads them as JSON, so they are tried as JSON here too
+            kind = "json"
     if kind == "json":
         try:
             value = _loads(body)
@@ -198,7 +233,10 @@ def _looks_graphql(pairs: list[tuple[str, str]], doc: _Doc | None) -> bool:
     if doc.kind == "graphql":
         return True
     if doc.kind == "form":
-        return any(k == "query" for k, _ in doc.value)
+        return any(
+            k == "query" or (doc.upload and k == "operations" and _upload_operations(v) is not None)
+            for k, v in doc.value
+        )
     v = doc.value
     if isinstance(v, list):
         return bool(v) and all(_is_operation(x) for x in v)

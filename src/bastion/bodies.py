@@ -29,14 +29,15 @@ one of two duplicated parameters, which is exactly what must be noticed here) an
 
 from __future__ import annotations
 
+import asyncio
 import re
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 import orjson
 
 from bastion.content_coding import CodingError, decode_body, parse_codings
-from bastion.http import Request, Response, problem
+from bastion.http import BodyTimeout, Request, Response, problem
 
 Kind = Literal["json", "form", "multipart", "xml", "graphql", "other"]
 
@@ -210,29 +211,104 @@ def check_json_unique(body: bytes) -> None:
         return  # not JSON for the stdlib either: the caller's own parse reports it
 
 
-def multipart_files(body: bytes, ct: ContentType) -> list[str]:
-    """The contents of the file parts (those with a `filename`) of a multipart/form-data body
-    that are text (no NUL byte; a transfer encoding such as base64 undone), decoded as UTF-8
-    with replacement. Parsed by the stdlib's email parser; an unparsable body gives []
-    (ModSecurity's own strict parser refuses it anyway)."""
+def _multipart_parts(body: bytes, ct: ContentType) -> list[tuple[list[str], str | None, bytes]]:
+    """(names, filename, content with its transfer encoding undone) of each part of a multipart
+    body, parsed by the stdlib's email parser; an unparsable body gives [] (ModSecurity's own
+    strict parser refuses it anyway). `names`: every `name` the part's Content-Disposition
+    headers give it — one normally; a part that names itself twice (`name="a"; name="url"`, or
+    two Content-Disposition lines) is read under each, since parsers disagree on which wins
+    (werkzeug takes the last, the email package the first). `name*=utf-8''url` (RFC 2231,
+    which werkzeug reads too) is the name `url`."""
+    from email.message import Message
     from email.parser import BytesParser
     from email.policy import HTTP
+    from email.utils import collapse_rfc2231_value
 
     boundary = ct.params.get("boundary", "").replace("\\", "\\\\").replace('"', '\\"')
     head = f'Content-Type: {ct.media}; boundary="{boundary}"\r\n\r\n'.encode("latin-1")
     try:
         msg = BytesParser(policy=HTTP).parsebytes(head + body)
-        out = []
+        out: list[tuple[list[str], str | None, bytes]] = []
         for part in msg.iter_parts():
-            if part.get_filename() is None:
-                continue
+            names: list[str] = []
+            for key, value in part.raw_items():  # the raw lines: the parsed header keeps one `name`
+                if key.lower() != "content-disposition":
+                    continue
+                one = Message()
+                one["content-disposition"] = str(value)
+                for k, v in one.get_params(header="content-disposition") or []:
+                    name = collapse_rfc2231_value(v) if k.lower() == "name" else None
+                    if name is not None and name not in names:
+                        names.append(name)
             payload = part.get_payload(decode=True)
-            data = payload if isinstance(payload, bytes) else b""
-            if b"\x00" not in data:
-                out.append(data.decode("utf-8", errors="replace"))
+            out.append((names, part.get_filename(), payload if isinstance(payload, bytes) else b""))
         return out
     except Exception:  # the email package raises many kinds on hostile input
         return []
+
+
+def multipart_files(body: bytes, ct: ContentType) -> list[str]:
+    """The contents of the file parts (those with a `filename`) of a multipart/form-data body
+    that are text (no NUL byte; a transfer encoding such as base64 undone), decoded as UTF-8
+    with replacement."""
+    return [
+        data.decode("utf-8", errors="replace")
+        for _, filename, data in _multipart_parts(body, ct)
+        if filename is not None and b"\x00" not in data
+    ]
+
+
+def multipart_fields(body: bytes, ct: ContentType) -> list[tuple[str, str]]:
+    """The text fields of a multipart/form-data body (named parts without a `filename`: what
+    `request.form` holds in Flask, `req.body` with multer), as (name, value) decoded as UTF-8
+    with replacement, in order. A part with an empty `filename=""` is a field too: Go's
+    mime/multipart (`r.FormValue`) reads it as one, where werkzeug and busboy see a file."""
+    return [
+        (name, data.decode("utf-8", errors="replace"))
+        for names, filename, data in _multipart_parts(body, ct)
+        if not filename
+        for name in names
+    ]
+
+
+async def peek(req: Request, n: int) -> bytes:
+    """The first `n` bytes of the request body (fewer when it is shorter), without taking them
+    from the next reader: the ASGI messages read are given back, unchanged, ahead of the rest."""
+    if req.body is not None:
+        return req.body[:n]
+    taken: list[dict[str, Any]] = []
+    size = 0
+    while size < n:
+        try:
+            async with asyncio.timeout(req.body_timeout):
+                message = await req.receive()
+        except TimeoutError:
+            raise BodyTimeout() from None
+        taken.append(message)
+        if message["type"] != "http.request":
+            break  # a disconnect: the next reader sees it too
+        size += len(message.get("body", b""))
+        if not message.get("more_body", False):
+            break
+    rest = req.receive
+
+    async def receive() -> dict[str, Any]:
+        return taken.pop(0) if taken else await rest()
+
+    req.receive = receive
+    return b"".join(m.get("body", b"") for m in taken if m["type"] == "http.request")[:n]
+
+
+def looks_structured(head: bytes) -> bool:
+    """Whether the start of a body could be JSON or an urlencoded form (what a lenient server
+    parses whatever the declared type): a body whose first bytes are neither (an image, an
+    archive, a PDF) is not either."""
+    text = head.lstrip(b" \t\r\n")
+    if text.startswith(b"\xef\xbb\xbf"):
+        text = text[3:].lstrip(b" \t\r\n")
+    if text[:1] in (b"{", b"[", b'"') or wide_text(head):
+        return True
+    return re.match(rb"[^=&\s{}<>\[\]\"\x00-\x1f\x7f-\xff]+=", text) is not None
 
 
 def wide_text(body: bytes) -> bool:

@@ -420,10 +420,10 @@ def test_bracketed_array_names_are_targets(gateway: RunningGateway, sink: Sink, 
     assert resp.status == 400 and b"ssrf-blocked" in data, data
 
 
-# --- open (not fixed): bodies the guard does not read by design --------------------------------
+# --- finding (fixed in session 5): JSON declared as a binary type was not read --------------------
+# (multipart text fields and more types: tests/integration/test_ssrf_uploads.py)
 
 
-@pytest.mark.xfail(strict=True, reason="open: uploads (multipart, binary types) are not read (docs/ssrf.md)")
 @pytest.mark.parametrize(
     ("content_type", "body"),
     [

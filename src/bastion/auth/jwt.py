@@ -220,9 +220,18 @@ class KeySet:
         return [k for k in self.unnamed if k.algorithm_name == alg]
 
 
+def _fingerprint(doc: Any) -> bytes:
+    """One value per key set, whatever the order of its keys or of their members."""
+    keys = doc.get("keys") if isinstance(doc, dict) else None
+    members = sorted(json.dumps(k, sort_keys=True) for k in keys) if isinstance(keys, list) else []
+    return hashlib.blake2b("\n".join(members).encode(), digest_size=16).digest()
+
+
 class JwksSource:
     """Keys from a JWKS URL: cached, refreshed on an unknown `kid` at most every
-    `min_refresh` seconds, and the last good set kept while the endpoint is down."""
+    `min_refresh` seconds, and the last good set kept while the endpoint is down. `version`
+    counts the changes of the set (a refetch of the same keys is no change): the verifier empties
+    its cache of verified tokens when it moves, as for `JwksFile`."""
 
     def __init__(
         self, url: str, allowed: tuple[str, ...], *, cache_seconds: float = 600, min_refresh: float = 30
@@ -236,6 +245,8 @@ class JwksSource:
         self.tried_at = -1e18  # last attempt
         self._lock = asyncio.Lock()
         self.fetches = 0
+        self.version = 0
+        self.fingerprint = b""
 
     async def refresh(self) -> None:
         async with self._lock:
@@ -258,11 +269,19 @@ class JwksSource:
                 return
             self.keys = keys
             self.fetched_at = now
+            fingerprint = _fingerprint(doc)
+            if fingerprint != self.fingerprint:
+                self.fingerprint = fingerprint
+                self.version += 1
+
+    async def poll(self) -> None:
+        """Refetch the set when it is older than `cache_seconds` (called on every token, cached
+        ones included: a key removed from the set stops its tokens within that time)."""
+        if self.fetched_at == 0.0 or time.monotonic() - self.fetched_at > self.cache_seconds:
+            await self.refresh()
 
     async def find(self, kid: str | None, alg: str) -> list[PyJWK]:
-        now = time.monotonic()
-        if self.fetched_at == 0.0 or now - self.fetched_at > self.cache_seconds:
-            await self.refresh()
+        await self.poll()
         found = self.keys.find(kid, alg)
         if not found and kid and kid not in self.keys.by_kid:
             await self.refresh()  # a rotated key: refresh (rate-limited) and look again
@@ -305,6 +324,7 @@ class JwksFile:
         self.keys = self._load()
         self.checked = clock()
         self.reloads = 0
+        self.version = 0  # moves with every reload (as JwksSource.version)
 
     def _stamp(self) -> tuple[int, int, int]:
         st = os.stat(self.path)
@@ -335,6 +355,7 @@ class JwksFile:
             return False
         self.keys = keys
         self.reloads += 1
+        self.version += 1
         log.info("JWKS file %s reloaded", self.path)
         return True
 
@@ -425,15 +446,33 @@ class JwtVerifier:
     ) -> None:
         self.issuers: dict[str | None, Issuer] = {i.issuer: i for i in issuers}
         self.files = [i.jwks for i in issuers if isinstance(i.jwks, JwksFile)]
+        self.urls = [i.jwks for i in issuers if isinstance(i.jwks, JwksSource)]
         self.max_token_bytes = max_token_bytes
         self.cache = ExpiringCache(cache_entries, clock=clock)
         self.clock = clock
+        self.key_versions = self._key_versions()
+
+    def _key_versions(self) -> tuple[int, ...]:
+        return tuple(f.version for f in self.files) + tuple(u.version for u in self.urls)
+
+    async def _fresh_keys(self) -> None:
+        """Look at the key sources (a file's stat at most once a second, a URL's set when older
+        than its cache time) and empty the cache when a set changed: a key that left a set must
+        not leave its tokens accepted from the cache, whichever source it came from."""
+        for f in self.files:
+            f.poll()
+        for u in self.urls:
+            await u.poll()
+        versions = self._key_versions()
+        if versions != self.key_versions:
+            self.key_versions = versions
+            self.cache.clear()
 
     async def verify(self, token: str) -> Verified:
         if len(token) > self.max_token_bytes:
             raise AuthError("token too large")
-        if self.files and any([f.poll() for f in self.files]):
-            self.cache.clear()  # a key left the file: tokens it verified must not stay accepted
+        if self.files or self.urls:
+            await self._fresh_keys()
         digest = hashlib.blake2b(token.encode("latin-1", "replace"), digest_size=16).digest()
         hit = self.cache.get(digest)
         if hit is not None:
@@ -441,7 +480,11 @@ class JwtVerifier:
             if nbf is None or nbf <= self.clock() + self.issuers[hit.issuer].leeway:
                 return hit
         verified = await self._verify(token)
-        self.cache.put(digest, verified, verified.expires)
+        if self._key_versions() == self.key_versions:
+            self.cache.put(digest, verified, verified.expires)
+        else:  # a set changed while this token was checked (an unknown kid refetched it)
+            self.key_versions = self._key_versions()
+            self.cache.clear()
         return verified
 
     async def _verify(self, token: str) -> Verified:

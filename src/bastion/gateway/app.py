@@ -248,6 +248,7 @@ class Gateway:
             body_timeout=self.client_body_timeout,
         )
         req.websocket = scope.get("bastion.websocket", False)  # set by gateway/websocket.py only
+        req.credential_later = scope.get("bastion.credential_later")  # (the same)
         ext = scope.get("extensions")
         if ext and "tls" in ext:
             req.tls = ext["tls"]

@@ -33,7 +33,7 @@ from prometheus_client import Counter, Gauge
 
 from bastion.config.model import WebSocketConfig
 from bastion.gateway.proxy import upstream_tls
-from bastion.http import Headers, Request, Response, problem, unsafe_header
+from bastion.http import ClientDisconnected, Headers, Request, Response, problem, unsafe_header
 from bastion.observability import REGISTRY
 from bastion.pipeline import Context, Pipeline, WsMessage
 from bastion.policies.cors import OriginMatcher, canonical_origin  # the CORS policy's origin rules, shared
@@ -123,6 +123,7 @@ class Handshake:
     accepted: bool = False  # the client was accepted before the lifecycle (credential in connection_init)
     init: str | None = None  # that connection_init, forwarded first
     status: int = 0  # a refusal's status, while its body is on the way
+    close: tuple[int, str] | None = None  # the close code and reason of a connection_init refusal
 
 
 def offered_protocols(headers: Headers) -> tuple[list[str], list[str]]:
@@ -140,17 +141,37 @@ def offered_protocols(headers: Headers) -> tuple[list[str], list[str]]:
     return offered, tokens
 
 
-def _init_token(payload: Any) -> str | None:
+def _init_credentials(payload: Any, depth: int = 0) -> list[str]:
+    """Every credential a `connection_init` payload carries, as Authorization values (a bare
+    token gets `Bearer `), in order: the keys any GraphQL server may read it from, at the top
+    and under `headers` (Apollo), whatever their case."""
+    found: list[str] = []
     if not isinstance(payload, dict):
-        return None
+        return found
     for k, v in payload.items():
-        if isinstance(k, str) and k.lower() in _INIT_TOKEN_KEYS and isinstance(v, str) and v:
-            return v if " " in v else "Bearer " + v
-        if isinstance(k, str) and k.lower() == "headers":  # {headers: {Authorization: ...}} (Apollo)
-            inner = _init_token(v)
-            if inner is not None:
-                return inner
-    return None
+        if not isinstance(k, str):
+            continue
+        if k.lower() in _INIT_TOKEN_KEYS and isinstance(v, str) and v:
+            found.append(v if " " in v else "Bearer " + v)
+        elif k.lower() == "headers" and depth == 0:  # {headers: {Authorization: ...}} (Apollo)
+            found.extend(_init_credentials(v, 1))
+    return found
+
+
+def _init_token(payload: Any) -> str | None:
+    found = _init_credentials(payload)
+    return found[0] if found else None
+
+
+def _without_credentials(payload: dict[str, Any], depth: int = 0) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in payload.items():
+        if isinstance(k, str) and k.lower() in _INIT_TOKEN_KEYS:
+            continue
+        if isinstance(k, str) and k.lower() == "headers" and depth == 0 and isinstance(v, dict):
+            v = _without_credentials(v, 1)
+        out[k] = v
+    return out
 
 
 async def _read_init(receive: Receive, timeout: float) -> tuple[str | None, str | None, int]:
@@ -173,7 +194,10 @@ async def _read_init(receive: Receive, timeout: float) -> tuple[str | None, str 
         return text, None, 0
     if not isinstance(data, dict) or data.get("type") != "connection_init":
         return text, None, 0
-    return text, _init_token(data.get("payload")), 0
+    found = _init_credentials(data.get("payload"))
+    if len(set(found)) > 1:  # the gateway would check one, the upstream might read another
+        return None, None, 4409
+    return text, (found[0] if found else None), 0
 
 
 def _refusal_sender(send: Send, hs: Handshake) -> Send:
@@ -199,6 +223,9 @@ def _refusal_sender(send: Send, hs: Handshake) -> Send:
             reason = str(orjson.loads(message.get("body") or b"{}").get("type", ""))
         except (orjson.JSONDecodeError, AttributeError):
             reason = ""
+        if hs.close is not None:  # a connection_init refusal: its own code and reason
+            await send({"type": "websocket.close", "code": hs.close[0], "reason": hs.close[1]})
+            return
         code = _STATUS_CLOSE.get(hs.status, CLOSE_POLICY)
         await send({"type": "websocket.close", "code": code, "reason": reason.rsplit("/", 1)[-1][:100]})
 
@@ -236,63 +263,58 @@ async def serve_websocket(gateway: Any, scope: Scope, receive: Receive, send: Se
     names = {k for k, _ in scope["headers"]}
     graphql = next((p for p in offered if p in GRAPHQL_PROTOCOLS), None)
     hs = Handshake(offered, bool(tokens), graphql)
-    init_token = None
-    ws_cfg = _target_config(gateway, scope) if graphql else None
-    if (
-        ws_cfg is not None
-        and ws_cfg.enabled
-        and not tokens
-        and b"authorization" not in names
-        and b"cookie" not in names
-    ):
-        # a GraphQL client that may carry its credential in connection_init: accept, read it,
-        # then check the handshake with it — the upstream is still not contacted before that.
-        # A socket waiting for its connection_init counts against its client IP's sockets (as an
-        # anonymous socket does): no client holds more than `max_per_principal` accepted sockets.
-        key = _pending_key(gateway, scope)
-        if _open_by_key.get(key, 0) >= ws_cfg.max_per_principal:
-            from bastion.gateway.app import send_whole
-
-            detail = f"at most {ws_cfg.max_per_principal} sockets per principal"
-            await send_whole(
-                _refusal_sender(send, hs), problem(429, "too-many-sockets", detail, stopped_by="websocket")
-            )
-            return
-        _open_by_key[key] = _open_by_key.get(key, 0) + 1
-        try:
-            await send({"type": "websocket.accept", "subprotocol": graphql})
-            hs.accepted = True
-            hs.init, init_token, code = await _read_init(receive, ws_cfg.connection_init_timeout)
-        finally:
-            _release(key)
-        if init_token is not None and len(init_token) > _INIT_TOKEN_MAX:
-            # it becomes a header of the upstream's handshake: no larger than a header may be
-            await send({"type": "websocket.close", "code": 4400, "reason": "connection_init credential too large"})
-            return
-        if hs.init is None:
-            if code != 1000:
-                reason = "connection_init timeout" if code == 4408 else "connection_init expected"
-                await send({"type": "websocket.close", "code": code, "reason": reason})
-            return
+    scope = http_scope(scope, tokens, None)
+    if graphql and not tokens and b"authorization" not in names and b"cookie" not in names:
+        # a GraphQL client that may carry its credential in connection_init: the auth policy
+        # asks for it when the handshake has none — after every policy before it (IP rules,
+        # CORS, limits on the head) and the route's own refusals passed, so a handshake refused
+        # for anything but its credential is refused at the handshake, never accepted first
+        scope["bastion.credential_later"] = functools.partial(_credential_later, gateway.state, receive, send, hs)
     exchange = WsExchange(gateway, receive, send, hs, app)
-    await gateway.handle(
-        http_scope(scope, tokens, init_token),
-        _no_body,
-        _refusal_sender(send, hs),
-        exchange,
-        unrouted_to_exchange=app is not None,
-    )
+    await gateway.handle(scope, _no_body, _refusal_sender(send, hs), exchange, unrouted_to_exchange=app is not None)
 
 
-def _pending_key(gateway: Any, scope: Scope) -> str:
-    """The per-principal key of a socket not yet through the lifecycle: its client IP, resolved
-    as the lifecycle resolves it (trusted proxies' X-Forwarded-For)."""
+async def _credential_later(
+    state: Any, receive: Receive, send: Send, hs: Handshake, req: Request
+) -> str | Response | None:
+    """Called by the auth policy for a GraphQL handshake without a credential: the route's
+    WebSocket refusals first (still answered as HTTP), then accept, wait for the first message and
+    return the credential of its `connection_init` payload (or None). The upstream is still not
+    contacted before the lifecycle has checked the handshake with it. A socket waiting for its
+    connection_init counts against its client IP's sockets (as an anonymous socket does): no
+    client holds more than `max_per_principal` accepted sockets."""
+    if hs.accepted:  # (one auth policy per route: never twice)
+        return None
+    match = state.router.match("GET", req.path, req.host)
+    cfg: WebSocketConfig = match.route.target.websocket if match.route is not None else WebSocketConfig()
+    if not cfg.enabled:
+        return None  # refused by the exchange (websocket-refused), as an HTTP answer
+    refusal = _route_refusal(req, cfg, hs.token_in_protocol)
+    if refusal is not None:
+        return refusal
+    key = f"ip:{req.client_ip}"
+    if _open_by_key.get(key, 0) >= cfg.max_per_principal:
+        return _problem(req, 429, "too-many-sockets", f"at most {cfg.max_per_principal} sockets per principal")
+    _open_by_key[key] = _open_by_key.get(key, 0) + 1
     try:
-        req = gateway.build_request(http_scope(scope, [], None), _no_body, gateway.state)
-        return f"ip:{req.client_ip}"
-    except Exception:
-        client = scope.get("client")
-        return f"ip:{client[0] if client else None}"
+        await send({"type": "websocket.accept", "subprotocol": hs.graphql})
+        hs.accepted = True
+        hs.init, init_token, code = await _read_init(receive, cfg.connection_init_timeout)
+    finally:
+        _release(key)
+    if hs.init is None:
+        if code == 1000:
+            raise ClientDisconnected()
+        if code == 4409:
+            hs.close = (4400, "ambiguous-credentials")
+            return _problem(req, 400, "ambiguous-credentials", "a connection_init with more than one credential")
+        hs.close = (code, "connection_init timeout" if code == 4408 else "connection_init expected")
+        return _problem(req, 408 if code == 4408 else 400, "connection-init", hs.close[1])
+    if init_token is not None and len(init_token) > _INIT_TOKEN_MAX:
+        # it becomes a header of the upstream's handshake: no larger than a header may be
+        hs.close = (4400, "connection_init credential too large")
+        return _problem(req, 400, "connection-init", hs.close[1])
+    return init_token
 
 
 def _release(key: str) -> None:
@@ -301,18 +323,6 @@ def _release(key: str) -> None:
         _open_by_key.pop(key, None)
     else:
         _open_by_key[key] = left
-
-
-def _target_config(gateway: Any, scope: Scope) -> WebSocketConfig:
-    """The route's settings for a lookup before the lifecycle (the connection_init wait): the
-    route the raw path names, or the defaults."""
-    try:
-        match = gateway.state.router.match("GET", scope["path"], "")
-        if match.route is not None:
-            return match.route.target.websocket
-    except Exception:
-        pass
-    return WebSocketConfig()
 
 
 # ---- per principal ----------------------------------------------------------------------------
@@ -365,15 +375,7 @@ class WsExchange:
     def _refuse(self, req: Request, ctx: Context, cfg: WebSocketConfig) -> Response | None:
         if not cfg.enabled:
             return _problem(req, 403, "websocket-refused", "this route does not accept WebSocket upgrades")
-        if not origin_allowed(req, cfg, self.hs.token_in_protocol):
-            log.warning("request %s: cross-site WebSocket handshake refused", req.request_id)
-            return _problem(
-                req,
-                403,
-                "cross-site-websocket",
-                "a cookie-carrying WebSocket handshake from an Origin not allowed here",
-            )
-        return None
+        return _route_refusal(req, cfg, self.hs.token_in_protocol)
 
     async def _open_and_relay(
         self, req: Request, ctx: Context, pipeline: Pipeline, target: Any, cfg: WebSocketConfig, route: str
@@ -442,12 +444,26 @@ class WsExchange:
             await _close_both(self.send, peer, end)
             return end
         try:
-            await peer.send(self.hs.init)
+            await peer.send(verdict.reply if verdict.action == "rewrite" else self.hs.init)
         except Closed as exc:
             end = End("upstream", exc.code, exc.reason)
             await _close_both(self.send, peer, end)
             return end
         return None
+
+
+def _route_refusal(req: Request, cfg: WebSocketConfig, token_in_protocol: bool) -> Response | None:
+    """The route's refusal of a handshake on an enabled WebSocket route that needs no principal:
+    a cross-site (Origin) handshake."""
+    if not origin_allowed(req, cfg, token_in_protocol):
+        log.warning("request %s: cross-site WebSocket handshake refused", req.request_id)
+        return _problem(
+            req,
+            403,
+            "cross-site-websocket",
+            "a cookie-carrying WebSocket handshake from an Origin not allowed here",
+        )
+    return None
 
 
 def _problem(req: Request, status: int, type_: str, detail: str) -> Response:
@@ -732,7 +748,7 @@ def _original_headers(req: Request) -> Headers:
 # ---- per message ------------------------------------------------------------------------------
 @dataclass(slots=True)
 class Verdict:
-    action: str  # "pass", "reply" (to the client, the socket stays open), "close"
+    action: str  # "pass", "reply" (to the client, the socket stays open), "close", "rewrite" (forward `reply`)
     reply: str = ""
     code: int = 1000
     reason: str = ""
@@ -763,6 +779,9 @@ class SocketGuard:
         self.inbound = 0
         self.outbound = 0
         self.refused_operations = 0
+        # the gateway checked (or refused) a credential on this socket: connection_init payloads
+        # must not carry another (`_init_credentials`)
+        self.init_checked = ctx.principal is not None or b"authorization" in ctx.drop_request_headers
         self.count_in = MESSAGES.labels(route, "in")  # labelled once, not per message
         self.count_out = MESSAGES.labels(route, "out")
 
@@ -783,6 +802,12 @@ class SocketGuard:
                 allowed = False  # fail closed, as the rate_limit policy's default
             if not allowed:
                 return Verdict("close", code=CLOSE_POLICY, reason="principal-message-rate")
+        if self.graphql is not None and self.init_checked:
+            # every message, text or binary (graphql-ws reads a binary frame as text), parsed:
+            # a substring test would miss `connection\u005finit`
+            verdict = self._init_credentials(data)
+            if verdict is not None:
+                return verdict
         if not self.pipeline.ws_message_phase:
             return PASS
         message = self._message(data)
@@ -797,6 +822,31 @@ class SocketGuard:
             REFUSALS.labels(self.route, "operation:" + reason).inc()
             return Verdict("reply", reply=self._error(message.id, refusal))
         return Verdict("close", code=_STATUS_CLOSE.get(refusal.status, CLOSE_POLICY), reason=reason[:100])
+
+    def _init_credentials(self, data: str | bytes) -> Verdict | None:
+        """A `connection_init` is forwarded as the client wrote it, and GraphQL servers read a
+        credential from its payload: it may carry none but the one the handshake was checked
+        with (another: close 4400 `ambiguous-credentials`, as two credentials over HTTP), and
+        one the upstream must not see (refused on a public route, or `forward_credentials:
+        false`) is taken out of the payload first."""
+        parsed = _json_object(data)
+        if parsed is None or not any(
+            isinstance(k, str) and k.casefold() == "type" and v == "connection_init" for k, v in parsed.items()
+        ):
+            return None
+        payload = parsed.get("payload")
+        found = _init_credentials(payload)
+        if not found or not isinstance(payload, dict):
+            return None
+        if b"authorization" in self.ctx.drop_request_headers:
+            out = {k: (_without_credentials(v) if k == "payload" else v) for k, v in parsed.items()}
+            return Verdict("rewrite", reply=orjson.dumps(out).decode())
+        if self.ctx.principal is None:
+            return None  # the gateway checked no credential: the upstream's business
+        checked = self.req.header_str(b"authorization")
+        if any(c != checked for c in found):
+            return Verdict("close", code=4400, reason="ambiguous-credentials")
+        return None
 
     def check_out(self, data: str | bytes) -> Verdict:
         self.outbound += 1
@@ -1009,6 +1059,8 @@ async def relay(receive: Receive, send: Send, peer: Peer, guard: SocketGuard, de
                 continue
             if verdict.action == "close":
                 return End("gateway", verdict.code, verdict.reason)
+            if verdict.action == "rewrite":
+                data = verdict.reply
             try:
                 await peer.send(data)
             except Closed as exc:

@@ -38,11 +38,25 @@ def ide_refusal(req: Request) -> Response:
 class AnswerRewriter:
     """One per route (stateless per request): `wants` sees the head, `transform` the body."""
 
-    def __init__(self, mask: errors.MaskRules | None, strip: bool, ide_allowed: bool, log_bytes: int) -> None:
+    def __init__(
+        self,
+        mask: errors.MaskRules | None,
+        strip: bool,
+        ide_allowed: bool,
+        log_bytes: int,
+        *,
+        audit: bool = False,
+        audit_ide: bool = False,
+    ) -> None:
+        """`audit`: masking and stripping are worked out but the answer goes out untouched, the
+        audit line saying what enforcing would have changed; `audit_ide`: the same for an IDE
+        page (the guard's `modes.answers` / `modes.ide` set to audit)."""
         self.mask = mask
         self.strip = strip
         self.ide_allowed = ide_allowed
         self.log_bytes = log_bytes
+        self.audit = audit
+        self.audit_ide = audit_ide
 
     @property
     def active(self) -> bool:
@@ -68,6 +82,9 @@ class AnswerRewriter:
     def rewrite(self, req: Request, resp: Response, ctx: Any, body: bytes, sniffed: bool) -> bytes:
         if body.lstrip()[:1] not in (b"{", b"["):  # not JSON: an HTML page (the IDE?) or text
             if not self.ide_allowed and is_html(resp) and ide.is_ide_page(body):
+                if self.audit_ide:
+                    ctx.log_fields.setdefault("graphql_audit", []).append("IDE page answered (would be refused)")
+                    return body
                 log.warning("request %s: the upstream served an IDE page; refused", req.request_id)
                 ctx.log_fields["graphql_ide"] = "refused"
                 return resp.become(ide_refusal(req))
@@ -82,12 +99,21 @@ class AnswerRewriter:
             raise Unfilterable("malformed", "the JSON body is malformed") from None
         masked = errors.mask_document(doc, req.request_id, self.mask, strip=self.strip)
         if masked:
-            ctx.log_fields["graphql_errors_masked"] = len(masked)
+            if not self.audit:
+                ctx.log_fields["graphql_errors_masked"] = len(masked)
             for err in masked:
                 text = orjson.dumps(err).decode("utf-8", "replace")
                 log.warning(
-                    "request %s: upstream GraphQL error masked: %s",
+                    "request %s: upstream GraphQL error %s: %s",
                     req.request_id,
+                    "not masked (audit)" if self.audit else "masked",
                     errors.for_log(text, self.log_bytes),
                 )
+        if self.audit:
+            notes = ctx.log_fields.setdefault("graphql_audit", [])
+            if masked:
+                notes.append(f"would mask {len(masked)} upstream error(s)")
+            if self.strip and errors.SUGGESTION_B.search(body) is not None:
+                notes.append("would strip suggestions")
+            return body
         return orjson.dumps(doc)

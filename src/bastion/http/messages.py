@@ -53,6 +53,10 @@ class Request:
     tls: dict[str, Any] | None = None  # the ASGI TLS extension: verified client certificate (mTLS)
     refusal: str = ""  # set when the request line or headers are unacceptable (answered 400)
     websocket: bool = False  # a WebSocket handshake (the scope's type, never a header): gateway/websocket.py
+    # a WebSocket handshake whose credential may come later, in its GraphQL `connection_init`: the
+    # auth policy awaits it when the handshake carries none (accepts the socket, reads the message;
+    # returns the credential as an Authorization value, None, or a refusal): gateway/websocket.py
+    credential_later: Callable[[Request], Awaitable[Any]] | None = None
     _header_map: dict[bytes, bytes] | None = None
     _cookies: dict[str, str] | None = None
 

@@ -131,6 +131,18 @@ class Auth(Policy[AuthConfig]):
         if ctx.principal is not None and ctx.principal.scheme == "session":
             return self._session(req, ctx)
         credentials = self._extract(req)
+        if not credentials and req.credential_later is not None:
+            # a GraphQL WebSocket handshake with no credential: everything before this policy has
+            # let it through, so the socket is accepted now and the credential read from its
+            # connection_init (gateway/websocket.py); nothing the gateway can refuse without it
+            # is left to an accepted socket
+            later = await req.credential_later(req)
+            if isinstance(later, Response):
+                return later
+            if later is not None:
+                req.headers = [*req.headers, (b"authorization", later.encode("utf-8", "replace"))]
+                req._header_map = None
+                credentials = self._extract(req)
         ambiguous = self._ambiguous(req, credentials)
         if ambiguous is not None:
             ctx.log_fields["auth"] = {"refused": ambiguous}

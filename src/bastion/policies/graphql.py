@@ -102,7 +102,9 @@ class GraphQLGuardConfig(PolicyConfig):
     modes: dict[str, Mode] = Field(
         default_factory=dict,
         description="Per protection (depth, aliases, duplicate_fields, directives, tokens, chars, "
-        "root_fields, cost, batch, introspection): overrides `mode`.",
+        "root_fields, cost, batch, introspection; `answers`: masked errors and stripped suggestions; "
+        "`ide`: IDE pages refused): overrides `mode`. Off or audit, answers go out as the upstream "
+        "sent them (audit notes what enforcing would change).",
     )
     limits: Limits = Field(default_factory=Limits)
     costs: Costs = Field(default_factory=Costs)
@@ -199,7 +201,18 @@ class GraphQLGuard(Policy[GraphQLGuardConfig]):
         self.queries = QueryResolver(self.allowlist, config.persisted_queries, config.persisted_store)
         e = config.errors
         mask = gql_errors.MaskRules(e.message, frozenset(e.safe_codes), frozenset(e.safe_extensions))
-        self.answers = AnswerRewriter(mask if e.mask else None, config.strip_suggestions, config.ide, e.log_bytes)
+        # answers (masking, suggestions) and IDE pages follow `mode` unless `modes` names them:
+        # off leaves the answer untouched, audit too (noting what enforce would change)
+        answers, ide_mode = self.mode("answers"), self.mode("ide")
+        self.ide_mode = "off" if config.ide else ide_mode
+        self.answers = AnswerRewriter(
+            mask if e.mask and answers != "off" else None,
+            config.strip_suggestions and answers != "off",
+            self.ide_mode == "off",
+            e.log_bytes,
+            audit=answers == "audit",
+            audit_ide=self.ide_mode == "audit",
+        )
         self.cache: dict[Any, Any] = {}
         self.max_tokens = config.limits.max_tokens or 100_000
         L = config.limits
@@ -230,8 +243,10 @@ class GraphQLGuard(Policy[GraphQLGuardConfig]):
         if self.c.mode == "off" and not self.c.persisted_queries and self.allowlist is None:
             return None
         if req.method == "GET" and self._ide_request(req):
-            if not self.c.ide:
+            if self.ide_mode == "enforce":
                 return ide_refusal(req)
+            if self.ide_mode == "audit":
+                ctx.log_fields.setdefault("graphql_audit", []).append("IDE page request (would be refused)")
             if not url_params(req.query) & set(PARAMS):  # the page itself: nothing to analyse
                 return None
         try:

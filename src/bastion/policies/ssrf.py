@@ -241,8 +241,11 @@ class Ssrf(Policy[SsrfConfig]):
         return None
 
     async def _arguments(self, req: Request, ctx: Context) -> list[Argument]:
-        if req.has_body() and _unread_body(bodies.content_type(req)):
-            # uploads (multipart, binary types) are not read: their path and query still are
+        # every body is read (bastion.arguments): multipart text fields by their names, and
+        # binary-typed bodies as the JSON or form they look like (lenient servers parse them) —
+        # except a binary upload over max_body that starts like neither (an image, an archive):
+        # its path and query are checked, its body passes unread, as before
+        if await self._unread_upload(req):
             pairs = parse_qsl(req.query.decode("latin-1"), keep_blank_values=True) if req.query else []
             return [
                 *(Argument("path", k, v) for k, v in req.path_params.items()),
@@ -259,6 +262,26 @@ class Ssrf(Policy[SsrfConfig]):
         if unparsed:  # GraphQL the gateway's parser refused; the upstream's may not
             arguments = [*arguments, *(a for text in unparsed for a in _string_arguments(text))]
         return arguments
+
+    async def _unread_upload(self, req: Request) -> bool:
+        """A body of a binary type (`image/*`, `application/octet-stream`, `pdf`, `zip`, ...)
+        larger than `max_body` (or of unknown length), not content-encoded, whose first bytes
+        are not JSON or a form: read in full it would be refused (413), and no lenient parser
+        reads it as arguments."""
+        if not req.has_body():
+            return False
+        ct = bodies.content_type(req)
+        if ct is None or not _binary(ct):
+            return False
+        try:
+            length = req.content_length()
+        except ValueError:
+            return False  # refused as the body is read
+        if length is not None and length <= self.config.max_body:
+            return False
+        if any(k == b"content-encoding" for k, _ in req.headers):
+            return False  # the coded bytes say nothing of what the upstream decodes
+        return not bodies.looks_structured(await bodies.peek(req, 64))
 
     def _target_value(self, arg: Argument, typed: re.Pattern[str] | None = None) -> str | None:
         value = arg.value
@@ -355,9 +378,8 @@ _BINARY_TYPES = frozenset(
 )
 
 
-def _unread_body(ct: bodies.ContentType | None) -> bool:
-    """Bodies the guard does not read (nor buffer): multipart uploads and binary media types."""
-    return ct is not None and (ct.kind == "multipart" or ct.media in _BINARY_TYPES or ct.media.startswith(_BINARY))
+def _binary(ct: bodies.ContentType) -> bool:
+    return ct.media in _BINARY_TYPES or ct.media.startswith(_BINARY)
 
 
 def _may_be_graphql(arguments: list[Argument]) -> bool:
