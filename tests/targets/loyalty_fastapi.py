@@ -9,11 +9,14 @@ scores every finding against this table — (check, path template)):
 
   api2-weak-secret        ""                  HS256 secret = 6 random digits when JWT_SECRET is unset
   api3-mass-assignment    /me                 PATCH /me declares display_name and phone, but every body
-                                              field that names a column is written: {"role": "admin"}
+                                              field that names a column is written: {"role": "manager"}
   api2-enumeration        /auth/forgot        404 "no account with this e-mail" vs 200 "code sent"
   api2-code-bruteforce    /auth/reset         4-digit code, 30-minute validity, unlimited attempts
   api6-flow-replay        /loyalty/redeem     an invite code earns points every time it is redeemed,
                                               by anyone, its owner included
+  api9-undocumented       /branch/prescriptions   the branch terminals' feed of every prescription,
+                                              left out of the spec and without authentication
+                                              (beside the documented, secured /prescriptions)
   api8-headers            *                   no security headers
   api4-no-rate-limit      *                   only logins are throttled
   api4-body-size          *                   no body limit
@@ -22,12 +25,13 @@ NOT vulnerable (a finding here is a false positive): logins are throttled per us
 failures → 429) and answer the same for unknown users and wrong passwords; tokens carry exp;
 /products is public by spec; /me shows only the caller; a made-up invite code is refused (200
 with `points_added: 0`, the lenient answer such APIs give); the role column only takes
-member/pharmacist/admin (anything else is a 500 from the CHECK constraint, as an ORM enum does).
+member/pharmacist/manager (anything else, "admin" included, is a 500 from the CHECK constraint, as
+an ORM enum's is: a probe that only ever sends "admin" learns nothing).
 
 `create_app(hardened=True)` is the same API with those bugs fixed in code: a random 32-byte
 secret, PATCH /me writes only its declared fields, /auth/forgot answers the same for everyone,
 a reset code dies after 5 wrong guesses (429), an invite redeems once per account and never by
-its owner (409 / 400).
+its owner (409 / 400), and the branch feed is gone.
 """
 
 from __future__ import annotations
@@ -99,6 +103,13 @@ class Redeem(BaseModel):
     invite_code: str
 
 
+class Prescription(BaseModel):
+    id: int
+    patient: str
+    medicine: str
+    pharmacy_branch: str
+
+
 def create_app(hardened: bool = False) -> FastAPI:
     secret = secrets.token_urlsafe(32) if hardened else "".join(random.choices(string.digits, k=6))
     db = sqlite3.connect(":memory:", check_same_thread=False)
@@ -107,16 +118,22 @@ def create_app(hardened: bool = False) -> FastAPI:
     db.executescript(
         """
         CREATE TABLE users (id INTEGER PRIMARY KEY, username TEXT UNIQUE, email TEXT UNIQUE, pw TEXT,
-          role TEXT NOT NULL DEFAULT 'member' CHECK (role IN ('member', 'pharmacist', 'admin')),
+          role TEXT NOT NULL DEFAULT 'member' CHECK (role IN ('member', 'pharmacist', 'manager')),
           display_name TEXT, phone TEXT, points INTEGER NOT NULL DEFAULT 0, invite_code TEXT UNIQUE,
           reset_code TEXT, reset_until REAL, reset_fails INTEGER NOT NULL DEFAULT 0);
         CREATE TABLE redemptions (user_id INTEGER, code TEXT, UNIQUE (user_id, code));
         CREATE TABLE products (id INTEGER PRIMARY KEY, name TEXT, price REAL);
+        CREATE TABLE prescriptions (id INTEGER PRIMARY KEY, user_id INTEGER, patient TEXT, medicine TEXT,
+          pharmacy_branch TEXT);
         INSERT INTO products (name, price) VALUES ('Vitamin D 1000 IU', 6.5), ('Sunscreen SPF 50', 12.9);
         """
     )
     for name, pw in PASSWORDS.items():
         db.execute("INSERT INTO users (username, email, pw) VALUES (?, ?, ?)", (name, f"{name}@pharma.test", _hash(pw)))
+    db.execute(
+        "INSERT INTO prescriptions (user_id, patient, medicine, pharmacy_branch) VALUES "
+        "(1, 'Carol N.', 'Amoxicillin 500 mg', 'Elm Street'), (2, 'Dave P.', 'Sertraline 50 mg', 'Harbour')"
+    )
     login_fails: dict[str, list[float]] = {}
 
     app = FastAPI(title="Corner Pharmacy loyalty API", version="2.3.0")
@@ -167,6 +184,16 @@ def create_app(hardened: bool = False) -> FastAPI:
     @app.get("/products", openapi_extra={"security": []})
     def products() -> list[dict[str, Any]]:
         return [dict(r) for r in q("SELECT * FROM products")]
+
+    @app.get("/prescriptions", response_model=list[Prescription])
+    def my_prescriptions(u: sqlite3.Row = Depends(current)) -> list[dict[str, Any]]:
+        return [dict(r) for r in q("SELECT * FROM prescriptions WHERE user_id = ?", (u["id"],))]
+
+    if not hardened:
+
+        @app.get("/branch/prescriptions", include_in_schema=False)  # for the branch terminals' nightly sync
+        def branch_feed() -> list[dict[str, Any]]:
+            return [dict(r) for r in q("SELECT * FROM prescriptions")]
 
     @app.get("/me")
     def me(u: sqlite3.Row = Depends(current)) -> dict[str, Any]:

@@ -81,6 +81,7 @@ TRUTH["loyalty_fastapi"] = {
     ("api2-enumeration", "/auth/forgot"),
     ("api2-code-bruteforce", "/auth/reset"),
     ("api6-flow-replay", "/loyalty/redeem"),
+    ("api9-undocumented", "/branch/prescriptions"),
     ("api8-headers", "*"),
     ("api4-no-rate-limit", "*"),
     ("api4-body-size", "*"),
@@ -227,12 +228,19 @@ def test_the_hardened_notes_behind_bastion_has_no_high_or_critical_finding(tmp_p
 def test_the_fixed_loyalty_api_gives_none_of_its_findings():
     """The twin with its bugs fixed in code (a random 32-byte secret, declared fields only, one
     recovery answer for everyone, codes that die after 5 guesses, one redemption per account and
-    never one's own): none of the five checks that find the vulnerable one may fire. It is what
+    never one's own, no branch feed): none of the six checks that find the vulnerable one may fire. It is what
     makes them more than "always says yes"."""
     with ThreadedUvicorn(loyalty_fastapi.create_app(hardened=True)) as server:
         result = run_sync(
             ScanOptions(server.url, rate=RATE, allow_destructive=True, logins=loyalty_fastapi.SCAN_LOGINS)
         )
-    new = {"api2-weak-secret", "api3-mass-assignment", "api2-enumeration", "api2-code-bruteforce", "api6-flow-replay"}
+    new = {
+        "api2-weak-secret",
+        "api3-mass-assignment",
+        "api2-enumeration",
+        "api2-code-bruteforce",
+        "api6-flow-replay",
+        "api9-undocumented",
+    }
     assert not [(f.check, f.url, f.evidence[:100]) for f in result.findings if f.check in new]
     assert result.requests > 100  # the scan did run
