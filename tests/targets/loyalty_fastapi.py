@@ -17,6 +17,10 @@ scores every finding against this table — (check, path template)):
   api9-undocumented       /branch/prescriptions   the branch terminals' feed of every prescription,
                                               left out of the spec and without authentication
                                               (beside the documented, secured /prescriptions)
+  api8-cors               *                   allow_origin_regex "https://(www|app).corner-pharmacy.com" with
+                                              credentials: the dots are not escaped, so
+                                              https://wwwxcorner-pharmacy.com is trusted (found when
+                                              the scan is told the two real origins, ORIGINS)
   api8-headers            *                   no security headers
   api4-no-rate-limit      *                   only logins are throttled
   api4-body-size          *                   no body limit
@@ -31,7 +35,7 @@ an ORM enum's is: a probe that only ever sends "admin" learns nothing).
 `create_app(hardened=True)` is the same API with those bugs fixed in code: a random 32-byte
 secret, PATCH /me writes only its declared fields, /auth/forgot answers the same for everyone,
 a reset code dies after 5 wrong guesses (429), an invite redeems once per account and never by
-its owner (409 / 400), and the branch feed is gone.
+its owner (409 / 400), the branch feed is gone, and the origin regex is escaped.
 """
 
 from __future__ import annotations
@@ -47,6 +51,7 @@ from typing import Any
 
 import jwt
 from fastapi import Depends, FastAPI, Header, HTTPException
+from fastapi.middleware.cors import CORSMiddleware
 from pydantic import BaseModel, ConfigDict
 
 PASSWORDS = {"carol": "carol-Loyal-1", "dave": "dave-Loyal-2"}
@@ -54,6 +59,7 @@ SCAN_LOGINS = [
     {"name": n, "username": n, "path": "/auth/login", "json": {"username": n, "password": p}, "token": "access_token"}
     for n, p in PASSWORDS.items()
 ]
+ORIGINS = ["https://www.corner-pharmacy.com", "https://app.corner-pharmacy.com"]  # its two front-ends
 COLUMNS = {"username", "email", "role", "display_name", "phone", "points"}
 
 
@@ -137,6 +143,15 @@ def create_app(hardened: bool = False) -> FastAPI:
     login_fails: dict[str, list[float]] = {}
 
     app = FastAPI(title="Corner Pharmacy loyalty API", version="2.3.0")
+    app.add_middleware(
+        CORSMiddleware,
+        allow_origin_regex=r"https://(www|app)\.corner-pharmacy\.com"
+        if hardened
+        else "https://(www|app).corner-pharmacy.com",
+        allow_credentials=True,
+        allow_methods=["GET", "POST", "PATCH"],
+        allow_headers=["Authorization", "Content-Type"],
+    )
 
     def q(sql: str, args: tuple = ()) -> list[sqlite3.Row]:
         with lock:

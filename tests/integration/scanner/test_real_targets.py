@@ -82,6 +82,7 @@ TRUTH["loyalty_fastapi"] = {
     ("api2-code-bruteforce", "/auth/reset"),
     ("api6-flow-replay", "/loyalty/redeem"),
     ("api9-undocumented", "/branch/prescriptions"),
+    ("api8-cors", "*"),
     ("api8-headers", "*"),
     ("api4-no-rate-limit", "*"),
     ("api4-body-size", "*"),
@@ -143,6 +144,7 @@ def scanned(request):
             rate=RATE,
             allow_destructive=True,
             logins=mod.SCAN_LOGINS,
+            origins=getattr(mod, "ORIGINS", []),  # the front-ends it is meant to trust, when the target says
         )
         result = run_sync(opts)
     templates = (
@@ -228,11 +230,17 @@ def test_the_hardened_notes_behind_bastion_has_no_high_or_critical_finding(tmp_p
 def test_the_fixed_loyalty_api_gives_none_of_its_findings():
     """The twin with its bugs fixed in code (a random 32-byte secret, declared fields only, one
     recovery answer for everyone, codes that die after 5 guesses, one redemption per account and
-    never one's own, no branch feed): none of the six checks that find the vulnerable one may fire. It is what
+    never one's own, no branch feed, an escaped origin regex): none of the seven checks that find the vulnerable one may fire. It is what
     makes them more than "always says yes"."""
     with ThreadedUvicorn(loyalty_fastapi.create_app(hardened=True)) as server:
         result = run_sync(
-            ScanOptions(server.url, rate=RATE, allow_destructive=True, logins=loyalty_fastapi.SCAN_LOGINS)
+            ScanOptions(
+                server.url,
+                rate=RATE,
+                allow_destructive=True,
+                logins=loyalty_fastapi.SCAN_LOGINS,
+                origins=loyalty_fastapi.ORIGINS,
+            )
         )
     new = {
         "api2-weak-secret",
@@ -241,6 +249,7 @@ def test_the_fixed_loyalty_api_gives_none_of_its_findings():
         "api2-code-bruteforce",
         "api6-flow-replay",
         "api9-undocumented",
+        "api8-cors",
     }
     assert not [(f.check, f.url, f.evidence[:100]) for f in result.findings if f.check in new]
     assert result.requests > 100  # the scan did run
