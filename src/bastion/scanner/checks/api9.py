@@ -126,8 +126,8 @@ async def run(ctx) -> list[Finding]:
 
 
 def _words(schema, spec, depth: int = 0) -> list[str]:
-    """The words of the property names in a (response) schema, in order: delivery_address →
-    delivery, address; imageUrl → image (words under 5 letters and a few generic ones left out)."""
+    """The words of the property names in a (response) schema, in order: shipping_address →
+    shipping, address; imageUrl → image (words under 5 letters and a few generic ones left out)."""
     from bastion.scanner.discovery import deref
 
     schema = deref(spec, schema)
@@ -160,7 +160,7 @@ async def _audience_variants(ctx, documented: set[str]) -> list[Finding]:
     """Undocumented twins of documented collections, made for another audience (a partner, an
     internal job, an export) and left out of the public spec: /{word}{collection} for the usual
     audience words and for the words of the collection's own response schema (an order with a
-    delivery_address is likely also served at /delivery/orders). A twin that answers JSON where a
+    shipping_address is likely also served at /shipping/orders). A twin that answers JSON where a
     made-up prefix does not is reported — without credentials, when the collection is secured,
     as a missing authentication."""
     if not ctx.spec:
