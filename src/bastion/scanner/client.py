@@ -115,9 +115,10 @@ class ScanClient:
                     r = await self.client.request(method, url, headers=h, params=params, content=content)
                     resp = Resp(method, str(r.url), r.status_code, r.headers, r.content, h, body_text)
                     break
-                except httpx.RemoteProtocolError as exc:
+                except (httpx.RemoteProtocolError, httpx.ReadError) as exc:
                     # a kept-alive connection the server closed (after a 500, say) before reading the
-                    # request: sent once more on a fresh connection, as browsers do
+                    # request: sent once more on a fresh connection, as browsers do. A reset seen as
+                    # ReadError is the same race (uvicorn closes after an unhandled exception)
                     resp = Resp(method, url, 0, httpx.Headers(), b"", h, body_text, error=type(exc).__name__)
                 except httpx.HTTPError as exc:
                     resp = Resp(method, url, 0, httpx.Headers(), b"", h, body_text, error=type(exc).__name__)

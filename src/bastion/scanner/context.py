@@ -25,6 +25,7 @@ class ScanContext:
     graphql_path: str | None = None
     canary: Any = None
     burst: int = 25
+    origins: list[str] = field(default_factory=list)  # trusted browser origins, when the user names them
     findings: list[Finding] = field(default_factory=list)
     _views: dict[str, dict[str, Resp]] | None = None
     elevated: Identity | None = None  # a throwaway account a confirmed escalation raised (api5)

@@ -15,6 +15,7 @@ CATEGORIES = {
     "API3": "API3:2023 Broken Object Property Level Authorization",
     "API4": "API4:2023 Unrestricted Resource Consumption",
     "API5": "API5:2023 Broken Function Level Authorization",
+    "API6": "API6:2023 Unrestricted Access to Sensitive Business Flows",
     "API7": "API7:2023 Server Side Request Forgery",
     "API8": "API8:2023 Security Misconfiguration",
     "API9": "API9:2023 Improper Inventory Management",

@@ -30,6 +30,7 @@ class ScanOptions:
     timeout: float = 10.0
     allow_destructive: bool = False
     burst: int = 25
+    origins: list[str] = field(default_factory=list)  # the browser origins the API trusts (CORS look-alikes)
 
 
 @dataclass
@@ -130,6 +131,7 @@ async def scan(opts: ScanOptions, progress: Any = None) -> ScanResult:
             graphql_path,
             canary,
             opts.burst,
+            origins=list(opts.origins),
         )
         modules = [m for m in MODULES if any(_selected(c, opts) for c in m.IDS)]
         findings: list[Finding] = []

@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 
 import pytest
 from helpers import ThreadedUvicorn
-from targets import notes_graphql, shop_sqlite
+from targets import loyalty_fastapi, notes_graphql, shop_sqlite
 
 from bastion.scanner.runner import ScanOptions, run_sync
 
@@ -75,7 +75,19 @@ TRUTH = {
         },
     },
 }
-TARGETS = {"shop_sqlite": shop_sqlite, "notes_graphql": notes_graphql}
+TRUTH["loyalty_fastapi"] = {
+    ("api2-weak-secret", ""),
+    ("api3-mass-assignment", "/me"),
+    ("api2-enumeration", "/auth/forgot"),
+    ("api2-code-bruteforce", "/auth/reset"),
+    ("api6-flow-replay", "/loyalty/redeem"),
+    ("api9-undocumented", "/branch/prescriptions"),
+    ("api8-cors", "*"),
+    ("api8-headers", "*"),
+    ("api4-no-rate-limit", "*"),
+    ("api4-body-size", "*"),
+}
+TARGETS = {"shop_sqlite": shop_sqlite, "notes_graphql": notes_graphql, "loyalty_fastapi": loyalty_fastapi}
 
 
 def template(path: str, templates: list[str]) -> str:
@@ -132,6 +144,7 @@ def scanned(request):
             rate=RATE,
             allow_destructive=True,
             logins=mod.SCAN_LOGINS,
+            origins=getattr(mod, "ORIGINS", []),  # the front-ends it is meant to trust, when the target says
         )
         result = run_sync(opts)
     templates = (
@@ -169,7 +182,7 @@ def test_no_high_or_critical_finding_that_is_not_real(scanned):
 
 def test_the_public_by_spec_operations_are_not_bola(scanned):
     name, result, _ = scanned
-    public = {"shop_sqlite": "/api/products/", "notes_graphql": "/users/"}[name]
+    public = {"shop_sqlite": "/api/products/", "notes_graphql": "/users/", "loyalty_fastapi": "/products"}[name]
     assert not [
         f.url
         for f in result.findings
@@ -212,3 +225,31 @@ def test_the_hardened_notes_behind_bastion_has_no_high_or_critical_finding(tmp_p
     serious = [(f.check, f.url, f.evidence[:100]) for f in result.findings if f.severity in ("high", "critical")]
     assert not serious, serious
     assert result.requests > 100
+
+
+def test_the_fixed_loyalty_api_gives_none_of_its_findings():
+    """The twin with its bugs fixed in code (a random 32-byte secret, declared fields only, one
+    recovery answer for everyone, codes that die after 5 guesses, one redemption per account and
+    never one's own, no branch feed, an escaped origin regex): none of the seven checks that find the vulnerable one may fire. It is what
+    makes them more than "always says yes"."""
+    with ThreadedUvicorn(loyalty_fastapi.create_app(hardened=True)) as server:
+        result = run_sync(
+            ScanOptions(
+                server.url,
+                rate=RATE,
+                allow_destructive=True,
+                logins=loyalty_fastapi.SCAN_LOGINS,
+                origins=loyalty_fastapi.ORIGINS,
+            )
+        )
+    new = {
+        "api2-weak-secret",
+        "api3-mass-assignment",
+        "api2-enumeration",
+        "api2-code-bruteforce",
+        "api6-flow-replay",
+        "api9-undocumented",
+        "api8-cors",
+    }
+    assert not [(f.check, f.url, f.evidence[:100]) for f in result.findings if f.check in new]
+    assert result.requests > 100  # the scan did run

@@ -31,6 +31,7 @@ IDS = (
     "api2-no-bruteforce",
     "api2-enumeration",
     "api2-query-creds",
+    "api2-code-bruteforce",
 )
 WORDLIST = (
     "secret",
@@ -237,7 +238,7 @@ async def run(ctx) -> list[Finding]:
     elif ctx.graphql_path:
         accepts = await _graphql_probe(ctx, token)
     if accepts is None:
-        return out + await _login_checks(ctx)
+        return out + await _login_checks(ctx) + await _recovery_checks(ctx)
     none = b64(orjson.dumps({"alg": "none", "typ": "JWT"})) + "." + b64(orjson.dumps(payload)) + "."
     r = await accepts(none)
     if r is not None:
@@ -307,7 +308,7 @@ async def run(ctx) -> list[Finding]:
                 )
             )
     if target is None:
-        return out + await _login_checks(ctx)
+        return out + await _login_checks(ctx) + await _recovery_checks(ctx)
     anon_status = (await ctx.client.request("GET", url_path)).status
     for name in ("access_token", "token", "api_key", "apikey", "jwt"):
         r = await ctx.client.request("GET", url_path, params={name: token})
@@ -330,7 +331,7 @@ async def run(ctx) -> list[Finding]:
             )
             break
     out += await _login_checks(ctx)
-    return out
+    return out + await _recovery_checks(ctx)
 
 
 def _tried_password(r) -> bool:
@@ -401,6 +402,128 @@ async def _login_checks(ctx) -> list[Finding]:
                     f"existing user: HTTP {r1.status} {r1.text[:80]!r}; unknown: HTTP {r2.status} {r2.text[:80]!r}",
                     "Answer the same status and body for unknown users and wrong passwords, in similar time.",
                     "token_service: {}  # bastion's login never says which",
+                )
+            )
+    return out
+
+
+RECOVERY = re.compile(r"(forgot|reset|recover|lost)", re.I)
+CONFIRM = re.compile(r"(forgot|reset|recover|verify|confirm|otp|2fa|mfa|code)", re.I)
+USER_FIELD = re.compile(r"^(username|user_?name|user|login|email|e_?mail|phone|phone_?number|mobile)$", re.I)
+CODE_FIELD = re.compile(r"(^|_)(code|otp|pin|passcode|token)$", re.I)
+PASSWORD_FIELD = re.compile(r"password|passwd|pwd", re.I)
+
+
+def _snake_key(k: str) -> str:
+    return re.sub(r"(?<=[a-z0-9])([A-Z])", r"_\1", k).lower()
+
+
+def _recovery_ops(ctx):
+    """The account-recovery pair: a request operation (POST, a body of one user field and nothing
+    secret: "send me a code") and a confirm operation (a body with a user field and a code-like
+    field: the code the user received, usually with the new password)."""
+    from bastion.scanner.context import _props
+
+    request = confirm = None
+    for op in ctx.ops:
+        if op.method not in ("POST", "PUT") or op.path_params:
+            continue
+        props = list(_props(op))
+        users = [k for k in props if USER_FIELD.match(k)]
+        codes = [k for k in props if CODE_FIELD.search(_snake_key(k))]
+        secret = [k for k in props if PASSWORD_FIELD.search(k) and k not in codes]
+        if request is None and RECOVERY.search(op.path) and users and not codes and not secret and len(props) <= 2:
+            request = (op, users[0])
+        elif confirm is None and CONFIRM.search(op.path) and users and codes:
+            confirm = (op, users[0], codes[0], props)
+    return request, confirm
+
+
+def _same_answer(r1, r2, v1: str, v2: str) -> bool:
+    return r1.status == r2.status and r1.body.replace(v1.encode(), b"") == r2.body.replace(v2.encode(), b"")
+
+
+async def _recovery_checks(ctx) -> list[Finding]:
+    """Account recovery, the other way into an account: (1) the request answers differ for an
+    existing and an unknown user (enumeration); (2) the code it sends can be guessed: 12 wrong
+    codes for the account, after a real request, with no 429/423. The known account is a
+    throwaway one the scan registers (its reset is the only one triggered), else identity A's
+    name for the enumeration only (the guesses then go to a made-up user, so nobody is locked
+    out)."""
+    from bastion.scanner.context import register_account
+
+    request, confirm = _recovery_ops(ctx)
+    if request is None and confirm is None:
+        return []
+    out: list[Finding] = []
+    acct = await register_account(ctx)
+    known = acct.username if acct else next((i.username for i in ctx.identities if i.username), None)
+    known_email = acct.email if acct else None
+    ghost = "nobody_" + secrets.token_hex(4)
+
+    def user_value(field: str, name: str | None) -> str:
+        f = field.lower()
+        if "mail" in f:
+            return known_email if (name == known and known_email) else f"{name}@example.com"
+        if "phone" in f or "mobile" in f:
+            return "555" + secrets.token_hex(3)
+        return str(name)
+
+    if request is not None and known:
+        op, field = request
+        v1, v2 = user_value(field, known), user_value(field, ghost)
+        if "phone" not in field.lower() and "mobile" not in field.lower():
+            r1 = await ctx.send(op, None, json={field: v1})
+            r2 = await ctx.send(op, None, json={field: v2})
+            if r1.status and r2.status and 429 not in (r1.status, r2.status) and not _same_answer(r1, r2, v1, v2):
+                out.append(
+                    Finding(
+                        "api2-enumeration",
+                        "Account recovery answers differ for existing and unknown users",
+                        "API2",
+                        204,
+                        "medium",
+                        "firm",
+                        op.method,
+                        r1.url,
+                        f"existing user: HTTP {r1.status} {r1.text[:80]!r}; unknown: HTTP {r2.status} {r2.text[:80]!r}",
+                        'Answer every recovery request the same way ("if the account exists, a code was sent").',
+                        "policies:\n  rate_limit: {login_paths: [/reset-password], login_limits: [5/minute]}",
+                        request_body=orjson.dumps({field: v2}).decode(),
+                    )
+                )
+    if confirm is not None:
+        op, field, code_field, props = confirm
+        target = known if acct else ghost
+        if request is not None and acct:
+            await ctx.send(request[0], None, json={request[1]: user_value(request[1], target)})
+        body = {k: "Scan-" + secrets.token_urlsafe(10) for k in props if PASSWORD_FIELD.search(k) and k != code_field}
+        body[field] = user_value(field, target)
+        codes: list[int] = []
+        for _ in range(12):
+            body[code_field] = "".join(secrets.choice("0123456789") for _ in range(6))
+            r = await ctx.send(op, None, json=body)
+            codes.append(r.status)
+            if r.status in (423, 429) or (len(codes) == 1 and not _tried_password(r)):
+                break
+        if len(codes) == 12 and not any(c in (423, 429) for c in codes) and all(c < 500 for c in codes):
+            out.append(
+                Finding(
+                    "api2-code-bruteforce",
+                    "Recovery / verification codes can be guessed without limit",
+                    "API2",
+                    307,
+                    "high",
+                    "firm",
+                    op.method,
+                    ctx.client.url(ctx.fill(op)),
+                    f"{len(codes)} wrong {code_field!r} values in a row for "
+                    + ("an account with a pending code" if acct else "a made-up user")
+                    + f", answers {sorted(set(codes))}, no 429/423",
+                    "Limit attempts per code and per account (invalidate the code after a few failures), "
+                    "use long codes, and throttle per client.",
+                    f"policies:\n  rate_limit: {{login_paths: [{op.path}], login_limits: [5/minute]}}",
+                    request_body=orjson.dumps(body).decode(),
                 )
             )
     return out

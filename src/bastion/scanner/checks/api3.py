@@ -177,8 +177,102 @@ async def _mass_assignment_at_creation(ctx) -> list[Finding]:
     ]
 
 
+ROLE_KEY = re.compile(r"^(role|roles|user_?type|account_?type|access_?level|is_?admin|is_?staff|is_?superuser)$", re.I)
+SELF_PATH = re.compile(r"/(me|profile|account|self|current|settings)(/|$)", re.I)
+ROLE_VALUES = ("admin", "administrator", "employee", "staff", "manager", "moderator", "superuser", "owner")
+
+
+def _role_values(current) -> list:
+    """More privileged values for a role-like property, written like the current one (a boolean
+    flag → True; "Customer" → "Admin", "Employee", …; "member" → "admin", …)."""
+    if isinstance(current, bool):
+        return [True]
+    if isinstance(current, list):
+        return [["admin"]]
+    if not isinstance(current, str):
+        return []
+    if current.isupper():
+        return [w.upper() for w in ROLE_VALUES[:6]]
+    if current[:1].isupper():
+        return [w.capitalize() for w in ROLE_VALUES[:6]]
+    return list(ROLE_VALUES[:6])
+
+
+async def _undeclared_on_self_update(ctx) -> list[Finding]:
+    """Mass assignment on an account's own update: a write on a "me"/profile-like path whose body
+    schema does NOT declare the role-like property the account's own reads show (the server
+    copies every body field onto the record: pydantic `extra=allow`, `setattr` loops,
+    `Object.assign`). A throwaway account sends that property, named as its reads name it,
+    with more privileged values written like the current one; a later read (fresh login) that
+    shows the new value is the finding. Only that account changes."""
+    ops = [
+        o
+        for o in ctx.ops
+        if o.method in ("PATCH", "PUT")
+        and not o.path_params
+        and SELF_PATH.search(o.path)
+        and isinstance(o.body_schema, dict)
+        and not any(ROLE_KEY.match(k) for k in _props(o))
+    ]
+    if not ops:
+        return []
+    from bastion.scanner.context import login_account
+
+    acct = await register_account(ctx)
+    if acct is None or acct.identity is None:
+        return []
+    before = await _reads(ctx, acct)
+    keys = [k for k, v in before.items() if ROLE_KEY.match(k) and v is not None][:2]
+    for op in ops[:3]:
+        for key in keys:
+            current = before[key]
+            for value in _role_values(current):
+                if value == current:
+                    continue
+                body = {key: value}
+                if op.method == "PUT":  # a full replacement: the declared fields too, as they are now
+                    sampled = sample(op.body_schema)
+                    base = sampled if isinstance(sampled, dict) else {}
+                    for k in _props(op):
+                        v = before.get(_snake(k))
+                        if isinstance(v, (str, int, float, bool)):
+                            base[k] = v
+                        elif k.lower() in ("username", "user", "login"):
+                            base[k] = acct.username
+                    body = {**base, key: value}
+                r = await ctx.send(op, acct.identity, json=body)
+                if not r.ok:
+                    continue
+                acct.identity = await login_account(ctx, acct) or acct.identity
+                now = (await _reads(ctx, acct)).get(key)
+                if now is not None and now != current and (now == value or _privileged(now)):
+                    if ctx.elevated is None:
+                        ctx.elevated = acct.identity
+                    return [
+                        Finding(
+                            "api3-mass-assignment",
+                            "An undeclared role property is accepted on a self-update",
+                            "API3",
+                            915,
+                            "critical",
+                            "certain",
+                            op.method,
+                            r.url,
+                            f"the spec's body for {op.method} {op.path} has no {key!r}; a throwaway account sent "
+                            f"{key}={value!r} (it had {current!r}) and its later reads say {key}={now!r}",
+                            "Bind update requests to an allow-list of client-settable properties (no extra=allow, "
+                            "no setattr loops over the body); change roles only through an administrative function.",
+                            "routes:\n  - {openapi: spec.yaml, upstream: api}   # additionalProperties: false enforced",
+                            request_headers=ctx.auth(acct.identity),
+                            request_body=orjson.dumps(body).decode(),
+                        )
+                    ]
+    return []
+
+
 async def run(ctx) -> list[Finding]:
     out: list[Finding] = await _mass_assignment_at_creation(ctx)
+    out += await _undeclared_on_self_update(ctx)
     a = ctx.a
     for op in ctx.ops:
         if op.method not in ("POST", "PUT", "PATCH") or op.body_schema is None or a is None:

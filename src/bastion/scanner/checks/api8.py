@@ -185,6 +185,7 @@ async def _cors(ctx, ref) -> list[Finding]:
                     )
                 )
             break
+    out += await _cors_lookalikes(ctx, url)
     pre = await ctx.client.request(
         "OPTIONS",
         url,
@@ -273,4 +274,46 @@ async def _injection(ctx) -> list[Finding]:
                     "routes:\n  - {openapi: spec.yaml, upstream: api}   # type: string enforced",
                 )
             )
+    return out
+
+
+async def _cors_lookalikes(ctx, url: str) -> list[Finding]:
+    """With the origins the API is meant to trust (scan option `origins`, bastion's pattern
+    syntax: `https://*.example.com`): the look-alikes `bastion cors-audit` builds for each
+    (suffix, prefix, sibling, dot, downgrade; those the list itself allows are dropped). A
+    look-alike the server trusts is an origin-matching bug (an unescaped dot in a regex, a
+    missing anchor). Nothing to build them from without the list: an API does not say which
+    front-ends it serves."""
+    if not ctx.origins:
+        return []
+    from bastion.cors_audit.origins import AllowList, probe_origins
+
+    allowed = AllowList(ctx.origins)
+    out: list[Finding] = []
+    target_host = urlsplit(url).hostname or ""
+    for p in probe_origins(url, allowed):
+        if not p.lookalike or target_host in p.imitates:
+            continue  # look-alikes of the target's own host are the checks above
+        r = await ctx.client.request("GET", url, headers={**ctx.auth(ctx.a), "Origin": p.origin})
+        if r.headers.get("access-control-allow-origin") != p.origin:
+            continue
+        creds = r.headers.get("access-control-allow-credentials", "").lower() == "true"
+        out.append(
+            Finding(
+                "api8-cors",
+                f"CORS trusts a {p.kind} look-alike of a trusted origin",
+                "API8",
+                942,
+                "high" if creds else "medium",
+                "certain",
+                "GET",
+                r.url,
+                f"Origin: {p.origin} (a {p.kind} look-alike of {p.imitates}) → Access-Control-Allow-Origin: "
+                f"{p.origin}" + ("; Access-Control-Allow-Credentials: true" if creds else ""),
+                "Match origins exactly (a set of strings), or anchor and escape every regex (re.escape the host).",
+                CORS_FIX,
+                request_headers={"Origin": p.origin},
+            )
+        )
+        break  # one is enough: the same matcher answers for all
     return out

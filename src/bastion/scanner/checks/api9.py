@@ -9,6 +9,9 @@ from urllib.parse import urlsplit
 
 from bastion.scanner.model import Finding
 
+AUDIENCES = ("internal", "partner", "partners", "private", "admin", "export", "integration", "legacy")
+STOP = {"created", "updated", "deleted", "string", "number", "value", "items"}
+
 IDS = ("api9-old-version", "api9-undocumented", "api9-spec-internal")
 EXTRA = (
     "/debug",
@@ -99,6 +102,7 @@ async def run(ctx) -> list[Finding]:
                         FIX,
                     )
                 )
+    out += await _audience_variants(ctx, documented)
     if ctx.spec and ctx.spec_url and ctx.spec_url.startswith("http"):
         for server in ctx.spec.get("servers") or []:
             url = str((server or {}).get("url", ""))
@@ -118,4 +122,96 @@ async def run(ctx) -> list[Finding]:
                         "# serve a filtered spec",
                     )
                 )
+    return out
+
+
+def _words(schema, spec, depth: int = 0) -> list[str]:
+    """The words of the property names in a (response) schema, in order: shipping_address →
+    shipping, address; imageUrl → image (words under 5 letters and a few generic ones left out)."""
+    from bastion.scanner.discovery import deref
+
+    schema = deref(spec, schema)
+    if not isinstance(schema, dict) or depth > 3:
+        return []
+    out: list[str] = []
+    if isinstance(schema.get("items"), dict):
+        out += _words(schema["items"], spec, depth + 1)
+    for name, sub in (schema.get("properties") or {}).items():
+        for w in re.split(r"[_\-]|(?<=[a-z])(?=[A-Z])", str(name)):
+            w = w.lower()
+            if len(w) >= 5 and w.isalpha() and w not in STOP:
+                out.append(w)
+        out += _words(sub, spec, depth + 1)
+    return list(dict.fromkeys(out))
+
+
+def _response_schema(ctx, op):
+    from bastion.scanner.discovery import base_path
+
+    base = base_path(ctx.spec)
+    item = (ctx.spec.get("paths") or {}).get(op.path[len(base) :] if base and op.path.startswith(base) else op.path)
+    responses = ((item or {}).get("get") or {}).get("responses") or {}
+    ok = responses.get("200") or responses.get(200) or {}
+    content = (ok.get("content") or {}).get("application/json") or {}
+    return content.get("schema") or ok.get("schema")  # OpenAPI 3 / Swagger 2.0
+
+
+async def _audience_variants(ctx, documented: set[str]) -> list[Finding]:
+    """Undocumented twins of documented collections, made for another audience (a partner, an
+    internal job, an export) and left out of the public spec: /{word}{collection} for the usual
+    audience words and for the words of the collection's own response schema (an order with a
+    shipping_address is likely also served at /shipping/orders). A twin that answers JSON where a
+    made-up prefix does not is reported — without credentials, when the collection is secured,
+    as a missing authentication."""
+    if not ctx.spec:
+        return []
+    import secrets
+
+    out: list[Finding] = []
+    for op in ctx.gets(with_params=False)[:10]:
+        schema = _response_schema(ctx, op)
+        if not isinstance(schema, (dict,)):
+            continue
+        from bastion.scanner.discovery import deref
+
+        if (deref(ctx.spec, schema) or {}).get("type") != "array":
+            continue  # collections only
+        control = await ctx.client.request("GET", f"/{secrets.token_hex(4)}{op.path}", record=False)
+        if control.ok:
+            continue  # a catch-all answers anything
+        words = list(dict.fromkeys([*AUDIENCES, *_words(schema, ctx.spec)[:10]]))
+        for word in words:
+            path = f"/{word}{op.path}"
+            if path in documented:
+                continue
+            r = await ctx.client.request("GET", path, record=False)
+            anonymous = r.ok
+            if not r.ok and ctx.a is not None and r.status in (401, 403):
+                r = await ctx.client.request("GET", path, headers=ctx.auth(ctx.a), record=False)
+            if not r.ok or not r.body or "json" not in r.headers.get("content-type", ""):
+                continue
+            ctx.client.seen.append(r)  # its answer is read by the data-exposure checks too
+            open_twin = anonymous and op.secured
+            out.append(
+                Finding(
+                    "api9-undocumented",
+                    "An undocumented twin of a secured collection answers without credentials"
+                    if open_twin
+                    else "An undocumented endpoint answers",
+                    "API9",
+                    306 if open_twin else 1059,
+                    "high" if open_twin else "medium",
+                    "firm",
+                    "GET",
+                    r.url,
+                    f"GET {path} (not in the spec, beside the documented {op.path}"
+                    + (", which requires credentials" if op.secured else "")
+                    + f") → HTTP {r.status} "
+                    + ("without credentials" if anonymous else f"as {ctx.a.name if ctx.a else '?'}")
+                    + f", {len(r.body)} bytes: {r.text[:100]}; a made-up prefix → HTTP {control.status}",
+                    "Remove it, or document it and give it the same authentication as the public one.",
+                    FIX,
+                )
+            )
+            break
     return out
