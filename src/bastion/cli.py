@@ -407,6 +407,11 @@ def scan(
         for key in ("openapi", "graphql", "rate", "concurrency", "timeout", "allow_destructive", "burst"):
             if key in doc:
                 setattr(opts, key, doc[key])
+        origins = doc.get("origins", [])
+        if not isinstance(origins, list) or not all(isinstance(o, str) and "://" in o for o in origins):
+            console.print("[red]scan.yaml[/]: origins is a list of origins such as https://app.example.com")
+            raise typer.Exit(2)
+        opts.origins = list(origins)
     for item in identity:
         name, _, header = item.partition("=")
         k, _, v = header.partition(":")
