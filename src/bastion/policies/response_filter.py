@@ -253,10 +253,14 @@ class ResponseFilter(Policy[ResponseFilterConfig], Filter):
             or (self.card and _CARD_DIGITS in raw.translate(_DIGITS_AS_ZERO, b" -"))
         )
 
-    def tree(self, doc: Any, raw: str | None = None) -> tuple[Any, int]:
+    def tree(self, doc: Any, raw: str | None = None) -> tuple[Any, int, bool]:
+        """For the stream: an element its pre-check clears is sent as its text; any other is
+        written out from the tree checked, even unchanged (a duplicate member its parse dropped
+        could hold a filtered field: `{"a": {"password": 1}, "a": 2}`)."""
         if raw is not None and not self.may_match(raw):
-            return doc, 0
-        return self.filter(doc, raw is None or self.values_possible(raw))
+            return doc, 0, False
+        doc, count = self.filter(doc, raw is None or self.values_possible(raw))
+        return doc, count, True
 
     def filter(self, doc: Any, check_values: bool = True) -> tuple[Any, int]:
         """Filter in place, iteratively (no recursion limit to hit on deep documents)."""
