@@ -119,8 +119,8 @@ def valid_json(body: bytes) -> bool:
         return False
     try:
         doc = simdjson.Parser().parse(body)
-    except (ValueError, RuntimeError):  # UnicodeDecodeError is a ValueError
-        return False
+    except Exception:  # ValueError (UnicodeDecodeError too), RuntimeError (big integers), ...:
+        return False  # not proven valid; orjson and the stream decide, as before
     del doc  # a proxy over the parser's buffer: nothing is converted
     return True
 
