@@ -7,7 +7,7 @@ with other jobs, CPU time per request moves far less than requests/s. Each sourc
 own pair of servers; rounds alternate between them; medians are printed with the ratios f/d
 (= requests/s ratio for a CPU-bound process).
 
-    .venv/bin/python bench/filter_cpu.py src /tmp/main/src     # ROUNDS=3 SECS=6 by default
+    .venv/bin/python bench/filter_cpu.py src /tmp/main/src     # ROUNDS=3 SECS=6 ONLY=123 by default
 """
 
 import os
@@ -47,6 +47,7 @@ up, ngx = g.free_port(), g.free_port()
 (work / "1k.json").write_bytes(g.sample_json(1024))
 mix = g.write_mix(work)
 procs = [subprocess.Popen(["taskset", "-c", "0", "/usr/sbin/nginx", "-c", str(work / "nginx.conf"), "-p", str(work)])]
+only = os.environ.get("ONLY", "123")  # which of 1, 2, 3
 rounds = int(os.environ.get("ROUNDS", "3"))
 secs = int(os.environ.get("SECS", "6"))
 try:
@@ -86,6 +87,8 @@ try:
             for kind in ("d", "f"):
                 p, port = servers[(i, kind)]
                 for label, path, script in (("2", "/json100k", None), ("3", "/clean100k", mix), ("1", "/json1k", None)):
+                    if label not in only:
+                        continue
                     if r == 0:
                         run_wrk(f"http://127.0.0.1:{port}{path}", 1, script)
                     c0 = cpu(p.pid)
@@ -95,7 +98,7 @@ try:
     for i, tree in enumerate(trees):
         med = {k: sorted(v)[len(v) // 2] for (j, k), v in res.items() if j == i}
         print(f"tree {tree}: CPU us/request median of {rounds}:", {k: round(v) for k, v in sorted(med.items())})
-        for n in "123":
+        for n in only:
             print(f"  f{n}/d{n} = {med['d' + n] / med['f' + n]:.2f}  ({med['d' + n]:.0f} / {med['f' + n]:.0f} us)")
 finally:
     for p in procs:
