@@ -86,9 +86,10 @@ class Filter:
         """True when a string value is filtered wherever it is."""
         raise NotImplementedError
 
-    def tree(self, doc: Any, raw: str | None = None) -> tuple[Any, int]:  # pragma: no cover - interface
-        """Filter a parsed value (whose JSON text is `raw`) in place; return it and the number
-        of changes."""
+    def tree(self, doc: Any, raw: str | None = None) -> tuple[Any, int, bool]:  # pragma: no cover - interface
+        """Filter a parsed value (whose JSON text is `raw`) in place; return it, the number of
+        changes, and whether it must be written out again rather than sent as `raw` (also when
+        nothing changed: the text may hold a duplicate member the parse dropped)."""
         raise NotImplementedError
 
 
@@ -333,9 +334,9 @@ class JsonRewriter:
                         self._emit(self.key_out + self.mask_json)
                     return
             elif type(value) is dict or type(value) is list:
-                value, changed = flt.tree(value, raw)
-                if changed:
-                    self.count += changed
+                value, changed, rewrite = flt.tree(value, raw)
+                self.count += changed
+                if rewrite:
                     raw = _dumps(value)
             self._emit(self.key_out + raw)
             return
@@ -345,9 +346,9 @@ class JsonRewriter:
                 self._emit(self.mask_json)
                 return
         if type(value) is dict or type(value) is list:
-            value, changed = flt.tree(value, raw)
-            if changed:
-                self.count += changed
+            value, changed, rewrite = flt.tree(value, raw)
+            self.count += changed
+            if rewrite:
                 raw = _dumps(value)
         self._emit(raw)
 

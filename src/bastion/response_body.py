@@ -327,8 +327,17 @@ def refuse(req: Request, resp: Response, ctx: Any, exc: Unfilterable, *, after_h
     )
 
 
-def _set_length(resp: Response, length: int | None, decoded: bool) -> None:
+# Headers that describe the upstream's bytes (RFC 9110 ETag, RFC 9530 Content-Digest and
+# Repr-Digest, RFC 3230 Digest, RFC 1864 Content-MD5): false once the body sent differs (filtered,
+# decoded, or replaced by a problem), so they are dropped. A cache keyed on a stale strong ETag
+# would answer If-None-Match with the upstream's (unfiltered) representation's identity.
+BYTES_VALIDATORS = frozenset({b"etag", b"digest", b"content-md5", b"content-digest", b"repr-digest"})
+
+
+def _set_length(resp: Response, length: int | None, decoded: bool, changed: bool = True) -> None:
     drop = {b"content-length", b"content-encoding"} if decoded else {b"content-length"}
+    if changed or decoded:
+        drop |= BYTES_VALIDATORS
     resp.headers = [(k, v) for k, v in resp.headers if k not in drop]
     if length is not None:
         resp.headers.append((b"content-length", str(length).encode()))
@@ -352,6 +361,8 @@ class Gate:
         self.raw_size = 0
         self.out: list[bytes] = []
         self.out_size = 0
+        self.held: list[bytes] | None = []  # the input while the head is held: was it changed?
+        self.held_size = 0
         self.phase = "hold"
         self.done = False
         self.first: list[bytes] = []
@@ -406,6 +417,12 @@ class Gate:
             else:
                 self.raw.append(raw)
                 self.raw_size += len(raw)
+        if self.held is not None and raw:
+            if self.held_size + len(raw) > self.rules.max_buffered_bytes:
+                self.held = None  # too much to compare: taken as changed
+            else:
+                self.held.append(raw)
+                self.held_size += len(raw)
         try:
             data = self.job.feed(raw) if raw else b""
             if not more:
@@ -418,14 +435,24 @@ class Gate:
         if not more:
             self.phase = "complete"
             self.done = True
-            _set_length(self.resp, self.out_size, self.job.decoded)
-            return True, self._flush()
+            chunks = self._flush()
+            _set_length(self.resp, self.out_size, self.job.decoded, not self._same(chunks))
+            return True, chunks
         if self.out_size >= self.rules.max_buffered_bytes:
             self.phase = "stream"
-            self.raw = None
+            self.raw = self.held = None
             _set_length(self.resp, None, self.job.decoded)
             return True, self._flush()
         return False, []
+
+    def _same(self, chunks: list[bytes]) -> bool:
+        """Is the complete output (`chunks`, from `_flush`) the input as it came?"""
+        held, self.held = self.held, None
+        if held is None:
+            return False
+        before = b"".join(held)  # one chunk: that same object, no copy
+        after = chunks[0] if chunks else b""
+        return before is after or before == after
 
     def _flush(self) -> list[bytes]:
         out, self.out = self.out, []

@@ -175,3 +175,54 @@ def test_a_large_sniffed_body_that_is_not_json_passes():
     assert body == log and resp.status == 200
     declared = gate_for([(b"content-type", b"application/json")], rewriters=small)[0]
     assert run(declared, [log, b""])[0].startswith(b'{"type"')  # declared JSON: refused
+
+
+VALIDATORS = [
+    (b"etag", b'"abc"'),
+    (b"digest", b"sha-256=X48E9qOokqqrvdts8nOJRJN3OWDUoyWxBf7kbu9DBPE="),
+    (b"content-md5", b"Q2hlY2sgSW50ZWdyaXR5IQ=="),
+    (b"content-digest", b"sha-256=:X48E9qOokqqrvdts8nOJRJN3OWDUoyWxBf7kbu9DBPE=:"),
+    (b"repr-digest", b"sha-256=:X48E9qOokqqrvdts8nOJRJN3OWDUoyWxBf7kbu9DBPE=:"),
+]
+KEPT = [(b"content-type", b"application/json"), (b"last-modified", b"Mon, 30 Nov 2026 10:00:00 GMT")]
+
+
+def validators(resp) -> set[bytes]:
+    return {k for k, _ in resp.headers if k in {n for n, _ in VALIDATORS}}
+
+
+@pytest.mark.parametrize("split", [False, True])
+def test_a_rewritten_body_loses_the_headers_that_describe_the_old_bytes(split):
+    gate, resp, _ = gate_for([*KEPT, *VALIDATORS])
+    chunks = [DOC[:7], DOC[7:], b""] if split else [DOC, b""]
+    body, _ = run(gate, chunks)
+    assert b"password" not in body and validators(resp) == set()
+    assert resp.get_header(b"last-modified") == KEPT[1][1]
+
+
+@pytest.mark.parametrize("split", [False, True])
+def test_an_untouched_body_keeps_them(split):
+    clean = orjson.dumps({"a": 1, "items": [{"x": 2}] * 50})
+    gate, resp, _ = gate_for([*KEPT, *VALIDATORS])
+    body, _ = run(gate, [clean[:7], clean[7:], b""] if split else [clean, b""])
+    assert body == clean and validators(resp) == {n for n, _ in VALIDATORS}
+
+
+def test_a_decoded_body_loses_them_even_when_nothing_was_filtered():
+    clean = orjson.dumps({"a": 1})
+    gate, resp, _ = gate_for([*KEPT, (b"content-encoding", b"gzip"), *VALIDATORS])
+    body, _ = run(gate, [gzip.compress(clean), b""])
+    assert body == clean and validators(resp) == set()
+
+
+def test_a_refused_body_and_a_streamed_one_lose_them():
+    gate, resp, _ = gate_for([*KEPT, *VALIDATORS])
+    body, _ = run(gate, [b'{"password": "x"', b""])
+    assert resp.status == 502 and validators(resp) == set()
+    rules = BodyRules(max_buffered_bytes=1024)
+    small = [ResponseFilter(ResponseFilterConfig(max_bytes=1024), PolicyEnv())]
+    big = orjson.dumps([{"n": i} for i in range(20_000)])  # nothing to filter, but streamed
+    gate, resp, _ = gate_for([*KEPT, *VALIDATORS], rules, rewriters=small)
+    body, head_at = run(gate, [big[i : i + 4096] for i in range(0, len(big), 4096)] + [b""])
+    assert 0 < head_at < len(big) // 4096 and orjson.loads(body) == [{"n": i} for i in range(20_000)]
+    assert resp.get_header(b"content-length") is None and validators(resp) == set()

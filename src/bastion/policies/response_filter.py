@@ -13,9 +13,11 @@ import re
 from typing import Any, ClassVar, Literal
 
 import orjson
+import simdjson
 from pydantic import Field, field_validator
 
 from bastion.http import Request, Response
+from bastion.json_splice import member_spans, name_pattern, splice
 from bastion.json_stream import Filter, JsonRewriter
 from bastion.pipeline import Context, Policy, PolicyConfig
 from bastion.response_body import BodyInfo, JsonTransform
@@ -89,6 +91,44 @@ def _needles(names: frozenset[str]) -> list[bytes] | None:
     return out
 
 
+def _stems(needles: list[bytes]) -> list[tuple[bytes, list[bytes]]]:
+    """The needles grouped under byte strings to search for first: `"name` without its closing
+    quote, and only the shortest of those that begin one another (`"password` finds both
+    `"password"` and `"password_hash"`): fewer scans of a clean answer (each ~55 µs per 100 KB)."""
+    groups: dict[bytes, list[bytes]] = {}
+    for needle in sorted(needles, key=len):
+        stem = needle[:-1]
+        for s in groups:
+            if stem.startswith(s):
+                groups[s].append(needle)
+                break
+        else:
+            groups[stem] = [needle]
+    return list(groups.items())
+
+
+_BOM = b"\xef\xbb\xbf"
+
+
+def valid_json(body: bytes) -> bool:
+    """Is `body` one JSON text (RFC 8259: UTF-8, no byte order mark)? simdjson checks it without
+    building a Python object: ~10x cheaper than `orjson.loads` on a 100 KB answer. It refuses
+    some valid texts (integers beyond 64 bits, nesting deeper than 1,024): the caller then lets
+    orjson and the stream decide, as for any body this refuses."""
+    if body.startswith(_BOM):
+        return False
+    try:
+        doc = simdjson.Parser().parse(body)
+    except Exception:  # ValueError (UnicodeDecodeError too), RuntimeError (big integers), ...:
+        return False  # not proven valid; orjson and the stream decide, as before
+    del doc  # a proxy over the parser's buffer: nothing is converted
+    return True
+
+
+# what the byte pre-check found (`ResponseFilter._precheck`)
+_CLEAN, _NAMES, _FULL = range(3)
+
+
 class ResponseFilterConfig(PolicyConfig):
     fields: list[str] = Field(
         default_factory=lambda: list(DEFAULT_FIELDS), description="Field names removed at any depth (case-insensitive)."
@@ -134,7 +174,10 @@ class ResponseFilter(Policy[ResponseFilterConfig], Filter):
         self.value_res = [r for k in config.values if (r := VALUE_KINDS[k]) is not None]
         self.remove = config.mode == "remove"
         self.needles = _needles(self.names) if not self.patterns else None
+        needles = self.needles or []
+        self.stems = [(stem, [(n, name_pattern(n)) for n in group]) for stem, group in _stems(needles)]
         self.mask = config.mask
+        self.mask_json = orjson.dumps(config.mask)
         self.max_bytes = config.max_bytes
         self.check_values = self.card or bool(self.value_res)
         self.jwt = "jwt" in config.values
@@ -198,17 +241,26 @@ class ResponseFilter(Policy[ResponseFilterConfig], Filter):
         if not self.check_values:
             return False
         raw = text.encode("utf-8", "surrogatepass") if isinstance(text, str) else text
+        return b"\\u" in raw or self._values_unescaped(raw)
+
+    def _values_unescaped(self, raw: bytes) -> bool:
+        """`values_possible` for a text already known to hold no `\\u`."""
+        if not self.check_values:
+            return False
         return (
-            b"\\u" in raw
-            or (self.jwt and b"eyJ" in raw)
+            (self.jwt and b"eyJ" in raw)
             or (self.pem and b"-----BEGIN " in raw)
             or (self.card and _CARD_DIGITS in raw.translate(_DIGITS_AS_ZERO, b" -"))
         )
 
-    def tree(self, doc: Any, raw: str | None = None) -> tuple[Any, int]:
+    def tree(self, doc: Any, raw: str | None = None) -> tuple[Any, int, bool]:
+        """For the stream: an element its pre-check clears is sent as its text; any other is
+        written out from the tree checked, even unchanged (a duplicate member its parse dropped
+        could hold a filtered field: `{"a": {"password": 1}, "a": 2}`)."""
         if raw is not None and not self.may_match(raw):
-            return doc, 0
-        return self.filter(doc, raw is None or self.values_possible(raw))
+            return doc, 0, False
+        doc, count = self.filter(doc, raw is None or self.values_possible(raw))
+        return doc, count, True
 
     def filter(self, doc: Any, check_values: bool = True) -> tuple[Any, int]:
         """Filter in place, iteratively (no recursion limit to hit on deep documents)."""
@@ -277,8 +329,10 @@ class ResponseFilter(Policy[ResponseFilterConfig], Filter):
         )
 
     def rewrite_whole(self, body: bytes, counted=None) -> bytes:
-        """A whole body: orjson in, the tree filter, orjson out (only when something changed).
-        An answer `may_match` clears is only validated (orjson, in C) and passes as it came.
+        """A whole body. An answer the byte pre-check clears is only validated (`valid_json`)
+        and passes as it came; one whose only filtered content is members by name, each written
+        as its plain bytes, is validated and spliced (`bastion.json_splice`); any other is
+        parsed by orjson, walked (`filter`) and written out by orjson.
 
         The cyclic garbage collector is paused meanwhile: a parsed answer is a tree (no cycles;
         reference counting frees it), but its thousands of new containers would set off
@@ -294,13 +348,37 @@ class ResponseFilter(Policy[ResponseFilterConfig], Filter):
             if paused:
                 gc.enable()
 
+    def _precheck(self, body: bytes) -> tuple[int, bytes, list[re.Pattern[bytes]]]:
+        """`may_match` for a whole body, saying also what was found: `_CLEAN` (nothing can be
+        filtered), `_NAMES` (only members by name, each written as its plain bytes: the lowered
+        text and the name patterns to splice with are returned), or `_FULL` (parse and walk)."""
+        if self.needles is None or b"\\u" in body:
+            return _FULL, b"", []
+        hay = body.lower()  # ASCII letters only: offsets are kept
+        found = hay
+        if _KELVIN in hay:
+            found = hay.replace(_KELVIN, b"k")
+        patterns = [p for stem, group in self.stems if stem in found for n, p in group if n in found]
+        values = self._values_unescaped(body)
+        if not patterns and not values:
+            return _CLEAN, hay, []
+        if values or found is not hay:
+            return _FULL, b"", []
+        return _NAMES, hay, patterns
+
     def _rewrite_whole(self, body: bytes, counted) -> bytes:
-        if not self.may_match(body):
-            try:
-                orjson.loads(body)  # still JSON: a malformed body is refused as before
+        verdict, hay, patterns = self._precheck(body)
+        if verdict != _FULL and valid_json(body):
+            # Valid JSON is required even of an answer with nothing to filter: a malformed one
+            # is refused (fail closed), as a lenient client could read in it what a byte search
+            # does not see (a UTF-16 text, which Python's json.loads accepts; unquoted names).
+            if verdict == _CLEAN:
                 return body
-            except orjson.JSONDecodeError:
-                pass  # the stream below decides, as for any body orjson refuses
+            spans = member_spans(hay, patterns)
+            if spans is not None:
+                if spans and counted is not None:
+                    counted(len(spans))
+                return splice(body, spans, None if self.remove else self.mask_json) if spans else body
         try:
             doc = orjson.loads(body)
         except orjson.JSONDecodeError:
@@ -309,8 +387,9 @@ class ResponseFilter(Policy[ResponseFilterConfig], Filter):
             stream = JsonRewriter(self, remove=self.remove, mask=self.mask)
             return stream.feed(body) + stream.finish()
         doc, count = self.filter(doc, self.values_possible(body))
-        if not count:
-            return body
-        if counted is not None:
+        if count and counted is not None:
             counted(count)
+        # written out even when nothing changed: the tree checked is the tree sent. Returning
+        # the body as it came would also send any member the parse dropped as a duplicate name
+        # ({"a": {"password": 1}, "a": 2} parses to {"a": 2}), to a client that keeps the first.
         return orjson.dumps(doc)
