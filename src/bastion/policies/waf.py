@@ -85,6 +85,11 @@ _INTEGRITY = {
     200007: "the request body has more arguments than can be inspected",
 }
 _RULE_ID = re.compile(r'\[id "(\d+)"\]')
+# CRS's paranoia-level section openers, and the data files its operators read (relative names)
+_LEVEL_SKIP = re.compile(
+    r'^SecRule TX:EXECUTING_PARANOIA_LEVEL "@lt (\d)" "id:\d+,phase:[12],pass,nolog,skipAfter:([\w-]+)"$'
+)
+_DATA_FILE = re.compile(r'(@(?:pmFromFile|pmf|ipMatchFromFile|ipMatchF) )(?!/)([^"\s]+)')
 # CRS's own defaults for its setup variables: REQUEST-901-INITIALIZATION.conf sets each one that
 # crs-setup.conf left unset, with a rule `SecRule &TX:<name> "@eq 0" ... setvar:'tx.<name>=<value>'`
 _CRS_DEFAULT = re.compile(r'SecRule &TX:(\w+) "@eq 0"[^"]*"id:901\d+,[^"]*?setvar:\'tx\.\1=([^\']*)\'', re.I)
@@ -208,13 +213,50 @@ SecAction "id:900990,phase:1,nolog,pass,t:none,setvar:tx.crs_setup_version=334"
     if rules.load(base) < 0:
         raise ValueError(f"ModSecurity setup failed: {rules.get_parser_error()}")
     for f in files:
-        if rules.load_from_uri(f) < 0:
+        text = _above_level_removed(f, config.paranoia_level)
+        if (rules.load(text) if text is not None else rules.load_from_uri(f)) < 0:
             raise ValueError(f"ModSecurity could not load {f}: {rules.get_parser_error()}")
     if config.exclude_rules:
         ids = " ".join(str(i) for i in config.exclude_rules)
         if rules.load(f"SecRuleRemoveById {ids}") < 0:
             raise ValueError(f"bad exclude_rules: {rules.get_parser_error()}")
     return engine, rules
+
+
+def _above_level_removed(path: str, level: int) -> str | None:
+    """A CRS file's text without its sections above paranoia `level`; None: load it as it is.
+
+    CRS puts each file's rules in paranoia-level sections, each opened by a pair of rules
+    `SecRule TX:EXECUTING_PARANOIA_LEVEL "@lt N" "...,phase:1|2,...,skipAfter:END-<file>"` that
+    skip everything from there to the file's end marker when the level is below N. At paranoia
+    `level` the `@lt level+1` pair always matches, so that text never runs: it is removed here
+    and the end marker kept. The same rules run (tests compare the rule ids executed); what goes
+    is the two skip rules per file that matched on every request, each paying ModSecurity's
+    match-message formatting (docs/waf.md, "Cost"). ModSecurity's own `SecRuleRemoveByTag` is no
+    substitute: it is checked per rule per transaction and made requests slower. A file whose
+    layout differs (no such pair, another marker or another phase in the removed text) is loaded
+    whole. Data files named by a relative path (`@pmFromFile x.data`) are made absolute, as
+    ModSecurity resolves them against the file it loads, and text has no file."""
+    with open(path, encoding="utf-8") as f:
+        lines = f.read().split("\n")
+    opener = next(
+        ((i, m) for i, m in enumerate(map(_LEVEL_SKIP.match, lines)) if m and int(m.group(1)) == level + 1), None
+    )
+    if opener is None:
+        return None
+    start, m = opener
+    try:
+        end = lines.index(f'SecMarker "{m.group(2)}"', start)
+    except ValueError:
+        return None
+    removed = "\n".join(lines[start:end])
+    if "SecMarker" in removed or re.search(r"phase:(?![12][,\"'\s])", removed):
+        return None
+    folder = os.path.dirname(os.path.abspath(path))
+    return "\n".join(
+        _DATA_FILE.sub(lambda d: d.group(1) + os.path.join(folder, d.group(2)), line)
+        for line in lines[:start] + lines[end:]
+    )
 
 
 def _crs_defaults(rules_dir: str, already: set[str]) -> list[tuple[str, str]]:
