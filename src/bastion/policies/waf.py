@@ -21,6 +21,7 @@ CRS alone does not add; they are loaded here with the same ids and meaning.
 from __future__ import annotations
 
 import glob
+import itertools
 import os
 import re
 from typing import Any, ClassVar, Literal
@@ -84,6 +85,14 @@ _INTEGRITY = {
     200007: "the request body has more arguments than can be inspected",
 }
 _RULE_ID = re.compile(r'\[id "(\d+)"\]')
+# CRS's paranoia-level section openers, and the data files its operators read (relative names)
+_LEVEL_SKIP = re.compile(
+    r'^SecRule TX:EXECUTING_PARANOIA_LEVEL "@lt (\d)" "id:\d+,phase:[12],pass,nolog,skipAfter:([\w-]+)"$'
+)
+_DATA_FILE = re.compile(r'(@(?:pmFromFile|pmf|ipMatchFromFile|ipMatchF) )(?!/)([^"\s]+)')
+# CRS's own defaults for its setup variables: REQUEST-901-INITIALIZATION.conf sets each one that
+# crs-setup.conf left unset, with a rule `SecRule &TX:<name> "@eq 0" ... setvar:'tx.<name>=<value>'`
+_CRS_DEFAULT = re.compile(r'SecRule &TX:(\w+) "@eq 0"[^"]*"id:901\d+,[^"]*?setvar:\'tx\.\1=([^\']*)\'', re.I)
 
 
 class WafConfig(PolicyConfig):
@@ -193,16 +202,78 @@ SecAction "id:900200,phase:1,nolog,pass,t:none,setvar:'tx.allowed_methods={" ".j
 SecAction "id:900220,phase:1,nolog,pass,t:none,setvar:'tx.allowed_request_content_type={types}'"
 SecAction "id:900990,phase:1,nolog,pass,t:none,setvar:tx.crs_setup_version=334"
 """
+    defaults = _crs_defaults(config.rules_dir, set(re.findall(r"setvar:'?tx\.(\w+)=", base)))
+    if defaults:
+        # crs-setup.conf's role: every setup variable set before CRS looks, with CRS's own default
+        # values (read from its 901 file, so they cannot drift from the rules loaded). The rules
+        # are the same; 901's "default if unset" rules then match nothing, and each match costs
+        # ModSecurity a formatted match message (measured: docs/waf.md, "Cost").
+        setvars = ",".join(f"setvar:'tx.{name}={value}'" for name, value in defaults)
+        base += f'SecAction "id:900980,phase:1,nolog,pass,t:none,{setvars}"\n'
     if rules.load(base) < 0:
         raise ValueError(f"ModSecurity setup failed: {rules.get_parser_error()}")
     for f in files:
-        if rules.load_from_uri(f) < 0:
+        text = _above_level_removed(f, config.paranoia_level)
+        if (rules.load(text) if text is not None else rules.load_from_uri(f)) < 0:
             raise ValueError(f"ModSecurity could not load {f}: {rules.get_parser_error()}")
     if config.exclude_rules:
         ids = " ".join(str(i) for i in config.exclude_rules)
         if rules.load(f"SecRuleRemoveById {ids}") < 0:
             raise ValueError(f"bad exclude_rules: {rules.get_parser_error()}")
     return engine, rules
+
+
+def _above_level_removed(path: str, level: int) -> str | None:
+    """A CRS file's text without its sections above paranoia `level`; None: load it as it is.
+
+    CRS puts each file's rules in paranoia-level sections, each opened by a pair of rules
+    `SecRule TX:EXECUTING_PARANOIA_LEVEL "@lt N" "...,phase:1|2,...,skipAfter:END-<file>"` that
+    skip everything from there to the file's end marker when the level is below N. At paranoia
+    `level` the `@lt level+1` pair always matches, so that text never runs: it is removed here
+    and the end marker kept. The same rules run (tests compare the rule ids executed); what goes
+    is the two skip rules per file that matched on every request, each paying ModSecurity's
+    match-message formatting (docs/waf.md, "Cost"). ModSecurity's own `SecRuleRemoveByTag` is no
+    substitute: it is checked per rule per transaction and made requests slower. A file whose
+    layout differs (no such pair, another marker or another phase in the removed text) is loaded
+    whole. Data files named by a relative path (`@pmFromFile x.data`) are made absolute, as
+    ModSecurity resolves them against the file it loads, and text has no file."""
+    with open(path, encoding="utf-8") as f:
+        lines = f.read().split("\n")
+    opener = next(
+        ((i, m) for i, m in enumerate(map(_LEVEL_SKIP.match, lines)) if m and int(m.group(1)) == level + 1), None
+    )
+    if opener is None:
+        return None
+    start, m = opener
+    try:
+        end = lines.index(f'SecMarker "{m.group(2)}"', start)
+    except ValueError:
+        return None
+    removed = "\n".join(lines[start:end])
+    if "SecMarker" in removed or re.search(r"phase:(?![12][,\"'\s])", removed):
+        return None
+    folder = os.path.dirname(os.path.abspath(path))
+    return "\n".join(
+        _DATA_FILE.sub(lambda d: d.group(1) + os.path.join(folder, d.group(2)), line)
+        for line in lines[:start] + lines[end:]
+    )
+
+
+def _crs_defaults(rules_dir: str, already: set[str]) -> list[tuple[str, str]]:
+    """(name, value) of the setup variables CRS's 901 file gives a default, minus `already` set.
+    Values written as macros (`%{TX.PARANOIA_LEVEL}`) stay macros, evaluated as CRS would."""
+    try:
+        with open(os.path.join(rules_dir, "REQUEST-901-INITIALIZATION.conf"), encoding="utf-8") as f:
+            text = f.read()
+    except OSError:
+        return []  # no 901 file: CRS's own defaults cannot apply either
+    seen = {name.lower() for name in already}
+    out = []
+    for name, value in _CRS_DEFAULT.findall(text):
+        if name.lower() not in seen:
+            seen.add(name.lower())
+            out.append((name.lower(), value))
+    return out
 
 
 class Waf(Policy[WafConfig]):
@@ -216,12 +287,24 @@ class Waf(Policy[WafConfig]):
         from libmodsecurity import Transaction  # _engine has checked it is installed
 
         self.transaction = Transaction
+        # the rules that matched in the transaction running now: one callback for the engine's
+        # life (a transaction runs to its verdict without an await, so no two share the list)
+        # (the callback holds only this box, not the policy: the binding keeps it until close())
+        box: list[list[tuple[int, str]]] = [[]]
+        self._matched = box
+        self.engine.set_rule_message_callback(lambda m: box[0].append((m.rule_id, m.message)))
+        # an id for each transaction: without one ModSecurity makes its own (a clock read and a
+        # std::random_device per transaction), for an audit log this policy does not use
+        self._serial = itertools.count(1)
         self.block = config.mode == "block"
         self.inspect_body = config.inspect_body
         self.max_body = config.max_body
         self.uninspected = frozenset(config.uninspected_types)
         self.blocked = 0
         self.refused = 0
+
+    async def close(self) -> None:
+        self.engine.set_rule_message_callback(None)  # the binding's registry entry goes with it
 
     async def on_request(self, req: Request, ctx: Context) -> Response | None:
         try:
@@ -411,11 +494,11 @@ class Waf(Policy[WafConfig]):
         """Run phases 1 and 2 over the request as shown; the rules that matched and the
         intervention (None when nothing disruptive happened)."""
         matched: list[tuple[int, str]] = []
-        self.engine.set_rule_message_callback(lambda m: matched.append((m.rule_id, m.message)))
+        self._matched[0] = matched
         decoded = ctx.log_fields.get("body_decoded") is not None
         # phases 1 and 2 only: no response phases, and no logging phase (ModSecurity's own audit
         # log is not used: the gateway's audit line carries the verdict)
-        t = self.transaction(self.engine, self.rules, req.request_id or None)
+        t = self.transaction(self.engine, self.rules, req.request_id or f"waf-{next(self._serial)}")
         t.process_connection(ip_text(req.client_ip) if req.client_ip else "0.0.0.0", 0, "127.0.0.1", 0)
         t.process_uri(uri, req.method, "1.1")
         for k, v in req.headers:
