@@ -8,6 +8,11 @@ empty last one). CPU time of the process (`time.process_time`), so another job o
 does not change it much; median of `--rounds`.
 
     .venv/bin/python bench/server_layer.py [--requests 20000] [--headers 0] [--response-headers 8]
+
+On a loaded machine, count instructions instead (deterministic): run it under
+`PYTHONHASHSEED=0 valgrind --tool=callgrind --callgrind-out-file=/dev/null` with `--rounds 1
+--requests 200` and with `--requests 2200`; the difference of the two "Collected" totals divided
+by 2000 is the instructions per request, start-up cancelled out (docs/architecture.md, session 5).
 """
 
 from __future__ import annotations
