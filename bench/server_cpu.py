@@ -59,6 +59,7 @@ def main() -> None:
     ap.add_argument("--connections", type=int, default=10)
     ap.add_argument("--headers", type=int, default=0, help="extra request headers per request")
     ap.add_argument("--only", default="d,e", help="configs: d (pass-through), e (all policies)")
+    ap.add_argument("--base-first", action="store_true", help="start and measure the base tree first in each round")
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="bastion-server-cpu-"))
     up = free_port()
@@ -72,6 +73,8 @@ def main() -> None:
     trees = {"this": str(SRC)}
     if args.base:
         trees["base"] = args.base
+        if args.base_first:  # the order is part of the measurement on a loaded machine: check both
+            trees = {"base": args.base, "this": str(SRC)}
     servers: dict[tuple[str, str], tuple[subprocess.Popen, int]] = {}
     try:
         for tree, src in trees.items():
