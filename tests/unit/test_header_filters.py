@@ -1,6 +1,6 @@
-"""The header filters on the proxy path (`gateway/proxy.py`), which remember the names they have
-classified: on generated header lists, repeated so the remembered names are used, they keep
-exactly what a plain per-header reading keeps. And `Request.header` (a dict built in C) gives
+"""The header filters on the proxy path (`gateway/proxy.py`; `client_headers` remembers the names
+it has classified): on generated header lists, repeated so the remembered names are used, they
+keep exactly what a plain per-header reading keeps. And `Request.header` (a dict built in C) gives
 the first value of a repeated name, as before."""
 
 from __future__ import annotations

@@ -208,19 +208,19 @@ class Gateway:
         peer = parse_ip(client[0]) if client else None
         client_ip = peer
         scheme = scope.get("scheme", "http")
-        # the names and values as two tuples (C-level): counting and finding a name costs no
-        # Python loop over the headers
-        names, values = zip(*headers, strict=True) if headers else ((), ())
-        hosts = names.count(b"host")
-        host = values[len(names) - 1 - names[::-1].index(b"host")].decode("latin-1") if hosts else ""
+        host = ""
+        hosts = 0
+        xff = xfp = None
+        for k, v in headers:
+            if k == b"host":
+                host = v.decode("latin-1")
+                hosts += 1
+            elif k == b"x-forwarded-for":
+                xff = v if xff is None else xff + b"," + v
+            elif k == b"x-forwarded-proto":
+                xfp = v
         peer_trusted = bool(state.trusted) and peer in state.trusted
         if peer_trusted:
-            xff = xfp = None
-            for k, v in headers:
-                if k == b"x-forwarded-for":
-                    xff = v if xff is None else xff + b"," + v
-                elif k == b"x-forwarded-proto":
-                    xfp = v
             # Walk X-Forwarded-For from the right: the first address not of a trusted proxy
             # is the client. Anything left of it was written by the client and is ignored.
             if xff:

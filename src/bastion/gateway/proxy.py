@@ -82,22 +82,9 @@ def connection_listed(headers: Headers) -> frozenset[bytes]:
 
 
 def strip_hop_by_hop(headers: Headers, also: frozenset[bytes] = frozenset()) -> Headers:
-    if not headers:
-        return []
-    names = next(zip(*headers, strict=True))
-    drop = _HOP_AND.get(also)
-    if drop is None:
-        if len(_HOP_AND) > 64:
-            _HOP_AND.clear()
-        drop = _HOP_AND[also] = HOP_BY_HOP | also
-    if b"connection" in names:
-        drop = drop | connection_listed(headers)
-    elif drop.isdisjoint(names):  # (the usual answer: nothing to strip, no Python loop over it)
-        return list(headers)
+    listed = connection_listed(headers)
+    drop = HOP_BY_HOP | listed | also
     return [(k, v) for k, v in headers if k not in drop]
-
-
-_HOP_AND: dict[frozenset[bytes], frozenset[bytes]] = {}
 
 
 def _dropped(name: bytes, drop: frozenset[bytes]) -> bool:
