@@ -9,6 +9,16 @@ so); otherwise a callback scheduled with `call_soon` writes it alone at the end 
 streamed answer whose body is late still gets its head at once. Everything else — header
 validation, framing, keep-alive, flow control — is uvicorn's own `send`, unchanged: only the
 transport it writes to is wrapped.
+
+The response head itself is serialised here too (`CoalescingCycle.send`, session 5): uvicorn
+checks every header with two regular expressions and builds the head in a Python loop of four
+list items per header; here the whole list is checked at once (the names, joined,
+must be RFC 9110 tokens; the values, joined, must hold no control character but HTAB — the same
+rule `bastion.http.unsafe_header` applies to what goes upstream, by `bytes.translate`) and
+joined by C-level `bytes.join`. A header that fails is refused before anything is written (`RuntimeError`, as
+uvicorn does, but with the response not started, so the gateway's safety net can still answer
+problem+json). The framing decisions (Content-Length, chunked, `Connection: close`) are
+uvicorn's, made the same way.
 """
 
 from __future__ import annotations
@@ -16,7 +26,9 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from uvicorn.protocols.http.httptools_impl import RequestResponseCycle
+from uvicorn.protocols.http.httptools_impl import STATUS_LINE, RequestResponseCycle
+
+from bastion.http.headers import safe_fields, unsafe_header
 
 _JOIN_MAX = 64 * 1024
 
@@ -74,9 +86,78 @@ class CoalescingCycle(RequestResponseCycle):
         if message["type"] != "http.response.start" or self.response_started:
             await super().send(message)
             return
+        if self.access_log:  # (never on the gateway's listeners) uvicorn's own path logs the line
+            await self._send_start_logged(message)
+            return
+        if self.flow.write_paused and not self.disconnected:
+            await self.flow.drain()
+        if self.disconnected:
+            return
+        self._write_head(message["status"], message.get("headers") or ())
+
+    async def _send_start_logged(self, message: Any) -> None:
         transport: HeadFirst = self.transport  # type: ignore[assignment]
         transport.capturing = True
         try:
             await super().send(message)
         finally:
             transport.capturing = False
+
+    def _write_head(self, status: int, headers: Any) -> None:
+        """The status line and headers, checked and framed (see the module's docstring), held by
+        the connection's `HeadFirst` until the body's first write."""
+        if self.default_headers:
+            headers = [*self.default_headers, *headers]
+        names: tuple[bytes, ...] | list[bytes]
+        values: tuple[bytes, ...]
+        if headers:
+            names, values = zip(*headers, strict=True)
+            if not safe_fields(names, values):
+                bad = unsafe_header(list(headers))
+                raise RuntimeError(f"Invalid HTTP header {bad!r}: not a token, or a control character in its value.")
+            joined = b"\t".join(names)
+            lowered = joined.lower()
+            if lowered != joined:  # a token holds no TAB, so the lowered names split back one for one
+                names = lowered.split(b"\t")
+        else:
+            names = values = ()
+        self.response_started = True
+        self.waiting_for_100_continue = False
+        if b"content-length" in names and b"transfer-encoding" not in names and b"connection" not in names:
+            self.expected_content_length = int(values[names.index(b"content-length")].decode())
+            self.chunked_encoding = False
+            close = False
+        else:
+            close = self._framing(names, values)
+        lines = [STATUS_LINE[status]]
+        if names:
+            lines.append(b"\r\n".join(map(b": ".join, zip(names, values, strict=True))))
+            lines.append(b"\r\n")
+        if not self.keep_alive and not close:
+            lines.append(b"connection: close\r\n")
+        if self.chunked_encoding is None and self.scope["method"] != "HEAD" and status not in (204, 304):
+            self.chunked_encoding = True  # neither Content-Length nor Transfer-Encoding
+            lines.append(b"transfer-encoding: chunked\r\n")
+        lines.append(b"\r\n")
+        transport: HeadFirst = self.transport  # type: ignore[assignment]
+        transport.capturing = True
+        try:
+            transport.write(b"".join(lines))
+        finally:
+            transport.capturing = False
+
+    def _framing(self, names: Any, values: Any) -> bool:
+        """uvicorn's reading of the framing headers, in order; True when one says `close`."""
+        close = False
+        for name, value in zip(names, values, strict=True):
+            if name == b"content-length" and self.chunked_encoding is None:
+                self.expected_content_length = int(value.decode())
+                self.chunked_encoding = False
+            elif name == b"transfer-encoding" and value.lower() == b"chunked":
+                self.expected_content_length = 0
+                self.chunked_encoding = True
+            elif name == b"connection":
+                if b"close" in [token.lower().strip() for token in value.split(b",")]:
+                    self.keep_alive = False
+                    close = True
+        return close

@@ -440,8 +440,13 @@ class EdgeProtocol(TlsHttpToolsProtocol):
             self._arm_head_timer()  # a pipelined head that began in the middle of a read
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        super().on_header(name, value)
-        if len(self.headers) > self.limits.max_header_count:
+        # uvicorn's own on_header, inlined (one Python call per header line, not two)
+        name = name.lower()
+        if name == b"expect" and value.lower() == b"100-continue":
+            self.expect_100_continue = True
+        headers = self.headers
+        headers.append((name, value))
+        if len(headers) > self.limits.max_header_count:
             self._refusal = (
                 TOO_MANY_HEADERS,
                 f"more than max_header_count ({self.limits.max_header_count}) header lines",

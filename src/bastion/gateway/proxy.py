@@ -87,21 +87,58 @@ def strip_hop_by_hop(headers: Headers, also: frozenset[bytes] = frozenset()) -> 
     return [(k, v) for k, v in headers if k not in drop]
 
 
+def _dropped(name: bytes, drop: frozenset[bytes]) -> bool:
+    if name in HOP_BY_HOP or name in drop or name.startswith(EDGE_OWNED_PREFIXES):
+        return True
+    if b"_" in name:
+        alias = name.replace(b"_", b"-")
+        return alias in HOP_BY_HOP or alias in drop or alias.startswith(EDGE_OWNED_PREFIXES)
+    return False
+
+
+class _Classified:
+    """The header names seen with one drop set, and which of them are dropped."""
+
+    __slots__ = ("known", "dropped")
+
+    def __init__(self) -> None:
+        self.known: set[bytes] = set()
+        self.dropped: set[bytes] = set()
+
+
+_CLASSIFIED: dict[frozenset[bytes], _Classified] = {}
+_KNOWN_MAX = 4096  # names remembered per drop set (client-chosen names: bounded, then forgotten)
+
+
 def client_headers(headers: Headers, drop: frozenset[bytes]) -> Headers:
     """The client's headers that may go on: hop-by-hop ones, `drop` and `x-bastion-*` (the
     gateway's to set) removed — also when spelled with '_' for '-' (`X_Bastion_Subject`), since
-    WSGI/CGI servers (Django, Flask, PHP) read both spellings as the same variable."""
-    listed = connection_listed(headers)
-    out = []
-    for k, v in headers:
-        if k in HOP_BY_HOP or k in listed or k in drop or k.startswith(EDGE_OWNED_PREFIXES):
-            continue
-        if b"_" in k:
-            alias = k.replace(b"_", b"-")
-            if alias in HOP_BY_HOP or alias in drop or alias.startswith(EDGE_OWNED_PREFIXES):
-                continue
-        out.append((k, v))
-    return out
+    WSGI/CGI servers (Django, Flask, PHP) read both spellings as the same variable.
+
+    Each name is classified once per drop set and remembered (`_Classified`), so a request whose
+    names were all seen before is filtered with set operations, not a Python loop per header."""
+    if not headers:
+        return []
+    names = frozenset(next(zip(*headers, strict=True)))
+    seen = _CLASSIFIED.get(drop)
+    if seen is None:
+        if len(_CLASSIFIED) > 64:
+            _CLASSIFIED.clear()
+        seen = _CLASSIFIED[drop] = _Classified()
+    new = names - seen.known
+    if new:
+        if len(seen.known) + len(new) > _KNOWN_MAX:
+            seen.known.clear()
+            seen.dropped.clear()
+            new = names
+        seen.known |= new
+        seen.dropped.update(k for k in new if _dropped(k, drop))
+    gone = names & seen.dropped
+    if b"connection" in names:
+        gone |= connection_listed(headers)
+    if not gone:
+        return list(headers)
+    return [(k, v) for k, v in headers if k not in gone]
 
 
 # Families of headers that identity-aware proxies and platforms set for their upstreams (AWS ALB's

@@ -11,10 +11,23 @@ METHOD_OVERRIDE_HEADERS = ("x-http-method-override", "x-http-method", "x-method-
 
 
 # ---- header hygiene ---------------------------------------------------------------------------
-# RFC 9110 5.1/5.5: a field name is a token; a value has no control character but HTAB. Checked
-# once for the whole list (names joined by '\t', values joined by '\t'): two regex calls a request.
+# RFC 9110 5.1/5.5: a field name is a token; a value has no control character but HTAB. The
+# fast check is `bytes.translate` deleting the allowed bytes from all names (or all values) joined:
+# anything left is a byte that may not be there. A C loop over the bytes, cheaper than a regex
+# per header (or even one regex over them all); the slow path finds which header it was.
 _TOKEN_LIST = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+(?:\t[!#$%&'*+\-.^_`|~0-9A-Za-z]+)*")
 _CONTROL = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
+_TOKEN_BYTES = b"!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+_VALUE_BYTES = bytes(b for b in range(256) if b == 0x09 or (0x20 <= b and b != 0x7F))
+
+
+def safe_fields(names: tuple[bytes, ...] | list[bytes], values: tuple[bytes, ...] | list[bytes]) -> bool:
+    """Every name a non-empty token and no value with a control character (HTAB aside)."""
+    return (
+        all(names)
+        and not b"".join(names).translate(None, _TOKEN_BYTES)
+        and not b"".join(values).translate(None, _VALUE_BYTES)
+    )
 
 
 def unsafe_header(headers: Headers) -> bytes | None:
@@ -22,8 +35,8 @@ def unsafe_header(headers: Headers) -> bytes | None:
     token, a value with CR, LF, NUL or another control character), or None when all are safe."""
     if not headers:
         return None
-    names = b"\t".join(k for k, _ in headers)
-    if _TOKEN_LIST.fullmatch(names) is not None and _CONTROL.search(b"\t".join(v for _, v in headers)) is None:
+    names, values = zip(*headers, strict=True)
+    if safe_fields(names, values):
         return None
     for k, v in headers:
         if _TOKEN_LIST.fullmatch(k) is None or _CONTROL.search(v) is not None:

@@ -94,11 +94,8 @@ class Request:
 
     def header(self, name: bytes) -> bytes | None:
         """First value of a header, by lower-case name."""
-        if self._header_map is None:
-            m: dict[bytes, bytes] = {}
-            for k, v in self.headers:
-                m.setdefault(k, v)
-            self._header_map = m
+        if self._header_map is None:  # reversed: the first of repeated names is the one kept
+            self._header_map = dict(reversed(self.headers))
         return self._header_map.get(name)
 
     def cookies(self) -> dict[str, str]:

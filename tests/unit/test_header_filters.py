@@ -1,0 +1,106 @@
+"""The header filters on the proxy path (`gateway/proxy.py`; `client_headers` remembers the names
+it has classified): on generated header lists, repeated so the remembered names are used, they
+keep exactly what a plain per-header reading keeps. And `Request.header` (a dict built in C) gives
+the first value of a repeated name, as before."""
+
+from __future__ import annotations
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from bastion.gateway import proxy
+from bastion.gateway.proxy import EDGE_OWNED_PREFIXES, HOP_BY_HOP, UPSTREAM_IDENTITY, client_headers, strip_hop_by_hop
+from bastion.http import Request
+
+
+def listed(headers):
+    out = set()
+    for k, v in headers:
+        if k == b"connection":
+            out.update(t.strip().lower() for t in v.split(b",") if t.strip())
+    return out
+
+
+def reference_client_headers(headers, drop):
+    gone = listed(headers)
+    out = []
+    for k, v in headers:
+        if k in HOP_BY_HOP or k in gone or k in drop or k.startswith(EDGE_OWNED_PREFIXES):
+            continue
+        if b"_" in k:
+            alias = k.replace(b"_", b"-")
+            if alias in HOP_BY_HOP or alias in drop or alias.startswith(EDGE_OWNED_PREFIXES):
+                continue
+        out.append((k, v))
+    return out
+
+
+def reference_strip(headers, also):
+    drop = HOP_BY_HOP | listed(headers) | also
+    return [(k, v) for k, v in headers if k not in drop]
+
+
+names = st.sampled_from(
+    [
+        b"accept",
+        b"x-a",
+        b"x_a",
+        b"connection",
+        b"keep-alive",
+        b"keep_alive",
+        b"te",
+        b"upgrade",
+        b"x-bastion-subject",
+        b"x_bastion_subject",
+        b"x-envoy-original-path",
+        b"x-forwarded-for",
+        b"x_forwarded_for",
+        b"server",
+        b"x-powered-by",
+        b"host",
+    ]
+) | st.binary(min_size=1, max_size=6)
+values = st.sampled_from([b"x-a", b"close, X-A", b"keep-alive,te", b"", b"x_a", b"upgrade"]) | st.binary(max_size=8)
+header_lists = st.lists(st.tuples(names, values), max_size=12)
+drops = st.sampled_from(
+    [frozenset(), frozenset({b"x-forwarded-for", b"host"}), frozenset({b"x-a"}), frozenset({b"accept", b"x-a"})]
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(st.tuples(header_lists, drops), min_size=1, max_size=6))
+def test_client_headers_keep_what_a_per_header_reading_keeps(cases):
+    for headers, drop in cases * 2:  # the second time, every name is a remembered one
+        assert client_headers(headers, drop) == reference_client_headers(headers, drop)
+
+
+def test_the_remembered_names_are_bounded():
+    drop = frozenset({b"x-forgotten"})
+    for i in range(proxy._KNOWN_MAX + 50):
+        headers = [(b"x-%d" % i, b"v"), (b"x-bastion-%d" % i, b"v"), (b"x-forgotten", b"v")]
+        assert client_headers(headers, drop) == [(b"x-%d" % i, b"v")]
+    assert len(proxy._CLASSIFIED[drop].known) <= proxy._KNOWN_MAX
+
+
+@settings(max_examples=400, deadline=None)
+@given(header_lists, st.sampled_from([frozenset(), UPSTREAM_IDENTITY]))
+def test_strip_hop_by_hop_keeps_what_a_per_header_reading_keeps(headers, also):
+    assert strip_hop_by_hop(headers, also) == reference_strip(headers, also)
+
+
+@settings(max_examples=300, deadline=None)
+@given(header_lists, names)
+def test_request_header_is_the_first_value(headers, name):
+    req = Request(
+        method="GET",
+        path="/",
+        query=b"",
+        headers=headers,
+        client_ip=None,
+        peer_ip=None,
+        peer_trusted=False,
+        scheme="http",
+        host="",
+        receive=None,  # type: ignore[arg-type]
+    )
+    assert req.header(name) == next((v for k, v in headers if k == name), None)
