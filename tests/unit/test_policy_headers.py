@@ -93,3 +93,8 @@ def test_cors_decision_cache_answers_as_the_matcher_and_stays_bounded():
         policy.allowed(f"https://h{i}.example.com")
     assert len(policy._decisions) <= policy.CACHE_SIZE
     assert policy.allowed("https://evil.com") is False and policy.allowed("https://app.example.com") is True
+
+
+def test_request_header_is_the_first_value_of_a_repeated_name():
+    req = _request(headers=[(b"a", b"1"), (b"b", b"2"), (b"a", b"3"), (b"c", b"")])
+    assert (req.header(b"a"), req.header(b"b"), req.header(b"c"), req.header(b"d")) == (b"1", b"2", b"", None)
