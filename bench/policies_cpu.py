@@ -68,6 +68,13 @@ def main() -> None:
     ap.add_argument("--duration", type=int, default=8)
     ap.add_argument("--connections", type=int, default=20)
     ap.add_argument("--only", default="", help="comma-separated labels (default: d,m,s,t,e)")
+    ap.add_argument(
+        "--compare",
+        default="",
+        metavar="SRC",
+        help="also the same servers from another source tree (PYTHONPATH=SRC, e.g. a `git archive` of "
+        "main's src), labelled with a trailing 0, measured in the same alternating rounds",
+    )
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="bastion-policies-cpu-"))
     up = free_port()
@@ -76,14 +83,20 @@ def main() -> None:
     servers: dict[str, tuple[int, subprocess.Popen[bytes]]] = {}
     try:
         wanted = set(args.only.split(",")) if args.only else None
-        for label, (port, text) in configs(work, up).items():
-            if wanted is not None and label not in wanted:
-                continue
-            (work / f"{label}.yaml").write_text(text)
-            cmd = [*pinned("1"), sys.executable, "-m", "bastion.cli", "serve", "--no-watch", "--workers", "1"]
-            proc = subprocess.Popen([*cmd, "--log-level", "warning", "--config", str(work / f"{label}.yaml")])
-            procs.append(proc)
-            servers[label] = (port, proc)
+        trees = [("", None)] + ([("0", os.path.abspath(args.compare))] if args.compare else [])
+        for suffix, src in trees:
+            env = dict(os.environ, PYTHONPATH=src) if src else None
+            for label, (port, text) in configs(work, up).items():
+                if wanted is not None and label not in wanted:
+                    continue
+                name = label + suffix
+                (work / f"{name}.yaml").write_text(text)
+                cmd = [*pinned("1"), sys.executable, "-m", "bastion.cli", "serve", "--no-watch", "--workers", "1"]
+                proc = subprocess.Popen(
+                    [*cmd, "--log-level", "warning", "--config", str(work / f"{name}.yaml")], env=env
+                )
+                procs.append(proc)
+                servers[name] = (port, proc)
         for port, _ in servers.values():
             wait_port(port, 120)
         time.sleep(1)
@@ -123,10 +136,12 @@ def main() -> None:
         for label in servers:
             each = " ".join(f"{v:.0f}" for v in per[label])
             print(f"{label:3} {med[label]:20.1f} {statistics.median(rates[label]):13.0f}   {each}")
-        if "d" in med:
+        for suffix, _ in trees:
+            d = "d" + suffix
             for label in ("m", "s", "t", "e"):
-                if label in med:
-                    print(f"{label}/d by CPU: {med['d'] / med[label]:.2f} ({med['d']:.0f} / {med[label]:.0f} µs)")
+                x = label + suffix
+                if d in med and x in med:
+                    print(f"{x}/{d} by CPU: {med[d] / med[x]:.2f} ({med[d]:.0f} / {med[x]:.0f} µs)")
     finally:
         for proc in reversed(procs):
             proc.terminate()
