@@ -98,3 +98,17 @@ def test_cors_decision_cache_answers_as_the_matcher_and_stays_bounded():
 def test_request_header_is_the_first_value_of_a_repeated_name():
     req = _request(headers=[(b"a", b"1"), (b"b", b"2"), (b"a", b"3"), (b"c", b"")])
     assert (req.header(b"a"), req.header(b"b"), req.header(b"c"), req.header(b"d")) == (b"1", b"2", b"", None)
+
+
+def test_route_pipeline_leaves_out_what_the_edge_completed():
+    from bastion.pipeline import Pipeline
+    from bastion.policies.cors import Cors as _Cors
+
+    rid = RequestId(RequestIdConfig(), PolicyEnv())
+    cors = _Cors(CorsConfig(allow_origins=["https://a.example.com"]), PolicyEnv())
+    other_rid = RequestId(RequestIdConfig(), PolicyEnv())  # not the edge's instance: kept
+    route = Pipeline([rid, cors], edge=[rid])
+    assert route.request_phase == (cors,)
+    assert rid in route.response_phase  # only the request phase is the edge's
+    assert Pipeline([other_rid, cors], edge=[rid]).request_phase == (other_rid, cors)
+    assert Pipeline([cors], edge=[cors]).request_phase == (cors,)  # cors is not edge_once

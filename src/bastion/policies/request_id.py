@@ -50,6 +50,7 @@ class RequestId(Policy[RequestIdConfig]):
     Config = RequestIdConfig
     per_route: ClassVar[bool] = False
     unrouted: ClassVar[bool] = True
+    edge_once: ClassVar[bool] = True  # the route's pipeline does not call on_request again
     default_on: ClassVar[bool] = True
 
     def __init__(self, config: RequestIdConfig, env) -> None:

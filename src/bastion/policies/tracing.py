@@ -150,6 +150,7 @@ class Tracing(Policy[TracingConfig]):
     Config = TracingConfig
     per_route = False
     unrouted = True
+    edge_once: ClassVar[bool] = True  # the route's pipeline does not call on_request again
 
     def __init__(self, config: TracingConfig, env) -> None:
         super().__init__(config, env)
