@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 WINDOW = 300  # seconds of history
+_CLASSES = tuple(f"{i}xx" for i in range(10))  # status class labels, made once
 EVENTS = 200  # blocked requests kept
 
 
@@ -55,9 +56,13 @@ class Live:
         rate_results: Any,
     ) -> None:
         now = time.time()
-        b = self._bucket(now)
+        buckets = self.buckets
+        if buckets and buckets[-1].second == int(now):
+            b = buckets[-1]
+        else:
+            b = self._bucket(now)
         b.total += 1
-        b.classes[f"{status // 100}xx"] += 1
+        b.classes[_CLASSES[status // 100] if 100 <= status < 1000 else f"{status // 100}xx"] += 1
         b.clients[client] += 1
         if stopped_by and status >= 400:
             b.rejections[stopped_by] += 1

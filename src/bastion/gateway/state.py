@@ -113,6 +113,10 @@ class _Compiler:
                 if policy is not None:
                     self.global_policies[name] = policy
 
+    def edge_policies(self) -> list[Policy]:
+        """The policies of the edge pipeline (run for every request before routing)."""
+        return [p for name, p in self.global_policies.items() if REGISTRY[name].unrouted]
+
     def add_route(
         self,
         rc: Any,
@@ -136,7 +140,9 @@ class _Compiler:
             if policy is not None:
                 policies.append(policy)
         ws = getattr(rc, "websocket", None) or WebSocketConfig(enabled=False)  # the token service: none
-        target = RouteTarget(Pipeline(policies), self.upstreams[rc.upstream] if rc.upstream else None, methods, ws)
+        target = RouteTarget(
+            Pipeline(policies, self.edge_policies()), self.upstreams[rc.upstream] if rc.upstream else None, methods, ws
+        )
         case = self.cfg.edge.case_sensitive_paths if rc.case_sensitive is None else rc.case_sensitive
         self.routes.append(
             Route(name=name, pattern=pattern, methods=methods, host=rc.host, target=target, case_sensitive=case)
@@ -209,7 +215,7 @@ def compile_state(
     c.token_service_route()
     if c.issues:
         raise ConfigError(source, c.issues)
-    edge = Pipeline([p for name, p in c.global_policies.items() if REGISTRY[name].unrouted])
+    edge = Pipeline(c.edge_policies())
     request_drop = c.env.principal_headers.names() | frozenset(
         h.encode() for h in OVERRIDE_HEADERS if h not in cfg.edge.forward_override_headers
     )
@@ -218,7 +224,7 @@ def compile_state(
         version,
         Router(c.routes),
         edge,
-        Pipeline(list(c.global_policies.values())),
+        Pipeline(list(c.global_policies.values()), c.edge_policies()),
         c.upstreams,
         NetworkSet(cfg.trusted_proxies),
         list(c.built.values()),

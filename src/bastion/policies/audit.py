@@ -165,7 +165,7 @@ class Audit(Policy[AuditConfig]):
             line["reason"] = resp.reason
         if ctx.log_fields:
             line.update(ctx.log_fields)
-        self.sink.write(orjson.dumps(line) + b"\n")
+        self.sink.write(orjson.dumps(line, option=orjson.OPT_APPEND_NEWLINE))
 
     async def close(self) -> None:
         self.sink.flush()

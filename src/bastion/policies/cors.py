@@ -146,6 +146,7 @@ class Cors(Policy[CorsConfig]):
     name: ClassVar[str] = "cors"
     priority: ClassVar[int] = 800
     Config = CorsConfig
+    CACHE_SIZE = 4096
 
     def __init__(self, config: CorsConfig, env) -> None:
         super().__init__(config, env)
@@ -162,9 +163,20 @@ class Cors(Policy[CorsConfig]):
         if config.allow_credentials:
             self.preflight_headers.append((b"access-control-allow-credentials", b"true"))
         self.expose = ", ".join(config.expose_headers).encode() if config.expose_headers else None
+        self._decisions: dict[str, bool] = {}
 
     def allowed(self, origin: str) -> bool:
-        return self.matcher.allows(origin)
+        """The matcher's answer, remembered per Origin value (bounded): a browser sends the same
+        few origins on every call, and parsing one (urlsplit, canonical form, patterns) was
+        most of this policy's cost per request."""
+        cache = self._decisions
+        ok = cache.get(origin)
+        if ok is None:
+            ok = self.matcher.allows(origin)
+            if len(cache) >= self.CACHE_SIZE:
+                cache.clear()
+            cache[origin] = ok
+        return ok
 
     def _allow_origin_value(self, origin: bytes) -> bytes:
         return b"*" if self.any_origin and not self.credentials else origin
@@ -228,7 +240,8 @@ class Cors(Policy[CorsConfig]):
         if resp.stopped_by == self.name:
             return  # our own answers (preflights, refusals) are complete as they are
         # The gateway owns CORS on this route: whatever the upstream said is dropped.
-        resp.headers = [(k, v) for k, v in resp.headers if not k.startswith(b"access-control-")]
+        if any(k.startswith(b"access-control-") for k, _ in resp.headers):
+            resp.headers = [(k, v) for k, v in resp.headers if not k.startswith(b"access-control-")]
         _add_vary(resp, b"Origin")
         origin = req.header(b"origin")
         if origin is None or not ctx.values.get("cors.origin_allowed"):

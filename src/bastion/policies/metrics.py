@@ -34,8 +34,8 @@ class Metrics(Policy[MetricsConfig]):
             method = req.method if len(req.method) <= 10 else "OTHER"
             counter = self._children[key] = REQUESTS.labels(route, method, str(resp.status))
         counter.inc()
-        status = str(resp.status)
         if resp.stopped_by:
+            status = str(resp.status)
             REJECTIONS.labels(resp.stopped_by, status).inc()
             if resp.stopped_by == "proxy" and resp.status in (502, 504):
                 UPSTREAM_ERRORS.labels(route, "timeout" if resp.status == 504 else "unavailable").inc()

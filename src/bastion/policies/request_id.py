@@ -50,6 +50,7 @@ class RequestId(Policy[RequestIdConfig]):
     Config = RequestIdConfig
     per_route: ClassVar[bool] = False
     unrouted: ClassVar[bool] = True
+    edge_once: ClassVar[bool] = True  # the route's pipeline does not call on_request again
     default_on: ClassVar[bool] = True
 
     def __init__(self, config: RequestIdConfig, env) -> None:
@@ -59,6 +60,7 @@ class RequestId(Policy[RequestIdConfig]):
         self.max_length = config.max_length
         rt = config.response_time_header
         self.time_header = rt.lower().encode() if rt else None
+        self.mine = frozenset(h for h in (self.header, self.time_header) if h is not None)
 
     def assign(self, req: Request) -> None:
         incoming = req.header(self.header) if self.trust else None
@@ -76,9 +78,10 @@ class RequestId(Policy[RequestIdConfig]):
         return None
 
     async def on_response(self, req: Request, resp: Response, ctx: Context) -> None:
-        mine = (self.header, self.time_header)
-        headers = [h for h in resp.headers if h[0] not in mine]  # the upstream's own are replaced
+        mine = self.mine
+        headers = resp.headers
+        if any(k in mine for k, _ in headers):  # the upstream's own are replaced
+            headers = resp.headers = [h for h in headers if h[0] not in mine]
         headers.append((self.header, req.request_id.encode()))
         if self.time_header is not None:
             headers.append((self.time_header, b"%.2fms" % ((time.perf_counter() - req.started) * 1000)))
-        resp.headers = headers

@@ -50,19 +50,23 @@ class SecurityHeaders(Policy[SecurityHeadersConfig]):
         ]
         self.always = tuple((k.encode(), v.encode()) for k, v in pairs if v)
         self.hsts = config.hsts.encode() if config.hsts else None
+        # built once per state: the headers for plain HTTP and for HTTPS (HSTS), and their names
+        self.always_https = self.always + (((b"strict-transport-security", self.hsts),) if self.hsts else ())
+        self.names = frozenset(k for k, _ in self.always_https)
         self.no_store = config.no_store_with_credentials
         self.override = config.override
 
     async def on_response(self, req: Request, resp: Response, ctx: Context) -> None:
+        wanted = self.always_https if req.scheme == "https" else self.always
         present = {k for k, _ in resp.headers}
-        wanted = list(self.always)
-        if self.hsts is not None and req.scheme == "https":
-            wanted.append((b"strict-transport-security", self.hsts))
-        for name, value in wanted:
-            if name not in present:
-                resp.headers.append((name, value))
-            elif self.override:
-                resp.set_header(name, value)
+        if present.isdisjoint(self.names):  # the usual case: the upstream set none of them
+            resp.headers.extend(wanted)
+        else:
+            for name, value in wanted:
+                if name not in present:
+                    resp.headers.append((name, value))
+                elif self.override:
+                    resp.set_header(name, value)
         if self.no_store and req.carries_credentials():
             cc = (resp.get_header(b"cache-control") or b"").lower()
             if b"no-store" not in cc and b"private" not in cc:
