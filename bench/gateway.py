@@ -303,7 +303,21 @@ def main() -> None:
     procs = [subprocess.Popen([*srv, nginx_bin, "-c", str(work / "nginx.conf"), "-p", str(work)])]
     try:
         procs.append(subprocess.Popen([*srv, PY, str(HERE / "minimal_proxy.py"), f"http://127.0.0.1:{up}", str(mini)]))
-        bastion = [*srv, PY, "-m", "bastion.cli", "serve", "--no-watch", "--log-level", "warning", "--config"]
+        # one worker on the one core given to the servers (the default is one per usable core, and
+        # with no per-process store these configs would start two on the same core)
+        bastion = [
+            *srv,
+            PY,
+            "-m",
+            "bastion.cli",
+            "serve",
+            "--no-watch",
+            "--log-level",
+            "warning",
+            "--workers",
+            "1",
+            "--config",
+        ]
         procs.append(subprocess.Popen([*bastion, str(work / "pass.yaml")]))
         procs.append(subprocess.Popen([*bastion, str(work / "all.yaml")]))
         targets = [
