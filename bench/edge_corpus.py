@@ -119,6 +119,8 @@ def main() -> None:
                     "-m",
                     "bastion.cli",
                     "serve",
+                    "--workers",
+                    "1",
                     "--no-watch",
                     "-c",
                     str(work / "bastion.yaml"),

@@ -221,6 +221,8 @@ def gateway_rss() -> None:
                 "-m",
                 "bastion.cli",
                 "serve",
+                "--workers",
+                "1",
                 "--no-watch",
                 "--log-level",
                 "warning",

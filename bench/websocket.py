@@ -121,6 +121,8 @@ def main() -> None:
                         "-m",
                         "bastion.cli",
                         "serve",
+                        "--workers",
+                        "1",
                         "--no-watch",
                         "--log-level",
                         "warning",
