@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from helpers import raw_request, wait_for
+from helpers import STARTUP_SECONDS, raw_request, wait_for
 from upstream_app import SLOW_IN_FLIGHT
 
 BASTION = [sys.executable, "-m", "bastion.cli"]
@@ -107,7 +107,7 @@ class Serve:
         self.port: int | None = None
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
-        deadline = time.time() + 20
+        deadline = time.time() + STARTUP_SECONDS
         while self.port is None:
             if time.time() > deadline or self.proc.poll() is not None:
                 raise RuntimeError("serve did not start:\n" + "".join(self.lines))
@@ -120,7 +120,7 @@ class Serve:
             if m:
                 self.port = int(m.group(1))
 
-    def wait_for(self, needle: str, timeout: float = 10) -> None:
+    def wait_for(self, needle: str, timeout: float = STARTUP_SECONDS) -> None:
         deadline = time.time() + timeout
         while not any(needle in line for line in self.lines):
             if time.time() > deadline:

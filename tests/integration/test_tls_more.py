@@ -20,7 +20,7 @@ import pytest
 import uvicorn
 import yaml
 from cryptography import x509
-from helpers import raw_request, run_gateway
+from helpers import STARTUP_SECONDS, raw_request, run_gateway, wait_for
 from upstream_app import app as upstream_app
 
 from bastion.certs import make_dev_certs
@@ -94,9 +94,9 @@ def test_certificate_is_reloaded_on_sighup(upstream, tmp_path):
     lines: list[str] = []
     threading.Thread(target=lambda: [lines.append(x) for x in proc.stderr], daemon=True).start()
     try:
-        deadline = time.time() + 20
+        deadline = time.time() + STARTUP_SECONDS
         port = None
-        while port is None and time.time() < deadline:
+        while port is None and time.time() < deadline and proc.poll() is None:
             for line in lines:
                 m = re.search(r"listening on https://127\.0\.0\.1:(\d+)", line)
                 if m:
@@ -112,9 +112,7 @@ def test_certificate_is_reloaded_on_sighup(upstream, tmp_path):
         (live / "cert.pem").write_bytes(second["cert"].read_bytes())
         (live / "key.pem").write_bytes(second["key"].read_bytes())
         proc.send_signal(signal.SIGHUP)
-        deadline = time.time() + 10
-        while not any("reloaded" in x and "cert.pem" in x for x in lines) and time.time() < deadline:
-            time.sleep(0.05)
+        wait_for(lambda: any("reloaded" in x and "cert.pem" in x for x in lines), STARTUP_SECONDS, what="the reload")
         status, _, der = https_get(port, second["ca"])
         assert status == 200
         assert (

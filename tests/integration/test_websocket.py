@@ -119,7 +119,7 @@ def gw(ws_upstream, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("ws")
     up = {"upstream": "ws"}
     cfg = {
-        "upstreams": {"ws": {"urls": [ws_upstream.url], "timeouts": {"connect": 1, "read": 2, "total": 5}}},
+        "upstreams": {"ws": {"urls": [ws_upstream.url], "timeouts": {"connect": 10, "read": 30, "total": 60}}},
         "policies": {"audit": {"output": str(tmp / "audit.log")}},
         "routes": [
             {

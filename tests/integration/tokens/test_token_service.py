@@ -9,7 +9,7 @@ import time
 
 import jwt
 import pytest
-from helpers import raw_request
+from helpers import STARTUP_SECONDS, raw_request
 
 from .conftest import PASSWORD
 
@@ -269,10 +269,10 @@ def test_logout_is_seen_by_a_second_gateway_process_through_redis(upstream, tmp_
                 stderr=subprocess.STDOUT,
             )
             try:
-                deadline = time.time() + 20
-                while time.time() < deadline:
+                deadline = time.time() + STARTUP_SECONDS
+                while time.time() < deadline and proc.poll() is None:
                     try:
-                        if raw_request(port_b, "GET", "/auth/.well-known/jwks.json", timeout=1).status == 200:
+                        if raw_request(port_b, "GET", "/auth/.well-known/jwks.json", timeout=5).status == 200:
                             break
                     except OSError:
                         time.sleep(0.2)
