@@ -26,7 +26,7 @@ serve. Generous on purpose: the tests run on loaded machines, and there a plain
 soon as the thing serves, or at once when the process has exited."""
 
 
-def wait_for(condition: Callable[[], T], timeout: float = 10.0, interval: float = 0.02, what: str = "") -> T:
+def wait_for(condition: Callable[[], T], timeout: float = 60.0, interval: float = 0.02, what: str = "") -> T:
     """Wait for a state change: `condition()`'s first truthy value, polled every `interval`
     seconds; AssertionError after `timeout`. The deadline is generous on purpose (a loaded CI
     machine), and a test that waits on it never depends on how fast the machine is."""

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 from helpers import STARTUP_SECONDS, raw_request, wait_for
-from upstream_app import SLOW_IN_FLIGHT
+from upstream_app import SLOW_STARTED
 
 BASTION = [sys.executable, "-m", "bastion.cli"]
 
@@ -188,9 +188,10 @@ def test_in_flight_requests_finish_across_reload_and_shutdown(upstream, tmp_path
     write_config(cfg, upstream.url, [{"path": "/*", "upstream": "up"}], audit)
     srv = Serve(cfg, "--no-watch")
     results: list[int] = []
+    before = SLOW_STARTED[0]
     t = threading.Thread(target=lambda: results.append(raw_request(srv.port, "GET", "/slow?s=1.5").status))
     t.start()
-    wait_for(lambda: SLOW_IN_FLIGHT[0] >= 1, what="the slow request to reach the upstream")
+    wait_for(lambda: SLOW_STARTED[0] > before, what="the slow request to reach the upstream")
     write_config(cfg, upstream.url, [{"path": "/other/*", "upstream": "up"}], audit)
     srv.proc.send_signal(signal.SIGHUP)
     srv.wait_for("config reloaded")

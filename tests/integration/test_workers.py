@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 import yaml
 from helpers import STARTUP_SECONDS, wait_for
-from upstream_app import SLOW_IN_FLIGHT
+from upstream_app import SLOW_STARTED
 
 BASTION = [sys.executable, "-m", "bastion.cli"]
 TOKEN = "workers-test-token-0123456789abcdef"
@@ -297,11 +297,11 @@ def test_sigterm_finishes_in_flight_requests(served):
         except Exception as exc:
             out.append(repr(exc))
 
-    before = SLOW_IN_FLIGHT[0]
+    before = SLOW_STARTED[0]
     threads = [threading.Thread(target=slow) for _ in range(4)]
     for t in threads:
         t.start()
-    wait_for(lambda: SLOW_IN_FLIGHT[0] >= before + 4, what="the four requests to reach the upstream")
+    wait_for(lambda: SLOW_STARTED[0] >= before + 4, what="the four requests to reach the upstream")
     assert w.stop() == 0
     for t in threads:
         t.join(10)
