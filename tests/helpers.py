@@ -182,7 +182,7 @@ def forwarded_headers(resp: RawResponse) -> dict[str, list[str]]:
     return out
 
 
-def audit_lines(path: Path, until_request_id: str | None = None, timeout: float = 3.0) -> list[dict]:
+def audit_lines(path: Path, until_request_id: str | None = None, timeout: float = 30.0) -> list[dict]:
     """The audit log's lines, waiting (lines are flushed in batches) for one request id."""
     deadline = time.time() + timeout
     while True:
