@@ -25,6 +25,10 @@ serve. Generous on purpose: the tests run on loaded machines, and there a plain
 `python -m bastion.cli --help` took 8-12 s (2 cores, load average 17, session 5). The wait ends as
 soon as the thing serves, or at once when the process has exited."""
 
+PROCESS_SECONDS = 300.0
+"""The hang net of a `subprocess.run` of the CLI: `bastion check` needs 2.5 s of CPU, and took
+over 60 s of wall time at load average 28 (session 5). Passing runs never wait for it."""
+
 
 def wait_for(condition: Callable[[], T], timeout: float = 60.0, interval: float = 0.02, what: str = "") -> T:
     """Wait for a state change: `condition()`'s first truthy value, polled every `interval`

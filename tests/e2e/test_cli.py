@@ -14,14 +14,14 @@ from pathlib import Path
 
 import pytest
 import yaml
-from helpers import STARTUP_SECONDS, raw_request, wait_for
+from helpers import PROCESS_SECONDS, STARTUP_SECONDS, raw_request, wait_for
 from upstream_app import SLOW_STARTED
 
 BASTION = [sys.executable, "-m", "bastion.cli"]
 
 
 def run(*args, **kw):
-    return subprocess.run([*BASTION, *args], capture_output=True, text=True, timeout=60, **kw)
+    return subprocess.run([*BASTION, *args], capture_output=True, text=True, timeout=PROCESS_SECONDS, **kw)
 
 
 def test_check_accepts_the_demo_config():

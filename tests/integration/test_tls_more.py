@@ -20,7 +20,7 @@ import pytest
 import uvicorn
 import yaml
 from cryptography import x509
-from helpers import STARTUP_SECONDS, raw_request, run_gateway, wait_for
+from helpers import PROCESS_SECONDS, STARTUP_SECONDS, raw_request, run_gateway, wait_for
 from upstream_app import app as upstream_app
 
 from bastion.certs import make_dev_certs
@@ -175,7 +175,7 @@ def test_certs_dev_command(tmp_path):
         [sys.executable, "-m", "bastion.cli", "certs", "dev", "-o", str(tmp_path), "--client"],
         capture_output=True,
         text=True,
-        timeout=60,
+        timeout=PROCESS_SECONDS,
     )
     assert r.returncode == 0, r.stderr
     ca = x509.load_pem_x509_certificate((tmp_path / "ca.pem").read_bytes())

@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 import yaml
-from helpers import STARTUP_SECONDS, wait_for
+from helpers import PROCESS_SECONDS, STARTUP_SECONDS, wait_for
 from upstream_app import SLOW_STARTED
 
 BASTION = [sys.executable, "-m", "bastion.cli"]
@@ -319,7 +319,10 @@ def test_a_port_in_use_is_reported_once_by_the_supervisor(upstream, tmp_path, re
         doc["listeners"] = [{"host": "127.0.0.1", "port": taken.getsockname()[1]}]
         cfg.write_text(yaml.safe_dump(doc))
         r = subprocess.run(
-            [*BASTION, "serve", "--config", str(cfg), "--workers", "2"], capture_output=True, text=True, timeout=60
+            [*BASTION, "serve", "--config", str(cfg), "--workers", "2"],
+            capture_output=True,
+            text=True,
+            timeout=PROCESS_SECONDS,
         )
     assert r.returncode == 1
     out = r.stdout + r.stderr
@@ -330,7 +333,7 @@ def test_a_port_in_use_is_reported_once_by_the_supervisor(upstream, tmp_path, re
 
 
 def _check(cfg: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*BASTION, "check", str(cfg), *args], capture_output=True, text=True, timeout=60)
+    return subprocess.run([*BASTION, "check", str(cfg), *args], capture_output=True, text=True, timeout=PROCESS_SECONDS)
 
 
 def test_memory_stores_with_several_workers_are_refused_unless_accepted(upstream, tmp_path):
@@ -342,7 +345,10 @@ def test_memory_stores_with_several_workers_are_refused_unless_accepted(upstream
     assert "routes[0].policies.rate_limit.store" in r.stdout + r.stderr
     assert "allow_per_worker_state" in r.stdout + r.stderr
     served = subprocess.run(
-        [*BASTION, "serve", "--config", str(cfg), "--workers", "2"], capture_output=True, text=True, timeout=60
+        [*BASTION, "serve", "--config", str(cfg), "--workers", "2"],
+        capture_output=True,
+        text=True,
+        timeout=PROCESS_SECONDS,
     )
     assert served.returncode == 2  # refused before anything is bound
     accepted = _config(
