@@ -199,16 +199,25 @@ def test_signing_keys_are_encrypted_at_rest(service):
     assert rows and all(b"PRIVATE KEY" not in r.private_key for r in rows)
 
 
-def test_api_keys_from_the_database(service):
+def test_api_keys_from_the_database(service, monkeypatch):
+    from bastion.auth import apikeys
+    from bastion.tokens import service as service_module
+
     svc = service.server.gateway.state.token_app.service
     key, row = svc.create_key("acme", ["orders:read"], "pro", 3600)
     assert row.key_hash.startswith("sha256:") and row.last4 == key[-4:] and key.startswith("bk_live_")
     h = {"X-API-Key": key}
     assert raw_request(service.port, "GET", "/api/orders", h).status == 200
+    # one clock for the service (which sets the overlap's end) and the gateway (which checks it),
+    # held still then moved on: the overlap is what is tested, not the machine's speed
+    clock = [time.time()]
+    fake = SimpleNamespace(time=lambda: clock[0])
+    monkeypatch.setattr(service_module, "time", fake)
+    monkeypatch.setattr(apikeys, "time", fake)
     new_key, old, new = svc.rotate_key(row.id, overlap=2)
     assert raw_request(service.port, "GET", "/api/orders", h).status == 200  # overlap: both work
     assert raw_request(service.port, "GET", "/api/orders", {"X-API-Key": new_key}).status == 200
-    time.sleep(2.1)  # the overlap's clock is what is tested: it must run out
+    clock[0] += 2.1  # the overlap has run out
     assert raw_request(service.port, "GET", "/api/orders", h).status == 401  # the old one has expired
     svc.revoke_key(new.id)
     assert raw_request(service.port, "GET", "/api/orders", {"X-API-Key": new_key}).status == 401
