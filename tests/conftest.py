@@ -33,9 +33,11 @@ def upstream():
 
 @pytest.fixture()
 def base_config(upstream, tmp_path):
-    """A config with one upstream; tests add routes and policies."""
+    """A config with one upstream; tests add routes and policies. The upstream's timeouts are
+    far above any answer it gives (a test of a timeout sets its own): with 2 s, a loaded machine
+    turned answers into 504s."""
     return {
-        "upstreams": {"up": {"urls": [upstream.url], "timeouts": {"connect": 1, "read": 2, "total": 5}}},
+        "upstreams": {"up": {"urls": [upstream.url], "timeouts": {"connect": 10, "read": 30, "total": 60}}},
         "policies": {"audit": {"output": str(tmp_path / "audit.log")}},
         "routes": [],
     }

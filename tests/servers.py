@@ -12,6 +12,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from helpers import STARTUP_SECONDS
+
 
 @contextlib.contextmanager
 def serve_wsgi(app: Any) -> Iterator[str]:
@@ -49,7 +51,7 @@ def serve_tls(app: Any, files: dict[str, Path], host: str = "localhost") -> Iter
     server.capture_signals = contextlib.nullcontext  # type: ignore[method-assign]
     thread = threading.Thread(target=lambda: asyncio.run(server.serve([sock])), daemon=True)
     thread.start()
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + STARTUP_SECONDS
     while not server.started:
         if time.monotonic() > deadline or not thread.is_alive():
             raise RuntimeError("the TLS server did not start")

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import threading
 from urllib.parse import parse_qs
 
 import orjson
 
 MIRRORED: list[bytes] = []
 SLOW_IN_FLIGHT = [0]  # /slow requests being served now: tests wait on it instead of sleeping
+SLOW_STARTED = [0]  # /slow requests ever started (only grows: "n more reached the upstream")
+STREAM_GATE = threading.Event()  # /stream-gated sends its last part once a test sets this
 
 
 async def read_body(receive) -> bytes:
@@ -53,11 +56,21 @@ async def app(scope, receive, send):
     q = parse_qs(scope.get("query_string", b"").decode())
     if path.startswith("/slow"):
         SLOW_IN_FLIGHT[0] += 1
+        SLOW_STARTED[0] += 1
         try:
             await asyncio.sleep(float(q.get("s", ["2"])[0]))  # the slowness is what the caller asked for
         finally:
             SLOW_IN_FLIGHT[0] -= 1
         return await _json(send, 200, {"slow": True})
+    if path == "/stream-gated":  # "part 0", then "part 1" once STREAM_GATE is set (60 s at most)
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]})
+        await send({"type": "http.response.body", "body": b"part 0\n", "more_body": True})
+        for _ in range(6000):
+            if STREAM_GATE.is_set():
+                break
+            await asyncio.sleep(0.01)
+        await send({"type": "http.response.body", "body": b"part 1\n"})
+        return
     if path == "/stream":
         await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]})
         for i in range(int(q.get("n", ["5"])[0])):

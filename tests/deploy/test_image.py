@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 from helpers import raw_request, wait_for
-from upstream_app import SLOW_IN_FLIGHT
+from upstream_app import SLOW_STARTED
 
 from .tools import need
 
@@ -228,9 +228,10 @@ def test_serve_inside_the_image_against_a_loopback_upstream(container, upstream)
         assert r.status == 413, r.body
         # SIGTERM drains: a request in flight finishes, then the process exits
         slow: list[int] = []
-        t = threading.Thread(target=lambda: slow.append(raw_request(port, "GET", "/slow?s=2", timeout=20).status))
+        before = SLOW_STARTED[0]
+        t = threading.Thread(target=lambda: slow.append(raw_request(port, "GET", "/slow?s=2", timeout=60).status))
         t.start()
-        wait_for(lambda: SLOW_IN_FLIGHT[0] >= 1, timeout=20, what="the slow request to reach the upstream")
+        wait_for(lambda: SLOW_STARTED[0] > before, what="the slow request to reach the upstream")
         os.kill(gw, signal.SIGTERM)
         t.join(30)
         assert slow == [200], slow  # answered, not cut off

@@ -14,14 +14,14 @@ from pathlib import Path
 
 import pytest
 import yaml
-from helpers import raw_request, wait_for
-from upstream_app import SLOW_IN_FLIGHT
+from helpers import PROCESS_SECONDS, STARTUP_SECONDS, raw_request, wait_for
+from upstream_app import SLOW_STARTED
 
 BASTION = [sys.executable, "-m", "bastion.cli"]
 
 
 def run(*args, **kw):
-    return subprocess.run([*BASTION, *args], capture_output=True, text=True, timeout=60, **kw)
+    return subprocess.run([*BASTION, *args], capture_output=True, text=True, timeout=PROCESS_SECONDS, **kw)
 
 
 def test_check_accepts_the_demo_config():
@@ -107,7 +107,7 @@ class Serve:
         self.port: int | None = None
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
-        deadline = time.time() + 20
+        deadline = time.time() + STARTUP_SECONDS
         while self.port is None:
             if time.time() > deadline or self.proc.poll() is not None:
                 raise RuntimeError("serve did not start:\n" + "".join(self.lines))
@@ -120,7 +120,7 @@ class Serve:
             if m:
                 self.port = int(m.group(1))
 
-    def wait_for(self, needle: str, timeout: float = 10) -> None:
+    def wait_for(self, needle: str, timeout: float = STARTUP_SECONDS) -> None:
         deadline = time.time() + timeout
         while not any(needle in line for line in self.lines):
             if time.time() > deadline:
@@ -188,9 +188,10 @@ def test_in_flight_requests_finish_across_reload_and_shutdown(upstream, tmp_path
     write_config(cfg, upstream.url, [{"path": "/*", "upstream": "up"}], audit)
     srv = Serve(cfg, "--no-watch")
     results: list[int] = []
+    before = SLOW_STARTED[0]
     t = threading.Thread(target=lambda: results.append(raw_request(srv.port, "GET", "/slow?s=1.5").status))
     t.start()
-    wait_for(lambda: SLOW_IN_FLIGHT[0] >= 1, what="the slow request to reach the upstream")
+    wait_for(lambda: SLOW_STARTED[0] > before, what="the slow request to reach the upstream")
     write_config(cfg, upstream.url, [{"path": "/other/*", "upstream": "up"}], audit)
     srv.proc.send_signal(signal.SIGHUP)
     srv.wait_for("config reloaded")

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from helpers import ThreadedUvicorn, raw_request, run_gateway
+from helpers import PROCESS_SECONDS, ThreadedUvicorn, raw_request, run_gateway
 
 from bastion.auth.apikeys import hash_key
 
@@ -25,7 +25,7 @@ MARKER = re.compile(r"\$\{(TODO_[A-Z0-9_]+)\}")
 
 
 def run(*args, cwd=None):
-    return subprocess.run([*BASTION, *args], capture_output=True, text=True, timeout=60, cwd=cwd)
+    return subprocess.run([*BASTION, *args], capture_output=True, text=True, timeout=PROCESS_SECONDS, cwd=cwd)
 
 
 def fill(text: str) -> str:

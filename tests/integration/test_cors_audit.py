@@ -19,7 +19,7 @@ from pathlib import Path
 import jsonschema
 import pytest
 import yaml
-from helpers import ThreadedUvicorn, run_gateway
+from helpers import STARTUP_SECONDS, ThreadedUvicorn, run_gateway
 from servers import serve_tls, serve_wsgi
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
@@ -149,7 +149,7 @@ def serve_nginx(tmp_path: Path):
         stderr=subprocess.PIPE,
     )
     try:
-        deadline = time.time() + 10
+        deadline = time.time() + STARTUP_SECONDS
         while True:
             with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.2):
                 break

@@ -22,14 +22,16 @@ import weakref
 
 import pytest
 import yaml
-from helpers import raw_request, run_gateway, wait_for
+from helpers import STARTUP_SECONDS, raw_request, run_gateway, wait_for
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bastion.certs import make_dev_certs
 
 HEADER_TIMEOUT = 1.0
-SLACK = 1.5  # a closed connection is noticed within the deadline plus this
+# A closed connection is noticed within the deadline plus this. Only an upper bound, so generous:
+# a loaded machine is late, never early (the lower bounds are what tell a deadline was kept).
+SLACK = 10.0
 
 
 def gateway(base_config, tmp_path, policies=None, **listener):
@@ -82,7 +84,7 @@ def is_open(s: socket.socket) -> bool:
 _UNREAD: weakref.WeakKeyDictionary[socket.socket, bytes] = weakref.WeakKeyDictionary()  # read past a response
 
 
-def read_response(s: socket.socket, timeout: float = 5.0) -> tuple[int, dict[str, str], bytes]:
+def read_response(s: socket.socket, timeout: float = 30.0) -> tuple[int, dict[str, str], bytes]:
     """One response with a content-length body (what the gateway sends here)."""
     s.settimeout(timeout)
     data = _UNREAD.pop(s, b"")
@@ -219,12 +221,13 @@ def test_pipelined_requests_are_all_answered(base_config, tmp_path):
 
 def test_many_slow_clients_do_not_keep_out_a_well_behaved_one(base_config, tmp_path, caplog):
     caplog.set_level(logging.WARNING, logger="bastion.edge")
-    with gateway(base_config, tmp_path, max_connections_per_ip=100, client_header_timeout=3) as g:
+    # the held ones must still be open after all the steps below: a deadline far above their time
+    with gateway(base_config, tmp_path, max_connections_per_ip=100, client_header_timeout=10) as g:
         slow = [connect(g.port, "127.0.0.2") for _ in range(150)]
         for s in slow:
             with contextlib.suppress(OSError):
                 s.sendall(HALF)
-        deadline = time.monotonic() + 2
+        deadline = time.monotonic() + 60
         while True:  # the refusals arrive as the gateway accepts
             refused = [s for s in slow if not is_open(s)]
             if len(refused) >= 50 or time.monotonic() > deadline:
@@ -232,7 +235,7 @@ def test_many_slow_clients_do_not_keep_out_a_well_behaved_one(base_config, tmp_p
             time.sleep(0.02)
         assert len(refused) == 50
         for s in refused:
-            data, _ = read_until_closed(s, 2)
+            data, _ = read_until_closed(s, 30)
             assert parse(data)[0] == 503 and problem_type(data) == "too-many-connections"
         held = [s for s in slow if s not in refused]
         good = connect(g.port, "127.0.0.1")
@@ -240,7 +243,7 @@ def test_many_slow_clients_do_not_keep_out_a_well_behaved_one(base_config, tmp_p
         assert read_response(good)[0] == 200
         good.close()
         assert all(is_open(s) for s in held), "the slow ones were closed before their deadline"
-        results = [read_until_closed(s, 3 + SLACK) for s in held]
+        results = [read_until_closed(s, 10 + SLACK) for s in held]
         assert all(elapsed != float("inf") and parse(data)[0] == 408 for data, elapsed in results)
         for s in slow:
             s.close()
@@ -258,7 +261,7 @@ def test_per_address_cap_refuses_the_excess_and_recovers(base_config, tmp_path, 
             s.sendall(HALF)
         for _ in range(10):
             extra = connect(g.port, "127.0.0.2")
-            data, elapsed = read_until_closed(extra, 2)
+            data, elapsed = read_until_closed(extra, 30)
             extra.close()
             assert parse(data)[0] == 503 and problem_type(data) == "too-many-connections"
             assert parse(data)[1]["retry-after"] == "1"
@@ -267,7 +270,7 @@ def test_per_address_cap_refuses_the_excess_and_recovers(base_config, tmp_path, 
         assert read_response(other)[0] == 200
         other.close()
         held.pop().close()
-        deadline = time.monotonic() + 2
+        deadline = time.monotonic() + 60
         while True:  # the gateway notices the close asynchronously
             again = connect(g.port, "127.0.0.2")
             again.sendall(REQUEST)
@@ -282,7 +285,7 @@ def test_per_address_cap_refuses_the_excess_and_recovers(base_config, tmp_path, 
         assert status == 200
         assert all(is_open(s) for s in held)
         gate = g.server.gates[0]
-        deadline = time.monotonic() + 2
+        deadline = time.monotonic() + 60
         while gate.per_client.get("127.0.0.2") != 2 and time.monotonic() < deadline:
             time.sleep(0.02)  # the gateway notices the last close asynchronously
         assert gate.per_client.get("127.0.0.2") == 2
@@ -302,7 +305,7 @@ def test_total_cap_refuses_the_excess_and_recovers(base_config, tmp_path, caplog
         held = [connect(g.port, f"127.0.0.{i}") for i in (2, 3, 4)]
         for i in (5, 6, 7):
             extra = connect(g.port, f"127.0.0.{i}")
-            data, _ = read_until_closed(extra, 2)
+            data, _ = read_until_closed(extra, 30)
             extra.close()
             assert parse(data)[0] == 503 and problem_type(data) == "too-many-connections"
         held.pop().close()
@@ -314,7 +317,7 @@ def test_total_cap_refuses_the_excess_and_recovers(base_config, tmp_path, caplog
         for s in held:
             s.close()
         gate = g.server.gates[0]
-        deadline = time.monotonic() + 2
+        deadline = time.monotonic() + 60
         while gate.total and time.monotonic() < deadline:
             time.sleep(0.02)
         assert gate.total == 0 and gate.per_client == {}
@@ -378,7 +381,7 @@ def test_an_endless_header_is_refused_long_before_the_deadline(base_config, tmp_
             while sent < 4 * 2**20 and is_open(s):
                 s.sendall(b"a" * 4096)
                 sent += 4096
-        data, _ = read_until_closed(s, 5)
+        data, _ = read_until_closed(s, 30)
         s.close()
         assert time.monotonic() - start < 10
     assert parse(data)[0] == 431 and problem_type(data) == "headers-too-large"
@@ -472,7 +475,7 @@ def test_three_thousand_trickling_connections_are_all_closed(upstream, tmp_path)
     threading.Thread(target=lambda: [lines.append(x) for x in proc.stderr], daemon=True).start()
     clients: list[socket.socket] = []
     try:
-        deadline = time.time() + 20
+        deadline = time.time() + STARTUP_SECONDS
         port = None
         while port is None and time.time() < deadline:
             for line in list(lines):
@@ -533,7 +536,7 @@ def test_an_oversized_head_pipelined_behind_a_request_is_not_served(limited_gate
     with contextlib.suppress(OSError):
         s.sendall(REQUEST + head(1, 2100))
     assert read_response(s)[0] == 200
-    data, elapsed = read_until_closed(s, 5)
+    data, elapsed = read_until_closed(s, 30)
     s.close()
     assert elapsed != float("inf") and b" 200 " not in data
 
@@ -550,7 +553,7 @@ def test_a_client_that_stops_reading_is_dropped_at_the_send_deadline(base_config
             b"Content-Length: %d\r\n\r\n" % size + b"x" * size
         )
         gate = g.server.gates[0]
-        deadline = time.monotonic() + 20
+        deadline = time.monotonic() + 60
         while gate.total and time.monotonic() < deadline:
             time.sleep(0.1)
         held = gate.total
@@ -567,11 +570,11 @@ def test_a_websocket_upgrade_does_not_keep_its_place_under_the_caps(base_config,
                 b"GET /ws HTTP/1.1\r\nHost: gw\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
                 b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
             )
-            data, _ = read_until_closed(s, 5)
+            data, _ = read_until_closed(s, 30)
             s.close()
             assert parse(data)[0] == 502, data  # proxied: the plain-HTTP test upstream refuses the upgrade
         gate = g.server.gates[0]
-        deadline = time.monotonic() + 2
+        deadline = time.monotonic() + 60
         while gate.total and time.monotonic() < deadline:
             time.sleep(0.02)
         assert gate.total == 0

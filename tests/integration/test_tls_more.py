@@ -17,7 +17,7 @@ import time
 import pytest
 import yaml
 from cryptography import x509
-from helpers import raw_request, run_gateway
+from helpers import PROCESS_SECONDS, STARTUP_SECONDS, raw_request, run_gateway, wait_for
 from servers import serve_tls
 from upstream_app import app as upstream_app
 
@@ -103,9 +103,9 @@ def test_certificate_is_reloaded_on_sighup(upstream, tmp_path):
     lines: list[str] = []
     threading.Thread(target=lambda: [lines.append(x) for x in proc.stderr], daemon=True).start()
     try:
-        deadline = time.time() + 60
+        deadline = time.time() + STARTUP_SECONDS
         port = admin = None
-        while (port is None or admin is None) and time.time() < deadline:
+        while (port is None or admin is None) and time.time() < deadline and proc.poll() is None:
             for line in list(lines):
                 m = re.search(r"listening on https://127\.0\.0\.1:(\d+)", line)
                 if m:
@@ -125,9 +125,7 @@ def test_certificate_is_reloaded_on_sighup(upstream, tmp_path):
         (live / "cert.pem").write_bytes(second["cert"].read_bytes())
         (live / "key.pem").write_bytes(second["key"].read_bytes())
         proc.send_signal(signal.SIGHUP)
-        deadline = time.time() + 10
-        while not any("reloaded" in x and "cert.pem" in x for x in lines) and time.time() < deadline:
-            time.sleep(0.05)
+        wait_for(lambda: any("reloaded" in x and "cert.pem" in x for x in lines), STARTUP_SECONDS, what="the reload")
         status, _, der = https_get(port, second["ca"])
         assert status == 200
         assert (
@@ -169,7 +167,7 @@ def test_certs_dev_command(tmp_path):
         [sys.executable, "-m", "bastion.cli", "certs", "dev", "-o", str(tmp_path), "--client"],
         capture_output=True,
         text=True,
-        timeout=60,
+        timeout=PROCESS_SECONDS,
     )
     assert r.returncode == 0, r.stderr
     ca = x509.load_pem_x509_certificate((tmp_path / "ca.pem").read_bytes())

@@ -52,18 +52,34 @@ async def echo(ws: WebSocket) -> None:
                 _, code, reason = text.split(":", 2)
                 await ws.close(int(code), reason)
                 return
-            elif text.startswith("flood:"):  # as fast as the gateway takes them
+            elif text.startswith("flood:"):  # as fast as the gateway takes them, until it goes away
                 _, n, size = text.split(":")
                 SEEN["flood"] = [0]
-                for _ in range(int(n)):
-                    await ws.send_bytes(os.urandom(int(size)))  # incompressible (per-message deflate)
-                    SEEN["flood"][0] += 1
+                sending = asyncio.create_task(flood(ws, int(n), int(size)))
+                try:
+                    msg = await ws.receive()  # the gateway's close ends the flood
+                finally:
+                    sending.cancel()
+                if msg["type"] == "websocket.disconnect":
+                    SEEN["closes"].append((msg.get("code"), msg.get("reason")))
+                    return
             elif text.startswith("big:"):
                 await ws.send_text("x" * int(text[4:]))
             else:
                 await ws.send_text(text)
     except WebSocketDisconnect:
         return
+
+
+async def flood(ws: WebSocket, n: int, size: int) -> None:
+    """`n` messages of `size` random bytes (incompressible under per-message deflate). A send
+    that the transport takes at once does not yield, and uvicorn keeps taking sends after the
+    peer has gone: without the yield, a flood nobody reads would hold this upstream's event loop
+    (and fail the next tests' handshakes) until all `n` are made."""
+    for _ in range(n):
+        await ws.send_bytes(os.urandom(size))
+        SEEN["flood"][0] += 1
+        await asyncio.sleep(0)  # the receive side sees the close
 
 
 async def refuse(ws: WebSocket) -> None:
@@ -103,7 +119,7 @@ def gw(ws_upstream, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("ws")
     up = {"upstream": "ws"}
     cfg = {
-        "upstreams": {"ws": {"urls": [ws_upstream.url], "timeouts": {"connect": 1, "read": 2, "total": 5}}},
+        "upstreams": {"ws": {"urls": [ws_upstream.url], "timeouts": {"connect": 10, "read": 30, "total": 60}}},
         "policies": {"audit": {"output": str(tmp / "audit.log")}},
         "routes": [
             {

@@ -152,7 +152,7 @@ GUARD = {"mode": "enforce", "limits": {"max_depth": 3}, "introspection": False}
 
 def gateway_config(upstream_url: str, audit: str) -> dict:
     return {
-        "upstreams": {"gql": {"urls": [upstream_url], "timeouts": {"connect": 1, "read": 2, "total": 5}}},
+        "upstreams": {"gql": {"urls": [upstream_url], "timeouts": {"connect": 10, "read": 30, "total": 60}}},
         "policies": {"audit": {"output": audit}},
         "routes": [
             {"path": "/graphql", "upstream": "gql", "policies": {"auth": AUTH, "graphql": GUARD, "waf": {}}},

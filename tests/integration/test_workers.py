@@ -20,9 +20,14 @@ from typing import Any
 
 import pytest
 import yaml
+from helpers import PROCESS_SECONDS, STARTUP_SECONDS, wait_for
+from upstream_app import SLOW_STARTED
 
 BASTION = [sys.executable, "-m", "bastion.cli"]
 TOKEN = "workers-test-token-0123456789abcdef"
+# The supervisor's /admin/workers asks each worker twice, up to 5 s each; a worker that is still
+# starting (imports take 10 s on a loaded machine) answers late: a client timeout of 15 s failed.
+ANSWER_SECONDS = 60
 
 
 class Workers:
@@ -39,7 +44,7 @@ class Workers:
         self.port: int | None = None
         self.admin: int | None = None
         threading.Thread(target=self._read, daemon=True).start()
-        self.wait_for("workers serving", 90)
+        self.wait_for("workers serving")
 
     def _read(self) -> None:
         for line in self.proc.stderr:  # type: ignore[union-attr]
@@ -49,7 +54,7 @@ class Workers:
             if m := re.search(r"admin listening on http://127\.0\.0\.1:(\d+)", line):
                 self.admin = int(m.group(1))
 
-    def wait_for(self, needle: str, timeout: float = 30) -> None:
+    def wait_for(self, needle: str, timeout: float = STARTUP_SECONDS) -> None:
         deadline = time.time() + timeout
         while not any(needle in line for line in self.lines):
             if time.time() > deadline or self.proc.poll() is not None:
@@ -61,7 +66,7 @@ class Workers:
 
     def get(self, path: str) -> int:
         """One request on a new connection (so the kernel hands it to either worker)."""
-        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=15)
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=ANSWER_SECONDS)
         try:
             conn.request("GET", path)
             resp = conn.getresponse()
@@ -71,7 +76,7 @@ class Workers:
             conn.close()
 
     def admin_get(self, path: str) -> tuple[int, bytes]:
-        conn = http.client.HTTPConnection("127.0.0.1", self.admin, timeout=15)
+        conn = http.client.HTTPConnection("127.0.0.1", self.admin, timeout=ANSWER_SECONDS)
         try:
             conn.request("GET", path, headers={"authorization": f"Bearer {TOKEN}"})
             resp = conn.getresponse()
@@ -84,7 +89,7 @@ class Workers:
         assert status == 200, body
         return json.loads(body)["workers"]
 
-    def wait_workers(self, ok, timeout: float = 60) -> list[dict[str, Any]]:
+    def wait_workers(self, ok, timeout: float = STARTUP_SECONDS) -> list[dict[str, Any]]:
         deadline = time.time() + timeout
         while time.time() < deadline:
             rows = self.workers()
@@ -228,7 +233,7 @@ def test_a_killed_worker_is_replaced_at_the_current_version(served, upstream, tm
     w = served([{"path": "/a", "upstream": "up"}], "--no-watch")
     status, body = w.admin_get("/admin/reload")  # GET is not the reload: still 404
     assert status == 404
-    conn = http.client.HTTPConnection("127.0.0.1", w.admin, timeout=30)
+    conn = http.client.HTTPConnection("127.0.0.1", w.admin, timeout=ANSWER_SECONDS)
     conn.request("POST", "/admin/reload", headers={"authorization": f"Bearer {TOKEN}"})
     answer = conn.getresponse()
     assert answer.status == 200 and json.loads(answer.read())["version"] == 2
@@ -258,7 +263,7 @@ def test_no_request_is_lost_while_reloading_under_load(served):
         while not stop.is_set():
             try:
                 if conn is None or not keepalive:
-                    conn = http.client.HTTPConnection("127.0.0.1", w.port, timeout=15)
+                    conn = http.client.HTTPConnection("127.0.0.1", w.port, timeout=ANSWER_SECONDS)
                 conn.request("GET", "/")
                 resp = conn.getresponse()
                 resp.read()
@@ -274,11 +279,13 @@ def test_no_request_is_lost_while_reloading_under_load(served):
     for t in threads:
         t.start()
     try:
-        for version in (2, 3, 4):
-            time.sleep(0.7)
+        for version in (2, 3, 4):  # requests before each reload and after the last: counted, not timed
+            done = len(results)
+            wait_for(lambda n=done: len(results) >= n + 40, what="40 more answers")
             w.proc.send_signal(signal.SIGHUP)
             w.wait_workers(lambda rows, v=version: all(r["version"] == v for r in rows))
-        time.sleep(0.5)
+        done = len(results)
+        wait_for(lambda: len(results) >= done + 40, what="40 more answers")
     finally:
         stop.set()
         for t in threads:
@@ -297,10 +304,11 @@ def test_sigterm_finishes_in_flight_requests(served):
         except Exception as exc:
             out.append(repr(exc))
 
+    before = SLOW_STARTED[0]
     threads = [threading.Thread(target=slow) for _ in range(4)]
     for t in threads:
         t.start()
-    time.sleep(1.0)  # the requests are in the workers, waiting on the upstream
+    wait_for(lambda: SLOW_STARTED[0] >= before + 4, what="the four requests to reach the upstream")
     assert w.stop() == 0
     for t in threads:
         t.join(10)
@@ -318,7 +326,10 @@ def test_a_port_in_use_is_reported_once_by_the_supervisor(upstream, tmp_path, re
         doc["listeners"] = [{"host": "127.0.0.1", "port": taken.getsockname()[1]}]
         cfg.write_text(yaml.safe_dump(doc))
         r = subprocess.run(
-            [*BASTION, "serve", "--config", str(cfg), "--workers", "2"], capture_output=True, text=True, timeout=60
+            [*BASTION, "serve", "--config", str(cfg), "--workers", "2"],
+            capture_output=True,
+            text=True,
+            timeout=PROCESS_SECONDS,
         )
     assert r.returncode == 1
     out = r.stdout + r.stderr
@@ -329,7 +340,7 @@ def test_a_port_in_use_is_reported_once_by_the_supervisor(upstream, tmp_path, re
 
 
 def _check(cfg: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*BASTION, "check", str(cfg), *args], capture_output=True, text=True, timeout=60)
+    return subprocess.run([*BASTION, "check", str(cfg), *args], capture_output=True, text=True, timeout=PROCESS_SECONDS)
 
 
 def test_memory_stores_with_several_workers_are_refused_unless_accepted(upstream, tmp_path):
@@ -341,7 +352,10 @@ def test_memory_stores_with_several_workers_are_refused_unless_accepted(upstream
     assert "routes[0].policies.rate_limit.store" in r.stdout + r.stderr
     assert "allow_per_worker_state" in r.stdout + r.stderr
     served = subprocess.run(
-        [*BASTION, "serve", "--config", str(cfg), "--workers", "2"], capture_output=True, text=True, timeout=60
+        [*BASTION, "serve", "--config", str(cfg), "--workers", "2"],
+        capture_output=True,
+        text=True,
+        timeout=PROCESS_SECONDS,
     )
     assert served.returncode == 2  # refused before anything is bound
     accepted = _config(

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import jsonschema
 import pytest
-from helpers import ThreadedUvicorn
+from helpers import PROCESS_SECONDS, ThreadedUvicorn
 from targets.vulnerable import SCAN_LOGINS
 from targets.vulnerable import app as vulnerable_app
 
@@ -126,13 +126,16 @@ def test_cli_formats_outputs_and_exit_codes(target, tmp_path):
     checks = {f["check"] for f in json.loads(out.with_suffix(".json").read_text())["findings"]}
     assert checks and all(c.startswith(("api8", "api9")) for c in checks)
     never = subprocess.run(
-        [*base, "--skip", "api8", "--fail-on", "never", "--format", "md"], capture_output=True, text=True, timeout=120
+        [*base, "--skip", "api8", "--fail-on", "never", "--format", "md"],
+        capture_output=True,
+        text=True,
+        timeout=PROCESS_SECONDS,
     )
     assert never.returncode == 0 and "api9-undocumented" in never.stdout and "api8-" not in never.stdout
     down = subprocess.run(
         [sys.executable, "-m", "bastion.cli", "scan", "http://127.0.0.1:9", "--config", str(cfg)],
         capture_output=True,
         text=True,
-        timeout=60,
+        timeout=PROCESS_SECONDS,
     )
     assert down.returncode == 2 and "unreachable" in down.stderr and "Traceback" not in down.stdout + down.stderr

@@ -12,7 +12,7 @@ import uuid
 
 import pytest
 import yaml
-from helpers import ThreadedUvicorn, forwarded_headers, raw_request, run_gateway
+from helpers import STARTUP_SECONDS, ThreadedUvicorn, forwarded_headers, raw_request, run_gateway
 
 from bastion.auth.apikeys import hash_key
 from tests.unit.auth.keys import AUD, EC, ISS, RSA, RSA_OTHER, pem_public, sign
@@ -252,14 +252,14 @@ def test_revoked_token_is_refused_by_every_gateway(upstream, provider, redis_url
         )
         ports.append(port)
     try:
-        for port in ports:
-            deadline = time.time() + 20
+        for port, proc in zip(ports, procs, strict=True):
+            deadline = time.time() + STARTUP_SECONDS
             while True:
                 try:
                     socket.create_connection(("127.0.0.1", port), 0.2).close()
                     break
                 except OSError:
-                    if time.time() > deadline:
+                    if time.time() > deadline or proc.poll() is not None:
                         raise
                     time.sleep(0.05)
         jti = f"jti-{uuid.uuid4().hex}"

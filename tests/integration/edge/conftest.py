@@ -49,7 +49,7 @@ def good_claims(**over) -> dict:
 
 def gateway_config(ports: dict[str, int]) -> dict:
     up = {
-        name: {"urls": [f"http://127.0.0.1:{port}"], "timeouts": {"connect": 1, "read": 2, "total": 5}}
+        name: {"urls": [f"http://127.0.0.1:{port}"], "timeouts": {"connect": 10, "read": 30, "total": 60}}
         for name, port in ports.items()
     }
     return {

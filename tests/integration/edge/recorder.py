@@ -17,6 +17,8 @@ import unicodedata
 from dataclasses import dataclass, field
 from urllib.parse import unquote_to_bytes
 
+from helpers import STARTUP_SECONDS
+
 CANARY = b"zinj"  # every injected header/request in the generators is named with this
 REWRITE_HEADERS = frozenset(
     {
@@ -110,7 +112,7 @@ class Recorder:
 
     def __enter__(self) -> Recorder:
         self.thread.start()
-        if not self.ready.wait(10):
+        if not self.ready.wait(STARTUP_SECONDS):
             raise RuntimeError("recorder did not start")
         return self
 
@@ -152,7 +154,8 @@ class Recorder:
         try:
             while True:
                 try:
-                    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 30)
+                    # idle pooled connections stay (a POST on one being closed would be a 502)
+                    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 600)
                 except (TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError):
                     return
                 rec = parse_head(port, head[:-4])

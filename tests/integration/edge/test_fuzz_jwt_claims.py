@@ -191,8 +191,10 @@ def must_refuse(payload: str) -> str | None:
 def send(edge, token: str):
     port, recorder, route_of_port = edge
     recorder.take(0)
-    status, _ = send_raw(
-        port, b"GET /account/x HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer " + token.encode() + b"\r\n\r\n"
+    status, _ = send_raw(  # a whole request: no answer within 30 s is a failure, not a slow machine
+        port,
+        b"GET /account/x HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer " + token.encode() + b"\r\n\r\n",
+        timeout=30,
     )
     return status, recorder.take()
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import jwt
 import pytest
 import yaml
-from helpers import raw_request, run_gateway
+from helpers import PROCESS_SECONDS, raw_request, run_gateway
 
 from tests.unit.auth.keys import RSA, RSA_OTHER
 
@@ -70,7 +70,11 @@ def check(cfg: dict, tmp_path: Path) -> subprocess.CompletedProcess:
     path.write_text(yaml.safe_dump(cfg))
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[3] / "src")}
     return subprocess.run(
-        [sys.executable, "-m", "bastion.cli", "check", str(path)], capture_output=True, text=True, timeout=60, env=env
+        [sys.executable, "-m", "bastion.cli", "check", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=PROCESS_SECONDS,
+        env=env,
     )
 
 
