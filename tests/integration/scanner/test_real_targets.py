@@ -19,6 +19,10 @@ from targets import loyalty_fastapi, notes_graphql, shop_sqlite
 
 from bastion.scanner.runner import ScanOptions, run_sync
 
+# one worker runs this module (scripts/test uses --dist loadgroup): each target is scanned once and
+# every assertion and the saved metrics read that one scan
+pytestmark = pytest.mark.xdist_group("real-targets")
+
 ARTIFACTS = Path(os.environ.get("BASTION_ARTIFACTS", Path(__file__).resolve().parents[3] / "test-artifacts"))
 RATE = 80.0
 
