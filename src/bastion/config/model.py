@@ -102,6 +102,17 @@ class UpstreamConfig(Strict):
         default_factory=TimeoutsConfig, description="Upstream timeouts (502/504 when exceeded)."
     )
     max_connections: int = Field(200, ge=1, description="Pooled connections per gateway process.")
+    idle_timeout: float = Field(
+        60.0, gt=0, description="Seconds an idle pooled connection to the upstream is kept for reuse."
+    )
+    unsafe_reuse_within: float = Field(
+        1.0,
+        ge=0,
+        description="A request that cannot be replayed (POST, PATCH, a streamed body) reuses a pooled "
+        "connection only if it has been idle at most this many seconds (0: always a new one). An older "
+        "one may be closing at the upstream's keep-alive timeout (gunicorn 2 s, uvicorn and Node.js "
+        "5 s), and such a request cannot be retried: keep this below that timeout.",
+    )
     preserve_host: bool = Field(False, description="Forward the client's Host instead of the upstream's.")
     ca_file: str | None = Field(
         None, description="PEM bundle of CAs trusted for https upstreams (default: the system's)."

@@ -190,6 +190,8 @@ class UpstreamPool:
                 connect_timeout=t.connect,
                 read_timeout=t.read,
                 total_timeout=t.total,
+                idle_timeout=config.idle_timeout,
+                unsafe_reuse_within=config.unsafe_reuse_within,
             )
             self.bases.append((parts.path.rstrip("/").encode(), parts.netloc.encode(), pool))
         self._next = itertools.cycle(range(len(self.bases)))

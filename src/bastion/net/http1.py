@@ -46,6 +46,7 @@ class _Connection(asyncio.Protocol):
         self.closed = False
         self.holds_slot = False
         self.error: Exception | None = None
+        self.idle_since = 0.0  # loop time it went back to the pool
         self._reset()
         self._can_write = asyncio.Event()
         self._can_write.set()
@@ -233,18 +234,30 @@ class ConnectionPool:
         connect_timeout: float = 5.0,
         read_timeout: float = 30.0,
         total_timeout: float = 60.0,
+        idle_timeout: float = 60.0,
+        unsafe_reuse_within: float = 1.0,
     ) -> None:
+        """`idle_timeout`: an idle connection older than this is closed, not reused.
+        `unsafe_reuse_within`: a request that could not be replayed on a new connection (not
+        idempotent, or a streamed body) takes only a connection idle for at most this long. An
+        upstream closes idle connections at its own keep-alive timeout (gunicorn 2 s, uvicorn and
+        Node.js 5 s); a request written as that close crosses it fails, and only a replayable one
+        is retried. A fresh connection costs a round trip (and a TLS handshake); a lost POST
+        costs the client a 502."""
         self.host = host
         self.port = port
         self.tls = tls
         self.connect_timeout = connect_timeout
         self.read_timeout = read_timeout
         self.total_timeout = total_timeout
+        self.idle_timeout = idle_timeout
+        self.unsafe_reuse_within = unsafe_reuse_within
         self.idle: collections.deque[_Connection] = collections.deque()
         self.slots = asyncio.Semaphore(max_connections)
         self.open_connections: set[_Connection] = set()
 
     def _put_idle(self, conn: _Connection) -> None:
+        conn.idle_since = asyncio.get_running_loop().time()
         self.idle.append(conn)
 
     def _forget(self, conn: _Connection) -> None:
@@ -291,9 +304,20 @@ class ConnectionPool:
         self.open_connections.add(conn)
         return conn
 
-    def _idle_connection(self) -> _Connection | None:
-        while self.idle:
-            conn = self.idle.pop()  # most recently used first: least likely to be timed out
+    def _idle_connection(self, max_idle: float) -> _Connection | None:
+        """The most recently used live idle connection, if it has been idle at most `max_idle`
+        seconds. Connections idle past `idle_timeout` are closed on the way."""
+        idle = self.idle
+        now = asyncio.get_running_loop().time()
+        while idle and now - idle[0].idle_since > self.idle_timeout:  # oldest first
+            stale = idle.popleft()
+            stale._close()
+            self._forget(stale)
+        while idle:
+            conn = idle[-1]  # most recently used first: least likely to be timed out
+            if now - conn.idle_since > max_idle:
+                return None  # the rest are older still; they stay for requests that can be replayed
+            idle.pop()
             if not conn.closed and conn.transport is not None and not conn.transport.is_closing():
                 return conn
         return None
@@ -305,8 +329,9 @@ class ConnectionPool:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.total_timeout
         replayable = isinstance(body, (bytes, type(None))) and method in _IDEMPOTENT
+        max_idle = self.idle_timeout if replayable else self.unsafe_reuse_within
         for attempt in (1, 2):
-            conn = self._idle_connection()
+            conn = self._idle_connection(max_idle)
             reused = conn is not None
             if conn is None:
                 conn = await self._open(deadline)
