@@ -125,6 +125,30 @@ def valid_json(body: bytes) -> bool:
     return True
 
 
+# a JSON string (valid JSON: escapes are two characters, or six for \u, which the `.` and the
+# characters after it cover)
+_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
+
+
+def _members_in_text(body: bytes) -> int:
+    """The members of a valid JSON text, duplicates included: its `:` outside strings."""
+    return _STRING.sub(b"", body).count(b":")
+
+
+def _members_in_tree(doc: Any) -> int:
+    """The members of a parsed document (a duplicate name counts once: the parse kept one)."""
+    total = 0
+    stack = [doc]
+    while stack:
+        node = stack.pop()
+        if type(node) is dict:
+            total += len(node)
+            stack.extend(v for v in node.values() if type(v) is dict or type(v) is list)
+        elif type(node) is list:
+            stack.extend(v for v in node if type(v) is dict or type(v) is list)
+    return total
+
+
 # what the byte pre-check found (`ResponseFilter._precheck`)
 _CLEAN, _NAMES, _FULL = range(3)
 
@@ -389,7 +413,12 @@ class ResponseFilter(Policy[ResponseFilterConfig], Filter):
         doc, count = self.filter(doc, self.values_possible(body))
         if count and counted is not None:
             counted(count)
-        # written out even when nothing changed: the tree checked is the tree sent. Returning
-        # the body as it came would also send any member the parse dropped as a duplicate name
-        # ({"a": {"password": 1}, "a": 2} parses to {"a": 2}), to a client that keeps the first.
+        # Nothing filtered and no member dropped by the parse: the body as it came. orjson
+        # writes numbers back as doubles (an integer beyond 64 bits, 1e21, a decimal of 17+
+        # digits lose precision), so re-writing an unchanged answer would corrupt it; a 13-digit
+        # timestamp is enough to send an answer down this path. But a member the parse dropped
+        # as a duplicate name ({"a": {"password": 1}, "a": 2} parses to {"a": 2}) was never
+        # checked: then the tree checked is the tree sent.
+        if not count and _members_in_text(body) == _members_in_tree(doc):
+            return body
         return orjson.dumps(doc)
