@@ -279,11 +279,16 @@ class ResponseFilter(Policy[ResponseFilterConfig], Filter):
 
     def tree(self, doc: Any, raw: str | None = None) -> tuple[Any, int, bool]:
         """For the stream: an element its pre-check clears is sent as its text; any other is
-        written out from the tree checked, even unchanged (a duplicate member its parse dropped
-        could hold a filtered field: `{"a": {"password": 1}, "a": 2}`)."""
+        written out from the tree checked when something was filtered, or when its parse dropped
+        a duplicate member (which could hold a filtered field: `{"a": {"password": 1}, "a": 2}`);
+        an unchanged one keeps its text (writing it out again rounds its decimals to doubles)."""
         if raw is not None and not self.may_match(raw):
             return doc, 0, False
         doc, count = self.filter(doc, raw is None or self.values_possible(raw))
+        if not count and raw is not None:
+            text = raw.encode("utf-8", "surrogatepass")
+            if _members_in_text(text) == _members_in_tree(doc):
+                return doc, 0, False
         return doc, count, True
 
     def filter(self, doc: Any, check_values: bool = True) -> tuple[Any, int]:
