@@ -130,23 +130,11 @@ def valid_json(body: bytes) -> bool:
 _STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
 
 
-def _members_in_text(body: bytes) -> int:
-    """The members of a valid JSON text, duplicates included: its `:` outside strings."""
-    return _STRING.sub(b"", body).count(b":")
-
-
-def _members_in_tree(doc: Any) -> int:
-    """The members of a parsed document (a duplicate name counts once: the parse kept one)."""
-    total = 0
-    stack = [doc]
-    while stack:
-        node = stack.pop()
-        if type(node) is dict:
-            total += len(node)
-            stack.extend(v for v in node.values() if type(v) is dict or type(v) is list)
-        elif type(node) is list:
-            stack.extend(v for v in node if type(v) is dict or type(v) is list)
-    return total
+def _no_duplicate(text: bytes, members: int) -> bool:
+    """Did the parse of this valid JSON text keep all its members (`members`, counted in the
+    tree)? Each member has one `:` outside strings. All the text's `:` first (one C count):
+    equal, no string holds one and no member was dropped; else those outside strings."""
+    return text.count(b":") == members or _STRING.sub(b"", text).count(b":") == members
 
 
 # what the byte pre-check found (`ResponseFilter._precheck`)
@@ -284,16 +272,19 @@ class ResponseFilter(Policy[ResponseFilterConfig], Filter):
         an unchanged one keeps its text (writing it out again rounds its decimals to doubles)."""
         if raw is not None and not self.may_match(raw):
             return doc, 0, False
-        doc, count = self.filter(doc, raw is None or self.values_possible(raw))
-        if not count and raw is not None:
-            text = raw.encode("utf-8", "surrogatepass")
-            if _members_in_text(text) == _members_in_tree(doc):
-                return doc, 0, False
+        doc, count, members = self._walk(doc, raw is None or self.values_possible(raw))
+        if not count and raw is not None and _no_duplicate(raw.encode("utf-8", "surrogatepass"), members):
+            return doc, 0, False
         return doc, count, True
 
     def filter(self, doc: Any, check_values: bool = True) -> tuple[Any, int]:
         """Filter in place, iteratively (no recursion limit to hit on deep documents)."""
-        count = 0
+        doc, count, _ = self._walk(doc, check_values)
+        return doc, count
+
+    def _walk(self, doc: Any, check_values: bool) -> tuple[Any, int, int]:
+        """`filter`, also counting the members of the objects as parsed (before any removal)."""
+        count = members = 0
         sensitive_keys = self._sensitive_keys
         sensitive_value = self.value_sensitive if check_values and self.check_values else None
         remove, mask = self.remove, self.mask
@@ -302,6 +293,7 @@ class ResponseFilter(Policy[ResponseFilterConfig], Filter):
         while stack:
             node = stack.pop()
             if type(node) is dict:
+                members += len(node)
                 hits = sensitive_keys(node.keys())
                 if sensitive_value is not None:
                     for key, value in node.items():
@@ -326,7 +318,7 @@ class ResponseFilter(Policy[ResponseFilterConfig], Filter):
                             node[i] = mask  # list positions are kept: removing would shift meaning
                     elif type(value) is dict or type(value) is list:
                         push(value)
-        return doc, count
+        return doc, count, members
 
     async def on_request(self, req: Request, ctx: Context) -> Response | None:
         ctx.drop_request_headers.add(b"accept-encoding")  # ask for identity (others are decoded)
@@ -415,7 +407,7 @@ class ResponseFilter(Policy[ResponseFilterConfig], Filter):
             # the stream decides, and raises StreamError when it is not JSON
             stream = JsonRewriter(self, remove=self.remove, mask=self.mask)
             return stream.feed(body) + stream.finish()
-        doc, count = self.filter(doc, self.values_possible(body))
+        doc, count, members = self._walk(doc, self.values_possible(body))
         if count and counted is not None:
             counted(count)
         # Nothing filtered and no member dropped by the parse: the body as it came. orjson
@@ -424,6 +416,6 @@ class ResponseFilter(Policy[ResponseFilterConfig], Filter):
         # timestamp is enough to send an answer down this path. But a member the parse dropped
         # as a duplicate name ({"a": {"password": 1}, "a": 2} parses to {"a": 2}) was never
         # checked: then the tree checked is the tree sent.
-        if not count and _members_in_text(body) == _members_in_tree(doc):
+        if not count and _no_duplicate(body, members):
             return body
         return orjson.dumps(doc)
