@@ -186,7 +186,10 @@ class JsonRewriter:
     def _take(self) -> bytes:
         if not self.out:
             return b""
-        data = "".join(self.out).encode()
+        try:
+            data = "".join(self.out).encode()
+        except UnicodeEncodeError:  # "\ud800": a lone surrogate escape, which UTF-8 cannot write
+            raise StreamError("malformed", "a string holds an unpaired surrogate escape") from None
         self.out.clear()
         return data
 

@@ -125,6 +125,18 @@ def valid_json(body: bytes) -> bool:
     return True
 
 
+# a JSON string (valid JSON: escapes are two characters, or six for \u, which the `.` and the
+# characters after it cover)
+_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
+
+
+def _no_duplicate(text: bytes, members: int) -> bool:
+    """Did the parse of this valid JSON text keep all its members (`members`, counted in the
+    tree)? Each member has one `:` outside strings. All the text's `:` first (one C count):
+    equal, no string holds one and no member was dropped; else those outside strings."""
+    return text.count(b":") == members or _STRING.sub(b"", text).count(b":") == members
+
+
 # what the byte pre-check found (`ResponseFilter._precheck`)
 _CLEAN, _NAMES, _FULL = range(3)
 
@@ -255,16 +267,24 @@ class ResponseFilter(Policy[ResponseFilterConfig], Filter):
 
     def tree(self, doc: Any, raw: str | None = None) -> tuple[Any, int, bool]:
         """For the stream: an element its pre-check clears is sent as its text; any other is
-        written out from the tree checked, even unchanged (a duplicate member its parse dropped
-        could hold a filtered field: `{"a": {"password": 1}, "a": 2}`)."""
+        written out from the tree checked when something was filtered, or when its parse dropped
+        a duplicate member (which could hold a filtered field: `{"a": {"password": 1}, "a": 2}`);
+        an unchanged one keeps its text (writing it out again rounds its decimals to doubles)."""
         if raw is not None and not self.may_match(raw):
             return doc, 0, False
-        doc, count = self.filter(doc, raw is None or self.values_possible(raw))
+        doc, count, members = self._walk(doc, raw is None or self.values_possible(raw))
+        if not count and raw is not None and _no_duplicate(raw.encode("utf-8", "surrogatepass"), members):
+            return doc, 0, False
         return doc, count, True
 
     def filter(self, doc: Any, check_values: bool = True) -> tuple[Any, int]:
         """Filter in place, iteratively (no recursion limit to hit on deep documents)."""
-        count = 0
+        doc, count, _ = self._walk(doc, check_values)
+        return doc, count
+
+    def _walk(self, doc: Any, check_values: bool) -> tuple[Any, int, int]:
+        """`filter`, also counting the members of the objects as parsed (before any removal)."""
+        count = members = 0
         sensitive_keys = self._sensitive_keys
         sensitive_value = self.value_sensitive if check_values and self.check_values else None
         remove, mask = self.remove, self.mask
@@ -273,6 +293,7 @@ class ResponseFilter(Policy[ResponseFilterConfig], Filter):
         while stack:
             node = stack.pop()
             if type(node) is dict:
+                members += len(node)
                 hits = sensitive_keys(node.keys())
                 if sensitive_value is not None:
                     for key, value in node.items():
@@ -297,10 +318,13 @@ class ResponseFilter(Policy[ResponseFilterConfig], Filter):
                             node[i] = mask  # list positions are kept: removing would shift meaning
                     elif type(value) is dict or type(value) is list:
                         push(value)
-        return doc, count
+        return doc, count, members
 
     async def on_request(self, req: Request, ctx: Context) -> Response | None:
         ctx.drop_request_headers.add(b"accept-encoding")  # ask for identity (others are decoded)
+        # a byte range of the unfiltered answer is not filtered: `"hunter2"`, one member's value,
+        # is itself a JSON text; several ranges come as multipart/byteranges, not JSON at all
+        ctx.drop_request_headers.update((b"range", b"if-range"))
         ctx.response_rewriters.append(self)
         return None
 
@@ -386,10 +410,15 @@ class ResponseFilter(Policy[ResponseFilterConfig], Filter):
             # the stream decides, and raises StreamError when it is not JSON
             stream = JsonRewriter(self, remove=self.remove, mask=self.mask)
             return stream.feed(body) + stream.finish()
-        doc, count = self.filter(doc, self.values_possible(body))
+        doc, count, members = self._walk(doc, self.values_possible(body))
         if count and counted is not None:
             counted(count)
-        # written out even when nothing changed: the tree checked is the tree sent. Returning
-        # the body as it came would also send any member the parse dropped as a duplicate name
-        # ({"a": {"password": 1}, "a": 2} parses to {"a": 2}), to a client that keeps the first.
+        # Nothing filtered and no member dropped by the parse: the body as it came. orjson
+        # writes numbers back as doubles (an integer beyond 64 bits, 1e21, a decimal of 17+
+        # digits lose precision), so re-writing an unchanged answer would corrupt it; a 13-digit
+        # timestamp is enough to send an answer down this path. But a member the parse dropped
+        # as a duplicate name ({"a": {"password": 1}, "a": 2} parses to {"a": 2}) was never
+        # checked: then the tree checked is the tree sent.
+        if not count and _no_duplicate(body, members):
+            return body
         return orjson.dumps(doc)
