@@ -16,6 +16,12 @@ their content coding is undone;
 JSON escapes and form percent-encoding are decoded, so `"\\u005fmethod"` and `%5Fmethod` are the
 same field. A value that names POST (any case, surrounding white space) is harmless and passes.
 multipart/form-data parts (not files) by their name. Not read: XML and GraphQL bodies.
+
+Names are compared as PHP registers them too (`_php_name`): PHP, and so Laravel and Symfony, drop
+leading spaces, turn spaces and dots into underscores and cut at a NUL, so `.method=DELETE`,
+`_method%00x=DELETE` and `+_method=DELETE` are `$_POST['_method']` there. A multipart part that
+names itself twice (`name="x"; name="_method"`) is read by every `name` it gives: Rack and PHP keep
+the last, the stdlib's parser the first.
 """
 
 from __future__ import annotations
@@ -51,12 +57,18 @@ class MethodField(Policy[MethodFieldConfig]):
         super().__init__(config, env)
         self.fields = frozenset(config.fields)
         self.needles = tuple(f.encode() for f in config.fields) + (b"\\u", b"%", b"=?", b"*=")
+        # the names as PHP may be sent them: any '_' written as a space ('+' in a form) or a dot
+        self.php_needle = re.compile(
+            b"|".join(re.escape(f.encode()).replace(b"_", b"[_ +.]") for f in config.fields if "_" in f) or b"(?!)"
+        )
 
     def _may_hold(self, body: bytes) -> bool:
         """Whether the body can spell a field at all: its name as it is, or some escape that could
         write it another way (a JSON `\\u`, percent-encoding, an RFC 2047 or RFC 2231 parameter in a
         multipart head; UTF-16/32 text). Most bodies have none, and are not parsed here."""
-        return any(n in body for n in self.needles) or bodies.wide_text(body)
+        return (
+            any(n in body for n in self.needles) or self.php_needle.search(body) is not None or bodies.wide_text(body)
+        )
 
     async def on_request(self, req: Request, ctx: Context) -> Response | None:
         if not req.has_body() or (req.method != "POST" and not _overridden(req)):
@@ -85,7 +97,9 @@ class MethodField(Policy[MethodFieldConfig]):
                     (
                         (a.name, str(a.value))
                         for a in inputs.arguments
-                        if a.source == "body" and a.name in self.fields and _names_another_method(a.value)
+                        if a.source == "body"
+                        and (a.name in self.fields or _php_name(a.name) in self.fields)
+                        and _names_another_method(a.value)
                     ),
                     None,
                 )
@@ -122,7 +136,12 @@ def _multipart_field(body: bytes, ct: bodies.ContentType, fields: frozenset[str]
         msg = BytesParser(policy=HTTP).parsebytes(head + body)
         for part in msg.iter_parts():
             name = part.get_param("name", header="content-disposition")
-            if not isinstance(name, str) or name not in fields or part.get_filename() is not None:
+            names = {name} if isinstance(name, str) else set()
+            for key, raw in part.raw_items():  # as sent: the parsed header keeps one name
+                if key.lower() == "content-disposition":
+                    names.update(_raw_names(str(raw)))
+            name = next((n for n in names if n in fields or _php_name(n) in fields), None)
+            if name is None or part.get_filename() is not None:
                 continue
             payload = part.get_payload(decode=True)
             value = payload.decode("utf-8", "replace") if isinstance(payload, bytes) else ""
@@ -131,9 +150,26 @@ def _multipart_field(body: bytes, ct: bodies.ContentType, fields: frozenset[str]
         return None
     except Exception:  # the email package raises many kinds on hostile input
         for name in fields:
-            if re.search(rb'name\s*=\s*"?' + re.escape(name.encode()) + rb'"?', body, re.IGNORECASE):
+            spelled = re.escape(name.encode()).replace(b"_", b"[_ .]")  # and as PHP reads it (_php_name)
+            if re.search(rb'name\s*=\s*"?\s*' + spelled + rb'"?', body, re.IGNORECASE):
                 return name, "?"
         return None
+
+
+def _php_name(name: str) -> str:
+    """A form field's name as PHP registers it (php_register_variable_ex in main/php_variables.c):
+    cut at a NUL, leading spaces dropped, spaces and dots before any '[' turned into '_'."""
+    name = name.split("\x00", 1)[0].lstrip(" ")
+    head, bracket, rest = name.partition("[")
+    return head.replace(" ", "_").replace(".", "_") + bracket + rest
+
+
+# every `name=` parameter of a Content-Disposition (the stdlib's header parser keeps only one)
+_NAME_PARAM = re.compile(r'(?:^|;)\s*name\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^;]*))', re.IGNORECASE)
+
+
+def _raw_names(disposition: str) -> list[str]:
+    return [(q.replace('\\"', '"') if q else bare.strip()) for q, bare in _NAME_PARAM.findall(disposition)]
 
 
 _OVERRIDE_HEADERS = frozenset(h.encode() for h in METHOD_OVERRIDE_HEADERS)

@@ -1,0 +1,128 @@
+"""A method override in the body spelled the way PHP (Laravel, Symfony) or Rack reads field names.
+
+The upstream here reads `_method` as PHP registers form fields (main/php_variables.c,
+php_register_variable_ex): the name is cut at a NUL, leading spaces are dropped, and spaces and
+dots before any '[' become '_'. So `.method=DELETE`, `a.b`-style names and `_method%00x=DELETE`
+are `$_POST['_method']` for Laravel and Symfony. In a multipart part that gives `name` twice,
+Rack (its Content-Disposition regex) and PHP (rfc1867.c, each `name=` overwrites) keep the last.
+The invariant: the upstream never performs a method other than the POST the gateway routed.
+"""
+
+from __future__ import annotations
+
+import re
+import urllib.parse
+
+import pytest
+from helpers import raw_request, run_gateway
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from servers import serve_wsgi
+
+PERFORMED: list[str] = []
+
+
+def php_name(name: str) -> str:
+    name = name.split("\x00", 1)[0].lstrip(" ")
+    head, bracket, rest = name.partition("[")
+    return head.replace(" ", "_").replace(".", "_") + bracket + rest
+
+
+def php_like_app(environ, start_response):
+    """What a PHP framework with method override on would perform (the oracle of these tests)."""
+    body = environ["wsgi.input"].read(int(environ.get("CONTENT_LENGTH") or 0))
+    ctype = environ.get("CONTENT_TYPE", "")
+    fields: dict[str, str] = {}
+    if ctype.startswith("application/x-www-form-urlencoded"):
+        for k, v in urllib.parse.parse_qsl(body.decode("latin-1"), keep_blank_values=True):
+            fields[php_name(k)] = v
+    elif ctype.startswith("multipart/form-data"):
+        boundary = ctype.split("boundary=", 1)[1].strip('"').encode()
+        for part in body.split(b"--" + boundary)[1:-1]:
+            head, _, value = part.partition(b"\r\n\r\n")
+            names = re.findall(rb';\s*name="?([^";\r\n]*)"?', head, re.IGNORECASE)  # the last one wins
+            if names and b"filename=" not in head.lower():
+                fields[php_name(names[-1].decode("latin-1"))] = value.removesuffix(b"\r\n").decode("latin-1")
+    method = environ["REQUEST_METHOD"]
+    if method == "POST" and fields.get("_method", "").strip():
+        method = fields["_method"].strip().upper()
+    PERFORMED.append(method)
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [method.encode()]
+
+
+@pytest.fixture(scope="module")
+def gateway(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("method-field-php")
+    with serve_wsgi(php_like_app) as url:
+        cfg = {
+            "upstreams": {"app": {"urls": [url]}},
+            "policies": {"audit": {"enabled": False}},
+            "routes": [{"path": "/items/*", "upstream": "app", "methods": ["GET", "POST"]}],
+        }
+        with run_gateway(cfg, tmp) as g:
+            yield g
+
+
+def post(g, body: bytes, ctype: str):
+    PERFORMED.clear()
+    r = raw_request(g.port, "POST", "/items/7", {"Content-Type": ctype}, body)
+    return r, list(PERFORMED)
+
+
+FORM = "application/x-www-form-urlencoded"
+MULTIPART = "multipart/form-data; boundary=b"
+
+
+def test_the_oracle_performs_what_php_would():
+    """Without the gateway, the spellings below do reach `$_POST['_method']`."""
+    with serve_wsgi(php_like_app) as url:
+        port = int(url.rsplit(":", 1)[1])
+        for body in (b".method=DELETE", b"_method%00x=DELETE", b" _method=DELETE"):
+            PERFORMED.clear()
+            raw_request(port, "POST", "/items/7", {"Content-Type": FORM}, body)
+            assert PERFORMED == ["DELETE"], body
+        PERFORMED.clear()
+        raw_request(port, "POST", "/items/7", {"Content-Type": FORM}, b"+method=DELETE")  # leading space dropped
+        assert PERFORMED == ["POST"]
+
+
+@pytest.mark.parametrize(
+    "ctype,body",
+    [
+        (FORM, b".method=DELETE"),
+        (FORM, b"%2Emethod=DELETE"),
+        (FORM, b"_method%00x=DELETE"),
+        (FORM, b"+_method=DELETE"),
+        (MULTIPART, b'--b\r\nContent-Disposition: form-data; name=".method"\r\n\r\nDELETE\r\n--b--\r\n'),
+        (MULTIPART, b'--b\r\nContent-Disposition: form-data; name="x"; name="_method"\r\n\r\nDELETE\r\n--b--\r\n'),
+    ],
+)
+def test_php_spellings_of_the_field_are_refused(gateway, ctype, body):
+    r, performed = post(gateway, body, ctype)
+    assert r.status == 400, (r.status, performed)
+    assert r.json()["type"].endswith("/bad-method-override")
+    assert performed == []
+
+
+_SEP = st.sampled_from(["_", ".", " ", "%2E", "%20", "%5F", "+"])
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    lead=st.sampled_from(["", "+", "%20"]),
+    sep=_SEP,
+    tail=st.sampled_from(["", "%00", "%00x", "%00.y"]),
+    value=st.sampled_from(["DELETE", "put", " patch "]),
+    multipart=st.booleans(),
+)
+def test_no_spelling_reaches_the_upstream_as_another_method(gateway, lead, sep, tail, value, multipart):
+    name = f"{lead}{sep}method{tail}"
+    if multipart:
+        raw = urllib.parse.unquote_plus(name).encode("latin-1")
+        body = b'--b\r\nContent-Disposition: form-data; name="' + raw + b'"\r\n\r\n' + value.encode() + b"\r\n--b--\r\n"
+        r, performed = post(gateway, body, MULTIPART)
+    else:
+        r, performed = post(gateway, f"a=1&{name}={value}".encode(), FORM)
+    assert r.status in (200, 400)
+    assert performed in ([], ["POST"]), (name, r.status, performed)
