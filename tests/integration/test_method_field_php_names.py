@@ -5,7 +5,10 @@ php_register_variable_ex): the name is cut at a NUL, leading spaces are dropped,
 dots before any '[' become '_'. So `.method=DELETE`, `a.b`-style names and `_method%00x=DELETE`
 are `$_POST['_method']` for Laravel and Symfony. In a multipart part that gives `name` twice,
 Rack (its Content-Disposition regex) and PHP (rfc1867.c, each `name=` overwrites) keep the last.
-The invariant: the upstream never performs a method other than the POST the gateway routed.
+Neither parses the multipart Content-Type's parameters: PHP takes the first "boundary" anywhere in
+it (`strstr`), Rack the last `boundary=` (a greedy regex), so `xboundary=zzz; boundary=b` is a
+body of `--zzz` parts for PHP and of `--b` parts for a strict parser (the request header
+`X-Parser: rack` makes this upstream read it as Rack does). The invariant: the upstream never performs a method other than the POST the gateway routed.
 """
 
 from __future__ import annotations
@@ -37,7 +40,14 @@ def php_like_app(environ, start_response):
         for k, v in urllib.parse.parse_qsl(body.decode("latin-1"), keep_blank_values=True):
             fields[php_name(k)] = v
     elif ctype.startswith("multipart/form-data"):
-        boundary = ctype.split("boundary=", 1)[1].strip('"').encode()
+        if environ.get("HTTP_X_PARSER") == "rack":
+            m = re.match(r'multipart/.*boundary="?([^";,]+)"?', ctype, re.IGNORECASE)
+            boundary = m.group(1).encode() if m else b"\x00"
+        else:  # PHP: strstr(content_type, "boundary"), then its '='
+            at = ctype.find("boundary")
+            value = ctype[ctype.find("=", at) + 1 :]
+            value = value[1:].split('"', 1)[0] if value.startswith('"') else re.split(r"[,;]", value)[0]
+            boundary = value.encode()
         for part in body.split(b"--" + boundary)[1:-1]:
             head, _, value = part.partition(b"\r\n\r\n")
             names = re.findall(rb';\s*name="?([^";\r\n]*)"?', head, re.IGNORECASE)  # the last one wins
@@ -64,9 +74,9 @@ def gateway(tmp_path_factory):
             yield g
 
 
-def post(g, body: bytes, ctype: str):
+def post(g, body: bytes, ctype: str, parser: str = "php"):
     PERFORMED.clear()
-    r = raw_request(g.port, "POST", "/items/7", {"Content-Type": ctype}, body)
+    r = raw_request(g.port, "POST", "/items/7", {"Content-Type": ctype, "X-Parser": parser}, body)
     return r, list(PERFORMED)
 
 
@@ -126,3 +136,52 @@ def test_no_spelling_reaches_the_upstream_as_another_method(gateway, lead, sep, 
         r, performed = post(gateway, f"a=1&{name}={value}".encode(), FORM)
     assert r.status in (200, 400)
     assert performed in ([], ["POST"]), (name, r.status, performed)
+
+
+_EVIL = b'--zzz\r\nContent-Disposition: form-data; name="_method"\r\n\r\nDELETE\r\n--zzz--\r\n'
+_GOOD = b'--b\r\nContent-Disposition: form-data; name="a"\r\n\r\n1\r\n--b--\r\n'
+
+
+@pytest.mark.parametrize(
+    "parser,ctype",
+    [
+        ("php", "multipart/form-data; xboundary=zzz; boundary=b"),
+        ("php", "multipart/form-data; boundary=zzz,b"),
+        ("rack", "multipart/form-data; boundary=b; xboundary=zzz"),
+        ("rack", 'multipart/form-data; boundary=b; x="boundary=zzz"'),
+        ("rack", "multipart/form-data; boundary=zzz,b"),
+    ],
+)
+def test_a_boundary_other_parsers_read_differently_is_refused(gateway, parser, ctype):
+    r, performed = post(gateway, _EVIL + _GOOD, ctype, parser)
+    assert r.status == 400, (r.status, performed)
+    assert r.json()["type"].endswith("/ambiguous-content-type")
+    assert performed == []
+
+
+def test_the_oracle_reads_the_other_boundary():
+    """Without the gateway, those Content-Types do make the upstream perform the DELETE."""
+    with serve_wsgi(php_like_app) as url:
+        port = int(url.rsplit(":", 1)[1])
+        for parser, ctype in [
+            ("php", "multipart/form-data; xboundary=zzz; boundary=b"),
+            ("rack", "multipart/form-data; boundary=b; xboundary=zzz"),
+        ]:
+            PERFORMED.clear()
+            raw_request(port, "POST", "/items/7", {"Content-Type": ctype, "X-Parser": parser}, _EVIL + _GOOD)
+            assert PERFORMED == ["DELETE"], ctype
+
+
+@pytest.mark.parametrize(
+    "ctype",
+    [
+        "multipart/form-data; boundary=----WebKitFormBoundary7MA4YWxkTrZu0gW",
+        "multipart/form-data; charset=utf-8; boundary=b",
+        'multipart/form-data; boundary="b"',
+    ],
+)
+def test_ordinary_boundaries_still_pass(gateway, ctype):
+    boundary = ctype.rsplit("boundary=", 1)[1].strip('"').encode()
+    body = b"--" + boundary + b'\r\nContent-Disposition: form-data; name="a"\r\n\r\n1\r\n--' + boundary + b"--\r\n"
+    r, performed = post(gateway, body, ctype)
+    assert r.status == 200 and performed == ["POST"]
