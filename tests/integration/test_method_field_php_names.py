@@ -8,11 +8,13 @@ Rack (its Content-Disposition regex) and PHP (rfc1867.c, each `name=` overwrites
 Neither parses the multipart Content-Type's parameters: PHP takes the first "boundary" anywhere in
 it (`strstr`), Rack the last `boundary=` (a greedy regex), so `xboundary=zzz; boundary=b` is a
 body of `--zzz` parts for PHP and of `--b` parts for a strict parser (the request header
-`X-Parser: rack` makes this upstream read it as Rack does). The invariant: the upstream never performs a method other than the POST the gateway routed.
+`X-Parser: rack` makes this upstream read it as Rack does). Laravel reads a body as JSON when its
+Content-Type header contains "/json" or "+json" anywhere (`application/xml; x=/json`). The invariant: the upstream never performs a method other than the POST the gateway routed.
 """
 
 from __future__ import annotations
 
+import json
 import re
 import urllib.parse
 
@@ -36,7 +38,14 @@ def php_like_app(environ, start_response):
     body = environ["wsgi.input"].read(int(environ.get("CONTENT_LENGTH") or 0))
     ctype = environ.get("CONTENT_TYPE", "")
     fields: dict[str, str] = {}
-    if ctype.startswith("application/x-www-form-urlencoded"):
+    if "/json" in ctype or "+json" in ctype:  # Laravel's Request::isJson: anywhere in the header
+        try:
+            doc = json.loads(body)
+        except ValueError:
+            doc = None
+        if isinstance(doc, dict) and isinstance(doc.get("_method"), str):
+            fields["_method"] = doc["_method"]
+    elif ctype.startswith("application/x-www-form-urlencoded"):
         for k, v in urllib.parse.parse_qsl(body.decode("latin-1"), keep_blank_values=True):
             fields[php_name(k)] = v
     elif ctype.startswith("multipart/form-data"):
@@ -185,3 +194,26 @@ def test_ordinary_boundaries_still_pass(gateway, ctype):
     body = b"--" + boundary + b'\r\nContent-Disposition: form-data; name="a"\r\n\r\n1\r\n--' + boundary + b"--\r\n"
     r, performed = post(gateway, body, ctype)
     assert r.status == 200 and performed == ["POST"]
+
+
+@pytest.mark.parametrize(
+    "ctype",
+    [
+        "application/xml; x=/json",
+        'text/xml; charset=utf-8; profile="a/json"',
+        "application/graphql; x=/json",
+        "application/json+xml",
+        "application/x-www-form-urlencoded; x=/json",
+    ],
+)
+def test_a_type_laravel_reads_as_json_is_read_as_json(gateway, ctype):
+    r, performed = post(gateway, b'{"_method": "DELETE"}', ctype)
+    assert r.status == 400, (r.status, performed)
+    assert r.json()["type"].endswith("/bad-method-override")
+    assert performed == []
+
+
+def test_xml_and_graphql_bodies_still_pass(gateway):
+    for ctype in ("application/xml", "application/graphql"):
+        r, performed = post(gateway, b'{"_method": "DELETE"}', ctype)
+        assert r.status == 200 and performed == ["POST"], ctype

@@ -15,7 +15,9 @@ of `bastion.arguments` that the WAF and the SSRF guard share, computed once per 
 their content coding is undone;
 JSON escapes and form percent-encoding are decoded, so `"\\u005fmethod"` and `%5Fmethod` are the
 same field. A value that names POST (any case, surrounding white space) is harmless and passes.
-multipart/form-data parts (not files) by their name. Not read: XML and GraphQL bodies.
+multipart/form-data parts (not files) by their name. Not read: XML and GraphQL bodies, unless
+the Content-Type header contains "/json" or "+json" anywhere (`application/xml; x=/json`): Laravel
+then reads the body as JSON whatever the type (`Request::isJson`), so it is read as JSON here too.
 
 Names are compared as PHP registers them too (`_php_name`): PHP, and so Laravel and Symfony, drop
 leading spaces, turn spaces and dots into underscores and cut at a NUL, so `.method=DELETE`,
@@ -26,9 +28,11 @@ the last, the stdlib's parser the first.
 
 from __future__ import annotations
 
+import json
 import re
 from typing import Any, ClassVar
 
+import orjson
 from pydantic import Field
 
 from bastion import bodies
@@ -80,14 +84,22 @@ class MethodField(Policy[MethodFieldConfig]):
                 ct = bodies.content_type(req)
             except bodies.BodyRefused as exc:  # several or malformed types: the upstream picks one
                 ct, ambiguous = None, exc
-            if ct is not None and ct.kind in ("xml", "graphql"):
+            # Laravel reads the body as JSON when the Content-Type header contains "/json" or
+            # "+json" anywhere, parameters included (`application/xml; x=/json`)
+            laravel_json = any(
+                b"/json" in v.lower() or b"+json" in v.lower() for k, v in req.headers if k == b"content-type"
+            )
+            if ct is not None and ct.kind in ("xml", "graphql") and not laravel_json:
                 return None  # see the module's doc
             body = await bodies.read_body(req, ctx, limit=limit)
             if not self._may_hold(body):
                 return None  # whatever the type, nothing here can name a method
             if ambiguous is not None:
                 raise ambiguous  # it could, under a type this reading cannot choose
-            if ct is not None and ct.kind == "multipart":
+            found = _json_field(body, self.fields) if laravel_json else None
+            if found is not None or (ct is not None and ct.kind in ("xml", "graphql")):
+                pass  # found as Laravel reads it; or an XML/GraphQL type, read only that way
+            elif ct is not None and ct.kind == "multipart":
                 found = _multipart_field(body, ct, self.fields)
             else:
                 # JSON and forms; other and missing types as `bastion.arguments` sniffs them
@@ -154,6 +166,22 @@ def _multipart_field(body: bytes, ct: bodies.ContentType, fields: frozenset[str]
             if re.search(rb'name\s*=\s*"?\s*' + spelled + rb'"?', body, re.IGNORECASE):
                 return name, "?"
         return None
+
+
+def _json_field(body: bytes, fields: frozenset[str]) -> tuple[str, str] | None:
+    """A top-level JSON member named like one of `fields` that names another method, read as
+    Laravel reads a body whose Content-Type mentions JSON (PHP's json_decode: the last of two
+    equal keys, as orjson and Python's json keep); None for a body that is not a JSON object."""
+    try:
+        doc = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        try:
+            doc = json.loads(body)
+        except ValueError:
+            return None
+    if not isinstance(doc, dict):
+        return None
+    return next(((k, str(v)) for k, v in doc.items() if k in fields and _names_another_method(v)), None)
 
 
 def _php_name(name: str) -> str:
