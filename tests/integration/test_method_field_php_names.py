@@ -62,9 +62,11 @@ def php_like_app(environ, start_response):
             names = re.findall(rb';\s*name="?([^";\r\n]*)"?', head, re.IGNORECASE)  # the last one wins
             if names and b"filename=" not in head.lower():
                 fields[php_name(names[-1].decode("latin-1"))] = value.removesuffix(b"\r\n").decode("latin-1")
+    query = {php_name(k): v for k, v in urllib.parse.parse_qsl(environ.get("QUERY_STRING", ""), keep_blank_values=True)}
     method = environ["REQUEST_METHOD"]
-    if method == "POST" and fields.get("_method", "").strip():
-        method = fields["_method"].strip().upper()
+    override = fields.get("_method") or query.get("_method", "")  # Symfony: the body's, else the query's
+    if method == "POST" and override.strip():
+        method = override.strip().upper()
     PERFORMED.append(method)
     start_response("200 OK", [("Content-Type", "text/plain")])
     return [method.encode()]
@@ -83,9 +85,9 @@ def gateway(tmp_path_factory):
             yield g
 
 
-def post(g, body: bytes, ctype: str, parser: str = "php"):
+def post(g, body: bytes, ctype: str, parser: str = "php", query: str = ""):
     PERFORMED.clear()
-    r = raw_request(g.port, "POST", "/items/7", {"Content-Type": ctype, "X-Parser": parser}, body)
+    r = raw_request(g.port, "POST", "/items/7" + query, {"Content-Type": ctype, "X-Parser": parser}, body)
     return r, list(PERFORMED)
 
 
@@ -217,3 +219,20 @@ def test_xml_and_graphql_bodies_still_pass(gateway):
     for ctype in ("application/xml", "application/graphql"):
         r, performed = post(gateway, b'{"_method": "DELETE"}', ctype)
         assert r.status == 200 and performed == ["POST"], ctype
+
+
+@pytest.mark.parametrize(
+    "query", ["?%5Fmethod=DELETE", "?%5fmethod=put", "?_%6Dethod=DELETE", "?.method=DELETE", "?a=1&_method%00x=PATCH"]
+)
+def test_the_query_parameter_decoded_or_as_php_reads_it_is_refused(gateway, query):
+    """The `_method` query parameter is the edge's (`edge.method_override` off: refused), also
+    when percent-encoded or spelled as PHP registers it."""
+    r, performed = post(gateway, b"{}", "application/json", query=query)
+    assert r.status == 400, (r.status, performed)
+    assert r.json()["type"].endswith("/bad-method-override")
+    assert performed == []
+
+
+def test_a_query_without_the_parameter_passes(gateway):
+    r, performed = post(gateway, b"{}", "application/json", query="?q=100%25&method=x")
+    assert r.status == 200 and performed == ["POST"]

@@ -10,6 +10,15 @@ Headers = list[tuple[bytes, bytes]]
 METHOD_OVERRIDE_HEADERS = ("x-http-method-override", "x-http-method", "x-method-override")
 
 
+def php_field_name(name: str) -> str:
+    """A query or form field's name as PHP registers it (php_register_variable_ex in
+    main/php_variables.c): cut at a NUL, leading spaces dropped, spaces and dots before any '['
+    turned into '_'. So `.method` and `_method\\x00x` are `_method` to Laravel and Symfony."""
+    name = name.split("\x00", 1)[0].lstrip(" ")
+    head, bracket, rest = name.partition("[")
+    return head.replace(" ", "_").replace(".", "_") + bracket + rest
+
+
 # ---- header hygiene ---------------------------------------------------------------------------
 # RFC 9110 5.1/5.5: a field name is a token; a value has no control character but HTAB. The
 # fast check is `bytes.translate` deleting the allowed bytes from all names (or all values) joined:

@@ -38,7 +38,7 @@ from pydantic import Field
 from bastion import bodies
 from bastion.arguments import api_inputs
 from bastion.http import Request, Response, problem
-from bastion.http.headers import METHOD_OVERRIDE_HEADERS
+from bastion.http.headers import METHOD_OVERRIDE_HEADERS, php_field_name
 from bastion.pipeline import Context, Policy, PolicyConfig
 
 
@@ -184,12 +184,7 @@ def _json_field(body: bytes, fields: frozenset[str]) -> tuple[str, str] | None:
     return next(((k, str(v)) for k, v in doc.items() if k in fields and _names_another_method(v)), None)
 
 
-def _php_name(name: str) -> str:
-    """A form field's name as PHP registers it (php_register_variable_ex in main/php_variables.c):
-    cut at a NUL, leading spaces dropped, spaces and dots before any '[' turned into '_'."""
-    name = name.split("\x00", 1)[0].lstrip(" ")
-    head, bracket, rest = name.partition("[")
-    return head.replace(" ", "_").replace(".", "_") + bracket + rest
+_php_name = php_field_name
 
 
 # every `name=` parameter of a Content-Disposition (the stdlib's header parser keeps only one)
