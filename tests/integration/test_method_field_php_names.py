@@ -27,6 +27,12 @@ from servers import serve_wsgi
 PERFORMED: list[str] = []
 
 
+def rack2_name(name: str) -> str:
+    """Rack 2's QueryParser#normalize_params for a plain key: `\\A[\\[\\]]*([^\\[\\]]+)\\]*`."""
+    m = re.match(r"[\[\]]*([^\[\]]+)\]*", name)
+    return m.group(1) if m and m.end() == len(name) else name
+
+
 def php_name(name: str) -> str:
     name = name.split("\x00", 1)[0].lstrip(" ")
     head, bracket, rest = name.partition("[")
@@ -46,8 +52,9 @@ def php_like_app(environ, start_response):
         if isinstance(doc, dict) and isinstance(doc.get("_method"), str):
             fields["_method"] = doc["_method"]
     elif ctype.startswith("application/x-www-form-urlencoded"):
+        reading = rack2_name if environ.get("HTTP_X_PARSER") == "rack" else php_name
         for k, v in urllib.parse.parse_qsl(body.decode("latin-1"), keep_blank_values=True):
-            fields[php_name(k)] = v
+            fields[reading(k)] = v
     elif ctype.startswith("multipart/form-data"):
         if environ.get("HTTP_X_PARSER") == "rack":
             m = re.match(r'multipart/.*boundary="?([^";,]+)"?', ctype, re.IGNORECASE)
@@ -61,7 +68,8 @@ def php_like_app(environ, start_response):
             head, _, value = part.partition(b"\r\n\r\n")
             names = re.findall(rb';\s*name="?([^";\r\n]*)"?', head, re.IGNORECASE)  # the last one wins
             if names and b"filename=" not in head.lower():
-                fields[php_name(names[-1].decode("latin-1"))] = value.removesuffix(b"\r\n").decode("latin-1")
+                reading = rack2_name if environ.get("HTTP_X_PARSER") == "rack" else php_name
+                fields[reading(names[-1].decode("latin-1"))] = value.removesuffix(b"\r\n").decode("latin-1")
     query = {php_name(k): v for k, v in urllib.parse.parse_qsl(environ.get("QUERY_STRING", ""), keep_blank_values=True)}
     method = environ["REQUEST_METHOD"]
     override = fields.get("_method") or query.get("_method", "")  # Symfony: the body's, else the query's
@@ -235,4 +243,21 @@ def test_the_query_parameter_decoded_or_as_php_reads_it_is_refused(gateway, quer
 
 def test_a_query_without_the_parameter_passes(gateway):
     r, performed = post(gateway, b"{}", "application/json", query="?q=100%25&method=x")
+    assert r.status == 200 and performed == ["POST"]
+
+
+@pytest.mark.parametrize("name", ["[_method]", "_method]", "]]_method]"])
+@pytest.mark.parametrize("multipart", [False, True])
+def test_names_rack_2_reads_as_the_field_are_refused(gateway, name, multipart):
+    if multipart:
+        body = f'--b\r\nContent-Disposition: form-data; name="{name}"\r\n\r\nDELETE\r\n--b--\r\n'.encode()
+        r, performed = post(gateway, body, MULTIPART, "rack")
+    else:
+        r, performed = post(gateway, f"{name}=DELETE".encode(), FORM, "rack")
+    assert r.status == 400, (r.status, performed)
+    assert performed == []
+
+
+def test_nested_names_pass(gateway):
+    r, performed = post(gateway, b"a[_method]=DELETE&_method[]=DELETE", FORM, "rack")
     assert r.status == 200 and performed == ["POST"]

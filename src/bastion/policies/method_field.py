@@ -19,11 +19,12 @@ multipart/form-data parts (not files) by their name. Not read: XML and GraphQL b
 the Content-Type header contains "/json" or "+json" anywhere (`application/xml; x=/json`): Laravel
 then reads the body as JSON whatever the type (`Request::isJson`), so it is read as JSON here too.
 
-Names are compared as PHP registers them too (`_php_name`): PHP, and so Laravel and Symfony, drop
+Names are compared as PHP registers them too (`php_field_name`): PHP, and so Laravel and Symfony, drop
 leading spaces, turn spaces and dots into underscores and cut at a NUL, so `.method=DELETE`,
 `_method%00x=DELETE` and `+_method=DELETE` are `$_POST['_method']` there. A multipart part that
 names itself twice (`name="x"; name="_method"`) is read by every `name` it gives: Rack and PHP keep
-the last, the stdlib's parser the first.
+the last, the stdlib's parser the first. Rack 2 (Rails up to 7.0) drops brackets around a plain
+key: `[_method]=DELETE` and `_method]=DELETE` are its `_method`.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ from pydantic import Field
 from bastion import bodies
 from bastion.arguments import api_inputs
 from bastion.http import Request, Response, problem
-from bastion.http.headers import METHOD_OVERRIDE_HEADERS, php_field_name
+from bastion.http.headers import METHOD_OVERRIDE_HEADERS, php_field_name, rack2_field_name
 from bastion.pipeline import Context, Policy, PolicyConfig
 
 
@@ -109,9 +110,7 @@ class MethodField(Policy[MethodFieldConfig]):
                     (
                         (a.name, str(a.value))
                         for a in inputs.arguments
-                        if a.source == "body"
-                        and (a.name in self.fields or _php_name(a.name) in self.fields)
-                        and _names_another_method(a.value)
+                        if a.source == "body" and _named(a.name, self.fields) and _names_another_method(a.value)
                     ),
                     None,
                 )
@@ -152,7 +151,7 @@ def _multipart_field(body: bytes, ct: bodies.ContentType, fields: frozenset[str]
             for key, raw in part.raw_items():  # as sent: the parsed header keeps one name
                 if key.lower() == "content-disposition":
                     names.update(_raw_names(str(raw)))
-            name = next((n for n in names if n in fields or _php_name(n) in fields), None)
+            name = next((n for n in names if _named(n, fields)), None)
             if name is None or part.get_filename() is not None:
                 continue
             payload = part.get_payload(decode=True)
@@ -162,8 +161,8 @@ def _multipart_field(body: bytes, ct: bodies.ContentType, fields: frozenset[str]
         return None
     except Exception:  # the email package raises many kinds on hostile input
         for name in fields:
-            spelled = re.escape(name.encode()).replace(b"_", b"[_ .]")  # and as PHP reads it (_php_name)
-            if re.search(rb'name\s*=\s*"?\s*' + spelled + rb'"?', body, re.IGNORECASE):
+            spelled = re.escape(name.encode()).replace(b"_", b"[_ .]")  # and as PHP reads it (php_field_name)
+            if re.search(rb'name\s*=\s*"?[\s\[\]]*' + spelled + rb'"?', body, re.IGNORECASE):
                 return name, "?"
         return None
 
@@ -184,7 +183,9 @@ def _json_field(body: bytes, fields: frozenset[str]) -> tuple[str, str] | None:
     return next(((k, str(v)) for k, v in doc.items() if k in fields and _names_another_method(v)), None)
 
 
-_php_name = php_field_name
+def _named(name: str, fields: frozenset[str]) -> bool:
+    """Whether a body field is one of `fields` as sent, as PHP registers it or as Rack 2 reads it."""
+    return name in fields or php_field_name(name) in fields or rack2_field_name(name) in fields
 
 
 # every `name=` parameter of a Content-Disposition (the stdlib's header parser keeps only one)
