@@ -352,6 +352,13 @@ def wide_text(body: bytes) -> bool:
     return len(head) >= 2 and (head[0] == 0 or head[1] == 0)
 
 
+def mentions_json(req: Request) -> bool:
+    """Whether the Content-Type header contains "/json" or "+json" anywhere, parameters included
+    (`image/png; type=/json`): Laravel then reads the body as JSON whatever the media type
+    (`Request::isJson` is that substring test), so such a body is never passed unread."""
+    return any(b"/json" in v.lower() or b"+json" in v.lower() for k, v in req.headers if k == b"content-type")
+
+
 def sniff(body: bytes) -> Literal["json", "xml", "form", "text"]:
     """What a body without a (processable) type looks like: JSON (it parses), XML (it starts
     with `<`), an urlencoded form (`a=1&b=2`), or other text."""

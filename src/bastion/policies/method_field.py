@@ -87,9 +87,7 @@ class MethodField(Policy[MethodFieldConfig]):
                 ct, ambiguous = None, exc
             # Laravel reads the body as JSON when the Content-Type header contains "/json" or
             # "+json" anywhere, parameters included (`application/xml; x=/json`)
-            laravel_json = any(
-                b"/json" in v.lower() or b"+json" in v.lower() for k, v in req.headers if k == b"content-type"
-            )
+            laravel_json = bodies.mentions_json(req)
             if ct is not None and ct.kind in ("xml", "graphql") and not laravel_json:
                 return None  # see the module's doc
             body = await bodies.read_body(req, ctx, limit=limit)
