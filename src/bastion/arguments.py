@@ -111,6 +111,13 @@ async def _read(req: Request, ctx: Any, graphql: bool | None, max_body: int) -> 
     pairs = parse_qsl(req.query.decode("latin-1"), keep_blank_values=True) if req.query else []
     body, ct = await _body(req, ctx, max_body)
     doc = _body_document(body, ct)
+    # a non-JSON type whose Content-Type mentions JSON anywhere (`application/xml; x=/json`):
+    # Laravel reads the body as JSON (`Request::isJson`), so its values are arguments too
+    also_json = (
+        _json_reading(body) if body and ct is not None and ct.kind != "json" and bodies.mentions_json(req) else None
+    )
+    if also_json is not None:
+        out.extend(Argument("body", k, v) for k, v in leaves("", also_json))
     if graphql is None:
         graphql = _looks_graphql(pairs, doc)
     inputs.graphql = graphql
@@ -157,6 +164,13 @@ class _Doc:
     kind: Literal["json", "form", "graphql"]
     value: Any  # parsed JSON; form pairs; the GraphQL text
     upload: bool = False  # form pairs from a multipart body's text fields
+
+
+def _json_reading(body: bytes) -> Any:
+    try:
+        return _loads(body)
+    except ValueError:
+        return None
 
 
 def _upload_operations(text: str) -> list[dict[str, Any]] | None:

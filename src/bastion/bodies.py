@@ -148,7 +148,39 @@ def content_type(req: Request) -> ContentType | None:
                 "ambiguous-content-type",
                 "a multipart body needs one boundary of 1-70 allowed characters (RFC 2046)",
             )
+        if any(b != boundary for b in _lenient_boundaries(values[0].decode("latin-1"))):
+            raise BodyRefused(
+                400,
+                "ambiguous-content-type",
+                "the multipart boundary reads differently to other parsers (another parameter "
+                "names 'boundary', or the boundary has a ',')",
+            )
     return ct
+
+
+# Rack's Content-Type match (rack/multipart.rb `MULTIPART`): greedy, so the LAST "boundary="
+_RACK_BOUNDARY = re.compile(r'multipart/.*boundary="?([^";,]+)"?', re.IGNORECASE | re.DOTALL)
+
+
+def _lenient_boundaries(raw: str) -> list[str]:
+    """The boundaries that servers reading the header with a substring search take: Rack (the
+    last `boundary=` anywhere, `xboundary=` and a quoted `x="boundary=..."` included) and PHP
+    (main/rfc1867.c: the first "boundary" anywhere, then its '=', cut at ',' or ';'). A body whose
+    parts are delimited by one of these and not by the real boundary would be read as other
+    fields by the upstream than by the gateway."""
+    out = []
+    m = _RACK_BOUNDARY.match(raw)
+    if m:
+        out.append(m.group(1).strip())
+    i = raw.find("boundary")
+    if i < 0:
+        i = raw.lower().find("boundary")
+    j = raw.find("=", i) if i >= 0 else -1
+    if j >= 0:
+        v = raw[j + 1 :]
+        v = v[1:].split('"', 1)[0] if v.startswith('"') else re.split(r"[,;]", v, maxsplit=1)[0]
+        out.append(v.strip())
+    return out
 
 
 async def read_body(req: Request, ctx, *, limit: int | None = None) -> bytes:
@@ -318,6 +350,13 @@ def wide_text(body: bytes) -> bool:
     if head.startswith((b"\xff\xfe", b"\xfe\xff", b"\x00\x00\xfe\xff")):
         return True
     return len(head) >= 2 and (head[0] == 0 or head[1] == 0)
+
+
+def mentions_json(req: Request) -> bool:
+    """Whether the Content-Type header contains "/json" or "+json" anywhere, parameters included
+    (`image/png; type=/json`): Laravel then reads the body as JSON whatever the media type
+    (`Request::isJson` is that substring test), so such a body is never passed unread."""
+    return any(b"/json" in v.lower() or b"+json" in v.lower() for k, v in req.headers if k == b"content-type")
 
 
 def sniff(body: bytes) -> Literal["json", "xml", "form", "text"]:

@@ -37,7 +37,7 @@ from bastion.http import (
     parse_ip,
     problem,
 )
-from bastion.http.headers import METHOD_OVERRIDE_HEADERS
+from bastion.http.headers import METHOD_OVERRIDE_HEADERS, php_field_name
 from bastion.net.http1 import UpstreamProtocolError, UpstreamTimeout
 from bastion.pipeline import Context, Pipeline
 from bastion.response_body import BodyRefused, rewrite_body
@@ -347,11 +347,12 @@ class Gateway:
         Conflicting or unknown values are refused. Not honoured, the headers are dropped on the
         way out, but a `_method` parameter cannot be: the request is refused."""
         param = []
-        if req.query and b"_method" in req.query:
+        # the name as any server decodes it (`%5Fmethod`) and as PHP registers it (`.method`)
+        if req.query and (b"method" in req.query or b"%" in req.query):
             param = [
                 v.encode("latin-1")
                 for k, v in parse_qsl(req.query.decode("latin-1"), keep_blank_values=True)
-                if k == "_method"
+                if k == "_method" or php_field_name(k) == "_method"
             ]
         if param and not honoured:
             return problem(

@@ -10,6 +10,26 @@ Headers = list[tuple[bytes, bytes]]
 METHOD_OVERRIDE_HEADERS = ("x-http-method-override", "x-http-method", "x-method-override")
 
 
+def php_field_name(name: str) -> str:
+    """A query or form field's name as PHP registers it (php_register_variable_ex in
+    main/php_variables.c): cut at a NUL, leading spaces dropped, spaces and dots before any '['
+    turned into '_'. So `.method` and `_method\\x00x` are `_method` to Laravel and Symfony."""
+    name = name.split("\x00", 1)[0].lstrip(" ")
+    head, bracket, rest = name.partition("[")
+    return head.replace(" ", "_").replace(".", "_") + bracket + rest
+
+
+_RACK2_KEY = re.compile(r"[\[\]]*([^\[\]]+)\]*")
+
+
+def rack2_field_name(name: str) -> str | None:
+    """A form field's name as Rack 2 (Rails up to 7.0) reads it (`QueryParser#normalize_params`):
+    brackets before the key and closing ones after it are dropped, so `[_method]` and `_method]`
+    are `_method`; None when the name nests (`a[b]`, `a[]`: not a plain string field)."""
+    m = _RACK2_KEY.match(name)
+    return m.group(1) if m and m.end() == len(name) else None
+
+
 # ---- header hygiene ---------------------------------------------------------------------------
 # RFC 9110 5.1/5.5: a field name is a token; a value has no control character but HTAB. The
 # fast check is `bytes.translate` deleting the allowed bytes from all names (or all values) joined:

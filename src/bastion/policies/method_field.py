@@ -15,20 +15,31 @@ of `bastion.arguments` that the WAF and the SSRF guard share, computed once per 
 their content coding is undone;
 JSON escapes and form percent-encoding are decoded, so `"\\u005fmethod"` and `%5Fmethod` are the
 same field. A value that names POST (any case, surrounding white space) is harmless and passes.
-multipart/form-data parts (not files) by their name. Not read: XML and GraphQL bodies.
+multipart/form-data parts (not files) by their name. Not read: XML and GraphQL bodies, unless
+the Content-Type header contains "/json" or "+json" anywhere (`application/xml; x=/json`): Laravel
+then reads the body as JSON whatever the type (`Request::isJson`), so it is read as JSON here too.
+
+Names are compared as PHP registers them too (`php_field_name`): PHP, and so Laravel and Symfony, drop
+leading spaces, turn spaces and dots into underscores and cut at a NUL, so `.method=DELETE`,
+`_method%00x=DELETE` and `+_method=DELETE` are `$_POST['_method']` there. A multipart part that
+names itself twice (`name="x"; name="_method"`) is read by every `name` it gives: Rack and PHP keep
+the last, the stdlib's parser the first. Rack 2 (Rails up to 7.0) drops brackets around a plain
+key: `[_method]=DELETE` and `_method]=DELETE` are its `_method`.
 """
 
 from __future__ import annotations
 
+import json
 import re
 from typing import Any, ClassVar
 
+import orjson
 from pydantic import Field
 
 from bastion import bodies
 from bastion.arguments import api_inputs
 from bastion.http import Request, Response, problem
-from bastion.http.headers import METHOD_OVERRIDE_HEADERS
+from bastion.http.headers import METHOD_OVERRIDE_HEADERS, php_field_name, rack2_field_name
 from bastion.pipeline import Context, Policy, PolicyConfig
 
 
@@ -51,12 +62,18 @@ class MethodField(Policy[MethodFieldConfig]):
         super().__init__(config, env)
         self.fields = frozenset(config.fields)
         self.needles = tuple(f.encode() for f in config.fields) + (b"\\u", b"%", b"=?", b"*=")
+        # the names as PHP may be sent them: any '_' written as a space ('+' in a form) or a dot
+        self.php_needle = re.compile(
+            b"|".join(re.escape(f.encode()).replace(b"_", b"[_ +.]") for f in config.fields if "_" in f) or b"(?!)"
+        )
 
     def _may_hold(self, body: bytes) -> bool:
         """Whether the body can spell a field at all: its name as it is, or some escape that could
         write it another way (a JSON `\\u`, percent-encoding, an RFC 2047 or RFC 2231 parameter in a
         multipart head; UTF-16/32 text). Most bodies have none, and are not parsed here."""
-        return any(n in body for n in self.needles) or bodies.wide_text(body)
+        return (
+            any(n in body for n in self.needles) or self.php_needle.search(body) is not None or bodies.wide_text(body)
+        )
 
     async def on_request(self, req: Request, ctx: Context) -> Response | None:
         if not req.has_body() or (req.method != "POST" and not _overridden(req)):
@@ -68,14 +85,20 @@ class MethodField(Policy[MethodFieldConfig]):
                 ct = bodies.content_type(req)
             except bodies.BodyRefused as exc:  # several or malformed types: the upstream picks one
                 ct, ambiguous = None, exc
-            if ct is not None and ct.kind in ("xml", "graphql"):
+            # Laravel reads the body as JSON when the Content-Type header contains "/json" or
+            # "+json" anywhere, parameters included (`application/xml; x=/json`)
+            laravel_json = bodies.mentions_json(req)
+            if ct is not None and ct.kind in ("xml", "graphql") and not laravel_json:
                 return None  # see the module's doc
             body = await bodies.read_body(req, ctx, limit=limit)
             if not self._may_hold(body):
                 return None  # whatever the type, nothing here can name a method
             if ambiguous is not None:
                 raise ambiguous  # it could, under a type this reading cannot choose
-            if ct is not None and ct.kind == "multipart":
+            found = _json_field(body, self.fields) if laravel_json else None
+            if found is not None or (ct is not None and ct.kind in ("xml", "graphql")):
+                pass  # found as Laravel reads it; or an XML/GraphQL type, read only that way
+            elif ct is not None and ct.kind == "multipart":
                 found = _multipart_field(body, ct, self.fields)
             else:
                 # JSON and forms; other and missing types as `bastion.arguments` sniffs them
@@ -85,7 +108,7 @@ class MethodField(Policy[MethodFieldConfig]):
                     (
                         (a.name, str(a.value))
                         for a in inputs.arguments
-                        if a.source == "body" and a.name in self.fields and _names_another_method(a.value)
+                        if a.source == "body" and _named(a.name, self.fields) and _names_another_method(a.value)
                     ),
                     None,
                 )
@@ -122,7 +145,12 @@ def _multipart_field(body: bytes, ct: bodies.ContentType, fields: frozenset[str]
         msg = BytesParser(policy=HTTP).parsebytes(head + body)
         for part in msg.iter_parts():
             name = part.get_param("name", header="content-disposition")
-            if not isinstance(name, str) or name not in fields or part.get_filename() is not None:
+            names = {name} if isinstance(name, str) else set()
+            for key, raw in part.raw_items():  # as sent: the parsed header keeps one name
+                if key.lower() == "content-disposition":
+                    names.update(_raw_names(str(raw)))
+            name = next((n for n in names if _named(n, fields)), None)
+            if name is None or part.get_filename() is not None:
                 continue
             payload = part.get_payload(decode=True)
             value = payload.decode("utf-8", "replace") if isinstance(payload, bytes) else ""
@@ -131,9 +159,39 @@ def _multipart_field(body: bytes, ct: bodies.ContentType, fields: frozenset[str]
         return None
     except Exception:  # the email package raises many kinds on hostile input
         for name in fields:
-            if re.search(rb'name\s*=\s*"?' + re.escape(name.encode()) + rb'"?', body, re.IGNORECASE):
+            spelled = re.escape(name.encode()).replace(b"_", b"[_ .]")  # and as PHP reads it (php_field_name)
+            if re.search(rb'name\s*=\s*"?[\s\[\]]*' + spelled + rb'"?', body, re.IGNORECASE):
                 return name, "?"
         return None
+
+
+def _json_field(body: bytes, fields: frozenset[str]) -> tuple[str, str] | None:
+    """A top-level JSON member named like one of `fields` that names another method, read as
+    Laravel reads a body whose Content-Type mentions JSON (PHP's json_decode: the last of two
+    equal keys, as orjson and Python's json keep); None for a body that is not a JSON object."""
+    try:
+        doc = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        try:
+            doc = json.loads(body)
+        except ValueError:
+            return None
+    if not isinstance(doc, dict):
+        return None
+    return next(((k, str(v)) for k, v in doc.items() if k in fields and _names_another_method(v)), None)
+
+
+def _named(name: str, fields: frozenset[str]) -> bool:
+    """Whether a body field is one of `fields` as sent, as PHP registers it or as Rack 2 reads it."""
+    return name in fields or php_field_name(name) in fields or rack2_field_name(name) in fields
+
+
+# every `name=` parameter of a Content-Disposition (the stdlib's header parser keeps only one)
+_NAME_PARAM = re.compile(r'(?:^|;)\s*name\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^;]*))', re.IGNORECASE)
+
+
+def _raw_names(disposition: str) -> list[str]:
+    return [(q.replace('\\"', '"') if q else bare.strip()) for q, bare in _NAME_PARAM.findall(disposition)]
 
 
 _OVERRIDE_HEADERS = frozenset(h.encode() for h in METHOD_OVERRIDE_HEADERS)

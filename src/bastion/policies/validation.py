@@ -120,6 +120,13 @@ class Validation(Policy[ValidationConfig]):
             # codings undone (the upstream then receives the decoded bytes), no duplicated JSON keys
             try:
                 ct = bodies.content_type(req)
+                if ct is not None and _json_in_parameters_only(ct, req):
+                    # validated as its media type, read as JSON by Laravel (`image/png; type=/json`)
+                    raise BodyRefused(
+                        415,
+                        "unsupported-media-type",
+                        f"the Content-Type mentions JSON but is {ct.media}: send a JSON type to send JSON",
+                    )
                 body = await bodies.read_body(req, ctx)
                 if ct is not None and ct.kind == "json":
                     bodies.check_json_unique(body)
@@ -218,3 +225,10 @@ class Validation(Policy[ValidationConfig]):
         self.properties_removed += removed
         ctx.log_fields["response_properties_removed"] = removed
         return orjson.dumps(pruned)
+
+
+def _json_in_parameters_only(ct: bodies.ContentType, req: Request) -> bool:
+    """A non-JSON media type whose Content-Type parameters mention JSON: Laravel reads the body
+    as JSON (`Request::isJson` is a substring test on the whole header), while the schema checked
+    here is the media type's (a binary string for `image/png`)."""
+    return ct.kind != "json" and "/json" not in ct.media and "+json" not in ct.media and bodies.mentions_json(req)

@@ -402,8 +402,8 @@ class Waf(Policy[WafConfig]):
         if length is not None and length > self.max_body and self.block:
             raise BodyRefused(413, "body-too-large", f"bodies over {self.max_body} bytes cannot be inspected")
         ct = bodies.content_type(req)
-        if ct is not None and ct.media in self.uninspected:
-            return [], ct
+        if ct is not None and ct.media in self.uninspected and not bodies.mentions_json(req):
+            return [], ct  # (a type that mentions JSON anywhere is read as JSON by Laravel: inspected)
         body = await bodies.read_body(req, ctx, limit=self.max_body if self.block else None)
         if len(body) > self.max_body:
             if self.block:
