@@ -19,14 +19,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import gateway as g  # noqa: E402
+from workers_cpu import cpu_seconds  # noqa: E402
 
 PY = sys.executable
-TICK = os.sysconf("SC_CLK_TCK")
-
-
-def cpu(pid):
-    f = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
-    return (int(f[11]) + int(f[12])) / TICK
 
 
 def run_wrk(url, secs, script=None):
@@ -91,9 +86,9 @@ try:
                         continue
                     if r == 0:
                         run_wrk(f"http://127.0.0.1:{port}{path}", 1, script)
-                    c0 = cpu(p.pid)
+                    c0 = cpu_seconds(p.pid)
                     n = run_wrk(f"http://127.0.0.1:{port}{path}", secs, script)
-                    c1 = cpu(p.pid)
+                    c1 = cpu_seconds(p.pid)
                     res.setdefault((i, kind + label), []).append((c1 - c0) / n * 1e6)
     for i, tree in enumerate(trees):
         med = {k: sorted(v)[len(v) // 2] for (j, k), v in res.items() if j == i}

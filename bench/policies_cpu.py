@@ -24,19 +24,13 @@ import time
 from pathlib import Path
 
 from gateway import BASTION_ALL, free_port, pass_through, pinned, wait_port
+from workers_cpu import cpu_seconds  # noqa: E402
 
-TICK = os.sysconf("SC_CLK_TCK")
 UPSTREAM = """worker_processes 1; daemon off; pid {dir}/up.pid; error_log {dir}/error.log warn;
 events {{ worker_connections 4096; }}
 http {{ access_log off; server {{ listen 127.0.0.1:{up};
   location / {{ default_type application/json; return 200 '{{"id":1,"name":"alice","ok":true}}'; }} }} }}
 """
-
-
-def cpu_seconds(pid: int) -> float:
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICK
 
 
 def configs(work: Path, up: int) -> dict[str, tuple[int, str]]:

@@ -25,20 +25,14 @@ import tempfile
 from pathlib import Path
 
 from gateway import BASTION_ALL, free_port, pass_through, stop_all, wait_port
+from workers_cpu import cpu_seconds  # noqa: E402
 
-TICK = os.sysconf("SC_CLK_TCK")
 UPSTREAM = """worker_processes 1; daemon off; pid {dir}/up.pid; error_log {dir}/error.log warn;
 events {{ worker_connections 4096; }}
 http {{ access_log off; server {{ listen 127.0.0.1:{up};
   location / {{ default_type application/json; return 200 '{{"id":1,"name":"alice","ok":true}}'; }} }} }}
 """
 SRC = Path(__file__).resolve().parent.parent / "src"
-
-
-def cpu_seconds(pid: int) -> float:
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICK
 
 
 def wrk_requests(url: str, duration: int, connections: int, script: str | None) -> int:
