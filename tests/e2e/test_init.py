@@ -10,10 +10,12 @@ import re
 import shutil
 import subprocess
 import sys
+import uuid
 from pathlib import Path
 
 import pytest
 import yaml
+from clock import clear_of_window_edge
 from helpers import PROCESS_SECONDS, ThreadedUvicorn, raw_request, run_gateway
 
 from bastion.auth.apikeys import hash_key
@@ -144,6 +146,10 @@ def test_login_like_operations_get_login_limits_and_the_filled_config_serves(tmp
     assert "reports:read" in out.read_text() and "openid-configuration" in out.read_text()
     # the filled file, served: the key works, a missing key is refused, the login is limited
     text = out.read_text().replace("port: 8080", "port: 0").replace("port: 9901", "port: 0")
+    served = yaml.safe_load(text)  # the limits as written; only the key space is this test's own (the
+    served["policies"]["rate_limit"]["key_prefix"] = f"init-{uuid.uuid4().hex}"  # store is process-wide)
+    text = yaml.safe_dump(served)
+    clear_of_window_edge(60, 20)  # the login limit uses the clock-aligned default (tests/clock.py)
     with run_gateway(text, tmp_path) as g:
         assert raw_request(g.port, "GET", "/v1/items", {"X-Key": KEY}).status == 200
         assert raw_request(g.port, "GET", "/v1/items").status == 401
