@@ -243,10 +243,12 @@ def check_json_unique(body: bytes) -> None:
         return  # not JSON for the stdlib either: the caller's own parse reports it
 
 
-def _multipart_parts(body: bytes, ct: ContentType) -> list[tuple[list[str], str | None, bytes]]:
+def _multipart_parts(
+    body: bytes, ct: ContentType, *, strict: bool = False
+) -> list[tuple[list[str], str | None, bytes]]:
     """(names, filename, content with its transfer encoding undone) of each part of a multipart
     body, parsed by the stdlib's email parser; an unparsable body gives [] (ModSecurity's own
-    strict parser refuses it anyway). `names`: every `name` the part's Content-Disposition
+    strict parser refuses it anyway), or with `strict` the parser's exception. `names`: every `name` the part's Content-Disposition
     headers give it — one normally; a part that names itself twice (`name="a"; name="url"`, or
     two Content-Disposition lines) is read under each, since parsers disagree on which wins
     (werkzeug takes the last, the email package the first). `name*=utf-8''url` (RFC 2231,
@@ -276,6 +278,8 @@ def _multipart_parts(body: bytes, ct: ContentType) -> list[tuple[list[str], str 
             out.append((names, part.get_filename(), payload if isinstance(payload, bytes) else b""))
         return out
     except Exception:  # the email package raises many kinds on hostile input
+        if strict:
+            raise
         return []
 
 
@@ -290,14 +294,15 @@ def multipart_files(body: bytes, ct: ContentType) -> list[str]:
     ]
 
 
-def multipart_fields(body: bytes, ct: ContentType) -> list[tuple[str, str]]:
+def multipart_fields(body: bytes, ct: ContentType, *, strict: bool = False) -> list[tuple[str, str]]:
     """The text fields of a multipart/form-data body (named parts without a `filename`: what
     `request.form` holds in Flask, `req.body` with multer), as (name, value) decoded as UTF-8
     with replacement, in order. A part with an empty `filename=""` is a field too: Go's
-    mime/multipart (`r.FormValue`) reads it as one, where werkzeug and busboy see a file."""
+    mime/multipart (`r.FormValue`) reads it as one, where werkzeug and busboy see a file.
+    `strict`: a body the parser cannot read raises instead of giving []."""
     return [
         (name, data.decode("utf-8", errors="replace"))
-        for names, filename, data in _multipart_parts(body, ct)
+        for names, filename, data in _multipart_parts(body, ct, strict=strict)
         if not filename
         for name in names
     ]

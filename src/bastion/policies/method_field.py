@@ -132,37 +132,19 @@ def _names_another_method(value: object) -> bool:
 
 
 def _multipart_field(body: bytes, ct: bodies.ContentType, fields: frozenset[str]) -> tuple[str, str] | None:
-    """A non-file part of a multipart/form-data body named like one of `fields` whose value names
-    another method (parsed by the stdlib's email parser, as `bodies.multipart_files` does). A body
-    the parser cannot read is searched for the names as bytes instead: refused when one appears as
-    a part name, since the application's parser may read what this one could not."""
-    from email.parser import BytesParser
-    from email.policy import HTTP
-
-    boundary = ct.params.get("boundary", "").replace("\\", "\\\\").replace('"', '\\"')
-    head = f'Content-Type: {ct.media}; boundary="{boundary}"\r\n\r\n'.encode("latin-1")
+    """A text field of a multipart/form-data body (`bodies.multipart_fields`: every name a part
+    gives itself) named like one of `fields` whose value names another method. A body the parser
+    cannot read is searched for the names as bytes instead: refused when one appears as a part
+    name, since the application's parser may read what this one could not."""
     try:
-        msg = BytesParser(policy=HTTP).parsebytes(head + body)
-        for part in msg.iter_parts():
-            name = part.get_param("name", header="content-disposition")
-            names = {name} if isinstance(name, str) else set()
-            for key, raw in part.raw_items():  # as sent: the parsed header keeps one name
-                if key.lower() == "content-disposition":
-                    names.update(_raw_names(str(raw)))
-            name = next((n for n in names if _named(n, fields)), None)
-            if name is None or part.get_filename() is not None:
-                continue
-            payload = part.get_payload(decode=True)
-            value = payload.decode("utf-8", "replace") if isinstance(payload, bytes) else ""
-            if _names_another_method(value):
-                return name, value
-        return None
+        pairs = bodies.multipart_fields(body, ct, strict=True)
     except Exception:  # the email package raises many kinds on hostile input
         for name in fields:
             spelled = re.escape(name.encode()).replace(b"_", b"[_ .]")  # and as PHP reads it (php_field_name)
             if re.search(rb'name\s*=\s*"?[\s\[\]]*' + spelled + rb'"?', body, re.IGNORECASE):
                 return name, "?"
         return None
+    return next(((n, v) for n, v in pairs if _named(n, fields) and _names_another_method(v)), None)
 
 
 def _json_field(body: bytes, fields: frozenset[str]) -> tuple[str, str] | None:
@@ -184,14 +166,6 @@ def _json_field(body: bytes, fields: frozenset[str]) -> tuple[str, str] | None:
 def _named(name: str, fields: frozenset[str]) -> bool:
     """Whether a body field is one of `fields` as sent, as PHP registers it or as Rack 2 reads it."""
     return name in fields or php_field_name(name) in fields or rack2_field_name(name) in fields
-
-
-# every `name=` parameter of a Content-Disposition (the stdlib's header parser keeps only one)
-_NAME_PARAM = re.compile(r'(?:^|;)\s*name\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^;]*))', re.IGNORECASE)
-
-
-def _raw_names(disposition: str) -> list[str]:
-    return [(q.replace('\\"', '"') if q else bare.strip()) for q, bare in _NAME_PARAM.findall(disposition)]
 
 
 _OVERRIDE_HEADERS = frozenset(h.encode() for h in METHOD_OVERRIDE_HEADERS)
