@@ -29,6 +29,8 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 PY = sys.executable
+# `bastion serve` as every bench starts it: one worker (the benches give the servers one core)
+SERVE = [PY, "-m", "bastion.cli", "serve", "--no-watch", "--log-level", "warning", "--workers", "1"]
 
 
 def free_port() -> int:
@@ -305,19 +307,7 @@ def main() -> None:
         procs.append(subprocess.Popen([*srv, PY, str(HERE / "minimal_proxy.py"), f"http://127.0.0.1:{up}", str(mini)]))
         # one worker on the one core given to the servers (the default is one per usable core, and
         # with no per-process store these configs would start two on the same core)
-        bastion = [
-            *srv,
-            PY,
-            "-m",
-            "bastion.cli",
-            "serve",
-            "--no-watch",
-            "--log-level",
-            "warning",
-            "--workers",
-            "1",
-            "--config",
-        ]
+        bastion = [*srv, *SERVE, "--config"]
         procs.append(subprocess.Popen([*bastion, str(work / "pass.yaml")]))
         procs.append(subprocess.Popen([*bastion, str(work / "all.yaml")]))
         targets = [

@@ -18,12 +18,11 @@ import os
 import re
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-from gateway import BASTION_ALL, free_port, pass_through, pinned, wait_port
+from gateway import BASTION_ALL, SERVE, free_port, pass_through, pinned, wait_port
 from workers_cpu import cpu_seconds  # noqa: E402
 
 UPSTREAM = """worker_processes 1; daemon off; pid {dir}/up.pid; error_log {dir}/error.log warn;
@@ -85,10 +84,7 @@ def main() -> None:
                     continue
                 name = label + suffix
                 (work / f"{name}.yaml").write_text(text)
-                cmd = [*pinned("1"), sys.executable, "-m", "bastion.cli", "serve", "--no-watch", "--workers", "1"]
-                proc = subprocess.Popen(
-                    [*cmd, "--log-level", "warning", "--config", str(work / f"{name}.yaml")], env=env
-                )
+                proc = subprocess.Popen([*pinned("1"), *SERVE, "--config", str(work / f"{name}.yaml")], env=env)
                 procs.append(proc)
                 servers[name] = (port, proc)
         for port, _ in servers.values():

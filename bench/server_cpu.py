@@ -20,11 +20,10 @@ import os
 import re
 import statistics
 import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
-from gateway import BASTION_ALL, free_port, pass_through, stop_all, wait_port
+from gateway import BASTION_ALL, SERVE, free_port, pass_through, stop_all, wait_port
 from workers_cpu import cpu_seconds  # noqa: E402
 
 UPSTREAM = """worker_processes 1; daemon off; pid {dir}/up.pid; error_log {dir}/error.log warn;
@@ -81,18 +80,7 @@ def main() -> None:
                     path.write_text(BASTION_ALL.format(port=port, up=up, dir=work / f"{tree}-audit"))
                     (work / f"{tree}-audit").mkdir()
                 env = {**os.environ, "PYTHONPATH": src}
-                cmd = [
-                    sys.executable,
-                    "-m",
-                    "bastion.cli",
-                    "serve",
-                    "--no-watch",
-                    "--log-level",
-                    "warning",
-                    "--workers",
-                    "1",
-                ]
-                proc = subprocess.Popen([*cmd, "--config", str(path)], env=env)
+                proc = subprocess.Popen([*SERVE, "--config", str(path)], env=env)
                 procs.append(proc)
                 servers[(tree, cfg)] = (proc, port)
         wait_port(up)

@@ -14,12 +14,11 @@ from __future__ import annotations
 import argparse
 import re
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-from gateway import free_port, pass_through, stop_all, wait_port
+from gateway import SERVE, free_port, pass_through, stop_all, wait_port
 from workers_cpu import UPSTREAM, cpu_seconds
 
 PATH = "/users/1?q=hello&page=2"  # bench/gateway.py's path for target w
@@ -60,18 +59,7 @@ def main() -> None:
         (work / "w.yaml").write_text(pass_through(ports["w"], up, waf={}))
         pids = {}
         for label in ports:
-            cmd = [
-                sys.executable,
-                "-m",
-                "bastion.cli",
-                "serve",
-                "--no-watch",
-                "--log-level",
-                "warning",
-                "--workers",
-                "1",
-            ]
-            procs.append(subprocess.Popen([*cmd, "--config", str(work / f"{label}.yaml")]))
+            procs.append(subprocess.Popen([*SERVE, "--config", str(work / f"{label}.yaml")]))
             pids[label] = procs[-1].pid
         for port in ports.values():
             wait_port(port, 120)
