@@ -1,7 +1,7 @@
 """bench/server_layer: CPU time per request of the server layer alone (the listener's protocol,
 uvicorn's cycle, the ASGI messages), without sockets, the gateway or an upstream.
 
-One `EdgeProtocol` on a transport that only collects what is written; each request's bytes are
+One listener protocol (`--server native`: `NativeProtocol`, or `uvicorn`: `EdgeProtocol`) on a transport that only collects what is written; each request's bytes are
 fed to `data_received` and the loop runs until the answer is out. The app answers like the
 gateway's relay does (a start message with `--response-headers` headers, one body message, the
 empty last one). CPU time of the process (`time.process_time`), so another job on the machine
@@ -78,7 +78,7 @@ def make_app(n_headers: int) -> Any:
     return app
 
 
-async def run(requests: int, request: bytes, app: Any) -> float:
+async def run(requests: int, request: bytes, app: Any, server: str = "native") -> float:
     loop = asyncio.get_running_loop()
     config = uvicorn.Config(
         app,
@@ -90,7 +90,7 @@ async def run(requests: int, request: bytes, app: Any) -> float:
         proxy_headers=False,
     )
     config.load()
-    proto_cls = protocol_for(EdgeLimits())
+    proto_cls = protocol_for(EdgeLimits(), server=server)
     sink = Sink()
     proto = proto_cls(config=config, server_state=ServerState(), app_state={}, _loop=loop)
     proto.connection_made(sink)  # type: ignore[arg-type]
@@ -112,15 +112,21 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--headers", type=int, default=0, help="extra request headers")
     ap.add_argument("--response-headers", type=int, default=8)
+    ap.add_argument(
+        "--server",
+        choices=("native", "uvicorn"),
+        default="native",
+        help="the listener's protocol (ListenerConfig.server)",
+    )
     args = ap.parse_args()
     extra = b"".join(b"x-extra-%d: value-%d-abcdefghijklmnop\r\n" % (i, i) for i in range(args.headers))
     request = (
         b"GET /users/1?x=1 HTTP/1.1\r\nHost: 127.0.0.1:8080\r\nUser-Agent: wrk\r\nAccept: */*\r\n" + extra + b"\r\n"
     )
     app = make_app(args.response_headers)
-    results = [uvloop.run(run(args.requests, request, app)) for _ in range(args.rounds)]
+    results = [uvloop.run(run(args.requests, request, app, args.server)) for _ in range(args.rounds)]
     print(
-        f"server layer: {statistics.median(results):.2f} µs/request (median of {args.rounds}; "
+        f"server layer ({args.server}): {statistics.median(results):.2f} µs/request (median of {args.rounds}; "
         f"{args.headers} extra request headers, {args.response_headers} response headers) "
         + " ".join(f"{r:.2f}" for r in results)
     )

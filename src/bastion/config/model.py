@@ -80,6 +80,12 @@ class ListenerConfig(Strict):
         le=1048576,
         description="Bytes a request head (request line and all header lines) may take (431 after).",
     )
+    server: Literal["native", "uvicorn"] = Field(
+        "native",
+        description="The listener's HTTP/1.1 server layer: `native` (bastion's own protocol on httptools, "
+        "the default) or `uvicorn` (uvicorn's httptools protocol under the same edge limits, as before "
+        "session 6; kept as a fallback).",
+    )
 
     def is_loopback(self) -> bool:
         if self.host == "localhost":

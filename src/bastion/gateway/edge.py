@@ -473,9 +473,14 @@ class EdgeProtocol(TlsHttpToolsProtocol):
         self._messages += 1
 
 
-def protocol_for(limits: EdgeLimits, name: str = "EdgeProtocol") -> type[EdgeProtocol]:
-    """A protocol class for one listener, with its own connection gate."""
-    return type(name, (EdgeProtocol,), {"gate": ConnectionGate(limits)})
+def protocol_for(limits: EdgeLimits, name: str = "EdgeProtocol", server: str = "native") -> type[Any]:
+    """A protocol class for one listener, with its own connection gate: `NativeProtocol`
+    (gateway/native.py, the default) or, with `server="uvicorn"`, `EdgeProtocol` on uvicorn's."""
+    if server == "uvicorn":
+        return type(name, (EdgeProtocol,), {"gate": ConnectionGate(limits)})
+    from bastion.gateway.native import NativeProtocol
+
+    return type(name, (NativeProtocol,), {"gate": ConnectionGate(limits)})
 
 
 class EdgeCollector(Collector):

@@ -20,7 +20,7 @@ import uvicorn
 from bastion.config.loader import ConfigError, load_config
 from bastion.config.model import AdminConfig, GatewayConfig, ListenerConfig
 from bastion.gateway.app import Gateway
-from bastion.gateway.edge import EDGE_COLLECTOR, ConnectionGate, EdgeLimits, EdgeProtocol, protocol_for
+from bastion.gateway.edge import EDGE_COLLECTOR, ConnectionGate, EdgeLimits, protocol_for
 from bastion.gateway.state import compile_state
 from bastion.observability import note_certificate
 
@@ -129,7 +129,7 @@ def edge_limits(listener: ListenerConfig, open_files: int, listeners: int) -> Ed
 
 
 def _uvicorn_config(
-    app: Any, listener: ListenerConfig, config_dir: str, protocol: type[EdgeProtocol] | None = None
+    app: Any, listener: ListenerConfig, config_dir: str, protocol: type[Any] | None = None
 ) -> uvicorn.Config:
     kwargs: dict[str, Any] = {}
     if listener.tls:
@@ -139,7 +139,7 @@ def _uvicorn_config(
         )
         note_certificate(f"{listener.host}:{listener.port}", cert)
     if protocol is None:
-        protocol = protocol_for(edge_limits(listener, raise_open_file_limit(), 1))
+        protocol = protocol_for(edge_limits(listener, raise_open_file_limit(), 1), server=listener.server)
 
     config = uvicorn.Config(
         app,
@@ -314,7 +314,7 @@ class GatewayServer:
         for i, listener in enumerate(self.config.listeners):
             sock = self.worker.listeners[i] if self.worker else _bind(listener)
             sockets.append(sock)
-            protocol = protocol_for(edge_limits(listener, open_files, count))
+            protocol = protocol_for(edge_limits(listener, open_files, count), server=listener.server)
             self.gates.append(protocol.gate)
             server = _Server(_uvicorn_config(self.gateway, listener, config_dir, protocol))
             server.handshake_timeout = listener.client_header_timeout
