@@ -24,7 +24,7 @@ Semantics kept (each has a test): keep-alive and HTTP/1.0 rules, pipelining (ans
 order, reading paused while one is queued), Expect: 100-continue, bodies streamed through
 `receive()` with reading paused above 64 KiB, `http.disconnect`, HEAD, chunked vs
 Content-Length framing, `Connection: close`, the 400/408/413/431/503 refusals, lingering
-close. `tests/integration/test_native_differential.py` feeds generated request streams to this
+close. `tests/unit/test_native_differential.py` feeds generated request streams to this
 protocol and to `EdgeProtocol` and requires the same requests at the app and the same bytes
 written.
 """
