@@ -682,21 +682,7 @@ class NativeProtocol(asyncio.Protocol):
         self.url = b""
         self.expect_100_continue = False
         self.upgrading = False
-        headers: list[tuple[bytes, bytes]] = []
-        self.headers = headers
-        self.scope = {
-            "type": "http",
-            "asgi": self.asgi,
-            "http_version": "1.1",
-            "server": self.server,
-            "client": self.client,
-            "scheme": self.scheme,
-            "root_path": self.root_path,
-            "headers": headers,
-            "state": self.app_state.copy(),
-        }
-        if self.tls_info is not None:
-            self.scope["extensions"] = {"tls": self.tls_info}
+        self.headers = []
         self._head_seen = True
         if self._head_due is None:
             self._head_due = self.loop.time() + self.limits.header_timeout  # a pipelined head
@@ -722,13 +708,11 @@ class NativeProtocol(asyncio.Protocol):
         self._head_due = None
         self._head_open = False
         parser = self.parser
-        http_version = parser.get_http_version()
-        scope = self.scope
-        scope["method"] = parser.get_method().decode("ascii")
-        if http_version != "1.1":
-            scope["http_version"] = http_version
+        method = parser.get_method().decode("ascii")
+        headers = self.headers
         if parser.should_upgrade() and self._should_upgrade():
             self.upgrading = True
+            self.scope = {"method": method, "headers": headers}  # what the hand-over writes again
             return
         parsed = httptools.parse_url(self.url)
         raw_path = parsed.path
@@ -737,12 +721,27 @@ class NativeProtocol(asyncio.Protocol):
             path = urllib.parse.unquote(path)
         root = self.root_path
         if root:
-            scope["path"] = root + path
-            scope["raw_path"] = root.encode("ascii") + raw_path
-        else:
-            scope["path"] = path
-            scope["raw_path"] = raw_path
-        scope["query_string"] = parsed.query or b""
+            path = root + path
+            raw_path = root.encode("ascii") + raw_path
+        # the scope in one literal (uvicorn built it in on_message_begin and added five keys here)
+        scope = self.scope = {
+            "type": "http",
+            "asgi": self.asgi,
+            "http_version": parser.get_http_version(),
+            "server": self.server,
+            "client": self.client,
+            "scheme": self.scheme,
+            "root_path": root,
+            "headers": headers,
+            "state": self.app_state.copy(),
+            "method": method,
+            "path": path,
+            "raw_path": raw_path,
+            "query_string": parsed.query or b"",
+        }
+        if self.tls_info is not None:
+            scope["extensions"] = {"tls": self.tls_info}
+        http_version = scope["http_version"]
         app = self.app
         if self.limit_concurrency is not None and (
             len(self.connections) >= self.limit_concurrency or len(self.tasks) >= self.limit_concurrency
