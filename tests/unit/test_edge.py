@@ -283,3 +283,23 @@ def _check_trickle_schedule(first, wait, second, server="native", T=3.0, K=2.0):
         assert last is None and transport.closed_at == begun + T and b" 408 " in transport.written[before:]
     else:
         assert transport.closed_at is None and last is not None
+
+
+@pytest.mark.parametrize("server", ["native", "uvicorn"])
+def test_a_body_trickled_behind_an_early_answer_is_held_to_the_head_deadline(server):
+    """The app answered before the body was read; the client then sends the rest of the body a
+    byte at a time. Nothing else bounds the connection then (no request is being answered, no
+    keep-alive wait: bytes arrive): the head deadline, started by the first such byte, does."""
+    T, K = 3.0, 2.0
+    proto, loop, transport = _connection(T, K, server)
+    proto.data_received(b"POST /a HTTP/1.1\r\nHost: gw\r\nContent-Length: 100\r\n\r\nabc")
+    assert proto.cycle is not None and transport.closed_at is None
+    proto.cycle.response_complete = True  # answered early
+    proto.on_response_complete()
+    t = 0.0
+    while transport.closed_at is None and t < 20:
+        t += 0.5
+        loop.advance(t)
+        if transport.closed_at is None:
+            proto.data_received(b"x")
+    assert transport.closed_at == 0.5 + T and b" 408 " in transport.written

@@ -557,11 +557,13 @@ class NativeProtocol(asyncio.Protocol):
         if self._refused or self._lingering or self.parser is None or self.transport.is_closing():
             return  # refused or answered: what still arrives is dropped
         self._idle_due = None  # the keep-alive wait is over
+        if self._head_due is None and (self.cycle is None or self.cycle.response_complete):
+            # the next head's clock starts now; also the end of a body whose request was answered
+            # early (a body trickled behind an early answer is held to the head deadline too)
+            self._head_due = self.loop.time() + self.limits.header_timeout
+            self._arm(self._head_due)
         if self._head_open:
             self._head_seen = True
-            if self._head_due is None and (self.cycle is None or self.cycle.response_complete):
-                self._head_due = self.loop.time() + self.limits.header_timeout  # the next head's clock
-                self._arm(self._head_due)
         parser = self.parser
         limit = self.limits.max_header_bytes
         try:
