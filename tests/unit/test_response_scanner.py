@@ -20,7 +20,7 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from bastion.json_splice import find_members, member_spans
+from bastion.json_splice import find_members, member_spans, splice, substitute
 from bastion.json_stream import JsonRewriter
 from bastion.pipeline import PolicyEnv
 from bastion.policies.response_filter import (
@@ -29,6 +29,7 @@ from bastion.policies.response_filter import (
     ResponseFilter,
     ResponseFilterConfig,
     _has_card,
+    valid_json,
 )
 from tests.unit.test_response_prefilter import all_members, dump, reference
 from tests.unit.test_response_prefilter import documents as base_documents
@@ -260,3 +261,68 @@ def test_scratch_per_thread():
         t.join()
     assert results == [expected] * 80
     assert b"password" not in expected
+
+
+# ---- substitute (one re.subn per name) is the splice --------------------------------------------
+
+
+def _substituted(p: ResponseFilter, body: bytes) -> tuple[bytes, int] | None:
+    verdict, hay, patterns = p._precheck(body)
+    assert verdict == _NAMES
+    return substitute(body, hay, [p.substitutions[x] for x in patterns])
+
+
+@settings(max_examples=500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(documents, st.integers(0, 2**32), st.sampled_from(["remove", "mask"]), st.booleans())
+def test_substitute_is_the_splice(doc, seed, mode, dups):
+    p = policy(mode)
+    body = dump(doc, random.Random(seed), dups).encode()
+    verdict, hay, patterns = p._precheck(body)
+    if verdict != _NAMES or not valid_json(body):
+        return
+    spans = find_members(hay, [p.member_patterns[x] for x in patterns])
+    done = substitute(body, hay, [p.substitutions[x] for x in patterns])
+    if done is not None:
+        assert spans is not None and done[1] == len(spans)
+        assert json.loads(done[0]) == json.loads(splice(body, spans, None if p.remove else p.mask_json))
+        assert json.loads(done[0]) == reference(policy(mode, prefilter=False), body)
+
+
+@pytest.mark.parametrize("mode", ["remove", "mask"])
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"a":1,"Password":2,"b":3}',  # another case: not matched by the case-exact pattern
+        b'{"a":1,"password":2,"b":["password"]}',  # the needle as a value
+        b'{"a":"\\"password","password":2,"b":3}',  # the needle after a backslash
+        b'{"a":1,"password":{"x":1},"b":3}',  # a container value
+        b'{"a":1,"password":[1],"b":3}',
+    ],
+)
+def test_substitute_declines_what_the_count_does_not_prove(body, mode):
+    p = policy(mode)
+    assert _substituted(p, body) is None
+    assert json.loads(p.rewrite_whole(body)) == reference(policy(mode, prefilter=False), body)
+
+
+@pytest.mark.parametrize(
+    ("body", "mode", "expected"),
+    [
+        (b'{"a":1,"password" : "x\\"y" ,"b":2}', "remove", {"a": 1, "b": 2}),
+        (b'[{"password":-1.5E+3,"b":2},{"password":null,"c":[]}]', "remove", [{"b": 2}, {"c": []}]),
+        (b'{"password":true}', "mask", {"password": "[FILTERED]"}),
+        (b'{"a":1,"password":2}', "mask", {"a": 1, "password": "[FILTERED]"}),
+    ],
+)
+def test_substitute_examples(body, mode, expected):
+    p = policy(mode)
+    done = _substituted(p, body)
+    assert done is not None and json.loads(done[0]) == expected
+    assert json.loads(p.rewrite_whole(body)) == expected
+
+
+def test_the_last_member_of_an_object_is_spliced_instead():
+    p = policy()
+    body = b'{"a":1,"password":2}'
+    assert _substituted(p, body) is None  # no comma after it: the splice takes it
+    assert json.loads(p.rewrite_whole(body)) == {"a": 1}

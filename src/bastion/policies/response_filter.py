@@ -18,7 +18,15 @@ import simdjson
 from pydantic import Field, field_validator
 
 from bastion.http import Request, Response
-from bastion.json_splice import find_members, member_pattern, name_pattern, splice
+from bastion.json_splice import (
+    SUBSTITUTABLE,
+    find_members,
+    member_pattern,
+    name_pattern,
+    splice,
+    substitute,
+    substitution,
+)
 from bastion.json_stream import Filter, JsonRewriter
 from bastion.pipeline import Context, Policy, PolicyConfig
 from bastion.response_body import BodyInfo, JsonTransform
@@ -259,6 +267,13 @@ class ResponseFilter(Policy[ResponseFilterConfig], Filter):
         # a member and its scalar value in one search (`find_members`), by name pattern
         self.member_patterns = {p: member_pattern(n) for n, p in zip(needles, self.name_patterns, strict=True)}
         self.member_patterns.update((p, member_pattern(n)) for _, group in self.stems for n, p in group)
+        self.mask_json = orjson.dumps(config.mask)
+        # one `re.subn` per name (`json_splice.substitute`), for names made of plain characters
+        self.substitutions = {
+            p: substitution(n, None if config.mode == "remove" else self.mask_json)
+            for n, p in zip(needles, self.name_patterns, strict=True)
+            if SUBSTITUTABLE.fullmatch(n)
+        }
         self.mask = config.mask
         self.mask_json = orjson.dumps(config.mask)
         self.max_bytes = config.max_bytes
@@ -500,6 +515,13 @@ class ResponseFilter(Policy[ResponseFilterConfig], Filter):
             # does not see (a UTF-16 text, which Python's json.loads accepts; unquoted names).
             if verdict == _CLEAN:
                 return body
+            subs = self.substitutions
+            if all(p in subs for p in patterns):
+                done = substitute(body, hay, [subs[p] for p in patterns])
+                if done is not None:
+                    if done[1] and counted is not None:
+                        counted(done[1])
+                    return done[0]
             spans = find_members(hay, [self.member_patterns[p] for p in patterns])
             if spans is not None:
                 if spans and counted is not None:
