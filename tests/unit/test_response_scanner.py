@@ -295,6 +295,8 @@ def test_substitute_is_the_splice(doc, seed, mode, dups):
         b'{"a":1,"Password":2,"b":3}',  # another case: not matched by the case-exact pattern
         b'{"a":1,"password":2,"b":["password"]}',  # the needle as a value
         b'{"a":"\\"password","password":2,"b":3}',  # the needle after a backslash
+        b'{"x \\"password": 1, "b": 2}',  # ... and followed by a member's `:` and value
+        b'{"x \\"password": 1, "password": 2, "b": 3}',
         b'{"a":1,"password":{"x":1},"b":3}',  # a container value
         b'{"a":1,"password":[1],"b":3}',
     ],
