@@ -328,3 +328,14 @@ def test_the_last_member_of_an_object_is_spliced_instead():
     body = b'{"a":1,"password":2}'
     assert _substituted(p, body) is None  # no comma after it: the splice takes it
     assert json.loads(p.rewrite_whole(body)) == {"a": 1}
+
+
+@pytest.mark.parametrize("name", [", ", " x", ":a", "]", "}b", ",", ":true,"])
+def test_names_that_may_begin_at_a_closing_quote_turn_the_precheck_off(name):
+    """`"name` must open a string wherever it is found: a name beginning with what may follow a
+    closing quote could be found across two strings (`", "` in `["x", ":", "}"]`, which the
+    splice once cut to `["x}"]`)."""
+    p = ResponseFilter(ResponseFilterConfig(fields=[name, "password"]), PolicyEnv())
+    assert p.needles is None and p.scanner is None
+    for body in (b'["x", ":", "}"]', b'{"a":["x", ":", "}"],"password":1}', b'{"k":true,":":1}'):
+        assert json.loads(p.rewrite_whole(body)) == reference(p, body)

@@ -62,6 +62,8 @@ _KELVIN = "\u212a".encode()
 # characters a JSON encoder may write escaped other than with \u: a name holding one cannot be
 # found by a plain byte search ("a/b" may be written "a\/b")
 _ESCAPABLE = frozenset('"\\/')
+# what may follow a JSON string's closing quote (printable: tab, CR, LF are not names' already)
+_AFTER_STRING = frozenset(" ,:]}")
 
 
 def luhn(digits: str) -> bool:
@@ -95,11 +97,14 @@ def _has_card(text: str) -> bool:
 
 def _needles(names: frozenset[str]) -> list[bytes] | None:
     """The byte strings `"name"` that `may_match` searches for, or None when some name cannot be
-    found that way: not ASCII (lower-casing outside ASCII is not a byte operation), or holding a
-    character JSON may write escaped without `\\u` (a quote, a backslash, a slash, a control)."""
+    found that way: not ASCII (lower-casing outside ASCII is not a byte operation), holding a
+    character JSON may write escaped without `\\u` (a quote, a backslash, a slash, a control), or
+    beginning with a character that may follow a string's closing quote (white space, `,:]}`):
+    then `"name` could begin at a closing quote (`", "` is in `["x", ":", "}"]`), and the splice
+    reads every needle's quote as an opening one."""
     out = []
     for n in names:
-        if not n.isascii() or not n.isprintable() or _ESCAPABLE.intersection(n):
+        if not n.isascii() or not n.isprintable() or _ESCAPABLE.intersection(n) or n[:1] in _AFTER_STRING:
             return None
         out.append(b'"' + n.encode() + b'"')
     return out
