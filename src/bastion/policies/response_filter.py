@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import gc
 import re
+import threading
 from typing import Any, ClassVar, Literal
 
 import orjson
@@ -17,10 +18,23 @@ import simdjson
 from pydantic import Field, field_validator
 
 from bastion.http import Request, Response
-from bastion.json_splice import member_spans, name_pattern, splice
+from bastion.json_splice import (
+    SUBSTITUTABLE,
+    find_members,
+    member_pattern,
+    name_pattern,
+    splice,
+    substitute,
+    substitution,
+)
 from bastion.json_stream import Filter, JsonRewriter
 from bastion.pipeline import Context, Policy, PolicyConfig
 from bastion.response_body import BodyInfo, JsonTransform
+
+try:
+    import hyperscan
+except ImportError:  # pragma: no cover - no wheel for this platform (pyproject): the byte scans
+    hyperscan = None  # type: ignore[assignment]
 
 DEFAULT_FIELDS = [
     "password",
@@ -48,6 +62,8 @@ _KELVIN = "\u212a".encode()
 # characters a JSON encoder may write escaped other than with \u: a name holding one cannot be
 # found by a plain byte search ("a/b" may be written "a\/b")
 _ESCAPABLE = frozenset('"\\/')
+# what may follow a JSON string's closing quote (printable: tab, CR, LF are not names' already)
+_AFTER_STRING = frozenset(" ,:]}")
 
 
 def luhn(digits: str) -> bool:
@@ -81,11 +97,14 @@ def _has_card(text: str) -> bool:
 
 def _needles(names: frozenset[str]) -> list[bytes] | None:
     """The byte strings `"name"` that `may_match` searches for, or None when some name cannot be
-    found that way: not ASCII (lower-casing outside ASCII is not a byte operation), or holding a
-    character JSON may write escaped without `\\u` (a quote, a backslash, a slash, a control)."""
+    found that way: not ASCII (lower-casing outside ASCII is not a byte operation), holding a
+    character JSON may write escaped without `\\u` (a quote, a backslash, a slash, a control), or
+    beginning with a character that may follow a string's closing quote (white space, `,:]}`):
+    then `"name` could begin at a closing quote (`", "` is in `["x", ":", "}"]`), and the splice
+    reads every needle's quote as an opening one."""
     out = []
     for n in names:
-        if not n.isascii() or not n.isprintable() or _ESCAPABLE.intersection(n):
+        if not n.isascii() or not n.isprintable() or _ESCAPABLE.intersection(n) or n[:1] in _AFTER_STRING:
             return None
         out.append(b'"' + n.encode() + b'"')
     return out
@@ -140,6 +159,67 @@ def _no_duplicate(text: bytes, members: int) -> bool:
 # what the byte pre-check found (`ResponseFilter._precheck`)
 _CLEAN, _NAMES, _FULL = range(3)
 
+# `_Scanner`'s pattern ids after those of the needles (0, 1, ...): any of these ends the scan
+_ID_ESCAPE, _ID_KELVIN, _ID_JWT, _ID_PEM, _ID_CARD = _SPECIAL = range(1 << 24, (1 << 24) + 5)
+_HALT = _SPECIAL[0]
+
+
+def _hex(text: bytes) -> bytes:
+    """A hyperscan pattern matching `text` literally (every byte written `\\xNN`: no syntax)."""
+    return b"".join(b"\\x%02x" % c for c in text)
+
+
+def _on_match(pattern: int, start: int, end: int, flags: int, found: Any) -> bool:
+    found.append(pattern)
+    return pattern >= _HALT  # True stops the scan: the answer takes the full path (or Kelvin's)
+
+
+class _Scanner:
+    """`ResponseFilter._precheck_scans` in one pass of hyperscan (a SIMD multi-pattern matcher)
+    instead of lower-casing and a dozen byte scans: every needle `"name"` ASCII-case-insensitive
+    (what searching `body.lower()` finds), and what sends an answer to the full path — `\\u`,
+    `eyJ`, `-----BEGIN `, 13 digits with only spaces and dashes between them (what
+    `_values_unescaped`'s translate-and-search finds), and the Kelvin sign (then the caller asks
+    `_precheck_scans`, which reads names through it). Each pattern is reported once at most
+    (`HS_FLAG_SINGLEMATCH`); the first of the full path's stops the scan."""
+
+    def __init__(self, needles: list[bytes], jwt: bool, pem: bool, card: bool) -> None:
+        assert hyperscan is not None
+        one = hyperscan.HS_FLAG_SINGLEMATCH
+        exprs = [_hex(n) for n in needles]
+        flags = [one | hyperscan.HS_FLAG_CASELESS] * len(needles)
+        ids = list(range(len(needles)))
+        special = [(_ID_ESCAPE, _hex(b"\\u")), (_ID_KELVIN, _hex(_KELVIN))]
+        if jwt:
+            special.append((_ID_JWT, _hex(b"eyJ")))
+        if pem:
+            special.append((_ID_PEM, _hex(b"-----BEGIN ")))
+        if card:
+            special.append((_ID_CARD, rb"[0-9](?:[ \-]*[0-9]){12}"))
+        for i, expr in special:
+            exprs.append(expr)
+            flags.append(one)
+            ids.append(i)
+        self.db = hyperscan.Database(mode=hyperscan.HS_MODE_BLOCK)
+        self.db.compile(expressions=exprs, ids=ids, flags=flags)
+        self._local = threading.local()  # a scratch space per thread (scans release the GIL)
+
+    def scan(self, body: bytes) -> list[int]:
+        """The ids found, in the order found; when the last one is `>= _HALT` the scan stopped
+        there and later ones were not looked for."""
+        local = self._local
+        try:
+            scratch = local.scratch
+        except AttributeError:
+            scratch = local.scratch = hyperscan.Scratch(self.db)
+        found: list[int] = []
+        try:
+            self.db.scan(body, match_event_handler=_on_match, context=found, scratch=scratch)
+        except hyperscan.ScanTerminated:
+            if not found or found[-1] < _HALT:  # the callback failed: not proven, full path
+                found.append(_ID_ESCAPE)
+        return found
+
 
 class ResponseFilterConfig(PolicyConfig):
     fields: list[str] = Field(
@@ -188,12 +268,28 @@ class ResponseFilter(Policy[ResponseFilterConfig], Filter):
         self.needles = _needles(self.names) if not self.patterns else None
         needles = self.needles or []
         self.stems = [(stem, [(n, name_pattern(n)) for n in group]) for stem, group in _stems(needles)]
+        self.name_patterns = [name_pattern(n) for n in needles]
+        # a member and its scalar value in one search (`find_members`), by name pattern
+        self.member_patterns = {p: member_pattern(n) for n, p in zip(needles, self.name_patterns, strict=True)}
+        self.member_patterns.update((p, member_pattern(n)) for _, group in self.stems for n, p in group)
+        self.mask_json = orjson.dumps(config.mask)
+        # one `re.subn` per name (`json_splice.substitute`), for names made of plain characters
+        self.substitutions = {
+            p: substitution(n, None if config.mode == "remove" else self.mask_json)
+            for n, p in zip(needles, self.name_patterns, strict=True)
+            if SUBSTITUTABLE.fullmatch(n)
+        }
         self.mask = config.mask
         self.mask_json = orjson.dumps(config.mask)
         self.max_bytes = config.max_bytes
         self.check_values = self.card or bool(self.value_res)
         self.jwt = "jwt" in config.values
         self.pem = "private_key" in config.values
+        self.scanner = (
+            _Scanner(needles, self.jwt, self.pem, self.card)
+            if hyperscan is not None and self.needles is not None
+            else None
+        )
         self._known: set[str] = set()  # names seen, and those of them filtered
         self._hits: set[str] = set()
 
@@ -236,6 +332,16 @@ class ResponseFilter(Policy[ResponseFilterConfig], Filter):
         if needles is None:
             return True
         raw = body.encode("utf-8", "surrogatepass") if isinstance(body, str) else body
+        if self.scanner is not None:
+            found = self.scanner.scan(raw)
+            if not found:
+                return False
+            if found[-1] != _ID_KELVIN:
+                return True
+        return self._may_match_scans(raw, needles)
+
+    def _may_match_scans(self, raw: bytes, needles: list[bytes]) -> bool:
+        """`may_match` by byte scans (without hyperscan, and for a text with a Kelvin sign)."""
         if b"\\u" in raw:
             return True
         hay = raw.lower()  # ASCII letters only, as UTF-8 bytes of other characters are left alone
@@ -375,7 +481,23 @@ class ResponseFilter(Policy[ResponseFilterConfig], Filter):
     def _precheck(self, body: bytes) -> tuple[int, bytes, list[re.Pattern[bytes]]]:
         """`may_match` for a whole body, saying also what was found: `_CLEAN` (nothing can be
         filtered), `_NAMES` (only members by name, each written as its plain bytes: the lowered
-        text and the name patterns to splice with are returned), or `_FULL` (parse and walk)."""
+        text and the name patterns to splice with are returned), or `_FULL` (parse and walk).
+        One hyperscan pass (`_Scanner`) where it is installed; `_precheck_scans` otherwise, and
+        for a text with a Kelvin sign."""
+        scanner = self.scanner
+        if scanner is None or self.needles is None:
+            return self._precheck_scans(body)
+        found = scanner.scan(body)
+        if not found:
+            return _CLEAN, b"", []
+        last = found[-1]
+        if last >= _HALT:
+            return self._precheck_scans(body) if last == _ID_KELVIN else (_FULL, b"", [])
+        patterns = self.name_patterns
+        return _NAMES, body.lower(), [patterns[i] for i in found]
+
+    def _precheck_scans(self, body: bytes) -> tuple[int, bytes, list[re.Pattern[bytes]]]:
+        """`_precheck` by byte scans: lower-casing, then one `in` per name stem and value kind."""
         if self.needles is None or b"\\u" in body:
             return _FULL, b"", []
         hay = body.lower()  # ASCII letters only: offsets are kept
@@ -398,7 +520,14 @@ class ResponseFilter(Policy[ResponseFilterConfig], Filter):
             # does not see (a UTF-16 text, which Python's json.loads accepts; unquoted names).
             if verdict == _CLEAN:
                 return body
-            spans = member_spans(hay, patterns)
+            subs = self.substitutions
+            if all(p in subs for p in patterns):
+                done = substitute(body, hay, [subs[p] for p in patterns])
+                if done is not None:
+                    if done[1] and counted is not None:
+                        counted(done[1])
+                    return done[0]
+            spans = find_members(hay, [self.member_patterns[p] for p in patterns])
             if spans is not None:
                 if spans and counted is not None:
                     counted(len(spans))
