@@ -16,7 +16,6 @@ client (`ConnectionPool.request`, the body, `release`) alone. To compare another
 from __future__ import annotations
 
 import argparse
-import asyncio
 import shutil
 import statistics
 import subprocess

@@ -307,3 +307,41 @@ def test_any_bytes_after_a_response_never_reach_the_next_request(extra, cut):
             return first[2], second[2]
 
     assert run(main()) == (b"ok", b"second")
+
+
+def test_the_connections_timer_serves_every_wait_on_a_reused_connection():
+    """The read timer is the connection's, re-armed lazily (`_Connection._wait`): a wait that
+    began after the timer was armed is not cut at the earlier wait's end, a silent upstream is
+    still cut, and a wait that must end sooner than the armed timer is cut at its own end."""
+
+    async def late(writer):  # answers within the read timeout, but after the first wait's end
+        await asyncio.sleep(0.7)
+        writer.write(OK)
+        await writer.drain()
+        await asyncio.sleep(0.5)
+
+    async def never(writer):
+        await asyncio.sleep(10)
+
+    async def main():
+        async with Scripted([OK, late]) as up:
+            pool = ConnectionPool("127.0.0.1", up.port, read_timeout=1.0)
+            assert (await fetch(pool))[2] == b"ok"  # arms the timer at t0 + 1.0
+            await asyncio.sleep(0.6)
+            assert (await fetch(pool))[2] == b"ok"  # waits t0 + 0.6 .. t0 + 1.3: the timer re-arms
+            await pool.close()
+        async with Scripted([OK, never]) as up:
+            pool = ConnectionPool("127.0.0.1", up.port, read_timeout=30.0)
+            assert (await fetch(pool))[2] == b"ok"  # the timer armed 30 s out
+            pool.read_timeout = 0.2  # this wait must end first: the timer is brought forward
+            with pytest.raises(UpstreamTimeout):
+                await asyncio.wait_for(fetch(pool), 5)
+            await pool.close()
+        async with Scripted([OK, never]) as up:
+            pool = ConnectionPool("127.0.0.1", up.port, read_timeout=0.3)
+            assert (await fetch(pool))[2] == b"ok"
+            with pytest.raises(UpstreamTimeout):  # silent on a reused connection: still cut
+                await asyncio.wait_for(fetch(pool), 5)
+            await pool.close()
+
+    run(main())
