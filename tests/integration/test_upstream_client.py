@@ -345,3 +345,82 @@ def test_the_connections_timer_serves_every_wait_on_a_reused_connection():
             await pool.close()
 
     run(main())
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    pieces=st.lists(st.binary(min_size=1, max_size=64), min_size=0, max_size=6),
+    chunked=st.booleans(),
+    split=st.booleans(),
+)
+def test_whole_body_is_the_streamed_body_or_none(pieces, chunked, split):
+    """`whole_body` (the relay's one-message path) gives exactly what `body()` would stream, and
+    only when the whole answer is in: sent in two parts, the first read is None and the rest
+    streams."""
+    body = b"".join(pieces)
+    if chunked:
+        framed = b"".join(b"%x\r\n%b\r\n" % (len(p), p) for p in pieces) + b"0\r\n\r\n"
+        head = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+    else:
+        framed = body
+        head = b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(body)
+
+    async def in_two_parts(writer):
+        writer.write(head)
+        await writer.drain()
+        await asyncio.sleep(0.3)
+        writer.write(framed)
+        await writer.drain()
+        await asyncio.sleep(0.3)
+
+    async def main():
+        async with Scripted([in_two_parts if split else head + framed]) as up:
+            pool = ConnectionPool("127.0.0.1", up.port)
+            resp = await pool.request("GET", b"/", [(b"host", b"x")], None)
+            if not split:
+                await asyncio.sleep(0.05)  # the whole answer is in (one write on loopback)
+            whole = resp.whole_body()
+            rest = b"".join([c async for c in resp.body()])
+            resp.release()
+            await pool.close()
+            return whole, rest
+
+    whole, rest = run(main())
+    if split and framed:  # (a Content-Length of 0 is complete with the head)
+        assert whole is None and rest == body
+    else:
+        assert whole == body and rest == b""
+
+
+def test_whole_body_of_a_paused_connection_resumes_it():
+    """A complete answer read past the buffer's high-water mark in one read paused reading:
+    taking it whole resumes it (else the kept-alive connection would never read its next answer)."""
+    from bastion.net.http1 import _Connection
+
+    class Transport:
+        def __init__(self):
+            self.calls = []
+
+        def pause_reading(self):
+            self.calls.append("pause")
+
+        def resume_reading(self):
+            self.calls.append("resume")
+
+    async def main():
+        pool = ConnectionPool("127.0.0.1", 9)
+        conn = _Connection(pool, asyncio.get_running_loop())
+        transport = Transport()
+        conn.connection_made(transport)
+        conn.expecting = True
+        big = b"x" * (600 * 1024)
+        conn.data_received(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%b" % (len(big), big))
+        assert conn.complete and conn.paused and transport.calls == ["pause"]
+        from bastion.net.http1 import UpstreamResponse
+
+        resp = UpstreamResponse(conn, 1e9, 30.0, True)
+        assert resp.whole_body() == big
+        assert transport.calls == ["pause", "resume"] and not conn.paused and conn.buffered == 0
+        assert [c async for c in resp.body()] == []
+
+    run(main())

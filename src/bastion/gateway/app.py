@@ -508,10 +508,10 @@ class Gateway:
             resp.headers = [(k, v) for k, v in resp.headers if k != b"content-length"]
         if resp.get_header(b"date") is None:
             resp.headers.append((b"date", http_date()))
-        body_iter = upstream.body()
+        body_iter: AsyncIterator[bytes] | None = None
         if ctx.response_rewriters:  # decoded, filtered as a stream, or refused (502)
             try:
-                body_iter = await rewrite_body(req, resp, body_iter, ctx)
+                body_iter = await rewrite_body(req, resp, upstream.body(), ctx)
             except (UpstreamTimeout, UpstreamProtocolError, OSError) as exc:  # nothing sent yet
                 timeout = isinstance(exc, UpstreamTimeout)
                 return problem(
@@ -523,6 +523,13 @@ class Gateway:
                 )
         await target.pipeline.run_response(req, resp, ctx)
         await send({"type": "http.response.start", "status": resp.status, "headers": resp.headers})
+        if body_iter is None:
+            whole = upstream.whole_body()
+            if whole is not None:  # all of it arrived with the head: one message, the last
+                await send({"type": "http.response.body", "body": whole, "more_body": False})
+                record["bytes_out"] = len(whole)
+                return resp
+            body_iter = upstream.body()
         sent = 0
         try:
             async for chunk in body_iter:

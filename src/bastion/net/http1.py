@@ -239,6 +239,22 @@ class UpstreamResponse:
                 raise conn.error
             await conn._wait(self._deadline, self._read_timeout)
 
+    def whole_body(self) -> bytes | None:
+        """The whole body when all of it has arrived (taken from the connection: `body()` then
+        yields nothing), else None (iterate `body()`). Lets a small answer go on as one message
+        without an async generator per response."""
+        conn = self._conn
+        if not conn.complete:
+            return None
+        chunks = conn.chunks
+        data = chunks.popleft() if len(chunks) == 1 else b"".join(chunks)
+        chunks.clear()
+        conn.buffered = 0
+        if conn.paused and conn.transport is not None:
+            conn.paused = False
+            conn.transport.resume_reading()
+        return data
+
     def release(self) -> None:
         if self._released:
             return
