@@ -143,7 +143,8 @@ class Gateway:
             req = self.build_request(scope, receive, state)
             ctx = Context()
             record: dict[str, Any] = {}
-            await state.edge.run_request(req, ctx)
+            if state.edge.request_phase:  # (an empty phase: no coroutine made and awaited)
+                await state.edge.run_request(req, ctx)
             pipeline, resp, target = await self.decide(scope, req, ctx, state)
             if unrouted_to_exchange and resp is not None and resp.status == 404 and resp.stopped_by == "router":
                 pipeline = state.defaults
@@ -276,7 +277,7 @@ class Gateway:
             return state.edge, routed, None
         target = routed.target
         req.route_name = routed.name
-        resp = await target.pipeline.run_request(req, ctx)
+        resp = await target.pipeline.run_request(req, ctx) if target.pipeline.request_phase else None
         if resp is None and preflight and target.methods is not None and "OPTIONS" not in target.methods:
             resp = problem(
                 405,
@@ -521,7 +522,8 @@ class Gateway:
                     request_id=req.request_id,
                     stopped_by="proxy",
                 )
-        await target.pipeline.run_response(req, resp, ctx)
+        if target.pipeline.response_phase:
+            await target.pipeline.run_response(req, resp, ctx)
         await send({"type": "http.response.start", "status": resp.status, "headers": resp.headers})
         if body_iter is None:
             whole = upstream.whole_body()
