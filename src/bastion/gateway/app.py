@@ -67,6 +67,9 @@ MEMORY_BODY = 1024 * 1024
 FILE_BLOCK = 64 * 1024
 _DROP_REQUEST = FORWARDING | {b"host", b"expect", b"content-length"}
 _DROPS: dict[frozenset[bytes], frozenset[bytes]] = {}
+# The routing cache (`Gateway._route`): client-chosen keys, so bounded in number and in size
+_ROUTED_MAX = 4096
+_ROUTED_KEY_MAX = 512
 
 
 def _drop_set(request_drop: frozenset[bytes]) -> frozenset[bytes]:
@@ -306,6 +309,24 @@ class Gateway:
 
     @staticmethod
     def _route(req: Request, method: str, state: GatewayState) -> Any:
+        """`_route_uncached`, remembered per (method, path, Host) for the requests it routed
+        (bounded; a refusal is worked out again each time: it carries the request's id)."""
+        path, host = req.path, req.host
+        key = (method, path, host)
+        hit = state.routed.get(key)
+        if hit is not None:
+            if hit[1]:
+                req.path_params = dict(hit[1])  # the request's own copy: policies may change it
+            return hit[0]
+        routed = Gateway._route_uncached(req, method, state)
+        if not isinstance(routed, Response) and len(path) + len(host) <= _ROUTED_KEY_MAX:
+            if len(state.routed) >= _ROUTED_MAX:
+                state.routed.clear()
+            state.routed[key] = (routed, dict(req.path_params))
+        return routed
+
+    @staticmethod
+    def _route_uncached(req: Request, method: str, state: GatewayState) -> Any:
         """The matched route, or the answer: 404/405, 400 when another reading of the path names
         another route, 405 for TRACE where no route names it."""
         match = state.router.match(method, req.path, req.host)
