@@ -413,9 +413,10 @@ class ConnectionPool:
         transport = conn.transport
         assert transport is not None
         conn.expecting = True
-        head = [method.encode("ascii"), b" ", target, b" HTTP/1.1\r\n"]
-        for k, v in headers:
-            head += (k, b": ", v, b"\r\n")
+        # the header lines joined in C (`name: value` each), not a Python loop per header
+        head = [method.encode("ascii"), b" ", target, b" HTTP/1.1\r\n", b"\r\n".join(map(b": ".join, headers))]
+        if headers:
+            head.append(b"\r\n")
         streamed = body is not None and not isinstance(body, bytes)
         if streamed and not any(k == b"content-length" for k, _ in headers):
             head.append(b"transfer-encoding: chunked\r\n")
