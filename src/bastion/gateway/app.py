@@ -82,6 +82,27 @@ def _drop_set(request_drop: frozenset[bytes]) -> frozenset[bytes]:
     return drop
 
 
+def forwarding_headers(
+    peer: str, scheme: str, host: str, prior_xff: bytes | None, prior_fwd: bytes | None
+) -> tuple[tuple[bytes, bytes], ...]:
+    """X-Forwarded-For/-Proto/-Host and Forwarded for the upstream: `peer` appended to the chain
+    a trusted proxy built (`prior_*`), or starting it."""
+    xff = (prior_xff + b", " if prior_xff else b"") + peer.encode()
+    for_ = f'"[{peer}]"' if ":" in peer else peer
+    fwd = f"for={for_};proto={scheme}"
+    if host:
+        fwd += f';host="{host}"'
+    out = [(b"x-forwarded-for", xff), (b"x-forwarded-proto", scheme.encode())]
+    if host:
+        out.append((b"x-forwarded-host", host.encode("latin-1")))
+    out.append((b"forwarded", (prior_fwd + b", " if prior_fwd else b"") + fwd.encode("latin-1")))
+    return tuple(out)
+
+
+# (peer, scheme, Host) -> forwarding_headers(...) for peers that are not trusted proxies (bounded)
+_FORWARDING_MADE: dict[tuple[str, str, str], tuple[tuple[bytes, bytes], ...]] = {}
+
+
 class Gateway:
     """ASGI app. `state` is swapped whole on reload; a request keeps the state it started with."""
 
@@ -412,23 +433,24 @@ class Gateway:
             drop = drop | ctx.drop_request_headers
         out = client_headers(req.headers, drop)
         peer = ip_text(req.peer_ip) if req.peer_ip else "unknown"
-        prior_xff = prior_fwd = None
         if req.peer_trusted:  # keep the chain the trusted proxy built; otherwise start afresh
+            prior_xff = prior_fwd = None
             for k, v in req.headers:
                 if k == b"x-forwarded-for":
                     prior_xff = v if prior_xff is None else prior_xff + b", " + v
                 elif k == b"forwarded":
                     prior_fwd = v if prior_fwd is None else prior_fwd + b", " + v
-        xff = (prior_xff + b", " if prior_xff else b"") + peer.encode()
-        for_ = f'"[{peer}]"' if ":" in peer else peer
-        fwd = f"for={for_};proto={req.scheme}"
-        if req.host:
-            fwd += f';host="{req.host}"'
-        out.append((b"x-forwarded-for", xff))
-        out.append((b"x-forwarded-proto", req.scheme.encode()))
-        if req.host:
-            out.append((b"x-forwarded-host", req.host.encode("latin-1")))
-        out.append((b"forwarded", (prior_fwd + b", " if prior_fwd else b"") + fwd.encode("latin-1")))
+            out.extend(forwarding_headers(peer, req.scheme, req.host, prior_xff, prior_fwd))
+        else:  # a function of (peer, scheme, Host) alone: made once per combination
+            key = (peer, req.scheme, req.host)
+            made = _FORWARDING_MADE.get(key)
+            if made is None:
+                made = forwarding_headers(peer, req.scheme, req.host, None, None)
+                if len(req.host) <= 256:  # client-chosen: bounded in size and number
+                    if len(_FORWARDING_MADE) >= 4096:
+                        _FORWARDING_MADE.clear()
+                    _FORWARDING_MADE[key] = made
+            out.extend(made)
         if body_len is not None:
             out.append((b"content-length", str(body_len).encode()))
         out.extend(ctx.upstream_headers)
