@@ -187,9 +187,10 @@ class Gateway:
                 await pipeline.run_response(req, resp, ctx)
                 await send_whole(send, resp)
                 record["bytes_out"] = len(resp.body)
-            record["bytes_in"] = req.bytes_in
-            record["duration_ms"] = round((time.perf_counter() - req.started) * 1000, 3)
-            pipeline.run_log(req, resp, ctx, record)
+            if pipeline.log_phase:  # the record is for the log phase's policies only
+                record["bytes_in"] = req.bytes_in
+                record["duration_ms"] = round((time.perf_counter() - req.started) * 1000, 3)
+                pipeline.run_log(req, resp, ctx, record)
         except Exception as exc:
             await self._fail(exc, req, state, send)
         finally:
@@ -259,17 +260,19 @@ class Gateway:
                         break
             if xfp in (b"http", b"https"):
                 scheme = xfp.decode()
+        # positional (in the dataclass's field order: method, path, query, headers, client_ip,
+        # peer_ip, peer_trusted, scheme, host, receive): binding ten keywords cost more than the rest
         req = Request(
-            method=scope["method"],
-            path="",
-            query=scope.get("query_string", b""),
-            headers=headers,
-            client_ip=client_ip,
-            peer_ip=peer,
-            peer_trusted=peer_trusted,
-            scheme=scheme,
-            host=host,
-            receive=receive,
+            scope["method"],
+            "",
+            scope.get("query_string", b""),
+            headers,
+            client_ip,
+            peer,
+            peer_trusted,
+            scheme,
+            host,
+            receive,
             body_timeout=self.client_body_timeout,
         )
         req.websocket = scope.get("bastion.websocket", False)  # set by gateway/websocket.py only
