@@ -466,15 +466,26 @@ class Gateway:
         pool = target.upstream
         assert pool is not None  # a route without an upstream is a config error for `serve`
         try:
-            prepared = await self._request_body(req)
-            if isinstance(prepared, Response):
-                return prepared
-            body, body_len = prepared
+            body: bytes | AsyncIterator[bytes] | None = None
+            body_len: int | None = None
+            if (
+                req.body is not None
+                or req.header(b"content-length") is not None
+                or req.header(b"transfer-encoding") is not None
+            ):
+                prepared = await self._request_body(req)
+                if isinstance(prepared, Response):
+                    return prepared
+                body, body_len = prepared
+            # (else: no body, nothing to read, no refusal to make: `_request_body` would say so)
             t0 = time.perf_counter()
             headers = self.upstream_headers(req, ctx, body_len, state.request_drop)
             if pool.config.preserve_host and req.host:
                 headers.append((b"host", req.host.encode("latin-1")))
-            upstream = await self._open(pool, req, ctx, headers, body)
+            if ctx.trace is None:  # (no span to open around it: one coroutine less)
+                upstream = await open_upstream(pool, req, headers, body)
+            else:
+                upstream = await self._open(pool, req, ctx, headers, body)
         except BodyTooLarge as exc:
             return body_problem(exc, req, "body_limit")  # type: ignore[return-value]
         except BodyTimeout as exc:
