@@ -67,6 +67,9 @@ MEMORY_BODY = 1024 * 1024
 FILE_BLOCK = 64 * 1024
 _DROP_REQUEST = FORWARDING | {b"host", b"expect", b"content-length"}
 _DROPS: dict[frozenset[bytes], frozenset[bytes]] = {}
+# The routing cache (`Gateway._route`): client-chosen keys, so bounded in number and in size
+_ROUTED_MAX = 4096
+_ROUTED_KEY_MAX = 512
 
 
 def _drop_set(request_drop: frozenset[bytes]) -> frozenset[bytes]:
@@ -77,6 +80,27 @@ def _drop_set(request_drop: frozenset[bytes]) -> frozenset[bytes]:
             _DROPS.clear()
         drop = _DROPS[request_drop] = _DROP_REQUEST | request_drop
     return drop
+
+
+def forwarding_headers(
+    peer: str, scheme: str, host: str, prior_xff: bytes | None, prior_fwd: bytes | None
+) -> tuple[tuple[bytes, bytes], ...]:
+    """X-Forwarded-For/-Proto/-Host and Forwarded for the upstream: `peer` appended to the chain
+    a trusted proxy built (`prior_*`), or starting it."""
+    xff = (prior_xff + b", " if prior_xff else b"") + peer.encode()
+    for_ = f'"[{peer}]"' if ":" in peer else peer
+    fwd = f"for={for_};proto={scheme}"
+    if host:
+        fwd += f';host="{host}"'
+    out = [(b"x-forwarded-for", xff), (b"x-forwarded-proto", scheme.encode())]
+    if host:
+        out.append((b"x-forwarded-host", host.encode("latin-1")))
+    out.append((b"forwarded", (prior_fwd + b", " if prior_fwd else b"") + fwd.encode("latin-1")))
+    return tuple(out)
+
+
+# (peer, scheme, Host) -> forwarding_headers(...) for peers that are not trusted proxies (bounded)
+_FORWARDING_MADE: dict[tuple[str, str, str], tuple[tuple[bytes, bytes], ...]] = {}
 
 
 class Gateway:
@@ -143,7 +167,8 @@ class Gateway:
             req = self.build_request(scope, receive, state)
             ctx = Context()
             record: dict[str, Any] = {}
-            await state.edge.run_request(req, ctx)
+            if state.edge.request_phase:  # (an empty phase: no coroutine made and awaited)
+                await state.edge.run_request(req, ctx)
             pipeline, resp, target = await self.decide(scope, req, ctx, state)
             if unrouted_to_exchange and resp is not None and resp.status == 404 and resp.stopped_by == "router":
                 pipeline = state.defaults
@@ -162,9 +187,10 @@ class Gateway:
                 await pipeline.run_response(req, resp, ctx)
                 await send_whole(send, resp)
                 record["bytes_out"] = len(resp.body)
-            record["bytes_in"] = req.bytes_in
-            record["duration_ms"] = round((time.perf_counter() - req.started) * 1000, 3)
-            pipeline.run_log(req, resp, ctx, record)
+            if pipeline.log_phase:  # the record is for the log phase's policies only
+                record["bytes_in"] = req.bytes_in
+                record["duration_ms"] = round((time.perf_counter() - req.started) * 1000, 3)
+                pipeline.run_log(req, resp, ctx, record)
         except Exception as exc:
             await self._fail(exc, req, state, send)
         finally:
@@ -234,17 +260,19 @@ class Gateway:
                         break
             if xfp in (b"http", b"https"):
                 scheme = xfp.decode()
+        # positional (in the dataclass's field order: method, path, query, headers, client_ip,
+        # peer_ip, peer_trusted, scheme, host, receive): binding ten keywords cost more than the rest
         req = Request(
-            method=scope["method"],
-            path="",
-            query=scope.get("query_string", b""),
-            headers=headers,
-            client_ip=client_ip,
-            peer_ip=peer,
-            peer_trusted=peer_trusted,
-            scheme=scheme,
-            host=host,
-            receive=receive,
+            scope["method"],
+            "",
+            scope.get("query_string", b""),
+            headers,
+            client_ip,
+            peer,
+            peer_trusted,
+            scheme,
+            host,
+            receive,
             body_timeout=self.client_body_timeout,
         )
         req.websocket = scope.get("bastion.websocket", False)  # set by gateway/websocket.py only
@@ -276,7 +304,7 @@ class Gateway:
             return state.edge, routed, None
         target = routed.target
         req.route_name = routed.name
-        resp = await target.pipeline.run_request(req, ctx)
+        resp = await target.pipeline.run_request(req, ctx) if target.pipeline.request_phase else None
         if resp is None and preflight and target.methods is not None and "OPTIONS" not in target.methods:
             resp = problem(
                 405,
@@ -305,6 +333,24 @@ class Gateway:
 
     @staticmethod
     def _route(req: Request, method: str, state: GatewayState) -> Any:
+        """`_route_uncached`, remembered per (method, path, Host) for the requests it routed
+        (bounded; a refusal is worked out again each time: it carries the request's id)."""
+        path, host = req.path, req.host
+        key = (method, path, host)
+        hit = state.routed.get(key)
+        if hit is not None:
+            if hit[1]:
+                req.path_params = dict(hit[1])  # the request's own copy: policies may change it
+            return hit[0]
+        routed = Gateway._route_uncached(req, method, state)
+        if not isinstance(routed, Response) and len(path) + len(host) <= _ROUTED_KEY_MAX:
+            if len(state.routed) >= _ROUTED_MAX:
+                state.routed.clear()
+            state.routed[key] = (routed, dict(req.path_params))
+        return routed
+
+    @staticmethod
+    def _route_uncached(req: Request, method: str, state: GatewayState) -> Any:
         """The matched route, or the answer: 404/405, 400 when another reading of the path names
         another route, 405 for TRACE where no route names it."""
         match = state.router.match(method, req.path, req.host)
@@ -390,23 +436,24 @@ class Gateway:
             drop = drop | ctx.drop_request_headers
         out = client_headers(req.headers, drop)
         peer = ip_text(req.peer_ip) if req.peer_ip else "unknown"
-        prior_xff = prior_fwd = None
         if req.peer_trusted:  # keep the chain the trusted proxy built; otherwise start afresh
+            prior_xff = prior_fwd = None
             for k, v in req.headers:
                 if k == b"x-forwarded-for":
                     prior_xff = v if prior_xff is None else prior_xff + b", " + v
                 elif k == b"forwarded":
                     prior_fwd = v if prior_fwd is None else prior_fwd + b", " + v
-        xff = (prior_xff + b", " if prior_xff else b"") + peer.encode()
-        for_ = f'"[{peer}]"' if ":" in peer else peer
-        fwd = f"for={for_};proto={req.scheme}"
-        if req.host:
-            fwd += f';host="{req.host}"'
-        out.append((b"x-forwarded-for", xff))
-        out.append((b"x-forwarded-proto", req.scheme.encode()))
-        if req.host:
-            out.append((b"x-forwarded-host", req.host.encode("latin-1")))
-        out.append((b"forwarded", (prior_fwd + b", " if prior_fwd else b"") + fwd.encode("latin-1")))
+            out.extend(forwarding_headers(peer, req.scheme, req.host, prior_xff, prior_fwd))
+        else:  # a function of (peer, scheme, Host) alone: made once per combination
+            key = (peer, req.scheme, req.host)
+            made = _FORWARDING_MADE.get(key)
+            if made is None:
+                made = forwarding_headers(peer, req.scheme, req.host, None, None)
+                if len(req.host) <= 256:  # client-chosen: bounded in size and number
+                    if len(_FORWARDING_MADE) >= 4096:
+                        _FORWARDING_MADE.clear()
+                    _FORWARDING_MADE[key] = made
+            out.extend(made)
         if body_len is not None:
             out.append((b"content-length", str(body_len).encode()))
         out.extend(ctx.upstream_headers)
@@ -419,15 +466,26 @@ class Gateway:
         pool = target.upstream
         assert pool is not None  # a route without an upstream is a config error for `serve`
         try:
-            prepared = await self._request_body(req)
-            if isinstance(prepared, Response):
-                return prepared
-            body, body_len = prepared
+            body: bytes | AsyncIterator[bytes] | None = None
+            body_len: int | None = None
+            if (
+                req.body is not None
+                or req.header(b"content-length") is not None
+                or req.header(b"transfer-encoding") is not None
+            ):
+                prepared = await self._request_body(req)
+                if isinstance(prepared, Response):
+                    return prepared
+                body, body_len = prepared
+            # (else: no body, nothing to read, no refusal to make: `_request_body` would say so)
             t0 = time.perf_counter()
             headers = self.upstream_headers(req, ctx, body_len, state.request_drop)
             if pool.config.preserve_host and req.host:
                 headers.append((b"host", req.host.encode("latin-1")))
-            upstream = await self._open(pool, req, ctx, headers, body)
+            if ctx.trace is None:  # (no span to open around it: one coroutine less)
+                upstream = await open_upstream(pool, req, headers, body)
+            else:
+                upstream = await self._open(pool, req, ctx, headers, body)
         except BodyTooLarge as exc:
             return body_problem(exc, req, "body_limit")  # type: ignore[return-value]
         except BodyTimeout as exc:
@@ -508,10 +566,10 @@ class Gateway:
             resp.headers = [(k, v) for k, v in resp.headers if k != b"content-length"]
         if resp.get_header(b"date") is None:
             resp.headers.append((b"date", http_date()))
-        body_iter = upstream.body()
+        body_iter: AsyncIterator[bytes] | None = None
         if ctx.response_rewriters:  # decoded, filtered as a stream, or refused (502)
             try:
-                body_iter = await rewrite_body(req, resp, body_iter, ctx)
+                body_iter = await rewrite_body(req, resp, upstream.body(), ctx)
             except (UpstreamTimeout, UpstreamProtocolError, OSError) as exc:  # nothing sent yet
                 timeout = isinstance(exc, UpstreamTimeout)
                 return problem(
@@ -521,8 +579,16 @@ class Gateway:
                     request_id=req.request_id,
                     stopped_by="proxy",
                 )
-        await target.pipeline.run_response(req, resp, ctx)
+        if target.pipeline.response_phase:
+            await target.pipeline.run_response(req, resp, ctx)
         await send({"type": "http.response.start", "status": resp.status, "headers": resp.headers})
+        if body_iter is None:
+            whole = upstream.whole_body()
+            if whole is not None:  # all of it arrived with the head: one message, the last
+                await send({"type": "http.response.body", "body": whole, "more_body": False})
+                record["bytes_out"] = len(whole)
+                return resp
+            body_iter = upstream.body()
         sent = 0
         try:
             async for chunk in body_iter:

@@ -82,9 +82,38 @@ def connection_listed(headers: Headers) -> frozenset[bytes]:
 
 
 def strip_hop_by_hop(headers: Headers, also: frozenset[bytes] = frozenset()) -> Headers:
-    listed = connection_listed(headers)
-    drop = HOP_BY_HOP | listed | also
-    return [(k, v) for k, v in headers if k not in drop]
+    """`headers` without the hop-by-hop ones, those the Connection header lists, and `also`.
+
+    One pass with the fixed names (the union built once per `also`); the names a Connection
+    header lists are parsed once per value (remembered, bounded) and cost a second pass only
+    when one of them is not already dropped (`Connection: keep-alive` is)."""
+    drop = _FIXED_DROPS.get(also)
+    if drop is None:
+        if len(_FIXED_DROPS) > 64:
+            _FIXED_DROPS.clear()
+        drop = _FIXED_DROPS[also] = HOP_BY_HOP | also
+    kept = [(k, v) for k, v in headers if k not in drop]
+    if len(kept) == len(headers):  # nothing dropped: no Connection header either
+        return kept
+    extra: frozenset[bytes] | set[bytes] = frozenset()
+    for k, v in headers:
+        if k == b"connection":
+            listed = _LISTED.get(v)
+            if listed is None:
+                listed = connection_listed([(k, v)])
+                if len(v) <= 256:
+                    if len(_LISTED) >= 1024:
+                        _LISTED.clear()
+                    _LISTED[v] = listed
+            if not listed <= drop:
+                extra = extra | (listed - drop)
+    if extra:
+        kept = [(k, v) for k, v in kept if k not in extra]
+    return kept
+
+
+_FIXED_DROPS: dict[frozenset[bytes], frozenset[bytes]] = {}
+_LISTED: dict[bytes, frozenset[bytes]] = {}  # a Connection value -> the names it lists
 
 
 def _dropped(name: bytes, drop: frozenset[bytes]) -> bool:

@@ -50,6 +50,9 @@ class GatewayState:
     # client headers never forwarded: rewrite/override headers not allowed by `edge`, and the
     # principal headers (only the gateway sets them)
     request_drop: frozenset[bytes] = frozenset()
+    # (method, canonical path, Host) -> (route, path parameters) for requests routed before:
+    # Gateway._route's answer, which is a function of these three and this state's routes only
+    routed: dict[tuple[str, str, str], tuple[Any, dict[str, str]]] = field(default_factory=dict)
 
     async def close(self) -> None:
         for pool in self.upstreams.values():

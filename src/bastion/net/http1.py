@@ -21,6 +21,7 @@ import httptools
 Headers = list[tuple[bytes, bytes]]
 
 _HIGH_WATER = 256 * 1024  # response bytes buffered before reading from the upstream pauses
+_TIMER_SLACK = 0.001  # a loop's timers may fire up to its clock resolution early
 _IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
 
 
@@ -39,14 +40,19 @@ class UpstreamProtocolError(Exception):
 class _Connection(asyncio.Protocol):
     """One keep-alive connection; one exchange at a time."""
 
-    def __init__(self, pool: ConnectionPool) -> None:
+    def __init__(self, pool: ConnectionPool, loop: asyncio.AbstractEventLoop) -> None:
         self.pool = pool
+        self.loop = loop
         self.transport: asyncio.Transport | None = None
         self.parser = httptools.HttpResponseParser(self)
         self.closed = False
         self.holds_slot = False
         self.error: Exception | None = None
         self.idle_since = 0.0  # loop time it went back to the pool
+        # One timer per connection, re-armed lazily (`_wait`): not a call_later + cancel per wait.
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at = 0.0  # loop time the timer fires
+        self._wait_until = 0.0  # loop time the current wait times out
         self._reset()
         self._can_write = asyncio.Event()
         self._can_write.set()
@@ -87,6 +93,7 @@ class _Connection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
+        self._stop_timer()
         if not self.complete and self.error is None:
             if self.head_done and not self.framed:
                 self.complete = True  # a body delimited by the close itself
@@ -156,26 +163,50 @@ class _Connection(asyncio.Protocol):
 
     def _close(self) -> None:
         self.closed = True
+        self._stop_timer()
         if self.transport is not None:
             self.transport.close()
 
+    def _stop_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
     async def _wait(self, deadline: float, read_timeout: float) -> None:
-        loop = asyncio.get_running_loop()
-        self.waiter = loop.create_future()
-        timeout = min(read_timeout, deadline - loop.time())
+        """Wait for the next parser event, at most `read_timeout` and never past `deadline`.
+
+        The timer is the connection's: armed at the first wait and left running; when it fires
+        and the wait it was armed for is over, it re-arms itself at the current wait's end (or
+        stops when nothing waits). A wait that must end sooner than the armed timer re-arms it.
+        So back-to-back exchanges on a kept-alive connection make no timer per wait."""
+        loop = self.loop
+        now = loop.time()
+        timeout = min(read_timeout, deadline - now)
         if timeout <= 0:
             raise UpstreamTimeout()
-        handle = loop.call_later(timeout, _expire, self.waiter)
+        self._wait_until = until = now + timeout
+        waiter = self.waiter = loop.create_future()
+        if self._timer is None or self._timer_at > until:
+            if self._timer is not None:
+                self._timer.cancel()
+            self._timer_at = until
+            self._timer = loop.call_at(until, self._on_timer)
         try:
-            await self.waiter
+            await waiter
         finally:
-            handle.cancel()
             self.waiter = None
 
-
-def _expire(fut: asyncio.Future[None]) -> None:
-    if not fut.done():
-        fut.set_exception(UpstreamTimeout())
+    def _on_timer(self) -> None:
+        self._timer = None
+        waiter = self.waiter
+        if waiter is None or waiter.done():  # nothing waits: the next wait arms it again
+            return
+        until = self._wait_until
+        if self.loop.time() >= until - _TIMER_SLACK:
+            waiter.set_exception(UpstreamTimeout())
+        else:  # armed for an earlier wait: this one ends later
+            self._timer_at = until
+            self._timer = self.loop.call_at(until, self._on_timer)
 
 
 class UpstreamResponse:
@@ -207,6 +238,22 @@ class UpstreamResponse:
             if conn.error is not None:
                 raise conn.error
             await conn._wait(self._deadline, self._read_timeout)
+
+    def whole_body(self) -> bytes | None:
+        """The whole body when all of it has arrived (taken from the connection: `body()` then
+        yields nothing), else None (iterate `body()`). Lets a small answer go on as one message
+        without an async generator per response."""
+        conn = self._conn
+        if not conn.complete:
+            return None
+        chunks = conn.chunks
+        data = chunks.popleft() if len(chunks) == 1 else b"".join(chunks)
+        chunks.clear()
+        conn.buffered = 0
+        if conn.paused and conn.transport is not None:
+            conn.paused = False
+            conn.transport.resume_reading()
+        return data
 
     def release(self) -> None:
         if self._released:
@@ -257,7 +304,7 @@ class ConnectionPool:
         self.open_connections: set[_Connection] = set()
 
     def _put_idle(self, conn: _Connection) -> None:
-        conn.idle_since = asyncio.get_running_loop().time()
+        conn.idle_since = conn.loop.time()
         self.idle.append(conn)
 
     def _forget(self, conn: _Connection) -> None:
@@ -282,7 +329,7 @@ class ConnectionPool:
         try:
             async with asyncio.timeout(max(0.001, min(self.connect_timeout, deadline - loop.time()))):
                 _, conn = await loop.create_connection(
-                    lambda: _Connection(self),
+                    lambda: _Connection(self, loop),
                     self.host,
                     self.port,
                     ssl=self.tls,
@@ -304,11 +351,10 @@ class ConnectionPool:
         self.open_connections.add(conn)
         return conn
 
-    def _idle_connection(self, max_idle: float) -> _Connection | None:
+    def _idle_connection(self, max_idle: float, now: float) -> _Connection | None:
         """The most recently used live idle connection, if it has been idle at most `max_idle`
-        seconds. Connections idle past `idle_timeout` are closed on the way."""
+        seconds at loop time `now`. Connections idle past `idle_timeout` are closed on the way."""
         idle = self.idle
-        now = asyncio.get_running_loop().time()
         while idle and now - idle[0].idle_since > self.idle_timeout:  # oldest first
             stale = idle.popleft()
             stale._close()
@@ -327,11 +373,14 @@ class ConnectionPool:
     ) -> UpstreamResponse:
         """Send one request; return when the response head has arrived."""
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.total_timeout
+        now = loop.time()
+        deadline = now + self.total_timeout
         replayable = isinstance(body, (bytes, type(None))) and method in _IDEMPOTENT
         max_idle = self.idle_timeout if replayable else self.unsafe_reuse_within
         for attempt in (1, 2):
-            conn = self._idle_connection(max_idle)
+            if attempt == 2:
+                now = loop.time()
+            conn = self._idle_connection(max_idle, now)
             reused = conn is not None
             if conn is None:
                 conn = await self._open(deadline)
@@ -364,9 +413,10 @@ class ConnectionPool:
         transport = conn.transport
         assert transport is not None
         conn.expecting = True
-        head = [method.encode("ascii"), b" ", target, b" HTTP/1.1\r\n"]
-        for k, v in headers:
-            head += (k, b": ", v, b"\r\n")
+        # the header lines joined in C (`name: value` each), not a Python loop per header
+        head = [method.encode("ascii"), b" ", target, b" HTTP/1.1\r\n", b"\r\n".join(map(b": ".join, headers))]
+        if headers:
+            head.append(b"\r\n")
         streamed = body is not None and not isinstance(body, bytes)
         if streamed and not any(k == b"content-length" for k, _ in headers):
             head.append(b"transfer-encoding: chunked\r\n")
