@@ -211,9 +211,13 @@ if hasattr(os, "register_at_fork"):
 
 def _start_exporter(config: TracingConfig) -> subprocess.Popen[bytes]:
     """The exporter process: reads batches from its stdin, exits when it closes (so also when
-    this process dies, SIGKILL included: the kernel closes the pipe)."""
+    this process dies, SIGKILL included: the kernel closes the pipe). In a session of its own: a
+    terminal's Ctrl-C or a signal to the server's process group reaches the server, which drains
+    and closes the pipe, not the exporter, which would lose the last batch."""
     cmd = [sys.executable, "-m", "bastion.policies.trace_export", config.endpoint, config.service_name]
-    return subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, close_fds=True)
+    return subprocess.Popen(
+        cmd, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, close_fds=True, start_new_session=True
+    )
 
 
 def _hashed(resource: Any) -> Any:
