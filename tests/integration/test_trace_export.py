@@ -111,7 +111,7 @@ def test_spans_go_through_the_exporter_process_and_sigterm_exports_the_last(base
         got.clear()
         for path in ("/traced/b", "/traced/c", "/traced/d"):
             assert raw_request(port, "GET", path).status == 200
-        proc.send_signal(signal.SIGTERM)  # before the next timed flush (1 s): the drain exports them
+        proc.send_signal(signal.SIGTERM)  # before the next timed flush (5 s): the drain exports them
         assert proc.wait(60) == 0
         assert exporters(endpoint) == []  # it exported and exited with its pipe
         roots = [s for service, s in got if s.name == "GET /traced/*" and service == "bastion"]

@@ -49,14 +49,14 @@ def main(argv: list[str]) -> int:
     endpoint, service_name = argv
     from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 
-    from bastion.policies.tracing import readable, resource_and_scope
+    from bastion.policies.tracing import Readables, resource_and_scope
 
-    resource, scope = resource_and_scope(service_name)
+    readables = Readables(*resource_and_scope(service_name))
     exporter = OTLPSpanExporter(endpoint=endpoint)
     try:
         for batch in read_frames(sys.stdin.buffer):
             try:
-                exporter.export([readable(f, resource, scope) for f in batch])
+                exporter.export(readables(batch))
             except Exception:
                 log.exception("trace export failed (%d spans)", len(batch))
     finally:

@@ -102,11 +102,12 @@ class SpanSink:
 
     MAX_QUEUE = 4096
     BATCH = 512
-    DELAY = 1.0  # seconds between flushes of a part batch
+    DELAY = 5.0  # seconds between flushes of a part batch (the SDK BatchSpanProcessor's default)
 
     def __init__(self, config: TracingConfig) -> None:
         self.config = config
         self.resource, self.scope = resource_and_scope(config.service_name)
+        self.readables = Readables(self.resource, self.scope)
         self.memory: Any = None
         self.exporter: Any = None
         self.process: subprocess.Popen[bytes] | None = None
@@ -129,7 +130,7 @@ class SpanSink:
 
     def __call__(self, span: Span) -> None:
         if self.memory is not None:
-            self.memory.export([readable(span.fields(), self.resource, self.scope)])
+            self.memory.export(self.readables([span.fields()]))
             return
         q = self.queue
         if len(q) >= self.MAX_QUEUE:
@@ -166,7 +167,7 @@ class SpanSink:
 
     def _ship(self, batch: list[tuple[Any, ...]]) -> None:
         if self.exporter is not None:
-            self.exporter.export([readable(f, self.resource, self.scope) for f in batch])
+            self.exporter.export(self.readables(batch))
             return
         proc = self.process
         if proc is None or proc.poll() is not None:
@@ -325,24 +326,66 @@ class Span:
 def readable(fields: tuple[Any, ...], resource: Any, scope: Any) -> Any:
     """The SDK's ReadableSpan of a recorded span's `fields`: what the SDK's tracer would have
     handed its span processors for the same span (the OTLP encoder reads nothing else)."""
-    from opentelemetry.sdk.trace import ReadableSpan
-    from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode, TraceFlags, TraceState
+    return Readables(resource, scope)([fields])[0]
 
-    name, kind, trace_id, span_id, flags, state, parent_id, remote, start, end, attributes, status = fields
-    trace_state = TraceState.from_header([state]) if state else None
-    parent = SpanContext(trace_id, parent_id, remote, TraceFlags(flags), trace_state) if parent_id else None
-    return ReadableSpan(
-        name=name,
-        context=SpanContext(trace_id, span_id, False, TraceFlags(flags), trace_state),
-        parent=parent,
-        resource=resource,
-        attributes=attributes,
-        kind=SpanKind(kind),
-        status=Status(StatusCode(status)),
-        start_time=start,
-        end_time=end,
-        instrumentation_scope=scope,
-    )
+
+class Readables:
+    """`readable` for whole batches, with what spans share made once: the trace flags, kinds and
+    statuses (immutable SDK values), a tracestate header's parsing, and a local parent's
+    SpanContext (the root's own, which its children end before it)."""
+
+    def __init__(self, resource: Any, scope: Any) -> None:
+        from opentelemetry.sdk.trace import ReadableSpan
+        from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode, TraceFlags, TraceState
+
+        self.resource, self.scope = resource, scope
+        self.span, self.context, self.trace_state = ReadableSpan, SpanContext, TraceState
+        self.flags = {f: TraceFlags(f) for f in range(256)}
+        self.kinds = {k.value: k for k in SpanKind}
+        self.statuses = {c.value: Status(c) for c in StatusCode}
+        self.states: dict[str, Any] = {}
+
+    def __call__(self, batch: list[tuple[Any, ...]]) -> list[Any]:
+        context, flags_of, states = self.context, self.flags, self.states
+        contexts = []
+        own: dict[tuple[int, int], Any] = {}
+        for f in batch:
+            trace_id, span_id, flags, state = f[2], f[3], f[4], f[5]
+            if state:
+                ts = states.get(state)
+                if ts is None:
+                    if len(states) > 1024:
+                        states.clear()
+                    ts = states[state] = self.trace_state.from_header([state])
+            else:
+                ts = None
+            sc = context(trace_id, span_id, False, flags_of[flags], ts)
+            contexts.append((sc, ts))
+            own[trace_id, span_id] = sc
+        out = []
+        span, kinds, statuses, resource, scope = self.span, self.kinds, self.statuses, self.resource, self.scope
+        for f, (sc, ts) in zip(batch, contexts, strict=True):
+            name, kind, trace_id, _, flags, _, parent_id, remote, start, end, attributes, status = f
+            parent = None
+            if parent_id:
+                parent = None if remote else own.get((trace_id, parent_id))
+                if parent is None:
+                    parent = context(trace_id, parent_id, remote, flags_of[flags], ts)
+            out.append(
+                span(
+                    name=name,
+                    context=sc,
+                    parent=parent,
+                    resource=resource,
+                    attributes=attributes,
+                    kind=kinds[kind],
+                    status=statuses[status],
+                    start_time=start,
+                    end_time=end,
+                    instrumentation_scope=scope,
+                )
+            )
+        return out
 
 
 class Trace:
