@@ -66,7 +66,7 @@ def exporters(endpoint: str) -> list[int]:
                 state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
             except OSError:
                 continue
-            if b"bastion.policies.trace_export" in args and endpoint.encode() in args and state != "Z":
+            if b"bastion.trace_export" in args and endpoint.encode() in args and state != "Z":
                 out.append(int(entry.name))
     return out
 

@@ -27,6 +27,7 @@ from pydantic import Field
 
 from bastion.http import Request, Response
 from bastion.pipeline import Context, Policy, PolicyConfig
+from bastion.trace_export import Readables, _hashed, resource_and_scope  # noqa: F401 (_hashed: for tests)
 
 log = logging.getLogger("bastion.tracing")
 _providers: dict[tuple[Any, ...], SpanSink] = {}
@@ -64,15 +65,6 @@ def provider_for(config: TracingConfig) -> SpanSink:
     return sink
 
 
-def resource_and_scope(service_name: str) -> tuple[Any, Any]:
-    """The resource and the instrumentation scope of bastion's spans: what
-    `TracerProvider(resource=Resource.create(...)).get_tracer("bastion")` gives them."""
-    from opentelemetry.sdk.resources import Resource
-    from opentelemetry.sdk.util.instrumentation import InstrumentationScope
-
-    return _hashed(Resource.create({"service.name": service_name})), InstrumentationScope("bastion", None, None)
-
-
 DROPPED: Any = None
 
 
@@ -95,7 +87,7 @@ class SpanSink:
     - memory (tests): exported at once, as the SDK's SimpleSpanProcessor would;
     - otherwise queued (bounded: `MAX_QUEUE`; a span that finds it full is dropped and counted in
       `bastion_trace_spans_dropped_total`, the request never waits) and shipped in batches by one
-      thread: to an exporter process (`bastion.policies.trace_export`: the SDK objects, OTLP
+      thread: to an exporter process (`bastion.trace_export`: the SDK objects, OTLP
       protobuf and the POST there, off the serving process's cores) when `exporter_process` is on,
       else to the SDK's exporter in this process (console, or otlp without the process).
     """
@@ -215,28 +207,10 @@ def _start_exporter(config: TracingConfig) -> subprocess.Popen[bytes]:
     this process dies, SIGKILL included: the kernel closes the pipe). In a session of its own: a
     terminal's Ctrl-C or a signal to the server's process group reaches the server, which drains
     and closes the pipe, not the exporter, which would lose the last batch."""
-    cmd = [sys.executable, "-m", "bastion.policies.trace_export", config.endpoint, config.service_name]
+    cmd = [sys.executable, "-m", "bastion.trace_export", config.endpoint, config.service_name]
     return subprocess.Popen(
         cmd, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, close_fds=True, start_new_session=True
     )
-
-
-def _hashed(resource: Any) -> Any:
-    """The same resource, hashed once. The OTLP encoder groups every exported span by its
-    resource (a dict keyed by it), and the SDK's `Resource.__hash__` serialises the attributes
-    to JSON on each call: per span, that was a fifth of the exporter thread's encoding time.
-    The attributes of a resource never change, so neither does its hash."""
-    base: Any = type(resource)
-
-    class HashedResource(base):
-        def __init__(self, attributes: Any, schema_url: str | None = None) -> None:
-            super().__init__(attributes, schema_url)
-            self._hash = base.__hash__(self)
-
-        def __hash__(self) -> int:
-            return self._hash
-
-    return HashedResource(resource.attributes, resource.schema_url)
 
 
 _TRACEPARENT = re.compile(rb"00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})")
@@ -321,71 +295,6 @@ class Span:
             self.name, self.kind, self.trace_id, self.span_id, self.flags, state, self.parent_id,
             self.parent_remote, self.start, self.end_time, self.attributes, self.status,
         )  # fmt: skip
-
-
-def readable(fields: tuple[Any, ...], resource: Any, scope: Any) -> Any:
-    """The SDK's ReadableSpan of a recorded span's `fields`: what the SDK's tracer would have
-    handed its span processors for the same span (the OTLP encoder reads nothing else)."""
-    return Readables(resource, scope)([fields])[0]
-
-
-class Readables:
-    """`readable` for whole batches, with what spans share made once: the trace flags, kinds and
-    statuses (immutable SDK values), a tracestate header's parsing, and a local parent's
-    SpanContext (the root's own, which its children end before it)."""
-
-    def __init__(self, resource: Any, scope: Any) -> None:
-        from opentelemetry.sdk.trace import ReadableSpan
-        from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode, TraceFlags, TraceState
-
-        self.resource, self.scope = resource, scope
-        self.span, self.context, self.trace_state = ReadableSpan, SpanContext, TraceState
-        self.flags = {f: TraceFlags(f) for f in range(256)}
-        self.kinds = {k.value: k for k in SpanKind}
-        self.statuses = {c.value: Status(c) for c in StatusCode}
-        self.states: dict[str, Any] = {}
-
-    def __call__(self, batch: list[tuple[Any, ...]]) -> list[Any]:
-        context, flags_of, states = self.context, self.flags, self.states
-        contexts = []
-        own: dict[tuple[int, int], Any] = {}
-        for f in batch:
-            trace_id, span_id, flags, state = f[2], f[3], f[4], f[5]
-            if state:
-                ts = states.get(state)
-                if ts is None:
-                    if len(states) > 1024:
-                        states.clear()
-                    ts = states[state] = self.trace_state.from_header([state])
-            else:
-                ts = None
-            sc = context(trace_id, span_id, False, flags_of[flags], ts)
-            contexts.append((sc, ts))
-            own[trace_id, span_id] = sc
-        out = []
-        span, kinds, statuses, resource, scope = self.span, self.kinds, self.statuses, self.resource, self.scope
-        for f, (sc, ts) in zip(batch, contexts, strict=True):
-            name, kind, trace_id, _, flags, _, parent_id, remote, start, end, attributes, status = f
-            parent = None
-            if parent_id:
-                parent = None if remote else own.get((trace_id, parent_id))
-                if parent is None:
-                    parent = context(trace_id, parent_id, remote, flags_of[flags], ts)
-            out.append(
-                span(
-                    name=name,
-                    context=sc,
-                    parent=parent,
-                    resource=resource,
-                    attributes=attributes,
-                    kind=kinds[kind],
-                    status=statuses[status],
-                    start_time=start,
-                    end_time=end,
-                    instrumentation_scope=scope,
-                )
-            )
-        return out
 
 
 class Trace:
