@@ -5,6 +5,8 @@ serving process and trace exporter process counted apart, for:
 - u   m + tracing with `sample_ratio: 0` (every request sampled out)
 - a   m + tracing with `sample_ratio: 1`, no policy spans (every request sampled in: the root
       SERVER span and the upstream CLIENT span, exported)
+- i   a with `exporter_process: false` (the light spans alone: exported by the SDK's OTLP
+      exporter on a thread of the serving process, as before session 6)
 
 and, modelled from those deterministic parts, s = u + 10 % of (a − u) — the `s` config of
 bench/gateway.py (10 % sampled) — with s/d computed both ways: the serving process alone, and
@@ -48,10 +50,15 @@ def config(label: str, port: int, up: int, work: Path) -> str:
         return pass_through(port, up)
     if label == "m":
         return pass_through(port, up, **m)
-    ratio = {"u": 0.0, "a": 1.0}[label]
-    return pass_through(
-        port, up, **m, tracing={"exporter": "otlp", "endpoint": traces, "sample_ratio": ratio, "policy_spans": False}
-    )
+    tracing = {
+        "exporter": "otlp",
+        "endpoint": traces,
+        "sample_ratio": 0.0 if label == "u" else 1.0,
+        "policy_spans": False,
+    }
+    if label == "i":
+        tracing["exporter_process"] = False
+    return pass_through(port, up, **m, tracing=tracing)
 
 
 def children(pid: int) -> list[int]:

@@ -1,4 +1,5 @@
-"""The trace exporter process: `python -m bastion.trace_export ENDPOINT SERVICE_NAME`.
+"""The trace exporter process: `python -m bastion.trace_export`, the OTLP endpoint and
+the service name in `BASTION_TRACE_ENDPOINT` and `BASTION_TRACE_SERVICE`.
 
 A serving process (a worker) starts one (`tracing.SpanSink`, when `exporter_process` is on) and
 writes it batches of finished spans on its stdin: frames of a 4-byte big-endian length and a
@@ -142,12 +143,12 @@ class Readables:
         return out
 
 
-def main(argv: list[str]) -> int:
+def main() -> int:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     os.nice(NICE)  # background work: on a shared core the serving process goes first
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s trace-export: %(message)s")
-    endpoint, service_name = argv
+    endpoint, service_name = os.environ["BASTION_TRACE_ENDPOINT"], os.environ["BASTION_TRACE_SERVICE"]
     from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 
     readables = Readables(*resource_and_scope(service_name))
@@ -164,4 +165,4 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    sys.exit(main())

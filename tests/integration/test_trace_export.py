@@ -63,10 +63,13 @@ def exporters(endpoint: str) -> list[int]:
         if entry.name.isdigit():
             try:
                 args = (entry / "cmdline").read_bytes().split(b"\0")
+                env = (entry / "environ").read_bytes().split(b"\0")
                 state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
             except OSError:
                 continue
-            if b"bastion.trace_export" in args and endpoint.encode() in args and state != "Z":
+            mine = b"BASTION_TRACE_ENDPOINT=" + endpoint.encode() in env
+            if b"bastion.trace_export" in args and mine and state != "Z":
+                assert endpoint.encode() not in b" ".join(args)  # not on its command line
                 out.append(int(entry.name))
     return out
 

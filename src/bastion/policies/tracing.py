@@ -207,9 +207,16 @@ def _start_exporter(config: TracingConfig) -> subprocess.Popen[bytes]:
     this process dies, SIGKILL included: the kernel closes the pipe). In a session of its own: a
     terminal's Ctrl-C or a signal to the server's process group reaches the server, which drains
     and closes the pipe, not the exporter, which would lose the last batch."""
-    cmd = [sys.executable, "-m", "bastion.trace_export", config.endpoint, config.service_name]
+    # the endpoint in the environment, not the command line: a URL may carry credentials, and
+    # any local user reads a command line (/proc/<pid>/cmdline), only the owner the environment
+    env = dict(os.environ, BASTION_TRACE_ENDPOINT=config.endpoint, BASTION_TRACE_SERVICE=config.service_name)
     return subprocess.Popen(
-        cmd, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, close_fds=True, start_new_session=True
+        [sys.executable, "-m", "bastion.trace_export"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        close_fds=True,
+        start_new_session=True,
+        env=env,
     )
 
 
