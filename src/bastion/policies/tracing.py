@@ -178,6 +178,12 @@ class SpanSink:
         self.wake.set()
         if self.thread is not None and self.thread is not threading.current_thread():
             self.thread.join(timeout)
+            if self.thread.is_alive():  # stuck writing to the pipe: a second writer would garble it,
+                # closing the pipe would wait for the write; the pipe closes when this process exits
+                log.warning("trace export did not finish in %.0f s (%d spans dropped)", timeout, len(self.queue))
+                _dropped(len(self.queue))
+                self.queue.clear()
+                return
         self._drain()
         proc, self.process = self.process, None
         if proc is not None:
