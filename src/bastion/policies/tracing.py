@@ -119,6 +119,8 @@ class SpanSink:
             from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 
             self.exporter = OTLPSpanExporter(endpoint=config.endpoint)
+        if self.memory is None:
+            _dropped(0)  # the series exists (at 0) from the start: an alert can tell "none" from "absent"
 
     def __call__(self, span: Span) -> None:
         if self.memory is not None:
