@@ -6,7 +6,9 @@ policies.
 On a shared, loaded machine wrk's throughput ratios move with the neighbours' load; the CPU the
 server process spends per request does not (much), and for a server bound by one core its
 inverse ratio is the throughput ratio: s/d ≈ cpu(d) / cpu(s). The tracing exporter's thread
-(BatchSpanProcessor, OTLP encoding) is counted: /proc/<pid>/stat sums every thread.
+(BatchSpanProcessor, OTLP encoding) is counted: /proc/<pid>/stat sums every thread. The trace
+exporter process (`exporter_process`, session 6) is counted apart, in the `exp` column, and the
+s/d and t/d lines give both ratios: the serving process alone, and serving + exporter.
 
     .venv/bin/python bench/policies_cpu.py [--rounds 3] [--duration 8] [--only d,s]
 """
@@ -30,6 +32,17 @@ events {{ worker_connections 4096; }}
 http {{ access_log off; server {{ listen 127.0.0.1:{up};
   location / {{ default_type application/json; return 200 '{{"id":1,"name":"alice","ok":true}}'; }} }} }}
 """
+
+
+def exporter_cpu(pid: int) -> float:
+    """CPU seconds of `pid`'s child processes (the trace exporter process of a traced server)."""
+    total = 0.0
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            total += sum(cpu_seconds(int(c)) for c in (task / "children").read_text().split())
+        except OSError:
+            pass
+    return total
 
 
 def configs(work: Path, up: int) -> dict[str, tuple[int, str]]:
@@ -91,6 +104,7 @@ def main() -> None:
             wait_port(port, 120)
         time.sleep(1)
         per: dict[str, list[float]] = {label: [] for label in servers}
+        exp: dict[str, list[float]] = {label: [] for label in servers}
         rates: dict[str, list[float]] = {label: [] for label in servers}
         for port, _ in servers.values():  # warm up
             subprocess.run(
@@ -100,6 +114,7 @@ def main() -> None:
         for _ in range(args.rounds):
             for label, (port, proc) in servers.items():
                 before = cpu_seconds(proc.pid)
+                before_exp = exporter_cpu(proc.pid)
                 out = subprocess.run(
                     [
                         *pinned("0"),
@@ -115,23 +130,30 @@ def main() -> None:
                 ).stdout
                 time.sleep(0.3)  # the exporter's last batch of the round is this round's cost
                 spent = cpu_seconds(proc.pid) - before
+                spent_exp = exporter_cpu(proc.pid) - before_exp
                 if "Non-2xx" in out:
                     raise RuntimeError(f"{label}: non-2xx answers\n{out}")
                 total = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
                 per[label].append(1e6 * spent / total)
+                exp[label].append(1e6 * spent_exp / total)
                 rates[label].append(float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)))  # type: ignore[union-attr]
         print(f"wrk -t1 -c{args.connections} -d{args.duration}s /users/1, {args.rounds} alternating rounds")
-        print(f"{'':3} {'µs CPU/req (median)':>20} {'rps (median)':>13}   µs of each round")
+        print(f"{'':3} {'µs CPU/req (median)':>20} {'exp µs/req':>11} {'rps (median)':>13}   µs of each round")
         med = {label: statistics.median(v) for label, v in per.items()}
+        emed = {label: statistics.median(v) for label, v in exp.items()}
         for label in servers:
             each = " ".join(f"{v:.0f}" for v in per[label])
-            print(f"{label:3} {med[label]:20.1f} {statistics.median(rates[label]):13.0f}   {each}")
+            print(f"{label:3} {med[label]:20.1f} {emed[label]:11.1f} {statistics.median(rates[label]):13.0f}   {each}")
         for suffix, _ in trees:
             d = "d" + suffix
             for label in ("m", "s", "t", "e"):
                 x = label + suffix
                 if d in med and x in med:
-                    print(f"{x}/{d} by CPU: {med[d] / med[x]:.2f} ({med[d]:.0f} / {med[x]:.0f} µs)")
+                    line = f"{x}/{d} by CPU: {med[d] / med[x]:.2f} ({med[d]:.0f} / {med[x]:.0f} µs)"
+                    if emed[x]:
+                        both = med[x] + emed[x]
+                        line += f"; serving + exporter process: {med[d] / both:.2f} ({med[d]:.0f} / {both:.0f} µs)"
+                    print(line)
     finally:
         for proc in reversed(procs):
             proc.terminate()

@@ -10,18 +10,27 @@ strings or bodies.
 
 from __future__ import annotations
 
+import atexit
 import logging
+import marshal
+import os
 import random
 import re
+import subprocess
+import sys
+import threading
+from collections import deque
+from time import time_ns as _time_ns
 from typing import Any, ClassVar, Literal
 
 from pydantic import Field
 
 from bastion.http import Request, Response
 from bastion.pipeline import Context, Policy, PolicyConfig
+from bastion.trace_export import Readables, _hashed, resource_and_scope  # noqa: F401 (_hashed: for tests)
 
 log = logging.getLogger("bastion.tracing")
-_providers: dict[tuple[Any, ...], Any] = {}
+_providers: dict[tuple[Any, ...], SpanSink] = {}
 _getrandbits = random.getrandbits
 
 
@@ -36,58 +45,187 @@ class TracingConfig(PolicyConfig):
     )
     trust_incoming: bool = Field(True, description="Continue a client's traceparent (off: start a new trace).")
     policy_spans: bool = Field(True, description="A child span per policy.")
-
-
-def provider_for(config: TracingConfig) -> Any:
-    """One TracerProvider per exporter setting for the process (reloads reuse it)."""
-    key = (config.exporter, config.endpoint, config.service_name, config.sample_ratio)
-    if key in _providers:
-        return _providers[key]
-    try:
-        from opentelemetry.sdk.resources import Resource
-        from opentelemetry.sdk.trace import TracerProvider
-        from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter, SimpleSpanProcessor
-        from opentelemetry.sdk.trace.sampling import ALWAYS_ON
-    except ImportError:
-        raise ValueError("tracing needs OpenTelemetry: pip install 'bastion-gateway[otel]'") from None
-    # the policy makes the head-sampling decision itself, before the SDK is involved (see
-    # Tracing.on_request): what reaches the SDK is to be recorded. ALWAYS_ON, not
-    # ParentBased(ALWAYS_ON): the same decisions here (a root span only starts sampled, or under a
-    # client's sampled parent; children only under a recording root), one lookup less per span.
-    provider = TracerProvider(
-        resource=_hashed(Resource.create({"service.name": config.service_name})), sampler=ALWAYS_ON
+    exporter_process: bool = Field(
+        True,
+        description="otlp: encode and send the spans in a separate exporter process (one per worker), "
+        "off the serving process's core; off: a thread of the serving process does it.",
     )
-    if config.exporter == "memory":
-        from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-
-        provider.memory = InMemorySpanExporter()  # type: ignore[attr-defined]
-        provider.add_span_processor(SimpleSpanProcessor(provider.memory))  # type: ignore[attr-defined]
-    elif config.exporter == "console":
-        provider.add_span_processor(BatchSpanProcessor(ConsoleSpanExporter()))
-    else:
-        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
-
-        provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(endpoint=config.endpoint)))
-    _providers[key] = provider
-    return provider
 
 
-def _hashed(resource: Any) -> Any:
-    """The same resource, hashed once. The OTLP encoder groups every exported span by its
-    resource (a dict keyed by it), and the SDK's `Resource.__hash__` serialises the attributes
-    to JSON on each call: per span, that was a fifth of the exporter thread's encoding time.
-    The attributes of a resource never change, so neither does its hash."""
-    base: Any = type(resource)
+def provider_for(config: TracingConfig) -> SpanSink:
+    """One span sink per exporter setting for the process (reloads reuse it)."""
+    key = (config.exporter, config.endpoint, config.service_name, config.exporter_process)
+    sink = _providers.get(key)
+    if sink is None:
+        try:
+            import opentelemetry.sdk.trace  # noqa: F401
+        except ImportError:
+            raise ValueError("tracing needs OpenTelemetry: pip install 'bastion-gateway[otel]'") from None
+        sink = _providers[key] = SpanSink(config)
+    return sink
 
-    class HashedResource(base):
-        def __init__(self, attributes: Any, schema_url: str | None = None) -> None:
-            super().__init__(attributes, schema_url)
-            self._hash = base.__hash__(self)
 
-        def __hash__(self) -> int:
-            return self._hash
+DROPPED: Any = None
 
-    return HashedResource(resource.attributes, resource.schema_url)
+
+def _dropped(n: int = 1) -> None:
+    global DROPPED
+    if DROPPED is None:
+        from prometheus_client import Counter
+
+        from bastion.observability import REGISTRY
+
+        DROPPED = Counter(
+            "bastion_trace_spans_dropped", "Finished spans not exported: the export queue was full", registry=REGISTRY
+        )
+    DROPPED.inc(n)
+
+
+class SpanSink:
+    """Where finished spans go: called with the span by `Span.end`, on the request's thread.
+
+    - memory (tests): exported at once, as the SDK's SimpleSpanProcessor would;
+    - otherwise queued (bounded: `MAX_QUEUE`; a span that finds it full is dropped and counted in
+      `bastion_trace_spans_dropped_total`, the request never waits) and shipped in batches by one
+      thread: to an exporter process (`bastion.trace_export`: the SDK objects, OTLP
+      protobuf and the POST there, off the serving process's cores) when `exporter_process` is on,
+      else to the SDK's exporter in this process (console, or otlp without the process).
+    """
+
+    MAX_QUEUE = 4096
+    BATCH = 512
+    DELAY = 5.0  # seconds between flushes of a part batch (the SDK BatchSpanProcessor's default)
+
+    def __init__(self, config: TracingConfig) -> None:
+        self.config = config
+        self.resource, self.scope = resource_and_scope(config.service_name)
+        self.readables = Readables(self.resource, self.scope)
+        self.memory: Any = None
+        self.exporter: Any = None
+        self.process: subprocess.Popen[bytes] | None = None
+        self.queue: deque[Span] = deque()
+        self.wake = threading.Event()
+        self.thread: threading.Thread | None = None
+        self.closing = False
+        if config.exporter == "memory":
+            from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+            self.memory = InMemorySpanExporter()
+        elif config.exporter == "console":
+            from opentelemetry.sdk.trace.export import ConsoleSpanExporter
+
+            self.exporter = ConsoleSpanExporter()
+        elif not config.exporter_process:
+            from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
+            self.exporter = OTLPSpanExporter(endpoint=config.endpoint)
+        if self.memory is None:
+            _dropped(0)  # the series exists (at 0) from the start: an alert can tell "none" from "absent"
+
+    def __call__(self, span: Span) -> None:
+        if self.memory is not None:
+            self.memory.export(self.readables([span.fields()]))
+            return
+        q = self.queue
+        if len(q) >= self.MAX_QUEUE:
+            _dropped()
+            return
+        q.append(span)
+        if self.thread is None:
+            self._start()
+        elif len(q) >= self.BATCH:
+            self.wake.set()
+
+    def _start(self) -> None:
+        self.thread = threading.Thread(target=self._run, name="bastion-trace-export", daemon=True)
+        self.thread.start()
+        atexit.register(self.shutdown)
+
+    def _run(self) -> None:
+        while not self.closing:
+            self.wake.wait(self.DELAY)
+            self.wake.clear()
+            self._drain()
+
+    def _drain(self) -> None:
+        q = self.queue
+        while q:
+            batch: list[tuple[Any, ...]] = []
+            while q and len(batch) < self.BATCH:
+                batch.append(q.popleft().fields())
+            try:
+                self._ship(batch)
+            except Exception:  # an exporter's failure must never reach serving
+                log.exception("trace export failed (%d spans dropped)", len(batch))
+                _dropped(len(batch))
+
+    def _ship(self, batch: list[tuple[Any, ...]]) -> None:
+        if self.exporter is not None:
+            self.exporter.export(self.readables(batch))
+            return
+        proc = self.process
+        if proc is None or proc.poll() is not None:
+            if proc is not None:
+                log.warning("the trace exporter process exited (%s); starting another", proc.returncode)
+            proc = self.process = _start_exporter(self.config)
+        frame = marshal.dumps(batch)
+        assert proc.stdin is not None
+        proc.stdin.write(len(frame).to_bytes(4, "big") + frame)
+        proc.stdin.flush()
+
+    def shutdown(self, timeout: float = 10.0) -> None:
+        """Export what is queued, then let the exporter process finish (it exits when its pipe
+        closes) — at exit, and on a drain (SIGTERM)."""
+        self.closing = True
+        self.wake.set()
+        if self.thread is not None and self.thread is not threading.current_thread():
+            self.thread.join(timeout)
+            if self.thread.is_alive():  # stuck writing to the pipe: a second writer would garble it,
+                # closing the pipe would wait for the write; the pipe closes when this process exits
+                log.warning("trace export did not finish in %.0f s (%d spans dropped)", timeout, len(self.queue))
+                _dropped(len(self.queue))
+                self.queue.clear()
+                return
+        self._drain()
+        proc, self.process = self.process, None
+        if proc is not None:
+            try:
+                proc.stdin.close()  # type: ignore[union-attr]
+                proc.wait(timeout)
+            except (OSError, subprocess.TimeoutExpired):
+                log.warning("the trace exporter process did not finish in %.0f s", timeout)
+        if self.exporter is not None:
+            self.exporter.shutdown()
+
+
+def _after_fork() -> None:
+    """A forked child has none of the parent's export thread or process: its sinks start afresh
+    (bastion's workers are spawned, not forked; this is for embedders that fork)."""
+    for sink in _providers.values():
+        sink.queue.clear()
+        sink.thread, sink.process, sink.wake = None, None, threading.Event()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork)
+
+
+def _start_exporter(config: TracingConfig) -> subprocess.Popen[bytes]:
+    """The exporter process: reads batches from its stdin, exits when it closes (so also when
+    this process dies, SIGKILL included: the kernel closes the pipe). In a session of its own: a
+    terminal's Ctrl-C or a signal to the server's process group reaches the server, which drains
+    and closes the pipe, not the exporter, which would lose the last batch."""
+    # the endpoint in the environment, not the command line: a URL may carry credentials, and
+    # any local user reads a command line (/proc/<pid>/cmdline), only the owner the environment
+    env = dict(os.environ, BASTION_TRACE_ENDPOINT=config.endpoint, BASTION_TRACE_SERVICE=config.service_name)
+    return subprocess.Popen(
+        [sys.executable, "-m", "bastion.trace_export"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        close_fds=True,
+        start_new_session=True,
+        env=env,
+    )
 
 
 _TRACEPARENT = re.compile(rb"00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})")
@@ -103,43 +241,101 @@ def _sampled_flag(value: bytes | None) -> bool | None:
     return bool(int(m.group(3), 16) & 1)
 
 
-class Trace:
-    """The spans of one request, handed to the pipeline and the proxy through the Context. An
-    unsampled request makes no child spans: only its context travels on (traceparent, flags 00).
-    `attributes`: the root span's, set once when it ends (one call into the SDK, not four)."""
+_SERVER, _CLIENT, _INTERNAL = 1, 2, 0  # SpanKind values
+_ERROR = 2  # StatusCode.ERROR
 
-    __slots__ = ("tracer", "root", "ctx", "policy_spans", "trace_mod", "recording", "propagator", "attributes")
+
+class Span:
+    """A span as the request path records it: ids, parent, name, kind, times, status and the
+    few attributes, in plain slots. The SDK's span (four locks, a `BoundedAttributes`, two
+    `BoundedList`s, a `Context`, the processor fan-out: ~170k instructions a span) is built only
+    for export (`readable`), on the exporter's side, from exactly these fields: what the SDK's
+    tracer would have recorded (tests/unit/test_tracing_unit.py compares the OTLP encodings).
+    The attribute values the gateway sets are str and int, which the SDK keeps as they are."""
+
+    __slots__ = (
+        "name", "kind", "trace_id", "span_id", "flags", "state", "parent_id", "parent_remote",
+        "start", "end_time", "attributes", "status", "sink",
+    )  # fmt: skip
 
     def __init__(
         self,
-        tracer: Any,
-        root: Any,
-        ctx: Any,
-        policy_spans: bool,
-        trace_mod: Any,
-        propagator: Any,
-        attributes: dict[str, Any] | None = None,
+        sink: Any,
+        name: str,
+        kind: int,
+        trace_id: int,
+        flags: int,
+        state: Any,
+        parent_id: int,
+        parent_remote: bool,
     ) -> None:
-        self.tracer, self.root, self.ctx, self.trace_mod = tracer, root, ctx, trace_mod
-        self.recording = root.is_recording()
-        self.policy_spans = policy_spans and self.recording
-        self.propagator = propagator
+        self.sink, self.name, self.kind, self.trace_id, self.flags = sink, name, kind, trace_id, flags
+        self.state, self.parent_id, self.parent_remote = state, parent_id, parent_remote
+        self.span_id = _getrandbits(64) or 1  # as the SDK's RandomIdGenerator (never the invalid 0)
+        self.attributes: dict[str, Any] = {}
+        self.status = 0
+        self.end_time: int | None = None
+        self.start = _time_ns()
+
+    def is_recording(self) -> bool:
+        return self.end_time is None
+
+    def set_attribute(self, key: str, value: Any) -> None:
+        self.attributes[key] = value
+
+    def set_attributes(self, attributes: dict[str, Any]) -> None:
+        self.attributes.update(attributes)
+
+    def update_name(self, name: str) -> None:
+        self.name = name
+
+    def set_status(self, status: Any) -> None:
+        self.status = int(getattr(status, "status_code", status).value)
+
+    def end(self) -> None:
+        if self.end_time is None:  # once, as the SDK's (a second end() is ignored)
+            self.end_time = _time_ns()
+            self.sink(self)
+
+    def get_span_context(self) -> Any:
+        """The SDK's SpanContext of this span (for the OpenTelemetry API; not on the hot path)."""
+        from opentelemetry.trace import SpanContext, TraceFlags
+
+        return SpanContext(self.trace_id, self.span_id, False, TraceFlags(self.flags), self.state)
+
+    def fields(self) -> tuple[Any, ...]:
+        """What the exporter needs, as plain values (marshal-able: to the exporter process)."""
+        state = self.state.to_header() if self.state else None
+        return (
+            self.name, self.kind, self.trace_id, self.span_id, self.flags, state, self.parent_id,
+            self.parent_remote, self.start, self.end_time, self.attributes, self.status,
+        )  # fmt: skip
+
+
+class Trace:
+    """The spans of one request, handed to the pipeline and the proxy through the Context. An
+    unsampled request makes no child spans: only its context travels on (traceparent, flags 00).
+    `attributes`: the root span's, set once when it ends."""
+
+    __slots__ = ("root", "policy_spans", "recording", "attributes")
+
+    def __init__(self, root: Span, policy_spans: bool, attributes: dict[str, Any] | None = None) -> None:
+        self.root = root
+        self.recording = True
+        self.policy_spans = policy_spans
         self.attributes = attributes if attributes is not None else {}
 
-    def child(self, name: str, client: bool = False) -> Any:
-        kind = self.trace_mod.SpanKind.CLIENT if client else self.trace_mod.SpanKind.INTERNAL
-        return self.tracer.start_span(name, context=self.ctx, kind=kind)
+    def child(self, name: str, client: bool = False) -> Span:
+        r = self.root
+        return Span(r.sink, name, _CLIENT if client else _INTERNAL, r.trace_id, r.flags, r.state, r.span_id, False)
 
-    def headers_for(self, span: Any) -> list[tuple[bytes, bytes]]:
+    @staticmethod
+    def headers_for(span: Span) -> list[tuple[bytes, bytes]]:
         """`span`'s W3C trace context as request headers: what the SDK's
-        TraceContextTextMapPropagator.inject writes, read straight from the span's context
-        (inject wants a Context, one more object per span just to read the span back out)."""
-        sc = span.get_span_context()
-        if not sc.is_valid:
-            return []
-        out = [(b"traceparent", b"00-%032x-%016x-%02x" % (sc.trace_id, sc.span_id, sc.trace_flags))]
-        if sc.trace_state:
-            out.append((b"tracestate", sc.trace_state.to_header().encode("latin-1")))
+        TraceContextTextMapPropagator.inject writes for the same span (a property test)."""
+        out = [(b"traceparent", b"00-%032x-%016x-%02x" % (span.trace_id, span.span_id, span.flags))]
+        if span.state:
+            out.append((b"tracestate", span.state.to_header().encode("latin-1")))
         return out
 
 
@@ -158,7 +354,6 @@ class Tracing(Policy[TracingConfig]):
         from opentelemetry import trace
         from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
-        self.tracer = self.provider.get_tracer("bastion")
         self.trace = trace
         self.propagator = TraceContextTextMapPropagator()
 
@@ -167,7 +362,7 @@ class Tracing(Policy[TracingConfig]):
             return None  # already decided (edge pipeline, then the route's)
         ctx.values["tracing"] = True
         ctx.drop_request_headers.update((b"traceparent", b"tracestate"))
-        parent = None
+        continued = False
         if self.config.trust_incoming:
             tp = req.header(b"traceparent")
             flags = _sampled_flag(tp)
@@ -177,13 +372,8 @@ class Tracing(Policy[TracingConfig]):
                 if ts is not None:
                     ctx.upstream_headers.append((b"tracestate", ts))
                 return None
-            if flags is True:
-                carrier = {"traceparent": tp.decode("latin-1")}  # type: ignore[union-attr]
-                ts = req.header(b"tracestate")
-                if ts is not None:
-                    carrier["tracestate"] = ts.decode("latin-1")
-                parent = self.propagator.extract(carrier)
-        if parent is None and random.random() >= self.config.sample_ratio:
+            continued = flags is True
+        if not continued and random.random() >= self.config.sample_ratio:
             # head sampling without the SDK: a new trace id, the sampled flag off. Ids from
             # `random.getrandbits`, as the SDK's own RandomIdGenerator makes them (W3C asks for
             # random, not secret, ids): two os.urandom system calls per request cost more than
@@ -192,17 +382,21 @@ class Tracing(Policy[TracingConfig]):
                 (b"traceparent", b"00-%032x-%016x-00" % (_getrandbits(128) or 1, _getrandbits(64) or 1))
             )
             return None
-        root = self.tracer.start_span(
-            f"{req.method} {req.route_name or 'unrouted'}", context=parent, kind=self.trace.SpanKind.SERVER
-        )
+        name = f"{req.method} {req.route_name or 'unrouted'}"
+        root = None
+        if continued:  # the SDK's reading of the client's context (W3C rules, tracestate's too)
+            carrier = {"traceparent": tp.decode("latin-1")}  # type: ignore[union-attr]
+            ts = req.header(b"tracestate")
+            if ts is not None:
+                carrier["tracestate"] = ts.decode("latin-1")
+            sc = self.trace.get_current_span(self.propagator.extract(carrier)).get_span_context()
+            if sc.is_valid:  # as the SDK's tracer: the parent's trace, its state, its random flag
+                sampled = 1 | (sc.trace_flags & 2)
+                root = Span(self.provider, name, _SERVER, sc.trace_id, sampled, sc.trace_state, sc.span_id, True)
+        if root is None:  # a new trace: SAMPLED | RANDOM_TRACE_ID, as the SDK's tracer flags it
+            root = Span(self.provider, name, _SERVER, _getrandbits(128) or 1, 3, None, 0, False)
         ctx.trace = Trace(
-            self.tracer,
-            root,
-            self.trace.set_span_in_context(root),
-            self.config.policy_spans,
-            self.trace,
-            self.propagator,
-            {"http.request.method": req.method, "url.path": req.path[:200]},
+            root, self.config.policy_spans, {"http.request.method": req.method, "url.path": req.path[:200]}
         )
         return None
 
@@ -211,18 +405,14 @@ class Tracing(Policy[TracingConfig]):
         if t is None or getattr(t, "ended", False):
             return
         span = t.root
-        if not t.recording:
-            span.end()
-            ctx.trace = None
-            return
-        span.update_name(f"{req.method} {req.route_name or 'unrouted'}")
+        span.name = f"{req.method} {req.route_name or 'unrouted'}"
         attributes = t.attributes
         attributes["http.response.status_code"] = resp.status
         attributes["bastion.route"] = req.route_name or "-"
         if resp.stopped_by:
             attributes["bastion.stopped_by"] = resp.stopped_by
-        span.set_attributes(attributes)
+        span.attributes.update(attributes)
         if resp.status >= 500:
-            span.set_status(self.trace.Status(self.trace.StatusCode.ERROR))
+            span.status = _ERROR
         span.end()
         ctx.trace = None

@@ -1,0 +1,174 @@
+"""The trace exporter process: spans recorded by `bastion serve` reach a real OTLP/HTTP receiver
+through it; SIGTERM on the server exports the last batch; SIGKILL of the server leaves no
+exporter process behind; a full queue drops (and counts) instead of waiting."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+import yaml
+from helpers import STARTUP_SECONDS, raw_request, wait_for
+
+pytest.importorskip("opentelemetry.exporter.otlp.proto.http")
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (  # noqa: E402
+    ExportTraceServiceRequest,
+    ExportTraceServiceResponse,
+)
+
+
+@contextlib.contextmanager
+def otlp_receiver():
+    """A real OTLP/HTTP traces endpoint: the spans it received, as (service.name, span)."""
+    got: list[tuple[str, object]] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # noqa: N802
+            body = self.rfile.read(int(self.headers["content-length"]))
+            req = ExportTraceServiceRequest.FromString(body)
+            for rs in req.resource_spans:
+                service = next(a.value.string_value for a in rs.resource.attributes if a.key == "service.name")
+                for ss in rs.scope_spans:
+                    got.extend((service, s) for s in ss.spans)
+            out = ExportTraceServiceResponse().SerializeToString()
+            self.send_response(200)
+            self.send_header("content-type", "application/x-protobuf")
+            self.send_header("content-length", str(len(out)))
+            self.end_headers()
+            self.wfile.write(out)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/v1/traces", got
+    finally:
+        server.shutdown()
+
+
+def exporters(endpoint: str) -> list[int]:
+    """Pids of the exporter processes sending to `endpoint` (read from /proc, killed by no one)."""
+    out = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                args = (entry / "cmdline").read_bytes().split(b"\0")
+                env = (entry / "environ").read_bytes().split(b"\0")
+                state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
+            except OSError:
+                continue
+            mine = b"BASTION_TRACE_ENDPOINT=" + endpoint.encode() in env
+            if b"bastion.trace_export" in args and mine and state != "Z":
+                assert endpoint.encode() not in b" ".join(args)  # not on its command line
+                out.append(int(entry.name))
+    return out
+
+
+@contextlib.contextmanager
+def serve(base_config: dict, tmp_path: Path, endpoint: str):
+    config = dict(base_config)
+    config["listeners"] = [{"host": "127.0.0.1", "port": 0}]
+    config["routes"] = [{"path": "/traced/*", "upstream": "up"}]
+    config["policies"] = dict(config["policies"], tracing={"endpoint": endpoint, "policy_spans": False})
+    path = tmp_path / "traced.yaml"
+    path.write_text(yaml.safe_dump(config))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bastion.cli", "serve", "--no-watch", "--workers", "1", "-c", str(path)],
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    lines: list[str] = []
+    threading.Thread(target=lambda: [lines.append(x) for x in proc.stderr], daemon=True).start()  # type: ignore[union-attr]
+    try:
+        port = wait_for(
+            lambda: next(
+                (int(m.group(1)) for x in lines if (m := re.search(r"listening on http://127\.0\.0\.1:(\d+)", x))), None
+            ),
+            STARTUP_SECONDS,
+            what="the gateway",
+        )
+        yield proc, port
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(30)
+
+
+def test_spans_go_through_the_exporter_process_and_sigterm_exports_the_last(base_config, tmp_path):
+    with otlp_receiver() as (endpoint, got), serve(base_config, tmp_path, endpoint) as (proc, port):
+        r = raw_request(port, "GET", "/traced/a?secret=1")
+        assert r.status == 200
+        first = wait_for(lambda: exporters(endpoint), STARTUP_SECONDS, what="the exporter process")
+        assert len(first) == 1
+        wait_for(lambda: any(s.name == "GET /traced/*" for _, s in got), STARTUP_SECONDS, what="the first span")
+        got.clear()
+        for path in ("/traced/b", "/traced/c", "/traced/d"):
+            assert raw_request(port, "GET", path).status == 200
+        proc.send_signal(signal.SIGTERM)  # before the next timed flush (5 s): the drain exports them
+        assert proc.wait(60) == 0
+        assert exporters(endpoint) == []  # it exported and exited with its pipe
+        roots = [s for service, s in got if s.name == "GET /traced/*" and service == "bastion"]
+        clients = [s for _, s in got if s.name == "upstream up"]
+        assert len(roots) == 3 and len(clients) == 3
+        assert {c.trace_id for c in clients} == {r.trace_id for r in roots}
+        assert all(any(c.parent_span_id == r.span_id for r in roots) for c in clients)
+        attrs = {a.key: a.value for a in roots[0].attributes}
+        assert attrs["http.response.status_code"].int_value == 200 and attrs["bastion.route"].string_value
+        assert "secret" not in str(roots)  # no query strings on spans
+
+
+def test_sigkill_of_the_server_leaves_no_exporter(base_config, tmp_path):
+    with otlp_receiver() as (endpoint, got), serve(base_config, tmp_path, endpoint) as (proc, port):
+        assert raw_request(port, "GET", "/traced/a").status == 200
+        (pid,) = wait_for(lambda: exporters(endpoint), STARTUP_SECONDS, what="the exporter process")
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(30)
+        wait_for(lambda: pid not in exporters(endpoint), 30, what="the exporter's exit")
+
+
+def test_exporter_process_ignores_sigterm_and_exports_until_its_pipe_closes():
+    from bastion.policies.tracing import TracingConfig, _start_exporter
+
+    with otlp_receiver() as (endpoint, got):
+        proc = _start_exporter(TracingConfig(endpoint=endpoint, service_name="framing"))
+        span = ("GET x", 1, 5, 7, 3, "k=v", 0, False, 10, 20, {"http.response.status_code": 200}, 0)
+        frame = __import__("marshal").dumps([span, span[:3] + (8,) + span[4:]])
+        proc.stdin.write(len(frame).to_bytes(4, "big") + frame)  # type: ignore[union-attr]
+        proc.stdin.flush()  # type: ignore[union-attr]
+        wait_for(lambda: len(got) == 2, STARTUP_SECONDS, what="the first batch")
+        proc.send_signal(signal.SIGTERM)  # ignored: a group's SIGTERM must not lose the last batch
+        proc.stdin.write(len(frame).to_bytes(4, "big") + frame)  # type: ignore[union-attr]
+        proc.stdin.close()  # type: ignore[union-attr]
+        assert proc.wait(30) == 0
+        assert len(got) == 4  # the batch written after SIGTERM, exported before the exit
+        service, s = got[0]
+        assert (
+            service == "framing"
+            and s.name == "GET x"
+            and s.trace_state == "k=v"
+            and s.span_id == (7).to_bytes(8, "big")
+        )
+
+
+def test_a_full_queue_drops_and_counts():
+    from bastion.policies import tracing
+
+    sink = tracing.SpanSink(tracing.TracingConfig(endpoint="http://127.0.0.1:9/v1/traces", service_name="drops"))
+    sink.MAX_QUEUE = 2
+    sink._start = lambda: None  # type: ignore[method-assign]  # no export thread: the queue stays full
+    before = tracing.DROPPED._value.get() if tracing.DROPPED is not None else 0
+    for i in range(5):
+        span = tracing.Span(sink, f"s{i}", 1, 5, 3, None, 0, False)
+        span.end()
+    assert [s.name for s in sink.queue] == ["s0", "s1"]
+    assert tracing.DROPPED._value.get() - before == 3
