@@ -339,7 +339,8 @@ class NativeProtocol(asyncio.Protocol):
         self.headers: list[tuple[bytes, bytes]] = []
         self.expect_100_continue = False
         self.upgrading = False
-        self.cycle: Exchange | None = None
+        self.cycle: Exchange | None = None  # the newest request (queued when pipelined)
+        self.running: Exchange | None = None  # the one being answered
         # the edge
         self._key: str | None = None  # set once the gate admitted this connection
         self._refused = False
@@ -406,11 +407,13 @@ class NativeProtocol(asyncio.Protocol):
         if self._key is not None:
             self.gate.release(self._key)
             self._key = None
-        cycle = self.cycle
-        if cycle is not None:
-            if not cycle.response_complete:
-                cycle.disconnected = True
-            cycle.wake()
+        # the request being answered learns of it too, not only the newest (a pipelined one queued
+        # behind it): else its answer goes on being written into the closed transport
+        for cycle in (self.running, self.cycle):
+            if cycle is not None:
+                if not cycle.response_complete:
+                    cycle.disconnected = True
+                cycle.wake()
         self._wake_drainers()
         if exc is None:
             self.transport.close()
@@ -557,11 +560,14 @@ class NativeProtocol(asyncio.Protocol):
         if self._refused or self._lingering or self.parser is None or self.transport.is_closing():
             return  # refused or answered: what still arrives is dropped
         self._idle_due = None  # the keep-alive wait is over
+        if self._head_due is None and (self.cycle is None or self.cycle.response_complete):
+            # the next head's clock; or, when the answer went out before the request's body was
+            # read (a 403/413 on a large body), the bound on reading and dropping the rest of it,
+            # as EdgeProtocol's head timer (else a trickled body holds the connection for ever)
+            self._head_due = self.loop.time() + self.limits.header_timeout
+            self._arm(self._head_due)
         if self._head_open:
             self._head_seen = True
-            if self._head_due is None and (self.cycle is None or self.cycle.response_complete):
-                self._head_due = self.loop.time() + self.limits.header_timeout  # the next head's clock
-                self._arm(self._head_due)
         parser = self.parser
         limit = self.limits.max_header_bytes
         try:
@@ -762,6 +768,7 @@ class NativeProtocol(asyncio.Protocol):
             self.pipeline.appendleft((cycle, app))
 
     def _start(self, cycle: Exchange, app: Any) -> None:
+        self.running = cycle
         task = self.loop.create_task(cycle.run(app))
         task.add_done_callback(self.tasks.discard)  # (a task cancelled before it ran never runs a finally)
         self.tasks.add(task)
