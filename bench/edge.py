@@ -42,7 +42,7 @@ def serve_plain(config: str) -> None:
     from bastion.gateway.edge import ConnectionGate
     from bastion.gateway.tls import TlsHttpToolsProtocol
 
-    server.protocol_for = lambda limits, name="": type(
+    server.protocol_for = lambda limits, name="", server="": type(
         name or "Plain",
         (TlsHttpToolsProtocol,),  # type: ignore
         {"gate": ConnectionGate(limits)},

@@ -6,7 +6,7 @@ import ipaddress
 import logging
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from bastion.gateway.edge import ConnectionGate, EdgeLimits, OffenderLog, client_key
@@ -187,7 +187,7 @@ class _Transport:
         pass
 
 
-def _connection(header_timeout, keepalive_timeout):
+def _connection(header_timeout, keepalive_timeout, server="native"):
     import uvicorn
     from uvicorn.server import ServerState
 
@@ -199,7 +199,7 @@ def _connection(header_timeout, keepalive_timeout):
     config = uvicorn.Config(app, lifespan="off", log_config=None, timeout_keep_alive=keepalive_timeout)
     config.load()
     loop = _VirtualLoop()
-    proto = protocol_for(EdgeLimits(header_timeout=header_timeout, keepalive_timeout=keepalive_timeout))(
+    proto = protocol_for(EdgeLimits(header_timeout=header_timeout, keepalive_timeout=keepalive_timeout), server=server)(
         config=config, server_state=ServerState(), app_state={}, _loop=loop
     )
     transport = _Transport(loop)
@@ -234,6 +234,24 @@ def test_no_trickle_schedule_outlives_the_head_deadline(first, wait, second):
     _check_trickle_schedule(first, wait, second)
 
 
+@settings(max_examples=100, deadline=None)
+@given(first=_schedule, wait=_seconds, second=_schedule)
+def test_no_trickle_schedule_outlives_the_head_deadline_uvicorn_protocol(first, wait, second):
+    """The same on `server: uvicorn` (EdgeProtocol, kept as the fallback)."""
+    _check_trickle_schedule(first, wait, second, "uvicorn")
+
+
+@settings(max_examples=100, deadline=None)
+@given(first=_schedule, wait=_seconds, second=_schedule)
+# the first head's deadline passes during the keep-alive wait, then a head starts whose deadline
+# (2.25 + 2) comes before the wait's end (1.5 + 3)
+@example(first=[1.5], wait=0.75, second=[0.0, 1.0, 1.0, 1.0])
+def test_no_trickle_schedule_outlives_a_head_deadline_shorter_than_the_keepalive(first, wait, second):
+    """The defaults' order (10 s head, 15 s keep-alive): a head that starts during the keep-alive
+    wait has a deadline earlier than the wait's (NativeProtocol's one timer must move up)."""
+    _check_trickle_schedule(first, wait, second, T=2.0, K=3.0)
+
+
 @pytest.mark.slow
 @settings(max_examples=3000, deadline=None)
 @given(first=_schedule, wait=_seconds, second=_schedule)
@@ -241,12 +259,11 @@ def test_no_trickle_schedule_outlives_the_head_deadline_long(first, wait, second
     _check_trickle_schedule(first, wait, second)
 
 
-def _check_trickle_schedule(first, wait, second):
+def _check_trickle_schedule(first, wait, second, server="native", T=3.0, K=2.0):
     """Invariant: a head is accepted iff all of it arrived within T of the connection (first
     request) or of its first byte (after a keep-alive wait, itself at most K); otherwise the
     connection is closed exactly at that deadline, with a 408 iff part of a head was sent."""
-    T, K = 3.0, 2.0
-    proto, loop, transport = _connection(T, K)
+    proto, loop, transport = _connection(T, K, server)
     done = _deliver(proto, loop, transport, 0.0, first)
     if sum(first) >= T:  # a timer due at T fires before a byte that arrives at T
         assert done is None and transport.closed_at == T and proto.cycle is None
@@ -266,3 +283,23 @@ def _check_trickle_schedule(first, wait, second):
         assert last is None and transport.closed_at == begun + T and b" 408 " in transport.written[before:]
     else:
         assert transport.closed_at is None and last is not None
+
+
+@pytest.mark.parametrize("server", ["native", "uvicorn"])
+def test_a_body_trickled_behind_an_early_answer_is_held_to_the_head_deadline(server):
+    """The app answered before the body was read; the client then sends the rest of the body a
+    byte at a time. Nothing else bounds the connection then (no request is being answered, no
+    keep-alive wait: bytes arrive): the head deadline, started by the first such byte, does."""
+    T, K = 3.0, 2.0
+    proto, loop, transport = _connection(T, K, server)
+    proto.data_received(b"POST /a HTTP/1.1\r\nHost: gw\r\nContent-Length: 100\r\n\r\nabc")
+    assert proto.cycle is not None and transport.closed_at is None
+    proto.cycle.response_complete = True  # answered early
+    proto.on_response_complete()
+    t = 0.0
+    while transport.closed_at is None and t < 20:
+        t += 0.5
+        loop.advance(t)
+        if transport.closed_at is None:
+            proto.data_received(b"x")
+    assert transport.closed_at == 0.5 + T and b" 408 " in transport.written

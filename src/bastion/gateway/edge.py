@@ -200,6 +200,8 @@ class _Refused(Exception):
 class EdgeProtocol(TlsHttpToolsProtocol):
     """uvicorn's httptools protocol (with the TLS extension) plus the limits above.
 
+    Since session 6 the listeners run `NativeProtocol` (gateway/native.py) by default; this one
+    is `server: uvicorn`, and the oracle of native's differential test.
     Subclassed once per listener by `protocol_for`, which binds `gate`."""
 
     gate: ClassVar[ConnectionGate]

@@ -24,7 +24,7 @@ Semantics kept (each has a test): keep-alive and HTTP/1.0 rules, pipelining (ans
 order, reading paused while one is queued), Expect: 100-continue, bodies streamed through
 `receive()` with reading paused above 64 KiB, `http.disconnect`, HEAD, chunked vs
 Content-Length framing, `Connection: close`, the 400/408/413/431/503 refusals, lingering
-close. `tests/integration/test_native_differential.py` feeds generated request streams to this
+close. `tests/unit/test_native_differential.py` feeds generated request streams to this
 protocol and to `EdgeProtocol` and requires the same requests at the app and the same bytes
 written.
 """
@@ -561,9 +561,8 @@ class NativeProtocol(asyncio.Protocol):
             return  # refused or answered: what still arrives is dropped
         self._idle_due = None  # the keep-alive wait is over
         if self._head_due is None and (self.cycle is None or self.cycle.response_complete):
-            # the next head's clock; or, when the answer went out before the request's body was
-            # read (a 403/413 on a large body), the bound on reading and dropping the rest of it,
-            # as EdgeProtocol's head timer (else a trickled body holds the connection for ever)
+            # the next head's clock starts now; also the end of a body whose request was answered
+            # early (a body trickled behind an early answer is held to the head deadline too)
             self._head_due = self.loop.time() + self.limits.header_timeout
             self._arm(self._head_due)
         if self._head_open:
@@ -688,21 +687,7 @@ class NativeProtocol(asyncio.Protocol):
         self.url = b""
         self.expect_100_continue = False
         self.upgrading = False
-        headers: list[tuple[bytes, bytes]] = []
-        self.headers = headers
-        self.scope = {
-            "type": "http",
-            "asgi": self.asgi,
-            "http_version": "1.1",
-            "server": self.server,
-            "client": self.client,
-            "scheme": self.scheme,
-            "root_path": self.root_path,
-            "headers": headers,
-            "state": self.app_state.copy(),
-        }
-        if self.tls_info is not None:
-            self.scope["extensions"] = {"tls": self.tls_info}
+        self.headers = []
         self._head_seen = True
         if self._head_due is None:
             self._head_due = self.loop.time() + self.limits.header_timeout  # a pipelined head
@@ -728,13 +713,11 @@ class NativeProtocol(asyncio.Protocol):
         self._head_due = None
         self._head_open = False
         parser = self.parser
-        http_version = parser.get_http_version()
-        scope = self.scope
-        scope["method"] = parser.get_method().decode("ascii")
-        if http_version != "1.1":
-            scope["http_version"] = http_version
+        method = parser.get_method().decode("ascii")
+        headers = self.headers
         if parser.should_upgrade() and self._should_upgrade():
             self.upgrading = True
+            self.scope = {"method": method, "headers": headers}  # what the hand-over writes again
             return
         parsed = httptools.parse_url(self.url)
         raw_path = parsed.path
@@ -743,12 +726,27 @@ class NativeProtocol(asyncio.Protocol):
             path = urllib.parse.unquote(path)
         root = self.root_path
         if root:
-            scope["path"] = root + path
-            scope["raw_path"] = root.encode("ascii") + raw_path
-        else:
-            scope["path"] = path
-            scope["raw_path"] = raw_path
-        scope["query_string"] = parsed.query or b""
+            path = root + path
+            raw_path = root.encode("ascii") + raw_path
+        # the scope in one literal (uvicorn built it in on_message_begin and added five keys here)
+        scope = self.scope = {
+            "type": "http",
+            "asgi": self.asgi,
+            "http_version": parser.get_http_version(),
+            "server": self.server,
+            "client": self.client,
+            "scheme": self.scheme,
+            "root_path": root,
+            "headers": headers,
+            "state": self.app_state.copy(),
+            "method": method,
+            "path": path,
+            "raw_path": raw_path,
+            "query_string": parsed.query or b"",
+        }
+        if self.tls_info is not None:
+            scope["extensions"] = {"tls": self.tls_info}
+        http_version = scope["http_version"]
         app = self.app
         if self.limit_concurrency is not None and (
             len(self.connections) >= self.limit_concurrency or len(self.tasks) >= self.limit_concurrency
