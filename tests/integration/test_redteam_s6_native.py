@@ -688,3 +688,27 @@ def _serves(port: int) -> bool:
         return True
     except OSError:
         return False
+
+
+# --- 7. a hostile upstream through the native layer ------------------------------------------------
+@pytest.mark.xfail(strict=True, reason="net/http1.py: HttpParserUpgrade escapes data_received (asyncio 'Fatal error')")
+@pytest.mark.parametrize("layer", SERVERS)
+def test_upstream_101_to_a_plain_request_logs_no_traceback(gw, upstream, layer, caplog: pytest.LogCaptureFixture):
+    """An upstream that answers a plain GET with `101 Switching Protocols`: the client gets a 502
+    (it does), and no traceback is logged. The upstream client's parser raises HttpParserUpgrade
+    out of `data_received`, which asyncio logs as 'Fatal error: protocol.data_received() call
+    failed.' with the traceback: any upstream can write tracebacks into the gateway's log."""
+
+    async def switch(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        w.write(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: foo\r\nConnection: upgrade\r\n\r\n")
+        await w.drain()
+
+    caplog.set_level(logging.WARNING)
+    upstream.behaviour = {b"/switch": switch}
+    try:
+        answers = exchange(gw[layer], [b"GET /switch HTTP/1.1\r\nHost: x\r\n\r\n"], ["GET"])
+    finally:
+        upstream.behaviour = {}
+        upstream.take()
+    assert statuses(answers) == [502]
+    assert not [r for r in caplog.records if r.exc_info], [r.getMessage() for r in caplog.records if r.exc_info]
