@@ -821,3 +821,39 @@ def test_websocket_handshake_client_gone_logs_no_traceback(gw, upstream, layer, 
         upstream.behaviour = {}
         upstream.take()
     assert not [r for r in caplog.records if r.exc_info], [r.getMessage() for r in caplog.records if r.exc_info]
+
+
+# --- 9. a refusal must not overtake the answers of the requests before it ----------------------
+MALFORMED_BODY_BEHIND = [
+    ("bad-chunk-size", b"POST /c HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nab0\r\n\r\n"),
+    ("bad-chunk-end", b"POST /c HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\rn\n\r\n"),
+    ("bad-chunk-lf", b"POST /c HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\n\r\n\r\n"),
+]
+
+
+@pytest.mark.parametrize(
+    "layer",
+    ["native", pytest.param("uvicorn", marks=pytest.mark.xfail(strict=True, reason="edge.py _close_with too"))],
+)
+@pytest.mark.parametrize("second", [False, True], ids=["one-before", "two-before"])
+@pytest.mark.parametrize(("name", "bad"), MALFORMED_BODY_BEHIND, ids=[c[0] for c in MALFORMED_BODY_BEHIND])
+def test_malformed_body_of_a_queued_request_does_not_overtake_earlier_answers(
+    gw, upstream, layer, second, name, bad, caplog: pytest.LogCaptureFixture
+):
+    """`GET /a` (and `POST /b`) pipelined before a request whose chunked body is malformed, all
+    in one write. The requests before it are forwarded; their answers must reach the client
+    first, in order. The server took the malformed body for the one of the request being
+    handled: it wrote its 400 and half-closed at once, so the client read `400` as the answer
+    to `GET /a` (which the upstream had executed), the real answer was lost and the gateway
+    logged 'Cannot call write() after write_eof()' with a traceback."""
+    caplog.set_level(logging.ERROR)
+    before = b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n"
+    if second:
+        before += b"POST /b HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello"
+    answers = exchange(gw[layer], [before + bad], ["GET", "POST", "POST"])
+    forwarded = upstream.take()
+    assert forwarded, "nothing before the malformed request was forwarded"
+    assert [line for line, _ in forwarded] == [b"GET /a HTTP/1.1", b"POST /b HTTP/1.1"][: len(forwarded)]
+    # each forwarded request's answer comes back, in order, before anything else
+    assert statuses(answers)[: len(forwarded)] == [200] * len(forwarded), (statuses(answers), forwarded)
+    assert not [r for r in caplog.records if r.exc_info], [r.getMessage() for r in caplog.records if r.exc_info]
