@@ -495,6 +495,17 @@ class NativeProtocol(asyncio.Protocol):
                 cycle.keep_alive = False
                 self.pause_reading()
                 return
+            if cycle is not self.running:
+                # the malformed body is a pipelined request's, queued behind answers still to
+                # come: it is dropped unanswered (never started, nothing forwarded), and the
+                # connection closes after the last of those answers, as for a bad head behind
+                # one (an immediate 400 would be read as the answer to the first request)
+                self.pipeline = deque(entry for entry in self.pipeline if entry[0] is not cycle)
+                last = self.pipeline[0][0] if self.pipeline else self.running
+                if last is not None:
+                    last.keep_alive = False
+                self.pause_reading()
+                return
             # the error is in the body of the request being handled (a malformed chunk)
             cycle.disconnected = True
             cycle.wake()
