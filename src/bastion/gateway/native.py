@@ -339,7 +339,8 @@ class NativeProtocol(asyncio.Protocol):
         self.headers: list[tuple[bytes, bytes]] = []
         self.expect_100_continue = False
         self.upgrading = False
-        self.cycle: Exchange | None = None
+        self.cycle: Exchange | None = None  # the newest request (queued when pipelined)
+        self.running: Exchange | None = None  # the one being answered
         # the edge
         self._key: str | None = None  # set once the gate admitted this connection
         self._refused = False
@@ -406,11 +407,13 @@ class NativeProtocol(asyncio.Protocol):
         if self._key is not None:
             self.gate.release(self._key)
             self._key = None
-        cycle = self.cycle
-        if cycle is not None:
-            if not cycle.response_complete:
-                cycle.disconnected = True
-            cycle.wake()
+        # the request being answered learns of it too, not only the newest (a pipelined one queued
+        # behind it): else its answer goes on being written into the closed transport
+        for cycle in (self.running, self.cycle):
+            if cycle is not None:
+                if not cycle.response_complete:
+                    cycle.disconnected = True
+                cycle.wake()
         self._wake_drainers()
         if exc is None:
             self.transport.close()
@@ -490,6 +493,17 @@ class NativeProtocol(asyncio.Protocol):
         if cycle is not None and not cycle.response_complete:
             if cycle.response_started or not cycle.more_body:
                 cycle.keep_alive = False
+                self.pause_reading()
+                return
+            if cycle is not self.running:
+                # the malformed body is a pipelined request's, queued behind answers still to
+                # come: it is dropped unanswered (never started, nothing forwarded), and the
+                # connection closes after the last of those answers, as for a bad head behind
+                # one (an immediate 400 would be read as the answer to the first request)
+                self.pipeline = deque(entry for entry in self.pipeline if entry[0] is not cycle)
+                last = self.pipeline[0][0] if self.pipeline else self.running
+                if last is not None:
+                    last.keep_alive = False
                 self.pause_reading()
                 return
             # the error is in the body of the request being handled (a malformed chunk)
@@ -763,6 +777,7 @@ class NativeProtocol(asyncio.Protocol):
             self.pipeline.appendleft((cycle, app))
 
     def _start(self, cycle: Exchange, app: Any) -> None:
+        self.running = cycle
         task = self.loop.create_task(cycle.run(app))
         task.add_done_callback(self.tasks.discard)  # (a task cancelled before it ran never runs a finally)
         self.tasks.add(task)
