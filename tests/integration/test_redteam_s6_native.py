@@ -589,7 +589,6 @@ def test_disconnect_with_a_pipelined_request_queued_reaches_the_running_answer(
     assert [line for line, _ in streaming.take()] == [b"GET /stream HTTP/1.1"]
 
 
-@pytest.mark.xfail(strict=True, reason="gateway/app.py _relay reads the upstream to its end after the client left")
 @pytest.mark.parametrize("layer", SERVERS)
 def test_endless_upstream_stream_is_released_when_the_client_leaves(gw, streaming, layer):
     """An event stream that never ends: once its client is gone the gateway must close the
@@ -698,7 +697,6 @@ def _serves(port: int) -> bool:
 
 
 # --- 7. a hostile upstream through the native layer ------------------------------------------------
-@pytest.mark.xfail(strict=True, reason="net/http1.py: HttpParserUpgrade escapes data_received (asyncio 'Fatal error')")
 @pytest.mark.parametrize("layer", SERVERS)
 def test_upstream_101_to_a_plain_request_logs_no_traceback(gw, upstream, layer, caplog: pytest.LogCaptureFixture):
     """An upstream that answers a plain GET with `101 Switching Protocols`: the client gets a 502
@@ -800,7 +798,6 @@ def test_gate_count_returns_to_zero_after_every_kind_of_ending(gw_gate, upstream
     upstream.take()
 
 
-@pytest.mark.xfail(strict=True, reason="app.py _fail knows bastion's ClientDisconnected, not uvicorn's (an OSError)")
 @pytest.mark.parametrize("layer", SERVERS)
 def test_websocket_handshake_client_gone_logs_no_traceback(gw, upstream, layer, caplog: pytest.LogCaptureFixture):
     """A WebSocket handshake whose client leaves before the gateway answers it (the upstream is

@@ -27,6 +27,7 @@ from bastion.http import (
     BodyTimeout,
     BodyTooLarge,
     ClientDisconnected,
+    ClientGone,
     Headers,
     Request,
     Response,
@@ -41,6 +42,11 @@ from bastion.http.headers import METHOD_OVERRIDE_HEADERS, php_field_name
 from bastion.net.http1 import UpstreamProtocolError, UpstreamTimeout
 from bastion.pipeline import Context, Pipeline
 from bastion.response_body import BodyRefused, rewrite_body
+
+try:
+    from uvicorn.protocols.utils import ClientDisconnected as _UvicornClientGone
+except ImportError:  # (the middleware mode without uvicorn)
+    _UvicornClientGone = ClientGone  # type: ignore[misc,assignment]
 
 log = logging.getLogger("bastion.gateway")
 
@@ -202,8 +208,8 @@ class Gateway:
     async def _fail(self, exc: Exception, req: Request | None, state: GatewayState, send: Send) -> None:
         """The safety net: whatever went wrong, the client gets problem+json, never a traceback."""
         rid = req.request_id if req is not None else ""
-        if isinstance(exc, ClientDisconnected):
-            return
+        if isinstance(exc, (ClientDisconnected, ClientGone, _UvicornClientGone)):
+            return  # nobody to answer (uvicorn's websocket protocol raises its own from send())
         answer = body_problem(exc, req, "gateway") if req is not None else None
         if answer is not None:
             resp = answer
@@ -594,6 +600,11 @@ class Gateway:
             async for chunk in body_iter:
                 sent += len(chunk)
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        except ClientGone:  # (an OSError: before the upstream's) the upstream connection is closed, not read on
+            record["bytes_out"] = sent
+            record["client_gone"] = True
+            resp.reason = "client went away during the answer"
+            return resp
         except (UpstreamTimeout, UpstreamProtocolError, OSError) as exc:
             # Headers are out: the only honest signal left is to close the connection
             # without completing the body (returning from the ASGI app does that).

@@ -28,6 +28,7 @@ from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, RequestResponseCycle
 
+from bastion.http import ClientGone
 from bastion.http.headers import safe_fields, unsafe_header
 
 _JOIN_MAX = 64 * 1024
@@ -84,6 +85,8 @@ class CoalescingCycle(RequestResponseCycle):
 
     async def send(self, message: Any) -> None:
         if message["type"] != "http.response.start" or self.response_started:
+            if self.disconnected and message.get("more_body") and message["type"] == "http.response.body":
+                raise ClientGone  # as NativeProtocol: a streaming answer's relay stops reading the upstream
             await super().send(message)
             return
         if self.access_log:  # (never on the gateway's listeners) uvicorn's own path logs the line

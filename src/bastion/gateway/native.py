@@ -54,6 +54,7 @@ from bastion.gateway.edge import (
     client_key,
 )
 from bastion.gateway.tls import _name
+from bastion.http import ClientGone
 from bastion.http.headers import safe_fields, unsafe_header
 
 log = logging.getLogger("uvicorn.error")  # where uvicorn's protocol logged an app's exception
@@ -141,6 +142,8 @@ class Exchange:
     async def run(self, app: Any) -> None:
         try:
             result = await app(self.scope, self.receive, self.send)
+        except ClientGone:  # the app streamed on after the client left: nothing to answer
+            pass
         except BaseException as exc:
             log.error("Exception in ASGI application\n", exc_info=exc)
             if not self.response_started:
@@ -188,6 +191,8 @@ class Exchange:
         if conn.write_paused and not self.disconnected:
             await conn.drain()
         if self.disconnected:
+            if message.get("more_body") and message["type"] == "http.response.body":
+                raise ClientGone  # an answer still streaming: its relay stops reading the upstream
             return
         kind = message["type"]
         if not self.response_started:

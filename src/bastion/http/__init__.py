@@ -3,7 +3,7 @@ cookies, media types), `networks` (addresses, CIDR sets), `messages` (Request, R
 `problems` (problem+json). Everything is importable from `bastion.http` as before."""
 
 from bastion.http.headers import Headers, identity_header_value, is_json, media_type, parse_cookies, unsafe_header
-from bastion.http.messages import BodyTimeout, BodyTooLarge, ClientDisconnected, Request, Response
+from bastion.http.messages import BodyTimeout, BodyTooLarge, ClientDisconnected, ClientGone, Request, Response
 from bastion.http.networks import IPAddress, Network, NetworkSet, check_networks, ip_text, parse_ip
 from bastion.http.paths import BadPath, alternative_readings, ascii_skeleton, normalise_path
 from bastion.http.problems import PROBLEM_BASE, TITLES, body_problem, problem
@@ -15,6 +15,7 @@ __all__ = [
     "BodyTimeout",
     "BodyTooLarge",
     "ClientDisconnected",
+    "ClientGone",
     "Headers",
     "IPAddress",
     "Network",

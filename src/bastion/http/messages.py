@@ -28,6 +28,13 @@ class ClientDisconnected(Exception):
     pass
 
 
+class ClientGone(OSError):
+    """`send()` after the client's connection closed (the ASGI spec's server-specific OSError):
+    raised by the gateway's server layers so that an answer still streaming stops reading its
+    upstream instead of relaying into a closed socket until the upstream ends (never, for an
+    endless event stream)."""
+
+
 @dataclass(slots=True)
 class Request:
     """One client request as every policy sees it."""

@@ -89,6 +89,9 @@ class _Connection(asyncio.Protocol):
         except httptools.HttpParserError as exc:
             self.error = UpstreamProtocolError(f"unparsable response: {exc}")
             self._close()
+        except httptools.HttpParserUpgrade:  # 101 to a request that never asks for one (hop-by-hop stripped)
+            self.error = UpstreamProtocolError("the upstream switched protocols unasked")
+            self._close()
         self._wake()
 
     def connection_lost(self, exc: Exception | None) -> None:
