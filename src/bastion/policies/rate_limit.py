@@ -261,7 +261,7 @@ class RateLimit(Policy[RateLimitConfig]):
             (b"ratelimit", f'"{limit.name}";r={d.remaining};t={reset}'.encode()),
         ]
 
-    async def on_response(self, req: Request, resp: Response, ctx: Context) -> None:
+    def on_response_sync(self, req: Request, resp: Response, ctx: Context) -> None:
         if not self.headers or resp.stopped_by == self.name:
             return
         results = ctx.values.get("rate_limit.results")
