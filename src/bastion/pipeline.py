@@ -9,7 +9,7 @@ validated config; the hot path only calls the phase methods. Policies talk to ea
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Generic, Protocol, TypeVar
 
@@ -74,6 +74,9 @@ class ResponseRewriter(Protocol):
 
 
 C = TypeVar("C", bound=PolicyConfig)
+# What a request phase written as `on_request_sync` returns: None (go on), a Response (the answer),
+# or an awaitable of either (this request needs the slow way).
+RequestAnswer = Response | None | Awaitable[Response | None]
 
 
 class Policy(Generic[C]):
@@ -97,10 +100,15 @@ class Policy(Generic[C]):
     # calls it directly, without creating and awaiting a coroutine (~2.5k instructions a call).
     # `on_request` / `on_response` (what direct callers await) then run the same function. A class
     # whose own `on_request` overrides this one is awaited, whatever its `on_request_sync` does.
+    # `on_request_sync` may also return an awaitable (not a Response) when this request needs the
+    # slow way (a store to ask, a body to read): it is awaited then, in the same place.
     async def on_request(self, req: Request, ctx: Context) -> Response | None:
-        return self.on_request_sync(req, ctx)
+        resp = self.on_request_sync(req, ctx)
+        if resp is not None and not isinstance(resp, Response):
+            return await resp
+        return resp
 
-    def on_request_sync(self, req: Request, ctx: Context) -> Response | None:
+    def on_request_sync(self, req: Request, ctx: Context) -> RequestAnswer:
         return None
 
     async def on_response(self, req: Request, resp: Response, ctx: Context) -> None:
@@ -198,11 +206,12 @@ class Pipeline:
             if trace is not None and trace.policy_spans and policy.spanned:
                 span = trace.child("policy " + policy.name)
                 try:
-                    resp = now(req, ctx) if now is not None else await policy.on_request(req, ctx)
+                    resp = await policy.on_request(req, ctx)  # (runs `now` when there is one)
                 finally:
                     span.end()
             elif now is not None:
-                resp = now(req, ctx)
+                answer = now(req, ctx)
+                resp = answer if answer is None or isinstance(answer, Response) else await answer
             else:
                 resp = await policy.on_request(req, ctx)
             if resp is not None:

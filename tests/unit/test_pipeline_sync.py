@@ -16,14 +16,15 @@ from hypothesis import strategies as st
 from bastion.http import Request, Response, problem
 from bastion.pipeline import Context, Pipeline, Policy, PolicyConfig, PolicyEnv
 
-KINDS = ("async", "sync", "none", "override", "both")
+KINDS = ("async", "sync", "none", "override", "both", "deferred")
 
 
 def make(i: int, kind: str, priority: int, outcome: str, calls: list[str], spanned: bool) -> Policy:
     """One policy: `kind` says how its phases are written; "override": a subclass of a
     synchronous policy whose own async `on_request`/`on_response` replace the parent's (the
     parent's sync functions must then never run); "both": sync functions and async methods of
-    its own (the async ones are the policy's phases)."""
+    its own (the async ones are the policy's phases); "deferred": `on_request_sync` answers a
+    passing request at once and returns a coroutine (the slow way) for the others."""
     name = f"p{i}"
 
     def answer() -> Response | None:
@@ -51,11 +52,25 @@ def make(i: int, kind: str, priority: int, outcome: str, calls: list[str], spann
         await asyncio.sleep(0)
         resp.headers.append((b"x-by", name.encode()))
 
+    def req_deferred(self, req, ctx):
+        calls.append(f"req-sync:{name}")
+        if outcome == "pass":
+            return None
+
+        async def slow():
+            calls.append(f"req-slow:{name}")
+            await asyncio.sleep(0)
+            return answer()
+
+        return slow()
+
     base_attrs: dict = {"name": name, "priority": priority, "Config": PolicyConfig, "spanned": spanned}
     if kind == "async":
         attrs = {**base_attrs, "on_request": req_async, "on_response": resp_async}
     elif kind == "sync":
         attrs = {**base_attrs, "on_request_sync": req_sync, "on_response_sync": resp_sync}
+    elif kind == "deferred":
+        attrs = {**base_attrs, "on_request_sync": req_deferred, "on_response_sync": resp_sync}
     elif kind == "none":
         attrs = dict(base_attrs)
     elif kind == "both":
