@@ -11,7 +11,10 @@ Meant to run under callgrind, where the count does not move with the machine's l
 
 The difference of the two "Collected" totals divided by 2000 is the instructions per request,
 start-up cancelled out. Without valgrind it prints CPU µs per request (process time; noisy).
-`PYTHONPATH=<another tree's src>` measures another tree (main's) the same way.
+`PYTHONPATH=<another tree's src>` measures another tree (main's) the same way. `--phases`: no
+upstream, no proxying: each request is built, routed and run through the edge and route request
+phases, then a made 200 answer through the response and log phases (the policies' own cost; d's
+figure is what building and routing cost without them).
 """
 
 from __future__ import annotations
@@ -70,10 +73,50 @@ async def drive(app, requests: int) -> float:
     return spent
 
 
+async def phases(app, requests: int) -> float:
+    from bastion.http import Response
+    from bastion.pipeline import Context
+
+    state = app.state
+    scope = {
+        "type": "http",
+        "http_version": "1.1",
+        "method": "GET",
+        "scheme": "http",
+        "path": "/users/1",
+        "raw_path": b"/users/1",
+        "query_string": b"",
+        "headers": HEADERS,
+        "client": ("127.0.0.1", 40000),
+        "server": ("127.0.0.1", 8080),
+    }
+
+    async def receive():
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def one() -> None:
+        req = app.build_request(scope, receive, state)
+        ctx = Context()
+        await state.edge.run_request(req, ctx)
+        pipeline, refusal, _target = await app.decide(scope, req, ctx, state)
+        assert refusal is None, refusal
+        resp = Response(200, [(b"content-type", b"application/json"), (b"content-length", b"30")])
+        await pipeline.run_response(req, resp, ctx)
+        pipeline.run_log(req, resp, ctx, {"duration_ms": 1.0, "upstream_ms": 0.5, "bytes_in": 0, "bytes_out": 30})
+
+    for _ in range(50):
+        await one()
+    t0 = time.process_time()
+    for _ in range(requests):
+        await one()
+    return time.process_time() - t0
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--config", default="e", choices=["d", "m", "e"])
     ap.add_argument("--requests", type=int, default=2000)
+    ap.add_argument("--phases", action="store_true", help="the policies' phases only (no upstream)")
     args = ap.parse_args()
     from bastion.gateway.app import Gateway
     from bastion.gateway.server import build_state
@@ -92,7 +135,7 @@ def main() -> None:
 
         async def run() -> float:
             try:
-                return await drive(app, args.requests)
+                return await (phases if args.phases else drive)(app, args.requests)
             finally:
                 await app.aclose()
 

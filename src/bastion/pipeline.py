@@ -1,7 +1,9 @@
 """Policies and the ordered pipeline that runs them.
 
 A policy is a class with a pydantic `Config`, a `priority` (higher runs earlier in the request
-phase and later in the response phase) and up to three phase methods. It is built once from its
+phase and later in the response phase) and up to three phase methods (the request and response
+phases either async, `on_request` / `on_response`, or plain functions that never wait,
+`on_request_sync` / `on_response_sync`, called without a coroutine). It is built once from its
 validated config; the hot path only calls the phase methods. Policies talk to each other through
 `Context`, never by importing each other.
 """
