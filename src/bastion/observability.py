@@ -4,36 +4,108 @@ auth failures, WAF blocks, deprecated-version calls) and the gateway's own state
 
 from __future__ import annotations
 
+import math
+import time
+from bisect import bisect_left
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client import CollectorRegistry
+from prometheus_client import metrics as prometheus_metrics
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
+from prometheus_client.utils import floatToGoString
 
 REGISTRY = CollectorRegistry(auto_describe=True)
 _BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 
-REQUESTS = Counter("bastion_requests_total", "Requests answered", ["route", "method", "status"], registry=REGISTRY)
-REJECTIONS = Counter(
-    "bastion_rejections_total", "Requests a policy or the gateway refused", ["policy", "status"], registry=REGISTRY
-)
-GATEWAY_SECONDS = Histogram(
-    "bastion_gateway_overhead_seconds",
-    "Time spent in the gateway (total minus upstream)",
-    ["route"],
-    buckets=_BUCKETS,
-    registry=REGISTRY,
-)
-UPSTREAM_SECONDS = Histogram(
-    "bastion_upstream_seconds", "Time to the upstream's response head", ["route"], buckets=_BUCKETS, registry=REGISTRY
-)
-UPSTREAM_ERRORS = Counter(
-    "bastion_upstream_errors_total",
-    "Upstream failures (502/504 and broken answers)",
-    ["route", "kind"],
-    registry=REGISTRY,
-)
+# The request series (the `metrics` policy's): counted per request into plain dicts and lists
+# (no lock, no child object, a bisect for the histogram bucket), turned into metric families only
+# at scrape time by `RequestMetrics`. The exposition is what prometheus-client's Counter and
+# Histogram objects made of the same observations (names, help, types, labels, buckets, series
+# order, `_created`): tests/unit/test_request_metrics.py compares the two scrape texts.
+_BOUNDS = (*(float(b) for b in _BUCKETS), math.inf)
+_LE = tuple(floatToGoString(b) for b in _BOUNDS)
+HIST_SUM = len(_BOUNDS)  # a histogram's list: one count per bucket (not cumulative), the sum, created
+HIST_CREATED = HIST_SUM + 1
+
+
+def new_histogram() -> list[float]:
+    return [0] * len(_BOUNDS) + [0.0, time.time()]
+
+
+def observe(hist: list[float], value: float) -> None:
+    """prometheus-client's `Histogram.observe`: the first bucket whose bound is >= value (NaN:
+    none, as there), and the sum."""
+    if value == value:
+        hist[bisect_left(_BOUNDS, value)] += 1
+    hist[HIST_SUM] += value
+
+
+class RequestMetrics(Collector):
+    """The request counters and latency histograms. Each value is a list `[count, created]`
+    (counters) or `new_histogram()` (histograms), keyed by its label values; dicts keep the order
+    in which series appeared, as prometheus-client's children do."""
+
+    def __init__(self) -> None:
+        self.requests: dict[tuple[str, str, int], list[float]] = {}  # (route, method label, status)
+        self.rejections: dict[tuple[str, int], list[float]] = {}  # (policy, status)
+        self.upstream_errors: dict[tuple[str, str], list[float]] = {}  # (route, kind)
+        self.timers: dict[str, tuple[list[float], list[float]]] = {}  # route -> (upstream, gateway overhead)
+
+    @staticmethod
+    def count(series: dict[Any, list[float]], key: Any) -> None:
+        entry = series.get(key)
+        if entry is None:
+            series[key] = [1, time.time()]
+        else:
+            entry[0] += 1
+
+    def describe(self) -> Iterator[Any]:
+        yield from self._families(False)
+
+    def collect(self) -> Iterator[Any]:
+        yield from self._families(True)
+
+    def _families(self, filled: bool) -> Iterator[Any]:
+        created = getattr(prometheus_metrics, "_use_created", True)  # PROMETHEUS_DISABLE_CREATED_SERIES
+        requests = CounterMetricFamily("bastion_requests", "Requests answered", labels=["route", "method", "status"])
+        rejections = CounterMetricFamily(
+            "bastion_rejections", "Requests a policy or the gateway refused", labels=["policy", "status"]
+        )
+        gateway = HistogramMetricFamily(
+            "bastion_gateway_overhead_seconds", "Time spent in the gateway (total minus upstream)", labels=["route"]
+        )
+        upstream = HistogramMetricFamily(
+            "bastion_upstream_seconds", "Time to the upstream's response head", labels=["route"]
+        )
+        errors = CounterMetricFamily(
+            "bastion_upstream_errors", "Upstream failures (502/504 and broken answers)", labels=["route", "kind"]
+        )
+        if filled:
+            for (route, method, status), (n, t) in list(self.requests.items()):
+                requests.add_metric([route, method, str(status)], n, created=t if created else None)
+            for (policy, status), (n, t) in list(self.rejections.items()):
+                rejections.add_metric([policy, str(status)], n, created=t if created else None)
+            timers = list(self.timers.items())
+            for family, which in ((gateway, 1), (upstream, 0)):
+                for route, pair in timers:
+                    hist = pair[which][:]
+                    acc = 0.0
+                    buckets = []
+                    for le, n in zip(_LE, hist[:HIST_SUM], strict=True):
+                        acc += n
+                        buckets.append((le, acc))
+                    family.add_metric([route], buckets, hist[HIST_SUM])
+                    if created:
+                        family.add_sample(family.name + "_created", {"route": route}, hist[HIST_CREATED])
+            for (route, kind), (n, t) in list(self.upstream_errors.items()):
+                errors.add_metric([route, kind], n, created=t if created else None)
+        yield from (requests, rejections, gateway, upstream, errors)
+
+
+REQUEST_METRICS = RequestMetrics()
+REGISTRY.register(REQUEST_METRICS)
 
 
 _certificates: dict[str, float] = {}  # listener → notAfter of the chain it serves (earliest)

@@ -40,7 +40,7 @@ class Authorization(Policy[AuthorizationConfig]):
         self.claims = {k: [str(v) for v in vs] for k, vs in config.claims.items()}
         self.objects = config.objects
 
-    async def on_request(self, req: Request, ctx: Context) -> Response | None:
+    def on_request_sync(self, req: Request, ctx: Context) -> Response | None:
         if not self.claims and not self.objects:
             return None
         principal = ctx.principal

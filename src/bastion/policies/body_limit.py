@@ -32,7 +32,7 @@ class BodyLimit(Policy[BodyLimitConfig]):
         self.max_bytes = config.max_bytes
         self.max_uri = config.max_uri_length
 
-    async def on_request(self, req: Request, ctx: Context) -> Response | None:
+    def on_request_sync(self, req: Request, ctx: Context) -> Response | None:
         if len(req.path) + len(req.query) > self.max_uri:
             return problem(
                 414,

@@ -181,7 +181,7 @@ class Cors(Policy[CorsConfig]):
     def _allow_origin_value(self, origin: bytes) -> bytes:
         return b"*" if self.any_origin and not self.credentials else origin
 
-    async def on_request(self, req: Request, ctx: Context) -> Response | None:
+    def on_request_sync(self, req: Request, ctx: Context) -> Response | None:
         origin = req.header(b"origin")
         if origin is None:
             return None
@@ -236,7 +236,7 @@ class Cors(Policy[CorsConfig]):
             headers.append((b"access-control-allow-headers", ", ".join(names).encode()))
         return Response(204, headers, stopped_by=self.name, reason="cors preflight")
 
-    async def on_response(self, req: Request, resp: Response, ctx: Context) -> None:
+    def on_response_sync(self, req: Request, resp: Response, ctx: Context) -> None:
         if resp.stopped_by == self.name:
             return  # our own answers (preflights, refusals) are complete as they are
         # The gateway owns CORS on this route: whatever the upstream said is dropped.

@@ -31,7 +31,7 @@ class ErrorMasking(Policy[ErrorMaskingConfig]):
         super().__init__(config, env)
         self.log_bytes = config.log_bytes
 
-    async def on_request(self, req: Request, ctx: Context) -> Response | None:
+    def on_request_sync(self, req: Request, ctx: Context) -> Response | None:
         ctx.response_rewriters.append(self)
         return None
 

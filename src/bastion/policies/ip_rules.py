@@ -44,7 +44,7 @@ class IpRules(Policy[IpRulesConfig]):
         self.block = NetworkSet(config.block)
         self.status = config.status
 
-    async def on_request(self, req: Request, ctx: Context) -> Response | None:
+    def on_request_sync(self, req: Request, ctx: Context) -> Response | None:
         ip = req.client_ip
         if ip in self.block:
             reason = "client address is blocked"

@@ -40,7 +40,7 @@ from bastion import bodies
 from bastion.arguments import api_inputs
 from bastion.http import Request, Response, problem
 from bastion.http.headers import METHOD_OVERRIDE_HEADERS, php_field_name, rack2_field_name
-from bastion.pipeline import Context, Policy, PolicyConfig
+from bastion.pipeline import Context, Policy, PolicyConfig, RequestAnswer
 
 
 class MethodFieldConfig(PolicyConfig):
@@ -75,9 +75,12 @@ class MethodField(Policy[MethodFieldConfig]):
             any(n in body for n in self.needles) or self.php_needle.search(body) is not None or bodies.wide_text(body)
         )
 
-    async def on_request(self, req: Request, ctx: Context) -> Response | None:
+    def on_request_sync(self, req: Request, ctx: Context) -> RequestAnswer:
         if not req.has_body() or (req.method != "POST" and not _overridden(req)):
-            return None
+            return None  # (no coroutine for the usual request)
+        return self._check(req, ctx)
+
+    async def _check(self, req: Request, ctx: Context) -> Response | None:
         limit = req.body_limit or bodies.DEFAULT_LIMIT
         ambiguous: bodies.BodyRefused | None = None
         try:

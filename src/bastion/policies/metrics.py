@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any, ClassVar
 
 from bastion.http import Request, Response, ip_text
 from bastion.live import LIVE
-from bastion.observability import GATEWAY_SECONDS, REJECTIONS, REQUESTS, UPSTREAM_ERRORS, UPSTREAM_SECONDS
+from bastion.observability import REQUEST_METRICS, new_histogram, observe
 from bastion.pipeline import Context, Policy, PolicyConfig
 
 
@@ -23,27 +24,28 @@ class Metrics(Policy[MetricsConfig]):
 
     def __init__(self, config: MetricsConfig, env) -> None:
         super().__init__(config, env)
-        self._children: dict[tuple[str, str, int], Any] = {}  # labelled series, looked up once
-        self._timers: dict[str, tuple[Any, Any]] = {}
+        self.stats = REQUEST_METRICS  # process-wide: the series outlive a reload's new policies
 
     def on_log(self, req: Request, resp: Response, ctx: Context, record: dict[str, Any]) -> None:
+        stats = self.stats
         route = req.route_name or "-"
-        key = (route, req.method, resp.status)
-        counter = self._children.get(key)
-        if counter is None:
-            method = req.method if len(req.method) <= 10 else "OTHER"
-            counter = self._children[key] = REQUESTS.labels(route, method, str(resp.status))
-        counter.inc()
+        method = req.method
+        if len(method) > 10:
+            method = "OTHER"
+        entry = stats.requests.get((route, method, resp.status))
+        if entry is None:
+            stats.requests[(route, method, resp.status)] = [1, time.time()]
+        else:
+            entry[0] += 1
         if resp.stopped_by:
-            status = str(resp.status)
-            REJECTIONS.labels(resp.stopped_by, status).inc()
+            stats.count(stats.rejections, (resp.stopped_by, resp.status))
             if resp.stopped_by == "proxy" and resp.status in (502, 504):
-                UPSTREAM_ERRORS.labels(route, "timeout" if resp.status == 504 else "unavailable").inc()
+                stats.count(stats.upstream_errors, (route, "timeout" if resp.status == 504 else "unavailable"))
         if record.get("upstream_aborted"):
-            UPSTREAM_ERRORS.labels(route, "aborted").inc()
-        timers = self._timers.get(route)
+            stats.count(stats.upstream_errors, (route, "aborted"))
+        timers = stats.timers.get(route)
         if timers is None:
-            timers = self._timers[route] = (UPSTREAM_SECONDS.labels(route), GATEWAY_SECONDS.labels(route))
+            timers = stats.timers[route] = (new_histogram(), new_histogram())
         LIVE.record(
             route=route,
             method=req.method,
@@ -59,6 +61,6 @@ class Metrics(Policy[MetricsConfig]):
         total = record.get("duration_ms")
         upstream = record.get("upstream_ms")
         if upstream is not None:
-            timers[0].observe(upstream / 1000)
+            observe(timers[0], upstream / 1000)
         if total is not None:  # (a websocket's open time is neither the gateway's nor the upstream's answer time)
-            timers[1].observe(max(0.0, total - (upstream or 0.0) - record.get("websocket_open_ms", 0.0)) / 1000)
+            observe(timers[1], max(0.0, total - (upstream or 0.0) - record.get("websocket_open_ms", 0.0)) / 1000)

@@ -13,7 +13,7 @@ from typing import Any, ClassVar, Literal, get_args
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from bastion.http import Request, Response, ip_text, problem
-from bastion.pipeline import Context, Policy, PolicyConfig
+from bastion.pipeline import Context, Policy, PolicyConfig, RequestAnswer
 from bastion.ratelimit import ALGORITHMS, Decision, Rate, StoreUnavailable, parse_rate, shared_store
 
 Algorithm = Literal["fixed_window", "sliding_log", "sliding_counter", "token_bucket", "leaky_bucket", "gcra"]
@@ -164,10 +164,13 @@ class RateLimit(Policy[RateLimitConfig]):
             limits = limits + self.login
         return limits
 
-    async def on_request(self, req: Request, ctx: Context) -> Response | None:
+    def on_request_sync(self, req: Request, ctx: Context) -> RequestAnswer:
         limits = self._applicable(req, ctx)
         if not limits:
-            return None
+            return None  # (no coroutine for a request no limit applies to)
+        return self._limit(limits, req, ctx)
+
+    async def _limit(self, limits: tuple[_Limit, ...], req: Request, ctx: Context) -> Response | None:
         cost = int(ctx.values.get("cost", 1))
         charged = await self._charge(limits, cost, req, ctx)
         if isinstance(charged, Response):
@@ -261,7 +264,7 @@ class RateLimit(Policy[RateLimitConfig]):
             (b"ratelimit", f'"{limit.name}";r={d.remaining};t={reset}'.encode()),
         ]
 
-    async def on_response(self, req: Request, resp: Response, ctx: Context) -> None:
+    def on_response_sync(self, req: Request, resp: Response, ctx: Context) -> None:
         if not self.headers or resp.stopped_by == self.name:
             return
         results = ctx.values.get("rate_limit.results")

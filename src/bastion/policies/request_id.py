@@ -69,7 +69,7 @@ class RequestId(Policy[RequestIdConfig]):
         else:
             req.request_id = _ids.next()
 
-    async def on_request(self, req: Request, ctx: Context) -> Response | None:
+    def on_request_sync(self, req: Request, ctx: Context) -> Response | None:
         if req.request_id:  # already assigned when the request entered the gateway
             return None
         self.assign(req)
@@ -77,7 +77,7 @@ class RequestId(Policy[RequestIdConfig]):
         ctx.upstream_headers.append((self.header, req.request_id.encode()))
         return None
 
-    async def on_response(self, req: Request, resp: Response, ctx: Context) -> None:
+    def on_response_sync(self, req: Request, resp: Response, ctx: Context) -> None:
         mine = self.mine
         headers = resp.headers
         if any(k in mine for k, _ in headers):  # the upstream's own are replaced

@@ -56,7 +56,7 @@ class SecurityHeaders(Policy[SecurityHeadersConfig]):
         self.no_store = config.no_store_with_credentials
         self.override = config.override
 
-    async def on_response(self, req: Request, resp: Response, ctx: Context) -> None:
+    def on_response_sync(self, req: Request, resp: Response, ctx: Context) -> None:
         wanted = self.always_https if req.scheme == "https" else self.always
         present = {k for k, _ in resp.headers}
         if present.isdisjoint(self.names):  # the usual case: the upstream set none of them

@@ -87,7 +87,7 @@ class Versioning(Policy[VersioningConfig]):
                         return m.group("version")
         return None
 
-    async def on_request(self, req: Request, ctx: Context) -> Response | None:
+    def on_request_sync(self, req: Request, ctx: Context) -> Response | None:
         name = self._detect(req)
         if name is None:
             return None
@@ -129,7 +129,7 @@ class Versioning(Policy[VersioningConfig]):
                 self.usage[key] = self.usage.get(key, 0) + 1
         return None
 
-    async def on_response(self, req: Request, resp: Response, ctx: Context) -> None:
+    def on_response_sync(self, req: Request, resp: Response, ctx: Context) -> None:
         v: VersionConfig | None = ctx.values.get("versioning.deprecated")
         if v is None:
             return
