@@ -333,6 +333,16 @@ class Gateway:
         except BadPath as exc:
             req.path = scope["path"][:256]
             return problem(400, "bad-path", str(exc), request_id=req.request_id, stopped_by="router")
+        if req.header(b"transfer-encoding") is not None and _transfer_codings(req.headers) != ["chunked"]:
+            # RFC 9112 6.1: a coding the gateway does not apply (gzip, chunked) would reach every
+            # policy and the upstream as the coded bytes, its name dropped (hop-by-hop): 501
+            return problem(
+                501,
+                "transfer-coding-not-implemented",
+                "only the chunked transfer coding is accepted",
+                request_id=req.request_id,
+                stopped_by="router",
+            )
         if req.method == "POST":
             return self._override_method(req, state.config.edge.method_override)
         return None
@@ -654,6 +664,18 @@ class Gateway:
             request_id=req.request_id,
             stopped_by="proxy",
         )
+
+
+def _transfer_codings(headers: Headers) -> list[str]:
+    """Every Transfer-Encoding line's codings in order, lower-cased (parameters kept: a
+    `chunked;x=1` is not `chunked`)."""
+    return [
+        c.strip().lower()
+        for k, v in headers
+        if k == b"transfer-encoding"
+        for c in v.decode("latin-1").split(",")
+        if c.strip()
+    ]
 
 
 async def buffer_body(req: Request) -> tuple[bytes | AsyncIterator[bytes], int]:
