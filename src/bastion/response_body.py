@@ -480,6 +480,11 @@ async def rewrite_body(req: Request, resp: Response, body: AsyncIterator[bytes],
     gate = open_gate(req, resp, ctx)
     if gate is None:
         return body
+    return await drive_gate(gate, body)
+
+
+async def drive_gate(gate: Gate, body: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    """`rewrite_body` once the gate is open: the body to send after `gate.resp`'s head."""
     if gate.phase != "hold":  # refused or passed on the head alone (an unknown coding)
         return _replay(gate.first, body if gate.phase == "pass" else None)
     chunks: list[bytes] = []

@@ -41,7 +41,7 @@ from bastion.http import (
 from bastion.http.headers import METHOD_OVERRIDE_HEADERS, php_field_name
 from bastion.net.http1 import UpstreamProtocolError, UpstreamTimeout
 from bastion.pipeline import Context, Pipeline
-from bastion.response_body import BodyRefused, rewrite_body
+from bastion.response_body import BodyRefused, drive_gate, open_gate
 
 try:
     from uvicorn.protocols.utils import ClientDisconnected as _UvicornClientGone
@@ -583,9 +583,11 @@ class Gateway:
         if resp.get_header(b"date") is None:
             resp.headers.append((b"date", http_date()))
         body_iter: AsyncIterator[bytes] | None = None
-        if ctx.response_rewriters:  # decoded, filtered as a stream, or refused (502)
+        # decoded, filtered as a stream, or refused (502); an answer no rewriter wants (error
+        # masking's are 5xx only) keeps the whole-body path below
+        if ctx.response_rewriters and (gate := open_gate(req, resp, ctx)) is not None:
             try:
-                body_iter = await rewrite_body(req, resp, upstream.body(), ctx)
+                body_iter = await drive_gate(gate, upstream.body())
             except (UpstreamTimeout, UpstreamProtocolError, OSError) as exc:  # nothing sent yet
                 timeout = isinstance(exc, UpstreamTimeout)
                 return problem(
