@@ -837,7 +837,7 @@ MALFORMED_BODY_BEHIND = [
 
 @pytest.mark.parametrize(
     "layer",
-    ["native", pytest.param("uvicorn", marks=pytest.mark.xfail(strict=True, reason="edge.py _close_with too"))],
+    SERVERS,
 )
 @pytest.mark.parametrize("second", [False, True], ids=["one-before", "two-before"])
 @pytest.mark.parametrize(("name", "bad"), MALFORMED_BODY_BEHIND, ids=[c[0] for c in MALFORMED_BODY_BEHIND])
@@ -884,7 +884,7 @@ def gw_tls(upstream: RawUpstream, tmp_path_factory: pytest.TempPathFactory) -> I
 
 @pytest.mark.parametrize(
     "layer",
-    ["native", pytest.param("uvicorn", marks=pytest.mark.xfail(strict=True, reason="edge.py _close_with too"))],
+    SERVERS,
 )
 def test_tls_pipeline_answers_stay_in_order_behind_a_malformed_body(gw_tls, upstream, layer):
     """The same over TLS (no half-close there): the uvicorn layer writes the 400 first and the

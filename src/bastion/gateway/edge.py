@@ -47,7 +47,7 @@ from __future__ import annotations
 import ipaddress
 import logging
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -220,6 +220,7 @@ class EdgeProtocol(TlsHttpToolsProtocol):
         self._refusal: tuple[tuple[int, str], str] | None = None
         self._send_timer: Any = None
         self._head_first: HeadFirst | None = None
+        self._running: Any = None  # the cycle whose task was started last (`_start_asgi_task`)
 
     # connection --------------------------------------------------------------------------
     def connection_made(self, transport) -> None:
@@ -309,6 +310,17 @@ class EdgeProtocol(TlsHttpToolsProtocol):
                 cycle.keep_alive = False
                 self.flow.pause_reading()
                 return
+            if cycle is not self._running:
+                # the malformed body is a pipelined request's, queued behind answers still to
+                # come: it is dropped unanswered (never started, nothing forwarded) and the
+                # connection closes after the last of those answers (an immediate 400 would be
+                # read as the answer to the first request; NativeProtocol does the same)
+                self.pipeline = deque(entry for entry in self.pipeline if entry[0] is not cycle)
+                last = self.pipeline[0][0] if self.pipeline else self._running
+                if last is not None:
+                    last.keep_alive = False
+                self.flow.pause_reading()
+                return
             # the error is in the body of the request being handled (a malformed chunk): that
             # request is over — its reader sees a disconnect, nothing the app sends goes out — and
             # the client gets the 400 now, not a body timeout later
@@ -321,6 +333,10 @@ class EdgeProtocol(TlsHttpToolsProtocol):
             self.transport.write_eof()
         self.flow.resume_reading()
         self._head_timer = self.loop.call_later(LINGER, self.transport.close)
+
+    def _start_asgi_task(self, cycle: Any, app: Any) -> None:
+        self._running = cycle  # the cycle whose answer is being made (later ones wait in `pipeline`)
+        super()._start_asgi_task(cycle, app)
 
     def handle_websocket_upgrade(self) -> None:
         """The connection moves to uvicorn's websocket protocol and leaves this one, which will
