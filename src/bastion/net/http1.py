@@ -63,6 +63,7 @@ class _Connection(asyncio.Protocol):
         self.head_done = False
         self.complete = False
         self.framed = False  # Content-Length or chunked: a close before the end is a truncation
+        self.coded = False  # a transfer coding besides chunked (refused: only chunked is undone)
         self.keep_alive = False
         self.received_any = False
         self.chunks: collections.deque[bytes] = collections.deque()
@@ -123,8 +124,14 @@ class _Connection(asyncio.Protocol):
         if self.complete:
             return
         name = name.lower()
-        if name == b"content-length" or (name == b"transfer-encoding" and b"chunked" in value.lower()):
+        if name == b"content-length":
             self.framed = True
+        elif name == b"transfer-encoding":
+            codings = [c.strip() for c in value.lower().split(b",")]
+            if b"chunked" in codings:
+                self.framed = True
+            if any(c and c != b"chunked" for c in codings):
+                self.coded = True
         self.headers.append((name, value))
 
     def on_headers_complete(self) -> None:
@@ -133,6 +140,12 @@ class _Connection(asyncio.Protocol):
         self.status = self.parser.get_status_code()
         if not 100 <= self.status <= 599:  # RFC 9110 15: three digits, first 1-5
             self.error = UpstreamProtocolError(f"the upstream answered with status {self.status}")
+            self._close()
+            return
+        if self.coded:
+            # `gzip, chunked`: httptools undoes only the chunking; relayed, the client would get
+            # the gzip bytes as the body with no coding named (Transfer-Encoding is hop-by-hop)
+            self.error = UpstreamProtocolError("the upstream used a transfer coding besides chunked")
             self._close()
             return
         if self.status >= 200:
