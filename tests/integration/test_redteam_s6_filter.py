@@ -226,7 +226,14 @@ NAME_POOL = sorted(
 
 
 # names the byte paths (substitute, splice) take: no `\\u`, no Kelvin sign, no value pattern
-PLAIN_NAMES = [n for n in NAME_POOL if n.isascii() and " " not in n] + ["passwordx", "xpassword", "PASSWORD"]
+PLAIN_NAMES = [n for n in NAME_POOL if n.isascii() and " " not in n] + [
+    "passwordx",
+    "xpassword",
+    "PASSWORD",
+    '"password',
+    '\\"token',
+    'x"secret',
+]
 
 
 @st.composite
@@ -661,3 +668,17 @@ def test_deep_nesting_is_filtered_or_refused(gateway, depth, name):
                 sys.setrecursionlimit(limit)
         else:
             assert r.header("content-type") == "application/problem+json"
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"\\"password":"x","b":1}',  # a name holding a quote: `"password":` appears after `\\`
+        b'{"a\\\\\\"token" : 2 ,"token":3}',
+        b'[{"\\"secret":{"k":1},"n":2}]',
+    ],
+    ids=range(3),
+)
+@pytest.mark.parametrize("route", ["rm", "mask", "odd"])
+def test_a_needle_after_an_escaped_quote_is_not_a_member(gateway, route, body):
+    check(gateway, route, body)
