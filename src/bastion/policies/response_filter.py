@@ -550,4 +550,11 @@ class ResponseFilter(Policy[ResponseFilterConfig], Filter):
         # checked: then the tree checked is the tree sent.
         if not count and _no_duplicate(body, members):
             return body
-        return orjson.dumps(doc)
+        try:
+            return orjson.dumps(doc)
+        except orjson.JSONEncodeError:
+            # orjson reads 1,024 levels but writes 254: a deeper answer (`[[...{"pass\u0077ord":
+            # 1}...]]`) is written by the stream, which goes level by level (and refuses what is
+            # deeper than its limit); it was a 500
+            stream = JsonRewriter(self, remove=self.remove, mask=self.mask)
+            return stream.feed(body) + stream.finish()
