@@ -343,8 +343,8 @@ class JsonRewriter:
                     raw = _dumps(value)
             self._emit(self.key_out + raw)
             return
-        if self.stack:  # an array item
-            if type(value) is str and flt.value_sensitive(value):
+        if type(value) is str:  # an array item, or the whole answer: masked where it stands
+            if flt.value_sensitive(value):
                 self.count += 1
                 self._emit(self.mask_json)
                 return

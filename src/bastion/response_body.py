@@ -215,12 +215,27 @@ def body_kind(resp: Response, rules: BodyRules) -> str | None:
     ctype = resp.get_header(b"content-type")
     if is_json(ctype):
         return "json"
-    if rules.sniff_json and (ctype is None or media_type(ctype) in (b"text/plain", b"text/html", b"")):
+    if rules.sniff_json and (ctype is None or _sniffable(media_type(ctype))):
         return "sniff"
     return None
 
 
 _WHITE = b" \t\r\n"
+
+
+def _sniffable(mt: bytes) -> bool:
+    """Types a client may read as JSON although they do not declare it: text, none, and any type
+    naming JSON that is not `application/json` or `+json` (`text/json`, `application/x-json`, a
+    list-valued `application/json, text/plain`): requests' `.json()` and fetch's `Response.json()`
+    read the body whatever the type. Sniffed, not declared: what is not one JSON text passes. The
+    JSON-sequence types (NDJSON, JSON Lines, json-seq) are streams of texts, left unsniffed so
+    that they keep streaming (sniffing holds the body until it can tell)."""
+    if mt in (b"text/plain", b"text/html", b""):
+        return True
+    return b"json" in mt and not any(s in mt for s in _JSON_STREAMS)
+
+
+_JSON_STREAMS = (b"ndjson", b"jsonl", b"json-seq", b"jsonlines")
 
 
 class BodyJob:

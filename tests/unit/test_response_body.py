@@ -226,3 +226,20 @@ def test_a_refused_body_and_a_streamed_one_lose_them():
     body, head_at = run(gate, [big[i : i + 4096] for i in range(0, len(big), 4096)] + [b""])
     assert 0 < head_at < len(big) // 4096 and orjson.loads(body) == [{"n": i} for i in range(20_000)]
     assert resp.get_header(b"content-length") is None and validators(resp) == set()
+
+
+def test_types_naming_json_are_sniffed_but_json_streams_are_not():
+    """`text/json`, `application/x-json` and list-valued types are read as JSON by clients
+    (requests' .json(), fetch's Response.json()): sniffed. NDJSON / JSON Lines / json-seq are
+    streams of texts: not sniffed, so they keep streaming (and are documented as not filtered)."""
+    from bastion.http import Response as R
+    from bastion.response_body import DEFAULT_RULES, body_kind
+
+    def kind(ctype: bytes) -> str | None:
+        return body_kind(R(200, [(b"content-type", ctype)]), DEFAULT_RULES)
+
+    for ctype in (b"text/json", b"application/x-json", b"application/json, text/plain", b"Text/JSON; charset=utf-8"):
+        assert kind(ctype) == "sniff", ctype
+    for ctype in (b"application/x-ndjson", b"application/jsonl", b"application/json-seq", b"image/png"):
+        assert kind(ctype) is None, ctype
+    assert kind(b"application/problem+json") == "json"

@@ -394,6 +394,10 @@ class ResponseFilter(Policy[ResponseFilterConfig], Filter):
         sensitive_keys = self._sensitive_keys
         sensitive_value = self.value_sensitive if check_values and self.check_values else None
         remove, mask = self.remove, self.mask
+        if type(doc) is str:  # the whole answer is one string (a token endpoint's `"eyJ..."`): masked, as in a list
+            if sensitive_value is not None and sensitive_value(doc):
+                return mask, 1, 0
+            return doc, 0, 0
         stack = [doc]
         push = stack.append
         while stack:
