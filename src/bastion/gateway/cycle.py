@@ -107,60 +107,72 @@ class CoalescingCycle(RequestResponseCycle):
             transport.capturing = False
 
     def _write_head(self, status: int, headers: Any) -> None:
-        """The status line and headers, checked and framed (see the module's docstring), held by
-        the connection's `HeadFirst` until the body's first write."""
-        if self.default_headers:
-            headers = [*self.default_headers, *headers]
-        names: tuple[bytes, ...] | list[bytes]
-        values: tuple[bytes, ...]
-        if headers:
-            names, values = zip(*headers, strict=True)
-            if not safe_fields(names, values):
-                bad = unsafe_header(list(headers))
-                raise RuntimeError(f"Invalid HTTP header {bad!r}: not a token, or a control character in its value.")
-            joined = b"\t".join(names)
-            lowered = joined.lower()
-            if lowered != joined:  # a token holds no TAB, so the lowered names split back one for one
-                names = lowered.split(b"\t")
-        else:
-            names = values = ()
-        self.response_started = True
-        self.waiting_for_100_continue = False
-        if b"content-length" in names and b"transfer-encoding" not in names and b"connection" not in names:
-            self.expected_content_length = int(values[names.index(b"content-length")].decode())
-            self.chunked_encoding = False
-            close = False
-        else:
-            close = self._framing(names, values)
-        lines = [STATUS_LINE[status]]
-        if names:
-            lines.append(b"\r\n".join(map(b": ".join, zip(names, values, strict=True))))
-            lines.append(b"\r\n")
-        if not self.keep_alive and not close:
-            lines.append(b"connection: close\r\n")
-        if self.chunked_encoding is None and self.scope["method"] != "HEAD" and status not in (204, 304):
-            self.chunked_encoding = True  # neither Content-Length nor Transfer-Encoding
-            lines.append(b"transfer-encoding: chunked\r\n")
-        lines.append(b"\r\n")
+        """The status line and headers, checked and framed (`build_head`), held by the
+        connection's `HeadFirst` until the body's first write."""
+        head = build_head(self, status, headers, self.default_headers)
         transport: HeadFirst = self.transport  # type: ignore[assignment]
         transport.capturing = True
         try:
-            transport.write(b"".join(lines))
+            transport.write(head)
         finally:
             transport.capturing = False
 
-    def _framing(self, names: Any, values: Any) -> bool:
-        """uvicorn's reading of the framing headers, in order; True when one says `close`."""
+
+def build_head(cycle: Any, status: int, headers: Any, default_headers: Any) -> bytes:
+    """The response head of `cycle` (uvicorn's cycle or `NativeProtocol`'s exchange: the same
+    attributes), checked and framed, one for both server layers: every name a token and no
+    control character in a value (`safe_fields`, one `bytes.translate` over the joined lists),
+    names lower-cased at once, framing read as uvicorn reads it. Sets the cycle's
+    `response_started`, `expected_content_length`, `chunked_encoding` and `keep_alive`. Raises
+    before `response_started` is set when a header is unsafe, so the safety net still answers."""
+    if default_headers:
+        headers = [*default_headers, *headers]
+    names: tuple[bytes, ...] | list[bytes]
+    values: tuple[bytes, ...]
+    if headers:
+        names, values = zip(*headers, strict=True)
+        if not safe_fields(names, values):
+            bad = unsafe_header(list(headers))
+            raise RuntimeError(f"Invalid HTTP header {bad!r}: not a token, or a control character in its value.")
+        joined = b"\t".join(names)
+        lowered = joined.lower()
+        if lowered != joined:  # a token holds no TAB, so the lowered names split back one for one
+            names = lowered.split(b"\t")
+    else:
+        names = values = ()
+    cycle.response_started = True
+    cycle.waiting_for_100_continue = False
+    if b"content-length" in names and b"transfer-encoding" not in names and b"connection" not in names:
+        cycle.expected_content_length = int(values[names.index(b"content-length")].decode())
+        cycle.chunked_encoding = False
         close = False
-        for name, value in zip(names, values, strict=True):
-            if name == b"content-length" and self.chunked_encoding is None:
-                self.expected_content_length = int(value.decode())
-                self.chunked_encoding = False
-            elif name == b"transfer-encoding" and value.lower() == b"chunked":
-                self.expected_content_length = 0
-                self.chunked_encoding = True
-            elif name == b"connection":
-                if b"close" in [token.lower().strip() for token in value.split(b",")]:
-                    self.keep_alive = False
-                    close = True
-        return close
+    else:
+        close = _framing(cycle, names, values)
+    lines = [STATUS_LINE[status]]
+    if names:
+        lines.append(b"\r\n".join(map(b": ".join, zip(names, values, strict=True))))
+        lines.append(b"\r\n")
+    if not cycle.keep_alive and not close:
+        lines.append(b"connection: close\r\n")
+    if cycle.chunked_encoding is None and cycle.scope["method"] != "HEAD" and status not in (204, 304):
+        cycle.chunked_encoding = True  # neither Content-Length nor Transfer-Encoding
+        lines.append(b"transfer-encoding: chunked\r\n")
+    lines.append(b"\r\n")
+    return b"".join(lines)
+
+
+def _framing(cycle: Any, names: Any, values: Any) -> bool:
+    """uvicorn's reading of the framing headers, in order; True when one says `close`."""
+    close = False
+    for name, value in zip(names, values, strict=True):
+        if name == b"content-length" and cycle.chunked_encoding is None:
+            cycle.expected_content_length = int(value.decode())
+            cycle.chunked_encoding = False
+        elif name == b"transfer-encoding" and value.lower() == b"chunked":
+            cycle.expected_content_length = 0
+            cycle.chunked_encoding = True
+        elif name == b"connection":
+            if b"close" in [token.lower().strip() for token in value.split(b",")]:
+                cycle.keep_alive = False
+                close = True
+    return close

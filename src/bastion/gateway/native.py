@@ -38,9 +38,9 @@ from collections import deque
 from typing import Any, ClassVar
 
 import httptools
-from uvicorn.protocols.http.httptools_impl import STATUS_LINE
 from uvicorn.protocols.utils import get_local_addr, get_remote_addr, is_ssl
 
+from bastion.gateway.cycle import build_head
 from bastion.gateway.edge import (
     BAD_REQUEST,
     HEADER_TIMEOUT,
@@ -55,7 +55,6 @@ from bastion.gateway.edge import (
 )
 from bastion.gateway.tls import _name
 from bastion.http import ClientGone
-from bastion.http.headers import safe_fields, unsafe_header
 
 log = logging.getLogger("uvicorn.error")  # where uvicorn's protocol logged an app's exception
 
@@ -250,59 +249,9 @@ class Exchange:
                 self.conn.transport.write(head)
 
     def _write_head(self, status: int, headers: Any) -> None:
-        """`CoalescingCycle._write_head`: checked, framed, held for the first body write."""
-        default_headers = self.conn.server_state.default_headers
-        if default_headers:
-            headers = [*default_headers, *headers]
-        names: tuple[bytes, ...] | list[bytes]
-        values: tuple[bytes, ...]
-        if headers:
-            names, values = zip(*headers, strict=True)
-            if not safe_fields(names, values):
-                bad = unsafe_header(list(headers))
-                raise RuntimeError(f"Invalid HTTP header {bad!r}: not a token, or a control character in its value.")
-            joined = b"\t".join(names)
-            lowered = joined.lower()
-            if lowered != joined:  # a token holds no TAB, so the lowered names split back one for one
-                names = lowered.split(b"\t")
-        else:
-            names = values = ()
-        self.response_started = True
-        self.waiting_for_100_continue = False
-        if b"content-length" in names and b"transfer-encoding" not in names and b"connection" not in names:
-            self.expected_content_length = int(values[names.index(b"content-length")].decode())
-            self.chunked_encoding = False
-            close = False
-        else:
-            close = self._framing(names, values)
-        lines = [STATUS_LINE[status]]
-        if names:
-            lines.append(b"\r\n".join(map(b": ".join, zip(names, values, strict=True))))
-            lines.append(b"\r\n")
-        if not self.keep_alive and not close:
-            lines.append(b"connection: close\r\n")
-        if self.chunked_encoding is None and self.scope["method"] != "HEAD" and status not in (204, 304):
-            self.chunked_encoding = True  # neither Content-Length nor Transfer-Encoding
-            lines.append(b"transfer-encoding: chunked\r\n")
-        lines.append(b"\r\n")
-        self.head = b"".join(lines)
+        """`cycle.build_head` (shared with the uvicorn layer), held for the first body write."""
+        self.head = build_head(self, status, headers, self.conn.server_state.default_headers)
         self.conn.loop.call_soon(self.flush)
-
-    def _framing(self, names: Any, values: Any) -> bool:
-        """uvicorn's reading of the framing headers, in order; True when one says `close`."""
-        close = False
-        for name, value in zip(names, values, strict=True):
-            if name == b"content-length" and self.chunked_encoding is None:
-                self.expected_content_length = int(value.decode())
-                self.chunked_encoding = False
-            elif name == b"transfer-encoding" and value.lower() == b"chunked":
-                self.expected_content_length = 0
-                self.chunked_encoding = True
-            elif name == b"connection":
-                if b"close" in [token.lower().strip() for token in value.split(b",")]:
-                    self.keep_alive = False
-                    close = True
-        return close
 
 
 class NativeProtocol(asyncio.Protocol):
