@@ -26,6 +26,11 @@ class InProcessResponse:
         for c in self._chunks:
             yield c
 
+    def whole_body(self) -> bytes:
+        """The whole answer (an in-process app's is all in memory): the relay sends it as one
+        message, as `UpstreamResponse.whole_body` for an answer that arrived with its head."""
+        return b"".join(self._chunks)
+
     def release(self) -> None:
         return None
 
