@@ -221,6 +221,7 @@ def body_kind(resp: Response, rules: BodyRules) -> str | None:
 
 
 _WHITE = b" \t\r\n"
+_BOM = b"\xef\xbb\xbf"
 
 
 def _sniffable(mt: bytes) -> bool:
@@ -289,14 +290,20 @@ class BodyJob:
     def _sniff(self, data: bytes, final: bool) -> bytes:
         assert self.sniff_parts is not None
         self.sniff_parts.append(data)
-        head = data.lstrip(_WHITE)
-        if not head and not final:
-            if sum(len(p) for p in self.sniff_parts) <= self.rules.max_buffered_bytes:
+        text = b"".join(self.sniff_parts) if len(self.sniff_parts) > 1 else data
+        bom = text.startswith(_BOM)
+        head = (text[3:] if bom else text).lstrip(_WHITE)
+        # undecided: only whitespace so far, or the first bytes of a byte order mark
+        if (not head or (not bom and _BOM.startswith(text))) and not final:
+            if len(text) <= self.rules.max_buffered_bytes:
                 return b""
         json = head[:1] in (b"{", b"[")
-        self._build(sniffed=True, json=json)
-        held, self.sniff_parts = b"".join(self.sniff_parts), None
-        return held
+        # A byte order mark before JSON: Python's json.loads(bytes), requests' .json() and fetch's
+        # Response.json() skip it and read the JSON. Taken as declared JSON, so what the parser
+        # cannot read (the mark itself) is refused, never passed as "not JSON".
+        self._build(sniffed=not (bom and json), json=json)
+        self.sniff_parts = None
+        return text
 
     def _chain(self, data: bytes, final: bool) -> bytes:
         if self.sniff_parts is not None:

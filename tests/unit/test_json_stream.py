@@ -52,6 +52,8 @@ def reference(doc: Any, policy: ResponseFilter) -> Any:
             return [policy.mask if sensitive_value(v) else walk(v) for v in node]
         return node
 
+    if sensitive_value(doc):  # the whole answer one sensitive string: masked, as in a list
+        return policy.mask
     return walk(doc)
 
 
