@@ -53,7 +53,7 @@ from bastion.gateway.edge import (
     _Refused,
     client_key,
 )
-from bastion.gateway.tls import _name
+from bastion.gateway.tls import tls_info
 from bastion.http import ClientGone
 
 log = logging.getLogger("uvicorn.error")  # where uvicorn's protocol logged an app's exception
@@ -67,30 +67,6 @@ _500 = {
     "headers": [(b"content-type", b"text/plain; charset=utf-8"), (b"content-length", b"21"), (b"connection", b"close")],
 }
 _500_BODY = {"type": "http.response.body", "body": b"Internal Server Error", "more_body": False}
-
-
-def tls_info(transport: Any) -> dict[str, Any] | None:
-    """The ASGI TLS extension's dict for a connection (as `TlsHttpToolsProtocol` builds it)."""
-    import ssl
-
-    sslobj: ssl.SSLObject | None = transport.get_extra_info("ssl_object")
-    if sslobj is None:
-        return None
-    cert = sslobj.getpeercert()  # only certificates the context verified appear here
-    der = sslobj.getpeercert(binary_form=True)
-    info: dict[str, Any] = {
-        "tls_version": sslobj.version(),
-        "cipher_suite": (sslobj.cipher() or ("",))[0],
-        "client_cert_chain": [],
-        "client_cert_name": None,
-        "client_cert_error": None,
-        "client_cert_subject": {},
-    }
-    if cert and der:
-        info["client_cert_chain"] = [ssl.DER_cert_to_PEM_cert(der)]
-        info["client_cert_name"] = _name(cert)
-        info["client_cert_subject"] = {k: v for rdn in cert.get("subject", ()) for k, v in rdn}  # type: ignore[str-unpack]
-    return info
 
 
 class Exchange:
