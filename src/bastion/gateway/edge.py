@@ -156,6 +156,32 @@ class ConnectionGate:
         self.per_client[key] = n + 1
         return None
 
+    def refuses(self, key: str, where: Callable[[], str]) -> bool:
+        """`admit`, with a refusal counted and logged (once per client per minute) under the
+        listener `where()` names: True when the connection is refused. The one admission step of
+        both server layers."""
+        why = self.admit(key)
+        if why is None:
+            return False
+        if why == "total":
+            self.event(
+                "max_connections",
+                "*",
+                "listener %s: max_connections (%d) reached, refusing new connections",
+                where(),
+                self.limits.max_connections,
+            )
+        else:
+            self.event(
+                "max_connections_per_ip",
+                key,
+                "listener %s: %s holds max_connections_per_ip (%d) connections, refusing more",
+                where(),
+                key,
+                self.limits.max_per_client,
+            )
+        return True
+
     def release(self, key: str) -> None:
         self.total -= 1
         n = self.per_client.get(key, 0) - 1
@@ -226,26 +252,8 @@ class EdgeProtocol(TlsHttpToolsProtocol):
     def connection_made(self, transport) -> None:
         super().connection_made(transport)
         key = client_key(self.client[0] if self.client else None)
-        why = self.gate.admit(key)
-        if why is not None:
+        if self.gate.refuses(key, self._where):
             self._refused = True
-            if why == "total":
-                self.gate.event(
-                    "max_connections",
-                    "*",
-                    "listener %s: max_connections (%d) reached, refusing new connections",
-                    self._where(),
-                    self.limits.max_connections,
-                )
-            else:
-                self.gate.event(
-                    "max_connections_per_ip",
-                    key,
-                    "listener %s: %s holds max_connections_per_ip (%d) connections, refusing more",
-                    self._where(),
-                    key,
-                    self.limits.max_per_client,
-                )
             transport.write(TOO_MANY_CONNECTIONS)
             transport.close()
             return

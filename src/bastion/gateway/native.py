@@ -298,26 +298,8 @@ class NativeProtocol(asyncio.Protocol):
             self.scheme = "https"
             self.tls_info = tls_info(transport)
         key = client_key(self.client[0] if self.client else None)
-        why = self.gate.admit(key)
-        if why is not None:
+        if self.gate.refuses(key, self._where):
             self._refused = True
-            if why == "total":
-                self.gate.event(
-                    "max_connections",
-                    "*",
-                    "listener %s: max_connections (%d) reached, refusing new connections",
-                    self._where(),
-                    self.limits.max_connections,
-                )
-            else:
-                self.gate.event(
-                    "max_connections_per_ip",
-                    key,
-                    "listener %s: %s holds max_connections_per_ip (%d) connections, refusing more",
-                    self._where(),
-                    key,
-                    self.limits.max_per_client,
-                )
             transport.write(TOO_MANY_CONNECTIONS)
             transport.close()
             return
