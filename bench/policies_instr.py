@@ -117,6 +117,7 @@ def main() -> None:
     ap.add_argument("--config", default="e", choices=["d", "m", "e"])
     ap.add_argument("--requests", type=int, default=2000)
     ap.add_argument("--phases", action="store_true", help="the policies' phases only (no upstream)")
+    ap.add_argument("--policies", default="", help="pass-through plus these policies as YAML (a mapping), instead of --config")
     args = ap.parse_args()
     from bastion.gateway.app import Gateway
     from bastion.gateway.server import build_state
@@ -128,6 +129,11 @@ def main() -> None:
     try:
         wait_port(up)
         _port, text = configs(work, up)[args.config]
+        if args.policies:
+            import yaml
+            from gateway import pass_through
+
+            text = pass_through(free_port(), up, **yaml.safe_load(args.policies))
         path = work / f"{args.config}.yaml"
         path.write_text(text)
         state = build_state(str(path), 1)
