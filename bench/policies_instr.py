@@ -117,7 +117,9 @@ def main() -> None:
     ap.add_argument("--config", default="e", choices=["d", "m", "e"])
     ap.add_argument("--requests", type=int, default=2000)
     ap.add_argument("--phases", action="store_true", help="the policies' phases only (no upstream)")
-    ap.add_argument("--policies", default="", help="pass-through plus these policies as YAML (a mapping), instead of --config")
+    ap.add_argument(
+        "--policies", default="", help="pass-through plus these policies as YAML (a mapping), instead of --config"
+    )
     args = ap.parse_args()
     from bastion.gateway.app import Gateway
     from bastion.gateway.server import build_state

@@ -517,20 +517,56 @@ def test_discarded_body_trickle_after_early_answer_is_bounded(gw_short, upstream
     assert upstream.take() == []
 
 
-@pytest.mark.xfail(
-    strict=True, reason="head bytes in the read that completes the previous message are not counted (edge.py too)"
-)
 @pytest.mark.parametrize("layer", SERVERS)
 def test_head_after_body_in_one_read_is_counted(gw_short, upstream, layer):
     """max_header_bytes (2048 here) bounds one request head. A head that begins in the read which
     ends the previous request is not counted until the next read, so one of nearly twice the
-    limit is accepted (both layers: EdgeProtocol counts the same way)."""
+    limit was accepted (both layers: EdgeProtocol counted the same way); the parsed lines are now
+    counted too."""
     big = b"GET /b HTTP/1.1\r\n" + H + b"X-A: " + b"a" * 1900 + b"\r\n"
     chunks = [b"POST /a HTTP/1.1\r\n" + H + b"Content-Length: 2\r\n\r\nhi" + big, b"X-B: " + b"b" * 1900 + b"\r\n\r\n"]
     answers = exchange(gw_short[layer], chunks, ["POST", "GET"])
     got = upstream.take()
     assert [line for line, _ in got] == [b"POST /a HTTP/1.1"], "a head over max_header_bytes was forwarded"
     assert statuses(answers) == [200, 431]
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck))
+@given(
+    size=st.sampled_from([300, 1500, 1990, 2100, 2600, 3900]),
+    body=st.integers(min_value=0, max_value=40),
+    chunked=st.booleans(),
+    cuts=st.lists(st.floats(min_value=0.0, max_value=1.0), max_size=3),
+    layer=st.sampled_from(SERVERS),
+)
+def test_a_pipelined_head_is_held_to_max_header_bytes_at_any_split(
+    gw_short, upstream, size, body, chunked, cuts, layer
+):
+    """Generated: a request with a body (Content-Length or chunked) then a GET whose head is
+    `size` bytes, written in pieces cut anywhere. Whatever the reads, a second head under
+    max_header_bytes (2048) minus the request line's and the line ends' slack is forwarded, and
+    one at or over the limit never is."""
+    payload = b"x" * body
+    if chunked:
+        first = b"POST /a HTTP/1.1\r\n" + H + b"Transfer-Encoding: chunked\r\n\r\n"
+        first += (b"%x\r\n" % body + payload + b"\r\n" if body else b"") + b"0\r\n\r\n"
+    else:
+        first = b"POST /a HTTP/1.1\r\n" + H + b"Content-Length: %d\r\n\r\n" % body + payload
+    start = b"GET /b HTTP/1.1\r\n" + H
+    pad = size - len(start) - len(b"X-A: \r\n\r\n")
+    second = start + b"X-A: " + b"a" * pad + b"\r\n\r\n"
+    assert len(second) == size
+    stream = first + second
+    points = sorted({int(c * len(stream)) for c in cuts} - {0, len(stream)})
+    chunks = [stream[a:b] for a, b in zip([0, *points], [*points, len(stream)], strict=True)]
+    answers = exchange(gw_short[layer], chunks, ["POST", "GET"])
+    got = [line for line, _ in upstream.take()]
+    if size < 2048 - 40:
+        assert got == [b"POST /a HTTP/1.1", b"GET /b HTTP/1.1"], (answers, got)
+        assert statuses(answers) == [200, 200]
+    elif size >= 2048:
+        assert got == [b"POST /a HTTP/1.1"], (answers, got)
+        assert statuses(answers)[:1] == [200] and statuses(answers)[1:] in ([], [431]), answers
 
 
 # --- 5. disconnects -----------------------------------------------------------------------------

@@ -278,6 +278,7 @@ class NativeProtocol(asyncio.Protocol):
         self._head_open = True  # waiting for, or reading, a request head
         self._head_seen = False  # a byte of the current head arrived
         self._head_bytes = 0
+        self._head_parsed = 0  # the current head's request line and header lines, as parsed
         self._messages = 0
         self._refusal: tuple[tuple[int, str], str] | None = None
         self._send_timer: Any = None
@@ -608,6 +609,7 @@ class NativeProtocol(asyncio.Protocol):
     # parser callbacks --------------------------------------------------------------------
     def on_message_begin(self) -> None:
         self.url = b""
+        self._head_parsed = 0
         self.expect_100_continue = False
         self.upgrading = False
         self.headers = []
@@ -618,8 +620,23 @@ class NativeProtocol(asyncio.Protocol):
 
     def on_url(self, url: bytes) -> None:
         self.url += url
+        self._count_parsed(len(url))
+
+    def _count_parsed(self, n: int) -> None:
+        """The head's size as parsed: data_received counts the raw bytes of a head only from the
+        read after the one that ended the previous message (httptools does not say where in a
+        read a message ended), so a head starting behind a body is also counted here, line by
+        line, against the same max_header_bytes."""
+        self._head_parsed += n
+        if self._head_parsed >= self.limits.max_header_bytes:
+            self._refusal = (
+                HEADERS_TOO_LARGE,
+                f"request head larger than max_header_bytes ({self.limits.max_header_bytes} bytes)",
+            )
+            raise _Refused
 
     def on_header(self, name: bytes, value: bytes) -> None:
+        self._count_parsed(len(name) + len(value) + 2)  # (the shortest line: "n:v\n")
         name = name.lower()
         if name == b"expect" and value.lower() == b"100-continue":
             self.expect_100_continue = True
