@@ -469,23 +469,25 @@ class EdgeProtocol(TlsHttpToolsProtocol):
 
     def on_url(self, url: bytes) -> None:
         self.url += url
-        self._count_parsed(len(url))
+        self._head_parsed += len(url)
+        if self._head_parsed >= self.limits.max_header_bytes:
+            self._head_too_large()
 
-    def _count_parsed(self, n: int) -> None:
+    def _head_too_large(self) -> None:
         """The head's size as parsed: data_received counts a head's raw bytes only from the read
         after the one that ended the previous message (httptools does not say where in a read a
         message ended), so a head starting behind a body is also counted here, line by line."""
-        self._head_parsed += n
-        if self._head_parsed >= self.limits.max_header_bytes:
-            self._refusal = (
-                HEADERS_TOO_LARGE,
-                f"request head larger than max_header_bytes ({self.limits.max_header_bytes} bytes)",
-            )
-            raise _Refused
+        self._refusal = (
+            HEADERS_TOO_LARGE,
+            f"request head larger than max_header_bytes ({self.limits.max_header_bytes} bytes)",
+        )
+        raise _Refused
 
     def on_header(self, name: bytes, value: bytes) -> None:
         # uvicorn's own on_header, inlined (one Python call per header line, not two)
-        self._count_parsed(len(name) + len(value) + 2)  # (the shortest line: "n:v\n")
+        self._head_parsed += len(name) + len(value) + 2  # (the shortest line: "n:v\n")
+        if self._head_parsed >= self.limits.max_header_bytes:
+            self._head_too_large()
         name = name.lower()
         if name == b"expect" and value.lower() == b"100-continue":
             self.expect_100_continue = True
