@@ -50,6 +50,53 @@ class _Strict(json.JSONDecoder):
 
 # the C scanner: scan(text, index) -> (value, end); typeshed types make_scanner as taking itself
 _scan = make_scanner(_Strict())  # type: ignore[arg-type]
+
+
+class Number:
+    """A number kept as its text: one a double cannot hold (an integer beyond 64 bits, a decimal
+    of 16 or more digits, an exponent beyond a double's range), written back as it came."""
+
+    __slots__ = ("text",)
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+
+def _exact_int(text: str) -> Any:
+    return int(text) if len(text) < 19 else Number(text)
+
+
+class _Exact(json.JSONDecoder):
+    def __init__(self) -> None:
+        super().__init__(parse_constant=_no_constant, parse_float=Number, parse_int=_exact_int)
+
+
+# the same scanner with numbers kept as their text: for an element that holds a number a double
+# would round (LONG_NUMBER), parsed again before it is checked and written out
+_scan_exact = make_scanner(_Exact())  # type: ignore[arg-type]
+# 16+ significant digits, or an exponent of 3+ digits (1e400 reads as inf, 1e-400 as 0.0): text
+# inside strings matches too (then the element only takes the exact parse: the same result)
+LONG_NUMBER = re.compile(r"\d(?:\.?\d){15}|\d[eE][+-]?\d{3}")
+
+
+def _number_fragment(value: Any) -> Any:
+    if type(value) is Number:
+        return orjson.Fragment(value.text.encode())
+    raise TypeError(f"{type(value).__name__} is not JSON")
+
+
+def _number_value(value: Any) -> Any:
+    if type(value) is Number:  # (the stdlib writer cannot take text: an integer stays exact)
+        text = value.text
+        return int(text) if text.lstrip("-").isdigit() else float(text)
+    raise TypeError(f"{type(value).__name__} is not JSON")
+
+
+def exact(text: str) -> Any:
+    """`text` (one JSON value) parsed with its long numbers kept as `Number`s."""
+    return _scan_exact(text, 0)[0]
+
+
 _WS = re.compile(r"[ \t\n\r]*")
 
 
@@ -108,10 +155,10 @@ class _TooDeep(Exception):
 
 def _dumps(value: Any) -> str:
     try:
-        return orjson.dumps(value).decode()
+        return orjson.dumps(value, default=_number_fragment).decode()
     except orjson.JSONEncodeError:  # an integer beyond 64 bits, a lone surrogate, deep nesting
         try:
-            return json.dumps(value, ensure_ascii=False, allow_nan=False)
+            return json.dumps(value, ensure_ascii=False, allow_nan=False, default=_number_value)
         except RecursionError:
             raise _TooDeep() from None
         except ValueError as exc:
@@ -337,6 +384,8 @@ class JsonRewriter:
                         self._emit(self.key_out + self.mask_json)
                     return
             elif type(value) is dict or type(value) is list:
+                if LONG_NUMBER.search(raw) is not None:
+                    value = exact(raw)
                 value, changed, rewrite = flt.tree(value, raw)
                 self.count += changed
                 if rewrite:
@@ -349,6 +398,8 @@ class JsonRewriter:
                 self._emit(self.mask_json)
                 return
         if type(value) is dict or type(value) is list:
+            if LONG_NUMBER.search(raw) is not None:
+                value = exact(raw)
             value, changed, rewrite = flt.tree(value, raw)
             self.count += changed
             if rewrite:

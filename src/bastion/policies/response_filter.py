@@ -27,7 +27,7 @@ from bastion.json_splice import (
     substitute,
     substitution,
 )
-from bastion.json_stream import Filter, JsonRewriter
+from bastion.json_stream import LONG_NUMBER, Filter, JsonRewriter
 from bastion.pipeline import Context, Policy, PolicyConfig
 from bastion.response_body import BodyInfo, JsonTransform
 
@@ -147,6 +147,45 @@ def valid_json(body: bytes) -> bool:
 # a JSON string (valid JSON: escapes are two characters, or six for \u, which the `.` and the
 # characters after it cover)
 _STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
+_LONG_NUMBER_BYTES = re.compile(LONG_NUMBER.pattern.encode())
+_UNREAD = object()
+
+
+class _LongNumbers:
+    """Whether a body holds a number a double cannot hold (`json_stream.LONG_NUMBER`): one
+    hyperscan pass (~0.1 ms on 100 KB, a third of orjson.loads; Python's re takes 2.6 ms on
+    100 KB), or re where hyperscan is not installed."""
+
+    def __init__(self) -> None:
+        self.db: Any = None
+        self._local = threading.local()
+
+    def __call__(self, body: bytes) -> bool:
+        if hyperscan is None:
+            return _LONG_NUMBER_BYTES.search(body) is not None
+        if self.db is None:
+            db = hyperscan.Database(mode=hyperscan.HS_MODE_BLOCK)
+            db.compile(expressions=[_LONG_NUMBER_BYTES.pattern], ids=[0], flags=[hyperscan.HS_FLAG_SINGLEMATCH])
+            self.db = db
+        local = self._local
+        try:
+            scratch = local.scratch
+        except AttributeError:
+            scratch = local.scratch = hyperscan.Scratch(self.db)
+        found: list[int] = []
+        try:
+            self.db.scan(body, match_event_handler=_on_match_stop, context=found, scratch=scratch)
+        except hyperscan.ScanTerminated:
+            return True
+        return bool(found)
+
+
+def _on_match_stop(pattern: int, start: int, end: int, flags: int, found: Any) -> bool:
+    found.append(pattern)
+    return True
+
+
+_long_number = _LongNumbers()
 
 
 def _no_duplicate(text: bytes, members: int) -> bool:
@@ -536,11 +575,17 @@ class ResponseFilter(Policy[ResponseFilterConfig], Filter):
                 if spans and counted is not None:
                     counted(len(spans))
                 return splice(body, spans, None if self.remove else self.mask_json) if spans else body
-        try:
-            doc = orjson.loads(body)
-        except orjson.JSONDecodeError:
-            # orjson refuses what the stream's scanner may accept (integers beyond 64 bits):
-            # the stream decides, and raises StreamError when it is not JSON
+        # A number a double cannot hold (orjson reads 100000000000000000001 as 1e20, 1e400 as
+        # inf): the stream, which keeps such numbers as their text when it writes an element back.
+        # orjson refuses what the stream's scanner may accept (integers beyond 64 bits): the
+        # stream decides, and raises StreamError when it is not JSON.
+        doc: Any = _UNREAD
+        if not _long_number(body):
+            try:
+                doc = orjson.loads(body)
+            except orjson.JSONDecodeError:
+                pass
+        if doc is _UNREAD:
             stream = JsonRewriter(self, remove=self.remove, mask=self.mask)
             return stream.feed(body) + stream.finish()
         doc, count, members = self._walk(doc, self.values_possible(body))
