@@ -98,6 +98,7 @@ def exact(text: str) -> Any:
 
 
 _WS = re.compile(r"[ \t\n\r]*")
+_SEPARATOR = re.compile(r"[ \t\n\r\x1e]*")  # between the texts of a sequence
 
 
 def _string_end(buf: str, start: int) -> int:
@@ -179,8 +180,13 @@ class JsonRewriter:
         max_depth: int = 512,
         max_string: int = 16 * 1024 * 1024,
         on_count: Callable[[int], None] | None = None,
+        sequence: bool = False,
     ) -> None:
+        """`sequence`: the body is a sequence of JSON texts (NDJSON, JSON Lines, RFC 7464's
+        json-seq, or texts separated by white space), each filtered as a document; what stands
+        between them (white space, the record separator 0x1E) is kept as it came."""
         self.flt = flt
+        self.sequence = sequence
         self.remove = remove
         self.mask_json = _dumps(mask)
         self.element = element_bytes
@@ -198,6 +204,7 @@ class JsonRewriter:
         self.started = False
         self.out: list[str] = []
         self.need = 0  # characters to wait for before the next try at an incomplete token
+        self.need_line = 0  # (in a sequence, with a line end: after an eighth more, still linear)
 
     # ---- public -----------------------------------------------------------------------------
     def feed(self, data: bytes) -> bytes:
@@ -210,7 +217,10 @@ class JsonRewriter:
             self.pos = 0
             # an incomplete token (a long string, a record split by the chunking) is tried
             # again only once the text after it has doubled: linear time, whatever the sizes
-            if len(self.buf) >= self.need:
+            # (a sequence's text ends at a line end: tried then, so that each record of a live
+            # NDJSON stream goes out when it is complete, not when the next one arrives)
+            buffered = len(self.buf)
+            if buffered >= self.need or (self.sequence and buffered >= self.need_line and "\n" in text):
                 self._run(False)
         return self._take()
 
@@ -257,9 +267,17 @@ class JsonRewriter:
     def _run(self, final: bool) -> None:
         buf = self.buf
         n = len(buf)
-        self.need = 0
+        self.need = self.need_line = 0
         while True:
-            pos = _WS.match(buf, self.pos).end()  # type: ignore[union-attr]  # `*`: always matches
+            if self.sequence and not self.stack and (self.state == _END or self.state == _VALUE):
+                # between two texts of a sequence: the separator as it came, then the next text
+                pos = _SEPARATOR.match(buf, self.pos).end()  # type: ignore[union-attr]
+                if pos > self.pos:
+                    self.out.append(buf[self.pos : pos])
+                if pos < n and self.state == _END:
+                    self.state = _VALUE
+            else:
+                pos = _WS.match(buf, self.pos).end()  # type: ignore[union-attr]  # `*`: always matches
             self.pos = pos
             if pos >= n:
                 return
@@ -270,7 +288,7 @@ class JsonRewriter:
                     self._close(c)
                     continue
                 if not self._value(buf, pos, n, final):
-                    self.need = 2 * (n - pos)
+                    self.need, self.need_line = 2 * (n - pos), (n - pos) + (n - pos) // 8 + 1
                     return
             elif state == _KEY_OR_END or state == _KEY:
                 if c == "}" and state == _KEY_OR_END:
@@ -283,7 +301,7 @@ class JsonRewriter:
                         raise StreamError("too-large", f"a member name is longer than {self.max_string} characters")
                     if final:
                         raise self._bad("the document ends inside a member name")
-                    self.need = 2 * (n - pos)
+                    self.need, self.need_line = 2 * (n - pos), (n - pos) + (n - pos) // 8 + 1
                     return
                 try:
                     key, end = _scan(buf, pos)

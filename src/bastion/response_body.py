@@ -83,6 +83,9 @@ class BodyInfo:
 
     rules: BodyRules
     sniffed: bool  # JSON by its content, not by its Content-Type
+    # a declared sequence of JSON texts (NDJSON, JSON Lines, json-seq): only rewriters with
+    # `sequences = True` get such a body, each text filtered as it completes
+    sequence: bool = False
 
 
 class Buffered:
@@ -146,11 +149,31 @@ class JsonTransform:
     both to one reference). A sniffed body (declared text, starting like JSON) that turns out not
     to be JSON before any output was produced passes unchanged: it is not a JSON answer."""
 
-    __slots__ = ("whole", "make_stream", "whole_limit", "sniffed", "parts", "size", "stream", "replay", "plain")
+    __slots__ = (
+        "whole",
+        "make_stream",
+        "whole_limit",
+        "sniffed",
+        "parts",
+        "size",
+        "stream",
+        "replay",
+        "plain",
+        "sequence",
+    )
 
     def __init__(
-        self, whole: Callable[[bytes], bytes], make_stream: Callable[[], JsonRewriter], whole_limit: int, sniffed: bool
+        self,
+        whole: Callable[[bytes], bytes],
+        make_stream: Callable[[bool], JsonRewriter],
+        whole_limit: int,
+        sniffed: bool,
+        sequence: bool = False,
     ) -> None:
+        """`make_stream(sequence)`: a stream reading one JSON text, or a sequence of them. A
+        declared sequence is streamed from its first byte (each text sent once it is complete); a
+        sniffed body is read as a sequence when it is not one text (JSON Lines served as
+        text/plain are filtered, not passed as "not JSON")."""
         self.whole = whole
         self.make_stream = make_stream
         self.whole_limit = whole_limit
@@ -160,6 +183,9 @@ class JsonTransform:
         self.stream: JsonRewriter | None = None
         self.replay: list[bytes] | None = None  # sniffed input kept until the stream's first output
         self.plain = False
+        self.sequence = sequence
+        if sequence:
+            self.whole_limit = -1  # (feed makes the stream at once)
 
     def _streamed(self, data: bytes, final: bool) -> bytes:
         assert self.stream is not None
@@ -189,7 +215,7 @@ class JsonTransform:
         self.size += len(data)
         if self.size <= self.whole_limit:
             return b""
-        self.stream = self.make_stream()
+        self.stream = self.make_stream(self.sequence or self.sniffed)
         held, self.parts = b"".join(self.parts), []
         if self.sniffed:
             self.replay = []
@@ -202,19 +228,30 @@ class JsonTransform:
             return self._streamed(b"", True)
         body = b"".join(self.parts)
         self.parts = []
+        if self.sequence:  # (an empty declared sequence: nothing was fed)
+            return body
         try:
             return self.whole(body)
         except StreamError as exc:
-            if self.sniffed:  # it looked like JSON but is not: it is not JSON
-                return body
+            if self.sniffed:  # not one JSON text: a sequence of them (JSON Lines as text/plain)?
+                try:
+                    stream = self.make_stream(True)
+                    return stream.feed(body) + stream.finish()
+                except StreamError:
+                    return body  # it looked like JSON but is not: it is not JSON
             raise Unfilterable(exc.kind, exc.detail) from None
 
 
 def body_kind(resp: Response, rules: BodyRules) -> str | None:
-    """'json' when declared JSON, 'sniff' when it may be JSON mislabelled, else None."""
+    """'json' when declared JSON, 'seq' when declared a sequence of JSON texts (NDJSON, JSON
+    Lines, json-seq), 'sniff' when it may be JSON mislabelled, else None."""
     ctype = resp.get_header(b"content-type")
     if is_json(ctype):
         return "json"
+    if ctype is not None:
+        mt = media_type(ctype)
+        if any(s in mt for s in _JSON_STREAMS):
+            return "seq"
     if rules.sniff_json and (ctype is None or _sniffable(media_type(ctype))):
         return "sniff"
     return None
@@ -263,14 +300,14 @@ class BodyJob:
         self.sniff_parts: list[bytes] | None = [] if kind == "sniff" else None
         self.transforms: list[BodyTransform] = []
         if kind != "sniff":
-            self._build(sniffed=False, json=kind == "json")
+            self._build(sniffed=False, json=kind == "json", sequence=kind == "seq")
 
-    def _build(self, sniffed: bool, json: bool) -> None:
-        info = BodyInfo(self.rules, sniffed)
+    def _build(self, sniffed: bool, json: bool, sequence: bool = False) -> None:
+        info = BodyInfo(self.rules, sniffed, sequence)
         self.transforms = [
             r.transform(self.req, self.resp, self.ctx, info)
             for r in self.rewriters
-            if json or r.wants(self.resp, False)
+            if json or r.wants(self.resp, False) or (sequence and getattr(r, "sequences", False))
         ]
 
     def _decode(self, raw: bytes, final: bool) -> bytes:
@@ -387,6 +424,7 @@ class Gate:
         self.held_size = 0
         self.phase = "hold"
         self.done = False
+        self.live = kind == "seq"
         self.first: list[bytes] = []
         try:
             self.job: BodyJob | None = BodyJob(req, resp, ctx, rewriters, kind, rules)
@@ -460,7 +498,9 @@ class Gate:
             chunks = self._flush()
             _set_length(self.resp, self.out_size, self.job.decoded, not self._same(chunks))
             return True, chunks
-        if self.out_size >= self.rules.max_buffered_bytes:
+        # a declared sequence of JSON texts (NDJSON, json-seq) is often a live stream: its head goes
+        # out with its first filtered text (a later text that cannot be filtered cuts the answer)
+        if self.out_size >= self.rules.max_buffered_bytes or (self.live and self.out_size):
             self.phase = "stream"
             self.raw = self.held = None
             _set_length(self.resp, None, self.job.decoded)
@@ -487,8 +527,10 @@ def open_gate(req: Request, resp: Response, ctx: Any) -> Gate | None:
         return None
     rules = ctx.body_rules or DEFAULT_RULES
     kind = body_kind(resp, rules)
-    json = kind is not None
-    wanted = [r for r in ctx.response_rewriters if r.wants(resp, json)]
+    if kind == "seq":  # a sequence of JSON texts: the rewriters that read one, and status-based ones
+        wanted = [r for r in ctx.response_rewriters if getattr(r, "sequences", False) or r.wants(resp, False)]
+    else:
+        wanted = [r for r in ctx.response_rewriters if r.wants(resp, kind is not None)]
     if not wanted:
         return None
     replacing = [r for r in wanted if getattr(r, "replaces_body", False)]

@@ -231,7 +231,7 @@ def test_a_refused_body_and_a_streamed_one_lose_them():
 def test_types_naming_json_are_sniffed_but_json_streams_are_not():
     """`text/json`, `application/x-json` and list-valued types are read as JSON by clients
     (requests' .json(), fetch's Response.json()): sniffed. NDJSON / JSON Lines / json-seq are
-    streams of texts: not sniffed, so they keep streaming (and are documented as not filtered)."""
+    sequences of texts: not sniffed but filtered text by text ('seq'), streaming."""
     from bastion.http import Response as R
     from bastion.response_body import DEFAULT_RULES, body_kind
 
@@ -240,6 +240,7 @@ def test_types_naming_json_are_sniffed_but_json_streams_are_not():
 
     for ctype in (b"text/json", b"application/x-json", b"application/json, text/plain", b"Text/JSON; charset=utf-8"):
         assert kind(ctype) == "sniff", ctype
-    for ctype in (b"application/x-ndjson", b"application/jsonl", b"application/json-seq", b"image/png"):
-        assert kind(ctype) is None, ctype
+    for ctype in (b"application/x-ndjson", b"application/jsonl", b"application/json-seq", b"application/jsonlines"):
+        assert kind(ctype) == "seq", ctype
+    assert kind(b"image/png") is None
     assert kind(b"application/problem+json") == "json"

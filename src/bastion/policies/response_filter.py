@@ -477,6 +477,8 @@ class ResponseFilter(Policy[ResponseFilterConfig], Filter):
         ctx.response_rewriters.append(self)
         return None
 
+    sequences = True  # NDJSON, JSON Lines and json-seq answers are filtered text by text
+
     @staticmethod
     def wants(resp: Response, json: bool) -> bool:
         return json
@@ -489,16 +491,18 @@ class ResponseFilter(Policy[ResponseFilterConfig], Filter):
 
         return JsonTransform(
             lambda body: self.rewrite_whole(body, counted),
-            lambda: JsonRewriter(
+            lambda sequence: JsonRewriter(
                 self,
                 remove=self.remove,
                 mask=self.mask,
                 max_depth=rules.max_depth,
                 max_string=rules.max_string_bytes,
                 on_count=counted,
+                sequence=sequence,
             ),
             self.max_bytes,
             info.sniffed,
+            info.sequence,
         )
 
     def rewrite_whole(self, body: bytes, counted=None) -> bytes:
