@@ -288,6 +288,7 @@ def test_any_bytes_after_a_response_never_reach_the_next_request(extra, cut):
     request on the pool gets its own answer from a connection that did not speak out of turn."""
     data = OK + extra
     cut = min(cut, len(data))
+    written = asyncio.Event()  # (made in the loop `run` starts: it is created inside main)
 
     async def in_two_writes(writer):
         writer.write(data[:cut])
@@ -295,13 +296,18 @@ def test_any_bytes_after_a_response_never_reach_the_next_request(extra, cut):
         await asyncio.sleep(0.005)
         writer.write(data[cut:])
         await writer.drain()
+        written.set()
         await asyncio.sleep(0.2)
 
     async def main():
         async with Scripted([in_two_writes, b"HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nsecond"]) as up:
             pool = ConnectionPool("127.0.0.1", up.port)
             first = await fetch(pool)
-            await asyncio.sleep(0.02)  # let the rest arrive while the connection is idle
+            # the rest arrives while the connection is idle: once the upstream has written it all
+            # (a fixed sleep lost that race on a loaded machine: bytes that come after the next
+            # request went out are that request's answer to any client)
+            await written.wait()
+            await asyncio.sleep(0.02)
             second = await fetch(pool)
             await pool.close()
             return first[2], second[2]
