@@ -601,10 +601,7 @@ def streaming(upstream: RawUpstream) -> Iterator[RawUpstream]:
         upstream.behaviour = {}
 
 
-@pytest.mark.parametrize(
-    "layer",
-    ["native", pytest.param("uvicorn", marks=pytest.mark.xfail(strict=True, reason="uvicorn's protocol has it too"))],
-)
+@pytest.mark.parametrize("layer", SERVERS)
 def test_disconnect_with_a_pipelined_request_queued_reaches_the_running_answer(
     gw, streaming, layer, caplog: pytest.LogCaptureFixture
 ):

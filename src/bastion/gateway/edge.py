@@ -269,6 +269,14 @@ class EdgeProtocol(TlsHttpToolsProtocol):
         if self._key is not None:
             self.gate.release(self._key)
             self._key = None
+        # the request being answered learns of it too, not only the newest (uvicorn marks only
+        # `self.cycle`, which is a queued pipelined request then): else its answer goes on being
+        # written into the closed transport, one asyncio warning per write
+        running = self._running
+        if running is not None and running is not self.cycle:
+            if not running.response_complete:
+                running.disconnected = True
+            running.message_event.set()
         super().connection_lost(exc)
 
     def _where(self) -> str:
