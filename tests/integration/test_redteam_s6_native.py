@@ -528,7 +528,10 @@ def test_head_after_body_in_one_read_is_counted(gw_short, upstream, layer):
     answers = exchange(gw_short[layer], chunks, ["POST", "GET"])
     got = upstream.take()
     assert [line for line, _ in got] == [b"POST /a HTTP/1.1"], "a head over max_header_bytes was forwarded"
-    assert statuses(answers) == [200, 431]
+    # 431 when the POST's answer was out before the refusal; else (the answer still being written)
+    # the refused head is dropped unanswered and the connection closes after that answer (by design:
+    # `_close_with`, a bad head behind a running answer)
+    assert statuses(answers) in ([200], [200, 431])
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck))

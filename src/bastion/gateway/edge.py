@@ -223,6 +223,16 @@ class _Refused(Exception):
     """Raised from a parser callback to stop httptools at the offending header."""
 
 
+def head_too_large(protocol: Any) -> None:
+    """Refuse the head being parsed (from a parser callback of either server layer) with 431.
+    Also counted as parsed: data_received counts a head's raw bytes only from the read after the
+    one that ended the previous message (httptools does not say where in a read a message ended),
+    so a head starting behind a body is counted line by line in `on_url` and `on_header` too."""
+    limit = protocol.limits.max_header_bytes
+    protocol._refusal = (HEADERS_TOO_LARGE, f"request head larger than max_header_bytes ({limit} bytes)")
+    raise _Refused
+
+
 class EdgeProtocol(TlsHttpToolsProtocol):
     """uvicorn's httptools protocol (with the TLS extension) plus the limits above.
 
@@ -479,23 +489,13 @@ class EdgeProtocol(TlsHttpToolsProtocol):
         self.url += url
         self._head_parsed += len(url)
         if self._head_parsed >= self.limits.max_header_bytes:
-            self._head_too_large()
-
-    def _head_too_large(self) -> None:
-        """The head's size as parsed: data_received counts a head's raw bytes only from the read
-        after the one that ended the previous message (httptools does not say where in a read a
-        message ended), so a head starting behind a body is also counted here, line by line."""
-        self._refusal = (
-            HEADERS_TOO_LARGE,
-            f"request head larger than max_header_bytes ({self.limits.max_header_bytes} bytes)",
-        )
-        raise _Refused
+            head_too_large(self)
 
     def on_header(self, name: bytes, value: bytes) -> None:
         # uvicorn's own on_header, inlined (one Python call per header line, not two)
         self._head_parsed += len(name) + len(value) + 2  # (the shortest line: "n:v\n")
         if self._head_parsed >= self.limits.max_header_bytes:
-            self._head_too_large()
+            head_too_large(self)
         name = name.lower()
         if name == b"expect" and value.lower() == b"100-continue":
             self.expect_100_continue = True

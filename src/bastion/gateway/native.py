@@ -52,6 +52,7 @@ from bastion.gateway.edge import (
     _problem_bytes,
     _Refused,
     client_key,
+    head_too_large,
 )
 from bastion.gateway.tls import tls_info
 from bastion.http import ClientGone
@@ -622,23 +623,12 @@ class NativeProtocol(asyncio.Protocol):
         self.url += url
         self._head_parsed += len(url)
         if self._head_parsed >= self.limits.max_header_bytes:
-            self._head_too_large()
-
-    def _head_too_large(self) -> None:
-        """The head's size as parsed: data_received counts the raw bytes of a head only from the
-        read after the one that ended the previous message (httptools does not say where in a
-        read a message ended), so a head starting behind a body is also counted here, line by
-        line, against the same max_header_bytes."""
-        self._refusal = (
-            HEADERS_TOO_LARGE,
-            f"request head larger than max_header_bytes ({self.limits.max_header_bytes} bytes)",
-        )
-        raise _Refused
+            head_too_large(self)
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self._head_parsed += len(name) + len(value) + 2  # (the shortest line: "n:v\n")
         if self._head_parsed >= self.limits.max_header_bytes:
-            self._head_too_large()
+            head_too_large(self)
         name = name.lower()
         if name == b"expect" and value.lower() == b"100-continue":
             self.expect_100_continue = True
