@@ -204,7 +204,9 @@ class JsonRewriter:
         self.started = False
         self.out: list[str] = []
         self.need = 0  # characters to wait for before the next try at an incomplete token
-        self.need_line = 0  # (in a sequence, with a line end: after an eighth more, still linear)
+        self.tail: list[str] = []  # text received while waiting for `need` (joined on the next try)
+        self.tail_size = 0
+        self.budget = 0  # characters the tries on a line end may still read (8 per one received)
 
     # ---- public -----------------------------------------------------------------------------
     def feed(self, data: bytes) -> bytes:
@@ -213,20 +215,36 @@ class JsonRewriter:
         except UnicodeDecodeError:
             raise StreamError("malformed", "the body is not UTF-8") from None
         if text:
-            self.buf = self.buf[self.pos :] + text if self.pos else self.buf + text
+            # an incomplete token (a long string, a record split by the chunking) is tried again
+            # only once the text after it has doubled, and the text that comes meanwhile is kept
+            # in pieces, joined then (copying the pending text on every read was quadratic in a
+            # long string trickled in small reads): linear time, whatever the sizes. A sequence's
+            # text ends at a line end: tried then too, so that each record of a live NDJSON
+            # stream goes out once it is complete, as long as those tries have read at most
+            # eight times the text received (a line end in every read of a long record).
+            pending = len(self.buf) - self.pos + self.tail_size + len(text)
+            line = self.sequence and "\n" in text
+            if pending < self.need and not (line and self.budget + 8 * len(text) >= pending):
+                self.tail.append(text)
+                self.tail_size += len(text)
+                self.budget += 8 * len(text)
+                return self._take()
+            if pending < self.need:  # (a try on a line end, paid from the budget)
+                self.budget -= pending
+            self.budget += 8 * len(text)
+            self.tail.append(text)
+            self.buf = self.buf[self.pos :] + "".join(self.tail)
+            self.tail.clear()
+            self.tail_size = 0
             self.pos = 0
-            # an incomplete token (a long string, a record split by the chunking) is tried
-            # again only once the text after it has doubled: linear time, whatever the sizes
-            # (a sequence's text ends at a line end: tried then, so that each record of a live
-            # NDJSON stream goes out when it is complete, not when the next one arrives)
-            buffered = len(self.buf)
-            if buffered >= self.need or (self.sequence and buffered >= self.need_line and "\n" in text):
-                self._run(False)
+            self._run(False)
         return self._take()
 
     def finish(self) -> bytes:
         try:
-            self.buf = self.buf[self.pos :] + self.utf8.decode(b"", final=True)
+            self.buf = self.buf[self.pos :] + "".join(self.tail) + self.utf8.decode(b"", final=True)
+            self.tail.clear()
+            self.tail_size = 0
         except UnicodeDecodeError:
             raise StreamError("malformed", "the body is not UTF-8") from None
         self.pos = 0
@@ -267,7 +285,7 @@ class JsonRewriter:
     def _run(self, final: bool) -> None:
         buf = self.buf
         n = len(buf)
-        self.need = self.need_line = 0
+        self.need = 0
         while True:
             if self.sequence and not self.stack and (self.state == _END or self.state == _VALUE):
                 # between two texts of a sequence: the separator as it came, then the next text
@@ -288,7 +306,7 @@ class JsonRewriter:
                     self._close(c)
                     continue
                 if not self._value(buf, pos, n, final):
-                    self.need, self.need_line = 2 * (n - pos), (n - pos) + (n - pos) // 8 + 1
+                    self.need = 2 * (n - pos)
                     return
             elif state == _KEY_OR_END or state == _KEY:
                 if c == "}" and state == _KEY_OR_END:
@@ -301,7 +319,7 @@ class JsonRewriter:
                         raise StreamError("too-large", f"a member name is longer than {self.max_string} characters")
                     if final:
                         raise self._bad("the document ends inside a member name")
-                    self.need, self.need_line = 2 * (n - pos), (n - pos) + (n - pos) // 8 + 1
+                    self.need = 2 * (n - pos)
                     return
                 try:
                     key, end = _scan(buf, pos)

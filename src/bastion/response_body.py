@@ -29,6 +29,7 @@ policy on the route registered a `ResponseRewriter` that `wants` it. This module
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -194,7 +195,9 @@ class JsonTransform:
             if final:
                 out += self.stream.finish()
         except StreamError as exc:
-            if self.replay is None:
+            if self.replay is None or self.stream.count:
+                # (a sniffed body whose first texts held filtered content and whose rest is not
+                # JSON: refused, since a reader that stops at the error has read those texts)
                 raise Unfilterable(exc.kind, exc.detail) from None
             self.plain = True  # looked like JSON, is not: pass what was held, and the rest
             held, self.replay = b"".join(self.replay) + data, None
@@ -234,10 +237,12 @@ class JsonTransform:
             return self.whole(body)
         except StreamError as exc:
             if self.sniffed:  # not one JSON text: a sequence of them (JSON Lines as text/plain)?
+                stream = self.make_stream(True)
                 try:
-                    stream = self.make_stream(True)
                     return stream.feed(body) + stream.finish()
-                except StreamError:
+                except StreamError as err:
+                    if stream.count:  # its first texts held filtered content: a reader that stops
+                        raise Unfilterable(err.kind, err.detail) from None  # at the error read them
                     return body  # it looked like JSON but is not: it is not JSON
             raise Unfilterable(exc.kind, exc.detail) from None
 
@@ -248,6 +253,10 @@ def body_kind(resp: Response, rules: BodyRules) -> str | None:
     ctype = resp.get_header(b"content-type")
     if is_json(ctype):
         return "json"
+    if ctype is not None and sum(k == b"content-type" for k, _ in resp.headers) > 1:
+        # several fields: clients join them into one list (http.client, fetch, requests), and a
+        # list is read as such (the first field alone decides only whether JSON is declared)
+        ctype = b", ".join(v for k, v in resp.headers if k == b"content-type")
     if ctype is not None:
         mt = media_type(ctype)
         if any(s in mt for s in _JSON_STREAMS):
@@ -258,7 +267,13 @@ def body_kind(resp: Response, rules: BodyRules) -> str | None:
 
 
 _WHITE = b" \t\r\n"
+_LEADING = _WHITE + b"\x1e"  # (RFC 7464's record separator starts a json-seq text)
 _BOM = b"\xef\xbb\xbf"
+# What starts a JSON text: a container, a number, a string, or a literal as a whole word (a
+# sequence of texts may start with any of them: `1\n{"password": ...}`); a body that starts with
+# a literal's first letters is undecided until the word ends
+_JSON_START = re.compile(rb'[{\["0-9-]|(?:true|false|null)(?![A-Za-z0-9_])')
+_LITERAL_STARTS = frozenset(w[:i] for w in (b"true", b"false", b"null") for i in range(1, len(w) + 1))
 
 
 def _sniffable(mt: bytes) -> bool:
@@ -329,12 +344,12 @@ class BodyJob:
         self.sniff_parts.append(data)
         text = b"".join(self.sniff_parts) if len(self.sniff_parts) > 1 else data
         bom = text.startswith(_BOM)
-        head = (text[3:] if bom else text).lstrip(_WHITE)
-        # undecided: only whitespace so far, or the first bytes of a byte order mark
-        if (not head or (not bom and _BOM.startswith(text))) and not final:
+        head = (text[3:] if bom else text).lstrip(_LEADING)
+        # undecided: only whitespace so far, the first bytes of a byte order mark, or of a literal
+        if (not head or (not bom and _BOM.startswith(text)) or head in _LITERAL_STARTS) and not final:
             if len(text) <= self.rules.max_buffered_bytes:
                 return b""
-        json = head[:1] in (b"{", b"[")
+        json = _JSON_START.match(head) is not None
         # A byte order mark before JSON: Python's json.loads(bytes), requests' .json() and fetch's
         # Response.json() skip it and read the JSON. Taken as declared JSON, so what the parser
         # cannot read (the mark itself) is refused, never passed as "not JSON".

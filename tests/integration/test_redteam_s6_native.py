@@ -572,6 +572,36 @@ def test_a_pipelined_head_is_held_to_max_header_bytes_at_any_split(
         assert statuses(answers)[:1] == [200] and statuses(answers)[1:] in ([], [431]), answers
 
 
+@settings(max_examples=20, deadline=None, suppress_health_check=list(HealthCheck))
+@given(
+    sizes=st.lists(st.integers(min_value=1, max_value=3000), min_size=1, max_size=12),
+    trailer=st.sampled_from([0, 10, 1500, 5000, 40000]),
+    cut=st.integers(min_value=1, max_value=4096),
+    layer=st.sampled_from(SERVERS),
+)
+def test_chunk_framing_and_trailers_are_held_to_the_head_limit(gw_short, upstream, sizes, trailer, cut, layer):
+    """Generated: a chunked POST of chunks of any sizes, then a trailer line of `trailer` bytes,
+    written in pieces of `cut` bytes. A trailer section within max_header_bytes (2048) is
+    forwarded with the body intact; one of twice the limit or more is refused and never
+    forwarded (a trailer line was read without limit, its cost growing with its square)."""
+    body = b"".join(bytes([97 + i % 26]) * n for i, n in enumerate(sizes))
+    chunks, pos = [], 0
+    for n in sizes:
+        chunks.append(b"%x\r\n" % n + body[pos : pos + n] + b"\r\n")
+        pos += n
+    tail = (b"x-t: " + b"v" * trailer + b"\r\n" if trailer else b"") + b"\r\n"
+    stream = b"POST /c HTTP/1.1\r\n" + H + b"Transfer-Encoding: chunked\r\n\r\n" + b"".join(chunks) + b"0\r\n" + tail
+    pieces = [stream[i : i + cut] for i in range(0, len(stream), cut)]
+    answers = exchange(gw_short[layer], pieces, ["POST"])
+    got = upstream.take()
+    if trailer <= 1500:
+        assert [body_ for line, body_ in got] == [body], (answers, [line for line, _ in got])
+        assert statuses(answers) == [200]
+    else:
+        assert got == [], "a trailer section over max_header_bytes was forwarded"
+        assert statuses(answers) in ([], [431]), answers
+
+
 # --- 5. disconnects -----------------------------------------------------------------------------
 @pytest.fixture()
 def streaming(upstream: RawUpstream) -> Iterator[RawUpstream]:

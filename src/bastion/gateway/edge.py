@@ -223,6 +223,33 @@ class _Refused(Exception):
     """Raised from a parser callback to stop httptools at the offending header."""
 
 
+def head_step(limit: int) -> int:
+    """The most bytes fed to the parser at once. httptools does not say where in a piece a
+    message ended, so a head that begins in the piece ending the previous message is counted
+    from the next piece on (and line by line as parsed, which leaves out white space before a
+    value): fed in pieces of an eighth of `max_header_bytes`, such a head passes with at most
+    that eighth more than the limit. (A read the size of a usual head is still fed whole.)"""
+    return max(limit >> 3, 64)
+
+
+def feed_body(protocol: Any, piece: bytes | memoryview) -> bool:
+    """Feed `piece` of a request body to the parser; False when the connection was refused.
+    What is not body in it (chunk sizes and extensions, the trailer section) is held to
+    `max_header_bytes` plus 32 bytes a chunk: httptools keeps a trailer line whole until it ends,
+    adding piece by piece (a 1 MiB line went unanswered, at a cost that grows with its square)."""
+    before = protocol._messages
+    protocol.parser.feed_data(piece)
+    if before == protocol._messages and not protocol._head_open:
+        protocol._body_raw += len(piece)
+        limit = protocol.limits.max_header_bytes
+        if protocol._body_raw - protocol._body_seen > limit + 32 * protocol._chunks:
+            protocol._refuse_head(
+                HEADERS_TOO_LARGE, f"chunk framing or trailer section larger than max_header_bytes ({limit} bytes)"
+            )
+            return False
+    return True
+
+
 def head_too_large(protocol: Any) -> None:
     """Refuse the head being parsed (from a parser callback of either server layer) with 431.
     Also counted as parsed: data_received counts a head's raw bytes only from the read after the
@@ -253,6 +280,7 @@ class EdgeProtocol(TlsHttpToolsProtocol):
         self._head_seen = False  # a byte of the current head arrived
         self._head_bytes = 0
         self._head_parsed = 0  # the current head's request line and header lines, as parsed
+        self._body_raw = self._body_seen = self._chunks = 0  # the body's bytes fed, delivered; chunks
         self._messages = 0
         self._refusal: tuple[tuple[int, str], str] | None = None
         self._send_timer: Any = None
@@ -428,10 +456,11 @@ class EdgeProtocol(TlsHttpToolsProtocol):
             self._head_seen = True
         view = memoryview(data)
         limit = self.limits.max_header_bytes
+        step = head_step(limit)
         try:
             while view:
                 if self._head_open:
-                    room = limit - self._head_bytes
+                    room = min(limit - self._head_bytes, step)
                     piece, view = view[:room], view[room:]
                     before = self._messages
                     self.parser.feed_data(piece)
@@ -442,9 +471,10 @@ class EdgeProtocol(TlsHttpToolsProtocol):
                                 HEADERS_TOO_LARGE, f"request head larger than max_header_bytes ({limit} bytes)"
                             )
                             return
-                else:  # a body; slices bound what a pipelined head behind it can hide (see above)
-                    piece, view = view[:limit], view[limit:]
-                    self.parser.feed_data(piece)
+                else:  # a body; slices bound what a pipelined head behind it can hide (head_step)
+                    piece, view = view[:step], view[step:]
+                    if not feed_body(self, piece):
+                        return
         except httptools.HttpParserUpgrade:
             if self._should_upgrade():
                 self.handle_websocket_upgrade()
@@ -481,6 +511,14 @@ class EdgeProtocol(TlsHttpToolsProtocol):
     def on_message_begin(self) -> None:
         super().on_message_begin()
         self._head_parsed = 0
+        self._body_raw = self._body_seen = self._chunks = 0
+
+    def on_body(self, body: bytes) -> None:
+        self._body_seen += len(body)
+        super().on_body(body)
+
+    def on_chunk_header(self) -> None:
+        self._chunks += 1
         self._head_seen = True
         if self._head_timer is None:
             self._arm_head_timer()  # a pipelined head that began in the middle of a read
@@ -511,6 +549,7 @@ class EdgeProtocol(TlsHttpToolsProtocol):
     def on_headers_complete(self) -> None:
         self._cancel_head_timer()
         self._head_open = False
+        self._head_parsed = 0  # (a trailer section is counted on its own)
         before = self.cycle
         super().on_headers_complete()
         cycle = self.cycle

@@ -52,6 +52,8 @@ from bastion.gateway.edge import (
     _problem_bytes,
     _Refused,
     client_key,
+    feed_body,
+    head_step,
     head_too_large,
 )
 from bastion.gateway.tls import tls_info
@@ -280,6 +282,7 @@ class NativeProtocol(asyncio.Protocol):
         self._head_seen = False  # a byte of the current head arrived
         self._head_bytes = 0
         self._head_parsed = 0  # the current head's request line and header lines, as parsed
+        self._body_raw = self._body_seen = self._chunks = 0  # the body's bytes fed, delivered; chunks
         self._messages = 0
         self._refusal: tuple[tuple[int, str], str] | None = None
         self._send_timer: Any = None
@@ -494,23 +497,25 @@ class NativeProtocol(asyncio.Protocol):
             self._head_seen = True
         parser = self.parser
         limit = self.limits.max_header_bytes
+        step = head_step(limit)
         try:
-            # a read that fits in what is still allowed is fed whole (the loop below would take it
-            # as one slice too), without the memoryview
-            if self._head_open:
-                if self._head_bytes + len(data) < limit:
-                    before = self._messages
-                    parser.feed_data(data)
-                    if self._head_open and before == self._messages:
-                        self._head_bytes += len(data)
+            # a read that fits in what is still allowed and in one step is fed whole (the loop
+            # below would take it as one slice too), without the memoryview
+            if len(data) <= step:
+                if self._head_open:
+                    if self._head_bytes + len(data) < limit:
+                        before = self._messages
+                        parser.feed_data(data)
+                        if self._head_open and before == self._messages:
+                            self._head_bytes += len(data)
+                        return
+                else:
+                    feed_body(self, data)
                     return
-            elif len(data) <= limit:
-                parser.feed_data(data)
-                return
             view = memoryview(data)
             while view:
                 if self._head_open:
-                    room = limit - self._head_bytes
+                    room = min(limit - self._head_bytes, step)
                     piece, view = view[:room], view[room:]
                     before = self._messages
                     parser.feed_data(piece)
@@ -521,9 +526,10 @@ class NativeProtocol(asyncio.Protocol):
                                 HEADERS_TOO_LARGE, f"request head larger than max_header_bytes ({limit} bytes)"
                             )
                             return
-                else:  # a body; slices bound what a pipelined head behind it can hide (edge.py)
-                    piece, view = view[:limit], view[limit:]
-                    parser.feed_data(piece)
+                else:  # a body; slices bound what a pipelined head behind it can hide (head_step)
+                    piece, view = view[:step], view[step:]
+                    if not feed_body(self, piece):
+                        return
         except httptools.HttpParserUpgrade:
             if self._should_upgrade():
                 self.handle_websocket_upgrade()
@@ -611,6 +617,7 @@ class NativeProtocol(asyncio.Protocol):
     def on_message_begin(self) -> None:
         self.url = b""
         self._head_parsed = 0
+        self._body_raw = self._body_seen = self._chunks = 0
         self.expect_100_continue = False
         self.upgrading = False
         self.headers = []
@@ -644,6 +651,7 @@ class NativeProtocol(asyncio.Protocol):
     def on_headers_complete(self) -> None:
         self._head_due = None
         self._head_open = False
+        self._head_parsed = 0  # (a trailer section is counted on its own)
         parser = self.parser
         method = parser.get_method().decode("ascii")
         headers = self.headers
@@ -703,7 +711,11 @@ class NativeProtocol(asyncio.Protocol):
         task.add_done_callback(self.tasks.discard)  # (a task cancelled before it ran never runs a finally)
         self.tasks.add(task)
 
+    def on_chunk_header(self) -> None:
+        self._chunks += 1
+
     def on_body(self, body: bytes) -> None:
+        self._body_seen += len(body)
         cycle = self.cycle
         if self.upgrading or cycle is None or cycle.response_complete:
             return
