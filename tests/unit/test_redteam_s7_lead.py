@@ -1,0 +1,305 @@
+"""Red team (session 7, s7-rt-lead), in process: the response filter's sequence mode
+(`JsonRewriter(sequence=True)`, NDJSON / JSON Lines / json-seq) attacked with generated
+sequences cut at every offset. Written from the code and docs/policies.md only.
+
+Invariants: what comes out (of any prefix of the input, fed in any chunking) holds no filtered
+name or value for a lenient line reader (each line, or each RS-separated piece, read with
+json.loads, unreadable pieces skipped) nor for ijson's multiple_values reader; the output does
+not depend on the chunking; unfiltered records and the separators come out byte for byte; a
+record goes out once the feed that completes its line has been made (a live stream)."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
+
+from bastion.json_stream import JsonRewriter, StreamError
+from bastion.policies.response_filter import ResponseFilter, ResponseFilterConfig
+
+try:
+    import ijson
+except ImportError:  # pragma: no cover
+    ijson = None
+
+JWT = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.SflKxwRJSMeKKF2QT4fwpMeJf36POk6yJV_adQssw5c"
+CARD = "4111 1111 1111 1111"
+PEM = "-----BEGIN RSA PRIVATE KEY-----\nMIIB\n-----END RSA PRIVATE KEY-----"
+FILTERS = {
+    "remove": ResponseFilter(ResponseFilterConfig(), None),
+    "mask": ResponseFilter(ResponseFilterConfig(mode="mask", mask="**"), None),
+}
+
+
+def rewriter(flt: ResponseFilter, **kw: Any) -> JsonRewriter:
+    return JsonRewriter(flt, remove=flt.remove, mask=flt.mask, sequence=True, **kw)
+
+
+# ---- readers ------------------------------------------------------------------------------------
+
+
+def _pairs(pairs: list[tuple[str, Any]]) -> Any:
+    return ("__pairs__", pairs)
+
+
+def lenient_docs(data: bytes) -> list[Any]:
+    """Every piece between line ends or record separators that json.loads reads (every member,
+    duplicates included); the others skipped, as a log shipper does."""
+    out = []
+    for piece in data.replace(b"\x1e", b"\n").replace(b"\r", b"\n").split(b"\n"):
+        if piece.strip():
+            try:
+                out.append(json.loads(piece, object_pairs_hook=_pairs))
+            except ValueError:
+                pass
+    return out
+
+
+def ijson_docs(data: bytes) -> list[Any]:
+    if ijson is None:  # pragma: no cover
+        return []
+    out = []
+    try:
+        for doc in ijson.items(data.replace(b"\x1e", b" "), "", multiple_values=True):
+            out.append(doc)
+    except Exception:  # ijson's errors: what was read before counts
+        pass
+    return out
+
+
+def leaks(docs: list[Any], flt: ResponseFilter) -> list[str]:
+    found = []
+    stack = list(docs)
+    while stack:
+        node = stack.pop()
+        if isinstance(node, tuple):
+            for k, v in node[1]:
+                if k.lower() in flt.names and (flt.remove or v != flt.mask):
+                    found.append(f"name {k!r}")
+                stack.append(v)
+        elif isinstance(node, dict):
+            for k, v in node.items():
+                if k.lower() in flt.names and (flt.remove or v != flt.mask):
+                    found.append(f"name {k!r}")
+                stack.append(v)
+        elif isinstance(node, list):
+            stack.extend(node)
+        elif isinstance(node, str) and flt.value_sensitive(node):
+            found.append(f"value {node[:20]!r}")
+    return found
+
+
+def all_leaks(data: bytes, flt: ResponseFilter) -> list[str]:
+    return leaks(lenient_docs(data), flt) + leaks(ijson_docs(data), flt)
+
+
+# ---- generators -----------------------------------------------------------------------------------
+
+NAMES = ["password", "token", "secret", "id", "name", "a", "Password", "TOKEN", "api_key", "user"]
+
+
+@st.composite
+def name_text(draw: Any) -> str:
+    name = draw(st.sampled_from(NAMES))
+    out = []
+    for ch in name:
+        if draw(st.integers(0, 5)) == 0:
+            out.append(f"\\u{ord(ch):04x}")
+        else:
+            out.append(ch)
+    return '"' + "".join(out) + '"'
+
+
+SCALARS = st.one_of(
+    st.integers(-(10**30), 10**30).map(str),
+    st.sampled_from(["1.0000000000000001", "1e400", "-0.0", "true", "null", "12345678901234567890123"]),
+    st.sampled_from([JWT, CARD, PEM, "plain", "x y", ""]).map(json.dumps),
+)
+
+
+def value_text(depth: int) -> Any:
+    if depth <= 0:
+        return SCALARS
+    sub = value_text(depth - 1)
+    return st.one_of(
+        SCALARS,
+        st.lists(sub, max_size=3).map(lambda xs: "[" + ",".join(xs) + "]"),
+        st.lists(st.tuples(name_text(), sub), max_size=4).map(
+            lambda ms: "{" + ",".join(f"{k}:{v}" for k, v in ms) + "}"
+        ),
+    )
+
+
+RECORD = value_text(3)
+SEPARATORS = st.sampled_from(["\n", "\r\n", "\x1e", "\n\n", " ", "\t\n", "\x1e\n", "\n\x1e"])
+
+
+@st.composite
+def sequences(draw: Any) -> tuple[bytes, list[int]]:
+    records = draw(st.lists(RECORD, min_size=1, max_size=6))
+    lead = draw(st.sampled_from(["", "\x1e", "\n", " "]))
+    text = lead
+    for r in records:
+        text += r + draw(SEPARATORS)
+    body = text.encode()
+    cuts = sorted(set(draw(st.lists(st.integers(0, len(body)), max_size=8))))
+    return body, cuts
+
+
+def feed_all(flt: ResponseFilter, body: bytes, cuts: list[int]) -> tuple[bytes, list[bytes]]:
+    """The output of `body` fed in the pieces `cuts` makes, and the output after each feed;
+    a StreamError ends it (what came out before stays)."""
+    r = rewriter(flt)
+    outs: list[bytes] = []
+    bounds = [0, *cuts, len(body)]
+    try:
+        for a, b in zip(bounds, bounds[1:], strict=False):
+            outs.append(r.feed(body[a:b]))
+        outs.append(r.finish())
+    except StreamError:
+        outs.append(b"<cut>")
+    return b"".join(outs), outs
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(seq=sequences(), mode=st.sampled_from(["remove", "mask"]))
+def test_sequence_output_leaks_nothing_and_is_chunking_independent(seq: tuple[bytes, list[int]], mode: str) -> None:
+    body, cuts = seq
+    flt = FILTERS[mode]
+    whole, _ = feed_all(flt, body, [])
+    chunked, outs = feed_all(flt, body, cuts)
+    assert chunked == whole, (body, cuts)
+    # every prefix of what was sent is clean (a client reading a live stream as it comes)
+    sent = b""
+    for o in outs:
+        sent += o
+        assert all_leaks(sent, flt) == [], (body, sent)
+    if not whole.endswith(b"<cut>"):
+        # each record equals the reference: parsed, filtered in Python
+        got = lenient_docs(whole)
+        assert leaks(got, flt) == []
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    records=st.lists(
+        st.sampled_from(['{"id":1,"name":"n"}', "[1,2,3]", '"plain"', "12345678901234567890123", '{"x":1.10}']),
+        min_size=1,
+        max_size=5,
+    ),
+    seps=st.lists(SEPARATORS, min_size=5, max_size=5),
+    cut=st.integers(0, 400),
+)
+def test_unfiltered_records_and_separators_come_out_byte_for_byte(
+    records: list[str], seps: list[str], cut: int
+) -> None:
+    body = "".join(r + s for r, s in zip(records, seps, strict=False)).encode()
+    cut = min(cut, len(body))
+    out, _ = feed_all(FILTERS["remove"], body, [cut])
+    assert out == body
+
+
+def _record(size: int) -> bytes:
+    return ('{"id":7,"note":"' + "x" * size + '"}').encode()
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="a live NDJSON record whose last piece is under an eighth of it is held until more of the "
+    "stream arrives: feed() retries a pending record on a line end only once the buffer reached "
+    "need_line = 9/8 of the pending text, so the record that has just been completed by its line end "
+    "(e.g. 1000 bytes, then 10 bytes + '\\n') is not sent; on a live stream that pauses, it waits",
+)
+@settings(max_examples=100, deadline=None)
+@given(size=st.integers(20, 5000), tail=st.integers(1, 200))
+@example(size=1000, tail=10)
+def test_a_record_goes_out_when_the_feed_completing_its_line_is_made(size: int, tail: int) -> None:
+    rec = _record(size) + b"\n"
+    tail = min(tail, len(rec) - 1)
+    r = rewriter(FILTERS["remove"])
+    first = r.feed(rec[:-tail])
+    second = r.feed(rec[-tail:])
+    assert first + second == rec
+
+
+def test_records_complete_in_one_feed_go_out_at_once() -> None:
+    """What holds: a record whose line completes in the feed it started in goes out then."""
+    r = rewriter(FILTERS["remove"])
+    for i in range(50):
+        rec = _record(i * 37) + b"\n"
+        assert r.feed(rec) == rec
+    half = _record(3000) + b"\n"
+    assert r.feed(half[:1500]) == b""
+    assert r.feed(half[1500:]) == half  # the last half: over the eighth
+
+
+def test_a_secret_split_at_every_offset_never_leaks() -> None:
+    body = b'\x1e{"id":1,"pass\\u0077ord":"hunter2","n":[{"token":"t"}]}\r\n\x1e"' + JWT.encode() + b'"\n'
+    body += b'{"password":1,"password":2,"a":{"secret":{"x":1}}}\n'
+    for mode, flt in FILTERS.items():
+        whole, _ = feed_all(flt, body, [])
+        assert b"<cut>" not in whole
+        assert b"hunter2" not in whole and JWT.encode() not in whole
+        for i in range(len(body) + 1):
+            out, outs = feed_all(flt, body, [i])
+            assert out == whole, (mode, i)
+            for j in range(len(outs)):
+                assert all_leaks(b"".join(outs[: j + 1]), flt) == []
+
+
+def test_a_record_over_the_element_size_is_filtered_level_by_level() -> None:
+    big = '{"id":1,"items":[' + ",".join('{"k":%d,"password":"p%d"}' % (i, i) for i in range(6000)) + "]}"
+    body = (big + "\n" + big + "\n").encode()
+    assert len(big) > 64 * 1024
+    flt = FILTERS["remove"]
+    for cuts in ([], [70_000], list(range(0, len(body), 4093))):
+        out, _ = feed_all(flt, body, cuts)
+        assert b"password" not in out
+        docs = lenient_docs(out)
+        assert len(docs) == 2 and all_leaks(out, flt) == []
+
+
+def test_numbers_a_double_cannot_hold_keep_their_digits_in_a_filtered_record() -> None:
+    body = b'{"n":123456789012345678901234567890,"f":0.12345678901234567891,"e":1e400,"password":"x"}\n'
+    out, _ = feed_all(FILTERS["remove"], body, [])
+    assert out == b'{"n":123456789012345678901234567890,"f":0.12345678901234567891,"e":1e400}\n'
+
+
+def test_garbage_between_records_is_refused_not_passed() -> None:
+    for body in (
+        b'{"a":1}\nnot json\n{"password":"x"}\n',
+        b'{"a":1}\n{"password":"x"\x1e}\n',
+        b'{"a":1}\nNaN\n',
+        b'{"a":1}\n{"a":1}}\n{"password":"x"}\n',
+    ):
+        out, _ = feed_all(FILTERS["remove"], body, [])
+        assert out.endswith(b"<cut>"), body
+        assert b"password" not in out
+
+
+def _feed_time(body: bytes, size: int) -> float:
+    r = rewriter(FILTERS["remove"], max_string=64 * 1024 * 1024)
+    t = time.perf_counter()
+    for i in range(0, len(body), size):
+        r.feed(body[i : i + size])
+    r.finish()
+    return time.perf_counter() - t
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="super-linear CPU on one long pending token: JsonRewriter.feed copies the whole pending "
+    "buffer (self.buf[self.pos:] + text) on every feed, so a record holding an 8 MiB string "
+    "(max_string is 16 MiB) fed in 1 KiB reads costs O(n^2/chunk): ~1 s here (vs ~0.1 s in 64 KiB "
+    "reads); a trickling upstream picks the read size. Predates sequences, but every declared "
+    "NDJSON answer now reaches the stream from its first byte",
+)
+def test_feeding_a_long_string_in_small_reads_is_linear() -> None:
+    body = b'{"a":"' + b"x" * (8 << 20) + b'"}\n'
+    big = min(_feed_time(body, 65536) for _ in range(2))
+    small = _feed_time(body, 1024)
+    assert small < 4 * big + 0.2, (small, big)
