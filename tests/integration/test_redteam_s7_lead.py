@@ -21,6 +21,7 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
+import brotli
 import pytest
 from helpers import STARTUP_SECONDS
 from hypothesis import HealthCheck, example, given, settings
@@ -257,16 +258,16 @@ def check_sequence(status: int, got: bytes, complete: bool, body: bytes, flt: Re
     ans=sequence_answers(),
     ctype=st.sampled_from(SEQ_TYPES),
     route=st.sampled_from(sorted(ROUTES)),
-    coding=st.sampled_from([None, "gzip"]),
+    coding=st.sampled_from([None, "gzip", "br"]),
     layer=st.sampled_from(SERVERS),
 )
 def test_declared_sequences_leak_nothing_at_any_chunking(fgw, raw_up, ans, ctype, route, coding, layer) -> None:
     body, pieces = ans
     head = [(b"content-type", ctype)]
-    if coding == "gzip":
-        wire = gzip.compress(body)
+    if coding is not None:
+        wire = gzip.compress(body) if coding == "gzip" else brotli.compress(body)
         pieces = [wire[: len(wire) // 2], wire[len(wire) // 2 :]]
-        head.append((b"content-encoding", b"gzip"))
+        head.append((b"content-encoding", coding.encode()))
     path = serve(raw_up, head, pieces)
     status, _, got, complete = fetch(fgw[layer], f"/{route}{path}")
     check_sequence(status, got, complete, body, FILTERS[route])

@@ -303,3 +303,34 @@ def test_feeding_a_long_string_in_small_reads_is_linear() -> None:
     big = min(_feed_time(body, 65536) for _ in range(2))
     small = _feed_time(body, 1024)
     assert small < 4 * big + 0.2, (small, big)
+
+
+def _scanned(body: bytes, size: int) -> tuple[int, int]:
+    """(tries, characters a try had in its window in total) feeding `body` in `size` pieces."""
+    r = rewriter(FILTERS["remove"], max_string=64 * 1024 * 1024)
+    tries = [0, 0]
+    run = r._run
+
+    def counted(final: bool) -> None:
+        tries[0] += 1
+        tries[1] += len(r.buf) - r.pos
+        run(final)
+
+    r._run = counted  # type: ignore[method-assign]
+    for i in range(0, len(body), size):
+        r.feed(body[i : i + size])
+    r.finish()
+    return tries[0], tries[1]
+
+
+@pytest.mark.parametrize("size", [1, 7, 64, 1024])
+def test_line_ends_in_every_read_do_not_make_retries_quadratic(size: int) -> None:
+    """The need_line rule: an incomplete record retried on a line end only after an eighth more
+    text. A record under the element size (one C parse per try) with white space line ends
+    between its members, fed in tiny reads that each hold a line end: the characters tried in
+    total stay within a constant times the body."""
+    record = "{" + ",\n".join('"k%d":%d' % (i, i) for i in range(4000)) + "}\n"
+    body = (record * 3).encode()
+    assert len(record) < 64 * 1024
+    tries, scanned = _scanned(body, size)
+    assert scanned <= 12 * len(body), (tries, scanned, len(body))
