@@ -571,3 +571,34 @@ def test_a_head_alone_over_the_limit_is_refused_on_both_layers(hgw, raw_up, extr
         statuses = [s for s, _ in exchange(hgw[layer], [head], ["GET"])]
         assert statuses in ([431], []), (len(head), statuses)
     assert not any(b"/solo" in line for line, _ in raw_up.take(settle=0.02))
+
+
+# ---- exact numbers in rewritten answers ------------------------------------------------------------
+
+NUMBER = st.one_of(
+    st.integers(-(10**40), 10**40).map(str),
+    st.tuples(
+        st.integers(0, 10**25), st.integers(0, 10**25), st.sampled_from(["", "e", "E-", "e+"]), st.integers(0, 999)
+    ).map(lambda t: f"{t[0]}.{t[1]}" + (f"{t[2]}{t[3]}" if t[2] else "")),
+    st.sampled_from(["1e400", "-1e-400", "1E+308", "4.9e-324", "0.1", "100000000000000000000000000000001"]),
+)
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=list(HealthCheck))
+@given(
+    nums=st.lists(NUMBER, min_size=1, max_size=6),
+    ctype=st.sampled_from([b"application/json", b"application/x-ndjson", b"text/plain"]),
+    layer=st.sampled_from(SERVERS),
+)
+def test_numbers_keep_their_digits_in_a_rewritten_answer(fgw, raw_up, nums, ctype, layer) -> None:
+    from decimal import Decimal
+
+    text = "{" + ",".join(f'"n{i}":{n}' for i, n in enumerate(nums)) + ',"password":"x","l":[' + ",".join(nums) + "]}"
+    body = (text + ("\n" + text + "\n" if ctype != b"application/json" else "")).encode()
+    path = serve(raw_up, [(b"content-type", ctype)], [body])
+    status, _, got, complete = fetch(fgw[layer], f"/rm{path}")
+    assert (status, complete) == (200, True), got
+    docs = [json.loads(p, parse_float=Decimal) for p in got.split(b"\n") if p.strip()]
+    want = json.loads(text, parse_float=Decimal)
+    del want["password"]
+    assert docs and all(d == want for d in docs), (body, got)
