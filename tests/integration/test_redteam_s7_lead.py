@@ -602,3 +602,56 @@ def test_numbers_keep_their_digits_in_a_rewritten_answer(fgw, raw_up, nums, ctyp
     want = json.loads(text, parse_float=Decimal)
     del want["password"]
     assert docs and all(d == want for d in docs), (body, got)
+
+
+# ---- the same engine in BastionMiddleware (push mode) -----------------------------------------------
+
+MW_ANSWERS: dict[str, tuple[list[tuple[bytes, bytes]], list[bytes], float]] = {}
+
+
+async def mw_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    if scope["type"] != "http":
+        return
+    head, pieces, pause = MW_ANSWERS.pop(scope["path"].rsplit("/", 1)[-1])
+    await send({"type": "http.response.start", "status": 200, "headers": head})
+    for p in pieces:
+        await send({"type": "http.response.body", "body": p, "more_body": True})
+        if pause:
+            await asyncio.sleep(pause)
+    await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+
+@pytest.fixture(scope="module")
+def mw() -> Iterator[Any]:
+    from helpers import ThreadedUvicorn
+
+    from bastion.middleware import BastionMiddleware
+
+    app = BastionMiddleware(
+        mw_app,
+        {
+            "policies": {"audit": {"enabled": False}},
+            "routes": [{"path": f"/{r}/*", "policies": {"response_filter": c}} for r, c in ROUTES.items()],
+        },
+    )
+    with ThreadedUvicorn(app) as server:
+        yield server
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck))
+@given(ans=sequence_answers(), ctype=st.sampled_from(SEQ_TYPES[:5]), route=st.sampled_from(sorted(ROUTES)))
+def test_middleware_sequences_leak_nothing(mw, ans, ctype, route) -> None:
+    body, pieces = ans
+    _n[0] += 1
+    MW_ANSWERS[str(_n[0])] = ([(b"content-type", ctype)], pieces, 0.0)
+    status, _, got, complete = fetch(mw.port, f"/{route}/{_n[0]}")
+    check_sequence(status, got, complete, body, FILTERS[route])
+    assert complete
+
+
+def test_middleware_live_records_arrive_when_complete(mw) -> None:
+    recs = [b'{"id":%d,"password":"x"}\n' % i for i in range(3)]
+    _n[0] += 1
+    MW_ANSWERS[str(_n[0])] = ([(b"content-type", b"application/x-ndjson")], recs, 1.0)
+    got = _live_first_record(mw.port, f"/rm/{_n[0]}", b'{"id":1}\n', 1.8)
+    assert b'{"id":0}\n' in got and b'{"id":1}\n' in got and b"password" not in got
