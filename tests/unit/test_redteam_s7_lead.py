@@ -334,3 +334,85 @@ def test_line_ends_in_every_read_do_not_make_retries_quadratic(size: int) -> Non
     assert len(record) < 64 * 1024
     tries, scanned = _scanned(body, size)
     assert scanned <= 12 * len(body), (tries, scanned, len(body))
+
+
+# ---- sniffed bodies (BodyJob, as the gateway runs it) ---------------------------------------------
+
+
+def _through_body_job(body: bytes, ctype: bytes, cuts: list[int]) -> bytes | None:
+    """The body a client gets for an answer of type `ctype` (None: refused)."""
+    from types import SimpleNamespace
+
+    from bastion.response_body import DEFAULT_RULES, BodyJob, Unfilterable, body_kind
+
+    flt = FILTERS["remove"]
+    resp = SimpleNamespace(
+        headers=[(b"content-type", ctype)], status=200, get_header=lambda k: ctype if k == b"content-type" else None
+    )
+    try:
+        job = BodyJob(None, resp, SimpleNamespace(log_fields={}), [flt], body_kind(resp, DEFAULT_RULES), DEFAULT_RULES)  # type: ignore[arg-type]
+        bounds = [0, *cuts, len(body)]
+        out = b"".join(job.feed(body[a:b]) for a, b in zip(bounds, bounds[1:], strict=False))
+        return out + job.finish()
+    except Unfilterable:
+        return None
+
+
+def _strict_sequence(body: bytes) -> bool:
+    """Does a strict reader read the whole body as JSON texts, one a line or one after each RS
+    (json.loads on bytes skips a byte order mark)?"""
+    for sep, other in ((b"\n", b"\x1e"), (b"\x1e", b"\n")):
+        try:
+            [json.loads(p) for p in body.replace(other, b" ").split(sep) if p.strip()]
+            return True
+        except ValueError:
+            pass
+    return False
+
+
+_LEADS = [b"", b" ", b"\n", b"\x1e", b"\xef\xbb\xbf", b"1", b'"s"', b"[]", b"{}", b"null", b"\t", b"\n\xef\xbb\xbf"]
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="a sniffed (text/plain) body that a strict JSON-sequence reader reads whole passes "
+    "unfiltered when it does not start (after white space and a BOM) with { or [: a leading RS "
+    '(json-seq), a scalar first record (1, "s", null), or a BOM after a line end; _sniff '
+    "decides 'not JSON' on the first byte. 270 of the 2,700 bodies of a small sweep leak so",
+)
+@settings(max_examples=300, deadline=None)
+@given(
+    a=st.sampled_from(_LEADS),
+    b=st.sampled_from(_LEADS),
+    sep=st.sampled_from([b"\n", b"\x1e", b" "]),
+    cut=st.integers(0, 40),
+    ctype=st.sampled_from([b"text/plain", b"", b"text/json"]),
+)
+@example(a=b"\x1e", b=b"", sep=b"\n", cut=0, ctype=b"text/plain")
+def test_a_sniffed_body_read_whole_as_a_sequence_leaks_nothing(
+    a: bytes, b: bytes, sep: bytes, cut: int, ctype: bytes
+) -> None:
+    body = a + b + sep + b'{"id":1,"password":"hunter2"}\n'
+    if not _strict_sequence(body):
+        return
+    out = _through_body_job(body, ctype, [min(cut, len(body))])
+    assert out is None or all_leaks(out, FILTERS["remove"]) == [], (body, out)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    recs=st.lists(
+        st.sampled_from(['{"id":1,"password":"x"}', '[{"token":"t"}]', '{"a":[1,2]}']), min_size=1, max_size=4
+    ),
+    sep=st.sampled_from(["\n", "\r\n", " ", "\n\x1e"]),
+    lead=st.sampled_from(["", " ", "\n", "\ufeff"]),
+    cut=st.integers(0, 100),
+    ctype=st.sampled_from([b"text/plain", b"", b"text/json", b"text/html"]),
+)
+def test_a_sniffed_sequence_starting_with_a_container_is_filtered(recs, sep, lead, cut, ctype) -> None:
+    """What holds: a sniffed sequence whose first text is an object or array is filtered."""
+    body = (lead + sep.join(recs) + "\n").encode()
+    out = _through_body_job(body, ctype, [min(cut, len(body))])
+    assert out is None or all_leaks(out, FILTERS["remove"]) == [], (body, out)
+    if not lead.startswith("\ufeff"):
+        assert out is not None and b"password" not in out and b"token" not in out
