@@ -98,7 +98,7 @@ def exact(text: str) -> Any:
 
 
 _WS = re.compile(r"[ \t\n\r]*")
-_SEPARATOR = re.compile(r"[ \t\n\r\x1e]*")  # between the texts of a sequence
+_SEPARATOR = re.compile(r"[ \t\n\r\x1e\ufeff]*")  # between the texts of a sequence (a byte order mark too)
 
 
 def _string_end(buf: str, start: int) -> int:

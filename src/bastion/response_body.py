@@ -267,7 +267,7 @@ def body_kind(resp: Response, rules: BodyRules) -> str | None:
 
 
 _WHITE = b" \t\r\n"
-_LEADING = _WHITE + b"\x1e"  # (RFC 7464's record separator starts a json-seq text)
+_LEADING_MARKS = _WHITE + b"\x1e\xef\xbb\xbf"  # and RFC 7464's record separator, a byte order mark
 _BOM = b"\xef\xbb\xbf"
 # What starts a JSON text: a container, a number, a string, or a literal as a whole word (a
 # sequence of texts may start with any of them: `1\n{"password": ...}`); a body that starts with
@@ -343,10 +343,13 @@ class BodyJob:
         assert self.sniff_parts is not None
         self.sniff_parts.append(data)
         text = b"".join(self.sniff_parts) if len(self.sniff_parts) > 1 else data
-        bom = text.startswith(_BOM)
-        head = (text[3:] if bom else text).lstrip(_LEADING)
-        # undecided: only whitespace so far, the first bytes of a byte order mark, or of a literal
-        if (not head or (not bom and _BOM.startswith(text)) or head in _LITERAL_STARTS) and not final:
+        # white space, record separators and byte order marks before the first text (a mark after
+        # a line end too: a reader that splits records may skip it); a byte of a mark alone is
+        # stripped too, so a mark split over reads leaves nothing to decide on yet
+        head = text.lstrip(_LEADING_MARKS)
+        bom = _BOM in text[: len(text) - len(head)]
+        # undecided: only those so far, or the first letters of a literal
+        if (not head or head in _LITERAL_STARTS) and not final:
             if len(text) <= self.rules.max_buffered_bytes:
                 return b""
         json = _JSON_START.match(head) is not None

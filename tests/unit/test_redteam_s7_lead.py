@@ -207,13 +207,6 @@ def _record(size: int) -> bytes:
     return ('{"id":7,"note":"' + "x" * size + '"}').encode()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a live NDJSON record whose last piece is under an eighth of it is held until more of the "
-    "stream arrives: feed() retries a pending record on a line end only once the buffer reached "
-    "need_line = 9/8 of the pending text, so the record that has just been completed by its line end "
-    "(e.g. 1000 bytes, then 10 bytes + '\\n') is not sent; on a live stream that pauses, it waits",
-)
 @settings(max_examples=100, deadline=None)
 @given(size=st.integers(20, 5000), tail=st.integers(1, 200))
 @example(size=1000, tail=10)
@@ -290,14 +283,6 @@ def _feed_time(body: bytes, size: int) -> float:
     return time.perf_counter() - t
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="super-linear CPU on one long pending token: JsonRewriter.feed copies the whole pending "
-    "buffer (self.buf[self.pos:] + text) on every feed, so a record holding an 8 MiB string "
-    "(max_string is 16 MiB) fed in 1 KiB reads costs O(n^2/chunk): ~1 s here (vs ~0.1 s in 64 KiB "
-    "reads); a trickling upstream picks the read size. Predates sequences, but every declared "
-    "NDJSON answer now reaches the stream from its first byte",
-)
 def test_feeding_a_long_string_in_small_reads_is_linear() -> None:
     body = b'{"a":"' + b"x" * (8 << 20) + b'"}\n'
     big = min(_feed_time(body, 65536) for _ in range(2))
@@ -373,13 +358,6 @@ def _strict_sequence(body: bytes) -> bool:
 _LEADS = [b"", b" ", b"\n", b"\x1e", b"\xef\xbb\xbf", b"1", b'"s"', b"[]", b"{}", b"null", b"\t", b"\n\xef\xbb\xbf"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a sniffed (text/plain) body that a strict JSON-sequence reader reads whole passes "
-    "unfiltered when it does not start (after white space and a BOM) with { or [: a leading RS "
-    '(json-seq), a scalar first record (1, "s", null), or a BOM after a line end; _sniff '
-    "decides 'not JSON' on the first byte. 270 of the 2,700 bodies of a small sweep leak so",
-)
 @settings(max_examples=300, deadline=None)
 @given(
     a=st.sampled_from(_LEADS),
