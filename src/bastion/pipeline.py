@@ -36,7 +36,7 @@ class PolicyConfig(BaseModel):
         return []
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, init=False)
 class Context:
     """What the policies of one request learned, for the policies after them and the log."""
 
@@ -56,6 +56,27 @@ class Context:
     # the policies (those with `spanned`) when `trace.policy_spans` is on. Any object with those
     # two members will do: the pipeline knows no tracing library.
     trace: Any = None
+
+    def __init__(
+        self,
+        principal: Principal | None = None,
+        values: dict[str, Any] | None = None,
+        log_fields: dict[str, Any] | None = None,
+        upstream_headers: list[tuple[bytes, bytes]] | None = None,
+        drop_request_headers: set[bytes] | None = None,
+        response_rewriters: list[ResponseRewriter] | None = None,
+        body_rules: Any = None,
+        trace: Any = None,
+    ) -> None:
+        # (written out: one per request, and literals cost less than the dataclass's factory calls)
+        self.principal = principal
+        self.values = {} if values is None else values
+        self.log_fields = {} if log_fields is None else log_fields
+        self.upstream_headers = [] if upstream_headers is None else upstream_headers
+        self.drop_request_headers = set() if drop_request_headers is None else drop_request_headers
+        self.response_rewriters = [] if response_rewriters is None else response_rewriters
+        self.body_rules = body_rules
+        self.trace = trace
 
     def authenticate(self, principal: Principal, headers: HeaderNames) -> None:
         """Make `principal` the request's caller and tell the upstream (as `headers` names it).

@@ -215,12 +215,11 @@ class Cors(Policy[CorsConfig]):
         made = self._answers.get(origin)  # (`answer`, its cache read here: one call less)
         if made is None:
             made = self.answer(origin)
-        ok = bool(made)
-        if ok:
+        if made:
             ctx.values["cors.answer"] = made  # for the response phase (not set: no ACAO)
         if req.method == "OPTIONS" and (acrm := req.header(b"access-control-request-method")) is not None:
-            return self._preflight(req, origin, ok, acrm)
-        if not ok and self.block:
+            return self._preflight(req, origin, bool(made), acrm)
+        if not made and self.block:
             return problem(
                 403,
                 "cors-origin-forbidden",
