@@ -272,7 +272,7 @@ class Cors(Policy[CorsConfig]):
         for k, _ in resp.headers:
             if k == b"vary":
                 vary = True
-            elif k.startswith(b"access-control-"):
+            elif k[:1] == b"a" and k.startswith(b"access-control-"):  # (a method call only for a-names)
                 strip = True
         if strip:
             resp.headers = [(k, v) for k, v in resp.headers if not k.startswith(b"access-control-")]
