@@ -93,7 +93,10 @@ def test_ip_rules_verdict_cache_answers_as_the_uncached_rules(allow, block, stat
     policy = IpRules(IpRulesConfig(allow=allow, block=block, status=status), ENV)
     policy.CACHE_SIZE = 3  # overflow (and clearing) within one example
     oracle = IpRules(IpRulesConfig(allow=allow, block=block, status=status), ENV)
-    for ip in ips + ips:  # each address twice: the second time from the cache
+    # each address twice (the second time from the cache), and each at once again, the same
+    # object (the one-entry memo) and an equal copy
+    again = [x for ip in ips for x in (ip, ip, None if ip is None else ipaddress.ip_address(str(ip)))]
+    for ip in ips + ips + again:
         req = request(client_ip=ip)
         req.request_id = "r1"
         assert outcome(policy.on_request_sync(req, Context())) == outcome(old_ip_rules(oracle, req))

@@ -47,6 +47,7 @@ class IpRules(Policy[IpRulesConfig]):
         # client address -> why it is refused, "" when it passes: a function of this config and
         # the address alone (a reload builds a new policy); bounded, clients choose addresses
         self._verdicts: dict[IPAddress | None, str] = {}
+        self._last: tuple[IPAddress | None, str] = (None, "")
 
     def verdict(self, ip: IPAddress | None) -> str:
         """Why `ip` is refused, or "" when it passes (not remembered: `on_request_sync` does)."""
@@ -58,12 +59,17 @@ class IpRules(Policy[IpRulesConfig]):
 
     def on_request_sync(self, req: Request, ctx: Context) -> Response | None:
         ip = req.client_ip
-        reason = self._verdicts.get(ip)
-        if reason is None:
-            reason = self.verdict(ip)
-            if len(self._verdicts) >= self.CACHE_SIZE:
-                self._verdicts.clear()
-            self._verdicts[ip] = reason
+        last = self._last  # the same address object as the last request (parse_ip's cache): no hashing
+        if last[0] is ip and ip is not None:
+            reason = last[1]
+        else:
+            reason = self._verdicts.get(ip)
+            if reason is None:
+                reason = self.verdict(ip)
+                if len(self._verdicts) >= self.CACHE_SIZE:
+                    self._verdicts.clear()
+                self._verdicts[ip] = reason
+            self._last = (ip, reason)  # (held: its id cannot be another address's while it is here)
         if not reason:
             return None
         if self.status == 404:
