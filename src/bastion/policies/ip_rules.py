@@ -63,12 +63,13 @@ class IpRules(Policy[IpRulesConfig]):
         if last[0] is ip and ip is not None:
             reason = last[1]
         else:
-            reason = self._verdicts.get(ip)
-            if reason is None:
-                reason = self.verdict(ip)
+            known = self._verdicts.get(ip)
+            if known is None:
+                known = self.verdict(ip)
                 if len(self._verdicts) >= self.CACHE_SIZE:
                     self._verdicts.clear()
-                self._verdicts[ip] = reason
+                self._verdicts[ip] = known
+            reason = known
             self._last = (ip, reason)  # (held: its id cannot be another address's while it is here)
         if not reason:
             return None
