@@ -11,7 +11,7 @@ import random
 import re
 from typing import Any
 
-from hypothesis import given, settings
+from hypothesis import Phase, given, settings
 from hypothesis import strategies as st
 
 from bastion.http import Response
@@ -497,3 +497,90 @@ def test_metrics_feeds_the_live_view_each_clients_own_text(clients):
         got = dict(feed.snapshot(1)["top_clients"])
     want = Counter(str(_ips[i]) if _ips[i] is not None else "-" for i in clients)
     assert got == dict(want.most_common(8))
+
+
+# ---- tracing: new, unsampled traces ------------------------------------------------------------
+
+_M128, _M64 = 2**128 - 1, 2**64 - 1
+_field = st.one_of(st.just(0), st.integers(1, 255), st.integers(0, _M64), st.integers(0, _M128))
+
+
+@settings(max_examples=40, deadline=None, phases=(Phase.explicit, Phase.reuse, Phase.generate))  # (no shrinking: long)
+@given(fields=st.lists(st.tuples(_field, _field), min_size=256, max_size=256), seed=st.integers(0, 2**32))
+def test_unsampled_traceparents_are_the_old_formula_of_the_same_bits(fields, seed):
+    """A batch of ready-made traceparent values equals, value for value, the old per-request
+    `b"00-%032x-%016x-00" % (getrandbits(128) or 1, getrandbits(64) or 1)` of the same bits:
+    zero ids (made 1), ids with zero bytes, and plain random batches (the fast way)."""
+    import pytest
+
+    pytest.importorskip("opentelemetry.sdk.trace")
+    from bastion.policies import tracing as tracing_module
+
+    for batch in (fields, [(random.Random(seed + i).getrandbits(128), random.getrandbits(64)) for i in range(256)]):
+        bits = 0
+        for trace_id, span_id in batch:
+            bits = (bits << 192) | ((trace_id & _M128) << 64) | (span_id & _M64)
+        want = [b"00-%032x-%016x-00" % ((t & _M128) or 1, (s & _M64) or 1) for t, s in batch]
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(tracing_module, "_getrandbits", lambda n, bits=bits: bits)
+            mp.setattr(tracing_module, "_unsampled", [])
+            first = tracing_module._refill_unsampled()
+            got = [first, *reversed(tracing_module._unsampled)]
+        assert sorted(got) == sorted(want) and len(got) == 256
+
+
+def test_unsampled_request_sends_a_valid_new_unsampled_context():
+    import pytest
+
+    pytest.importorskip("opentelemetry.sdk.trace")
+    from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+    from bastion.policies.tracing import Tracing, TracingConfig
+
+    policy = Tracing(TracingConfig(exporter="memory", service_name="unit-unsampled", sample_ratio=0.0), PolicyEnv())
+    seen = set()
+    for _ in range(600):  # more than a batch
+        req, ctx = _request([(b"traceparent", b"garbage"), (b"tracestate", b"a=b")]), Context()
+        assert policy.on_request_sync(req, ctx) is None
+        assert ctx.trace is None
+        assert ctx.drop_request_headers == {b"traceparent", b"tracestate"}
+        ((name, value),) = ctx.upstream_headers
+        assert name == b"traceparent" and re.fullmatch(rb"00-[0-9a-f]{32}-[0-9a-f]{16}-00", value)
+        sc = TraceContextTextMapPropagator().extract({"traceparent": value.decode()})
+        from opentelemetry import trace
+
+        span_context = trace.get_current_span(sc).get_span_context()
+        assert span_context.is_valid and not span_context.trace_flags.sampled
+        seen.add(value)
+        policy.on_log(req, Response(200, []), ctx, {})
+    assert len(seen) == 600
+
+
+def test_forked_children_make_their_own_ids():
+    """A forked child does not reuse its parent's unused request ids or trace ids."""
+    import os
+
+    import pytest
+
+    pytest.importorskip("opentelemetry.sdk.trace")
+    from bastion.policies import tracing as tracing_module
+
+    request_id_module.new_id()
+    tracing_module._unsampled.clear()
+    tracing_module._refill_unsampled()
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: its next ids, to the parent
+        try:
+            pool = tracing_module._unsampled
+            trace = pool.pop() if pool else tracing_module._refill_unsampled()
+            os.write(write, request_id_module.new_id().encode() + b" " + trace)
+        finally:
+            os._exit(0)
+    os.close(write)
+    os.waitpid(pid, 0)
+    child = os.read(read, 200).split(b" ")
+    os.close(read)
+    assert len(child) == 2
+    assert child[0] != request_id_module.new_id().encode()
+    assert child[1] != tracing_module._unsampled.pop()

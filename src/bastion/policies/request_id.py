@@ -46,6 +46,9 @@ def new_id() -> str:
         return _refill()
 
 
+if hasattr(os, "register_at_fork"):  # a forked child draws its own ids, never its parent's unused ones
+    os.register_at_fork(after_in_child=_pool.clear)
+
 _first = itemgetter(0)
 
 
