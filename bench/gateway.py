@@ -131,6 +131,26 @@ def pass_through(port: int, up: int, **policies: dict) -> str:
     )
 
 
+def with_admin(text: str, port: int) -> str:
+    """`text` (a config) with an admin listener on `port` (its /metrics: the span drop count)."""
+    import yaml
+
+    return yaml.safe_dump({**yaml.safe_load(text), "admin": {"host": "127.0.0.1", "port": port}})
+
+
+def spans_dropped(admin_port: int) -> str:
+    """`bastion_trace_spans_dropped_total` of the server whose admin listener is `admin_port`."""
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{admin_port}/metrics", timeout=5) as r:
+            text = r.read().decode()
+    except OSError as exc:
+        return f"unknown ({exc})"
+    values = [line.split()[-1] for line in text.splitlines() if line.startswith("bastion_trace_spans_dropped_total")]
+    return values[0] if values else "absent"
+
+
 BASTION_ALL = """
 listeners: [{{host: 127.0.0.1, port: {port}}}]
 upstreams: {{up: {{urls: ["http://127.0.0.1:{up}"]}}}}
@@ -302,6 +322,7 @@ def main() -> None:
     mix = write_mix(work)
     nginx_bin = shutil.which("nginx") or "/usr/sbin/nginx"
     srv = pinned("1")
+    admin_ports: dict[str, int] = {}  # label -> admin listener (t and s: their span drop counts)
     procs = [subprocess.Popen([*srv, nginx_bin, "-c", str(work / "nginx.conf"), "-p", str(work)])]
     try:
         procs.append(subprocess.Popen([*srv, PY, str(HERE / "minimal_proxy.py"), f"http://127.0.0.1:{up}", str(mini)]))
@@ -364,31 +385,38 @@ def main() -> None:
             )
             procs.append(subprocess.Popen([*bastion, str(work / "metrics.yaml")]))
             t_port = free_port()  # the same plus OpenTelemetry, exporting OTLP/HTTP to nginx (return 200)
+            admin_ports["t"], admin_ports["s"] = free_port(), free_port()  # their span drop counts
             (work / "tracing.yaml").write_text(
-                pass_through(
-                    t_port,
-                    up,
-                    metrics={},
-                    audit={"output": str(work / "t-audit.log")},
-                    request_id={},
-                    tracing={"exporter": "otlp", "endpoint": f"http://127.0.0.1:{up}/v1/traces"},
+                with_admin(
+                    pass_through(
+                        t_port,
+                        up,
+                        metrics={},
+                        audit={"output": str(work / "t-audit.log")},
+                        request_id={},
+                        tracing={"exporter": "otlp", "endpoint": f"http://127.0.0.1:{up}/v1/traces"},
+                    ),
+                    admin_ports["t"],
                 )
             )
             procs.append(subprocess.Popen([*bastion, str(work / "tracing.yaml")]))
             s_port = free_port()  # production-style: 10% sampled, no per-policy spans
             (work / "sampled.yaml").write_text(
-                pass_through(
-                    s_port,
-                    up,
-                    metrics={},
-                    audit={"output": str(work / "s-audit.log")},
-                    request_id={},
-                    tracing={
-                        "exporter": "otlp",
-                        "endpoint": f"http://127.0.0.1:{up}/v1/traces",
-                        "sample_ratio": 0.1,
-                        "policy_spans": False,
-                    },
+                with_admin(
+                    pass_through(
+                        s_port,
+                        up,
+                        metrics={},
+                        audit={"output": str(work / "s-audit.log")},
+                        request_id={},
+                        tracing={
+                            "exporter": "otlp",
+                            "endpoint": f"http://127.0.0.1:{up}/v1/traces",
+                            "sample_ratio": 0.1,
+                            "policy_spans": False,
+                        },
+                    ),
+                    admin_ports["s"],
                 )
             )
             procs.append(subprocess.Popen([*bastion, str(work / "sampled.yaml")]))
@@ -435,6 +463,9 @@ def main() -> None:
             each = " ".join(f"{r[0]:.0f}" for r in samples[label])
             print(f"{label:32} {rps:10.0f} {p50:8.2f} {p99:8.2f}   {each}", flush=True)
         print_ratios(results)
+        for label, admin_port in admin_ports.items():  # tracing figures are read with their drop rate
+            if label in results:
+                print(f"{label}: spans dropped (bastion_trace_spans_dropped_total): {spans_dropped(admin_port)}")
         if args.workers > 1:
             n = args.workers
             for a, b, what in (
