@@ -123,7 +123,7 @@ class Request:
         value = self.header(b"content-length")
         if value is None:
             return None
-        if not value.isdigit():
+        if not value.isdigit() or len(value) > 18:  # (an exabyte; int() refuses 4,300+ digits anyway)
             raise ValueError("invalid Content-Length")
         return int(value)
 

@@ -126,6 +126,10 @@ class _Connection(asyncio.Protocol):
         name = name.lower()
         if name == b"content-length":
             self.framed = True
+            if len(value) > 18 and self.error is None:  # (llhttp reads leading zeros; int() and clients may not)
+                self.error = UpstreamProtocolError("the upstream sent a Content-Length of more than 18 digits")
+                self._close()
+                return
         elif name == b"transfer-encoding":
             codings = [c.strip() for c in value.lower().split(b",")]
             if b"chunked" in codings:
@@ -135,7 +139,7 @@ class _Connection(asyncio.Protocol):
         self.headers.append((name, value))
 
     def on_headers_complete(self) -> None:
-        if self.complete:
+        if self.complete or self.error is not None:
             return
         self.status = self.parser.get_status_code()
         if not 100 <= self.status <= 599:  # RFC 9110 15: three digits, first 1-5
