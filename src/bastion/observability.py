@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import math
 import time
-from bisect import bisect_left
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -21,25 +20,20 @@ _BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 
 
 # The request series (the `metrics` policy's): counted per request into plain dicts and lists
 # (no lock, no child object, a bisect for the histogram bucket), turned into metric families only
-# at scrape time by `RequestMetrics`. The exposition is what prometheus-client's Counter and
-# Histogram objects made of the same observations (names, help, types, labels, buckets, series
-# order, `_created`): tests/unit/test_request_metrics.py compares the two scrape texts.
-_BOUNDS = (*(float(b) for b in _BUCKETS), math.inf)
-_LE = tuple(floatToGoString(b) for b in _BOUNDS)
-HIST_SUM = len(_BOUNDS)  # a histogram's list: one count per bucket (not cumulative), the sum, created
+# at scrape time by `RequestMetrics`. An observation (the `metrics` policy's, inline) is
+# prometheus-client's `Histogram.observe`: +1 in the first bucket whose bound is >= the value
+# (`bisect_left(BOUNDS, value)`; NaN: none, as there), the value added to the sum. The
+# exposition is what prometheus-client's Counter and Histogram objects made of the same
+# observations (names, help, types, labels, buckets, series order, `_created`):
+# tests/unit/test_request_metrics.py compares the two scrape texts.
+BOUNDS = (*(float(b) for b in _BUCKETS), math.inf)
+_LE = tuple(floatToGoString(b) for b in BOUNDS)
+HIST_SUM = len(BOUNDS)  # a histogram's list: one count per bucket (not cumulative), the sum, created
 HIST_CREATED = HIST_SUM + 1
 
 
 def new_histogram() -> list[float]:
-    return [0] * len(_BOUNDS) + [0.0, time.time()]
-
-
-def observe(hist: list[float], value: float) -> None:
-    """prometheus-client's `Histogram.observe`: the first bucket whose bound is >= value (NaN:
-    none, as there), and the sum."""
-    if value == value:
-        hist[bisect_left(_BOUNDS, value)] += 1
-    hist[HIST_SUM] += value
+    return [0] * len(BOUNDS) + [0.0, time.time()]
 
 
 class RequestMetrics(Collector):

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import os
 import re
-import time
+from operator import itemgetter
+from time import perf_counter
 from typing import ClassVar
 
 from pydantic import Field
@@ -25,23 +26,30 @@ class RequestIdConfig(PolicyConfig):
 _WELL_FORMED = re.compile(rb"[A-Za-z0-9._:\-]+")
 
 
-class _IdSource:
-    """128-bit random ids from the OS CSPRNG, fetched 4 KiB at a time (one system call per
-    256 ids instead of one per request)."""
-
-    def __init__(self) -> None:
-        self.pool = b""
-        self.pos = 0
-
-    def next(self) -> str:
-        if self.pos + 16 > len(self.pool):
-            self.pool, self.pos = os.urandom(4096), 0
-        value = self.pool[self.pos : self.pos + 16]
-        self.pos += 16
-        return value.hex()
+_POOL_BYTES = 4096  # one system call per 256 ids
+_pool: list[str] = []  # ids not yet given out; `pop` is atomic (two threads never share an id)
 
 
-_ids = _IdSource()
+def _refill() -> str:
+    """128-bit random ids from the OS CSPRNG, 256 from one 4 KiB read, hex-encoded once for all
+    of them; returns one, keeps the others in `_pool`."""
+    text = os.urandom(_POOL_BYTES).hex()
+    _pool.extend([text[i : i + 32] for i in range(0, len(text), 32)])
+    return _pool.pop()
+
+
+def new_id() -> str:
+    """A fresh id: 32 lower-case hex digits, 128 bits from the OS CSPRNG."""
+    try:
+        return _pool.pop()
+    except IndexError:
+        return _refill()
+
+
+if hasattr(os, "register_at_fork"):  # a forked child draws its own ids, never its parent's unused ones
+    os.register_at_fork(after_in_child=_pool.clear)
+
+_first = itemgetter(0)
 
 
 class RequestId(Policy[RequestIdConfig]):
@@ -67,21 +75,29 @@ class RequestId(Policy[RequestIdConfig]):
         if incoming and len(incoming) <= self.max_length and _WELL_FORMED.fullmatch(incoming) is not None:
             req.request_id = incoming.decode("ascii")
         else:
-            req.request_id = _ids.next()
+            req.request_id = new_id()
 
     def on_request_sync(self, req: Request, ctx: Context) -> Response | None:
         if req.request_id:  # already assigned when the request entered the gateway
             return None
-        self.assign(req)
+        # (`assign` inline: a Python call less per request)
+        incoming = req.header(self.header) if self.trust else None
+        if incoming and len(incoming) <= self.max_length and _WELL_FORMED.fullmatch(incoming) is not None:
+            rid = req.request_id = incoming.decode("ascii")
+        else:
+            try:
+                rid = req.request_id = _pool.pop()
+            except IndexError:
+                rid = req.request_id = _refill()
         ctx.drop_request_headers.add(self.header)
-        ctx.upstream_headers.append((self.header, req.request_id.encode()))
+        ctx.upstream_headers.append((self.header, rid.encode()))
         return None
 
     def on_response_sync(self, req: Request, resp: Response, ctx: Context) -> None:
         mine = self.mine
         headers = resp.headers
-        if any(k in mine for k, _ in headers):  # the upstream's own are replaced
+        if not mine.isdisjoint(map(_first, headers)):  # the upstream's own are replaced
             headers = resp.headers = [h for h in headers if h[0] not in mine]
         headers.append((self.header, req.request_id.encode()))
         if self.time_header is not None:
-            headers.append((self.time_header, b"%.2fms" % ((time.perf_counter() - req.started) * 1000)))
+            headers.append((self.time_header, b"%.2fms" % ((perf_counter() - req.started) * 1000)))

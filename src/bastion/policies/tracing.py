@@ -32,6 +32,8 @@ from bastion.trace_export import Readables, _hashed, resource_and_scope  # noqa:
 log = logging.getLogger("bastion.tracing")
 _providers: dict[tuple[Any, ...], SpanSink] = {}
 _getrandbits = random.getrandbits
+_random = random.random
+_CONTEXT_HEADERS = (b"traceparent", b"tracestate")
 
 
 class TracingConfig(PolicyConfig):
@@ -204,6 +206,7 @@ def _after_fork() -> None:
     for sink in _providers.values():
         sink.queue.clear()
         sink.thread, sink.process, sink.wake = None, None, threading.Event()
+    _unsampled.clear()  # (the child's `random` is reseeded: its trace ids must be its own)
 
 
 if hasattr(os, "register_at_fork"):
@@ -239,6 +242,32 @@ def _sampled_flag(value: bytes | None) -> bool | None:
     if m is None or m.group(1) == b"0" * 32 or m.group(2) == b"0" * 16:
         return None
     return bool(int(m.group(3), 16) & 1)
+
+
+_BATCH = 256
+_unsampled: list[bytes] = []  # traceparent values of new, unsampled traces, not yet used
+_ZEROS = bytes(8)
+
+
+def _refill_unsampled() -> bytes:
+    """The traceparent values of 256 new, unsampled traces (flags 00), made at once: the ids
+    from one `random.getrandbits` call (the same uniform bits as a call per id, which is how the
+    SDK's RandomIdGenerator draws them; W3C asks for random, not secret, ids), hex-encoded at
+    once, cut into 128-bit trace and 64-bit span ids. Returns one, keeps the others in
+    `_unsampled` (`pop` is atomic). An id of zeros (invalid) is 1, as `getrandbits(n) or 1` made
+    it (only when eight zero bytes come together anywhere: the slow way, per id)."""
+    raw = _getrandbits(192 * _BATCH).to_bytes(24 * _BATCH, "big")
+    if _ZEROS in raw:
+        values = [
+            b"00-%032x-%016x-00"
+            % (int.from_bytes(raw[i : i + 16], "big") or 1, int.from_bytes(raw[i + 16 : i + 24], "big") or 1)
+            for i in range(0, len(raw), 24)
+        ]
+    else:
+        text = raw.hex().encode()
+        values = [b"00-" + text[i : i + 32] + b"-" + text[i + 32 : i + 48] + b"-00" for i in range(0, len(text), 48)]
+    _unsampled.extend(values)
+    return _unsampled.pop()
 
 
 _SERVER, _CLIENT, _INTERNAL = 1, 2, 0  # SpanKind values
@@ -356,31 +385,34 @@ class Tracing(Policy[TracingConfig]):
 
         self.trace = trace
         self.propagator = TraceContextTextMapPropagator()
+        self.trust = config.trust_incoming
+        self.ratio = config.sample_ratio
 
-    async def on_request(self, req: Request, ctx: Context) -> Response | None:
+    def on_request_sync(self, req: Request, ctx: Context) -> Response | None:
+        # (synchronous: the pipeline calls it without a coroutine; the request path of a new,
+        # unsampled trace is a header lookup, a random draw and a ready-made traceparent)
         if ctx.trace is not None or "tracing" in ctx.values:
             return None  # already decided (edge pipeline, then the route's)
         ctx.values["tracing"] = True
-        ctx.drop_request_headers.update((b"traceparent", b"tracestate"))
+        ctx.drop_request_headers.update(_CONTEXT_HEADERS)
         continued = False
-        if self.config.trust_incoming:
-            tp = req.header(b"traceparent")
+        tp = req.header(b"traceparent") if self.trust else None
+        if tp is not None:
             flags = _sampled_flag(tp)
             if flags is False:  # the caller decided not to record: pass its context on untouched
-                ctx.upstream_headers.append((b"traceparent", tp))  # type: ignore[arg-type]
+                ctx.upstream_headers.append((b"traceparent", tp))
                 ts = req.header(b"tracestate")
                 if ts is not None:
                     ctx.upstream_headers.append((b"tracestate", ts))
                 return None
             continued = flags is True
-        if not continued and random.random() >= self.config.sample_ratio:
-            # head sampling without the SDK: a new trace id, the sampled flag off. Ids from
-            # `random.getrandbits`, as the SDK's own RandomIdGenerator makes them (W3C asks for
-            # random, not secret, ids): two os.urandom system calls per request cost more than
-            # the rest of this path.
-            ctx.upstream_headers.append(
-                (b"traceparent", b"00-%032x-%016x-00" % (_getrandbits(128) or 1, _getrandbits(64) or 1))
-            )
+        if not continued and _random() >= self.ratio:
+            # head sampling without the SDK: a new trace id, the sampled flag off
+            try:
+                value = _unsampled.pop()
+            except IndexError:
+                value = _refill_unsampled()
+            ctx.upstream_headers.append((b"traceparent", value))
             return None
         name = f"{req.method} {req.route_name or 'unrouted'}"
         root = None
