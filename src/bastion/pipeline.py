@@ -36,7 +36,7 @@ class PolicyConfig(BaseModel):
         return []
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, init=False)
 class Context:
     """What the policies of one request learned, for the policies after them and the log."""
 
@@ -56,6 +56,27 @@ class Context:
     # the policies (those with `spanned`) when `trace.policy_spans` is on. Any object with those
     # two members will do: the pipeline knows no tracing library.
     trace: Any = None
+
+    def __init__(
+        self,
+        principal: Principal | None = None,
+        values: dict[str, Any] | None = None,
+        log_fields: dict[str, Any] | None = None,
+        upstream_headers: list[tuple[bytes, bytes]] | None = None,
+        drop_request_headers: set[bytes] | None = None,
+        response_rewriters: list[ResponseRewriter] | None = None,
+        body_rules: Any = None,
+        trace: Any = None,
+    ) -> None:
+        # (written out: one per request, and literals cost less than the dataclass's factory calls)
+        self.principal = principal
+        self.values = {} if values is None else values
+        self.log_fields = {} if log_fields is None else log_fields
+        self.upstream_headers = [] if upstream_headers is None else upstream_headers
+        self.drop_request_headers = set() if drop_request_headers is None else drop_request_headers
+        self.response_rewriters = [] if response_rewriters is None else response_rewriters
+        self.body_rules = body_rules
+        self.trace = trace
 
     def authenticate(self, principal: Principal, headers: HeaderNames) -> None:
         """Make `principal` the request's caller and tell the upstream (as `headers` names it).
@@ -185,6 +206,8 @@ class Pipeline:
         "ws_message_phase",
         "_request_steps",
         "_response_steps",
+        "_request_calls",
+        "_response_calls",
     )
 
     def __init__(self, policies: list[Policy], edge: tuple[Policy, ...] | list[Policy] = ()) -> None:
@@ -201,9 +224,46 @@ class Pipeline:
         # (policy, its synchronous phase function or None: await its coroutine method)
         self._request_steps = tuple((p, _phase(p, "on_request")) for p in self.request_phase)
         self._response_steps = tuple((p, _phase(p, "on_response")) for p in self.response_phase)
+        # What `request` / `response` call for each step: the synchronous function, or the
+        # policy's own coroutine method (its coroutine is then awaited in `_resume_*`)
+        self._request_calls = tuple(now or p.on_request for p, now in self._request_steps)
+        self._response_calls = tuple(now or p.on_response for p, now in self._response_steps)
 
-    async def run_request(self, req: Request, ctx: Context) -> Response | None:
-        for policy, now in self._request_steps:
+    def request(self, req: Request, ctx: Context) -> RequestAnswer:
+        """The request phase without a coroutine while every step answers at once: None (go on),
+        the Response that stops the request, or an awaitable of either (a step waits: it and
+        the steps after it run in `_resume_request`, as `run_request` always did). A request
+        whose trace wants policy spans takes the awaited path from the step where it does (the
+        tracing policy may set it in this very phase)."""
+        i = 0
+        for call in self._request_calls:
+            trace = ctx.trace
+            if trace is not None and trace.policy_spans:
+                return self._resume_request(i, None, req, ctx)
+            answer = call(req, ctx)
+            if answer is not None:
+                if isinstance(answer, Response):
+                    if not answer.stopped_by:
+                        answer.stopped_by = self.request_phase[i].name
+                    return answer
+                return self._resume_request(i, answer, req, ctx)
+            i += 1
+        return None
+
+    async def _resume_request(
+        self, start: int, pending: Awaitable[Response | None] | None, req: Request, ctx: Context
+    ) -> Response | None:
+        """The request phase from step `start` on, every step awaited as it needs: `pending`, when
+        given, is that step's awaitable (already called); policy spans when the trace asks."""
+        steps = self._request_steps
+        if pending is not None:
+            resp = await pending
+            if resp is not None:
+                if not resp.stopped_by:
+                    resp.stopped_by = steps[start][0].name
+                return resp
+            start += 1
+        for policy, now in steps[start:]:
             trace = ctx.trace
             if trace is not None and trace.policy_spans and policy.spanned:
                 span = trace.child("policy " + policy.name)
@@ -222,6 +282,13 @@ class Pipeline:
                 return resp
         return None
 
+    async def run_request(self, req: Request, ctx: Context) -> Response | None:
+        """`request`, awaited (for callers that always await)."""
+        answer = self.request(req, ctx)
+        if answer is None or isinstance(answer, Response):
+            return answer
+        return await answer
+
     async def run_ws_message(self, req: Request, ctx: Context, message: WsMessage) -> Response | None:
         for policy in self.ws_message_phase:
             resp = await policy.on_ws_message(req, ctx, message)
@@ -231,12 +298,31 @@ class Pipeline:
                 return resp
         return None
 
+    def response(self, req: Request, resp: Response, ctx: Context) -> Awaitable[None] | None:
+        """The response phase without a coroutine while every step is synchronous: None when
+        done, else an awaitable of the rest (from the first step that returned a coroutine)."""
+        i = 0
+        for call in self._response_calls:
+            pending = call(req, resp, ctx)
+            if pending is not None and hasattr(pending, "__await__"):  # (a sync step's stray value is ignored)
+                return self._resume_response(i, pending, req, resp, ctx)
+            i += 1
+        return None
+
+    async def _resume_response(
+        self, start: int, pending: Awaitable[None], req: Request, resp: Response, ctx: Context
+    ) -> None:
+        await pending
+        for call in self._response_calls[start + 1 :]:
+            pending = call(req, resp, ctx)
+            if pending is not None and hasattr(pending, "__await__"):
+                await pending
+
     async def run_response(self, req: Request, resp: Response, ctx: Context) -> None:
-        for policy, now in self._response_steps:
-            if now is not None:
-                now(req, resp, ctx)
-            else:
-                await policy.on_response(req, resp, ctx)
+        """`response`, awaited (for callers that always await)."""
+        pending = self.response(req, resp, ctx)
+        if pending is not None:
+            await pending
 
     def run_log(self, req: Request, resp: Response, ctx: Context, record: dict[str, Any]) -> None:
         for policy in self.log_phase:

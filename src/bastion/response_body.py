@@ -543,6 +543,12 @@ def open_gate(req: Request, resp: Response, ctx: Any) -> Gate | None:
     """The gate for this answer, or None when no rewriter wants it (or it has no body)."""
     if not ctx.response_rewriters or req.method == "HEAD" or resp.status in (204, 304) or resp.status < 200:
         return None
+    if resp.status < 500:  # only rewriters of server errors (error masking, on every request): none wants it
+        for r in ctx.response_rewriters:
+            if not getattr(r, "server_errors_only", False):
+                break
+        else:
+            return None
     rules = ctx.body_rules or DEFAULT_RULES
     kind = body_kind(resp, rules)
     if kind == "seq":  # a sequence of JSON texts: the rewriters that read one, and status-based ones

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from bastion.http import Request, Response, problem
 from bastion.pipeline import Context, Pipeline, Policy, PolicyConfig, PolicyEnv
 
-KINDS = ("async", "sync", "none", "override", "both", "deferred")
+KINDS = ("async", "sync", "none", "override", "both", "deferred", "tracer")
 
 
 def make(i: int, kind: str, priority: int, outcome: str, calls: list[str], spanned: bool) -> Policy:
@@ -64,8 +64,16 @@ def make(i: int, kind: str, priority: int, outcome: str, calls: list[str], spann
 
         return slow()
 
+    def req_tracer(self, req, ctx):  # the tracing policy: sets the trace in the request phase
+        calls.append(f"req-sync:{name}")
+        if ctx.trace is None:
+            ctx.trace = Trace(calls)
+        return answer()
+
     base_attrs: dict = {"name": name, "priority": priority, "Config": PolicyConfig, "spanned": spanned}
-    if kind == "async":
+    if kind == "tracer":
+        attrs = {**base_attrs, "on_request_sync": req_tracer, "on_response_sync": resp_sync}
+    elif kind == "async":
         attrs = {**base_attrs, "on_request": req_async, "on_response": resp_async}
     elif kind == "sync":
         attrs = {**base_attrs, "on_request_sync": req_sync, "on_response_sync": resp_sync}
@@ -150,8 +158,11 @@ spec = st.tuples(
 
 
 @settings(max_examples=300, deadline=None)
-@given(st.lists(spec, max_size=8), st.booleans())
-def test_fast_pipeline_matches_the_awaited_slow_path(specs, traced):
+@given(st.lists(spec, max_size=8), st.booleans(), st.booleans())
+def test_fast_pipeline_matches_the_awaited_slow_path(specs, traced, direct):
+    """`direct`: the forms the gateway calls (`request` / `response`, awaited only when they
+    return an awaitable), else the awaited `run_request` / `run_response`."""
+
     def run(fast: bool):
         calls: list[str] = []
         policies = [make(i, k, p, o, calls, s) for i, (k, p, o, s) in enumerate(specs)]
@@ -159,7 +170,16 @@ def test_fast_pipeline_matches_the_awaited_slow_path(specs, traced):
         req = request()
 
         async def go():
-            if fast:
+            if fast and direct:
+                pipe = Pipeline(policies)
+                refusal = pipe.request(req, ctx)
+                if refusal is not None and not isinstance(refusal, Response):
+                    refusal = await refusal
+                resp = refusal or Response(200)
+                pending = pipe.response(req, resp, ctx)
+                if pending is not None:
+                    await pending
+            elif fast:
                 pipe = Pipeline(policies)
                 refusal = await pipe.run_request(req, ctx)
                 resp = refusal or Response(200)

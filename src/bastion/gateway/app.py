@@ -40,7 +40,7 @@ from bastion.http import (
 )
 from bastion.http.headers import METHOD_OVERRIDE_HEADERS, php_field_name
 from bastion.net.http1 import UpstreamProtocolError, UpstreamTimeout
-from bastion.pipeline import Context, Pipeline
+from bastion.pipeline import Context, Pipeline, RequestAnswer
 from bastion.response_body import BodyRefused, drive_gate, open_gate
 
 try:
@@ -173,9 +173,13 @@ class Gateway:
             req = self.build_request(scope, receive, state)
             ctx = Context()
             record: dict[str, Any] = {}
-            if state.edge.request_phase:  # (an empty phase: no coroutine made and awaited)
-                await state.edge.run_request(req, ctx)
-            pipeline, resp, target = await self.decide(scope, req, ctx, state)
+            if state.edge.request_phase:  # (no coroutine made and awaited unless a step waits)
+                answer = state.edge.request(req, ctx)
+                if answer is not None and not isinstance(answer, Response):
+                    await answer
+            pipeline, resp, target = self.decide_now(scope, req, ctx, state)
+            if resp is not None and not isinstance(resp, Response):
+                resp = await resp
             if unrouted_to_exchange and resp is not None and resp.status == 404 and resp.stopped_by == "router":
                 pipeline = state.defaults
                 resp = await pipeline.run_request(req, ctx)
@@ -187,10 +191,12 @@ class Gateway:
                     resp = await exchange(req, ctx, pipeline, send)
                     record.update(getattr(exchange, "record", None) or {})  # a websocket's timings
                 if resp.stopped_by:  # the exchange failed before anything was sent: a problem to send
-                    await pipeline.run_response(req, resp, ctx)
+                    if (pending := pipeline.response(req, resp, ctx)) is not None:
+                        await pending
                     await send_whole(send, resp)
             else:
-                await pipeline.run_response(req, resp, ctx)
+                if (pending := pipeline.response(req, resp, ctx)) is not None:
+                    await pending
                 await send_whole(send, resp)
                 record["bytes_out"] = len(resp.body)
             if pipeline.log_phase:  # the record is for the log phase's policies only
@@ -298,6 +304,17 @@ class Gateway:
         self, scope: Scope, req: Request, ctx: Context, state: GatewayState
     ) -> tuple[Pipeline, Response | None, RouteTarget | None]:
         """Normalise, route and run the request phase: a response to send, or a target."""
+        pipeline, answer, target = self.decide_now(scope, req, ctx, state)
+        if answer is not None and not isinstance(answer, Response):
+            answer = await answer
+        return pipeline, answer, (None if answer is not None else target)
+
+    def decide_now(
+        self, scope: Scope, req: Request, ctx: Context, state: GatewayState
+    ) -> tuple[Pipeline, RequestAnswer, RouteTarget | None]:
+        """`decide` without a coroutine: the answer is None (go on to the target), a Response,
+        or an awaitable of either when a policy waits (`Pipeline.request`); the target is only
+        meaningful when the answer is None."""
         refusal = self._read_target(scope, req, state)
         if refusal is not None:
             return state.edge, refusal, None
@@ -310,17 +327,28 @@ class Gateway:
             return state.edge, routed, None
         target = routed.target
         req.route_name = routed.name
-        resp = await target.pipeline.run_request(req, ctx) if target.pipeline.request_phase else None
-        if resp is None and preflight and target.methods is not None and "OPTIONS" not in target.methods:
-            resp = problem(
-                405,
-                "method-not-allowed",
-                "OPTIONS is not allowed here",
-                request_id=req.request_id,
-                stopped_by="router",
-                headers=[(b"allow", ", ".join(sorted(target.methods)).encode())],
-            )
-        return target.pipeline, resp, (None if resp is not None else target)
+        pipeline = target.pipeline
+        answer = pipeline.request(req, ctx) if pipeline.request_phase else None
+        if preflight and target.methods is not None and "OPTIONS" not in target.methods:
+            answer = self._options_refused(answer, req, target.methods)
+        return pipeline, answer, target
+
+    @staticmethod
+    async def _options_refused(answer: RequestAnswer, req: Request, methods: frozenset[str]) -> Response:
+        """A preflight to a route that does not allow OPTIONS: the request phase's own answer
+        (a CORS refusal), else 405."""
+        if answer is not None and not isinstance(answer, Response):
+            answer = await answer
+        if answer is not None:
+            return answer
+        return problem(
+            405,
+            "method-not-allowed",
+            "OPTIONS is not allowed here",
+            request_id=req.request_id,
+            stopped_by="router",
+            headers=[(b"allow", ", ".join(sorted(methods)).encode())],
+        )
 
     def _read_target(self, scope: Scope, req: Request, state: GatewayState) -> Response | None:
         """The request line: refused head (several Hosts, a bad Host), the canonical path or a
@@ -597,8 +625,8 @@ class Gateway:
                     request_id=req.request_id,
                     stopped_by="proxy",
                 )
-        if target.pipeline.response_phase:
-            await target.pipeline.run_response(req, resp, ctx)
+        if target.pipeline.response_phase and (pending := target.pipeline.response(req, resp, ctx)) is not None:
+            await pending
         await send({"type": "http.response.start", "status": resp.status, "headers": resp.headers})
         if body_iter is None:
             whole = upstream.whole_body()

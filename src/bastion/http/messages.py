@@ -35,6 +35,10 @@ class ClientGone(OSError):
     endless event stream)."""
 
 
+# the headers that carry a credential (`Request.carries_credentials`)
+CREDENTIAL_HEADERS = frozenset((b"authorization", b"cookie", b"x-api-key", b"proxy-authorization"))
+
+
 @dataclass(slots=True)
 class Request:
     """One client request as every policy sees it."""
@@ -124,16 +128,17 @@ class Request:
         return int(value)
 
     def has_body(self) -> bool:
-        return self.header(b"content-length") not in (None, b"0") or self.header(b"transfer-encoding") is not None
+        m = self._header_map
+        if m is None:
+            m = self._header_map = dict(reversed(self.headers))
+        return m.get(b"content-length") not in (None, b"0") or b"transfer-encoding" in m
 
     def carries_credentials(self) -> bool:
-        h = self.header
-        return (
-            h(b"authorization") is not None
-            or h(b"cookie") is not None
-            or h(b"x-api-key") is not None
-            or h(b"proxy-authorization") is not None
-        )
+        """Whether the request has an Authorization, Cookie, X-API-Key or Proxy-Authorization header."""
+        m = self._header_map
+        if m is None:
+            m = self._header_map = dict(reversed(self.headers))
+        return not m.keys().isdisjoint(CREDENTIAL_HEADERS)
 
 
 @dataclass(slots=True)

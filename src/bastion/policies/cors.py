@@ -147,6 +147,7 @@ class Cors(Policy[CorsConfig]):
     priority: ClassVar[int] = 800
     Config = CorsConfig
     CACHE_SIZE = 4096
+    KEY_MAX = 512  # longer Origin values are not remembered
 
     def __init__(self, config: CorsConfig, env) -> None:
         super().__init__(config, env)
@@ -164,6 +165,9 @@ class Cors(Policy[CorsConfig]):
             self.preflight_headers.append((b"access-control-allow-credentials", b"true"))
         self.expose = ", ".join(config.expose_headers).encode() if config.expose_headers else None
         self._decisions: dict[str, bool] = {}
+        # Origin value (as sent) -> the headers an answer to it gets, () when it is not allowed:
+        # a function of this config and that value alone (a reload builds a new policy)
+        self._answers: dict[bytes, tuple[tuple[bytes, bytes], ...]] = {}
 
     def allowed(self, origin: str) -> bool:
         """The matcher's answer, remembered per Origin value (bounded): a browser sends the same
@@ -181,17 +185,41 @@ class Cors(Policy[CorsConfig]):
     def _allow_origin_value(self, origin: bytes) -> bytes:
         return b"*" if self.any_origin and not self.credentials else origin
 
+    def answer(self, origin: bytes) -> tuple[tuple[bytes, bytes], ...]:
+        """The Access-Control-* headers an actual request from `origin` is answered with; () when
+        the origin is not allowed. Remembered per value (bounded in number and length: clients
+        choose them)."""
+        made = self._answers.get(origin)
+        if made is None:
+            made = self._answer_uncached(origin)
+            if len(origin) <= self.KEY_MAX:
+                if len(self._answers) >= self.CACHE_SIZE:
+                    self._answers.clear()
+                self._answers[origin] = made
+        return made
+
+    def _answer_uncached(self, origin: bytes) -> tuple[tuple[bytes, bytes], ...]:
+        if not self.matcher.allows(origin.decode("latin-1")):
+            return ()
+        out = [(b"access-control-allow-origin", self._allow_origin_value(origin))]
+        if self.credentials:
+            out.append((b"access-control-allow-credentials", b"true"))
+        if self.expose:
+            out.append((b"access-control-expose-headers", self.expose))
+        return tuple(out)
+
     def on_request_sync(self, req: Request, ctx: Context) -> Response | None:
         origin = req.header(b"origin")
         if origin is None:
             return None
-        origin_s = origin.decode("latin-1")
-        ok = self.allowed(origin_s)
-        ctx.values["cors.origin_allowed"] = ok
-        acrm = req.header(b"access-control-request-method")
-        if req.method == "OPTIONS" and acrm is not None:
-            return self._preflight(req, origin, ok, acrm)
-        if not ok and self.block:
+        made = self._answers.get(origin)  # (`answer`, its cache read here: one call less)
+        if made is None:
+            made = self.answer(origin)
+        if made:
+            ctx.values["cors.answer"] = made  # for the response phase (not set: no ACAO)
+        if req.method == "OPTIONS" and (acrm := req.header(b"access-control-request-method")) is not None:
+            return self._preflight(req, origin, bool(made), acrm)
+        if not made and self.block:
             return problem(
                 403,
                 "cors-origin-forbidden",
@@ -240,17 +268,21 @@ class Cors(Policy[CorsConfig]):
         if resp.stopped_by == self.name:
             return  # our own answers (preflights, refusals) are complete as they are
         # The gateway owns CORS on this route: whatever the upstream said is dropped.
-        if any(k.startswith(b"access-control-") for k, _ in resp.headers):
+        vary = strip = False
+        for k, _ in resp.headers:
+            if k == b"vary":
+                vary = True
+            elif k[:1] == b"a" and k.startswith(b"access-control-"):  # (a method call only for a-names)
+                strip = True
+        if strip:
             resp.headers = [(k, v) for k, v in resp.headers if not k.startswith(b"access-control-")]
-        _add_vary(resp, b"Origin")
-        origin = req.header(b"origin")
-        if origin is None or not ctx.values.get("cors.origin_allowed"):
-            return
-        resp.add_header(b"access-control-allow-origin", self._allow_origin_value(origin))
-        if self.credentials:
-            resp.add_header(b"access-control-allow-credentials", b"true")
-        if self.expose:
-            resp.add_header(b"access-control-expose-headers", self.expose)
+        if vary:
+            _add_vary(resp, b"Origin")
+        else:
+            resp.headers.append((b"vary", b"Origin"))
+        made = ctx.values.get("cors.answer")  # set by the request phase for an allowed Origin
+        if made:
+            resp.headers.extend(made)
 
 
 def _add_vary(resp: Response, token: bytes) -> None:

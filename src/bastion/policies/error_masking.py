@@ -26,6 +26,8 @@ class ErrorMasking(Policy[ErrorMaskingConfig]):
     Config = ErrorMaskingConfig
     default_on: ClassVar[bool] = True
     replaces_body: ClassVar[bool] = True  # the body is dropped: no other rewriter need see it
+    # `wants` only answers of status 500 and over: `open_gate` passes the others without asking
+    server_errors_only: ClassVar[bool] = True
 
     def __init__(self, config: ErrorMaskingConfig, env) -> None:
         super().__init__(config, env)

@@ -6,7 +6,7 @@ from typing import ClassVar
 
 from pydantic import Field, field_validator
 
-from bastion.http import NetworkSet, Request, Response, check_networks, problem
+from bastion.http import IPAddress, NetworkSet, Request, Response, check_networks, problem
 from bastion.pipeline import Context, Policy, PolicyConfig
 
 
@@ -37,20 +37,34 @@ class IpRules(Policy[IpRulesConfig]):
     name: ClassVar[str] = "ip_rules"
     priority: ClassVar[int] = 900
     Config = IpRulesConfig
+    CACHE_SIZE = 65536
 
     def __init__(self, config: IpRulesConfig, env) -> None:
         super().__init__(config, env)
         self.allow = NetworkSet(config.allow)
         self.block = NetworkSet(config.block)
         self.status = config.status
+        # client address -> why it is refused, "" when it passes: a function of this config and
+        # the address alone (a reload builds a new policy); bounded, clients choose addresses
+        self._verdicts: dict[IPAddress | None, str] = {}
+
+    def verdict(self, ip: IPAddress | None) -> str:
+        """Why `ip` is refused, or "" when it passes (not remembered: `on_request_sync` does)."""
+        if ip in self.block:
+            return "client address is blocked"
+        if self.allow and ip not in self.allow:
+            return "client address is not in the allowed networks"
+        return ""
 
     def on_request_sync(self, req: Request, ctx: Context) -> Response | None:
         ip = req.client_ip
-        if ip in self.block:
-            reason = "client address is blocked"
-        elif self.allow and ip not in self.allow:
-            reason = "client address is not in the allowed networks"
-        else:
+        reason = self._verdicts.get(ip)
+        if reason is None:
+            reason = self.verdict(ip)
+            if len(self._verdicts) >= self.CACHE_SIZE:
+                self._verdicts.clear()
+            self._verdicts[ip] = reason
+        if not reason:
             return None
         if self.status == 404:
             return problem(

@@ -157,15 +157,12 @@ class RateLimit(Policy[RateLimitConfig]):
             parts.append(f"{part}={value}")
         return "|".join(parts)
 
-    def _applicable(self, req: Request, ctx: Context) -> tuple[_Limit, ...]:
+    def on_request_sync(self, req: Request, ctx: Context) -> RequestAnswer:
+        # the limits that apply: the principal's tier's (or everyone's), and the login ones
         tier = ctx.principal.tier if ctx.principal is not None else None
         limits = self.tiers.get(tier, self.limits) if tier is not None else self.limits
         if self.login and (req.path.rstrip("/") or "/") in self.login_paths:
             limits = limits + self.login
-        return limits
-
-    def on_request_sync(self, req: Request, ctx: Context) -> RequestAnswer:
-        limits = self._applicable(req, ctx)
         if not limits:
             return None  # (no coroutine for a request no limit applies to)
         return self._limit(limits, req, ctx)
@@ -265,10 +262,8 @@ class RateLimit(Policy[RateLimitConfig]):
         ]
 
     def on_response_sync(self, req: Request, resp: Response, ctx: Context) -> None:
-        if not self.headers or resp.stopped_by == self.name:
-            return
         results = ctx.values.get("rate_limit.results")
-        if results:
+        if results and self.headers and resp.stopped_by != self.name:
             resp.headers.extend(self._headers(results))
 
 

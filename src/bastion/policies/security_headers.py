@@ -58,15 +58,18 @@ class SecurityHeaders(Policy[SecurityHeadersConfig]):
 
     def on_response_sync(self, req: Request, resp: Response, ctx: Context) -> None:
         wanted = self.always_https if req.scheme == "https" else self.always
-        present = {k for k, _ in resp.headers}
-        if present.isdisjoint(self.names):  # the usual case: the upstream set none of them
+        names = self.names
+        for k, _ in resp.headers:
+            if k in names:  # the upstream set some of them: one by one
+                present = {k for k, _ in resp.headers}
+                for name, value in wanted:
+                    if name not in present:
+                        resp.headers.append((name, value))
+                    elif self.override:
+                        resp.set_header(name, value)
+                break
+        else:  # the usual case: the upstream set none of them
             resp.headers.extend(wanted)
-        else:
-            for name, value in wanted:
-                if name not in present:
-                    resp.headers.append((name, value))
-                elif self.override:
-                    resp.set_header(name, value)
         if self.no_store and req.carries_credentials():
             cc = (resp.get_header(b"cache-control") or b"").lower()
             if b"no-store" not in cc and b"private" not in cc:
