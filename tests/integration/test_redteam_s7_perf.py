@@ -23,6 +23,7 @@ import json
 import os
 import re
 import shutil
+import shutil
 import signal
 import socket
 import subprocess
@@ -503,3 +504,234 @@ def test_content_length_of_many_digits_on_the_base_is_400(trio: tuple[int, int, 
     cl = b"0" * 5000 + b"1"
     out = _raw(old, b"POST /x HTTP/1.1\r\nHost: a\r\nConnection: close\r\nContent-Length: " + cl + b"\r\n\r\nx")
     assert out.startswith(b"HTTP/1.1 400"), out[:200]
+
+
+# ---- the log phase and ids: audit, metrics, request ids, traceparents ---------------------------
+
+SECRET = "s3cr3t-VALUE-9"
+ADMIN_TOKEN = "rt7-perf-admin-token-0123456789"
+
+
+def obs_config(up_url: str, audit_path: Path) -> dict[str, Any]:
+    return {
+        "upstreams": {"up": {"urls": [up_url]}},
+        "trusted_proxies": ["127.0.0.0/8"],
+        "admin": {"host": "127.0.0.1", "port": 0, "token": ADMIN_TOKEN},
+        "policies": {
+            "audit": {"output": str(audit_path), "redact_query_params": ["token", "Api_Key", "password", "sig"]},
+            "tracing": {"exporter": "memory", "sample_ratio": 0.0, "policy_spans": False},
+            "cors": {"allow_origins": ["https://app.example.com"], "block_disallowed": True},
+            "body_limit": {"max_bytes": 100},
+        },
+        "routes": [
+            {"path": "/admin/*", "upstream": "up", "policies": {"ip_rules": {"allow": ["10.0.0.0/8"]}}},
+            {"path": "/a/*", "upstream": "up"},
+            {"path": "/b/*", "upstream": "up", "methods": ["GET"]},
+        ],
+    }
+
+
+@pytest.fixture(scope="module")
+def obs(base_src: Path, up: ThreadedUvicorn, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    tmp = tmp_path_factory.mktemp("rt7-perf-obs")
+    with (
+        serve(base_src, obs_config(up.url, tmp / "old.log"), tmp) as old,
+        serve(SRC, obs_config(up.url, tmp / "new.log"), tmp) as new,
+    ):
+        yield {"old": old, "new": new, "old_log": tmp / "old.log", "new_log": tmp / "new.log", "sent": []}
+
+
+TRACEPARENTS = [
+    None,
+    "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00",
+    "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+    "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-03",
+    "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+    "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-00",
+    "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-00",
+    "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00",
+    "01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00-extra",
+    "garbage",
+    "",
+]
+REQUEST_IDS = [None, "abc", "a" * 128, "a" * 129, "id with space", "id\x7f", "ok.id:1-2_3", "é", "x" * 8, "a,b"]
+QUERY_NAMES = ["token", "TOKEN", "Token", "%74oken", "api_key", "API_KEY", "Api%5FKey", "password", "sig", "q", "page"]
+_TP = re.compile(r"00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})")
+
+
+@st.composite
+def obs_requests(draw: st.DrawFn) -> tuple[str, str, list[tuple[str, str]], bytes | None]:
+    path = draw(st.sampled_from(["/a/x", "/b/x", "/admin/x", "/nowhere"]))
+    pairs = []
+    for name in draw(st.lists(st.sampled_from(QUERY_NAMES), max_size=4)):
+        value = draw(st.sampled_from([SECRET, quote(SECRET), quote(SECRET, safe="").replace("-", "%2D"), "1", ""]))
+        if name in ("q", "page"):
+            value = "1"  # not a secret parameter: its value is logged
+        pairs.append(f"{name}={value}")
+    params = [f"status={draw(st.sampled_from([200, 404, 500, 503]))}", *pairs]
+    method = draw(st.sampled_from(["GET", "POST", "HEAD", "DELETE"]))
+    headers: list[tuple[str, str]] = []
+    rid = draw(st.sampled_from(REQUEST_IDS))
+    if rid is not None:
+        headers.append(("X-Request-Id", rid))
+    tp = draw(st.sampled_from(TRACEPARENTS))
+    if tp is not None:
+        headers.append(("traceparent", tp))
+    if draw(st.booleans()):
+        headers.append(
+            (draw(st.sampled_from(["Authorization", "authorization", "Cookie", "X-API-Key"])), "Bearer " + SECRET)
+        )
+    ua = draw(st.sampled_from([None, "curl/8", "Mozilla/5.0 (\xe9\xe8)", "ua\ttab", "\xff\xfe", '"quoted" \\ back']))
+    if ua is not None:
+        headers.append(("User-Agent", ua))
+    if draw(st.booleans()):
+        headers.append(("Origin", draw(st.sampled_from(["https://app.example.com", "https://evil.example"]))))
+    xff = draw(st.sampled_from([None, "10.0.0.1", "11.0.0.1", "::ffff:10.0.0.2", "2001:db8::5"]))
+    if xff:
+        headers.append(("X-Forwarded-For", xff))
+    body = draw(st.sampled_from([None, b"{}", b"y" * 101])) if method in ("POST", "DELETE") else None
+    return method, path + "?" + "&".join(params), headers, body
+
+
+def _send(
+    port: int, method: str, target: str, headers: list[tuple[str, str]], body: bytes | None
+) -> tuple[int, dict[str, str], Any]:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=20)
+    try:
+        conn.putrequest(method, target, skip_accept_encoding=True, skip_host=True)
+        conn.putheader("Host", "gw.test")
+        for k, v in headers:
+            conn.putheader(k, v.encode("latin-1"))
+        if body is not None:
+            conn.putheader("Content-Length", str(len(body)))
+        conn.endheaders(body)
+        resp = conn.getresponse()
+        data = resp.read()
+        got = {k.lower(): v for k, v in resp.getheaders()}
+    finally:
+        conn.close()
+    try:
+        doc = json.loads(data)
+    except ValueError:
+        doc = None
+    return resp.status, got, doc
+
+
+@settings(max_examples=120, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+@given(req=obs_requests())
+def test_ids_and_traceparents(obs: dict[str, Any], req: Any) -> None:
+    """Request ids: an incoming well-formed one (<= 128 of [A-Za-z0-9._:-]) kept, else 32 fresh hex
+    digits, the same id upstream and echoed; traceparent upstream always W3C-valid: an incoming
+    valid unsampled one passed untouched, a sampled one continued (its trace id), else a new
+    unsampled trace (sample_ratio 0) whose ids are never zero. Answers as the base's."""
+    method, target, headers, body = req
+    sent = dict((k.lower(), v) for k, v in headers)
+    for side in ("old", "new"):
+        status, got, doc = _send(obs[side]["port"], method, target, headers, body)
+        rid = got.get("x-request-id")
+        if rid is None:  # refused by the HTTP layer (a control character): no request, no line
+            assert status == 400 and doc["detail"] == "the request is not valid HTTP/1.1", (side, status, doc)
+            continue
+        incoming = sent.get("x-request-id")
+        if incoming and len(incoming) <= 128 and re.fullmatch(r"[A-Za-z0-9._:\-]+", incoming):
+            assert rid == incoming
+        else:
+            assert re.fullmatch(r"[0-9a-f]{32}", rid), rid
+        obs["sent"].append((side, rid, incoming))
+        if doc is None or "ids" not in doc:
+            continue  # not forwarded (refused, or HEAD)
+        assert doc["ids"]["x-request-id"] == rid
+        tp = doc["ids"]["traceparent"]
+        m = _TP.fullmatch(tp)
+        assert m and int(m.group(1), 16) and int(m.group(2), 16), tp
+        given_tp = sent.get("traceparent")
+        if given_tp is not None and _TP.fullmatch(given_tp) and int(given_tp[3:35], 16) and int(given_tp[36:52], 16):
+            if given_tp.endswith("-00"):
+                assert tp == given_tp
+            else:
+                assert tp[3:35] == given_tp[3:35]
+        if side == "new":
+            obs.setdefault("traces", []).append((given_tp, tp[3:35]))
+
+
+def test_many_ids_unique(obs: dict[str, Any]) -> None:
+    """2000 requests on keep-alive connections: every request id and every new trace id distinct
+    (ids come from pre-made batches), 32 hex digits each."""
+    port = obs["new"]["port"]
+    rids, traces = set(), set()
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=20)
+    for i in range(2000):
+        conn.request("GET", f"/a/x?i={i}")
+        resp = conn.getresponse()
+        doc = json.loads(resp.read())
+        rid = resp.getheader("x-request-id")
+        assert rid == doc["ids"]["x-request-id"] and re.fullmatch(r"[0-9a-f]{32}", rid)
+        m = _TP.fullmatch(doc["ids"]["traceparent"])
+        assert m and m.group(0).endswith("-00")
+        rids.add(rid)
+        traces.add(m.group(1))
+    conn.close()
+    assert len(rids) == 2000 and len(traces) == 2000
+
+
+def _audit(path: Path, n: int) -> list[dict[str, Any]]:
+    def enough() -> list[dict[str, Any]] | None:
+        lines = path.read_text().splitlines() if path.exists() else []
+        return [json.loads(x) for x in lines] if len(lines) >= n else None
+
+    return wait_for(enough, 30, 0.05, f"{n} audit lines in {path}")
+
+
+def _series(port: int) -> dict[str, float]:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=20)
+    conn.request("GET", "/metrics")
+    text = conn.getresponse().read().decode()
+    conn.close()
+    out = {}
+    for line in text.splitlines():
+        if line.startswith("bastion_") and not line.startswith("#"):
+            name, _, value = line.rpartition(" ")
+            if name.split("{")[0].endswith(("_total", "_count")) and "in_flight" not in name:
+                out[name] = float(value)
+    return out
+
+
+def test_audit_and_metrics_as_the_base(obs: dict[str, Any]) -> None:
+    """After the generated requests above (and the 2000): the audit lines of this tree are the
+    base's, key for key and value for value (time, durations and fresh request ids aside), no
+    secret value in either log; the admin /metrics counters and histogram counts equal; the
+    exposition passes `promtool check metrics`."""
+    n_old = sum(1 for s, _, _ in obs["sent"] if s == "old")
+    n_new = sum(1 for s, _, _ in obs["sent"] if s == "new") + 2000
+    old_lines = _audit(obs["old_log"], n_old)
+    new_lines = _audit(obs["new_log"], n_new)
+    text = obs["new_log"].read_text()
+    assert SECRET not in text and quote(SECRET) not in text and "Bearer" not in text
+    fresh_old = {rid for s, rid, inc in obs["sent"] if s == "old" and rid != inc}
+    fresh_new = {rid for s, rid, inc in obs["sent"] if s == "new" and rid != inc}
+
+    def norm(line: dict[str, Any], fresh: set[str]) -> list[tuple[str, Any]]:
+        out = []
+        for k, v in line.items():
+            if k in ("time", "duration_ms", "upstream_ms") or (k == "request_id" and v in fresh):
+                v = type(v).__name__
+            out.append((k, v))
+        return out
+
+    assert [norm(x, fresh_old) for x in old_lines] == [norm(x, fresh_new) for x in new_lines[: len(old_lines)]]
+    assert all(re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", x["time"]) for x in new_lines)
+    # metrics: the 2000 extra requests of this tree all were GET /a/* 200
+    old_s, new_s = _series(obs["old"]["admin"]["port"]), _series(obs["new"]["admin"]["port"])
+    key = 'bastion_requests_total{method="GET",route="/a/*",status="200"}'
+    new_s[key] -= 2000
+    for h in ("bastion_gateway_overhead_seconds_count", "bastion_upstream_seconds_count"):
+        new_s[h + '{route="/a/*"}'] -= 2000
+    assert {k: v for k, v in new_s.items() if v} == {k: v for k, v in old_s.items() if v}
+    promtool = shutil.which("promtool")
+    if promtool:
+        conn = http.client.HTTPConnection("127.0.0.1", obs["new"]["admin"]["port"], timeout=20)
+        conn.request("GET", "/metrics")
+        body = conn.getresponse().read()
+        conn.close()
+        run = subprocess.run([promtool, "check", "metrics"], input=body, capture_output=True, timeout=60)
+        assert run.returncode == 0, run.stdout + run.stderr
