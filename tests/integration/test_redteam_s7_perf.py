@@ -23,7 +23,6 @@ import json
 import os
 import re
 import shutil
-import shutil
 import signal
 import socket
 import subprocess
@@ -654,24 +653,43 @@ def test_ids_and_traceparents(obs: dict[str, Any], req: Any) -> None:
             obs.setdefault("traces", []).append((given_tp, tp[3:35]))
 
 
-def test_many_ids_unique(obs: dict[str, Any]) -> None:
-    """2000 requests on keep-alive connections: every request id and every new trace id distinct
-    (ids come from pre-made batches), 32 hex digits each."""
-    port = obs["new"]["port"]
-    rids, traces = set(), set()
+def _keepalive_run(port: int, path: str, n: int) -> list[tuple[str, dict[str, Any] | None]]:
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=20)
-    for i in range(2000):
-        conn.request("GET", f"/a/x?i={i}")
+    out = []
+    for i in range(n):
+        conn.request("GET", f"{path}?i={i}")
         resp = conn.getresponse()
-        doc = json.loads(resp.read())
-        rid = resp.getheader("x-request-id")
-        assert rid == doc["ids"]["x-request-id"] and re.fullmatch(r"[0-9a-f]{32}", rid)
-        m = _TP.fullmatch(doc["ids"]["traceparent"])
-        assert m and m.group(0).endswith("-00")
-        rids.add(rid)
-        traces.add(m.group(1))
+        data = resp.read()
+        doc = json.loads(data) if resp.status == 200 else None
+        out.append((resp.getheader("x-request-id") or "", doc))
     conn.close()
-    assert len(rids) == 2000 and len(traces) == 2000
+    return out
+
+
+PROXIED = 8 * 80  # requests to the upstream (their traceparents), on 8 connections at once
+REFUSED = 2000  # 404s (request ids only: no upstream round trip)
+
+
+def test_many_ids_unique(obs: dict[str, Any]) -> None:
+    """Request ids and new trace ids from their pre-made batches (256 a batch), over several
+    batches and 8 connections at once: all distinct, 32 hex digits (128 bits) each, the same
+    request id upstream as echoed, every new trace unsampled."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    port = obs["new"]["port"]
+    with ThreadPoolExecutor(8) as pool:
+        proxied = [x for part in pool.map(lambda _: _keepalive_run(port, "/a/x", PROXIED // 8), range(8)) for x in part]
+    refused = _keepalive_run(port, "/nowhere", REFUSED)
+    rids = [rid for rid, _ in proxied + refused]
+    assert all(re.fullmatch(r"[0-9a-f]{32}", r) for r in rids)
+    assert len(set(rids)) == len(rids)
+    traces = []
+    for rid, doc in proxied:
+        assert doc is not None and doc["ids"]["x-request-id"] == rid
+        m = _TP.fullmatch(doc["ids"]["traceparent"])
+        assert m and m.group(3) == "00" and int(m.group(1), 16) and int(m.group(2), 16)
+        traces.append(m.group(1))
+    assert len(set(traces)) == len(traces) == PROXIED
 
 
 def _audit(path: Path, n: int) -> list[dict[str, Any]]:
@@ -702,7 +720,7 @@ def test_audit_and_metrics_as_the_base(obs: dict[str, Any]) -> None:
     secret value in either log; the admin /metrics counters and histogram counts equal; the
     exposition passes `promtool check metrics`."""
     n_old = sum(1 for s, _, _ in obs["sent"] if s == "old")
-    n_new = sum(1 for s, _, _ in obs["sent"] if s == "new") + 2000
+    n_new = sum(1 for s, _, _ in obs["sent"] if s == "new") + PROXIED + REFUSED
     old_lines = _audit(obs["old_log"], n_old)
     new_lines = _audit(obs["new_log"], n_new)
     text = obs["new_log"].read_text()
@@ -720,12 +738,14 @@ def test_audit_and_metrics_as_the_base(obs: dict[str, Any]) -> None:
 
     assert [norm(x, fresh_old) for x in old_lines] == [norm(x, fresh_new) for x in new_lines[: len(old_lines)]]
     assert all(re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", x["time"]) for x in new_lines)
-    # metrics: the 2000 extra requests of this tree all were GET /a/* 200
+    # metrics: this tree's extra requests were GET /a/* 200 and GET /nowhere 404 (the router's)
     old_s, new_s = _series(obs["old"]["admin"]["port"]), _series(obs["new"]["admin"]["port"])
-    key = 'bastion_requests_total{method="GET",route="/a/*",status="200"}'
-    new_s[key] -= 2000
+    new_s['bastion_requests_total{method="GET",route="/a/*",status="200"}'] -= PROXIED
     for h in ("bastion_gateway_overhead_seconds_count", "bastion_upstream_seconds_count"):
-        new_s[h + '{route="/a/*"}'] -= 2000
+        new_s[h + '{route="/a/*"}'] -= PROXIED
+    new_s['bastion_requests_total{method="GET",route="-",status="404"}'] -= REFUSED
+    new_s['bastion_rejections_total{policy="router",status="404"}'] -= REFUSED
+    new_s['bastion_gateway_overhead_seconds_count{route="-"}'] -= REFUSED
     assert {k: v for k, v in new_s.items() if v} == {k: v for k, v in old_s.items() if v}
     promtool = shutil.which("promtool")
     if promtool:
