@@ -410,7 +410,12 @@ origins = st.one_of(
 
 
 def variants(origin: str) -> list[str]:
-    """Spellings a cache keyed on the wrong thing would confuse with `origin`."""
+    """Spellings a cache keyed on the wrong thing would confuse with `origin` (those a header can
+    carry: latin-1)."""
+    return [v for v in _variants(origin) if v == v.encode("latin-1", "ignore").decode("latin-1")]
+
+
+def _variants(origin: str) -> list[str]:
     return [
         origin,
         origin.upper(),
@@ -534,7 +539,7 @@ def obs_config(up_url: str, audit_path: Path) -> dict[str, Any]:
         "admin": {"host": "127.0.0.1", "port": 0, "token": ADMIN_TOKEN},
         "policies": {
             "audit": {"output": str(audit_path), "redact_query_params": ["token", "Api_Key", "password", "sig"]},
-            "tracing": {"exporter": "memory", "sample_ratio": 0.0, "policy_spans": False},
+            "tracing": {"exporter": "memory", "sample_ratio": 0.0, "policy_spans": True},
             "cors": {"allow_origins": ["https://app.example.com"], "block_disallowed": True},
             "body_limit": {"max_bytes": 100},
         },
