@@ -30,6 +30,7 @@ import subprocess
 import sys
 import tarfile
 import time
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -188,6 +189,7 @@ def up() -> Iterator[ThreadedUvicorn]:
 def diff_config(up_url: str) -> dict[str, Any]:
     return {
         "upstreams": {"up": {"urls": [up_url]}},
+        "admin": {"host": "127.0.0.1", "port": 0, "token": "rt7-perf-admin-token-0123456789"},
         "trusted_proxies": ["127.0.0.0/8"],
         "policies": {
             "audit": {"enabled": False},
@@ -252,7 +254,11 @@ def trio(
     tmp = tmp_path_factory.mktemp("rt7-perf-diff")
     cfg = diff_config(up.url)
     with serve(base_src, cfg, tmp) as old, serve(SRC, cfg, tmp) as small, serve(SRC, cfg, tmp, cache=0) as full:
+        LIVE_ADMIN[:] = [old["admin"]["port"], small["admin"]["port"], full["admin"]["port"]]
         yield old["port"], small["port"], full["port"]
+
+
+LIVE_ADMIN: list[int] = []  # the trio's admin ports (old, small, full)
 
 
 # ---- one exchange, normalised -------------------------------------------------------------------
@@ -886,3 +892,56 @@ def test_two_workers_never_share_ids(obs: dict[str, Any], up: ThreadedUvicorn, t
     rids = [r for r, _ in pairs]
     traces = [t for _, t in pairs]
     assert len(set(rids)) == len(rids) and len(set(traces)) == len(traces)
+
+
+# ---- the dashboard's live feed (LIVE.record with fewer calls) ------------------------------------
+
+
+def _admin(port: int, path: str) -> Any:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=20)
+    conn.request("GET", path, headers={"Authorization": "Bearer rt7-perf-admin-token-0123456789"})
+    resp = conn.getresponse()
+    doc = json.loads(resp.read())
+    conn.close()
+    assert resp.status == 200, doc
+    return doc
+
+
+def _live_counts(port: int) -> tuple[Counter, Counter, Counter]:
+    snap = _admin(port, "/admin/live?seconds=300")
+    classes: Counter = Counter()
+    rejections: Counter = Counter()
+    for point in snap["series"]:
+        classes.update(point["classes"])
+        classes["total"] += point["total"]
+        rejections.update(point["rejections"])
+    return classes, rejections, Counter(dict(snap["top_clients"]))
+
+
+def test_live_feed_as_the_base(trio: tuple[int, int, int]) -> None:
+    """A seeded batch of refused and passed requests through the trio: the live feed's status
+    classes, totals, rejections by policy and clients grow by the same counts, and the recent
+    events (policy, status, reason, method, path, client, route) are the base's."""
+    rng = random.Random(11)
+    before = [_live_counts(p) for p in LIVE_ADMIN]
+    batch = []
+    for i in range(60):
+        path = rng.choice(["/admin/x", "/blocked/x", "/c3/x", "/get/x", "/rl/z", "/x", "/nothing-here"])
+        method = rng.choice(["GET", "POST", "DELETE"])
+        headers = [("X-Forwarded-For", rng.choice(["10.0.0.1", "10.1.0.9", "11.0.0.1", "2001:db8::1"]))]
+        if rng.random() < 0.5:
+            headers.append(("Origin", rng.choice(["https://evil.example", "null"])))
+        batch.append((method, f"{path}?status={rng.choice([200, 500])}&n={i}", headers))
+    for port in trio:
+        for method, target, headers in batch:
+            exchange(port, method, target, headers, None)
+    after = [_live_counts(p) for p in LIVE_ADMIN]
+    deltas = [tuple(a - b for a, b in zip(x, y, strict=True)) for x, y in zip(after, before, strict=True)]
+    assert deltas[1] == deltas[0] and deltas[2] == deltas[0]
+    assert deltas[0][0]["total"] == len(batch)
+
+    def events(port: int) -> list[dict[str, Any]]:
+        keep = ("status", "policy", "reason", "method", "path", "client", "route")
+        return [{k: e[k] for k in keep} for e in _admin(port, "/admin/events")["events"][:20]]
+
+    assert events(LIVE_ADMIN[1]) == events(LIVE_ADMIN[0]) == events(LIVE_ADMIN[2])
