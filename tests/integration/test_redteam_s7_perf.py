@@ -947,3 +947,67 @@ def test_live_feed_as_the_base(trio: tuple[int, int, int]) -> None:
         return [{k: e[k] for k in keep} for e in _admin(port, "/admin/events")["events"][:refused]]
 
     assert events(LIVE_ADMIN[1]) == events(LIVE_ADMIN[0]) == events(LIVE_ADMIN[2])
+
+
+# ---- upstream header names in any case (the response scans compare lower-case bytes) ----------
+
+
+@pytest.fixture(scope="module")
+def shouting_upstream() -> Iterator[int]:
+    """Answers every request with Access-Control-* and security headers in upper and mixed case."""
+    import threading
+
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(64)
+    head = (
+        b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nAccess-Control-Allow-Origin: *\r\n"
+        b"ACCESS-CONTROL-ALLOW-CREDENTIALS: true\r\naccess-Control-Expose-Headers: X-Secret\r\n"
+        b"X-Frame-Options: ALLOWALL\r\nVARY: Accept\r\nX-REQUEST-ID: upstream\r\nContent-Length: 8\r\n\r\n"
+    )
+
+    def loop() -> None:
+        while True:
+            try:
+                conn, _ = srv.accept()
+            except OSError:
+                return
+            with conn:
+                data = b""
+                while b"\r\n\r\n" not in data:
+                    chunk = conn.recv(65536)
+                    if not chunk:
+                        break
+                    data += chunk
+                conn.sendall(head + b'{"ok":1}')
+
+    threading.Thread(target=loop, daemon=True).start()
+    yield srv.getsockname()[1]
+    srv.close()
+
+
+def test_upstream_header_names_in_any_case(shouting_upstream: int, tmp_path: Path) -> None:
+    """The CORS scan (`k[:1] == b"a"`), security headers and request id see upstream names lower-
+    cased: no upstream Access-Control-* reaches a disallowed origin, ours replace theirs for an
+    allowed one, X-Frame-Options kept (no override), one Vary with Origin, our request id only."""
+    from helpers import raw_request, run_gateway
+
+    cfg = {
+        "upstreams": {"up": {"urls": [f"http://127.0.0.1:{shouting_upstream}"]}},
+        "policies": {"audit": {"enabled": False}, "cors": {"allow_origins": ["https://app.example.com"]}},
+        "routes": [{"path": "/*", "upstream": "up"}],
+    }
+    with run_gateway(cfg, tmp_path) as gw:
+        evil = raw_request(gw.port, "GET", "/x", {"Origin": "https://evil.example"})
+        good = raw_request(gw.port, "GET", "/x", {"Origin": "https://app.example.com"})
+    for resp in (evil, good):
+        assert resp.status == 200
+        names = [k.lower() for k, _ in resp.headers]
+        assert resp.headers_named("vary") == ["Accept, Origin"]
+        assert resp.headers_named("x-frame-options") == ["ALLOWALL"]
+        assert len(resp.headers_named("x-request-id")) == 1 and resp.header("x-request-id") != "upstream"
+        assert names.count("access-control-allow-origin") == (resp is good)
+    assert not [k for k, _ in evil.headers if k.lower().startswith("access-control-")]
+    assert [(k.lower(), v) for k, v in good.headers if k.lower().startswith("access-control-")] == [
+        ("access-control-allow-origin", "https://app.example.com")
+    ]
