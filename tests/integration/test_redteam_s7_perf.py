@@ -1011,3 +1011,31 @@ def test_upstream_header_names_in_any_case(shouting_upstream: int, tmp_path: Pat
     assert [(k.lower(), v) for k, v in good.headers if k.lower().startswith("access-control-")] == [
         ("access-control-allow-origin", "https://app.example.com")
     ]
+
+
+def test_untrusted_incoming_ids_are_replaced(up: ThreadedUvicorn, tmp_path: Path) -> None:
+    """`trust_incoming: false` on request_id and tracing (the inlined branches): a client's
+    X-Request-Id and traceparent (sampled or not) never reach the upstream; a fresh id and a new
+    unsampled trace do."""
+    from helpers import raw_request, run_gateway
+
+    cfg = {
+        "upstreams": {"up": {"urls": [up.url]}},
+        "policies": {
+            "audit": {"enabled": False},
+            "request_id": {"trust_incoming": False},
+            "tracing": {"exporter": "memory", "sample_ratio": 0.0, "trust_incoming": False},
+        },
+        "routes": [{"path": "/*", "upstream": "up"}],
+    }
+    given_tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-0{}"
+    with run_gateway(cfg, tmp_path) as gw:
+        for flags in "01":
+            resp = raw_request(
+                gw.port, "GET", "/x", {"X-Request-Id": "client-id-1", "traceparent": given_tp.format(flags)}
+            )
+            ids = resp.json()["ids"]
+            assert re.fullmatch(r"[0-9a-f]{32}", resp.header("x-request-id") or "")
+            assert ids["x-request-id"] == resp.header("x-request-id")
+            m = _TP.fullmatch(ids["traceparent"])
+            assert m and m.group(1) != "4bf92f3577b34da6a3ce929d0e0e4736" and m.group(3) == "00"
