@@ -513,12 +513,6 @@ def _raw(port: int, data: bytes, timeout: float = 10) -> bytes:
     return out
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="body_limit (6e4ab46's inline of content_length): `int(value)` without the ValueError guard; a "
-    "Content-Length of > 4300 digits (leading zeros, so httptools accepts it) raises Python's int-string "
-    "limit ValueError -> 500 with a traceback in the log (the merge base answered 400)",
-)
 def test_content_length_of_many_digits_is_400_not_500(trio: tuple[int, int, int]) -> None:
     _, new, _ = trio
     cl = b"0" * 5000 + b"1"
