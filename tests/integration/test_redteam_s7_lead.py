@@ -26,14 +26,10 @@ import pytest
 from helpers import STARTUP_SECONDS
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
+from sequence_readers import all_leaks
 
 from bastion.policies.response_filter import ResponseFilter, ResponseFilterConfig
 from tests.integration.test_redteam_s6_native import SERVERS, RawUpstream, config, exchange, two_listeners
-
-try:
-    import ijson
-except ImportError:  # pragma: no cover
-    ijson = None
 
 JWT = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.SflKxwRJSMeKKF2QT4fwpMeJf36POk6yJV_adQssw5c"
 CARD = "4111 1111 1111 1111"
@@ -128,56 +124,7 @@ def fetch(port: int, target: str, timeout: float = 30) -> tuple[int, str | None,
 # ---- readers of what the client got -----------------------------------------------------------------
 
 
-def _pairs(pairs: list[tuple[str, Any]]) -> Any:
-    return ("__pairs__", pairs)
-
-
-def lenient_docs(data: bytes) -> list[Any]:
-    """Each line (or RS-separated piece) json.loads reads, every member kept; others skipped."""
-    out = []
-    for piece in data.replace(b"\x1e", b"\n").replace(b"\r", b"\n").split(b"\n"):
-        piece = piece.strip().removeprefix(b"\xef\xbb\xbf")
-        if piece:
-            try:
-                out.append(json.loads(piece, object_pairs_hook=_pairs))
-            except ValueError:
-                pass
-    return out
-
-
-def ijson_docs(data: bytes) -> list[Any]:
-    """ijson's multiple_values reader: the texts it yields before any error."""
-    out: list[Any] = []
-    if ijson is None:  # pragma: no cover
-        return out
-    try:
-        for doc in ijson.items(data.replace(b"\x1e", b" "), "", multiple_values=True):
-            out.append(doc)
-    except Exception:
-        pass
-    return out
-
-
-def leaks(docs: list[Any], flt: ResponseFilter) -> list[str]:
-    found = []
-    stack = list(docs)
-    while stack:
-        node = stack.pop()
-        items = node[1] if isinstance(node, tuple) else node.items() if isinstance(node, dict) else None
-        if items is not None:
-            for k, v in items:
-                if k.lower() in flt.names and (flt.remove or v != flt.mask):
-                    found.append(f"name {k!r}")
-                stack.append(v)
-        elif isinstance(node, list):
-            stack.extend(node)
-        elif isinstance(node, str) and flt.value_sensitive(node):
-            found.append(f"value {node[:20]!r}")
-    return found
-
-
-def clean(data: bytes, flt: ResponseFilter) -> list[str]:
-    return leaks(lenient_docs(data), flt) + leaks(ijson_docs(data), flt)
+clean = all_leaks
 
 
 def reference(doc: Any, flt: ResponseFilter) -> Any:

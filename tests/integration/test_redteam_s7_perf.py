@@ -268,7 +268,10 @@ _TIMES_BODY = re.compile(rb'(?<="retry_after":)[0-9.]+|(?<=retry in )[0-9.]+')
 _VOLATILE = {b"date", b"x-request-id", b"x-response-time", b"traceparent"}
 
 
-def exchange(port: int, method: str, target: str, headers: list[tuple[str, str]], body: bytes | None) -> tuple:
+def _request(
+    port: int, method: str, target: str, headers: list[tuple[str, str]], body: bytes | None
+) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+    """One request sent as given (Host gw.test, no Accept-Encoding): status, headers, body."""
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=20)
     try:
         conn.putrequest(method, target, skip_accept_encoding=True, skip_host=True)
@@ -283,6 +286,11 @@ def exchange(port: int, method: str, target: str, headers: list[tuple[str, str]]
         raw = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in resp.getheaders()]
     finally:
         conn.close()
+    return resp.status, raw, data
+
+
+def exchange(port: int, method: str, target: str, headers: list[tuple[str, str]], body: bytes | None) -> tuple:
+    status, raw, data = _request(port, method, target, headers, body)
     rid = dict(raw).get(b"x-request-id", b"")
     kept = [
         (k, _TIMES.sub(b"<t>", v) if b"reset" in k or b"retry" in k or k == b"ratelimit" else v)
@@ -298,7 +306,7 @@ def exchange(port: int, method: str, target: str, headers: list[tuple[str, str]]
         doc = data
     if isinstance(doc, dict):
         doc.pop("ids", None)
-    return resp.status, kept, doc
+    return status, kept, doc
 
 
 # ---- generated requests -------------------------------------------------------------------------
@@ -641,25 +649,13 @@ def _fixed_request(rng: random.Random) -> tuple[str, str, list[tuple[str, str]],
 def _send(
     port: int, method: str, target: str, headers: list[tuple[str, str]], body: bytes | None
 ) -> tuple[int, dict[str, str], Any]:
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=20)
-    try:
-        conn.putrequest(method, target, skip_accept_encoding=True, skip_host=True)
-        conn.putheader("Host", "gw.test")
-        for k, v in headers:
-            conn.putheader(k, v.encode("latin-1"))
-        if body is not None:
-            conn.putheader("Content-Length", str(len(body)))
-        conn.endheaders(body)
-        resp = conn.getresponse()
-        data = resp.read()
-        got = {k.lower(): v for k, v in resp.getheaders()}
-    finally:
-        conn.close()
+    status, raw, data = _request(port, method, target, headers, body)
+    got = {k.decode("latin-1"): v.decode("latin-1") for k, v in raw}
     try:
         doc = json.loads(data)
     except ValueError:
         doc = None
-    return resp.status, got, doc
+    return status, got, doc
 
 
 @settings(max_examples=120, deadline=None, suppress_health_check=list(HealthCheck), database=None)

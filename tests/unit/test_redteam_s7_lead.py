@@ -17,14 +17,10 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
+from sequence_readers import all_leaks, leaks, lenient_docs
 
 from bastion.json_stream import JsonRewriter, StreamError
 from bastion.policies.response_filter import ResponseFilter, ResponseFilterConfig
-
-try:
-    import ijson
-except ImportError:  # pragma: no cover
-    ijson = None
 
 JWT = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.SflKxwRJSMeKKF2QT4fwpMeJf36POk6yJV_adQssw5c"
 CARD = "4111 1111 1111 1111"
@@ -40,61 +36,6 @@ def rewriter(flt: ResponseFilter, **kw: Any) -> JsonRewriter:
 
 
 # ---- readers ------------------------------------------------------------------------------------
-
-
-def _pairs(pairs: list[tuple[str, Any]]) -> Any:
-    return ("__pairs__", pairs)
-
-
-def lenient_docs(data: bytes) -> list[Any]:
-    """Every piece between line ends or record separators that json.loads reads (every member,
-    duplicates included); the others skipped, as a log shipper does."""
-    out = []
-    for piece in data.replace(b"\x1e", b"\n").replace(b"\r", b"\n").split(b"\n"):
-        if piece.strip():
-            try:
-                out.append(json.loads(piece, object_pairs_hook=_pairs))
-            except ValueError:
-                pass
-    return out
-
-
-def ijson_docs(data: bytes) -> list[Any]:
-    if ijson is None:  # pragma: no cover
-        return []
-    out = []
-    try:
-        for doc in ijson.items(data.replace(b"\x1e", b" "), "", multiple_values=True):
-            out.append(doc)
-    except Exception:  # ijson's errors: what was read before counts
-        pass
-    return out
-
-
-def leaks(docs: list[Any], flt: ResponseFilter) -> list[str]:
-    found = []
-    stack = list(docs)
-    while stack:
-        node = stack.pop()
-        if isinstance(node, tuple):
-            for k, v in node[1]:
-                if k.lower() in flt.names and (flt.remove or v != flt.mask):
-                    found.append(f"name {k!r}")
-                stack.append(v)
-        elif isinstance(node, dict):
-            for k, v in node.items():
-                if k.lower() in flt.names and (flt.remove or v != flt.mask):
-                    found.append(f"name {k!r}")
-                stack.append(v)
-        elif isinstance(node, list):
-            stack.extend(node)
-        elif isinstance(node, str) and flt.value_sensitive(node):
-            found.append(f"value {node[:20]!r}")
-    return found
-
-
-def all_leaks(data: bytes, flt: ResponseFilter) -> list[str]:
-    return leaks(lenient_docs(data), flt) + leaks(ijson_docs(data), flt)
 
 
 # ---- generators -----------------------------------------------------------------------------------
