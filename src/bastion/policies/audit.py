@@ -140,7 +140,9 @@ class Audit(Policy[AuditConfig]):
         if not query:
             return ""
         text = query.decode("latin-1")
-        pairs = parse_qsl(text, keep_blank_values=True)
+        # `;` separates parameters too for some servers (and Python's parse_qsl before 3.9.2):
+        # `a=1;token=x` must not log x inside a's value
+        pairs = parse_qsl(text.replace(";", "&") if ";" in text else text, keep_blank_values=True)
         return "&".join(
             f"{quote(k, safe='')}=" + ("[REDACTED]" if k.lower() in self.secret_params else quote(v, safe=""))
             for k, v in pairs
