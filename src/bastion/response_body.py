@@ -257,11 +257,10 @@ def body_kind(resp: Response, rules: BodyRules) -> str | None:
         # several fields: clients join them into one list (http.client, fetch, requests), and a
         # list is read as such (the first field alone decides only whether JSON is declared)
         ctype = b", ".join(v for k, v in resp.headers if k == b"content-type")
-    if ctype is not None:
-        mt = media_type(ctype)
-        if any(s in mt for s in _JSON_STREAMS):
-            return "seq"
-    if rules.sniff_json and (ctype is None or _sniffable(media_type(ctype))):
+    mt = media_type(ctype)
+    if ctype is not None and any(s in mt for s in _JSON_STREAMS):
+        return "seq"
+    if rules.sniff_json and (ctype is None or _sniffable(mt)):
         return "sniff"
     return None
 
@@ -280,12 +279,10 @@ def _sniffable(mt: bytes) -> bool:
     """Types a client may read as JSON although they do not declare it: text, none, and any type
     naming JSON that is not `application/json` or `+json` (`text/json`, `application/x-json`, a
     list-valued `application/json, text/plain`): requests' `.json()` and fetch's `Response.json()`
-    read the body whatever the type. Sniffed, not declared: what is not one JSON text passes. The
-    JSON-sequence types (NDJSON, JSON Lines, json-seq) are streams of texts, left unsniffed so
-    that they keep streaming (sniffing holds the body until it can tell)."""
-    if mt in (b"text/plain", b"text/html", b""):
-        return True
-    return b"json" in mt and not any(s in mt for s in _JSON_STREAMS)
+    read the body whatever the type. Sniffed, not declared: what is not JSON (one text or a
+    sequence of them) passes. The JSON-sequence types (NDJSON, JSON Lines, json-seq) never get
+    here: `body_kind` takes them as declared sequences, which stream (sniffing holds the body)."""
+    return mt in (b"text/plain", b"text/html", b"") or b"json" in mt
 
 
 _JSON_STREAMS = (b"ndjson", b"jsonl", b"json-seq", b"jsonlines")

@@ -578,8 +578,7 @@ class ResponseFilter(Policy[ResponseFilterConfig], Filter):
             except orjson.JSONDecodeError:
                 pass
         if doc is _UNREAD:
-            stream = JsonRewriter(self, remove=self.remove, mask=self.mask)
-            return stream.feed(body) + stream.finish()
+            return self._rewrite_streamed(body)
         doc, count, members = self._walk(doc, self.values_possible(body))
         if count and counted is not None:
             counted(count)
@@ -597,5 +596,10 @@ class ResponseFilter(Policy[ResponseFilterConfig], Filter):
             # orjson reads 1,024 levels but writes 254: a deeper answer (`[[...{"pass\u0077ord":
             # 1}...]]`) is written by the stream, which goes level by level (and refuses what is
             # deeper than its limit); it was a 500
-            stream = JsonRewriter(self, remove=self.remove, mask=self.mask)
-            return stream.feed(body) + stream.finish()
+            return self._rewrite_streamed(body)
+
+    def _rewrite_streamed(self, body: bytes) -> bytes:
+        """A whole body through the stream (`JsonRewriter`): for what orjson cannot read or write
+        back as it came."""
+        stream = JsonRewriter(self, remove=self.remove, mask=self.mask)
+        return stream.feed(body) + stream.finish()
