@@ -35,6 +35,10 @@ class ClientGone(OSError):
     endless event stream)."""
 
 
+# The most digits a Content-Length may have (an exabyte): longer is refused, as a client's (400) or
+# an upstream's (502). llhttp reads leading zeros; Python's int() refuses 4,300+ digits.
+CONTENT_LENGTH_DIGITS = 18
+
 # the headers that carry a credential (`Request.carries_credentials`)
 CREDENTIAL_HEADERS = frozenset((b"authorization", b"cookie", b"x-api-key", b"proxy-authorization"))
 
@@ -123,7 +127,7 @@ class Request:
         value = self.header(b"content-length")
         if value is None:
             return None
-        if not value.isdigit() or len(value) > 18:  # (an exabyte; int() refuses 4,300+ digits anyway)
+        if not value.isdigit() or len(value) > CONTENT_LENGTH_DIGITS:
             raise ValueError("invalid Content-Length")
         return int(value)
 

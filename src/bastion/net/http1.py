@@ -18,6 +18,8 @@ from collections.abc import AsyncIterator
 
 import httptools
 
+from bastion.http.messages import CONTENT_LENGTH_DIGITS
+
 Headers = list[tuple[bytes, bytes]]
 
 _HIGH_WATER = 256 * 1024  # response bytes buffered before reading from the upstream pauses
@@ -126,8 +128,10 @@ class _Connection(asyncio.Protocol):
         name = name.lower()
         if name == b"content-length":
             self.framed = True
-            if len(value) > 18 and self.error is None:  # (llhttp reads leading zeros; int() and clients may not)
-                self.error = UpstreamProtocolError("the upstream sent a Content-Length of more than 18 digits")
+            if len(value) > CONTENT_LENGTH_DIGITS and self.error is None:
+                self.error = UpstreamProtocolError(
+                    f"the upstream sent a Content-Length of more than {CONTENT_LENGTH_DIGITS} digits"
+                )
                 self._close()
                 return
         elif name == b"transfer-encoding":

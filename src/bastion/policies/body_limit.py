@@ -7,6 +7,7 @@ from typing import ClassVar
 from pydantic import Field
 
 from bastion.http import Request, Response, problem
+from bastion.http.messages import CONTENT_LENGTH_DIGITS
 from bastion.pipeline import Context, Policy, PolicyConfig
 
 
@@ -41,7 +42,7 @@ class BodyLimit(Policy[BodyLimitConfig]):
                 request_id=req.request_id,
             )
         value = req.header(b"content-length")  # (`req.content_length()`, one call less)
-        if value is not None and (not value.isdigit() or len(value) > 18):  # (int() refuses 4,300+ digits)
+        if value is not None and (not value.isdigit() or len(value) > CONTENT_LENGTH_DIGITS):
             return problem(400, "bad-request", "the Content-Length header is not a number", request_id=req.request_id)
         if value is not None and int(value) > self.max_bytes:
             return problem(
