@@ -38,25 +38,30 @@ HEADERS = [
 ]
 
 
-async def drive(app, requests: int) -> float:
-    scope = {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": "GET",
-        "scheme": "http",
-        "path": "/users/1",
-        "raw_path": b"/users/1",
-        "query_string": b"",
-        "root_path": "",
-        "headers": HEADERS,
-        "client": ("127.0.0.1", 40000),
-        "server": ("127.0.0.1", 8080),
-    }
-    statuses: dict[int, int] = {}
+# the made request: GET /users/1 from 127.0.0.1, with no body
+SCOPE = {
+    "type": "http",
+    "asgi": {"version": "3.0"},
+    "http_version": "1.1",
+    "method": "GET",
+    "scheme": "http",
+    "path": "/users/1",
+    "raw_path": b"/users/1",
+    "query_string": b"",
+    "root_path": "",
+    "headers": HEADERS,
+    "client": ("127.0.0.1", 40000),
+    "server": ("127.0.0.1", 8080),
+}
 
-    async def receive():
-        return {"type": "http.request", "body": b"", "more_body": False}
+
+async def receive():
+    return {"type": "http.request", "body": b"", "more_body": False}
+
+
+async def drive(app, requests: int) -> float:
+    scope = SCOPE
+    statuses: dict[int, int] = {}
 
     async def send(message):
         if message["type"] == "http.response.start":
@@ -78,21 +83,7 @@ async def phases(app, requests: int) -> float:
     from bastion.pipeline import Context
 
     state = app.state
-    scope = {
-        "type": "http",
-        "http_version": "1.1",
-        "method": "GET",
-        "scheme": "http",
-        "path": "/users/1",
-        "raw_path": b"/users/1",
-        "query_string": b"",
-        "headers": HEADERS,
-        "client": ("127.0.0.1", 40000),
-        "server": ("127.0.0.1", 8080),
-    }
-
-    async def receive():
-        return {"type": "http.request", "body": b"", "more_body": False}
+    scope = SCOPE
 
     async def one() -> None:
         req = app.build_request(scope, receive, state)
