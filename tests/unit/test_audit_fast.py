@@ -207,20 +207,22 @@ def test_a_full_buffer_is_written_at_once_and_in_order(tmp_path):
 
     async def run() -> None:
         sink = policy.sink
-        for i in range(sink.FLUSH_RECORDS - 1):
+        for i in range(10):
             policy.on_log(req(i), Response(200, []), Context(), {})
-        assert sink.scheduled and len(sink.buffer) == sink.FLUSH_RECORDS - 1 and path.read_bytes() == b""
-        policy.on_log(req(sink.FLUSH_RECORDS - 1), Response(200, []), Context(), {})  # fills it
-        assert sink.buffer == [] and len(path.read_bytes().splitlines()) == sink.FLUSH_RECORDS
-        policy.on_log(req(sink.FLUSH_RECORDS), Response(200, []), Context(), {})
+            if i == 0:
+                sink.FLUSH_BYTES = sink.size * 11  # (the lines /p0../p9 are as long: the 11th fills it)
+        assert sink.scheduled and len(sink.buffer) == 10 and path.read_bytes() == b""
+        policy.on_log(req(10), Response(200, []), Context(), {})  # fills it
+        assert sink.buffer == [] and len(path.read_bytes().splitlines()) == 11
+        policy.on_log(req(11), Response(200, []), Context(), {})
         await asyncio.sleep(sink.FLUSH_SECONDS * 3)  # the scheduled flush
         assert sink.buffer == [] and not sink.scheduled
-        policy.on_log(req(sink.FLUSH_RECORDS + 1), Response(200, []), Context(), {})
+        policy.on_log(req(12), Response(200, []), Context(), {})
         await policy.close()  # pending at close: written
 
     asyncio.run(run())
     lines = [json.loads(x)["path"] for x in path.read_text().splitlines()]
-    assert lines == [f"/p{i}" for i in range(policy.sink.FLUSH_RECORDS + 2)]
+    assert lines == [f"/p{i}" for i in range(13)]
 
 
 def test_a_write_error_is_reported_and_serving_goes_on(caplog):

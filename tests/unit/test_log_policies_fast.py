@@ -306,7 +306,7 @@ def test_audit_sink_schedules_once_and_writes_when_full(tmp_path):
             req = _request(path=f"/p{i}")
             policy.on_log(req, Response(200, []), Context(), {})
         assert sink.scheduled and len(sink.buffer) == 5
-        sink.FLUSH_RECORDS = 6  # the next record fills it
+        sink.FLUSH_BYTES = 1  # the next line fills it
         policy.on_log(_request(path="/p5"), Response(200, []), Context(), {})
         assert sink.buffer == []
         await policy.close()
