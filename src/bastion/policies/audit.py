@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 import sys
@@ -79,8 +80,9 @@ class _Sink:
             return sink
 
     def write(self, line: bytes) -> None:
+        """Add `line` (without its newline: the flush puts one after each)."""
         self.buffer.append(line)
-        self.size += len(line)
+        self.size += len(line) + 1
         if self.size >= self.FLUSH_BYTES or not self.scheduled:
             self.settle()
 
@@ -100,7 +102,8 @@ class _Sink:
         self.scheduled = False
         if not self.buffer:
             return
-        data = b"".join(self.buffer)
+        self.buffer.append(b"")  # (each line ends in a newline)
+        data = b"\n".join(self.buffer)
         self.buffer.clear()
         self.size = 0
         try:
@@ -119,6 +122,13 @@ def _second_text(sec: int) -> str:
     global _time_cache
     _time_cache = (sec, datetime.fromtimestamp(sec, UTC).strftime("%Y-%m-%dT%H:%M:%S"))
     return _time_cache[1]
+
+
+def _stand_in(line: dict[str, Any], exc: Exception) -> bytes:
+    """The line orjson refused, encoded by the standard library instead (lone surrogates as
+    `\\udXXX` escapes, unknown objects as their repr), so that no request goes unlogged."""
+    logging.getLogger("bastion.audit").error("audit line written by the fallback encoder: %s", exc)
+    return json.dumps(line, ensure_ascii=True, default=repr, skipkeys=True, separators=(",", ":")).encode()
 
 
 class Audit(Policy[AuditConfig]):
@@ -189,10 +199,13 @@ class Audit(Policy[AuditConfig]):
             line["reason"] = resp.reason
         if ctx.log_fields:
             line.update(ctx.log_fields)
-        data = orjson.dumps(line, option=orjson.OPT_APPEND_NEWLINE)
+        try:  # (no option argument: orjson parses keywords slowly; the flush adds the newlines)
+            data = orjson.dumps(line)
+        except orjson.JSONEncodeError as exc:  # a lone surrogate: a stand-in line, not none
+            data = _stand_in(line, exc)
         sink = self.sink
         sink.buffer.append(data)
-        sink.size += len(data)
+        sink.size += len(data) + 1
         if not sink.scheduled or sink.size >= sink.FLUSH_BYTES:
             sink.settle()
 
