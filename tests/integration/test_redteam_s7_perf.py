@@ -671,7 +671,9 @@ def test_ids_and_traceparents(obs: dict[str, Any], req: Any) -> None:
         status, got, doc = _send(obs[side]["port"], method, target, headers, body)
         rid = got.get("x-request-id")
         if rid is None:  # refused by the HTTP layer (a control character): no request, no line
-            assert status == 400 and doc["detail"] == "the request is not valid HTTP/1.1", (side, status, doc)
+            assert status == 400, (side, status, doc)
+            if method != "HEAD":  # (an answer to HEAD has no body to read the problem from)
+                assert doc["detail"] == "the request is not valid HTTP/1.1", (side, status, doc)
             continue
         incoming = sent.get("x-request-id")
         if incoming and len(incoming) <= 128 and re.fullmatch(r"[A-Za-z0-9._:\-]+", incoming):
@@ -802,7 +804,13 @@ def test_audit_and_metrics_as_the_base(obs: dict[str, Any]) -> None:
         new_s['bastion_requests_total{method="GET",route="-",status="404"}'] -= REFUSED
         new_s['bastion_rejections_total{policy="router",status="404"}'] -= REFUSED
         new_s['bastion_gateway_overhead_seconds_count{route="-"}'] -= REFUSED
-    assert {k: v for k, v in new_s.items() if v} == {k: v for k, v in old_s.items() if v}
+
+    # (a listener's label is its own port: the two servers' differ; a request the HTTP layer refused
+    # appears only under it)
+    def same(series: dict[str, float]) -> dict[str, float]:
+        return {re.sub(r'listener="[^"]*"', 'listener="-"', k): v for k, v in series.items() if v}
+
+    assert same(new_s) == same(old_s)
     promtool = shutil.which("promtool")
     if promtool:
         conn = http.client.HTTPConnection("127.0.0.1", obs["new"]["admin"]["port"], timeout=20)
