@@ -187,23 +187,28 @@ def test_batched_lines_are_the_per_request_lines(requests, user_agent, secrets):
             assert g == w
 
 
+def _plain(path: str, query: bytes = b"") -> Request:
+    """A GET with no headers and no client address."""
+    return Request(
+        method="GET",
+        path=path,
+        query=query,
+        headers=[],
+        client_ip=None,
+        peer_ip=None,
+        peer_trusted=False,
+        scheme="http",
+        host="h",
+        receive=_receive,
+    )
+
+
 def test_a_full_buffer_is_written_at_once_and_in_order(tmp_path):
     path = tmp_path / "a.log"
     policy = Audit(AuditConfig(output=str(path)), PolicyEnv(config_dir=str(tmp_path)))
 
     def req(i: int) -> Request:
-        return Request(
-            method="GET",
-            path=f"/p{i}",
-            query=b"",
-            headers=[],
-            client_ip=None,
-            peer_ip=None,
-            peer_trusted=False,
-            scheme="http",
-            host="h",
-            receive=_receive,
-        )
+        return _plain(f"/p{i}")
 
     async def run() -> None:
         sink = policy.sink
@@ -232,18 +237,7 @@ def test_a_write_error_is_reported_and_serving_goes_on(caplog):
 
     policy = Audit(AuditConfig(output="stderr"), PolicyEnv())
     policy.sink = _Sink(Broken())  # type: ignore[arg-type]
-    req = Request(
-        method="GET",
-        path="/",
-        query=b"token=x",
-        headers=[],
-        client_ip=None,
-        peer_ip=None,
-        peer_trusted=False,
-        scheme="http",
-        host="h",
-        receive=_receive,
-    )
+    req = _plain("/", b"token=x")
     policy.on_log(req, Response(200, []), Context(), {})  # (no loop: written at once)
     assert "audit lines lost" in caplog.text and "No space left" in caplog.text
     assert policy.sink.buffer == []
