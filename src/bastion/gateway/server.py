@@ -172,8 +172,8 @@ def _uvicorn_config(
 # deallocations by this many (CPython's default: 700). A serving process's request objects die
 # by reference counting; what the count measures is mostly the requests in flight (50 of them
 # hold a few thousand containers), so at 700 the collector ran every ~15 requests and walked
-# those live objects each time: 3.1 % of the process's CPU under wrk for pass-through, 2.0 % with
-# every policy on (gc.callbacks, session 8), none at 20,000 (no collection in 8 s of load).
+# those live objects each time: 3.0 % of the process's CPU under wrk for pass-through, 2.2 % with
+# every policy on (bench/gc_share.py, session 8), none at 20,000 (no collection in 5 s of load).
 # Garbage cycles are still collected, after 20,000 net allocations instead of 700 (a few MB).
 GC_YOUNG_THRESHOLD = 20_000
 
