@@ -342,6 +342,26 @@ def test_no_store_when_credentials_were_sent(cors_gw):
     assert r.header("cache-control") == "no-store"
 
 
+def test_no_store_when_an_api_key_of_its_own_name_was_accepted(base_config, tmp_path):
+    """An API key in a header (or query parameter) the auth policy names is a credential too: the
+    answer it unlocked must not sit in a shared cache, though `X-Shop-Key` is no standard name."""
+    from bastion.auth.apikeys import hash_key
+
+    key = "shop-key-0123456789abcdef"
+    entry = {"id": "k1", "hash": hash_key(key), "owner": "alice", "scopes": []}
+    base_config["policies"]["auth"] = {
+        "schemes": {"k": {"type": "api_key", "header": "X-Shop-Key", "query_param": "shop_key", "keys": [entry]}},
+        "allow_query_key": True,
+    }
+    base_config["routes"] = [{"path": "/*", "upstream": "up"}]
+    with run_gateway(base_config, tmp_path) as g:
+        assert raw_request(g.port, "GET", "/cache").status == 401  # no key: refused, nothing cached
+        r = raw_request(g.port, "GET", "/cache", {"X-Shop-Key": key})
+        assert r.status == 200 and r.header("cache-control") == "no-store"
+        r = raw_request(g.port, "GET", f"/cache?shop_key={key}")
+        assert r.status == 200 and r.header("cache-control") == "no-store"
+
+
 def test_security_headers_configurable(base_config, tmp_path):
     base_config["policies"]["security_headers"] = {
         "frame_options": "SAMEORIGIN",

@@ -25,7 +25,8 @@ class SecurityHeadersConfig(PolicyConfig):
     no_store_with_credentials: bool = Field(
         True,
         description="Cache-Control: no-store on responses to requests that carried credentials "
-        "(Authorization, Cookie, X-API-Key), unless the upstream said private or no-store.",
+        "(Authorization, Cookie, X-API-Key, or any credential the auth policy accepted: an API key "
+        "in a header or query parameter of its own name), unless the upstream said private or no-store.",
     )
     override: bool = Field(False, description="Replace headers the upstream already set instead of keeping them.")
     extra: dict[str, str] = Field(default_factory=dict, description="More headers to set.")
@@ -70,7 +71,8 @@ class SecurityHeaders(Policy[SecurityHeadersConfig]):
                 break
         else:  # the usual case: the upstream set none of them
             resp.headers.extend(wanted)
-        if self.no_store and req.carries_credentials():
+        # (a principal: the auth policy accepted a credential, wherever its scheme reads it from)
+        if self.no_store and (ctx.principal is not None or req.carries_credentials()):
             cc = (resp.get_header(b"cache-control") or b"").lower()
             if b"no-store" not in cc and b"private" not in cc:
                 resp.set_header(b"cache-control", b"no-store")
