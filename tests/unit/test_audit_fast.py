@@ -157,7 +157,7 @@ def test_batched_lines_are_the_per_request_lines(requests, user_agent, secrets):
     policy = Audit(config, PolicyEnv())
     out = io.BytesIO()
     sink = policy.sink = _Sink(out)
-    sink.scheduled = True  # (as when a flush is scheduled: the records wait)
+    sink.scheduled = float("inf")  # (as when a flush is scheduled: the records wait)
     want: list[bytes | None] = []
     with pytest.MonkeyPatch.context() as mp:
         for r in requests:

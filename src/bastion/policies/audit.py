@@ -58,12 +58,18 @@ class _Sink:
     _lock = threading.Lock()
     FLUSH_SECONDS = 0.1
     FLUSH_BYTES = 64 * 1024
+    # A scheduled flush that has not run this long after its time is taken as lost (its loop
+    # closed before the timer fired: an embedder's loop, a test's): the next line schedules anew.
+    LATE_SECONDS = 1.0
 
     def __init__(self, stream: IO[bytes]) -> None:
         self.stream = stream
         self.buffer: list[bytes] = []
         self.size = 0
-        self.scheduled = False
+        # when (`time.time()`) the scheduled flush should have run, plus LATE_SECONDS; 0.0: none
+        # scheduled. A line added after it (`scheduled < now`) makes sure a flush is scheduled.
+        self.scheduled = 0.0
+        self._flushing = threading.Lock()  # threads each with a loop may share one sink
 
     @classmethod
     def get(cls, output: str, base_dir: str) -> _Sink:
@@ -83,7 +89,7 @@ class _Sink:
         """Add `line` (without its newline: the flush puts one after each)."""
         self.buffer.append(line)
         self.size += len(line) + 1
-        if self.size >= self.FLUSH_BYTES or not self.scheduled:
+        if self.size >= self.FLUSH_BYTES or self.scheduled < _time():
             self.settle()
 
     def settle(self) -> None:
@@ -91,26 +97,31 @@ class _Sink:
         scheduled (`Audit.on_log` adds its line itself and calls this only when it must)."""
         if self.size >= self.FLUSH_BYTES:
             self.flush()
-        elif not self.scheduled:
+        else:
             try:
                 asyncio.get_running_loop().call_later(self.FLUSH_SECONDS, self.flush)
-                self.scheduled = True
+                self.scheduled = _time() + self.FLUSH_SECONDS + self.LATE_SECONDS
             except RuntimeError:  # no loop (tests, shutdown): write now
                 self.flush()
 
     def flush(self) -> None:
-        self.scheduled = False
-        if not self.buffer:
-            return
-        self.buffer.append(b"")  # (each line ends in a newline)
-        data = b"\n".join(self.buffer)
-        self.buffer.clear()
-        self.size = 0
-        try:
-            self.stream.write(data)
-            self.stream.flush()
-        except (OSError, ValueError) as exc:  # disk full, closed stream: report, keep serving
-            logging.getLogger("bastion.audit").error("audit lines lost: %s", exc)
+        self.scheduled = 0.0
+        # The lines present now are taken and removed in one step each (a slice, then deleting
+        # it: each one C call under the GIL), under a lock: another thread's flush cannot take
+        # them twice, and a line another thread appends meanwhile stays for the next flush.
+        with self._flushing:
+            count = len(self.buffer)
+            if not count:
+                return
+            lines = self.buffer[:count]
+            del self.buffer[:count]
+            self.size = sum(len(line) + 1 for line in self.buffer)  # (those added meanwhile: few)
+            lines.append(b"")  # (each line ends in a newline)
+            try:
+                self.stream.write(b"\n".join(lines))
+                self.stream.flush()
+            except (OSError, ValueError) as exc:  # disk full, closed stream: report, keep serving
+                logging.getLogger("bastion.audit").error("audit lines lost: %s", exc)
 
 
 _time_cache: tuple[int, str] = (-1, "")  # (second, its "YYYY-MM-DDTHH:MM:SS" in UTC)
@@ -206,7 +217,7 @@ class Audit(Policy[AuditConfig]):
         sink = self.sink
         sink.buffer.append(data)
         sink.size += len(data) + 1
-        if not sink.scheduled or sink.size >= sink.FLUSH_BYTES:
+        if sink.scheduled < now or sink.size >= sink.FLUSH_BYTES:
             sink.settle()
 
     async def close(self) -> None:
