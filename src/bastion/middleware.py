@@ -19,7 +19,7 @@ from typing import Any
 from bastion.config.loader import load_config, load_config_text
 from bastion.config.model import GatewayConfig
 from bastion.gateway.app import Gateway, Receive, Scope, Send
-from bastion.gateway.proxy import client_headers
+from bastion.gateway.proxy import client_headers, drop_with
 from bastion.gateway.state import compile_state
 from bastion.http import Request, Response, problem, unsafe_header
 from bastion.pipeline import Context, Pipeline
@@ -82,7 +82,9 @@ class BastionMiddleware:
         inner["path"] = req.path  # the app sees the path the policies checked
         inner["raw_path"] = req.path.encode("latin-1")
         inner["query_string"] = req.query
-        drop = frozenset(ctx.drop_request_headers | self.core.state.request_drop)
+        drop = self.core.state.request_drop
+        if ctx.drop_request_headers:
+            drop = drop_with(drop, ctx.drop_request_headers)
         inner["headers"] = client_headers(scope["headers"], drop)
         inner["headers"] += ctx.upstream_headers  # the principal, as the upstream would see it
         bad = unsafe_header(inner["headers"])

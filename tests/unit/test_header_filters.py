@@ -9,7 +9,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bastion.gateway import proxy
-from bastion.gateway.proxy import EDGE_OWNED_PREFIXES, HOP_BY_HOP, UPSTREAM_IDENTITY, client_headers, strip_hop_by_hop
+from bastion.gateway.proxy import (
+    EDGE_OWNED_PREFIXES,
+    HOP_BY_HOP,
+    UPSTREAM_IDENTITY,
+    client_headers,
+    drop_with,
+    strip_hop_by_hop,
+)
 from bastion.http import Request
 
 
@@ -72,6 +79,33 @@ drops = st.sampled_from(
 def test_client_headers_keep_what_a_per_header_reading_keeps(cases):
     for headers, drop in cases * 2:  # the second time, every name is a remembered one
         assert client_headers(headers, drop) == reference_client_headers(headers, drop)
+
+
+policy_drops = st.sets(
+    st.sampled_from([b"x-request-id", b"traceparent", b"tracestate", b"authorization", b"x-a"])
+    | st.binary(min_size=1, max_size=4),
+    max_size=4,
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(st.tuples(header_lists, drops, policy_drops), min_size=1, max_size=8))
+def test_a_policys_drops_merged_once_keep_what_the_union_keeps(cases):
+    """`drop_with` (the fixed drops and a request's policy drops, the union kept per pair): the
+    headers kept are those the plain union keeps, whatever pairs came before (session 9)."""
+    for headers, drop, extra in cases * 2:  # the second time, every union is a remembered one
+        merged = drop_with(drop, set(extra))
+        assert merged == drop | extra
+        assert client_headers(headers, merged) == reference_client_headers(headers, drop | extra)
+
+
+def test_the_merged_drop_sets_are_bounded_and_reused():
+    fixed = frozenset({b"host"})
+    first = drop_with(fixed, {b"x-request-id"})
+    assert drop_with(fixed, {b"x-request-id"}) is first  # the same object: hashed once, found by identity
+    for i in range(600):  # names a policy took from requests: the kept unions stay bounded
+        assert drop_with(fixed, {b"x-%d" % i}) == fixed | {b"x-%d" % i}
+        assert len(proxy._DROPS_WITH) <= 257
 
 
 def test_the_remembered_names_are_bounded():

@@ -18,6 +18,7 @@ from bastion.gateway.proxy import (
     UnsafeHeader,
     UpstreamError,
     client_headers,
+    drop_with,
     open_upstream,
     strip_hop_by_hop,
 )
@@ -477,7 +478,7 @@ class Gateway:
     ) -> Headers:
         drop = _drop_set(request_drop)
         if ctx.drop_request_headers:
-            drop = drop | ctx.drop_request_headers
+            drop = drop_with(drop, ctx.drop_request_headers)
         out = client_headers(req.headers, drop)
         peer = ip_text(req.peer_ip) if req.peer_ip else "unknown"
         if req.peer_trusted:  # keep the chain the trusted proxy built; otherwise start afresh
