@@ -120,6 +120,9 @@ SEGMENT = st.one_of(
             "..x",
             "%25",
             "~u",
+            "ADMINI~1",  # a Windows short name: refused, never taken as plain
+            "a~12.txt",
+            "x::$DATA",
             "é",
             "a%20b",
             ";",

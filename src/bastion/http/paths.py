@@ -64,7 +64,9 @@ def normalise_path(raw: bytes) -> str:
     alike, so the slash cannot be used to reach another route. Letter case is kept as sent;
     the router matches case-insensitively unless configured otherwise.
     """
-    if _PLAIN_PATH.fullmatch(raw) is not None and b":$" not in raw and b"~" not in raw:
+    # (`raw.find(b":$")` and the byte's value, not `b":$" in raw`: CPython's bytes `in` first
+    # tries its operand as an integer and formats a TypeError it then drops, ~115 ns a test)
+    if _PLAIN_PATH.fullmatch(raw) is not None and raw.find(b":$") < 0 and 0x7E not in raw:  # 0x7E: "~"
         return raw.decode("ascii")  # nothing to decode, collapse or resolve: already canonical
     return _normalise(raw)
 
