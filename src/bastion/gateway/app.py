@@ -66,6 +66,10 @@ _HOST = re.compile(
     r"(?:[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?(?:\.[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}"
     r"[A-Za-z0-9_])?)*\.?|\[[0-9A-Fa-f:.]{2,45}\])(?::[0-9]{1,5})?"
 )
+# Host values `_HOST` accepted, remembered (a client sends the same Host request after request;
+# the pattern costs ~400 ns a match): client-chosen, so bounded in number and size
+_GOOD_HOSTS: set[str] = set()
+_GOOD_HOSTS_MAX = 1024
 # Request bodies are read whole before the upstream is contacted (nginx's proxy_request_buffering):
 # a client that trickles its body then holds one of its own capped connections, never one of the
 # upstream pool's, and the upstream always gets a Content-Length it can trust. Up to
@@ -295,8 +299,13 @@ class Gateway:
             req.tls = ext["tls"]
         if hosts > 1:  # RFC 9112 3.2: a request with several Host headers is refused
             req.refusal = "more than one Host header"
-        elif host and _HOST.fullmatch(host) is None:
-            req.refusal = "the Host header is not a host name or address with an optional port"
+        elif host and host not in _GOOD_HOSTS:
+            if _HOST.fullmatch(host) is None:
+                req.refusal = "the Host header is not a host name or address with an optional port"
+            elif len(host) <= 256:
+                if len(_GOOD_HOSTS) >= _GOOD_HOSTS_MAX:
+                    _GOOD_HOSTS.clear()
+                _GOOD_HOSTS.add(host)
         elif not host and scope.get("http_version") == "1.1":
             req.refusal = "an HTTP/1.1 request needs a Host header"
         return req
