@@ -33,6 +33,9 @@ class IpRulesConfig(PolicyConfig):
         return v
 
 
+_NO_ADDRESS = object()
+
+
 class IpRules(Policy[IpRulesConfig]):
     name: ClassVar[str] = "ip_rules"
     priority: ClassVar[int] = 900
@@ -47,7 +50,9 @@ class IpRules(Policy[IpRulesConfig]):
         # client address -> why it is refused, "" when it passes: a function of this config and
         # the address alone (a reload builds a new policy); bounded, clients choose addresses
         self._verdicts: dict[IPAddress | None, str] = {}
-        self._last: tuple[IPAddress | None, str] = (None, "")
+        # the last address seen and its verdict, as one tuple (a thread never reads one without
+        # the other); it starts with no address at all (None is one a request can have)
+        self._last: tuple[object, str] = (_NO_ADDRESS, "")
 
     def verdict(self, ip: IPAddress | None) -> str:
         """Why `ip` is refused, or "" when it passes (not remembered: `on_request_sync` does)."""
@@ -60,7 +65,7 @@ class IpRules(Policy[IpRulesConfig]):
     def on_request_sync(self, req: Request, ctx: Context) -> Response | None:
         ip = req.client_ip
         last = self._last  # the same address object as the last request (parse_ip's cache): no hashing
-        if last[0] is ip and ip is not None:
+        if last[0] is ip:
             reason = last[1]
         else:
             known = self._verdicts.get(ip)
