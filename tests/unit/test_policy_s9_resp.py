@@ -498,3 +498,99 @@ def test_ip_rules_memo_as_the_uncached_rules_from_the_first_request(allow, block
         assert (refused is not None) == bool(reason)
         if refused is not None:
             assert refused.reason == reason
+
+
+# ---- phases left out at load: rate limit without limits or headers, IP rules without networks --
+
+
+class OldRateLimit(RateLimit):
+    """RateLimit as it was at d0775d0: one class, in both phases whatever its config."""
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> OldRateLimit:
+        return object.__new__(cls)
+
+    def on_request_sync(self, req: Request, ctx: Context) -> Any:
+        tier = ctx.principal.tier if ctx.principal is not None else None
+        limits = self.tiers.get(tier, self.limits) if tier is not None else self.limits
+        if self.login and (req.path.rstrip("/") or "/") in self.login_paths:
+            limits = limits + self.login
+        if not limits:
+            return None
+        return self._limit(limits, req, ctx)
+
+    def on_response_sync(self, req: Request, resp: Response, ctx: Context) -> None:
+        results = ctx.values.get("rate_limit.results")
+        if results and self.headers and resp.stopped_by != self.name:
+            resp.headers.extend(self._headers(results))
+
+
+def _timeless(headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+    """The headers without the seconds to a reset (they move with the clock between two runs)."""
+    out = []
+    for k, v in headers:
+        if k in (b"x-ratelimit-reset", b"retry-after"):
+            v = b"?"
+        elif k == b"ratelimit":
+            v = v.rpartition(b";t=")[0]
+        out.append((k, v))
+    return out
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.sampled_from([[], ["2/hour"]]),
+    st.sampled_from([{}, {"gold": ["1/hour"]}, {"gold": []}]),
+    st.sampled_from([[], ["1/hour"]]),
+    st.sampled_from([["/login"], []]),
+    st.booleans(),
+    st.lists(st.tuples(st.sampled_from(["/a", "/login", "/login/"]), st.sampled_from([None, "gold"])), max_size=5),
+)
+def test_rate_limit_pipeline_as_the_old_policy(limits, tiers, login_limits, login_paths, headers, calls):
+    """Through a Pipeline, as the gateway runs it: the same refusals and the same headers, whether
+    the config left a phase out or not (each policy its own memory store: a fresh key prefix)."""
+    import asyncio
+    import uuid
+
+    from bastion.pipeline import Pipeline
+
+    def config(prefix: str) -> RateLimitConfig:
+        return RateLimitConfig(
+            limits=limits,
+            tiers=tiers,
+            login_limits=login_limits,
+            login_paths=login_paths,
+            headers=headers,
+            algorithm="fixed_window",
+            key_prefix=prefix,
+        )
+
+    tag = uuid.uuid4().hex
+    new, old = RateLimit(config("new" + tag), ENV), OldRateLimit(config("old" + tag), ENV)
+    pipelines = Pipeline([new]), Pipeline([old])
+    assert bool(pipelines[0].request_phase) == bool(limits or tiers.get("gold") or (login_limits and login_paths))
+
+    async def run(pipeline: Pipeline, path: str, tier: str | None) -> Any:
+        ctx = Context(principal=None if tier is None else Principal("u", tier=tier))
+        req = request([], path=path, client_ip=ipaddress.ip_address("192.0.2.9"))
+        refusal = await pipeline.run_request(req, ctx)
+        resp = refusal or Response(200, [(b"content-type", b"application/json")])
+        await pipeline.run_response(req, resp, ctx)
+        return resp.status, _timeless(resp.headers)
+
+    async def go() -> None:
+        for path, tier in calls + calls:
+            assert await run(pipelines[0], path, tier) == await run(pipelines[1], path, tier)
+
+    asyncio.run(go())
+
+
+def test_ip_rules_without_networks_are_in_no_phase_and_pass_everyone():
+    from bastion.pipeline import Pipeline
+
+    empty = IpRules(IpRulesConfig(), ENV)
+    assert Pipeline([empty]).request_phase == ()
+    assert Pipeline([IpRules(IpRulesConfig(block=["192.0.2.0/24"]), ENV)]).request_phase != ()
+    assert Pipeline([IpRules(IpRulesConfig(allow=["10.0.0.0/8"]), ENV)]).request_phase != ()
+    for ip in [None, ipaddress.ip_address("192.0.2.1"), ipaddress.ip_address("::1")]:
+        assert empty.on_request_sync(request([], client_ip=ip), Context()) is None
+        assert old_ip_verdict(empty, ip) == ""
