@@ -3,9 +3,9 @@ replaced (kept here as the oracle, as it was on main at d0775d0) on generated re
 and origins. CORS's answers carry their Vary: Origin and are appended in one `extend`, its
 request phase returns early for an allowed non-preflight; security headers and the body limit,
 the method field and CORS read the request's header map inline when it is built (each request
-is run twice: with the map built before the policy runs, and without); the rate limit skips the
-tier lookup without tiers and `rstrip` for paths without a trailing slash; the IP rules' one-entry
-memo starts with no address instead of None. Equal refusals, equal headers, equal limits."""
+is run twice: with the map built before the policy runs, and without); the IP rules' one-entry
+memo starts with no address instead of None; a rate limit or IP rules config whose phase does
+nothing is built without that phase. Equal refusals, equal headers, equal limits."""
 
 from __future__ import annotations
 

@@ -171,18 +171,10 @@ class RateLimit(Policy[RateLimitConfig]):
 
     def on_request_sync(self, req: Request, ctx: Context) -> RequestAnswer:
         # the limits that apply: the principal's tier's (or everyone's), and the login ones
-        limits = self.limits
-        if self.tiers:
-            tier = ctx.principal.tier if ctx.principal is not None else None
-            if tier is not None:
-                limits = self.tiers.get(tier, limits)
-        if self.login:
-            # the path with its trailing slashes dropped is a login path ("/" for "" or only slashes);
-            # `login_paths` holds no trailing slash but "/": rstrip only for a path that ends in one
-            path = req.path
-            lp = self.login_paths
-            if path in lp or ((not path or path[-1] == "/") and (path.rstrip("/") or "/") in lp):
-                limits = limits + self.login
+        tier = ctx.principal.tier if ctx.principal is not None else None
+        limits = self.tiers.get(tier, self.limits) if tier is not None else self.limits
+        if self.login and (req.path.rstrip("/") or "/") in self.login_paths:
+            limits = limits + self.login
         if not limits:
             return None  # (no coroutine for a request no limit applies to)
         return self._limit(limits, req, ctx)
