@@ -40,7 +40,9 @@ def test_cors_answers_bounded_under_a_flood_of_origins() -> None:
         assert policy.on_request_sync(request(origin.encode()), ctx) is None
         allowed = policy.matcher.allows(origin)
         assert (
-            ctx.values.get("cors.answer", ())[:1] == ((b"access-control-allow-origin", origin.encode()),)
+            # (since session 9 the entry starts with the Vary: Origin the response phase appends)
+            ctx.values.get("cors.answer", ())[:2]
+            == ((b"vary", b"Origin"), (b"access-control-allow-origin", origin.encode()))
         ) == allowed
         biggest = max(biggest, len(policy._answers))
         assert all(len(k) <= Cors.KEY_MAX for k in policy._answers)

@@ -41,18 +41,24 @@ class BodyLimit(Policy[BodyLimitConfig]):
                 f"the request target is longer than {self.max_uri} bytes",
                 request_id=req.request_id,
             )
-        value = req.header(b"content-length")  # (`req.content_length()`, one call less)
-        if value is not None and (not value.isdigit() or len(value) > CONTENT_LENGTH_DIGITS):
-            return problem(400, "bad-request", "the Content-Length header is not a number", request_id=req.request_id)
-        if value is not None and int(value) > self.max_bytes:
-            return problem(
-                413,
-                "body-too-large",
-                f"the request body is larger than {self.max_bytes} bytes",
-                request_id=req.request_id,
-                extra={"max_bytes": self.max_bytes},
-            )
+        # (`req.content_length()`, inline; `req.header`, inline when the request's header map is built)
+        m = req._header_map
+        value = req.header(b"content-length") if m is None else m.get(b"content-length")
+        if value is not None:
+            if not value.isdigit() or len(value) > CONTENT_LENGTH_DIGITS:
+                return problem(
+                    400, "bad-request", "the Content-Length header is not a number", request_id=req.request_id
+                )
+            if int(value) > self.max_bytes:
+                return problem(
+                    413,
+                    "body-too-large",
+                    f"the request body is larger than {self.max_bytes} bytes",
+                    request_id=req.request_id,
+                    extra={"max_bytes": self.max_bytes},
+                )
         # A chunked body is counted while it streams; the gateway answers 413 when it passes.
-        if req.body_limit is None or req.body_limit > self.max_bytes:
+        limit = req.body_limit
+        if limit is None or limit > self.max_bytes:
             req.body_limit = self.max_bytes
         return None

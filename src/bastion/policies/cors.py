@@ -165,8 +165,10 @@ class Cors(Policy[CorsConfig]):
             self.preflight_headers.append((b"access-control-allow-credentials", b"true"))
         self.expose = ", ".join(config.expose_headers).encode() if config.expose_headers else None
         self._decisions: dict[str, bool] = {}
-        # Origin value (as sent) -> the headers an answer to it gets, () when it is not allowed:
-        # a function of this config and that value alone (a reload builds a new policy)
+        # Origin value (as sent) -> what the response phase appends to an answer whose upstream set
+        # neither Vary nor access-control-* headers: (Vary: Origin, *the Access-Control-* headers)
+        # for an allowed origin, () for one that is not: a function of this config and that value
+        # alone (a reload builds a new policy)
         self._answers: dict[bytes, tuple[tuple[bytes, bytes], ...]] = {}
 
     def allowed(self, origin: str) -> bool:
@@ -187,11 +189,17 @@ class Cors(Policy[CorsConfig]):
 
     def answer(self, origin: bytes) -> tuple[tuple[bytes, bytes], ...]:
         """The Access-Control-* headers an actual request from `origin` is answered with; () when
-        the origin is not allowed. Remembered per value (bounded in number and length: clients
-        choose them)."""
+        the origin is not allowed."""
+        return self._appended(origin)[1:]
+
+    def _appended(self, origin: bytes) -> tuple[tuple[bytes, bytes], ...]:
+        """`_answers`' entry for `origin`, made when missing. Remembered per value (bounded in
+        number and length: clients choose them)."""
         made = self._answers.get(origin)
         if made is None:
             made = self._answer_uncached(origin)
+            if made:
+                made = (_VARY_ORIGIN, *made)
             if len(origin) <= self.KEY_MAX:
                 if len(self._answers) >= self.CACHE_SIZE:
                     self._answers.clear()
@@ -209,14 +217,20 @@ class Cors(Policy[CorsConfig]):
         return tuple(out)
 
     def on_request_sync(self, req: Request, ctx: Context) -> Response | None:
-        origin = req.header(b"origin")
+        # (`req.header`, inline when the request's header map is built: one call less)
+        m = req._header_map
+        origin = req.header(b"origin") if m is None else m.get(b"origin")
         if origin is None:
             return None
-        made = self._answers.get(origin)  # (`answer`, its cache read here: one call less)
+        made = self._answers.get(origin)  # (`_appended`, its cache read here: one call less)
         if made is None:
-            made = self.answer(origin)
+            made = self._appended(origin)
         if made:
             ctx.values["cors.answer"] = made  # for the response phase (not set: no ACAO)
+            if req.method != "OPTIONS":
+                return None  # (the usual request: an allowed origin, not a preflight)
+        elif req.method != "OPTIONS" and not self.block:
+            return None
         if req.method == "OPTIONS" and (acrm := req.header(b"access-control-request-method")) is not None:
             return self._preflight(req, origin, bool(made), acrm)
         if not made and self.block:
@@ -268,21 +282,34 @@ class Cors(Policy[CorsConfig]):
         if resp.stopped_by == self.name:
             return  # our own answers (preflights, refusals) are complete as they are
         # The gateway owns CORS on this route: whatever the upstream said is dropped.
+        for k, _ in resp.headers:
+            if k == b"vary" or (k[:1] == b"a" and k.startswith(b"access-control-")):  # (a call only for a-names)
+                self._merge(resp, ctx)
+                return
+        # the usual answer: the upstream set neither; Vary: Origin and the request phase's headers
+        resp.headers.extend(ctx.values.get("cors.answer", _ONLY_VARY))
+
+    def _merge(self, resp: Response, ctx: Context) -> None:
+        """The response phase for an answer whose upstream set Vary or access-control-* headers."""
         vary = strip = False
         for k, _ in resp.headers:
             if k == b"vary":
                 vary = True
-            elif k[:1] == b"a" and k.startswith(b"access-control-"):  # (a method call only for a-names)
+            elif k.startswith(b"access-control-"):
                 strip = True
         if strip:
             resp.headers = [(k, v) for k, v in resp.headers if not k.startswith(b"access-control-")]
         if vary:
             _add_vary(resp, b"Origin")
         else:
-            resp.headers.append((b"vary", b"Origin"))
+            resp.headers.append(_VARY_ORIGIN)
         made = ctx.values.get("cors.answer")  # set by the request phase for an allowed Origin
         if made:
-            resp.headers.extend(made)
+            resp.headers.extend(made[1:])  # (after its own Vary: Origin)
+
+
+_VARY_ORIGIN = (b"vary", b"Origin")
+_ONLY_VARY = (_VARY_ORIGIN,)
 
 
 def _add_vary(resp: Response, token: bytes) -> None:

@@ -119,6 +119,18 @@ class RateLimit(Policy[RateLimitConfig]):
     Config = RateLimitConfig
     default_on: ClassVar[bool] = True
 
+    def __new__(cls, config: RateLimitConfig | None = None, env: Any = None) -> RateLimit:
+        """A config whose phases do nothing is built without them, so that the pipeline never
+        calls them (a step costs ~1k instructions whatever it does): without any limit that can
+        apply, neither phase; without RateLimit headers, no response phase."""
+        if cls is RateLimit and config is not None:
+            login = bool(config.login_limits and config.login_paths)
+            if not (config.limits or any(config.tiers.values()) or login):
+                cls = _Idle
+            elif not config.headers:
+                cls = _Headerless
+        return super().__new__(cls)
+
     def __init__(self, config: RateLimitConfig, env) -> None:
         super().__init__(config, env)
         algo = config.algorithm
@@ -265,6 +277,20 @@ class RateLimit(Policy[RateLimitConfig]):
         results = ctx.values.get("rate_limit.results")
         if results and self.headers and resp.stopped_by != self.name:
             resp.headers.extend(self._headers(results))
+
+
+class _Headerless(RateLimit):
+    """A rate limit that sends no RateLimit headers: no response phase."""
+
+    on_response_sync = Policy.on_response_sync
+
+
+class _Idle(RateLimit):
+    """A rate limit with no limit that can apply to any request (none configured, no login path
+    or no login limit): in no phase. (`rate_limit` is on by default.)"""
+
+    on_request_sync = Policy.on_request_sync
+    on_response_sync = Policy.on_response_sync
 
 
 assert set(ALGORITHMS) == set(get_args(Algorithm))

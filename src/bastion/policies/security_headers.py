@@ -7,6 +7,7 @@ from typing import ClassVar
 from pydantic import Field
 
 from bastion.http import Request, Response
+from bastion.http.messages import CREDENTIAL_HEADERS
 from bastion.pipeline import Context, Policy, PolicyConfig
 
 
@@ -58,21 +59,31 @@ class SecurityHeaders(Policy[SecurityHeadersConfig]):
         self.override = config.override
 
     def on_response_sync(self, req: Request, resp: Response, ctx: Context) -> None:
-        wanted = self.always_https if req.scheme == "https" else self.always
         names = self.names
         for k, _ in resp.headers:
             if k in names:  # the upstream set some of them: one by one
-                present = {k for k, _ in resp.headers}
-                for name, value in wanted:
-                    if name not in present:
-                        resp.headers.append((name, value))
-                    elif self.override:
-                        resp.set_header(name, value)
+                self._merge(req, resp)
                 break
         else:  # the usual case: the upstream set none of them
-            resp.headers.extend(wanted)
+            resp.headers.extend(self.always_https if req.scheme == "https" else self.always)
         # (a principal: the auth policy accepted a credential, wherever its scheme reads it from)
-        if self.no_store and (ctx.principal is not None or req.carries_credentials()):
-            cc = (resp.get_header(b"cache-control") or b"").lower()
-            if b"no-store" not in cc and b"private" not in cc:
-                resp.set_header(b"cache-control", b"no-store")
+        if not self.no_store:
+            return
+        if ctx.principal is None:
+            m = req._header_map  # (`req.carries_credentials()`, inline when the map is built)
+            if m is None:
+                if not req.carries_credentials():
+                    return
+            elif CREDENTIAL_HEADERS.isdisjoint(m):
+                return
+        cc = (resp.get_header(b"cache-control") or b"").lower()
+        if b"no-store" not in cc and b"private" not in cc:
+            resp.set_header(b"cache-control", b"no-store")
+
+    def _merge(self, req: Request, resp: Response) -> None:
+        present = {k for k, _ in resp.headers}
+        for name, value in self.always_https if req.scheme == "https" else self.always:
+            if name not in present:
+                resp.headers.append((name, value))
+            elif self.override:
+                resp.set_header(name, value)
