@@ -77,7 +77,8 @@ class SecurityHeaders(Policy[SecurityHeadersConfig]):
             elif CREDENTIAL_HEADERS.isdisjoint(m):
                 return
         cc = (resp.get_header(b"cache-control") or b"").lower()
-        if b"no-store" not in cc and b"private" not in cc:
+        # (`find`, not `b"no-store" not in cc`: a bytes `in` formats and drops a TypeError first)
+        if cc.find(b"no-store") < 0 and cc.find(b"private") < 0:
             resp.set_header(b"cache-control", b"no-store")
 
     def _merge(self, req: Request, resp: Response) -> None:
