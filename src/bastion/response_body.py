@@ -282,7 +282,7 @@ def _sniffable(mt: bytes) -> bool:
     read the body whatever the type. Sniffed, not declared: what is not JSON (one text or a
     sequence of them) passes. The JSON-sequence types (NDJSON, JSON Lines, json-seq) never get
     here: `body_kind` takes them as declared sequences, which stream (sniffing holds the body)."""
-    return mt in (b"text/plain", b"text/html", b"") or b"json" in mt
+    return mt in (b"text/plain", b"text/html", b"") or mt.find(b"json") >= 0
 
 
 _JSON_STREAMS = (b"ndjson", b"jsonl", b"json-seq", b"jsonlines")

@@ -261,7 +261,7 @@ class Auth(Policy[AuthConfig]):
         counts: dict[bytes, int] = {}
         names = self.credential_headers
         for k, _ in req.headers:
-            if b"_" in k:  # WSGI/CGI servers read X_API_Key as X-API-Key: the same header twice
+            if 0x5F in k:  # "_": WSGI/CGI servers read X_API_Key as X-API-Key: the same header twice
                 k = k.replace(b"_", b"-")
             if k in names:
                 counts[k] = counts.get(k, 0) + 1
@@ -270,7 +270,7 @@ class Auth(Policy[AuthConfig]):
                 return f"the {k.decode()} header is sent more than once"
         if (
             req.query
-            and b"access_token" in req.query
+            and req.query.find(b"access_token") >= 0
             and any(k == "access_token" for k, _ in parse_qsl(req.query.decode("latin-1"), keep_blank_values=True))
         ):
             # RFC 6750 2.3: an upstream may take a bearer token from the query, which no scheme
