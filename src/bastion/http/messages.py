@@ -40,7 +40,11 @@ class ClientGone(OSError):
 CONTENT_LENGTH_DIGITS = 18
 
 # the headers that carry a credential (`Request.carries_credentials`)
-CREDENTIAL_HEADERS = frozenset((b"authorization", b"cookie", b"x-api-key", b"proxy-authorization"))
+CREDENTIAL_HEADERS = frozenset(
+    (b"authorization", b"cookie", b"x-api-key", b"proxy-authorization")
+    # spelled with '_' (WSGI/CGI servers read X_API_Key as X-API-Key: s9-rt)
+    + (b"x_api_key", b"x-api_key", b"x_api-key", b"proxy_authorization")
+)
 
 
 @dataclass(slots=True)

@@ -70,6 +70,7 @@ class _Sink:
         # scheduled. A line added after it (`scheduled < now`) makes sure a flush is scheduled.
         self.scheduled = 0.0
         self._flushing = threading.Lock()  # threads each with a loop may share one sink
+        self.torn = False  # a failed write left a line cut short in the stream
 
     @classmethod
     def get(cls, output: str, base_dir: str) -> _Sink:
@@ -117,10 +118,23 @@ class _Sink:
             del self.buffer[:count]
             self.size = sum(len(line) + 1 for line in self.buffer)  # (those added meanwhile: few)
             lines.append(b"")  # (each line ends in a newline)
+            if self.torn:  # the last write stopped inside a line: the next lines start on their own
+                lines.insert(0, b"")
+            whole = data = memoryview(b"\n".join(lines))
             try:
-                self.stream.write(b"\n".join(lines))
+                # a file opened unbuffered writes what it can (a full disk, a file size limit): the
+                # rest is written on, or its loss reported (s9-rt: it was dropped silently)
+                while data:
+                    written = self.stream.write(data)
+                    if written is None:  # (a non-blocking stream that took nothing)
+                        raise BlockingIOError("the stream took nothing")
+                    data = data[written:]
+                self.torn = False
                 self.stream.flush()
             except (OSError, ValueError) as exc:  # disk full, closed stream: report, keep serving
+                done = len(whole) - len(data)
+                if done:
+                    self.torn = whole[done - 1] != 0x0A
                 logging.getLogger("bastion.audit").error("audit lines lost: %s", exc)
 
 

@@ -98,6 +98,7 @@ class Auth(Policy[AuthConfig]):
             for name, s in self.schemes.items()
         }
         self.query_params = {s.query_param for s in self.schemes.values() if isinstance(s, ApiKeys) and s.query_param}
+        self.cookie_names = {s.cookie for s in self.schemes.values() if isinstance(s, ApiKeys) and s.cookie}
         bearer = any(isinstance(s, (Jwt, Introspection)) for s in self.schemes.values())
         self.challenge = f'Bearer realm="{config.realm}"' if bearer else f'ApiKey realm="{config.realm}"'
         self.failures: dict[str, int] = {}
@@ -253,6 +254,12 @@ class Auth(Policy[AuthConfig]):
                 if k not in self.query_params
             ]
             req.query = "&".join(f"{quote(k, safe='')}={quote(v, safe='')}" for k, v in pairs).encode()
+        if self.cookie_names and any(k == b"cookie" for k, _ in req.headers):
+            # an API key read from a cookie (`cookie:` of an api_key scheme) is withheld too: the
+            # Cookie header goes on without that cookie (s9-rt: it reached the upstream)
+            req.headers = _without_cookies(req.headers, self.cookie_names)
+            req._header_map = None
+            req._cookies = None
 
     def _ambiguous(self, req: Request, credentials: dict[str, str]) -> str | None:
         """Why the request's credentials (`credentials`: what `_extract` found) are ambiguous (a
@@ -263,6 +270,10 @@ class Auth(Policy[AuthConfig]):
         for k, _ in req.headers:
             if b"_" in k:  # WSGI/CGI servers read X_API_Key as X-API-Key: the same header twice
                 k = k.replace(b"_", b"-")
+                if k in names:
+                    # alone, the gateway would not read it (so neither check nor drop it as refused)
+                    # while such an upstream takes it for the credential (s9-rt)
+                    return f"the {k.decode()} header is spelled with '_'"
             if k in names:
                 counts[k] = counts.get(k, 0) + 1
         for k, n in counts.items():
@@ -288,3 +299,17 @@ class Auth(Policy[AuthConfig]):
         if len(set(presented.values())) > 1 and not any(all(n in alt for n in presented) for alt in self.require):
             return "credentials of more than one scheme (" + ", ".join(presented) + ") where one is expected"
         return None
+
+
+def _without_cookies(headers: list[tuple[bytes, bytes]], names: set[str]) -> list[tuple[bytes, bytes]]:
+    """`headers` with the cookies named `names` taken out of every Cookie header (names trimmed,
+    as `parse_cookies` reads them); a Cookie header left empty is dropped."""
+    out: list[tuple[bytes, bytes]] = []
+    for k, v in headers:
+        if k == b"cookie":
+            kept = [p for p in v.split(b";") if p.partition(b"=")[0].strip().decode("latin-1") not in names]
+            v = b";".join(kept).strip()
+            if not v.strip(b"; "):
+                continue
+        out.append((k, v))
+    return out
