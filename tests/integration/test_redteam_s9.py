@@ -300,3 +300,56 @@ def test_api_key_in_its_own_query_parameter_is_redacted_in_the_audit_log(gw: tup
     rid = dict(headers)["x-request-id"]
     line = next(x for x in audit_lines(log, rid) if x["request_id"] == rid)
     assert KEY not in json.dumps(line)
+
+
+# ---- the ASGI middleware mode ----------------------------------------------------------------
+
+
+async def _echo_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    """A plain ASGI app answering with the headers it was given."""
+    if scope["type"] != "http":
+        return
+    body = json.dumps({"headers": [[k.decode("latin-1"), v.decode("latin-1")] for k, v in scope["headers"]]}).encode()
+    head = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    await send({"type": "http.response.start", "status": 200, "headers": head})
+    await send({"type": "http.response.body", "body": body})
+
+
+@pytest.fixture(scope="module")
+def mw() -> Iterator[int]:
+    from helpers import ThreadedUvicorn
+
+    from bastion.middleware import BastionMiddleware
+
+    cfg = {
+        "policies": {"request_id": {}, "security_headers": {}, "audit": {"output": "stderr"}},
+        "routes": [
+            {
+                "path": "/nofwd/*",
+                "policies": {
+                    "auth": {"forward_credentials": False, "allow_query_key": True, "schemes": {"key": _scheme()}}
+                },
+            },
+            {"path": "/pub/*", "policies": {"auth": {"require": [], "schemes": {"key": _scheme()}}}},
+        ],
+    }
+    with ThreadedUvicorn(BastionMiddleware(_echo_app, cfg)) as server:
+        yield server.port
+
+
+def test_middleware_withholds_every_place_of_the_key(mw: int) -> None:
+    """The same drops in middleware mode: header, query and (FIXED, s9-rt) cookie; `_` spellings
+    refused (FIXED); X-Bastion-* only from the gateway (held)."""
+    for target, headers in (
+        ("/nofwd/a", [("X-Token", KEY)]),
+        ("/nofwd/a?sk=" + KEY, []),
+        ("/nofwd/a", [("Cookie", f"a=1; kc={KEY}")]),
+        ("/nofwd/a", [("X-Token", KEY), ("X_Bastion_Subject", "root"), ("X-Bastion-Scopes", "admin")]),
+    ):
+        status, _, body = exchange(mw, target, headers)
+        assert status == 200, (target, headers, body)
+        got = received(body)
+        assert KEY not in body.decode(), (target, headers)
+        assert got["x-bastion-subject"] == ["alice"] and "x_bastion_subject" not in got
+        assert "admin" not in got.get("x-bastion-scopes", [])
+    assert exchange(mw, "/pub/a", [("X_Token", "bk_nope")])[0] == 400
