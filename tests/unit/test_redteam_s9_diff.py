@@ -67,3 +67,19 @@ def test_the_schemes_cookie_alone_is_taken_out(pairs: list[tuple[str, str]], sep
     assert new == {k: v for k, v in old.items() if k != "kc"}  # every other cookie as before
     if len(out) == 1:  # the header dropped only when nothing else was in it
         assert not new
+
+
+def test_drop_with_is_the_union_also_past_its_bound() -> None:
+    """Held (the session's `drop_with`): past 256 pairs the cache is cleared, never grown, and
+    every answer is still `fixed | extra` (the old per-request union, the oracle)."""
+    from bastion.gateway import proxy
+
+    fixed = frozenset({b"host", b"x-forwarded-for"})
+    for i in range(1000):
+        extra = {b"x-request-id", f"x-drop-{i % 300}".encode()} | ({b"traceparent"} if i % 7 else set())
+        assert proxy.drop_with(fixed, extra) == fixed | extra
+        assert len(proxy._DROPS_WITH) <= 257
+    extra = {b"cookie"}
+    first = proxy.drop_with(fixed, extra)
+    extra.add(b"authorization")  # a later change to the request's set is not seen in the kept union
+    assert b"authorization" not in first and proxy.drop_with(fixed, extra) == fixed | extra

@@ -160,6 +160,13 @@ class Auth(Policy[AuthConfig]):
             # the gateway refused: it might trust them
             for name, _ in refused:
                 ctx.drop_request_headers.update(self.scheme_headers[name])
+                scheme = self.schemes[name]
+                if isinstance(scheme, ApiKeys):  # its query parameter and cookie too (s9-rt)
+                    _take_out(
+                        req,
+                        {scheme.query_param} if scheme.query_param else set(),
+                        {scheme.cookie} if scheme.cookie else set(),
+                    )
         chosen = self._choose(req, ctx, ok)
         if isinstance(chosen, Response):
             return chosen
@@ -247,19 +254,7 @@ class Auth(Policy[AuthConfig]):
     def _withhold_credentials(self, req: Request, ctx: Context) -> None:
         """`forward_credentials: false`: the upstream gets neither the headers nor the query key."""
         ctx.drop_request_headers.update(self.credential_headers)
-        if self.query_params and req.query:
-            pairs = [
-                (k, v)
-                for k, v in parse_qsl(req.query.decode("latin-1"), keep_blank_values=True)
-                if k not in self.query_params
-            ]
-            req.query = "&".join(f"{quote(k, safe='')}={quote(v, safe='')}" for k, v in pairs).encode()
-        if self.cookie_names and any(k == b"cookie" for k, _ in req.headers):
-            # an API key read from a cookie (`cookie:` of an api_key scheme) is withheld too: the
-            # Cookie header goes on without that cookie (s9-rt: it reached the upstream)
-            req.headers = _without_cookies(req.headers, self.cookie_names)
-            req._header_map = None
-            req._cookies = None
+        _take_out(req, self.query_params, self.cookie_names)
 
     def _ambiguous(self, req: Request, credentials: dict[str, str]) -> str | None:
         """Why the request's credentials (`credentials`: what `_extract` found) are ambiguous (a
@@ -299,6 +294,22 @@ class Auth(Policy[AuthConfig]):
         if len(set(presented.values())) > 1 and not any(all(n in alt for n in presented) for alt in self.require):
             return "credentials of more than one scheme (" + ", ".join(presented) + ") where one is expected"
         return None
+
+
+def _take_out(req: Request, query_params: set[str], cookie_names: set[str]) -> None:
+    """`req` without the query parameters `query_params` and the cookies `cookie_names` (what
+    the upstream is sent: a credential withheld, or refused on a public route)."""
+    if query_params and req.query:
+        pairs = [
+            (k, v) for k, v in parse_qsl(req.query.decode("latin-1"), keep_blank_values=True) if k not in query_params
+        ]
+        req.query = "&".join(f"{quote(k, safe='')}={quote(v, safe='')}" for k, v in pairs).encode()
+    if cookie_names and any(k == b"cookie" for k, _ in req.headers):
+        # an API key read from a cookie (`cookie:` of an api_key scheme): the Cookie header goes
+        # on without that cookie (s9-rt: it reached the upstream)
+        req.headers = _without_cookies(req.headers, cookie_names)
+        req._header_map = None
+        req._cookies = None
 
 
 def _without_cookies(headers: list[tuple[bytes, bytes]], names: set[str]) -> list[tuple[bytes, bytes]]:
