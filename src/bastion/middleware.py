@@ -85,7 +85,8 @@ class BastionMiddleware:
         drop = self.core.state.request_drop
         if ctx.drop_request_headers:
             drop = drop_with(drop, ctx.drop_request_headers)
-        inner["headers"] = client_headers(scope["headers"], drop)
+        # the request's headers (the scope's, unless a policy rewrote them: a withheld cookie)
+        inner["headers"] = client_headers(req.headers, drop)
         inner["headers"] += ctx.upstream_headers  # the principal, as the upstream would see it
         bad = unsafe_header(inner["headers"])
         if bad is not None:

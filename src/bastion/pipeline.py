@@ -36,6 +36,12 @@ class PolicyConfig(BaseModel):
         return []
 
 
+# `Context.values` key: names of query parameters that carry a secret in this request (lower
+# case, a frozenset), set by a policy that reads a credential from the query (auth's API key
+# schemes with a `query_param`); the log policies redact them as they do their configured ones.
+SECRET_QUERY_PARAMS = "secret_query_params"
+
+
 @dataclass(slots=True, init=False)
 class Context:
     """What the policies of one request learned, for the policies after them and the log."""

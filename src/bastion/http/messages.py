@@ -40,7 +40,11 @@ class ClientGone(OSError):
 CONTENT_LENGTH_DIGITS = 18
 
 # the headers that carry a credential (`Request.carries_credentials`)
-CREDENTIAL_HEADERS = frozenset((b"authorization", b"cookie", b"x-api-key", b"proxy-authorization"))
+CREDENTIAL_HEADERS = frozenset(
+    (b"authorization", b"cookie", b"x-api-key", b"proxy-authorization")
+    # spelled with '_' (WSGI/CGI servers read X_API_Key as X-API-Key: s9-rt)
+    + (b"x_api_key", b"x-api_key", b"x_api-key", b"proxy_authorization")
+)
 
 
 @dataclass(slots=True)
@@ -116,7 +120,10 @@ class Request:
     def cookies(self) -> dict[str, str]:
         """The Cookie header's pairs (parsed once; see `parse_cookies`)."""
         if self._cookies is None:
-            self._cookies = parse_cookies(self.header(b"cookie"))
+            # every Cookie header, joined as RFC 9113 8.2.3 says (HTTP/2 sends one per cookie): the
+            # ambiguity check reads them all, so the key's extraction must too (s9-rt)
+            values = [v for k, v in self.headers if k == b"cookie"]
+            self._cookies = parse_cookies(b"; ".join(values) if len(values) > 1 else self.header(b"cookie"))
         return self._cookies
 
     def header_str(self, name: bytes) -> str | None:

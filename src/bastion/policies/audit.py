@@ -17,7 +17,7 @@ import orjson
 from pydantic import Field
 
 from bastion.http import Request, Response, ip_text
-from bastion.pipeline import Context, Policy, PolicyConfig
+from bastion.pipeline import SECRET_QUERY_PARAMS, Context, Policy, PolicyConfig
 
 DEFAULT_SECRET_PARAMS = [
     "access_token",
@@ -47,6 +47,17 @@ class AuditConfig(PolicyConfig):
     include_user_agent: bool = Field(True, description="Record the User-Agent header.")
 
 
+class _NoLoop:
+    """`_Sink.timer_loop` before any flush was scheduled (none to lose)."""
+
+    @staticmethod
+    def is_closed() -> bool:
+        return False
+
+
+_NO_LOOP = _NoLoop()
+
+
 class _Sink:
     """A line writer shared by every policy instance writing to the same place.
 
@@ -59,7 +70,8 @@ class _Sink:
     FLUSH_SECONDS = 0.1
     FLUSH_BYTES = 64 * 1024
     # A scheduled flush that has not run this long after its time is taken as lost (its loop
-    # closed before the timer fired: an embedder's loop, a test's): the next line schedules anew.
+    # stopped without closing: an embedder's): the next line schedules anew. A flush whose loop
+    # closed is known lost at once (`timer_loop.is_closed()`).
     LATE_SECONDS = 1.0
 
     def __init__(self, stream: IO[bytes]) -> None:
@@ -69,7 +81,9 @@ class _Sink:
         # when (`time.time()`) the scheduled flush should have run, plus LATE_SECONDS; 0.0: none
         # scheduled. A line added after it (`scheduled < now`) makes sure a flush is scheduled.
         self.scheduled = 0.0
+        self.timer_loop: Any = _NO_LOOP  # the loop holding the scheduled flush
         self._flushing = threading.Lock()  # threads each with a loop may share one sink
+        self.torn = False  # a failed write left a line cut short in the stream
 
     @classmethod
     def get(cls, output: str, base_dir: str) -> _Sink:
@@ -89,7 +103,7 @@ class _Sink:
         """Add `line` (without its newline: the flush puts one after each)."""
         self.buffer.append(line)
         self.size += len(line) + 1
-        if self.size >= self.FLUSH_BYTES or self.scheduled < _time():
+        if self.size >= self.FLUSH_BYTES or self.scheduled < _time() or self.timer_loop.is_closed():
             self.settle()
 
     def settle(self) -> None:
@@ -99,7 +113,9 @@ class _Sink:
             self.flush()
         else:
             try:
-                asyncio.get_running_loop().call_later(self.FLUSH_SECONDS, self.flush)
+                loop = asyncio.get_running_loop()
+                loop.call_later(self.FLUSH_SECONDS, self.flush)
+                self.timer_loop = loop
                 self.scheduled = _time() + self.FLUSH_SECONDS + self.LATE_SECONDS
             except RuntimeError:  # no loop (tests, shutdown): write now
                 self.flush()
@@ -117,10 +133,23 @@ class _Sink:
             del self.buffer[:count]
             self.size = sum(len(line) + 1 for line in self.buffer)  # (those added meanwhile: few)
             lines.append(b"")  # (each line ends in a newline)
+            if self.torn:  # the last write stopped inside a line: the next lines start on their own
+                lines.insert(0, b"")
+            whole = data = memoryview(b"\n".join(lines))
             try:
-                self.stream.write(b"\n".join(lines))
+                # a file opened unbuffered writes what it can (a full disk, a file size limit): the
+                # rest is written on, or its loss reported (s9-rt: it was dropped silently)
+                while data:
+                    written = self.stream.write(data)
+                    if written is None:  # (a non-blocking stream that took nothing)
+                        raise BlockingIOError("the stream took nothing")
+                    data = data[written:]
+                self.torn = False
                 self.stream.flush()
             except (OSError, ValueError) as exc:  # disk full, closed stream: report, keep serving
+                done = len(whole) - len(data)
+                if done:
+                    self.torn = whole[done - 1] != 0x0A
                 logging.getLogger("bastion.audit").error("audit lines lost: %s", exc)
 
 
@@ -157,16 +186,18 @@ class Audit(Policy[AuditConfig]):
         self.user_agent = config.include_user_agent
         self._client: tuple[Any, str | None] = (None, None)  # the last client address and its text
 
-    def redact_query(self, query: bytes) -> str:
+    def redact_query(self, query: bytes, also: frozenset[str] | None = None) -> str:
+        """The query for the log, the values of secret parameters replaced: those configured and
+        `also` (lower-case names a policy marked secret for this request: `SECRET_QUERY_PARAMS`)."""
         if not query:
             return ""
+        secret = self.secret_params | also if also else self.secret_params
         text = query.decode("latin-1")
         # `;` separates parameters too for some servers (and Python's parse_qsl before 3.9.2):
         # `a=1;token=x` must not log x inside a's value
         pairs = parse_qsl(text.replace(";", "&") if ";" in text else text, keep_blank_values=True)
         return "&".join(
-            f"{quote(k, safe='')}=" + ("[REDACTED]" if k.lower() in self.secret_params else quote(v, safe=""))
-            for k, v in pairs
+            f"{quote(k, safe='')}=" + ("[REDACTED]" if k.lower() in secret else quote(v, safe="")) for k, v in pairs
         )
 
     def on_log(self, req: Request, resp: Response, ctx: Context, record: dict[str, Any]) -> None:
@@ -193,7 +224,7 @@ class Audit(Policy[AuditConfig]):
             "client_ip": client,
             "method": req.method,
             "path": req.path,
-            "query": self.redact_query(query) if query else "",
+            "query": self.redact_query(query, ctx.values.get(SECRET_QUERY_PARAMS)) if query else "",
             "route": req.route_name or None,
             "status": resp.status,
             "bytes_in": record.get("bytes_in", 0),
@@ -217,7 +248,7 @@ class Audit(Policy[AuditConfig]):
         sink = self.sink
         sink.buffer.append(data)
         sink.size += len(data) + 1
-        if sink.scheduled < now or sink.size >= sink.FLUSH_BYTES:
+        if sink.scheduled < now or sink.size >= sink.FLUSH_BYTES or sink.timer_loop.is_closed():
             sink.settle()
 
     async def close(self) -> None:

@@ -32,7 +32,7 @@ from bastion.auth.schemes import (  # noqa: F401  (scheme models are part of thi
     build_authenticator,
 )
 from bastion.http import Request, Response, problem
-from bastion.pipeline import Context, Policy, PolicyConfig
+from bastion.pipeline import SECRET_QUERY_PARAMS, Context, Policy, PolicyConfig
 
 log = logging.getLogger("bastion.auth")
 
@@ -98,6 +98,8 @@ class Auth(Policy[AuthConfig]):
             for name, s in self.schemes.items()
         }
         self.query_params = {s.query_param for s in self.schemes.values() if isinstance(s, ApiKeys) and s.query_param}
+        self.secret_query = frozenset(p.lower() for p in self.query_params)  # for the log's redaction
+        self.cookie_names = {s.cookie for s in self.schemes.values() if isinstance(s, ApiKeys) and s.cookie}
         bearer = any(isinstance(s, (Jwt, Introspection)) for s in self.schemes.values())
         self.challenge = f'Bearer realm="{config.realm}"' if bearer else f'ApiKey realm="{config.realm}"'
         self.failures: dict[str, int] = {}
@@ -128,6 +130,8 @@ class Auth(Policy[AuthConfig]):
         )
 
     async def on_request(self, req: Request, ctx: Context) -> Response | None:
+        if self.secret_query and req.query:  # the keys' own parameters are never logged in clear
+            ctx.values[SECRET_QUERY_PARAMS] = ctx.values.get(SECRET_QUERY_PARAMS, frozenset()) | self.secret_query
         if ctx.principal is not None and ctx.principal.scheme == "session":
             return self._session(req, ctx)
         credentials = self._extract(req)
@@ -159,6 +163,13 @@ class Auth(Policy[AuthConfig]):
             # the gateway refused: it might trust them
             for name, _ in refused:
                 ctx.drop_request_headers.update(self.scheme_headers[name])
+                scheme = self.schemes[name]
+                if isinstance(scheme, ApiKeys):  # its query parameter and cookie too (s9-rt)
+                    _take_out(
+                        req,
+                        {scheme.query_param} if scheme.query_param else set(),
+                        {scheme.cookie} if scheme.cookie else set(),
+                    )
         chosen = self._choose(req, ctx, ok)
         if isinstance(chosen, Response):
             return chosen
@@ -246,13 +257,7 @@ class Auth(Policy[AuthConfig]):
     def _withhold_credentials(self, req: Request, ctx: Context) -> None:
         """`forward_credentials: false`: the upstream gets neither the headers nor the query key."""
         ctx.drop_request_headers.update(self.credential_headers)
-        if self.query_params and req.query:
-            pairs = [
-                (k, v)
-                for k, v in parse_qsl(req.query.decode("latin-1"), keep_blank_values=True)
-                if k not in self.query_params
-            ]
-            req.query = "&".join(f"{quote(k, safe='')}={quote(v, safe='')}" for k, v in pairs).encode()
+        _take_out(req, self.query_params, self.cookie_names)
 
     def _ambiguous(self, req: Request, credentials: dict[str, str]) -> str | None:
         """Why the request's credentials (`credentials`: what `_extract` found) are ambiguous (a
@@ -263,6 +268,10 @@ class Auth(Policy[AuthConfig]):
         for k, _ in req.headers:
             if 0x5F in k:  # "_": WSGI/CGI servers read X_API_Key as X-API-Key: the same header twice
                 k = k.replace(b"_", b"-")
+                if k in names:
+                    # alone, the gateway would not read it (so neither check nor drop it as refused)
+                    # while such an upstream takes it for the credential (s9-rt)
+                    return f"the {k.decode()} header is spelled with '_'"
             if k in names:
                 counts[k] = counts.get(k, 0) + 1
         for k, n in counts.items():
@@ -288,3 +297,33 @@ class Auth(Policy[AuthConfig]):
         if len(set(presented.values())) > 1 and not any(all(n in alt for n in presented) for alt in self.require):
             return "credentials of more than one scheme (" + ", ".join(presented) + ") where one is expected"
         return None
+
+
+def _take_out(req: Request, query_params: set[str], cookie_names: set[str]) -> None:
+    """`req` without the query parameters `query_params` and the cookies `cookie_names` (what
+    the upstream is sent: a credential withheld, or refused on a public route)."""
+    if query_params and req.query:
+        pairs = [
+            (k, v) for k, v in parse_qsl(req.query.decode("latin-1"), keep_blank_values=True) if k not in query_params
+        ]
+        req.query = "&".join(f"{quote(k, safe='')}={quote(v, safe='')}" for k, v in pairs).encode()
+    if cookie_names and any(k == b"cookie" for k, _ in req.headers):
+        # an API key read from a cookie (`cookie:` of an api_key scheme): the Cookie header goes
+        # on without that cookie (s9-rt: it reached the upstream)
+        req.headers = _without_cookies(req.headers, cookie_names)
+        req._header_map = None
+        req._cookies = None
+
+
+def _without_cookies(headers: list[tuple[bytes, bytes]], names: set[str]) -> list[tuple[bytes, bytes]]:
+    """`headers` with the cookies named `names` taken out of every Cookie header (names trimmed,
+    as `parse_cookies` reads them); a Cookie header left empty is dropped."""
+    out: list[tuple[bytes, bytes]] = []
+    for k, v in headers:
+        if k == b"cookie":
+            kept = [p for p in v.split(b";") if p.partition(b"=")[0].strip().decode("latin-1") not in names]
+            v = b";".join(kept).strip()
+            if not v.strip(b"; "):
+                continue
+        out.append((k, v))
+    return out

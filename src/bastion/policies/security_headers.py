@@ -77,9 +77,12 @@ class SecurityHeaders(Policy[SecurityHeadersConfig]):
             elif CREDENTIAL_HEADERS.isdisjoint(m):
                 return
         cc = (resp.get_header(b"cache-control") or b"").lower()
-        # (`find`, not `b"no-store" not in cc`: a bytes `in` formats and drops a TypeError first)
-        if cc.find(b"no-store") < 0 and cc.find(b"private") < 0:
+        if not _not_shared(cc):
             resp.set_header(b"cache-control", b"no-store")
+        for k, _ in resp.headers:
+            if k in TARGETED_CACHE_CONTROL:  # a CDN obeys these instead of Cache-Control
+                resp.headers = [(k, v) for k, v in resp.headers if k not in TARGETED_CACHE_CONTROL]
+                break
 
     def _merge(self, req: Request, resp: Response) -> None:
         present = {k for k, _ in resp.headers}
@@ -88,3 +91,21 @@ class SecurityHeaders(Policy[SecurityHeadersConfig]):
                 resp.headers.append((name, value))
             elif self.override:
                 resp.set_header(name, value)
+
+
+# RFC 9213 targeted fields (and the older Surrogate-Control): a CDN that reads one ignores
+# Cache-Control, so `no-store` there would not keep a credentialed response out of it (s9-rt)
+TARGETED_CACHE_CONTROL = frozenset(
+    (b"cdn-cache-control", b"surrogate-control", b"cloudflare-cdn-cache-control", b"akamai-cache-control")
+)
+
+
+def _not_shared(cc: bytes) -> bool:
+    """Whether Cache-Control `cc` (lower case) keeps the response out of shared caches: an
+    unqualified `no-store` or `private` directive. `private="set-cookie"` makes only the named
+    fields private (RFC 9111 5.2.2.7): the rest may be stored by a shared cache (s9-rt)."""
+    for part in cc.split(b","):
+        directive = part.strip()
+        if directive in (b"no-store", b"private"):
+            return True
+    return False
