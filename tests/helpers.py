@@ -210,3 +210,26 @@ def names_in(doc: Any) -> set[str]:
         elif isinstance(node, list):
             stack.extend(node)
     return found
+
+
+async def _no_body() -> dict:
+    return {"type": "http.request", "body": b"", "more_body": False}
+
+
+def plain_request(path: str = "/", *, method: str = "GET", host: str = "h", query: bytes = b"") -> Any:
+    """A `bastion.http.Request` as the gateway builds it for a plain request from no client
+    address, with no headers and no body (for unit tests of policies and sinks)."""
+    from bastion.http.messages import Request
+
+    return Request(
+        method=method,
+        path=path,
+        query=query,
+        headers=[],
+        client_ip=None,
+        peer_ip=None,
+        peer_trusted=False,
+        scheme="http",
+        host=host,
+        receive=_no_body,
+    )

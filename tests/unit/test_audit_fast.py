@@ -15,6 +15,7 @@ from urllib.parse import quote
 
 import orjson
 import pytest
+from helpers import plain_request
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -189,18 +190,7 @@ def test_batched_lines_are_the_per_request_lines(requests, user_agent, secrets):
 
 def _plain(path: str, query: bytes = b"") -> Request:
     """A GET with no headers and no client address."""
-    return Request(
-        method="GET",
-        path=path,
-        query=query,
-        headers=[],
-        client_ip=None,
-        peer_ip=None,
-        peer_trusted=False,
-        scheme="http",
-        host="h",
-        receive=_receive,
-    )
+    return plain_request(path, query=query)
 
 
 def test_a_full_buffer_is_written_at_once_and_in_order(tmp_path):

@@ -10,6 +10,7 @@ import threading
 from pathlib import Path
 
 import pytest
+from helpers import plain_request
 
 from bastion.http import Response
 from bastion.http.messages import Request
@@ -18,23 +19,8 @@ from bastion.policies import audit as audit_module
 from bastion.policies.audit import Audit, AuditConfig, _Sink
 
 
-async def _receive() -> dict:
-    return {}
-
-
 def _request(path: str) -> Request:
-    return Request(
-        method="GET",
-        path=path,
-        query=b"",
-        headers=[],
-        client_ip=None,
-        peer_ip=None,
-        peer_trusted=False,
-        scheme="http",
-        host="h",
-        receive=_receive,
-    )
+    return plain_request(path)
 
 
 def _paths(path: Path) -> list[str]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 
+from helpers import plain_request
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -41,18 +42,7 @@ def make_state():
 
 
 def request(path: str, host: str) -> Request:
-    return Request(
-        method="GET",
-        path=path,
-        query=b"",
-        headers=[],
-        client_ip=None,
-        peer_ip=None,
-        peer_trusted=False,
-        scheme="http",
-        host=host,
-        receive=None,  # type: ignore[arg-type]
-    )
+    return plain_request(path, host=host)
 
 
 def outcome(routed, req: Request):

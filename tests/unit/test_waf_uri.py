@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from urllib.parse import parse_qsl, urlsplit
 
+from helpers import plain_request
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -15,21 +16,7 @@ from bastion.policies.waf import Waf
 
 
 def _req(query: bytes) -> Request:
-    async def receive():
-        return {"type": "http.request", "body": b"", "more_body": False}
-
-    return Request(
-        method="GET",
-        path="/users/v1/x",
-        query=query,
-        headers=[],
-        client_ip=None,
-        peer_ip=None,
-        peer_trusted=False,
-        scheme="http",
-        host="t",
-        receive=receive,
-    )
+    return plain_request("/users/v1/x", host="t", query=query)
 
 
 _text = st.text(st.characters(blacklist_categories=("Cs",)), max_size=30)
