@@ -123,7 +123,7 @@ class Request:
             # every Cookie header, joined as RFC 9113 8.2.3 says (HTTP/2 sends one per cookie): the
             # ambiguity check reads them all, so the key's extraction must too (s9-rt)
             values = [v for k, v in self.headers if k == b"cookie"]
-            self._cookies = parse_cookies(b"; ".join(values) if len(values) > 1 else self.header(b"cookie"))
+            self._cookies = parse_cookies(b"; ".join(values) if values else None)
         return self._cookies
 
     def header_str(self, name: bytes) -> str | None:

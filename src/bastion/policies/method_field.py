@@ -76,11 +76,7 @@ class MethodField(Policy[MethodFieldConfig]):
         )
 
     def on_request_sync(self, req: Request, ctx: Context) -> RequestAnswer:
-        m = req._header_map  # (`req.has_body()`, inline when the request's header map is built)
-        if m is None:
-            if not req.has_body():
-                return None
-        elif m.get(b"content-length") in (None, b"0") and b"transfer-encoding" not in m:
+        if not req.has_body():
             return None  # (no coroutine for the usual request)
         if req.method != "POST" and not _overridden(req):
             return None

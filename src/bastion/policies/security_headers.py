@@ -7,7 +7,6 @@ from typing import ClassVar
 from pydantic import Field
 
 from bastion.http import Request, Response
-from bastion.http.messages import CREDENTIAL_HEADERS
 from bastion.pipeline import Context, Policy, PolicyConfig
 
 
@@ -69,13 +68,8 @@ class SecurityHeaders(Policy[SecurityHeadersConfig]):
         # (a principal: the auth policy accepted a credential, wherever its scheme reads it from)
         if not self.no_store:
             return
-        if ctx.principal is None:
-            m = req._header_map  # (`req.carries_credentials()`, inline when the map is built)
-            if m is None:
-                if not req.carries_credentials():
-                    return
-            elif CREDENTIAL_HEADERS.isdisjoint(m):
-                return
+        if ctx.principal is None and not req.carries_credentials():
+            return
         cc = (resp.get_header(b"cache-control") or b"").lower()
         if not _not_shared(cc):
             resp.set_header(b"cache-control", b"no-store")
