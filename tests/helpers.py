@@ -53,7 +53,9 @@ class ThreadedUvicorn:
     the suite; the tests of that race use their own upstreams."""
 
     def __init__(self, app: Any, host: str = "127.0.0.1", keepalive: float = 600) -> None:
-        self.sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+        self.sock = socket.socket(
+            socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP
+        )
         self.sock.bind((host, 0))
         self.port = self.sock.getsockname()[1]
         config = uvicorn.Config(
