@@ -403,6 +403,9 @@ def test_audit_line_per_request_with_secrets_redacted(admin_gw, tmp_path):
     assert ok["query"] == "access_token=[REDACTED]&page=2&API_KEY=[REDACTED]"
     assert ok["client_ip"] == "127.0.0.1" and ok["route"] == "/*" and ok["bytes_out"] > 0
     assert ok["duration_ms"] >= ok["upstream_ms"] >= 0
+    # to the microsecond, as round(ms, 3) wrote them (gateway/app.py's inline `_ms`)
+    for key in ("duration_ms", "upstream_ms"):
+        assert len(repr(ok[key]).partition(".")[2]) <= 3, ok[key]
     assert blocked["status"] == 403 and blocked["stopped_by"] == "ip_rules"
     assert blocked["reason"] == "client address is not in the allowed networks"
     assert blocked["route"] == "/admin/*"

@@ -114,6 +114,16 @@ def forwarding_headers(
 _FORWARDING_MADE: dict[tuple[str, str, str], tuple[tuple[bytes, bytes], ...]] = {}
 
 
+def _ms(seconds: float) -> float:
+    """`seconds` in milliseconds to the microsecond: what `round(seconds * 1000, 3)` gave, in
+    ~80 ns instead of ~260 (CPython's `round` with digits goes through a correctly rounded
+    decimal conversion, twice a request). The nearest whole number of microseconds divided by
+    1000 is the double nearest that decimal, so it prints with at most three decimals, as
+    round's did; the two differ only on a tie in the fourth decimal. The request path writes
+    this expression inline (the call would cost what it saves): tests hold it to this."""
+    return int(seconds * 1e6 + 0.5) / 1000
+
+
 class Gateway:
     """ASGI app. `state` is swapped whole on reload; a request keeps the state it started with."""
 
@@ -206,7 +216,7 @@ class Gateway:
                 record["bytes_out"] = len(resp.body)
             if pipeline.log_phase:  # the record is for the log phase's policies only
                 record["bytes_in"] = req.bytes_in
-                record["duration_ms"] = round((time.perf_counter() - req.started) * 1000, 3)
+                record["duration_ms"] = int((time.perf_counter() - req.started) * 1e6 + 0.5) / 1000  # (`_ms`, inline)
                 pipeline.run_log(req, resp, ctx, record)
         except Exception as exc:
             await self._fail(exc, req, state, send)
@@ -240,9 +250,7 @@ class Gateway:
             return
         if req is not None:
             try:
-                state.edge.run_log(
-                    req, resp, Context(), {"duration_ms": round((time.perf_counter() - req.started) * 1000, 3)}
-                )
+                state.edge.run_log(req, resp, Context(), {"duration_ms": _ms(time.perf_counter() - req.started)})
             except Exception:
                 pass
 
@@ -556,7 +564,7 @@ class Gateway:
                 request_id=req.request_id,
                 stopped_by="proxy",
             )
-        record["upstream_ms"] = round((time.perf_counter() - t0) * 1000, 3)
+        record["upstream_ms"] = int((time.perf_counter() - t0) * 1e6 + 0.5) / 1000  # (`_ms`, inline)
         try:
             return await self._relay(req, ctx, target, pool, upstream, send, record)
         finally:
