@@ -170,11 +170,10 @@ class OtlpEncoder:
             _encode_resource,
         )
         from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
-        from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
         from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Span, SpanFlags, Status
         from opentelemetry.trace import TraceState
 
-        self.request, self.span, self.key_value, self.any_value = ExportTraceServiceRequest, Span, KeyValue, AnyValue
+        self.request, self.span = ExportTraceServiceRequest, Span
         self.sdk_attributes, self.trace_state = _encode_attributes, TraceState
         scope_spans = ScopeSpans(scope=_encode_instrumentation_scope(scope), schema_url=scope.schema_url)
         self.head = ExportTraceServiceRequest(
@@ -189,6 +188,8 @@ class OtlpEncoder:
         self.local = SpanFlags.SPAN_FLAGS_CONTEXT_HAS_IS_REMOTE_MASK
         self.remote = self.local | SpanFlags.SPAN_FLAGS_CONTEXT_IS_REMOTE_MASK
         self.attributes: dict[tuple[str, type, Any], bytes] = {}
+        self.holder = Span()
+        self.holder_kv = self.holder.attributes.add()
         self.states: dict[str | None, str] = {None: ""}
 
     def __call__(self, batch: list[tuple[Any, ...]]) -> bytes:
@@ -212,37 +213,42 @@ class OtlpEncoder:
                 kv = cache.get((key, cls, value)) if cls in cached else None
                 parts.append(kv if kv is not None else self._attribute(key, value))
             parts.append(statuses[status])
-            add(
-                trace_id=trace_id.to_bytes(16, "big"),
-                span_id=span_id.to_bytes(8, "big"),
-                trace_state=ts,
-                parent_span_id=parent_id.to_bytes(8, "big") if parent_id else b"",
-                name=name,
-                kind=kind + 1,  # the API's SpanKind (INTERNAL 0 .. CONSUMER 4) is OTLP's minus one
-                start_time_unix_nano=start,
-                end_time_unix_nano=end,
-                flags=remote if parent_id and parent_remote else local,
-            ).MergeFromString(b"".join(parts))
+            span = add()  # (fields set one by one: ~0.3 µs less than as add's keyword arguments)
+            span.trace_id = trace_id.to_bytes(16, "big")
+            span.span_id = span_id.to_bytes(8, "big")
+            if ts:
+                span.trace_state = ts
+            if parent_id:
+                span.parent_span_id = parent_id.to_bytes(8, "big")
+                span.flags = remote if parent_remote else local
+            else:
+                span.flags = local
+            span.name = name
+            span.kind = kind + 1  # the API's SpanKind (INTERNAL 0 .. CONSUMER 4) is OTLP's minus one
+            span.start_time_unix_nano = start
+            span.end_time_unix_nano = end
+            span.MergeFromString(b"".join(parts))
         return req
 
     def _attribute(self, key: str, value: Any) -> bytes:
-        """A Span's bytes holding one attribute's KeyValue: str, int and bool values made here
-        (and kept), anything else (float, None, bytes, sequences, an int past 64 bits, a str
-        with a lone surrogate) by the SDK's encoder, which also skips and logs what it cannot
-        encode."""
+        """A Span's bytes holding one attribute's KeyValue: str, int and bool values set on one
+        reused message (~0.3 µs; a new Span, KeyValue and AnyValue each time: ~1.7) and kept,
+        anything else (float, None, bytes, sequences, an int past 64 bits, a str with a lone
+        surrogate) by the SDK's encoder, which also skips and logs what it cannot encode."""
         cls = value.__class__
+        holder, kv = self.holder, self.holder_kv
         try:
             if cls is str:
-                kv = [self.key_value(key=key, value=self.any_value(string_value=value))]
+                kv.key, kv.value.string_value = key, value
             elif cls is bool:
-                kv = [self.key_value(key=key, value=self.any_value(bool_value=value))]
+                kv.key, kv.value.bool_value = key, value
             elif cls is int:
-                kv = [self.key_value(key=key, value=self.any_value(int_value=value))]
+                kv.key, kv.value.int_value = key, value
             else:
                 return self.span(attributes=self.sdk_attributes({key: value})).SerializeToString()
-        except (ValueError, TypeError, UnicodeError):
+        except (ValueError, TypeError):  # (UnicodeEncodeError is a ValueError)
             return self.span(attributes=self.sdk_attributes({key: value})).SerializeToString()
-        out: bytes = self.span(attributes=kv).SerializeToString()
+        out: bytes = holder.SerializeToString()
         if len(self.attributes) >= self.CACHE:
             self.attributes.clear()
         self.attributes[key, cls, value] = out
