@@ -257,3 +257,19 @@ def test_the_exporter_process_sends_the_sdks_request_and_retries_a_503(compressi
     assert [s.name for s in spans] == [f[0] for f in BATCH]
     assert spans[1].parent_span_id == b"\xff" * 8 and spans[1].flags == 0x300 and spans[1].trace_state == "k=v,x=y"
     assert b"Transient error" in err and b"Traceback" not in err  # the SDK client's retry warning
+
+
+def test_without_the_sdks_client_the_exporter_keeps_the_sdks_path(monkeypatch):
+    """On an SDK whose exporter has no `_OTLPHTTPClient` (`sender` finds none), `Exporter` sends
+    the SDK's own export of the ReadableSpans: the same request reaches the endpoint."""
+    from bastion import trace_export
+
+    monkeypatch.setattr(trace_export, "sender", lambda exporter: None)
+    with recording_receiver(fail_first=0) as (endpoint, posts):
+        exporter = trace_export.Exporter(endpoint, "fallback")
+        try:
+            assert exporter.encode is None and exporter.export(BATCH)
+        finally:
+            exporter.shutdown()
+        want = trace_export.OtlpEncoder(*trace_export.resource_and_scope("fallback"))(BATCH)
+    assert len(posts) == 1 and posts[0][1] == want  # one process here: the same service.instance.id
