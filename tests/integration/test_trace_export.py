@@ -1,10 +1,14 @@
 """The trace exporter process: spans recorded by `bastion serve` reach a real OTLP/HTTP receiver
 through it; SIGTERM on the server exports the last batch; SIGKILL of the server leaves no
-exporter process behind; a full queue drops (and counts) instead of waiting."""
+exporter process behind; a full queue drops (and counts) instead of waiting. Its own encoding
+goes out as the SDK's exporter sends: the SDK's request, headers, compression, and a retry on a
+503."""
 
 from __future__ import annotations
 
 import contextlib
+import gzip
+import marshal
 import os
 import re
 import signal
@@ -172,3 +176,100 @@ def test_a_full_queue_drops_and_counts():
         span.end()
     assert [s.name for s in sink.queue] == ["s0", "s1"]
     assert tracing.DROPPED._value.get() - before == 3
+
+
+@contextlib.contextmanager
+def recording_receiver(fail_first: int):
+    """An OTLP/HTTP endpoint that records each POST (headers, body as received) and answers the
+    first `fail_first` with 503 (retryable for the SDK's client), the others with 200."""
+    posts: list[tuple[dict[str, str], bytes]] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # noqa: N802
+            posts.append(
+                ({k.lower(): v for k, v in self.headers.items()}, self.rfile.read(int(self.headers["content-length"])))
+            )
+            failing = len(posts) <= fail_first
+            out = b"" if failing else ExportTraceServiceResponse().SerializeToString()
+            self.send_response(503 if failing else 200)
+            self.send_header("content-type", "application/x-protobuf")
+            self.send_header("content-length", str(len(out)))
+            self.end_headers()
+            self.wfile.write(out)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/v1/traces", posts
+    finally:
+        server.shutdown()
+
+
+BATCH = [
+    ("upstream up", 2, 2**128 - 1, 7, 3, None, 9, False, 11, 19, {"http.response.status_code": 200}, 0),
+    ("GET /users/*", 1, 2**128 - 1, 9, 1, "k=v,x=y", 2**64 - 1, True, 10, 20, {"url.path": "/users/é", "n": True}, 2),
+    ("policy jwt", 0, 1, 1, 0, None, 0, False, 0, 2**64 - 1, {"ratio": 0.5}, 1),
+]
+
+
+@pytest.mark.parametrize("compression", ["none", "gzip"])
+def test_the_exporter_process_sends_the_sdks_request_and_retries_a_503(compression):
+    """The real process, written one frame: the body it POSTs is the SDK's encoding of the
+    batch (encode_spans of the ReadableSpans; the resource's service.instance.id is the
+    process's own), with the SDK exporter's content type and
+    compression; a 503 is retried (the SDK's backoff, ~1 s), then the same body accepted."""
+    from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+
+    from bastion.trace_export import Readables, resource_and_scope
+
+    with recording_receiver(fail_first=1) as (endpoint, posts):
+        env = dict(
+            os.environ,
+            BASTION_TRACE_ENDPOINT=endpoint,
+            BASTION_TRACE_SERVICE="retry",
+            OTEL_EXPORTER_OTLP_TRACES_COMPRESSION=compression,
+        )
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "bastion.trace_export"], stdin=subprocess.PIPE, stderr=subprocess.PIPE, env=env
+        )
+        frame = marshal.dumps(BATCH)
+        _, err = proc.communicate(len(frame).to_bytes(4, "big") + frame, timeout=60)  # then its stdin closes
+        assert proc.returncode == 0
+    want = encode_spans(Readables(*resource_and_scope("retry"))(BATCH)).SerializePartialToString()
+    assert len(posts) == 2 and posts[0] == posts[1]  # the 503, then the retry of the same request
+    headers, body = posts[1]
+    assert headers["content-type"] == "application/x-protobuf"
+    if compression == "gzip":
+        assert headers["content-encoding"] == "gzip"
+        body = gzip.decompress(body)
+    else:
+        assert "content-encoding" not in headers
+    got, sdk = ExportTraceServiceRequest.FromString(body), ExportTraceServiceRequest.FromString(want)
+    resource = {a.key: a.value.string_value for a in got.resource_spans[0].resource.attributes}
+    assert resource.keys() == {a.key for a in sdk.resource_spans[0].resource.attributes}
+    assert resource["service.name"] == "retry"
+    got.resource_spans[0].resource.CopyFrom(sdk.resource_spans[0].resource)  # but its service.instance.id
+    assert got.SerializeToString(deterministic=True) == sdk.SerializeToString(deterministic=True)
+    spans = got.resource_spans[0].scope_spans[0].spans
+    assert [s.name for s in spans] == [f[0] for f in BATCH]
+    assert spans[1].parent_span_id == b"\xff" * 8 and spans[1].flags == 0x300 and spans[1].trace_state == "k=v,x=y"
+    assert b"Transient error" in err and b"Traceback" not in err  # the SDK client's retry warning
+
+
+def test_without_the_sdks_client_the_exporter_keeps_the_sdks_path(monkeypatch):
+    """On an SDK whose exporter has no `_OTLPHTTPClient` (`sender` finds none), `Exporter` sends
+    the SDK's own export of the ReadableSpans: the same request reaches the endpoint."""
+    from bastion import trace_export
+
+    monkeypatch.setattr(trace_export, "sender", lambda exporter: None)
+    with recording_receiver(fail_first=0) as (endpoint, posts):
+        exporter = trace_export.Exporter(endpoint, "fallback")
+        try:
+            assert exporter.encode is None and exporter.export(BATCH)
+        finally:
+            exporter.shutdown()
+        want = trace_export.OtlpEncoder(*trace_export.resource_and_scope("fallback"))(BATCH)
+    assert len(posts) == 1 and posts[0][1] == want  # one process here: the same service.instance.id
