@@ -302,8 +302,12 @@ class Exporter:
         self.readables: Readables | None = None
         self.success = SpanExportResult.SUCCESS
         if self.send is not None:
-            self.encode = OtlpEncoder(resource, scope)
-        else:
+            try:  # (the SDK encoder's helpers are private names too: an SDK without them keeps its path)
+                self.encode = OtlpEncoder(resource, scope)
+            except (ImportError, AttributeError, TypeError) as exc:
+                log.warning("this OpenTelemetry SDK's OTLP encoder is not the one expected (%s): its own path", exc)
+                self.send = None
+        if self.send is None:
             log.warning("this OpenTelemetry SDK's OTLP exporter has no client to send encoded spans: its own encoder")
             self.readables = Readables(resource, scope)
 

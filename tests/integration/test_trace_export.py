@@ -273,3 +273,23 @@ def test_without_the_sdks_client_the_exporter_keeps_the_sdks_path(monkeypatch):
             exporter.shutdown()
         want = trace_export.OtlpEncoder(*trace_export.resource_and_scope("fallback"))(BATCH)
     assert len(posts) == 1 and posts[0][1] == want  # one process here: the same service.instance.id
+
+
+def test_without_the_sdks_encoder_helpers_the_exporter_keeps_the_sdks_path(monkeypatch):
+    """An SDK that has the client but not the encoder helpers `OtlpEncoder` reads (private names
+    too): the exporter process starts anyway, on the SDK's own path, and sends the same request."""
+    from bastion import trace_export
+
+    def missing(*args):
+        raise ImportError("cannot import name '_encode_resource'")
+
+    monkeypatch.setattr(trace_export.OtlpEncoder, "__init__", missing)
+    with recording_receiver(fail_first=0) as (endpoint, posts):
+        exporter = trace_export.Exporter(endpoint, "fallback")
+        try:
+            assert exporter.encode is None and exporter.send is None and exporter.export(BATCH)
+        finally:
+            exporter.shutdown()
+    monkeypatch.undo()
+    want = trace_export.OtlpEncoder(*trace_export.resource_and_scope("fallback"))(BATCH)
+    assert len(posts) == 1 and posts[0][1] == want
