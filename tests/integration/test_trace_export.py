@@ -293,3 +293,45 @@ def test_without_the_sdks_encoder_helpers_the_exporter_keeps_the_sdks_path(monke
     monkeypatch.undo()
     want = trace_export.OtlpEncoder(*trace_export.resource_and_scope("fallback"))(BATCH)
     assert len(posts) == 1 and posts[0][1] == want
+
+
+def test_a_full_batch_wakes_the_export_of_whole_batches_only():
+    """Woken by a full batch, the export thread ships whole batches; the rest waits for the
+    next full batch or the timer (a part batch of its own at once doubled the POSTs under load);
+    the timer, a drain or the shutdown ship it."""
+    from bastion.policies import tracing
+
+    sink = tracing.SpanSink(tracing.TracingConfig(endpoint="http://127.0.0.1:9/v1/traces", service_name="batches"))
+    shipped: list[list[str]] = []
+    sink._ship = lambda batch: shipped.append([f[0] for f in batch])  # type: ignore[method-assign]
+    sink._start = lambda: None  # type: ignore[method-assign]  # the thread's steps are run here
+    sink.BATCH = 4
+    for i in range(10):
+        tracing.Span(sink, f"s{i}", 1, 5, 3, None, 0, False).end()
+    sink._drain(whole=False)  # what a wake by size runs
+    assert shipped == [["s0", "s1", "s2", "s3"], ["s4", "s5", "s6", "s7"]] and len(sink.queue) == 2
+    sink._drain()  # the timer's (and shutdown's) drain
+    assert shipped[2:] == [["s8", "s9"]] and not sink.queue
+
+    # the thread itself: a size wake leaves the part batch, the timer ships it
+    shipped.clear()
+    calls: list[bool] = []
+    drain = sink._drain
+
+    def recorded(whole: bool = True) -> None:
+        calls.append(whole)
+        drain(whole)
+
+    sink._drain = recorded  # type: ignore[method-assign]
+    sink.DELAY = 0.2
+    for i in range(6):
+        tracing.Span(sink, f"t{i}", 1, 5, 3, None, 0, False).end()
+    sink.wake.set()
+    thread = threading.Thread(target=sink._run, daemon=True)
+    thread.start()
+    wait_for(lambda: len(shipped) >= 2, STARTUP_SECONDS, 0.01, "the timer's part batch")
+    sink.closing = True
+    sink.wake.set()
+    thread.join(10)
+    assert calls[:2] == [False, True]  # the size wake: whole batches; the timer's: the rest
+    assert shipped == [["t0", "t1", "t2", "t3"], ["t4", "t5"]]

@@ -145,13 +145,18 @@ class SpanSink:
 
     def _run(self) -> None:
         while not self.closing:
-            self.wake.wait(self.DELAY)
+            full = self.wake.wait(self.DELAY)
             self.wake.clear()
-            self._drain()
+            # woken by a full batch: whole batches only. The spans queued while one was being
+            # shipped wait for the next full batch or the timer, instead of going at once as a
+            # batch of their own (s10-export counted 568 batches of 273 spans on average under
+            # load: each POST costs the exporter ~0.7 ms of CPU, whatever its size)
+            self._drain(whole=not full or self.closing)
 
-    def _drain(self) -> None:
+    def _drain(self, whole: bool = True) -> None:
+        """Ship the queue in batches of BATCH; `whole`: the last, part batch too."""
         q = self.queue
-        while q:
+        while len(q) >= self.BATCH or (whole and q):
             batch: list[tuple[Any, ...]] = []
             while q and len(batch) < self.BATCH:
                 batch.append(q.popleft().fields())
