@@ -108,6 +108,42 @@ http {{
 """
 
 
+# nginx doing what it can of bastion's `e` policies (BASTION_ALL and the default-on ones): a
+# request id both ways and a response time, the same IP rules and body limit, the CORS origins
+# (a map), the security headers, a JSON access line a request (buffered, as the audit sink);
+# nginx has no per-route latency histograms (metrics) and no error masking: `be`/`b` is what
+# the same kind of protection costs a C proxy, beside bastion's e/d
+NGINX_ALL = r"""
+worker_processes 1; daemon off; pid {dir}/nginx-all.pid; error_log {dir}/error-all.log warn;
+events {{ worker_connections 4096; }}
+http {{
+  log_format audit escape=json '{{"time":"$time_iso8601","request_id":"$request_id","client_ip":"$remote_addr",'
+    '"method":"$request_method","path":"$uri","query":"$args","status":$status,"bytes_in":$request_length,'
+    '"bytes_out":$bytes_sent,"duration_ms":$request_time,"upstream_ms":"$upstream_response_time",'
+    '"user_agent":"$http_user_agent"}}';
+  access_log {dir}/nginx-audit.log audit buffer=64k flush=100ms;
+  map $http_origin $cors_origin {{ default ""; "https://app.example.com" $http_origin;
+                                  "~^https://[a-z0-9-]+\.example\.com$" $http_origin; }}
+  map $cors_origin $cors_credentials {{ default "true"; "" ""; }}
+  upstream up {{ server 127.0.0.1:{up}; keepalive 64; }}
+  server {{ listen 127.0.0.1:{px};
+    client_max_body_size 1m;
+    deny 192.0.2.0/24; allow 127.0.0.0/8; allow 10.0.0.0/8; deny all;
+    add_header X-Request-Id $request_id always;
+    add_header X-Response-Time $request_time always;
+    add_header Access-Control-Allow-Origin $cors_origin always;
+    add_header Access-Control-Allow-Credentials $cors_credentials always;
+    add_header Vary Origin always;
+    add_header X-Content-Type-Options nosniff always;
+    add_header X-Frame-Options DENY always;
+    add_header Content-Security-Policy "default-src 'none'; frame-ancestors 'none'" always;
+    add_header Referrer-Policy no-referrer always;
+    location / {{ proxy_pass http://up; proxy_http_version 1.1; proxy_set_header Connection "";
+                 proxy_set_header X-Forwarded-For $remote_addr; proxy_set_header X-Request-Id $request_id; }} }}
+}}
+"""
+
+
 def default_on_off() -> dict[str, dict]:
     """Every policy that is on unless configured, turned off (read from the registry, so a new
     default-on policy is off in pass-through too)."""
@@ -250,6 +286,7 @@ RATIOS = [
     ("d", "c", "bastion pass-through vs minimal proxy", ">= 1.0"),
     ("d", "b", "bastion pass-through vs nginx", ">= 0.30"),
     ("e", "d", "all policies vs pass-through", ">= 0.85"),
+    ("be", "b", "nginx with e's policies it has vs nginx pass-through (context for e/d)", ""),
     ("f1", "d1", "filtering, 1 KB JSON", ""),
     ("f2", "d2", "filtering, 100 KB JSON, the field in every answer", ">= 0.2"),
     ("f3", "d3", "filtering, 100 KB JSON, the field in 1 answer of 10", ">= 0.5"),
@@ -432,6 +469,10 @@ def main() -> None:
                 ("f3 filtering, 100 KB, field 1:10", f_port, "/clean100k"),
                 ("w  WAF (CRS, paranoia 1)", w_port, "/users/1?q=hello&page=2"),
             ]
+            be_port = free_port()
+            (work / "nginx-all.conf").write_text(NGINX_ALL.format(dir=work, up=up, px=be_port))
+            procs.append(subprocess.Popen([*srv, nginx_bin, "-c", str(work / "nginx-all.conf"), "-p", str(work)]))
+            extra.insert(0, ("be nginx with e's policies", be_port, "/users/1"))
             for label, port, path in extra:
                 targets.append((label, port))
                 paths[label] = path
