@@ -335,3 +335,42 @@ def test_a_full_batch_wakes_the_export_of_whole_batches_only():
     thread.join(10)
     assert calls[:2] == [False, True]  # the size wake: whole batches; the timer's: the rest
     assert shipped == [["t0", "t1", "t2", "t3"], ["t4", "t5"]]
+
+
+def test_without_the_exporter_process_the_serving_process_sends_the_same_request(monkeypatch):
+    """`exporter_process: false`: the export thread of the serving process encodes and sends with
+    the exporter process's `Exporter`: the SDK's request for the same spans, no process started."""
+    from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+
+    from bastion.policies import tracing
+    from bastion.trace_export import Readables, resource_and_scope
+
+    started: list[object] = []
+    monkeypatch.setattr(tracing, "_start_exporter", lambda config: started.append(config))
+    with recording_receiver(fail_first=0) as (endpoint, posts):
+        config = tracing.TracingConfig(endpoint=endpoint, service_name="in-process", exporter_process=False)
+        sink = tracing.SpanSink(config)
+        assert sink.tuples is not None
+        root = tracing.Span(sink, "GET /users/{id}", 1, 7, 3, None, 0, False)
+        root.attributes.update({"http.request.method": "GET", "http.response.status_code": 200})
+        child = tracing.Trace(root, False).child("upstream up", client=True)
+        child.end()
+        root.end()
+        fields = [child.fields(), root.fields()]
+        sink.shutdown()
+    assert not started
+    assert len(posts) == 1
+    got = ExportTraceServiceRequest.FromString(posts[0][1])
+    want = encode_spans(Readables(*resource_and_scope("in-process"))(fields))
+
+    # (the resource's service.instance.id is made per Resource: the rest compared apart)
+    def resource(message: ExportTraceServiceRequest) -> dict[str, str]:
+        attributes = message.resource_spans[0].resource.attributes
+        return {kv.key: kv.value.string_value for kv in attributes if kv.key != "service.instance.id"}
+
+    assert resource(got) == resource(want) and resource(got)["service.name"] == "in-process"
+    for message in (got, want):
+        message.resource_spans[0].resource.ClearField("attributes")
+    assert got.SerializeToString(deterministic=True) == want.SerializeToString(deterministic=True)
+    spans = got.resource_spans[0].scope_spans[0].spans
+    assert [s.name for s in spans] == ["upstream up", "GET /users/{id}"] and spans[0].parent_span_id == spans[1].span_id
