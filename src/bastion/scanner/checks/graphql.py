@@ -38,6 +38,8 @@ IDS = (
     "graphql-cmdi",
     "graphql-xss",
     "graphql-bruteforce",
+    "graphql-enumeration",
+    "graphql-bola",
 )
 FIX = "policies:\n  graphql: {introspection: false, suggestions: false, max_depth: 8, max_aliases: 10, batching: false}"
 INTROSPECT = """query { __schema { queryType { name } mutationType { name } types { name kind fields {
@@ -68,6 +70,10 @@ INTERNAL = re.compile(
 URLISH = re.compile(r"(url|uri|link|href|callback|webhook|endpoint|feed|source|src|image|remote)", re.I)
 HOSTISH = re.compile(r"^(host|hostname|ip|addr|address|server|domain|target)$", re.I)
 CMDISH = re.compile(r"(host|ip|addr|domain|cmd|command|exec|run|ping|target|file|path|dir|arg|option|param)", re.I)
+SIGNUPISH = re.compile(r"(regist|sign_?up|create|new|invite|join|enrol)", re.I)
+LOGINISH = re.compile(r"(log_?in|sign_?in|auth|token|session|verify)", re.I)
+PASSWORDISH = ("password", "passwd", "pass", "pwd", "pin", "otp")
+USERNAMEISH = ("username", "user", "email", "login", "name")
 CREATEISH = re.compile(r"(create|add|new|post|save|update|edit|upload|import|comment|write|submit)", re.I)
 COMMON_ROOTS = (
     "users",
@@ -274,6 +280,7 @@ async def run(ctx) -> list[Finding]:
         await _cmdi(ctx, post, schema, add)
         await _xss(ctx, post, schema, add)
         await _bruteforce(ctx, post, schema, add)
+        await _bola(ctx, post, schema, add)
     r = await post({"query": "query { __typename(x: 1) }"})  # a plain error as well, for the debug check
     for text in errors_seen:
         m = INTERNAL.search(text)
@@ -322,18 +329,27 @@ async def _ide(ctx, url: str) -> list[Finding]:
 
 
 async def _depth(ctx, post, schema: Schema | None, add) -> None:
-    query = None
+    """A query through a type cycle, deepened step by step. One 16-level shot is not enough: where
+    the cycle passes through lists the work multiplies at every turn (six posts per author made a
+    16-level query on a public API run 37 s and 7.4 MB, past the scanner's timeout, and the server
+    went on resolving it while the rest of the scan waited). So the depth grows 6, 10, 12, 14, 16
+    levels and stops as soon as an answer costs more than a second or 512 KB: a depth limit has
+    refused before then, and a server that has not is already shown to resolve a nested query
+    beyond any sensible limit, at a cost that grows with every level."""
+    chain_of = None
     if schema is not None:
         found = schema.cycle()
         if found:
             root, path = found
-            loop_start = 0
-            chain = list(path)
-            while len(chain) < 14:
-                chain += path[loop_start:] or path
-            chain = chain[:14]
-            query = "{ " + root + " { " + " { ".join(chain) + " { __typename" + " }" * len(chain) + " } }"
-    if query is None:  # no introspection: common roots and relations
+
+            def chain_of(n: int, root=root, path=path) -> str:
+                chain = list(path)
+                while len(chain) < n:
+                    chain += path
+                chain = chain[:n]
+                return "{ " + root + " { " + " { ".join(chain) + " { __typename" + " }" * len(chain) + " } }"
+
+    if chain_of is None:  # no introspection: common roots and relations
         for root in COMMON_ROOTS[:8]:
             r = await post({"query": f"{{ {root} {{ __typename }} }}"})
             if not (isinstance(r.json(), dict) and (r.json().get("data") or {}).get(root) is not None):
@@ -342,22 +358,36 @@ async def _depth(ctx, post, schema: Schema | None, add) -> None:
                 r = await post({"query": f"{{ {root} {{ {rel} {{ {rel} {{ __typename }} }} }} }}"})
                 doc = r.json()
                 if isinstance(doc, dict) and doc.get("data") and not doc.get("errors"):
-                    query = "{ " + root + " { " + " { ".join([rel] * 14) + " { __typename" + " }" * 14 + " } }"
+
+                    def chain_of(n: int, root=root, rel=rel) -> str:
+                        return "{ " + root + " { " + " { ".join([rel] * n) + " { __typename" + " }" * n + " } }"
+
                     break
             break
-    if query is None:
+    if chain_of is None:
         return
-    r = await post({"query": query})
-    doc = r.json()
-    if r.ok and isinstance(doc, dict) and doc.get("data") and not doc.get("errors"):
-        add(
-            "graphql-depth",
-            "No query depth limit",
-            "medium",
-            "a 16-level query through a type cycle was executed",
-            category="API4",
-            body=orjson.dumps({"query": query}).decode(),
-        )
+    done: list[tuple[int, float, int]] = []  # (levels, seconds, bytes) of each executed query
+    for n in (4, 8, 10, 12, 14):
+        t = time.monotonic()
+        r = await post({"query": chain_of(n)})
+        took = time.monotonic() - t
+        doc = r.json()
+        if not (r.ok and isinstance(doc, dict) and doc.get("data") and not doc.get("errors")):
+            break
+        done.append((n + 2, took, len(r.body)))
+        if took > 1.0 or len(r.body) > 512_000:
+            break
+    if not done or done[-1][0] < 10:
+        return
+    steps = ", ".join(f"{lv} levels {s:.2f} s {b:,} B" for lv, s, b in done)
+    add(
+        "graphql-depth",
+        "No query depth limit",
+        "medium",
+        f"a {done[-1][0]}-level query through a type cycle was executed ({steps})",
+        category="API4",
+        body=orjson.dumps({"query": chain_of(done[-1][0] - 2)}).decode(),
+    )
 
 
 async def _duplication(ctx, post, schema: Schema | None, add) -> None:
@@ -560,28 +590,199 @@ async def _xss(ctx, post, schema: Schema, add) -> None:
                 return
 
 
-async def _bruteforce(ctx, post, schema: Schema, add) -> None:
-    for kind, f in schema.calls():
-        names = {a["name"].lower(): a["name"] for a in f.get("args") or []}
-        pw = next((names[n] for n in names if n in ("password", "passwd", "pass", "pwd", "pin", "otp")), None)
-        user = next((names[n] for n in names if n in ("username", "user", "email", "login", "name")), None)
-        if not pw or not user:
+def _refused(r, field: str) -> bool:
+    """The answer refuses the call: an error, or no value for the field."""
+    doc = r.json()
+    return not r.ok or not isinstance(doc, dict) or bool(doc.get("errors")) or not (doc.get("data") or {}).get(field)
+
+
+def _messages(r) -> str:
+    doc = r.json()
+    errs = doc.get("errors") if isinstance(doc, dict) else None
+    return " | ".join(str(e.get("message", "")) for e in errs if isinstance(e, dict)) if isinstance(errs, list) else ""
+
+
+async def _known_username(ctx, post, schema: Schema) -> str | None:
+    """An existing account's name: the identity's, else the first `username`/`email`/`login` an
+    argument-free root query shows (the caller's own "me", a user list)."""
+    for who in (ctx.a, ctx.b):
+        if who is not None and who.username:
+            return who.username
+    for f in schema.fields(schema.query):
+        kind, t, _, _ = unwrap(f["type"])
+        if kind != "OBJECT" or schema.required_args(f):
             continue
+        names = [x["name"] for x in schema.fields(t) if x["name"].lower() in ("username", "email", "login")]
+        if not names:
+            continue
+        r = await post({"query": f"query {{ {f['name']} {{ {names[0]} }} }}"})
+        for item in _items((r.json() or {}).get("data", {}).get(f["name"]) if isinstance(r.json(), dict) else None):
+            if isinstance(item, dict) and isinstance(item.get(names[0]), str) and item[names[0]]:
+                return item[names[0]]
+    return None
+
+
+def _items(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else [value] if value is not None else []
+
+
+async def _bruteforce(ctx, post, schema: Schema, add) -> None:
+    """A call that checks a password: it takes a user name and a password, and it refuses a wrong
+    one. A sign-up takes the same two arguments and answers with a new account: twelve of them
+    are not twelve guesses (a public API's `register(username, password)` was reported as an
+    unthrottled login), so a call is only judged when its name is not one of creation and its
+    answers to wrong passwords are refusals. Its refusals then say whether the name exists
+    (enumeration): an unknown name twice (the answer must be stable) against one wrong password
+    for a known name, the names blanked out of both."""
+    calls = [
+        (kind, f)
+        for kind, f in schema.calls()
+        if not SIGNUPISH.search(f["name"])
+        and any(a["name"].lower() in PASSWORDISH for a in f.get("args") or [])
+        and any(a["name"].lower() in USERNAMEISH for a in f.get("args") or [])
+    ]
+    calls.sort(key=lambda c: not LOGINISH.search(c[1]["name"]))
+    for kind, f in calls:
+        names = {a["name"].lower(): a["name"] for a in f.get("args") or []}
+        pw = next(names[n] for n in names if n in PASSWORDISH)
+        user = next(names[n] for n in names if n in USERNAMEISH)
         who = "scanner_" + secrets.token_hex(4)
         throttled = False
+        answers = []
         for _ in range(12):
             r = await post({"query": _call(kind, f, schema, {user: who, pw: "Wrong-" + secrets.token_hex(5)})})
             if r.status in (423, 429) or re.search(r"(too many|rate limit|locked|try again later)", r.text, re.I):
                 throttled = True
                 break
+            answers.append(r)
+        if answers and not all(_refused(r, f["name"]) for r in answers):
+            continue  # a wrong password was accepted: this call does not check passwords
         if not throttled:
             add(
                 "graphql-bruteforce",
                 "A password argument accepts unlimited guesses",
                 "high",
-                f"12 wrong passwords through {f['name']}({user}, {pw}) without a refusal "
+                f"12 wrong passwords through {f['name']}({user}, {pw}) refused without a limit "
                 "(aliases and batching multiply guesses per request)",
                 category="API2",
                 cwe=307,
             )
+        known = await _known_username(ctx, post, schema)
+        if known and answers:
+            unknown = _messages(answers[0]).replace(who, "<name>")
+            again = _messages(answers[1] if len(answers) > 1 else answers[0]).replace(who, "<name>")
+            r = await post({"query": _call(kind, f, schema, {user: known, pw: "Wrong-" + secrets.token_hex(5)})})
+            there = _messages(r).replace(known, "<name>")
+            if unknown == again and _refused(r, f["name"]) and there and unknown != there:
+                add(
+                    "graphql-enumeration",
+                    "Login errors say whether an account exists",
+                    "medium",
+                    f"{f['name']}: an unknown name → {unknown[:80]!r}; an existing name with a wrong password → "
+                    f"{there[:80]!r}",
+                    category="API2",
+                    cwe=204,
+                )
         return
+
+
+IDISH = re.compile(r"^(id|.*_id|.*Id|uuid|key)$")
+
+
+def _id_field(schema: Schema, type_name: str | None) -> str | None:
+    for f in schema.fields(type_name):
+        if unwrap(f["type"])[0] == "SCALAR" and (f["name"] == "id" or unwrap(f["type"])[1] == "ID"):
+            return f["name"]
+    return None
+
+
+def _selection(schema: Schema, type_name: str | None, depth: int = 0) -> str:
+    """`__typename` and the id of an object, and of the objects its argument-free relations lead to
+    (two levels): what a viewer can reach from one root field."""
+    parts = ["__typename"]
+    idf = _id_field(schema, type_name)
+    if idf:
+        parts.append(idf)
+    if depth < 2:
+        for f in schema.fields(type_name)[:12]:
+            kind, t, _, _ = unwrap(f["type"])
+            if kind == "OBJECT" and not schema.required_args(f):
+                parts.append(f"{f['name']} {{ {_selection(schema, t, depth + 1)} }}")
+    return " ".join(parts)
+
+
+def _seen(schema: Schema, value: Any, out: set[tuple[str, str]]) -> None:
+    """(type, id) of every object in an answer."""
+    if isinstance(value, list):
+        for v in value:
+            _seen(schema, v, out)
+    elif isinstance(value, dict):
+        t = value.get("__typename")
+        idf = _id_field(schema, t) if isinstance(t, str) else None
+        if (
+            isinstance(t, str)
+            and idf
+            and isinstance(value.get(idf), (str, int))
+            and not isinstance(value.get(idf), bool)
+        ):
+            out.add((t, str(value[idf])))
+        for v in value.values():
+            _seen(schema, v, out)
+
+
+async def _bola(ctx, post, schema: Schema, add) -> None:
+    """An object fetched by id that its owner's lists hide from others. Each argument-free root
+    field is read as A and as B with the ids of everything it reaches; where the same root field
+    shows both viewers some of the same objects of a type (a shared list that filters per viewer)
+    and A more than B, the extra ones are A's own. B then asks the by-id field of that type for
+    them: an answer is an object the API meant to hide from B and gives out by id (A's private
+    post, draft, order). A field that lists only the viewer's own objects ("me") shares nothing
+    between A and B, so a public-by-design profile fetched by id is not taken for a leak."""
+    if ctx.a is None or ctx.b is None:
+        return
+    fetchers: dict[str, tuple[dict, dict]] = {}  # type → (root field, its id argument)
+    for f in schema.fields(schema.query):
+        kind, t, is_list, _ = unwrap(f["type"])
+        args = f.get("args") or []
+        idargs = [a for a in args if IDISH.match(a["name"]) and unwrap(a["type"])[1] in ("ID", "Int", "String")]
+        others = [a for a in schema.required_args(f) if a not in idargs]
+        if t and kind == "OBJECT" and not is_list and len(idargs) == 1 and not others and t not in fetchers:
+            fetchers[t] = (f, idargs[0])
+    if not fetchers:
+        return
+    for root in schema.fields(schema.query):
+        kind, t, _, _ = unwrap(root["type"])
+        if kind != "OBJECT" or schema.required_args(root) or root["name"] in {f["name"] for f, _ in fetchers.values()}:
+            continue
+        q = f"query {{ {root['name']} {{ {_selection(schema, t)} }} }}"
+        views = []
+        for who in (ctx.a, ctx.b):
+            r = await post({"query": q}, who)
+            seen: set[tuple[str, str]] = set()
+            if r.ok and isinstance(r.json(), dict):
+                _seen(schema, (r.json().get("data") or {}).get(root["name"]), seen)
+            views.append(seen)
+        a_view, b_view = views
+        for type_name, (f, arg) in fetchers.items():
+            shared = {i for tn, i in a_view & b_view if tn == type_name}
+            only_a = sorted({i for tn, i in a_view - b_view if tn == type_name})
+            if not shared or not only_a:
+                continue
+            idf = _id_field(schema, type_name) or "__typename"
+            for oid in only_a[:3]:
+                value: Any = int(oid) if unwrap(arg["type"])[1] == "Int" and oid.isdigit() else oid
+                r = await post({"query": f"query {{ {f['name']}({arg['name']}: {_lit(value)}) {{ {idf} }} }}"}, ctx.b)
+                doc = r.json() if isinstance(r.json(), dict) else {}
+                got = (doc.get("data") or {}).get(f["name"])
+                if isinstance(got, dict) and str(got.get(idf)) == oid and not doc.get("errors"):
+                    add(
+                        "graphql-bola",
+                        "An object hidden from other users is returned to them by id",
+                        "high",
+                        f"{root['name']} shows {ctx.a.name} the {type_name} {oid} and hides it from {ctx.b.name} "
+                        f"(both see {len(shared)} others); {f['name']}({arg['name']}: {oid}) gives it to "
+                        f"{ctx.b.name}",
+                        category="API1",
+                        cwe=639,
+                    )
+                    return
