@@ -9,6 +9,9 @@ TRUTH (written before the scanner was run on it; (check, path)):
                                          User.posts hide drafts from others, the by-id field forgets to
   graphql-enumeration       /graphql     signIn says "no account with that name" vs "wrong password"
   graphql-bruteforce        /graphql     signIn(username, password) is never throttled
+  graphql-path-traversal    /graphql     attachment(name:) reads <attachments dir>/<name>: ../../… reads
+                                         any file the process can (added with its check, after the
+                                         first run: the rest of the table predates the scan)
   graphql-depth             /graphql     Post.author → User.posts → Post.author …, no depth limit, and
                                          every turn multiplies the work (3 posts per author)
   graphql-introspection     /graphql     on
@@ -30,12 +33,14 @@ NOT vulnerable, and what makes the new checks' precision testable:
 
 `create_app(hardened=True)` is its twin with the bugs fixed in code: post(id:) hides other
 authors' drafts, signIn answers one message and locks a name after 5 failures ("too many
-attempts"), so does the REST login (429), queries deeper than 8 levels are refused. signUp and user(id:) are unchanged.
+attempts"), so does the REST login (429), attachment(name:) stays inside its folder, queries deeper than 8 levels are refused. signUp and user(id:) are unchanged.
 """
 
 from __future__ import annotations
 
 import secrets
+import tempfile
+from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI, HTTPException, Request
@@ -72,10 +77,19 @@ class Login(BaseModel):
 
 
 def _depth(node: Any, level: int = 0) -> int:
+    """Selection depth, introspection left out (as graphql-depth-limit's `ignore` is used: the
+    web app's tooling reads the schema)."""
     sel = getattr(node, "selection_set", None)
     if sel is None:
         return level
-    return max((_depth(s, level + 1) for s in sel.selections if isinstance(s, FieldNode)), default=level)
+    return max(
+        (
+            _depth(s, level + 1)
+            for s in sel.selections
+            if isinstance(s, FieldNode) and not s.name.value.startswith("__")
+        ),
+        default=level,
+    )
 
 
 def create_app(hardened: bool = False) -> FastAPI:
@@ -99,6 +113,16 @@ def create_app(hardened: bool = False) -> FastAPI:
             add_post(author, f"{author['username']}'s post {n}", True)
     add_post(alice, "unfinished: my resignation letter", False)
     add_post(bob, "draft: surprise party plans", False)
+
+    attachments = Path(tempfile.mkdtemp(prefix="forum-attachments-"))
+    (attachments / "style-guide.md").write_text("# House style\nShort sentences.\n")
+    (attachments / "code-of-conduct.md").write_text("# Be kind\n")
+
+    def r_attachment(_, info, name: str) -> str:
+        path = attachments / name
+        if hardened and not path.resolve().is_relative_to(attachments.resolve()):
+            raise GraphQLError("no such attachment")
+        return path.read_text()
 
     def visible(post: dict[str, Any], viewer: dict[str, Any] | None) -> bool:
         return post["published"] or (viewer is not None and viewer["id"] == post["author"])
@@ -171,6 +195,9 @@ def create_app(hardened: bool = False) -> FastAPI:
                     resolve=lambda _, i, id: users.get(id),
                 ),
                 "post": GraphQLField(post_t, args={"id": GraphQLArgument(GraphQLNonNull(GraphQLID))}, resolve=r_post),
+                "attachment": GraphQLField(
+                    GraphQLString, args={"name": GraphQLArgument(GraphQLNonNull(GraphQLString))}, resolve=r_attachment
+                ),
             },
         ),
         GraphQLObjectType(

@@ -99,6 +99,7 @@ TRUTH["forum_graphql"] = {
         (c, "/graphql")
         for c in (
             "graphql-bola",
+            "graphql-path-traversal",
             "graphql-enumeration",
             "graphql-bruteforce",
             "graphql-depth",
@@ -288,9 +289,9 @@ def test_the_fixed_loyalty_api_gives_none_of_its_findings():
 
 
 def test_the_fixed_forum_gives_none_of_its_graphql_findings():
-    """The forum's twin (drafts hidden by id too, one sign-in message and a lock after 5 failures,
-    at most 8 levels) keeps signUp(username, password) unthrottled and user(id:) public: none of
-    the four checks that find the vulnerable forum may fire, the sign-up must not be taken for a
+    """The forum's twin (drafts hidden by id too, attachments kept in their folder, one sign-in
+    message and a lock after 5 failures, at most 8 levels) keeps signUp(username, password) unthrottled and user(id:) public: none of
+    the checks that find the vulnerable forum may fire, the sign-up must not be taken for a
     login and the public profile not for a leak."""
     with ThreadedUvicorn(forum_graphql.create_app(hardened=True)) as server:
         result = run_sync(
@@ -298,6 +299,13 @@ def test_the_fixed_forum_gives_none_of_its_graphql_findings():
                 server.url, graphql="/graphql", rate=RATE, allow_destructive=True, logins=forum_graphql.SCAN_LOGINS
             )
         )
-    checks = {"graphql-bola", "graphql-enumeration", "graphql-bruteforce", "graphql-depth", "api2-no-bruteforce"}
+    checks = {
+        "graphql-bola",
+        "graphql-path-traversal",
+        "graphql-enumeration",
+        "graphql-bruteforce",
+        "graphql-depth",
+        "api2-no-bruteforce",
+    }
     assert not [(f.check, f.evidence[:100]) for f in result.findings if f.check in checks]
     assert result.requests > 60  # the scan did run

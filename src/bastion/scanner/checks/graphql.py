@@ -40,6 +40,7 @@ IDS = (
     "graphql-bruteforce",
     "graphql-enumeration",
     "graphql-bola",
+    "graphql-path-traversal",
 )
 FIX = "policies:\n  graphql: {introspection: false, suggestions: false, max_depth: 8, max_aliases: 10, batching: false}"
 INTROSPECT = """query { __schema { queryType { name } mutationType { name } types { name kind fields {
@@ -74,6 +75,8 @@ SIGNUPISH = re.compile(r"(regist|sign_?up|create|new|invite|join|enrol)", re.I)
 LOGINISH = re.compile(r"(log_?in|sign_?in|auth|token|session|verify)", re.I)
 PASSWORDISH = ("password", "passwd", "pass", "pwd", "pin", "otp")
 USERNAMEISH = ("username", "user", "email", "login", "name")
+PATHISH = re.compile(r"(name|file|path|asset|doc|template|page|attachment|resource|folder|dir)", re.I)
+FETCHED = re.compile(r"(status code \d{3}|\b[45]\d\d (not found|forbidden)|ECONNREFUSED|Directory listing)", re.I)
 CREATEISH = re.compile(r"(create|add|new|post|save|update|edit|upload|import|comment|write|submit)", re.I)
 COMMON_ROOTS = (
     "users",
@@ -281,6 +284,7 @@ async def run(ctx) -> list[Finding]:
         await _xss(ctx, post, schema, add)
         await _bruteforce(ctx, post, schema, add)
         await _bola(ctx, post, schema, add)
+        await _traversal(post, schema, add)
     r = await post({"query": "query { __typename(x: 1) }"})  # a plain error as well, for the debug check
     for text in errors_seen:
         m = INTERNAL.search(text)
@@ -786,3 +790,46 @@ async def _bola(ctx, post, schema: Schema, add) -> None:
                         cwe=639,
                     )
                     return
+
+
+async def _traversal(post, schema: Schema, add) -> None:
+    """A query argument that names a file or asset and goes into a path on the server: a made-up
+    name is refused, but `../` answers, and not as `./` does (the path climbed out of its folder:
+    an internal server's listing, another tree), or eight `../` and `etc/passwd` return the
+    password file. The first is how an argument pasted into an internal URL shows itself (the
+    HTTP client resolves the dots before it sends); a refusal that names an HTTP status says the
+    path was fetched (SSRF, API7) rather than read (API8). Queries only: nothing is written."""
+    tried = 0
+    for _kind, f, arg in _string_args(schema, PATHISH, kinds=("query",)):
+        if tried >= 6:
+            break
+        tried += 1
+
+        async def ask(value: str, f=f, arg=arg):
+            return await post({"query": _call("query", f, schema, {arg: value})})
+
+        made_up = await ask("bs" + secrets.token_hex(4))
+        if not _refused(made_up, f["name"]):
+            continue  # a name that does not exist is accepted: nothing to compare against
+        refusal = _messages(made_up) or made_up.text[:200]
+        category, cwe = ("API7", 918) if FETCHED.search(refusal) else ("API8", 22)
+        passwd = await ask("../" * 8 + "etc/passwd")
+        up, here = await ask("../"), await ask("./")
+        if not _refused(passwd, f["name"]) and "root:x:0:0:" in passwd.text:
+            evidence = f"{f['name']}({arg}: '../../…/etc/passwd') returns the password file (root:x:0:0:)"
+        elif not _refused(up, f["name"]) and (_refused(here, f["name"]) or up.body != here.body):
+            evidence = (
+                f"{f['name']}({arg}:) refuses a made-up name ({refusal[:60]!r}) but answers '../' "
+                f"({len(up.body):,} B), differently from './'"
+            )
+        else:
+            continue
+        add(
+            "graphql-path-traversal",
+            "A GraphQL argument is a path the server follows out of its folder",
+            "high",
+            evidence,
+            category=category,
+            cwe=cwe,
+        )
+        return
