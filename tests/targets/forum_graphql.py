@@ -12,6 +12,10 @@ TRUTH (written before the scanner was run on it; (check, path)):
   graphql-path-traversal    /graphql     attachment(name:) reads <attachments dir>/<name>: ../../… reads
                                          any file the process can (added with its check, after the
                                          first run: the rest of the table predates the scan)
+  graphql-code-bruteforce   /graphql     resetPassword(input: JSON): the 6-digit code is never locked
+  graphql-operator-injection /graphql    resetPassword's input goes to the store's filter helper, which
+                                         takes {"ne": …} operators (the admin UI's): any pending code
+                                         (these two also added with their check, after the first run)
   graphql-depth             /graphql     Post.author → User.posts → Post.author …, no depth limit, and
                                          every turn multiplies the work (3 posts per author)
   graphql-introspection     /graphql     on
@@ -33,7 +37,8 @@ NOT vulnerable, and what makes the new checks' precision testable:
 
 `create_app(hardened=True)` is its twin with the bugs fixed in code: post(id:) hides other
 authors' drafts, signIn answers one message and locks a name after 5 failures ("too many
-attempts"), so does the REST login (429), attachment(name:) stays inside its folder, queries deeper than 8 levels are refused. signUp and user(id:) are unchanged.
+attempts"), so does the REST login (429), resetPassword takes strings only and locks a name after
+5 wrong codes, attachment(name:) stays inside its folder, queries deeper than 8 levels are refused. signUp and user(id:) are unchanged.
 """
 
 from __future__ import annotations
@@ -55,11 +60,13 @@ from graphql import (
     GraphQLList,
     GraphQLNonNull,
     GraphQLObjectType,
+    GraphQLScalarType,
     GraphQLSchema,
     GraphQLString,
     OperationDefinitionNode,
     graphql_sync,
     parse,
+    value_from_ast_untyped,
 )
 from pydantic import BaseModel
 
@@ -92,6 +99,32 @@ def _depth(node: Any, level: int = 0) -> int:
     )
 
 
+JSON = GraphQLScalarType(
+    "JSON",
+    serialize=lambda v: v,
+    parse_value=lambda v: v,
+    parse_literal=lambda node, variables=None: value_from_ast_untyped(node, variables),
+)
+
+
+def matches(record: dict[str, Any], where: dict[str, Any]) -> bool:
+    """The store's filter helper, written for the admin UI's search: a value, or an operator
+    object ({"ne": x}, {"gt": x}, {"lt": x})."""
+    for key, cond in where.items():
+        value = record.get(key)
+        if isinstance(cond, dict):
+            for op, x in cond.items():
+                if (
+                    (op == "ne" and value == x)
+                    or (op == "gt" and not (value is not None and value > x))
+                    or (op == "lt" and not (value is not None and value < x))
+                ):
+                    return False
+        elif value != cond:
+            return False
+    return True
+
+
 def create_app(hardened: bool = False) -> FastAPI:
     users: dict[str, dict[str, Any]] = {}
     posts: dict[str, dict[str, Any]] = {}
@@ -108,6 +141,7 @@ def create_app(hardened: bool = False) -> FastAPI:
         posts[pid] = {"id": pid, "title": title, "body": f"{title}…", "published": published, "author": author["id"]}
 
     alice, bob = add_user("alice", PASSWORDS["alice"]), add_user("bob", PASSWORDS["bob"])
+    alice["reset_code"] = f"{secrets.randbelow(1_000_000):06d}"  # she asked for one and never used it
     for author in (alice, bob, add_user("carol", "carol-writes-3")):
         for n in range(3):
             add_post(author, f"{author['username']}'s post {n}", True)
@@ -123,6 +157,29 @@ def create_app(hardened: bool = False) -> FastAPI:
         if hardened and not path.resolve().is_relative_to(attachments.resolve()):
             raise GraphQLError("no such attachment")
         return path.read_text()
+
+    def r_reset(_, info, input: Any):  # noqa: A002
+        if not isinstance(input, dict) or any(k not in input for k in ("username", "code", "newPassword")):
+            raise GraphQLError("resetPassword needs `username`, `code` and `newPassword`")
+        name, code = input["username"], input["code"]
+        if hardened:
+            if not isinstance(name, str) or not isinstance(code, str):
+                raise GraphQLError("username and code are strings")
+            if failures.get("reset:" + name, 0) >= 5:
+                raise GraphQLError("too many attempts, try again later")
+        user = next(
+            (
+                u
+                for u in users.values()
+                if matches({"username": u["username"], "code": u.get("reset_code")}, {"username": name, "code": code})
+            ),
+            None,
+        )
+        if user is None:
+            failures["reset:" + str(name)] = failures.get("reset:" + str(name), 0) + 1
+            raise GraphQLError("that code is not valid")
+        user["password"], user["reset_code"] = str(input["newPassword"]), None
+        return user
 
     def visible(post: dict[str, Any], viewer: dict[str, Any] | None) -> bool:
         return post["published"] or (viewer is not None and viewer["id"] == post["author"])
@@ -211,6 +268,7 @@ def create_app(hardened: bool = False) -> FastAPI:
                     },
                     resolve=r_sign_up,
                 ),
+                "resetPassword": GraphQLField(user_t, args={"input": GraphQLArgument(JSON)}, resolve=r_reset),
                 "signIn": GraphQLField(
                     GraphQLString,
                     args={

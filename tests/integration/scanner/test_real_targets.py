@@ -100,6 +100,8 @@ TRUTH["forum_graphql"] = {
         for c in (
             "graphql-bola",
             "graphql-path-traversal",
+            "graphql-code-bruteforce",
+            "graphql-operator-injection",
             "graphql-enumeration",
             "graphql-bruteforce",
             "graphql-depth",
@@ -290,9 +292,10 @@ def test_the_fixed_loyalty_api_gives_none_of_its_findings():
 
 def test_the_fixed_forum_gives_none_of_its_graphql_findings():
     """The forum's twin (drafts hidden by id too, attachments kept in their folder, one sign-in
-    message and a lock after 5 failures, at most 8 levels) keeps signUp(username, password) unthrottled and user(id:) public: none of
-    the checks that find the vulnerable forum may fire, the sign-up must not be taken for a
-    login and the public profile not for a leak."""
+    message and a lock after 5 failures, reset codes as strings only and locked after 5 wrong ones,
+    at most 8 levels) keeps signUp(username, password) unthrottled and user(id:) public: none of
+    the checks that find the vulnerable forum may fire, the sign-up must not be taken for a login
+    and the public profile not for a leak."""
     with ThreadedUvicorn(forum_graphql.create_app(hardened=True)) as server:
         result = run_sync(
             ScanOptions(
@@ -302,6 +305,8 @@ def test_the_fixed_forum_gives_none_of_its_graphql_findings():
     checks = {
         "graphql-bola",
         "graphql-path-traversal",
+        "graphql-code-bruteforce",
+        "graphql-operator-injection",
         "graphql-enumeration",
         "graphql-bruteforce",
         "graphql-depth",

@@ -41,6 +41,8 @@ IDS = (
     "graphql-enumeration",
     "graphql-bola",
     "graphql-path-traversal",
+    "graphql-code-bruteforce",
+    "graphql-operator-injection",
 )
 FIX = "policies:\n  graphql: {introspection: false, suggestions: false, max_depth: 8, max_aliases: 10, batching: false}"
 INTROSPECT = """query { __schema { queryType { name } mutationType { name } types { name kind fields {
@@ -77,6 +79,9 @@ PASSWORDISH = ("password", "passwd", "pass", "pwd", "pin", "otp")
 USERNAMEISH = ("username", "user", "email", "login", "name")
 PATHISH = re.compile(r"(name|file|path|asset|doc|template|page|attachment|resource|folder|dir)", re.I)
 FETCHED = re.compile(r"(status code \d{3}|\b[45]\d\d (not found|forbidden)|ECONNREFUSED|Directory listing)", re.I)
+BUILTIN_SCALARS = ("String", "Int", "Float", "Boolean", "ID")
+KEY_WORDS = ("username", "user", "email", "login", "password", "token", "code", "pin", "otp", "id", "name")
+CODEISH = re.compile(r"(token|code|pin|otp)", re.I)
 CREATEISH = re.compile(r"(create|add|new|post|save|update|edit|upload|import|comment|write|submit)", re.I)
 COMMON_ROOTS = (
     "users",
@@ -285,6 +290,7 @@ async def run(ctx) -> list[Finding]:
         await _bruteforce(ctx, post, schema, add)
         await _bola(ctx, post, schema, add)
         await _traversal(post, schema, add)
+        await _json_input(ctx, post, schema, add)
     r = await post({"query": "query { __typename(x: 1) }"})  # a plain error as well, for the debug check
     for text in errors_seen:
         m = INTERNAL.search(text)
@@ -833,3 +839,95 @@ async def _traversal(post, schema: Schema, add) -> None:
             cwe=cwe,
         )
         return
+
+
+def _named_keys(message: str) -> list[str]:
+    """The keys a refusal of `{}` asks for ("Must provide username, new_password, and reset_token",
+    "needs `email` and `code`"): identifiers with an underscore or an inner capital, quoted ones,
+    and the usual account words."""
+    quoted = re.findall(r"[`'\"]([A-Za-z_][A-Za-z0-9_]*)[`'\"]", message)
+    words = [
+        w
+        for w in re.findall(r"[A-Za-z_][A-Za-z0-9_]*", message)
+        if "_" in w.strip("_") or re.search(r"[a-z][A-Z]", w) or w.lower() in KEY_WORDS
+    ]
+    return list(dict.fromkeys(quoted + words))
+
+
+async def _json_input(ctx, post, schema: Schema, add) -> None:
+    """Arguments of a free-form JSON scalar: the schema does not say their shape, so it is asked
+    for (an empty object's refusal names the keys it wants). Then (1) a key that holds a code or
+    token is guessed 12 times in one request (aliases), a made-up account's, and nothing stops it;
+    (2) every key but the passwords is sent as an operator object, `{"ne": …}` (Sequelize's string
+    aliases) or `{"$ne": …}` (MongoDB): made-up values are refused, the operators answer with data,
+    so the object reached the database as a query (a reset that matches any account's token). A
+    mutation so probed may change the account it matches: only with --allow-destructive."""
+    for kind, f in schema.calls():
+        if kind == "mutation" and not ctx.allow_destructive:
+            continue
+        arg = next(
+            (
+                a
+                for a in f.get("args") or []
+                if unwrap(a["type"])[0] == "SCALAR" and unwrap(a["type"])[1] not in BUILTIN_SCALARS
+            ),
+            None,
+        )
+        if arg is None or len(schema.required_args(f)) > (1 if unwrap(arg["type"])[3] else 0):
+            continue
+        scalar = unwrap(arg["type"])[1]
+        tk, tname, _, _ = unwrap(f["type"])
+        sel = f" {{ {schema.leaf(tname)} }}" if tk in ("OBJECT", "INTERFACE") else ""
+        head = "mutation" if kind == "mutation" else "query"
+        bang = "!" if unwrap(arg["type"])[3] else ""
+
+        async def send(value, n=1, f=f, arg=arg, scalar=scalar, sel=sel, head=head, bang=bang):
+            calls = " ".join(f"a{i}: {f['name']}({arg['name']}: $v{i}){sel}" for i in range(n))
+            decl = ", ".join(f"$v{i}: {scalar}{bang}" for i in range(n))
+            values = value if isinstance(value, list) else [value]
+            return await post(
+                {"query": f"{head}({decl}) {{ {calls} }}", "variables": {f"v{i}": v for i, v in enumerate(values)}}
+            )
+
+        keys = [k for k in _named_keys(_messages(await send({}))) if k not in (f["name"], arg["name"])]
+        if not keys:
+            continue
+        made_up = {k: ("Scan-" if "pass" in k.lower() else "bs") + secrets.token_hex(4) for k in keys}
+        base = await send(made_up)
+        doc = base.json() if isinstance(base.json(), dict) else {}
+        if not doc.get("errors") or (doc.get("data") or {}).get("a0") or _named_keys(_messages(base)) == keys:
+            continue  # the made-up values are not refused as wrong ones: nothing to compare against
+        code = next((k for k in keys if CODEISH.search(k)), None)
+        if code:
+            guesses = [{**made_up, code: str(100000 + secrets.randbelow(900000))} for _ in range(12)]
+            r = await send(guesses, 12)
+            d = r.json() if isinstance(r.json(), dict) else {}
+            refusals = [e for e in d.get("errors") or [] if isinstance(e, dict)]
+            throttled = r.status in (423, 429) or re.search(
+                r"(too many|rate limit|locked|try again later)", r.text, re.I
+            )
+            if len(refusals) == 12 and not any((d.get("data") or {}).values()) and not throttled:
+                add(
+                    "graphql-code-bruteforce",
+                    "A code or token argument accepts unlimited guesses",
+                    "high",
+                    f"{f['name']}({arg['name']}: {{{', '.join(keys)}}}): 12 wrong {code} values in one request "
+                    f"(aliases) all refused ({str(refusals[0].get('message'))[:60]!r}), none throttled",
+                    category="API2",
+                    cwe=307,
+                )
+        for op in ("ne", "$ne"):
+            probe = {k: (v if "pass" in k.lower() else {op: v}) for k, v in made_up.items()}
+            r = await send(probe)
+            d = r.json() if isinstance(r.json(), dict) else {}
+            if (d.get("data") or {}).get("a0") and not d.get("errors"):
+                add(
+                    "graphql-operator-injection",
+                    "A JSON argument reaches the database as a query (operator injection)",
+                    "critical",
+                    f"{f['name']}({arg['name']}:) refuses made-up {', '.join(k for k in keys if 'pass' not in k.lower())} "
+                    f"({_messages(base)[:60]!r}) but answers data when each is {{{op!r}: …}}",
+                    category="API8",
+                    cwe=943,
+                )
+                return
