@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 
 import pytest
 from helpers import ThreadedUvicorn
-from targets import loyalty_fastapi, notes_graphql, shop_sqlite
+from targets import forum_graphql, loyalty_fastapi, notes_graphql, shop_sqlite
 
 from bastion.scanner.runner import ScanOptions, run_sync
 
@@ -91,7 +91,33 @@ TRUTH["loyalty_fastapi"] = {
     ("api4-no-rate-limit", "*"),
     ("api4-body-size", "*"),
 }
-TARGETS = {"shop_sqlite": shop_sqlite, "notes_graphql": notes_graphql, "loyalty_fastapi": loyalty_fastapi}
+TRUTH["forum_graphql"] = {
+    ("api2-no-bruteforce", "/auth/login"),
+    ("api8-headers", "*"),
+    ("api4-body-size", "*"),
+    *{
+        (c, "/graphql")
+        for c in (
+            "graphql-bola",
+            "graphql-path-traversal",
+            "graphql-code-bruteforce",
+            "graphql-operator-injection",
+            "graphql-enumeration",
+            "graphql-bruteforce",
+            "graphql-depth",
+            "graphql-introspection",
+            "graphql-suggestions",
+            "graphql-aliases",
+            "graphql-field-duplication",
+        )
+    },
+}
+TARGETS = {
+    "shop_sqlite": shop_sqlite,
+    "notes_graphql": notes_graphql,
+    "loyalty_fastapi": loyalty_fastapi,
+    "forum_graphql": forum_graphql,
+}
 
 
 def template(path: str, templates: list[str]) -> str:
@@ -144,7 +170,7 @@ def scanned(request):
     with ThreadedUvicorn(mod.create_app()) as server:
         opts = ScanOptions(
             server.url,
-            graphql="/graphql" if request.param == "notes_graphql" else None,
+            graphql="/graphql" if request.param.endswith("_graphql") else None,
             rate=RATE,
             allow_destructive=True,
             logins=mod.SCAN_LOGINS,
@@ -186,7 +212,12 @@ def test_no_high_or_critical_finding_that_is_not_real(scanned):
 
 def test_the_public_by_spec_operations_are_not_bola(scanned):
     name, result, _ = scanned
-    public = {"shop_sqlite": "/api/products/", "notes_graphql": "/users/", "loyalty_fastapi": "/products"}[name]
+    public = {
+        "shop_sqlite": "/api/products/",
+        "notes_graphql": "/users/",
+        "loyalty_fastapi": "/products",
+        "forum_graphql": "/auth/",
+    }[name]
     assert not [
         f.url
         for f in result.findings
@@ -257,3 +288,29 @@ def test_the_fixed_loyalty_api_gives_none_of_its_findings():
     }
     assert not [(f.check, f.url, f.evidence[:100]) for f in result.findings if f.check in new]
     assert result.requests > 100  # the scan did run
+
+
+def test_the_fixed_forum_gives_none_of_its_graphql_findings():
+    """The forum's twin (drafts hidden by id too, attachments kept in their folder, one sign-in
+    message and a lock after 5 failures, reset codes as strings only and locked after 5 wrong ones,
+    at most 8 levels) keeps signUp(username, password) unthrottled and user(id:) public: none of
+    the checks that find the vulnerable forum may fire, the sign-up must not be taken for a login
+    and the public profile not for a leak."""
+    with ThreadedUvicorn(forum_graphql.create_app(hardened=True)) as server:
+        result = run_sync(
+            ScanOptions(
+                server.url, graphql="/graphql", rate=RATE, allow_destructive=True, logins=forum_graphql.SCAN_LOGINS
+            )
+        )
+    checks = {
+        "graphql-bola",
+        "graphql-path-traversal",
+        "graphql-code-bruteforce",
+        "graphql-operator-injection",
+        "graphql-enumeration",
+        "graphql-bruteforce",
+        "graphql-depth",
+        "api2-no-bruteforce",
+    }
+    assert not [(f.check, f.evidence[:100]) for f in result.findings if f.check in checks]
+    assert result.requests > 60  # the scan did run

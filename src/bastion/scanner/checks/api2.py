@@ -187,8 +187,8 @@ async def run(ctx) -> list[Finding]:
     a = ctx.a
     token = a.token if a else None
     parts = jwt_parts(token) if token else None
-    if token is None or parts is None:
-        return out
+    if token is None or parts is None:  # an opaque token or a cookie: nothing to forge, logins still to guess
+        return out + await _login_checks(ctx) + await _recovery_checks(ctx)
     header, payload, _ = parts
     if "exp" not in payload:
         out.append(
