@@ -17,6 +17,7 @@ probes only read (no stacked queries, no sleeps, nothing that writes)."""
 
 from __future__ import annotations
 
+import asyncio
 import re
 import secrets
 from collections.abc import Awaitable, Callable
@@ -54,11 +55,34 @@ class Answer:
 Send = Callable[[str], Awaitable[Answer]]
 
 
+# A throttled answer (429, or 503: an overloaded or limiting server) says nothing about the value
+# sent: a differential that compared one with a real answer reported injection on a hardened API
+# behind a rate limit (the limit's 429s fell on the plain value and the false twin, not on the
+# true one). So such an answer is asked again after a pause, and if the server still throttles,
+# the differential is given up (no finding), never decided on it.
+THROTTLED = (429, 503)
+PAUSES = (1.0, 2.0)  # seconds before each retry of a throttled answer (a per-second limit's window)
+
+
 class Prober:
     """Runs the differentials for one parameter through `send(value)`."""
 
-    def __init__(self, send: Send) -> None:
-        self.send = send
+    def __init__(self, send: Send, pause: Callable[[float], Awaitable[None]] | None = None) -> None:
+        self._send = send
+        self._pause = pause or asyncio.sleep
+
+    async def send(self, v: str) -> Answer:
+        """`v`'s answer, asked again after a pause while it is throttled; raises `Throttled`
+        when the server still throttles (the differential in progress is given up)."""
+        answer = await self._send(v)
+        for pause in PAUSES:
+            if answer.status not in THROTTLED:
+                return answer
+            await self._pause(pause)
+            answer = await self._send(v)
+        if answer.status in THROTTLED:
+            raise Throttled()
+        return answer
 
     async def error_string(self, v: str) -> str | None:
         base = await self.send(v)
@@ -118,9 +142,16 @@ class Prober:
         return None
 
     async def run(self, v: str, numeric: bool) -> str | None:
-        if numeric:
-            return await self.error_numeric(v) or await self.boolean_numeric(v)
-        return await self.error_string(v) or await self.boolean_string()
+        try:
+            if numeric:
+                return await self.error_numeric(v) or await self.boolean_numeric(v)
+            return await self.error_string(v) or await self.boolean_string()
+        except Throttled:
+            return None
+
+
+class Throttled(Exception):
+    """The server kept answering 429/503 to a probe: no differential can be read from it."""
 
 
 def _describe(a: Answer) -> str:
