@@ -33,31 +33,8 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (  # noqa: 
 def otlp_receiver():
     """A real OTLP/HTTP traces endpoint: the spans it received, as (service.name, span)."""
     got: list[tuple[str, object]] = []
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:  # noqa: N802
-            body = self.rfile.read(int(self.headers["content-length"]))
-            req = ExportTraceServiceRequest.FromString(body)
-            for rs in req.resource_spans:
-                service = next(a.value.string_value for a in rs.resource.attributes if a.key == "service.name")
-                for ss in rs.scope_spans:
-                    got.extend((service, s) for s in ss.spans)
-            out = ExportTraceServiceResponse().SerializeToString()
-            self.send_response(200)
-            self.send_header("content-type", "application/x-protobuf")
-            self.send_header("content-length", str(len(out)))
-            self.end_headers()
-            self.wfile.write(out)
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/v1/traces", got
-    finally:
-        server.shutdown()
+    with recording_receiver(fail_first=0, spans=got) as (endpoint, _posts):
+        yield endpoint, got
 
 
 def exporters(endpoint: str) -> list[int]:
@@ -179,17 +156,24 @@ def test_a_full_queue_drops_and_counts():
 
 
 @contextlib.contextmanager
-def recording_receiver(fail_first: int):
+def recording_receiver(fail_first: int, spans: list[tuple[str, object]] | None = None):
     """An OTLP/HTTP endpoint that records each POST (headers, body as received) and answers the
-    first `fail_first` with 503 (retryable for the SDK's client), the others with 200."""
+    first `fail_first` with 503 (retryable for the SDK's client), the others with 200; the spans
+    of the accepted ones also go to `spans`, when given, as (service.name, span)."""
     posts: list[tuple[dict[str, str], bytes]] = []
 
     class Handler(BaseHTTPRequestHandler):
         def do_POST(self) -> None:  # noqa: N802
-            posts.append(
-                ({k.lower(): v for k, v in self.headers.items()}, self.rfile.read(int(self.headers["content-length"])))
-            )
+            headers = {k.lower(): v for k, v in self.headers.items()}
+            body = self.rfile.read(int(self.headers["content-length"]))
+            posts.append((headers, body))
             failing = len(posts) <= fail_first
+            if spans is not None and not failing:
+                raw = gzip.decompress(body) if headers.get("content-encoding") == "gzip" else body
+                for rs in ExportTraceServiceRequest.FromString(raw).resource_spans:
+                    service = next(a.value.string_value for a in rs.resource.attributes if a.key == "service.name")
+                    for ss in rs.scope_spans:
+                        spans.extend((service, s) for s in ss.spans)
             out = b"" if failing else ExportTraceServiceResponse().SerializeToString()
             self.send_response(503 if failing else 200)
             self.send_header("content-type", "application/x-protobuf")
