@@ -4,7 +4,6 @@ exactness across two gateway processes sharing one Redis."""
 from __future__ import annotations
 
 import asyncio
-import shutil
 import signal
 import socket
 import subprocess
@@ -13,7 +12,6 @@ import time
 import uuid
 
 import httpx
-import pytest
 import yaml
 from clock import clear_of_window_edge
 from helpers import STARTUP_SECONDS, raw_request, run_gateway
@@ -202,45 +200,6 @@ def test_two_gateways_share_one_limit_exactly(upstream, redis_url, prefix, tmp_p
             assert r.headers["content-type"] == "application/problem+json"
             assert int(r.headers["retry-after"]) >= 1
             assert r.headers["x-ratelimit-remaining"] == "0" and r.headers["x-ratelimit-limit"] == "100"
-
-
-@pytest.fixture()
-def private_redis(tmp_path):
-    """A redis-server of this test's own, so that it can be stopped and started again."""
-    binary = shutil.which("redis-server")
-    if binary is None:
-        pytest.fail("redis-server is needed for the outage test (apt-get install redis-server)")
-    port = free_port()
-
-    def start():
-        proc = subprocess.Popen(
-            [
-                binary,
-                "--port",
-                str(port),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--dir",
-                str(tmp_path),
-            ],
-            stdout=subprocess.DEVNULL,
-        )
-        for _ in range(100):
-            try:
-                socket.create_connection(("127.0.0.1", port), 0.1).close()
-                return proc
-            except OSError:
-                time.sleep(0.05)
-        raise RuntimeError("redis-server did not start")
-
-    state = {"proc": start()}
-    yield port, state, start
-    state["proc"].terminate()
-    state["proc"].wait(10)
 
 
 def test_redis_outage_applies_fail_mode_then_recovers(upstream, private_redis, tmp_path):
