@@ -268,7 +268,7 @@ async def run(ctx) -> list[Finding]:
     await _depth(ctx, post, schema, add)
     aliases = "{ " + " ".join(f"a{i}: __typename" for i in range(100)) + " }"
     r = await post({"query": aliases})
-    if r.ok and isinstance(r.json(), dict) and len(r.json().get("data") or {}) >= 100:
+    if r.ok and len(_doc(r).get("data") or {}) >= 100:
         add("graphql-aliases", "No alias limit", "medium", "100 aliases in one query were executed")
     r = await ctx.client.request(
         "POST", ctx.graphql_path, json=[{"query": "{ __typename }"}] * 20, headers=ctx.auth(ctx.a)
@@ -279,7 +279,7 @@ async def run(ctx) -> list[Finding]:
     r = await ctx.client.request(
         "GET", f"{ctx.graphql_path}?query={quote('mutation { __typename }')}", headers=ctx.auth(ctx.a)
     )
-    if r.ok and isinstance(r.json(), dict) and r.json().get("data"):
+    if r.ok and _doc(r).get("data"):
         add("graphql-mutation-get", "Mutations run over GET (CSRF-able)", "medium", "mutation executed via GET", "GET")
     if schema is not None:
         await _resource(ctx, post, schema, add)
@@ -362,7 +362,7 @@ async def _depth(ctx, post, schema: Schema | None, add) -> None:
     if chain_of is None:  # no introspection: common roots and relations
         for root in COMMON_ROOTS[:8]:
             r = await post({"query": f"{{ {root} {{ __typename }} }}"})
-            if not (isinstance(r.json(), dict) and (r.json().get("data") or {}).get(root) is not None):
+            if (_doc(r).get("data") or {}).get(root) is None:
                 continue
             for rel in COMMON_RELATIONS:
                 r = await post({"query": f"{{ {root} {{ {rel} {{ {rel} {{ __typename }} }} }} }}"})
@@ -467,7 +467,7 @@ async def _sqli(ctx, post, schema: Schema, add) -> None:
 
         async def send(v, f=f, arg=arg):
             r = await post({"query": _call("query", f, schema, {arg: v})})
-            doc = r.json() if isinstance(r.json(), dict) else {}
+            doc = _doc(r)
             status = 500 if doc.get("errors") else (r.status or 0)
             return Answer(
                 status,
@@ -600,6 +600,13 @@ async def _xss(ctx, post, schema: Schema, add) -> None:
                 return
 
 
+def _doc(r) -> dict:
+    """The answer's JSON object, parsed once (`Resp.json` parses on each call); {} when the
+    answer is not one."""
+    doc = r.json()
+    return doc if isinstance(doc, dict) else {}
+
+
 def _refused(r, field: str) -> bool:
     """The answer refuses the call: an error, or no value for the field."""
     doc = r.json()
@@ -607,8 +614,7 @@ def _refused(r, field: str) -> bool:
 
 
 def _messages(r) -> str:
-    doc = r.json()
-    errs = doc.get("errors") if isinstance(doc, dict) else None
+    errs = _doc(r).get("errors")
     return " | ".join(str(e.get("message", "")) for e in errs if isinstance(e, dict)) if isinstance(errs, list) else ""
 
 
@@ -626,7 +632,7 @@ async def _known_username(ctx, post, schema: Schema) -> str | None:
         if not names:
             continue
         r = await post({"query": f"query {{ {f['name']} {{ {names[0]} }} }}"})
-        for item in _items((r.json() or {}).get("data", {}).get(f["name"]) if isinstance(r.json(), dict) else None):
+        for item in _items((_doc(r).get("data") or {}).get(f["name"])):
             if isinstance(item, dict) and isinstance(item.get(names[0]), str) and item[names[0]]:
                 return item[names[0]]
     return None
@@ -769,8 +775,8 @@ async def _bola(ctx, post, schema: Schema, add) -> None:
         for who in (ctx.a, ctx.b):
             r = await post({"query": q}, who)
             seen: set[tuple[str, str]] = set()
-            if r.ok and isinstance(r.json(), dict):
-                _seen(schema, (r.json().get("data") or {}).get(root["name"]), seen)
+            if r.ok:
+                _seen(schema, (_doc(r).get("data") or {}).get(root["name"]), seen)
             views.append(seen)
         a_view, b_view = views
         for type_name, (f, arg) in fetchers.items():
@@ -782,7 +788,7 @@ async def _bola(ctx, post, schema: Schema, add) -> None:
             for oid in only_a[:3]:
                 value: Any = int(oid) if unwrap(arg["type"])[1] == "Int" and oid.isdigit() else oid
                 r = await post({"query": f"query {{ {f['name']}({arg['name']}: {_lit(value)}) {{ {idf} }} }}"}, ctx.b)
-                doc = r.json() if isinstance(r.json(), dict) else {}
+                doc = _doc(r)
                 got = (doc.get("data") or {}).get(f["name"])
                 if isinstance(got, dict) and str(got.get(idf)) == oid and not doc.get("errors"):
                     add(
@@ -894,14 +900,14 @@ async def _json_input(ctx, post, schema: Schema, add) -> None:
             continue
         made_up = {k: ("Scan-" if "pass" in k.lower() else "bs") + secrets.token_hex(4) for k in keys}
         base = await send(made_up)
-        doc = base.json() if isinstance(base.json(), dict) else {}
+        doc = _doc(base)
         if not doc.get("errors") or (doc.get("data") or {}).get("a0") or _named_keys(_messages(base)) == keys:
             continue  # the made-up values are not refused as wrong ones: nothing to compare against
         code = next((k for k in keys if CODEISH.search(k)), None)
         if code:
             guesses = [{**made_up, code: str(100000 + secrets.randbelow(900000))} for _ in range(12)]
             r = await send(guesses, 12)
-            d = r.json() if isinstance(r.json(), dict) else {}
+            d = _doc(r)
             refusals = [e for e in d.get("errors") or [] if isinstance(e, dict)]
             throttled = r.status in (423, 429) or re.search(
                 r"(too many|rate limit|locked|try again later)", r.text, re.I
@@ -919,7 +925,7 @@ async def _json_input(ctx, post, schema: Schema, add) -> None:
         for op in ("ne", "$ne"):
             probe = {k: (v if "pass" in k.lower() else {op: v}) for k, v in made_up.items()}
             r = await send(probe)
-            d = r.json() if isinstance(r.json(), dict) else {}
+            d = _doc(r)
             if (d.get("data") or {}).get("a0") and not d.get("errors"):
                 add(
                     "graphql-operator-injection",
