@@ -44,6 +44,40 @@ def wait_for(condition: Callable[[], T], timeout: float = 60.0, interval: float 
         time.sleep(interval)
 
 
+class LoopbackServer:
+    """A raw TCP server on 127.0.0.1 and a free port, for upstreams that write exact bytes: each
+    connection is served by `serve(conn)` on a thread of its own; `connections` counts them."""
+
+    def __init__(self, backlog: int = 64) -> None:
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(backlog)
+        self.port = self.sock.getsockname()[1]
+        self.connections = 0
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def __enter__(self: T) -> T:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            self.connections += 1
+            threading.Thread(target=self.serve, args=(conn,), daemon=True).start()
+
+    def serve(self, conn: socket.socket) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        self.sock.close()
+
+
 class ThreadedUvicorn:
     """An ASGI app served by uvicorn in a thread, on 127.0.0.1 and a free port.
 

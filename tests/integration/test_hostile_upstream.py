@@ -4,34 +4,19 @@ bytes out of turn. The client always gets a well-formed answer and the next requ
 from __future__ import annotations
 
 import socket
-import threading
 
 import pytest
-from helpers import raw_request, run_gateway
+from helpers import LoopbackServer, raw_request, run_gateway
 
 
-class RawUpstream:
+class RawUpstream(LoopbackServer):
     """A TCP upstream that answers every request on a connection with the same scripted bytes."""
 
     def __init__(self, reply: bytes) -> None:
         self.reply = reply
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(16)
-        self.port = self.sock.getsockname()[1]
-        self.connections = 0
-        threading.Thread(target=self._accept, daemon=True).start()
+        super().__init__(backlog=16)
 
-    def _accept(self) -> None:
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            self.connections += 1
-            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
-
-    def _serve(self, conn: socket.socket) -> None:
+    def serve(self, conn: socket.socket) -> None:
         buf = b""
         with conn:
             conn.settimeout(5)
@@ -46,9 +31,6 @@ class RawUpstream:
                     conn.sendall(self.reply)
             except OSError:
                 return
-
-    def close(self) -> None:
-        self.sock.close()
 
 
 @pytest.fixture()

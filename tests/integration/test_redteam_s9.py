@@ -18,45 +18,22 @@ import hashlib
 import json
 import random
 import socket
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import audit_lines, run_gateway
+from helpers import LoopbackServer, audit_lines, run_gateway
 
 KEY = "bk_s9rt_0123456789abcdef0123456789"
 HASH = "sha256:" + hashlib.sha256(KEY.encode()).hexdigest()
 
 
-class EchoUpstream:
+class EchoUpstream(LoopbackServer):
     """HTTP/1.1 on loopback: answers each request with JSON of what it received; the request's
     `x-echo-hdr` header (`Name: value|Name: value`) is copied into the response's head."""
 
-    def __init__(self) -> None:
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(64)
-        self.port = self.sock.getsockname()[1]
-        self.thread = threading.Thread(target=self._accept, daemon=True)
-
-    def __enter__(self) -> EchoUpstream:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.sock.close()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
-
-    def _serve(self, conn: socket.socket) -> None:
+    def serve(self, conn: socket.socket) -> None:
         f = conn.makefile("rb")
         try:
             while True:
